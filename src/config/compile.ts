@@ -1,0 +1,201 @@
+/**
+ * Compiling a validated Config into a Plan: host and route lookups, upstream
+ * targets from the registry, certificates loaded and checked. Fails with every
+ * problem found (as ConfigIssues) and changes nothing.
+ */
+import { readFile } from 'node:fs/promises';
+import { BlockList, isIP } from 'node:net';
+import { isAbsolute, resolve } from 'node:path';
+import { loadCertPair, type CertPair } from '../tls/cert-pair.js';
+import { acmeCertId, fileCertId } from '../tls/cert-store.js';
+import { type Target, type TargetRegistry, type TargetTls } from '../upstream/target.js';
+import type { ConfigIssue } from './load.js';
+import { formatPath } from './load.js';
+import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from './plan.js';
+import type { Config, UpstreamConfig } from './schema.js';
+import { parseDurationMs, parseSizeBytes } from './units.js';
+
+/** What compiling needs from outside. */
+export interface CompileDeps {
+  readonly targets: TargetRegistry;
+  /** Pairs already loaded, by id: reused when their files' digest is unchanged. */
+  readonly generation: number;
+}
+
+/** A compiled Plan with the certificates it needs, or every issue. */
+export type CompileResult =
+  | { readonly ok: true; readonly plan: Plan; readonly certs: ReadonlyMap<string, CertPair>; readonly usedTargets: ReadonlySet<Target> }
+  | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
+
+/** Resolves a file name against the certs directory. */
+export function certPath(certsDir: string, file: string): string {
+  return isAbsolute(file) ? file : resolve(certsDir, file);
+}
+
+function normalizeRoutePath(p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
+}
+
+function addCidr(list: BlockList, cidr: string): void {
+  const [addr = '', bits] = cidr.split('/');
+  const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+  if (bits === undefined) list.addAddress(addr, type);
+  else list.addSubnet(addr, Number(bits), type);
+  // IPv4 peers may appear as IPv4-mapped IPv6 on dual-stack sockets.
+  if (type === 'ipv4') {
+    if (bits === undefined) list.addAddress(`::ffff:${addr}`, 'ipv6');
+    else list.addSubnet(`::ffff:${addr}`, 96 + Number(bits), 'ipv6');
+  }
+}
+
+/** Compiles a config. `baseDir` is the config file's directory. */
+export async function compilePlan(config: Config, baseDir: string, deps: CompileDeps): Promise<CompileResult> {
+  const issues: ConfigIssue[] = [];
+  const certsDir = resolve(baseDir, config.certsDir);
+  const usedTargets = new Set<Target>();
+  const caCache = new Map<string, Buffer>();
+
+  // Certificates: one load per distinct pair, validated against every name it serves.
+  const pairNames = new Map<string, { cert: string; key: string; names: string[]; where: string }>();
+  for (const [name, host] of Object.entries(config.hosts)) {
+    if (!('cert' in host.tls)) continue;
+    const cert = certPath(certsDir, host.tls.cert);
+    const key = certPath(certsDir, host.tls.key);
+    const id = fileCertId(cert, key);
+    const entry = pairNames.get(id) ?? { cert, key, names: [], where: formatPath(['hosts', name, 'tls']) };
+    entry.names.push(name, ...host.aliases);
+    pairNames.set(id, entry);
+  }
+  const certs = new Map<string, CertPair>();
+  await Promise.all(
+    [...pairNames].map(async ([id, p]) => {
+      try {
+        certs.set(id, await loadCertPair(p.cert, p.key, p.names));
+      } catch (err) {
+        issues.push({ path: p.where, message: (err as Error).message });
+      }
+    }),
+  );
+
+  const readCa = async (file: string, where: string): Promise<Buffer | undefined> => {
+    const abs = certPath(certsDir, file);
+    const cached = caCache.get(abs);
+    if (cached !== undefined) return cached;
+    try {
+      const pem = await readFile(abs);
+      caCache.set(abs, pem);
+      return pem;
+    } catch (err) {
+      issues.push({ path: where, message: `cannot read CA file ${abs} (${(err as NodeJS.ErrnoException).code ?? 'error'})` });
+      return undefined;
+    }
+  };
+
+  const compileUpstream = async (u: UpstreamConfig, where: (string | number)[]): Promise<UpstreamPlan> => {
+    const spec = typeof u === 'string' ? { targets: [u] } : Array.isArray(u) ? { targets: u } : u;
+    const protocol = 'protocol' in spec && spec.protocol !== undefined ? spec.protocol : 'auto';
+    const tlsConf = 'tls' in spec ? spec.tls : undefined;
+    const ca = tlsConf?.ca === undefined ? undefined : await readCa(tlsConf.ca, formatPath([...where, 'tls', 'ca']));
+    const targets: Target[] = [];
+    for (const t of spec.targets) {
+      const url = new URL(t);
+      let tls: TargetTls | undefined;
+      if (url.protocol === 'https:') {
+        tls = {
+          ca,
+          servername: tlsConf?.servername ?? (isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : ''),
+          rejectUnauthorized: !(tlsConf?.insecureSkipVerify ?? false),
+        };
+      }
+      const target = deps.targets.get(url, protocol, tls);
+      usedTargets.add(target);
+      targets.push(target);
+    }
+    return {
+      targets,
+      next: 0,
+      hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',
+      connectTimeoutMs: parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s'),
+      responseTimeoutMs: parseDurationMs('responseTimeout' in spec && spec.responseTimeout !== undefined ? spec.responseTimeout : '60s'),
+    };
+  };
+
+  const exact = new Map<string, HostPlan>();
+  const wildcard = new Map<string, HostPlan>();
+  const hosts: HostPlan[] = [];
+  for (const [name, host] of Object.entries(config.hosts)) {
+    const routes = new Map<string, RoutePlan>();
+    for (let i = 0; i < host.routes.length; i++) {
+      const r = host.routes[i]!;
+      const path = normalizeRoutePath(r.path);
+      routes.set(path, {
+        id: `${name} ${path}`,
+        path,
+        stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
+        addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
+        upstream: await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
+      });
+    }
+    const acme = 'acme' in host.tls;
+    const certId = 'cert' in host.tls
+      ? fileCertId(certPath(certsDir, host.tls.cert), certPath(certsDir, host.tls.key))
+      : acmeCertId(name);
+    const plan: HostPlan = {
+      name,
+      names: [name, ...host.aliases],
+      certId,
+      acme,
+      sharing: host.connectionSharing === 'same-certificate',
+      routes,
+      sharedNames: [],
+    };
+    hosts.push(plan);
+    for (const n of plan.names) {
+      if (n.startsWith('*.')) wildcard.set(n.slice(2), plan);
+      else exact.set(n, plan);
+    }
+  }
+  // Names a connection may carry besides its own (ORIGIN frame, RFC 8336).
+  for (const h of hosts) {
+    if (!h.sharing) continue;
+    const shared: string[] = [];
+    for (const o of hosts) {
+      if (o.sharing && o.certId === h.certId) for (const n of o.names) if (!n.startsWith('*.')) shared.push(n);
+    }
+    (h as { sharedNames: readonly string[] }).sharedNames = shared;
+  }
+
+  let trustedProxies: BlockList | undefined;
+  if (config.forwarding.trustedProxies.length > 0) {
+    trustedProxies = new BlockList();
+    for (const c of config.forwarding.trustedProxies) addCidr(trustedProxies, c);
+  }
+
+  if (issues.length > 0) return { ok: false, issues };
+  const port = config.listen.https.port;
+  const limits = config.limits;
+  const plan: Plan = {
+    generation: deps.generation,
+    exact,
+    wildcard,
+    hosts,
+    defaultHost: config.defaultHost === undefined ? undefined : (exact.get(config.defaultHost) ?? wildcard.get(config.defaultHost.slice(2))),
+    httpsPort: port,
+    httpsPortSuffix: port === 443 ? '' : `:${port}`,
+    limits: {
+      headersTimeoutMs: parseDurationMs(limits.headersTimeout),
+      requestTimeoutMs: parseDurationMs(limits.requestTimeout),
+      keepAliveTimeoutMs: parseDurationMs(limits.keepAliveTimeout),
+      maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
+      maxBodyBytes: limits.maxBodySize === undefined ? 0 : parseSizeBytes(limits.maxBodySize),
+      shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
+    },
+    trustedProxies,
+    sendForwarded: config.forwarding.forwarded,
+    sendVia: config.forwarding.via,
+    accessLog: config.log.access,
+    certsDir,
+    baseDir,
+  };
+  return { ok: true, plan, certs, usedTargets };
+}

@@ -1,0 +1,165 @@
+/**
+ * Reading and validating a config file. Never throws: the result lists every
+ * issue at once, each with its JSON path and a reason.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { z } from 'zod';
+import { ConfigSchema, type Config } from './schema.js';
+
+/** One problem found in a config file. */
+export interface ConfigIssue {
+  /** JSON path such as `hosts["app.example.com"].routes[1].upstream`. */
+  readonly path: string;
+  /** What is wrong and, where possible, how to fix it. */
+  readonly message: string;
+}
+
+/** A loaded config, or every issue that prevents loading it. */
+export type LoadResult =
+  | { readonly ok: true; readonly config: Config; readonly file: string; readonly baseDir: string }
+  | { readonly ok: false; readonly file: string; readonly issues: readonly ConfigIssue[] };
+
+const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+/** Formats a path array as `a.b["c.d"][1]`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (typeof seg === 'string' && IDENT_RE.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(String(seg))}]`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+function shorten(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = root;
+  for (const seg of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[seg];
+  }
+  return cur;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
+  const path = issue.path;
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return issue.keys.map((key) => ({
+        path: formatPath([...path, key]),
+        message: 'unknown key (check the spelling; see the config reference in README.md)',
+      }));
+    case 'invalid_type': {
+      const got = valueAt(input, path);
+      if (got === undefined) return [{ path: formatPath(path), message: `required: expected ${issue.expected}` }];
+      return [{ path: formatPath(path), message: `expected ${issue.expected}, got ${shorten(got)}` }];
+    }
+    case 'invalid_union': {
+      // Report the branch that got furthest: the issues with the longest paths.
+      const branches = issue.errors;
+      let best: z.core.$ZodIssue[] | undefined;
+      let bestDepth = -1;
+      for (const branch of branches) {
+        const depth = Math.max(...branch.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));
+        if (depth > bestDepth) {
+          bestDepth = depth;
+          best = branch;
+        }
+      }
+      const got = valueAt(input, path);
+      if (best === undefined || bestDepth <= 0) {
+        return [{ path: formatPath(path), message: `${issue.message}, got ${shorten(got)}` }];
+      }
+      return best.flatMap((i) => describeIssue({ ...i, path: [...path, ...i.path] } as z.core.$ZodIssue, input));
+    }
+    default: {
+      const got = valueAt(input, path);
+      const hasGot = got !== undefined && !issue.message.includes('got ');
+      return [{ path: formatPath(path), message: hasGot ? `${issue.message}, got ${shorten(got)}` : issue.message }];
+    }
+  }
+}
+
+/** Validates an already-parsed JSON value. */
+export function validateConfig(input: unknown): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
+  const result = ConfigSchema.safeParse(input);
+  if (result.success) {
+    const cross = checkCrossReferences(result.data);
+    return cross.length === 0 ? { ok: true, config: result.data } : { ok: false, issues: cross };
+  }
+  return { ok: false, issues: result.error.issues.flatMap((i) => describeIssue(i, input)) };
+}
+
+/** Checks that zod cannot express: names unique across hosts, defaultHost declared, ACME settings present. */
+function checkCrossReferences(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const owner = new Map<string, string>();
+  let needsAcme = false;
+  for (const [name, host] of Object.entries(config.hosts)) {
+    if ('acme' in host.tls) needsAcme = true;
+    const names = [name, ...host.aliases];
+    names.forEach((n, i) => {
+      const prev = owner.get(n);
+      const where = i === 0 ? formatPath(['hosts', name]) : formatPath(['hosts', name, 'aliases', i - 1]);
+      if (prev !== undefined) issues.push({ path: where, message: `the name ${JSON.stringify(n)} is already served by hosts[${JSON.stringify(prev)}]` });
+      else owner.set(n, name);
+    });
+    const seen = new Set<string>();
+    host.routes.forEach((route, i) => {
+      if (seen.has(route.path)) {
+        issues.push({ path: formatPath(['hosts', name, 'routes', i, 'path']), message: `duplicate route path ${JSON.stringify(route.path)} in this host` });
+      }
+      seen.add(route.path);
+    });
+  }
+  if (config.defaultHost !== undefined && !owner.has(config.defaultHost)) {
+    issues.push({ path: 'defaultHost', message: `${JSON.stringify(config.defaultHost)} is not a name of any host in "hosts"` });
+  }
+  if (needsAcme && config.acme === undefined) {
+    issues.push({ path: 'acme', message: 'a host uses {"acme": true} but there is no "acme" section; add one with at least "email" and "termsOfServiceAgreed": true' });
+  }
+  if (config.listen.http !== null && config.listen.http.port === config.listen.https.port) {
+    issues.push({ path: 'listen.http.port', message: `the HTTP and HTTPS listeners cannot share port ${config.listen.https.port}` });
+  }
+  return issues;
+}
+
+function jsonErrorIssue(text: string, err: unknown): ConfigIssue {
+  const message = err instanceof Error ? err.message : String(err);
+  const pos = /position (\d+)/.exec(message);
+  if (pos !== null) {
+    const offset = Number(pos[1]);
+    const before = text.slice(0, offset);
+    const line = before.split('\n').length;
+    const column = offset - before.lastIndexOf('\n');
+    return { path: `(line ${line}, column ${column})`, message: `invalid JSON: ${message}` };
+  }
+  return { path: '(file)', message: `invalid JSON: ${message}` };
+}
+
+/** Reads, parses and validates a config file. */
+export async function loadConfigFile(file: string): Promise<LoadResult> {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return { ok: false, file: abs, issues: [{ path: '(file)', message: `cannot read ${abs}: ${code}` }] };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, file: abs, issues: [jsonErrorIssue(text, err)] };
+  }
+  const result = validateConfig(json);
+  if (!result.ok) return { ok: false, file: abs, issues: result.issues };
+  return { ok: true, config: result.config, file: abs, baseDir: dirname(abs) };
+}

@@ -1,0 +1,106 @@
+/**
+ * The Plan: a config compiled into lookups for the request path. Immutable
+ * once published (except round-robin counters); replaced whole on reload, and
+ * an in-flight request keeps the Plan it started with.
+ */
+import type { BlockList } from 'node:net';
+import type { Target } from '../upstream/target.js';
+
+/** Where a route sends requests. */
+export interface UpstreamPlan {
+  readonly targets: readonly Target[];
+  /** Round-robin cursor; the only mutable field of a Plan. */
+  next: number;
+  /** "preserve", "target", or a literal Host value. */
+  readonly hostHeader: string;
+  readonly connectTimeoutMs: number;
+  readonly responseTimeoutMs: number;
+}
+
+/** One route of a host. */
+export interface RoutePlan {
+  /** `host path` for logs, e.g. `localhost /users`. */
+  readonly id: string;
+  readonly path: string;
+  /** Length of the path to strip, or 0. */
+  readonly stripLength: number;
+  /** Prefix to add, or "". */
+  readonly addPrefix: string;
+  readonly upstream: UpstreamPlan;
+}
+
+/** One site. */
+export interface HostPlan {
+  readonly name: string;
+  readonly names: readonly string[];
+  /** Id of its certificate in the CertStore. */
+  readonly certId: string;
+  readonly acme: boolean;
+  /** Whether connectionSharing is "same-certificate". */
+  readonly sharing: boolean;
+  /** Routes by exact path prefix (no trailing slash except "/"). */
+  readonly routes: ReadonlyMap<string, RoutePlan>;
+  /** Other names served on a connection made for this host (ORIGIN frame). */
+  readonly sharedNames: readonly string[];
+}
+
+/** Compiled limits in ms and bytes. */
+export interface LimitsPlan {
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+  readonly maxBodyBytes: number;
+  readonly shutdownTimeoutMs: number;
+}
+
+/** The compiled configuration. */
+export interface Plan {
+  readonly generation: number;
+  readonly exact: ReadonlyMap<string, HostPlan>;
+  /** Wildcard hosts by the suffix after "*." */
+  readonly wildcard: ReadonlyMap<string, HostPlan>;
+  readonly hosts: readonly HostPlan[];
+  readonly defaultHost: HostPlan | undefined;
+  readonly httpsPort: number;
+  /** ":8443", or "" for 443: appended to redirect and origin URLs. */
+  readonly httpsPortSuffix: string;
+  readonly limits: LimitsPlan;
+  /** Peers whose forwarding headers are trusted, or undefined for none. */
+  readonly trustedProxies: BlockList | undefined;
+  readonly sendForwarded: boolean;
+  readonly sendVia: boolean;
+  readonly accessLog: boolean;
+  readonly certsDir: string;
+  readonly baseDir: string;
+}
+
+/** Finds the host serving `name`: exact first, then the most specific wildcard. Hot path. */
+export function lookupHost(plan: Plan, name: string): HostPlan | undefined {
+  const exact = plan.exact.get(name);
+  if (exact !== undefined) return exact;
+  if (plan.wildcard.size === 0) return undefined;
+  let dot = name.indexOf('.');
+  while (dot !== -1) {
+    const h = plan.wildcard.get(name.slice(dot + 1));
+    if (h !== undefined) return h;
+    dot = name.indexOf('.', dot + 1);
+  }
+  return undefined;
+}
+
+/** Finds the route for a path by longest whole-segment prefix. Hot path: one Map lookup per segment. */
+export function lookupRoute(host: HostPlan, path: string): RoutePlan | undefined {
+  const routes = host.routes;
+  let end = path.length;
+  const q = path.indexOf('?');
+  if (q !== -1) end = q;
+  let candidate = end === path.length ? path : path.slice(0, end);
+  for (;;) {
+    const r = routes.get(candidate);
+    if (r !== undefined) return r;
+    const slash = candidate.lastIndexOf('/');
+    if (slash <= 0) return candidate === '/' ? undefined : routes.get('/');
+    candidate = candidate.slice(0, slash);
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The configuration schema: the single source of truth for what `portico.json`
+ * may contain. Each field's description is the documentation (README's config
+ * reference and `config/portico.schema.json` are generated from it).
+ *
+ * Unknown keys are errors everywhere: a typo must never be silently ignored.
+ */
+import { z } from 'zod';
+import { isIP } from 'node:net';
+
+const DURATION_RE = /^\d+(\.\d+)?(ms|s|m|h|d)$/;
+const SIZE_RE = /^\d+(\.\d+)?(b|kb|mb|gb)$/i;
+
+/** A duration such as `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"90d"`. */
+export const Duration = z
+  .string()
+  .regex(DURATION_RE, { message: 'expected a duration such as "500ms", "30s", "5m", "1h" or "90d"' });
+
+/** A size such as `"16kb"`, `"10mb"`, `"1gb"` (powers of 1024). */
+export const Size = z.string().regex(SIZE_RE, { message: 'expected a size such as "16kb", "10mb" or "1gb"' });
+
+const HOST_NAME_RE = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/** A DNS host name, lower case, optionally a `*.` wildcard for exactly one label. */
+export const HostName = z
+  .string()
+  .refine((s) => HOST_NAME_RE.test(s) && s.length <= 253, {
+    message: 'expected a lower-case DNS name such as "app.example.com" or "*.example.com"',
+  });
+
+const UPSTREAM_SCHEMES = new Set(['http:', 'https:', 'h2c:']);
+
+/** An upstream target URL: `http://` (HTTP/1.1), `https://` (TLS; h2 or HTTP/1.1 by ALPN), `h2c://` (cleartext HTTP/2). */
+export const TargetUrl = z.string().superRefine((s, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected a URL such as "http://127.0.0.1:3000", got ${JSON.stringify(s)}` });
+    return;
+  }
+  if (!UPSTREAM_SCHEMES.has(url.protocol) || url.hostname === '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a URL with scheme http://, https:// or h2c://, got ${JSON.stringify(s)}`,
+    });
+    return;
+  }
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: `an upstream URL names a server only (scheme, host, port), got ${JSON.stringify(s)}; use the route's "stripPrefix"/"addPrefix" to change paths`,
+    });
+  }
+});
+
+const Cidr = z.string().superRefine((s, ctx) => {
+  const [addr, bits, extra] = s.split('/');
+  const family = addr === undefined ? 0 : isIP(addr);
+  const max = family === 6 ? 128 : 32;
+  const n = bits === undefined ? max : Number(bits);
+  if (family === 0 || extra !== undefined || !Number.isInteger(n) || n < 0 || n > max) {
+    ctx.addIssue({ code: 'custom', message: `expected an IP address or CIDR such as "10.0.0.0/8" or "::1", got ${JSON.stringify(s)}` });
+  }
+});
+
+const IpAddress = z.string().refine((s) => isIP(s) !== 0, { message: 'expected an IP address such as "0.0.0.0", "::" or "127.0.0.1"' });
+
+const Port = z.number().int().min(1).max(65535);
+
+const Listener = z
+  .strictObject({
+    port: Port.describe('TCP port to listen on.'),
+    addresses: z
+      .array(IpAddress)
+      .min(1)
+      .default(['0.0.0.0', '::'])
+      .describe('Addresses to bind. IPv6 addresses are bound IPv6-only, so "0.0.0.0" and "::" can be listed together. An unavailable IPv6 stack is logged and skipped.'),
+  })
+  .describe('One listening port and the addresses it binds.');
+
+const UpstreamTls = z
+  .strictObject({
+    ca: z.string().optional().describe('PEM file (relative to the certs directory) with the CA that signs the upstream certificate. Default: the system trust store.'),
+    servername: HostName.optional().describe('TLS server name (SNI) sent to the upstream and verified against its certificate. Default: the target URL host.'),
+    insecureSkipVerify: z
+      .boolean()
+      .default(false)
+      .describe('Do not verify the upstream certificate. Hazard: anyone on the path can impersonate the upstream. For testing only.'),
+  })
+  .describe('TLS settings for https:// upstream targets.');
+
+const UpstreamObject = z.strictObject({
+  targets: z.array(TargetUrl).min(1).describe('One or more targets; requests are spread round-robin, and a target that refuses the connection is skipped for the next one.'),
+  hostHeader: z
+    .string()
+    .default('preserve')
+    .describe('"preserve" sends the client\'s Host (default), "target" sends the target URL\'s host:port, any other value is sent as is.'),
+  protocol: z
+    .enum(['auto', 'http1', 'h2'])
+    .default('auto')
+    .describe('For https:// targets: "auto" negotiates h2 or HTTP/1.1 by ALPN, "http1" and "h2" force one. http:// is always HTTP/1.1 and h2c:// always HTTP/2.'),
+  connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
+  responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
+  tls: UpstreamTls.optional(),
+});
+
+/** An upstream: one target URL, a list of target URLs, or an object with options. */
+export const Upstream = z.union([TargetUrl, z.array(TargetUrl).min(1), UpstreamObject]);
+
+const Route = z
+  .strictObject({
+    path: z
+      .string()
+      .startsWith('/', { message: 'a route path must start with "/"' })
+      .default('/')
+      .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins.'),
+    upstream: Upstream.describe('Where requests go.'),
+    stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x").'),
+    addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix).'),
+  })
+  .describe('A path prefix and its upstream.');
+
+const HostTls = z.union([
+  z
+    .strictObject({
+      cert: z.string().min(1).describe('Certificate chain PEM file, relative to the certs directory (leaf first).'),
+      key: z.string().min(1).describe('Private key PEM file, relative to the certs directory (RSA or ECDSA).'),
+    })
+    .describe('Certificate files mounted into the certs directory.'),
+  z.strictObject({ acme: z.literal(true).describe('Obtain and renew the certificate over ACME (see "acme").') }),
+]);
+
+const HostEntry = z
+  .strictObject({
+    aliases: z.array(HostName).default([]).describe('More names served by this host (same certificate, same routes).'),
+    tls: HostTls.describe('Where the certificate for this host comes from: {"cert","key"} files or {"acme": true}.'),
+    routes: z.array(Route).min(1, { message: 'a host needs at least one route' }).describe('Routes, matched by longest path prefix.'),
+    connectionSharing: z
+      .enum(['strict', 'same-certificate'])
+      .default('strict')
+      .describe('"strict": every request\'s Host must equal the TLS server name of its connection, else 421. "same-certificate": a request may also use a connection opened for another name served by the same certificate file whose host also allows sharing (HTTP/2 connection coalescing, RFC 9113 §9.1.1).'),
+  })
+  .describe('A site: its names, certificate and routes.');
+
+const Acme = z
+  .strictObject({
+    directory: z
+      .string()
+      .url()
+      .default('https://acme-v02.api.letsencrypt.org/directory')
+      .describe('ACME directory URL. Let\'s Encrypt production by default; "https://acme-staging-v02.api.letsencrypt.org/directory" for staging; any RFC 8555 directory.'),
+    email: z.string().email().optional().describe('Contact email for the ACME account.'),
+    termsOfServiceAgreed: z.boolean().default(false).describe('Agree to the CA\'s terms of service (required by most CAs).'),
+    eab: z
+      .strictObject({ kid: z.string().min(1), hmacKey: z.string().min(1) })
+      .optional()
+      .describe('External Account Binding credentials, for CAs that require them.'),
+    challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01').describe('Challenge type used to prove control of the names.'),
+    caFile: z.string().optional().describe('Extra CA (PEM, relative to certs directory) trusted for the ACME directory\'s HTTPS, e.g. a private CA.'),
+    renewBefore: z
+      .string()
+      .regex(/^(\d+(\.\d+)?(ms|s|m|h|d)|\d+(\.\d+)?%)$/, { message: 'expected a duration such as "30d" or a share of the lifetime such as "33%"' })
+      .default('33%')
+      .describe('Renew when this much of the certificate lifetime remains ("33%" = a third) or this long before expiry ("30d").'),
+  })
+  .describe('Automatic certificates over ACME, for hosts whose tls is {"acme": true}.');
+
+const Limits = z
+  .strictObject({
+    headersTimeout: Duration.default('30s').describe('Time a client has to send complete request headers (HTTP/1.1).'),
+    requestTimeout: Duration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
+    keepAliveTimeout: Duration.default('60s').describe('Idle time before a client connection is closed.'),
+    maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431.'),
+    maxBodySize: Size.optional().describe('Largest request body accepted; larger gets 413. Default: unlimited (streamed).'),
+    shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
+  })
+  .describe('Limits and timeouts against slow or abusive clients.');
+
+const Forwarding = z
+  .strictObject({
+    trustedProxies: z
+      .array(Cidr)
+      .default([])
+      .describe('Peers (IPs or CIDRs) whose X-Forwarded-*/Forwarded headers are kept and extended. From any other peer they are dropped and rebuilt from the connection.'),
+    forwarded: z.boolean().default(false).describe('Also send the RFC 7239 Forwarded header.'),
+    via: z.boolean().default(false).describe('Add a Via header ("1.1 portico" / "2 portico") to requests and responses.'),
+  })
+  .describe('Headers that tell upstreams about the client.');
+
+const Log = z
+  .strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    access: z.boolean().default(true).describe('Write one access log line per request.'),
+    format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('"auto": human-readable on a TTY, JSON otherwise.'),
+  })
+  .describe('Logging.');
+
+/** The whole configuration file. */
+export const ConfigSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe('Path to portico.schema.json, for editors.'),
+    listen: z
+      .strictObject({
+        https: Listener.default({ port: 443, addresses: ['0.0.0.0', '::'] }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
+        http: Listener.nullable()
+          .default({ port: 80, addresses: ['0.0.0.0', '::'] })
+          .describe('The plain HTTP listener: redirects configured hosts to https (308) and answers ACME HTTP-01 challenges. null disables it.'),
+      })
+      .prefault({}),
+    certsDir: z.string().default('certs').describe('Directory with certificate files and ACME state, relative to the config file.'),
+    defaultHost: HostName.optional().describe('Host whose certificate is served to clients that send no or an unknown TLS server name. Default: such handshakes are refused.'),
+    hosts: z
+      .record(HostName, HostEntry)
+      .refine((h) => Object.keys(h).length > 0, { message: 'at least one host is required' })
+      .describe('Sites by primary name.'),
+    acme: Acme.optional(),
+    limits: Limits.prefault({}),
+    forwarding: Forwarding.prefault({}),
+    log: Log.prefault({}),
+  })
+  .describe('Portico configuration.');
+
+/** A configuration file as written (before defaults). */
+export type ConfigInput = z.input<typeof ConfigSchema>;
+/** A validated configuration with defaults applied. */
+export type Config = z.output<typeof ConfigSchema>;
+/** An upstream as validated. */
+export type UpstreamConfig = z.output<typeof Upstream>;

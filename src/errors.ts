@@ -1,0 +1,60 @@
+/**
+ * The error table: every error Portico reports has a stable code born here.
+ *
+ * Codes share the `PORTICO_` prefix so they stand apart from Node's own codes
+ * in the same log. Request errors carry the HTTP status the client receives;
+ * match errors by `code`, never by `instanceof` (undici's convention), since
+ * errors cross worker boundaries as plain objects.
+ */
+
+/** One row of the error table. */
+export interface ErrorSpec {
+  /** HTTP status sent to the client, for request-path errors. */
+  readonly status: number;
+  /** Short, stable text: the response body for request errors. */
+  readonly message: string;
+}
+
+/** Every error code Portico can produce, with its status and message. */
+export const ERRORS = {
+  // Request path (see docs in README "Errors and status codes").
+  PORTICO_BAD_HOST: { status: 400, message: 'Bad Request: missing or invalid Host header' },
+  PORTICO_BAD_REQUEST: { status: 400, message: 'Bad Request: the request headers are invalid' },
+  PORTICO_SNI_HOST_MISMATCH: {
+    status: 421,
+    message: 'Misdirected Request: the Host does not match the TLS server name of this connection',
+  },
+  PORTICO_NO_ROUTE: { status: 404, message: 'Not Found: no route for this host and path' },
+  PORTICO_UNKNOWN_HOST: { status: 404, message: 'Not Found: this host is not served here' },
+  PORTICO_UPSTREAM_UNREACHABLE: { status: 502, message: 'Bad Gateway: the upstream could not be reached' },
+  PORTICO_UPSTREAM_FAILED: { status: 502, message: 'Bad Gateway: the upstream failed to answer' },
+  PORTICO_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: the upstream did not answer in time' },
+  PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
+  PORTICO_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: the proxy is shutting down' },
+  // Configuration and startup (status is the CLI's view: not sent to clients).
+  PORTICO_CONFIG_INVALID: { status: 500, message: 'the configuration is invalid' },
+  PORTICO_CONFIG_UNREADABLE: { status: 500, message: 'the configuration file cannot be read' },
+  PORTICO_CERT_INVALID: { status: 500, message: 'a certificate or key is invalid' },
+  PORTICO_LISTEN_FAILED: { status: 500, message: 'a listener could not be opened' },
+  PORTICO_ACME_FAILED: { status: 500, message: 'a certificate could not be obtained over ACME' },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** A Portico error code. */
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error with a stable Portico code; `message` says what, where and how to fix. */
+export class PorticoError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].message, options);
+    this.name = 'PorticoError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+  }
+}
+
+/** Whether `err` carries the given Portico code. */
+export function hasCode(err: unknown, code: ErrorCode): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}

@@ -1,0 +1,222 @@
+/**
+ * The HTTPS listener: a `tls.Server` that owns the handshake (SNI callback,
+ * ALPN choice, TLS 1.2+), handing each established connection to a
+ * `node:http2` secure server with `allowHTTP1`, which speaks h2 or HTTP/1.1 by
+ * the negotiated ALPN. Owning the handshake is what lets ALPN `acme-tls/1`
+ * (TLS-ALPN-01) pick a different certificate.
+ */
+import http2 from 'node:http2';
+import type { IncomingMessage } from 'node:http';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
+import type { CertStore } from '../tls/cert-store.js';
+import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
+import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
+import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
+
+/** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
+export interface AlpnChallengeSource {
+  contextFor(servername: string): SecureContext | undefined;
+}
+
+/** What the HTTPS listener needs. */
+export interface HttpsListenerDeps {
+  readonly state: ProxyState;
+  readonly certs: CertStore;
+  readonly log: Logger;
+  /** Optional TLS-ALPN-01 responder (set by the ACME manager). */
+  alpnChallenges?: AlpnChallengeSource;
+}
+
+const kAcmeAlpn = Symbol('portico.acmeAlpn');
+
+interface AlpnTagged {
+  [kAcmeAlpn]?: boolean;
+}
+
+/** The HTTPS listener: TLS front plus the HTTP/2+HTTP/1.1 engine. */
+export class HttpsListener {
+  /** One TLS server per bound address, all feeding the same engine. */
+  readonly tlsServers: tls.Server[] = [];
+  #defaultContext: tls.SecureContextOptions | undefined;
+  /** Session ticket keys shared by every address, so resumption works across them. */
+  readonly #ticketKeys = randomBytes(48);
+  readonly h2Server: http2.Http2SecureServer;
+  readonly #deps: HttpsListenerDeps;
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+  readonly #sockets = new Set<TLSSocket>();
+
+  constructor(deps: HttpsListenerDeps) {
+    this.#deps = deps;
+    const plan = deps.state.plan;
+    const limits = plan.limits;
+    // The engine never listens; connections arrive through 'secureConnection'.
+    this.h2Server = http2.createSecureServer({
+      allowHTTP1: true,
+      maxHeaderSize: limits.maxHeaderBytes,
+      maxSessionMemory: 64,
+      settings: { maxConcurrentStreams: 256, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
+    } as http2.SecureServerOptions);
+    this.applyLimits(plan);
+    this.h2Server.on('request', createRequestHandler(deps.state));
+    this.h2Server.on('upgrade', createUpgradeHandler(deps.state) as (req: IncomingMessage, socket: Duplex, head: Buffer) => void);
+    this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
+    this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
+    this.h2Server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      deps.log.debug({ code: err.code }, 'bad http/1.1 request');
+      if (!socket.writable) return socket.destroy();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    });
+    // Starts the HTTP/1.1 connection tracking that enforces headersTimeout and requestTimeout.
+    this.h2Server.emit('listening');
+
+    this.#defaultContext = undefined;
+    this.setDefaultContext(plan);
+  }
+
+  #createTlsServer(): tls.Server {
+    const self = this;
+    const server = tls.createServer({
+      ...SERVER_TLS_OPTIONS,
+      ticketKeys: this.#ticketKeys,
+      // Regular functions: Node calls both with `this` set to the TLSSocket being negotiated.
+      SNICallback(this: TLSSocket, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) {
+        self.#sni(this, servername, cb);
+      },
+      ALPNCallback(this: TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }) {
+        return self.#alpn(this, servername, protocols);
+      },
+    });
+    server.on('secureConnection', (socket: TLSSocket) => this.#onSecureConnection(socket));
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.#deps.log.debug({ code: err.code, msg: err.message, remote: socket.remoteAddress }, 'tls handshake failed');
+    });
+    if (this.#defaultContext !== undefined) server.setSecureContext(this.#defaultContext);
+    return server;
+  }
+
+  /** Applies a Plan's limits to the engine; called at start and on every reload. */
+  applyLimits(plan: Plan): void {
+    const s = this.h2Server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number };
+    s.maxHeaderSize = plan.limits.maxHeaderBytes;
+    s.headersTimeout = plan.limits.headersTimeoutMs;
+    s.requestTimeout = plan.limits.requestTimeoutMs;
+    s.keepAliveTimeout = plan.limits.keepAliveTimeoutMs;
+  }
+
+  /** Serves the default host's certificate to clients without SNI (or refuses them). */
+  setDefaultContext(plan: Plan): void {
+    const def = plan.defaultHost;
+    const pair = def === undefined ? undefined : this.#deps.certs.get(def.certId);
+    this.#defaultContext = pair === undefined ? undefined : { ...SERVER_TLS_OPTIONS, cert: pair.certPem, key: pair.keyPem };
+    if (this.#defaultContext !== undefined) for (const s of this.tlsServers) s.setSecureContext(this.#defaultContext);
+  }
+
+  #hostFor(servername: string): HostPlan | undefined {
+    const plan = this.#deps.state.plan;
+    return lookupHost(plan, servername.toLowerCase()) ?? plan.defaultHost;
+  }
+
+  #sni(socket: TLSSocket, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
+    if ((socket as TLSSocket & AlpnTagged)[kAcmeAlpn] === true) {
+      // OpenSSL chooses ALPN before the certificate: a client that asked for acme-tls/1 gets the challenge certificate.
+      const ctx = this.#deps.alpnChallenges?.contextFor(servername.toLowerCase());
+      if (ctx !== undefined) return cb(null, ctx);
+    }
+    const host = this.#hostFor(servername);
+    const ctx = host === undefined ? undefined : this.#deps.certs.context(host.certId);
+    if (ctx === undefined) return cb(new Error(host === undefined ? `unknown server name ${servername}` : `no certificate yet for ${host.name}`));
+    cb(null, ctx);
+  }
+
+  #alpn(socket: TLSSocket, servername: string, protocols: string[]): string | undefined {
+    if (protocols.includes('acme-tls/1') && this.#deps.alpnChallenges?.contextFor(servername.toLowerCase()) !== undefined) {
+      (socket as TLSSocket & AlpnTagged)[kAcmeAlpn] = true;
+      return 'acme-tls/1';
+    }
+    if (protocols.includes('h2')) return 'h2';
+    if (protocols.includes('http/1.1')) return 'http/1.1';
+    return undefined;
+  }
+
+  #onSecureConnection(socket: TLSSocket): void {
+    if (socket.alpnProtocol === 'acme-tls/1') {
+      // RFC 8737 §3: the handshake itself is the answer; close right after.
+      socket.end();
+      return;
+    }
+    const plan = this.#deps.state.plan;
+    const sni = typeof socket.servername === 'string' ? socket.servername.toLowerCase() : '';
+    const name = sni !== '' && lookupHost(plan, sni) !== undefined ? sni : (plan.defaultHost?.name ?? sni);
+    (socket as TLSSocket & Tagged)[kConnName] = name;
+    socket.setNoDelay(true);
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    // The engine reads its HTTP/1.1 settings from socket.server: point it at the engine, not the TLS front.
+    (socket as TLSSocket & { server: unknown }).server = this.h2Server;
+    this.h2Server.emit('secureConnection', socket);
+  }
+
+  #onSession(session: http2.ServerHttp2Session): void {
+    const socket = session.socket as unknown as Tagged;
+    const name = socket[kConnName] ?? '';
+    (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
+    this.#sessions.add(session);
+    session.once('close', () => this.#sessions.delete(session));
+    session.on('error', () => {});
+    // RFC 8336: announce the origins this connection serves, so clients coalesce only onto those.
+    const plan = this.#deps.state.plan;
+    const host = lookupHost(plan, name);
+    const suffix = plan.httpsPortSuffix;
+    const origins = [`https://${name}${suffix}`];
+    if (host !== undefined) for (const n of host.sharedNames) if (n !== name) origins.push(`https://${n}${suffix}`);
+    try {
+      session.origin(...origins);
+    } catch (err) {
+      this.#deps.log.debug({ err: (err as Error).message }, 'origin frame not sent');
+    }
+  }
+
+  /** Starts listening on one address. */
+  listen(port: number, address: string): Promise<void> {
+    const server = this.#createTlsServer();
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.#deps.log.error({ err }, 'https listener error'));
+        this.tlsServers.push(server);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops accepting, lets in-flight requests finish, closes what remains after `deadlineMs`. */
+  async close(deadlineMs: number): Promise<void> {
+    const closed = Promise.all(this.tlsServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+    for (const s of this.#sessions) s.close();
+    const engine = this.h2Server as unknown as { closeIdleConnections?: () => void };
+    engine.closeIdleConnections?.();
+    const timer = setTimeout(() => {
+      for (const s of this.#sessions) s.destroy();
+      for (const s of this.#sockets) s.destroy();
+    }, deadlineMs);
+    timer.unref();
+    // Keep closing idle HTTP/1.1 connections as their requests finish.
+    const sweep = setInterval(() => {
+      for (const s of this.#sockets) {
+        const busy = (s as unknown as { _httpMessage?: unknown })._httpMessage;
+        if (busy === undefined || busy === null) s.end();
+      }
+    }, 100);
+    sweep.unref();
+    await closed;
+    clearTimeout(timer);
+    clearInterval(sweep);
+  }
+}

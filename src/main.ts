@@ -1,0 +1,147 @@
+#!/usr/bin/env node
+/**
+ * The command line: argv → check, schema, demo or a running proxy. Nothing else.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { checkConfigFile } from './cli/check-config.js';
+import { configJsonSchema } from './cli/json-schema.js';
+import { startDemoBackends } from './demo/demo-backends.js';
+import { demoInstructions, prepareDemo } from './demo/demo-setup.js';
+import { watchConfigFile } from './config/watch.js';
+import { createLogger } from './log/logger.js';
+import { Portico, formatIssues } from './server/portico.js';
+import { hasCode } from './errors.js';
+
+const HELP = `Usage:
+  portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
+                               with neither, the built-in demo starts)
+  portico --demo               run the built-in demo (users.localhost, orders.localhost, localhost)
+  portico check FILE           validate a config file and its certificates; exit 1 listing every problem
+  portico schema               print the config's JSON Schema
+  portico --help | --version
+
+Options:
+  -c, --config FILE            config file (JSON)
+      --log-level LEVEL        override log.level (trace, debug, info, warn, error)
+      --no-watch               do not reload the config when it changes (SIGHUP still reloads)
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+      demo: { type: 'boolean' },
+      'log-level': { type: 'string' },
+      'no-watch': { type: 'boolean' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`portico ${version()}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (command === 'check') {
+    const file = positionals[1] ?? values.config;
+    if (file === undefined) {
+      process.stderr.write('portico check: which file? usage: portico check FILE\n');
+      return 2;
+    }
+    const result = await checkConfigFile(file);
+    if (result.issues.length > 0) {
+      process.stderr.write(`${formatIssues(result.file, result.issues)}\n`);
+      return 1;
+    }
+    process.stdout.write(`${result.file}: ok (${result.hosts} host${result.hosts === 1 ? '' : 's'})\n`);
+    return 0;
+  }
+  if (command === 'schema') {
+    process.stdout.write(configJsonSchema());
+    return 0;
+  }
+  if (command !== undefined) {
+    process.stderr.write(`portico: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+    return 2;
+  }
+
+  let configFile = values.config ?? process.env.PORTICO_CONFIG;
+  let demo = values.demo === true;
+  if (configFile === undefined && !demo) {
+    if (existsSync('config/portico.json')) configFile = 'config/portico.json';
+    else demo = true;
+  }
+  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? 'info');
+  let stopDemo: (() => Promise<void>) | undefined;
+  let demoCa: string | undefined;
+  if (demo) {
+    log.info({}, 'no config given and no config/portico.json: starting the built-in demo');
+    const prepared = await prepareDemo();
+    configFile = prepared.configFile;
+    demoCa = prepared.caFile;
+    stopDemo = await startDemoBackends();
+  }
+  const portico = new Portico(resolve(configFile as string), log);
+  try {
+    await portico.start();
+  } catch (err) {
+    if (hasCode(err, 'PORTICO_CONFIG_INVALID') || hasCode(err, 'PORTICO_LISTEN_FAILED')) {
+      log.fatal({ code: (err as { code: string }).code }, (err as Error).message);
+      log.flush();
+      process.stderr.write(`${(err as Error).message}\n`);
+      await stopDemo?.();
+      return 1;
+    }
+    throw err;
+  }
+  if (demoCa !== undefined) process.stdout.write(demoInstructions(demoCa));
+
+  const abort = new AbortController();
+  if (values['no-watch'] !== true) watchConfigFile(portico.configFile, () => void portico.reload(), abort.signal);
+  process.on('SIGHUP', () => void portico.reload());
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        log.flush();
+        process.exit(1);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down: no new connections, finishing in-flight requests');
+      abort.abort();
+      void portico.stop().then(async () => {
+        await stopDemo?.();
+        log.info({}, 'stopped');
+        resolveStop();
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  log.flush();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`portico: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,117 @@
+/**
+ * Header rules between client and upstream: hop-by-hop headers and every
+ * header named in Connection are removed first (RFC 9110 §7.6.1), then
+ * Portico's own forwarding headers are added, so a client can neither delete
+ * nor forge them.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** Request headers never forwarded as received (hop-by-hop, or rebuilt by Portico). */
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'upgrade',
+  'trailer',
+  'host',
+  'http2-settings',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'via',
+]);
+
+/** Response headers never forwarded (hop-by-hop). */
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
+
+/** What the request rules need to know about the exchange. */
+export interface ForwardFacts {
+  /** Client address as seen on the socket. */
+  readonly remoteAddress: string;
+  /** Whether the peer is a trusted proxy (its forwarding headers are kept). */
+  readonly trusted: boolean;
+  /** Host header value as the client sent it (port kept). */
+  readonly host: string;
+  /** Value for the upstream Host header. */
+  readonly upstreamHost: string;
+  /** HTTP version for Via: "1.1" or "2". */
+  readonly via: string | undefined;
+  readonly forwarded: boolean;
+  /** Whether the upstream speaks HTTP/2 (TE: trailers passes through). */
+  readonly upstreamH2: boolean;
+}
+
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  if (text === '' || text === 'keep-alive' || text === 'close') return undefined;
+  const set = new Set<string>();
+  for (const t of text.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name !== '') set.add(name);
+  }
+  return set;
+}
+
+function stripAddress(addr: string): string {
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+function forwardedNode(addr: string): string {
+  return addr.includes(':') ? `"[${addr}]"` : addr;
+}
+
+function joinValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/** Builds the headers sent upstream. Hot path. */
+export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const listed = connectionTokens(h.connection);
+  for (const name in h) {
+    if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue;
+    if (DROP_REQUEST.has(name)) continue;
+    if (listed !== undefined && listed.has(name)) continue;
+    out[name] = h[name];
+  }
+  if (f.upstreamH2 && typeof h.te === 'string' && /(^|,)\s*trailers\s*(;|,|$)/i.test(h.te)) out.te = 'trailers';
+  out.host = f.upstreamHost;
+  const client = stripAddress(f.remoteAddress);
+  const prevFor = f.trusted ? joinValue(h['x-forwarded-for']) : undefined;
+  out['x-forwarded-for'] = prevFor === undefined || prevFor === '' ? client : `${prevFor}, ${client}`;
+  const prevProto = f.trusted ? joinValue(h['x-forwarded-proto']) : undefined;
+  out['x-forwarded-proto'] = prevProto === undefined || prevProto === '' ? 'https' : prevProto;
+  const prevHost = f.trusted ? joinValue(h['x-forwarded-host']) : undefined;
+  out['x-forwarded-host'] = prevHost === undefined || prevHost === '' ? f.host : prevHost;
+  if (f.forwarded) {
+    const mine = `for=${forwardedNode(client)};host="${f.host}";proto=https`;
+    const prev = f.trusted ? joinValue(h.forwarded) : undefined;
+    out.forwarded = prev === undefined || prev === '' ? mine : `${prev}, ${mine}`;
+  }
+  if (f.via !== undefined) {
+    const prev = joinValue(h.via);
+    out.via = prev === undefined ? `${f.via} portico` : `${prev}, ${f.via} portico`;
+  }
+  return out;
+}
+
+/** Builds the response headers sent to the client. Hot path. */
+export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undefined): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const listed = connectionTokens(h.connection);
+  for (const name in h) {
+    if (name.charCodeAt(0) === 58) continue;
+    if (DROP_RESPONSE.has(name)) continue;
+    if (listed !== undefined && listed.has(name)) continue;
+    out[name] = h[name];
+  }
+  if (via !== undefined) {
+    const prev = joinValue(h.via);
+    out.via = prev === undefined ? `${via} portico` : `${prev}, ${via} portico`;
+  }
+  return out;
+}

@@ -1,0 +1,333 @@
+/**
+ * The request handler: Host/SNI check, routing, forwarding with streaming in
+ * both directions, error mapping, access log. Hot path: everything it needs
+ * was compiled into the Plan; it does no I/O besides the proxied exchange.
+ */
+import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { lookupHost, lookupRoute, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
+import type { ErrorCode } from '../errors.js';
+import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
+import type { Target } from '../upstream/target.js';
+import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
+import { normalizeHost } from './normalize-host.js';
+import { respondError, type ClientResponse } from './respond-error.js';
+
+/** A client request, HTTP/1.1 or HTTP/2 compatibility API. */
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+
+/** Symbol under which a TLS socket (HTTP/1.1) or an HTTP/2 session carries its connection name. */
+export const kConnName = Symbol('portico.connName');
+
+/** A socket or session tagged with the name its TLS connection was made for. */
+export interface Tagged {
+  [kConnName]?: string;
+}
+
+/** Mutable state shared with the listeners: the current Plan. */
+export interface ProxyState {
+  plan: Plan;
+  readonly log: Logger;
+}
+
+/** The host a connection was opened for. Hot path. */
+function connectionName(req: ClientRequest): string {
+  if (req.httpVersionMajor === 2) return ((req as Http2ServerRequest).stream.session as ServerHttp2Session & Tagged)[kConnName] ?? '';
+  return (req.socket as Socket & Tagged)[kConnName] ?? '';
+}
+
+/**
+ * Whether a request for `reqHost` may use a connection opened for `connName`.
+ * Strict by default (RFC 9110 §15.5.20: 421 for a misdirected request); the
+ * per-host "same-certificate" relaxation allows HTTP/2 coalescing between names
+ * served by the same certificate whose hosts both opt in.
+ */
+export function isAllowedOnConnection(plan: Plan, reqHostName: string, reqHost: HostPlan | undefined, connName: string): boolean {
+  if (reqHostName === connName) return true;
+  if (reqHost === undefined || !reqHost.sharing) return false;
+  const connHost = lookupHost(plan, connName) ?? plan.defaultHost;
+  return connHost !== undefined && connHost.sharing && connHost.certId === reqHost.certId;
+}
+
+/** Per-request state, in fixed fields. */
+class Exchange {
+  readonly req: ClientRequest;
+  readonly res: ClientResponse;
+  readonly state: ProxyState;
+  readonly plan: Plan;
+  readonly h2: boolean;
+  readonly start: number;
+  host = '';
+  connName = '';
+  route: RoutePlan | undefined = undefined;
+  target: Target | undefined = undefined;
+  upstreamReq: UpstreamRequest | undefined = undefined;
+  upstreamRes: IncomingMessage | undefined = undefined;
+  status = 0;
+  bytes = 0;
+  requestBytes = 0;
+  error: ErrorCode | undefined = undefined;
+  errorDetail: string | undefined = undefined;
+  attempts = 0;
+  method: string;
+  path = '';
+  headers: OutgoingHttpHeaders | undefined = undefined;
+  timedOut = false;
+
+  constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
+    this.req = req;
+    this.res = res;
+    this.state = state;
+    this.plan = state.plan;
+    this.h2 = req.httpVersionMajor === 2;
+    this.start = performance.now();
+    this.method = req.method ?? 'GET';
+  }
+}
+
+/** Builds the `request` listener for the HTTPS server. */
+export function createRequestHandler(state: ProxyState): (req: ClientRequest, res: ClientResponse) => void {
+  return function handleRequest(req, res) {
+    const ex = new Exchange(req, res, state);
+    res.on('close', onClientClose.bind(ex));
+    route(ex);
+  };
+}
+
+function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
+  ex.error = code;
+  ex.errorDetail = detail;
+  if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
+  // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
+  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH');
+  // Stop reading a request body nobody will consume.
+  if (!ex.req.complete) ex.req.resume();
+}
+
+function route(ex: Exchange): void {
+  const { req, plan } = ex;
+  const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
+  const host = normalizeHost(rawHost);
+  if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
+  ex.host = host;
+  ex.connName = connectionName(req);
+  const hostPlan = lookupHost(plan, host);
+  if (!isAllowedOnConnection(plan, host, hostPlan, ex.connName)) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
+  if (hostPlan === undefined) return fail(ex, 'PORTICO_UNKNOWN_HOST');
+  const url = req.url ?? '';
+  if (url.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
+  const r = lookupRoute(hostPlan, url);
+  if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
+  ex.route = r;
+  let path = url;
+  if (r.stripLength > 0) {
+    path = url.slice(r.stripLength);
+    if (path.charCodeAt(0) !== 47) path = `/${path}`;
+  }
+  if (r.addPrefix !== '') path = path === '/' ? r.addPrefix : r.addPrefix + path;
+  ex.path = path;
+  if (plan.limits.maxBodyBytes > 0) {
+    const len = Number(req.headers['content-length'] ?? 0);
+    if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
+  }
+  forward(ex, pickTarget(r));
+}
+
+function pickTarget(r: RoutePlan): Target {
+  const u = r.upstream;
+  const t = u.targets[u.next % u.targets.length] as Target;
+  u.next = (u.next + 1) % 1_000_000_007;
+  return t;
+}
+
+function hasRequestBody(req: ClientRequest): boolean {
+  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}
+
+function forward(ex: Exchange, target: Target): void {
+  ex.target = target;
+  ex.attempts++;
+  const pending = target.resolveProtocol();
+  if (pending !== undefined) {
+    pending.then(
+      () => forward2(ex, target),
+      (err: Error) => {
+        ex.errorDetail = err.message;
+        fail(ex, 'PORTICO_UPSTREAM_UNREACHABLE', `${target.url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+      },
+    );
+    return;
+  }
+  forward2(ex, target);
+}
+
+function forward2(ex: Exchange, target: Target): void {
+  const { req, plan } = ex;
+  if (ex.res.writableEnded || ex.res.destroyed) return;
+  const upstream = ex.route!.upstream;
+  const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
+  if (ex.headers === undefined || h2up) {
+    const remote = req.socket?.remoteAddress ?? '';
+    const trusted = plan.trustedProxies !== undefined && remote !== '' && plan.trustedProxies.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4');
+    const rawHost = (ex.h2 ? (req.headers[':authority'] as string | undefined) ?? req.headers.host : req.headers.host) ?? ex.host;
+    const hh = upstream.hostHeader;
+    ex.headers = buildRequestHeaders(req.headers as IncomingHttpHeaders, {
+      remoteAddress: remote,
+      trusted,
+      host: rawHost,
+      upstreamHost: hh === 'preserve' ? rawHost : hh === 'target' ? target.authority : hh,
+      via: plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined,
+      forwarded: plan.sendForwarded,
+      upstreamH2: h2up,
+    });
+  }
+  let up: UpstreamRequest;
+  try {
+    up = openUpstreamRequest(target, ex.method, ex.path, h2up ? { ...ex.headers } : ex.headers);
+  } catch (err) {
+    // Invalid header names or values (ERR_INVALID_CHAR and kin): the client's fault.
+    return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
+  }
+  ex.upstreamReq = up;
+  up.on('response', onUpstreamResponse.bind(ex));
+  up.on('error', onUpstreamError.bind(ex));
+  up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
+  if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
+  if (hasRequestBody(req)) {
+    if (plan.limits.maxBodyBytes > 0) req.on('data', countBody.bind(ex));
+    req.pipe(up);
+  } else {
+    up.end();
+  }
+}
+
+function countBody(this: Exchange, chunk: Buffer): void {
+  this.requestBytes += chunk.length;
+  if (this.requestBytes > this.plan.limits.maxBodyBytes) {
+    this.upstreamReq?.destroy();
+    fail(this, 'PORTICO_BODY_TOO_LARGE');
+  }
+}
+
+function onUpstreamSocket(this: Exchange, socket: Socket): void {
+  if (!socket.connecting) return;
+  const ex = this;
+  const timer = setTimeout(() => {
+    ex.timedOut = true;
+    ex.upstreamReq?.destroy(Object.assign(new Error('connect timeout'), { code: 'PORTICO_CONNECT_TIMEOUT' }));
+  }, ex.route!.upstream.connectTimeoutMs);
+  socket.once('connect', () => clearTimeout(timer));
+  socket.once('close', () => clearTimeout(timer));
+}
+
+function onUpstreamTimeout(this: Exchange): void {
+  this.timedOut = true;
+  this.upstreamReq?.destroy(Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
+}
+
+const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
+  const ex = this;
+  if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
+  const code = err.code ?? 'ERROR';
+  const target = ex.target!;
+  // A refused connection never reached the upstream: try the next target if the request has no body.
+  const upstream = ex.route!.upstream;
+  if (ex.upstreamRes === undefined && RETRYABLE.has(code) && ex.attempts < upstream.targets.length && !hasRequestBody(ex.req)) {
+    ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id }, 'upstream refused, trying next target');
+    return forward(ex, pickTarget(ex.route!));
+  }
+  if (ex.upstreamRes !== undefined) {
+    // The response had started: reset the client's response so truncation is visible.
+    ex.error = 'PORTICO_UPSTREAM_FAILED';
+    ex.errorDetail = `${target.url}: ${code} after response start`;
+    ex.res.destroy();
+    return;
+  }
+  if (ex.res.destroyed) return; // client went away first; nothing to answer
+  const errCode: ErrorCode = ex.timedOut
+    ? 'PORTICO_UPSTREAM_TIMEOUT'
+    : RETRYABLE.has(code) || code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+      ? 'PORTICO_UPSTREAM_UNREACHABLE'
+      : 'PORTICO_UPSTREAM_FAILED';
+  fail(ex, errCode, `${target.url}: ${code}`);
+}
+
+function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
+  const ex = this;
+  ex.upstreamRes = upRes;
+  const res = ex.res;
+  if (res.destroyed) {
+    upRes.destroy();
+    return;
+  }
+  ex.status = upRes.statusCode ?? 502;
+  const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+  try {
+    (res as ServerResponse).writeHead(ex.status, headers);
+  } catch (err) {
+    upRes.destroy();
+    ex.upstreamRes = undefined;
+    return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
+  }
+  if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
+  upRes.on('end', onUpstreamEnd.bind(ex));
+  upRes.on('error', onUpstreamError.bind(ex));
+  upRes.pipe(res as ServerResponse, { end: false });
+}
+
+function countResponse(this: Exchange, chunk: Buffer): void {
+  this.bytes += chunk.length;
+}
+
+function onUpstreamEnd(this: Exchange): void {
+  const upRes = this.upstreamRes!;
+  const trailers = upRes.trailers;
+  // Trailers (gRPC status and the like) pass through when the client can carry them.
+  let hasTrailers = false;
+  for (const _ in trailers) {
+    hasTrailers = true;
+    break;
+  }
+  if (hasTrailers) (this.res as ServerResponse).addTrailers(trailers as OutgoingHttpHeaders);
+  this.res.end();
+}
+
+function onClientClose(this: Exchange): void {
+  const ex = this;
+  const res = ex.res;
+  if (!res.writableFinished) {
+    // The client went away (or the response was reset): cancel the upstream exchange.
+    ex.upstreamReq?.destroy();
+    ex.upstreamRes?.destroy();
+  }
+  if (ex.plan.accessLog) logAccess(ex);
+}
+
+function logAccess(ex: Exchange): void {
+  const res = ex.res;
+  const status = res.headersSent ? res.statusCode : 0;
+  ex.state.log.info(
+    {
+      host: ex.host,
+      sni: ex.connName,
+      method: ex.method,
+      path: ex.req.url,
+      route: ex.route?.id,
+      upstream: ex.target?.url,
+      status,
+      bytes: ex.bytes,
+      durationMs: Math.round((performance.now() - ex.start) * 100) / 100,
+      proto: ex.h2 ? 'h2' : 'http/1.1',
+      aborted: !res.writableFinished || undefined,
+      error: ex.error,
+      detail: ex.errorDetail,
+    },
+    'access',
+  );
+}

@@ -1,0 +1,104 @@
+/**
+ * WebSocket (RFC 6455) and other HTTP/1.1 upgrades: the same Host/SNI check
+ * and routing as requests, then bytes both ways until either side closes.
+ * Upgrades go to HTTP/1.1 targets only.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { lookupHost, lookupRoute } from '../config/plan.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
+import { buildRequestHeaders } from './forward-headers.js';
+import { isAllowedOnConnection, kConnName, type ProxyState, type Tagged } from './handle-request.js';
+import { normalizeHost } from './normalize-host.js';
+
+function reject(socket: Duplex, code: ErrorCode): void {
+  const spec = ERRORS[code];
+  const body = `${spec.message}\n`;
+  socket.end(
+    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+function rawHead(status: number, message: string, rawHeaders: readonly string[]): string {
+  let head = `HTTP/1.1 ${status} ${message}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  return `${head}\r\n`;
+}
+
+/** Builds the `upgrade` listener for the HTTPS server. */
+export function createUpgradeHandler(state: ProxyState): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return function handleUpgrade(req, socket, head) {
+    socket.on('error', () => socket.destroy());
+    const plan = state.plan;
+    const rawHost = req.headers.host;
+    const host = normalizeHost(rawHost);
+    if (host === undefined || rawHost === undefined) return reject(socket, 'PORTICO_BAD_HOST');
+    const connName = (req.socket as Socket & Tagged)[kConnName] ?? '';
+    const hostPlan = lookupHost(plan, host);
+    if (!isAllowedOnConnection(plan, host, hostPlan, connName)) return reject(socket, 'PORTICO_SNI_HOST_MISMATCH');
+    if (hostPlan === undefined) return reject(socket, 'PORTICO_UNKNOWN_HOST');
+    const url = req.url ?? '/';
+    const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
+    if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
+    const u = route.upstream;
+    const target = u.targets[u.next++ % u.targets.length]!;
+    if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+    let path = route.stripLength > 0 ? url.slice(route.stripLength) : url;
+    if (!path.startsWith('/')) path = `/${path}`;
+    if (route.addPrefix !== '') path = route.addPrefix + path;
+    const remote = req.socket.remoteAddress ?? '';
+    const headers = buildRequestHeaders(req.headers, {
+      remoteAddress: remote,
+      trusted: plan.trustedProxies?.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4') ?? false,
+      host: rawHost,
+      upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
+      via: plan.sendVia ? '1.1' : undefined,
+      forwarded: plan.sendForwarded,
+      upstreamH2: false,
+    });
+    headers.connection = 'upgrade';
+    headers.upgrade = req.headers.upgrade;
+    const options = { host: target.hostname, port: target.port, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
+    let up: http.ClientRequest;
+    try {
+      up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
+    } catch {
+      return reject(socket, 'PORTICO_BAD_REQUEST');
+    }
+    const started = performance.now();
+    const finish = (status: number, error?: string): void => {
+      if (plan.accessLog) {
+        state.log.info({ host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, error }, 'access');
+      }
+    };
+    up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
+      if (!socket.destroyed) reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
+      finish(502, err.code);
+    });
+    up.on('response', (res) => {
+      // The upstream declined the upgrade: relay its answer and close.
+      socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', res.rawHeaders.filter((_, i, a) => i % 2 === 1 || !/^(connection|transfer-encoding|keep-alive)$/i.test(a[i] ?? '')).flatMap((v, i, a) => (i % 2 === 0 ? [v, a[i + 1] ?? ''] : [])).concat(['Connection', 'close'])));
+      res.pipe(socket);
+      finish(res.statusCode ?? 0);
+    });
+    up.on('upgrade', (res, upSocket, upHead) => {
+      up.setTimeout(0);
+      upSocket.setTimeout(0);
+      socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+      if (upHead.length > 0) socket.write(upHead);
+      upSocket.on('error', () => socket.destroy());
+      socket.on('close', () => upSocket.destroy());
+      upSocket.on('close', () => socket.destroy());
+      upSocket.pipe(socket);
+      socket.pipe(upSocket);
+      finish(101);
+    });
+    if (head.length > 0) up.write(head);
+    up.end();
+  };
+}

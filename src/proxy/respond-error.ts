@@ -1,0 +1,35 @@
+/**
+ * The one place a request error becomes a response: status and short body
+ * from the error table; the client never sees internals.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
+import { ERRORS, type ErrorCode } from '../errors.js';
+
+/** A client response, HTTP/1.1 or HTTP/2 compatibility API. */
+export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+const BODIES = new Map<ErrorCode, Buffer>();
+for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode, Buffer.from(`${spec.message}\n`));
+
+/**
+ * Sends the error response for `code`; when the response has already started,
+ * resets it instead so the client cannot mistake a truncated body for a whole one.
+ */
+export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = BODIES.get(code) as Buffer;
+  const headers: Record<string, string | number> = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': body.length,
+    'cache-control': 'no-store',
+    'x-portico-error': code,
+  };
+  // HTTP/1.1 only: HTTP/2 forbids connection-specific headers.
+  if (closeConnection) headers.connection = 'close';
+  (res as ServerResponse).writeHead(ERRORS[code].status, headers);
+  res.end(body);
+}

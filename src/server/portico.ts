@@ -1,0 +1,155 @@
+/**
+ * One Portico instance: loads and compiles the config, opens the listeners,
+ * publishes new Plans on reload (or keeps the old one when the new config is
+ * invalid), and shuts down gracefully.
+ */
+import type http from 'node:http';
+import type { Logger } from 'pino';
+import { compilePlan } from '../config/compile.js';
+import { loadConfigFile, type ConfigIssue } from '../config/load.js';
+import type { Plan } from '../config/plan.js';
+import type { Config } from '../config/schema.js';
+import { PorticoError } from '../errors.js';
+import { HttpsListener } from '../listen/https-listener.js';
+import { createHttpListener } from '../listen/http-listener.js';
+import type { ProxyState } from '../proxy/handle-request.js';
+import { CertStore } from '../tls/cert-store.js';
+import { TargetRegistry } from '../upstream/target.js';
+
+/** Formats config issues one per line: `path: reason`. */
+export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
+  return `${file}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`;
+}
+
+/** Outcome of a reload. */
+export type ReloadResult = { ok: true; generation: number } | { ok: false; issues: readonly ConfigIssue[] };
+
+/** A running proxy. */
+export class Portico {
+  readonly configFile: string;
+  readonly log: Logger;
+  readonly certs = new CertStore();
+  readonly targets = new TargetRegistry();
+  config: Config | undefined;
+  state: ProxyState | undefined;
+  https: HttpsListener | undefined;
+  httpServers: http.Server[] = [];
+  /** Last reload error, kept for the admin API. */
+  lastReloadError: readonly ConfigIssue[] | undefined;
+  #generation = 0;
+  #reloading: Promise<ReloadResult> | undefined;
+  /** Hooks run after each published Plan (certificate watcher, ACME manager). */
+  readonly onPlan: ((plan: Plan, config: Config) => void)[] = [];
+
+  constructor(configFile: string, log: Logger) {
+    this.configFile = configFile;
+    this.log = log;
+  }
+
+  async #build(): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
+    const loaded = await loadConfigFile(this.configFile);
+    if (!loaded.ok) return { ok: false, issues: loaded.issues };
+    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, generation: this.#generation + 1 });
+    if (!compiled.ok) return { ok: false, issues: compiled.issues };
+    this.#generation++;
+    for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
+    this.targets.retain(compiled.usedTargets);
+    return { ok: true, plan: compiled.plan, config: loaded.config };
+  }
+
+  /** Loads the config and opens every listener. Throws PORTICO_CONFIG_INVALID with every issue. */
+  async start(): Promise<void> {
+    const built = await this.#build();
+    if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
+    const { plan, config } = built;
+    this.config = config;
+    this.state = { plan, log: this.log };
+    for (const hook of this.onPlan) hook(plan, config);
+    this.https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log });
+    const opened: string[] = [];
+    for (const address of config.listen.https.addresses) {
+      if (await this.#open(() => this.https!.listen(config.listen.https.port, address), address, config.listen.https.port)) {
+        opened.push(`https://${address.includes(':') ? `[${address}]` : address}:${config.listen.https.port}`);
+      }
+    }
+    if (config.listen.http !== null) {
+      const port = config.listen.http.port;
+      for (const address of config.listen.http.addresses) {
+        const server = createHttpListener({ state: this.state, log: this.log });
+        const ok = await this.#open(
+          () =>
+            new Promise<void>((resolve, reject) => {
+              server.once('error', reject);
+              server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
+                server.off('error', reject);
+                resolve();
+              });
+            }),
+          address,
+          port,
+        );
+        if (ok) {
+          this.httpServers.push(server);
+          opened.push(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
+        }
+      }
+    }
+    if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
+    this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation }, 'listening');
+  }
+
+  async #open(fn: () => Promise<void>, address: string, port: number): Promise<boolean> {
+    try {
+      await fn();
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (address.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
+        this.log.warn({ address, port, code }, 'ipv6 unavailable, address skipped');
+        return false;
+      }
+      throw new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${address}:${port} (${code ?? (err as Error).message}); ${code === 'EADDRINUSE' ? 'another process holds the port' : code === 'EACCES' ? 'ports below 1024 need privileges (CAP_NET_BIND_SERVICE)' : 'check listen.addresses'}`, { cause: err });
+    }
+  }
+
+  /** Re-reads the config; publishes the new Plan, or keeps the old one and reports why. */
+  reload(): Promise<ReloadResult> {
+    // Serialise reloads: a burst of file events gives one reload at a time.
+    const run = async (): Promise<ReloadResult> => {
+      const built = await this.#build();
+      if (!built.ok) {
+        this.lastReloadError = built.issues;
+        this.log.error({ file: this.configFile, issues: built.issues }, 'config reload failed, keeping the previous config');
+        return { ok: false, issues: built.issues };
+      }
+      const { plan, config } = built;
+      const old = this.config;
+      if (old !== undefined && JSON.stringify(old.listen) !== JSON.stringify(config.listen)) {
+        this.log.warn({}, 'listener changes take effect after a restart');
+      }
+      this.config = config;
+      if (this.state !== undefined) this.state.plan = plan;
+      this.https?.applyLimits(plan);
+      this.https?.setDefaultContext(plan);
+      this.lastReloadError = undefined;
+      for (const hook of this.onPlan) hook(plan, config);
+      this.log.info({ generation: plan.generation, hosts: plan.hosts.map((h) => h.names.join(',')) }, 'config reloaded');
+      return { ok: true, generation: plan.generation };
+    };
+    const prev = this.#reloading ?? Promise.resolve({ ok: true, generation: 0 } as ReloadResult);
+    const next = prev.then(run, run);
+    this.#reloading = next;
+    return next;
+  }
+
+  /** Stops accepting and lets in-flight requests finish within the shutdown deadline. */
+  async stop(): Promise<void> {
+    const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
+    for (const s of this.httpServers) {
+      s.close();
+      s.closeIdleConnections();
+    }
+    await this.https?.close(deadline);
+    this.targets.closeAll();
+  }
+}
