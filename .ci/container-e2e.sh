@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Container end-to-end test: builds the Docker image with podman (on a local stand-in for node:<LTS>-slim) and
+# runs it the way users do, with /config and /certs mounted, then checks that
+#   1. an HTTPS request for e2e.localhost (SNI == Host) reaches a backend on 127.0.0.1 and returns its body,
+#   2. the proxy process runs as a non-root user,
+#   3. `podman stop -t 15` (SIGTERM, then SIGKILL at 15 s) ends it well before the timeout, with exit code 0.
+# Host networking (the only kind podman has here) means a non-root process cannot bind < 1024, so the config
+# listens on free high ports on 127.0.0.1. Everything it starts (backend, container, temp dir) it removes.
+# Usage: .ci/container-e2e.sh     Env: NODE_LTS_MAJOR (default 26), PORTICO_SHARED, PORTICO_REUSE_BASE=1,
+#        PORTICO_E2E_IMAGE (default portico)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+SHARED=${PORTICO_SHARED:-$(cd "$REPO/.." && pwd)/shared}
+PODMAN=$SHARED/containers/podman.sh
+MAJOR=${NODE_LTS_MAJOR:-26}
+IMAGE=${PORTICO_E2E_IMAGE:-portico}
+NAME=portico-e2e-$$
+HOSTNAME_=e2e.localhost
+START=$SECONDS
+
+say() { printf '[container-e2e %3ds] %s\n' "$((SECONDS - START))" "$*"; }
+die() { say "FAIL: $*" >&2; exit 1; }
+
+# ---- tools: a missing one fails the run (installing what Debian has, if we are root) ---------------------
+need=()
+for t in podman runc debootstrap; do command -v "$t" >/dev/null || need+=("$t"); done
+if ((${#need[@]})); then
+  [[ $(id -u) == 0 ]] || die "missing ${need[*]} and not root to install them"
+  say "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
+for t in podman runc debootstrap openssl curl node; do command -v "$t" >/dev/null || die "$t not found"; done
+[[ -x $PODMAN ]] || die "$PODMAN not found (set PORTICO_SHARED)"
+
+TMP=$(mktemp -d)
+backend_pid=
+container_started=0
+cleanup() {
+  local rc=$?
+  if ((container_started)); then
+    if ((rc != 0)); then
+      say "container logs (last 40 lines):"
+      "$PODMAN" logs --tail 40 "$NAME" 2>&1 | sed 's/^/  | /' || true
+    fi
+    "$PODMAN" rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  fi
+  [[ -n $backend_pid ]] && kill "$backend_pid" 2>/dev/null || true
+  rm -rf "$TMP"
+  say "done, exit $rc"
+}
+trap cleanup EXIT
+
+# ---- image -----------------------------------------------------------------------------------------------
+t0=$SECONDS
+bash "$HERE/node-base.sh" "$MAJOR"
+say "base image node:$MAJOR-slim ready ($((SECONDS - t0))s)"
+t0=$SECONDS
+dangling() { podman images -q --no-trunc --filter dangling=true | sort -u; }
+dangling >"$TMP/dangling.before"
+previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+"$PODMAN" build -t "$IMAGE" --build-arg "NODE_MAJOR=$MAJOR" "$REPO" >"$TMP/build.log" 2>&1 || {
+  tail -40 "$TMP/build.log" >&2; die "podman build failed"; }
+# Remove what this build left untagged (its build stage, and the image it replaced under the same tag),
+# and nothing else.
+dangling | comm -13 "$TMP/dangling.before" - >"$TMP/dangling.new"
+[[ -n $previous ]] && dangling | grep -qx "$previous" && echo "$previous" >>"$TMP/dangling.new"
+while read -r id; do podman rmi "$id" >/dev/null 2>&1 || true; done <"$TMP/dangling.new"
+say "built image $IMAGE ($((SECONDS - t0))s): node $("$PODMAN" run --rm "$IMAGE" node --version)"
+
+# ---- free ports on 127.0.0.1 (asked of the kernel, then released) -----------------------------------------
+read -r HTTPS_PORT HTTP_PORT BACKEND_PORT < <(node -e '
+  const net = require("node:net");
+  const ports = [];
+  const next = () => {
+    if (ports.length === 3) { console.log(ports.join(" ")); return; }
+    const s = net.createServer().listen(0, "127.0.0.1", () => { ports.push(s.address().port); s.close(next); });
+  };
+  next();')
+[[ -n $BACKEND_PORT ]] || die "could not find free ports"
+
+# ---- backend: answers every request with a marker body and the path it saw ---------------------------------
+MARKER="portico-e2e-backend-$$-$RANDOM"
+node -e '
+  const [port, marker] = process.argv.slice(1);
+  require("node:http").createServer((req, res) => {
+    res.setHeader("content-type", "text/plain");
+    res.end(`${marker} ${req.method} ${req.url} host=${req.headers.host}\n`);
+  }).listen(Number(port), "127.0.0.1");
+  process.on("SIGTERM", () => process.exit(0));' "$BACKEND_PORT" "$MARKER" &
+backend_pid=$!
+
+# ---- throwaway CA and a certificate for e2e.localhost -----------------------------------------------------
+mkdir -p "$TMP/pki" "$TMP/config" "$TMP/certs"
+(
+  cd "$TMP/pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=Portico e2e CA" \
+    -keyout ca.key -out ca.crt -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$HOSTNAME_" \
+    -keyout leaf.key -out leaf.csr 2>/dev/null
+  printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOSTNAME_" >leaf.ext
+  openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext \
+    -out leaf.crt 2>/dev/null
+)
+cp "$TMP/pki/leaf.crt" "$TMP/certs/e2e.crt"
+cp "$TMP/pki/leaf.key" "$TMP/certs/e2e.key"
+cat >"$TMP/config/portico.json" <<EOF
+{
+  "listen": {
+    "https": { "port": $HTTPS_PORT, "addresses": ["127.0.0.1"] },
+    "http": { "port": $HTTP_PORT, "addresses": ["127.0.0.1"] }
+  },
+  "certsDir": "/certs",
+  "hosts": {
+    "$HOSTNAME_": {
+      "tls": { "cert": "e2e.crt", "key": "e2e.key" },
+      "routes": [ { "path": "/", "upstream": "http://127.0.0.1:$BACKEND_PORT" } ]
+    }
+  }
+}
+EOF
+# As a user would: the config readable by all, the certificate directory owned by the image's uid 1000.
+chmod 755 "$TMP" "$TMP/config" && chmod 644 "$TMP/config/portico.json"
+chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs" && chmod 600 "$TMP/certs/e2e.key"
+
+# ---- run -------------------------------------------------------------------------------------------------
+"$PODMAN" run -d --name "$NAME" -v "$TMP/config:/config:ro" -v "$TMP/certs:/certs" "$IMAGE" >/dev/null
+container_started=1
+t0=$SECONDS
+URL="https://$HOSTNAME_:$HTTPS_PORT/e2e/check?x=1"
+CURL=(curl -sS --max-time 5 --cacert "$TMP/pki/ca.crt" --resolve "$HOSTNAME_:$HTTPS_PORT:127.0.0.1")
+body=
+for _ in $(seq 1 120); do
+  state=$("$PODMAN" inspect --format '{{.State.Status}}' "$NAME")
+  [[ $state == running ]] || die "container is $state before answering"
+  if body=$("${CURL[@]}" -f "$URL" 2>/dev/null); then break; fi
+  body=
+  sleep 0.25
+done
+[[ -n $body ]] || die "no answer from $URL within 30s"
+say "ready after $((SECONDS - t0))s"
+
+# 1. the backend's body, through TLS with SNI == Host
+expected="$MARKER GET /e2e/check?x=1 host=$HOSTNAME_:$HTTPS_PORT"
+[[ $body == "$MARKER GET /e2e/check?x=1 "* ]] || die "unexpected body: $body (expected: $expected)"
+say "ok: $URL -> $body"
+version=$("${CURL[@]}" -o /dev/null -w '%{http_version} %{http_code}' "$URL")
+say "ok: protocol and status of a second request: HTTP/$version"
+
+# 2. not root: the image's user, and the real uid of PID 1 (the proxy) inside the container
+user=$("$PODMAN" inspect --format '{{.Config.User}}' "$NAME")
+read -r _ ruid euid _ < <("$PODMAN" exec "$NAME" grep '^Uid:' /proc/1/status)
+cmd=$("$PODMAN" exec "$NAME" cat /proc/1/cmdline | tr '\0' ' ')
+[[ $ruid != 0 && $euid != 0 ]] || die "PID 1 ($cmd) runs as uid $ruid/$euid"
+say "ok: PID 1 '$cmd' runs as uid $ruid (image user '$user')"
+
+# 3. graceful stop on SIGTERM, well before the 15 s timeout
+t0=$(date +%s%N)
+"$PODMAN" stop -t 15 "$NAME" >/dev/null
+stop_ms=$((($(date +%s%N) - t0) / 1000000))
+code=$("$PODMAN" inspect --format '{{.State.ExitCode}}' "$NAME")
+((stop_ms < 10000)) || die "stop took ${stop_ms}ms (exit code $code): SIGTERM not handled, killed at the timeout?"
+[[ $code == 0 ]] || die "exit code $code after SIGTERM (stop took ${stop_ms}ms)"
+say "ok: stopped by SIGTERM in ${stop_ms}ms, exit code 0"
+say "container logs (last 5 lines):"
+"$PODMAN" logs --tail 5 "$NAME" 2>&1 | sed 's/^/  | /'
+say "PASS ($((SECONDS - START))s)"
