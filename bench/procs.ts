@@ -1,0 +1,228 @@
+/**
+ * Process helpers for the benchmark: start pinned processes, stop exactly the
+ * PIDs we started, and read CPU time and RSS of a process tree from /proc.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync, openSync, closeSync } from 'node:fs';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** CPU that the proxy under test is pinned to. */
+export const PROXY_CPU = '0';
+/** CPU that the load generator and the backend are pinned to. */
+export const LOAD_CPU = '1';
+
+/** Microseconds per clock tick; `getconf CLK_TCK` is 100 on Linux. */
+const TICK_US = 10_000;
+
+/** A process we started, with where its output goes. */
+export interface Started {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly name: string;
+  readonly logPath: string;
+}
+
+/** Options for {@link startPinned}. */
+export interface StartOptions {
+  /** CPU list for taskset (e.g. "0"), or null to run unpinned. */
+  readonly cpus: string | null;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  /** File that receives stdout and stderr. */
+  readonly logPath: string;
+}
+
+/**
+ * Start `cmd args` under `taskset -c cpus` (taskset execs, so the PID is the
+ * command's own), output appended to a log file.
+ */
+export function startPinned(name: string, cmd: string, args: readonly string[], opts: StartOptions): Started {
+  const fd = openSync(opts.logPath, 'a');
+  const argv = opts.cpus === null ? [cmd, ...args] : ['taskset', '-c', opts.cpus, cmd, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
+    stdio: ['ignore', fd, fd],
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+  });
+  closeSync(fd);
+  if (child.pid === undefined) throw new Error(`could not start ${name}`);
+  return { child, pid: child.pid, name, logPath: opts.logPath };
+}
+
+/** Whether the process has exited (or never started). */
+export function hasExited(p: Started): boolean {
+  return p.child.exitCode !== null || p.child.signalCode !== null;
+}
+
+/**
+ * Stop a process we started: SIGTERM to its PID, then SIGKILL to that PID and
+ * to any descendants still alive after `graceMs`. Never signals by name.
+ */
+export async function stopProcess(p: Started, graceMs = 3000): Promise<void> {
+  if (hasExited(p)) return;
+  const descendants = listDescendants(p.pid);
+  const exited = new Promise<void>((resolve) => p.child.once('exit', () => resolve()));
+  try {
+    process.kill(p.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
+  for (const pid of done ? descendants : [p.pid, ...descendants]) {
+    if (isAlive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  if (!done) await Promise.race([exited, sleep(1000)]);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface StatFields {
+  readonly ppid: number;
+  readonly ticks: number;
+}
+
+function readStat(pid: number): StatFields | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // comm may contain spaces and parentheses: fields start after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); ppid is field 4, utime 14, stime 15.
+  const ppid = Number(rest[1]);
+  const ticks = Number(rest[11]) + Number(rest[12]);
+  return { ppid, ticks };
+}
+
+/** PIDs of all live descendants of `root` (not including root). */
+export function listDescendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    const st = readStat(pid);
+    if (st === null) continue;
+    const list = children.get(st.ppid);
+    if (list) list.push(pid);
+    else children.set(st.ppid, [pid]);
+  }
+  const out: number[] = [];
+  const queue = [root];
+  for (let i = 0; i < queue.length; i++) {
+    for (const c of children.get(queue[i]!) ?? []) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
+
+/**
+ * utime+stime in microseconds of `root` and its live descendants
+ * (from /proc/PID/stat, all threads included).
+ */
+export function readTreeCpuUs(root: number): number {
+  let ticks = 0;
+  for (const pid of [root, ...listDescendants(root)]) ticks += readStat(pid)?.ticks ?? 0;
+  return ticks * TICK_US;
+}
+
+/** Sum of VmRSS in bytes over `root` and its live descendants. */
+export function readTreeRssBytes(root: number): number {
+  let kb = 0;
+  for (const pid of [root, ...listDescendants(root)]) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch {
+      /* exited */
+    }
+  }
+  return kb * 1024;
+}
+
+/** Number of processes in the tree rooted at `root`. */
+export function countTree(root: number): number {
+  return 1 + listDescendants(root).length;
+}
+
+/** Resolve once 127.0.0.1:port accepts a TCP connection; throws after timeoutMs. */
+export async function waitForPort(port: number, timeoutMs: number, alive?: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (alive && !alive()) throw new Error('process exited before listening');
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`port ${port} not listening after ${timeoutMs} ms`);
+}
+
+/** Result of a bounded command run. */
+export interface CommandResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+}
+
+/**
+ * Run a command to completion, pinned to `cpus`, killed (by its PID) if it
+ * outlives `timeoutMs`.
+ */
+export async function runBounded(
+  cmd: string,
+  args: readonly string[],
+  cpus: string | null,
+  timeoutMs: number,
+  input?: string,
+): Promise<CommandResult> {
+  const argv = cpus === null ? [cmd, ...args] : ['taskset', '-c', cpus, cmd, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {});
+  child.stdin.end(input ?? '');
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    if (child.pid !== undefined) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }, timeoutMs);
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('close', (c) => resolve(c));
+    child.once('error', () => resolve(null));
+  });
+  clearTimeout(timer);
+  return { code, stdout, stderr, timedOut };
+}

@@ -1,0 +1,207 @@
+/**
+ * Turns measured runs into bench/RESULTS.md: medians with min–max, ratios
+ * to nginx and to the direct backend, failures and errors shown in place.
+ */
+import type { TargetId } from './targets.js';
+
+/** Identifiers of the scenarios. */
+export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4' | 'S5';
+
+/** How a scenario is labelled and what its unit is. */
+export interface ScenarioInfo {
+  readonly id: ScenarioId;
+  readonly title: string;
+  /** Rate unit, e.g. "req/s". */
+  readonly rateUnit: string;
+  /** What CPU time is divided by, e.g. "req". */
+  readonly cpuUnit: string;
+  readonly hasLatency: boolean;
+}
+
+/** One measured run: rate, latency, proxy CPU per unit, and what went wrong. */
+export interface Measurement {
+  readonly rate: number;
+  readonly p50Ms?: number;
+  readonly p99Ms?: number;
+  readonly cpuUsPerUnit: number;
+  readonly errors: number;
+  readonly non2xx: number;
+  readonly resumed?: number;
+  readonly notes: readonly string[];
+}
+
+/** All runs of one scenario against one server, or why there are none. */
+export interface Cell {
+  readonly runs: Measurement[];
+  /** Scenario not applicable to this server (reason). */
+  na?: string;
+  /** Scenario failed to run (reason). */
+  failure?: string;
+  /** Exact command line of the last run. */
+  command?: string;
+}
+
+/** Memory held by a server with N idle TLS keep-alive connections. */
+export interface MemoryResult {
+  readonly baselineRssBytes: number;
+  readonly heldRssBytes: number;
+  readonly idle: number;
+  readonly errors: number;
+  readonly non2xx: number;
+  readonly processes: number;
+}
+
+/** One row (server) of the results. */
+export interface Row {
+  readonly id: TargetId;
+  readonly label: string;
+  readonly cells: Map<ScenarioId, Cell>;
+  memory?: MemoryResult | { failure: string };
+  /** Whole-row failure (server did not start). */
+  failure?: string;
+  notes: string[];
+  configText?: string;
+}
+
+/** Median, min and max of a list. */
+export interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** Median (mean of the middle two for even counts), min and max. */
+export function spread(values: readonly number[]): Spread | null {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = Math.floor(v.length / 2);
+  const median = v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+  return { median, min: v[0]!, max: v[v.length - 1]! };
+}
+
+/** Format a number with 3 significant digits, thousands grouped. */
+export function fmt(n: number): string {
+  if (!Number.isFinite(n)) return '–';
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US');
+  if (Math.abs(n) >= 100) return n.toFixed(0);
+  if (Math.abs(n) >= 10) return n.toFixed(1);
+  return n.toFixed(2);
+}
+
+function fmtSpread(s: Spread | null): string {
+  if (s === null) return '–';
+  return `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`;
+}
+
+function ratio(a: Spread | null, b: Spread | null): string {
+  if (a === null || b === null || b.median === 0) return '–';
+  return `${(a.median / b.median).toFixed(2)}×`;
+}
+
+function rateOf(cell: Cell | undefined): Spread | null {
+  return cell && cell.runs.length > 0 ? spread(cell.runs.map((r) => r.rate)) : null;
+}
+
+function cpuOf(cell: Cell | undefined): Spread | null {
+  return cell && cell.runs.length > 0 ? spread(cell.runs.map((r) => r.cpuUsPerUnit)) : null;
+}
+
+/** A short marker and explanation for runs with errors, non-2xx or resumed sessions. */
+function problems(cell: Cell): string[] {
+  const out: string[] = [];
+  const bad = cell.runs.filter((r) => r.errors > 0 || r.non2xx > 0);
+  if (bad.length > 0) {
+    const errs = bad.map((r) => `${r.errors} err/${r.non2xx} non-2xx`).join(', ');
+    out.push(`⚠ ${bad.length}/${cell.runs.length} runs had errors (${errs})`);
+  }
+  const resumed = cell.runs.reduce((a, r) => a + (r.resumed ?? 0), 0);
+  if (cell.runs.some((r) => r.resumed !== undefined)) {
+    out.push(resumed > 0 ? `⚠ ${resumed} resumed handshakes (not counted)` : '0 resumed');
+  }
+  return out;
+}
+
+/** Markdown table for one scenario. */
+export function renderScenario(info: ScenarioInfo, rows: readonly Row[]): string {
+  const nginx = rows.find((r) => r.id === 'nginx')?.cells.get(info.id);
+  const direct = rows.find((r) => r.id === 'direct')?.cells.get(info.id);
+  const head = [
+    'Server', `${info.rateUnit} median (min–max)`, '× nginx', '× direct',
+    ...(info.hasLatency ? ['p50 ms', 'p99 ms'] : []),
+    `proxy CPU µs/${info.cpuUnit} (min–max)`, 'CPU × nginx', 'Notes',
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const row of rows) {
+    const cell = row.cells.get(info.id);
+    const blank = info.hasLatency ? 7 : 5;
+    if (row.failure || !cell || cell.na || cell.failure) {
+      const why = row.failure ? `failed: ${row.failure}` : cell?.na ? `n/a: ${cell.na}` : `failed: ${cell?.failure ?? 'not run'}`;
+      lines.push(`| ${row.label} | ${row.failure || cell?.failure ? 'FAILED' : 'n/a'} |${' – |'.repeat(blank)} ${why.replace(/\|/g, '/').replace(/\n/g, ' ')} |`);
+      continue;
+    }
+    const rate = rateOf(cell);
+    const cpu = cpuOf(cell);
+    const latency = info.hasLatency
+      ? [fmtSpread(spread(cell.runs.map((r) => r.p50Ms ?? Number.NaN))), fmtSpread(spread(cell.runs.map((r) => r.p99Ms ?? Number.NaN)))]
+      : [];
+    const notes = [...problems(cell), ...new Set(cell.runs.flatMap((r) => r.notes))];
+    const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) ? ' ⚠' : '';
+    lines.push(
+      `| ${row.label} | ${fmtSpread(rate)}${mark} | ${ratio(rate, rateOf(nginx))} | ${ratio(rate, rateOf(direct))} | ${latency.join(' | ')}${latency.length ? ' | ' : ''}${row.id === 'direct' ? `${fmtSpread(cpu)} (backend itself)` : fmtSpread(cpu)} | ${row.id === 'direct' ? '–' : ratio(cpu, cpuOf(nginx))} | ${notes.join('; ').replace(/\|/g, '/')} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Markdown summary: one line per server, rate and CPU ratios to nginx for each scenario. */
+export function renderSummary(infos: readonly ScenarioInfo[], rows: readonly Row[]): string {
+  const head = ['Server', ...infos.map((i) => `${i.id} ${i.rateUnit} (× nginx) / CPU µs per ${i.cpuUnit} (× nginx)`), 'RSS, 1,000 idle TLS conns'];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  const nginx = rows.find((r) => r.id === 'nginx');
+  for (const row of rows) {
+    const cols = infos.map((info) => {
+      const cell = row.cells.get(info.id);
+      if (row.failure) return 'FAILED';
+      if (!cell) return '–';
+      if (cell.na) return 'n/a';
+      if (cell.failure) return 'FAILED';
+      const rate = rateOf(cell);
+      const cpu = cpuOf(cell);
+      const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) ? ' ⚠' : '';
+      const nCell = nginx?.cells.get(info.id);
+      return `${fmt(rate?.median ?? Number.NaN)} (${ratio(rate, rateOf(nCell))}) / ${fmt(cpu?.median ?? Number.NaN)} (${row.id === 'direct' ? 'backend' : ratio(cpu, cpuOf(nCell))})${mark}`;
+    });
+    lines.push(`| ${row.label} | ${cols.join(' | ')} | ${renderMemoryShort(row)} |`);
+  }
+  return lines.join('\n');
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function renderMemoryShort(row: Row): string {
+  const m = row.memory;
+  if (!m) return row.failure ? 'FAILED' : '–';
+  if ('failure' in m) return `FAILED: ${m.failure}`;
+  return `${mib(m.heldRssBytes)}${m.errors > 0 || m.non2xx > 0 ? ' ⚠' : ''}`;
+}
+
+/** Markdown table for the memory test. */
+export function renderMemory(rows: readonly Row[], count: number): string {
+  const lines = [
+    `| Server | RSS idle before | RSS holding ${count.toLocaleString('en-US')} idle TLS conns | Δ per connection | processes | Notes |`,
+    '|---|---|---|---|---|---|',
+  ];
+  for (const row of rows) {
+    const m = row.memory;
+    if (!m || 'failure' in m) {
+      lines.push(`| ${row.label} | – | – | – | – | ${m ? `FAILED: ${m.failure}` : row.failure ? `FAILED: ${row.failure}` : 'not run'} |`);
+      continue;
+    }
+    const per = m.idle > 0 ? `${((m.heldRssBytes - m.baselineRssBytes) / m.idle / 1024).toFixed(1)} KiB` : '–';
+    const notes = m.errors > 0 || m.non2xx > 0 ? `⚠ ${m.idle} held, ${m.errors} errors, ${m.non2xx} non-2xx` : `${m.idle} held`;
+    lines.push(`| ${row.label} | ${mib(m.baselineRssBytes)} | ${mib(m.heldRssBytes)} | ${per} | ${m.processes} | ${notes} |`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,255 @@
+/**
+ * `npm run bench`: the same scenarios against the backend directly, nginx,
+ * HAProxy, Caddy, node-http-proxy and Portico; writes bench/RESULTS.md.
+ * `npm run bench:quick`: S1 against nginx and Portico only, printed.
+ *
+ * Environment: BENCH_DURATION (seconds per run, default 4; quick 3),
+ * BENCH_REPEATS (default 3; quick 1), BENCH_ONLY (comma-separated row ids,
+ * e.g. "nginx,portico", to run a subset while working on the bench).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { checkTools, readMachine } from './tools.js';
+import { LOAD_CPU, PROXY_CPU, readTreeCpuUs, stopProcess, type Started } from './procs.js';
+import { prepareWorkspace, PORTS, type Workspace } from './workspace.js';
+import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type RunningTarget, type TargetSpec } from './targets.js';
+import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
+import { probe } from './probe.js';
+import { measureIdleMemory } from './memory.js';
+import { fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
+import { writeResults, type RunSettings } from './results-file.js';
+
+const quick = process.argv.includes('--quick');
+const durationSec = Number(process.env['BENCH_DURATION'] ?? (quick ? 3 : 4));
+const repeats = Number(process.env['BENCH_REPEATS'] ?? (quick ? 1 : 3));
+const only = process.env['BENCH_ONLY']?.split(',').map((s) => s.trim()) ?? null;
+const IDLE_CONNECTIONS = 1000;
+
+/** The scenarios, in order. */
+export const SCENARIOS: readonly ScenarioInfo[] = [
+  { id: 'S1', title: 'S1 — HTTPS HTTP/1.1 keep-alive, 100-byte response, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
+  { id: 'S2', title: 'S2 — HTTP/2 over TLS, 32 connections × 10 streams (h2load)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
+  { id: 'S3', title: 'S3 — new TLS connection per request, full handshake (16 concurrent, Node client)', rateUnit: 'conn/s', cpuUnit: 'conn', hasLatency: false },
+  { id: 'S4', title: 'S4 — 1 MiB responses over HTTPS, 16 connections (wrk)', rateUnit: 'MiB/s', cpuUnit: 'MiB', hasLatency: false },
+  { id: 'S5', title: 'S5 — plain HTTP/1.1 keep-alive, 100-byte response, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
+];
+
+interface Context {
+  readonly ws: Workspace;
+  readonly wrkScript: string;
+  readonly distBench: string;
+}
+
+/** Run one scenario once against a started target; CPU is the target tree's utime+stime over the run. */
+async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: number): Promise<LoadResult> {
+  switch (id) {
+    case 'S1':
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+    case 'S2':
+      return runH2load({ port: t.httpsPort, clients: 32, streams: 10, durationSec: seconds, logFile: join(ctx.ws.dir, 'h2load.log') });
+    case 'S3':
+      return runHandshakes({ port: t.httpsPort, durationSec: seconds, concurrency: 16, script: join(ctx.distBench, 'handshake-client.js') });
+    case 'S4':
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/1m', connections: 16, durationSec: seconds, script: ctx.wrkScript });
+    case 'S5':
+      return runWrk({ scheme: 'http', port: t.httpPort!, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+  }
+}
+
+async function measure(ctx: Context, t: RunningTarget, id: ScenarioId): Promise<{ m: Measurement; command: string }> {
+  const before = readTreeCpuUs(t.cpuRoot);
+  const load = await runOnce(ctx, t, id, durationSec);
+  const cpuUs = readTreeCpuUs(t.cpuRoot) - before;
+  const m: Measurement = {
+    rate: load.units / load.elapsedSec,
+    ...(load.p50Ms !== undefined ? { p50Ms: load.p50Ms } : {}),
+    ...(load.p99Ms !== undefined ? { p99Ms: load.p99Ms } : {}),
+    cpuUsPerUnit: load.units > 0 ? cpuUs / load.units : Number.NaN,
+    errors: load.errors,
+    non2xx: load.non2xx,
+    ...(load.resumed !== undefined ? { resumed: load.resumed } : {}),
+    notes: load.errors > 0 || load.non2xx > 0 || id === 'S3' || id === 'S2' ? load.notes : [],
+  };
+  return { m, command: load.command };
+}
+
+/** Check a started target answers 200 with the right body; mark S2/S5 n/a where it cannot serve them. */
+async function preflight(t: RunningTarget, row: Row): Promise<void> {
+  const https = await probe('https', t.httpsPort);
+  if (https.status !== 200 || https.bodyBytes !== 100) {
+    throw new Error(`HTTPS probe got status ${https.status}, ${https.bodyBytes} body bytes (want 200, 100)`);
+  }
+  const big = await probe('https', t.httpsPort, '/1m');
+  if (big.status !== 200 || big.bodyBytes !== 1024 * 1024) throw new Error(`HTTPS /1m probe got ${big.status}, ${big.bodyBytes} bytes`);
+  row.notes.push(`TLS: ${https.tls ?? '?'}`);
+  if (!t.h2) row.cells.set('S2', { runs: [], na: 'no HTTP/2 on the TLS port' });
+  if (t.httpPort === null) {
+    row.cells.set('S5', { runs: [], na: 'no plain HTTP listener' });
+  } else {
+    const plain = await probe('http', t.httpPort).catch((e: Error) => ({ status: 0, bodyBytes: 0, error: e.message }));
+    if (plain.status !== 200) {
+      const why = plain.status >= 300 && plain.status < 400 ? `plain HTTP listener only redirects (${plain.status})` : `plain HTTP probe got ${plain.status}`;
+      row.cells.set('S5', { runs: [], na: why });
+    }
+  }
+}
+
+async function benchTarget(ctx: Context, row: Row, start: () => Promise<RunningTarget>, scenarios: readonly ScenarioId[], memory: boolean): Promise<void> {
+  let t: RunningTarget;
+  try {
+    t = await start();
+  } catch (err) {
+    row.failure = (err as Error).message;
+    log(`${row.label}: FAILED to start: ${row.failure}`);
+    return;
+  }
+  row.configText = t.configText;
+  row.notes.push(...t.notes);
+  try {
+    await preflight(t, row);
+    if (memory) {
+      try {
+        row.memory = await measureIdleMemory({ cpuRoot: t.cpuRoot, port: t.httpsPort, count: IDLE_CONNECTIONS, script: join(ctx.distBench, 'idle-client.js'), settleMs: 1000 });
+        log(`${row.label}: memory ${(row.memory.heldRssBytes / 1048576).toFixed(1)} MiB with ${row.memory.idle} idle connections`);
+      } catch (err) {
+        row.memory = { failure: (err as Error).message };
+      }
+    }
+    await runOnce(ctx, t, 'S1', 1).catch(() => undefined); // warm-up, not measured
+    for (const id of scenarios) {
+      const cell: Cell = row.cells.get(id) ?? { runs: [] };
+      row.cells.set(id, cell);
+      if (cell.na) continue;
+      for (let i = 0; i < repeats; i++) {
+        try {
+          const { m, command } = await measure(ctx, t, id);
+          cell.runs.push(m);
+          cell.command = command;
+          const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
+          const bad = m.errors || m.non2xx ? ` ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '';
+          log(`${row.label} ${id} #${i + 1}: ${fmt(m.rate)}/s${lat}, ${fmt(m.cpuUsPerUnit)} µs CPU/unit${bad}`);
+        } catch (err) {
+          cell.failure = (err as Error).message;
+          log(`${row.label} ${id}: FAILED: ${cell.failure}`);
+          break;
+        }
+      }
+    }
+  } catch (err) {
+    row.failure = (err as Error).message;
+    log(`${row.label}: FAILED: ${row.failure}`);
+  } finally {
+    await t.stop();
+  }
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function newRow(spec: Pick<TargetSpec, 'id' | 'label'>): Row {
+  return { id: spec.id, label: spec.label, cells: new Map(), notes: [] };
+}
+
+/** Whether the built Portico config schema knows a "workers" key. */
+function porticoSupportsWorkers(ws: Workspace): boolean {
+  try {
+    return /\bworkers\b/.test(readFileSync(join(ws.repoRoot, 'dist', 'src', 'config', 'schema.js'), 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  let versions: Record<string, string>;
+  try {
+    versions = checkTools();
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const machine = readMachine();
+  if (machine.nproc < 2) {
+    process.stderr.write(`bench: needs at least 2 CPUs (proxy on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}); this machine has ${machine.nproc}\n`);
+    process.exit(2);
+  }
+  const ws = prepareWorkspace();
+  const ctx: Context = { ws, wrkScript: writeWrkResolveScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
+  const backend = await startBackend(ws);
+  const onSignal = (): void => {
+    void stopProcess(backend.proc).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const started = new Date();
+  const workers = porticoSupportsWorkers(ws);
+  const rows: Row[] = [];
+  try {
+    const direct: RunningTarget = {
+      cpuRoot: backend.proc.pid, httpsPort: PORTS.backendHttps, httpPort: PORTS.backendHttp, h2: true,
+      configText: backend.configText, notes: ['the backend nginx serving the client itself (TLS on 18443, plain on 18081), sharing CPU 1 with the load generator'],
+      stop: async () => {},
+    };
+    const all = (quick ? QUICK_TARGETS : PROXY_TARGETS).filter((t) => only === null || only.includes(t.id));
+    const scenarios: ScenarioId[] = quick ? ['S1'] : SCENARIOS.map((s) => s.id);
+    if (!quick && (only === null || only.includes('direct'))) {
+      const row = newRow({ id: 'direct', label: 'backend direct (limit)' });
+      rows.push(row);
+      log('backend direct');
+      await benchTarget(ctx, row, async () => direct, scenarios, true);
+    }
+    for (const spec of all) {
+      const row = newRow(spec);
+      rows.push(row);
+      log(spec.label);
+      const start = spec.id === 'portico' && workers ? () => startPortico(ws, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws);
+      await benchTarget(ctx, row, start, scenarios, !quick);
+    }
+    if (!quick && (only === null || only.includes('portico-all'))) {
+      const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
+      rows.push(row);
+      if (workers) {
+        log(row.label);
+        row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it`);
+        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), ['S1', 'S2', 'S3'], false);
+      } else {
+        row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
+      }
+    }
+  } finally {
+    await stopProcess(backend.proc);
+  }
+  if (quick) {
+    printQuick(rows);
+    return;
+  }
+  const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText };
+  const path = writeResults(ws.repoRoot, settings, SCENARIOS, rows);
+  log(`wrote ${path}`);
+}
+
+function printQuick(rows: readonly Row[]): void {
+  const get = (id: string): Cell | undefined => rows.find((r) => r.id === id)?.cells.get('S1');
+  const p = get('portico');
+  const n = get('nginx');
+  const line = (label: string, row: Row | undefined, c: Cell | undefined): string => {
+    if (row?.failure) return `${label}: FAILED: ${row.failure}`;
+    const m = c?.runs[0];
+    if (!m) return `${label}: no result${c?.failure ? ` (${c.failure})` : ''}`;
+    const bad = m.errors || m.non2xx ? `  ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '';
+    return `${label}: ${fmt(m.rate)} req/s, p99 ${fmt(m.p99Ms ?? Number.NaN)} ms, ${fmt(m.cpuUsPerUnit)} µs CPU/req${bad}`;
+  };
+  const pr = rows.find((r) => r.id === 'portico');
+  const nr = rows.find((r) => r.id === 'nginx');
+  console.log(`S1 (HTTPS keep-alive, 64 conns, ${durationSec} s, proxy pinned to CPU ${PROXY_CPU})`);
+  console.log(line('  nginx  ', nr, n));
+  console.log(line('  Portico', pr, p));
+  const pc = spread(p?.runs.map((r) => r.cpuUsPerUnit) ?? []);
+  const nc = spread(n?.runs.map((r) => r.cpuUsPerUnit) ?? []);
+  if (pc && nc) console.log(`Portico CPU/request: ${fmt(pc.median)} µs = ${(pc.median / nc.median).toFixed(2)}× nginx`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

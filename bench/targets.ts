@@ -1,0 +1,328 @@
+/**
+ * The servers under test: the backend itself ("direct"), nginx, HAProxy,
+ * Caddy, node-http-proxy and Portico, each configured here as a
+ * TLS-terminating virtual-host proxy for bench.localhost with upstream
+ * keep-alive, one worker, pinned to PROXY_CPU, access logs off.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  LOAD_CPU, PROXY_CPU, hasExited, startPinned, stopProcess, waitForPort, type Started,
+} from './procs.js';
+import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
+
+/** Identifiers of the rows in the results. */
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'portico' | 'portico-all';
+
+/** A started server under test. */
+export interface RunningTarget {
+  /** Root of the process tree whose CPU time and RSS are measured. */
+  readonly cpuRoot: number;
+  readonly httpsPort: number;
+  /** Plain HTTP proxy port, or null when the server cannot proxy plain HTTP. */
+  readonly httpPort: number | null;
+  /** Whether the HTTPS port speaks HTTP/2. */
+  readonly h2: boolean;
+  /** The exact generated configuration, for the results file. */
+  readonly configText: string;
+  readonly notes: string[];
+  stop(): Promise<void>;
+}
+
+/** One row of the benchmark. */
+export interface TargetSpec {
+  readonly id: TargetId;
+  readonly label: string;
+  start(ws: Workspace): Promise<RunningTarget>;
+}
+
+const nginxTempPaths = (dir: string): string =>
+  ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/tmp-${t};`).join('\n');
+
+/** Start the backend: nginx, one worker on LOAD_CPU, 100-byte body at / and 1 MiB at /1m. */
+export async function startBackend(ws: Workspace): Promise<{ proc: Started; configText: string }> {
+  const dir = subdir(ws, 'backend');
+  const conf = `daemon off;
+master_process on;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+  access_log off;
+${nginxTempPaths(dir)}
+  sendfile on;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  server {
+    listen 127.0.0.1:${PORTS.backendHttp};
+    listen 127.0.0.1:${PORTS.backendHttps} ssl http2;
+    server_name ${BENCH_HOST};
+    ssl_certificate ${ws.certFile};
+    ssl_certificate_key ${ws.keyFile};
+    location = /1m { root ${ws.docRoot}; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 "${ws.smallBody.trimEnd()}\\n"; }
+  }
+}
+`;
+  const confPath = join(dir, 'nginx.conf');
+  writeFileSync(confPath, conf);
+  const proc = startPinned('backend', 'nginx', ['-p', dir, '-c', confPath, '-e', join(dir, 'error.log')], {
+    cpus: LOAD_CPU,
+    logPath: join(dir, 'stdout.log'),
+  });
+  await waitForPort(PORTS.backendHttp, 5000, () => !hasExited(proc));
+  await waitForPort(PORTS.backendHttps, 5000, () => !hasExited(proc));
+  return { proc, configText: conf };
+}
+
+async function startServer(
+  name: string,
+  cmd: string,
+  args: readonly string[],
+  dir: string,
+  configText: string,
+  opts: { h2: boolean; http: boolean; env?: NodeJS.ProcessEnv; cpus?: string | null; notes?: string[] },
+): Promise<RunningTarget> {
+  const proc = startPinned(name, cmd, args, {
+    cpus: opts.cpus === undefined ? PROXY_CPU : opts.cpus,
+    logPath: join(dir, 'stdout.log'),
+    ...(opts.env ? { env: opts.env } : {}),
+    cwd: dir,
+  });
+  try {
+    await waitForPort(PORTS.proxyHttps, 15_000, () => !hasExited(proc));
+    if (opts.http) await waitForPort(PORTS.proxyHttp, 5000, () => !hasExited(proc));
+  } catch (err) {
+    await stopProcess(proc);
+    throw new Error(`${name} did not start (${(err as Error).message}); see ${proc.logPath}`);
+  }
+  return {
+    cpuRoot: proc.pid,
+    httpsPort: PORTS.proxyHttps,
+    httpPort: opts.http ? PORTS.proxyHttp : null,
+    h2: opts.h2,
+    configText,
+    notes: opts.notes ?? [],
+    stop: () => stopProcess(proc),
+  };
+}
+
+const upstream = `127.0.0.1:${PORTS.backendHttp}`;
+
+const nginxTarget: TargetSpec = {
+  id: 'nginx',
+  label: 'nginx',
+  async start(ws) {
+    const dir = subdir(ws, 'nginx');
+    const conf = `daemon off;
+master_process on;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+  access_log off;
+${nginxTempPaths(dir)}
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  upstream backend {
+    server ${upstream};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${PORTS.proxyHttps} ssl http2;
+    listen 127.0.0.1:${PORTS.proxyHttp};
+    server_name ${BENCH_HOST};
+    ssl_certificate ${ws.certFile};
+    ssl_certificate_key ${ws.keyFile};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+`;
+    const confPath = join(dir, 'nginx.conf');
+    writeFileSync(confPath, conf);
+    return startServer('nginx', 'nginx', ['-p', dir, '-c', confPath, '-e', join(dir, 'error.log')], dir, conf, {
+      h2: true,
+      http: true,
+    });
+  },
+};
+
+const haproxyTarget: TargetSpec = {
+  id: 'haproxy',
+  label: 'HAProxy',
+  async start(ws) {
+    const dir = subdir(ws, 'haproxy');
+    const conf = `global
+  nbthread 1
+  maxconn 9000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  tune.ssl.default-dh-param 2048
+
+defaults
+  mode http
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+
+frontend fe_https
+  bind 127.0.0.1:${PORTS.proxyHttps} ssl crt ${ws.pemFile} alpn h2,http/1.1
+  bind 127.0.0.1:${PORTS.proxyHttp}
+  use_backend be if { req.hdr(host),field(1,:) -i ${BENCH_HOST} }
+  default_backend be
+
+backend be
+  http-reuse always
+  server b1 ${upstream}
+`;
+    const confPath = join(dir, 'haproxy.cfg');
+    writeFileSync(confPath, conf);
+    // -db: stay in the foreground, one process (no master-worker).
+    return startServer('haproxy', 'haproxy', ['-db', '-f', confPath], dir, conf, { h2: true, http: true });
+  },
+};
+
+const caddyTarget: TargetSpec = {
+  id: 'caddy',
+  label: 'Caddy',
+  async start(ws) {
+    const dir = subdir(ws, 'caddy');
+    const conf = `{
+  admin off
+  auto_https off
+  storage file_system ${dir}/data
+  http_port ${PORTS.proxyHttp}
+  https_port ${PORTS.proxyHttps}
+  servers {
+    protocols h1 h2
+  }
+  log {
+    level ERROR
+  }
+}
+
+https://${BENCH_HOST}:${PORTS.proxyHttps} {
+  bind 127.0.0.1
+  tls ${ws.certFile} ${ws.keyFile}
+  reverse_proxy ${upstream} {
+    transport http {
+      keepalive 60s
+      keepalive_idle_conns 64
+      keepalive_idle_conns_per_host 64
+    }
+  }
+}
+
+http://${BENCH_HOST}:${PORTS.proxyHttp} {
+  bind 127.0.0.1
+  reverse_proxy ${upstream} {
+    transport http {
+      keepalive 60s
+      keepalive_idle_conns 64
+      keepalive_idle_conns_per_host 64
+    }
+  }
+}
+`;
+    const confPath = join(dir, 'Caddyfile');
+    writeFileSync(confPath, conf);
+    const env = { ...process.env, GOMAXPROCS: '1', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir };
+    return startServer('caddy', 'caddy', ['run', '--config', confPath, '--adapter', 'caddyfile'], dir, conf, {
+      h2: true,
+      http: true,
+      env,
+    });
+  },
+};
+
+const httpProxyTarget: TargetSpec = {
+  id: 'http-proxy',
+  label: 'node-http-proxy',
+  async start(ws) {
+    const dir = subdir(ws, 'http-proxy');
+    const settings = {
+      httpsPort: PORTS.proxyHttps,
+      httpPort: PORTS.proxyHttp,
+      upstream: `http://${upstream}`,
+      certFile: ws.certFile,
+      keyFile: ws.keyFile,
+      maxFreeSockets: 64,
+      keepAliveTimeoutMs: 60_000,
+    };
+    const conf = JSON.stringify(settings, null, 2);
+    const script = join(ws.repoRoot, 'dist', 'bench', 'http-proxy-server.js');
+    return startServer('http-proxy', process.execPath, [script, conf], dir, `node http-proxy-server.js '${conf}'`, {
+      h2: false,
+      http: true,
+      notes: ['no HTTP/2 support (S2 n/a)'],
+    });
+  },
+};
+
+/** Options for the Portico rows. */
+interface PorticoOptions {
+  /** Value for the "workers" config key, or undefined to leave it out. */
+  readonly workers?: number;
+  /** CPU list to pin to, or null for unpinned. */
+  readonly cpus: string | null;
+}
+
+/** Start Portico from dist/src/main.js with a generated config. */
+export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise<RunningTarget> {
+  const dir = subdir(ws, opts.workers && opts.workers > 1 ? 'portico-all' : 'portico');
+  const main = join(ws.repoRoot, 'dist', 'src', 'main.js');
+  if (!existsSync(main)) throw new Error(`${main} does not exist (Portico not built?)`);
+  const config: Record<string, unknown> = {
+    listen: {
+      https: { port: PORTS.proxyHttps, addresses: ['127.0.0.1'] },
+      http: { port: PORTS.proxyHttp, addresses: ['127.0.0.1'] },
+    },
+    certsDir: dir,
+    hosts: {
+      [BENCH_HOST]: {
+        tls: { cert: ws.certFile, key: ws.keyFile },
+        routes: [{ path: '/', upstream: `http://${upstream}` }],
+      },
+    },
+    log: { level: 'warn', access: false },
+  };
+  if (opts.workers !== undefined) config['workers'] = opts.workers;
+  const conf = JSON.stringify(config, null, 2);
+  const confPath = join(dir, 'portico.json');
+  writeFileSync(confPath, conf);
+  const t = await startServer('portico', process.execPath, [main, '--config', confPath], dir, conf, {
+    h2: true,
+    http: true,
+    cpus: opts.cpus,
+  });
+  // Give a primary time to fork its workers before anything is measured.
+  await sleep(500);
+  return t;
+}
+
+const porticoTarget: TargetSpec = {
+  id: 'portico',
+  label: 'Portico',
+  start: (ws) => startPortico(ws, { cpus: PROXY_CPU }),
+};
+
+/** The pinned single-worker rows, in table order (direct first, Portico last). */
+export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, porticoTarget];
+
+/** The nginx and Portico rows, for --quick. */
+export const QUICK_TARGETS: readonly TargetSpec[] = [nginxTarget, porticoTarget];
