@@ -1,0 +1,150 @@
+/** Small network helpers for tests: free ports, HTTP servers on 127.0.0.1, TLS/h2 clients with SNI and Host set apart. */
+import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import { once } from 'node:events';
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** What an upstream saw. */
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: Buffer;
+  aborted: boolean;
+}
+
+/** An HTTP/1.1 upstream on 127.0.0.1 that records requests; `handler` may answer, else it echoes JSON. */
+export async function startUpstream(
+  handler?: (req: http.IncomingMessage, res: http.ServerResponse, seen: SeenRequest) => void,
+): Promise<{ port: number; url: string; seen: SeenRequest[]; server: http.Server; close: () => Promise<void> }> {
+  const seen: SeenRequest[] = [];
+  const server = http.createServer((req, res) => {
+    const entry: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0), aborted: false };
+    seen.push(entry);
+    req.on('close', () => {
+      if (!req.complete || !res.writableFinished) entry.aborted = !res.writableFinished;
+    });
+    if (handler !== undefined) return handler(req, res, entry);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      entry.body = Buffer.concat(chunks);
+      const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body: entry.body.toString() });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A response as a test sees it. */
+export interface TestResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  text: string;
+}
+
+/** One HTTP/1.1 request over TLS with SNI and Host chosen separately. */
+export function h1Request(opts: {
+  port: number;
+  sni: string;
+  host?: string;
+  path?: string;
+  method?: string;
+  headers?: http.OutgoingHttpHeaders;
+  body?: string | Buffer;
+  ca: string;
+}): Promise<TestResponse> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: '127.0.0.1',
+        port: opts.port,
+        path: opts.path ?? '/',
+        method: opts.method ?? 'GET',
+        headers: { host: opts.host ?? opts.sni, ...opts.headers },
+        servername: opts.sni,
+        ca: opts.ca,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString() });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/** An HTTP/2 session to the proxy with the given SNI. */
+export async function h2Connect(port: number, sni: string, ca: string): Promise<http2.ClientHttp2Session> {
+  const session = http2.connect(`https://${sni}:${port}`, {
+    createConnection: () => tls.connect({ host: '127.0.0.1', port, servername: sni, ca, ALPNProtocols: ['h2'] }),
+  });
+  session.on('error', () => {});
+  await once(session, 'connect');
+  return session;
+}
+
+/** One HTTP/2 request on a session; `authority` defaults to the session's origin. */
+export function h2Request(
+  session: http2.ClientHttp2Session,
+  opts: { authority?: string; path?: string; method?: string; headers?: http2.OutgoingHttpHeaders; body?: string | Buffer },
+): Promise<TestResponse & { trailers: http2.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const headers: http2.OutgoingHttpHeaders = { ':path': opts.path ?? '/', ':method': opts.method ?? 'GET', ...opts.headers };
+    if (opts.authority !== undefined) headers[':authority'] = opts.authority;
+    const stream = session.request(headers);
+    let status = 0;
+    let resHeaders: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    stream.on('response', (h) => {
+      status = Number(h[':status']);
+      resHeaders = h;
+    });
+    stream.on('trailers', (t) => {
+      trailers = t;
+    });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      const body = Buffer.concat(chunks);
+      resolve({ status, headers: resHeaders as http.IncomingHttpHeaders, body, text: body.toString(), trailers });
+    });
+    stream.on('error', reject);
+    stream.end(opts.body);
+  });
+}

@@ -1,0 +1,38 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makePki, startProxy } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+
+test('a request is forwarded over HTTP/1.1 and HTTP/2 and a Host that differs from the SNI gets 421', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const other = await startUpstream();
+  const a = await pki.issue('a', ['a.test']);
+  const b = await pki.issue('b', ['b.test']);
+  const proxy = await startProxy(pki, {
+    hosts: {
+      'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] },
+      'b.test': { tls: b, routes: [{ path: '/', upstream: other.url }] },
+    },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await other.close();
+    await pki.cleanup();
+  });
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/x', ca: pki.caPem });
+  assert.equal(r1.status, 200);
+  assert.equal(JSON.parse(r1.text).url, '/x');
+  const s = await h2Connect(proxy.httpsPort, 'a.test', pki.caPem);
+  const r2 = await h2Request(s, { path: '/y' });
+  assert.equal(r2.status, 200);
+  assert.equal(JSON.parse(r2.text).url, '/y');
+  const r3 = await h2Request(s, { path: '/z', authority: 'b.test' });
+  assert.equal(r3.status, 421);
+  s.close();
+  const r4 = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host: 'b.test', ca: pki.caPem });
+  assert.equal(r4.status, 421);
+  assert.equal(r4.headers.connection, 'close');
+  assert.equal(other.seen.length, 0);
+});
