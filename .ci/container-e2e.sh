@@ -67,6 +67,8 @@ dangling | comm -13 "$TMP/dangling.before" - >"$TMP/dangling.new"
 [[ -n $previous ]] && dangling | grep -qx "$previous" && echo "$previous" >>"$TMP/dangling.new"
 while read -r id; do podman rmi "$id" >/dev/null 2>&1 || true; done <"$TMP/dangling.new"
 say "built image $IMAGE ($((SECONDS - t0))s): node $("$PODMAN" run --rm "$IMAGE" node --version)"
+v=$("$PODMAN" run --rm "$IMAGE" node dist/src/main.js --version) || die "'portico --version' failed in the image"
+say "ok: image runs the CLI: $v"
 
 # ---- free ports on 127.0.0.1 (asked of the kernel, then released) -----------------------------------------
 read -r HTTPS_PORT HTTP_PORT BACKEND_PORT < <(node -e '
