@@ -122,13 +122,15 @@ export function percentile(sorted: readonly number[], p: number): number {
 export async function runH2load(run: H2loadRun): Promise<LoadResult> {
   const url = `https://${BENCH_HOST}:${run.port}/`;
   const args = [
-    '-t1', `-c${run.clients}`, `-m${run.streams}`, `-D${run.durationSec}`,
+    // -N: close a connection silent for 3 s, so unanswered streams end as
+    // counted errors instead of keeping h2load waiting past the run.
+    '-t1', `-c${run.clients}`, `-m${run.streams}`, `-D${run.durationSec}`, '-N3s',
     `--connect-to=127.0.0.1:${run.port}`, `--log-file=${run.logFile}`, url,
   ];
   writeFileSync(run.logFile, '');
   const r = await runBounded('h2load', args, LOAD_CPU, run.durationSec * 1000 + KILL_SLACK_MS);
   const command = `taskset -c ${LOAD_CPU} h2load ${args.join(' ')}`;
-  if (r.timedOut) throw new Error('h2load did not stop in time and was killed');
+  if (r.timedOut) throw new Error(`h2load did not stop by itself within ${KILL_SLACK_MS / 1000} s after the run (streams left unanswered?) and was killed`);
   const out = r.stdout + r.stderr;
   const fin = /finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req\/s/.exec(out);
   const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);

@@ -143,6 +143,18 @@ export function readTreeCpuUs(root: number): number {
   return ticks * TICK_US;
 }
 
+/**
+ * Busy time (all but idle and iowait) of one CPU in microseconds, from
+ * /proc/stat; used to notice other processes on the proxy's CPU.
+ */
+export function readCpuBusyUs(cpu: string): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${cpu} `));
+  if (!line) return Number.NaN;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return (total - (f[3] ?? 0) - (f[4] ?? 0)) * TICK_US;
+}
+
 /** Sum of VmRSS in bytes over `root` and its live descendants. */
 export function readTreeRssBytes(root: number): number {
   let kb = 0;

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkTools, readMachine } from './tools.js';
-import { LOAD_CPU, PROXY_CPU, readTreeCpuUs, stopProcess, type Started } from './procs.js';
+import { LOAD_CPU, PROXY_CPU, readCpuBusyUs, readTreeCpuUs, stopProcess } from './procs.js';
 import { prepareWorkspace, PORTS, type Workspace } from './workspace.js';
 import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type RunningTarget, type TargetSpec } from './targets.js';
 import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
@@ -36,6 +36,7 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
 
 interface Context {
   readonly ws: Workspace;
+  readonly backendPid: number;
   readonly wrkScript: string;
   readonly distBench: string;
 }
@@ -56,10 +57,18 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
   }
 }
 
-async function measure(ctx: Context, t: RunningTarget, id: ScenarioId): Promise<{ m: Measurement; command: string }> {
+/** Above this share of CPU 0 used by processes other than the proxy, a run is flagged. */
+const FOREIGN_CPU_WARN = 0.1;
+
+async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: boolean): Promise<{ m: Measurement; command: string }> {
   const before = readTreeCpuUs(t.cpuRoot);
+  const busyBefore = readCpuBusyUs(PROXY_CPU);
   const load = await runOnce(ctx, t, id, durationSec);
   const cpuUs = readTreeCpuUs(t.cpuRoot) - before;
+  // With the proxy pinned to CPU 0, any other busy time there is another process.
+  const foreign = pinned ? (readCpuBusyUs(PROXY_CPU) - busyBefore - (t.cpuRoot === ctx.backendPid ? 0 : cpuUs)) / (load.elapsedSec * 1e6) : 0;
+  const notes = load.errors > 0 || load.non2xx > 0 || id === 'S3' || id === 'S2' ? [...load.notes] : [];
+  if (foreign > FOREIGN_CPU_WARN) notes.push(`⚠ other processes used ${Math.round(foreign * 100)}% of CPU ${PROXY_CPU}`);
   const m: Measurement = {
     rate: load.units / load.elapsedSec,
     ...(load.p50Ms !== undefined ? { p50Ms: load.p50Ms } : {}),
@@ -68,7 +77,7 @@ async function measure(ctx: Context, t: RunningTarget, id: ScenarioId): Promise<
     errors: load.errors,
     non2xx: load.non2xx,
     ...(load.resumed !== undefined ? { resumed: load.resumed } : {}),
-    notes: load.errors > 0 || load.non2xx > 0 || id === 'S3' || id === 'S2' ? load.notes : [],
+    notes,
   };
   return { m, command: load.command };
 }
@@ -94,7 +103,9 @@ async function preflight(t: RunningTarget, row: Row): Promise<void> {
   }
 }
 
-async function benchTarget(ctx: Context, row: Row, start: () => Promise<RunningTarget>, scenarios: readonly ScenarioId[], memory: boolean): Promise<void> {
+async function benchTarget(
+  ctx: Context, row: Row, start: () => Promise<RunningTarget>, scenarios: readonly ScenarioId[], opts: { memory: boolean; pinned: boolean },
+): Promise<void> {
   let t: RunningTarget;
   try {
     t = await start();
@@ -107,7 +118,7 @@ async function benchTarget(ctx: Context, row: Row, start: () => Promise<RunningT
   row.notes.push(...t.notes);
   try {
     await preflight(t, row);
-    if (memory) {
+    if (opts.memory) {
       try {
         row.memory = await measureIdleMemory({ cpuRoot: t.cpuRoot, port: t.httpsPort, count: IDLE_CONNECTIONS, script: join(ctx.distBench, 'idle-client.js'), settleMs: 1000 });
         log(`${row.label}: memory ${(row.memory.heldRssBytes / 1048576).toFixed(1)} MiB with ${row.memory.idle} idle connections`);
@@ -122,7 +133,7 @@ async function benchTarget(ctx: Context, row: Row, start: () => Promise<RunningT
       if (cell.na) continue;
       for (let i = 0; i < repeats; i++) {
         try {
-          const { m, command } = await measure(ctx, t, id);
+          const { m, command } = await measure(ctx, t, id, opts.pinned);
           cell.runs.push(m);
           cell.command = command;
           const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
@@ -174,14 +185,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const ws = prepareWorkspace();
-  const ctx: Context = { ws, wrkScript: writeWrkResolveScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
   const backend = await startBackend(ws);
+  const ctx: Context = { ws, backendPid: backend.proc.pid, wrkScript: writeWrkResolveScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
   const onSignal = (): void => {
     void stopProcess(backend.proc).finally(() => process.exit(130));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const started = new Date();
+  const loadAvgStart = readLoadAvg();
   const workers = porticoSupportsWorkers(ws);
   const rows: Row[] = [];
   try {
@@ -196,14 +208,14 @@ async function main(): Promise<void> {
       const row = newRow({ id: 'direct', label: 'backend direct (limit)' });
       rows.push(row);
       log('backend direct');
-      await benchTarget(ctx, row, async () => direct, scenarios, true);
+      await benchTarget(ctx, row, async () => direct, scenarios, { memory: true, pinned: true });
     }
     for (const spec of all) {
       const row = newRow(spec);
       rows.push(row);
       log(spec.label);
       const start = spec.id === 'portico' && workers ? () => startPortico(ws, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws);
-      await benchTarget(ctx, row, start, scenarios, !quick);
+      await benchTarget(ctx, row, start, scenarios, { memory: !quick, pinned: true });
     }
     if (!quick && (only === null || only.includes('portico-all'))) {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
@@ -211,7 +223,7 @@ async function main(): Promise<void> {
       if (workers) {
         log(row.label);
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it`);
-        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), ['S1', 'S2', 'S3'], false);
+        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), ['S1', 'S2', 'S3'], { memory: false, pinned: false });
       } else {
         row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
       }
@@ -223,9 +235,13 @@ async function main(): Promise<void> {
     printQuick(rows);
     return;
   }
-  const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText };
+  const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText, loadAvgStart, loadAvgEnd: readLoadAvg() };
   const path = writeResults(ws.repoRoot, settings, SCENARIOS, rows);
   log(`wrote ${path}`);
+}
+
+function readLoadAvg(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 }
 
 function printQuick(rows: readonly Row[]): void {
