@@ -7,7 +7,7 @@
 # Host networking (the only kind podman has here) means a non-root process cannot bind < 1024, so the config
 # listens on free high ports on 127.0.0.1. Everything it starts (backend, container, temp dir) it removes.
 # Usage: .ci/container-e2e.sh     Env: NODE_LTS_MAJOR (default 26), PORTICO_SHARED, PORTICO_REUSE_BASE=1,
-#        PORTICO_E2E_IMAGE (default portico)
+#        PORTICO_BASE_READY=1 (the caller already ran .ci/node-base.sh), PORTICO_E2E_IMAGE (default portico)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -53,8 +53,12 @@ trap cleanup EXIT
 
 # ---- image -----------------------------------------------------------------------------------------------
 t0=$SECONDS
-bash "$HERE/node-base.sh" "$MAJOR"
-say "base image node:$MAJOR-slim ready ($((SECONDS - t0))s)"
+if [[ ${PORTICO_BASE_READY:-0} == 1 ]]; then
+  say "base image node:$MAJOR-slim made by the caller"
+else
+  bash "$HERE/node-base.sh" "$MAJOR"
+  say "base image node:$MAJOR-slim ready ($((SECONDS - t0))s)"
+fi
 t0=$SECONDS
 dangling() { podman images -q --no-trunc --filter dangling=true | sort -u; }
 dangling >"$TMP/dangling.before"
