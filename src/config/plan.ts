@@ -75,18 +75,18 @@ export interface Plan {
   readonly baseDir: string;
 }
 
-/** Finds the host serving `name`: exact first, then the most specific wildcard. Hot path. */
+/**
+ * Finds the host serving `name`: exact first, then the wildcard for its parent
+ * domain. A wildcard stands for exactly one label (RFC 6125 §6.4.3), as in the
+ * certificate it is served with: "*.example.com" serves "a.example.com", never
+ * "a.b.example.com". Hot path.
+ */
 export function lookupHost(plan: Plan, name: string): HostPlan | undefined {
   const exact = plan.exact.get(name);
   if (exact !== undefined) return exact;
   if (plan.wildcard.size === 0) return undefined;
-  let dot = name.indexOf('.');
-  while (dot !== -1) {
-    const h = plan.wildcard.get(name.slice(dot + 1));
-    if (h !== undefined) return h;
-    dot = name.indexOf('.', dot + 1);
-  }
-  return undefined;
+  const dot = name.indexOf('.');
+  return dot <= 0 ? undefined : plan.wildcard.get(name.slice(dot + 1));
 }
 
 /** Finds the route for a path by longest whole-segment prefix. Hot path: one Map lookup per segment. */

@@ -126,7 +126,8 @@ function route(ex: Exchange): void {
     path = url.slice(r.stripLength);
     if (path.charCodeAt(0) !== 47) path = `/${path}`;
   }
-  if (r.addPrefix !== '') path = path === '/' ? r.addPrefix : r.addPrefix + path;
+  // "/" and "/?q" keep no slash of their own after the prefix: "/v1" and "/v1?q", not "/v1/?q".
+  if (r.addPrefix !== '') path = path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? r.addPrefix + path.slice(1) : r.addPrefix + path;
   ex.path = path;
   if (plan.limits.maxBodyBytes > 0) {
     const len = Number(req.headers['content-length'] ?? 0);

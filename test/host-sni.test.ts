@@ -1,0 +1,176 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { ERRORS } from '../src/errors.js';
+import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { curl, rawTlsExchange, requireTool } from './helpers/real-peers.js';
+
+const MISDIRECTED = `${ERRORS.PORTICO_SNI_HOST_MISMATCH.message}\n`;
+
+type Upstream = Awaited<ReturnType<typeof startUpstream>>;
+let pki: TestPki;
+let proxy: TestProxy;
+let caFile: string;
+const up: Record<'a' | 'b' | 's1' | 's2' | 's3', Upstream> = {} as never;
+
+before(async () => {
+  pki = await makePki();
+  caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const k of ['a', 'b', 's1', 's2', 's3'] as const) up[k] = await startUpstream();
+  const a = await pki.issue('a', ['a.test']);
+  const b = await pki.issue('b', ['b.test']);
+  // One certificate for three names: s1 and s2 opt in to sharing, s3 stays strict.
+  const shared = await pki.issue('shared', ['s1.test', 's2.test', 's3.test']);
+  proxy = await startProxy(pki, {
+    hosts: {
+      'a.test': { tls: a, routes: [{ upstream: up.a.url }] },
+      'b.test': { tls: b, routes: [{ upstream: up.b.url }] },
+      's1.test': { tls: shared, connectionSharing: 'same-certificate', routes: [{ upstream: up.s1.url }] },
+      's2.test': { tls: shared, connectionSharing: 'same-certificate', routes: [{ upstream: up.s2.url }] },
+      's3.test': { tls: shared, routes: [{ upstream: up.s3.url }] },
+    },
+  });
+});
+
+after(async () => {
+  await proxy?.stop();
+  for (const u of Object.values(up)) await u.close();
+  await pki?.cleanup();
+});
+
+function seenCount(): number {
+  return Object.values(up).reduce((n, u) => n + u.seen.length, 0);
+}
+
+test('over HTTP/1.1 a Host that differs from the SNI gets 421 with a body and connection: close, and no upstream sees it', async () => {
+  const before = seenCount();
+  const res = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host: 'b.test', path: '/x', ca: pki.caPem });
+  assert.equal(res.status, 421);
+  assert.equal(res.text, MISDIRECTED);
+  assert.equal(res.headers.connection, 'close');
+  assert.equal(res.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(seenCount(), before);
+});
+
+test('over HTTP/1.1 the server closes the connection after a 421, even when the client asked for keep-alive', async () => {
+  const res = await rawTlsExchange({
+    port: proxy.httpsPort,
+    sni: 'a.test',
+    ca: pki.caPem,
+    text: 'GET / HTTP/1.1\r\nHost: b.test\r\n\r\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n',
+    idleMs: 3000,
+  });
+  assert.equal(res.status, 421);
+  // Only one response: the pipelined second request was not served on the misdirected connection.
+  assert.equal(res.raw.match(/HTTP\/1\.1 /g)?.length, 1);
+  assert.equal(up.a.seen.length, 0);
+});
+
+test('over HTTP/2 an :authority that differs from the SNI gets 421 with a body, and the session keeps serving its own host', async () => {
+  const before = up.b.seen.length;
+  const s = await h2Connect(proxy.httpsPort, 'a.test', pki.caPem);
+  const bad = await h2Request(s, { authority: 'b.test', path: '/x' });
+  assert.equal(bad.status, 421);
+  assert.equal(bad.text, MISDIRECTED);
+  assert.equal(bad.headers.connection, undefined);
+  const good = await h2Request(s, { path: '/y' });
+  assert.equal(good.status, 200);
+  assert.equal(JSON.parse(good.text).url, '/y');
+  s.close();
+  assert.equal(up.b.seen.length, before);
+});
+
+test('a Host in upper case, with a port or with a trailing dot matches its SNI', async () => {
+  for (const host of ['A.TEST', `a.test:${proxy.httpsPort}`, 'a.test.', `A.Test.:${proxy.httpsPort}`]) {
+    const res = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host, ca: pki.caPem });
+    assert.equal(res.status, 200, host);
+    // The upstream gets the Host as the client sent it.
+    assert.equal(JSON.parse(res.text).headers.host, host);
+  }
+  const s = await h2Connect(proxy.httpsPort, 'a.test', pki.caPem);
+  const res = await h2Request(s, { authority: `A.TEST:${proxy.httpsPort}` });
+  s.close();
+  assert.equal(res.status, 200);
+});
+
+test('an IPv6 literal Host is parsed (421 on a named connection) while a malformed one is a bad request', async () => {
+  const v6 = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host: `[::1]:${proxy.httpsPort}`, ca: pki.caPem });
+  assert.equal(v6.status, 421);
+  assert.equal(v6.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
+  for (const host of ['[::1', 'a.test:http', 'a_b.test']) {
+    const bad = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host, ca: pki.caPem });
+    assert.equal(bad.status, 400, host);
+    assert.equal(bad.headers['x-portico-error'], 'PORTICO_BAD_HOST', host);
+  }
+});
+
+test('an HTTP/1.1 request without Host is refused with 400', async () => {
+  const res = await rawTlsExchange({ port: proxy.httpsPort, sni: 'a.test', ca: pki.caPem, text: 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n' });
+  assert.equal(res.status, 400);
+  assert.equal(up.a.seen.filter((r) => r.headers.host === undefined).length, 0);
+});
+
+test('with same-certificate sharing, one HTTP/2 connection serves a second name on the certificate, but not a strict host on it', async () => {
+  const s = await h2Connect(proxy.httpsPort, 's1.test', pki.caPem);
+  const own = await h2Request(s, { path: '/own' });
+  const other = await h2Request(s, { authority: 's2.test', path: '/shared' });
+  const strict = await h2Request(s, { authority: 's3.test', path: '/strict' });
+  const foreign = await h2Request(s, { authority: 'a.test', path: '/foreign' });
+  s.close();
+  assert.equal(own.status, 200);
+  assert.equal(other.status, 200);
+  assert.equal(up.s2.seen.at(-1)?.url, '/shared');
+  assert.equal(up.s2.seen.at(-1)?.headers.host, 's2.test');
+  assert.equal(strict.status, 421);
+  assert.equal(foreign.status, 421);
+  assert.equal(up.s3.seen.length, 0);
+});
+
+test('a strict host on a shared certificate does not lend its connection to the sharing hosts', async () => {
+  const s = await h2Connect(proxy.httpsPort, 's3.test', pki.caPem);
+  const res = await h2Request(s, { authority: 's1.test', path: '/via-strict' });
+  s.close();
+  assert.equal(res.status, 421);
+  assert.equal(up.s1.seen.some((r) => r.url === '/via-strict'), false);
+});
+
+/** Connects over h2 and collects the ORIGIN frame (RFC 8336), if any, within the first round trip. */
+async function originsFor(sni: string): Promise<string[]> {
+  const session = http2.connect(`https://${sni}:${proxy.httpsPort}`, {
+    createConnection: () => tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: sni, ca: pki.caPem, ALPNProtocols: ['h2'] }),
+  });
+  session.on('error', () => {});
+  const origins: string[] = [];
+  session.on('origin', (list: string[]) => origins.push(...list));
+  await once(session, 'connect');
+  // A request round trip guarantees frames sent before its response have been read.
+  await h2Request(session, { path: '/' });
+  session.close();
+  return origins;
+}
+
+test('an HTTP/2 connection announces in an ORIGIN frame the names it may serve: the shared names for sharing hosts, its own for strict ones', async () => {
+  const port = proxy.httpsPort;
+  assert.deepEqual((await originsFor('s1.test')).sort(), [`https://s1.test:${port}`, `https://s2.test:${port}`]);
+  assert.deepEqual(await originsFor('s3.test'), [`https://s3.test:${port}`]);
+  assert.deepEqual(await originsFor('a.test'), [`https://a.test:${port}`]);
+});
+
+test('curl over HTTP/1.1 and HTTP/2 gets 421 for a Host that is not its SNI, and 200 for its own', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  for (const proto of ['--http1.1', '--http2']) {
+    const bad = await curl({ host: 'a.test', port: proxy.httpsPort, caFile, args: [proto, '-H', 'Host: b.test'] });
+    assert.equal(bad.code, 0, bad.stderr);
+    assert.match(bad.stdout, /^HTTP\/(1\.1|2) 421/);
+    assert.ok(bad.stdout.endsWith(MISDIRECTED), bad.stdout);
+    const ok = await curl({ host: 'a.test', port: proxy.httpsPort, caFile, args: [proto] });
+    assert.match(ok.stdout, proto === '--http2' ? /^HTTP\/2 200/ : /^HTTP\/1\.1 200/);
+  }
+  assert.equal(up.b.seen.length, 0);
+});
