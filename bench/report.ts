@@ -133,7 +133,7 @@ export function renderScenario(info: ScenarioInfo, rows: readonly Row[]): string
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const row of rows) {
     const cell = row.cells.get(info.id);
-    const blank = info.hasLatency ? 7 : 5;
+    const blank = head.length - 3; // all but Server, the status and Notes
     if (row.failure || !cell || cell.na || cell.failure) {
       const why = row.failure ? `failed: ${row.failure}` : cell?.na ? `n/a: ${cell.na}` : `failed: ${cell?.failure ?? 'not run'}`;
       lines.push(`| ${row.label} | ${row.failure || cell?.failure ? 'FAILED' : 'n/a'} |${' – |'.repeat(blank)} ${why.replace(/\|/g, '/').replace(/\n/g, ' ')} |`);

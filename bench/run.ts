@@ -252,7 +252,10 @@ function printQuick(rows: readonly Row[]): void {
     if (row?.failure) return `${label}: FAILED: ${row.failure}`;
     const m = c?.runs[0];
     if (!m) return `${label}: no result${c?.failure ? ` (${c.failure})` : ''}`;
-    const bad = m.errors || m.non2xx ? `  ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '';
+    const bad = [
+      ...(m.errors || m.non2xx ? [`⚠ ${m.errors} errors, ${m.non2xx} non-2xx`] : []),
+      ...m.notes.filter((n) => n.startsWith('⚠')),
+    ].map((n) => `  ${n}`).join('');
     return `${label}: ${fmt(m.rate)} req/s, p99 ${fmt(m.p99Ms ?? Number.NaN)} ms, ${fmt(m.cpuUsPerUnit)} µs CPU/req${bad}`;
   };
   const pr = rows.find((r) => r.id === 'portico');
