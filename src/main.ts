@@ -7,19 +7,24 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkConfigFile } from './cli/check-config.js';
 import { configJsonSchema } from './cli/json-schema.js';
+import { configReferenceMarkdown } from './cli/config-reference.js';
 import { startDemoBackends } from './demo/demo-backends.js';
 import { demoInstructions, prepareDemo } from './demo/demo-setup.js';
 import { watchConfigFile } from './config/watch.js';
 import { createLogger } from './log/logger.js';
 import { Portico, formatIssues } from './server/portico.js';
 import { hasCode } from './errors.js';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { loadConfigFile } from './config/load.js';
+import { runPrimary } from './cluster/primary.js';
 
 const HELP = `Usage:
   portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
                                with neither, the built-in demo starts)
   portico --demo               run the built-in demo (users.localhost, orders.localhost, localhost)
   portico check FILE           validate a config file and its certificates; exit 1 listing every problem
-  portico schema               print the config's JSON Schema
+  portico schema [--markdown]  print the config's JSON Schema (or the Markdown config reference)
   portico --help | --version
 
 Options:
@@ -44,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
       demo: { type: 'boolean' },
       'log-level': { type: 'string' },
       'no-watch': { type: 'boolean' },
+      markdown: { type: 'boolean' },
     },
   });
   if (values.help) {
@@ -70,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'schema') {
-    process.stdout.write(configJsonSchema());
+    process.stdout.write(values.markdown === true ? configReferenceMarkdown() : configJsonSchema());
     return 0;
   }
   if (command !== undefined) {
@@ -84,7 +90,23 @@ async function main(argv: string[]): Promise<number> {
     if (existsSync('config/portico.json')) configFile = 'config/portico.json';
     else demo = true;
   }
-  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? 'info');
+  // Log settings come from the config when it is readable; problems are reported by start() below.
+  const pre = configFile === undefined ? undefined : await loadConfigFile(configFile);
+  const logConfig = pre?.ok === true ? pre.config.log : undefined;
+  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto');
+  const workersSetting = pre?.ok === true ? pre.config.workers : 1;
+  const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
+  if (workers > 1 && cluster.isPrimary && !demo) {
+    // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
+    const checked = await checkConfigFile(configFile as string);
+    if (checked.issues.length > 0) {
+      process.stderr.write(`${formatIssues(checked.file, checked.issues)}\n`);
+      return 1;
+    }
+    const code = await runPrimary(workers, log);
+    await new Promise<void>((r) => log.flush(() => r()));
+    return code;
+  }
   let stopDemo: (() => Promise<void>) | undefined;
   let demoCa: string | undefined;
   if (demo) {
@@ -132,13 +154,14 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
-  log.flush();
+  await new Promise<void>((r) => log.flush(() => r()));
   return 0;
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // Timers of closed keep-alive pools and watchers must not hold a stopped proxy: exit once stdout drains.
+    process.stdout.write('', () => process.exit(code));
   },
   (err: unknown) => {
     process.stderr.write(`portico: ${(err as Error).stack ?? String(err)}\n`);

@@ -150,19 +150,25 @@ const Acme = z
       .url()
       .default('https://acme-v02.api.letsencrypt.org/directory')
       .describe('ACME directory URL. Let\'s Encrypt production by default; "https://acme-staging-v02.api.letsencrypt.org/directory" for staging; any RFC 8555 directory.'),
-    email: z.string().email().optional().describe('Contact email for the ACME account.'),
+    email: z.string().email().optional().describe('Contact email for the ACME account (expiry notices from the CA). Recommended.'),
     termsOfServiceAgreed: z.boolean().default(false).describe('Agree to the CA\'s terms of service (required by most CAs).'),
     eab: z
-      .strictObject({ kid: z.string().min(1), hmacKey: z.string().min(1) })
+      .strictObject({
+        kid: z.string().min(1).describe('EAB key identifier from the CA.'),
+        hmacKey: z.string().min(1).describe('EAB HMAC key from the CA, base64url as given. A secret: keep the config file private.'),
+      })
       .optional()
-      .describe('External Account Binding credentials, for CAs that require them.'),
-    challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01').describe('Challenge type used to prove control of the names.'),
+      .describe('External Account Binding credentials (RFC 8555 §7.3.4), for CAs that require them (ZeroSSL, Google Trust Services, many private CAs): "kid" is the key identifier and "hmacKey" the base64url HMAC key the CA gave you. Used only when the account is first registered.'),
+    challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01').describe('Challenge type used to prove control of the names: "http-01" is answered by the plain HTTP listener (the CA dials port 80, so listen.http must not be null), "tls-alpn-01" by the HTTPS listener (the CA dials port 443 with ALPN "acme-tls/1", RFC 8737). Wildcard names need DNS-01, which Portico does not do.'),
     caFile: z.string().optional().describe('Extra CA (PEM, relative to certs directory) trusted for the ACME directory\'s HTTPS, e.g. a private CA.'),
     renewBefore: z
       .string()
       .regex(/^(\d+(\.\d+)?(ms|s|m|h|d)|\d+(\.\d+)?%)$/, { message: 'expected a duration such as "30d" or a share of the lifetime such as "33%"' })
       .default('33%')
-      .describe('Renew when this much of the certificate lifetime remains ("33%" = a third) or this long before expiry ("30d").'),
+      .describe('Renew when this much of the certificate lifetime remains ("33%" = a third) or this long before expiry ("30d"). A random jitter of up to 2% of the lifetime (at most 1h) moves each renewal earlier, so many hosts do not renew at the same second. When the CA offers ACME Renewal Information (RFC 9773), its suggested window wins.'),
+    retryDelay: Duration.default('1m').describe('Delay before retrying a failed order or renewal; doubles on each consecutive failure up to "retryMaxDelay". A CA\'s Retry-After (rate limits) is honoured when longer. The old certificate keeps serving meanwhile.'),
+    retryMaxDelay: Duration.default('6h').describe('Longest delay between retries of a failed order or renewal.'),
+    pollInterval: Duration.default('1s').describe('First delay between polls of a pending challenge or order; doubles up to 30s. Lower only for a local test CA.'),
   })
   .describe('Automatic certificates over ACME, for hosts whose tls is {"acme": true}.');
 
@@ -190,7 +196,7 @@ const Forwarding = z
 
 const Log = z
   .strictObject({
-    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Least severe level written. The --log-level flag and PORTICO_LOG_LEVEL override it.'),
     access: z.boolean().default(true).describe('Write one access log line per request.'),
     format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('"auto": human-readable on a TTY, JSON otherwise.'),
   })
@@ -207,7 +213,12 @@ export const ConfigSchema = z
           .default({ port: 80, addresses: ['0.0.0.0', '::'] })
           .describe('The plain HTTP listener: redirects configured hosts to https (308) and answers ACME HTTP-01 challenges. null disables it.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Where Portico listens. Listener changes take effect after a restart.'),
+    workers: z
+      .union([z.number().int().min(1).max(256), z.literal('auto')])
+      .default(1)
+      .describe('Worker processes sharing the listeners; "auto" = one per CPU core. A crashed worker is restarted. Changes take effect after a restart.'),
     certsDir: z.string().default('certs').describe('Directory with certificate files and ACME state, relative to the config file.'),
     defaultHost: HostName.optional().describe('Host whose certificate is served to clients that send no or an unknown TLS server name. Default: such handshakes are refused.'),
     hosts: z

@@ -1,0 +1,48 @@
+/**
+ * The primary process when `workers` > 1: forks the workers (which share the
+ * listening sockets through node:cluster), restarts a worker that dies, and
+ * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from 'pino';
+
+/** Runs the primary until every worker has stopped; resolves with the exit code. */
+export function runPrimary(count: number, log: Logger): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const recentDeaths: number[] = [];
+    const fork = (): Worker => cluster.fork({ PORTICO_WORKER: '1' });
+    for (let i = 0; i < count; i++) fork();
+    log.info({ workers: count }, 'primary started workers');
+    cluster.on('exit', (worker, code, signal) => {
+      if (stopping) {
+        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+        return;
+      }
+      const now = Date.now();
+      recentDeaths.push(now);
+      while (recentDeaths.length > 0 && (recentDeaths[0] as number) < now - 60_000) recentDeaths.shift();
+      if (recentDeaths.length > count * 5) {
+        log.fatal({ pid: worker.process.pid, code, signal }, 'workers keep dying; giving up');
+        stopping = true;
+        for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+        resolve(1);
+        return;
+      }
+      log.error({ pid: worker.process.pid, code, signal }, 'worker died, restarting');
+      fork();
+    });
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping workers');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+      if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    });
+  });
+}
