@@ -55,6 +55,12 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
         path: formatPath([...path, key]),
         message: 'unknown key (check the spelling; see the config reference in README.md)',
       }));
+    case 'invalid_key': {
+      // A record key (a host name) failed: report the key's own problem, not the whole value under it.
+      const key = path.at(-1);
+      const reasons = issue.issues.map((i) => i.message).join('; ');
+      return [{ path: formatPath(path), message: `${reasons}, got ${shorten(key)}` }];
+    }
     case 'invalid_type': {
       const got = valueAt(input, path);
       if (got === undefined) return [{ path: formatPath(path), message: `required: expected ${issue.expected}` }];
@@ -74,7 +80,11 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
       }
       const got = valueAt(input, path);
       if (best === undefined || bestDepth <= 0) {
-        return [{ path: formatPath(path), message: `${issue.message}, got ${shorten(got)}` }];
+        // No branch got inside the value: say which shapes would do, and that it is missing when it is.
+        const expected = [...new Set(branches.flatMap((b) => b.flatMap((i) => (i.code === 'invalid_type' ? [i.expected] : []))))];
+        const what = expected.length === 0 ? issue.message : `expected ${expected.slice(0, -1).join(', ')}${expected.length > 1 ? ' or ' : ''}${expected.at(-1)}`;
+        if (got === undefined) return [{ path: formatPath(path), message: `required: ${what}` }];
+        return [{ path: formatPath(path), message: `${what}, got ${shorten(got)}` }];
       }
       return best.flatMap((i) => describeIssue({ ...i, path: [...path, ...i.path] } as z.core.$ZodIssue, input));
     }

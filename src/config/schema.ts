@@ -46,7 +46,8 @@ export const TargetUrl = z.string().superRefine((s, ctx) => {
     });
     return;
   }
-  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+  // h2c:// is not a WHATWG special scheme: "h2c://host:port" parses with an empty path, not "/".
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     ctx.addIssue({
       code: 'custom',
       message: `an upstream URL names a server only (scheme, host, port), got ${JSON.stringify(s)}; use the route's "stripPrefix"/"addPrefix" to change paths`,

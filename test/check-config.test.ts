@@ -1,0 +1,191 @@
+import { before, after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makePki, type TestPki } from './helpers/proxy.js';
+
+/** dist/src/main.js, next to this file's compiled copy in dist/test. */
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI: `node dist/src/main.js ...args`. */
+function cli(...args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err !== null && typeof err.code !== 'number') return reject(err);
+      resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr });
+    });
+  });
+}
+
+/** The issue lines (`  path: message`) of a failed check, in order. */
+function issueLines(r: CliResult): string[] {
+  return r.stderr.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.slice(2));
+}
+
+let pki: TestPki;
+const runs: Record<string, Promise<CliResult>> = {};
+const files: Record<string, string> = {};
+let expiredAt = '';
+
+before(async () => {
+  pki = await makePki();
+  const dir = pki.dir;
+  const good = await pki.issue('good', ['app.example.com', 'ok.example.com']);
+  const other = await pki.issue('other', ['other.example.com']);
+  const notBefore = new Date(Math.floor((Date.now() - 10 * 86_400_000) / 1000) * 1000);
+  expiredAt = new Date(notBefore.getTime() + 86_400_000).toISOString();
+  const expired = await pki.issue('expired', ['expired.example.com'], { notBefore, days: 1 });
+  const write = async (name: string, content: unknown): Promise<void> => {
+    files[name] = join(dir, `${name}.json`);
+    await writeFile(files[name], typeof content === 'string' ? content : JSON.stringify(content, null, 2));
+  };
+  const route = [{ path: '/', upstream: 'http://127.0.0.1:3000' }];
+  await write('valid', {
+    certsDir: '.',
+    hosts: { 'app.example.com': { tls: good, routes: [{ path: '/', upstream: 'http://127.0.0.1:3000' }, { path: '/api', upstream: ['http://127.0.0.1:3001', 'h2c://127.0.0.1:3002'], stripPrefix: true }] } },
+  });
+  await write('schema', {
+    listen: { https: { port: 70000 }, htpp: { port: 80 } },
+    limits: { headersTimeout: '30 seconds', maxHeaderSize: '16 kilobytes' },
+    hosts: {
+      'app.example.com': {
+        tls: good,
+        routes: [
+          { path: '/', upstream: 'http://127.0.0.1:3000' },
+          { path: '/api', upstream: 'localhost:3000' },
+          { path: '/x', upstrem: 'http://127.0.0.1:3001' },
+          { path: 'nested', upstream: 'http://127.0.0.1:3000/base' },
+        ],
+      },
+      'app.*.example.com': { tls: good, routes: route },
+      'noroutes.example.com': { tls: good },
+    },
+  });
+  await write('cross', {
+    certsDir: '.',
+    defaultHost: 'missing.example.com',
+    hosts: {
+      'app.example.com': { tls: good, aliases: ['ok.example.com'], routes: route },
+      'ok.example.com': { tls: { acme: true }, routes: route },
+    },
+  });
+  await write('certs', {
+    certsDir: '.',
+    hosts: {
+      'ok.example.com': { tls: good, routes: route },
+      'missing.example.com': { tls: { cert: 'nope.pem', key: 'nope-key.pem' }, routes: route },
+      'mismatch.example.com': { tls: { cert: good.cert, key: other.key }, routes: route },
+      'expired.example.com': { tls: expired, routes: route },
+      'uncovered.example.com': { tls: other, routes: route },
+    },
+  });
+  await write('json', '{\n  "hosts": {\n    "a.example.com": { "tls": { "acme": true }, }\n  }\n}\n');
+  // Every run at once: each is a Node start-up, and the tests only read the results.
+  for (const name of Object.keys(files)) runs[name] = cli('check', files[name] as string);
+  runs.help = cli('--help');
+  runs.version = cli('--version');
+  runs.nofile = cli('check');
+  runs.schemaOut = cli('schema');
+  await Promise.all(Object.values(runs));
+});
+
+after(() => pki?.cleanup());
+
+test('portico check accepts a valid config with exit code 0', async () => {
+  const r = await runs.valid!;
+  assert.equal(r.stderr, '');
+  assert.equal(r.stdout, `${files.valid}: ok (1 host)\n`);
+  assert.equal(r.code, 0);
+});
+
+test('portico check lists every schema problem at once, each with its JSON path, and exits 1', async () => {
+  const r = await runs.schema!;
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.split('\n')[0], `${files.schema}: 11 problems`);
+  assert.deepEqual(issueLines(r).sort(), [
+    // bad port
+    'listen.https.port: Too big: expected number to be <=65535, got 70000',
+    // unknown key (a typo)
+    'listen.htpp: unknown key (check the spelling; see the config reference in README.md)',
+    // an upstream that is not a URL
+    'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, got "localhost:3000"',
+    // a missing required field beside its misspelt key
+    'hosts["app.example.com"].routes[2].upstream: required: expected string, array or object',
+    'hosts["app.example.com"].routes[2].upstrem: unknown key (check the spelling; see the config reference in README.md)',
+    // a route path without its slash, and an upstream URL with a path
+    'hosts["app.example.com"].routes[3].path: a route path must start with "/", got "nested"',
+    'hosts["app.example.com"].routes[3].upstream: an upstream URL names a server only (scheme, host, port), got "http://127.0.0.1:3000/base"; use the route\'s "stripPrefix"/"addPrefix" to change paths',
+    // a wildcard that is not the first label
+    'hosts["app.*.example.com"]: expected a lower-case DNS name such as "app.example.com" or "*.example.com", got "app.*.example.com"',
+    // a missing required field
+    'hosts["noroutes.example.com"].routes: required: expected array',
+    // bad duration and size
+    'limits.headersTimeout: expected a duration such as "500ms", "30s", "5m", "1h" or "90d", got "30 seconds"',
+    'limits.maxHeaderSize: expected a size such as "16kb", "10mb" or "1gb", got "16 kilobytes"',
+  ].sort());
+});
+
+test('portico check reports a name served twice, an undeclared defaultHost and ACME hosts without an acme section', async () => {
+  const r = await runs.cross!;
+  assert.equal(r.code, 1);
+  assert.deepEqual(issueLines(r), [
+    'hosts["ok.example.com"]: the name "ok.example.com" is already served by hosts["app.example.com"]',
+    'defaultHost: "missing.example.com" is not a name of any host in "hosts"',
+    'acme: a host uses {"acme": true} but there is no "acme" section; add one with at least "email" and "termsOfServiceAgreed": true',
+  ]);
+});
+
+test('portico check reports a missing certificate file, a key that does not match, an expired certificate and one that does not cover its host', async () => {
+  const r = await runs.certs!;
+  const d = pki.dir;
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.split('\n')[0], `${files.certs}: 4 problems`);
+  assert.deepEqual(issueLines(r).sort(), [
+    `hosts["missing.example.com"].tls: ${d}/nope.pem: cannot read the certificate (ENOENT); check the path (relative to certsDir) and permissions`,
+    `hosts["mismatch.example.com"].tls: ${d}/other-key.pem: this key does not match the certificate ${d}/good.pem; install the key the certificate was issued for`,
+    `hosts["expired.example.com"].tls: ${d}/expired.pem: the certificate expired on ${expiredAt}; renew it`,
+    `hosts["uncovered.example.com"].tls: ${d}/other.pem: the certificate does not cover "uncovered.example.com" (its names: DNS:other.example.com); issue a certificate whose SAN lists this name`,
+  ].sort());
+});
+
+test('portico check points at the line and column of invalid JSON', async () => {
+  const r = await runs.json!;
+  assert.equal(r.code, 1);
+  const lines = issueLines(r);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0] as string, /^\(line 3, column 49\): invalid JSON: /);
+});
+
+test('portico check without a file explains its usage and exits 2', async () => {
+  const r = await runs.nofile!;
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /usage: portico check FILE/);
+});
+
+test('portico --help prints the usage and --version the package version', async () => {
+  const help = await runs.help!;
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage:\n/);
+  assert.match(help.stdout, /portico check FILE/);
+  const version = await runs.version!;
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(version.code, 0);
+  assert.equal(version.stdout, `portico ${pkg.version}\n`);
+});
+
+test('the committed config/portico.schema.json is what `portico schema` prints (run `npm run schema` after changing the config schema)', async () => {
+  const printed = await runs.schemaOut!;
+  const committed = readFileSync(join(ROOT, 'config/portico.schema.json'), 'utf8');
+  assert.equal(printed.code, 0);
+  assert.equal(committed, printed.stdout);
+});
