@@ -55,7 +55,7 @@ function toMs(value: string, unit: string): number {
 /** Parse wrk's summary (with --latency). */
 export function parseWrk(out: string): Omit<LoadResult, 'command' | 'units'> & { requests: number } {
   const summary = /(\d+) requests in ([\d.]+)(us|ms|s|m),/.exec(out);
-  if (!summary) throw new Error(`unexpected wrk output: ${out.slice(0, 400)}`);
+  if (!summary) throw new Error(`wrk gave no summary: ${out.trim().slice(-300)}`);
   const pct = (p: string): number | undefined => {
     const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(out);
     return m ? toMs(m[1]!, m[2]!) : undefined;
@@ -135,7 +135,10 @@ export async function runH2load(run: H2loadRun): Promise<LoadResult> {
   const fin = /finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req\/s/.exec(out);
   const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
-  if (!fin || !req || !codes) throw new Error(`unexpected h2load output: ${out.slice(0, 400)}`);
+  if (!fin || !req || !codes) {
+    const how = r.code === null ? 'was killed by a signal' : `exited with code ${r.code}`;
+    throw new Error(`h2load ${how} without a summary; last output: ${out.trim().split('\n').slice(-3).join(' / ').slice(0, 300)}`);
+  }
   const notes: string[] = [];
   const proto = /Application protocol: (\S+)/.exec(out)?.[1];
   if (proto !== 'h2') notes.push(`application protocol ${proto ?? 'none'}`);

@@ -5,12 +5,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, openSync, closeSync } from 'node:fs';
 import { connect } from 'node:net';
+import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** CPU that the proxy under test is pinned to. */
 export const PROXY_CPU = '0';
 /** CPU that the load generator and the backend are pinned to. */
 export const LOAD_CPU = '1';
+
+/** Every CPU: the bench itself runs pinned to LOAD_CPU, and children inherit that unless told otherwise. */
+export const ALL_CPUS = `0-${cpus().length - 1}`;
 
 /** Microseconds per clock tick; `getconf CLK_TCK` is 100 on Linux. */
 const TICK_US = 10_000;
@@ -25,7 +29,7 @@ export interface Started {
 
 /** Options for {@link startPinned}. */
 export interface StartOptions {
-  /** CPU list for taskset (e.g. "0"), or null to run unpinned. */
+  /** CPU list for taskset (e.g. "0"), or null to run on every CPU. */
   readonly cpus: string | null;
   readonly env?: NodeJS.ProcessEnv;
   readonly cwd?: string;
@@ -39,7 +43,7 @@ export interface StartOptions {
  */
 export function startPinned(name: string, cmd: string, args: readonly string[], opts: StartOptions): Started {
   const fd = openSync(opts.logPath, 'a');
-  const argv = opts.cpus === null ? [cmd, ...args] : ['taskset', '-c', opts.cpus, cmd, ...args];
+  const argv = ['taskset', '-c', opts.cpus ?? ALL_CPUS, cmd, ...args];
   const child = spawn(argv[0]!, argv.slice(1), {
     stdio: ['ignore', fd, fd],
     env: opts.env ?? process.env,
@@ -193,6 +197,19 @@ export async function waitForPort(port: number, timeoutMs: number, alive?: () =>
   throw new Error(`port ${port} not listening after ${timeoutMs} ms`);
 }
 
+/** Throw if anything already accepts connections on 127.0.0.1:port (a stale server would be measured instead of ours). */
+export async function assertPortFree(port: number): Promise<void> {
+  const inUse = await new Promise<boolean>((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (inUse) throw new Error(`127.0.0.1:${port} is already in use by another process; stop it first`);
+}
+
 /** Result of a bounded command run. */
 export interface CommandResult {
   readonly code: number | null;
@@ -212,7 +229,7 @@ export async function runBounded(
   timeoutMs: number,
   input?: string,
 ): Promise<CommandResult> {
-  const argv = cpus === null ? [cmd, ...args] : ['taskset', '-c', cpus, cmd, ...args];
+  const argv = ['taskset', '-c', cpus ?? ALL_CPUS, cmd, ...args];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -24,6 +24,8 @@ export interface Measurement {
   readonly p50Ms?: number;
   readonly p99Ms?: number;
   readonly cpuUsPerUnit: number;
+  /** Share of the proxy's CPU (0..1+) used by other processes during the run. */
+  readonly foreignCpuShare: number;
   readonly errors: number;
   readonly non2xx: number;
   readonly resumed?: number;
@@ -35,8 +37,10 @@ export interface Cell {
   readonly runs: Measurement[];
   /** Scenario not applicable to this server (reason). */
   na?: string;
-  /** Scenario failed to run (reason). */
+  /** Scenario failed to run at all (reason). */
   failure?: string;
+  /** Reasons of individual runs that failed while others succeeded. */
+  failedRuns?: string[];
   /** Exact command line of the last run. */
   command?: string;
 }
@@ -62,6 +66,9 @@ export interface Row {
   notes: string[];
   configText?: string;
 }
+
+/** Above this share of CPU 0 used by processes other than the proxy, a run is flagged. */
+export const FOREIGN_CPU_WARN = 0.1;
 
 /** Median, min and max of a list. */
 export interface Spread {
@@ -109,10 +116,17 @@ function cpuOf(cell: Cell | undefined): Spread | null {
 /** A short marker and explanation for runs with errors, non-2xx or resumed sessions. */
 function problems(cell: Cell): string[] {
   const out: string[] = [];
+  if (cell.failedRuns?.length) out.push(`⚠ ${cell.failedRuns.length} run(s) failed and are not in the figures: ${cell.failedRuns.join('; ')}`);
   const bad = cell.runs.filter((r) => r.errors > 0 || r.non2xx > 0);
   if (bad.length > 0) {
     const errs = bad.map((r) => `${r.errors} err/${r.non2xx} non-2xx`).join(', ');
     out.push(`⚠ ${bad.length}/${cell.runs.length} runs had errors (${errs})`);
+  }
+  const busy = cell.runs.map((r) => r.foreignCpuShare).filter((f) => f > FOREIGN_CPU_WARN);
+  if (busy.length > 0) {
+    const pct = busy.map((f) => Math.round(f * 100));
+    const range = Math.min(...pct) === Math.max(...pct) ? `${pct[0]}` : `${Math.min(...pct)}–${Math.max(...pct)}`;
+    out.push(`⚠ other processes used ${range}% of the proxy CPU in ${busy.length}/${cell.runs.length} runs`);
   }
   const resumed = cell.runs.reduce((a, r) => a + (r.resumed ?? 0), 0);
   if (cell.runs.some((r) => r.resumed !== undefined)) {
@@ -145,7 +159,7 @@ export function renderScenario(info: ScenarioInfo, rows: readonly Row[]): string
       ? [fmtSpread(spread(cell.runs.map((r) => r.p50Ms ?? Number.NaN))), fmtSpread(spread(cell.runs.map((r) => r.p99Ms ?? Number.NaN)))]
       : [];
     const notes = [...problems(cell), ...new Set(cell.runs.flatMap((r) => r.notes))];
-    const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) ? ' ⚠' : '';
+    const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) || cell.failedRuns?.length ? ' ⚠' : '';
     lines.push(
       `| ${row.label} | ${fmtSpread(rate)}${mark} | ${ratio(rate, rateOf(nginx))} | ${ratio(rate, rateOf(direct))} | ${latency.join(' | ')}${latency.length ? ' | ' : ''}${row.id === 'direct' ? `${fmtSpread(cpu)} (backend itself)` : fmtSpread(cpu)} | ${row.id === 'direct' ? '–' : ratio(cpu, cpuOf(nginx))} | ${notes.join('; ').replace(/\|/g, '/')} |`,
     );
@@ -167,7 +181,7 @@ export function renderSummary(infos: readonly ScenarioInfo[], rows: readonly Row
       if (cell.failure) return 'FAILED';
       const rate = rateOf(cell);
       const cpu = cpuOf(cell);
-      const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) ? ' ⚠' : '';
+      const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) || cell.failedRuns?.length ? ' ⚠' : '';
       const nCell = nginx?.cells.get(info.id);
       return `${fmt(rate?.median ?? Number.NaN)} (${ratio(rate, rateOf(nCell))}) / ${fmt(cpu?.median ?? Number.NaN)} (${row.id === 'direct' ? 'backend' : ratio(cpu, cpuOf(nCell))})${mark}`;
     });

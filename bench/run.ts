@@ -3,10 +3,11 @@
  * HAProxy, Caddy, node-http-proxy and Portico; writes bench/RESULTS.md.
  * `npm run bench:quick`: S1 against nginx and Portico only, printed.
  *
- * Environment: BENCH_DURATION (seconds per run, default 4; quick 3),
+ * Environment: BENCH_DURATION (seconds per run, default 3),
  * BENCH_REPEATS (default 3; quick 1), BENCH_ONLY (comma-separated row ids,
  * e.g. "nginx,portico", to run a subset while working on the bench).
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkTools, readMachine } from './tools.js';
@@ -16,11 +17,11 @@ import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type RunningT
 import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
-import { fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
+import { FOREIGN_CPU_WARN, fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
 import { writeResults, type RunSettings } from './results-file.js';
 
 const quick = process.argv.includes('--quick');
-const durationSec = Number(process.env['BENCH_DURATION'] ?? (quick ? 3 : 4));
+const durationSec = Number(process.env['BENCH_DURATION'] ?? 3);
 const repeats = Number(process.env['BENCH_REPEATS'] ?? (quick ? 1 : 3));
 const only = process.env['BENCH_ONLY']?.split(',').map((s) => s.trim()) ?? null;
 const IDLE_CONNECTIONS = 1000;
@@ -57,8 +58,6 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
   }
 }
 
-/** Above this share of CPU 0 used by processes other than the proxy, a run is flagged. */
-const FOREIGN_CPU_WARN = 0.1;
 
 async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: boolean): Promise<{ m: Measurement; command: string }> {
   const before = readTreeCpuUs(t.cpuRoot);
@@ -66,14 +65,14 @@ async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: b
   const load = await runOnce(ctx, t, id, durationSec);
   const cpuUs = readTreeCpuUs(t.cpuRoot) - before;
   // With the proxy pinned to CPU 0, any other busy time there is another process.
-  const foreign = pinned ? (readCpuBusyUs(PROXY_CPU) - busyBefore - (t.cpuRoot === ctx.backendPid ? 0 : cpuUs)) / (load.elapsedSec * 1e6) : 0;
+  const foreign = pinned && t.cpuRoot !== ctx.backendPid ? (readCpuBusyUs(PROXY_CPU) - busyBefore - cpuUs) / (load.elapsedSec * 1e6) : 0;
   const notes = load.errors > 0 || load.non2xx > 0 || id === 'S3' || id === 'S2' ? [...load.notes] : [];
-  if (foreign > FOREIGN_CPU_WARN) notes.push(`⚠ other processes used ${Math.round(foreign * 100)}% of CPU ${PROXY_CPU}`);
   const m: Measurement = {
     rate: load.units / load.elapsedSec,
     ...(load.p50Ms !== undefined ? { p50Ms: load.p50Ms } : {}),
     ...(load.p99Ms !== undefined ? { p99Ms: load.p99Ms } : {}),
     cpuUsPerUnit: load.units > 0 ? cpuUs / load.units : Number.NaN,
+    foreignCpuShare: foreign,
     errors: load.errors,
     non2xx: load.non2xx,
     ...(load.resumed !== undefined ? { resumed: load.resumed } : {}),
@@ -137,14 +136,17 @@ async function benchTarget(
           cell.runs.push(m);
           cell.command = command;
           const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
-          const bad = m.errors || m.non2xx ? ` ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '';
+          const bad = (m.errors || m.non2xx ? ` ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '') +
+            (m.foreignCpuShare > FOREIGN_CPU_WARN ? ` ⚠ other processes used ${Math.round(m.foreignCpuShare * 100)}% of CPU ${PROXY_CPU}` : '');
           log(`${row.label} ${id} #${i + 1}: ${fmt(m.rate)}/s${lat}, ${fmt(m.cpuUsPerUnit)} µs CPU/unit${bad}`);
         } catch (err) {
-          cell.failure = (err as Error).message;
-          log(`${row.label} ${id}: FAILED: ${cell.failure}`);
-          break;
+          // One failed run is recorded and the other repeats still run.
+          const why = (err as Error).message;
+          cell.failedRuns = [...(cell.failedRuns ?? []), why];
+          log(`${row.label} ${id} #${i + 1}: FAILED: ${why}`);
         }
       }
+      if (cell.runs.length === 0 && cell.failedRuns) cell.failure = cell.failedRuns[0];
     }
   } catch (err) {
     row.failure = (err as Error).message;
@@ -184,6 +186,8 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: needs at least 2 CPUs (proxy on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}); this machine has ${machine.nproc}\n`);
     process.exit(2);
   }
+  // Keep this orchestrating process (all its threads) off the proxy's CPU too.
+  execFileSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
   const ws = prepareWorkspace();
   const backend = await startBackend(ws);
   const ctx: Context = { ws, backendPid: backend.proc.pid, wrkScript: writeWrkResolveScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
@@ -192,6 +196,8 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const load1 = Number(readLoadAvg().split(' ')[0]);
+  if (load1 > machine.nproc / 2) log(`warning: load average ${load1} on ${machine.nproc} CPUs; other work on this machine will distort the numbers`);
   const started = new Date();
   const loadAvgStart = readLoadAvg();
   const workers = porticoSupportsWorkers(ws);
@@ -254,7 +260,7 @@ function printQuick(rows: readonly Row[]): void {
     if (!m) return `${label}: no result${c?.failure ? ` (${c.failure})` : ''}`;
     const bad = [
       ...(m.errors || m.non2xx ? [`⚠ ${m.errors} errors, ${m.non2xx} non-2xx`] : []),
-      ...m.notes.filter((n) => n.startsWith('⚠')),
+      ...(m.foreignCpuShare > FOREIGN_CPU_WARN ? [`⚠ other processes used ${Math.round(m.foreignCpuShare * 100)}% of CPU ${PROXY_CPU}`] : []),
     ].map((n) => `  ${n}`).join('');
     return `${label}: ${fmt(m.rate)} req/s, p99 ${fmt(m.p99Ms ?? Number.NaN)} ms, ${fmt(m.cpuUsPerUnit)} µs CPU/req${bad}`;
   };

@@ -8,7 +8,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  LOAD_CPU, PROXY_CPU, hasExited, startPinned, stopProcess, waitForPort, type Started,
+  LOAD_CPU, PROXY_CPU, assertPortFree, hasExited, startPinned, stopProcess, waitForPort, type Started,
 } from './procs.js';
 import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
 
@@ -70,12 +70,15 @@ ${nginxTempPaths(dir)}
 `;
   const confPath = join(dir, 'nginx.conf');
   writeFileSync(confPath, conf);
+  await assertPortFree(PORTS.backendHttp);
+  await assertPortFree(PORTS.backendHttps);
   const proc = startPinned('backend', 'nginx', ['-p', dir, '-c', confPath, '-e', join(dir, 'error.log')], {
     cpus: LOAD_CPU,
     logPath: join(dir, 'stdout.log'),
   });
   await waitForPort(PORTS.backendHttp, 5000, () => !hasExited(proc));
   await waitForPort(PORTS.backendHttps, 5000, () => !hasExited(proc));
+  if (hasExited(proc)) throw new Error(`backend nginx exited; see ${join(dir, 'error.log')}`);
   return { proc, configText: conf };
 }
 
@@ -87,6 +90,8 @@ async function startServer(
   configText: string,
   opts: { h2: boolean; http: boolean; env?: NodeJS.ProcessEnv; cpus?: string | null; notes?: string[] },
 ): Promise<RunningTarget> {
+  await assertPortFree(PORTS.proxyHttps);
+  await assertPortFree(PORTS.proxyHttp);
   const proc = startPinned(name, cmd, args, {
     cpus: opts.cpus === undefined ? PROXY_CPU : opts.cpus,
     logPath: join(dir, 'stdout.log'),
@@ -96,6 +101,7 @@ async function startServer(
   try {
     await waitForPort(PORTS.proxyHttps, 15_000, () => !hasExited(proc));
     if (opts.http) await waitForPort(PORTS.proxyHttp, 5000, () => !hasExited(proc));
+    if (hasExited(proc)) throw new Error('process exited after listening');
   } catch (err) {
     await stopProcess(proc);
     throw new Error(`${name} did not start (${(err as Error).message}); see ${proc.logPath}`);
