@@ -60,13 +60,14 @@ else
   say "base image node:$MAJOR-slim ready ($((SECONDS - t0))s)"
 fi
 t0=$SECONDS
-dangling() { podman images -q --no-trunc --filter dangling=true | sort -u; }
+dangling() { podman images -q --no-trunc --filter dangling=true | sed "s/^sha256://" | sort -u; }
 dangling >"$TMP/dangling.before"
 previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-"$PODMAN" build -t "$IMAGE" --build-arg "NODE_MAJOR=$MAJOR" "$REPO" >"$TMP/build.log" 2>&1 || {
+# No layer cache (--layers=false: CI starts fresh, and it leaves no intermediate images); the two stages run in
+# parallel (--jobs 2: 28 s instead of 45 s here).
+"$PODMAN" build --layers=false --jobs 2 -t "$IMAGE" --build-arg "NODE_MAJOR=$MAJOR" "$REPO" >"$TMP/build.log" 2>&1 || {
   tail -40 "$TMP/build.log" >&2; die "podman build failed"; }
-# Remove what this build left untagged (its build stage, and the image it replaced under the same tag),
-# and nothing else.
+# Remove what this build left untagged (the image it replaced under the same tag, any stage), nothing else.
 dangling | comm -13 "$TMP/dangling.before" - >"$TMP/dangling.new"
 [[ -n $previous ]] && dangling | grep -qx "$previous" && echo "$previous" >>"$TMP/dangling.new"
 while read -r id; do podman rmi "$id" >/dev/null 2>&1 || true; done <"$TMP/dangling.new"

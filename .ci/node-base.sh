@@ -27,7 +27,7 @@ echo "node-base: building $IMAGE with $CONTAINERS/make-node-base.sh $MAJOR"
 previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 "$CONTAINERS/make-node-base.sh" "$MAJOR"
 # The image this replaced under the same tags (from an earlier run) is now untagged: remove it, by id.
-if [[ -n $previous ]] && podman images -q --no-trunc --filter dangling=true | grep -qx "$previous"; then
+if [[ -n $previous ]] && podman images -q --no-trunc --filter dangling=true | sed "s/^sha256://" | grep -qx "$previous"; then
   podman rmi "$previous" >/dev/null 2>&1 || true
 fi
 
