@@ -134,7 +134,7 @@ test('with defaultHost, an unknown server name and a client without SNI get the 
   assert.equal((await handshake(withDefault.httpsPort, pki.caPem, 'b.example.test')).fingerprint256, fp.wild);
 });
 
-test('with an ECDSA defaultHost, an RSA host still gets its own certificate', { todo: 'nodejs/node#54235: the default context cert stays in the SSL next to the SNI one' }, async () => {
+test('with an ECDSA defaultHost, an RSA host still gets its own certificate (regression: nodejs/node#54235)', async () => {
   const r = await handshake(withDefault.httpsPort, pki.caPem, 'rsa.test');
   assert.equal(r.fingerprint256, fp.rsa);
   assert.equal(r.authorized, true);
@@ -194,4 +194,47 @@ test('openssl s_client verifies the certificate for -servername and is refused T
   const unknown = await runTool('openssl', [...base, '-servername', 'unknown.test']);
   assert.notEqual(unknown.code, 0);
   assert.match(unknown.stdout, /no peer certificate available/);
+});
+
+/** The first bytes (the ClientHello) a Node TLS client sends, with or without SNI. */
+async function captureHello(servername: string | undefined): Promise<Buffer> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); })));
+  const client = tls.connect({ host: '127.0.0.1', port, ...(servername === undefined ? {} : { servername }) });
+  client.on('error', () => {});
+  const hello = await got;
+  client.destroy();
+  server.close();
+  return hello;
+}
+
+test('the ClientHello reader tells a hello with SNI from one without, and waits for an incomplete one', async () => {
+  const { hasServerName } = await import('../src/tls/client-hello.js');
+  const withSni = await captureHello('a.example.test');
+  const without = await captureHello(undefined);
+  assert.equal(hasServerName(withSni), true);
+  assert.equal(hasServerName(without), false);
+  assert.equal(hasServerName(without.subarray(0, 4)), undefined);
+  assert.equal(hasServerName(without.subarray(0, without.length - 1)), undefined);
+  assert.equal(hasServerName(Buffer.from('GET / HTTP/1.1\r\n\r\n')), true);
+});
+
+test('a client without SNI whose ClientHello arrives in pieces still gets the default host certificate', async () => {
+  const { createConnection } = await import('node:net');
+  const hello = await captureHello(undefined);
+  const socket = createConnection({ host: '127.0.0.1', port: withDefault.httpsPort });
+  await once(socket, 'connect');
+  const first = once(socket, 'data');
+  for (const [from, to] of [[0, 3], [3, 60], [60, hello.length]] as const) {
+    socket.write(hello.subarray(from, to));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const [reply] = (await first) as [Buffer];
+  socket.destroy();
+  // 0x16: a handshake record (ServerHello), not an alert (0x15).
+  assert.equal(reply[0], 0x16);
 });

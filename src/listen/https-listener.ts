@@ -6,6 +6,7 @@
  * (TLS-ALPN-01) pick a different certificate.
  */
 import http2 from 'node:http2';
+import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -14,6 +15,7 @@ import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
 import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
+import { hasServerName, MAX_HELLO_BYTES } from '../tls/client-hello.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 
@@ -37,10 +39,23 @@ interface AlpnTagged {
   [kAcmeAlpn]?: boolean;
 }
 
+/** Time a client has to send its ClientHello. */
+const HELLO_TIMEOUT_MS = 10_000;
+
 /** The HTTPS listener: TLS front plus the HTTP/2+HTTP/1.1 engine. */
 export class HttpsListener {
-  /** One TLS server per bound address, all feeding the same engine. */
-  readonly tlsServers: tls.Server[] = [];
+  /** One TCP server per bound address; each hands connections to a TLS server below. */
+  readonly netServers: net.Server[] = [];
+  /**
+   * Two TLS servers sharing every setting: `#sniServer` has no certificate of its own
+   * (the SNI callback supplies it); `#defaultServer` serves the default host to
+   * clients whose ClientHello has no server name. Kept apart because Node leaves a
+   * server's own certificate in every connection next to the one the SNI callback
+   * picks, and OpenSSL may then send the wrong one when their key types differ
+   * (nodejs/node#54235: an RSA host behind an ECDSA default got the default certificate).
+   */
+  readonly #sniServer: tls.Server;
+  readonly #defaultServer: tls.Server;
   #defaultContext: tls.SecureContextOptions | undefined;
   /** Session ticket keys shared by every address, so resumption works across them. */
   readonly #ticketKeys = randomBytes(48);
@@ -75,6 +90,8 @@ export class HttpsListener {
     this.h2Server.emit('listening');
 
     this.#defaultContext = undefined;
+    this.#sniServer = this.#createTlsServer();
+    this.#defaultServer = this.#createTlsServer();
     this.setDefaultContext(plan);
   }
 
@@ -95,8 +112,30 @@ export class HttpsListener {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
       this.#deps.log.debug({ code: err.code, msg: err.message, remote: socket.remoteAddress }, 'tls handshake failed');
     });
-    if (this.#defaultContext !== undefined) server.setSecureContext(this.#defaultContext);
     return server;
+  }
+
+  /** Reads the ClientHello far enough to pick the TLS server, then hands the socket over with the bytes put back. */
+  #dispatch(socket: net.Socket): void {
+    let buf: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      const sni = hasServerName(buf);
+      if (sni === undefined && buf.length < MAX_HELLO_BYTES) return;
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(buf);
+      const engine = sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
+      engine.emit('connection', socket);
+    };
+    const onError = (): void => {
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.setTimeout(HELLO_TIMEOUT_MS, () => socket.destroy());
   }
 
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
@@ -113,7 +152,7 @@ export class HttpsListener {
     const def = plan.defaultHost;
     const pair = def === undefined ? undefined : this.#deps.certs.get(def.certId);
     this.#defaultContext = pair === undefined ? undefined : { ...SERVER_TLS_OPTIONS, cert: pair.certPem, key: pair.keyPem };
-    if (this.#defaultContext !== undefined) for (const s of this.tlsServers) s.setSecureContext(this.#defaultContext);
+    if (this.#defaultContext !== undefined) this.#defaultServer.setSecureContext(this.#defaultContext);
   }
 
   #hostFor(servername: string): HostPlan | undefined {
@@ -183,14 +222,14 @@ export class HttpsListener {
 
   /** Starts listening on one address. */
   listen(port: number, address: string): Promise<void> {
-    const server = this.#createTlsServer();
+    const server = net.createServer((socket) => this.#dispatch(socket));
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       server.once('error', onError);
       server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
         server.off('error', onError);
         server.on('error', (err) => this.#deps.log.error({ err }, 'https listener error'));
-        this.tlsServers.push(server);
+        this.netServers.push(server);
         resolve();
       });
     });
@@ -198,7 +237,7 @@ export class HttpsListener {
 
   /** Stops accepting, lets in-flight requests finish, closes what remains after `deadlineMs`. */
   async close(deadlineMs: number): Promise<void> {
-    const closed = Promise.all(this.tlsServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+    const closed = Promise.all(this.netServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     for (const s of this.#sessions) s.close();
     const engine = this.h2Server as unknown as { closeIdleConnections?: () => void };
     engine.closeIdleConnections?.();
