@@ -222,7 +222,11 @@ export class HttpsListener {
 
   /** Starts listening on one address. */
   listen(port: number, address: string): Promise<void> {
-    const server = net.createServer((socket) => this.#dispatch(socket));
+    // Only a default host makes the ClientHello worth reading; otherwise every connection goes straight to TLS.
+    const server = net.createServer((socket) => {
+      if (this.#defaultContext === undefined) this.#sniServer.emit('connection', socket);
+      else this.#dispatch(socket);
+    });
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       server.once('error', onError);
