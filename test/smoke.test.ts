@@ -36,3 +36,33 @@ test('a request is forwarded over HTTP/1.1 and HTTP/2 and a Host that differs fr
   assert.equal(r4.headers.connection, 'close');
   assert.equal(other.seen.length, 0);
 });
+
+test('a GET that meets a kept-alive upstream connection closed under it is retried once on a fresh connection', async (t) => {
+  const pki = await makePki();
+  // The upstream drops every connection when its second request arrives, as a server whose idle timeout just fired.
+  const perSocket = new WeakMap<object, number>();
+  const up = await startUpstream((req, res) => {
+    const n = (perSocket.get(req.socket) ?? 0) + 1;
+    perSocket.set(req.socket, n);
+    if (n >= 2) {
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 });
+    res.end('ok');
+  });
+  const a = await pki.issue('a', ['a.test']);
+  const proxy = await startProxy(pki, { hosts: { 'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  for (let i = 0; i < 3; i++) {
+    const r = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: `/${i}`, ca: pki.caPem });
+    assert.equal(r.status, 200, `request ${i}`);
+    assert.equal(r.text, 'ok');
+  }
+  // Requests 2 and 3 each reached the upstream twice: once on the dropped connection, once on a new one.
+  assert.equal(up.seen.length, 5);
+});

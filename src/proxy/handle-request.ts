@@ -71,6 +71,7 @@ class Exchange {
   error: ErrorCode | undefined = undefined;
   errorDetail: string | undefined = undefined;
   attempts = 0;
+  retriedStale = false;
   method: string;
   path = '';
   headers: OutgoingHttpHeaders | undefined = undefined;
@@ -242,6 +243,13 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   if (ex.upstreamRes === undefined && RETRYABLE.has(code) && ex.attempts < upstream.targets.length && !hasRequestBody(ex.req)) {
     ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id }, 'upstream refused, trying next target');
     return forward(ex, pickTarget(ex.route!));
+  }
+  // A kept-alive connection the upstream closed while the request was on its way (RFC 9112 §9.3.1):
+  // the request was never processed, so a request without a body is sent again on a fresh connection.
+  if (ex.upstreamRes === undefined && code === 'ECONNRESET' && ex.upstreamReq?.reusedSocket === true && !ex.retriedStale && !hasRequestBody(ex.req)) {
+    ex.retriedStale = true;
+    ex.attempts--;
+    return forward(ex, target);
   }
   if (ex.upstreamRes !== undefined) {
     // The response had started: reset the client's response so truncation is visible.
