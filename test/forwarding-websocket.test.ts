@@ -1,0 +1,168 @@
+/** WebSockets (RFC 6455) through the proxy: messages both ways, close both ways, and the Host/SNI check on the upgrade. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+
+/** A ws echo server on 127.0.0.1 that also says "hello" first; counts upgrade requests it received. */
+async function startWsUpstream(): Promise<{ url: string; wss: WebSocketServer; upgrades: http.IncomingMessage[]; close(): Promise<void> }> {
+  const server = http.createServer((_req, res) => res.end('not a websocket'));
+  const wss = new WebSocketServer({ server });
+  const upgrades: http.IncomingMessage[] = [];
+  server.on('upgrade', (req: http.IncomingMessage) => upgrades.push(req));
+  wss.on('connection', (ws) => {
+    ws.send('hello');
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    wss,
+    upgrades,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+async function setup(t: import('node:test').TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: Awaited<ReturnType<typeof startWsUpstream>>; other: Awaited<ReturnType<typeof startWsUpstream>> }> {
+  const pki = await makePki();
+  const up = await startWsUpstream();
+  const other = await startWsUpstream();
+  const a = await pki.issue('ws', ['ws.test']);
+  const b = await pki.issue('other', ['other.test']);
+  const proxy = await startProxy(pki, {
+    hosts: {
+      'ws.test': { tls: a, routes: [{ path: '/', upstream: up.url }] },
+      'other.test': { tls: b, routes: [{ path: '/', upstream: other.url }] },
+    },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await other.close();
+    await pki.cleanup();
+  });
+  return { pki, proxy, up, other };
+}
+
+/** A ws client to the proxy with SNI and Host chosen apart. */
+function connect(proxy: TestProxy, pki: TestPki, sni: string, host: string, path = '/chat'): WebSocket {
+  // ws hands `servername` to tls.connect; its types do not list it.
+  const options = { servername: sni, headers: { host }, ca: pki.caPem } as WebSocket.ClientOptions;
+  return new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}${path}`, options);
+}
+
+/** The next `n` messages of a socket, as [data, isBinary]. */
+function nextMessages(ws: WebSocket, n: number): Promise<[Buffer, boolean][]> {
+  return new Promise((resolve) => {
+    const got: [Buffer, boolean][] = [];
+    const onMessage = (data: WebSocket.RawData, isBinary: boolean): void => {
+      got.push([data as Buffer, isBinary]);
+      if (got.length === n) {
+        ws.off('message', onMessage);
+        resolve(got);
+      }
+    };
+    ws.on('message', onMessage);
+  });
+}
+
+test('WebSocket text and binary messages pass both ways through the proxy and a client close reaches the upstream', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const ws = connect(proxy, pki, 'ws.test', 'ws.test');
+  const greeting = nextMessages(ws, 1);
+  await once(ws, 'open');
+  assert.deepEqual((await greeting).map(([d, b]) => [d.toString(), b]), [['hello', false]], 'the upstream spoke first and the client heard it');
+  assert.equal(up.upgrades.length, 1);
+  assert.equal(up.upgrades[0]?.url, '/chat');
+  assert.equal(up.upgrades[0]?.headers['x-forwarded-proto'], 'https');
+
+  const binary = Buffer.from([0, 1, 2, 255, 254, 0, 128]);
+  const big = Buffer.alloc(256 * 1024, 'x');
+  const echoes = nextMessages(ws, 5);
+  ws.send('one');
+  ws.send(binary);
+  ws.send('two ✓');
+  ws.send(big, { binary: true });
+  ws.send('three');
+  const got = await echoes;
+  assert.deepEqual(
+    got.map(([d, isBinary]) => (isBinary ? ['binary', d.length, d.subarray(0, 7).toString('hex')] : ['text', d.toString()])),
+    [
+      ['text', 'one'],
+      ['binary', 7, binary.toString('hex')],
+      ['text', 'two ✓'],
+      ['binary', big.length, big.subarray(0, 7).toString('hex')],
+      ['text', 'three'],
+    ],
+  );
+  assert.ok(got[3]?.[0].equals(big), 'the 256 KiB binary message came back byte for byte');
+
+  const [serverSide] = [...up.wss.clients];
+  assert.ok(serverSide !== undefined);
+  const serverClosed = once(serverSide, 'close') as Promise<[number, Buffer]>;
+  const clientClosed = once(ws, 'close') as Promise<[number, Buffer]>;
+  ws.close(4001, 'client done');
+  const [code, reason] = await serverClosed;
+  assert.equal(code, 4001);
+  assert.equal(reason.toString(), 'client done');
+  const [echoedCode] = await clientClosed;
+  assert.equal(echoedCode, 4001, 'the close handshake completed through the proxy');
+});
+
+test('a WebSocket closed by the upstream is closed at the client with the same code and reason', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const ws = connect(proxy, pki, 'ws.test', 'ws.test');
+  const greeting = nextMessages(ws, 1);
+  await once(ws, 'open');
+  await greeting;
+  const [serverSide] = [...up.wss.clients];
+  assert.ok(serverSide !== undefined);
+  const clientClosed = once(ws, 'close') as Promise<[number, Buffer]>;
+  serverSide.close(4002, 'server done');
+  const [code, reason] = await clientClosed;
+  assert.equal(code, 4002);
+  assert.equal(reason.toString(), 'server done');
+});
+
+test('a WebSocket connection dropped without a close frame on either side is dropped on the other side too', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  for (const dropper of ['client', 'upstream'] as const) {
+    const ws = connect(proxy, pki, 'ws.test', 'ws.test');
+    const greeting = nextMessages(ws, 1);
+    await once(ws, 'open');
+    await greeting;
+    const serverSide = [...up.wss.clients].at(-1);
+    assert.ok(serverSide !== undefined);
+    const survivor = dropper === 'client' ? serverSide : ws;
+    const closed = once(survivor, 'close') as Promise<[number, Buffer]>;
+    const started = performance.now();
+    (dropper === 'client' ? ws : serverSide).terminate();
+    const [code] = await closed;
+    assert.equal(code, 1006, `the ${dropper === 'client' ? 'upstream' : 'client'} saw an abnormal closure`);
+    assert.ok(performance.now() - started < 1000, 'within a second');
+  }
+});
+
+test('a WebSocket upgrade whose Host differs from the SNI gets 421 and never reaches either upstream', async (t) => {
+  const { pki, proxy, up, other } = await setup(t);
+  const ws = connect(proxy, pki, 'ws.test', 'other.test');
+  const [, res] = (await once(ws, 'unexpected-response')) as [http.ClientRequest, http.IncomingMessage];
+  assert.equal(res.statusCode, 421);
+  const body = Buffer.concat(await res.toArray()).toString();
+  assert.match(body, /Misdirected Request/);
+  ws.on('error', () => {});
+  ws.terminate();
+  assert.equal(up.upgrades.length, 0);
+  assert.equal(other.upgrades.length, 0);
+  assert.equal(other.wss.clients.size, 0);
+});

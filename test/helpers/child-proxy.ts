@@ -1,0 +1,110 @@
+/** Running the real CLI (`node dist/src/main.js --config FILE`) as a child process, for tests that measure it or signal it. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { freePort } from './net.js';
+import type { TestPki } from './proxy.js';
+
+/** dist/src/main.js, next to this file's compiled copy in dist/test/helpers. */
+const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+
+/** A Portico child process. */
+export interface ChildProxy {
+  proc: ChildProcess;
+  pid: number;
+  httpsPort: number;
+  /** JSON log lines written so far. */
+  logs: Record<string, unknown>[];
+  /** Resident set size in bytes, from /proc/PID/status (VmRSS). */
+  rssBytes(): number;
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
+  kill(graceMs?: number): Promise<void>;
+}
+
+/** Reads VmRSS of a process in bytes. */
+export function readRssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
+  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** Writes a config (HTTPS on a free port of 127.0.0.1, no HTTP listener) and starts the CLI; resolves once its port accepts connections. */
+export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number } = {}): Promise<ChildProxy> {
+  const httpsPort = await freePort();
+  const configFile = join(pki.dir, `portico-child-${httpsPort}.json`);
+  const full: ConfigInput = { listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, ...config };
+  await writeFile(configFile, JSON.stringify(full));
+  const proc = spawn(process.execPath, [MAIN, '--config', configFile, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let pending = '';
+  proc.stdout!.setEncoding('utf8');
+  proc.stdout!.on('data', (text: string) => {
+    pending += text;
+    let nl = pending.indexOf('\n');
+    while (nl !== -1) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // Not JSON (should not happen with a non-TTY stdout): keep it visible.
+        logs.push({ msg: line });
+      }
+      nl = pending.indexOf('\n');
+    }
+  });
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (text: string) => {
+    stderr += text;
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    proc.once('exit', (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  // The CLI's logger buffers stdout (4 KiB), so "listening" may not show yet: poll the port instead.
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 10_000);
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`portico exited (${proc.exitCode ?? proc.signalCode}) before listening; stderr:\n${stderr}`);
+    if (await canConnect(httpsPort)) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`portico did not listen within ${opts.startTimeoutMs ?? 10_000} ms; stderr:\n${stderr}`);
+    }
+    await delay(50);
+  }
+  const pid = proc.pid!;
+  return {
+    proc,
+    pid,
+    httpsPort,
+    logs,
+    rssBytes: () => readRssBytes(pid),
+    exited,
+    async kill(graceMs = 5000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
