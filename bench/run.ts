@@ -228,7 +228,7 @@ async function main(): Promise<void> {
       rows.push(row);
       if (workers) {
         log(row.label);
-        row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it`);
+        row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
         await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), ['S1', 'S2', 'S3'], { memory: false, pinned: false });
       } else {
         row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
