@@ -13,7 +13,9 @@ import { PorticoError } from '../errors.js';
 import { HttpsListener } from '../listen/https-listener.js';
 import { createHttpListener } from '../listen/http-listener.js';
 import type { ProxyState } from '../proxy/handle-request.js';
+import { AcmeManager, AlpnResponder, Http01Responder, acmeCertTargets } from '../acme/index.js';
 import { CertStore } from '../tls/cert-store.js';
+import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { TargetRegistry } from '../upstream/target.js';
 
 /** Formats config issues one per line: `path: reason`. */
@@ -40,10 +42,37 @@ export class Portico {
   #reloading: Promise<ReloadResult> | undefined;
   /** Hooks run after each published Plan (certificate watcher, ACME manager). */
   readonly onPlan: ((plan: Plan, config: Config) => void)[] = [];
+  /** Pending ACME challenges, answered by the listeners. */
+  readonly http01 = new Http01Responder();
+  readonly alpn = new AlpnResponder();
+  /** Hot reload of mounted certificate files (and of ACME files written by another process). */
+  readonly certWatcher: CertWatcher;
+  /** Orders and renews certificates of hosts with `tls: {acme: true}`. */
+  readonly acme: AcmeManager;
+  /** Stops the certificate services (watcher, ACME) on stop(). */
+  readonly #services = new AbortController();
+  #servicesStarted = false;
 
   constructor(configFile: string, log: Logger) {
     this.configFile = configFile;
     this.log = log;
+    const onCertificate = (id: string): void => this.#certificateChanged(id);
+    this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
+    this.acme = new AcmeManager({ certs: this.certs, log, http01: this.http01, alpn: this.alpn, onCertificate });
+    this.onPlan.push((plan, config) => this.#retargetCertificates(plan, config));
+  }
+
+  /** Clients without SNI get the default host's certificate: refresh it when that pair changes. */
+  #certificateChanged(id: string): void {
+    const plan = this.state?.plan;
+    if (plan?.defaultHost?.certId === id) this.https?.setDefaultContext(plan);
+  }
+
+  #retargetCertificates(plan: Plan, config: Config): void {
+    // Before the listeners are open the CA could not reach the challenge responders: start() calls this again.
+    if (!this.#servicesStarted) return;
+    this.certWatcher.setTargets([...fileCertTargets(plan, config), ...acmeCertTargets(plan)]);
+    this.acme.update(plan, config).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'acme update failed'));
   }
 
   async #build(): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
@@ -65,7 +94,7 @@ export class Portico {
     this.config = config;
     this.state = { plan, log: this.log };
     for (const hook of this.onPlan) hook(plan, config);
-    this.https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log });
+    this.https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn });
     const opened: string[] = [];
     for (const address of config.listen.https.addresses) {
       if (await this.#open(() => this.https!.listen(config.listen.https.port, address), address, config.listen.https.port)) {
@@ -75,7 +104,7 @@ export class Portico {
     if (config.listen.http !== null) {
       const port = config.listen.http.port;
       for (const address of config.listen.http.addresses) {
-        const server = createHttpListener({ state: this.state, log: this.log });
+        const server = createHttpListener({ state: this.state, log: this.log, http01: this.http01 });
         const ok = await this.#open(
           () =>
             new Promise<void>((resolve, reject) => {
@@ -96,6 +125,10 @@ export class Portico {
     }
     if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
     this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation }, 'listening');
+    this.certWatcher.start(this.#services.signal);
+    this.acme.start(this.#services.signal);
+    this.#servicesStarted = true;
+    this.#retargetCertificates(plan, config);
   }
 
   async #open(fn: () => Promise<void>, address: string, port: number): Promise<boolean> {
@@ -145,6 +178,8 @@ export class Portico {
   /** Stops accepting and lets in-flight requests finish within the shutdown deadline. */
   async stop(): Promise<void> {
     const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
+    this.#services.abort();
+    await this.acme.stop();
     for (const s of this.httpServers) {
       s.close();
       s.closeIdleConnections();

@@ -1,0 +1,379 @@
+/**
+ * The ACME manager: for every host with `tls: {acme: true}` in the current
+ * Plan, serve the stored certificate if there is a usable one, order one if
+ * not, and renew it when due. Failures are retried with a capped exponential
+ * backoff (at least the CA's Retry-After) while the old certificate keeps
+ * serving. Only the process holding the orderer lock orders; the others load
+ * what it writes (here on each check, and through the certificate watcher).
+ *
+ * Until a host's first certificate arrives, handshakes for it are refused
+ * (the SNI callback finds no certificate): a temporary self-signed
+ * certificate would only trade a clear failure for a browser warning, and
+ * could be pinned by HSTS-preloaded clients.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { certPath } from '../config/compile.js';
+import type { Plan } from '../config/plan.js';
+import { ConfigSchema, type Config } from '../config/schema.js';
+import { parseDurationMs } from '../config/units.js';
+import { PorticoError } from '../errors.js';
+import { buildCertPair, certCovers, type CertPair } from '../tls/cert-pair.js';
+import type { CertStore } from '../tls/cert-store.js';
+import type { CertTarget } from '../tls/watch-certs.js';
+import { createAcmeClient, loadAccountKey } from './account.js';
+import type { Http01Responder } from './http01.js';
+import { OrdererLock, type OrdererLockOptions } from './lock.js';
+import { orderCertificate, type ChallengeType } from './order.js';
+import { ariCertId, backoffMs, parseRenewalInfo, parseRenewBefore, pickInWindow, renewalAt, type RenewBefore } from './schedule.js';
+import { accountKeyPath, acmeDir, loadStored, saveIssued, storedPaths, type StoredPaths } from './storage.js';
+import { getJson, installAcmeTransport, isMaskedNetworkError, probeDirectory, retryAfterMs, trustCaFor } from './transport.js';
+import type { AlpnResponder } from './tls-alpn01.js';
+
+/** The `acme` section, compiled. */
+interface AcmeSettings {
+  readonly directory: string;
+  readonly email: string | undefined;
+  readonly termsOfServiceAgreed: boolean;
+  readonly eab: { readonly kid: string; readonly hmacKey: string } | undefined;
+  readonly challenge: ChallengeType;
+  readonly renewBefore: RenewBefore;
+  readonly retryDelayMs: number;
+  readonly retryMaxDelayMs: number;
+  readonly pollIntervalMs: number;
+  readonly httpListener: boolean;
+}
+
+/** What the manager knows about one ACME host. */
+interface HostState {
+  readonly name: string;
+  readonly id: string;
+  readonly names: readonly string[];
+  readonly key: string;
+  readonly paths: StoredPaths;
+  timer: NodeJS.Timeout | undefined;
+  removed: boolean;
+  failures: number;
+  lastError: string | undefined;
+  orders: number;
+  /** Renewal moment for the certificate with fingerprint `renewFor`. */
+  renewAt: number;
+  renewFor: string;
+  /** ARI: the chosen moment in the CA's window, and when to ask again. */
+  ariAt: number | undefined;
+  ariRecheckAt: number;
+  /** Whether "acme certificate valid" was logged for the current pair. */
+  announced: string;
+}
+
+/** A host's ACME status, for the admin API and tests. */
+export interface AcmeHostStatus {
+  readonly names: readonly string[];
+  readonly orders: number;
+  readonly failures: number;
+  readonly lastError: string | undefined;
+  readonly renewAt: number | undefined;
+}
+
+/** What the manager needs. */
+export interface AcmeManagerOptions {
+  readonly certs: CertStore;
+  readonly log: Logger;
+  readonly http01: Http01Responder;
+  readonly alpn: AlpnResponder;
+  /** Called after a certificate id got a new pair (to refresh the default-host context). */
+  readonly onCertificate: (id: string) => void;
+  /** How often a process without the orderer lock re-reads the stored files and tries the lock. @default 30_000 */
+  readonly followerRetryMs?: number;
+  readonly lock?: OrdererLockOptions;
+}
+
+const MAX_TIMER_MS = 12 * 3_600_000;
+const DEFAULT_ACME = ConfigSchema.shape.acme.unwrap();
+
+/** The certificate files of every ACME host of a Plan, for the certificate watcher (other workers load them from there). */
+export function acmeCertTargets(plan: Plan): CertTarget[] {
+  return plan.hosts
+    .filter((h) => h.acme)
+    .map((h) => {
+      const p = storedPaths(plan.certsDir, h.name);
+      return { id: h.certId, certFile: p.certFile, keyFile: p.keyFile, names: h.names, kind: 'acme' as const };
+    });
+}
+
+/** Orders and renews the certificates of ACME hosts. */
+export class AcmeManager {
+  readonly #o: AcmeManagerOptions;
+  readonly #hosts = new Map<string, HostState>();
+  #settings: AcmeSettings | undefined;
+  #certsDir = '';
+  #lock: OrdererLock | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  #stopped = false;
+  #directory: Record<string, unknown> | undefined;
+
+  constructor(options: AcmeManagerOptions) {
+    this.#o = options;
+  }
+
+  /** Runs until `signal` aborts. */
+  start(signal: AbortSignal): void {
+    this.#stopped = false;
+    signal.addEventListener('abort', () => void this.stop(), { once: true });
+  }
+
+  /** Re-targets to a new Plan: new hosts are ordered, removed ones stop being renewed. */
+  async update(plan: Plan, config: Config): Promise<void> {
+    if (this.#stopped) return;
+    const wanted = plan.hosts.filter((h) => h.acme);
+    if (wanted.length === 0) {
+      for (const s of this.#hosts.values()) this.#drop(s);
+      return;
+    }
+    const conf = config.acme ?? DEFAULT_ACME.parse({});
+    let caPem: Buffer | undefined;
+    if (conf.caFile !== undefined) {
+      const file = certPath(plan.certsDir, conf.caFile);
+      try {
+        caPem = await readFile(file);
+      } catch (err) {
+        this.#o.log.error({ file, code: (err as NodeJS.ErrnoException).code }, 'acme caFile unreadable, using the system trust store');
+      }
+    }
+    installAcmeTransport();
+    trustCaFor(conf.directory, caPem);
+    const settings: AcmeSettings = {
+      directory: conf.directory,
+      email: conf.email,
+      termsOfServiceAgreed: conf.termsOfServiceAgreed,
+      eab: conf.eab,
+      challenge: conf.challenge,
+      renewBefore: parseRenewBefore(conf.renewBefore, parseDurationMs),
+      retryDelayMs: parseDurationMs(conf.retryDelay),
+      retryMaxDelayMs: parseDurationMs(conf.retryMaxDelay),
+      pollIntervalMs: parseDurationMs(conf.pollInterval),
+      httpListener: config.listen.http !== null,
+    };
+    this.#settings = settings;
+    this.#directory = undefined;
+    if (this.#certsDir !== plan.certsDir) {
+      await this.#lock?.release();
+      this.#certsDir = plan.certsDir;
+      this.#lock = new OrdererLock(join(acmeDir(plan.certsDir), 'orderer.lock'), {
+        ...this.#o.lock,
+        onLost: () => this.#o.log.warn({}, 'acme orderer lock taken over by another process'),
+      });
+    }
+    const keep = new Set<string>();
+    for (const h of wanted) {
+      const key = JSON.stringify([h.names, settings.directory, settings.challenge, plan.certsDir]);
+      keep.add(h.name);
+      const old = this.#hosts.get(h.name);
+      if (old !== undefined && old.key === key) continue;
+      if (old !== undefined) this.#drop(old);
+      const state: HostState = {
+        name: h.name,
+        id: h.certId,
+        names: h.names,
+        key,
+        paths: storedPaths(plan.certsDir, h.name),
+        timer: undefined,
+        removed: false,
+        failures: 0,
+        lastError: undefined,
+        orders: 0,
+        renewAt: 0,
+        renewFor: '',
+        ariAt: undefined,
+        ariRecheckAt: 0,
+        announced: '',
+      };
+      this.#hosts.set(h.name, state);
+      this.#schedule(state, 0);
+    }
+    for (const s of this.#hosts.values()) if (!keep.has(s.name)) this.#drop(s);
+  }
+
+  /** The status of an ACME host by primary name. */
+  status(name: string): AcmeHostStatus | undefined {
+    const s = this.#hosts.get(name);
+    return s === undefined ? undefined : { names: s.names, orders: s.orders, failures: s.failures, lastError: s.lastError, renewAt: s.renewFor === '' ? undefined : (s.ariAt ?? s.renewAt) };
+  }
+
+  /** Re-checks every host now (e.g. after the CA came back); resolves when done. */
+  checkNow(): Promise<void> {
+    for (const s of this.#hosts.values()) {
+      clearTimeout(s.timer);
+      this.#enqueue(s);
+    }
+    return this.#queue;
+  }
+
+  /** Stops all timers and releases the orderer lock. An order in flight finishes but changes nothing. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const s of this.#hosts.values()) clearTimeout(s.timer);
+    await this.#queue;
+    await this.#lock?.release();
+  }
+
+  #drop(state: HostState): void {
+    clearTimeout(state.timer);
+    state.removed = true;
+    this.#hosts.delete(state.name);
+    this.#o.log.info({ host: state.name }, 'acme host removed, no longer renewed');
+  }
+
+  #schedule(state: HostState, delayMs: number): void {
+    clearTimeout(state.timer);
+    if (this.#stopped || state.removed) return;
+    state.timer = setTimeout(() => this.#enqueue(state), Math.max(0, Math.min(delayMs, MAX_TIMER_MS)));
+    state.timer.unref();
+  }
+
+  #enqueue(state: HostState): void {
+    // One evaluation at a time: orders are serialised, which also spares the CA's rate limits.
+    this.#queue = this.#queue.then(() => this.#evaluate(state)).catch((err: unknown) => {
+      this.#o.log.error({ host: state.name, err: (err as Error).message }, 'acme check failed');
+      this.#schedule(state, this.#settings?.retryDelayMs ?? 60_000);
+    });
+  }
+
+  #covers(pair: CertPair, names: readonly string[]): boolean {
+    return names.every((n) => certCovers(pair.leaf, n));
+  }
+
+  #install(state: HostState, pair: CertPair): void {
+    this.#o.certs.set(state.id, pair);
+    this.#o.onCertificate(state.id);
+  }
+
+  async #evaluate(state: HostState): Promise<void> {
+    const settings = this.#settings;
+    if (this.#stopped || state.removed || settings === undefined) return;
+    if (state.names.some((n) => n.startsWith('*.'))) {
+      this.#o.log.error({ host: state.name, names: state.names }, 'acme cannot issue wildcard names (they need dns-01); use mounted certificates');
+      return;
+    }
+    // What is served, or a newer pair on disk (a restart, or another process renewed it).
+    let pair = this.#o.certs.get(state.id);
+    if (pair !== undefined && !this.#covers(pair, state.names)) pair = undefined;
+    const stored = await loadStored(state.paths, settings.directory, state.names);
+    if (stored.pair !== undefined && stored.pair.digest !== pair?.digest && (pair === undefined || stored.pair.notAfter > pair.notAfter)) {
+      pair = stored.pair;
+      this.#install(state, pair);
+      this.#o.log.info({ host: state.name, file: state.paths.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer }, 'acme certificate loaded from disk');
+    } else if (pair === undefined) {
+      this.#o.log.debug({ host: state.name, reason: stored.reason }, 'no usable stored acme certificate');
+    }
+    const lock = this.#lock;
+    if (lock === undefined || !(await lock.tryAcquire())) {
+      this.#schedule(state, this.#o.followerRetryMs ?? 30_000);
+      return;
+    }
+    const now = Date.now();
+    if (pair !== undefined) {
+      const { renewAt, wakeAt } = await this.#due(state, pair, settings, now);
+      if (renewAt > now) {
+        if (state.announced !== pair.fingerprint256) {
+          state.announced = pair.fingerprint256;
+          this.#o.log.info({ host: state.name, notAfter: pair.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString() }, 'acme certificate valid, renewal scheduled');
+        }
+        this.#schedule(state, Math.min(renewAt, wakeAt) - now);
+        return;
+      }
+    }
+    try {
+      const issued = await this.#order(state, settings);
+      if (this.#stopped || state.removed) return;
+      await saveIssued(state.paths, settings.directory, state.names, issued.certPem, issued.keyPem);
+      const fresh = buildCertPair(state.paths.certFile, state.paths.keyFile, Buffer.from(issued.certPem), Buffer.from(issued.keyPem), state.names);
+      this.#install(state, fresh);
+      state.announced = fresh.fingerprint256;
+      state.failures = 0;
+      state.lastError = undefined;
+      this.#o.log.info(
+        { host: state.name, names: state.names, renewal: pair !== undefined, notAfter: fresh.notAfter.toISOString(), issuer: fresh.issuer, fingerprint256: fresh.fingerprint256 },
+        'acme certificate issued',
+      );
+      const { renewAt, wakeAt } = await this.#due(state, fresh, settings, Date.now());
+      this.#schedule(state, Math.min(renewAt, wakeAt) - Date.now());
+    } catch (err) {
+      if (this.#stopped || state.removed) return;
+      state.failures++;
+      state.lastError = (err as Error).message;
+      const delay = Math.max(backoffMs(state.failures, settings.retryDelayMs, settings.retryMaxDelayMs), retryAfterMs(settings.directory));
+      this.#o.log.error(
+        { host: state.name, code: (err as { code?: string }).code, err: state.lastError, attempt: state.failures, retryInMs: delay, servingUntil: pair?.notAfter.toISOString() ?? null },
+        pair === undefined ? 'acme order failed' : 'acme renewal failed, keeping the current certificate',
+      );
+      this.#schedule(state, delay);
+    }
+  }
+
+  /** When `pair` is due for renewal, and when to look again (ARI re-polls). */
+  async #due(state: HostState, pair: CertPair, settings: AcmeSettings, now: number): Promise<{ renewAt: number; wakeAt: number }> {
+    if (state.renewFor !== pair.fingerprint256) {
+      state.renewFor = pair.fingerprint256;
+      state.renewAt = renewalAt(pair.notBefore.getTime(), pair.notAfter.getTime(), settings.renewBefore);
+      state.ariAt = undefined;
+      state.ariRecheckAt = 0;
+    }
+    const ariUrl = await this.#renewalInfoUrl(settings);
+    if (ariUrl !== undefined && state.ariRecheckAt <= now) {
+      const certId = ariCertId(pair.certPem);
+      const answer = certId === undefined ? undefined : await getJson(`${ariUrl.replace(/\/$/, '')}/${certId}`);
+      const window = answer?.ok === true && answer.status === 200 ? parseRenewalInfo(answer.body, answer.retryAfterMs) : undefined;
+      if (window !== undefined) {
+        state.ariAt = pickInWindow(window, now);
+        state.ariRecheckAt = now + window.recheckMs;
+        this.#o.log.debug({ host: state.name, start: new Date(window.startMs).toISOString(), end: new Date(window.endMs).toISOString() }, 'acme renewal window from ari');
+      } else {
+        state.ariRecheckAt = now + 3_600_000;
+      }
+    }
+    const renewAt = state.ariAt ?? state.renewAt;
+    return { renewAt, wakeAt: ariUrl === undefined ? renewAt : Math.min(renewAt, state.ariRecheckAt) };
+  }
+
+  async #renewalInfoUrl(settings: AcmeSettings): Promise<string | undefined> {
+    if (this.#directory === undefined) {
+      const probe = await probeDirectory(settings.directory);
+      if (probe.ok) this.#directory = probe.directory;
+    }
+    const url = this.#directory?.renewalInfo;
+    return typeof url === 'string' ? url : undefined;
+  }
+
+  async #order(state: HostState, settings: AcmeSettings): Promise<{ certPem: string; keyPem: string }> {
+    const names = state.names.join(', ');
+    if (settings.challenge === 'http-01' && !settings.httpListener) {
+      throw new PorticoError('PORTICO_ACME_FAILED', `http-01 needs the plain HTTP listener, but listen.http is null; enable it or set acme.challenge to "tls-alpn-01"`);
+    }
+    const probe = await probeDirectory(settings.directory);
+    if (!probe.ok) throw new PorticoError('PORTICO_ACME_FAILED', `cannot reach the ACME directory ${settings.directory}: ${probe.cause}`);
+    this.#directory = probe.directory;
+    const accountKey = await loadAccountKey(accountKeyPath(this.#certsDir, settings.directory));
+    const client = createAcmeClient({ directoryUrl: settings.directory, accountKey, eab: settings.eab, pollIntervalMs: settings.pollIntervalMs });
+    state.orders++;
+    this.#o.log.info({ host: state.name, names: state.names, directory: settings.directory, challenge: settings.challenge }, 'acme order started');
+    try {
+      return await orderCertificate({
+        client,
+        names: state.names,
+        challenge: settings.challenge,
+        email: settings.email,
+        termsOfServiceAgreed: settings.termsOfServiceAgreed,
+        http01: this.#o.http01,
+        alpn: this.#o.alpn,
+      });
+    } catch (err) {
+      if (isMaskedNetworkError(err)) {
+        const again = await probeDirectory(settings.directory);
+        throw new PorticoError('PORTICO_ACME_FAILED', `lost the connection to the ACME CA ${settings.directory} while ordering ${names}: ${again.ok ? 'a request got no answer' : again.cause}`, { cause: err });
+      }
+      throw new PorticoError('PORTICO_ACME_FAILED', `ordering a certificate for ${names} from ${settings.directory} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}

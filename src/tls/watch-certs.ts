@@ -1,0 +1,250 @@
+/**
+ * Hot reload of certificate files. Watches the folders holding the pairs the
+ * current Plan uses (and the folders their symlinks point into), so a plain
+ * write, an atomic rename and a symlink swap (Kubernetes secret volumes'
+ * `..data` link, certbot's `live/` links) are all seen. On a change, after a
+ * debounce, the pair is read and validated off the request path; a valid pair
+ * replaces the served one for new handshakes (open connections keep theirs).
+ * A broken pair (unparsable, key not matching, expired, not yet valid, names
+ * not covered) is refused with one log line naming the file and the reason,
+ * and the old pair keeps serving. A key that does not match yet is re-read
+ * once after `settleMs`: the two files of a pair are rarely replaced at the
+ * same instant. A slow poll backs up the file events.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, realpath } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import type { Logger } from 'pino';
+import { certPath } from '../config/compile.js';
+import type { Plan } from '../config/plan.js';
+import type { Config } from '../config/schema.js';
+import { buildCertPair, type CertPair } from './cert-pair.js';
+import { fileCertId, type CertStore } from './cert-store.js';
+
+/** One watched pair. */
+export interface CertTarget {
+  readonly id: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Names the certificate must cover. */
+  readonly names: readonly string[];
+  /** "file": mounted by the operator (expiry warnings, missing files warned); "acme": written by the ACME orderer. */
+  readonly kind: 'file' | 'acme';
+}
+
+/** What the watcher needs. */
+export interface CertWatcherOptions {
+  readonly certs: CertStore;
+  readonly log: Logger;
+  /** Called after a certificate id got a new pair. */
+  readonly onChange?: (id: string) => void;
+  /** Quiet time after the last file event before reading. @default 100 */
+  readonly debounceMs?: number;
+  /** Wait before re-reading a pair whose key does not match its certificate yet. @default 500 */
+  readonly settleMs?: number;
+  /** Safety-net re-read of every pair, and expiry check. @default 60_000 */
+  readonly pollMs?: number;
+}
+
+const DAY_MS = 86_400_000;
+
+/** The mounted pairs a Plan uses, with the names each must cover. */
+export function fileCertTargets(plan: Plan, config: Config): CertTarget[] {
+  const byId = new Map<string, { certFile: string; keyFile: string; names: string[] }>();
+  for (const [name, host] of Object.entries(config.hosts)) {
+    if (!('cert' in host.tls)) continue;
+    const certFile = certPath(plan.certsDir, host.tls.cert);
+    const keyFile = certPath(plan.certsDir, host.tls.key);
+    const id = fileCertId(certFile, keyFile);
+    const entry = byId.get(id) ?? { certFile, keyFile, names: [] };
+    entry.names.push(name, ...host.aliases);
+    byId.set(id, entry);
+  }
+  return [...byId].map(([id, t]) => ({ id, ...t, kind: 'file' as const }));
+}
+
+/** Whether a pair is near expiry: under 14 days or under a third of its lifetime left. */
+export function isNearExpiry(pair: CertPair, now = Date.now()): boolean {
+  const left = pair.notAfter.getTime() - now;
+  const lifetime = pair.notAfter.getTime() - pair.notBefore.getTime();
+  return left < 14 * DAY_MS || left < lifetime / 3;
+}
+
+/** Watches certificate files and swaps changed pairs into the store. */
+export class CertWatcher {
+  readonly #o: CertWatcherOptions;
+  #targets = new Map<string, CertTarget>();
+  #watcher: FSWatcher | undefined;
+  readonly #watched = new Set<string>();
+  #debounce: NodeJS.Timeout | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  readonly #dirty = new Set<string>();
+  /** Digest last refused per id, so a broken file is logged once, not at every event. */
+  readonly #refused = new Map<string, string>();
+  /** Digest that got its one settle re-read per id. */
+  readonly #settling = new Map<string, string>();
+  readonly #warnedAt = new Map<string, number>();
+  #running: Promise<void> = Promise.resolve();
+  #stopped = true;
+
+  constructor(options: CertWatcherOptions) {
+    this.#o = options;
+  }
+
+  /** Starts watching; stops when `signal` aborts. */
+  start(signal: AbortSignal): void {
+    this.#stopped = false;
+    this.#watcher = watch([], { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: true });
+    this.#watcher.on('all', (_event: string, path: string) => this.#onEvent(path));
+    this.#watcher.on('error', (err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'certificate watcher error'));
+    const pollMs = this.#o.pollMs ?? 60_000;
+    this.#poll = setInterval(() => {
+      this.#queueCheck([...this.#targets.keys()]);
+      for (const t of this.#targets.values()) {
+        const pair = this.#o.certs.get(t.id);
+        if (t.kind === 'file' && pair !== undefined) this.#warnExpiry(t, pair);
+      }
+    }, pollMs);
+    this.#poll.unref();
+    signal.addEventListener('abort', () => this.#stop(), { once: true });
+    for (const dir of this.#watched) this.#watcher.add(dir);
+  }
+
+  #stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#debounce);
+    clearInterval(this.#poll);
+    void this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+
+  /** Replaces the set of watched pairs (called on each Plan). */
+  setTargets(targets: readonly CertTarget[]): void {
+    this.#targets = new Map(targets.map((t) => [t.id, t]));
+    for (const id of this.#refused.keys()) if (!this.#targets.has(id)) this.#refused.delete(id);
+    const dirs = new Set<string>();
+    for (const t of targets) {
+      dirs.add(dirname(t.certFile));
+      dirs.add(dirname(t.keyFile));
+    }
+    for (const d of this.#watched) {
+      if (!dirs.has(d)) {
+        this.#watcher?.unwatch(d);
+        this.#watched.delete(d);
+      }
+    }
+    this.#watchDirs(dirs);
+    for (const t of targets) {
+      const pair = this.#o.certs.get(t.id);
+      if (t.kind === 'file' && pair !== undefined) this.#warnExpiry(t, pair);
+    }
+    // Catch changes made between the Plan's load and now, and learn where the symlinks point.
+    this.#queueCheck([...this.#targets.keys()]);
+  }
+
+  #watchDirs(dirs: Iterable<string>): void {
+    for (const d of dirs) {
+      if (this.#watched.has(d)) continue;
+      this.#watched.add(d);
+      this.#watcher?.add(d);
+    }
+  }
+
+  #onEvent(path: string): void {
+    // Any entry changing in a watched folder may be one of our files, a symlink to it, or the folder a link points into.
+    for (const t of this.#targets.values()) {
+      if (path.startsWith(dirname(t.certFile)) || path.startsWith(dirname(t.keyFile)) || this.#linkDirs(t).some((d) => path.startsWith(d))) this.#dirty.add(t.id);
+    }
+    if (this.#dirty.size === 0) return;
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => {
+      const ids = [...this.#dirty];
+      this.#dirty.clear();
+      this.#queueCheck(ids);
+    }, this.#o.debounceMs ?? 100);
+    this.#debounce.unref();
+  }
+
+  readonly #resolvedDirs = new Map<string, string[]>();
+
+  #linkDirs(t: CertTarget): string[] {
+    return this.#resolvedDirs.get(t.id) ?? [];
+  }
+
+  #queueCheck(ids: readonly string[]): void {
+    this.#running = this.#running.then(async () => {
+      for (const id of ids) {
+        const t = this.#targets.get(id);
+        if (t !== undefined && !this.#stopped) await this.#check(t);
+      }
+    }).catch((err: unknown) => this.#o.log.error({ err: (err as Error).message }, 'certificate check failed'));
+  }
+
+  /** Re-reads every watched pair now; resolves when done (for tests and SIGHUP). */
+  checkNow(): Promise<void> {
+    this.#queueCheck([...this.#targets.keys()]);
+    return this.#running;
+  }
+
+  async #check(t: CertTarget): Promise<void> {
+    // Where the files really live: a symlinked pair is also watched in its target folders.
+    const real = await Promise.all([realpath(t.certFile).catch(() => t.certFile), realpath(t.keyFile).catch(() => t.keyFile)]);
+    const realDirs = [...new Set(real.map((f) => dirname(f)))].filter((d) => d !== dirname(t.certFile) && d !== dirname(t.keyFile));
+    this.#resolvedDirs.set(t.id, realDirs);
+    this.#watchDirs(realDirs);
+
+    let certPem: Buffer;
+    let keyPem: Buffer;
+    try {
+      [certPem, keyPem] = await Promise.all([readFile(t.certFile), readFile(t.keyFile)]);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (t.kind === 'acme' && code === 'ENOENT') return;
+      const key = `unreadable:${code ?? ''}`;
+      if (this.#refused.get(t.id) !== key) {
+        this.#refused.set(t.id, key);
+        this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, code }, 'certificate files unreadable, keeping the current certificate');
+      }
+      return;
+    }
+    const digest = createHash('sha256').update(certPem).update(keyPem).digest('hex');
+    const current = this.#o.certs.get(t.id);
+    if (current?.digest === digest || this.#refused.get(t.id) === digest) return;
+    let pair: CertPair;
+    try {
+      pair = buildCertPair(t.certFile, t.keyFile, certPem, keyPem, t.names);
+    } catch (err) {
+      const reason = (err as Error).message;
+      if (/does not match/.test(reason) && this.#settling.get(t.id) !== digest) {
+        // Probably half-way through a rotation: look again once the other file had time to land.
+        this.#settling.set(t.id, digest);
+        const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
+        timer.unref();
+        return;
+      }
+      this.#refused.set(t.id, digest);
+      this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, reason, code: (err as { code?: string }).code }, 'certificate change refused, keeping the current certificate');
+      return;
+    }
+    this.#refused.delete(t.id);
+    this.#settling.delete(t.id);
+    if (current !== undefined && t.kind === 'acme' && pair.notAfter < current.notAfter) return;
+    this.#o.certs.set(t.id, pair);
+    this.#o.log.info({ certFile: t.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer, fingerprint256: pair.fingerprint256 }, 'certificate reloaded');
+    if (t.kind === 'file') this.#warnExpiry(t, pair, true);
+    this.#o.onChange?.(t.id);
+  }
+
+  #warnExpiry(t: CertTarget, pair: CertPair, force = false): void {
+    const now = Date.now();
+    if (!isNearExpiry(pair, now)) return;
+    const last = this.#warnedAt.get(t.id);
+    if (!force && last !== undefined && now - last < DAY_MS) return;
+    this.#warnedAt.set(t.id, now);
+    this.#o.log.warn(
+      { certFile: t.certFile, notAfter: pair.notAfter.toISOString(), daysLeft: Math.floor((pair.notAfter.getTime() - now) / DAY_MS), issuer: pair.issuer },
+      'certificate expires soon, replace it',
+    );
+  }
+}

@@ -1,0 +1,137 @@
+/** Mounted certificates: rotation under a running proxy (plain write, atomic rename, symlink swap) and refusal of broken replacements. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makePki, startProxy, type TestPki } from './helpers/proxy.js';
+import { startUpstream } from './helpers/net.js';
+import { handshake, waitFor } from './helpers/pebble.js';
+
+async function served(port: number, sni: string | undefined, ca: string): Promise<string> {
+  const r = await handshake(port, sni, ca);
+  assert.equal(r.authorized, true, r.error);
+  return r.fingerprint256;
+}
+
+/** Issues a fresh pair for `names`, returning its PEMs and fingerprint-to-be (read back from a handshake later). */
+async function freshPair(pki: TestPki, names: string[], opts?: { days?: number; notBefore?: Date }): Promise<{ cert: string; key: string }> {
+  const leaf = await pki.ca.issue(names, opts);
+  return { cert: leaf.chain, key: leaf.key };
+}
+
+test('a mounted pair replaced by plain write, atomic rename or symlink swap is served on the next handshake, default host included', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await pki.issue('plain', ['plain.test']);
+  await pki.issue('atomic', ['atomic.test']);
+  // Kubernetes secret volume layout: tls.crt -> ..data/tls.crt, ..data -> ..<timestamp>.
+  const k8s = join(pki.dir, 'k8s');
+  const first = await freshPair(pki, ['k8s.test']);
+  await mkdir(join(k8s, '..v1'), { recursive: true });
+  await writeFile(join(k8s, '..v1', 'tls.crt'), first.cert);
+  await writeFile(join(k8s, '..v1', 'tls.key'), first.key);
+  await symlink('..v1', join(k8s, '..data'));
+  await symlink('..data/tls.crt', join(k8s, 'tls.crt'));
+  await symlink('..data/tls.key', join(k8s, 'tls.key'));
+  const proxy = await startProxy(pki, {
+    defaultHost: 'plain.test',
+    hosts: {
+      'plain.test': { tls: { cert: 'plain.pem', key: 'plain-key.pem' }, routes: [{ upstream: up.url }] },
+      'atomic.test': { tls: { cert: 'atomic.pem', key: 'atomic-key.pem' }, routes: [{ upstream: up.url }] },
+      'k8s.test': { tls: { cert: 'k8s/tls.crt', key: 'k8s/tls.key' }, routes: [{ upstream: up.url }] },
+    },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const port = proxy.httpsPort;
+  const ca = pki.caPem;
+
+  // A kept-open connection goes on with the old certificate.
+  const before = await served(port, 'plain.test', ca);
+  const noSni = await served(port, undefined, ca);
+  assert.equal(noSni, before);
+  const next = await freshPair(pki, ['plain.test']);
+  await writeFile(join(pki.dir, 'plain.pem'), next.cert);
+  await writeFile(join(pki.dir, 'plain-key.pem'), next.key);
+  const afterPlain = await waitFor('plain write', async () => {
+    const fp = await served(port, 'plain.test', ca);
+    return fp !== before ? fp : undefined;
+  }, 5000);
+  // Clients without SNI get the default host's new certificate too.
+  assert.equal(await served(port, undefined, ca), afterPlain);
+
+  const atomicBefore = await served(port, 'atomic.test', ca);
+  const a2 = await freshPair(pki, ['atomic.test']);
+  await writeFile(join(pki.dir, '.atomic-key.tmp'), a2.key);
+  await writeFile(join(pki.dir, '.atomic.tmp'), a2.cert);
+  await rename(join(pki.dir, '.atomic-key.tmp'), join(pki.dir, 'atomic-key.pem'));
+  await rename(join(pki.dir, '.atomic.tmp'), join(pki.dir, 'atomic.pem'));
+  await waitFor('atomic rename', async () => ((await served(port, 'atomic.test', ca)) !== atomicBefore ? true : undefined), 5000);
+
+  const k8sBefore = await served(port, 'k8s.test', ca);
+  const second = await freshPair(pki, ['k8s.test']);
+  await mkdir(join(k8s, '..v2'));
+  await writeFile(join(k8s, '..v2', 'tls.crt'), second.cert);
+  await writeFile(join(k8s, '..v2', 'tls.key'), second.key);
+  await symlink('..v2', join(k8s, '..data_tmp'));
+  await rename(join(k8s, '..data_tmp'), join(k8s, '..data'));
+  await rm(join(k8s, '..v1'), { recursive: true });
+  await waitFor('symlink swap', async () => ((await served(port, 'k8s.test', ca)) !== k8sBefore ? true : undefined), 5000);
+  assert.ok(proxy.logs.some((l) => l.msg === 'certificate reloaded' && String(l.certFile).endsWith('k8s/tls.crt')));
+});
+
+test('a broken replacement (garbage, mismatched key, expired, wrong name) is refused with a log line naming the file and the old certificate keeps serving', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await pki.issue('site', ['site.test']);
+  const proxy = await startProxy(pki, { hosts: { 'site.test': { tls: { cert: 'site.pem', key: 'site-key.pem' }, routes: [{ upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const port = proxy.httpsPort;
+  const certFile = join(pki.dir, 'site.pem');
+  const keyFile = join(pki.dir, 'site-key.pem');
+  const good = await served(port, 'site.test', pki.caPem);
+  const goodKey = await readFile(keyFile);
+  const other = await freshPair(pki, ['site.test']);
+  const expired = await freshPair(pki, ['site.test'], { notBefore: new Date(Date.now() - 10 * 86_400_000), days: 2 });
+  const wrongName = await freshPair(pki, ['other.test']);
+  const cases: { what: string; cert: string; key: string | Buffer; file: string; reason: RegExp }[] = [
+    { what: 'garbage', cert: 'not a certificate\n', key: goodKey, file: certFile, reason: /not a PEM certificate/ },
+    { what: 'mismatched key', cert: other.cert, key: goodKey, file: keyFile, reason: /does not match the certificate/ },
+    { what: 'expired', cert: expired.cert, key: expired.key, file: certFile, reason: /expired/ },
+    { what: 'wrong name', cert: wrongName.cert, key: wrongName.key, file: certFile, reason: /does not cover "site.test"/ },
+  ];
+  for (const c of cases) {
+    const seen = proxy.logs.length;
+    await writeFile(keyFile, c.key);
+    await writeFile(certFile, c.cert);
+    const line = await waitFor(`refusal of ${c.what}`, () =>
+      proxy.logs.slice(seen).find((l) => l.msg === 'certificate change refused, keeping the current certificate'), 5000);
+    assert.equal(line.level, 50);
+    assert.match(String(line.reason), c.reason, c.what);
+    assert.ok(String(line.reason).includes(c.file), `${c.what}: the log names ${c.file}: ${String(line.reason)}`);
+    assert.equal(await served(port, 'site.test', pki.caPem), good, `${c.what}: the old certificate still serves`);
+  }
+});
+
+test('a mounted certificate close to expiry is served with a warning in the log', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await pki.issue('soon', ['soon.test'], { days: 5 });
+  const proxy = await startProxy(pki, { hosts: { 'soon.test': { tls: { cert: 'soon.pem', key: 'soon-key.pem' }, routes: [{ upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const line = await waitFor('expiry warning', () => proxy.logs.find((l) => l.msg === 'certificate expires soon, replace it'), 2000);
+  assert.equal(line.level, 40);
+  assert.equal(line.daysLeft, 4);
+  assert.ok(String(line.certFile).endsWith('soon.pem'));
+});
