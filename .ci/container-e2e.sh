@@ -3,7 +3,8 @@
 # runs it the way users do, with /config and /certs mounted, then checks that
 #   1. an HTTPS request for e2e.localhost (SNI == Host) reaches a backend on 127.0.0.1 and returns its body,
 #   2. the proxy process runs as a non-root user,
-#   3. `podman stop -t 15` (SIGTERM, then SIGKILL at 15 s) ends it well before the timeout, with exit code 0.
+#   3. `podman stop -t 15` (SIGTERM, then SIGKILL at 15 s) ends it well before the timeout, with exit code 0,
+# once with one process (the proxy is PID 1) and once with "workers": 2 (PID 1 is the primary).
 # Host networking (the only kind podman has here) means a non-root process cannot bind < 1024, so the config
 # listens on free high ports on 127.0.0.1. Everything it starts (backend, container, temp dir) it removes.
 # Usage: .ci/container-e2e.sh     Env: NODE_LTS_MAJOR (default 26), PORTICO_SHARED, PORTICO_REUSE_BASE=1,
@@ -35,16 +36,17 @@ for t in podman runc debootstrap openssl curl node; do command -v "$t" >/dev/nul
 
 TMP=$(mktemp -d)
 backend_pid=
-container_started=0
+STARTED=()
 cleanup() {
-  local rc=$?
-  if ((container_started)); then
+  local rc=$? name
+  for name in "${STARTED[@]}"; do
+    "$PODMAN" container exists "$name" 2>/dev/null || continue
     if ((rc != 0)); then
-      say "container logs (last 40 lines):"
-      "$PODMAN" logs --tail 40 "$NAME" 2>&1 | sed 's/^/  | /' || true
+      say "logs of $name (last 40 lines):"
+      "$PODMAN" logs --tail 40 "$name" 2>&1 | sed 's/^/  | /' || true
     fi
-    "$PODMAN" rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-  fi
+    "$PODMAN" rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  done
   [[ -n $backend_pid ]] && kill "$backend_pid" 2>/dev/null || true
   rm -rf "$TMP"
   say "done, exit $rc"
@@ -74,6 +76,12 @@ while read -r id; do podman rmi "$id" >/dev/null 2>&1 || true; done <"$TMP/dangl
 say "built image $IMAGE ($((SECONDS - t0))s): node $("$PODMAN" run --rm "$IMAGE" node --version)"
 v=$("$PODMAN" run --rm "$IMAGE" node dist/src/main.js --version) || die "'portico --version' failed in the image"
 say "ok: image runs the CLI: $v"
+# The image's contract with users: user, ports, volumes, stop signal, command.
+cfg=$(podman image inspect --format \
+  '{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{.Config.StopSignal}}|{{json .Config.Cmd}}' "$IMAGE")
+want='node|{"443/tcp":{},"80/tcp":{}}|{"/certs":{},"/config":{}}|SIGTERM|["node","dist/src/main.js","--config","/config/portico.json"]'
+[[ $cfg == "$want" ]] || die "image config is $cfg, expected $want"
+say "ok: image config: $cfg"
 
 # ---- free ports on 127.0.0.1 (asked of the kernel, then released) -----------------------------------------
 read -r HTTPS_PORT HTTP_PORT BACKEND_PORT < <(node -e '
@@ -111,12 +119,14 @@ mkdir -p "$TMP/pki" "$TMP/config" "$TMP/certs"
 )
 cp "$TMP/pki/leaf.crt" "$TMP/certs/e2e.crt"
 cp "$TMP/pki/leaf.key" "$TMP/certs/e2e.key"
-cat >"$TMP/config/portico.json" <<EOF
+write_config() { # WORKERS
+  cat >"$TMP/config/portico.json" <<EOF
 {
   "listen": {
     "https": { "port": $HTTPS_PORT, "addresses": ["127.0.0.1"] },
     "http": { "port": $HTTP_PORT, "addresses": ["127.0.0.1"] }
   },
+  "workers": $1,
   "certsDir": "/certs",
   "hosts": {
     "$HOSTNAME_": {
@@ -126,49 +136,65 @@ cat >"$TMP/config/portico.json" <<EOF
   }
 }
 EOF
+  chmod 644 "$TMP/config/portico.json"
+}
+write_config 1
 # As a user would: the config readable by all, the certificate directory owned by the image's uid 1000.
-chmod 755 "$TMP" "$TMP/config" && chmod 644 "$TMP/config/portico.json"
+chmod 755 "$TMP" "$TMP/config"
 chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs" && chmod 600 "$TMP/certs/e2e.key"
 
-# ---- run -------------------------------------------------------------------------------------------------
-"$PODMAN" run -d --name "$NAME" -v "$TMP/config:/config:ro" -v "$TMP/certs:/certs" "$IMAGE" >/dev/null
-container_started=1
-t0=$SECONDS
+# ---- run: one case per worker count (1: the proxy is PID 1; 2: PID 1 is the primary, forwarding signals) ----
 URL="https://$HOSTNAME_:$HTTPS_PORT/e2e/check?x=1"
 CURL=(curl -sS --max-time 5 --cacert "$TMP/pki/ca.crt" --resolve "$HOSTNAME_:$HTTPS_PORT:127.0.0.1")
-body=
-for _ in $(seq 1 120); do
-  state=$("$PODMAN" inspect --format '{{.State.Status}}' "$NAME")
-  [[ $state == running ]] || die "container is $state before answering"
-  if body=$("${CURL[@]}" -f "$URL" 2>/dev/null); then break; fi
-  body=
-  sleep 0.25
-done
-[[ -n $body ]] || die "no answer from $URL within 30s"
-say "ready after $((SECONDS - t0))s"
+run_case() { # WORKERS
+  local workers=$1 name=$NAME-w$1 body= state t0
+  write_config "$workers"
+  STARTED+=("$name")
+  "$PODMAN" run -d --name "$name" -v "$TMP/config:/config:ro" -v "$TMP/certs:/certs" "$IMAGE" >/dev/null
+  t0=$SECONDS
+  for _ in $(seq 1 120); do
+    state=$("$PODMAN" inspect --format '{{.State.Status}}' "$name")
+    [[ $state == running ]] || die "[workers=$workers] container is $state before answering"
+    if body=$("${CURL[@]}" -f "$URL" 2>/dev/null); then break; fi
+    body=
+    sleep 0.25
+  done
+  [[ -n $body ]] || die "[workers=$workers] no answer from $URL within 30s"
+  say "[workers=$workers] ready after $((SECONDS - t0))s"
 
-# 1. the backend's body, through TLS with SNI == Host
-expected="$MARKER GET /e2e/check?x=1 host=$HOSTNAME_:$HTTPS_PORT"
-[[ $body == "$MARKER GET /e2e/check?x=1 "* ]] || die "unexpected body: $body (expected: $expected)"
-say "ok: $URL -> $body"
-version=$("${CURL[@]}" -o /dev/null -w '%{http_version} %{http_code}' "$URL")
-say "ok: protocol and status of a second request: HTTP/$version"
+  # 1. the backend's body, through TLS with SNI == Host
+  [[ $body == "$MARKER GET /e2e/check?x=1 "* ]] || die "[workers=$workers] unexpected body: $body (expected: $MARKER GET /e2e/check?x=1 ...)"
+  say "[workers=$workers] ok: $URL -> $body"
+  local version
+  version=$("${CURL[@]}" -o /dev/null -w '%{http_version} %{http_code}' "$URL")
+  [[ $version == "2 200" ]] || die "[workers=$workers] second request: HTTP/$version, expected HTTP/2 200"
+  say "[workers=$workers] ok: second request: HTTP/$version"
 
-# 2. not root: the image's user, and the real uid of PID 1 (the proxy) inside the container
-user=$("$PODMAN" inspect --format '{{.Config.User}}' "$NAME")
-read -r _ ruid euid _ < <("$PODMAN" exec "$NAME" grep '^Uid:' /proc/1/status)
-cmd=$("$PODMAN" exec "$NAME" cat /proc/1/cmdline | tr '\0' ' ')
-[[ $ruid != 0 && $euid != 0 ]] || die "PID 1 ($cmd) runs as uid $ruid/$euid"
-say "ok: PID 1 '$cmd' runs as uid $ruid (image user '$user')"
+  # 2. not root: the real and effective uid of every process in the container, PID 1 (the proxy) first
+  local line pid procs=0 nodes=0 cmd
+  while read -r line; do
+    pid=${line%%:*}; pid=${pid#/proc/}; pid=${pid%/status}
+    read -r _ ruid euid _ <<<"${line#*:}"
+    [[ $ruid != 0 && $euid != 0 ]] || die "[workers=$workers] process $pid runs as uid $ruid/$euid"
+    procs=$((procs + 1))
+  done < <("$PODMAN" exec "$name" sh -c 'grep -H "^Uid:" /proc/[0-9]*/status 2>/dev/null')
+  nodes=$("$PODMAN" exec "$name" sh -c 'for f in /proc/[0-9]*/cmdline; do tr "\0" " " <"$f"; echo; done 2>/dev/null' | grep -cE '^(\S*/)?node ' || true)
+  cmd=$("$PODMAN" exec "$name" cat /proc/1/cmdline | tr '\0' ' ')
+  ((nodes == (workers == 1 ? 1 : workers + 1))) || die "[workers=$workers] $nodes node processes, expected $((workers == 1 ? 1 : workers + 1))"
+  say "[workers=$workers] ok: $procs processes, none as root; PID 1 '$cmd', $nodes node processes"
 
-# 3. graceful stop on SIGTERM, well before the 15 s timeout
-t0=$(date +%s%N)
-"$PODMAN" stop -t 15 "$NAME" >/dev/null
-stop_ms=$((($(date +%s%N) - t0) / 1000000))
-code=$("$PODMAN" inspect --format '{{.State.ExitCode}}' "$NAME")
-((stop_ms < 10000)) || die "stop took ${stop_ms}ms (exit code $code): SIGTERM not handled, killed at the timeout?"
-[[ $code == 0 ]] || die "exit code $code after SIGTERM (stop took ${stop_ms}ms)"
-say "ok: stopped by SIGTERM in ${stop_ms}ms, exit code 0"
-say "container logs (last 5 lines):"
-"$PODMAN" logs --tail 5 "$NAME" 2>&1 | sed 's/^/  | /'
+  # 3. graceful stop on SIGTERM, well before the 15 s timeout
+  local start_ns stop_ms code
+  start_ns=$(date +%s%N)
+  "$PODMAN" stop -t 15 "$name" >/dev/null
+  stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
+  code=$("$PODMAN" inspect --format '{{.State.ExitCode}}' "$name")
+  ((stop_ms < 10000)) || die "[workers=$workers] stop took ${stop_ms}ms (exit code $code): SIGTERM not handled, killed at the timeout?"
+  [[ $code == 0 ]] || die "[workers=$workers] exit code $code after SIGTERM (stop took ${stop_ms}ms)"
+  say "[workers=$workers] ok: stopped by SIGTERM in ${stop_ms}ms, exit code 0; last log lines:"
+  "$PODMAN" logs --tail 3 "$name" 2>&1 | cut -c1-200 | sed 's/^/  | /'
+  "$PODMAN" rm "$name" >/dev/null
+}
+run_case 1
+run_case 2
 say "PASS ($((SECONDS - START))s)"
