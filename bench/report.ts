@@ -210,7 +210,7 @@ export function renderMemory(rows: readonly Row[], count: number): string {
   for (const row of rows) {
     const m = row.memory;
     if (!m || 'failure' in m) {
-      lines.push(`| ${row.label} | – | – | – | – | ${m ? `FAILED: ${m.failure}` : row.failure ? `FAILED: ${row.failure}` : 'not run'} |`);
+      lines.push(`| ${row.label} | – | – | – | – | ${m ? `FAILED: ${m.failure}` : row.failure ? `FAILED: ${row.failure}` : 'not measured for this row'} |`);
       continue;
     }
     const per = m.idle > 0 ? `${((m.heldRssBytes - m.baselineRssBytes) / m.idle / 1024).toFixed(1)} KiB` : '–';
