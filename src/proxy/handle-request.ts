@@ -13,7 +13,7 @@ import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-requ
 import type { Target } from '../upstream/target.js';
 import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
 import { normalizeHost } from './normalize-host.js';
-import { respondError, type ClientResponse } from './respond-error.js';
+import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 
 /** A client request, HTTP/1.1 or HTTP/2 compatibility API. */
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
@@ -201,10 +201,20 @@ function forward2(ex: Exchange, target: Target): void {
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
   if (hasRequestBody(req)) {
     if (plan.limits.maxBodyBytes > 0) req.on('data', countBody.bind(ex));
+    // HTTP/2 compat ends the request stream when the client resets it; the pipe would then
+    // end the upstream request and hand it a truncated body as if complete. Cancel first.
+    if (ex.h2) req.once('aborted', onClientAbort.bind(ex));
     req.pipe(up);
   } else {
     up.end();
   }
+}
+
+function onClientAbort(this: Exchange): void {
+  const up = this.upstreamReq;
+  if (up === undefined) return;
+  this.req.unpipe(up);
+  up.destroy();
 }
 
 function countBody(this: Exchange, chunk: Buffer): void {
@@ -255,7 +265,7 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
     // The response had started: reset the client's response so truncation is visible.
     ex.error = 'PORTICO_UPSTREAM_FAILED';
     ex.errorDetail = `${target.url}: ${code} after response start`;
-    ex.res.destroy();
+    resetResponse(ex.res);
     return;
   }
   if (ex.res.destroyed) return; // client went away first; nothing to answer
@@ -307,10 +317,14 @@ function onUpstreamEnd(this: Exchange): void {
   this.res.end();
 }
 
+/** Whether the client response closed before it was complete. An HTTP/2 stream the client reset reads as finished once closed; its request says it was aborted. */
+function isCutShort(ex: Exchange): boolean {
+  return !ex.res.writableFinished || (ex.h2 && (ex.req as Http2ServerRequest).aborted);
+}
+
 function onClientClose(this: Exchange): void {
   const ex = this;
-  const res = ex.res;
-  if (!res.writableFinished) {
+  if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.
     ex.upstreamReq?.destroy();
     ex.upstreamRes?.destroy();
@@ -333,7 +347,7 @@ function logAccess(ex: Exchange): void {
       bytes: ex.bytes,
       durationMs: Math.round((performance.now() - ex.start) * 100) / 100,
       proto: ex.h2 ? 'h2' : 'http/1.1',
-      aborted: !res.writableFinished || undefined,
+      aborted: isCutShort(ex) || undefined,
       error: ex.error,
       detail: ex.errorDetail,
     },

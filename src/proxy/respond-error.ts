@@ -3,7 +3,7 @@
  * from the error table; the client never sees internals.
  */
 import type { ServerResponse } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
+import { constants as h2constants, type Http2ServerResponse } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
 
 /** A client response, HTTP/1.1 or HTTP/2 compatibility API. */
@@ -18,7 +18,7 @@ for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode,
  */
 export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean): void {
   if (res.headersSent) {
-    res.destroy();
+    resetResponse(res);
     return;
   }
   const body = BODIES.get(code) as Buffer;
@@ -32,4 +32,15 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
   if (closeConnection) headers.connection = 'close';
   (res as ServerResponse).writeHead(ERRORS[code].status, headers);
   res.end(body);
+}
+
+/**
+ * Cuts a started response short so the client sees it as incomplete: HTTP/1.1
+ * closes the connection; HTTP/2 resets the stream with INTERNAL_ERROR, since a
+ * plain `destroy()` sends RST_STREAM NO_ERROR, which a client reads as the end
+ * of a complete response (RFC 9113 §8.1).
+ */
+export function resetResponse(res: ClientResponse): void {
+  if ('stream' in res) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+  else res.destroy();
 }
