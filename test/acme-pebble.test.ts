@@ -1,7 +1,7 @@
 /** ACME against a real Pebble on loopback: issuance over HTTP-01 and TLS-ALPN-01, renewal, CA outages, nonce rejection, restart reuse. */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { accountKeyPath, storedPaths } from '../src/acme/index.js';
@@ -68,4 +68,97 @@ test('a host with tls.acme gets a certificate over http-01 that verifies against
   assert.equal(reused.authorized, true);
   assert.equal(again.portico.acme.status('a.portico.test')?.orders, 0);
   assert.equal(logged(again.logs, 'acme order started'), undefined);
+});
+
+test('a host gets its certificate over tls-alpn-01 on the https listener', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config({ challenge: 'tls-alpn-01' }, ['b.portico.test']));
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'b.portico.test'), 15_000);
+  const served = await handshake(s.ports.httpsPort, 'b.portico.test', await s.pebble.root());
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(logged(proxy.logs, 'acme http-01 challenge answered'), undefined);
+});
+
+test('a certificate is renewed when its renewal time comes and the served fingerprint changes', async (t) => {
+  const s = await setup(t, { validitySeconds: 12 });
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config({ renewBefore: '75%' }));
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  const root = await s.pebble.root();
+  const first = await handshake(s.ports.httpsPort, 'a.portico.test', root);
+  assert.equal(first.authorized, true, first.error);
+  const renewed = await waitFor('renewal', () => proxy.logs.find((l) => l.msg === 'acme certificate issued' && l.renewal === true), 15_000);
+  assert.equal(renewed.host, 'a.portico.test');
+  const second = await handshake(s.ports.httpsPort, 'a.portico.test', root);
+  assert.equal(second.authorized, true, second.error);
+  assert.notEqual(second.fingerprint256, first.fingerprint256);
+  assert.equal(second.fingerprint256, renewed.fingerprint256);
+});
+
+test('while the CA is down the old certificate keeps serving, the log names the real cause, and renewal succeeds once the CA is back', async (t) => {
+  const s = await setup(t, { validitySeconds: 20 });
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config({ renewBefore: '75%' }));
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  const oldRoot = await s.pebble.root();
+  const first = await handshake(s.ports.httpsPort, 'a.portico.test', oldRoot);
+  await s.pebble.stop();
+  const failed = await waitFor('a failed renewal', () => logged(proxy.logs, 'acme renewal failed, keeping the current certificate'), 15_000);
+  assert.equal(failed.code, 'PORTICO_ACME_FAILED');
+  assert.match(String(failed.err), /cannot reach the ACME directory https:\/\/127\.0\.0\.1:\d+\/dir: .*ECONNREFUSED/);
+  const during = await handshake(s.ports.httpsPort, 'a.portico.test', oldRoot);
+  assert.equal(during.fingerprint256, first.fingerprint256);
+  assert.equal(during.authorized, true, during.error);
+  await s.pebble.restart();
+  const renewed = await waitFor('renewal after the CA came back', () => proxy.logs.find((l) => l.msg === 'acme certificate issued' && l.renewal === true), 10_000);
+  const after = await handshake(s.ports.httpsPort, 'a.portico.test', await s.pebble.root());
+  assert.equal(after.authorized, true, after.error);
+  assert.equal(after.fingerprint256, renewed.fingerprint256);
+  assert.notEqual(after.fingerprint256, first.fingerprint256);
+});
+
+test('issuance survives a CA that rejects half of the nonces', async (t) => {
+  const s = await setup(t, { nonceReject: 50 });
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config());
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 20_000);
+  const served = await handshake(s.ports.httpsPort, 'a.portico.test', await s.pebble.root());
+  assert.equal(served.authorized, true, served.error);
+});
+
+test('a host added to the config is ordered without a restart and a removed one is no longer renewed', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config());
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  await proxy.reconfigure(s.config({}, ['a.portico.test', 'c.portico.test']));
+  await waitFor('issuance for the new host', () => logged(proxy.logs, 'acme certificate issued', 'c.portico.test'), 15_000);
+  const served = await handshake(s.ports.httpsPort, 'c.portico.test', await s.pebble.root());
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(proxy.logs.filter((l) => l.msg === 'acme order started' && l.host === 'a.portico.test').length, 1);
+  await proxy.reconfigure(s.config({}, ['c.portico.test']));
+  await waitFor('removal', () => logged(proxy.logs, 'acme host removed, no longer renewed', 'a.portico.test'));
+  assert.equal(proxy.portico.acme.status('a.portico.test'), undefined);
+});
+
+test('two instances sharing a certs directory: one orders, the other serves what it wrote without ordering', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const orderer = await startPorticoOn(t, s.dir, s.ports, s.config());
+  await waitFor('the order', () => logged(orderer.logs, 'acme order started', 'a.portico.test'), 10_000);
+  const otherDir = join(s.dir, 'second');
+  await mkdir(otherDir);
+  const otherPorts = { httpsPort: await freePort(), httpPort: await freePort() };
+  // Same certsDir, its own config file and ports.
+  const follower = await startPorticoOn(t, otherDir, otherPorts, { ...s.config(), certsDir: s.dir });
+  const issued = await waitFor('issuance', () => logged(orderer.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  const root = await s.pebble.root();
+  const served = await waitFor('the follower serving it', async () => {
+    const r = await handshake(otherPorts.httpsPort, 'a.portico.test', root).catch(() => undefined);
+    return r?.fingerprint256 === issued.fingerprint256 ? r : undefined;
+  }, 5000);
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(logged(follower.logs, 'acme order started'), undefined);
+  assert.equal(follower.portico.acme.status('a.portico.test')?.orders, 0);
 });

@@ -5,7 +5,8 @@
  * watcher) and try again now and then, so a dead holder's lock is taken over.
  *
  * A lock is stale when its owner is on this host and its pid is gone (or is
- * our own pid but not our token: a restarted container reusing pid 1), or
+ * our own pid but no lock of this process holds it: a restarted container
+ * reusing pid 1), or
  * when its heartbeat (mtime) is older than `staleMs` (owner on another host
  * sharing the volume). Takeover is best effort: the holder re-reads the file
  * at each heartbeat and steps down if the token is no longer its own.
@@ -31,6 +32,9 @@ export interface OrdererLockOptions {
   /** Called when the holder finds its lock taken over. */
   readonly onLost?: () => void;
 }
+
+/** Tokens of the locks this process holds: a lock with our pid but another token of ours is not stale. */
+const liveTokens = new Set<string>();
 
 function isAlive(pid: number): boolean {
   try {
@@ -74,6 +78,7 @@ export class OrdererLock {
         await fh.writeFile(JSON.stringify(content));
         await fh.close();
         this.#held = true;
+        liveTokens.add(this.#token);
         this.#timer = setInterval(() => void this.#heartbeat(), this.#heartbeatMs);
         this.#timer.unref();
         return true;
@@ -111,7 +116,7 @@ export class OrdererLock {
     const owner = await this.#read();
     if (owner === undefined || typeof owner.pid !== 'number') return old;
     if (owner.host === hostname()) {
-      if (owner.pid === process.pid) return owner.token !== this.#token;
+      if (owner.pid === process.pid) return !liveTokens.has(owner.token);
       return !isAlive(owner.pid);
     }
     return old;
@@ -122,6 +127,7 @@ export class OrdererLock {
     if (owner?.token !== this.#token) {
       this.#stopTimer();
       this.#held = false;
+      liveTokens.delete(this.#token);
       this.#onLost?.();
       return;
     }
@@ -139,6 +145,7 @@ export class OrdererLock {
     this.#stopTimer();
     if (!this.#held) return;
     this.#held = false;
+    liveTokens.delete(this.#token);
     const owner = await this.#read();
     if (owner?.token === this.#token) await rm(this.file, { force: true });
   }

@@ -260,6 +260,8 @@ export class AcmeManager {
     let pair = this.#o.certs.get(state.id);
     if (pair !== undefined && !this.#covers(pair, state.names)) pair = undefined;
     const stored = await loadStored(state.paths, settings.directory, state.names);
+    // The served pair is what the files held; after a switch of CA (staging → production) it no longer counts.
+    if (stored.otherDirectory === true) pair = undefined;
     if (stored.pair !== undefined && stored.pair.digest !== pair?.digest && (pair === undefined || stored.pair.notAfter > pair.notAfter)) {
       pair = stored.pair;
       this.#install(state, pair);

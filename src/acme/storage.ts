@@ -75,7 +75,7 @@ export async function loadStored(
   paths: StoredPaths,
   directory: string,
   names: readonly string[],
-): Promise<{ pair: CertPair; reason?: undefined } | { pair?: undefined; reason: string }> {
+): Promise<{ pair: CertPair; reason?: undefined; otherDirectory?: undefined } | { pair?: undefined; reason: string; otherDirectory?: boolean }> {
   let certPem: Buffer;
   let keyPem: Buffer;
   let meta: StoredMeta | undefined;
@@ -89,7 +89,7 @@ export async function loadStored(
   } catch {
     meta = undefined;
   }
-  if (meta !== undefined && meta.directory !== directory) return { reason: `stored certificate came from ${meta.directory}` };
+  if (meta !== undefined && meta.directory !== directory) return { reason: `stored certificate came from ${meta.directory}`, otherDirectory: true };
   try {
     return { pair: buildCertPair(paths.certFile, paths.keyFile, certPem, keyPem, names) };
   } catch (err) {

@@ -1,0 +1,63 @@
+/** One ACME orderer across processes: the lock file under <certsDir>/acme. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OrdererLock } from '../src/acme/index.js';
+
+test('only one of two lock holders orders; the other takes over once it is released', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'acme', 'orderer.lock');
+  const a = new OrdererLock(file);
+  const b = new OrdererLock(file);
+  const results = await Promise.all([a.tryAcquire(), b.tryAcquire()]);
+  assert.deepEqual(results.sort(), [false, true]);
+  const [holder, other] = a.held ? [a, b] : [b, a];
+  const content = JSON.parse(await readFile(file, 'utf8')) as { pid: number; host: string };
+  assert.equal(content.pid, process.pid);
+  assert.equal(await other.tryAcquire(), false);
+  await holder.release();
+  assert.equal(await other.tryAcquire(), true);
+  await other.release();
+});
+
+test('a lock left by a dead process is taken over, a live one is not', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await mkdir(join(dir, 'acme'));
+  const file = join(dir, 'acme', 'orderer.lock');
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+  const deadPid = Number(dead.stdout.toString());
+  await writeFile(file, JSON.stringify({ pid: deadPid, host: hostname(), token: 'old', since: new Date().toISOString() }));
+  const lock = new OrdererLock(file);
+  assert.equal(await lock.tryAcquire(), true);
+  await lock.release();
+  // The parent of this test process is alive: its lock stands.
+  await writeFile(file, JSON.stringify({ pid: process.ppid, host: hostname(), token: 'live', since: new Date().toISOString() }));
+  assert.equal(await new OrdererLock(file).tryAcquire(), false);
+  // A lock from another host is stale only once its heartbeat is old.
+  await writeFile(file, JSON.stringify({ pid: 1, host: 'elsewhere', token: 'x', since: new Date().toISOString() }));
+  assert.equal(await new OrdererLock(file, { staleMs: 60_000 }).tryAcquire(), false);
+  const late = new OrdererLock(file, { staleMs: 0 });
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(await late.tryAcquire(), true);
+  await late.release();
+});
+
+test('a holder whose lock was taken over steps down at its next heartbeat', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'orderer.lock');
+  let lost = false;
+  const lock = new OrdererLock(file, { heartbeatMs: 20, onLost: () => (lost = true) });
+  assert.equal(await lock.tryAcquire(), true);
+  await writeFile(file, JSON.stringify({ pid: process.pid, host: hostname(), token: 'someone-else', since: new Date().toISOString() }));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(lost, true);
+  assert.equal(lock.held, false);
+  await lock.release();
+  assert.equal(JSON.parse(await readFile(file, 'utf8')).token, 'someone-else');
+});
