@@ -68,7 +68,7 @@ test('the https listener presents the challenge certificate only with ALPN acme-
   assert.equal(normal.alpnProtocol, 'h2');
   assert.equal(normal.getPeerCertificate().subject.CN, 'site.test');
   normal.destroy();
-  proxy.portico.alpn.remove('site.test');
+  await proxy.portico.alpn.remove('site.test');
   // No pending challenge: acme-tls/1 is not chosen and the site certificate is served.
   const after = await connect(['acme-tls/1', 'http/1.1']);
   assert.equal(after.alpnProtocol, 'http/1.1');

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OrdererLock } from '../src/acme/index.js';
+import { AlpnResponder, Http01Responder, OrdererLock } from '../src/acme/index.js';
 
 test('only one of two lock holders orders; the other takes over once it is released', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
@@ -60,4 +60,29 @@ test('a holder whose lock was taken over steps down at its next heartbeat', asyn
   assert.equal(lock.held, false);
   await lock.release();
   assert.equal(JSON.parse(await readFile(file, 'utf8')).token, 'someone-else');
+});
+
+test('pending challenges written by the orderer are answered by another process sharing the certs directory', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-challenges-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const orderer = new Http01Responder();
+  const worker = new Http01Responder();
+  orderer.setSharedDir(join(dir, 'http-01'));
+  worker.setSharedDir(join(dir, 'http-01'));
+  await orderer.add('tok_en-1', 'tok_en-1.thumb');
+  assert.equal(worker.keyAuthorization('tok_en-1'), 'tok_en-1.thumb');
+  assert.equal(worker.keyAuthorization('../http-01/tok_en-1'), undefined);
+  await orderer.remove('tok_en-1');
+  assert.equal(worker.keyAuthorization('tok_en-1'), undefined);
+
+  const alpnOrderer = new AlpnResponder();
+  const alpnWorker = new AlpnResponder();
+  alpnOrderer.setSharedDir(join(dir, 'tls-alpn-01'));
+  alpnWorker.setSharedDir(join(dir, 'tls-alpn-01'));
+  const authz = { identifier: { type: 'dns', value: 'shared.test' }, status: 'pending', challenges: [], url: '', expires: '' } as unknown as Parameters<AlpnResponder['add']>[0];
+  await alpnOrderer.add(authz, 'x.y');
+  assert.ok(alpnWorker.contextFor('shared.test') !== undefined);
+  assert.equal(alpnWorker.contextFor('other.test'), undefined);
+  await alpnOrderer.remove('shared.test');
+  assert.equal(alpnWorker.contextFor('shared.test'), undefined);
 });

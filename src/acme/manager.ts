@@ -160,6 +160,9 @@ export class AcmeManager {
     if (this.#certsDir !== plan.certsDir) {
       await this.#lock?.release();
       this.#certsDir = plan.certsDir;
+      // Workers share the listening sockets: pending challenges go where every worker can read them.
+      this.#o.http01.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'http-01'));
+      this.#o.alpn.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'tls-alpn-01'));
       this.#lock = new OrdererLock(join(acmeDir(plan.certsDir), 'orderer.lock'), {
         ...this.#o.lock,
         onLost: () => this.#o.log.warn({}, 'acme orderer lock taken over by another process'),

@@ -44,12 +44,12 @@ export async function orderCertificate(req: OrderRequest): Promise<IssuedPair> {
       if (challenge.type !== req.challenge) {
         throw new Error(`the CA offers no ${req.challenge} challenge for ${authz.identifier.value} (offered: ${authz.challenges.map((c) => c.type).join(', ')})`);
       }
-      if (challenge.type === 'http-01') req.http01.add(challenge.token, keyAuthorization);
+      if (challenge.type === 'http-01') await req.http01.add(challenge.token, keyAuthorization);
       else await req.alpn.add(authz, keyAuthorization);
     },
     async challengeRemoveFn(authz, challenge) {
-      if (challenge.type === 'http-01') req.http01.remove(challenge.token);
-      else if ((challenge.type as string) === 'tls-alpn-01') req.alpn.remove(authz.identifier.value);
+      if (challenge.type === 'http-01') await req.http01.remove(challenge.token);
+      else if ((challenge.type as string) === 'tls-alpn-01') await req.alpn.remove(authz.identifier.value);
     },
   });
   return { certPem, keyPem: key.toString() };
