@@ -87,6 +87,9 @@ export class HttpsListener {
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
     // Starts the HTTP/1.1 connection tracking that enforces headersTimeout and requestTimeout.
+    // Node checks every 30 s by default, which let a slowloris client keep a connection that
+    // long whatever headersTimeout says; once a second bounds the overshoot to a second.
+    (this.h2Server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = 1000;
     this.h2Server.emit('listening');
 
     this.#defaultContext = undefined;
@@ -207,6 +210,8 @@ export class HttpsListener {
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
+    // keepAliveTimeout covers HTTP/2 too: an idle session gets GOAWAY; close() lets open streams finish.
+    session.setTimeout(this.#deps.state.plan.limits.keepAliveTimeoutMs, () => session.close());
     // RFC 8336: announce the origins this connection serves, so clients coalesce only onto those.
     const plan = this.#deps.state.plan;
     const host = lookupHost(plan, name);
@@ -250,9 +255,11 @@ export class HttpsListener {
       for (const s of this.#sockets) s.destroy();
     }, deadlineMs);
     timer.unref();
-    // Keep closing idle HTTP/1.1 connections as their requests finish.
+    // Keep closing idle HTTP/1.1 connections as their requests finish. HTTP/2 sockets have no
+    // _httpMessage and must be left alone: their sessions close themselves once streams finish.
     const sweep = setInterval(() => {
       for (const s of this.#sockets) {
+        if (s.alpnProtocol === 'h2') continue;
         const busy = (s as unknown as { _httpMessage?: unknown })._httpMessage;
         if (busy === undefined || busy === null) s.end();
       }

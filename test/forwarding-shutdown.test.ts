@@ -1,0 +1,92 @@
+/** Graceful shutdown: new connections are refused, the request in flight still gets its whole response, then the proxy is gone. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { makePki, startProxy } from './helpers/proxy.js';
+import { spawnProxy } from './helpers/child-proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+
+const BODY = 'slow-but-complete:'.padEnd(64 * 1024, '.');
+
+/** An upstream that answers after 600 ms, with a body long enough to need several writes. */
+function startSlowUpstream(): ReturnType<typeof startUpstream> {
+  return startUpstream((_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(BODY) });
+      res.end(BODY);
+    }, 600);
+  });
+}
+
+/** Whether a TCP connection to the port is refused (or reset) right away. */
+function isRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+async function waitForSeen(seen: unknown[], n: number): Promise<void> {
+  const deadline = Date.now() + 3000;
+  while (seen.length < n) {
+    if (Date.now() > deadline) throw new Error('the upstream never saw the request');
+    await delay(10);
+  }
+}
+
+test('stop() refuses new connections but lets in-flight HTTP/1.1 and HTTP/2 requests finish with complete responses', async (t) => {
+  const pki = await makePki();
+  const up = await startSlowUpstream();
+  const cert = await pki.issue('d', ['down.test']);
+  const proxy = await startProxy(pki, { hosts: { 'down.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const session = await h2Connect(proxy.httpsPort, 'down.test', pki.caPem);
+  t.after(() => session.destroy());
+  const h1 = h1Request({ port: proxy.httpsPort, sni: 'down.test', path: '/h1', ca: pki.caPem });
+  const h2 = h2Request(session, { path: '/h2' });
+  await waitForSeen(up.seen, 2);
+  const started = performance.now();
+  const stopped = proxy.stop();
+  await delay(50);
+  assert.equal(await isRefused(proxy.httpsPort), true, 'new connections are refused while stopping');
+  const [r1, r2] = await Promise.all([h1, h2]);
+  assert.equal(r1.status, 200);
+  assert.equal(r1.text, BODY, 'the HTTP/1.1 response arrived whole');
+  assert.equal(r2.status, 200);
+  assert.equal(r2.text, BODY, 'the HTTP/2 response arrived whole');
+  await stopped;
+  const ms = performance.now() - started;
+  assert.ok(ms < 5000, `stop() returned after ${Math.round(ms)} ms, well before the 10 s shutdown deadline`);
+});
+
+test('SIGTERM makes the CLI refuse new connections, finish the request in flight and exit 0', async (t) => {
+  const pki = await makePki();
+  const up = await startSlowUpstream();
+  const cert = await pki.issue('d', ['down.test']);
+  const child = await spawnProxy(pki, { hosts: { 'down.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
+  t.after(async () => {
+    await child.kill();
+    await up.close();
+    await pki.cleanup();
+  });
+  const inFlight = h1Request({ port: child.httpsPort, sni: 'down.test', path: '/term', ca: pki.caPem });
+  await waitForSeen(up.seen, 1);
+  child.proc.kill('SIGTERM');
+  await delay(100);
+  assert.equal(await isRefused(child.httpsPort), true, 'new connections are refused after SIGTERM');
+  const r = await inFlight;
+  assert.equal(r.status, 200);
+  assert.equal(r.text, BODY, 'the in-flight response arrived whole');
+  const code = await Promise.race([child.exited, delay(5000).then(() => 'still running')]);
+  assert.equal(code, 0, 'the process exited cleanly');
+  assert.ok(child.logs.some((l) => l.msg === 'stopped'), 'it logged its shutdown');
+});

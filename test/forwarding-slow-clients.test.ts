@@ -1,0 +1,121 @@
+/** Limits against slow or greedy clients: headers timeout (slowloris), keep-alive idle timeout, maximum body size. */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+
+async function setup(t: TestContext, limits: NonNullable<Parameters<typeof startProxy>[1]['limits']>): Promise<{ pki: TestPki; proxy: TestProxy; up: Awaited<ReturnType<typeof startUpstream>> }> {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const cert = await pki.issue('s', ['slow.test']);
+  const proxy = await startProxy(pki, { hosts: { 'slow.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } }, limits });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  return { pki, proxy, up };
+}
+
+/** A TLS connection speaking HTTP/1.1; resolves once it is established. */
+async function rawConnect(proxy: TestProxy, pki: TestPki): Promise<tls.TLSSocket> {
+  const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'slow.test', ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+  socket.on('error', () => {});
+  await once(socket, 'secureConnect');
+  return socket;
+}
+
+test('a client that trickles its request headers (slowloris) is disconnected after headersTimeout', async (t) => {
+  const { pki, proxy, up } = await setup(t, { headersTimeout: '1s' });
+  const socket = await rawConnect(proxy, pki);
+  t.after(() => socket.destroy());
+  let received = '';
+  socket.on('data', (c: Buffer) => {
+    received += c.toString('latin1');
+  });
+  const started = performance.now();
+  const closed = once(socket, 'close');
+  socket.write('GET / HTTP/1.1\r\nHost: slow.test\r\n');
+  // One header line every 200 ms, never the blank line that ends the head.
+  const trickle = setInterval(() => {
+    if (!socket.destroyed) socket.write(`X-Slow-${Math.round(performance.now())}: a\r\n`);
+  }, 200);
+  t.after(() => clearInterval(trickle));
+  await Promise.race([closed, delay(6000)]);
+  clearInterval(trickle);
+  const ms = performance.now() - started;
+  assert.equal(socket.destroyed, true, `the connection is still open after ${Math.round(ms)} ms`);
+  assert.ok(ms >= 900 && ms < 3000, `closed after ${Math.round(ms)} ms, expected about 1 s`);
+  if (received !== '') assert.match(received, /^HTTP\/1\.1 408 /, 'if anything is answered, it is 408');
+  assert.equal(up.seen.length, 0, 'the incomplete request never reached the upstream');
+});
+
+test('an idle HTTP/1.1 keep-alive connection is closed after keepAliveTimeout', async (t) => {
+  const { pki, proxy } = await setup(t, { keepAliveTimeout: '500ms' });
+  const socket = await rawConnect(proxy, pki);
+  t.after(() => socket.destroy());
+  let received = '';
+  socket.on('data', (c: Buffer) => {
+    received += c.toString('latin1');
+  });
+  const closed = once(socket, 'close');
+  socket.write('GET /ka HTTP/1.1\r\nHost: slow.test\r\n\r\n');
+  const deadline = Date.now() + 3000;
+  while (!received.includes('"url":"/ka"') && Date.now() < deadline) await delay(10);
+  assert.match(received, /^HTTP\/1\.1 200 /);
+  assert.doesNotMatch(received, /connection: close/i, 'the response keeps the connection alive');
+  const idleFrom = performance.now();
+  await Promise.race([closed, delay(4000)]);
+  const ms = performance.now() - idleFrom;
+  assert.equal(socket.destroyed, true, 'the idle connection was closed');
+  assert.ok(ms >= 400 && ms < 2500, `closed after ${Math.round(ms)} ms idle, expected about 500 ms`);
+});
+
+test('an idle HTTP/2 connection is closed after keepAliveTimeout', async (t) => {
+  const { pki, proxy } = await setup(t, { keepAliveTimeout: '500ms' });
+  const session = await h2Connect(proxy.httpsPort, 'slow.test', pki.caPem);
+  t.after(() => session.destroy());
+  const r = await h2Request(session, { path: '/h2ka' });
+  assert.equal(r.status, 200);
+  const idleFrom = performance.now();
+  await Promise.race([once(session, 'close'), delay(4000)]);
+  const ms = performance.now() - idleFrom;
+  assert.equal(session.closed || session.destroyed, true, 'the idle session was closed');
+  assert.ok(ms < 2500, `closed after ${Math.round(ms)} ms idle, expected about 500 ms`);
+});
+
+test('a body over maxBodySize gets 413, by Content-Length up front or while it streams, and never completes upstream', async (t) => {
+  const { pki, proxy, up } = await setup(t, { maxBodySize: '1kb' });
+  const ok = await h1Request({ port: proxy.httpsPort, sni: 'slow.test', path: '/small', method: 'POST', body: Buffer.alloc(1024, 'a'), ca: pki.caPem });
+  assert.equal(ok.status, 200, 'a body of exactly the limit passes');
+
+  const declared = await h1Request({ port: proxy.httpsPort, sni: 'slow.test', path: '/declared', method: 'POST', body: Buffer.alloc(1025, 'a'), ca: pki.caPem });
+  assert.equal(declared.status, 413);
+  assert.equal(declared.headers['x-portico-error'], 'PORTICO_BODY_TOO_LARGE');
+  assert.ok(!up.seen.some((s) => s.url === '/declared'), 'refused before the upstream was asked');
+
+  // HTTP/2 without content-length: only counting the streamed bytes can catch it.
+  const session = await h2Connect(proxy.httpsPort, 'slow.test', pki.caPem);
+  t.after(() => session.close());
+  const stream = session.request({ ':method': 'POST', ':path': '/streamed' });
+  stream.on('error', () => {});
+  const response = once(stream, 'response') as Promise<[http2.IncomingHttpHeaders]>;
+  for (let i = 0; i < 8 && !stream.destroyed; i++) {
+    stream.write(Buffer.alloc(512, 'b'));
+    await delay(20);
+  }
+  const [headers] = await Promise.race([response, delay(3000).then(() => [{}] as [http2.IncomingHttpHeaders])]);
+  assert.equal(headers[':status'], 413);
+  stream.destroy();
+  const seen = up.seen.find((s) => s.url === '/streamed');
+  if (seen !== undefined) {
+    await delay(100);
+    assert.equal(seen.aborted || seen.body.length === 0, true, 'the upstream never got the whole body as complete');
+  }
+  const after = await h2Request(session, { path: '/after' });
+  assert.equal(after.status, 200, 'the session still works');
+});
