@@ -18,5 +18,9 @@ export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' =
   if (pretty) {
     return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
-  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }));
+  // Lines are written in batches of 4 KiB off the request path; a timer writes out a partial batch
+  // within 250 ms, so a quiet proxy's lines (startup, errors) are never held back.
+  const logger = pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }));
+  setInterval(() => logger.flush(), 250).unref();
+  return logger;
 }
