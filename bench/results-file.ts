@@ -38,8 +38,8 @@ function porticoVersion(repoRoot: string): string {
   return `${pkg.version} (${rev})`;
 }
 
-/** Render and write bench/RESULTS.md; returns its path. */
-export function writeResults(repoRoot: string, s: RunSettings, scenarios: readonly ScenarioInfo[], rows: readonly Row[]): string {
+/** Render the results and write them to `path`. */
+export function writeResults(path: string, repoRoot: string, s: RunSettings, scenarios: readonly ScenarioInfo[], rows: readonly Row[]): void {
   const v = s.versions;
   const minutes = ((s.finished.getTime() - s.started.getTime()) / 60000).toFixed(1);
   const out: string[] = [];
@@ -78,7 +78,5 @@ export function writeResults(repoRoot: string, s: RunSettings, scenarios: readon
     if (!row.configText || row.id === 'direct') continue;
     out.push(`<details><summary>${row.label}</summary>`, '', '```', row.configText.trimEnd(), '```', '</details>', '');
   }
-  const path = join(repoRoot, 'bench', 'RESULTS.md');
   writeFileSync(path, out.join('\n'));
-  return path;
 }

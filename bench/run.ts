@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkTools, readMachine } from './tools.js';
-import { LOAD_CPU, PROXY_CPU, readCpuBusyUs, readTreeCpuUs, stopProcess } from './procs.js';
+import { LOAD_CPU, PROXY_CPU, hasExited, readCpuBusyUs, readTreeCpuUs, stopProcess } from './procs.js';
 import { prepareWorkspace, PORTS, type Workspace } from './workspace.js';
 import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type RunningTarget, type TargetSpec } from './targets.js';
 import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
@@ -63,6 +63,7 @@ async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: b
   const before = readTreeCpuUs(t.cpuRoot);
   const busyBefore = readCpuBusyUs(PROXY_CPU);
   const load = await runOnce(ctx, t, id, durationSec);
+  // Negative when a process of the tree exited during the run; that run is then discarded.
   const cpuUs = readTreeCpuUs(t.cpuRoot) - before;
   // With the proxy pinned to CPU 0, any other busy time there is another process.
   const foreign = pinned && t.cpuRoot !== ctx.backendPid ? (readCpuBusyUs(PROXY_CPU) - busyBefore - cpuUs) / (load.elapsedSec * 1e6) : 0;
@@ -71,7 +72,7 @@ async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: b
     rate: load.units / load.elapsedSec,
     ...(load.p50Ms !== undefined ? { p50Ms: load.p50Ms } : {}),
     ...(load.p99Ms !== undefined ? { p99Ms: load.p99Ms } : {}),
-    cpuUsPerUnit: load.units > 0 ? cpuUs / load.units : Number.NaN,
+    cpuUsPerUnit: load.units > 0 && cpuUs >= 0 ? cpuUs / load.units : Number.NaN,
     foreignCpuShare: foreign,
     errors: load.errors,
     non2xx: load.non2xx,
@@ -126,13 +127,20 @@ async function benchTarget(
       }
     }
     await runOnce(ctx, t, 'S1', 1).catch(() => undefined); // warm-up, not measured
+    let exitedDuring: ScenarioId | null = null;
     for (const id of scenarios) {
       const cell: Cell = row.cells.get(id) ?? { runs: [] };
       row.cells.set(id, cell);
       if (cell.na) continue;
+      if (exitedDuring) {
+        cell.failure = `not run: the server exited during ${exitedDuring}`;
+        continue;
+      }
       for (let i = 0; i < repeats; i++) {
         try {
           const { m, command } = await measure(ctx, t, id, opts.pinned);
+          // A server that died mid-run: the run's numbers mean nothing.
+          if (!t.isAlive()) throw new Error(`the server exited during this run; see ${t.logPath}`);
           cell.runs.push(m);
           cell.command = command;
           const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
@@ -144,9 +152,14 @@ async function benchTarget(
           const why = (err as Error).message;
           cell.failedRuns = [...(cell.failedRuns ?? []), why];
           log(`${row.label} ${id} #${i + 1}: FAILED: ${why}`);
+          if (!t.isAlive()) {
+            exitedDuring = id;
+            row.notes.push(`⚠ the server exited during ${id}; later scenarios were not run (see ${t.logPath})`);
+            break;
+          }
         }
       }
-      if (cell.runs.length === 0 && cell.failedRuns) cell.failure = cell.failedRuns[0];
+      if (cell.runs.length === 0 && cell.failedRuns) cell.failure = cell.failedRuns.join('; ');
     }
   } catch (err) {
     row.failure = (err as Error).message;
@@ -206,6 +219,7 @@ async function main(): Promise<void> {
     const direct: RunningTarget = {
       cpuRoot: backend.proc.pid, httpsPort: PORTS.backendHttps, httpPort: PORTS.backendHttp, h2: true,
       configText: backend.configText, notes: ['the backend nginx serving the client itself (TLS on 18443, plain on 18081), sharing CPU 1 with the load generator'],
+      isAlive: () => !hasExited(backend.proc), logPath: backend.proc.logPath,
       stop: async () => {},
     };
     const all = (quick ? QUICK_TARGETS : PROXY_TARGETS).filter((t) => only === null || only.includes(t.id));
@@ -243,8 +257,11 @@ async function main(): Promise<void> {
     return;
   }
   const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText, loadAvgStart, loadAvgEnd: readLoadAvg() };
-  const path = writeResults(ws.repoRoot, settings, SCENARIOS, rows);
-  log(`wrote ${path}`);
+  // Only a complete run with the default settings replaces the committed results.
+  const partial = only !== null || process.env['BENCH_DURATION'] !== undefined || process.env['BENCH_REPEATS'] !== undefined;
+  const path = partial ? join(ws.dir, 'RESULTS.md') : join(ws.repoRoot, 'bench', 'RESULTS.md');
+  writeResults(path, ws.repoRoot, settings, SCENARIOS, rows);
+  log(`wrote ${path}${partial ? ' (BENCH_ONLY/BENCH_DURATION/BENCH_REPEATS set: bench/RESULTS.md left alone)' : ''}`);
 }
 
 function readLoadAvg(): string {

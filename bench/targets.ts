@@ -27,6 +27,10 @@ export interface RunningTarget {
   /** The exact generated configuration, for the results file. */
   readonly configText: string;
   readonly notes: string[];
+  /** Whether the server process is still running (a crash mid-run fails the row). */
+  isAlive(): boolean;
+  /** Where the server's output goes. */
+  readonly logPath: string;
   stop(): Promise<void>;
 }
 
@@ -113,6 +117,8 @@ async function startServer(
     h2: opts.h2,
     configText,
     notes: opts.notes ?? [],
+    isAlive: () => !hasExited(proc),
+    logPath: proc.logPath,
     stop: () => stopProcess(proc),
   };
 }
