@@ -14,7 +14,7 @@
 ARG NODE_MAJOR=26
 
 # ---- build: compile TypeScript with the dev dependencies -------------------------------------------------
-FROM node:${NODE_MAJOR}-bookworm-slim AS build
+FROM node:${NODE_MAJOR}-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -24,7 +24,7 @@ COPY src ./src
 RUN npm run build
 
 # ---- runtime: production dependencies and the compiled code, nothing else --------------------------------
-FROM node:${NODE_MAJOR}-bookworm-slim AS runtime
+FROM node:${NODE_MAJOR}-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
