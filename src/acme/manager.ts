@@ -213,11 +213,14 @@ export class AcmeManager {
     return this.#queue;
   }
 
-  /** Stops all timers and releases the orderer lock. An order in flight finishes but changes nothing. */
+  /**
+   * Stops all timers and releases the orderer lock. Shutdown does not wait for
+   * an order in flight (a slow CA could hold it for minutes): it runs on, and
+   * its result is discarded.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const s of this.#hosts.values()) clearTimeout(s.timer);
-    await this.#queue;
     await this.#lock?.release();
   }
 

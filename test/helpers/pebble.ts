@@ -252,6 +252,8 @@ export function handshake(port: number, servername: string | undefined, ca?: str
       socket.end();
     });
     socket.on('error', reject);
+    // A handshake that never completes must fail the test, not hang it.
+    socket.setTimeout(5000, () => socket.destroy(new Error(`no tls handshake with 127.0.0.1:${port} (${servername ?? 'no sni'}) within 5 s`)));
   });
 }
 
