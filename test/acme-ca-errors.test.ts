@@ -1,0 +1,51 @@
+/** What the operator sees when the ACME CA refuses service or cannot be trusted: the real cause, and Retry-After honoured. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makePki, startProxy } from './helpers/proxy.js';
+import { startUpstream } from './helpers/net.js';
+import { waitFor } from './helpers/pebble.js';
+
+test('a CA answering 503 with Retry-After is retried no earlier than it asked, and an untrusted CA is reported as such', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
+  let hits = 0;
+  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+    hits++;
+    res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
+    res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
+  });
+  ca.listen(0, '127.0.0.1');
+  await once(ca, 'listening');
+  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
+  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
+  const proxy = await startProxy(pki, {
+    acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
+    hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    ca.close();
+    await up.close();
+    await pki.cleanup();
+  });
+  const failed = await waitFor('the failed order', () => proxy.logs.find((l) => l.msg === 'acme order failed'));
+  assert.equal(failed.code, 'PORTICO_ACME_FAILED');
+  assert.match(String(failed.err), /cannot reach the ACME directory .*: HTTP 503 from the directory/);
+  assert.ok(Number(failed.retryInMs) > 110_000, `waits for Retry-After, not retryMaxDelay: ${String(failed.retryInMs)}`);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(hits, 1, 'no retry before Retry-After');
+
+  // Without the caFile the CA's certificate is not trusted, and the log says so.
+  await proxy.reconfigure({
+    acme: { directory: directory.replace('/dir', '/other'), termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
+    hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  });
+  const untrusted = await waitFor('the untrusted failure', () => proxy.logs.find((l) => l.msg === 'acme order failed' && /other/.test(String(l.err))));
+  assert.match(String(untrusted.err), /certificate/i);
+  t.diagnostic(String(untrusted.err));
+});
