@@ -107,7 +107,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
           rejectUnauthorized: !(tlsConf?.insecureSkipVerify ?? false),
         };
       }
-      const target = deps.targets.get(url, protocol, tls);
+      const connectTimeoutMs = parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s');
+      const target = deps.targets.get(url, protocol, tls, connectTimeoutMs);
       usedTargets.add(target);
       targets.push(target);
     }

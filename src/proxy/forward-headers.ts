@@ -17,6 +17,8 @@ const DROP_REQUEST = new Set([
   'trailer',
   'host',
   'http2-settings',
+  // The client's 100-continue was answered by Portico's own server; upstream bodies are streamed anyway.
+  'expect',
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',

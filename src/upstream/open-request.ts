@@ -1,11 +1,10 @@
 /**
- * Opening one request to a target with the transport its kind calls for:
- * node:http(s) keep-alive agents for HTTP/1.1, http2-wrapper for HTTP/2.
- * Both return an object with ClientRequest's shape ('response', 'error',
- * write/end, setTimeout, destroy).
+ * Opening one request to an HTTP/2 target through http2-wrapper, which gives
+ * an object with node:http ClientRequest's shape ('response', 'error',
+ * write/end, setTimeout, destroy). HTTP/1.1 targets go through undici
+ * (proxy/dispatch-h1.ts).
  */
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import type { OutgoingHttpHeaders } from 'node:http';
 import http2wrapper from 'http2-wrapper';
 import type { Target } from './target.js';
@@ -13,7 +12,7 @@ import type { Target } from './target.js';
 /** The parts of a client request Portico uses, common to both transports. */
 export type UpstreamRequest = http.ClientRequest;
 
-/** Opens a request to `target`. Throws synchronously on invalid header values (caller answers 400). Hot path. */
+/** Opens a request to an HTTP/2 `target`. Throws synchronously on invalid header values (caller answers 400). Hot path. */
 export function openUpstreamRequest(
   target: Target,
   method: string,
@@ -22,10 +21,9 @@ export function openUpstreamRequest(
 ): UpstreamRequest {
   switch (target.kind) {
     case 'h1':
-      return http.request({ agent: target.h1Agent, host: target.hostname, port: target.port, method, path, headers, setHost: false });
     case 'h1-tls':
     case 'auto-tls':
-      return https.request({ agent: target.h1Agent, host: target.hostname, port: target.port, method, path, headers, setHost: false, ...target.tlsOptions() });
+      throw new Error(`openUpstreamRequest is for HTTP/2 targets; ${target.url} is dispatched through its undici pool`);
     case 'h2-tls': {
       headers[':authority'] = headers.host;
       delete headers.host;

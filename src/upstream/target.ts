@@ -3,11 +3,10 @@
  * pool. Targets live in a registry keyed by identity (URL + TLS settings), so
  * their keep-alive pools survive config reloads.
  */
-import http from 'node:http';
-import https from 'node:https';
 import http2 from 'node:http2';
 import type { SecureContextOptions } from 'node:tls';
 import http2wrapper from 'http2-wrapper';
+import { Pool } from 'undici';
 
 /** How Portico talks to one target. */
 export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
@@ -32,8 +31,12 @@ export class Target {
   readonly authority: string;
   kind: TargetKind;
   readonly tls: TargetTls | undefined;
-  /** HTTP/1.1 keep-alive pool (h1 and h1-tls). */
-  readonly h1Agent: http.Agent | undefined;
+  /**
+   * HTTP/1.1 keep-alive pool (h1, h1-tls, and auto-tls once it resolved to HTTP/1.1): undici, driven
+   * through its dispatch handler API, which costs about half the CPU per request of node:http's
+   * ClientRequest + Agent (measured: bench/RESULTS.md, "Optimisations").
+   */
+  readonly h1Pool: Pool | undefined;
   /** HTTP/2 session pool over TLS (h2-tls, auto-tls). */
   readonly h2Agent: InstanceType<typeof http2wrapper.Agent> | undefined;
   /** Cleartext HTTP/2 session (h2c), reopened on demand. */
@@ -41,7 +44,7 @@ export class Target {
   /** Pending ALPN resolution for "auto" targets. */
   #resolving: Promise<void> | undefined;
 
-  constructor(key: string, url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined) {
+  constructor(key: string, url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000) {
     this.key = key;
     this.url = `${url.protocol}//${url.host}`;
     this.hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
@@ -54,9 +57,17 @@ export class Target {
     else if (protocol === 'http1') this.kind = 'h1-tls';
     else if (protocol === 'h2') this.kind = 'h2-tls';
     else this.kind = 'auto-tls';
-    const agentOptions = { keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 256, scheduling: 'lifo' as const };
-    if (this.kind === 'h1') this.h1Agent = new http.Agent(agentOptions);
-    else if (this.kind === 'h1-tls' || this.kind === 'auto-tls') this.h1Agent = new https.Agent({ ...agentOptions, ...this.tlsOptions() });
+    if (this.kind === 'h1' || this.kind === 'h1-tls' || this.kind === 'auto-tls') {
+      const origin = `${secure ? 'https' : 'http'}://${url.host}`;
+      const connect: Record<string, unknown> = { timeout: connectTimeoutMs, noDelay: true };
+      if (tls !== undefined) {
+        if (tls.servername !== '') connect.servername = tls.servername;
+        connect.rejectUnauthorized = tls.rejectUnauthorized;
+        if (tls.ca !== undefined) connect.ca = tls.ca;
+      }
+      this.h1Pool = new Pool(origin, { connect, pipelining: 1, keepAliveTimeout: 4000, keepAliveMaxTimeout: 60_000 });
+      this.h1Pool.on('connectionError', noop);
+    }
     if (this.kind === 'h2-tls' || this.kind === 'auto-tls') this.h2Agent = new http2wrapper.Agent({ maxEmptySessions: 4 });
   }
 
@@ -99,7 +110,7 @@ export class Target {
 
   /** Closes idle connections; used when a target leaves every Plan. */
   close(): void {
-    this.h1Agent?.destroy();
+    void this.h1Pool?.destroy().catch(noop);
     this.h2Agent?.destroy();
     this.#h2cSession?.close();
   }
@@ -112,11 +123,11 @@ export class TargetRegistry {
   readonly #targets = new Map<string, Target>();
 
   /** Returns the target for this identity, creating it once. */
-  get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined): Target {
-    const key = `${url.protocol}//${url.host}|${protocol}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}`;
+  get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000): Target {
+    const key = `${url.protocol}//${url.host}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}`;
     let t = this.#targets.get(key);
     if (t === undefined) {
-      t = new Target(key, url, protocol, tls);
+      t = new Target(key, url, protocol, tls, connectTimeoutMs);
       this.#targets.set(key, t);
     }
     return t;
