@@ -4,7 +4,7 @@
  * generated configurations.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOAD_CPU, PROXY_CPU } from './procs.js';
 import { renderMemory, renderScenario, renderSummary, type Row, type ScenarioInfo } from './report.js';
@@ -67,6 +67,9 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
   out.push(`## Memory — RSS holding ${s.idleConnections.toLocaleString('en-US')} idle TLS keep-alive connections`, '');
   out.push('Each connection completed a TLS handshake and one request, then stays open and idle; RSS is summed over the proxy\'s process tree (VmRSS) 1 s after the last one became idle.', '');
   out.push(renderMemory(rows, s.idleConnections), '');
+  // The hand-kept log of request-path optimisations and their measured effect travels with every table.
+  const log = join(repoRoot, 'bench', 'optimisations.md');
+  if (existsSync(log)) out.push(readFileSync(log, 'utf8').trimEnd(), '');
   out.push('## Notes per server', '');
   for (const row of rows) {
     const notes = [...(row.failure ? [`FAILED: ${row.failure}`] : []), ...row.notes];
