@@ -1,10 +1,11 @@
 /**
- * The request handler: Host/SNI check, routing, forwarding with streaming in
- * both directions, error mapping, access log. Hot path: everything it needs
- * was compiled into the Plan; it does no I/O besides the proxied exchange.
+ * The request handler: Host/SNI check, routing, error mapping, access log, and
+ * forwarding to HTTP/2 upstreams (HTTP/1.1 upstreams: forward-h1.ts). Hot path:
+ * everything it needs was compiled into the Plan; it does no I/O besides the
+ * proxied exchange.
  */
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Session } from 'node:http2';
+import type { Http2ServerRequest, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { lookupHost, lookupRoute, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
@@ -14,9 +15,10 @@ import type { Target } from '../upstream/target.js';
 import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
 import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
+import { Exchange, type ClientRequest } from './exchange.js';
+import { CLIENT_GONE, dispatchH1 } from './forward-h1.js';
 
-/** A client request, HTTP/1.1 or HTTP/2 compatibility API. */
-export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type { ClientRequest } from './exchange.js';
 
 /** Symbol under which a TLS socket (HTTP/1.1) or an HTTP/2 session carries its connection name. */
 export const kConnName = Symbol('portico.connName');
@@ -51,78 +53,6 @@ export function isAllowedOnConnection(plan: Plan, reqHostName: string, reqHost: 
   return connHost !== undefined && connHost.sharing && connHost.certId === reqHost.certId;
 }
 
-/** Per-request state, in fixed fields. */
-class Exchange {
-  readonly req: ClientRequest;
-  readonly res: ClientResponse;
-  readonly state: ProxyState;
-  readonly plan: Plan;
-  readonly h2: boolean;
-  readonly start: number;
-  host = '';
-  connName = '';
-  route: RoutePlan | undefined = undefined;
-  target: Target | undefined = undefined;
-  upstreamReq: UpstreamRequest | undefined = undefined;
-  upstreamRes: IncomingMessage | undefined = undefined;
-  status = 0;
-  bytes = 0;
-  requestBytes = 0;
-  error: ErrorCode | undefined = undefined;
-  errorDetail: string | undefined = undefined;
-  attempts = 0;
-  retriedStale = false;
-  method: string;
-  path = '';
-  headers: OutgoingHttpHeaders | undefined = undefined;
-  timedOut = false;
-  /** undici path: aborts the upstream exchange. */
-  abortUpstream: ((err?: Error) => void) | undefined = undefined;
-  /** undici path: resumes a response paused for back-pressure. */
-  resumeUpstream: (() => void) | undefined = undefined;
-  /** Whether response headers were received from the upstream. */
-  responseStarted = false;
-  drainBound = false;
-
-  constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
-    this.req = req;
-    this.res = res;
-    this.state = state;
-    this.plan = state.plan;
-    this.h2 = req.httpVersionMajor === 2;
-    this.start = performance.now();
-    this.method = req.method ?? 'GET';
-  }
-
-  // undici dispatch handler (HTTP/1.1 upstreams): methods on the prototype, no per-request closures.
-  onConnect(abort: (err?: Error) => void): void {
-    this.abortUpstream = abort;
-  }
-
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    return onH1Headers(this, statusCode, rawHeaders, resume);
-  }
-
-  onData(chunk: Buffer): boolean {
-    this.bytes += chunk.length;
-    const ok = (this.res as ServerResponse).write(chunk);
-    if (!ok && !this.drainBound) {
-      this.drainBound = true;
-      this.res.on('drain', onClientDrain.bind(this));
-    }
-    return ok;
-  }
-
-  onComplete(trailers: (Buffer | string)[] | null): void {
-    if (trailers !== null && trailers.length > 0) (this.res as ServerResponse).addTrailers(rawToHeaders(trailers));
-    this.res.end();
-  }
-
-  onError(err: Error): void {
-    onH1Error(this, err as NodeJS.ErrnoException);
-  }
-}
-
 /** Builds the `request` listener for the HTTPS server. */
 export function createRequestHandler(state: ProxyState): (req: ClientRequest, res: ClientResponse) => void {
   return function handleRequest(req, res) {
@@ -132,7 +62,7 @@ export function createRequestHandler(state: ProxyState): (req: ClientRequest, re
   };
 }
 
-function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
+export function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
   ex.error = code;
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
@@ -172,20 +102,20 @@ function route(ex: Exchange): void {
   forward(ex, pickTarget(r));
 }
 
-function pickTarget(r: RoutePlan): Target {
+export function pickTarget(r: RoutePlan): Target {
   const u = r.upstream;
   const t = u.targets[u.next % u.targets.length] as Target;
   u.next = (u.next + 1) % 1_000_000_007;
   return t;
 }
 
-function hasRequestBody(req: ClientRequest): boolean {
+export function hasRequestBody(req: ClientRequest): boolean {
   if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
   const h = req.headers;
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }
 
-function forward(ex: Exchange, target: Target): void {
+export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
   const pending = target.resolveProtocol();
@@ -246,7 +176,7 @@ function forward2(ex: Exchange, target: Target): void {
   }
 }
 
-function onClientAbort(this: Exchange): void {
+export function onClientAbort(this: Exchange): void {
   this.abortUpstream?.(CLIENT_GONE);
   const up = this.upstreamReq;
   if (up === undefined) return;
@@ -254,7 +184,7 @@ function onClientAbort(this: Exchange): void {
   up.destroy();
 }
 
-function countBody(this: Exchange, chunk: Buffer): void {
+export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
   if (this.requestBytes > this.plan.limits.maxBodyBytes) {
     this.upstreamReq?.destroy();
@@ -279,7 +209,7 @@ function onUpstreamTimeout(this: Exchange): void {
   this.upstreamReq?.destroy(Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
 }
 
-const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const ex = this;
@@ -353,113 +283,6 @@ function onUpstreamEnd(this: Exchange): void {
   }
   if (hasTrailers) (this.res as ServerResponse).addTrailers(trailers as OutgoingHttpHeaders);
   this.res.end();
-}
-
-/** The reason given to undici when Portico cancels an upstream exchange. */
-const CLIENT_GONE = Object.assign(new Error('client went away'), { code: 'PORTICO_CLIENT_GONE' });
-
-/** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/** Sends the request to an HTTP/1.1 target through its undici pool, the Exchange as handler. Hot path. */
-function dispatchH1(ex: Exchange, target: Target): void {
-  const { req, plan } = ex;
-  const upstream = ex.route!.upstream;
-  let body: ClientRequest | null = null;
-  if (hasRequestBody(req)) {
-    body = req;
-    if (plan.limits.maxBodyBytes > 0) req.on('data', countBody.bind(ex));
-    if (ex.h2) req.once('aborted', onClientAbort.bind(ex));
-  }
-  ex.abortUpstream = undefined;
-  ex.responseStarted = false;
-  target.h1Pool!.dispatch(
-    {
-      path: ex.path,
-      method: ex.method,
-      headers: ex.headers as Record<string, string | string[]>,
-      body,
-      headersTimeout: upstream.responseTimeoutMs,
-      bodyTimeout: upstream.responseTimeoutMs,
-    },
-    ex,
-  );
-}
-
-/** Raw header buffers (name, value, …) to a header object as node:http builds it. */
-function rawToHeaders(raw: (Buffer | string)[]): IncomingHttpHeaders {
-  const h: IncomingHttpHeaders = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const n = raw[i] as Buffer | string;
-    const v = raw[i + 1] as Buffer | string;
-    const name = (typeof n === 'string' ? n : n.toString('latin1')).toLowerCase();
-    const value = typeof v === 'string' ? v : v.toString('latin1');
-    const prev = h[name];
-    if (prev === undefined) h[name] = name === 'set-cookie' ? [value] : value;
-    else if (Array.isArray(prev)) prev.push(value);
-    else h[name] = `${prev}, ${value}`;
-  }
-  return h;
-}
-
-function onH1Headers(ex: Exchange, statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-  const res = ex.res;
-  ex.responseStarted = true;
-  ex.resumeUpstream = resume;
-  if (res.destroyed) {
-    ex.abortUpstream?.(CLIENT_GONE);
-    return false;
-  }
-  ex.status = statusCode;
-  const headers = buildResponseHeaders(rawToHeaders(rawHeaders), ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
-  try {
-    (res as ServerResponse).writeHead(statusCode, headers);
-  } catch (err) {
-    ex.responseStarted = false;
-    ex.abortUpstream?.(CLIENT_GONE);
-    fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
-    return false;
-  }
-  return true;
-}
-
-function onClientDrain(this: Exchange): void {
-  this.resumeUpstream?.();
-}
-
-const H1_UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
-const H1_TIMEOUT = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-const H1_CLIENT_FAULT = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH']);
-
-function onH1Error(ex: Exchange, err: NodeJS.ErrnoException): void {
-  const code = err.code ?? 'ERROR';
-  if (err === CLIENT_GONE || code === 'PORTICO_CLIENT_GONE') return; // we cancelled it: the client is gone or answered
-  const target = ex.target!;
-  if (ex.responseStarted) {
-    // The response had started: reset the client's response so truncation is visible.
-    ex.error = 'PORTICO_UPSTREAM_FAILED';
-    ex.errorDetail = `${target.url}: ${code} after response start`;
-    ex.state.log.warn({ code: ex.error, upstream: target.url, route: ex.route?.id, detail: ex.errorDetail }, 'upstream error');
-    resetResponse(ex.res);
-    return;
-  }
-  if (ex.res.writableEnded || ex.res.destroyed) return;
-  const upstream = ex.route!.upstream;
-  const bodyless = !hasRequestBody(ex.req);
-  if (RETRYABLE.has(code) && ex.attempts < upstream.targets.length && bodyless) {
-    ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id }, 'upstream refused, trying next target');
-    return forward(ex, pickTarget(ex.route!));
-  }
-  // A kept-alive connection the upstream closed as the request went out (RFC 9112 §9.3.1): an
-  // idempotent request without a body is sent once more on a fresh connection.
-  if ((code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && !ex.retriedStale && bodyless && IDEMPOTENT.has(ex.method)) {
-    ex.retriedStale = true;
-    ex.attempts--;
-    return forward(ex, target);
-  }
-  if (H1_CLIENT_FAULT.has(code)) return fail(ex, 'PORTICO_BAD_REQUEST', code);
-  const errCode: ErrorCode = H1_TIMEOUT.has(code) ? 'PORTICO_UPSTREAM_TIMEOUT' : H1_UNREACHABLE.has(code) ? 'PORTICO_UPSTREAM_UNREACHABLE' : 'PORTICO_UPSTREAM_FAILED';
-  fail(ex, errCode, `${target.url}: ${code}`);
 }
 
 /** Whether the client response closed before it was complete. An HTTP/2 stream the client reset reads as finished once closed; its request says it was aborted. */
