@@ -84,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
-  let configFile = values.config ?? process.env.PORTICO_CONFIG;
+  let configFile = values.config ?? (process.env.PORTICO_CONFIG || undefined);
   let demo = values.demo === true;
   if (configFile === undefined && !demo) {
     if (existsSync('config/portico.json')) configFile = 'config/portico.json';
