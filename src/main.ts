@@ -8,8 +8,6 @@ import { parseArgs } from 'node:util';
 import { checkConfigFile } from './cli/check-config.js';
 import { configJsonSchema } from './cli/json-schema.js';
 import { configReferenceMarkdown } from './cli/config-reference.js';
-import { startDemoBackends } from './demo/demo-backends.js';
-import { demoInstructions, prepareDemo } from './demo/demo-setup.js';
 import { watchConfigFile } from './config/watch.js';
 import { createLogger } from './log/logger.js';
 import { Portico, formatIssues } from './server/portico.js';
@@ -108,12 +106,15 @@ async function main(argv: string[]): Promise<number> {
     return code;
   }
   let stopDemo: (() => Promise<void>) | undefined;
-  let demoCa: string | undefined;
+  let printDemo: (() => void) | undefined;
   if (demo) {
     log.info({}, 'no config given and no config/portico.json: starting the built-in demo');
+    // The demo (and its X.509 stack) is loaded only when it runs.
+    const { prepareDemo, demoInstructions } = await import('./demo/demo-setup.js');
+    const { startDemoBackends } = await import('./demo/demo-backends.js');
     const prepared = await prepareDemo();
+    printDemo = () => process.stdout.write(demoInstructions(prepared.caFile));
     configFile = prepared.configFile;
-    demoCa = prepared.caFile;
     stopDemo = await startDemoBackends();
   }
   const portico = new Portico(resolve(configFile as string), log);
@@ -129,7 +130,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  if (demoCa !== undefined) process.stdout.write(demoInstructions(demoCa));
+  printDemo?.();
 
   const abort = new AbortController();
   if (values['no-watch'] !== true) watchConfigFile(portico.configFile, () => void portico.reload(), abort.signal);

@@ -66,7 +66,7 @@ test('a host with tls.acme gets a certificate over http-01 that verifies against
   const reused = await handshake(s.ports.httpsPort, 'a.portico.test', root);
   assert.equal(reused.fingerprint256, served.fingerprint256);
   assert.equal(reused.authorized, true);
-  assert.equal(again.portico.acme.status('a.portico.test')?.orders, 0);
+  assert.equal(again.portico.acme?.status('a.portico.test')?.orders, 0);
   assert.equal(logged(again.logs, 'acme order started'), undefined);
 });
 
@@ -139,7 +139,7 @@ test('a host added to the config is ordered without a restart and a removed one 
   assert.equal(proxy.logs.filter((l) => l.msg === 'acme order started' && l.host === 'a.portico.test').length, 1);
   await proxy.reconfigure(s.config({}, ['c.portico.test']));
   await waitFor('removal', () => logged(proxy.logs, 'acme host removed, no longer renewed', 'a.portico.test'));
-  assert.equal(proxy.portico.acme.status('a.portico.test'), undefined);
+  assert.equal(proxy.portico.acme?.status('a.portico.test'), undefined);
 });
 
 test('two instances sharing a certs directory: one orders, the other serves what it wrote without ordering', async (t) => {
@@ -160,5 +160,5 @@ test('two instances sharing a certs directory: one orders, the other serves what
   }, 5000);
   assert.equal(served.authorized, true, served.error);
   assert.equal(logged(follower.logs, 'acme order started'), undefined);
-  assert.equal(follower.portico.acme.status('a.portico.test')?.orders, 0);
+  assert.equal(follower.portico.acme?.status('a.portico.test')?.orders, 0);
 });

@@ -13,7 +13,9 @@ import { PorticoError } from '../errors.js';
 import { HttpsListener } from '../listen/https-listener.js';
 import { createHttpListener } from '../listen/http-listener.js';
 import type { ProxyState } from '../proxy/handle-request.js';
-import { AcmeManager, AlpnResponder, Http01Responder, acmeCertTargets } from '../acme/index.js';
+import type { AcmeManager } from '../acme/manager.js';
+import { Http01Responder } from '../acme/http01.js';
+import { AlpnResponder } from '../acme/tls-alpn01.js';
 import { CertStore } from '../tls/cert-store.js';
 import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { TargetRegistry } from '../upstream/target.js';
@@ -47,8 +49,13 @@ export class Portico {
   readonly alpn = new AlpnResponder();
   /** Hot reload of mounted certificate files (and of ACME files written by another process). */
   readonly certWatcher: CertWatcher;
-  /** Orders and renews certificates of hosts with `tls: {acme: true}`. */
-  readonly acme: AcmeManager;
+  /**
+   * Orders and renews certificates of hosts with `tls: {acme: true}`. Loaded on first need:
+   * acme-client and its X.509 stack cost about 30 MiB of RSS that configs without ACME never pay.
+   */
+  acme: AcmeManager | undefined;
+  #acmeLoading: Promise<AcmeManager> | undefined;
+  readonly #onCertificate: (id: string) => void;
   /** Stops the certificate services (watcher, ACME) on stop(). */
   readonly #services = new AbortController();
   #servicesStarted = false;
@@ -57,8 +64,8 @@ export class Portico {
     this.configFile = configFile;
     this.log = log;
     const onCertificate = (id: string): void => this.#certificateChanged(id);
+    this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
-    this.acme = new AcmeManager({ certs: this.certs, log, http01: this.http01, alpn: this.alpn, onCertificate });
     this.onPlan.push((plan, config) => this.#retargetCertificates(plan, config));
   }
 
@@ -71,8 +78,32 @@ export class Portico {
   #retargetCertificates(plan: Plan, config: Config): void {
     // Before the listeners are open the CA could not reach the challenge responders: start() calls this again.
     if (!this.#servicesStarted) return;
-    this.certWatcher.setTargets([...fileCertTargets(plan, config), ...acmeCertTargets(plan)]);
-    this.acme.update(plan, config).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'acme update failed'));
+    const hasAcme = plan.hosts.some((h) => h.acme);
+    if (this.acme === undefined && !hasAcme) {
+      this.certWatcher.setTargets(fileCertTargets(plan, config));
+      return;
+    }
+    this.#loadAcme()
+      .then(async (acme) => {
+        // A newer Plan may have been published while the module loaded: act on the current one.
+        const current = this.state?.plan ?? plan;
+        const currentConfig = this.config ?? config;
+        const { acmeCertTargets } = await import('../acme/manager.js');
+        this.certWatcher.setTargets([...fileCertTargets(current, currentConfig), ...acmeCertTargets(current)]);
+        await acme.update(current, currentConfig);
+      })
+      .catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'acme update failed'));
+  }
+
+  /** Loads and starts the ACME manager once. */
+  #loadAcme(): Promise<AcmeManager> {
+    this.#acmeLoading ??= import('../acme/manager.js').then(({ AcmeManager }) => {
+      const acme = new AcmeManager({ certs: this.certs, log: this.log, http01: this.http01, alpn: this.alpn, onCertificate: this.#onCertificate });
+      acme.start(this.#services.signal);
+      this.acme = acme;
+      return acme;
+    });
+    return this.#acmeLoading;
   }
 
   async #build(): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
@@ -126,8 +157,8 @@ export class Portico {
     if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
     this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation }, 'listening');
     this.certWatcher.start(this.#services.signal);
-    this.acme.start(this.#services.signal);
     this.#servicesStarted = true;
+    if (plan.hosts.some((h) => h.acme)) await this.#loadAcme();
     this.#retargetCertificates(plan, config);
   }
 
@@ -179,7 +210,7 @@ export class Portico {
   async stop(): Promise<void> {
     const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
     this.#services.abort();
-    await this.acme.stop();
+    await this.acme?.stop();
     for (const s of this.httpServers) {
       s.close();
       s.closeIdleConnections();
