@@ -22,6 +22,9 @@ function reject(socket: Duplex, code: ErrorCode): void {
   );
 }
 
+/** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
+const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
+
 function rawHead(status: number, message: string, rawHeaders: readonly string[]): string {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
   for (let i = 0; i < rawHeaders.length; i += 2) head += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
@@ -82,7 +85,15 @@ export function createUpgradeHandler(state: ProxyState): (req: IncomingMessage, 
     });
     up.on('response', (res) => {
       // The upstream declined the upgrade: relay its answer and close.
-      socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', res.rawHeaders.filter((_, i, a) => i % 2 === 1 || !/^(connection|transfer-encoding|keep-alive)$/i.test(a[i] ?? '')).flatMap((v, i, a) => (i % 2 === 0 ? [v, a[i + 1] ?? ''] : [])).concat(['Connection', 'close'])));
+      // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
+      const kept: string[] = [];
+      const raw = res.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const name = raw[i] as string;
+        if (!DECLINED_DROP.test(name)) kept.push(name, raw[i + 1] as string);
+      }
+      kept.push('Connection', 'close');
+      socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', kept));
       res.pipe(socket);
       finish(res.statusCode ?? 0);
     });

@@ -1,0 +1,29 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makePki, startProxy } from './helpers/proxy.js';
+import { h1Request, startUpstream } from './helpers/net.js';
+
+test('an upgrade the upstream declines is relayed with its status, headers and body, without hop-by-hop headers', async (t) => {
+  const pki = await makePki();
+  // Answering with a normal (chunked) response instead of 101 declines the upgrade.
+  const up = await startUpstream((_req, res) => {
+    res.writeHead(403, { 'x-reason': 'nope', 'keep-alive': 'timeout=5', 'content-type': 'text/plain' });
+    res.write('den');
+    res.end('ied');
+  });
+  const a = await pki.issue('a', ['a.test']);
+  const proxy = await startProxy(pki, { hosts: { 'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws', ca: pki.caPem, headers: { connection: 'upgrade', upgrade: 'websocket' } });
+  assert.equal(r.status, 403);
+  assert.equal(r.headers['x-reason'], 'nope');
+  assert.equal(r.headers['keep-alive'], undefined);
+  assert.equal(r.headers.connection, 'close');
+  assert.equal(r.text, 'denied');
+  assert.equal(up.seen.length, 1);
+  assert.equal(up.seen[0]?.headers.upgrade, 'websocket');
+});
