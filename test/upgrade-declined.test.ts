@@ -27,3 +27,26 @@ test('an upgrade the upstream declines is relayed with its status, headers and b
   assert.equal(up.seen.length, 1);
   assert.equal(up.seen[0]?.headers.upgrade, 'websocket');
 });
+
+test('an upgrade is sent upstream with the same path rewrite as a request (stripPrefix + addPrefix, query kept)', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((_req, res) => {
+    res.writeHead(400, { 'content-length': 0 });
+    res.end();
+  });
+  const a = await pki.issue('a', ['a.test']);
+  const proxy = await startProxy(pki, {
+    hosts: { 'a.test': { tls: a, routes: [{ path: '/ws', upstream: up.url, stripPrefix: true, addPrefix: '/v1' }] } },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const upgrade = { connection: 'upgrade', upgrade: 'websocket' };
+  await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws?x=1', ca: pki.caPem, headers: upgrade });
+  await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws/chat', ca: pki.caPem, headers: upgrade });
+  const plain = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws?x=1', ca: pki.caPem });
+  assert.equal(plain.status, 400);
+  assert.deepEqual(up.seen.map((s) => s.url), ['/v1?x=1', '/v1/chat', '/v1?x=1']);
+});

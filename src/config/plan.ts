@@ -104,3 +104,18 @@ export function lookupRoute(host: HostPlan, path: string): RoutePlan | undefined
     candidate = candidate.slice(0, slash);
   }
 }
+
+/**
+ * The path sent upstream for `url` on `route`: stripPrefix, then addPrefix,
+ * query kept. "/" and "/?q" keep no slash of their own after the prefix
+ * ("/v1" and "/v1?q", not "/v1/?q"). Shared by requests and upgrades. Hot path.
+ */
+export function rewritePath(route: RoutePlan, url: string): string {
+  let path = url;
+  if (route.stripLength > 0) {
+    path = url.slice(route.stripLength);
+    if (path.charCodeAt(0) !== 47 /* '/' */) path = `/${path}`;
+  }
+  if (route.addPrefix === '') return path;
+  return path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? route.addPrefix + path.slice(1) : route.addPrefix + path;
+}

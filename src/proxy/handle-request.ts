@@ -8,7 +8,7 @@ import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders, ServerR
 import type { Http2ServerRequest, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { lookupHost, lookupRoute, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
+import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
 import type { ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
@@ -87,14 +87,7 @@ function route(ex: Exchange): void {
   const r = lookupRoute(hostPlan, url);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
-  let path = url;
-  if (r.stripLength > 0) {
-    path = url.slice(r.stripLength);
-    if (path.charCodeAt(0) !== 47) path = `/${path}`;
-  }
-  // "/" and "/?q" keep no slash of their own after the prefix: "/v1" and "/v1?q", not "/v1/?q".
-  if (r.addPrefix !== '') path = path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? r.addPrefix + path.slice(1) : r.addPrefix + path;
-  ex.path = path;
+  ex.path = rewritePath(r, url);
   if (plan.limits.maxBodyBytes > 0) {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');

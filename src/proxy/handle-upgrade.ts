@@ -8,10 +8,10 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { lookupHost, lookupRoute } from '../config/plan.js';
+import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
-import { isAllowedOnConnection, kConnName, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
 
 function reject(socket: Duplex, code: ErrorCode): void {
@@ -47,11 +47,9 @@ export function createUpgradeHandler(state: ProxyState): (req: IncomingMessage, 
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     const u = route.upstream;
-    const target = u.targets[u.next++ % u.targets.length]!;
+    const target = pickTarget(route);
     if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
-    let path = route.stripLength > 0 ? url.slice(route.stripLength) : url;
-    if (!path.startsWith('/')) path = `/${path}`;
-    if (route.addPrefix !== '') path = route.addPrefix + path;
+    const path = rewritePath(route, url);
     const remote = req.socket.remoteAddress ?? '';
     const headers = buildRequestHeaders(req.headers, {
       remoteAddress: remote,
