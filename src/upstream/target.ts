@@ -3,10 +3,34 @@
  * pool. Targets live in a registry keyed by identity (URL + TLS settings), so
  * their keep-alive pools survive config reloads.
  */
+import { createRequire } from 'node:module';
 import http2 from 'node:http2';
 import type { SecureContextOptions } from 'node:tls';
 import http2wrapper from 'http2-wrapper';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
+
+/**
+ * undici's Pool, required from its own file rather than `import { Pool } from 'undici'`: the
+ * package index also evaluates fetch, WebSocket, EventSource, the cache and mock layers, about
+ * 8 MiB of RSS Portico never uses (bench/optimisations.md, section 5). undici has no "exports"
+ * map, so the deep path resolves; it is checked here, when this module loads at startup, so an
+ * undici release that moves or reshapes the file stops Portico at once instead of failing later.
+ */
+const UndiciPool = loadUndiciPool();
+
+function loadUndiciPool(): typeof Pool {
+  const path = 'undici/lib/dispatcher/pool.js';
+  let loaded: unknown;
+  try {
+    loaded = createRequire(import.meta.url)(path);
+  } catch (err) {
+    throw new Error(`cannot load undici's Pool from ${path} (moved by an undici upgrade?): ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof loaded !== 'function' || typeof (loaded as { prototype?: { dispatch?: unknown } }).prototype?.dispatch !== 'function') {
+    throw new Error(`${path} no longer exports undici's Pool class (changed by an undici upgrade?)`);
+  }
+  return loaded as typeof Pool;
+}
 
 /** How Portico talks to one target. */
 export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
@@ -65,7 +89,7 @@ export class Target {
         connect.rejectUnauthorized = tls.rejectUnauthorized;
         if (tls.ca !== undefined) connect.ca = tls.ca;
       }
-      this.h1Pool = new Pool(origin, { connect, pipelining: 1, keepAliveTimeout: 4000, keepAliveMaxTimeout: 60_000 });
+      this.h1Pool = new UndiciPool(origin, { connect, pipelining: 1, keepAliveTimeout: 4000, keepAliveMaxTimeout: 60_000 });
       this.h1Pool.on('connectionError', noop);
     }
     if (this.kind === 'h2-tls' || this.kind === 'auto-tls') this.h2Agent = new http2wrapper.Agent({ maxEmptySessions: 4 });
