@@ -111,6 +111,13 @@ export class Portico {
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
     const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, generation: this.#generation + 1 });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };
+    // Before the Plan goes live: HTTP/2 targets load their client here, so no request waits for it
+    // (and a config without HTTP/2 upstreams never loads it).
+    try {
+      await Promise.all([...compiled.usedTargets].map((t) => t.prepare()));
+    } catch (err) {
+      return { ok: false, issues: [{ path: 'upstream', message: (err as Error).message }] };
+    }
     this.#generation++;
     for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
     this.targets.retain(compiled.usedTargets);

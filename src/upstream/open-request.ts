@@ -6,13 +6,16 @@
  */
 import type http from 'node:http';
 import type { OutgoingHttpHeaders } from 'node:http';
-import http2wrapper from 'http2-wrapper';
+import { http2Client } from './http2-client.js';
 import type { Target } from './target.js';
 
 /** The parts of a client request Portico uses, common to both transports. */
 export type UpstreamRequest = http.ClientRequest;
 
-/** Opens a request to an HTTP/2 `target`. Throws synchronously on invalid header values (caller answers 400). Hot path. */
+/**
+ * Opens a request to an HTTP/2 `target`, which is ready (Target.resolveProtocol() returned
+ * undefined or settled). Throws synchronously on invalid header values (caller answers 400). Hot path.
+ */
 export function openUpstreamRequest(
   target: Target,
   method: string,
@@ -27,7 +30,7 @@ export function openUpstreamRequest(
     case 'h2-tls': {
       headers[':authority'] = headers.host;
       delete headers.host;
-      return http2wrapper.request({
+      return http2Client().request({
         agent: target.h2Agent,
         hostname: target.hostname,
         port: target.port,
@@ -40,7 +43,7 @@ export function openUpstreamRequest(
     case 'h2c': {
       headers[':authority'] = headers.host;
       delete headers.host;
-      return http2wrapper.request({ h2session: target.h2cSession(), method, path, headers }) as unknown as UpstreamRequest;
+      return http2Client().request({ h2session: target.h2cSession(), method, path, headers }) as unknown as UpstreamRequest;
     }
   }
 }

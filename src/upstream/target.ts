@@ -5,9 +5,9 @@
  */
 import { createRequire } from 'node:module';
 import http2 from 'node:http2';
-import type { SecureContextOptions } from 'node:tls';
-import http2wrapper from 'http2-wrapper';
+import { connect as tlsConnect, type SecureContextOptions } from 'node:tls';
 import type { Pool } from 'undici';
+import { loadHttp2Client, type Http2Client } from './http2-client.js';
 
 /**
  * undici's Pool, required from its own file rather than `import { Pool } from 'undici'`: the
@@ -61,12 +61,15 @@ export class Target {
    * ClientRequest + Agent (measured: bench/RESULTS.md, "Optimisations").
    */
   readonly h1Pool: Pool | undefined;
-  /** HTTP/2 session pool over TLS (h2-tls, auto-tls). */
-  readonly h2Agent: InstanceType<typeof http2wrapper.Agent> | undefined;
+  /** HTTP/2 session pool over TLS (h2-tls, and auto-tls once it resolved to h2), made when the HTTP/2 client is loaded. */
+  h2Agent: InstanceType<Http2Client['Agent']> | undefined;
   /** Cleartext HTTP/2 session (h2c), reopened on demand. */
   #h2cSession: http2.ClientHttp2Session | undefined;
-  /** Pending ALPN resolution for "auto" targets. */
-  #resolving: Promise<void> | undefined;
+  /** Requests can go out now: the protocol is known and its client is loaded. */
+  #ready: boolean;
+  /** Pending preparation: loading the HTTP/2 client, and for "auto" targets the ALPN resolution. */
+  #preparing: Promise<void> | undefined;
+  #closed = false;
 
   constructor(key: string, url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000) {
     this.key = key;
@@ -92,7 +95,8 @@ export class Target {
       this.h1Pool = new UndiciPool(origin, { connect, pipelining: 1, keepAliveTimeout: 4000, keepAliveMaxTimeout: 60_000 });
       this.h1Pool.on('connectionError', noop);
     }
-    if (this.kind === 'h2-tls' || this.kind === 'auto-tls') this.h2Agent = new http2wrapper.Agent({ maxEmptySessions: 4 });
+    // HTTP/2 targets load http2-wrapper first (prepare), "auto" ones on their first request.
+    this.#ready = this.kind === 'h1' || this.kind === 'h1-tls';
   }
 
   /** TLS options for connections to this target: always SNI, verification unless disabled. */
@@ -106,18 +110,55 @@ export class Target {
     return out;
   }
 
-  /** For "auto" targets: learns by ALPN whether the target speaks h2, once. */
+  /**
+   * Loads what an h2-tls or h2c target needs (the HTTP/2 client) before it takes requests; awaited
+   * for every target of a Plan before the Plan is published. "auto" targets learn their protocol
+   * on their first request instead (resolveProtocol), and load the HTTP/2 client only if it is h2.
+   */
+  prepare(): Promise<void> {
+    if (this.kind === 'auto-tls') return Promise.resolve();
+    return this.resolveProtocol() ?? Promise.resolve();
+  }
+
+  /**
+   * Called before every request. Hot path: undefined when the target can take it now, else a
+   * promise that settles once it can (or rejects when it cannot be reached). Only "auto" targets
+   * wait here, on their first request: they learn by ALPN whether the target speaks h2, once.
+   * A target whose prepare() was not awaited would wait here for the HTTP/2 client as well.
+   */
   resolveProtocol(): Promise<void> | undefined {
-    if (this.kind !== 'auto-tls') return undefined;
-    this.#resolving ??= http2wrapper.auto
-      .resolveProtocol({ host: this.hostname, port: this.port, ALPNProtocols: ['h2', 'http/1.1'], ...this.tlsOptions() } as never)
-      .then(({ alpnProtocol }: { alpnProtocol: string }) => {
-        this.kind = alpnProtocol === 'h2' ? 'h2-tls' : 'h1-tls';
-      })
-      .finally(() => {
-        this.#resolving = undefined;
+    if (this.#ready) return undefined;
+    this.#preparing ??= this.#prepare().finally(() => {
+      this.#preparing = undefined;
+    });
+    return this.#preparing;
+  }
+
+  async #prepare(): Promise<void> {
+    if (this.kind === 'auto-tls' && (await this.#alpnProtocol()) !== 'h2') {
+      this.kind = 'h1-tls';
+    } else {
+      const client = await loadHttp2Client();
+      if (this.kind !== 'h2c') {
+        this.h2Agent ??= new client.Agent({ maxEmptySessions: 4 });
+        // Closed while loading: fail like any closed target's agent instead of keeping sessions open.
+        if (this.#closed) this.h2Agent.destroy();
+      }
+      // Set last: a request seeing 'h2-tls' finds the agent in place.
+      if (this.kind === 'auto-tls') this.kind = 'h2-tls';
+    }
+    this.#ready = true;
+  }
+
+  /** The protocol this target picks by ALPN between h2 and http/1.1: one TLS handshake, then closed. */
+  #alpnProtocol(): Promise<string | false | null> {
+    return new Promise((resolve, reject) => {
+      const socket = tlsConnect({ host: this.hostname, port: this.port, ALPNProtocols: ['h2', 'http/1.1'], ...this.tlsOptions() }, () => {
+        resolve(socket.alpnProtocol);
+        socket.destroy();
       });
-    return this.#resolving;
+      socket.on('error', reject);
+    });
   }
 
   /** The cleartext HTTP/2 session, opened on first use and after it closes. */
@@ -134,6 +175,7 @@ export class Target {
 
   /** Closes idle connections; used when a target leaves every Plan. */
   close(): void {
+    this.#closed = true;
     void this.h1Pool?.destroy().catch(noop);
     this.h2Agent?.destroy();
     this.#h2cSession?.close();
