@@ -11,14 +11,21 @@ import { loadHttp2Client, type Http2Client } from './http2-client.js';
 
 /**
  * undici's Pool, required from its own file rather than `import { Pool } from 'undici'`: the
- * package index also evaluates fetch, WebSocket, EventSource, the cache and mock layers, about
- * 8 MiB of RSS Portico never uses (bench/optimisations.md, section 5). undici has no "exports"
+ * package index also evaluates fetch, WebSocket, EventSource, the cache and mock layers, which
+ * Portico never uses: 5 MiB of its idle RSS (bench/optimisations.md, section 5). undici has no "exports"
  * map, so the deep path resolves; it is checked here, when this module loads at startup, so an
  * undici release that moves or reshapes the file stops Portico at once instead of failing later.
  */
 const UndiciPool = loadUndiciPool();
 
-function loadUndiciPool(): typeof Pool {
+/**
+ * undici's Pool as loaded here. request(), stream(), pipeline(), upgrade() and connect() are added
+ * to Dispatcher.prototype by undici's index only, so the type leaves them out as well: Portico
+ * drives the pool through dispatch().
+ */
+export type UpstreamPool = Omit<Pool, 'request' | 'stream' | 'pipeline' | 'upgrade' | 'connect'>;
+
+function loadUndiciPool(): new (origin: string, options: Pool.Options) => UpstreamPool {
   const path = 'undici/lib/dispatcher/pool.js';
   let loaded: unknown;
   try {
@@ -60,7 +67,7 @@ export class Target {
    * through its dispatch handler API, which costs about half the CPU per request of node:http's
    * ClientRequest + Agent (measured: bench/RESULTS.md, "Optimisations").
    */
-  readonly h1Pool: Pool | undefined;
+  readonly h1Pool: UpstreamPool | undefined;
   /** HTTP/2 session pool over TLS (h2-tls, and auto-tls once it resolved to h2), made when the HTTP/2 client is loaded. */
   h2Agent: InstanceType<Http2Client['Agent']> | undefined;
   /** Cleartext HTTP/2 session (h2c), reopened on demand. */
