@@ -1,15 +1,16 @@
 /**
  * The per-request state of one proxied exchange, in fixed fields. It is also
- * the undici dispatch handler for HTTP/1.1 upstreams: the handler methods live
- * on the prototype, so no closure is made per request.
+ * the response handler of HTTP/1.1 upstream connections: the handler methods
+ * live on the prototype, so no closure is made per request.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Plan, RoutePlan } from '../config/plan.js';
 import type { ErrorCode } from '../errors.js';
+import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
-import { onClientDrain, onH1Error, onH1Headers, rawToHeaders } from './forward-h1.js';
+import { onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 
@@ -17,7 +18,7 @@ import type { ClientResponse } from './respond-error.js';
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
 
 /** Per-request state, in fixed fields. */
-export class Exchange {
+export class Exchange implements H1Handler {
   readonly req: ClientRequest;
   readonly res: ClientResponse;
   readonly state: ProxyState;
@@ -41,10 +42,8 @@ export class Exchange {
   path = '';
   headers: OutgoingHttpHeaders | undefined = undefined;
   timedOut = false;
-  /** undici path: aborts the upstream exchange. */
-  abortUpstream: ((err?: Error) => void) | undefined = undefined;
-  /** undici path: resumes a response paused for back-pressure. */
-  resumeUpstream: (() => void) | undefined = undefined;
+  /** HTTP/1.1 upstreams: the connection carrying this exchange, until its response ends or fails. */
+  upstreamConn: H1Connection | undefined = undefined;
   /** Whether response headers were received from the upstream. */
   responseStarted = false;
   drainBound = false;
@@ -59,16 +58,20 @@ export class Exchange {
     this.method = req.method ?? 'GET';
   }
 
-  // undici dispatch handler (HTTP/1.1 upstreams): methods on the prototype, no per-request closures.
-  onConnect(abort: (err?: Error) => void): void {
-    this.abortUpstream = abort;
+  /** Gives up on the upstream exchange (client gone, or answered already). */
+  cancelUpstream(): void {
+    const c = this.upstreamConn;
+    if (c === undefined) return;
+    this.upstreamConn = undefined;
+    c.abort();
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    return onH1Headers(this, statusCode, rawHeaders, resume);
+  // H1Handler (HTTP/1.1 upstreams): methods on the prototype, no per-request closures.
+  onUpstreamHeaders(statusCode: number, headers: string[]): boolean {
+    return onH1Headers(this, statusCode, headers);
   }
 
-  onData(chunk: Buffer): boolean {
+  onUpstreamData(chunk: Buffer): boolean {
     this.bytes += chunk.length;
     const ok = (this.res as ServerResponse).write(chunk);
     if (!ok && !this.drainBound) {
@@ -78,12 +81,19 @@ export class Exchange {
     return ok;
   }
 
-  onComplete(trailers: (Buffer | string)[] | null): void {
-    if (trailers !== null && trailers.length > 0) (this.res as ServerResponse).addTrailers(rawToHeaders(trailers));
-    this.res.end();
+  onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
+    this.upstreamConn = undefined;
+    if (trailers !== null && trailers.length > 0) (this.res as ServerResponse).addTrailers(pairsToHeaders(trailers));
+    if (last === null) {
+      this.res.end();
+    } else {
+      this.bytes += last.length;
+      (this.res as ServerResponse).end(last);
+    }
   }
 
-  onError(err: Error): void {
-    onH1Error(this, err as NodeJS.ErrnoException);
+  onUpstreamError(err: UpstreamError): void {
+    this.upstreamConn = undefined;
+    onH1Error(this, err);
   }
 }

@@ -16,7 +16,7 @@ import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js'
 import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
-import { CLIENT_GONE, dispatchH1 } from './forward-h1.js';
+import { dispatchH1 } from './forward-h1.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -170,7 +170,7 @@ function forward2(ex: Exchange, target: Target): void {
 }
 
 export function onClientAbort(this: Exchange): void {
-  this.abortUpstream?.(CLIENT_GONE);
+  this.cancelUpstream();
   const up = this.upstreamReq;
   if (up === undefined) return;
   this.req.unpipe(up);
@@ -181,7 +181,7 @@ export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
   if (this.requestBytes > this.plan.limits.maxBodyBytes) {
     this.upstreamReq?.destroy();
-    this.abortUpstream?.(CLIENT_GONE);
+    this.cancelUpstream();
     fail(this, 'PORTICO_BODY_TOO_LARGE');
   }
 }
@@ -289,7 +289,7 @@ function onClientClose(this: Exchange): void {
     // The client went away (or the response was reset): cancel the upstream exchange.
     ex.upstreamReq?.destroy();
     ex.upstreamRes?.destroy();
-    ex.abortUpstream?.(CLIENT_GONE);
+    ex.cancelUpstream();
   }
   if (ex.plan.accessLog) logAccess(ex);
 }

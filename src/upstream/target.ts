@@ -3,41 +3,10 @@
  * pool. Targets live in a registry keyed by identity (URL + TLS settings), so
  * their keep-alive pools survive config reloads.
  */
-import { createRequire } from 'node:module';
 import http2 from 'node:http2';
 import { connect as tlsConnect, type SecureContextOptions } from 'node:tls';
-import type { Pool } from 'undici';
+import { H1Pool } from './h1-pool.js';
 import { loadHttp2Client, type Http2Client } from './http2-client.js';
-
-/**
- * undici's Pool, required from its own file rather than `import { Pool } from 'undici'`: the
- * package index also evaluates fetch, WebSocket, EventSource, the cache and mock layers, which
- * Portico never uses: 5 MiB of its idle RSS (bench/optimisations.md, section 5). undici has no "exports"
- * map, so the deep path resolves; it is checked here, when this module loads at startup, so an
- * undici release that moves or reshapes the file stops Portico at once instead of failing later.
- */
-const UndiciPool = loadUndiciPool();
-
-/**
- * undici's Pool as loaded here. request(), stream(), pipeline(), upgrade() and connect() are added
- * to Dispatcher.prototype by undici's index only, so the type leaves them out as well: Portico
- * drives the pool through dispatch().
- */
-export type UpstreamPool = Omit<Pool, 'request' | 'stream' | 'pipeline' | 'upgrade' | 'connect'>;
-
-function loadUndiciPool(): new (origin: string, options: Pool.Options) => UpstreamPool {
-  const path = 'undici/lib/dispatcher/pool.js';
-  let loaded: unknown;
-  try {
-    loaded = createRequire(import.meta.url)(path);
-  } catch (err) {
-    throw new Error(`cannot load undici's Pool from ${path} (moved by an undici upgrade?): ${(err as Error).message}`, { cause: err });
-  }
-  if (typeof loaded !== 'function' || typeof (loaded as { prototype?: { dispatch?: unknown } }).prototype?.dispatch !== 'function') {
-    throw new Error(`${path} no longer exports undici's Pool class (changed by an undici upgrade?)`);
-  }
-  return loaded as typeof Pool;
-}
 
 /** How Portico talks to one target. */
 export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
@@ -63,11 +32,11 @@ export class Target {
   kind: TargetKind;
   readonly tls: TargetTls | undefined;
   /**
-   * HTTP/1.1 keep-alive pool (h1, h1-tls, and auto-tls once it resolved to HTTP/1.1): undici, driven
-   * through its dispatch handler API, which costs about half the CPU per request of node:http's
-   * ClientRequest + Agent (measured: bench/RESULTS.md, "Optimisations").
+   * HTTP/1.1 keep-alive pool (h1, h1-tls, and auto-tls once it resolved to HTTP/1.1): sockets with
+   * a kept llhttp parser each, which cost 0.65× the CPU per request of undici's dispatch API and
+   * a third of node:http's ClientRequest + Agent (bench/optimisations.md, sections 1 and 6).
    */
-  readonly h1Pool: UpstreamPool | undefined;
+  readonly h1Pool: H1Pool | undefined;
   /** HTTP/2 session pool over TLS (h2-tls, and auto-tls once it resolved to h2), made when the HTTP/2 client is loaded. */
   h2Agent: InstanceType<Http2Client['Agent']> | undefined;
   /** Cleartext HTTP/2 session (h2c), reopened on demand. */
@@ -92,15 +61,12 @@ export class Target {
     else if (protocol === 'h2') this.kind = 'h2-tls';
     else this.kind = 'auto-tls';
     if (this.kind === 'h1' || this.kind === 'h1-tls' || this.kind === 'auto-tls') {
-      const origin = `${secure ? 'https' : 'http'}://${url.host}`;
-      const connect: Record<string, unknown> = { timeout: connectTimeoutMs, noDelay: true };
-      if (tls !== undefined) {
-        if (tls.servername !== '') connect.servername = tls.servername;
-        connect.rejectUnauthorized = tls.rejectUnauthorized;
-        if (tls.ca !== undefined) connect.ca = tls.ca;
-      }
-      this.h1Pool = new UndiciPool(origin, { connect, pipelining: 1, keepAliveTimeout: 4000, keepAliveMaxTimeout: 60_000 });
-      this.h1Pool.on('connectionError', noop);
+      this.h1Pool = new H1Pool({
+        host: this.hostname,
+        port: this.port,
+        connectTimeoutMs,
+        tls: secure && tls !== undefined ? { servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, ca: tls.ca } : undefined,
+      });
     }
     // HTTP/2 targets load http2-wrapper first (prepare), "auto" ones on their first request.
     this.#ready = this.kind === 'h1' || this.kind === 'h1-tls';
@@ -183,7 +149,7 @@ export class Target {
   /** Closes idle connections; used when a target leaves every Plan. */
   close(): void {
     this.#closed = true;
-    void this.h1Pool?.destroy().catch(noop);
+    this.h1Pool?.close();
     this.h2Agent?.destroy();
     this.#h2cSession?.close();
   }

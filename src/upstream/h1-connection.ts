@@ -1,0 +1,401 @@
+/**
+ * One keep-alive HTTP/1.1 connection to an upstream: a socket (TCP or TLS)
+ * and the llhttp parser kept with it for its whole life. It carries one
+ * exchange at a time: writes the request head in one write, streams the
+ * request body (chunked when its length is unknown), and reports the response
+ * to an {@link H1Handler} whose methods live on its prototype, so no closure is
+ * made per request. Hot path.
+ */
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, type NodeHttpParser } from './llhttp.js';
+import type { H1Pool } from './h1-pool.js';
+
+/** Receives one upstream response. */
+export interface H1Handler {
+  /** Response head. Header names and values alternate, as received. Return false after aborting the connection. */
+  onUpstreamHeaders(status: number, headers: string[]): boolean;
+  /** One body chunk; false asks for a pause until {@link H1Connection.resume}. */
+  onUpstreamData(chunk: Buffer): boolean;
+  /** The response is complete; `last` is its final body chunk, held back so head and body can go out in one write. */
+  onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void;
+  onUpstreamError(err: UpstreamError): void;
+}
+
+/** Why an upstream exchange failed; `code` is a socket code (ECONNREFUSED…), an llhttp code (HPE_…) or a PORTICO_… one. */
+export class UpstreamError extends Error {
+  readonly code: string;
+  /**
+   * The connection had served earlier exchanges and nothing of this response arrived: the
+   * upstream closed an idle keep-alive connection as the request went out (RFC 9112 §9.3.1),
+   * so the request was not processed.
+   */
+  readonly stale: boolean;
+
+  constructor(code: string, message: string, stale: boolean) {
+    super(message);
+    this.name = 'UpstreamError';
+    this.code = code;
+    this.stale = stale;
+  }
+}
+
+/** A header value or path that would split the request head. */
+const UNSAFE_VALUE = /[\r\n\0]/;
+const UNSAFE_PATH = /[\x00-\x20\x7f]/;
+
+interface OwnedParser extends NodeHttpParser {
+  conn: H1Connection;
+}
+
+export class H1Connection {
+  readonly pool: H1Pool;
+  readonly socket: Socket;
+  readonly parser: OwnedParser;
+  handler: H1Handler | null = null;
+  /** Whether this connection completed an exchange before. */
+  reused = false;
+  /** Set once the socket is open. */
+  connected = false;
+  closed = false;
+  /** When it went back to the pool (performance.now()). */
+  idleSince = 0;
+  /** The socket timeout in force: the connect timeout, then the response timeout of the exchange. */
+  timeoutMs: number;
+
+  // The exchange in flight.
+  keepAlive = true;
+  isHead = false;
+  gotBytes = false;
+  headersDone = false;
+  informational = false;
+  requestDone = true;
+  /** Header pairs flushed early by the parser (more than 32), and trailers. */
+  partHeaders: string[] = [];
+  trailers: string[] | null = null;
+  /** The latest body chunk, held until the next one, the end of the response, or the end of the current read. */
+  pending: Buffer | null = null;
+  paused = false;
+  bodySrc: Readable | null = null;
+  bodyChunked = false;
+  /** Request body bytes still expected when its length was declared; -1 when chunked. */
+  bodyLeft = -1;
+  /** The response completed inside the current read: back to the pool once the read is parsed. */
+  done = false;
+  #responseTimeoutMs = 0;
+
+  // Listeners bound once per connection.
+  readonly #onBodyData = this.onBodyData.bind(this);
+  readonly #onBodyEnd = this.onBodyEnd.bind(this);
+
+  constructor(pool: H1Pool, socket: Socket, connectTimeoutMs: number) {
+    this.pool = pool;
+    this.socket = socket;
+    this.timeoutMs = connectTimeoutMs;
+    const parser = new HTTPParser() as OwnedParser;
+    parser.initialize(HTTPParser.RESPONSE, {}, 0, 0);
+    parser.conn = this;
+    const slots = parser as unknown as Record<number, unknown>;
+    slots[kOnHeaders] = parserOnHeaders;
+    slots[kOnHeadersComplete] = parserOnHeadersComplete;
+    slots[kOnBody] = parserOnBody;
+    slots[kOnMessageComplete] = parserOnMessageComplete;
+    this.parser = parser;
+    socket.setNoDelay(true);
+    if (connectTimeoutMs > 0) socket.setTimeout(connectTimeoutMs);
+    socket.on(pool.secure ? 'secureConnect' : 'connect', this.onConnect.bind(this));
+    socket.on('data', this.onSocketData.bind(this));
+    socket.on('end', this.onSocketEnd.bind(this));
+    socket.on('error', this.onSocketError.bind(this));
+    socket.on('close', this.onSocketClose.bind(this));
+    socket.on('timeout', this.onSocketTimeout.bind(this));
+    socket.on('drain', this.onSocketDrain.bind(this));
+  }
+
+  /**
+   * Sends one request. `bodyLength` is the declared Content-Length, or -1 to send the body
+   * chunked. Throws an UpstreamError (code PORTICO_INVALID_REQUEST_HEAD) before writing anything
+   * if a header value or the path would break the request head.
+   */
+  send(
+    handler: H1Handler,
+    method: string,
+    path: string,
+    headers: OutgoingHttpHeaders,
+    body: Readable | null,
+    bodyLength: number,
+    timeoutMs: number,
+  ): void {
+    if (UNSAFE_PATH.test(path)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', 'request path has a space or control character', false);
+    let head = `${method} ${path} HTTP/1.1\r\n`;
+    for (const name in headers) {
+      const v = headers[name];
+      if (v === undefined) continue;
+      if (typeof v === 'string') {
+        if (UNSAFE_VALUE.test(v)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${name} has CR, LF or NUL`, false);
+        head += `${name}: ${v}\r\n`;
+      } else if (typeof v === 'number') {
+        head += `${name}: ${v}\r\n`;
+      } else {
+        for (const one of v) {
+          if (UNSAFE_VALUE.test(one)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${name} has CR, LF or NUL`, false);
+          head += `${name}: ${one}\r\n`;
+        }
+      }
+    }
+    this.handler = handler;
+    this.keepAlive = true;
+    this.isHead = method === 'HEAD';
+    this.gotBytes = false;
+    this.headersDone = false;
+    this.informational = false;
+    this.paused = false;
+    if (timeoutMs !== this.timeoutMs && this.connected) {
+      this.timeoutMs = timeoutMs;
+      this.socket.setTimeout(timeoutMs);
+    }
+    this.#responseTimeoutMs = timeoutMs;
+    if (body === null) {
+      this.requestDone = true;
+      this.socket.write(`${head}\r\n`, 'latin1');
+      return;
+    }
+    this.requestDone = false;
+    this.bodyLeft = bodyLength;
+    this.bodyChunked = bodyLength < 0;
+    this.socket.write(this.bodyChunked ? `${head}transfer-encoding: chunked\r\n\r\n` : `${head}\r\n`, 'latin1');
+    this.bodySrc = body;
+    body.on('data', this.#onBodyData);
+    body.on('end', this.#onBodyEnd);
+  }
+
+  /** Resumes a response paused for back-pressure. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (!this.closed) this.socket.resume();
+  }
+
+  /** The handler gives up on the exchange (client gone, answered already): the connection is closed, no more callbacks. */
+  abort(): void {
+    this.handler = null;
+    this.close();
+  }
+
+  /** Closes the connection (idle sweep, pool shutdown, or a failed exchange). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.detachBody();
+    this.pool.forget(this);
+    this.socket.destroy();
+  }
+
+  private onConnect(): void {
+    this.connected = true;
+    const t = this.#responseTimeoutMs > 0 ? this.#responseTimeoutMs : 0;
+    if (t !== this.timeoutMs) {
+      this.timeoutMs = t;
+      this.socket.setTimeout(t);
+    }
+  }
+
+  private onBodyData(chunk: Buffer): void {
+    if (this.bodyLeft >= 0) {
+      if (chunk.length > this.bodyLeft) return this.fail('PORTICO_BODY_LENGTH_MISMATCH', 'request body is longer than its Content-Length');
+      this.bodyLeft -= chunk.length;
+    }
+    let ok: boolean;
+    if (this.bodyChunked) {
+      if (chunk.length === 0) return;
+      const s = this.socket;
+      s.cork();
+      s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      s.write(chunk);
+      ok = s.write('\r\n', 'latin1');
+      s.uncork();
+    } else {
+      ok = this.socket.write(chunk);
+    }
+    if (!ok) this.bodySrc?.pause();
+  }
+
+  private onBodyEnd(): void {
+    if (this.bodyChunked) this.socket.write('0\r\n\r\n', 'latin1');
+    this.requestDone = true;
+    this.detachBody();
+  }
+
+  private detachBody(): void {
+    const src = this.bodySrc;
+    if (src === null) return;
+    this.bodySrc = null;
+    src.off('data', this.#onBodyData);
+    src.off('end', this.#onBodyEnd);
+  }
+
+  private onSocketDrain(): void {
+    const src = this.bodySrc;
+    if (src !== null && src.isPaused()) src.resume();
+  }
+
+  private onSocketData(data: Buffer): void {
+    if (this.handler === null) {
+      // Bytes on an idle connection: not a response to anything; the connection can't be trusted.
+      this.close();
+      return;
+    }
+    this.gotBytes = true;
+    const r = this.parser.execute(data);
+    if (this.done) {
+      // Released only now, so bytes after the response in this read can't reach the next exchange.
+      this.done = false;
+      if (r === data.length && this.keepAlive && !this.closed) this.pool.release(this);
+      else this.close();
+      return;
+    }
+    if (r instanceof Error) {
+      const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
+      return this.fail(code, `invalid HTTP/1.1 response: ${code}`);
+    }
+    const p = this.pending;
+    if (p !== null && this.handler !== null) {
+      // Streamed responses (server-sent events and the like) go out as they arrive.
+      this.pending = null;
+      if (!this.handler.onUpstreamData(p)) this.pauseResponse();
+    }
+  }
+
+  pauseResponse(): void {
+    if (this.paused || this.closed) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  private onSocketEnd(): void {
+    if (this.handler !== null) {
+      // A body delimited by the connection's close ends here; anything else was cut short.
+      const r = this.parser.finish();
+      if (r instanceof Error || this.handler !== null) this.fail('PORTICO_UPSTREAM_CLOSED', 'the upstream closed the connection before the response was complete');
+    }
+    this.done = false;
+    this.close();
+  }
+
+  private onSocketError(err: NodeJS.ErrnoException): void {
+    this.fail(err.code ?? 'ERROR', err.message);
+  }
+
+  private onSocketClose(): void {
+    if (this.handler !== null) this.fail('PORTICO_UPSTREAM_CLOSED', 'the upstream closed the connection before the response was complete');
+    else this.close();
+    // Frees the native parser (as node:http does for parsers it doesn't keep), outside any parser callback.
+    setImmediate(closeParser, this.parser);
+  }
+
+  private onSocketTimeout(): void {
+    if (this.handler === null) return this.close();
+    if (!this.connected) return this.fail('PORTICO_CONNECT_TIMEOUT', `no connection within ${this.timeoutMs} ms`);
+    if (this.paused) return; // waiting for the client to read, not for the upstream
+    this.fail('PORTICO_RESPONSE_TIMEOUT', `no response data for ${this.timeoutMs} ms`);
+  }
+
+  /** Ends the exchange in error and closes the connection. */
+  fail(code: string, message: string): void {
+    const h = this.handler;
+    this.handler = null;
+    const stale = this.reused && !this.gotBytes;
+    this.close();
+    h?.onUpstreamError(new UpstreamError(code, message, stale));
+  }
+
+  /** The response is complete: back to the pool if the connection may carry another exchange. */
+  complete(): void {
+    const h = this.handler!;
+    this.handler = null;
+    const last = this.pending;
+    this.pending = null;
+    const trailers = this.trailers;
+    this.trailers = null;
+    this.partHeaders = [];
+    if (!this.requestDone) {
+      // The upstream answered before the request body was sent: the rest can't be framed on this connection.
+      this.keepAlive = false;
+      this.detachBody();
+    }
+    this.reused = true;
+    if (this.paused) {
+      this.paused = false;
+      if (!this.closed) this.socket.resume();
+    }
+    this.done = true;
+    h.onUpstreamEnd(last, trailers);
+  }
+}
+
+function closeParser(p: NodeHttpParser): void {
+  p.close();
+}
+
+// Parser callbacks: `this` is the parser, which points back at its connection.
+
+function parserOnHeaders(this: OwnedParser, headers: string[]): void {
+  const c = this.conn;
+  if (c.headersDone) (c.trailers ??= []).push(...headers);
+  else c.partHeaders.push(...headers);
+}
+
+function parserOnHeadersComplete(
+  this: OwnedParser,
+  _versionMajor: number,
+  _versionMinor: number,
+  headers: string[] | undefined,
+  _method: number | undefined,
+  _url: string | undefined,
+  statusCode: number,
+  _statusMessage: string,
+  _upgrade: boolean,
+  shouldKeepAlive: boolean,
+): number {
+  const c = this.conn;
+  const h = c.handler;
+  if (h === null) return 1;
+  let all = headers;
+  if (c.partHeaders.length > 0) {
+    all = headers === undefined ? c.partHeaders : c.partHeaders.concat(headers);
+    c.partHeaders = [];
+  }
+  if (statusCode < 200) {
+    if (statusCode === 101) {
+      c.fail('PORTICO_UNEXPECTED_UPGRADE', 'the upstream switched protocols on a request that did not ask to');
+      return 1;
+    }
+    // 100 Continue, 103 Early Hints: informational, the final response follows.
+    c.informational = true;
+    return 1;
+  }
+  c.headersDone = true;
+  c.keepAlive = shouldKeepAlive;
+  h.onUpstreamHeaders(statusCode, all ?? []);
+  return c.isHead ? 1 : 0;
+}
+
+function parserOnBody(this: OwnedParser, chunk: Buffer): void {
+  const c = this.conn;
+  const h = c.handler;
+  if (h === null) return;
+  const p = c.pending;
+  c.pending = chunk;
+  if (p !== null && !h.onUpstreamData(p)) c.pauseResponse();
+}
+
+function parserOnMessageComplete(this: OwnedParser): void {
+  const c = this.conn;
+  if (c.handler === null) return;
+  if (c.informational) {
+    c.informational = false;
+    return;
+  }
+  c.complete();
+}

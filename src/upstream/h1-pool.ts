@@ -1,0 +1,102 @@
+/**
+ * The keep-alive pool of one HTTP/1.1 target: idle connections on a stack (the
+ * most recently used first, so the rest can time out), a new connection when
+ * none is idle, and a sweep that closes connections idle for longer than the
+ * keep-alive timeout, before the upstream closes them itself.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { H1Connection } from './h1-connection.js';
+
+/** How long an idle upstream connection is kept: below the 5 s of Node's own server and the 60–75 s of nginx. */
+export const KEEP_ALIVE_MS = 4000;
+
+export interface H1PoolOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly connectTimeoutMs: number;
+  /** TLS settings for https targets; undefined for cleartext. */
+  readonly tls: { readonly servername: string; readonly rejectUnauthorized: boolean; readonly ca: Buffer | undefined } | undefined;
+}
+
+export class H1Pool {
+  readonly secure: boolean;
+  readonly #opts: H1PoolOptions;
+  /** Idle connections, oldest first. */
+  readonly #idle: H1Connection[] = [];
+  #sweep: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Connections open (idle or busy), for tests and metrics. */
+  open = 0;
+
+  constructor(opts: H1PoolOptions) {
+    this.#opts = opts;
+    this.secure = opts.tls !== undefined;
+  }
+
+  /** An idle connection, or a new one (its socket connects in the background; the request is queued on it). */
+  acquire(): H1Connection {
+    const idle = this.#idle;
+    while (idle.length > 0) {
+      const c = idle.pop()!;
+      if (!c.closed) return c;
+    }
+    return this.#connect();
+  }
+
+  /** Takes a connection back after a complete exchange. */
+  release(c: H1Connection): void {
+    if (this.#closed) return c.close();
+    c.idleSince = performance.now();
+    this.#idle.push(c);
+    this.#sweep ??= setInterval(this.#sweepIdle.bind(this), 1000).unref();
+  }
+
+  /** Called by a connection when it closes. */
+  forget(c: H1Connection): void {
+    this.open--;
+    const i = this.#idle.indexOf(c);
+    if (i >= 0) this.#idle.splice(i, 1);
+  }
+
+  /** Closes idle connections and every connection released from now on. */
+  close(): void {
+    this.#closed = true;
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    this.#sweep = undefined;
+    for (const c of this.#idle.splice(0)) c.close();
+  }
+
+  #connect(): H1Connection {
+    const o = this.#opts;
+    let socket: net.Socket;
+    if (o.tls === undefined) {
+      socket = net.connect({ host: o.host, port: o.port });
+    } else {
+      const t = o.tls;
+      socket = tls.connect({
+        host: o.host,
+        port: o.port,
+        // SNI is a host name, never an address (RFC 6066 §3).
+        servername: t.servername !== '' && net.isIP(t.servername) === 0 ? t.servername : undefined,
+        rejectUnauthorized: t.rejectUnauthorized,
+        ca: t.ca,
+        ALPNProtocols: ['http/1.1'],
+      });
+    }
+    this.open++;
+    return new H1Connection(this, socket, o.connectTimeoutMs);
+  }
+
+  #sweepIdle(): void {
+    const idle = this.#idle;
+    const cutoff = performance.now() - KEEP_ALIVE_MS;
+    let n = 0;
+    while (n < idle.length && idle[n]!.idleSince < cutoff) n++;
+    for (const c of idle.splice(0, n)) c.close();
+    if (idle.length === 0 && this.#sweep !== undefined) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Node's own llhttp binding: the C parser behind node:http, reached through the
+ * `_http_common` module that node:http itself uses. Portico keeps one parser
+ * per upstream connection instead of going through an HTTP client library:
+ * side by side on the S1 bench shape that cost 0.65× the CPU per request of
+ * undici's dispatch API (bench/optimisations.md, section 6). HTTP parsing stays
+ * llhttp's; nothing here reads HTTP bytes by hand.
+ *
+ * The binding is not a documented API, so its shape is checked once at
+ * startup: if a future Node changes it, Portico stops with a message that says
+ * so instead of misparsing.
+ */
+import { createRequire } from 'node:module';
+
+/** The parts of Node's HTTPParser that Portico uses. */
+export interface NodeHttpParser {
+  initialize(type: number, resource: object, maxHeaderSize?: number, lenient?: number): void;
+  /** Parses a chunk; returns the bytes consumed, or an Error with an `HPE_*` code. */
+  execute(data: Buffer): number | Error;
+  /** Signals end of input (a close-delimited body ends here); an Error if a message was cut short. */
+  finish(): number | Error | undefined;
+  close(): void;
+  free(): void;
+}
+
+interface HTTPParserClass {
+  new (): NodeHttpParser;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+}
+
+function loadParser(): HTTPParserClass {
+  const common = createRequire(import.meta.url)('_http_common') as { HTTPParser?: unknown };
+  const P = common.HTTPParser as (Record<string, unknown> & { prototype?: Record<string, unknown> }) | undefined;
+  const ok =
+    typeof common.HTTPParser === 'function' &&
+    P !== undefined &&
+    typeof P.RESPONSE === 'number' &&
+    typeof P.kOnHeaders === 'number' &&
+    typeof P.kOnHeadersComplete === 'number' &&
+    typeof P.kOnBody === 'number' &&
+    typeof P.kOnMessageComplete === 'number' &&
+    typeof P.prototype?.execute === 'function';
+  if (!ok) {
+    throw new Error(
+      `PORTICO_UNSUPPORTED_RUNTIME: this Node.js (${process.version}) does not expose the HTTP parser Portico's upstream client uses (_http_common.HTTPParser); run Portico on Node 20.19–26`,
+    );
+  }
+  return P as unknown as HTTPParserClass;
+}
+
+export const HTTPParser = loadParser();
+export const kOnHeaders = HTTPParser.kOnHeaders;
+export const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
+export const kOnBody = HTTPParser.kOnBody;
+export const kOnMessageComplete = HTTPParser.kOnMessageComplete;

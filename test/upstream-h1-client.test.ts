@@ -1,0 +1,252 @@
+/**
+ * Portico's HTTP/1.1 upstream client (kept sockets, one llhttp parser each)
+ * against upstreams that answer in every framing HTTP/1.1 allows: bodiless
+ * statuses and HEAD on a reused connection, informational responses, bodies
+ * delimited by the close, chunked bodies with trailers, heads split into tiny
+ * writes, more than 32 headers, request bodies of unknown length, and
+ * upstreams that break the protocol.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import net, { type AddressInfo } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request } from './helpers/net.js';
+
+const HOST = 'h1c.test';
+
+/** A TCP upstream that answers each request head with `answer(path, socket)`; counts connections. */
+async function startScripted(answer: (path: string, socket: net.Socket) => void): Promise<{ url: string; connections: () => number; closed: () => number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let connections = 0;
+  let closed = 0;
+  const server = net.createServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      closed++;
+      sockets.delete(socket);
+    });
+    let buf = '';
+    socket.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      let end: number;
+      while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        answer(head.split(' ')[1] ?? '/', socket);
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => connections,
+    closed: () => closed,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+async function proxyTo(t: TestContext, upstream: string): Promise<{ pki: TestPki; proxy: TestProxy }> {
+  const pki = await makePki();
+  const cert = await pki.issue('h1c', [HOST]);
+  const proxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes: [{ path: '/', upstream }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await pki.cleanup();
+  });
+  return { pki, proxy };
+}
+
+/** Requests over one kept-alive HTTP/1.1 client connection, in order. */
+function keptAliveClient(port: number, ca: string): { request(method: string, path: string): Promise<{ status: number; body: string }>; close(): void } {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  return {
+    request: (method, path) =>
+      new Promise((resolve, reject) => {
+        const req = https.request({ host: '127.0.0.1', port, path, method, servername: HOST, ca, agent, headers: { host: HOST } }, (res) => {
+          let body = '';
+          res.setEncoding('latin1');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      }),
+    close: () => agent.destroy(),
+  };
+}
+
+test('HEAD, 204 and 304 answers carry no body, and the same upstream connection serves every request after them', async (t) => {
+  const up = await startScripted((path, s) => {
+    if (path === '/head') s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n');
+    else if (path === '/204') s.write('HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n');
+    else if (path === '/304') s.write('HTTP/1.1 304 Not Modified\r\netag: "x"\r\n\r\n');
+    else s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello');
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const client = keptAliveClient(proxy.httpsPort, pki.caPem);
+  t.after(() => client.close());
+  assert.deepEqual(await client.request('HEAD', '/head'), { status: 200, body: '' });
+  assert.deepEqual(await client.request('GET', '/204'), { status: 204, body: '' });
+  assert.deepEqual(await client.request('GET', '/304'), { status: 304, body: '' });
+  assert.deepEqual(await client.request('GET', '/ok'), { status: 200, body: 'hello' });
+  assert.equal(up.connections(), 1, 'the bodiless answers left the upstream connection reusable');
+});
+
+test('100 Continue and 103 Early Hints from the upstream are passed over and the final response is forwarded', async (t) => {
+  const up = await startScripted((_path, s) => {
+    s.write('HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n');
+    setTimeout(() => s.write('HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-final: yes\r\n\r\ndone'), 20);
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const r = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/' });
+  assert.equal(r.status, 201);
+  assert.equal(r.headers['x-final'], 'yes');
+  assert.equal(r.text, 'done');
+});
+
+test('a body delimited by the upstream closing the connection arrives whole, over HTTP/1.1 and HTTP/2', async (t) => {
+  const body = 'x'.repeat(70_000);
+  const up = await startScripted((_path, s) => {
+    s.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n');
+    s.write(body.slice(0, 30_000));
+    setTimeout(() => s.end(body.slice(30_000)), 20);
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/' });
+  assert.equal(r1.status, 200);
+  assert.equal(r1.text, body);
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r2 = await h2Request(session, { path: '/' });
+  assert.equal(r2.status, 200);
+  assert.equal(r2.text, body);
+});
+
+test('a chunked response with 40 headers, its head written a few bytes at a time, arrives whole with its trailers', async (t) => {
+  const many = Array.from({ length: 40 }, (_, i) => `x-h${i}: v${i}\r\n`).join('');
+  const wire = `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n${many}\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc123\r\n\r\n`;
+  const up = await startScripted((_path, s) => {
+    void (async () => {
+      for (let i = 0; i < wire.length; i += 7) {
+        s.write(wire.slice(i, i + 7));
+        await delay(1);
+      }
+    })();
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r = await h2Request(session, { path: '/' });
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'hello world');
+  for (let i = 0; i < 40; i++) assert.equal(r.headers[`x-h${i}`], `v${i}`, `header x-h${i}`);
+  assert.equal(r.trailers['x-checksum'], 'abc123');
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/' });
+  assert.equal(r1.text, 'hello world');
+  assert.equal(r1.headers['x-h39'], 'v39');
+});
+
+test('request bodies without a length (chunked HTTP/1.1, HTTP/2 without content-length) reach the upstream chunked and whole; one with a length keeps it', async (t) => {
+  const seen: { te: string | undefined; cl: string | undefined; sha: string }[] = [];
+  const server = http.createServer((req, res) => {
+    const h = createHash('sha256');
+    req.on('data', (c: Buffer) => h.update(c));
+    req.on('end', () => {
+      seen.push({ te: req.headers['transfer-encoding'], cl: req.headers['content-length'], sha: h.digest('hex') });
+      res.end('ok');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const { pki, proxy } = await proxyTo(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const payload = Buffer.alloc(300_000, 'abcdefgh');
+  const sha = createHash('sha256').update(payload).digest('hex');
+
+  // HTTP/1.1, chunked.
+  const chunked = await new Promise<number>((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: proxy.httpsPort, method: 'POST', path: '/', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST, 'transfer-encoding': 'chunked' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.write(payload.subarray(0, 100_000));
+    setTimeout(() => req.end(payload.subarray(100_000)), 20);
+  });
+  assert.equal(chunked, 200);
+  // HTTP/2 without content-length.
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r2 = await h2Request(session, { path: '/', method: 'POST', body: payload });
+  assert.equal(r2.status, 200);
+  // HTTP/1.1 with content-length.
+  const r3 = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/', method: 'POST', body: payload });
+  assert.equal(r3.status, 200);
+
+  assert.deepEqual(seen, [
+    { te: 'chunked', cl: undefined, sha },
+    { te: 'chunked', cl: undefined, sha },
+    { te: undefined, cl: String(payload.length), sha },
+  ]);
+});
+
+test('bytes after a complete response retire the connection: the next request goes over a new one and both are answered', async (t) => {
+  let n = 0;
+  const up = await startScripted((_path, s) => {
+    n++;
+    s.write(n === 1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nonestray bytes' : 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo');
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const client = keptAliveClient(proxy.httpsPort, pki.caPem);
+  t.after(() => client.close());
+  assert.deepEqual(await client.request('GET', '/1'), { status: 200, body: 'one' });
+  await delay(50);
+  assert.deepEqual(await client.request('GET', '/2'), { status: 200, body: 'two' });
+  assert.equal(up.connections(), 2);
+});
+
+test('a malformed upstream response gets 502 with a log line naming the parser error, and the proxy keeps serving', async (t) => {
+  const up = await startScripted((path, s) => {
+    if (path === '/bad') s.write('HTTP/1.1 2x0 OK\r\n\r\n');
+    else s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const bad = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/bad' });
+  assert.equal(bad.status, 502);
+  assert.ok(
+    proxy.logs.some((l) => typeof l.detail === 'string' && /HPE_/.test(l.detail)),
+    'a log line names the llhttp error',
+  );
+  const good = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/good' });
+  assert.equal(good.text, 'ok');
+});
+
+test('an idle upstream connection is closed by Portico after the 4 s keep-alive timeout', { timeout: 15_000 }, async (t) => {
+  const up = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem })).text, 'ok');
+  await delay(2500);
+  assert.equal(up.closed(), 0, 'still open after 2.5 s');
+  const deadline = Date.now() + 4000;
+  while (up.closed() === 0 && Date.now() < deadline) await delay(100);
+  assert.equal(up.closed(), 1, 'closed by Portico within about 5 s of going idle');
+});
