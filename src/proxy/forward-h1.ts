@@ -9,7 +9,7 @@ import type { ErrorCode } from '../errors.js';
 import type { UpstreamError } from '../upstream/h1-connection.js';
 import type { Target } from '../upstream/target.js';
 import type { ClientRequest, Exchange } from './exchange.js';
-import { buildResponseHeaders } from './forward-headers.js';
+import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget, RETRYABLE } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
 
@@ -67,7 +67,8 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
     return false;
   }
   ex.status = statusCode;
-  const headers = buildResponseHeaders(pairsToHeaders(pairs), ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+  // HTTP/1.1 clients take the pairs as they are; HTTP/2 folds repeated single-value headers, so it gets the object form.
+  const headers = ex.h2 ? buildResponseHeaders(pairsToHeaders(pairs), ex.plan.sendVia ? '2' : undefined) : buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
   try {
     (res as ServerResponse).writeHead(statusCode, headers);
   } catch (err) {

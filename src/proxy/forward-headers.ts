@@ -117,3 +117,38 @@ export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undef
   }
   return out;
 }
+
+/**
+ * The response headers for an HTTP/1.1 client, straight from the upstream's header pairs to the
+ * flat [name, value, …] list `writeHead` takes: one pass, no header object, names as the upstream
+ * wrote them, repeated headers kept as separate lines. Hot path.
+ */
+export function buildResponsePairs(pairs: string[], via: string | undefined): string[] {
+  const n = pairs.length;
+  let listed: Set<string> | undefined;
+  let prevVia: string | undefined;
+  const lower: string[] = new Array<string>(n >> 1);
+  for (let i = 0; i < n; i += 2) {
+    const name = (pairs[i] as string).toLowerCase();
+    lower[i >> 1] = name;
+    if (name === 'connection') {
+      const tokens = connectionTokens(pairs[i + 1]);
+      if (tokens !== undefined) {
+        listed ??= new Set();
+        for (const t of tokens) listed.add(t);
+      }
+    } else if (name === 'via' && via !== undefined) {
+      prevVia = prevVia === undefined ? pairs[i + 1] : `${prevVia}, ${pairs[i + 1]}`;
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < n; i += 2) {
+    const name = lower[i >> 1] as string;
+    if (DROP_RESPONSE.has(name)) continue;
+    if (listed !== undefined && listed.has(name)) continue;
+    if (via !== undefined && name === 'via') continue;
+    out.push(pairs[i] as string, pairs[i + 1] as string);
+  }
+  if (via !== undefined) out.push('via', prevVia === undefined ? `${via} portico` : `${prevVia}, ${via} portico`);
+  return out;
+}

@@ -1,8 +1,8 @@
 /**
  * Opening one request to an HTTP/2 target through http2-wrapper, which gives
  * an object with node:http ClientRequest's shape ('response', 'error',
- * write/end, setTimeout, destroy). HTTP/1.1 targets go through undici
- * (proxy/dispatch-h1.ts).
+ * write/end, setTimeout, destroy). HTTP/1.1 targets go through their H1Pool
+ * (proxy/forward-h1.ts).
  */
 import type http from 'node:http';
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -26,7 +26,7 @@ export function openUpstreamRequest(
     case 'h1':
     case 'h1-tls':
     case 'auto-tls':
-      throw new Error(`openUpstreamRequest is for HTTP/2 targets; ${target.url} is dispatched through its undici pool`);
+      throw new Error(`openUpstreamRequest is for HTTP/2 targets; ${target.url} is served by its HTTP/1.1 pool`);
     case 'h2-tls': {
       headers[':authority'] = headers.host;
       delete headers.host;
