@@ -18,9 +18,8 @@ export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' =
   if (pretty) {
     return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
-  // Lines are written in batches of 4 KiB off the request path; a timer writes out a partial batch
-  // within 250 ms, so a quiet proxy's lines (startup, errors) are never held back.
-  const logger = pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }));
-  setInterval(() => logger.flush(), 250).unref();
-  return logger;
+  // Lines are written in batches of 4 KiB off the request path; sonic-boom's periodic flush writes
+  // out a partial batch within 250 ms, so a quiet proxy's lines (startup, errors) are never held
+  // back. (pino's logger.flush() would also fsync the output four times a second.)
+  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 250 }));
 }
