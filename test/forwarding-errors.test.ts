@@ -192,6 +192,25 @@ test('an upstream whose backlog is full (connect never completes) gets 504 after
   assert.ok(ms >= 280 && ms < 3000, `answered after ${Math.round(ms)} ms`);
 });
 
+for (const protocol of ['auto', 'http1'] as const) {
+  test(`an https target (protocol ${protocol}) that accepts the connection but never completes the TLS handshake gets 504 after connectTimeout`, async (t) => {
+    const silent = net.createServer((socket) => socket.on('error', () => {}));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    t.after(() => {
+      silent.close();
+    });
+    const url = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const { pki, proxy } = await proxyWith(t, [{ path: '/', upstream: { targets: [url], protocol, connectTimeout: '300ms', responseTimeout: '10s' } }]);
+    const started = performance.now();
+    const r = await h1Request({ port: proxy.httpsPort, sni: 'err.test', path: '/', ca: pki.caPem });
+    const ms = performance.now() - started;
+    assert.equal(r.status, 504);
+    assert.equal(r.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
+    assert.ok(ms >= 280 && ms < 3000, `answered after ${Math.round(ms)} ms`);
+  });
+}
+
 test('a path no route covers gets 404 without touching any upstream', async (t) => {
   const up = await startUpstream();
   t.after(() => up.close());

@@ -117,7 +117,8 @@ export function forward(ex: Exchange, target: Target): void {
       () => forward2(ex, target),
       (err: Error) => {
         ex.errorDetail = err.message;
-        fail(ex, 'PORTICO_UPSTREAM_UNREACHABLE', `${target.url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+        const code = (err as NodeJS.ErrnoException).code;
+        fail(ex, code === 'PORTICO_CONNECT_TIMEOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE', `${target.url}: ${code ?? err.message}`);
       },
     );
     return;

@@ -47,8 +47,12 @@ export class Target {
   #preparing: Promise<void> | undefined;
   #closed = false;
 
+  /** How long a connection (and the ALPN probe of an "auto" target) may take. */
+  readonly connectTimeoutMs: number;
+
   constructor(key: string, url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000) {
     this.key = key;
+    this.connectTimeoutMs = connectTimeoutMs;
     this.url = `${url.protocol}//${url.host}`;
     this.hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const secure = url.protocol === 'https:';
@@ -131,6 +135,12 @@ export class Target {
         socket.destroy();
       });
       socket.on('error', reject);
+      // A target that never answers fails its first requests after connectTimeout, like any connection.
+      if (this.connectTimeoutMs > 0) {
+        socket.setTimeout(this.connectTimeoutMs, () =>
+          socket.destroy(Object.assign(new Error(`no TLS handshake within ${this.connectTimeoutMs} ms`), { code: 'PORTICO_CONNECT_TIMEOUT' })),
+        );
+      }
     });
   }
 
