@@ -9,7 +9,17 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { HTTPParser, kOnBody, kOnHeaders, kOnHeadersComplete, kOnMessageComplete, type NodeHttpParser } from './llhttp.js';
+import {
+  HTTPParser,
+  kOnBody,
+  kOnExecute,
+  kOnHeaders,
+  kOnHeadersComplete,
+  kOnMessageBegin,
+  kOnMessageComplete,
+  type ConsumableSocket,
+  type NodeHttpParser,
+} from './llhttp.js';
 import type { H1Pool } from './h1-pool.js';
 
 /** Receives one upstream response. */
@@ -83,6 +93,8 @@ export class H1Connection {
   bodyLeft = -1;
   /** The response completed inside the current read: back to the pool once the read is parsed. */
   done = false;
+  /** Bytes followed the complete response in the same read. */
+  stray = false;
   #responseTimeoutMs = 0;
 
   // Listeners bound once per connection.
@@ -105,7 +117,8 @@ export class H1Connection {
     socket.setNoDelay(true);
     if (connectTimeoutMs > 0) socket.setTimeout(connectTimeoutMs);
     socket.on(pool.secure ? 'secureConnect' : 'connect', this.onConnect.bind(this));
-    socket.on('data', this.onSocketData.bind(this));
+    slots[kOnMessageBegin] = parserOnMessageBegin;
+    slots[kOnExecute] = parserOnExecute;
     socket.on('end', this.onSocketEnd.bind(this));
     socket.on('error', this.onSocketError.bind(this));
     socket.on('close', this.onSocketClose.bind(this));
@@ -146,6 +159,7 @@ export class H1Connection {
     }
     this.handler = handler;
     this.keepAlive = true;
+    this.stray = false;
     this.isHead = method === 'HEAD';
     this.gotBytes = false;
     this.headersDone = false;
@@ -174,7 +188,7 @@ export class H1Connection {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    if (!this.closed) this.socket.resume();
+    if (!this.closed) (this.socket as unknown as ConsumableSocket)._handle?.readStart();
   }
 
   /** The handler gives up on the exchange (client gone, answered already): the connection is closed, no more callbacks. */
@@ -194,6 +208,10 @@ export class H1Connection {
 
   private onConnect(): void {
     this.connected = true;
+    // The parser reads the socket in C++ from here on, into node:http's shared read buffer: no
+    // buffer per read and no 'data' event (S4 measured 0.88× the CPU per MiB of 'data' + execute()).
+    const handle = (this.socket as unknown as ConsumableSocket)._handle;
+    if (handle !== null) this.parser.consume(handle);
     const t = this.#responseTimeoutMs > 0 ? this.#responseTimeoutMs : 0;
     if (t !== this.timeoutMs) {
       this.timeoutMs = t;
@@ -240,19 +258,19 @@ export class H1Connection {
     if (src !== null && src.isPaused()) src.resume();
   }
 
-  private onSocketData(data: Buffer): void {
-    if (this.handler === null) {
-      // Bytes on an idle connection: not a response to anything; the connection can't be trusted.
-      this.close();
-      return;
-    }
-    this.gotBytes = true;
-    const r = this.parser.execute(data);
+  /** After the parser read and parsed one chunk from the socket. */
+  onExecuted(r: number | Error): void {
+    (this.socket as unknown as ConsumableSocket)._unrefTimer();
     if (this.done) {
       // Released only now, so bytes after the response in this read can't reach the next exchange.
       this.done = false;
-      if (r === data.length && this.keepAlive && !this.closed) this.pool.release(this);
+      if (this.keepAlive && !this.stray && !this.closed && !(r instanceof Error)) this.pool.release(this);
       else this.close();
+      return;
+    }
+    if (this.handler === null) {
+      // Bytes on an idle connection: not a response to anything; the connection can't be trusted.
+      this.close();
       return;
     }
     if (r instanceof Error) {
@@ -270,7 +288,7 @@ export class H1Connection {
   pauseResponse(): void {
     if (this.paused || this.closed) return;
     this.paused = true;
-    this.socket.pause();
+    (this.socket as unknown as ConsumableSocket)._handle?.readStop();
   }
 
   private onSocketEnd(): void {
@@ -327,7 +345,7 @@ export class H1Connection {
     this.reused = true;
     if (this.paused) {
       this.paused = false;
-      if (!this.closed) this.socket.resume();
+      if (!this.closed) (this.socket as unknown as ConsumableSocket)._handle?.readStart();
     }
     this.done = true;
     h.onUpstreamEnd(last, trailers);
@@ -335,10 +353,21 @@ export class H1Connection {
 }
 
 function closeParser(p: NodeHttpParser): void {
+  p.unconsume();
   p.close();
 }
 
 // Parser callbacks: `this` is the parser, which points back at its connection.
+
+function parserOnExecute(this: OwnedParser, r: number | Error): void {
+  this.conn.onExecuted(r);
+}
+
+function parserOnMessageBegin(this: OwnedParser): void {
+  const c = this.conn;
+  if (c.done || c.handler === null) c.stray = true;
+  else c.gotBytes = true;
+}
 
 function parserOnHeaders(this: OwnedParser, headers: string[]): void {
   const c = this.conn;

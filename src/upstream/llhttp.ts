@@ -17,6 +17,9 @@ export interface NodeHttpParser {
   initialize(type: number, resource: object, maxHeaderSize?: number, lenient?: number): void;
   /** Parses a chunk; returns the bytes consumed, or an Error with an `HPE_*` code. */
   execute(data: Buffer): number | Error;
+  /** Makes the parser read `handle` directly in C++, into one shared buffer (how node:http's server reads); results arrive through kOnExecute. */
+  consume(handle: object): void;
+  unconsume(): void;
   /** Signals end of input (a close-delimited body ends here); an Error if a message was cut short. */
   finish(): number | Error | undefined;
   close(): void;
@@ -29,7 +32,9 @@ interface HTTPParserClass {
   readonly kOnHeaders: number;
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
+  readonly kOnMessageBegin: number;
   readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
 }
 
 function loadParser(): HTTPParserClass {
@@ -43,6 +48,9 @@ function loadParser(): HTTPParserClass {
     typeof P.kOnHeadersComplete === 'number' &&
     typeof P.kOnBody === 'number' &&
     typeof P.kOnMessageComplete === 'number' &&
+    typeof P.kOnMessageBegin === 'number' &&
+    typeof P.kOnExecute === 'number' &&
+    typeof P.prototype?.consume === 'function' &&
     typeof P.prototype?.execute === 'function';
   if (!ok) {
     throw new Error(
@@ -57,3 +65,17 @@ export const kOnHeaders = HTTPParser.kOnHeaders;
 export const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
 export const kOnBody = HTTPParser.kOnBody;
 export const kOnMessageComplete = HTTPParser.kOnMessageComplete;
+export const kOnMessageBegin = HTTPParser.kOnMessageBegin;
+export const kOnExecute = HTTPParser.kOnExecute;
+
+/** The native stream handle under a net.Socket or TLSSocket, as node:http's server drives it when its parser consumes the socket. */
+export interface StreamHandle {
+  readStart(): number;
+  readStop(): number;
+}
+
+/** A socket's handle and its timeout refresh: a consumed socket emits no 'data', so its idle timer must be refreshed by hand, as node:http's server does. */
+export interface ConsumableSocket {
+  readonly _handle: StreamHandle | null;
+  _unrefTimer(): void;
+}
