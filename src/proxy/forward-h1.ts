@@ -5,13 +5,13 @@
  * failures mapped to statuses, safe retries.
  */
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import type { ErrorCode } from '../errors.js';
 import type { UpstreamError } from '../upstream/h1-connection.js';
 import type { Target } from '../upstream/target.js';
 import type { ClientRequest, Exchange } from './exchange.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
-import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget, RETRYABLE } from './handle-request.js';
+import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
+import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 /** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -84,10 +84,6 @@ export function onClientDrain(this: Exchange): void {
   this.upstreamConn?.resume();
 }
 
-const H1_UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
-const H1_TIMEOUT = new Set(['PORTICO_CONNECT_TIMEOUT', 'PORTICO_RESPONSE_TIMEOUT']);
-const H1_CLIENT_FAULT = new Set(['PORTICO_INVALID_REQUEST_HEAD', 'PORTICO_BODY_LENGTH_MISMATCH']);
-
 export function onH1Error(ex: Exchange, err: UpstreamError): void {
   const code = err.code;
   const target = ex.target!;
@@ -113,7 +109,6 @@ export function onH1Error(ex: Exchange, err: UpstreamError): void {
     ex.attempts--;
     return forward(ex, target);
   }
-  if (H1_CLIENT_FAULT.has(code)) return fail(ex, 'PORTICO_BAD_REQUEST', err.message);
-  const errCode: ErrorCode = H1_TIMEOUT.has(code) ? 'PORTICO_UPSTREAM_TIMEOUT' : H1_UNREACHABLE.has(code) ? 'PORTICO_UPSTREAM_UNREACHABLE' : 'PORTICO_UPSTREAM_FAILED';
-  fail(ex, errCode, `${target.url}: ${code}`);
+  const errCode = upstreamErrorCode(code);
+  fail(ex, errCode, errCode === 'PORTICO_BAD_REQUEST' ? err.message : `${target.url}: ${code}`);
 }

@@ -17,6 +17,7 @@ import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
+import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -118,7 +119,7 @@ export function forward(ex: Exchange, target: Target): void {
       (err: Error) => {
         ex.errorDetail = err.message;
         const code = (err as NodeJS.ErrnoException).code;
-        fail(ex, code === 'PORTICO_CONNECT_TIMEOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE', `${target.url}: ${code ?? err.message}`);
+        fail(ex, code === undefined ? 'PORTICO_UPSTREAM_UNREACHABLE' : upstreamErrorCode(code), `${target.url}: ${code ?? err.message}`);
       },
     );
     return;
@@ -203,8 +204,6 @@ function onUpstreamTimeout(this: Exchange): void {
   this.upstreamReq?.destroy(Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
 }
 
-export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
-
 function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const ex = this;
   if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
@@ -231,11 +230,7 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
     return;
   }
   if (ex.res.destroyed) return; // client went away first; nothing to answer
-  const errCode: ErrorCode = ex.timedOut
-    ? 'PORTICO_UPSTREAM_TIMEOUT'
-    : RETRYABLE.has(code) || code === 'ENOTFOUND' || code === 'EAI_AGAIN'
-      ? 'PORTICO_UPSTREAM_UNREACHABLE'
-      : 'PORTICO_UPSTREAM_FAILED';
+  const errCode: ErrorCode = ex.timedOut ? 'PORTICO_UPSTREAM_TIMEOUT' : upstreamErrorCode(code);
   fail(ex, errCode, `${target.url}: ${code}`);
 }
 

@@ -1,0 +1,20 @@
+/**
+ * One table from an upstream failure's code to the status Portico answers
+ * with, for every transport (HTTP/1.1 pool, HTTP/2 client, the ALPN probe).
+ */
+import type { ErrorCode } from '../errors.js';
+
+/** Failures where the request never reached the upstream: a body-less request may go to the next target. */
+export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+const UNREACHABLE = new Set([...RETRYABLE, 'ENOTFOUND', 'EAI_AGAIN']);
+const TIMEOUT = new Set(['PORTICO_CONNECT_TIMEOUT', 'PORTICO_RESPONSE_TIMEOUT']);
+const CLIENT_FAULT = new Set(['PORTICO_INVALID_REQUEST_HEAD', 'PORTICO_BODY_LENGTH_MISMATCH']);
+
+/** The answer for an upstream failure before its response started. */
+export function upstreamErrorCode(code: string): ErrorCode {
+  if (TIMEOUT.has(code)) return 'PORTICO_UPSTREAM_TIMEOUT';
+  if (UNREACHABLE.has(code)) return 'PORTICO_UPSTREAM_UNREACHABLE';
+  if (CLIENT_FAULT.has(code)) return 'PORTICO_BAD_REQUEST';
+  return 'PORTICO_UPSTREAM_FAILED';
+}
