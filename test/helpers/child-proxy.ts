@@ -2,12 +2,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { freePort } from './net.js';
+import { freePort, waitForPort } from './net.js';
 import type { TestPki } from './proxy.js';
 
 /** dist/src/main.js, next to this file's compiled copy in dist/test/helpers. */
@@ -70,16 +68,7 @@ export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
     proc.once('exit', (code, signal) => resolve(code ?? signal ?? -1));
   });
   // The CLI's logger buffers stdout (4 KiB), so "listening" may not show yet: poll the port instead.
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 10_000);
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`portico exited (${proc.exitCode ?? proc.signalCode}) before listening; stderr:\n${stderr}`);
-    if (await canConnect(httpsPort)) break;
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`portico did not listen within ${opts.startTimeoutMs ?? 10_000} ms; stderr:\n${stderr}`);
-    }
-    await delay(50);
-  }
+  await waitForPort(httpsPort, proc, 'portico', opts.startTimeoutMs ?? 10_000, () => stderr);
   const pid = proc.pid!;
   return {
     proc,
@@ -96,15 +85,4 @@ export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
       clearTimeout(timer);
     },
   };
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

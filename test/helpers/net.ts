@@ -4,7 +4,9 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 
 /** A port that was free a moment ago on 127.0.0.1. */
 export async function freePort(): Promise<number> {
@@ -146,5 +148,33 @@ export function h2Request(
     });
     stream.on('error', reject);
     stream.end(opts.body);
+  });
+}
+
+/**
+ * Waits until `port` on 127.0.0.1 accepts a TCP connection. Fails at once if `proc` exits first,
+ * and kills it if the port stays closed for `timeoutMs`; `stderr()` goes into either message.
+ */
+export async function waitForPort(port: number, proc: ChildProcess, what: string, timeoutMs: number, stderr: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}) before listening on ${port}; stderr:\n${stderr()}`);
+    if (await canConnect(port)) return;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms; stderr:\n${stderr()}`);
+    }
+    await delay(20);
+  }
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
   });
 }

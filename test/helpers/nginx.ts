@@ -2,12 +2,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
-import { freePort } from './net.js';
+import { freePort, waitForPort } from './net.js';
 
 const NGINX_CANDIDATES = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx'];
 
@@ -87,16 +85,7 @@ http {
   proc.stderr!.on('data', (c: Buffer) => {
     stderr += c.toString();
   });
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}: ${stderr}`);
-    if (await canConnect(port)) break;
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`nginx did not listen on ${port}: ${stderr}`);
-    }
-    await delay(20);
-  }
+  await waitForPort(port, proc, 'nginx', 5000, () => stderr);
   return {
     port,
     url: `http://127.0.0.1:${port}`,
@@ -111,15 +100,4 @@ http {
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
