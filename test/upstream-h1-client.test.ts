@@ -250,3 +250,36 @@ test('an idle upstream connection is closed by Portico after the 4 s keep-alive 
   while (up.closed() === 0 && Date.now() < deadline) await delay(100);
   assert.equal(up.closed(), 1, 'closed by Portico within about 5 s of going idle');
 });
+
+test("an upstream's Keep-Alive: timeout hint shortens how long its idle connections are reused; without one they are reused", async (t) => {
+  const short = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nKeep-Alive: timeout=2\r\n\r\nok'));
+  const plain = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  t.after(() => Promise.all([short.close(), plain.close()]));
+  const pki = await makePki();
+  const cert = await pki.issue('h1c', [HOST]);
+  const proxy = await startProxy(pki, {
+    hosts: {
+      [HOST]: {
+        tls: cert,
+        routes: [
+          { path: '/short', upstream: short.url },
+          { path: '/plain', upstream: plain.url },
+        ],
+      },
+    },
+  });
+  t.after(async () => {
+    await proxy.stop();
+    await pki.cleanup();
+  });
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path });
+  assert.equal((await get('/short')).text, 'ok');
+  assert.equal((await get('/plain')).text, 'ok');
+  await delay(1300);
+  assert.equal((await get('/short')).text, 'ok');
+  assert.equal((await get('/plain')).text, 'ok');
+  // timeout=2 leaves 1 s of reuse: after 1.3 s idle the first connection is not used again.
+  assert.equal(short.connections(), 2, 'a connection idle past the hint minus 1 s was reused');
+  assert.equal(plain.connections(), 1, 'without a hint the connection is kept for 4 s');
+});
+

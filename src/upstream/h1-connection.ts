@@ -51,6 +51,9 @@ export class UpstreamError extends Error {
   }
 }
 
+/** How long an idle upstream connection is kept at most: below the 5 s of Node's own server and the 60–75 s of nginx; shorter when the upstream's Keep-Alive header asks. */
+export const KEEP_ALIVE_MS = 4000;
+
 /** A header value or path that would split the request head. */
 const UNSAFE_VALUE = /[\r\n\0]/;
 const UNSAFE_PATH = /[\x00-\x20\x7f]/;
@@ -69,8 +72,10 @@ export class H1Connection {
   /** Set once the socket is open. */
   connected = false;
   closed = false;
-  /** When it went back to the pool (performance.now()). */
-  idleSince = 0;
+  /** Until when it may be reused from the pool (performance.now()). */
+  idleDeadline = 0;
+  /** How long it may stay idle: the pool's keep-alive, shortened by the upstream's `Keep-Alive: timeout` hint. */
+  keepAliveMs: number;
   /** The socket timeout in force: the connect timeout, then the response timeout of the exchange. */
   timeoutMs: number;
 
@@ -105,6 +110,7 @@ export class H1Connection {
     this.pool = pool;
     this.socket = socket;
     this.timeoutMs = connectTimeoutMs;
+    this.keepAliveMs = KEEP_ALIVE_MS;
     const parser = new HTTPParser() as OwnedParser;
     parser.initialize(HTTPParser.RESPONSE, {}, 0, 0);
     parser.conn = this;
@@ -357,6 +363,23 @@ function closeParser(p: NodeHttpParser): void {
   p.close();
 }
 
+const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i;
+
+/**
+ * How long a connection may stay idle after this response: the pool's keep-alive, or one second
+ * less than the upstream's `Keep-Alive: timeout=N` if that is shorter, so Portico drops the
+ * connection before the upstream does (0: don't keep it).
+ */
+function keepAliveHint(pairs: string[]): number {
+  for (let i = 0; i < pairs.length; i += 2) {
+    const name = pairs[i] as string;
+    if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+    const m = KEEP_ALIVE_TIMEOUT.exec(pairs[i + 1] as string);
+    if (m !== null) return Math.max(0, Math.min(KEEP_ALIVE_MS, Number(m[1]) * 1000 - 1000));
+  }
+  return KEEP_ALIVE_MS;
+}
+
 // Parser callbacks: `this` is the parser, which points back at its connection.
 
 function parserOnExecute(this: OwnedParser, r: number | Error): void {
@@ -406,7 +429,9 @@ function parserOnHeadersComplete(
   }
   c.headersDone = true;
   c.keepAlive = shouldKeepAlive;
-  h.onUpstreamHeaders(statusCode, all ?? []);
+  const pairs = all ?? [];
+  if (shouldKeepAlive) c.keepAliveMs = keepAliveHint(pairs);
+  h.onUpstreamHeaders(statusCode, pairs);
   return c.isHead ? 1 : 0;
 }
 

@@ -1,15 +1,13 @@
 /**
  * The keep-alive pool of one HTTP/1.1 target: idle connections on a stack (the
  * most recently used first, so the rest can time out), a new connection when
- * none is idle, and a sweep that closes connections idle for longer than the
- * keep-alive timeout, before the upstream closes them itself.
+ * none is idle, and a sweep that closes connections idle past their deadline
+ * (the keep-alive timeout, or the upstream's shorter hint), before the
+ * upstream closes them itself. A connection past its deadline is never reused.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { H1Connection } from './h1-connection.js';
-
-/** How long an idle upstream connection is kept: below the 5 s of Node's own server and the 60–75 s of nginx. */
-export const KEEP_ALIVE_MS = 4000;
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -37,17 +35,20 @@ export class H1Pool {
   /** An idle connection, or a new one (its socket connects in the background; the request is queued on it). */
   acquire(): H1Connection {
     const idle = this.#idle;
+    const now = performance.now();
     while (idle.length > 0) {
       const c = idle.pop()!;
-      if (!c.closed) return c;
+      if (c.closed) continue;
+      if (now < c.idleDeadline) return c;
+      c.close(); // idle too long: the upstream may be closing it right now
     }
     return this.#connect();
   }
 
   /** Takes a connection back after a complete exchange. */
   release(c: H1Connection): void {
-    if (this.#closed) return c.close();
-    c.idleSince = performance.now();
+    if (this.#closed || c.keepAliveMs <= 0) return c.close();
+    c.idleDeadline = performance.now() + c.keepAliveMs;
     this.#idle.push(c);
     this.#sweep ??= setInterval(this.#sweepIdle.bind(this), 1000).unref();
   }
@@ -90,10 +91,14 @@ export class H1Pool {
 
   #sweepIdle(): void {
     const idle = this.#idle;
-    const cutoff = performance.now() - KEEP_ALIVE_MS;
-    let n = 0;
-    while (n < idle.length && idle[n]!.idleSince < cutoff) n++;
-    for (const c of idle.splice(0, n)) c.close();
+    const now = performance.now();
+    for (let i = idle.length - 1; i >= 0; i--) {
+      const c = idle[i]!;
+      if (c.idleDeadline <= now) {
+        idle.splice(i, 1);
+        c.close();
+      }
+    }
     if (idle.length === 0 && this.#sweep !== undefined) {
       clearInterval(this.#sweep);
       this.#sweep = undefined;
