@@ -309,6 +309,8 @@ export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise
       [BENCH_HOST]: {
         tls: { cert: ws.certFile, key: ws.keyFile },
         routes: [{ path: '/', upstream: `http://${upstream}` }],
+        // S5 proxies plain HTTP; by default Portico's plain listener only redirects to https.
+        plainHttp: 'serve',
       },
     },
     log: { level: 'warn', access: false },

@@ -9,13 +9,13 @@ type Upstream = Awaited<ReturnType<typeof startUpstream>>;
 let pki: TestPki;
 let proxy: TestProxy;
 let deadPort: number;
-const up: Record<'root' | 'api' | 'apiV2' | 'strip' | 'add' | 'target' | 'literal' | 'rr1' | 'rr2' | 'only', Upstream> = {} as never;
+const up: Record<'root' | 'api' | 'apiV2' | 'strip' | 'add' | 'target' | 'literal' | 'rr1' | 'rr2' | 'only' | 'plain', Upstream> = {} as never;
 
 before(async () => {
   pki = await makePki();
-  for (const k of ['root', 'api', 'apiV2', 'strip', 'add', 'target', 'literal', 'rr1', 'rr2', 'only'] as const) up[k] = await startUpstream();
+  for (const k of ['root', 'api', 'apiV2', 'strip', 'add', 'target', 'literal', 'rr1', 'rr2', 'only', 'plain'] as const) up[k] = await startUpstream();
   deadPort = await freePort(); // nothing listens here: connections are refused
-  const cert = await pki.issue('r', ['r.test', 'api-only.test']);
+  const cert = await pki.issue('r', ['r.test', 'api-only.test', 'plain.test']);
   proxy = await startProxy(pki, {
     hosts: {
       'r.test': {
@@ -35,6 +35,7 @@ before(async () => {
         ],
       },
       'api-only.test': { tls: cert, routes: [{ path: '/api', upstream: up.api.url }] },
+      'plain.test': { tls: cert, plainHttp: 'serve', routes: [{ path: '/', upstream: up.plain.url }] },
     },
   });
 });
@@ -177,3 +178,22 @@ test('the plain HTTP listener answers 404 for a host it does not serve', async (
   assert.equal(res.location, undefined);
   assert.equal((await plainGet('/x', '[::1]')).status, 404);
 });
+
+test('a host with plainHttp "serve" is proxied by the plain HTTP listener with X-Forwarded-Proto http, and over https as before', async () => {
+  const res = await plainGet('/p?q=1', 'plain.test');
+  assert.equal(res.status, 200);
+  assert.equal(res.location, undefined);
+  const seen = up.plain.seen.at(-1)!;
+  assert.equal(seen.url, '/p?q=1');
+  assert.equal(seen.headers.host, 'plain.test');
+  assert.equal(seen.headers['x-forwarded-proto'], 'http');
+  assert.equal(seen.headers['x-forwarded-host'], 'plain.test');
+  const tls = await get('/p', 'plain.test');
+  assert.equal(tls.status, 200);
+  assert.equal(up.plain.seen.at(-1)!.headers['x-forwarded-proto'], 'https');
+  // Hosts left at the default still only redirect, and nothing reaches their upstream.
+  const before = up.root.seen.length;
+  assert.equal((await plainGet('/p', 'r.test')).status, 308);
+  assert.equal(up.root.seen.length, before);
+});
+

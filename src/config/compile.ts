@@ -147,6 +147,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       certId,
       acme,
       sharing: host.connectionSharing === 'same-certificate',
+      servePlain: host.plainHttp === 'serve',
       routes,
       sharedNames: [],
     };

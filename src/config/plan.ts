@@ -38,6 +38,8 @@ export interface HostPlan {
   readonly acme: boolean;
   /** Whether connectionSharing is "same-certificate". */
   readonly sharing: boolean;
+  /** Whether plainHttp is "serve": the plain HTTP listener proxies this host instead of redirecting. */
+  readonly servePlain: boolean;
   /** Routes by exact path prefix (no trailing slash except "/"). */
   readonly routes: ReadonlyMap<string, RoutePlan>;
   /** Other names served on a connection made for this host (ORIGIN frame). */

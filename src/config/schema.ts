@@ -141,6 +141,10 @@ const HostEntry = z
       .enum(['strict', 'same-certificate'])
       .default('strict')
       .describe('"strict": every request\'s Host must equal the TLS server name of its connection, else 421. "same-certificate": a request may also use a connection opened for another name served by the same certificate file whose host also allows sharing (HTTP/2 connection coalescing, RFC 9113 §9.1.1).'),
+    plainHttp: z
+      .enum(['redirect', 'serve'])
+      .default('redirect')
+      .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
   })
   .describe('A site: its names, certificate and routes.');
 

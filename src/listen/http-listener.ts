@@ -1,13 +1,13 @@
 /**
  * The plain HTTP listener: answers ACME HTTP-01 challenges, redirects
- * configured hosts to https with 308 (same host, path and query), and gives
- * 404 to every other host.
+ * configured hosts to https with 308 (same host, path and query), proxies the
+ * hosts whose plainHttp is "serve", and gives 404 to every other host.
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { lookupHost } from '../config/plan.js';
+import { lookupHost, type Plan } from '../config/plan.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
-import type { ProxyState } from '../proxy/handle-request.js';
+import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
 export interface Http01ChallengeSource {
@@ -30,6 +30,7 @@ function plain(res: http.ServerResponse, status: number, body: string, extra?: R
 
 /** Creates the plain HTTP server (not yet listening). */
 export function createHttpListener(deps: HttpListenerDeps): http.Server {
+  const proxy = createRequestHandler(deps.state);
   const server = http.createServer({ requireHostHeader: true }, (req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith(CHALLENGE_PREFIX)) {
@@ -43,16 +44,27 @@ export function createHttpListener(deps: HttpListenerDeps): http.Server {
     }
     const plan = deps.state.plan;
     const host = normalizeHost(req.headers.host);
-    if (host === undefined || lookupHost(plan, host) === undefined) return plain(res, 404, 'Not Found: this host is not served here\n');
+    const hostPlan = host === undefined ? undefined : lookupHost(plan, host);
+    if (host === undefined || hostPlan === undefined) return plain(res, 404, 'Not Found: this host is not served here\n');
+    if (hostPlan.servePlain) return proxy(req, res);
     const hostPart = host.includes(':') ? `[${host}]` : host;
     const location = `https://${hostPart}${plan.httpsPortSuffix}${url.startsWith('/') ? url : '/'}`;
     plain(res, 308, `Permanent Redirect: ${location}\n`, { location });
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+  applyHttpLimits(server, deps.state.plan);
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     else socket.destroy();
   });
   return server;
+}
+
+/** The Plan's header size and timeouts, as on the https listener (hosts served over plain HTTP get the same limits); at start and on every reload. */
+export function applyHttpLimits(server: http.Server, plan: Plan): void {
+  const l = plan.limits;
+  // Read per connection by node:http (the https listener sets it the same way); missing from the types.
+  (server as http.Server & { maxHeaderSize: number }).maxHeaderSize = l.maxHeaderBytes;
+  server.headersTimeout = l.headersTimeoutMs;
+  server.requestTimeout = l.requestTimeoutMs;
+  server.keepAliveTimeout = l.keepAliveTimeoutMs;
 }

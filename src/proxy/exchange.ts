@@ -24,6 +24,8 @@ export class Exchange implements H1Handler {
   readonly state: ProxyState;
   readonly plan: Plan;
   readonly h2: boolean;
+  /** Came in over plain HTTP (a host with plainHttp "serve"): no TLS, so no Host/SNI check, and X-Forwarded-Proto "http". */
+  readonly plain: boolean;
   readonly start: number;
   host = '';
   connName = '';
@@ -54,6 +56,7 @@ export class Exchange implements H1Handler {
     this.state = state;
     this.plan = state.plan;
     this.h2 = req.httpVersionMajor === 2;
+    this.plain = !this.h2 && (req.socket as { encrypted?: boolean }).encrypted !== true;
     this.start = performance.now();
     this.method = req.method ?? 'GET';
   }

@@ -42,6 +42,8 @@ export interface ForwardFacts {
   /** HTTP version for Via: "1.1" or "2". */
   readonly via: string | undefined;
   readonly forwarded: boolean;
+  /** The scheme the client used: "https", or "http" on the plain listener. */
+  readonly proto: 'http' | 'https';
   /** Whether the upstream speaks HTTP/2 (TE: trailers passes through). */
   readonly upstreamH2: boolean;
 }
@@ -86,11 +88,11 @@ export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): Ou
   const prevFor = f.trusted ? joinValue(h['x-forwarded-for']) : undefined;
   out['x-forwarded-for'] = prevFor === undefined || prevFor === '' ? client : `${prevFor}, ${client}`;
   const prevProto = f.trusted ? joinValue(h['x-forwarded-proto']) : undefined;
-  out['x-forwarded-proto'] = prevProto === undefined || prevProto === '' ? 'https' : prevProto;
+  out['x-forwarded-proto'] = prevProto === undefined || prevProto === '' ? f.proto : prevProto;
   const prevHost = f.trusted ? joinValue(h['x-forwarded-host']) : undefined;
   out['x-forwarded-host'] = prevHost === undefined || prevHost === '' ? f.host : prevHost;
   if (f.forwarded) {
-    const mine = `for=${forwardedNode(client)};host="${f.host}";proto=https`;
+    const mine = `for=${forwardedNode(client)};host="${f.host}";proto=${f.proto}`;
     const prev = f.trusted ? joinValue(h.forwarded) : undefined;
     out.forwarded = prev === undefined || prev === '' ? mine : `${prev}, ${mine}`;
   }

@@ -81,8 +81,8 @@ function route(ex: Exchange): void {
   ex.host = host;
   ex.connName = connectionName(req);
   const hostPlan = lookupHost(plan, host);
-  if (!isAllowedOnConnection(plan, host, hostPlan, ex.connName)) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
-  if (hostPlan === undefined) return fail(ex, 'PORTICO_UNKNOWN_HOST');
+  if (!ex.plain && !isAllowedOnConnection(plan, host, hostPlan, ex.connName)) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
+  if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
   const url = req.url ?? '';
   if (url.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
   const r = lookupRoute(hostPlan, url);
@@ -144,6 +144,7 @@ function forward2(ex: Exchange, target: Target): void {
       upstreamHost: hh === 'preserve' ? rawHost : hh === 'target' ? target.authority : hh,
       via: plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined,
       forwarded: plan.sendForwarded,
+      proto: ex.plain ? 'http' : 'https',
       upstreamH2: h2up,
     });
   }

@@ -58,6 +58,7 @@ export function createUpgradeHandler(state: ProxyState): (req: IncomingMessage, 
       upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
       via: plan.sendVia ? '1.1' : undefined,
       forwarded: plan.sendForwarded,
+      proto: 'https',
       upstreamH2: false,
     });
     headers.connection = 'upgrade';

@@ -11,7 +11,7 @@ import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { PorticoError } from '../errors.js';
 import { HttpsListener } from '../listen/https-listener.js';
-import { createHttpListener } from '../listen/http-listener.js';
+import { applyHttpLimits, createHttpListener } from '../listen/http-listener.js';
 import type { ProxyState } from '../proxy/handle-request.js';
 import type { AcmeManager } from '../acme/manager.js';
 import { Http01Responder } from '../acme/http01.js';
@@ -201,6 +201,7 @@ export class Portico {
       this.config = config;
       if (this.state !== undefined) this.state.plan = plan;
       this.https?.applyLimits(plan);
+      for (const server of this.httpServers) applyHttpLimits(server, plan);
       this.https?.setDefaultContext(plan);
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);
