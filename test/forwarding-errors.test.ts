@@ -15,34 +15,7 @@ import net, { type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
-import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
-
-/** A raw TCP upstream: `onRequest` gets the socket after the request head arrived. */
-async function startRawUpstream(onRequest: (socket: net.Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let head = '';
-    socket.on('data', function onData(c: Buffer) {
-      head += c.toString('latin1');
-      if (!head.includes('\r\n\r\n')) return;
-      socket.off('data', onData);
-      onRequest(socket);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
+import { freePort, h1Request, h2Connect, h2Request, startRawUpstream, startUpstream } from './helpers/net.js';
 
 /** Starts a proxy for one host with the given routes; cleans up after the test. */
 async function proxyWith(t: TestContext, routes: NonNullable<Parameters<typeof startProxy>[1]['hosts'][string]>['routes']): Promise<{ pki: TestPki; proxy: TestProxy }> {
@@ -54,6 +27,16 @@ async function proxyWith(t: TestContext, routes: NonNullable<Parameters<typeof s
     await pki.cleanup();
   });
   return { pki, proxy };
+}
+
+/** GETs / (or `path`) and checks that the proxy answered 504 PORTICO_UPSTREAM_TIMEOUT within [minMs, maxMs). */
+async function expectTimeout504(proxy: TestProxy, pki: TestPki, minMs: number, maxMs: number, path = '/'): Promise<void> {
+  const started = performance.now();
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'err.test', path, ca: pki.caPem });
+  const ms = performance.now() - started;
+  assert.equal(r.status, 504);
+  assert.equal(r.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
+  assert.ok(ms >= minMs && ms < maxMs, `answered after ${Math.round(ms)} ms`);
 }
 
 /** What an HTTP/1.1 client saw of a response that may be cut short. */
@@ -146,12 +129,7 @@ test('an upstream slower than responseTimeout gets 504 and its request is cancel
   });
   t.after(() => up.close());
   const { pki, proxy } = await proxyWith(t, [{ path: '/', upstream: { targets: [up.url], responseTimeout: '300ms' } }]);
-  const started = performance.now();
-  const r = await h1Request({ port: proxy.httpsPort, sni: 'err.test', path: '/slow', ca: pki.caPem });
-  const ms = performance.now() - started;
-  assert.equal(r.status, 504);
-  assert.equal(r.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
-  assert.ok(ms >= 280 && ms < 2000, `answered after ${Math.round(ms)} ms`);
+  await expectTimeout504(proxy, pki, 280, 2000, '/slow');
   await delay(100);
   assert.equal(up.seen[0]?.aborted, true, 'the upstream saw its request closed');
   assert.ok(proxy.logs.some((l) => l.msg === 'upstream error' && l.upstream === up.url && l.code === 'PORTICO_UPSTREAM_TIMEOUT'));
@@ -184,12 +162,7 @@ test('an upstream whose backlog is full (connect never completes) gets 504 after
     return;
   }
   const { pki, proxy } = await proxyWith(t, [{ path: '/', upstream: { targets: [`http://127.0.0.1:${port}`], connectTimeout: '300ms', responseTimeout: '10s' } }]);
-  const started = performance.now();
-  const r = await h1Request({ port: proxy.httpsPort, sni: 'err.test', path: '/', ca: pki.caPem });
-  const ms = performance.now() - started;
-  assert.equal(r.status, 504);
-  assert.equal(r.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
-  assert.ok(ms >= 280 && ms < 3000, `answered after ${Math.round(ms)} ms`);
+  await expectTimeout504(proxy, pki, 280, 3000);
 });
 
 for (const protocol of ['auto', 'http1'] as const) {
@@ -202,12 +175,7 @@ for (const protocol of ['auto', 'http1'] as const) {
     });
     const url = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
     const { pki, proxy } = await proxyWith(t, [{ path: '/', upstream: { targets: [url], protocol, connectTimeout: '300ms', responseTimeout: '10s' } }]);
-    const started = performance.now();
-    const r = await h1Request({ port: proxy.httpsPort, sni: 'err.test', path: '/', ca: pki.caPem });
-    const ms = performance.now() - started;
-    assert.equal(r.status, 504);
-    assert.equal(r.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
-    assert.ok(ms >= 280 && ms < 3000, `answered after ${Math.round(ms)} ms`);
+    await expectTimeout504(proxy, pki, 280, 3000);
   });
 }
 
@@ -223,7 +191,7 @@ test('a path no route covers gets 404 without touching any upstream', async (t) 
 
 for (const framing of ['content-length', 'chunked'] as const) {
   test(`an upstream that resets mid-response (${framing}) gives the client an error, never a complete-looking response`, async (t) => {
-    const partial = await startRawUpstream((socket) => {
+    const partial = await startRawUpstream((_path, socket) => {
       const head = framing === 'chunked' ? 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n' : 'Content-Length: 1000\r\n\r\nhello';
       socket.write(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n${head}`);
       setTimeout(() => socket.destroy(), 50);

@@ -1,11 +1,10 @@
 /** Graceful shutdown: new connections are refused, the request in flight still gets its whole response, then the proxy is gone. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy } from './helpers/proxy.js';
 import { spawnProxy } from './helpers/child-proxy.js';
-import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { canConnect, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 const BODY = 'slow-but-complete:'.padEnd(64 * 1024, '.');
 
@@ -16,18 +15,6 @@ function startSlowUpstream(): ReturnType<typeof startUpstream> {
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(BODY) });
       res.end(BODY);
     }, 600);
-  });
-}
-
-/** Whether a TCP connection to the port is refused (or reset) right away. */
-function isRefused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.once('error', () => resolve(true));
   });
 }
 
@@ -57,7 +44,7 @@ test('stop() refuses new connections but lets in-flight HTTP/1.1 and HTTP/2 requ
   const started = performance.now();
   const stopped = proxy.stop();
   await delay(50);
-  assert.equal(await isRefused(proxy.httpsPort), true, 'new connections are refused while stopping');
+  assert.equal(await canConnect(proxy.httpsPort), false, 'new connections are refused while stopping');
   const [r1, r2] = await Promise.all([h1, h2]);
   assert.equal(r1.status, 200);
   assert.equal(r1.text, BODY, 'the HTTP/1.1 response arrived whole');
@@ -82,7 +69,7 @@ test('SIGTERM makes the CLI refuse new connections, finish the request in flight
   await waitForSeen(up.seen, 1);
   child.proc.kill('SIGTERM');
   await delay(100);
-  assert.equal(await isRefused(child.httpsPort), true, 'new connections are refused after SIGTERM');
+  assert.equal(await canConnect(child.httpsPort), false, 'new connections are refused after SIGTERM');
   const r = await inFlight;
   assert.equal(r.status, 200);
   assert.equal(r.text, BODY, 'the in-flight response arrived whole');

@@ -12,50 +12,12 @@ import { once } from 'node:events';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
-import { h1Request, h2Connect, h2Request } from './helpers/net.js';
+import { h1Request, h2Connect, h2Request, startRawUpstream } from './helpers/net.js';
 
 const HOST = 'h1c.test';
-
-/** A TCP upstream that answers each request head with `answer(path, socket)`; counts connections. */
-async function startScripted(answer: (path: string, socket: net.Socket) => void): Promise<{ url: string; connections: () => number; closed: () => number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let connections = 0;
-  let closed = 0;
-  const server = net.createServer((socket) => {
-    connections++;
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.once('close', () => {
-      closed++;
-      sockets.delete(socket);
-    });
-    let buf = '';
-    socket.on('data', (c: Buffer) => {
-      buf += c.toString('latin1');
-      let end: number;
-      while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
-        const head = buf.slice(0, end);
-        buf = buf.slice(end + 4);
-        answer(head.split(' ')[1] ?? '/', socket);
-      }
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    connections: () => connections,
-    closed: () => closed,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
 
 async function proxyTo(t: TestContext, upstream: string): Promise<{ pki: TestPki; proxy: TestProxy }> {
   const pki = await makePki();
@@ -88,7 +50,7 @@ function keptAliveClient(port: number, ca: string): { request(method: string, pa
 }
 
 test('HEAD, 204 and 304 answers carry no body, and the same upstream connection serves every request after them', async (t) => {
-  const up = await startScripted((path, s) => {
+  const up = await startRawUpstream((path, s) => {
     if (path === '/head') s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n');
     else if (path === '/204') s.write('HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n');
     else if (path === '/304') s.write('HTTP/1.1 304 Not Modified\r\netag: "x"\r\n\r\n');
@@ -106,7 +68,7 @@ test('HEAD, 204 and 304 answers carry no body, and the same upstream connection 
 });
 
 test('100 Continue and 103 Early Hints from the upstream are passed over and the final response is forwarded', async (t) => {
-  const up = await startScripted((_path, s) => {
+  const up = await startRawUpstream((_path, s) => {
     s.write('HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n');
     setTimeout(() => s.write('HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-final: yes\r\n\r\ndone'), 20);
   });
@@ -120,7 +82,7 @@ test('100 Continue and 103 Early Hints from the upstream are passed over and the
 
 test('a body delimited by the upstream closing the connection arrives whole, over HTTP/1.1 and HTTP/2', async (t) => {
   const body = 'x'.repeat(70_000);
-  const up = await startScripted((_path, s) => {
+  const up = await startRawUpstream((_path, s) => {
     s.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n');
     s.write(body.slice(0, 30_000));
     setTimeout(() => s.end(body.slice(30_000)), 20);
@@ -140,7 +102,7 @@ test('a body delimited by the upstream closing the connection arrives whole, ove
 test('a chunked response with 40 headers, its head written a few bytes at a time, arrives whole with its trailers', async (t) => {
   const many = Array.from({ length: 40 }, (_, i) => `x-h${i}: v${i}\r\n`).join('');
   const wire = `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n${many}\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc123\r\n\r\n`;
-  const up = await startScripted((_path, s) => {
+  const up = await startRawUpstream((_path, s) => {
     void (async () => {
       for (let i = 0; i < wire.length; i += 7) {
         s.write(wire.slice(i, i + 7));
@@ -208,7 +170,7 @@ test('request bodies without a length (chunked HTTP/1.1, HTTP/2 without content-
 
 test('bytes after a complete response retire the connection: the next request goes over a new one and both are answered', async (t) => {
   let n = 0;
-  const up = await startScripted((_path, s) => {
+  const up = await startRawUpstream((_path, s) => {
     n++;
     s.write(n === 1 ? 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nonestray bytes' : 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo');
   });
@@ -223,7 +185,7 @@ test('bytes after a complete response retire the connection: the next request go
 });
 
 test('a malformed upstream response gets 502 with a log line naming the parser error, and the proxy keeps serving', async (t) => {
-  const up = await startScripted((path, s) => {
+  const up = await startRawUpstream((path, s) => {
     if (path === '/bad') s.write('HTTP/1.1 2x0 OK\r\n\r\n');
     else s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
   });
@@ -240,7 +202,7 @@ test('a malformed upstream response gets 502 with a log line naming the parser e
 });
 
 test('an idle upstream connection is closed by Portico after the 4 s keep-alive timeout', { timeout: 15_000 }, async (t) => {
-  const up = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  const up = await startRawUpstream((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
   t.after(() => up.close());
   const { pki, proxy } = await proxyTo(t, up.url);
   assert.equal((await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem })).text, 'ok');
@@ -252,8 +214,8 @@ test('an idle upstream connection is closed by Portico after the 4 s keep-alive 
 });
 
 test("an upstream's Keep-Alive: timeout hint shortens how long its idle connections are reused; without one they are reused", async (t) => {
-  const short = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nKeep-Alive: timeout=2\r\n\r\nok'));
-  const plain = await startScripted((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+  const short = await startRawUpstream((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nKeep-Alive: timeout=2\r\n\r\nok'));
+  const plain = await startRawUpstream((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
   t.after(() => Promise.all([short.close(), plain.close()]));
   const pki = await makePki();
   const cert = await pki.issue('h1c', [HOST]);

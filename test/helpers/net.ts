@@ -168,7 +168,8 @@ export async function waitForPort(port: number, proc: ChildProcess, what: string
   }
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** Whether a TCP connection to `port` on 127.0.0.1 is accepted (false: refused or reset). */
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
     s.once('connect', () => {
@@ -178,3 +179,47 @@ function canConnect(port: number): Promise<boolean> {
     s.once('error', () => resolve(false));
   });
 }
+
+/**
+ * A raw TCP upstream for framing tests: `answer(path, socket)` runs for each request head that
+ * arrives (bodies are not read), and writes whatever bytes the test wants. Counts connections.
+ */
+export async function startRawUpstream(
+  answer: (path: string, socket: net.Socket) => void,
+): Promise<{ url: string; connections: () => number; closed: () => number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let connections = 0;
+  let closed = 0;
+  const server = net.createServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      closed++;
+      sockets.delete(socket);
+    });
+    let buf = '';
+    socket.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      let end: number;
+      while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        answer(head.split(' ')[1] ?? '/', socket);
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    connections: () => connections,
+    closed: () => closed,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
