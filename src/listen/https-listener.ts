@@ -1,16 +1,14 @@
 /**
  * The HTTPS listener: a `tls.Server` that owns the handshake (SNI callback,
- * ALPN choice, TLS 1.2+), handing each established connection to a
- * `node:http2` secure server with `allowHTTP1`, which speaks h2 or HTTP/1.1 by
- * the negotiated ALPN. Owning the handshake is what lets ALPN `acme-tls/1`
- * (TLS-ALPN-01) pick a different certificate.
+ * ALPN choice, TLS 1.2+), handing each established connection by its
+ * negotiated ALPN to a `node:http2` secure server (h2) or to Portico's own
+ * HTTP/1.1 server (src/http1/). Owning the handshake is what lets ALPN
+ * `acme-tls/1` (TLS-ALPN-01) pick a different certificate.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
-import type { IncomingMessage } from 'node:http';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
@@ -18,6 +16,7 @@ import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
 import { hasServerName, MAX_HELLO_BYTES } from '../tls/client-hello.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
+import { H1Server } from '../http1/h1-server.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -60,6 +59,8 @@ export class HttpsListener {
   /** Session ticket keys shared by every address, so resumption works across them. */
   readonly #ticketKeys = randomBytes(48);
   readonly h2Server: http2.Http2SecureServer;
+  /** HTTP/1.1 connections (ALPN http/1.1, or none). */
+  readonly h1: H1Server;
   readonly #deps: HttpsListenerDeps;
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   readonly #sockets = new Set<TLSSocket>();
@@ -70,26 +71,17 @@ export class HttpsListener {
     const limits = plan.limits;
     // The engine never listens; connections arrive through 'secureConnection'.
     this.h2Server = http2.createSecureServer({
-      allowHTTP1: true,
-      maxHeaderSize: limits.maxHeaderBytes,
+      // HTTP/1.1 connections never reach it: #onSecureConnection hands them to this.h1.
+      allowHTTP1: false,
       maxSessionMemory: 64,
       settings: { maxConcurrentStreams: 256, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
     } as http2.SecureServerOptions);
-    this.applyLimits(plan);
-    this.h2Server.on('request', createRequestHandler(deps.state));
-    this.h2Server.on('upgrade', createUpgradeHandler(deps.state) as (req: IncomingMessage, socket: Duplex, head: Buffer) => void);
+    const onRequest = createRequestHandler(deps.state);
+    this.h2Server.on('request', onRequest);
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
     this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
-    this.h2Server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      deps.log.debug({ code: err.code }, 'bad http/1.1 request');
-      if (!socket.writable) return socket.destroy();
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    });
-    // Starts the HTTP/1.1 connection tracking that enforces headersTimeout and requestTimeout.
-    // Node checks every 30 s by default, which let a slowloris client keep a connection that
-    // long whatever headersTimeout says; once a second bounds the overshoot to a second.
-    (this.h2Server as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = 1000;
+    this.h1 = new H1Server({ log: deps.log, onRequest, onUpgrade: createUpgradeHandler(deps.state) });
+    this.applyLimits(plan);
     this.h2Server.emit('listening');
 
     this.#defaultContext = undefined;
@@ -143,11 +135,7 @@ export class HttpsListener {
 
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
-    const s = this.h2Server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number };
-    s.maxHeaderSize = plan.limits.maxHeaderBytes;
-    s.headersTimeout = plan.limits.headersTimeoutMs;
-    s.requestTimeout = plan.limits.requestTimeoutMs;
-    s.keepAliveTimeout = plan.limits.keepAliveTimeoutMs;
+    this.h1.applyLimits(plan.limits);
   }
 
   /** Serves the default host's certificate to clients without SNI (or refuses them). */
@@ -198,7 +186,8 @@ export class HttpsListener {
     socket.setNoDelay(true);
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    // The engine reads its HTTP/1.1 settings from socket.server: point it at the engine, not the TLS front.
+    if (socket.alpnProtocol !== 'h2') return this.h1.accept(socket);
+    // The engine reads its settings from socket.server: point it at the engine, not the TLS front.
     (socket as TLSSocket & { server: unknown }).server = this.h2Server;
     this.h2Server.emit('secureConnection', socket);
   }
@@ -248,25 +237,14 @@ export class HttpsListener {
   async close(deadlineMs: number): Promise<void> {
     const closed = Promise.all(this.netServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     for (const s of this.#sessions) s.close();
-    const engine = this.h2Server as unknown as { closeIdleConnections?: () => void };
-    engine.closeIdleConnections?.();
+    this.h1.closeIdle();
     const timer = setTimeout(() => {
       for (const s of this.#sessions) s.destroy();
+      this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();
     }, deadlineMs);
     timer.unref();
-    // Keep closing idle HTTP/1.1 connections as their requests finish. HTTP/2 sockets have no
-    // _httpMessage and must be left alone: their sessions close themselves once streams finish.
-    const sweep = setInterval(() => {
-      for (const s of this.#sockets) {
-        if (s.alpnProtocol === 'h2') continue;
-        const busy = (s as unknown as { _httpMessage?: unknown })._httpMessage;
-        if (busy === undefined || busy === null) s.end();
-      }
-    }, 100);
-    sweep.unref();
     await closed;
     clearTimeout(timer);
-    clearInterval(sweep);
   }
 }

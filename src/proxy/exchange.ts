@@ -3,9 +3,11 @@
  * the response handler of HTTP/1.1 upstream connections: the handler methods
  * live on the prototype, so no closure is made per request.
  */
+import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Plan, RoutePlan } from '../config/plan.js';
+import type { H1ServerRequest } from '../http1/server-request.js';
 import type { ErrorCode } from '../errors.js';
 import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import type { UpstreamRequest } from '../upstream/open-request.js';
@@ -14,8 +16,8 @@ import { onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 
-/** A client request, HTTP/1.1 or HTTP/2 compatibility API. */
-export type ClientRequest = IncomingMessage | Http2ServerRequest;
+/** A client request: Portico's own HTTP/1.1 server (src/http1/), or the HTTP/2 compatibility API. */
+export type ClientRequest = H1ServerRequest | Http2ServerRequest;
 
 /** Per-request state, in fixed fields. */
 export class Exchange implements H1Handler {
@@ -76,7 +78,7 @@ export class Exchange implements H1Handler {
 
   onUpstreamData(chunk: Buffer): boolean {
     this.bytes += chunk.length;
-    const ok = (this.res as ServerResponse).write(chunk);
+    const ok = (this.res as H1ServerResponse).write(chunk);
     if (!ok && !this.drainBound) {
       this.drainBound = true;
       this.res.on('drain', onClientDrain.bind(this));
@@ -86,12 +88,12 @@ export class Exchange implements H1Handler {
 
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     this.upstreamConn = undefined;
-    if (trailers !== null && trailers.length > 0) (this.res as ServerResponse).addTrailers(pairsToHeaders(trailers));
+    if (trailers !== null && trailers.length > 0) (this.res as H1ServerResponse).addTrailers(pairsToHeaders(trailers));
     if (last === null) {
       this.res.end();
     } else {
       this.bytes += last.length;
-      (this.res as ServerResponse).end(last);
+      (this.res as H1ServerResponse).end(last);
     }
   }
 

@@ -4,6 +4,7 @@
  * response heads converted once, body chunks written with back-pressure,
  * failures mapped to statuses, safe retries.
  */
+import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { UpstreamError } from '../upstream/h1-connection.js';
 import type { Target } from '../upstream/target.js';
@@ -70,7 +71,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   // HTTP/1.1 clients take the pairs as they are; HTTP/2 folds repeated single-value headers, so it gets the object form.
   const headers = ex.h2 ? buildResponseHeaders(pairsToHeaders(pairs), ex.plan.sendVia ? '2' : undefined) : buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
   try {
-    (res as ServerResponse).writeHead(statusCode, headers);
+    (res as H1ServerResponse).writeHead(statusCode, headers);
   } catch (err) {
     ex.responseStarted = false;
     ex.cancelUpstream();

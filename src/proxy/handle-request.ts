@@ -4,6 +4,7 @@
  * everything it needs was compiled into the Plan; it does no I/O besides the
  * proxied exchange.
  */
+import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
@@ -246,7 +247,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   ex.status = upRes.statusCode ?? 502;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   try {
-    (res as ServerResponse).writeHead(ex.status, headers);
+    (res as H1ServerResponse).writeHead(ex.status, headers);
   } catch (err) {
     upRes.destroy();
     ex.upstreamRes = undefined;
@@ -255,7 +256,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
-  upRes.pipe(res as ServerResponse, { end: false });
+  upRes.pipe(res as unknown as NodeJS.WritableStream, { end: false });
 }
 
 function countResponse(this: Exchange, chunk: Buffer): void {
@@ -271,7 +272,7 @@ function onUpstreamEnd(this: Exchange): void {
     hasTrailers = true;
     break;
   }
-  if (hasTrailers) (this.res as ServerResponse).addTrailers(trailers as OutgoingHttpHeaders);
+  if (hasTrailers) (this.res as H1ServerResponse).addTrailers(trailers as OutgoingHttpHeaders);
   this.res.end();
 }
 

@@ -5,16 +5,15 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { H1ServerRequest } from '../http1/server-request.js';
 import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
 
-function reject(socket: Duplex, code: ErrorCode): void {
+function reject(socket: Socket, code: ErrorCode): void {
   const spec = ERRORS[code];
   const body = `${spec.message}\n`;
   socket.end(
@@ -32,7 +31,7 @@ function rawHead(status: number, message: string, rawHeaders: readonly string[])
 }
 
 /** Builds the `upgrade` listener for the HTTPS server. */
-export function createUpgradeHandler(state: ProxyState): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, socket: Socket, head: Buffer) => void {
   return function handleUpgrade(req, socket, head) {
     socket.on('error', () => socket.destroy());
     const plan = state.plan;

@@ -5,9 +5,10 @@
 import type { ServerResponse } from 'node:http';
 import { constants as h2constants, type Http2ServerResponse } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
+import type { H1ServerResponse } from '../http1/server-response.js';
 
-/** A client response, HTTP/1.1 or HTTP/2 compatibility API. */
-export type ClientResponse = ServerResponse | Http2ServerResponse;
+/** A client response: Portico's own HTTP/1.1 server, or the HTTP/2 compatibility API. */
+export type ClientResponse = H1ServerResponse | Http2ServerResponse;
 
 const BODIES = new Map<ErrorCode, Buffer>();
 for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode, Buffer.from(`${spec.message}\n`));
@@ -30,7 +31,7 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
   };
   // HTTP/1.1 only: HTTP/2 forbids connection-specific headers.
   if (closeConnection) headers.connection = 'close';
-  (res as ServerResponse).writeHead(ERRORS[code].status, headers);
+  (res as H1ServerResponse).writeHead(ERRORS[code].status, headers);
   res.end(body);
 }
 

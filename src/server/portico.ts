@@ -11,7 +11,7 @@ import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { PorticoError } from '../errors.js';
 import { HttpsListener } from '../listen/https-listener.js';
-import { applyHttpLimits, createHttpListener } from '../listen/http-listener.js';
+import { HttpListener } from '../listen/http-listener.js';
 import type { ProxyState } from '../proxy/handle-request.js';
 import type { AcmeManager } from '../acme/manager.js';
 import { Http01Responder } from '../acme/http01.js';
@@ -37,7 +37,7 @@ export class Portico {
   config: Config | undefined;
   state: ProxyState | undefined;
   https: HttpsListener | undefined;
-  httpServers: http.Server[] = [];
+  http: HttpListener | undefined;
   /** Last reload error, kept for the admin API. */
   lastReloadError: readonly ConfigIssue[] | undefined;
   #generation = 0;
@@ -141,22 +141,11 @@ export class Portico {
     }
     if (config.listen.http !== null) {
       const port = config.listen.http.port;
+      const listener = new HttpListener({ state: this.state, log: this.log, http01: this.http01 });
+      this.http = listener;
       for (const address of config.listen.http.addresses) {
-        const server = createHttpListener({ state: this.state, log: this.log, http01: this.http01 });
-        const ok = await this.#open(
-          () =>
-            new Promise<void>((resolve, reject) => {
-              server.once('error', reject);
-              server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
-                server.off('error', reject);
-                resolve();
-              });
-            }),
-          address,
-          port,
-        );
+        const ok = await this.#open(() => listener.listen(port, address), address, port);
         if (ok) {
-          this.httpServers.push(server);
           opened.push(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
         }
       }
@@ -201,7 +190,7 @@ export class Portico {
       this.config = config;
       if (this.state !== undefined) this.state.plan = plan;
       this.https?.applyLimits(plan);
-      for (const server of this.httpServers) applyHttpLimits(server, plan);
+      this.http?.applyLimits(plan);
       this.https?.setDefaultContext(plan);
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);
@@ -219,11 +208,11 @@ export class Portico {
     const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
     this.#services.abort();
     await this.acme?.stop();
-    for (const s of this.httpServers) {
-      s.close();
-      s.closeIdleConnections();
-    }
+    this.http?.close();
+    const late = setTimeout(() => this.http?.destroy(), deadline);
+    late.unref();
     await this.https?.close(deadline);
+    clearTimeout(late);
     this.targets.closeAll();
   }
 }

@@ -24,10 +24,13 @@ export interface NodeHttpParser {
   finish(): number | Error | undefined;
   close(): void;
   free(): void;
+  /** The buffer of the read being parsed (consume mode): where an upgrade's first bytes after the head are. */
+  getCurrentBuffer(): Buffer;
 }
 
 interface HTTPParserClass {
   new (): NodeHttpParser;
+  readonly REQUEST: number;
   readonly RESPONSE: number;
   readonly kOnHeaders: number;
   readonly kOnHeadersComplete: number;
@@ -37,13 +40,16 @@ interface HTTPParserClass {
   readonly kOnExecute: number;
 }
 
-function loadParser(): HTTPParserClass {
-  const common = createRequire(import.meta.url)('_http_common') as { HTTPParser?: unknown };
+function loadParser(): { HTTPParser: HTTPParserClass; methods: readonly string[] } {
+  const common = createRequire(import.meta.url)('_http_common') as { HTTPParser?: unknown; methods?: unknown };
   const P = common.HTTPParser as (Record<string, unknown> & { prototype?: Record<string, unknown> }) | undefined;
   const ok =
     typeof common.HTTPParser === 'function' &&
     P !== undefined &&
+    typeof P.REQUEST === 'number' &&
     typeof P.RESPONSE === 'number' &&
+    Array.isArray(common.methods) &&
+    typeof P.prototype?.getCurrentBuffer === 'function' &&
     typeof P.kOnHeaders === 'number' &&
     typeof P.kOnHeadersComplete === 'number' &&
     typeof P.kOnBody === 'number' &&
@@ -54,13 +60,16 @@ function loadParser(): HTTPParserClass {
     typeof P.prototype?.execute === 'function';
   if (!ok) {
     throw new Error(
-      `PORTICO_UNSUPPORTED_RUNTIME: this Node.js (${process.version}) does not expose the HTTP parser Portico's upstream client uses (_http_common.HTTPParser); run Portico on Node 20.19–26`,
+      `PORTICO_UNSUPPORTED_RUNTIME: this Node.js (${process.version}) does not expose the HTTP parser Portico uses (_http_common.HTTPParser); run Portico on Node 20.19–26`,
     );
   }
-  return P as unknown as HTTPParserClass;
+  return { HTTPParser: P as unknown as HTTPParserClass, methods: common.methods as readonly string[] };
 }
 
-export const HTTPParser = loadParser();
+const loaded = loadParser();
+export const HTTPParser = loaded.HTTPParser;
+/** Method names by the parser's method number (kOnHeadersComplete gives the number). */
+export const METHODS = loaded.methods;
 export const kOnHeaders = HTTPParser.kOnHeaders;
 export const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
 export const kOnBody = HTTPParser.kOnBody;

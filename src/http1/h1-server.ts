@@ -1,0 +1,167 @@
+/**
+ * Portico's own HTTP/1.1 server, for the HTTPS listener's HTTP/1.1
+ * connections and the plain HTTP listener. It replaces node:http's server on
+ * the request path: llhttp (Node's own parser) reads each socket in C++, and
+ * requests reach the handler as small objects with the IncomingMessage and
+ * ServerResponse members the proxy uses. Side by side on the S1 bench shape,
+ * the same proxy cost 0.74× the CPU per request of one on node:http's server
+ * (bench/optimisations.md, section 9).
+ *
+ * What node:http's server did and this one keeps: keep-alive with a
+ * `Keep-Alive: timeout` hint, pipelined requests answered in order, HTTP/1.0
+ * clients (no chunked encoding; close-delimited bodies), `Expect:
+ * 100-continue`, Host required on HTTP/1.1, 400/431 for bad or oversized
+ * heads, 408 after headersTimeout or requestTimeout, idle connections closed
+ * after keepAliveTimeout, a Date header, and upgrades handed over with the
+ * bytes that followed their head.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { LimitsPlan } from '../config/plan.js';
+import { H1ServerConnection } from './server-connection.js';
+import type { H1ServerRequest } from './server-request.js';
+import type { H1ServerResponse } from './server-response.js';
+
+export type H1RequestHandler = (req: H1ServerRequest, res: H1ServerResponse) => void;
+export type H1UpgradeHandler = (req: H1ServerRequest, socket: Socket, head: Buffer) => void;
+
+export interface H1ServerOptions {
+  readonly log: Logger;
+  readonly onRequest: H1RequestHandler;
+  /** Upgrades (WebSocket…); without one, an upgrade request gets 400. */
+  readonly onUpgrade?: H1UpgradeHandler;
+}
+
+/** How often connections are checked against their deadlines: a timeout fires at most this much late. */
+const CHECK_INTERVAL_MS = 1000;
+
+export class H1Server {
+  readonly log: Logger;
+  readonly onRequest: H1RequestHandler;
+  readonly #onUpgrade: H1UpgradeHandler | undefined;
+  readonly #conns = new Set<H1ServerConnection>();
+  maxHeaderBytes = 16 * 1024;
+  headersTimeoutMs = 60_000;
+  requestTimeoutMs = 300_000;
+  keepAliveTimeoutMs = 5_000;
+  keepAliveHint = 'timeout=5';
+  /** Shutting down: every connection closes after its response in progress. */
+  closing = false;
+  #timer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(options: H1ServerOptions) {
+    this.log = options.log;
+    this.onRequest = options.onRequest;
+    this.#onUpgrade = options.onUpgrade;
+  }
+
+  /** The Plan's limits; at start and on every reload (connections open already keep their header limit). */
+  applyLimits(limits: LimitsPlan): void {
+    this.maxHeaderBytes = limits.maxHeaderBytes;
+    this.headersTimeoutMs = limits.headersTimeoutMs;
+    this.requestTimeoutMs = limits.requestTimeoutMs;
+    this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
+    this.keepAliveHint = `timeout=${Math.max(1, Math.floor(limits.keepAliveTimeoutMs / 1000))}`;
+  }
+
+  /** Serves HTTP/1.1 on a connected socket (TLS already established for HTTPS). */
+  accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const conn = new H1ServerConnection(this, socket);
+    if (conn.closed || socket.destroyed) return;
+    this.#conns.add(conn);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(checkDeadlines, CHECK_INTERVAL_MS, this);
+      this.#timer.unref();
+    }
+  }
+
+  forget(conn: H1ServerConnection): void {
+    this.#conns.delete(conn);
+  }
+
+  /** Requests the server refuses before any handler sees them. */
+  acceptable(conn: H1ServerConnection, req: H1ServerRequest, pairs: readonly string[]): boolean {
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      // RFC 9112 §3.2: a request without Host is a bad request (node:http's requireHostHeader).
+      let host = false;
+      for (let i = 0; i < pairs.length; i += 2) {
+        const n = pairs[i] as string;
+        if (n.length === 4 && n.toLowerCase() === 'host') {
+          host = true;
+          break;
+        }
+      }
+      if (!host) {
+        conn.refuse(400, 'Bad Request');
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** `Expect: 100-continue` is answered before the handler runs; any other expectation gets 417. False when answered. */
+  expectContinue(req: H1ServerRequest, res: H1ServerResponse): boolean {
+    const pairs = req.rawHeaders;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const n = pairs[i] as string;
+      if (n.length !== 6 || n.toLowerCase() !== 'expect') continue;
+      if ((pairs[i + 1] as string).trim().toLowerCase() === '100-continue') {
+        if (req.httpVersionMinor >= 1) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+        return true;
+      }
+      res.writeHead(417, ['Content-Length', '0', 'Connection', 'close']);
+      res.end();
+      return false;
+    }
+    return true;
+  }
+
+  onUpgrade(req: H1ServerRequest, socket: Socket, head: Buffer): void {
+    if (this.#onUpgrade === undefined) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    this.#onUpgrade(req, socket, head);
+  }
+
+  /** Stops taking requests: idle connections close now, busy ones after their response. */
+  closeIdle(): void {
+    this.closing = true;
+    for (const c of this.#conns) {
+      c.closing = true;
+      if (c.active === null && c.queue.length === 0 && c.incoming === null) c.endSoon();
+    }
+  }
+
+  /** Closes every connection at once (the shutdown deadline passed). */
+  destroyAll(): void {
+    for (const c of this.#conns) c.socket.destroy();
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Once a second: 408 for heads or requests that take too long, close for idle keep-alive connections. */
+  checkDeadlines(): void {
+    const now = Date.now();
+    for (const c of this.#conns) {
+      if (c.closed) continue;
+      if (c.headersStart !== 0 && now - c.headersStart > this.headersTimeoutMs) {
+        this.log.debug({ remote: c.socket.remoteAddress }, 'request head not received within headersTimeout');
+        c.refuse(408, 'Request Timeout');
+      } else if (c.requestStart !== 0 && this.requestTimeoutMs > 0 && now - c.requestStart > this.requestTimeoutMs) {
+        this.log.debug({ remote: c.socket.remoteAddress }, 'request not received within requestTimeout');
+        c.refuse(408, 'Request Timeout');
+      } else if (c.idleSince !== 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
+        c.endSoon();
+      }
+    }
+  }
+}
+
+function checkDeadlines(server: H1Server): void {
+  server.checkDeadlines();
+}

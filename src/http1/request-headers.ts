@@ -1,0 +1,46 @@
+/**
+ * A request's header pairs (name, value, …, as llhttp gives them) to the
+ * header object node:http builds, with the same rules for repeated names
+ * (`IncomingMessage#headers`): a repeat of a single-value header is dropped,
+ * `set-cookie` is a list, `cookie` lines join with "; ", others with ", ".
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** Headers whose repeats node:http drops (the first one counts). */
+const FIRST_WINS = new Set([
+  'content-type',
+  'content-length',
+  'user-agent',
+  'referer',
+  'host',
+  'authorization',
+  'proxy-authorization',
+  'if-modified-since',
+  'if-unmodified-since',
+  'from',
+  'location',
+  'max-forwards',
+  'retry-after',
+  'etag',
+  'last-modified',
+  'server',
+  'age',
+  'expires',
+]);
+
+export function requestHeaders(pairs: readonly string[]): IncomingHttpHeaders {
+  const h: IncomingHttpHeaders = {};
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const name = (pairs[i] as string).toLowerCase();
+    const value = pairs[i + 1] as string;
+    const prev = h[name];
+    if (prev === undefined) {
+      h[name] = name === 'set-cookie' ? [value] : value;
+    } else if (Array.isArray(prev)) {
+      prev.push(value);
+    } else if (!FIRST_WINS.has(name)) {
+      h[name] = name === 'cookie' ? `${prev}; ${value}` : `${prev}, ${value}`;
+    }
+  }
+  return h;
+}

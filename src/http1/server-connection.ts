@@ -1,0 +1,342 @@
+/**
+ * One client connection of Portico's own HTTP/1.1 server: the TLS (or TCP)
+ * socket and one llhttp parser that reads it in C++ (`parser.consume`, as
+ * node:http's server reads its sockets), so no buffer is made per read and no
+ * 'data' event fires. Requests are answered in order (pipelined ones wait
+ * their turn); the connection closes after a response that says so, on a
+ * request error, or when it stays idle past keepAliveTimeout. Hot path.
+ */
+import type { Socket } from 'node:net';
+import {
+  HTTPParser,
+  METHODS,
+  kOnBody,
+  kOnExecute,
+  kOnHeaders,
+  kOnHeadersComplete,
+  kOnMessageBegin,
+  kOnMessageComplete,
+  type ConsumableSocket,
+  type NodeHttpParser,
+} from '../upstream/llhttp.js';
+import { H1ServerRequest, type BodySource } from './server-request.js';
+import { H1ServerResponse, type ResponseOwner } from './server-response.js';
+import type { H1Server } from './h1-server.js';
+
+interface OwnedParser extends NodeHttpParser {
+  conn: H1ServerConnection;
+}
+
+/** Pipelined requests parsed ahead of their turn before the connection stops reading. */
+const MAX_QUEUED = 4;
+
+export class H1ServerConnection implements ResponseOwner, BodySource {
+  readonly server: H1Server;
+  readonly socket: Socket;
+  readonly parser: OwnedParser;
+  /** Close after the response in progress (shutdown, a client's FIN, or a response that said close). */
+  closing = false;
+  closed = false;
+  /** The request whose bytes are being read (its body may still be arriving). */
+  incoming: H1ServerRequest | null = null;
+  /** The response being produced; null between requests. */
+  active: H1ServerResponse | null = null;
+  /** Requests parsed while an earlier one was still being answered. */
+  readonly queue: H1ServerRequest[] = [];
+  /** An upgrade request (WebSocket…): the socket leaves HTTP once the parser stops. */
+  upgrade: H1ServerRequest | null = null;
+  /** When the current head started arriving (Date.now()), 0 when not reading a head. */
+  headersStart: number;
+  /** When the current request started arriving, 0 once it was read whole. */
+  requestStart = 0;
+  /** Since when the connection has been idle between requests, 0 while busy. */
+  idleSince = 0;
+  readingPaused = false;
+  partHeaders: string[] = [];
+  partUrl = '';
+
+  constructor(server: H1Server, socket: Socket) {
+    this.server = server;
+    this.socket = socket;
+    this.headersStart = Date.now();
+    const parser = new HTTPParser() as OwnedParser;
+    parser.initialize(HTTPParser.REQUEST, {}, server.maxHeaderBytes, 0);
+    parser.conn = this;
+    const slots = parser as unknown as Record<number, unknown>;
+    slots[kOnMessageBegin] = parserOnMessageBegin;
+    slots[kOnHeaders] = parserOnHeaders;
+    slots[kOnHeadersComplete] = parserOnHeadersComplete;
+    slots[kOnBody] = parserOnBody;
+    slots[kOnMessageComplete] = parserOnMessageComplete;
+    slots[kOnExecute] = parserOnExecute;
+    this.parser = parser;
+    // A client's FIN must not end the socket before its responses are written: handled in onEnd.
+    socket.allowHalfOpen = true;
+    socket.on('end', this.onEnd.bind(this));
+    socket.on('error', onSocketError);
+    socket.on('close', this.onClose.bind(this));
+    socket.on('drain', this.onDrain.bind(this));
+    const handle = (socket as unknown as ConsumableSocket)._handle;
+    if (handle === null) {
+      socket.destroy();
+      return;
+    }
+    parser.consume(handle);
+    // The socket may not be reading yet (a TLS socket just out of its handshake).
+    handle.readStart();
+  }
+
+  get keepAliveHint(): string {
+    return this.server.keepAliveHint;
+  }
+
+  /** Hands a parsed request to the server's handler, or queues it behind the one being answered. */
+  admit(req: H1ServerRequest): void {
+    if (this.active !== null || this.queue.length > 0) {
+      this.queue.push(req);
+      if (this.queue.length >= MAX_QUEUED) this.pauseReading();
+      return;
+    }
+    this.dispatch(req);
+  }
+
+  dispatch(req: H1ServerRequest): void {
+    const res = new H1ServerResponse(this, req);
+    this.active = res;
+    this.idleSince = 0;
+    if (this.server.expectContinue(req, res)) this.server.onRequest(req, res);
+  }
+
+  /** Called by the response when its last bytes were handed to the socket. */
+  responseDone(res: H1ServerResponse): void {
+    this.active = null;
+    const req = res.req;
+    if (!res.keepAlive) this.closing = true;
+    if (!req.complete) {
+      // Answered before the body was read (an error, or an upstream that didn't wait): the rest is dropped.
+      req.dumped = true;
+      req.resume();
+    }
+    res.emit('close');
+    if (this.closing) {
+      this.endSoon();
+      return;
+    }
+    if (req.complete) this.next();
+  }
+
+  /** The next request in line, once the previous one was answered and read whole. */
+  next(): void {
+    if (this.closing || this.closed || this.active !== null) return;
+    if (this.queue.length > 0) {
+      // Not from inside the callback that ended the previous response (an upstream parser's).
+      process.nextTick(dispatchNext, this);
+      return;
+    }
+    if (this.incoming === null) this.idleSince = Date.now();
+    if (this.readingPaused) this.resumeReading();
+  }
+
+  pauseReading(): void {
+    if (this.readingPaused || this.closed) return;
+    this.readingPaused = true;
+    (this.socket as unknown as ConsumableSocket)._handle?.readStop();
+  }
+
+  resumeReading(): void {
+    if (!this.readingPaused || this.closed) return;
+    if (this.queue.length >= MAX_QUEUED) return;
+    this.readingPaused = false;
+    (this.socket as unknown as ConsumableSocket)._handle?.readStart();
+  }
+
+  /** Closes once what was written is flushed. */
+  endSoon(): void {
+    this.closing = true;
+    if (!this.closed) this.socket.destroySoon();
+  }
+
+  /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */
+  refuse(status: number, reason: string): void {
+    this.closing = true;
+    if (this.active !== null || this.closed) {
+      // A response is on its way: the error can't be put in front of it.
+      this.socket.destroy();
+      return;
+    }
+    this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, 'latin1');
+    this.endSoon();
+  }
+
+  onExecuted(r: number | Error): void {
+    if (r instanceof Error) {
+      const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
+      this.server.log.debug({ code, remote: this.socket.remoteAddress }, 'bad http/1.1 request');
+      if (code === 'HPE_HEADER_OVERFLOW') this.refuse(431, 'Request Header Fields Too Large');
+      else this.refuse(400, 'Bad Request');
+      return;
+    }
+    const up = this.upgrade;
+    if (up !== null) this.leaveForUpgrade(up, r);
+  }
+
+  /** The socket stops being HTTP: the parser lets go of it and the upgrade handler gets it with the bytes after the head. */
+  leaveForUpgrade(req: H1ServerRequest, parsed: number): void {
+    this.upgrade = null;
+    if (this.active !== null || this.queue.length > 0 || this.closing) {
+      this.socket.destroy();
+      return;
+    }
+    const rest = this.parser.getCurrentBuffer();
+    const head = rest.subarray(parsed);
+    this.detach();
+    this.server.onUpgrade(req, this.socket, head);
+  }
+
+  /** Lets go of the socket: the parser stops reading it and Portico's listeners come off. */
+  detach(): void {
+    this.closed = true;
+    this.server.forget(this);
+    this.socket.removeAllListeners('end');
+    this.socket.removeAllListeners('drain');
+    this.socket.removeAllListeners('close');
+    this.socket.removeListener('error', onSocketError);
+    // Inside the parser's own callback: it lets go of the socket now and is freed once it has returned.
+    this.parser.unconsume();
+    setImmediate(closeParser, this.parser);
+    const s = this.socket as unknown as { readableFlowing: boolean | null };
+    s.readableFlowing = null;
+  }
+
+  private onEnd(): void {
+    // A request cut short by the client's FIN is abandoned (and its upstream exchange cancelled).
+    const req = this.incoming;
+    if (req !== null && !req.complete) {
+      this.socket.destroy();
+      return;
+    }
+    // The client will send nothing more: answer what it asked, then close.
+    this.closing = true;
+    if (this.active === null && this.queue.length === 0) this.endSoon();
+  }
+
+  private onDrain(): void {
+    this.active?.emit('drain');
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.server.forget(this);
+    const res = this.active;
+    if (res !== null) {
+      this.active = null;
+      res.destroyed = true;
+      res.emit('close');
+    }
+    const req = this.incoming;
+    if (req !== null && !req.complete) req.destroy();
+    setImmediate(closeParser, this.parser);
+  }
+}
+
+function dispatchNext(conn: H1ServerConnection): void {
+  if (conn.closing || conn.closed || conn.active !== null) return;
+  const req = conn.queue.shift();
+  if (req === undefined) return;
+  conn.dispatch(req);
+  if (conn.queue.length < MAX_QUEUED) conn.resumeReading();
+}
+
+function onSocketError(): void {
+  // 'close' follows; a client that resets its connection is not an error of Portico's.
+}
+
+function closeParser(p: NodeHttpParser): void {
+  try {
+    p.unconsume();
+  } catch {
+    // already unconsumed
+  }
+  p.close();
+}
+
+// Parser callbacks: `this` is the parser, which points back at its connection.
+
+function parserOnExecute(this: OwnedParser, r: number | Error): void {
+  this.conn.onExecuted(r);
+}
+
+function parserOnMessageBegin(this: OwnedParser): void {
+  const c = this.conn;
+  const now = Date.now();
+  c.headersStart = now;
+  c.requestStart = now;
+  c.idleSince = 0;
+}
+
+function parserOnHeaders(this: OwnedParser, headers: string[], url: string): void {
+  const c = this.conn;
+  c.partHeaders.push(...headers);
+  c.partUrl += url;
+}
+
+function parserOnHeadersComplete(
+  this: OwnedParser,
+  versionMajor: number,
+  versionMinor: number,
+  headers: string[] | undefined,
+  method: number,
+  url: string | undefined,
+  _statusCode: number,
+  _statusMessage: string,
+  upgrade: boolean,
+  shouldKeepAlive: boolean,
+): number {
+  const c = this.conn;
+  let all = headers ?? [];
+  if (c.partHeaders.length > 0) {
+    all = headers === undefined ? c.partHeaders : c.partHeaders.concat(headers);
+    c.partHeaders = [];
+  }
+  let target = url ?? '';
+  if (c.partUrl !== '') {
+    target = c.partUrl + target;
+    c.partUrl = '';
+  }
+  c.headersStart = 0;
+  const name = METHODS[method] ?? 'GET';
+  const req = new H1ServerRequest(c, c.socket, name, target, versionMajor, versionMinor, all, shouldKeepAlive && !c.closing);
+  c.incoming = req;
+  if (upgrade) {
+    if (name === 'CONNECT') {
+      c.refuse(405, 'Method Not Allowed');
+      return 1;
+    }
+    c.upgrade = req;
+    return 0;
+  }
+  if (!c.server.acceptable(c, req, all)) return 1;
+  c.admit(req);
+  return 0;
+}
+
+function parserOnBody(this: OwnedParser, chunk: Buffer): void {
+  const c = this.conn;
+  const req = c.incoming;
+  if (req === null || req.dumped) return;
+  if (!req.push(chunk)) c.pauseReading();
+}
+
+function parserOnMessageComplete(this: OwnedParser): void {
+  const c = this.conn;
+  const req = c.incoming;
+  if (req === null) return;
+  c.incoming = null;
+  c.requestStart = 0;
+  req.complete = true;
+  if (c.upgrade === req) return;
+  if (!req.dumped) req.push(null);
+  // Answered already (before its body was read whole): the next request may go.
+  if (c.active === null && !req.destroyed) c.next();
+}

@@ -1,0 +1,56 @@
+/**
+ * One HTTP/1.1 request as Portico's own server hands it to the request
+ * handler: the fields of node:http's IncomingMessage that the proxy reads, and
+ * the body as a Readable (empty and ended for a request without one).
+ */
+import { Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import { requestHeaders } from './request-headers.js';
+
+/** Reading more of the connection when the body's reader wants more. */
+export interface BodySource {
+  resumeReading(): void;
+}
+
+export class H1ServerRequest extends Readable {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly rawHeaders: string[];
+  readonly socket: Socket;
+  /** Whether the client asked to keep the connection (llhttp's reading of Connection and the version). */
+  readonly shouldKeepAlive: boolean;
+  /** The whole message, body included, has been read. */
+  complete = false;
+  /** The response went out before the body was read: what still arrives is dropped. */
+  dumped = false;
+  #headers: IncomingHttpHeaders | undefined = undefined;
+  readonly #source: BodySource;
+
+  constructor(source: BodySource, socket: Socket, method: string, url: string, major: number, minor: number, rawHeaders: string[], keepAlive: boolean) {
+    super();
+    this.#source = source;
+    this.socket = socket;
+    this.method = method;
+    this.url = url;
+    this.httpVersionMajor = major;
+    this.httpVersionMinor = minor;
+    this.rawHeaders = rawHeaders;
+    this.shouldKeepAlive = keepAlive;
+  }
+
+  get httpVersion(): string {
+    return `${this.httpVersionMajor}.${this.httpVersionMinor}`;
+  }
+
+  /** Built on first use, as node:http does. */
+  get headers(): IncomingHttpHeaders {
+    return (this.#headers ??= requestHeaders(this.rawHeaders));
+  }
+
+  override _read(): void {
+    this.#source.resumeReading();
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * One HTTP/1.1 response written by Portico's own server: the parts of
+ * node:http's ServerResponse the proxy uses (writeHead, write, end,
+ * addTrailers, 'drain', 'close'). The head is serialised here, framed by
+ * Content-Length or chunked encoding (close-delimited for HTTP/1.0 clients),
+ * and goes out in one write with the first body bytes. Header names and
+ * values are checked as node:http checks them, so nothing can split the head.
+ */
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { H1ServerRequest } from './server-request.js';
+
+/** What a response tells its connection. */
+export interface ResponseOwner {
+  /** The connection must close after this response (shutdown in progress, or it was asked to). */
+  readonly closing: boolean;
+  /** `Keep-Alive` hint sent with keep-alive responses, e.g. "timeout=5". */
+  readonly keepAliveHint: string;
+  responseDone(res: H1ServerResponse): void;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+function invalid(code: string, message: string): Error {
+  return Object.assign(new TypeError(message), { code });
+}
+
+let dateCache = '';
+let dateSecond = 0;
+/** The Date header's value, made once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const s = Math.floor(now / 1000);
+  if (s !== dateSecond) {
+    dateSecond = s;
+    dateCache = new Date(now).toUTCString();
+  }
+  return dateCache;
+}
+
+const CRLF = '\r\n';
+
+const F_LENGTH = 1;
+const F_CHUNKED = 2;
+const F_DATE = 4;
+const F_CLOSE = 8;
+/** What the head being written so far says about framing (writeHead is synchronous, so one scratch word serves). */
+let flags = 0;
+
+/** One checked header line; notes framing headers in `flags`, and drops Connection and Keep-Alive, which the server writes itself. */
+function headerLine(name: string, value: string): string {
+  if (!TOKEN.test(name)) throw invalid('ERR_INVALID_HTTP_TOKEN', `invalid header name "${name}"`);
+  if (INVALID_VALUE.test(value)) throw invalid('ERR_INVALID_CHAR', `invalid character in header "${name}"`);
+  switch (name.length) {
+    case 4:
+      if (name.toLowerCase() === 'date') flags |= F_DATE;
+      break;
+    case 10: {
+      const lower = name.toLowerCase();
+      if (lower === 'connection') {
+        if (/\bclose\b/i.test(value)) flags |= F_CLOSE;
+        return '';
+      }
+      if (lower === 'keep-alive') return '';
+      break;
+    }
+    case 14:
+      if (name.toLowerCase() === 'content-length') flags |= F_LENGTH;
+      break;
+    case 17:
+      if (name.toLowerCase() === 'transfer-encoding' && /\bchunked\b/i.test(value)) flags |= F_CHUNKED;
+      break;
+  }
+  return `${name}: ${value}${CRLF}`;
+}
+const LAST_CHUNK = '0\r\n\r\n';
+
+export class H1ServerResponse extends EventEmitter {
+  readonly req: H1ServerRequest;
+  readonly socket: Socket;
+  readonly #owner: ResponseOwner;
+  statusCode = 200;
+  statusMessage = '';
+  headersSent = false;
+  writableEnded = false;
+  writableFinished = false;
+  destroyed = false;
+  /** The connection stays open after this response. */
+  keepAlive: boolean;
+  #head: string | null = null;
+  #chunked = false;
+  #bodyless = false;
+  #trailers = '';
+
+  constructor(owner: ResponseOwner, req: H1ServerRequest) {
+    super();
+    this.#owner = owner;
+    this.req = req;
+    this.socket = req.socket;
+    this.keepAlive = req.shouldKeepAlive;
+  }
+
+  /** Header pairs (name, value, …) or an object; throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR as node:http does. */
+  writeHead(status: number, headers?: OutgoingHttpHeaders | readonly string[]): this {
+    if (this.headersSent) throw invalid('ERR_HTTP_HEADERS_SENT', 'response headers already sent');
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}${CRLF}`;
+    flags = 0;
+    if (Array.isArray(headers)) {
+      const pairs = headers as readonly string[];
+      for (let i = 0; i + 1 < pairs.length; i += 2) head += headerLine(pairs[i] as string, pairs[i + 1] as string);
+    } else if (headers !== undefined) {
+      for (const name in headers) {
+        const v = (headers as OutgoingHttpHeaders)[name];
+        if (v === undefined) continue;
+        if (Array.isArray(v)) for (const one of v) head += headerLine(name, String(one));
+        else head += headerLine(name, String(v));
+      }
+    }
+    const hasLength = (flags & F_LENGTH) !== 0;
+    const hasChunked = (flags & F_CHUNKED) !== 0;
+    const hasDate = (flags & F_DATE) !== 0;
+    const close = (flags & F_CLOSE) !== 0;
+    const req = this.req;
+    this.#bodyless = req.method === 'HEAD' || status === 204 || status === 304 || status < 200;
+    if (!this.#bodyless && !hasLength) {
+      if (hasChunked) this.#chunked = true;
+      else if (req.httpVersionMinor >= 1 || req.httpVersionMajor > 1) {
+        this.#chunked = true;
+        head += `Transfer-Encoding: chunked${CRLF}`;
+      } else {
+        // An HTTP/1.0 client can't read chunked encoding: the body ends when the connection closes.
+        this.keepAlive = false;
+      }
+    }
+    if (close || this.#owner.closing) this.keepAlive = false;
+    if (!hasDate) head += `Date: ${httpDate()}${CRLF}`;
+    if (this.keepAlive) head += `Connection: keep-alive${CRLF}Keep-Alive: ${this.#owner.keepAliveHint}${CRLF}${CRLF}`;
+    else head += `Connection: close${CRLF}${CRLF}`;
+    this.statusCode = status;
+    this.statusMessage = STATUS_CODES[status] ?? 'Unknown';
+    this.headersSent = true;
+    this.#head = head;
+    return this;
+  }
+
+  /** Writes one body chunk (with the head, the first time); false when the socket's buffer is full ('drain' follows). */
+  write(chunk: Buffer | string): boolean {
+    if (this.writableEnded || this.destroyed) return false;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    const s = this.socket;
+    const head = this.#head;
+    const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    if (this.#bodyless || len === 0) {
+      if (head === null) return !s.writableNeedDrain;
+      this.#head = null;
+      return s.write(head, 'latin1');
+    }
+    if (head !== null) {
+      this.#head = null;
+      if (!this.#chunked) {
+        s.cork();
+        s.write(head, 'latin1');
+        const ok = s.write(chunk);
+        s.uncork();
+        return ok;
+      }
+      s.cork();
+      s.write(`${head}${len.toString(16)}${CRLF}`, 'latin1');
+    } else if (this.#chunked) {
+      s.cork();
+      s.write(`${len.toString(16)}${CRLF}`, 'latin1');
+    } else {
+      return s.write(chunk);
+    }
+    s.write(chunk);
+    const ok = s.write(CRLF, 'latin1');
+    s.uncork();
+    return ok;
+  }
+
+  /** Trailer fields, sent after a chunked body (ignored otherwise, as node:http does). */
+  addTrailers(trailers: OutgoingHttpHeaders | readonly [string, string][]): void {
+    const list: [string, string][] = Array.isArray(trailers) ? [...(trailers as readonly [string, string][])] : [];
+    if (!Array.isArray(trailers)) {
+      for (const name in trailers) {
+        const v = (trailers as OutgoingHttpHeaders)[name];
+        if (v === undefined) continue;
+        if (Array.isArray(v)) for (const one of v) list.push([name, String(one)]);
+        else list.push([name, String(v)]);
+      }
+    }
+    for (const [name, value] of list) {
+      if (!TOKEN.test(name)) throw invalid('ERR_INVALID_HTTP_TOKEN', `invalid trailer name "${name}"`);
+      if (INVALID_VALUE.test(value)) throw invalid('ERR_INVALID_CHAR', `invalid character in trailer "${name}"`);
+      this.#trailers += `${name}: ${value}${CRLF}`;
+    }
+  }
+
+  /** Ends the response: the last chunk, the head too if nothing was written yet, in one write. */
+  end(chunk?: Buffer | string): this {
+    if (this.writableEnded || this.destroyed) return this;
+    if (!this.headersSent) {
+      if (chunk !== undefined && !this.#bodyless) {
+        // A whole response known up front gets a Content-Length, not chunked encoding.
+        this.writeHead(this.statusCode, ['Content-Length', String(typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length)]);
+      } else {
+        this.writeHead(this.statusCode, this.#bodyless || this.statusCode === 204 || this.statusCode === 304 ? [] : ['Content-Length', '0']);
+      }
+    }
+    this.writableEnded = true;
+    const s = this.socket;
+    const head = this.#head;
+    this.#head = null;
+    const len = chunk === undefined || this.#bodyless ? 0 : typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    if (!this.#chunked) {
+      if (len === 0) {
+        if (head !== null) s.write(head, 'latin1');
+      } else if (head !== null) {
+        s.cork();
+        s.write(head, 'latin1');
+        s.write(chunk as Buffer | string);
+        s.uncork();
+      } else {
+        s.write(chunk as Buffer | string);
+      }
+    } else {
+      const tail = this.#trailers === '' ? LAST_CHUNK : `0${CRLF}${this.#trailers}${CRLF}`;
+      if (len === 0) {
+        s.write(head === null ? tail : head + tail, 'latin1');
+      } else {
+        s.cork();
+        s.write(`${head ?? ''}${len.toString(16)}${CRLF}`, 'latin1');
+        s.write(chunk as Buffer | string);
+        s.write(CRLF + tail, 'latin1');
+        s.uncork();
+      }
+    }
+    this.writableFinished = true;
+    this.#owner.responseDone(this);
+    return this;
+  }
+
+  /** Cuts the response short: the connection closes, so the client can't take a partial body for a whole one. */
+  destroy(): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.socket.destroy();
+    return this;
+  }
+}
