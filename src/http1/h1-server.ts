@@ -61,7 +61,7 @@ export class H1Server {
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.requestTimeoutMs = limits.requestTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
-    this.keepAliveHint = `timeout=${Math.max(1, Math.floor(limits.keepAliveTimeoutMs / 1000))}`;
+    this.keepAliveHint = limits.keepAliveTimeoutMs > 0 ? `timeout=${Math.max(1, Math.floor(limits.keepAliveTimeoutMs / 1000))}` : '';
   }
 
   /** Serves HTTP/1.1 on a connected socket (TLS already established for HTTPS). */
@@ -149,13 +149,14 @@ export class H1Server {
     const now = Date.now();
     for (const c of this.#conns) {
       if (c.closed) continue;
-      if (c.headersStart !== 0 && now - c.headersStart > this.headersTimeoutMs) {
+      // A timeout of 0 is off, as in node:http.
+      if (c.headersStart !== 0 && this.headersTimeoutMs > 0 && now - c.headersStart > this.headersTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request head not received within headersTimeout');
         c.refuse(408, 'Request Timeout');
       } else if (c.requestStart !== 0 && this.requestTimeoutMs > 0 && now - c.requestStart > this.requestTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request not received within requestTimeout');
         c.refuse(408, 'Request Timeout');
-      } else if (c.idleSince !== 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
+      } else if (c.idleSince !== 0 && this.keepAliveTimeoutMs > 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
         c.endSoon();
       }
     }

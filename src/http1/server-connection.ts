@@ -92,6 +92,8 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
 
   /** Hands a parsed request to the server's handler, or queues it behind the one being answered. */
   admit(req: H1ServerRequest): void {
+    // After a response that closes the connection (or a refused request), nothing more is answered.
+    if (this.closing) return;
     if (this.active !== null || this.queue.length > 0) {
       this.queue.push(req);
       if (this.queue.length >= MAX_QUEUED) this.pauseReading();

@@ -136,8 +136,10 @@ export class H1ServerResponse extends EventEmitter {
     }
     if (close || this.#owner.closing) this.keepAlive = false;
     if (!hasDate) head += `Date: ${httpDate()}${CRLF}`;
-    if (this.keepAlive) head += `Connection: keep-alive${CRLF}Keep-Alive: ${this.#owner.keepAliveHint}${CRLF}${CRLF}`;
-    else head += `Connection: close${CRLF}${CRLF}`;
+    const hint = this.#owner.keepAliveHint;
+    if (!this.keepAlive) head += `Connection: close${CRLF}${CRLF}`;
+    else if (hint === '') head += `Connection: keep-alive${CRLF}${CRLF}`;
+    else head += `Connection: keep-alive${CRLF}Keep-Alive: ${hint}${CRLF}${CRLF}`;
     this.statusCode = status;
     this.statusMessage = STATUS_CODES[status] ?? 'Unknown';
     this.headersSent = true;
