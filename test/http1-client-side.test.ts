@@ -1,0 +1,542 @@
+/**
+ * How the HTTPS listener speaks HTTP/1.1 and HTTP/1.0 to clients: pipelining, Connection: close,
+ * HTTP/1.0 framing, chunked responses, 100-continue, HEAD, bad requests, requestTimeout, Date and
+ * Server, long request targets, byte-at-a-time heads, keep-alive. Exact bytes go out over raw TLS
+ * sockets and exact bytes are parsed back, so a change of the HTTP/1.1 server engine (node:http
+ * today) cannot slip a framing difference past these tests.
+ */
+import { after, before, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type http from 'node:http';
+import tls from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { startUpstream, type SeenRequest } from './helpers/net.js';
+
+const HOST = 'h1.test';
+/** A body the /fixed path always answers with, by Content-Length. */
+const FIXED_BODY = 'fixed-body-0123456789';
+/** The two writes of the /chunked path, sent without Content-Length (so chunked to Portico). */
+const CHUNK_PARTS = ['first-part;', 'second-part'] as const;
+const UPSTREAM_SERVER = 'portico-test-upstream/1.0';
+const FIXED_DATE = 'Sun, 06 Nov 1994 08:49:37 GMT';
+
+type Upstream = Awaited<ReturnType<typeof startUpstream>>;
+let pki: TestPki;
+/** maxHeaderSize 12kb, otherwise defaults. */
+let proxy: TestProxy;
+/** headersTimeout 500ms, requestTimeout 1s. */
+let slowProxy: TestProxy;
+/** requestTimeout 1s only (headersTimeout left at its 30s default). */
+let rtOnlyProxy: TestProxy;
+let up: Upstream;
+/** A fresh upstream used only by the keep-alive test, so its connection count is that test's alone. */
+let kaUp: Upstream;
+let kaUpConnections = 0;
+const clients = new Set<RawClient>();
+
+/**
+ * The test upstream. Every path reads the whole body first (recorded in `seen.body`), then:
+ * /chunked writes two parts without Content-Length (chunked on the wire), /fixed answers
+ * FIXED_BODY by Content-Length, /nodate sends no Date, /fixeddate a fixed Date; anything
+ * else echoes `<method> <url> <body length>` by Content-Length. All send a Server header.
+ */
+function answer(req: http.IncomingMessage, res: http.ServerResponse, seen: SeenRequest): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    seen.body = Buffer.concat(chunks);
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    res.setHeader('server', UPSTREAM_SERVER);
+    if (path === '/chunked') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write(CHUNK_PARTS[0]);
+      setTimeout(() => {
+        res.write(CHUNK_PARTS[1]);
+        res.end();
+      }, 20);
+      return;
+    }
+    if (path === '/nodate') res.sendDate = false;
+    if (path === '/fixeddate') res.setHeader('date', FIXED_DATE);
+    const body = path === '/fixed' ? FIXED_BODY : `${req.method ?? ''} ${req.url ?? ''} ${seen.body.length}`;
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+}
+
+before(async () => {
+  pki = await makePki();
+  up = await startUpstream(answer);
+  kaUp = await startUpstream(answer);
+  kaUp.server.on('connection', () => {
+    kaUpConnections++;
+  });
+  const cert = await pki.issue('h1', [HOST]);
+  const routes = [
+    { path: '/', upstream: up.url },
+    { path: '/ka', upstream: kaUp.url },
+  ];
+  proxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes } }, limits: { maxHeaderSize: '12kb', shutdownTimeout: '1s' } });
+  slowProxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes } }, limits: { headersTimeout: '500ms', requestTimeout: '1s', shutdownTimeout: '1s' } });
+  rtOnlyProxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes } }, limits: { requestTimeout: '1s', shutdownTimeout: '1s' } });
+});
+
+after(async () => {
+  for (const c of clients) c.destroy();
+  await proxy?.stop();
+  await slowProxy?.stop();
+  await rtOnlyProxy?.stop();
+  await up?.close();
+  await kaUp?.close();
+  await pki?.cleanup();
+});
+
+/** One HTTP response as read off the wire. */
+interface WireResponse {
+  statusLine: string;
+  status: number;
+  /** Lower-case names; repeated headers joined with ", ". */
+  headers: Record<string, string>;
+  /** Whether the body came with chunked framing. */
+  chunked: boolean;
+  /** The body, de-chunked. */
+  body: Buffer;
+  text: string;
+}
+
+/**
+ * Parses one response at the start of `buf`: by Content-Length, chunked, no body (HEAD, 1xx,
+ * 204, 304), or else up to the close. Undefined while it is incomplete.
+ */
+function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolean }): { res: WireResponse; used: number } | undefined {
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd === -1) return undefined;
+  const [statusLine = '', ...lines] = buf.toString('latin1', 0, headEnd).split('\r\n');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon === -1) continue;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+  }
+  let pos = headEnd + 4;
+  const make = (body: Buffer, chunked: boolean, used: number): { res: WireResponse; used: number } => ({
+    res: { statusLine, status, headers, chunked, body, text: body.toString('latin1') },
+    used,
+  });
+  if (opts.head || (status >= 100 && status < 200) || status === 204 || status === 304) return make(Buffer.alloc(0), false, pos);
+  if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {
+    const parts: Buffer[] = [];
+    for (;;) {
+      const lineEnd = buf.indexOf('\r\n', pos);
+      if (lineEnd === -1) return undefined;
+      const size = Number.parseInt((buf.toString('latin1', pos, lineEnd).split(';')[0] ?? '').trim(), 16);
+      if (Number.isNaN(size)) throw new Error(`bad chunk size line ${JSON.stringify(buf.toString('latin1', pos, lineEnd))}`);
+      pos = lineEnd + 2;
+      if (size === 0) break;
+      if (buf.length < pos + size + 2) return undefined;
+      parts.push(buf.subarray(pos, pos + size));
+      pos += size + 2;
+    }
+    // Trailer section: an empty line, or trailer fields ending in one.
+    if (buf.length < pos + 2) return undefined;
+    if (buf[pos] === 13 && buf[pos + 1] === 10) pos += 2;
+    else {
+      const end = buf.indexOf('\r\n\r\n', pos);
+      if (end === -1) return undefined;
+      pos = end + 4;
+    }
+    return make(Buffer.concat(parts), true, pos);
+  }
+  const len = headers['content-length'];
+  if (len !== undefined) {
+    const n = Number(len);
+    if (buf.length < pos + n) return undefined;
+    return make(Buffer.from(buf.subarray(pos, pos + n)), false, pos + n);
+  }
+  // Close-delimited.
+  if (!opts.closed) return undefined;
+  return make(Buffer.from(buf.subarray(pos)), false, buf.length);
+}
+
+/** A raw HTTP/1.x client over TLS: writes exact bytes, reads responses off the wire in order. */
+class RawClient {
+  #buf: Buffer = Buffer.alloc(0);
+  #wake: (() => void) | undefined;
+  closed = false;
+  closedAt = 0;
+
+  private constructor(readonly socket: tls.TLSSocket) {
+    socket.on('data', (c: Buffer) => {
+      this.#buf = this.#buf.length === 0 ? c : Buffer.concat([this.#buf, c]);
+      this.#wake?.();
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      this.closed = true;
+      this.closedAt = performance.now();
+      this.#wake?.();
+    });
+  }
+
+  static async open(t: TestContext, target: TestProxy = proxy): Promise<RawClient> {
+    const socket = tls.connect({ host: '127.0.0.1', port: target.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+    socket.on('error', () => {});
+    await once(socket, 'secureConnect');
+    assert.equal(socket.alpnProtocol, 'http/1.1');
+    const c = new RawClient(socket);
+    clients.add(c);
+    t.after(() => c.destroy());
+    return c;
+  }
+
+  /** Writes bytes as one TLS write; resolves once handed to the socket. */
+  write(data: string | Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** Bytes received and not consumed yet. */
+  get pending(): Buffer {
+    return this.#buf;
+  }
+
+  /** Waits until `pred` holds (checked on every arrival and at close), at most `timeoutMs`. */
+  async until(pred: () => boolean, timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (!pred()) {
+      if (this.closed) return pred();
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      const ac = new AbortController();
+      await Promise.race([
+        new Promise<void>((r) => {
+          this.#wake = r;
+        }),
+        delay(left, undefined, { signal: ac.signal }).catch(() => {}),
+      ]);
+      ac.abort();
+      this.#wake = undefined;
+    }
+    return true;
+  }
+
+  /** Reads (and consumes) the next whole response; fails if none arrives within `timeoutMs`. */
+  async response(opts: { head?: boolean; timeoutMs?: number } = {}): Promise<WireResponse> {
+    const head = opts.head ?? false;
+    let got: { res: WireResponse; used: number } | undefined;
+    await this.until(() => (got = parseResponse(this.#buf, { head, closed: this.closed })) !== undefined, opts.timeoutMs ?? 3000);
+    if (got === undefined) {
+      throw new Error(`no complete response (${this.closed ? 'connection closed' : 'timed out'}); have ${JSON.stringify(this.#buf.toString('latin1').slice(0, 500))}`);
+    }
+    this.#buf = this.#buf.subarray(got.used);
+    return got.res;
+  }
+
+  /** Whether the server closes the connection within `ms`. */
+  async closesWithin(ms: number): Promise<boolean> {
+    return this.until(() => this.closed, ms);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+    clients.delete(this);
+  }
+}
+
+function get(path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n${extra}\r\n`;
+}
+
+test('three pipelined GETs in one write get three responses in order, and the connection stays open', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(get('/pipe/one') + get('/pipe/two') + get('/pipe/three'));
+  for (const name of ['one', 'two', 'three']) {
+    const r = await c.response();
+    assert.equal(r.status, 200);
+    assert.equal(r.text, `GET /pipe/${name} 0`, 'responses come back in request order');
+    assert.notEqual(r.headers.connection?.toLowerCase(), 'close');
+  }
+  assert.equal(await c.closesWithin(200), false, 'the connection stays open after the pipelined requests');
+  assert.equal(c.pending.length, 0, 'nothing but the three responses arrived');
+  await c.write(get('/pipe/four'));
+  assert.equal((await c.response()).text, 'GET /pipe/four 0', 'and it still serves');
+});
+
+test('a request with Connection: close gets connection: close and the server closes the socket after the response', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(get('/close', 'Connection: close\r\n'));
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'GET /close 0');
+  assert.equal(r.headers.connection?.toLowerCase(), 'close');
+  assert.equal(await c.closesWithin(1000), true, 'the server closed the connection');
+  assert.equal(c.pending.length, 0, 'nothing after the response');
+});
+
+test('an HTTP/1.0 request without keep-alive is answered and closed, never with chunked framing, and a length-less body arrives whole', async (t) => {
+  // Content-Length from the upstream: passed on, then the server closes.
+  const a = await RawClient.open(t);
+  await a.write(`GET /fixed HTTP/1.0\r\nHost: ${HOST}\r\n\r\n`);
+  const ra = await a.response();
+  assert.equal(ra.status, 200);
+  // Current behaviour: the status line says HTTP/1.1 (the server's own version, RFC 9110 §6.2) and
+  // the response carries "Connection: close".
+  assert.match(ra.statusLine, /^HTTP\/1\.1 200 /);
+  assert.equal(ra.headers.connection?.toLowerCase(), 'close');
+  assert.equal(ra.headers['content-length'], String(FIXED_BODY.length));
+  assert.equal(ra.text, FIXED_BODY);
+  assert.equal(await a.closesWithin(1000), true, 'the server closed the HTTP/1.0 connection');
+
+  // The upstream answers chunked (no Content-Length): an HTTP/1.0 client cannot parse chunked, so the
+  // body is delimited by the close instead.
+  const b = await RawClient.open(t);
+  await b.write(`GET /chunked HTTP/1.0\r\nHost: ${HOST}\r\n\r\n`);
+  assert.equal(await b.closesWithin(3000), true, 'the server closed the connection to end the body');
+  const rb = await b.response();
+  assert.equal(rb.status, 200);
+  assert.equal(rb.headers['transfer-encoding'], undefined, 'no Transfer-Encoding towards an HTTP/1.0 client');
+  assert.equal(rb.chunked, false);
+  assert.equal(rb.text, CHUNK_PARTS.join(''), 'the body arrived whole, close-delimited');
+
+  // Even with Connection: keep-alive, a length-less body is not chunked to HTTP/1.0: the connection closes.
+  const c = await RawClient.open(t);
+  await c.write(`GET /chunked HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
+  assert.equal(await c.closesWithin(3000), true, 'closed to delimit the body');
+  const rc = await c.response();
+  assert.equal(rc.headers['transfer-encoding'], undefined);
+  assert.notEqual(rc.headers.connection?.toLowerCase(), 'keep-alive');
+  assert.equal(rc.text, CHUNK_PARTS.join(''));
+});
+
+test('an HTTP/1.0 request with Connection: keep-alive and a Content-Length response is kept alive for a second request', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(`GET /fixed HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
+  const r1 = await c.response();
+  assert.equal(r1.status, 200);
+  assert.equal(r1.headers.connection?.toLowerCase(), 'keep-alive');
+  assert.equal(r1.headers['content-length'], String(FIXED_BODY.length));
+  assert.equal(r1.text, FIXED_BODY);
+  assert.equal(await c.closesWithin(200), false, 'the connection stays open');
+  await c.write(`GET /ka10/second HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
+  const r2 = await c.response();
+  assert.equal(r2.status, 200);
+  assert.equal(r2.text, 'GET /ka10/second 0');
+});
+
+test('an HTTP/1.1 client gets a chunked response when the upstream sends no Content-Length, and the de-chunked body is whole', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(get('/chunked'));
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['transfer-encoding']?.toLowerCase(), 'chunked');
+  assert.equal(r.headers['content-length'], undefined);
+  assert.equal(r.chunked, true);
+  assert.equal(r.text, CHUNK_PARTS.join(''));
+  // The terminating chunk was there: the connection is reusable.
+  await c.write(get('/after-chunked'));
+  assert.equal((await c.response()).text, 'GET /after-chunked 0');
+});
+
+test('Expect: 100-continue gets "100 Continue" before the body is sent, then the final response, and the upstream gets the whole body', async (t) => {
+  const c = await RawClient.open(t);
+  const body = 'x'.repeat(3000);
+  await c.write(`POST /continue HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`);
+  const interim = await c.response({ timeoutMs: 2000 });
+  assert.equal(interim.status, 100);
+  assert.match(interim.statusLine, /^HTTP\/1\.1 100 Continue$/);
+  assert.equal(c.pending.length, 0, 'nothing but the 100 before the body is sent');
+  await c.write(body.slice(0, 1000));
+  await c.write(body.slice(1000));
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.text, `POST /continue ${body.length}`);
+  const seen = up.seen.find((s) => s.url === '/continue');
+  assert.equal(seen?.body.toString(), body);
+});
+
+test('HEAD gets the upstream content-length and no body bytes, and a following GET on the connection is answered cleanly', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(`HEAD /fixed HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+  const h = await c.response({ head: true });
+  assert.equal(h.status, 200);
+  assert.equal(h.headers['content-length'], String(FIXED_BODY.length));
+  assert.equal(h.headers['transfer-encoding'], undefined);
+  await delay(100);
+  assert.equal(c.pending.length, 0, `body bytes after a HEAD response: ${JSON.stringify(c.pending.toString('latin1'))}`);
+  await c.write(get('/fixed'));
+  const g = await c.response();
+  assert.match(g.statusLine, /^HTTP\/1\.1 200 /);
+  assert.equal(g.text, FIXED_BODY);
+  await delay(50);
+  assert.equal(c.pending.length, 0);
+  assert.ok(up.seen.some((s) => s.url === '/fixed' && s.method === 'HEAD'), 'the HEAD went upstream as HEAD');
+});
+
+test('a chunked request body sent in several writes reaches the upstream whole, and the connection serves a second request', async (t) => {
+  const c = await RawClient.open(t);
+  const parts = ['alpha-', 'beta-', 'gamma-delta-epsilon'];
+  await c.write(`POST /chunked-up HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+  for (const p of parts) {
+    await c.write(`${p.length.toString(16)}\r\n`);
+    await delay(5);
+    await c.write(`${p}\r\n`);
+    await delay(5);
+  }
+  await c.write('0\r\n\r\n');
+  const whole = parts.join('');
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.text, `POST /chunked-up ${whole.length}`);
+  assert.equal(up.seen.find((s) => s.url === '/chunked-up')?.body.toString(), whole);
+  await c.write(get('/after-chunked-up'));
+  assert.equal((await c.response()).text, 'GET /after-chunked-up 0');
+});
+
+test('a malformed request line or garbage gets 400 and a close, and Transfer-Encoding with Content-Length gets 400 without reaching the upstream', async (t) => {
+  // Not listed: a request line without a version ("GET /x\r\n" then headers). node:http's llhttp takes it
+  // as HTTP/0.9 and proxies it (200, Connection: close); that leniency is left unpinned on purpose.
+  const cases: [string, string][] = [
+    ['extra token after the version', `GET /bad1 HTTP/1.1 extra\r\nHost: ${HOST}\r\n\r\n`],
+    ['garbage', '\x16\x03\x01garbage \x00\xff bytes\r\n\r\n'],
+    ['Transfer-Encoding and Content-Length', `POST /bad3 HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`],
+  ];
+  for (const [what, text] of cases) {
+    const c = await RawClient.open(t);
+    await c.write(text);
+    const r = await c.response();
+    assert.equal(r.status, 400, what);
+    assert.equal(r.headers.connection?.toLowerCase(), 'close', what);
+    assert.equal(await c.closesWithin(1000), true, `${what}: the connection is closed`);
+  }
+  assert.equal(up.seen.some((s) => /^\/bad/.test(s.url)), false, 'no bad request reached the upstream');
+});
+
+/** Sends a POST head declaring 100 body bytes, then one byte every 100 ms; returns when the server closes or after `waitMs`. */
+async function trickleBody(t: TestContext, target: TestProxy, path: string, waitMs: number): Promise<{ c: RawClient; closed: boolean; ms: number }> {
+  const c = await RawClient.open(t, target);
+  const started = performance.now();
+  await c.write(`POST ${path} HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 100\r\n\r\n`);
+  // The whole body would take 10 s.
+  const trickle = setInterval(() => {
+    if (!c.socket.destroyed) c.socket.write('b');
+  }, 100);
+  t.after(() => clearInterval(trickle));
+  const closed = await c.closesWithin(waitMs);
+  clearInterval(trickle);
+  return { c, closed, ms: (closed ? c.closedAt : performance.now()) - started };
+}
+
+test('a request whose body trickles past requestTimeout is answered 408 and closed within requestTimeout + 1.5 s', async (t) => {
+  // slowProxy: headersTimeout 500ms, requestTimeout 1s (see the todo test below for why headersTimeout is set too).
+  const { c, closed, ms } = await trickleBody(t, slowProxy, '/slow-body', 4000);
+  assert.equal(closed, true, `the connection is still open after ${Math.round(ms)} ms`);
+  // Node checks the timeouts once a second (connectionsCheckingInterval), so 1 to 2 s after the first byte.
+  assert.ok(ms >= 900 && ms < 2500, `closed after ${Math.round(ms)} ms, requestTimeout is 1 s`);
+  // Current behaviour: the clientError handler answers a raw 408 with Connection: close, then ends.
+  const r = await c.response();
+  assert.equal(r.status, 408);
+  assert.equal(r.headers.connection?.toLowerCase(), 'close');
+  assert.equal(c.pending.length, 0, 'nothing after the 408');
+  // The body was being streamed upstream; the upstream request is cut off, never completed.
+  const seen = up.seen.find((s) => s.url === '/slow-body');
+  if (seen !== undefined) {
+    const gone = performance.now() + 1000;
+    while (!seen.aborted && performance.now() < gone) await delay(10);
+    assert.equal(seen.aborted, true, 'the upstream request was aborted');
+    assert.ok(seen.body.length < 100, 'the upstream never got a complete body');
+  }
+});
+
+test(
+  'requestTimeout below the default headersTimeout is still enforced on a trickled body',
+  {
+    todo:
+      'Portico passes requestTimeout 1s with headersTimeout 30s (the default) straight to node:http, which swaps the two when ' +
+      'headersTimeout > requestTimeout: the body may then trickle for 30 s (measured: 408 after ~31 s), not 1 s',
+  },
+  async (t) => {
+    const { closed, ms } = await trickleBody(t, rtOnlyProxy, '/slow-body-rt-only', 2500);
+    assert.equal(closed, true, `the connection is still open after ${Math.round(ms)} ms with requestTimeout 1s`);
+  },
+);
+
+test('a proxied response carries a Date (added when the upstream sends none, the upstream one otherwise) and the upstream Server header', async (t) => {
+  const c = await RawClient.open(t);
+  await c.write(get('/nodate'));
+  const r1 = await c.response();
+  assert.equal(r1.status, 200);
+  assert.equal(r1.headers.server, UPSTREAM_SERVER, 'the upstream Server header is passed on');
+  const date = r1.headers.date;
+  assert.ok(date !== undefined, 'a Date is added');
+  assert.match(date, /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/, 'IMF-fixdate');
+  assert.ok(Math.abs(Date.parse(date) - Date.now()) < 5000, `Date ${date} is now`);
+  // Current behaviour: an upstream Date passes through unchanged (one Date, not two).
+  await c.write(get('/fixeddate'));
+  const r2 = await c.response();
+  assert.equal(r2.headers.date, FIXED_DATE);
+  assert.equal(r2.headers.server, UPSTREAM_SERVER);
+});
+
+test('an 8 KiB request target split over several TLS writes is proxied, and one past maxHeaderSize gets 431', async (t) => {
+  /** Writes `text` in ~1000-byte TLS writes. */
+  const writeSplit = async (c: RawClient, text: string): Promise<void> => {
+    for (let i = 0; i < text.length; i += 1000) {
+      await c.write(text.slice(i, i + 1000));
+      await delay(2);
+    }
+  };
+  const longPath = `/long/${'a'.repeat(8192)}`;
+  const ok = await RawClient.open(t);
+  await writeSplit(ok, get(longPath));
+  const r = await ok.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.text, `GET ${longPath} 0`);
+  assert.equal(up.seen.at(-1)?.url, longPath);
+
+  // maxHeaderSize is 12kb here: a 13 KiB target alone is over it.
+  const tooLong = `/toolong/${'b'.repeat(13 * 1024)}`;
+  const bad = await RawClient.open(t);
+  await writeSplit(bad, get(tooLong)).catch(() => {}); // the server may close before the last write
+  const rb = await bad.response();
+  assert.equal(rb.status, 431);
+  assert.equal(await bad.closesWithin(1000), true, 'closed after the 431');
+  assert.equal(up.seen.some((s) => s.url.startsWith('/toolong/')), false);
+});
+
+test('a request head written one byte at a time is parsed and proxied', async (t) => {
+  const c = await RawClient.open(t);
+  const text = `GET /bytewise?x=1 HTTP/1.1\r\nHost: ${HOST}\r\nX-One: 1\r\nX-Two: two two\r\nAccept: */*\r\n\r\n`;
+  for (let i = 0; i < text.length; i++) {
+    await c.write(text[i] ?? '');
+    if (i % 8 === 0) await delay(1);
+  }
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'GET /bytewise?x=1 0');
+  const seen = up.seen.find((s) => s.url === '/bytewise?x=1');
+  assert.equal(seen?.headers['x-one'], '1');
+  assert.equal(seen?.headers['x-two'], 'two two');
+});
+
+test('50 sequential requests on one keep-alive connection all succeed over fewer than 50 upstream connections', async (t) => {
+  const c = await RawClient.open(t);
+  const before = kaUp.seen.length;
+  const connsBefore = kaUpConnections;
+  for (let i = 0; i < 50; i++) {
+    await c.write(get(`/ka/${i}`));
+    const r = await c.response();
+    assert.equal(r.status, 200, `request ${i}`);
+    assert.equal(r.text, `GET /ka/${i} 0`);
+    assert.notEqual(r.headers.connection?.toLowerCase(), 'close');
+    assert.equal(c.closed, false, `closed after request ${i}`);
+  }
+  assert.equal(kaUp.seen.length - before, 50);
+  const used = kaUpConnections - connsBefore;
+  assert.ok(used >= 1 && used < 50, `${used} upstream connections for 50 requests`);
+});
