@@ -85,7 +85,7 @@ export class H1Server {
 
   /** Requests the server refuses before any handler sees them. */
   acceptable(conn: H1ServerConnection, req: H1ServerRequest, pairs: readonly string[]): boolean {
-    if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+    if (req.atLeast11) {
       // RFC 9112 §3.2: a request without Host is a bad request (node:http's requireHostHeader).
       let host = false;
       for (let i = 0; i < pairs.length; i += 2) {
@@ -110,7 +110,7 @@ export class H1Server {
       const n = pairs[i] as string;
       if (n.length !== 6 || n.toLowerCase() !== 'expect') continue;
       if ((pairs[i + 1] as string).trim().toLowerCase() === '100-continue') {
-        if (req.httpVersionMinor >= 1) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+        if (req.atLeast11) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
         return true;
       }
       res.writeHead(417, ['Content-Length', '0', 'Connection', 'close']);

@@ -161,10 +161,18 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */
   refuse(status: number, reason: string): void {
     this.closing = true;
-    if (this.active !== null || this.closed) {
-      // A response is on its way: the error can't be put in front of it.
-      this.socket.destroy();
-      return;
+    if (this.closed) return;
+    const res = this.active;
+    if (res !== null) {
+      if (res.headersSent) {
+        // A response is on its way: the error can't be put in front of it.
+        this.socket.destroy();
+        return;
+      }
+      // The request being answered is abandoned (its 'close' cancels the upstream exchange); the 408 says why.
+      this.active = null;
+      res.destroyed = true;
+      res.emit('close');
     }
     this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, 'latin1');
     this.endSoon();

@@ -41,6 +41,11 @@ export class H1ServerRequest extends Readable {
     this.shouldKeepAlive = keepAlive;
   }
 
+  /** HTTP/1.1 or later: chunked encoding and 100 Continue are understood (not by 1.0, nor 0.9). */
+  get atLeast11(): boolean {
+    return this.httpVersionMajor > 1 || (this.httpVersionMajor === 1 && this.httpVersionMinor >= 1);
+  }
+
   get httpVersion(): string {
     return `${this.httpVersionMajor}.${this.httpVersionMinor}`;
   }

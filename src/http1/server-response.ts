@@ -104,6 +104,7 @@ export class H1ServerResponse extends EventEmitter {
 
   /** Header pairs (name, value, …) or an object; throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR as node:http does. */
   writeHead(status: number, headers?: OutgoingHttpHeaders | readonly string[]): this {
+    if (this.destroyed) return this;
     if (this.headersSent) throw invalid('ERR_HTTP_HEADERS_SENT', 'response headers already sent');
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}${CRLF}`;
     flags = 0;
@@ -126,7 +127,7 @@ export class H1ServerResponse extends EventEmitter {
     this.#bodyless = req.method === 'HEAD' || status === 204 || status === 304 || status < 200;
     if (!this.#bodyless && !hasLength) {
       if (hasChunked) this.#chunked = true;
-      else if (req.httpVersionMinor >= 1 || req.httpVersionMajor > 1) {
+      else if (req.atLeast11) {
         this.#chunked = true;
         head += `Transfer-Encoding: chunked${CRLF}`;
       } else {
