@@ -54,6 +54,10 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   readingPaused = false;
   partHeaders: string[] = [];
   partUrl = '';
+  // Socket listeners, kept so an upgrade can take exactly these off (the socket has others: net's own, the listener's).
+  readonly #onEnd = this.onEnd.bind(this);
+  readonly #onClose = this.onClose.bind(this);
+  readonly #onDrain = this.onDrain.bind(this);
 
   constructor(server: H1Server, socket: Socket) {
     this.server = server;
@@ -72,10 +76,10 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     this.parser = parser;
     // A client's FIN must not end the socket before its responses are written: handled in onEnd.
     socket.allowHalfOpen = true;
-    socket.on('end', this.onEnd.bind(this));
+    socket.on('end', this.#onEnd);
     socket.on('error', onSocketError);
-    socket.on('close', this.onClose.bind(this));
-    socket.on('drain', this.onDrain.bind(this));
+    socket.on('close', this.#onClose);
+    socket.on('drain', this.#onDrain);
     const handle = (socket as unknown as ConsumableSocket)._handle;
     if (handle === null) {
       socket.destroy();
@@ -207,15 +211,17 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   detach(): void {
     this.closed = true;
     this.server.forget(this);
-    this.socket.removeAllListeners('end');
-    this.socket.removeAllListeners('drain');
-    this.socket.removeAllListeners('close');
-    this.socket.removeListener('error', onSocketError);
+    const s = this.socket;
+    s.removeListener('end', this.#onEnd);
+    s.removeListener('drain', this.#onDrain);
+    s.removeListener('close', this.#onClose);
+    s.removeListener('error', onSocketError);
+    // The upgraded socket goes back to plain stream reading, and to the half-close rule of its server.
+    s.allowHalfOpen = false;
     // Inside the parser's own callback: it lets go of the socket now and is freed once it has returned.
     this.parser.unconsume();
     setImmediate(closeParser, this.parser);
-    const s = this.socket as unknown as { readableFlowing: boolean | null };
-    s.readableFlowing = null;
+    (s as unknown as { readableFlowing: boolean | null }).readableFlowing = null;
   }
 
   private onEnd(): void {
