@@ -7,12 +7,11 @@
  */
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import type http from 'node:http';
-import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { startUpstream, type SeenRequest } from './helpers/net.js';
+import { RawClient } from './helpers/raw-http1.js';
 
 const HOST = 'h1.test';
 /** A body the /fixed path always answers with, by Content-Length. */
@@ -34,7 +33,6 @@ let up: Upstream;
 /** A fresh upstream used only by the keep-alive test, so its connection count is that test's alone. */
 let kaUp: Upstream;
 let kaUpConnections = 0;
-const clients = new Set<RawClient>();
 
 /**
  * The test upstream. Every path reads the whole body first (recorded in `seen.body`), then:
@@ -84,7 +82,6 @@ before(async () => {
 });
 
 after(async () => {
-  for (const c of clients) c.destroy();
   await proxy?.stop();
   await slowProxy?.stop();
   await rtOnlyProxy?.stop();
@@ -93,160 +90,9 @@ after(async () => {
   await pki?.cleanup();
 });
 
-/** One HTTP response as read off the wire. */
-interface WireResponse {
-  statusLine: string;
-  status: number;
-  /** Lower-case names; repeated headers joined with ", ". */
-  headers: Record<string, string>;
-  /** Whether the body came with chunked framing. */
-  chunked: boolean;
-  /** The body, de-chunked. */
-  body: Buffer;
-  text: string;
-}
-
-/**
- * Parses one response at the start of `buf`: by Content-Length, chunked, no body (HEAD, 1xx,
- * 204, 304), or else up to the close. Undefined while it is incomplete.
- */
-function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolean }): { res: WireResponse; used: number } | undefined {
-  const headEnd = buf.indexOf('\r\n\r\n');
-  if (headEnd === -1) return undefined;
-  const [statusLine = '', ...lines] = buf.toString('latin1', 0, headEnd).split('\r\n');
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
-  const headers: Record<string, string> = {};
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    if (colon === -1) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
-  }
-  let pos = headEnd + 4;
-  const make = (body: Buffer, chunked: boolean, used: number): { res: WireResponse; used: number } => ({
-    res: { statusLine, status, headers, chunked, body, text: body.toString('latin1') },
-    used,
-  });
-  if (opts.head || (status >= 100 && status < 200) || status === 204 || status === 304) return make(Buffer.alloc(0), false, pos);
-  if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {
-    const parts: Buffer[] = [];
-    for (;;) {
-      const lineEnd = buf.indexOf('\r\n', pos);
-      if (lineEnd === -1) return undefined;
-      const size = Number.parseInt((buf.toString('latin1', pos, lineEnd).split(';')[0] ?? '').trim(), 16);
-      if (Number.isNaN(size)) throw new Error(`bad chunk size line ${JSON.stringify(buf.toString('latin1', pos, lineEnd))}`);
-      pos = lineEnd + 2;
-      if (size === 0) break;
-      if (buf.length < pos + size + 2) return undefined;
-      parts.push(buf.subarray(pos, pos + size));
-      pos += size + 2;
-    }
-    // Trailer section: an empty line, or trailer fields ending in one.
-    if (buf.length < pos + 2) return undefined;
-    if (buf[pos] === 13 && buf[pos + 1] === 10) pos += 2;
-    else {
-      const end = buf.indexOf('\r\n\r\n', pos);
-      if (end === -1) return undefined;
-      pos = end + 4;
-    }
-    return make(Buffer.concat(parts), true, pos);
-  }
-  const len = headers['content-length'];
-  if (len !== undefined) {
-    const n = Number(len);
-    if (buf.length < pos + n) return undefined;
-    return make(Buffer.from(buf.subarray(pos, pos + n)), false, pos + n);
-  }
-  // Close-delimited.
-  if (!opts.closed) return undefined;
-  return make(Buffer.from(buf.subarray(pos)), false, buf.length);
-}
-
-/** A raw HTTP/1.x client over TLS: writes exact bytes, reads responses off the wire in order. */
-class RawClient {
-  #buf: Buffer = Buffer.alloc(0);
-  #wake: (() => void) | undefined;
-  closed = false;
-  closedAt = 0;
-
-  private constructor(readonly socket: tls.TLSSocket) {
-    socket.on('data', (c: Buffer) => {
-      this.#buf = this.#buf.length === 0 ? c : Buffer.concat([this.#buf, c]);
-      this.#wake?.();
-    });
-    socket.on('error', () => {});
-    socket.once('close', () => {
-      this.closed = true;
-      this.closedAt = performance.now();
-      this.#wake?.();
-    });
-  }
-
-  static async open(t: TestContext, target: TestProxy = proxy): Promise<RawClient> {
-    const socket = tls.connect({ host: '127.0.0.1', port: target.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
-    socket.on('error', () => {});
-    await once(socket, 'secureConnect');
-    assert.equal(socket.alpnProtocol, 'http/1.1');
-    const c = new RawClient(socket);
-    clients.add(c);
-    t.after(() => c.destroy());
-    return c;
-  }
-
-  /** Writes bytes as one TLS write; resolves once handed to the socket. */
-  write(data: string | Buffer): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data, (err) => (err ? reject(err) : resolve()));
-    });
-  }
-
-  /** Bytes received and not consumed yet. */
-  get pending(): Buffer {
-    return this.#buf;
-  }
-
-  /** Waits until `pred` holds (checked on every arrival and at close), at most `timeoutMs`. */
-  async until(pred: () => boolean, timeoutMs: number): Promise<boolean> {
-    const deadline = performance.now() + timeoutMs;
-    while (!pred()) {
-      if (this.closed) return pred();
-      const left = deadline - performance.now();
-      if (left <= 0) return false;
-      const ac = new AbortController();
-      await Promise.race([
-        new Promise<void>((r) => {
-          this.#wake = r;
-        }),
-        delay(left, undefined, { signal: ac.signal }).catch(() => {}),
-      ]);
-      ac.abort();
-      this.#wake = undefined;
-    }
-    return true;
-  }
-
-  /** Reads (and consumes) the next whole response; fails if none arrives within `timeoutMs`. */
-  async response(opts: { head?: boolean; timeoutMs?: number } = {}): Promise<WireResponse> {
-    const head = opts.head ?? false;
-    let got: { res: WireResponse; used: number } | undefined;
-    await this.until(() => (got = parseResponse(this.#buf, { head, closed: this.closed })) !== undefined, opts.timeoutMs ?? 3000);
-    if (got === undefined) {
-      throw new Error(`no complete response (${this.closed ? 'connection closed' : 'timed out'}); have ${JSON.stringify(this.#buf.toString('latin1').slice(0, 500))}`);
-    }
-    this.#buf = this.#buf.subarray(got.used);
-    return got.res;
-  }
-
-  /** Whether the server closes the connection within `ms`. */
-  async closesWithin(ms: number): Promise<boolean> {
-    return this.until(() => this.closed, ms);
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-    clients.delete(this);
-  }
+/** A raw HTTP/1.1 client on `target`'s HTTPS listener for HOST. */
+function open(t: TestContext, target: TestProxy = proxy): Promise<RawClient> {
+  return RawClient.open(t, { port: target.httpsPort, servername: HOST, ca: pki.caPem });
 }
 
 function get(path: string, extra = ''): string {
@@ -254,7 +100,7 @@ function get(path: string, extra = ''): string {
 }
 
 test('three pipelined GETs in one write get three responses in order, and the connection stays open', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(get('/pipe/one') + get('/pipe/two') + get('/pipe/three'));
   for (const name of ['one', 'two', 'three']) {
     const r = await c.response();
@@ -269,7 +115,7 @@ test('three pipelined GETs in one write get three responses in order, and the co
 });
 
 test('a request with Connection: close gets connection: close and the server closes the socket after the response', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(get('/close', 'Connection: close\r\n'));
   const r = await c.response();
   assert.equal(r.status, 200);
@@ -281,7 +127,7 @@ test('a request with Connection: close gets connection: close and the server clo
 
 test('an HTTP/1.0 request without keep-alive is answered and closed, never with chunked framing, and a length-less body arrives whole', async (t) => {
   // Content-Length from the upstream: passed on, then the server closes.
-  const a = await RawClient.open(t);
+  const a = await open(t);
   await a.write(`GET /fixed HTTP/1.0\r\nHost: ${HOST}\r\n\r\n`);
   const ra = await a.response();
   assert.equal(ra.status, 200);
@@ -295,7 +141,7 @@ test('an HTTP/1.0 request without keep-alive is answered and closed, never with 
 
   // The upstream answers chunked (no Content-Length): an HTTP/1.0 client cannot parse chunked, so the
   // body is delimited by the close instead.
-  const b = await RawClient.open(t);
+  const b = await open(t);
   await b.write(`GET /chunked HTTP/1.0\r\nHost: ${HOST}\r\n\r\n`);
   assert.equal(await b.closesWithin(3000), true, 'the server closed the connection to end the body');
   const rb = await b.response();
@@ -305,7 +151,7 @@ test('an HTTP/1.0 request without keep-alive is answered and closed, never with 
   assert.equal(rb.text, CHUNK_PARTS.join(''), 'the body arrived whole, close-delimited');
 
   // Even with Connection: keep-alive, a length-less body is not chunked to HTTP/1.0: the connection closes.
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(`GET /chunked HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
   assert.equal(await c.closesWithin(3000), true, 'closed to delimit the body');
   const rc = await c.response();
@@ -315,7 +161,7 @@ test('an HTTP/1.0 request without keep-alive is answered and closed, never with 
 });
 
 test('an HTTP/1.0 request with Connection: keep-alive and a Content-Length response is kept alive for a second request', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(`GET /fixed HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
   const r1 = await c.response();
   assert.equal(r1.status, 200);
@@ -330,7 +176,7 @@ test('an HTTP/1.0 request with Connection: keep-alive and a Content-Length respo
 });
 
 test('an HTTP/1.1 client gets a chunked response when the upstream sends no Content-Length, and the de-chunked body is whole', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(get('/chunked'));
   const r = await c.response();
   assert.equal(r.status, 200);
@@ -344,7 +190,7 @@ test('an HTTP/1.1 client gets a chunked response when the upstream sends no Cont
 });
 
 test('Expect: 100-continue gets "100 Continue" before the body is sent, then the final response, and the upstream gets the whole body', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   const body = 'x'.repeat(3000);
   await c.write(`POST /continue HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`);
   const interim = await c.response({ timeoutMs: 2000 });
@@ -361,7 +207,7 @@ test('Expect: 100-continue gets "100 Continue" before the body is sent, then the
 });
 
 test('HEAD gets the upstream content-length and no body bytes, and a following GET on the connection is answered cleanly', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(`HEAD /fixed HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
   const h = await c.response({ head: true });
   assert.equal(h.status, 200);
@@ -379,7 +225,7 @@ test('HEAD gets the upstream content-length and no body bytes, and a following G
 });
 
 test('a chunked request body sent in several writes reaches the upstream whole, and the connection serves a second request', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   const parts = ['alpha-', 'beta-', 'gamma-delta-epsilon'];
   await c.write(`POST /chunked-up HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n`);
   for (const p of parts) {
@@ -407,7 +253,7 @@ test('a malformed request line or garbage gets 400 and a close, and Transfer-Enc
     ['Transfer-Encoding and Content-Length', `POST /bad3 HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`],
   ];
   for (const [what, text] of cases) {
-    const c = await RawClient.open(t);
+    const c = await open(t);
     await c.write(text);
     const r = await c.response();
     assert.equal(r.status, 400, what);
@@ -419,7 +265,7 @@ test('a malformed request line or garbage gets 400 and a close, and Transfer-Enc
 
 /** Sends a POST head declaring 100 body bytes, then one byte every 100 ms; returns when the server closes or after `waitMs`. */
 async function trickleBody(t: TestContext, target: TestProxy, path: string, waitMs: number): Promise<{ c: RawClient; closed: boolean; ms: number }> {
-  const c = await RawClient.open(t, target);
+  const c = await open(t, target);
   const started = performance.now();
   await c.write(`POST ${path} HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 100\r\n\r\n`);
   // The whole body would take 10 s.
@@ -462,7 +308,7 @@ test('requestTimeout below the default headersTimeout is still enforced on a tri
 });
 
 test('a proxied response carries a Date (added when the upstream sends none, the upstream one otherwise) and the upstream Server header', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   await c.write(get('/nodate'));
   const r1 = await c.response();
   assert.equal(r1.status, 200);
@@ -487,7 +333,7 @@ test('an 8 KiB request target split over several TLS writes is proxied, and one 
     }
   };
   const longPath = `/long/${'a'.repeat(8192)}`;
-  const ok = await RawClient.open(t);
+  const ok = await open(t);
   await writeSplit(ok, get(longPath));
   const r = await ok.response();
   assert.equal(r.status, 200);
@@ -496,7 +342,7 @@ test('an 8 KiB request target split over several TLS writes is proxied, and one 
 
   // maxHeaderSize is 12kb here: a 13 KiB target alone is over it.
   const tooLong = `/toolong/${'b'.repeat(13 * 1024)}`;
-  const bad = await RawClient.open(t);
+  const bad = await open(t);
   await writeSplit(bad, get(tooLong)).catch(() => {}); // the server may close before the last write
   const rb = await bad.response();
   assert.equal(rb.status, 431);
@@ -505,7 +351,7 @@ test('an 8 KiB request target split over several TLS writes is proxied, and one 
 });
 
 test('a request head written one byte at a time is parsed and proxied', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   const text = `GET /bytewise?x=1 HTTP/1.1\r\nHost: ${HOST}\r\nX-One: 1\r\nX-Two: two two\r\nAccept: */*\r\n\r\n`;
   for (let i = 0; i < text.length; i++) {
     await c.write(text[i] ?? '');
@@ -520,7 +366,7 @@ test('a request head written one byte at a time is parsed and proxied', async (t
 });
 
 test('50 sequential requests on one keep-alive connection all succeed over fewer than 50 upstream connections', async (t) => {
-  const c = await RawClient.open(t);
+  const c = await open(t);
   const before = kaUp.seen.length;
   const connsBefore = kaUpConnections;
   for (let i = 0; i < 50; i++) {

@@ -3,6 +3,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import tls from 'node:tls';
 import type { TestContext } from 'node:test';
+import { parseHead } from './raw-http1.js';
 
 const found = new Map<string, boolean>();
 
@@ -73,17 +74,7 @@ export interface RawResponse {
 /** Parses the first HTTP/1.1 response in `raw` (Content-Length bodies only; enough for error answers). */
 export function parseRawResponse(raw: string): RawResponse {
   const end = raw.indexOf('\r\n\r\n');
-  const head = end === -1 ? raw : raw.slice(0, end);
-  const [statusLine = '', ...lines] = head.split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const line of lines) {
-    const colon = line.indexOf(':');
-    if (colon === -1) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
-  }
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
+  const { status, headers } = parseHead(end === -1 ? raw : raw.slice(0, end));
   let body = end === -1 ? '' : raw.slice(end + 4);
   const len = headers['content-length'];
   if (len !== undefined) body = body.slice(0, Number(len));
