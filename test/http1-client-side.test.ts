@@ -92,7 +92,7 @@ after(async () => {
 
 /** A raw HTTP/1.1 client on `target`'s HTTPS listener for HOST. */
 function open(t: TestContext, target: TestProxy = proxy): Promise<RawClient> {
-  return RawClient.open(t, { port: target.httpsPort, servername: HOST, ca: pki.caPem });
+  return RawClient.open(t, { port: target.httpsPort, tls: { servername: HOST, ca: pki.caPem } });
 }
 
 function get(path: string, extra = ''): string {

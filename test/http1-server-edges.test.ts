@@ -6,7 +6,6 @@
  * Keep-Alive hint, 200 concurrent connections, broken chunk framing (alone, and pipelined behind a
  * valid request), bodiless responses pipelined before a GET, and an HTTP/1.0 POST answered with a
  * length-less body. Real sockets on 127.0.0.1 only; exact bytes out, exact bytes parsed back.
- * Two cases are `todo`: they assert the right behaviour and fail on the current server.
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +22,7 @@ import type { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { startRawUpstream, startUpstream, type SeenRequest } from './helpers/net.js';
+import { RawClient } from './helpers/raw-http1.js';
 
 const HOST = 'edge.test';
 const MiB = 1024 * 1024;
@@ -38,7 +38,6 @@ const MAX_GROWTH = 16 * MiB;
 const FIXED_BODY = 'fixed-body-0123456789';
 const SLOW_BODY = 'slow-but-complete:'.padEnd(64 * 1024, '.');
 const HALF_BODY = 'half-close-response:'.padEnd(100 * 1024, '#');
-const CHUNK_PARTS = ['part-one|', 'part-two|', 'part-three'] as const;
 
 type Upstream = Awaited<ReturnType<typeof startUpstream>>;
 type RawUpstream = Awaited<ReturnType<typeof startRawUpstream>>;
@@ -290,167 +289,11 @@ after(async () => {
   await pki?.cleanup();
 });
 
-/** One HTTP response as read off the wire. */
-interface WireResponse {
-  statusLine: string;
-  status: number;
-  /** Lower-case names; repeated headers joined with ", ". */
-  headers: Record<string, string>;
-  /** Every header line, in order, lower-case names. */
-  lines: [string, string][];
-  chunked: boolean;
-  body: Buffer;
-  text: string;
-}
-
-/** Parses one response at the start of `buf` (Content-Length, chunked, bodiless, or up to the close); undefined while incomplete. */
-function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolean }): { res: WireResponse; used: number } | undefined {
-  const headEnd = buf.indexOf('\r\n\r\n');
-  if (headEnd === -1) return undefined;
-  const [statusLine = '', ...rest] = buf.toString('latin1', 0, headEnd).split('\r\n');
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
-  const headers: Record<string, string> = {};
-  const lines: [string, string][] = [];
-  for (const line of rest) {
-    const colon = line.indexOf(':');
-    if (colon === -1) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    lines.push([name, value]);
-    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
-  }
-  let pos = headEnd + 4;
-  const make = (body: Buffer, chunked: boolean, used: number): { res: WireResponse; used: number } => ({
-    res: { statusLine, status, headers, lines, chunked, body, text: body.toString('latin1') },
-    used,
-  });
-  if (opts.head || (status >= 100 && status < 200) || status === 204 || status === 304) return make(Buffer.alloc(0), false, pos);
-  if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {
-    const parts: Buffer[] = [];
-    for (;;) {
-      const lineEnd = buf.indexOf('\r\n', pos);
-      if (lineEnd === -1) return undefined;
-      const size = Number.parseInt((buf.toString('latin1', pos, lineEnd).split(';')[0] ?? '').trim(), 16);
-      if (Number.isNaN(size)) throw new Error(`bad chunk size line ${JSON.stringify(buf.toString('latin1', pos, lineEnd))}`);
-      pos = lineEnd + 2;
-      if (size === 0) break;
-      if (buf.length < pos + size + 2) return undefined;
-      parts.push(buf.subarray(pos, pos + size));
-      pos += size + 2;
-    }
-    if (buf.length < pos + 2) return undefined;
-    if (buf[pos] === 13 && buf[pos + 1] === 10) pos += 2;
-    else {
-      const end = buf.indexOf('\r\n\r\n', pos);
-      if (end === -1) return undefined;
-      pos = end + 4;
-    }
-    return make(Buffer.concat(parts), true, pos);
-  }
-  const len = headers['content-length'];
-  if (len !== undefined) {
-    const n = Number(len);
-    if (buf.length < pos + n) return undefined;
-    return make(Buffer.from(buf.subarray(pos, pos + n)), false, pos + n);
-  }
-  if (!opts.closed) return undefined;
-  return make(Buffer.from(buf.subarray(pos)), false, buf.length);
-}
-
-/** A raw HTTP/1.x client over TLS (ALPN http/1.1) or plain TCP: exact bytes out, responses read off the wire in order. */
-class RawClient {
-  #chunks: Buffer[] = [];
-  #wake: (() => void) | undefined;
-  closed = false;
-  closedAt = 0;
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.#chunks.push(c);
-      this.#wake?.();
-    });
-    socket.on('error', () => {});
-    socket.once('close', () => {
-      this.closed = true;
-      this.closedAt = performance.now();
-      this.#wake?.();
-    });
-  }
-
-  static async open(t: TestContext | undefined, port: number, secure = true): Promise<RawClient> {
-    let socket: net.Socket;
-    if (secure) {
-      const s = tls.connect({ host: '127.0.0.1', port, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
-      s.on('error', () => {});
-      await once(s, 'secureConnect');
-      assert.equal(s.alpnProtocol, 'http/1.1');
-      socket = s;
-    } else {
-      socket = net.connect(port, '127.0.0.1');
-      socket.on('error', () => {});
-      await once(socket, 'connect');
-    }
-    const c = new RawClient(socket);
-    clients.add(c);
-    t?.after(() => c.destroy());
-    return c;
-  }
-
-  write(data: string | Buffer): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data, (err) => (err ? reject(err) : resolve()));
-    });
-  }
-
-  /** Bytes received and not consumed yet. */
-  get pending(): Buffer {
-    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks)];
-    return this.#chunks[0] ?? Buffer.alloc(0);
-  }
-
-  consume(n: number): void {
-    const rest = this.pending.subarray(n);
-    this.#chunks = rest.length > 0 ? [rest] : [];
-  }
-
-  async until(pred: () => boolean, timeoutMs: number): Promise<boolean> {
-    const deadline = performance.now() + timeoutMs;
-    while (!pred()) {
-      if (this.closed) return pred();
-      const left = deadline - performance.now();
-      if (left <= 0) return false;
-      const ac = new AbortController();
-      await Promise.race([
-        new Promise<void>((r) => {
-          this.#wake = r;
-        }),
-        delay(left, undefined, { signal: ac.signal }).catch(() => {}),
-      ]);
-      ac.abort();
-      this.#wake = undefined;
-    }
-    return true;
-  }
-
-  async response(opts: { head?: boolean; timeoutMs?: number } = {}): Promise<WireResponse> {
-    const head = opts.head ?? false;
-    let got: { res: WireResponse; used: number } | undefined;
-    await this.until(() => (got = parseResponse(this.pending, { head, closed: this.closed })) !== undefined, opts.timeoutMs ?? 3000);
-    if (got === undefined) {
-      throw new Error(`no complete response (${this.closed ? 'connection closed' : 'timed out'}); have ${JSON.stringify(this.pending.toString('latin1').slice(0, 500))}`);
-    }
-    this.consume(got.used);
-    return got.res;
-  }
-
-  closesWithin(ms: number): Promise<boolean> {
-    return this.until(() => this.closed, ms);
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-    clients.delete(this);
-  }
+/** A raw client on `port` (TLS for HOST unless `secure` is false), destroyed at the end of the test and in `after`. */
+async function openRaw(t: TestContext | undefined, port: number, secure = true): Promise<RawClient> {
+  const c = await RawClient.open(t, secure ? { port, tls: { servername: HOST, ca: pki.caPem } } : { port });
+  clients.add(c);
+  return c;
 }
 
 function get(path: string, extra = ''): string {
@@ -526,7 +369,7 @@ const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
 
 test('a 32 MiB response to a TLS client that reads nothing for 1.5 s arrives whole, and memory stays flat while it waits', async (t) => {
   // Warm up: TLS, the upstream pool and the parsers are allocated before the baseline.
-  const warm = await RawClient.open(t, proxy.httpsPort);
+  const warm = await openRaw(t, proxy.httpsPort);
   await warm.write(get('/warm'));
   assert.equal((await warm.response()).status, 200);
   warm.destroy();
@@ -580,7 +423,7 @@ test('a 32 MiB response to a TLS client that reads nothing for 1.5 s arrives who
 });
 
 test('a 32 MiB chunked request body to an upstream that reads nothing for 1 s arrives whole, and memory stays flat meanwhile', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   const socket = c.socket;
   const sent: Tally = { bytes: 0, crc: 0 };
   const mem = sampleMemory();
@@ -614,7 +457,7 @@ test('a 32 MiB chunked request body to an upstream that reads nothing for 1 s ar
 });
 
 test('two POSTs with Content-Length bodies and a GET in one write: three responses in order, each upstream request with its exact body', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   // The second body is larger than a stream's buffer, so it is parsed while the first is answered and must wait its turn.
   const body1 = `first:${randomBytes(15_000).toString('base64')}`;
   const body2 = `second:${randomBytes(30_000).toString('hex')}`;
@@ -635,7 +478,7 @@ test('two POSTs with Content-Length bodies and a GET in one write: three respons
 });
 
 test('a POST answered before its body is read, with a GET pipelined behind the rest of that body: the GET gets its own answer', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   const body = 'e'.repeat(50_000);
   await c.write(`POST /early HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 1000)}`);
   const r1 = await c.response();
@@ -653,7 +496,7 @@ const UPGRADE_HEAD = (path: string): string =>
   `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
 
 test('an upgrade whose first bytes after the head come in the same TLS write: the upstream gets them raw and they are echoed back', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   const early = 'EARLY-BYTES-after-the-head\x00\x01\x02';
   const before = upg.after.length;
   await c.write(UPGRADE_HEAD('/ws/echo') + early);
@@ -676,7 +519,7 @@ test('an upgrade whose first bytes after the head come in the same TLS write: th
 });
 
 test('an upgrade followed in the same TLS write by 200 KiB: every byte reaches the upstream once, in order, and comes back', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   const early = randomBytes(200 * 1024);
   const before = upg.after.length;
   await c.write(Buffer.concat([Buffer.from(UPGRADE_HEAD('/ws/big-early'), 'latin1'), early]));
@@ -698,7 +541,7 @@ test('an upgrade followed in the same TLS write by 200 KiB: every byte reaches t
 });
 
 test('an upgrade over the plain HTTP listener (upgrades are https-only) gets 400 and the connection closes, with nothing sent upstream', async (t) => {
-  const c = await RawClient.open(t, proxy.httpPort, false);
+  const c = await openRaw(t, proxy.httpPort, false);
   const before = upg.connections();
   await c.write(`${UPGRADE_HEAD('/ws/plain')}EARLY-PLAIN`);
   const r = await c.response();
@@ -707,7 +550,7 @@ test('an upgrade over the plain HTTP listener (upgrades are https-only) gets 400
   assert.equal(await c.closesWithin(1000), true, 'the connection closes after the 400');
   assert.equal(upg.connections(), before, 'the upgrade upstream was never contacted');
   // And the plain listener serves this host otherwise.
-  const d = await RawClient.open(t, proxy.httpPort, false);
+  const d = await openRaw(t, proxy.httpPort, false);
   await d.write(get('/plain-ok'));
   assert.equal((await d.response()).text, 'GET /plain-ok 0');
 });
@@ -715,7 +558,7 @@ test('an upgrade over the plain HTTP listener (upgrades are https-only) gets 400
 test('a client that half-closes after a whole request (TLS, and plain TCP) still gets the whole response, then the connection closes', async (t) => {
   for (const secure of [true, false]) {
     const what = secure ? 'TLS' : 'plain';
-    const c = await RawClient.open(t, secure ? proxy.httpsPort : proxy.httpPort, secure);
+    const c = await openRaw(t, secure ? proxy.httpsPort : proxy.httpPort, secure);
     await c.write(get('/half'));
     c.socket.end();
     const r = await c.response({ timeoutMs: 3000 });
@@ -726,8 +569,8 @@ test('a client that half-closes after a whole request (TLS, and plain TCP) still
   }
 });
 
-test('a TLS client that half-closes after two pipelined requests gets both responses, then the connection closes', { todo: 'BUG: only the first is answered (with connection: close) and the second, already read, is dropped; onEnd sets `closing`, which also stops next()/dispatchNext from taking queued requests (src/http1/server-connection.ts)' }, async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+test('a TLS client that half-closes after two pipelined requests gets both responses, then the connection closes', async (t) => {
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(get('/half') + get('/half-second'));
   c.socket.end();
   const r1 = await c.response({ timeoutMs: 3000 });
@@ -741,7 +584,7 @@ test('a TLS client that half-closes after two pipelined requests gets both respo
 });
 
 test('a TLS client that half-closes in the middle of a request body: the upstream request is aborted, never completed', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(`POST /half-body HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 100000\r\n\r\n${'p'.repeat(1000)}`);
   assert.ok(await waitFor(() => seenFor('/half-body') !== undefined, 2000), 'the upstream saw the request start');
   c.socket.end();
@@ -758,11 +601,11 @@ test('stop() with one request in flight and one idle keep-alive connection: the 
   t.after(async () => {
     if (!stopped.has(p)) await p.stop();
   });
-  const idle = await RawClient.open(t, p.httpsPort);
+  const idle = await openRaw(t, p.httpsPort);
   await idle.write(get('/sd/idle'));
   const ri = await idle.response();
   assert.equal(ri.headers.connection?.toLowerCase(), 'keep-alive');
-  const busy = await RawClient.open(t, p.httpsPort);
+  const busy = await openRaw(t, p.httpsPort);
   await busy.write(get('/slow?sd'));
   assert.ok(await waitFor(() => seenFor('/slow?sd') !== undefined, 2000));
   const started = performance.now();
@@ -781,7 +624,7 @@ test('stop() with one request in flight and one idle keep-alive connection: the 
 });
 
 test('an HTTP/2 upstream response header with an unusual but valid value, and two Set-Cookie fields, reach an HTTP/1.1 client intact', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(get('/h2/x?y=1'));
   const r = await c.response();
   assert.equal(r.status, 200);
@@ -808,7 +651,7 @@ test('100 request headers of 100 bytes each, in one write and split over many wr
   ] as const) {
     const url = `/many-headers?how=${split}`;
     const text = `GET ${url} HTTP/1.1\r\nHost: ${HOST}\r\n${lines.join('')}\r\n`;
-    const c = await RawClient.open(t, proxy.httpsPort);
+    const c = await openRaw(t, proxy.httpsPort);
     if (split === 0) await c.write(text);
     else
       for (let i = 0; i < text.length; i += split) {
@@ -836,14 +679,14 @@ test('100 request headers of 100 bytes each, in one write and split over many wr
 // The keep-alive test mostly waits on an idle connection, the other keeps the CPU busy: they run side by side.
 describe('separate proxies, side by side', { concurrency: true }, () => {
   test('keepAliveTimeout "7s" sends keep-alive: timeout=7; "0s" sends no Keep-Alive and leaves an idle connection open past 2 s', async (t) => {
-    const a = await RawClient.open(t, ka7.httpsPort);
+    const a = await openRaw(t, ka7.httpsPort);
     await a.write(get('/ka/seven'));
     const ra = await a.response();
     assert.equal(ra.status, 200);
     assert.equal(ra.headers.connection?.toLowerCase(), 'keep-alive');
     assert.equal(ra.headers['keep-alive'], 'timeout=7');
 
-    const b = await RawClient.open(t, ka0.httpsPort);
+    const b = await openRaw(t, ka0.httpsPort);
     await b.write(get('/ka/zero'));
     const rb = await b.response();
     assert.equal(rb.status, 200);
@@ -863,7 +706,7 @@ describe('separate proxies, side by side', { concurrency: true }, () => {
     });
     const t0 = performance.now();
     // All 200 are open at once before the first request goes out.
-    const opened = await Promise.allSettled(Array.from({ length: N }, () => RawClient.open(undefined, proxy.httpsPort)));
+    const opened = await Promise.allSettled(Array.from({ length: N }, () => openRaw(undefined, proxy.httpsPort)));
     for (const o of opened) if (o.status === 'fulfilled') conns.push(o.value);
     assert.equal(conns.length, N, `${N - conns.length} connections failed to open`);
     const t1 = performance.now();
@@ -890,14 +733,14 @@ describe('separate proxies, side by side', { concurrency: true }, () => {
     assert.equal(ok, N * PER);
     for (const c of conns) c.destroy();
     await delay(100);
-    const after = await RawClient.open(t, proxy.httpsPort);
+    const after = await openRaw(t, proxy.httpsPort);
     await after.write(get('/after-many'));
     assert.equal((await after.response()).text, 'GET /after-many 0');
   });
 });
 
 test('a chunked body whose framing breaks mid-body: 400 or a close, the upstream request is aborted, and other connections are still served', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(`POST /badchunk HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
   assert.ok(await waitFor(() => seenFor('/badchunk') !== undefined, 2000), 'the upstream saw the request start');
   await c.write('zz\r\nworld\r\n0\r\n\r\n');
@@ -908,29 +751,31 @@ test('a chunked body whose framing breaks mid-body: 400 or a close, the upstream
   const seen = seenFor('/badchunk') as SeenRequest;
   assert.ok(await waitFor(() => seen.aborted, 2000), 'the upstream request was aborted');
   assert.equal(seen.body.length, 0, 'the upstream request never completed');
-  const d = await RawClient.open(t, proxy.httpsPort);
+  const d = await openRaw(t, proxy.httpsPort);
   await d.write(get('/after-badchunk'));
   assert.equal((await d.response()).text, 'GET /after-badchunk 0');
 });
 
-test('a bad request pipelined behind a valid one: the valid one gets its own response first, not the 400', { todo: 'BUG: the 400 goes out in the valid request\'s place and its upstream exchange is cancelled; refuse() abandons the active response even when it belongs to an earlier, complete request (src/http1/server-connection.ts)' }, async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+test('a bad request pipelined behind a valid one: the valid one gets its own response first, not the 400', async (t) => {
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(get('/slow?then-bad') + `POST /badchunk-pipelined HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n`);
   const r1 = await c.response({ timeoutMs: 3000 });
   await delay(300);
   const upGet = seenFor('/slow?then-bad');
-  t.diagnostic(`first response: ${r1.statusLine}; the GET upstream: ${upGet === undefined ? 'never arrived' : upGet.aborted ? 'aborted' : 'in progress or done'}`);
+  t.diagnostic(`first response: ${r1.statusLine}; the GET reached the upstream: ${upGet !== undefined}`);
   assert.equal(r1.status, 200, 'the 400 belongs to the second request; in first place it reads as the answer to the valid GET');
   assert.equal(r1.text, SLOW_BODY);
   assert.equal(await c.closesWithin(1500), true, 'then the connection closes');
   const rest = c.pending.toString('latin1');
   if (rest !== '') assert.match(rest, /^HTTP\/1\.1 400 /);
-  assert.equal(seenFor('/slow?then-bad')?.aborted, false, 'the valid request was not cut off upstream');
+  // (SeenRequest.aborted can't tell here: node:http closes the upstream's request once its body is read,
+  // before /slow answers.) The whole SLOW_BODY above is the upstream's own complete answer.
+  assert.ok(seenFor('/slow?then-bad') !== undefined, 'the valid request reached the upstream');
   assert.equal(echo.seen.some((s) => s.url === '/badchunk-pipelined' && !s.aborted), false, 'the bad request never completed upstream');
 });
 
 test('204, 304 (with a Content-Length) and HEAD responses pipelined before a GET carry no body bytes, and the GET is answered right', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   await c.write(get('/raw/204') + get('/raw/304') + `HEAD /raw/head-chunked HTTP/1.1\r\nHost: ${HOST}\r\n\r\n` + `HEAD /fixed HTTP/1.1\r\nHost: ${HOST}\r\n\r\n` + get('/fixed'));
   const r204 = await c.response();
   assert.equal(r204.status, 204);
@@ -957,7 +802,7 @@ test('204, 304 (with a Content-Length) and HEAD responses pipelined before a GET
 });
 
 test('an HTTP/1.0 POST with a Content-Length body, answered without a length upstream: a close-delimited body, whole, without chunk framing', async (t) => {
-  const c = await RawClient.open(t, proxy.httpsPort);
+  const c = await openRaw(t, proxy.httpsPort);
   const body = 'ten-body-bytes:'.padEnd(5000, '0123456789');
   await c.write(`POST /chunked-echo HTTP/1.0\r\nHost: ${HOST}\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   assert.equal(await c.closesWithin(3000), true, 'the connection closes to end the body');

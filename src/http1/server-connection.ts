@@ -34,8 +34,12 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   readonly server: H1Server;
   readonly socket: Socket;
   readonly parser: OwnedParser;
-  /** Close after the response in progress (shutdown, a client's FIN, or a response that said close). */
+  /** Close after the response in progress (shutdown, or a response that said close): nothing more is answered. */
   closing = false;
+  /** Answer the requests already read, then close (the client sent its FIN, or a later request was refused). */
+  draining = false;
+  /** The error answer owed to a request behind others still being answered: sent in its turn, then the connection closes. */
+  refusal: string | null = null;
   closed = false;
   /** The request whose bytes are being read (its body may still be arriving). */
   incoming: H1ServerRequest | null = null;
@@ -97,7 +101,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   /** Hands a parsed request to the server's handler, or queues it behind the one being answered. */
   admit(req: H1ServerRequest): void {
     // After a response that closes the connection (or a refused request), nothing more is answered.
-    if (this.closing) return;
+    if (this.closing || this.refusal !== null) return;
     if (this.active !== null || this.queue.length > 0) {
       this.queue.push(req);
       if (this.queue.length >= MAX_QUEUED) this.pauseReading();
@@ -139,6 +143,17 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
       process.nextTick(dispatchNext, this);
       return;
     }
+    if (this.refusal !== null) {
+      // Every earlier request is answered: the refused one gets its error in its own turn.
+      this.closing = true;
+      this.socket.write(this.refusal, 'latin1');
+      this.endSoon();
+      return;
+    }
+    if (this.draining) {
+      this.endSoon();
+      return;
+    }
     if (this.incoming === null) this.idleSince = Date.now();
     if (this.readingPaused) this.resumeReading();
   }
@@ -150,7 +165,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   }
 
   resumeReading(): void {
-    if (!this.readingPaused || this.closed) return;
+    if (!this.readingPaused || this.closed || this.refusal !== null) return;
     if (this.queue.length >= MAX_QUEUED) return;
     this.readingPaused = false;
     (this.socket as unknown as ConsumableSocket)._handle?.readStart();
@@ -164,9 +179,24 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
 
   /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */
   refuse(status: number, reason: string): void {
-    this.closing = true;
-    if (this.closed) return;
+    if (this.closed || this.closing || this.refusal !== null) return;
     const res = this.active;
+    const answer = `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`;
+    if ((res !== null && res.req !== this.incoming) || (res === null && this.queue.length > 0)) {
+      // The error is a later request's: the ones read before it are answered first (RFC 9112 §9.3.2),
+      // and the broken one, if it was queued, never reaches the handler.
+      this.refusal = answer;
+      this.pauseReading();
+      const bad = this.incoming;
+      if (bad !== null) {
+        this.incoming = null;
+        const i = this.queue.indexOf(bad);
+        if (i >= 0) this.queue.splice(i, 1);
+        bad.destroy();
+      }
+      return;
+    }
+    this.closing = true;
     if (res !== null) {
       if (res.headersSent) {
         // A response is on its way: the error can't be put in front of it.
@@ -178,7 +208,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
       res.destroyed = true;
       res.emit('close');
     }
-    this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, 'latin1');
+    this.socket.write(answer, 'latin1');
     this.endSoon();
   }
 
@@ -232,7 +262,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
       return;
     }
     // The client will send nothing more: answer what it asked, then close.
-    this.closing = true;
+    this.draining = true;
     if (this.active === null && this.queue.length === 0) this.endSoon();
   }
 

@@ -4,23 +4,26 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import net from 'node:net';
 import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 
-/** A response head: the status line, the status, and headers (lower-case names, repeated ones joined with ", "). */
-export function parseHead(head: string): { statusLine: string; status: number; headers: Record<string, string> } {
-  const [statusLine = '', ...lines] = head.split('\r\n');
+/** A response head: the status line, the status, headers (lower-case names, repeated ones joined with ", ") and every header line in order. */
+export function parseHead(head: string): { statusLine: string; status: number; headers: Record<string, string>; lines: [string, string][] } {
+  const [statusLine = '', ...rest] = head.split('\r\n');
   const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
   const headers: Record<string, string> = {};
-  for (const line of lines) {
+  const lines: [string, string][] = [];
+  for (const line of rest) {
     const colon = line.indexOf(':');
     if (colon === -1) continue;
     const name = line.slice(0, colon).trim().toLowerCase();
     const value = line.slice(colon + 1).trim();
+    lines.push([name, value]);
     headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
   }
-  return { statusLine, status, headers };
+  return { statusLine, status, headers, lines };
 }
 
 /** One HTTP response as read off the wire. */
@@ -29,24 +32,21 @@ export interface WireResponse {
   status: number;
   /** Lower-case names; repeated headers joined with ", ". */
   headers: Record<string, string>;
-  /** Whether the body came with chunked framing. */
+  /** Every header line, in order, lower-case names. */
+  lines: [string, string][];
   chunked: boolean;
-  /** The body, de-chunked. */
   body: Buffer;
   text: string;
 }
 
-/**
- * Parses one response at the start of `buf`: by Content-Length, chunked, no body (HEAD, 1xx,
- * 204, 304), or else up to the close. Undefined while it is incomplete.
- */
+/** Parses one response at the start of `buf` (Content-Length, chunked, bodiless, or up to the close); undefined while incomplete. */
 export function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolean }): { res: WireResponse; used: number } | undefined {
   const headEnd = buf.indexOf('\r\n\r\n');
   if (headEnd === -1) return undefined;
-  const { statusLine, status, headers } = parseHead(buf.toString('latin1', 0, headEnd));
+  const { statusLine, status, headers, lines } = parseHead(buf.toString('latin1', 0, headEnd));
   let pos = headEnd + 4;
   const make = (body: Buffer, chunked: boolean, used: number): { res: WireResponse; used: number } => ({
-    res: { statusLine, status, headers, chunked, body, text: body.toString('latin1') },
+    res: { statusLine, status, headers, lines, chunked, body, text: body.toString('latin1') },
     used,
   });
   if (opts.head || (status >= 100 && status < 200) || status === 204 || status === 304) return make(Buffer.alloc(0), false, pos);
@@ -63,7 +63,6 @@ export function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolea
       parts.push(buf.subarray(pos, pos + size));
       pos += size + 2;
     }
-    // Trailer section: an empty line, or trailer fields ending in one.
     if (buf.length < pos + 2) return undefined;
     if (buf[pos] === 13 && buf[pos + 1] === 10) pos += 2;
     else {
@@ -79,21 +78,20 @@ export function parseResponse(buf: Buffer, opts: { head: boolean; closed: boolea
     if (buf.length < pos + n) return undefined;
     return make(Buffer.from(buf.subarray(pos, pos + n)), false, pos + n);
   }
-  // Close-delimited.
   if (!opts.closed) return undefined;
   return make(Buffer.from(buf.subarray(pos)), false, buf.length);
 }
 
-/** A raw HTTP/1.x client over TLS: writes exact bytes, reads responses off the wire in order. */
+/** A raw HTTP/1.x client over TLS (ALPN http/1.1) or plain TCP: exact bytes out, responses read off the wire in order. */
 export class RawClient {
-  #buf: Buffer = Buffer.alloc(0);
+  #chunks: Buffer[] = [];
   #wake: (() => void) | undefined;
   closed = false;
   closedAt = 0;
 
-  private constructor(readonly socket: tls.TLSSocket) {
+  private constructor(readonly socket: net.Socket) {
     socket.on('data', (c: Buffer) => {
-      this.#buf = this.#buf.length === 0 ? c : Buffer.concat([this.#buf, c]);
+      this.#chunks.push(c);
       this.#wake?.();
     });
     socket.on('error', () => {});
@@ -104,18 +102,26 @@ export class RawClient {
     });
   }
 
-  /** A TLS connection (ALPN http/1.1) to `port` for `servername`; closed when the test ends. */
-  static async open(t: TestContext, opts: { port: number; servername: string; ca: string }): Promise<RawClient> {
-    const socket = tls.connect({ host: '127.0.0.1', port: opts.port, servername: opts.servername, ca: opts.ca, ALPNProtocols: ['http/1.1'] });
-    socket.on('error', () => {});
-    await once(socket, 'secureConnect');
-    assert.equal(socket.alpnProtocol, 'http/1.1');
+  /** Over TLS (ALPN http/1.1) when `tls` is given, plain TCP otherwise; closed when the test ends, if there is one. */
+  static async open(t: TestContext | undefined, opts: { port: number; tls?: { servername: string; ca: string } }): Promise<RawClient> {
+    let socket: net.Socket;
+    if (opts.tls !== undefined) {
+      const s = tls.connect({ host: '127.0.0.1', port: opts.port, servername: opts.tls.servername, ca: opts.tls.ca, ALPNProtocols: ['http/1.1'] });
+      s.on('error', () => {});
+      await once(s, 'secureConnect');
+      assert.equal(s.alpnProtocol, 'http/1.1');
+      socket = s;
+    } else {
+      socket = net.connect(opts.port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+    }
     const c = new RawClient(socket);
-    t.after(() => c.destroy());
+    t?.after(() => c.destroy());
     return c;
   }
 
-  /** Writes bytes as one TLS write; resolves once handed to the socket. */
+  /** Writes bytes as one write; resolves once handed to the socket. */
   write(data: string | Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data, (err) => (err ? reject(err) : resolve()));
@@ -124,7 +130,14 @@ export class RawClient {
 
   /** Bytes received and not consumed yet. */
   get pending(): Buffer {
-    return this.#buf;
+    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks)];
+    return this.#chunks[0] ?? Buffer.alloc(0);
+  }
+
+  /** Drops the first `n` bytes received. */
+  consume(n: number): void {
+    const rest = this.pending.subarray(n);
+    this.#chunks = rest.length > 0 ? [rest] : [];
   }
 
   /** Waits until `pred` holds (checked on every arrival and at close), at most `timeoutMs`. */
@@ -151,16 +164,16 @@ export class RawClient {
   async response(opts: { head?: boolean; timeoutMs?: number } = {}): Promise<WireResponse> {
     const head = opts.head ?? false;
     let got: { res: WireResponse; used: number } | undefined;
-    await this.until(() => (got = parseResponse(this.#buf, { head, closed: this.closed })) !== undefined, opts.timeoutMs ?? 3000);
+    await this.until(() => (got = parseResponse(this.pending, { head, closed: this.closed })) !== undefined, opts.timeoutMs ?? 3000);
     if (got === undefined) {
-      throw new Error(`no complete response (${this.closed ? 'connection closed' : 'timed out'}); have ${JSON.stringify(this.#buf.toString('latin1').slice(0, 500))}`);
+      throw new Error(`no complete response (${this.closed ? 'connection closed' : 'timed out'}); have ${JSON.stringify(this.pending.toString('latin1').slice(0, 500))}`);
     }
-    this.#buf = this.#buf.subarray(got.used);
+    this.consume(got.used);
     return got.res;
   }
 
   /** Whether the server closes the connection within `ms`. */
-  async closesWithin(ms: number): Promise<boolean> {
+  closesWithin(ms: number): Promise<boolean> {
     return this.until(() => this.closed, ms);
   }
 
