@@ -16,6 +16,7 @@ import {
   kOnHeadersComplete,
   kOnMessageBegin,
   kOnMessageComplete,
+  closeParser,
   type ConsumableSocket,
   type NodeHttpParser,
 } from '../upstream/llhttp.js';
@@ -296,15 +297,6 @@ function dispatchNext(conn: H1ServerConnection): void {
 
 function onSocketError(): void {
   // 'close' follows; a client that resets its connection is not an error of Portico's.
-}
-
-function closeParser(p: NodeHttpParser): void {
-  try {
-    p.unconsume();
-  } catch {
-    // already unconsumed
-  }
-  p.close();
 }
 
 // Parser callbacks: `this` is the parser, which points back at its connection.

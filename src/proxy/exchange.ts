@@ -4,7 +4,7 @@
  * live on the prototype, so no closure is made per request.
  */
 import type { H1ServerResponse } from '../http1/server-response.js';
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Plan, RoutePlan } from '../config/plan.js';
 import type { H1ServerRequest } from '../http1/server-request.js';

@@ -5,7 +5,7 @@
  * failures mapped to statuses, safe retries.
  */
 import type { H1ServerResponse } from '../http1/server-response.js';
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamError } from '../upstream/h1-connection.js';
 import type { Target } from '../upstream/target.js';
 import type { ClientRequest, Exchange } from './exchange.js';

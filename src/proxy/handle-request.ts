@@ -5,7 +5,7 @@
  * proxied exchange.
  */
 import type { H1ServerResponse } from '../http1/server-response.js';
-import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Http2ServerRequest, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';

@@ -2,7 +2,6 @@
  * The one place a request error becomes a response: status and short body
  * from the error table; the client never sees internals.
  */
-import type { ServerResponse } from 'node:http';
 import { constants as h2constants, type Http2ServerResponse } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import type { H1ServerResponse } from '../http1/server-response.js';

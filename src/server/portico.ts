@@ -3,7 +3,6 @@
  * publishes new Plans on reload (or keeps the old one when the new config is
  * invalid), and shuts down gracefully.
  */
-import type http from 'node:http';
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
 import { loadConfigFile, type ConfigIssue } from '../config/load.js';

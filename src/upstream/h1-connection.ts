@@ -17,6 +17,7 @@ import {
   kOnHeadersComplete,
   kOnMessageBegin,
   kOnMessageComplete,
+  closeParser,
   type ConsumableSocket,
   type NodeHttpParser,
 } from './llhttp.js';
@@ -360,11 +361,6 @@ export class H1Connection {
     this.done = true;
     h.onUpstreamEnd(last, trailers);
   }
-}
-
-function closeParser(p: NodeHttpParser): void {
-  p.unconsume();
-  p.close();
 }
 
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i;

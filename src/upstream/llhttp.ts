@@ -77,6 +77,12 @@ export const kOnMessageComplete = HTTPParser.kOnMessageComplete;
 export const kOnMessageBegin = HTTPParser.kOnMessageBegin;
 export const kOnExecute = HTTPParser.kOnExecute;
 
+/** Frees a parser's native side (as node:http does with parsers it doesn't keep); call it outside the parser's own callbacks. Unconsuming twice is harmless. */
+export function closeParser(p: NodeHttpParser): void {
+  p.unconsume();
+  p.close();
+}
+
 /** The native stream handle under a net.Socket or TLSSocket, as node:http's server drives it when its parser consumes the socket. */
 export interface StreamHandle {
   readStart(): number;
