@@ -25,6 +25,7 @@ export interface SeenRequest {
   headers: http.IncomingHttpHeaders;
   rawHeaders: string[];
   body: Buffer;
+  /** The connection closed before the upstream's response finished. */
   aborted: boolean;
 }
 
@@ -36,8 +37,11 @@ export async function startUpstream(
   const server = http.createServer((req, res) => {
     const entry: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0), aborted: false };
     seen.push(entry);
-    req.on('close', () => {
-      if (!req.complete || !res.writableFinished) entry.aborted = !res.writableFinished;
+    // The response closing before it finished means the exchange was cut off (the proxy closed the
+    // connection). The request's own 'close' can't tell: node:http emits it once the body is read,
+    // before a late answer is sent.
+    res.on('close', () => {
+      entry.aborted = !res.writableFinished;
     });
     if (handler !== undefined) return handler(req, res, entry);
     const chunks: Buffer[] = [];
