@@ -1,4 +1,4 @@
-/** Limits against slow or greedy clients: headers timeout (slowloris), keep-alive idle timeout, maximum body size. */
+/** Limits against slow or greedy clients: headers timeout (slowloris), keep-alive idle timeout, send timeout (a client that stops reading), maximum body size. */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -118,4 +118,48 @@ test('a body over maxBodySize gets 413, by Content-Length up front or while it s
   }
   const after = await h2Request(session, { path: '/after' });
   assert.equal(after.status, 200, 'the session still works');
+});
+
+test('a client that stops reading a response is disconnected after sendTimeout, and its upstream exchange is cancelled', async (t) => {
+  const pki = await makePki();
+  const total = 64 * 1024 * 1024;
+  let sent = 0;
+  let upstreamClosedAt = 0;
+  const up = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': total });
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    const pump = (): void => {
+      while (!res.destroyed && sent < total) {
+        sent += chunk.length;
+        if (!res.write(chunk)) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      if (sent >= total) res.end();
+    };
+    res.on('close', () => {
+      upstreamClosedAt = performance.now();
+    });
+    pump();
+  });
+  const cert = await pki.issue('s', ['slow.test']);
+  const proxy = await startProxy(pki, { hosts: { 'slow.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } }, limits: { sendTimeout: '1s' } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const socket = await rawConnect(proxy, pki);
+  t.after(() => socket.destroy());
+  // The client asks, then never reads: the TLS socket is paused, so the kernel buffers fill and the response stalls.
+  socket.pause();
+  const started = performance.now();
+  socket.write('GET /big HTTP/1.1\r\nHost: slow.test\r\n\r\n');
+  while (upstreamClosedAt === 0 && performance.now() - started < 6000) await delay(50);
+  const ms = upstreamClosedAt - started;
+  assert.ok(upstreamClosedAt !== 0, 'the upstream exchange is still open after 6 s');
+  assert.ok(ms >= 900 && ms < 4500, `the upstream exchange closed after ${Math.round(ms)} ms; sendTimeout is 1 s, checked once a second`);
+  assert.ok(sent < total, 'the upstream never got to send the whole response');
+  assert.equal(up.seen[0]?.aborted, true, 'the upstream saw its response cut off');
 });

@@ -188,6 +188,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       headersTimeoutMs: parseDurationMs(limits.headersTimeout),
       requestTimeoutMs: parseDurationMs(limits.requestTimeout),
       keepAliveTimeoutMs: parseDurationMs(limits.keepAliveTimeout),
+      sendTimeoutMs: parseDurationMs(limits.sendTimeout),
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
       maxBodyBytes: limits.maxBodySize === undefined ? 0 : parseSizeBytes(limits.maxBodySize),
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),

@@ -51,6 +51,7 @@ export interface LimitsPlan {
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  readonly sendTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly maxBodyBytes: number;
   readonly shutdownTimeoutMs: number;

@@ -182,6 +182,9 @@ const Limits = z
     headersTimeout: Duration.default('30s').describe('Time a client has to send complete request headers (HTTP/1.1).'),
     requestTimeout: Duration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
     keepAliveTimeout: Duration.default('60s').describe('Idle time before a client connection is closed.'),
+    sendTimeout: Duration.default('60s').describe(
+      'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and its upstream exchange cancelled (nginx send_timeout). "0s" disables.',
+    ),
     maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431.'),
     maxBodySize: Size.optional().describe('Largest request body accepted; larger gets 413. Default: unlimited (streamed).'),
     shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),

@@ -12,7 +12,8 @@
  * clients (no chunked encoding; close-delimited bodies), `Expect:
  * 100-continue`, Host required on HTTP/1.1, 400/431 for bad or oversized
  * heads, 408 after headersTimeout or requestTimeout, idle connections closed
- * after keepAliveTimeout, a Date header, and upgrades handed over with the
+ * after keepAliveTimeout, and (as nginx's send_timeout) connections whose
+ * client stopped reading closed after sendTimeout, a Date header, and upgrades handed over with the
  * bytes that followed their head.
  */
 import type { Socket } from 'node:net';
@@ -44,6 +45,7 @@ export class H1Server {
   headersTimeoutMs = 60_000;
   requestTimeoutMs = 300_000;
   keepAliveTimeoutMs = 5_000;
+  sendTimeoutMs = 60_000;
   keepAliveHint = 'timeout=5';
   /** Shutting down: every connection closes after its response in progress. */
   closing = false;
@@ -61,6 +63,7 @@ export class H1Server {
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.requestTimeoutMs = limits.requestTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
+    this.sendTimeoutMs = limits.sendTimeoutMs;
     this.keepAliveHint = limits.keepAliveTimeoutMs > 0 ? `timeout=${Math.max(1, Math.floor(limits.keepAliveTimeoutMs / 1000))}` : '';
   }
 
@@ -144,7 +147,7 @@ export class H1Server {
     this.#timer = undefined;
   }
 
-  /** Once a second: 408 for heads or requests that take too long, close for idle keep-alive connections. */
+  /** Once a second: 408 for heads or requests that take too long, close for idle keep-alive connections and for clients that stopped reading. */
   checkDeadlines(): void {
     const now = Date.now();
     for (const c of this.#conns) {
@@ -158,6 +161,10 @@ export class H1Server {
         c.refuse(408, 'Request Timeout');
       } else if (c.idleSince !== 0 && this.keepAliveTimeoutMs > 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
         c.endSoon();
+      } else if (this.sendTimeoutMs > 0 && c.sendStalled(now, this.sendTimeoutMs)) {
+        // A client that stopped reading: its response (and the upstream exchange behind it) is given up.
+        this.log.debug({ remote: c.socket.remoteAddress }, 'response not read within sendTimeout');
+        c.socket.destroy();
       }
     }
   }

@@ -57,6 +57,9 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   /** Since when the connection has been idle between requests, 0 while busy. */
   idleSince = 0;
   readingPaused = false;
+  /** Unsent response bytes at the last check, and since when that figure has not moved (sendTimeout). */
+  unsent = 0;
+  unsentSince = 0;
   partHeaders: string[] = [];
   partUrl = '';
   // Socket listeners, kept so an upgrade can take exactly these off (the socket has others: net's own, the listener's).
@@ -170,6 +173,17 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     if (this.queue.length >= MAX_QUEUED) return;
     this.readingPaused = false;
     (this.socket as unknown as ConsumableSocket)._handle?.readStart();
+  }
+
+  /** Whether response bytes have waited unread, without any moving, for longer than `limitMs`. Called once a second. */
+  sendStalled(now: number, limitMs: number): boolean {
+    const unsent = this.socket.writableLength;
+    if (unsent === 0 || unsent !== this.unsent) {
+      this.unsent = unsent;
+      this.unsentSince = now;
+      return false;
+    }
+    return now - this.unsentSince > limitMs;
   }
 
   /** Closes once what was written is flushed. */
