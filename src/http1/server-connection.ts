@@ -19,7 +19,7 @@ import {
   closeParser,
   type ConsumableSocket,
   type NodeHttpParser,
-} from '../upstream/llhttp.js';
+} from './llhttp.js';
 import { H1ServerRequest, type BodySource } from './server-request.js';
 import { H1ServerResponse, type ResponseOwner } from './server-response.js';
 import type { H1Server } from './h1-server.js';

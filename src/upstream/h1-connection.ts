@@ -20,7 +20,7 @@ import {
   closeParser,
   type ConsumableSocket,
   type NodeHttpParser,
-} from './llhttp.js';
+} from '../http1/llhttp.js';
 import type { H1Pool } from './h1-pool.js';
 
 /** Receives one upstream response. */

@@ -1,9 +1,10 @@
 /**
  * Node's own llhttp binding: the C parser behind node:http, reached through the
  * `_http_common` module that node:http itself uses. Portico keeps one parser
- * per upstream connection instead of going through an HTTP client library:
- * side by side on the S1 bench shape that cost 0.65× the CPU per request of
- * undici's dispatch API (bench/optimisations.md, section 6). HTTP parsing stays
+ * per connection, on both sides: its HTTP/1.1 server (src/http1/, 0.74× the
+ * CPU per request of node:http's server in the S1 bench shape) and its
+ * upstream connections (src/upstream/h1-connection.ts, 0.65× of undici's
+ * dispatch API); bench/optimisations.md sections 6 and 9. HTTP parsing stays
  * llhttp's; nothing here reads HTTP bytes by hand.
  *
  * The binding is not a documented API, so its shape is checked once at
