@@ -86,41 +86,36 @@ export class H1Server {
     this.#conns.delete(conn);
   }
 
-  /** Requests the server refuses before any handler sees them. */
+  /**
+   * Requests the server refuses before any handler sees them; notes `Expect` on the request on the
+   * way (one pass over the head).
+   */
   acceptable(conn: H1ServerConnection, req: H1ServerRequest, pairs: readonly string[]): boolean {
-    if (req.atLeast11) {
-      // RFC 9112 §3.2: a request without Host is a bad request (node:http's requireHostHeader).
-      let host = false;
-      for (let i = 0; i < pairs.length; i += 2) {
-        const n = pairs[i] as string;
-        if (n.length === 4 && n.toLowerCase() === 'host') {
-          host = true;
-          break;
-        }
-      }
-      if (!host) {
-        conn.refuse(400, 'Bad Request');
-        return false;
-      }
+    let host = false;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const n = pairs[i] as string;
+      if (n.length === 4 && n.toLowerCase() === 'host') host = true;
+      else if (n.length === 6 && n.toLowerCase() === 'expect') req.expect = (pairs[i + 1] as string).trim().toLowerCase();
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a bad request (node:http's requireHostHeader).
+    if (!host && req.atLeast11) {
+      conn.refuse(400, 'Bad Request');
+      return false;
     }
     return true;
   }
 
   /** `Expect: 100-continue` is answered before the handler runs; any other expectation gets 417. False when answered. */
   expectContinue(req: H1ServerRequest, res: H1ServerResponse): boolean {
-    const pairs = req.rawHeaders;
-    for (let i = 0; i < pairs.length; i += 2) {
-      const n = pairs[i] as string;
-      if (n.length !== 6 || n.toLowerCase() !== 'expect') continue;
-      if ((pairs[i + 1] as string).trim().toLowerCase() === '100-continue') {
-        if (req.atLeast11) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
-        return true;
-      }
-      res.writeHead(417, ['Content-Length', '0', 'Connection', 'close']);
-      res.end();
-      return false;
+    const expect = req.expect;
+    if (expect === undefined) return true;
+    if (expect === '100-continue') {
+      if (req.atLeast11) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+      return true;
     }
-    return true;
+    res.writeHead(417, ['Content-Length', '0', 'Connection', 'close']);
+    res.end();
+    return false;
   }
 
   onUpgrade(req: H1ServerRequest, socket: Socket, head: Buffer): void {

@@ -26,6 +26,8 @@ export class H1ServerRequest extends Readable {
   complete = false;
   /** The response went out before the body was read: what still arrives is dropped. */
   dumped = false;
+  /** The `Expect` header, trimmed and lower-case, noted when the head was checked. */
+  expect: string | undefined = undefined;
   #headers: IncomingHttpHeaders | undefined = undefined;
   readonly #source: BodySource;
 

@@ -57,10 +57,27 @@ const F_CLOSE = 8;
 /** What the head being written so far says about framing (writeHead is synchronous, so one scratch word serves). */
 let flags = 0;
 
+/** `name: value` with CRLF, once both are checked as node:http checks them (nothing can split the head). */
+function fieldLine(name: string, value: string, what: 'header' | 'trailer'): string {
+  if (!TOKEN.test(name)) throw invalid('ERR_INVALID_HTTP_TOKEN', `invalid ${what} name "${name}"`);
+  if (INVALID_VALUE.test(value)) throw invalid('ERR_INVALID_CHAR', `invalid character in ${what} "${name}"`);
+  return `${name}: ${value}${CRLF}`;
+}
+
+/** A header object as pairs (name, value, …), a list value giving one pair per item. */
+function objectPairs(headers: OutgoingHttpHeaders): string[] {
+  const pairs: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) pairs.push(name, String(one));
+    else pairs.push(name, String(v));
+  }
+  return pairs;
+}
+
 /** One checked header line; notes framing headers in `flags`, and drops Connection and Keep-Alive, which the server writes itself. */
 function headerLine(name: string, value: string): string {
-  if (!TOKEN.test(name)) throw invalid('ERR_INVALID_HTTP_TOKEN', `invalid header name "${name}"`);
-  if (INVALID_VALUE.test(value)) throw invalid('ERR_INVALID_CHAR', `invalid character in header "${name}"`);
   switch (name.length) {
     case 4:
       if (name.toLowerCase() === 'date') flags |= F_DATE;
@@ -81,7 +98,7 @@ function headerLine(name: string, value: string): string {
       if (name.toLowerCase() === 'transfer-encoding' && /\bchunked\b/i.test(value)) flags |= F_CHUNKED;
       break;
   }
-  return `${name}: ${value}${CRLF}`;
+  return fieldLine(name, value, 'header');
 }
 const LAST_CHUNK = '0\r\n\r\n';
 
@@ -116,17 +133,8 @@ export class H1ServerResponse extends EventEmitter {
     if (this.headersSent) throw invalid('ERR_HTTP_HEADERS_SENT', 'response headers already sent');
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}${CRLF}`;
     flags = 0;
-    if (Array.isArray(headers)) {
-      const pairs = headers as readonly string[];
-      for (let i = 0; i + 1 < pairs.length; i += 2) head += headerLine(pairs[i] as string, pairs[i + 1] as string);
-    } else if (headers !== undefined) {
-      for (const name in headers) {
-        const v = (headers as OutgoingHttpHeaders)[name];
-        if (v === undefined) continue;
-        if (Array.isArray(v)) for (const one of v) head += headerLine(name, String(one));
-        else head += headerLine(name, String(v));
-      }
-    }
+    const pairs = headers === undefined ? [] : Array.isArray(headers) ? (headers as readonly string[]) : objectPairs(headers as OutgoingHttpHeaders);
+    for (let i = 0; i + 1 < pairs.length; i += 2) head += headerLine(pairs[i] as string, pairs[i + 1] as string);
     const hasLength = (flags & F_LENGTH) !== 0;
     const hasChunked = (flags & F_CHUNKED) !== 0;
     const hasDate = (flags & F_DATE) !== 0;
@@ -193,62 +201,31 @@ export class H1ServerResponse extends EventEmitter {
   }
 
   /** Trailer fields, sent after a chunked body (ignored otherwise, as node:http does). */
-  addTrailers(trailers: OutgoingHttpHeaders | readonly [string, string][]): void {
-    const list: [string, string][] = Array.isArray(trailers) ? [...(trailers as readonly [string, string][])] : [];
-    if (!Array.isArray(trailers)) {
-      for (const name in trailers) {
-        const v = (trailers as OutgoingHttpHeaders)[name];
-        if (v === undefined) continue;
-        if (Array.isArray(v)) for (const one of v) list.push([name, String(one)]);
-        else list.push([name, String(v)]);
-      }
-    }
-    for (const [name, value] of list) {
-      if (!TOKEN.test(name)) throw invalid('ERR_INVALID_HTTP_TOKEN', `invalid trailer name "${name}"`);
-      if (INVALID_VALUE.test(value)) throw invalid('ERR_INVALID_CHAR', `invalid character in trailer "${name}"`);
-      this.#trailers += `${name}: ${value}${CRLF}`;
-    }
+  addTrailers(trailers: OutgoingHttpHeaders): void {
+    const pairs = objectPairs(trailers);
+    for (let i = 0; i + 1 < pairs.length; i += 2) this.#trailers += fieldLine(pairs[i] as string, pairs[i + 1] as string, 'trailer');
   }
 
-  /** Ends the response: the last chunk, the head too if nothing was written yet, in one write. */
+  /** Ends the response: the last chunk (through write()), the head if still unsent, and the end of a chunked body, corked into one write. */
   end(chunk?: Buffer | string): this {
     if (this.writableEnded || this.destroyed) return this;
     if (!this.headersSent) {
-      if (chunk !== undefined && !this.#bodyless) {
-        // A whole response known up front gets a Content-Length, not chunked encoding.
-        this.writeHead(this.statusCode, ['Content-Length', String(typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length)]);
-      } else {
-        this.writeHead(this.statusCode, this.#bodyless || this.statusCode === 204 || this.statusCode === 304 ? [] : ['Content-Length', '0']);
-      }
+      const status = this.statusCode;
+      // A whole response known up front gets a Content-Length, not chunked encoding.
+      const length = chunk === undefined ? 0 : typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+      this.writeHead(status, status === 204 || status === 304 ? [] : ['Content-Length', String(length)]);
     }
-    this.writableEnded = true;
     const s = this.socket;
+    s.cork();
+    if (chunk !== undefined) this.write(chunk);
     const head = this.#head;
-    this.#head = null;
-    const len = chunk === undefined || this.#bodyless ? 0 : typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-    if (!this.#chunked) {
-      if (len === 0) {
-        if (head !== null) s.write(head, 'latin1');
-      } else if (head !== null) {
-        s.cork();
-        s.write(head, 'latin1');
-        s.write(chunk as Buffer | string);
-        s.uncork();
-      } else {
-        s.write(chunk as Buffer | string);
-      }
-    } else {
-      const tail = this.#trailers === '' ? LAST_CHUNK : `0${CRLF}${this.#trailers}${CRLF}`;
-      if (len === 0) {
-        s.write(head === null ? tail : head + tail, 'latin1');
-      } else {
-        s.cork();
-        s.write(`${head ?? ''}${len.toString(16)}${CRLF}`, 'latin1');
-        s.write(chunk as Buffer | string);
-        s.write(CRLF + tail, 'latin1');
-        s.uncork();
-      }
+    if (head !== null) {
+      this.#head = null;
+      s.write(head, 'latin1');
     }
+    if (this.#chunked) s.write(this.#trailers === '' ? LAST_CHUNK : `0${CRLF}${this.#trailers}${CRLF}`, 'latin1');
+    s.uncork();
+    this.writableEnded = true;
     this.writableFinished = true;
     this.#owner.responseDone(this);
     return this;
