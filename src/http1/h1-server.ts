@@ -99,7 +99,7 @@ export class H1Server {
     }
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is a bad request (node:http's requireHostHeader).
     if (!host && req.atLeast11) {
-      conn.refuse(400, 'Bad Request');
+      conn.refuse(400);
       return false;
     }
     return true;
@@ -150,10 +150,10 @@ export class H1Server {
       // A timeout of 0 is off, as in node:http.
       if (c.headersStart !== 0 && this.headersTimeoutMs > 0 && now - c.headersStart > this.headersTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request head not received within headersTimeout');
-        c.refuse(408, 'Request Timeout');
+        c.refuse(408);
       } else if (c.requestStart !== 0 && this.requestTimeoutMs > 0 && now - c.requestStart > this.requestTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request not received within requestTimeout');
-        c.refuse(408, 'Request Timeout');
+        c.refuse(408);
       } else if (c.idleSince !== 0 && this.keepAliveTimeoutMs > 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
         c.endSoon();
       } else if (this.sendTimeoutMs > 0 && c.sendStalled(now, this.sendTimeoutMs)) {

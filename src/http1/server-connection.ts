@@ -6,6 +6,7 @@
  * their turn); the connection closes after a response that says so, on a
  * request error, or when it stays idle past keepAliveTimeout. Hot path.
  */
+import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import {
   HTTPParser,
@@ -193,10 +194,10 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   }
 
   /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */
-  refuse(status: number, reason: string): void {
+  refuse(status: number): void {
     if (this.closed || this.closing || this.refusal !== null) return;
     const res = this.active;
-    const answer = `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`;
+    const answer = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`;
     if ((res !== null && res.req !== this.incoming) || (res === null && this.queue.length > 0)) {
       // The error is a later request's: the ones read before it are answered first (RFC 9112 §9.3.2),
       // and the broken one, if it was queued, never reaches the handler.
@@ -231,8 +232,8 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     if (r instanceof Error) {
       const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
       this.server.log.debug({ code, remote: this.socket.remoteAddress }, 'bad http/1.1 request');
-      if (code === 'HPE_HEADER_OVERFLOW') this.refuse(431, 'Request Header Fields Too Large');
-      else this.refuse(400, 'Bad Request');
+      if (code === 'HPE_HEADER_OVERFLOW') this.refuse(431);
+      else this.refuse(400);
       return;
     }
     const up = this.upgrade;
@@ -362,7 +363,7 @@ function parserOnHeadersComplete(
   c.incoming = req;
   if (upgrade) {
     if (name === 'CONNECT') {
-      c.refuse(405, 'Method Not Allowed');
+      c.refuse(405);
       return 1;
     }
     c.upgrade = req;
