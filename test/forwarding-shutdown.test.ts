@@ -1,10 +1,16 @@
 /** Graceful shutdown: new connections are refused, the request in flight still gets its whole response, then the proxy is gone. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import pino from 'pino';
 import { makePki, startProxy } from './helpers/proxy.js';
 import { spawnProxy } from './helpers/child-proxy.js';
-import { canConnect, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { canConnect, freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { Portico } from '../src/server/portico.js';
 
 const BODY = 'slow-but-complete:'.padEnd(64 * 1024, '.');
 
@@ -76,4 +82,33 @@ test('SIGTERM makes the CLI refuse new connections, finish the request in flight
   const code = await Promise.race([child.exited, delay(5000).then(() => 'still running')]);
   assert.equal(code, 0, 'the process exited cleanly');
   assert.ok(child.logs.some((l) => l.msg === 'stopped'), 'it logged its shutdown');
+});
+
+test('a start that cannot open its http port throws PORTICO_LISTEN_FAILED and closes the https listener it had already opened', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('s', ['start.test']);
+  const httpsPort = await freePort();
+  const taken = net.createServer();
+  taken.listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  t.after(() => new Promise<void>((r) => taken.close(() => r())));
+  const httpPort = (taken.address() as net.AddressInfo).port;
+  const configFile = join(pki.dir, 'taken.json');
+  await writeFile(
+    configFile,
+    JSON.stringify({
+      listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: { port: httpPort, addresses: ['127.0.0.1'] } },
+      certsDir: pki.dir,
+      hosts: { 'start.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:9' }] } },
+    }),
+  );
+  const portico = new Portico(configFile, pino({ level: 'silent' }));
+  await assert.rejects(portico.start(), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'PORTICO_LISTEN_FAILED');
+    assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${httpPort} \\(EADDRINUSE\\)`));
+    return true;
+  });
+  // The https port was opened first; nothing may be left listening on it.
+  assert.equal(await canConnect(httpsPort), false, 'the https listener was left open');
 });

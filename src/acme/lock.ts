@@ -72,17 +72,20 @@ export class OrdererLock {
     if (this.#held) return true;
     await mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
     for (let attempt = 0; attempt < 2; attempt++) {
+      // Live before the file exists: another instance in this process reading the file while it is being
+      // written (our pid, our token) must not take it for the leftover of a restarted process.
+      liveTokens.add(this.#token);
       try {
         const fh = await open(this.file, 'wx', 0o600);
         const content: LockContent = { pid: process.pid, host: hostname(), token: this.#token, since: new Date().toISOString() };
         await fh.writeFile(JSON.stringify(content));
         await fh.close();
         this.#held = true;
-        liveTokens.add(this.#token);
         this.#timer = setInterval(() => void this.#heartbeat(), this.#heartbeatMs);
         this.#timer.unref();
         return true;
       } catch (err) {
+        liveTokens.delete(this.#token);
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       if (!(await this.#isStale())) return false;

@@ -123,8 +123,20 @@ export class Portico {
     return { ok: true, plan: compiled.plan, config: loaded.config };
   }
 
-  /** Loads the config and opens every listener. Throws PORTICO_CONFIG_INVALID with every issue. */
+  /**
+   * Loads the config and opens every listener. Throws PORTICO_CONFIG_INVALID with every issue, or
+   * PORTICO_LISTEN_FAILED; a start that fails closes whatever it had opened (listeners, watchers, timers).
+   */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.stop().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'cleanup after a failed start failed'));
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const built = await this.#build();
     if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
     const { plan, config } = built;

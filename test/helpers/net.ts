@@ -6,15 +6,49 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 
-/** A port that was free a moment ago on 127.0.0.1. */
+/** The kernel's ephemeral range [low, high]: where connect() picks its local ports, and listen(0) too. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low !== undefined && high !== undefined && low > 0 && high >= low) return [low, high];
+  } catch {
+    // not Linux: the IANA dynamic range
+  }
+  return [49152, 65535];
+}
+const PICK_FROM = 20_000;
+const [EPHEMERAL_LOW] = ephemeralRange();
+
+function bindOnce(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(undefined));
+    s.listen(port, '127.0.0.1', () => {
+      const bound = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(bound));
+    });
+  });
+}
+
+/**
+ * A port that was free a moment ago on 127.0.0.1, for a server a test starts later (a child process, or a
+ * port Pebble must know in advance). It is picked at random below the kernel's ephemeral range: a port taken
+ * from that range (listen(0)) can be handed to some process's outgoing connection between the check and
+ * the test's own listen, which then fails with EADDRINUSE (the likely cause of a CI run where a second
+ * Portico's start failed, with two test files running).
+ */
 export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
+  if (EPHEMERAL_LOW - PICK_FROM >= 1000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = await bindOnce(PICK_FROM + Math.floor(Math.random() * (EPHEMERAL_LOW - PICK_FROM)));
+      if (port !== undefined) return port;
+    }
+  }
+  const port = await bindOnce(0);
+  if (port === undefined) throw new Error('no free port on 127.0.0.1');
   return port;
 }
 
