@@ -5,7 +5,9 @@
  *
  * Environment: BENCH_DURATION (seconds per run, default 3),
  * BENCH_REPEATS (default 3; quick 1), BENCH_ONLY (comma-separated row ids,
- * e.g. "nginx,portico", to run a subset while working on the bench).
+ * e.g. "nginx,portico", to run a subset while working on the bench),
+ * BENCH_SCENARIOS (comma-separated scenario ids and/or "memory", e.g. "S4",
+ * to measure one scenario while working on it).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -24,6 +26,7 @@ const quick = process.argv.includes('--quick');
 const durationSec = Number(process.env['BENCH_DURATION'] ?? 3);
 const repeats = Number(process.env['BENCH_REPEATS'] ?? (quick ? 1 : 3));
 const only = process.env['BENCH_ONLY']?.split(',').map((s) => s.trim()) ?? null;
+const pickedScenarios = process.env['BENCH_SCENARIOS']?.split(',').map((s) => s.trim()) ?? null;
 const IDLE_CONNECTIONS = 1000;
 
 /** The scenarios, in order. */
@@ -215,6 +218,10 @@ async function main(): Promise<void> {
   const loadAvgStart = readLoadAvg();
   const workers = porticoSupportsWorkers(ws);
   const rows: Row[] = [];
+  const scenarios: ScenarioId[] = pickedScenarios !== null
+    ? SCENARIOS.map((s) => s.id).filter((id) => pickedScenarios.includes(id))
+    : quick ? ['S1'] : SCENARIOS.map((s) => s.id);
+  const memory = !quick && (pickedScenarios === null || pickedScenarios.includes('memory'));
   try {
     const direct: RunningTarget = {
       cpuRoot: backend.proc.pid, httpsPort: PORTS.backendHttps, httpPort: PORTS.backendHttp, h2: true,
@@ -223,19 +230,18 @@ async function main(): Promise<void> {
       stop: async () => {},
     };
     const all = (quick ? QUICK_TARGETS : PROXY_TARGETS).filter((t) => only === null || only.includes(t.id));
-    const scenarios: ScenarioId[] = quick ? ['S1'] : SCENARIOS.map((s) => s.id);
     if (!quick && (only === null || only.includes('direct'))) {
       const row = newRow({ id: 'direct', label: 'backend direct (limit)' });
       rows.push(row);
       log('backend direct');
-      await benchTarget(ctx, row, async () => direct, scenarios, { memory: true, pinned: true });
+      await benchTarget(ctx, row, async () => direct, scenarios, { memory, pinned: true });
     }
     for (const spec of all) {
       const row = newRow(spec);
       rows.push(row);
       log(spec.label);
       const start = spec.id === 'portico' && workers ? () => startPortico(ws, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws);
-      await benchTarget(ctx, row, start, scenarios, { memory: !quick, pinned: true });
+      await benchTarget(ctx, row, start, scenarios, { memory, pinned: true });
     }
     if (!quick && (only === null || only.includes('portico-all'))) {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
@@ -244,7 +250,7 @@ async function main(): Promise<void> {
         log(row.label);
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
         for (const id of ['S4', 'S5'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
-        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), ['S1', 'S2', 'S3'], { memory: false, pinned: false });
+        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S3'), { memory: false, pinned: false });
       } else {
         row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
       }
@@ -253,43 +259,45 @@ async function main(): Promise<void> {
     await stopProcess(backend.proc);
   }
   if (quick) {
-    printQuick(rows);
+    for (const id of scenarios) printQuick(rows, id);
     return;
   }
   const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText, loadAvgStart, loadAvgEnd: readLoadAvg() };
   // Only a complete run with the default settings replaces the committed results.
-  const partial = only !== null || process.env['BENCH_DURATION'] !== undefined || process.env['BENCH_REPEATS'] !== undefined;
+  const partial = only !== null || pickedScenarios !== null || process.env['BENCH_DURATION'] !== undefined || process.env['BENCH_REPEATS'] !== undefined;
   const path = partial ? join(ws.dir, 'RESULTS.md') : join(ws.repoRoot, 'bench', 'RESULTS.md');
   writeResults(path, ws.repoRoot, settings, SCENARIOS, rows);
-  log(`wrote ${path}${partial ? ' (BENCH_ONLY/BENCH_DURATION/BENCH_REPEATS set: bench/RESULTS.md left alone)' : ''}`);
+  log(`wrote ${path}${partial ? ' (BENCH_ONLY/BENCH_SCENARIOS/BENCH_DURATION/BENCH_REPEATS set: bench/RESULTS.md left alone)' : ''}`);
 }
 
 function readLoadAvg(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 }
 
-function printQuick(rows: readonly Row[]): void {
-  const get = (id: string): Cell | undefined => rows.find((r) => r.id === id)?.cells.get('S1');
+function printQuick(rows: readonly Row[], id: ScenarioId): void {
+  const info = SCENARIOS.find((s) => s.id === id)!;
+  const get = (row: string): Cell | undefined => rows.find((r) => r.id === row)?.cells.get(id);
   const p = get('portico');
   const n = get('nginx');
   const line = (label: string, row: Row | undefined, c: Cell | undefined): string => {
     if (row?.failure) return `${label}: FAILED: ${row.failure}`;
     const m = c?.runs[0];
-    if (!m) return `${label}: no result${c?.failure ? ` (${c.failure})` : ''}`;
+    if (!m) return `${label}: no result${c?.failure ? ` (${c.failure})` : c?.na ? ` (${c.na})` : ''}`;
     const bad = [
       ...(m.errors || m.non2xx ? [`⚠ ${m.errors} errors, ${m.non2xx} non-2xx`] : []),
       ...(m.foreignCpuShare > FOREIGN_CPU_WARN ? [`⚠ other processes used ${Math.round(m.foreignCpuShare * 100)}% of CPU ${PROXY_CPU}`] : []),
     ].map((n) => `  ${n}`).join('');
-    return `${label}: ${fmt(m.rate)} req/s, p99 ${fmt(m.p99Ms ?? Number.NaN)} ms, ${fmt(m.cpuUsPerUnit)} µs CPU/req${bad}`;
+    const p99 = m.p99Ms !== undefined ? `, p99 ${fmt(m.p99Ms)} ms` : '';
+    return `${label}: ${fmt(m.rate)} ${info.rateUnit}${p99}, ${fmt(m.cpuUsPerUnit)} µs CPU/${info.cpuUnit}${bad}`;
   };
   const pr = rows.find((r) => r.id === 'portico');
   const nr = rows.find((r) => r.id === 'nginx');
-  console.log(`S1 (HTTPS keep-alive, 64 conns, ${durationSec} s, proxy pinned to CPU ${PROXY_CPU})`);
+  console.log(`${info.title}, ${durationSec} s, proxy pinned to CPU ${PROXY_CPU}`);
   console.log(line('  nginx  ', nr, n));
   console.log(line('  Portico', pr, p));
   const pc = spread(p?.runs.map((r) => r.cpuUsPerUnit) ?? []);
   const nc = spread(n?.runs.map((r) => r.cpuUsPerUnit) ?? []);
-  if (pc && nc) console.log(`Portico CPU/request: ${fmt(pc.median)} µs = ${(pc.median / nc.median).toFixed(2)}× nginx`);
+  if (pc && nc) console.log(`Portico CPU/${info.cpuUnit}: ${fmt(pc.median)} µs = ${(pc.median / nc.median).toFixed(2)}× nginx`);
 }
 
 main().catch((err: unknown) => {
