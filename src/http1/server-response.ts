@@ -164,8 +164,11 @@ export class H1ServerResponse extends EventEmitter {
     return this;
   }
 
-  /** Writes one body chunk (with the head, the first time); false when the socket's buffer is full ('drain' follows). */
-  write(chunk: Buffer | string): boolean {
+  /**
+   * Writes one body chunk (with the head, the first time); false when the socket's buffer is full ('drain'
+   * follows). `written` is called once the socket has written the chunk (with an error if it could not).
+   */
+  write(chunk: Buffer | string, written?: (err?: Error | null) => void): boolean {
     if (this.writableEnded || this.destroyed) return false;
     if (!this.headersSent) this.writeHead(this.statusCode);
     const s = this.socket;
@@ -181,7 +184,7 @@ export class H1ServerResponse extends EventEmitter {
       if (!this.#chunked) {
         s.cork();
         s.write(head, 'latin1');
-        s.write(chunk);
+        s.write(chunk, written);
         s.uncork();
         return s.writableLength < RESPONSE_BUFFER;
       }
@@ -191,10 +194,10 @@ export class H1ServerResponse extends EventEmitter {
       s.cork();
       s.write(`${len.toString(16)}${CRLF}`, 'latin1');
     } else {
-      s.write(chunk);
+      s.write(chunk, written);
       return s.writableLength < RESPONSE_BUFFER;
     }
-    s.write(chunk);
+    s.write(chunk, written);
     s.write(CRLF, 'latin1');
     s.uncork();
     return s.writableLength < RESPONSE_BUFFER;

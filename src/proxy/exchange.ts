@@ -12,7 +12,7 @@ import type { ErrorCode } from '../errors.js';
 import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
-import { onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
+import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 
@@ -51,6 +51,9 @@ export class Exchange implements H1Handler {
   /** Whether response headers were received from the upstream. */
   responseStarted = false;
   drainBound = false;
+  /** Recyclable body chunks written to the client and not yet reported written, oldest first. */
+  written: Buffer[] | undefined = undefined;
+  onWritten: ((err?: Error | null) => void) | undefined = undefined;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;
@@ -76,9 +79,16 @@ export class Exchange implements H1Handler {
     return onH1Headers(this, statusCode, headers);
   }
 
-  onUpstreamData(chunk: Buffer): boolean {
+  onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {
     this.bytes += chunk.length;
-    const ok = (this.res as H1ServerResponse).write(chunk);
+    let ok: boolean;
+    if (recyclable) {
+      // A read buffer goes back to the upstream side once the client's socket has written it (large bodies only).
+      (this.written ??= []).push(chunk);
+      ok = (this.res as H1ServerResponse).write(chunk, (this.onWritten ??= chunkWritten.bind(this)));
+    } else {
+      ok = (this.res as H1ServerResponse).write(chunk);
+    }
     if (!ok && !this.drainBound) {
       this.drainBound = true;
       this.res.on('drain', onClientDrain.bind(this));

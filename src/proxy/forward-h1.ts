@@ -13,6 +13,7 @@ import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
 import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { giveBackReadBuffer } from '../upstream/read-buffers.js';
 
 /** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -79,6 +80,16 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
     return false;
   }
   return true;
+}
+
+/**
+ * A write of a recyclable chunk completed (write callbacks come in the order of the writes): its read
+ * buffer goes back. After a failed write the buffer is left to the garbage collector, as the socket may
+ * have been torn down with the write still in flight.
+ */
+export function chunkWritten(this: Exchange, err?: Error | null): void {
+  const chunk = this.written?.shift();
+  if (chunk !== undefined && (err === undefined || err === null)) giveBackReadBuffer(chunk);
 }
 
 export function onClientDrain(this: Exchange): void {

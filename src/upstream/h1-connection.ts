@@ -5,6 +5,11 @@
  * request body (chunked when its length is unknown), and reports the response
  * to an {@link H1Handler} whose methods live on its prototype, so no closure is
  * made per request. Hot path.
+ *
+ * A large Content-Length body on a cleartext connection is not read through
+ * the parser: after the head, the parser lets go of the socket and the body is
+ * read straight into recycled buffers (read-buffers.ts) that go to the client
+ * as they are; the parser takes the socket back for the next response.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -22,13 +27,17 @@ import {
   type NodeHttpParser,
 } from '../http1/llhttp.js';
 import type { H1Pool } from './h1-pool.js';
+import { SCRATCH, giveBackReadBuffer, takeReadBuffer } from './read-buffers.js';
 
 /** Receives one upstream response. */
 export interface H1Handler {
   /** Response head. Header names and values alternate, as received. Return false after aborting the connection. */
   onUpstreamHeaders(status: number, headers: string[]): boolean;
-  /** One body chunk; false asks for a pause until {@link H1Connection.resume}. */
-  onUpstreamData(chunk: Buffer): boolean;
+  /**
+   * One body chunk; false asks for a pause until {@link H1Connection.resume}. A `recyclable` chunk is a
+   * view of a read buffer: give it back with `giveBackReadBuffer` once it is written (never before).
+   */
+  onUpstreamData(chunk: Buffer, recyclable: boolean): boolean;
   /** The response is complete; `last` is its final body chunk, held back so head and body can go out in one write. */
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void;
   onUpstreamError(err: UpstreamError): void;
@@ -54,6 +63,9 @@ export class UpstreamError extends Error {
 
 /** How long an idle upstream connection is kept at most: below the 5 s of Node's own server and the 60–75 s of nginx; shorter when the upstream's Keep-Alive header asks. */
 export const KEEP_ALIVE_MS = 4000;
+
+/** Body bytes left after the head's read from which a body is read raw rather than through the parser. */
+const RAW_BODY_MIN = 32 * 1024;
 
 /** A header value or path that would split the request head. */
 const UNSAFE_VALUE = /[\r\n\0]/;
@@ -101,6 +113,14 @@ export class H1Connection {
   done = false;
   /** Bytes followed the complete response in the same read. */
   stray = false;
+  /** Cleartext connections read large bodies raw (the pool gave the socket an `onread` for it). */
+  readonly rawCapable: boolean;
+  /** The declared length of this response's body, until the decision to read it raw or not; -1 when none applies. */
+  rawCandidate = -1;
+  /** Body bytes the parser has delivered for this response. */
+  bodySeen = 0;
+  /** Body bytes still to read raw; -1 when the parser reads the socket. */
+  rawLeft = -1;
   #responseTimeoutMs = 0;
 
   // Listeners bound once per connection.
@@ -111,9 +131,10 @@ export class H1Connection {
   }
   readonly #onBodyEnd = this.onBodyEnd.bind(this);
 
-  constructor(pool: H1Pool, socket: Socket, connectTimeoutMs: number) {
+  constructor(pool: H1Pool, socket: Socket, connectTimeoutMs: number, rawCapable: boolean) {
     this.pool = pool;
     this.socket = socket;
+    this.rawCapable = rawCapable;
     this.timeoutMs = connectTimeoutMs;
     this.keepAliveMs = KEEP_ALIVE_MS;
     const parser = new HTTPParser() as OwnedParser;
@@ -176,6 +197,8 @@ export class H1Connection {
     this.headersDone = false;
     this.informational = false;
     this.paused = false;
+    this.rawCandidate = -1;
+    this.bodySeen = 0;
     if (timeoutMs !== this.timeoutMs && this.connected) {
       this.timeoutMs = timeoutMs;
       this.socket.setTimeout(timeoutMs);
@@ -292,8 +315,70 @@ export class H1Connection {
     if (p !== null && this.handler !== null) {
       // Streamed responses (server-sent events and the like) go out as they arrive.
       this.pending = null;
-      if (!this.handler.onUpstreamData(p)) this.pauseResponse();
+      if (!this.handler.onUpstreamData(p, false)) this.pauseResponse();
     }
+    const declared = this.rawCandidate;
+    if (declared >= 0) {
+      // Decided once, after the read that held the head: the rest of a large body is read raw.
+      this.rawCandidate = -1;
+      const left = declared - this.bodySeen;
+      if (left >= RAW_BODY_MIN && this.handler !== null && !this.closed) {
+        this.rawLeft = left;
+        this.parser.unconsume();
+      }
+    }
+  }
+
+  /** The buffer the socket reads into next (its `onread` buffer): a recycled one while a body is read raw. */
+  nextReadBuffer(): Buffer {
+    return this.rawLeft >= 0 ? takeReadBuffer() : SCRATCH;
+  }
+
+  /** A read while the parser does not consume the socket (`onread` callback): the raw body of the response. */
+  onRawRead(nread: number, buf: Buffer): void {
+    let chunk: Buffer;
+    if (buf === SCRATCH) {
+      // The first read after the head lands in the shared buffer: its bytes move to a buffer of their own.
+      chunk = takeReadBuffer();
+      SCRATCH.copy(chunk, 0, 0, nread);
+      chunk = chunk.subarray(0, nread);
+    } else {
+      chunk = buf.subarray(0, nread);
+    }
+    if (this.rawLeft < 0) {
+      // Not reading a body raw: the parser reads these bytes (on_body copies what it keeps).
+      const r = this.parser.execute(chunk);
+      giveBackReadBuffer(chunk);
+      this.onExecuted(r);
+      return;
+    }
+    const h = this.handler;
+    if (h === null) {
+      giveBackReadBuffer(chunk);
+      this.close();
+      return;
+    }
+    if (nread > this.rawLeft) {
+      // Bytes after the body: not a response to anything, so the connection is not reused.
+      chunk = chunk.subarray(0, this.rawLeft);
+      this.stray = true;
+    }
+    this.rawLeft -= chunk.length;
+    if (this.rawLeft > 0) {
+      if (!h.onUpstreamData(chunk, true)) this.pauseResponse();
+      return;
+    }
+    // The body is complete: the parser starts afresh and reads the socket again for the next response.
+    this.rawLeft = -1;
+    this.parser.initialize(HTTPParser.RESPONSE, {}, 0, 0);
+    const handle = this.#internals._handle;
+    if (!this.stray && handle !== null) this.parser.consume(handle);
+    h.onUpstreamData(chunk, true);
+    if (this.handler === null) return;
+    this.complete();
+    this.done = false;
+    if (this.keepAlive && !this.stray && !this.closed) this.pool.release(this);
+    else this.close();
   }
 
   pauseResponse(): void {
@@ -343,6 +428,7 @@ export class H1Connection {
   complete(): void {
     const h = this.handler!;
     this.handler = null;
+    this.rawCandidate = -1;
     const last = this.pending;
     this.pending = null;
     const trailers = this.trailers;
@@ -361,6 +447,28 @@ export class H1Connection {
     this.done = true;
     h.onUpstreamEnd(last, trailers);
   }
+}
+
+const DIGITS = /^\d{1,15}$/;
+
+/**
+ * The body length a response declares with one Content-Length and no Transfer-Encoding (the
+ * parser has checked the framing by now); -1 otherwise, and the parser reads the body.
+ */
+function declaredLength(pairs: string[]): number {
+  let length = -1;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const name = pairs[i] as string;
+    if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      if (length >= 0) return -1;
+      const v = (pairs[i + 1] as string).trim();
+      if (!DIGITS.test(v)) return -1;
+      length = Number(v);
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      return -1;
+    }
+  }
+  return length;
 }
 
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i;
@@ -431,6 +539,7 @@ function parserOnHeadersComplete(
   c.keepAlive = shouldKeepAlive;
   const pairs = all ?? [];
   if (shouldKeepAlive) c.keepAliveMs = keepAliveHint(pairs);
+  if (c.rawCapable && !c.isHead && statusCode !== 204 && statusCode !== 304) c.rawCandidate = declaredLength(pairs);
   h.onUpstreamHeaders(statusCode, pairs);
   return c.isHead ? 1 : 0;
 }
@@ -439,9 +548,10 @@ function parserOnBody(this: OwnedParser, chunk: Buffer): void {
   const c = this.conn;
   const h = c.handler;
   if (h === null) return;
+  c.bodySeen += chunk.length;
   const p = c.pending;
   c.pending = chunk;
-  if (p !== null && !h.onUpstreamData(p)) c.pauseResponse();
+  if (p !== null && !h.onUpstreamData(p, false)) c.pauseResponse();
 }
 
 function parserOnMessageComplete(this: OwnedParser): void {

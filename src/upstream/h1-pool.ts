@@ -8,6 +8,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { H1Connection } from './h1-connection.js';
+import { SCRATCH } from './read-buffers.js';
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -72,7 +73,22 @@ export class H1Pool {
     const o = this.#opts;
     let socket: net.Socket;
     if (o.tls === undefined) {
-      socket = net.connect({ host: o.host, port: o.port });
+      // Reads go to the parser (it consumes the socket); a large body is read raw into recycled buffers.
+      let conn: H1Connection | undefined;
+      socket = net.connect({
+        host: o.host,
+        port: o.port,
+        onread: {
+          buffer: () => conn?.nextReadBuffer() ?? SCRATCH,
+          callback: (nread: number, buf: Uint8Array) => {
+            conn?.onRawRead(nread, buf as Buffer);
+            return true;
+          },
+        },
+      });
+      conn = new H1Connection(this, socket, o.connectTimeoutMs, true);
+      this.open++;
+      return conn;
     } else {
       const t = o.tls;
       socket = tls.connect({
@@ -86,7 +102,7 @@ export class H1Pool {
       });
     }
     this.open++;
-    return new H1Connection(this, socket, o.connectTimeoutMs);
+    return new H1Connection(this, socket, o.connectTimeoutMs, false);
   }
 
   #sweepIdle(): void {
