@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Alternates two Portico builds under the same load and prints each run's CPU per request (user, system),
+# so a change to the request path is judged pair by pair rather than against a noisy absolute figure.
+#
+#   bench/scripts/ab-cpu.sh <repo-before> <repo-after> [rounds=4] [path=/] [connections=64]
+#
+# Each repo must be built (npm run build). Uses the workspace of the last `npm run bench` or
+# `npm run bench:quick` (bench/.work: certificate, backend nginx config, Portico config): the backend
+# nginx on CPU 1 with wrk, Portico pinned to CPU 0, 1 s warm-up and 5 s measured per run, 127.0.0.1 only.
+# path "/" is S1 (100 bytes), "/1m" is S4 (1 MiB; use 16 connections, as the bench does).
+set -euo pipefail
+BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
+W=$(cd "$(dirname "$0")/../.work" && pwd)
+[[ -f $W/backend/nginx.conf && -f $W/portico/portico.json ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
+
+trap 'kill "$(cat "$W/backend/nginx.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+sleep 0.5
+one() {
+  local label=$1 repo=$2 pid u0 s0 u1 s1 out n
+  taskset -c 0 node "$repo/dist/src/main.js" --config "$W/portico/portico.json" >/dev/null 2>&1 &
+  pid=$!
+  sleep 1.2
+  taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$W/resolve-127.lua" "https://bench.localhost:19443$URLPATH" >/dev/null
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d5s -s "$W/resolve-127.lua" "https://bench.localhost:19443$URLPATH")
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  n=$(awk '/requests in/{print $1}' <<<"$out")
+  printf '%-7s %7d µs CPU/request (user %d, system %d), %d requests%s\n' "$label" \
+    $(( ((u1 - u0) + (s1 - s0)) * TICK_US / n )) $(( (u1 - u0) * TICK_US / n )) $(( (s1 - s0) * TICK_US / n )) "$n" \
+    "$(grep -qE 'Non-2xx|Socket errors' <<<"$out" && echo '  ⚠ errors' || true)"
+}
+for _ in $(seq 1 "$ROUNDS"); do one before "$BEFORE"; one after "$AFTER"; done
