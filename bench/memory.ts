@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LOAD_CPU, countTree, readTreeRssBytes } from './procs.js';
+import { LOAD_CPU, countTree, readTreeAnonRssBytes, readTreeRssBytes } from './procs.js';
 import { BENCH_HOST } from './workspace.js';
 import type { MemoryResult } from './report.js';
 import type { IdleResult } from './idle-client.js';
@@ -59,8 +59,9 @@ export async function measureIdleMemory(run: MemoryRun): Promise<MemoryResult> {
     const held = JSON.parse(line) as IdleResult;
     await sleep(run.settleMs);
     const heldRssBytes = readTreeRssBytes(run.cpuRoot);
+    const heldAnonRssBytes = readTreeAnonRssBytes(run.cpuRoot);
     const processes = countTree(run.cpuRoot);
-    return { baselineRssBytes, heldRssBytes, idle: held.idle, errors: held.errors, non2xx: held.non2xx, processes };
+    return { baselineRssBytes, heldRssBytes, heldAnonRssBytes, idle: held.idle, errors: held.errors, non2xx: held.non2xx, processes };
   } finally {
     child.stdin.end();
     await Promise.race([exited, sleep(5000)]);

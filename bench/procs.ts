@@ -161,16 +161,30 @@ export function readCpuBusyUs(cpu: string): number {
 
 /** Sum of VmRSS in bytes over `root` and its live descendants. */
 export function readTreeRssBytes(root: number): number {
+  return readTreeStatusKb(root, 'VmRSS') * 1024;
+}
+
+/**
+ * Sum of RssAnon in bytes over `root` and its live descendants: the resident
+ * memory that is the process's own (heap, stacks, buffers), without the
+ * executable's and libraries' file pages, which worker processes share.
+ */
+export function readTreeAnonRssBytes(root: number): number {
+  return readTreeStatusKb(root, 'RssAnon') * 1024;
+}
+
+function readTreeStatusKb(root: number, field: string): number {
+  const re = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm');
   let kb = 0;
   for (const pid of [root, ...listDescendants(root)]) {
     try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      const m = re.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
       if (m) kb += Number(m[1]);
     } catch {
       /* exited */
     }
   }
-  return kb * 1024;
+  return kb;
 }
 
 /** Number of processes in the tree rooted at `root`. */

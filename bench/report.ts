@@ -49,6 +49,8 @@ export interface Cell {
 export interface MemoryResult {
   readonly baselineRssBytes: number;
   readonly heldRssBytes: number;
+  /** Of heldRssBytes, the anonymous (private) part: RssAnon, without file-backed pages such as the executable's. */
+  readonly heldAnonRssBytes: number;
   readonly idle: number;
   readonly errors: number;
   readonly non2xx: number;
@@ -204,18 +206,18 @@ function renderMemoryShort(row: Row): string {
 /** Markdown table for the memory test. */
 export function renderMemory(rows: readonly Row[], count: number): string {
   const lines = [
-    `| Server | RSS idle before | RSS holding ${count.toLocaleString('en-US')} idle TLS conns | Δ per connection | processes | Notes |`,
-    '|---|---|---|---|---|---|',
+    `| Server | RSS idle before | RSS holding ${count.toLocaleString('en-US')} idle TLS conns | of which anonymous | Δ per connection | processes | Notes |`,
+    '|---|---|---|---|---|---|---|',
   ];
   for (const row of rows) {
     const m = row.memory;
     if (!m || 'failure' in m) {
-      lines.push(`| ${row.label} | – | – | – | – | ${m ? `FAILED: ${m.failure}` : row.failure ? `FAILED: ${row.failure}` : 'not measured for this row'} |`);
+      lines.push(`| ${row.label} | – | – | – | – | – | ${m ? `FAILED: ${m.failure}` : row.failure ? `FAILED: ${row.failure}` : 'not measured for this row'} |`);
       continue;
     }
     const per = m.idle > 0 ? `${((m.heldRssBytes - m.baselineRssBytes) / m.idle / 1024).toFixed(1)} KiB` : '–';
     const notes = m.errors > 0 || m.non2xx > 0 ? `⚠ ${m.idle} held, ${m.errors} errors, ${m.non2xx} non-2xx` : `${m.idle} held`;
-    lines.push(`| ${row.label} | ${mib(m.baselineRssBytes)} | ${mib(m.heldRssBytes)} | ${per} | ${m.processes} | ${notes} |`);
+    lines.push(`| ${row.label} | ${mib(m.baselineRssBytes)} | ${mib(m.heldRssBytes)} | ${mib(m.heldAnonRssBytes)} | ${per} | ${m.processes} | ${notes} |`);
   }
   return lines.join('\n');
 }

@@ -2,7 +2,9 @@
  * The servers under test: the backend itself ("direct"), nginx, HAProxy,
  * Caddy, node-http-proxy and Portico, each configured here as a
  * TLS-terminating virtual-host proxy for bench.localhost with upstream
- * keep-alive, one worker, pinned to PROXY_CPU, access logs off.
+ * keep-alive, one worker, pinned to PROXY_CPU, access logs off; and one
+ * reference row that forwards nothing: Node's own servers answering by
+ * themselves, the floor under any Node proxy.
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +15,7 @@ import {
 import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
 
 /** Identifiers of the rows in the results. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'portico' | 'portico-all';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'portico' | 'portico-all';
 
 /** A started server under test. */
 export interface RunningTarget {
@@ -286,6 +288,30 @@ const httpProxyTarget: TargetSpec = {
   },
 };
 
+const nodeAloneTarget: TargetSpec = {
+  id: 'node-alone',
+  label: 'Node alone (answers itself, no forwarding)',
+  async start(ws) {
+    const dir = subdir(ws, 'node-alone');
+    const settings = {
+      httpsPort: PORTS.proxyHttps,
+      httpPort: PORTS.proxyHttp,
+      certFile: ws.certFile,
+      keyFile: ws.keyFile,
+      smallBody: ws.smallBody,
+      largeFile: join(ws.docRoot, '1m'),
+      keepAliveTimeoutMs: 60_000,
+    };
+    const conf = JSON.stringify(settings, null, 2);
+    const script = join(ws.repoRoot, 'dist', 'bench', 'node-alone-server.js');
+    return startServer('node-alone', process.execPath, [script, conf], dir, `node node-alone-server.js '${conf}'`, {
+      h2: true,
+      http: true,
+      notes: ['reference, not a proxy: node:http2 (HTTP/2) and node:http (HTTP/1.1) answering from memory, what a Node proxy costs before it forwards anything'],
+    });
+  },
+};
+
 /** Options for the Portico rows. */
 interface PorticoOptions {
   /** Value for the "workers" config key, or undefined to leave it out. */
@@ -335,8 +361,8 @@ const porticoTarget: TargetSpec = {
   start: (ws) => startPortico(ws, { cpus: PROXY_CPU }),
 };
 
-/** The pinned single-worker rows, in table order (direct first, Portico last). */
-export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, porticoTarget];
+/** The pinned single-worker rows, in table order (direct first, then the proxies, Node alone, Portico last). */
+export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, nodeAloneTarget, porticoTarget];
 
 /** The nginx and Portico rows, for --quick. */
 export const QUICK_TARGETS: readonly TargetSpec[] = [nginxTarget, porticoTarget];
