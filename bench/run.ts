@@ -129,7 +129,6 @@ async function benchTarget(
         row.memory = { failure: (err as Error).message };
       }
     }
-    await runOnce(ctx, t, 'S1', 1).catch(() => undefined); // warm-up, not measured
     let exitedDuring: ScenarioId | null = null;
     for (const id of scenarios) {
       const cell: Cell = row.cells.get(id) ?? { runs: [] };
@@ -139,6 +138,9 @@ async function benchTarget(
         cell.failure = `not run: the server exited during ${exitedDuring}`;
         continue;
       }
+      // Warm-up, not measured: 1 s of the scenario's own load, so that a JIT-compiled server has compiled
+      // this scenario's code paths (HTTP/2, large bodies, plain HTTP) and opened its upstream connections.
+      await runOnce(ctx, t, id, 1).catch(() => undefined);
       for (let i = 0; i < repeats; i++) {
         try {
           const { m, command } = await measure(ctx, t, id, opts.pinned);
