@@ -6,15 +6,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkConfigFile } from './cli/check-config.js';
-import { configJsonSchema } from './cli/json-schema.js';
-import { configReferenceMarkdown } from './cli/config-reference.js';
 import { watchConfigFile } from './config/watch.js';
 import { createLogger } from './log/logger.js';
 import { Portico, formatIssues } from './server/portico.js';
 import { hasCode } from './errors.js';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { loadConfigFile } from './config/load.js';
+import { loadConfigFileInThread } from './config/load-in-thread.js';
 import { runPrimary } from './cluster/primary.js';
 
 const HELP = `Usage:
@@ -74,7 +72,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'schema') {
-    process.stdout.write(values.markdown === true ? configReferenceMarkdown() : configJsonSchema());
+    // The schema (and zod) are loaded only for this command; the server validates in a worker thread.
+    if (values.markdown === true) process.stdout.write((await import('./cli/config-reference.js')).configReferenceMarkdown());
+    else process.stdout.write((await import('./cli/json-schema.js')).configJsonSchema());
     return 0;
   }
   if (command !== undefined) {
@@ -89,14 +89,14 @@ async function main(argv: string[]): Promise<number> {
     else demo = true;
   }
   // Log settings come from the config when it is readable; problems are reported by start() below.
-  const pre = configFile === undefined ? undefined : await loadConfigFile(configFile);
+  const pre = configFile === undefined ? undefined : await loadConfigFileInThread(configFile);
   const logConfig = pre?.ok === true ? pre.config.log : undefined;
   const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto');
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
   if (workers > 1 && cluster.isPrimary && !demo) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
-    const checked = await checkConfigFile(configFile as string);
+    const checked = await checkConfigFile(configFile as string, pre);
     if (checked.issues.length > 0) {
       process.stderr.write(`${formatIssues(checked.file, checked.issues)}\n`);
       return 1;
@@ -119,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const portico = new Portico(resolve(configFile as string), log);
   try {
-    await portico.start();
+    await portico.start(demo ? undefined : pre);
   } catch (err) {
     if (hasCode(err, 'PORTICO_CONFIG_INVALID') || hasCode(err, 'PORTICO_LISTEN_FAILED')) {
       log.fatal({ code: (err as { code: string }).code }, (err as Error).message);

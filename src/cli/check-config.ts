@@ -3,12 +3,13 @@
  * certificate files) without opening a socket.
  */
 import { compilePlan } from '../config/compile.js';
-import { loadConfigFile, type ConfigIssue } from '../config/load.js';
+import type { ConfigIssue, LoadResult } from '../config/load.js';
+import { loadConfigFileInThread } from '../config/load-in-thread.js';
 import { TargetRegistry } from '../upstream/target.js';
 
-/** Checks a config file; returns the issues (empty when valid). */
-export async function checkConfigFile(file: string): Promise<{ file: string; issues: readonly ConfigIssue[]; hosts: number }> {
-  const loaded = await loadConfigFile(file);
+/** Checks a config file (or the result of loading it, when the caller has one); returns the issues (empty when valid). */
+export async function checkConfigFile(file: string, preloaded?: LoadResult): Promise<{ file: string; issues: readonly ConfigIssue[]; hosts: number }> {
+  const loaded = preloaded ?? (await loadConfigFileInThread(file));
   if (!loaded.ok) return { file: loaded.file, issues: loaded.issues, hosts: 0 };
   const targets = new TargetRegistry();
   const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets, generation: 0 });

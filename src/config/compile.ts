@@ -10,7 +10,7 @@ import { loadCertPair, type CertPair } from '../tls/cert-pair.js';
 import { acmeCertId, fileCertId } from '../tls/cert-store.js';
 import { type Target, type TargetRegistry, type TargetTls } from '../upstream/target.js';
 import type { ConfigIssue } from './load.js';
-import { formatPath } from './load.js';
+import { formatPath } from './json-path.js';
 import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from './plan.js';
 import type { Config, UpstreamConfig } from './schema.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';

@@ -1,11 +1,16 @@
 /**
  * Reading and validating a config file. Never throws: the result lists every
- * issue at once, each with its JSON path and a reason.
+ * issue at once, each with its JSON path and a reason. This module loads zod and
+ * the schema; the server runs it in a short-lived worker thread
+ * (load-in-thread.ts), so that neither stays in its memory.
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
+import { formatPath } from './json-path.js';
+
+export { formatPath } from './json-path.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -19,19 +24,6 @@ export interface ConfigIssue {
 export type LoadResult =
   | { readonly ok: true; readonly config: Config; readonly file: string; readonly baseDir: string }
   | { readonly ok: false; readonly file: string; readonly issues: readonly ConfigIssue[] };
-
-const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-
-/** Formats a path array as `a.b["c.d"][1]`. */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else if (typeof seg === 'string' && IDENT_RE.test(seg)) out += out === '' ? seg : `.${seg}`;
-    else out += `[${JSON.stringify(String(seg))}]`;
-  }
-  return out === '' ? '(root)' : out;
-}
 
 function shorten(value: unknown): string {
   const text = JSON.stringify(value) ?? String(value);

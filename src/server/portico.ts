@@ -5,7 +5,8 @@
  */
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
-import { loadConfigFile, type ConfigIssue } from '../config/load.js';
+import type { ConfigIssue, LoadResult } from '../config/load.js';
+import { loadConfigFileInThread } from '../config/load-in-thread.js';
 import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { PorticoError } from '../errors.js';
@@ -105,8 +106,8 @@ export class Portico {
     return this.#acmeLoading;
   }
 
-  async #build(): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
-    const loaded = await loadConfigFile(this.configFile);
+  async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
+    const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
     const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, generation: this.#generation + 1 });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };
@@ -126,18 +127,20 @@ export class Portico {
   /**
    * Loads the config and opens every listener. Throws PORTICO_CONFIG_INVALID with every issue, or
    * PORTICO_LISTEN_FAILED; a start that fails closes whatever it had opened (listeners, watchers, timers).
+   * `preloaded`: this config file as the caller has just loaded it (main.ts reads its log settings first),
+   * so that it is not read and validated twice.
    */
-  async start(): Promise<void> {
+  async start(preloaded?: LoadResult): Promise<void> {
     try {
-      await this.#start();
+      await this.#start(preloaded);
     } catch (err) {
       await this.stop().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'cleanup after a failed start failed'));
       throw err;
     }
   }
 
-  async #start(): Promise<void> {
-    const built = await this.#build();
+  async #start(preloaded: LoadResult | undefined): Promise<void> {
+    const built = await this.#build(preloaded);
     if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
     const { plan, config } = built;
     this.config = config;

@@ -1,0 +1,59 @@
+/**
+ * The server validates its config in a short-lived worker thread (src/config/load-in-thread.ts), so that
+ * zod and the schema never stay in a serving process's memory (bench/optimisations.md, section 12). zod
+ * marks the global object of every thread that loads it (globalThis.__zod_globalConfig); these tests
+ * look for that mark. They run in order in one process: the last one loads zod here on purpose.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makePki, startProxy } from './helpers/proxy.js';
+import { h1Request, startUpstream } from './helpers/net.js';
+import { loadConfigFileInThread } from '../src/config/load-in-thread.js';
+
+const zodLoadedHere = (): boolean => (globalThis as { __zod_globalConfig?: unknown }).__zod_globalConfig !== undefined;
+
+test('start, a reload and a rejected reload validate off the main thread: zod is never loaded in it', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await startProxy(pki, { hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
+  t.after(async () => {
+    await proxy.stop();
+    await up.close();
+    await pki.cleanup();
+  });
+  const get = () => h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/', ca: pki.caPem });
+  assert.equal((await get()).status, 200);
+  await proxy.reconfigure({ hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url, stripPrefix: true }] } } });
+  // A bad reload: every issue comes back from the thread with its path, and the old config keeps serving.
+  await writeFile(proxy.configFile, JSON.stringify({ listen: { https: { port: proxy.httpsPort } }, hosts: { 'site.test': { tls: cert, routes: [{ path: 'no-slash', upstream: 'ftp://x' }] } } }));
+  const r = await proxy.portico.reload();
+  assert.equal(r.ok, false);
+  const paths = r.ok ? [] : r.issues.map((i) => i.path);
+  assert.ok(paths.includes('hosts["site.test"].routes[0].path'), paths.join(', '));
+  assert.ok(paths.includes('hosts["site.test"].routes[0].upstream'), paths.join(', '));
+  assert.equal((await get()).status, 200);
+  assert.equal(zodLoadedHere(), false);
+});
+
+test('the thread gives the same result as loading in-process, for a good file, a bad one and a missing one', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const good = join(pki.dir, 'good.json');
+  const bad = join(pki.dir, 'bad.json');
+  const cert = await pki.issue('site', ['site.test']);
+  await writeFile(good, JSON.stringify({ hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }));
+  await writeFile(bad, '{"hosts": {"site.test": {"tls": 5, "routes": []}}, "workers": "many"}');
+  const inThread = await Promise.all([good, bad, join(pki.dir, 'missing.json')].map((f) => loadConfigFileInThread(f)));
+  assert.equal(inThread[0]?.ok, true);
+  assert.equal(inThread[1]?.ok, false);
+  assert.equal(inThread[2]?.ok, false);
+  assert.equal(zodLoadedHere(), false);
+  const { loadConfigFile } = await import('../src/config/load.js');
+  const inProcess = await Promise.all([good, bad, join(pki.dir, 'missing.json')].map((f) => loadConfigFile(f)));
+  assert.deepEqual(inThread, inProcess);
+  // The mark this file relies on is real: loading zod here sets it.
+  assert.equal(zodLoadedHere(), true);
+});
