@@ -69,6 +69,10 @@ before(async () => {
       },
       'app.*.example.com': { tls: good, routes: route },
       'noroutes.example.com': { tls: good },
+      // tls is one of two shapes: each mistake is reported against the shape its keys belong to
+      'nokey.example.com': { tls: { cert: good.cert }, routes: route },
+      'badcert.example.com': { tls: { cert: 5, key: good.key }, routes: route },
+      'notls.example.com': { tls: {}, routes: route },
     },
   });
   await write('cross', {
@@ -111,7 +115,7 @@ test('portico check accepts a valid config with exit code 0', async () => {
 test('portico check lists every schema problem at once, each with its JSON path, and exits 1', async () => {
   const r = await runs.schema!;
   assert.equal(r.code, 1);
-  assert.equal(r.stderr.split('\n')[0], `${files.schema}: 11 problems`);
+  assert.equal(r.stderr.split('\n')[0], `${files.schema}: 14 problems`);
   assert.deepEqual(issueLines(r).sort(), [
     // bad port
     'listen.https.port: Too big: expected number to be <=65535, got 70000',
@@ -129,6 +133,10 @@ test('portico check lists every schema problem at once, each with its JSON path,
     'hosts["app.*.example.com"]: expected a lower-case DNS name such as "app.example.com" or "*.example.com", got "app.*.example.com"',
     // a missing required field
     'hosts["noroutes.example.com"].routes: required: expected array',
+    // the cert/key shape of tls: its missing key, its cert of the wrong type; and neither shape
+    'hosts["nokey.example.com"].tls.key: required: expected string',
+    'hosts["badcert.example.com"].tls.cert: expected string, got 5',
+    'hosts["notls.example.com"].tls: required: set "cert" and "key", or "acme"',
     // bad duration and size
     'limits.headersTimeout: expected a duration such as "500ms", "30s", "5m", "1h" or "90d", got "30 seconds"',
     'limits.maxHeaderSize: expected a size such as "16kb", "10mb" or "1gb", got "16 kilobytes"',

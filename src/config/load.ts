@@ -59,26 +59,21 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
       return [{ path: formatPath(path), message: `expected ${issue.expected}, got ${shorten(got)}` }];
     }
     case 'invalid_union': {
-      // Report the branch that got furthest: the issues with the longest paths.
-      const branches = issue.errors;
-      let best: z.core.$ZodIssue[] | undefined;
-      let bestDepth = -1;
-      for (const branch of branches) {
-        const depth = Math.max(...branch.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));
-        if (depth > bestDepth) {
-          bestDepth = depth;
-          best = branch;
-        }
-      }
       const got = valueAt(input, path);
-      if (best === undefined || bestDepth <= 0) {
+      const branch = pickUnionBranch(issue.errors, path, input);
+      if (branch === 'ambiguous') {
+        // An object with none of the keys any branch needs (tls: {}): name the shapes that would do.
+        const shapes = issue.errors.map((b) => b.map((i) => JSON.stringify(String(i.path[0]))).join(' and '));
+        return [{ path: formatPath(path), message: `required: set ${shapes.join(', or ')}` }];
+      }
+      if (branch === undefined) {
         // No branch got inside the value: say which shapes would do, and that it is missing when it is.
-        const expected = [...new Set(branches.flatMap((b) => b.flatMap((i) => (i.code === 'invalid_type' ? [i.expected] : []))))];
+        const expected = [...new Set(issue.errors.flatMap((b) => b.flatMap((i) => (i.code === 'invalid_type' ? [i.expected] : []))))];
         const what = expected.length === 0 ? issue.message : `expected ${expected.slice(0, -1).join(', ')}${expected.length > 1 ? ' or ' : ''}${expected.at(-1)}`;
         if (got === undefined) return [{ path: formatPath(path), message: `required: ${what}` }];
         return [{ path: formatPath(path), message: `${what}, got ${shorten(got)}` }];
       }
-      return best.flatMap((i) => describeIssue({ ...i, path: [...path, ...i.path] } as z.core.$ZodIssue, input));
+      return branch.flatMap((i) => describeIssue({ ...i, path: [...path, ...i.path] } as z.core.$ZodIssue, input));
     }
     default: {
       const got = valueAt(input, path);
@@ -86,6 +81,27 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
       return [{ path: formatPath(path), message: hasGot ? `${issue.message}, got ${shorten(got)}` : issue.message }];
     }
   }
+}
+
+/**
+ * Which branch of a failed union to report: the one the user most likely meant. A branch whose very type
+ * is wrong (an object given where it wants a string) is out; of the others, the one whose keys the value
+ * uses (fewest unknown keys: {"cert": "x"} meant the cert/key branch, so its missing "key" is the
+ * problem, not the acme branch's); then the one whose issues go deepest. 'ambiguous' when several
+ * branches only miss keys (an empty object); undefined when no branch got inside the value.
+ */
+function pickUnionBranch(branches: readonly z.core.$ZodIssue[][], path: readonly PropertyKey[], input: unknown): z.core.$ZodIssue[] | 'ambiguous' | undefined {
+  const unknownKeys = (b: readonly z.core.$ZodIssue[]): number => b.reduce((n, i) => n + (i.code === 'unrecognized_keys' ? i.keys.length : 0), 0);
+  const missesOnly = (b: readonly z.core.$ZodIssue[]): boolean => b.every((i) => i.code !== 'unrecognized_keys' && valueAt(input, [...path, ...i.path]) === undefined);
+  const depth = (b: readonly z.core.$ZodIssue[]): number => Math.max(...b.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));
+  const inside = branches.filter((b) => depth(b) > 0);
+  if (inside.length === 0) return undefined;
+  const fewest = Math.min(...inside.map(unknownKeys));
+  const candidates = inside.filter((b) => unknownKeys(b) === fewest);
+  if (candidates.length > 1 && fewest === 0 && candidates.every(missesOnly)) return 'ambiguous';
+  let best = candidates[0];
+  for (const b of candidates) if (best === undefined || depth(b) > depth(best)) best = b;
+  return best;
 }
 
 /** Validates an already-parsed JSON value. */
