@@ -264,12 +264,20 @@ http://${BENCH_HOST}:${PORTS.proxyHttp} {
   },
 };
 
+/** Start one of the bench's own Node servers (dist/bench/<script>.js) with its settings as one JSON argument. */
+function startNodeScript(
+  ws: Workspace, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[] },
+): Promise<RunningTarget> {
+  const conf = JSON.stringify(settings, null, 2);
+  const file = join(ws.repoRoot, 'dist', 'bench', `${script}.js`);
+  return startServer(id, process.execPath, [file, conf], subdir(ws, id), `node ${script}.js '${conf}'`, { http: true, ...opts });
+}
+
 const httpProxyTarget: TargetSpec = {
   id: 'http-proxy',
   label: 'node-http-proxy',
-  async start(ws) {
-    const dir = subdir(ws, 'http-proxy');
-    const settings = {
+  start: (ws) =>
+    startNodeScript(ws, 'http-proxy', 'http-proxy-server', {
       httpsPort: PORTS.proxyHttps,
       httpPort: PORTS.proxyHttp,
       upstream: `http://${upstream}`,
@@ -277,23 +285,14 @@ const httpProxyTarget: TargetSpec = {
       keyFile: ws.keyFile,
       maxFreeSockets: 64,
       keepAliveTimeoutMs: 60_000,
-    };
-    const conf = JSON.stringify(settings, null, 2);
-    const script = join(ws.repoRoot, 'dist', 'bench', 'http-proxy-server.js');
-    return startServer('http-proxy', process.execPath, [script, conf], dir, `node http-proxy-server.js '${conf}'`, {
-      h2: false,
-      http: true,
-      notes: ['no HTTP/2 support (S2 n/a)'],
-    });
-  },
+    }, { h2: false, notes: ['no HTTP/2 support (S2 n/a)'] }),
 };
 
 const nodeAloneTarget: TargetSpec = {
   id: 'node-alone',
   label: 'Node alone (answers itself, no forwarding)',
-  async start(ws) {
-    const dir = subdir(ws, 'node-alone');
-    const settings = {
+  start: (ws) =>
+    startNodeScript(ws, 'node-alone', 'node-alone-server', {
       httpsPort: PORTS.proxyHttps,
       httpPort: PORTS.proxyHttp,
       certFile: ws.certFile,
@@ -301,15 +300,10 @@ const nodeAloneTarget: TargetSpec = {
       smallBody: ws.smallBody,
       largeFile: join(ws.docRoot, '1m'),
       keepAliveTimeoutMs: 60_000,
-    };
-    const conf = JSON.stringify(settings, null, 2);
-    const script = join(ws.repoRoot, 'dist', 'bench', 'node-alone-server.js');
-    return startServer('node-alone', process.execPath, [script, conf], dir, `node node-alone-server.js '${conf}'`, {
+    }, {
       h2: true,
-      http: true,
       notes: ['reference, not a proxy: node:http2 (HTTP/2) and node:http (HTTP/1.1) answering from memory, what a Node proxy costs before it forwards anything'],
-    });
-  },
+    }),
 };
 
 /** Options for the Portico rows. */
