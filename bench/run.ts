@@ -245,6 +245,15 @@ async function main(): Promise<void> {
       const start = spec.id === 'portico' && workers ? () => startPortico(ws, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws);
       await benchTarget(ctx, row, start, scenarios, { memory, pinned: true });
     }
+    if (!quick && (only === null || only.includes('portico-log'))) {
+      // The issue's targets hold "with the full feature set on": the same Portico, logging every request.
+      const row = newRow({ id: 'portico-log', label: 'Portico, access log on' });
+      rows.push(row);
+      log(row.label);
+      row.notes.push('as the Portico row, with "log": {"level": "info", "access": true}: one JSON access line per request (host, route, upstream, status, duration) through pino\'s asynchronous destination into a file');
+      for (const id of ['S3', 'S4'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
+      await benchTarget(ctx, row, () => startPortico(ws, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S5'), { memory: false, pinned: true });
+    }
     if (!quick && (only === null || only.includes('portico-all'))) {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
       rows.push(row);

@@ -15,7 +15,7 @@ import {
 import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
 
 /** Identifiers of the rows in the results. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'portico' | 'portico-all';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'portico' | 'portico-log' | 'portico-all';
 
 /** A started server under test. */
 export interface RunningTarget {
@@ -312,11 +312,13 @@ interface PorticoOptions {
   readonly workers?: number;
   /** CPU list to pin to, or null for unpinned. */
   readonly cpus: string | null;
+  /** Log every request (an access line through pino's asynchronous destination); off in the other rows, as for every server. */
+  readonly accessLog?: boolean;
 }
 
 /** Start Portico from dist/src/main.js with a generated config. */
 export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise<RunningTarget> {
-  const dir = subdir(ws, opts.workers && opts.workers > 1 ? 'portico-all' : 'portico');
+  const dir = subdir(ws, opts.workers && opts.workers > 1 ? 'portico-all' : opts.accessLog === true ? 'portico-log' : 'portico');
   const main = join(ws.repoRoot, 'dist', 'src', 'main.js');
   if (!existsSync(main)) throw new Error(`${main} does not exist (Portico not built?)`);
   const config: Record<string, unknown> = {
@@ -333,7 +335,7 @@ export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise
         plainHttp: 'serve',
       },
     },
-    log: { level: 'warn', access: false },
+    log: opts.accessLog === true ? { level: 'info', access: true } : { level: 'warn', access: false },
   };
   if (opts.workers !== undefined) config['workers'] = opts.workers;
   const conf = JSON.stringify(config, null, 2);
