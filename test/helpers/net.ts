@@ -6,7 +6,9 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** The kernel's ephemeral range [low, high]: where connect() picks its local ports, and listen(0) too. */
@@ -33,17 +35,66 @@ function bindOnce(port: number): Promise<number | undefined> {
   });
 }
 
+/** Where test processes reserve the ports they pick: one file per port, holding the owner's pid. */
+const RESERVED_DIR = join(tmpdir(), 'portico-test-ports');
+const reservedHere: string[] = [];
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Claims `port` for this process among concurrently running test files (node --test runs two at a time):
+ * without it, two files could pick the same free port in the same moment and the second listen fails with
+ * EADDRINUSE (seen once in CI). A reservation whose owner has exited is taken over; this process's own are
+ * removed when it exits.
+ */
+function reserve(port: number): boolean {
+  const file = join(RESERVED_DIR, String(port));
+  try {
+    mkdirSync(RESERVED_DIR, { recursive: true });
+    writeFileSync(file, String(process.pid), { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true; // no shared directory: the bind check alone
+    // An empty file is one being written by its owner this very moment: taken.
+    const owner = Number(readFileSync(file, 'utf8'));
+    if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid || isAlive(owner)) return false;
+    writeFileSync(file, String(process.pid));
+  }
+  if (reservedHere.length === 0) {
+    process.once('exit', () => {
+      for (const f of reservedHere) {
+        try {
+          unlinkSync(f);
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+  reservedHere.push(file);
+  return true;
+}
+
 /**
  * A port that was free a moment ago on 127.0.0.1, for a server a test starts later (a child process, or a
  * port Pebble must know in advance). It is picked at random below the kernel's ephemeral range: a port taken
  * from that range (listen(0)) can be handed to some process's outgoing connection between the check and
  * the test's own listen, which then fails with EADDRINUSE (the likely cause of a CI run where a second
- * Portico's start failed, with two test files running).
+ * Portico's start failed, with two test files running). It is also reserved against the other test files
+ * running at the same time (see reserve()).
  */
 export async function freePort(): Promise<number> {
   if (EPHEMERAL_LOW - PICK_FROM >= 1000) {
     for (let attempt = 0; attempt < 50; attempt++) {
-      const port = await bindOnce(PICK_FROM + Math.floor(Math.random() * (EPHEMERAL_LOW - PICK_FROM)));
+      const candidate = PICK_FROM + Math.floor(Math.random() * (EPHEMERAL_LOW - PICK_FROM));
+      if (!reserve(candidate)) continue;
+      const port = await bindOnce(candidate);
       if (port !== undefined) return port;
     }
   }
