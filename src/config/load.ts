@@ -68,7 +68,7 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
       }
       if (branch === undefined) {
         // No branch got inside the value: say which shapes would do, and that it is missing when it is.
-        const expected = [...new Set(issue.errors.flatMap((b) => b.flatMap((i) => (i.code === 'invalid_type' ? [i.expected] : []))))];
+        const expected = [...new Set(issue.errors.flatMap((b) => b.flatMap((i) => (i.code === 'invalid_type' ? [i.expected] : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)) : []))))];
         const what = expected.length === 0 ? issue.message : `expected ${expected.slice(0, -1).join(', ')}${expected.length > 1 ? ' or ' : ''}${expected.at(-1)}`;
         if (got === undefined) return [{ path: formatPath(path), message: `required: ${what}` }];
         return [{ path: formatPath(path), message: `${what}, got ${shorten(got)}` }];
@@ -84,18 +84,19 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
 }
 
 /**
- * Which branch of a failed union to report: the one the user most likely meant. A branch whose very type
- * is wrong (an object given where it wants a string) is out; of the others, the one whose keys the value
- * uses (fewest unknown keys: {"cert": "x"} meant the cert/key branch, so its missing "key" is the
- * problem, not the acme branch's); then the one whose issues go deepest. 'ambiguous' when several
- * branches only miss keys (an empty object); undefined when no branch got inside the value.
+ * Which branch of a failed union to report: the one the user most likely meant. Branches that got inside
+ * the value (an issue below it, or unknown keys in an object) come first: of those, the one whose keys the
+ * value uses (fewest unknown keys: {"cert": "x"} meant the cert/key branch, so its missing "key" is the
+ * problem, not the acme branch's), then the one whose issues go deepest; 'ambiguous' when several only
+ * miss keys (an empty object). Otherwise a branch whose type matched and whose check failed (a number
+ * too big where a number or "auto" would do). undefined when the value fits no branch's type.
  */
 function pickUnionBranch(branches: readonly z.core.$ZodIssue[][], path: readonly PropertyKey[], input: unknown): z.core.$ZodIssue[] | 'ambiguous' | undefined {
   const unknownKeys = (b: readonly z.core.$ZodIssue[]): number => b.reduce((n, i) => n + (i.code === 'unrecognized_keys' ? i.keys.length : 0), 0);
   const missesOnly = (b: readonly z.core.$ZodIssue[]): boolean => b.every((i) => i.code !== 'unrecognized_keys' && valueAt(input, [...path, ...i.path]) === undefined);
   const depth = (b: readonly z.core.$ZodIssue[]): number => Math.max(...b.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));
-  const inside = branches.filter((b) => depth(b) > 0);
-  if (inside.length === 0) return undefined;
+  const inside = branches.filter((b) => b.some((i) => i.path.length > 0 || i.code === 'unrecognized_keys'));
+  if (inside.length === 0) return branches.find((b) => b.every((i) => i.code !== 'invalid_type' && i.code !== 'invalid_value'));
   const fewest = Math.min(...inside.map(unknownKeys));
   const candidates = inside.filter((b) => unknownKeys(b) === fewest);
   if (candidates.length > 1 && fewest === 0 && candidates.every(missesOnly)) return 'ambiguous';
