@@ -65,7 +65,7 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
     if (cmd) out.push(`Command (port varies by server): \`${cmd}\``, '');
   }
   out.push(`## Memory — RSS holding ${s.idleConnections.toLocaleString('en-US')} idle TLS keep-alive connections`, '');
-  out.push('Each connection completed a TLS handshake and one request, then stays open and idle; RSS is summed over the proxy\'s process tree (VmRSS) 1 s after the last one became idle. "Of which anonymous" is RssAnon: the process\'s own memory, without the resident pages of its executable and libraries (for a Node process, about 35–40 MiB of the `node` binary, shared by every Node process and worker on the machine).', '');
+  out.push('Each connection completed a TLS handshake and one request, then stays open and idle; RSS is summed over the proxy\'s process tree (VmRSS) 1 s after the last one became idle. "Of which anonymous" is RssAnon: the process\'s own memory, without the resident pages of its executable and libraries (for a Node process, about 35–40 MiB of the `node` binary, shared by every Node process and worker on the machine). Summed over several processes (nginx\'s master and worker, Portico\'s primary and workers), RSS counts those shared pages once per process; the anonymous part counts nothing twice.', '');
   out.push(renderMemory(rows, s.idleConnections), '');
   // The hand-kept log of request-path optimisations and their measured effect travels with every table.
   const log = join(repoRoot, 'bench', 'optimisations.md');

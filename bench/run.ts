@@ -261,7 +261,7 @@ async function main(): Promise<void> {
         log(row.label);
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
         for (const id of ['S4', 'S5'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
-        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S3'), { memory: false, pinned: false });
+        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S3'), { memory, pinned: false });
       } else {
         row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
       }
