@@ -264,6 +264,11 @@ http://${BENCH_HOST}:${PORTS.proxyHttp} {
   },
 };
 
+/** What every one of the bench's own Node servers is given: its ports, the certificate, the keep-alive timeout. */
+function nodeServerSettings(ws: Workspace): Record<string, unknown> {
+  return { httpsPort: PORTS.proxyHttps, httpPort: PORTS.proxyHttp, certFile: ws.certFile, keyFile: ws.keyFile, keepAliveTimeoutMs: 60_000 };
+}
+
 /** Start one of the bench's own Node servers (dist/bench/<script>.js) with its settings as one JSON argument. */
 function startNodeScript(
   ws: Workspace, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[] },
@@ -278,13 +283,9 @@ const httpProxyTarget: TargetSpec = {
   label: 'node-http-proxy',
   start: (ws) =>
     startNodeScript(ws, 'http-proxy', 'http-proxy-server', {
-      httpsPort: PORTS.proxyHttps,
-      httpPort: PORTS.proxyHttp,
+      ...nodeServerSettings(ws),
       upstream: `http://${upstream}`,
-      certFile: ws.certFile,
-      keyFile: ws.keyFile,
       maxFreeSockets: 64,
-      keepAliveTimeoutMs: 60_000,
     }, { h2: false, notes: ['no HTTP/2 support (S2 n/a)'] }),
 };
 
@@ -293,13 +294,9 @@ const nodeAloneTarget: TargetSpec = {
   label: 'Node alone (answers itself, no forwarding)',
   start: (ws) =>
     startNodeScript(ws, 'node-alone', 'node-alone-server', {
-      httpsPort: PORTS.proxyHttps,
-      httpPort: PORTS.proxyHttp,
-      certFile: ws.certFile,
-      keyFile: ws.keyFile,
+      ...nodeServerSettings(ws),
       smallBody: ws.smallBody,
       largeFile: join(ws.docRoot, '1m'),
-      keepAliveTimeoutMs: 60_000,
     }, {
       h2: true,
       notes: ['reference, not a proxy: node:http2 (HTTP/2) and node:http (HTTP/1.1) answering from memory, what a Node proxy costs before it forwards anything'],

@@ -119,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const portico = new Portico(resolve(configFile as string), log);
   try {
-    await portico.start(demo ? undefined : pre);
+    await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {
     if (hasCode(err, 'PORTICO_CONFIG_INVALID') || hasCode(err, 'PORTICO_LISTEN_FAILED')) {
       log.fatal({ code: (err as { code: string }).code }, (err as Error).message);

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { mkdir, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { isProcessAlive } from '../cluster/process-alive.js';
 
 interface LockContent {
   readonly pid: number;
@@ -35,15 +36,6 @@ export interface OrdererLockOptions {
 
 /** Tokens of the locks this process holds: a lock with our pid but another token of ours is not stale. */
 const liveTokens = new Set<string>();
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** A lock file that makes one process the ACME orderer. */
 export class OrdererLock {
@@ -120,7 +112,7 @@ export class OrdererLock {
     if (owner === undefined || typeof owner.pid !== 'number') return old;
     if (owner.host === hostname()) {
       if (owner.pid === process.pid) return !liveTokens.has(owner.token);
-      return !isAlive(owner.pid);
+      return !isProcessAlive(owner.pid);
     }
     return old;
   }

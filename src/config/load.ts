@@ -10,8 +10,6 @@ import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { formatPath } from './json-path.js';
 
-export { formatPath } from './json-path.js';
-
 /** One problem found in a config file. */
 export interface ConfigIssue {
   /** JSON path such as `hosts["app.example.com"].routes[1].upstream`. */

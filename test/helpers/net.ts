@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { isProcessAlive } from '../../src/cluster/process-alive.js';
 
 /** The kernel's ephemeral range [low, high]: where connect() picks its local ports, and listen(0) too. */
 function ephemeralRange(): [number, number] {
@@ -39,15 +40,6 @@ function bindOnce(port: number): Promise<number | undefined> {
 const RESERVED_DIR = join(tmpdir(), 'portico-test-ports');
 const reservedHere: string[] = [];
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Claims `port` for this process among concurrently running test files (node --test runs two at a time):
  * without it, two files could pick the same free port in the same moment and the second listen fails with
@@ -63,7 +55,7 @@ function reserve(port: number): boolean {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true; // no shared directory: the bind check alone
     // An empty file is one being written by its owner this very moment: taken.
     const owner = Number(readFileSync(file, 'utf8'));
-    if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid || isAlive(owner)) return false;
+    if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid || isProcessAlive(owner)) return false;
     writeFileSync(file, String(process.pid));
   }
   if (reservedHere.length === 0) {
