@@ -250,7 +250,7 @@ async function main(): Promise<void> {
       const row = newRow({ id: 'portico-log', label: 'Portico, access log on' });
       rows.push(row);
       log(row.label);
-      row.notes.push('as the Portico row, with "log": {"level": "info", "access": true}: one JSON access line per request (host, route, upstream, status, duration) through pino\'s asynchronous destination into a file');
+      row.notes.push('as the Portico row, with "log": {"level": "info", "access": true}: one JSON access line per request (host, route, upstream, status, duration) formatted by pino and written in batches into a file');
       for (const id of ['S3', 'S4'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
       await benchTarget(ctx, row, () => startPortico(ws, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S5'), { memory: false, pinned: true });
     }

@@ -309,7 +309,7 @@ interface PorticoOptions {
   readonly workers?: number;
   /** CPU list to pin to, or null for unpinned. */
   readonly cpus: string | null;
-  /** Log every request (an access line through pino's asynchronous destination); off in the other rows, as for every server. */
+  /** Log every request (an access line, formatted by pino and written in batches); off in the other rows, as for every server. */
   readonly accessLog?: boolean;
 }
 

@@ -123,7 +123,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (hasCode(err, 'PORTICO_CONFIG_INVALID') || hasCode(err, 'PORTICO_LISTEN_FAILED')) {
       log.fatal({ code: (err as { code: string }).code }, (err as Error).message);
-      log.flush();
+      await new Promise<void>((r) => log.flush(() => r()));
       process.stderr.write(`${(err as Error).message}\n`);
       await stopDemo?.();
       return 1;

@@ -8,10 +8,13 @@
 # `npm run bench:quick` (bench/.work: certificate, backend nginx config, Portico config): the backend
 # nginx on CPU 1 with wrk, Portico pinned to CPU 0, 1 s warm-up and 5 s measured per run, 127.0.0.1 only.
 # path "/" is S1 (100 bytes), "/1m" is S4 (1 MiB; use 16 connections, as the bench does).
+# PORTICO_CONFIG=<file> runs another config (say, one with "log": {"access": true}); PORTICO_STDOUT=<file>
+# sends Portico's output (its log) to that file instead of /dev/null.
 set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
-[[ -f $W/backend/nginx.conf && -f $W/portico/portico.json ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+CONFIG=${PORTICO_CONFIG:-$W/portico/portico.json}; OUT=${PORTICO_STDOUT:-/dev/null}
+[[ -f $W/backend/nginx.conf && -f $CONFIG ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
 
@@ -19,7 +22,7 @@ trap 'kill "$(cat "$W/backend/nginx.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 sleep 0.5
 one() {
   local label=$1 repo=$2 pid u0 s0 u1 s1 out n
-  taskset -c 0 node "$repo/dist/src/main.js" --config "$W/portico/portico.json" >/dev/null 2>&1 &
+  taskset -c 0 node "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
   pid=$!
   sleep 1.2
   taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$W/resolve-127.lua" "https://bench.localhost:19443$URLPATH" >/dev/null

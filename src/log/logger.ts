@@ -4,11 +4,12 @@
  * blocks the request path; it is flushed on shutdown.
  */
 import pino, { type Logger } from 'pino';
+import { BatchedDestination } from './batched-destination.js';
 
 export type { Logger };
 
-/** Creates the root logger. */
-export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' = 'auto'): Logger {
+/** Creates the root logger, writing JSON lines to `fd` (standard output by default). */
+export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' = 'auto', fd = 1): Logger {
   const pretty = format === 'pretty' || (format === 'auto' && process.stdout.isTTY === true);
   const options = {
     level,
@@ -18,8 +19,9 @@ export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' =
   if (pretty) {
     return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
-  // Lines are written in batches of 4 KiB off the request path; sonic-boom's periodic flush writes
-  // out a partial batch within 250 ms, so a quiet proxy's lines (startup, errors) are never held
-  // back. (pino's logger.flush() would also fsync the output four times a second.)
-  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 250 }));
+  // Lines are written in batches off the request path; a partial batch goes out within 250 ms, so a
+  // quiet proxy's lines (startup, errors) are never held back, and whatever is left at exit is written.
+  const destination = new BatchedDestination(fd);
+  process.once('exit', () => destination.flushSync());
+  return pino(options, destination);
 }
