@@ -24,6 +24,25 @@ test('only one of two lock holders orders; the other takes over once it is relea
   await other.release();
 });
 
+test('a release while the lock is being taken waits for it and leaves no lock file; a released lock is never taken again', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'acme', 'orderer.lock');
+  const lock = new OrdererLock(file);
+  // Shutdown while a renewal check is taking the lock: the check's acquisition is still in flight.
+  const acquiring = lock.tryAcquire();
+  await lock.release();
+  await acquiring;
+  assert.equal(lock.held, false);
+  await assert.rejects(readFile(file, 'utf8'), { code: 'ENOENT' }, 'no lock file is left for a stopped process');
+  assert.equal(await lock.tryAcquire(), false);
+  await assert.rejects(readFile(file, 'utf8'), { code: 'ENOENT' });
+  // The lock is free for everyone else.
+  const next = new OrdererLock(file);
+  assert.equal(await next.tryAcquire(), true);
+  await next.release();
+});
+
 test('a lock left by a dead process is taken over, a live one is not', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { accountKeyPath, storedPaths } from '../src/acme/index.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { freePort, startUpstream } from './helpers/net.js';
-import { handshake, requirePebble, startPebble, startPorticoOn, waitFor, type Pebble, type PebbleOptions } from './helpers/pebble.js';
+import { handshake, requirePebble, startPebble, startPorticoOn, stopPorticosOf, waitFor, type Pebble, type PebbleOptions } from './helpers/pebble.js';
 
 interface Setup {
   dir: string;
@@ -20,7 +20,11 @@ async function setup(t: TestContext, pebbleOpts: Omit<PebbleOptions, 'dir' | 'ht
   const bin = requirePebble(t);
   if (bin === undefined) return undefined;
   const dir = await mkdtemp(join(tmpdir(), 'portico-acme-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  // Runs before the Porticos' own stop hooks (added later): stop them first, or one may still be writing here.
+  t.after(async () => {
+    await stopPorticosOf(t);
+    await rm(dir, { recursive: true, force: true });
+  });
   const up = await startUpstream();
   t.after(() => up.close());
   const ports = { httpsPort: await freePort(), httpPort: await freePort() };

@@ -46,6 +46,10 @@ export class OrdererLock {
   readonly #onLost: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #held = false;
+  /** The acquisition in progress, which release() waits for. */
+  #acquiring: Promise<boolean> | undefined;
+  /** Released for good: tryAcquire() no longer takes the lock. */
+  #released = false;
 
   constructor(file: string, options: OrdererLockOptions = {}) {
     this.file = file;
@@ -59,9 +63,17 @@ export class OrdererLock {
     return this.#held;
   }
 
-  /** Takes the lock if it is free or stale; true when held afterwards. */
+  /** Takes the lock if it is free or stale; true when held afterwards. Never after release(). */
   async tryAcquire(): Promise<boolean> {
     if (this.#held) return true;
+    if (this.#released) return false;
+    this.#acquiring ??= this.#acquire().finally(() => {
+      this.#acquiring = undefined;
+    });
+    return this.#acquiring;
+  }
+
+  async #acquire(): Promise<boolean> {
     await mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
     for (let attempt = 0; attempt < 2; attempt++) {
       // Live before the file exists: another instance in this process reading the file while it is being
@@ -135,8 +147,13 @@ export class OrdererLock {
     this.#timer = undefined;
   }
 
-  /** Releases the lock if this instance holds it. */
+  /**
+   * Releases the lock for good (at shutdown, or when the certs directory changes). An acquisition still
+   * in progress is waited for first, so that it cannot leave a lock file behind that nobody renews.
+   */
   async release(): Promise<void> {
+    this.#released = true;
+    await this.#acquiring?.catch(() => false);
     this.#stopTimer();
     if (!this.#held) return;
     this.#held = false;

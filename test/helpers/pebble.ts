@@ -205,6 +205,17 @@ export interface AcmeProxy {
   stop(): Promise<void>;
 }
 
+/** The stop functions of the Porticos each test started, so its clean-up can stop them before removing their files. */
+const startedIn = new WeakMap<TestContext, (() => Promise<void>)[]>();
+
+/**
+ * Stops every Portico `t` started with startPorticoOn. node:test runs `t.after` hooks in the order they were
+ * added, so a hook added before the Porticos started (say, one removing their certs directory) calls this first.
+ */
+export async function stopPorticosOf(t: TestContext): Promise<void> {
+  for (const stop of startedIn.get(t) ?? []) await stop();
+}
+
 /** Starts Portico on `httpsPort`/`httpPort` (the ports Pebble dials); `t.after` stops it. */
 export async function startPorticoOn(
   t: TestContext,
@@ -230,6 +241,9 @@ export async function startPorticoOn(
     await portico.stop();
   };
   t.after(stop);
+  const stops = startedIn.get(t) ?? [];
+  stops.push(stop);
+  startedIn.set(t, stops);
   return {
     portico,
     logs,
