@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import acme from 'acme-client';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 
 test('node calls the ALPN callback before the SNI callback, on the same socket', async (t) => {
@@ -45,12 +45,7 @@ test('the https listener presents the challenge certificate only with ALPN acme-
   const pki = await makePki();
   const up = await startUpstream();
   const site = await pki.issue('site', ['site.test']);
-  const proxy = await startProxy(pki, { hosts: { 'site.test': { tls: site, routes: [{ upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'site.test': { tls: site, routes: [{ upstream: up.url }] } } }, [() => up.close()]);
   const keyAuthorization = 'token.thumbprint';
   const authz = { identifier: { type: 'dns', value: 'site.test' }, status: 'pending', challenges: [], url: '', expires: '' } as unknown as acme.Authorization;
   await proxy.portico.alpn.add(authz, keyAuthorization);

@@ -5,7 +5,7 @@ import https from 'node:https';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { waitFor } from './helpers/pebble.js';
 
@@ -23,16 +23,10 @@ test('a CA answering 503 with Retry-After is retried no earlier than it asked, a
   await once(ca, 'listening');
   const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
   await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
     hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    ca.close();
-    await up.close();
-    await pki.cleanup();
-  });
+  }, [() => ca.close(), () => up.close()]);
   const failed = await waitFor('the failed order', () => proxy.logs.find((l) => l.msg === 'acme order failed'));
   assert.equal(failed.code, 'PORTICO_ACME_FAILED');
   assert.match(String(failed.err), /cannot reach the ACME directory .*: HTTP 503 from the directory/);

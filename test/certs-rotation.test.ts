@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxy, type TestPki } from './helpers/proxy.js';
+import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { handshake, waitFor } from './helpers/pebble.js';
 
@@ -33,19 +33,14 @@ test('a mounted pair replaced by plain write, atomic rename or symlink swap is s
   await symlink('..v1', join(k8s, '..data'));
   await symlink('..data/tls.crt', join(k8s, 'tls.crt'));
   await symlink('..data/tls.key', join(k8s, 'tls.key'));
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     defaultHost: 'plain.test',
     hosts: {
       'plain.test': { tls: { cert: 'plain.pem', key: 'plain-key.pem' }, routes: [{ upstream: up.url }] },
       'atomic.test': { tls: { cert: 'atomic.pem', key: 'atomic-key.pem' }, routes: [{ upstream: up.url }] },
       'k8s.test': { tls: { cert: 'k8s/tls.crt', key: 'k8s/tls.key' }, routes: [{ upstream: up.url }] },
     },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  }, [() => up.close()]);
   const port = proxy.httpsPort;
   const ca = pki.caPem;
 
@@ -87,12 +82,7 @@ test('a broken replacement (garbage, mismatched key, expired, wrong name) is ref
   const pki = await makePki();
   const up = await startUpstream();
   await pki.issue('site', ['site.test']);
-  const proxy = await startProxy(pki, { hosts: { 'site.test': { tls: { cert: 'site.pem', key: 'site-key.pem' }, routes: [{ upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'site.test': { tls: { cert: 'site.pem', key: 'site-key.pem' }, routes: [{ upstream: up.url }] } } }, [() => up.close()]);
   const port = proxy.httpsPort;
   const certFile = join(pki.dir, 'site.pem');
   const keyFile = join(pki.dir, 'site-key.pem');
@@ -124,12 +114,7 @@ test('a mounted certificate close to expiry is served with a warning in the log'
   const pki = await makePki();
   const up = await startUpstream();
   await pki.issue('soon', ['soon.test'], { days: 5 });
-  const proxy = await startProxy(pki, { hosts: { 'soon.test': { tls: { cert: 'soon.pem', key: 'soon-key.pem' }, routes: [{ upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'soon.test': { tls: { cert: 'soon.pem', key: 'soon-key.pem' }, routes: [{ upstream: up.url }] } } }, [() => up.close()]);
   const line = await waitFor('expiry warning', () => proxy.logs.find((l) => l.msg === 'certificate expires soon, replace it'), 2000);
   assert.equal(line.level, 40);
   assert.equal(line.daysLeft, 4);

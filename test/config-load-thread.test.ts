@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, startUpstream } from './helpers/net.js';
 import { loadConfigFileInThread } from '../src/config/load-in-thread.js';
 
@@ -18,12 +18,7 @@ test('start, a reload and a rejected reload validate off the main thread: zod is
   const pki = await makePki();
   const up = await startUpstream();
   const cert = await pki.issue('site', ['site.test']);
-  const proxy = await startProxy(pki, { hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, [() => up.close()]);
   const get = () => h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/', ca: pki.caPem });
   assert.equal((await get()).status, 200);
   await proxy.reconfigure({ hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url, stripPrefix: true }] } } });

@@ -14,18 +14,14 @@ import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startRawUpstream, startUpstream } from './helpers/net.js';
 
 /** Starts a proxy for one host with the given routes; cleans up after the test. */
 async function proxyWith(t: TestContext, routes: NonNullable<Parameters<typeof startProxy>[1]['hosts'][string]>['routes']): Promise<{ pki: TestPki; proxy: TestProxy }> {
   const pki = await makePki();
   const cert = await pki.issue('e', ['err.test']);
-  const proxy = await startProxy(pki, { hosts: { 'err.test': { tls: cert, routes } } });
-  t.after(async () => {
-    await proxy.stop();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'err.test': { tls: cert, routes } } });
   return { pki, proxy };
 }
 

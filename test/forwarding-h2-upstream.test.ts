@@ -11,7 +11,7 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 /** What an h2 upstream saw of one request. */
@@ -85,7 +85,7 @@ async function setup(t: TestContext): Promise<Setup> {
   const h2c = await startH2cUpstream();
   const h2tls = await startH2TlsUpstream(pki);
   const cert = await pki.issue('g', ['grpc.test']);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     hosts: {
       'grpc.test': {
         tls: cert,
@@ -96,13 +96,7 @@ async function setup(t: TestContext): Promise<Setup> {
         ],
       },
     },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await h2c.close();
-    await h2tls.close();
-    await pki.cleanup();
-  });
+  }, [() => h2c.close(), () => h2tls.close()]);
   return { pki, proxy, h2c, h2tls };
 }
 
@@ -168,13 +162,7 @@ test('an HTTP/1.1 client reaches an HTTP/2 upstream, with hop-by-hop headers rem
 test('an HTTP/2 request reaches an HTTP/1.1 upstream with its cookies folded into one header and no pseudo-headers', async (t) => {
   const pki = await makePki();
   const up = await startUpstream();
-  const cert = await pki.issue('c', ['cookie.test']);
-  const proxy = await startProxy(pki, { hosts: { 'cookie.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'cookie.test', up.url, { also: [() => up.close()] });
   const session = await h2Connect(proxy.httpsPort, 'cookie.test', pki.caPem);
   t.after(() => session.close());
   // Separate cookie fields, as HTTP/2 clients send them for compression (RFC 9113 §8.2.3).

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, proxyOneHost } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { requireNginx, startNginx } from './helpers/nginx.js';
 import { requireTool } from './helpers/real-peers.js';
@@ -40,14 +40,7 @@ test('a static file and a proxied path on nginx come through Portico intact, ove
   const file = randomBytes(200 * 1024);
   await mkdir(join(nginx.dir, 'www', 'static'));
   await writeFile(join(nginx.dir, 'www', 'static', 'blob.bin'), file);
-  const cert = await pki.issue('n', ['nginx.test']);
-  const proxy = await startProxy(pki, { hosts: { 'nginx.test': { tls: cert, routes: [{ path: '/', upstream: nginx.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await nginx.stop();
-    await app.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'nginx.test', nginx.url, { also: [() => nginx.stop(), () => app.close()] });
 
   const conns: string[] = [];
   for (let i = 0; i < 4; i++) {
@@ -89,12 +82,7 @@ test('curl over HTTP/1.1 and HTTP/2 fetches a file from nginx through Portico', 
   const cert = await pki.issue('n', ['nginx.test']);
   const caFile = join(pki.dir, 'ca.pem');
   await writeFile(caFile, pki.caPem);
-  const proxy = await startProxy(pki, { hosts: { 'nginx.test': { tls: cert, routes: [{ path: '/', upstream: nginx.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await nginx.stop();
-    await pki.cleanup();
-  });
+  const proxy = await startProxyFor(t, pki, { hosts: { 'nginx.test': { tls: cert, routes: [{ path: '/', upstream: nginx.url }] } } }, [() => nginx.stop()]);
   for (const [flag, version] of [['--http1.1', '1.1'], ['--http2', '2']] as const) {
     const out = join(pki.dir, `out-${version}.bin`);
     const r = await run('curl', ['-sS', flag, '--resolve', `nginx.test:${proxy.httpsPort}:127.0.0.1`, '--cacert', caFile, '-o', out, '-w', '%{http_code} %{http_version}', `https://nginx.test:${proxy.httpsPort}/file.bin`]);

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import pino from 'pino';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, proxyOneHost } from './helpers/proxy.js';
 import { spawnProxy } from './helpers/child-proxy.js';
 import { canConnect, freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { Portico } from '../src/server/portico.js';
@@ -35,13 +35,7 @@ async function waitForSeen(seen: unknown[], n: number): Promise<void> {
 test('stop() refuses new connections but lets in-flight HTTP/1.1 and HTTP/2 requests finish with complete responses', async (t) => {
   const pki = await makePki();
   const up = await startSlowUpstream();
-  const cert = await pki.issue('d', ['down.test']);
-  const proxy = await startProxy(pki, { hosts: { 'down.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'down.test', up.url, { also: [() => up.close()] });
   const session = await h2Connect(proxy.httpsPort, 'down.test', pki.caPem);
   t.after(() => session.destroy());
   const h1 = h1Request({ port: proxy.httpsPort, sni: 'down.test', path: '/h1', ca: pki.caPem });

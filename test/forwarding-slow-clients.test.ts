@@ -5,19 +5,13 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 async function setup(t: TestContext, limits: NonNullable<Parameters<typeof startProxy>[1]['limits']>): Promise<{ pki: TestPki; proxy: TestProxy; up: Awaited<ReturnType<typeof startUpstream>> }> {
   const pki = await makePki();
   const up = await startUpstream();
-  const cert = await pki.issue('s', ['slow.test']);
-  const proxy = await startProxy(pki, { hosts: { 'slow.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } }, limits });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'slow.test', up.url, { also: [() => up.close()], config: { limits } });
   return { pki, proxy, up };
 }
 
@@ -143,13 +137,7 @@ test('a client that stops reading a response is disconnected after sendTimeout, 
     });
     pump();
   });
-  const cert = await pki.issue('s', ['slow.test']);
-  const proxy = await startProxy(pki, { hosts: { 'slow.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } }, limits: { sendTimeout: '1s' } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'slow.test', up.url, { also: [() => up.close()], config: { limits: { sendTimeout: '1s' } } });
   const socket = await rawConnect(proxy, pki);
   t.after(() => socket.destroy());
   // The client asks, then never reads: the TLS socket is paused, so the kernel buffers fill and the response stalls.

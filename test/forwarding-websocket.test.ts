@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 
 /** A ws echo server on 127.0.0.1 that also says "hello" first; counts upgrade requests it received. */
 async function startWsUpstream(): Promise<{ url: string; wss: WebSocketServer; upgrades: http.IncomingMessage[]; close(): Promise<void> }> {
@@ -39,18 +39,12 @@ async function setup(t: import('node:test').TestContext): Promise<{ pki: TestPki
   const other = await startWsUpstream();
   const a = await pki.issue('ws', ['ws.test']);
   const b = await pki.issue('other', ['other.test']);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     hosts: {
       'ws.test': { tls: a, routes: [{ path: '/', upstream: up.url }] },
       'other.test': { tls: b, routes: [{ path: '/', upstream: other.url }] },
     },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await other.close();
-    await pki.cleanup();
-  });
+  }, [() => up.close(), () => other.close()]);
   return { pki, proxy, up, other };
 }
 

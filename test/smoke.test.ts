@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, proxyOneHost } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 test('a request is forwarded over HTTP/1.1 and HTTP/2 and a Host that differs from the SNI gets 421', async (t) => {
@@ -9,18 +9,12 @@ test('a request is forwarded over HTTP/1.1 and HTTP/2 and a Host that differs fr
   const other = await startUpstream();
   const a = await pki.issue('a', ['a.test']);
   const b = await pki.issue('b', ['b.test']);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     hosts: {
       'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] },
       'b.test': { tls: b, routes: [{ path: '/', upstream: other.url }] },
     },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await other.close();
-    await pki.cleanup();
-  });
+  }, [() => up.close(), () => other.close()]);
   const r1 = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/x', ca: pki.caPem });
   assert.equal(r1.status, 200);
   assert.equal(JSON.parse(r1.text).url, '/x');
@@ -51,13 +45,7 @@ test('a GET that meets a kept-alive upstream connection closed under it is retri
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 });
     res.end('ok');
   });
-  const a = await pki.issue('a', ['a.test']);
-  const proxy = await startProxy(pki, { hosts: { 'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'a.test', up.url, { also: [() => up.close()] });
   for (let i = 0; i < 3; i++) {
     const r = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: `/${i}`, ca: pki.caPem });
     assert.equal(r.status, 200, `request ${i}`);

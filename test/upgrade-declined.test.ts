@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makePki, startProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, proxyOneHost } from './helpers/proxy.js';
 import { h1Request, startUpstream } from './helpers/net.js';
 
 test('an upgrade the upstream declines is relayed with its status, headers and body, without hop-by-hop headers', async (t) => {
@@ -11,13 +11,7 @@ test('an upgrade the upstream declines is relayed with its status, headers and b
     res.write('den');
     res.end('ied');
   });
-  const a = await pki.issue('a', ['a.test']);
-  const proxy = await startProxy(pki, { hosts: { 'a.test': { tls: a, routes: [{ path: '/', upstream: up.url }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, 'a.test', up.url, { also: [() => up.close()] });
   const r = await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws', ca: pki.caPem, headers: { connection: 'upgrade', upgrade: 'websocket' } });
   assert.equal(r.status, 403);
   assert.equal(r.headers['x-reason'], 'nope');
@@ -35,14 +29,9 @@ test('an upgrade is sent upstream with the same path rewrite as a request (strip
     res.end();
   });
   const a = await pki.issue('a', ['a.test']);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     hosts: { 'a.test': { tls: a, routes: [{ path: '/ws', upstream: up.url, stripPrefix: true, addPrefix: '/v1' }] } },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await up.close();
-    await pki.cleanup();
-  });
+  }, [() => up.close()]);
   const upgrade = { connection: 'upgrade', upgrade: 'websocket' };
   await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws?x=1', ca: pki.caPem, headers: upgrade });
   await h1Request({ port: proxy.httpsPort, sni: 'a.test', path: '/ws/chat', ca: pki.caPem, headers: upgrade });

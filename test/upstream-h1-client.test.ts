@@ -14,19 +14,14 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startRawUpstream } from './helpers/net.js';
 
 const HOST = 'h1c.test';
 
 async function proxyTo(t: TestContext, upstream: string): Promise<{ pki: TestPki; proxy: TestProxy }> {
   const pki = await makePki();
-  const cert = await pki.issue('h1c', [HOST]);
-  const proxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes: [{ path: '/', upstream }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, HOST, upstream);
   return { pki, proxy };
 }
 
@@ -219,7 +214,7 @@ test("an upstream's Keep-Alive: timeout hint shortens how long its idle connecti
   t.after(() => Promise.all([short.close(), plain.close()]));
   const pki = await makePki();
   const cert = await pki.issue('h1c', [HOST]);
-  const proxy = await startProxy(pki, {
+  const proxy = await startProxyFor(t, pki, {
     hosts: {
       [HOST]: {
         tls: cert,
@@ -229,10 +224,6 @@ test("an upstream's Keep-Alive: timeout hint shortens how long its idle connecti
         ],
       },
     },
-  });
-  t.after(async () => {
-    await proxy.stop();
-    await pki.cleanup();
   });
   const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path });
   assert.equal((await get('/short')).text, 'ok');

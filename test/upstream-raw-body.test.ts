@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startRawUpstream } from './helpers/net.js';
 import { freeReadBuffers } from '../src/upstream/read-buffers.js';
 
@@ -45,12 +45,7 @@ function answerBig(path: string, s: Socket): void {
 
 async function proxyTo(t: TestContext, upstream: string): Promise<{ pki: TestPki; proxy: TestProxy }> {
   const pki = await makePki();
-  const cert = await pki.issue('raw', [HOST]);
-  const proxy = await startProxy(pki, { hosts: { [HOST]: { tls: cert, routes: [{ path: '/', upstream }] } } });
-  t.after(async () => {
-    await proxy.stop();
-    await pki.cleanup();
-  });
+  const proxy = await proxyOneHost(t, pki, HOST, upstream);
   return { pki, proxy };
 }
 

@@ -2,6 +2,7 @@
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import pino from 'pino';
 import { LocalCa } from '../../src/tls/local-ca.js';
 import { Portico } from '../../src/server/portico.js';
@@ -76,4 +77,30 @@ export async function startProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
     },
     stop: () => portico.stop(),
   };
+}
+
+/** Something a test tears down once the proxy has stopped: an upstream, an nginx, a client. */
+export type Closer = () => unknown;
+
+/** startProxy(), stopped after the test; then each of `also` is closed in order and the PKI's directory removed. */
+export async function startProxyFor(t: TestContext, pki: TestPki, config: Omit<ConfigInput, 'listen'>, also: readonly Closer[] = []): Promise<TestProxy> {
+  const proxy = await startProxy(pki, config);
+  t.after(async () => {
+    await proxy.stop();
+    for (const close of also) await close();
+    await pki.cleanup();
+  });
+  return proxy;
+}
+
+/** Portico serving one host (a certificate issued for it) with every path routed to `upstream`; cleaned up as startProxyFor. */
+export async function proxyOneHost(
+  t: TestContext,
+  pki: TestPki,
+  host: string,
+  upstream: string,
+  opts: { readonly also?: readonly Closer[]; readonly config?: Omit<ConfigInput, 'listen' | 'hosts'> } = {},
+): Promise<TestProxy> {
+  const tls = await pki.issue(host, [host]);
+  return startProxyFor(t, pki, { ...opts.config, hosts: { [host]: { tls, routes: [{ path: '/', upstream }] } } }, opts.also);
 }
