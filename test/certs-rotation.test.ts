@@ -120,3 +120,30 @@ test('a mounted certificate close to expiry is served with a warning in the log'
   assert.equal(line.daysLeft, 4);
   assert.ok(String(line.certFile).endsWith('soon.pem'));
 });
+
+test('files changing next to a certificate (a busy log, say) cost no certificate reads; the pair\'s own files still do', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'site.test': { tls: { cert: 'site.pem', key: 'site-key.pem' }, routes: [{ upstream: up.url }] } } }, [() => up.close()]);
+  const watcher = proxy.portico.certWatcher;
+  await waitFor('the initial check', () => (watcher.checks > 0 ? true : undefined), 2000);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = watcher.checks;
+  // 200 writes over about a second to a file in the certificates' folder, then quiet past the debounce.
+  const busy = join(pki.dir, 'access.log');
+  for (let i = 0; i < 200; i++) {
+    await writeFile(busy, `line ${i}\n`, { flag: 'a' });
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await writeFile(join(pki.dir, 'notes.txt'), 'unrelated');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(watcher.checks, before, 'no pair was re-read for unrelated files');
+  // A new pair written over the served one is still picked up.
+  const next = await freshPair(pki, ['site.test']);
+  const old = await served(proxy.httpsPort, 'site.test', pki.caPem);
+  await writeFile(join(pki.dir, 'site-key.pem'), next.key);
+  await writeFile(join(pki.dir, 'site.pem'), next.cert);
+  await waitFor('the new pair', async () => ((await served(proxy.httpsPort, 'site.test', pki.caPem)) !== old ? true : undefined), 5000);
+  assert.ok(watcher.checks > before);
+});

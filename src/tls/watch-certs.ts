@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, realpath } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
 import { certPath } from '../config/compile.js';
@@ -87,6 +87,14 @@ export class CertWatcher {
   readonly #warnedAt = new Map<string, number>();
   #running: Promise<void> = Promise.resolve();
   #stopped = true;
+  /**
+   * Per watched folder, the entry names that can be a pair's file or a link to one; events about
+   * anything else there (a log file being written next to the certificates, say) are ignored before
+   * chokidar even looks at them. Kubernetes' `..data`-style entries are always relevant.
+   */
+  readonly #relevant = new Map<string, Set<string>>();
+  /** Pair checks run so far (each reads and hashes a pair's files); for tests. */
+  checks = 0;
 
   constructor(options: CertWatcherOptions) {
     this.#o = options;
@@ -95,7 +103,7 @@ export class CertWatcher {
   /** Starts watching; stops when `signal` aborts. */
   start(signal: AbortSignal): void {
     this.#stopped = false;
-    this.#watcher = watch([], { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: true });
+    this.#watcher = watch([], { ignoreInitial: true, depth: 0, followSymlinks: false, persistent: true, ignored: (path: string) => this.#isIgnored(path) });
     this.#watcher.on('all', (_event: string, path: string) => this.#onEvent(path));
     this.#watcher.on('error', (err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'certificate watcher error'));
     const pollMs = this.#o.pollMs ?? 60_000;
@@ -134,6 +142,7 @@ export class CertWatcher {
         this.#watched.delete(d);
       }
     }
+    this.#indexRelevant();
     this.#watchDirs(dirs);
     for (const t of targets) {
       const pair = this.#o.certs.get(t.id);
@@ -142,6 +151,32 @@ export class CertWatcher {
     // Catch changes made between the Plan's load and now, and learn where the symlinks point.
     this.#queueCheck([...this.#targets.keys()]);
   }
+
+  #isIgnored(path: string): boolean {
+    if (this.#watched.has(path)) return false;
+    const names = this.#relevant.get(dirname(path));
+    if (names === undefined) return false;
+    const name = basename(path);
+    return !names.has(name) && !name.startsWith('..');
+  }
+
+  /** Rebuilds #relevant from the targets and the real locations of their files. */
+  #indexRelevant(): void {
+    this.#relevant.clear();
+    const add = (file: string): void => {
+      const dir = dirname(file);
+      const names = this.#relevant.get(dir) ?? new Set<string>();
+      names.add(basename(file));
+      this.#relevant.set(dir, names);
+    };
+    for (const t of this.#targets.values()) {
+      add(t.certFile);
+      add(t.keyFile);
+      for (const f of this.#realFiles.get(t.id) ?? []) add(f);
+    }
+  }
+
+  readonly #realFiles = new Map<string, string[]>();
 
   #watchDirs(dirs: Iterable<string>): void {
     for (const d of dirs) {
@@ -188,10 +223,13 @@ export class CertWatcher {
   }
 
   async #check(t: CertTarget): Promise<void> {
+    this.checks++;
     // Where the files really live: a symlinked pair is also watched in its target folders.
     const real = await Promise.all([realpath(t.certFile).catch(() => t.certFile), realpath(t.keyFile).catch(() => t.keyFile)]);
     const realDirs = [...new Set(real.map((f) => dirname(f)))].filter((d) => d !== dirname(t.certFile) && d !== dirname(t.keyFile));
     this.#resolvedDirs.set(t.id, realDirs);
+    this.#realFiles.set(t.id, real);
+    this.#indexRelevant();
     this.#watchDirs(realDirs);
 
     let certPem: Buffer;
