@@ -159,6 +159,20 @@ export function readCpuBusyUs(cpu: string): number {
   return (total - (f[3] ?? 0) - (f[4] ?? 0)) * TICK_US;
 }
 
+/**
+ * Waits until CPU `cpu` is quiet: busy under `maxShare` of a 250 ms window, for at most `timeoutMs`.
+ * Returns how long it waited, or -1 when the CPU stayed busy (say, a server still winding down).
+ */
+export async function waitCpuQuiet(cpu: string, timeoutMs = 5000, maxShare = 0.1): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const before = readCpuBusyUs(cpu);
+    await sleep(250);
+    if ((readCpuBusyUs(cpu) - before) / 250_000 < maxShare) return Math.round(performance.now() - started);
+    if (performance.now() - started > timeoutMs) return -1;
+  }
+}
+
 /** Sum of VmRSS in bytes over `root` and its live descendants. */
 export function readTreeRssBytes(root: number): number {
   return readTreeStatusKb(root, 'VmRSS') * 1024;

@@ -13,9 +13,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkTools, readMachine } from './tools.js';
-import { LOAD_CPU, PROXY_CPU, hasExited, readCpuBusyUs, readTreeCpuUs, stopProcess } from './procs.js';
-import { prepareWorkspace, PORTS, type Workspace } from './workspace.js';
-import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type RunningTarget, type TargetSpec } from './targets.js';
+import { LOAD_CPU, PROXY_CPU, hasExited, readCpuBusyUs, readTreeCpuUs, stopProcess, waitCpuQuiet } from './procs.js';
+import { prepareWorkspace, PORTS, subdir, type Workspace } from './workspace.js';
+import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type ProxyPorts, type RunningTarget, type TargetSpec } from './targets.js';
 import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
@@ -51,7 +51,8 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
     case 'S1':
       return runWrk({ scheme: 'https', port: t.httpsPort, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
     case 'S2':
-      return runH2load({ port: t.httpsPort, clients: 32, streams: 10, durationSec: seconds, logFile: join(ctx.ws.dir, 'h2load.log') });
+      // h2load's per-request log goes in a folder of its own: Portico watches the certificates' folder.
+      return runH2load({ port: t.httpsPort, clients: 32, streams: 10, durationSec: seconds, logFile: join(subdir(ctx.ws, 'load'), 'h2load.log') });
     case 'S3':
       return runHandshakes({ port: t.httpsPort, durationSec: seconds, concurrency: 16, script: join(ctx.distBench, 'handshake-client.js') });
     case 'S4':
@@ -106,71 +107,122 @@ async function preflight(t: RunningTarget, row: Row): Promise<void> {
   }
 }
 
-async function benchTarget(
-  ctx: Context, row: Row, start: () => Promise<RunningTarget>, scenarios: readonly ScenarioId[], opts: { memory: boolean; pinned: boolean },
-): Promise<void> {
+/**
+ * One row under measurement: its server (started once, kept running for the whole bench), the
+ * scenarios it runs, and how its CPU is judged.
+ */
+interface Entry {
+  readonly row: Row;
+  readonly start: () => Promise<RunningTarget>;
+  readonly scenarios: readonly ScenarioId[];
+  readonly memory: boolean;
+  readonly pinned: boolean;
+  t?: RunningTarget;
+  exitedDuring?: ScenarioId;
+}
+
+/** Starts an entry's server, checks it answers, and measures its memory; a failure is recorded on the row. */
+async function startEntry(ctx: Context, e: Entry): Promise<void> {
+  const row = e.row;
   let t: RunningTarget;
   try {
-    t = await start();
+    t = await e.start();
   } catch (err) {
     row.failure = (err as Error).message;
     log(`${row.label}: FAILED to start: ${row.failure}`);
     return;
   }
+  e.t = t;
   row.configText = t.configText;
   row.notes.push(...t.notes);
   try {
     await preflight(t, row);
-    if (opts.memory) {
-      try {
-        row.memory = await measureIdleMemory({ cpuRoot: t.cpuRoot, port: t.httpsPort, count: IDLE_CONNECTIONS, script: join(ctx.distBench, 'idle-client.js'), settleMs: 1000 });
-        log(`${row.label}: memory ${(row.memory.heldRssBytes / 1048576).toFixed(1)} MiB with ${row.memory.idle} idle connections`);
-      } catch (err) {
-        row.memory = { failure: (err as Error).message };
-      }
-    }
-    let exitedDuring: ScenarioId | null = null;
-    for (const id of scenarios) {
-      const cell: Cell = row.cells.get(id) ?? { runs: [] };
-      row.cells.set(id, cell);
-      if (cell.na) continue;
-      if (exitedDuring) {
-        cell.failure = `not run: the server exited during ${exitedDuring}`;
-        continue;
-      }
-      // Warm-up, not measured: 1 s of the scenario's own load, so that a JIT-compiled server has compiled
-      // this scenario's code paths (HTTP/2, large bodies, plain HTTP) and opened its upstream connections.
-      await runOnce(ctx, t, id, 1).catch(() => undefined);
-      for (let i = 0; i < repeats; i++) {
-        try {
-          const { m, command } = await measure(ctx, t, id, opts.pinned);
-          // A server that died mid-run: the run's numbers mean nothing.
-          if (!t.isAlive()) throw new Error(`the server exited during this run; see ${t.logPath}`);
-          cell.runs.push(m);
-          cell.command = command;
-          const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
-          const bad = (m.errors || m.non2xx ? ` ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '') +
-            (m.foreignCpuShare > FOREIGN_CPU_WARN ? ` ⚠ other processes used ${Math.round(m.foreignCpuShare * 100)}% of CPU ${PROXY_CPU}` : '');
-          log(`${row.label} ${id} #${i + 1}: ${fmt(m.rate)}/s${lat}, ${fmt(m.cpuUsPerUnit)} µs CPU/unit${bad}`);
-        } catch (err) {
-          // One failed run is recorded and the other repeats still run.
-          const why = (err as Error).message;
-          cell.failedRuns = [...(cell.failedRuns ?? []), why];
-          log(`${row.label} ${id} #${i + 1}: FAILED: ${why}`);
-          if (!t.isAlive()) {
-            exitedDuring = id;
-            row.notes.push(`⚠ the server exited during ${id}; later scenarios were not run (see ${t.logPath})`);
-            break;
-          }
-        }
-      }
-      if (cell.runs.length === 0 && cell.failedRuns) cell.failure = cell.failedRuns.join('; ');
-    }
   } catch (err) {
     row.failure = (err as Error).message;
     log(`${row.label}: FAILED: ${row.failure}`);
+    return;
+  }
+  if (e.memory) {
+    try {
+      row.memory = await measureIdleMemory({ cpuRoot: t.cpuRoot, port: t.httpsPort, count: IDLE_CONNECTIONS, script: join(ctx.distBench, 'idle-client.js'), settleMs: 1000 });
+      log(`${row.label}: memory ${(row.memory.heldRssBytes / 1048576).toFixed(1)} MiB with ${row.memory.idle} idle connections`);
+    } catch (err) {
+      row.memory = { failure: (err as Error).message };
+    }
+  }
+}
+
+/** Whether an entry runs scenario `id`: started, answering, not n/a there, and alive. */
+function runsScenario(e: Entry, id: ScenarioId): boolean {
+  if (e.t === undefined || e.row.failure !== undefined || !e.scenarios.includes(id)) return false;
+  const cell: Cell = e.row.cells.get(id) ?? { runs: [] };
+  e.row.cells.set(id, cell);
+  if (cell.na) return false;
+  if (e.exitedDuring !== undefined) {
+    cell.failure = `not run: the server exited during ${e.exitedDuring}`;
+    return false;
+  }
+  return true;
+}
+
+/** One measured run of scenario `id` on an entry, recorded in its cell (a failed run is recorded too). */
+async function measureInto(ctx: Context, e: Entry, id: ScenarioId, i: number): Promise<void> {
+  const t = e.t!;
+  const row = e.row;
+  const cell = row.cells.get(id)!;
+  try {
+    // Every run starts on a quiet CPU: the previous run's server may still be winding down (closing
+    // the load's connections, collecting garbage), which would count as another process's CPU here.
+    const quiet = await waitCpuQuiet(PROXY_CPU);
+    if (quiet > 500 || quiet < 0) log(`${row.label} ${id} #${i + 1}: CPU ${PROXY_CPU} ${quiet < 0 ? 'still busy after 5 s' : `quiet after ${quiet} ms`}`);
+    const { m, command } = await measure(ctx, t, id, e.pinned);
+    // A server that died mid-run: the run's numbers mean nothing.
+    if (!t.isAlive()) throw new Error(`the server exited during this run; see ${t.logPath}`);
+    cell.runs.push(m);
+    cell.command = command;
+    const lat = m.p99Ms !== undefined ? ` p99 ${fmt(m.p99Ms)} ms` : '';
+    const bad = (m.errors || m.non2xx ? ` ⚠ ${m.errors} errors, ${m.non2xx} non-2xx` : '') +
+      (m.foreignCpuShare > FOREIGN_CPU_WARN ? ` ⚠ other processes used ${Math.round(m.foreignCpuShare * 100)}% of CPU ${PROXY_CPU}` : '');
+    log(`${row.label} ${id} #${i + 1}: ${fmt(m.rate)}/s${lat}, ${fmt(m.cpuUsPerUnit)} µs CPU/unit${bad}`);
+  } catch (err) {
+    // One failed run is recorded and the other repeats still run.
+    const why = (err as Error).message;
+    cell.failedRuns = [...(cell.failedRuns ?? []), why];
+    log(`${row.label} ${id} #${i + 1}: FAILED: ${why}`);
+    if (!t.isAlive()) {
+      e.exitedDuring = id;
+      row.notes.push(`⚠ the server exited during ${id}; later scenarios were not run (see ${t.logPath})`);
+    }
+  }
+}
+
+/**
+ * Every server runs side by side, each on its own ports (idle while another is measured), and the
+ * measured runs go round the servers: run 1 of every server, then run 2 of every server, and so on.
+ * A shared machine's slow minutes then fall on every server alike, instead of on whichever server's
+ * runs happened to be under way; before its first run, each server gets 1 s of the scenario's load.
+ */
+async function benchAll(ctx: Context, entries: readonly Entry[], scenarios: readonly ScenarioId[]): Promise<void> {
+  try {
+    for (const e of entries) {
+      log(e.row.label);
+      await startEntry(ctx, e);
+    }
+    for (const id of scenarios) {
+      const active = entries.filter((e) => runsScenario(e, id));
+      // Warm-up, not measured: 1 s of the scenario's own load, so that a JIT-compiled server has compiled
+      // this scenario's code paths (HTTP/2, large bodies, plain HTTP) and opened its upstream connections.
+      for (const e of active) await runOnce(ctx, e.t!, id, 1).catch(() => undefined);
+      for (let i = 0; i < repeats; i++) {
+        for (const e of active) if (e.exitedDuring === undefined) await measureInto(ctx, e, id, i);
+      }
+      for (const e of active) {
+        const cell = e.row.cells.get(id)!;
+        if (cell.runs.length === 0 && cell.failedRuns) cell.failure = cell.failedRuns.join('; ');
+      }
+    }
   } finally {
-    await t.stop();
+    for (const e of entries) await e.t?.stop();
   }
 }
 
@@ -232,40 +284,42 @@ async function main(): Promise<void> {
       stop: async () => {},
     };
     const all = (quick ? QUICK_TARGETS : PROXY_TARGETS).filter((t) => only === null || only.includes(t.id));
-    if (!quick && (only === null || only.includes('direct'))) {
-      const row = newRow({ id: 'direct', label: 'backend direct (limit)' });
+    const entries: Entry[] = [];
+    // Each server under test listens on its own two ports, 10 apart, so that all can run at once.
+    const nextPorts = (): ProxyPorts => ({ https: PORTS.proxyHttps + 10 * entries.length, http: PORTS.proxyHttp + 10 * entries.length });
+    const add = (row: Row, start: () => Promise<RunningTarget>, opts: { memory: boolean; pinned: boolean }): void => {
       rows.push(row);
-      log('backend direct');
-      await benchTarget(ctx, row, async () => direct, scenarios, { memory, pinned: true });
+      entries.push({ row, start, scenarios, ...opts });
+    };
+    if (!quick && (only === null || only.includes('direct'))) {
+      add(newRow({ id: 'direct', label: 'backend direct (limit)' }), async () => direct, { memory, pinned: true });
     }
     for (const spec of all) {
-      const row = newRow(spec);
-      rows.push(row);
-      log(spec.label);
-      const start = spec.id === 'portico' && workers ? () => startPortico(ws, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws);
-      await benchTarget(ctx, row, start, scenarios, { memory, pinned: true });
+      const ports = nextPorts();
+      const start = spec.id === 'portico' && workers ? () => startPortico(ws, ports, { cpus: PROXY_CPU, workers: 1 }) : () => spec.start(ws, ports);
+      add(newRow(spec), start, { memory, pinned: true });
     }
     if (!quick && (only === null || only.includes('portico-log'))) {
       // The issue's targets hold "with the full feature set on": the same Portico, logging every request.
       const row = newRow({ id: 'portico-log', label: 'Portico, access log on' });
-      rows.push(row);
-      log(row.label);
       row.notes.push('as the Portico row, with "log": {"level": "info", "access": true}: one JSON access line per request (host, route, upstream, status, duration) formatted by pino and written in batches into a file');
       for (const id of ['S3', 'S4'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
-      await benchTarget(ctx, row, () => startPortico(ws, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S5'), { memory: false, pinned: true });
+      const ports = nextPorts();
+      add(row, () => startPortico(ws, ports, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), { memory: false, pinned: true });
     }
     if (!quick && (only === null || only.includes('portico-all'))) {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
-      rows.push(row);
       if (workers) {
-        log(row.label);
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
         for (const id of ['S4', 'S5'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
-        await benchTarget(ctx, row, () => startPortico(ws, { cpus: null, workers: machine.nproc }), scenarios.filter((id) => id === 'S1' || id === 'S2' || id === 'S3'), { memory, pinned: false });
+        const ports = nextPorts();
+        add(row, () => startPortico(ws, ports, { cpus: null, workers: machine.nproc }), { memory, pinned: false });
       } else {
         row.failure = 'skipped: Portico\'s config has no "workers" setting yet';
+        rows.push(row);
       }
     }
+    await benchAll(ctx, entries, scenarios);
   } finally {
     await stopProcess(backend.proc);
   }

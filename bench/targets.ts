@@ -36,11 +36,17 @@ export interface RunningTarget {
   stop(): Promise<void>;
 }
 
+/** The two ports a server under test listens on (127.0.0.1): every server has its own, so that all can run side by side. */
+export interface ProxyPorts {
+  readonly https: number;
+  readonly http: number;
+}
+
 /** One row of the benchmark. */
 export interface TargetSpec {
   readonly id: TargetId;
   readonly label: string;
-  start(ws: Workspace): Promise<RunningTarget>;
+  start(ws: Workspace, ports: ProxyPorts): Promise<RunningTarget>;
 }
 
 const nginxTempPaths = (dir: string): string =>
@@ -94,10 +100,11 @@ async function startServer(
   args: readonly string[],
   dir: string,
   configText: string,
+  ports: ProxyPorts,
   opts: { h2: boolean; http: boolean; env?: NodeJS.ProcessEnv; cpus?: string | null; notes?: string[] },
 ): Promise<RunningTarget> {
-  await assertPortFree(PORTS.proxyHttps);
-  await assertPortFree(PORTS.proxyHttp);
+  await assertPortFree(ports.https);
+  await assertPortFree(ports.http);
   const proc = startPinned(name, cmd, args, {
     cpus: opts.cpus === undefined ? PROXY_CPU : opts.cpus,
     logPath: join(dir, 'stdout.log'),
@@ -105,8 +112,8 @@ async function startServer(
     cwd: dir,
   });
   try {
-    await waitForPort(PORTS.proxyHttps, 15_000, () => !hasExited(proc));
-    if (opts.http) await waitForPort(PORTS.proxyHttp, 5000, () => !hasExited(proc));
+    await waitForPort(ports.https, 15_000, () => !hasExited(proc));
+    if (opts.http) await waitForPort(ports.http, 5000, () => !hasExited(proc));
     if (hasExited(proc)) throw new Error('process exited after listening');
   } catch (err) {
     await stopProcess(proc);
@@ -114,8 +121,8 @@ async function startServer(
   }
   return {
     cpuRoot: proc.pid,
-    httpsPort: PORTS.proxyHttps,
-    httpPort: opts.http ? PORTS.proxyHttp : null,
+    httpsPort: ports.https,
+    httpPort: opts.http ? ports.http : null,
     h2: opts.h2,
     configText,
     notes: opts.notes ?? [],
@@ -130,7 +137,7 @@ const upstream = `127.0.0.1:${PORTS.backendHttp}`;
 const nginxTarget: TargetSpec = {
   id: 'nginx',
   label: 'nginx',
-  async start(ws) {
+  async start(ws, ports) {
     const dir = subdir(ws, 'nginx');
     const conf = `daemon off;
 master_process on;
@@ -151,8 +158,8 @@ ${nginxTempPaths(dir)}
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:${PORTS.proxyHttps} ssl http2;
-    listen 127.0.0.1:${PORTS.proxyHttp};
+    listen 127.0.0.1:${ports.https} ssl http2;
+    listen 127.0.0.1:${ports.http};
     server_name ${BENCH_HOST};
     ssl_certificate ${ws.certFile};
     ssl_certificate_key ${ws.keyFile};
@@ -168,7 +175,7 @@ ${nginxTempPaths(dir)}
 `;
     const confPath = join(dir, 'nginx.conf');
     writeFileSync(confPath, conf);
-    return startServer('nginx', 'nginx', ['-p', dir, '-c', confPath, '-e', join(dir, 'error.log')], dir, conf, {
+    return startServer('nginx', 'nginx', ['-p', dir, '-c', confPath, '-e', join(dir, 'error.log')], dir, conf, ports, {
       h2: true,
       http: true,
     });
@@ -178,7 +185,7 @@ ${nginxTempPaths(dir)}
 const haproxyTarget: TargetSpec = {
   id: 'haproxy',
   label: 'HAProxy',
-  async start(ws) {
+  async start(ws, ports) {
     const dir = subdir(ws, 'haproxy');
     const conf = `global
   nbthread 1
@@ -195,8 +202,8 @@ defaults
   timeout http-keep-alive 60s
 
 frontend fe_https
-  bind 127.0.0.1:${PORTS.proxyHttps} ssl crt ${ws.pemFile} alpn h2,http/1.1
-  bind 127.0.0.1:${PORTS.proxyHttp}
+  bind 127.0.0.1:${ports.https} ssl crt ${ws.pemFile} alpn h2,http/1.1
+  bind 127.0.0.1:${ports.http}
   use_backend be if { req.hdr(host),field(1,:) -i ${BENCH_HOST} }
   default_backend be
 
@@ -207,21 +214,21 @@ backend be
     const confPath = join(dir, 'haproxy.cfg');
     writeFileSync(confPath, conf);
     // -db: stay in the foreground, one process (no master-worker).
-    return startServer('haproxy', 'haproxy', ['-db', '-f', confPath], dir, conf, { h2: true, http: true });
+    return startServer('haproxy', 'haproxy', ['-db', '-f', confPath], dir, conf, ports, { h2: true, http: true });
   },
 };
 
 const caddyTarget: TargetSpec = {
   id: 'caddy',
   label: 'Caddy',
-  async start(ws) {
+  async start(ws, ports) {
     const dir = subdir(ws, 'caddy');
     const conf = `{
   admin off
   auto_https off
   storage file_system ${dir}/data
-  http_port ${PORTS.proxyHttp}
-  https_port ${PORTS.proxyHttps}
+  http_port ${ports.http}
+  https_port ${ports.https}
   servers {
     protocols h1 h2
   }
@@ -230,7 +237,7 @@ const caddyTarget: TargetSpec = {
   }
 }
 
-https://${BENCH_HOST}:${PORTS.proxyHttps} {
+https://${BENCH_HOST}:${ports.https} {
   bind 127.0.0.1
   tls ${ws.certFile} ${ws.keyFile}
   reverse_proxy ${upstream} {
@@ -242,7 +249,7 @@ https://${BENCH_HOST}:${PORTS.proxyHttps} {
   }
 }
 
-http://${BENCH_HOST}:${PORTS.proxyHttp} {
+http://${BENCH_HOST}:${ports.http} {
   bind 127.0.0.1
   reverse_proxy ${upstream} {
     transport http {
@@ -256,7 +263,7 @@ http://${BENCH_HOST}:${PORTS.proxyHttp} {
     const confPath = join(dir, 'Caddyfile');
     writeFileSync(confPath, conf);
     const env = { ...process.env, GOMAXPROCS: '1', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir };
-    return startServer('caddy', 'caddy', ['run', '--config', confPath, '--adapter', 'caddyfile'], dir, conf, {
+    return startServer('caddy', 'caddy', ['run', '--config', confPath, '--adapter', 'caddyfile'], dir, conf, ports, {
       h2: true,
       http: true,
       env,
@@ -265,25 +272,25 @@ http://${BENCH_HOST}:${PORTS.proxyHttp} {
 };
 
 /** What every one of the bench's own Node servers is given: its ports, the certificate, the keep-alive timeout. */
-function nodeServerSettings(ws: Workspace): Record<string, unknown> {
-  return { httpsPort: PORTS.proxyHttps, httpPort: PORTS.proxyHttp, certFile: ws.certFile, keyFile: ws.keyFile, keepAliveTimeoutMs: 60_000 };
+function nodeServerSettings(ws: Workspace, ports: ProxyPorts): Record<string, unknown> {
+  return { httpsPort: ports.https, httpPort: ports.http, certFile: ws.certFile, keyFile: ws.keyFile, keepAliveTimeoutMs: 60_000 };
 }
 
 /** Start one of the bench's own Node servers (dist/bench/<script>.js) with its settings as one JSON argument. */
 function startNodeScript(
-  ws: Workspace, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[] },
+  ws: Workspace, ports: ProxyPorts, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[] },
 ): Promise<RunningTarget> {
   const conf = JSON.stringify(settings, null, 2);
   const file = join(ws.repoRoot, 'dist', 'bench', `${script}.js`);
-  return startServer(id, process.execPath, [file, conf], subdir(ws, id), `node ${script}.js '${conf}'`, { http: true, ...opts });
+  return startServer(id, process.execPath, [file, conf], subdir(ws, id), `node ${script}.js '${conf}'`, ports, { http: true, ...opts });
 }
 
 const httpProxyTarget: TargetSpec = {
   id: 'http-proxy',
   label: 'node-http-proxy',
-  start: (ws) =>
-    startNodeScript(ws, 'http-proxy', 'http-proxy-server', {
-      ...nodeServerSettings(ws),
+  start: (ws, ports) =>
+    startNodeScript(ws, ports, 'http-proxy', 'http-proxy-server', {
+      ...nodeServerSettings(ws, ports),
       upstream: `http://${upstream}`,
       maxFreeSockets: 64,
     }, { h2: false, notes: ['no HTTP/2 support (S2 n/a)'] }),
@@ -292,9 +299,9 @@ const httpProxyTarget: TargetSpec = {
 const nodeAloneTarget: TargetSpec = {
   id: 'node-alone',
   label: 'Node alone (answers itself, no forwarding)',
-  start: (ws) =>
-    startNodeScript(ws, 'node-alone', 'node-alone-server', {
-      ...nodeServerSettings(ws),
+  start: (ws, ports) =>
+    startNodeScript(ws, ports, 'node-alone', 'node-alone-server', {
+      ...nodeServerSettings(ws, ports),
       smallBody: ws.smallBody,
       largeFile: join(ws.docRoot, '1m'),
     }, {
@@ -314,14 +321,14 @@ interface PorticoOptions {
 }
 
 /** Start Portico from dist/src/main.js with a generated config. */
-export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise<RunningTarget> {
+export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: PorticoOptions): Promise<RunningTarget> {
   const dir = subdir(ws, opts.workers && opts.workers > 1 ? 'portico-all' : opts.accessLog === true ? 'portico-log' : 'portico');
   const main = join(ws.repoRoot, 'dist', 'src', 'main.js');
   if (!existsSync(main)) throw new Error(`${main} does not exist (Portico not built?)`);
   const config: Record<string, unknown> = {
     listen: {
-      https: { port: PORTS.proxyHttps, addresses: ['127.0.0.1'] },
-      http: { port: PORTS.proxyHttp, addresses: ['127.0.0.1'] },
+      https: { port: ports.https, addresses: ['127.0.0.1'] },
+      http: { port: ports.http, addresses: ['127.0.0.1'] },
     },
     certsDir: dir,
     hosts: {
@@ -338,7 +345,7 @@ export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise
   const conf = JSON.stringify(config, null, 2);
   const confPath = join(dir, 'portico.json');
   writeFileSync(confPath, conf);
-  const t = await startServer('portico', process.execPath, [main, '--config', confPath], dir, conf, {
+  const t = await startServer('portico', process.execPath, [main, '--config', confPath], dir, conf, ports, {
     h2: true,
     http: true,
     cpus: opts.cpus,
@@ -351,7 +358,7 @@ export async function startPortico(ws: Workspace, opts: PorticoOptions): Promise
 const porticoTarget: TargetSpec = {
   id: 'portico',
   label: 'Portico',
-  start: (ws) => startPortico(ws, { cpus: PROXY_CPU }),
+  start: (ws, ports) => startPortico(ws, ports, { cpus: PROXY_CPU }),
 };
 
 /** The pinned single-worker rows, in table order (direct first, then the proxies, Node alone, Portico last). */

@@ -14,6 +14,7 @@ export const BENCH_HOST = 'bench.localhost';
 export const PORTS = {
   backendHttp: 18081,
   backendHttps: 18443,
+  /** The first server under test's; the next ones add 10 each (all servers run side by side). */
   proxyHttps: 19443,
   proxyHttp: 19080,
 } as const;

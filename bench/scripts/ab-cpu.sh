@@ -15,6 +15,7 @@ BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/
 W=$(cd "$(dirname "$0")/../.work" && pwd)
 CONFIG=${PORTICO_CONFIG:-$W/portico/portico.json}; OUT=${PORTICO_STDOUT:-/dev/null}
 [[ -f $W/backend/nginx.conf && -f $CONFIG ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+PORT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).listen.https.port)' "$CONFIG")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
 
@@ -25,9 +26,9 @@ one() {
   taskset -c 0 node "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
   pid=$!
   sleep 1.2
-  taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$W/resolve-127.lua" "https://bench.localhost:19443$URLPATH" >/dev/null
+  taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH" >/dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d5s -s "$W/resolve-127.lua" "https://bench.localhost:19443$URLPATH")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d5s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH")
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   n=$(awk '/requests in/{print $1}' <<<"$out")
