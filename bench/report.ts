@@ -29,6 +29,8 @@ export interface Measurement {
   readonly errors: number;
   readonly non2xx: number;
   readonly resumed?: number;
+  /** Which round of the run order (0-based): the runs of one round follow each other, every server in turn. */
+  readonly round?: number;
   readonly notes: readonly string[];
 }
 
@@ -115,6 +117,21 @@ function cpuOf(cell: Cell | undefined): Spread | null {
   return cell && cell.runs.length > 0 ? spread(cell.runs.map((r) => r.cpuUsPerUnit)) : null;
 }
 
+/**
+ * Per round, this server's CPU per unit over nginx's in the same round, as median (min–max). The runs
+ * of a round follow each other, so a pair shares the machine's speed of the moment.
+ */
+function pairedCpuRatio(cell: Cell, nginx: Cell | undefined): string {
+  if (nginx === undefined) return '–';
+  const byRound = new Map(nginx.runs.map((r) => [r.round, r.cpuUsPerUnit]));
+  const ratios = cell.runs.flatMap((r) => {
+    const n = r.round === undefined ? undefined : byRound.get(r.round);
+    return n !== undefined && n > 0 ? [r.cpuUsPerUnit / n] : [];
+  });
+  const s = spread(ratios);
+  return s === null ? '–' : `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)})`;
+}
+
 /** A short marker and explanation for runs with errors, non-2xx or resumed sessions. */
 function problems(cell: Cell): string[] {
   const out: string[] = [];
@@ -144,7 +161,7 @@ export function renderScenario(info: ScenarioInfo, rows: readonly Row[]): string
   const head = [
     'Server', `${info.rateUnit} median (min–max)`, '× nginx', '× direct',
     ...(info.hasLatency ? ['p50 ms', 'p99 ms'] : []),
-    `proxy CPU µs/${info.cpuUnit} (min–max)`, 'CPU × nginx', 'Notes',
+    `proxy CPU µs/${info.cpuUnit} (min–max)`, 'CPU × nginx', 'CPU × nginx, same round (min–max)', 'Notes',
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const row of rows) {
@@ -163,7 +180,7 @@ export function renderScenario(info: ScenarioInfo, rows: readonly Row[]): string
     const notes = [...problems(cell), ...new Set(cell.runs.flatMap((r) => r.notes))];
     const mark = cell.runs.some((r) => r.errors > 0 || r.non2xx > 0) || cell.failedRuns?.length ? ' ⚠' : '';
     lines.push(
-      `| ${row.label} | ${fmtSpread(rate)}${mark} | ${ratio(rate, rateOf(nginx))} | ${ratio(rate, rateOf(direct))} | ${latency.join(' | ')}${latency.length ? ' | ' : ''}${row.id === 'direct' ? `${fmtSpread(cpu)} (backend itself)` : fmtSpread(cpu)} | ${row.id === 'direct' ? '–' : ratio(cpu, cpuOf(nginx))} | ${notes.join('; ').replace(/\|/g, '/')} |`,
+      `| ${row.label} | ${fmtSpread(rate)}${mark} | ${ratio(rate, rateOf(nginx))} | ${ratio(rate, rateOf(direct))} | ${latency.join(' | ')}${latency.length ? ' | ' : ''}${row.id === 'direct' ? `${fmtSpread(cpu)} (backend itself)` : fmtSpread(cpu)} | ${row.id === 'direct' ? '–' : ratio(cpu, cpuOf(nginx))} | ${row.id === 'direct' ? '–' : pairedCpuRatio(cell, nginx)} | ${notes.join('; ').replace(/\|/g, '/')} |`,
     );
   }
   return lines.join('\n');

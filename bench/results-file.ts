@@ -54,7 +54,7 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
   out.push('- **TLS:** one ECDSA P-256 self-signed certificate for `bench.localhost`, made per run with openssl; TLS 1.2–1.3 enabled everywhere; clients send SNI = Host = `bench.localhost` and connect to 127.0.0.1.');
   out.push('- **Backend:** nginx (1 worker, CPU 1, access log off) returning a fixed 100-byte body at `/` and a 1 MiB file at `/1m`, plain HTTP on 127.0.0.1:18081; every proxy keeps upstream connections alive.');
   out.push('- **CPU µs per unit** = utime+stime (from `/proc/PID/stat`, summed over the proxy\'s process tree, 10 ms ticks) during the run, divided by completed requests (or connections, or MiB). For the "backend direct" row it is the backend\'s own CPU.');
-  out.push('- **Ratios:** "× nginx" and "× direct" divide the medians. For rates, higher is better; for CPU, lower is better.');
+  out.push('- **Ratios:** "× nginx" and "× direct" divide the medians. For rates, higher is better; for CPU, lower is better. "CPU × nginx, same round" divides each run by nginx\'s run of the same round (under a minute apart, in the same stretch of the machine\'s speed) and quotes the median of those ratios with (min–max): the steadier comparison on a shared machine.');
   out.push('- **Errors:** a run with socket errors, failed requests or non-2xx responses is marked ⚠ and its counts shown; it is not dropped.');
   out.push('- **Caveat:** only 2 CPUs here, so the load generator shares its core with the backend; rates for the fastest servers (and the direct row) are bounded by that core, while CPU µs per unit is measured on the proxy\'s own core and stays comparable.');
   out.push('');

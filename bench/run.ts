@@ -63,7 +63,7 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
 }
 
 
-async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: boolean): Promise<{ m: Measurement; command: string }> {
+async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: boolean, round: number): Promise<{ m: Measurement; command: string }> {
   const before = readTreeCpuUs(t.cpuRoot);
   const busyBefore = readCpuBusyUs(PROXY_CPU);
   const load = await runOnce(ctx, t, id, durationSec);
@@ -81,6 +81,7 @@ async function measure(ctx: Context, t: RunningTarget, id: ScenarioId, pinned: b
     errors: load.errors,
     non2xx: load.non2xx,
     ...(load.resumed !== undefined ? { resumed: load.resumed } : {}),
+    round,
     notes,
   };
   return { m, command: load.command };
@@ -175,7 +176,7 @@ async function measureInto(ctx: Context, e: Entry, id: ScenarioId, i: number): P
     // the load's connections, collecting garbage), which would count as another process's CPU here.
     const quiet = await waitCpuQuiet(PROXY_CPU);
     if (quiet > 500 || quiet < 0) log(`${row.label} ${id} #${i + 1}: CPU ${PROXY_CPU} ${quiet < 0 ? 'still busy after 5 s' : `quiet after ${quiet} ms`}`);
-    const { m, command } = await measure(ctx, t, id, e.pinned);
+    const { m, command } = await measure(ctx, t, id, e.pinned, i);
     // A server that died mid-run: the run's numbers mean nothing.
     if (!t.isAlive()) throw new Error(`the server exited during this run; see ${t.logPath}`);
     cell.runs.push(m);
