@@ -91,9 +91,10 @@ async function main(argv: string[]): Promise<number> {
   // Log settings come from the config when it is readable; problems are reported by start() below.
   const pre = configFile === undefined ? undefined : await loadConfigFileInThread(configFile);
   const logConfig = pre?.ok === true ? pre.config.log : undefined;
-  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto');
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
+  // With workers, every process writes to the same stdout: lines go out in writes a pipe keeps whole.
+  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
   if (workers > 1 && cluster.isPrimary && !demo) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
     const checked = await checkConfigFile(configFile as string, pre);

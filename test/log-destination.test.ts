@@ -118,3 +118,25 @@ test('a reader that falls behind costs counted dropped lines, reported once outp
   assert.equal(out.lines.at(-1)?.after, true, 'the warning comes before later lines');
   for (let k = 1; k < numbered.length; k++) assert.ok((numbered[k]!.i as number) > (numbered[k - 1]!.i as number));
 });
+
+test('two processes sharing one stdout pipe (workers) never split each other\'s lines, even when the pipe is full', async () => {
+  // The child starts a second writer on the same stdout, as cluster workers share the primary's.
+  const writer = `const log = createLogger('info', 'json', 1, true);
+     const who = process.argv[1] ?? 'a';
+     for (let i = 0; i < 15000; i++) { log.info({ who, i, pad: 'z'.repeat(100 + (i % 60)) }, 'line'); if (i % 100 === 0) await new Promise(setImmediate); }
+     log.flush(() => {});`;
+  const out = await runChild(
+    `import { spawn } from 'node:child_process';
+     const body = ${JSON.stringify(`import { createLogger } from ${JSON.stringify(`${distLog}logger.js`)};\n`)} + ${JSON.stringify(writer)};
+     const other = spawn(process.execPath, ['--input-type=module', '-e', body, 'b'], { stdio: ['ignore', 'inherit', 'inherit'] });
+     ${writer.replace("process.argv[1] ?? 'a'", "'a'")}
+     await new Promise((r) => other.on('exit', r));`,
+    700,
+  );
+  assert.equal(out.code, 0, out.stderr);
+  for (const who of ['a', 'b']) {
+    const mine = out.lines.filter((l) => l.who === who);
+    assert.equal(mine.length, 15000, `all of ${who}'s lines arrived whole`);
+    mine.forEach((l, i) => assert.equal(l.i, i, `${who}'s line ${i} in order`));
+  }
+});

@@ -4,7 +4,10 @@
  * 6 µs of CPU per line on Node 20 against about 1 µs here (bench/optimisations.md §13): sonic-boom
  * measures the UTF-8 length of its whole growing batch on every line, flattening it each time.
  *
- * - A batch is written once it holds `batchChars` characters, or within `flushMs` of its first line.
+ * - Lines are written once `batchChars` characters wait, or within `flushMs` of the first one: all that
+ *   waits in one write, or, for an output shared with other processes (cluster workers on one stdout
+ *   pipe), in writes of whole lines of at most 4096 bytes (PIPE_BUF): a pipe takes such a write in one
+ *   piece, so the workers' lines never interleave mid-line, even when the pipe is full.
  * - Writes run on libuv's thread pool (`fs.write`), one at a time and in order; a short write continues
  *   from where it stopped, and EAGAIN (a non-blocking pipe that is full) is retried after a pause.
  * - Memory is bounded: while the reader does not keep up, lines beyond `maxPendingChars` are dropped
@@ -14,8 +17,10 @@
 import { write, writeSync } from 'node:fs';
 
 export interface BatchedDestinationOptions {
-  /** Characters collected before a write starts (default 16 KiB). */
+  /** Characters collected before writing starts (default 16 KiB). */
   readonly batchChars?: number;
+  /** Other processes write to the same output: each write is at most 4096 bytes of whole lines. */
+  readonly shared?: boolean;
   /** Most characters held while the output is slow; further lines are dropped (default 8 Mi). */
   readonly maxPendingChars?: number;
   /** A partial batch is written this long after its first line (default 250 ms). */
@@ -23,13 +28,18 @@ export interface BatchedDestinationOptions {
 }
 
 const RETRY_MS = 20;
+/** Most bytes in one write: PIPE_BUF on Linux, the size up to which a pipe write is atomic. */
+const ATOMIC_BYTES = 4096;
 
 export class BatchedDestination {
   readonly fd: number;
   readonly #batchChars: number;
+  readonly #maxWriteBytes: number;
   readonly #maxPendingChars: number;
   readonly #flushMs: number;
+  /** Lines waiting, from index #head on. */
   #parts: string[] = [];
+  #head = 0;
   #pendingChars = 0;
   /** The bytes of the write in progress (the part not yet written), or undefined. */
   #writing: Buffer | undefined;
@@ -48,6 +58,7 @@ export class BatchedDestination {
   constructor(fd: number, options: BatchedDestinationOptions = {}) {
     this.fd = fd;
     this.#batchChars = options.batchChars ?? 16 * 1024;
+    this.#maxWriteBytes = options.shared === true ? ATOMIC_BYTES : Number.POSITIVE_INFINITY;
     this.#maxPendingChars = options.maxPendingChars ?? 8 * 1024 * 1024;
     this.#flushMs = options.flushMs ?? 250;
   }
@@ -74,7 +85,7 @@ export class BatchedDestination {
 
   /** Calls back once every line taken so far has been written (or dropped, if the output failed). */
   flush(callback: () => void = noop): void {
-    if (this.#writing === undefined && this.#parts.length === 0) {
+    if (this.#writing === undefined && this.#head === this.#parts.length) {
       callback();
       return;
     }
@@ -86,31 +97,50 @@ export class BatchedDestination {
   flushSync(): void {
     this.#clearTimer();
     if (this.#failed) return;
-    const data = this.#take();
     const waiting = this.#submitted ? undefined : this.#writing;
-    if (waiting !== undefined) this.#writing = undefined;
-    if (data === undefined && waiting === undefined) return;
-    let buf = waiting === undefined ? Buffer.from(data!) : data === undefined ? waiting : Buffer.concat([waiting, Buffer.from(data)]);
-    for (let attempts = 0; buf.length > 0 && attempts < 1000; attempts++) {
-      try {
-        buf = buf.subarray(writeSync(this.fd, buf));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
-      }
+    this.#writing = waiting === undefined ? this.#writing : undefined;
+    if (waiting !== undefined && !writeAllSync(this.fd, waiting)) return;
+    for (let data = this.#take(); data !== undefined; data = this.#take()) {
+      if (!writeAllSync(this.fd, Buffer.from(data))) return;
     }
   }
 
-  /** The collected lines as one string (with a note of dropped lines first), emptying the batch. */
+  /** The next write: every line waiting, or for a shared output whole lines up to ATOMIC_BYTES (a longer line alone). */
   #take(): string | undefined {
     if (this.#dropped > 0 && !this.#failed) {
-      this.#parts.unshift(droppedLine(this.#dropped));
+      this.#parts.splice(this.#head, 0, droppedLine(this.#dropped));
+      this.#pendingChars += this.#parts[this.#head]!.length;
       this.#dropped = 0;
     }
-    if (this.#parts.length === 0) return undefined;
-    const data = this.#parts.length === 1 ? this.#parts[0] : this.#parts.join('');
-    this.#parts = [];
-    this.#pendingChars = 0;
+    const parts = this.#parts;
+    const start = this.#head;
+    if (start === parts.length) return undefined;
+    let end = start;
+    let bytes = 0;
+    let chars = 0;
+    if (this.#maxWriteBytes === Number.POSITIVE_INFINITY) {
+      end = parts.length;
+      chars = this.#pendingChars;
+    }
+    while (end < parts.length) {
+      const line = parts[end]!;
+      const b = Buffer.byteLength(line);
+      if (end > start && bytes + b > this.#maxWriteBytes) break;
+      bytes += b;
+      chars += line.length;
+      end++;
+    }
+    const data = end - start === 1 ? parts[start]! : parts.slice(start, end).join('');
+    this.#pendingChars -= chars;
+    if (end === parts.length) {
+      this.#parts = [];
+      this.#head = 0;
+    } else if (end > 1024 && end * 2 > parts.length) {
+      this.#parts = parts.slice(end);
+      this.#head = 0;
+    } else {
+      this.#head = end;
+    }
     return data;
   }
 
@@ -141,8 +171,9 @@ export class BatchedDestination {
       // The output is gone (EPIPE, EBADF…): nothing more can be logged; keep the process serving.
       this.#failed = true;
       this.#writing = undefined;
-      this.#dropped += this.#parts.length;
+      this.#dropped += this.#parts.length - this.#head;
       this.#parts = [];
+      this.#head = 0;
       this.#pendingChars = 0;
       return this.#settle();
     }
@@ -151,8 +182,9 @@ export class BatchedDestination {
       return this.#submit();
     }
     this.#writing = undefined;
-    if (this.#pendingChars >= this.#batchChars || (this.#waiters.length > 0 && this.#parts.length > 0)) this.#startWrite();
-    else if (this.#parts.length > 0) this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
+    const waiting = this.#parts.length - this.#head;
+    if (this.#pendingChars >= this.#batchChars || (this.#waiters.length > 0 && waiting > 0)) this.#startWrite();
+    else if (waiting > 0) this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
     else this.#settle();
   }
 
@@ -178,6 +210,19 @@ export class BatchedDestination {
 }
 
 function noop(): void {}
+
+/** Writes all of `buf` synchronously (retrying EAGAIN briefly); false when the output has failed. */
+function writeAllSync(fd: number, buf: Buffer): boolean {
+  for (let attempts = 0; buf.length > 0 && attempts < 1000; attempts++) {
+    try {
+      buf = buf.subarray(writeSync(fd, buf));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return false;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+  return buf.length === 0;
+}
 
 /** A warning in pino's JSON shape (level 40), so log shippers see it like any other line. */
 function droppedLine(count: number): string {

@@ -8,8 +8,11 @@ import { BatchedDestination } from './batched-destination.js';
 
 export type { Logger };
 
-/** Creates the root logger, writing JSON lines to `fd` (standard output by default). */
-export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' = 'auto', fd = 1): Logger {
+/**
+ * Creates the root logger, writing JSON lines to `fd` (standard output by default). `shared`: other
+ * processes (cluster workers) write to the same output, so lines go out in writes a pipe keeps whole.
+ */
+export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' = 'auto', fd = 1, shared = false): Logger {
   const pretty = format === 'pretty' || (format === 'auto' && process.stdout.isTTY === true);
   const options = {
     level,
@@ -21,7 +24,7 @@ export function createLogger(level: string, format: 'auto' | 'json' | 'pretty' =
   }
   // Lines are written in batches off the request path; a partial batch goes out within 250 ms, so a
   // quiet proxy's lines (startup, errors) are never held back, and whatever is left at exit is written.
-  const destination = new BatchedDestination(fd);
+  const destination = new BatchedDestination(fd, { shared });
   process.once('exit', () => destination.flushSync());
   return pino(options, destination);
 }
