@@ -153,8 +153,11 @@ async function startEntry(ctx: Context, e: Entry): Promise<void> {
   }
 }
 
-/** Whether an entry runs scenario `id`: started, answering, not n/a there, and alive. */
-function runsScenario(e: Entry, id: ScenarioId): boolean {
+/**
+ * Whether an entry runs scenario `id` (started, answering, not n/a there, alive); makes its cell for the
+ * scenario, and records there why a server that exited earlier does not run it.
+ */
+function prepareScenario(e: Entry, id: ScenarioId): boolean {
   if (e.t === undefined || e.row.failure !== undefined || !e.scenarios.includes(id)) return false;
   const cell: Cell = e.row.cells.get(id) ?? { runs: [] };
   e.row.cells.set(id, cell);
@@ -210,7 +213,7 @@ async function benchAll(ctx: Context, entries: readonly Entry[], scenarios: read
       await startEntry(ctx, e);
     }
     for (const id of scenarios) {
-      const active = entries.filter((e) => runsScenario(e, id));
+      const active = entries.filter((e) => prepareScenario(e, id));
       // Warm-up, not measured: 1 s of the scenario's own load, so that a JIT-compiled server has compiled
       // this scenario's code paths (HTTP/2, large bodies, plain HTTP) and opened its upstream connections.
       for (const e of active) await runOnce(ctx, e.t!, id, 1).catch(() => undefined);

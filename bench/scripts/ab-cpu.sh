@@ -14,7 +14,8 @@ set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
 CONFIG=${PORTICO_CONFIG:-$W/portico/portico.json}; OUT=${PORTICO_STDOUT:-/dev/null}
-[[ -f $W/backend/nginx.conf && -f $CONFIG ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+[[ -f $W/backend/nginx.conf ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+[[ -f $CONFIG ]] || { echo "no Portico config at $CONFIG (PORTICO_CONFIG, or bench/.work/portico/portico.json from npm run bench:quick)" >&2; exit 2; }
 PORT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).listen.https.port)' "$CONFIG")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &

@@ -87,10 +87,13 @@ export class CertWatcher {
   readonly #warnedAt = new Map<string, number>();
   #running: Promise<void> = Promise.resolve();
   #stopped = true;
+  /** Per pair id, where its two files really are once symlinks are resolved (learnt at each check). */
+  readonly #realFiles = new Map<string, readonly string[]>();
   /**
    * Per watched folder, the entry names that can be a pair's file or a link to one; events about
-   * anything else there (a log file being written next to the certificates, say) are ignored before
-   * chokidar even looks at them. Kubernetes' `..data`-style entries are always relevant.
+   * anything else there (a log file written next to the certificates, say) are ignored, so no pair is
+   * re-read for them (chokidar itself still rescans the folder). Kubernetes' `..data`-style entries
+   * are always relevant.
    */
   readonly #relevant = new Map<string, Set<string>>();
   /** Pair checks run so far (each reads and hashes a pair's files); for tests. */
@@ -131,10 +134,12 @@ export class CertWatcher {
   setTargets(targets: readonly CertTarget[]): void {
     this.#targets = new Map(targets.map((t) => [t.id, t]));
     for (const id of this.#refused.keys()) if (!this.#targets.has(id)) this.#refused.delete(id);
+    for (const id of this.#realFiles.keys()) if (!this.#targets.has(id)) this.#realFiles.delete(id);
     const dirs = new Set<string>();
     for (const t of targets) {
       dirs.add(dirname(t.certFile));
       dirs.add(dirname(t.keyFile));
+      for (const d of this.#linkDirs(t)) dirs.add(d);
     }
     for (const d of this.#watched) {
       if (!dirs.has(d)) {
@@ -176,8 +181,6 @@ export class CertWatcher {
     }
   }
 
-  readonly #realFiles = new Map<string, string[]>();
-
   #watchDirs(dirs: Iterable<string>): void {
     for (const d of dirs) {
       if (this.#watched.has(d)) continue;
@@ -201,10 +204,10 @@ export class CertWatcher {
     this.#debounce.unref();
   }
 
-  readonly #resolvedDirs = new Map<string, string[]>();
-
+  /** The folders a symlinked pair's files really live in, besides the folders named in the config. */
   #linkDirs(t: CertTarget): string[] {
-    return this.#resolvedDirs.get(t.id) ?? [];
+    const own = [dirname(t.certFile), dirname(t.keyFile)];
+    return [...new Set((this.#realFiles.get(t.id) ?? []).map((f) => dirname(f)))].filter((d) => !own.includes(d));
   }
 
   #queueCheck(ids: readonly string[]): void {
@@ -226,11 +229,12 @@ export class CertWatcher {
     this.checks++;
     // Where the files really live: a symlinked pair is also watched in its target folders.
     const real = await Promise.all([realpath(t.certFile).catch(() => t.certFile), realpath(t.keyFile).catch(() => t.keyFile)]);
-    const realDirs = [...new Set(real.map((f) => dirname(f)))].filter((d) => d !== dirname(t.certFile) && d !== dirname(t.keyFile));
-    this.#resolvedDirs.set(t.id, realDirs);
-    this.#realFiles.set(t.id, real);
-    this.#indexRelevant();
-    this.#watchDirs(realDirs);
+    const known = this.#realFiles.get(t.id);
+    if (known === undefined || known[0] !== real[0] || known[1] !== real[1]) {
+      this.#realFiles.set(t.id, real);
+      this.#indexRelevant();
+      this.#watchDirs(this.#linkDirs(t));
+    }
 
     let certPem: Buffer;
     let keyPem: Buffer;
