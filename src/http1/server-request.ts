@@ -52,6 +52,15 @@ export class H1ServerRequest extends Readable {
     return `${this.httpVersionMajor}.${this.httpVersionMinor}`;
   }
 
+  /** The request body: this request itself. */
+  get body(): Readable {
+    return this;
+  }
+
+  get remoteAddress(): string {
+    return this.socket.remoteAddress ?? '';
+  }
+
   /** Built on first use, as node:http does. */
   get headers(): IncomingHttpHeaders {
     return (this.#headers ??= requestHeaders(this.rawHeaders));

@@ -17,6 +17,8 @@ import { hasServerName, MAX_HELLO_BYTES } from '../tls/client-hello.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
+import { createStreamHandler } from '../http2/stream-handler.js';
+import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -77,7 +79,8 @@ export class HttpsListener {
       settings: { maxConcurrentStreams: 256, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
     } as http2.SecureServerOptions);
     const onRequest = createRequestHandler(deps.state);
-    this.h2Server.on('request', onRequest);
+    // The core stream API, not the compatibility layer's 'request' (src/http2/stream-handler.ts).
+    this.h2Server.on('stream', createStreamHandler(onRequest));
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
     this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
     this.h1 = new H1Server({ log: deps.log, onRequest, onUpgrade: createUpgradeHandler(deps.state) });
@@ -193,9 +196,10 @@ export class HttpsListener {
   }
 
   #onSession(session: http2.ServerHttp2Session): void {
-    const socket = session.socket as unknown as Tagged;
+    const socket = session.socket as unknown as TLSSocket & Tagged;
     const name = socket[kConnName] ?? '';
     (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
+    (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = socket.remoteAddress ?? '';
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});

@@ -5,7 +5,7 @@
  */
 import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import type { H2ServerRequest } from '../http2/server-request.js';
 import type { Plan, RoutePlan } from '../config/plan.js';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { ErrorCode } from '../errors.js';
@@ -16,8 +16,8 @@ import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } f
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 
-/** A client request: Portico's own HTTP/1.1 server (src/http1/), or the HTTP/2 compatibility API. */
-export type ClientRequest = H1ServerRequest | Http2ServerRequest;
+/** A client request: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
+export type ClientRequest = H1ServerRequest | H2ServerRequest;
 
 /** Per-request state, in fixed fields. */
 export class Exchange implements H1Handler {
@@ -61,7 +61,7 @@ export class Exchange implements H1Handler {
     this.state = state;
     this.plan = state.plan;
     this.h2 = req.httpVersionMajor === 2;
-    this.plain = !this.h2 && (req.socket as { encrypted?: boolean }).encrypted !== true;
+    this.plain = !this.h2 && ((req as H1ServerRequest).socket as { encrypted?: boolean }).encrypted !== true;
     this.start = performance.now();
     this.method = req.method ?? 'GET';
   }

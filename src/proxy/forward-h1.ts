@@ -8,7 +8,9 @@ import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamError } from '../upstream/h1-connection.js';
 import type { Target } from '../upstream/target.js';
-import type { ClientRequest, Exchange } from './exchange.js';
+import type { Readable } from 'node:stream';
+import type { Exchange } from './exchange.js';
+import type { H2ServerResponse } from '../http2/server-response.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
@@ -21,7 +23,7 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
   const { req, plan } = ex;
-  let body: ClientRequest | null = null;
+  let body: Readable | null = null;
   let bodyLength = -1;
   if (hasRequestBody(req)) {
     const cl = req.headers['content-length'];
@@ -29,9 +31,9 @@ export function dispatchH1(ex: Exchange, target: Target): void {
       bodyLength = Number(cl);
       if (!Number.isSafeInteger(bodyLength) || bodyLength < 0) return fail(ex, 'PORTICO_BAD_REQUEST', 'invalid Content-Length');
     }
-    body = req;
-    if (plan.limits.maxBodyBytes > 0) req.on('data', countBody.bind(ex));
-    if (ex.h2) req.once('aborted', onClientAbort.bind(ex));
+    body = req.body;
+    if (plan.limits.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
+    if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
   }
   const pool = target.h1Pool!;
   const conn = pool.acquire();
@@ -70,9 +72,16 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   }
   ex.status = statusCode;
   // HTTP/1.1 clients take the pairs as they are; HTTP/2 folds repeated single-value headers, so it gets the object form.
-  const headers = ex.h2 ? buildResponseHeaders(pairsToHeaders(pairs), ex.plan.sendVia ? '2' : undefined) : buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
   try {
-    (res as H1ServerResponse).writeHead(statusCode, headers);
+    if (ex.h2) {
+      const received = pairsToHeaders(pairs);
+      const h2res = res as H2ServerResponse;
+      // Only a chunked body can end with trailers.
+      h2res.trailersExpected = received['transfer-encoding'] !== undefined;
+      h2res.writeHead(statusCode, buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined));
+    } else {
+      (res as H1ServerResponse).writeHead(statusCode, buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined));
+    }
   } catch (err) {
     ex.responseStarted = false;
     ex.cancelUpstream();

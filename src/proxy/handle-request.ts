@@ -4,9 +4,12 @@
  * everything it needs was compiled into the Plan; it does no I/O besides the
  * proxied exchange.
  */
+import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Http2ServerRequest, ServerHttp2Session } from 'node:http2';
+import type { ServerHttp2Session } from 'node:http2';
+import type { H2ServerRequest } from '../http2/server-request.js';
+import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
@@ -38,8 +41,8 @@ export interface ProxyState {
 
 /** The host a connection was opened for. Hot path. */
 function connectionName(req: ClientRequest): string {
-  if (req.httpVersionMajor === 2) return ((req as Http2ServerRequest).stream.session as ServerHttp2Session & Tagged)[kConnName] ?? '';
-  return (req.socket as Socket & Tagged)[kConnName] ?? '';
+  if (req.httpVersionMajor === 2) return ((req as H2ServerRequest).stream.session as ServerHttp2Session & Tagged)[kConnName] ?? '';
+  return ((req as H1ServerRequest).socket as Socket & Tagged)[kConnName] ?? '';
 }
 
 /**
@@ -71,7 +74,7 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
   respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH');
   // Stop reading a request body nobody will consume.
-  if (!ex.req.complete) ex.req.resume();
+  if (!ex.req.complete) ex.req.body.resume();
 }
 
 function route(ex: Exchange): void {
@@ -105,7 +108,7 @@ export function pickTarget(r: RoutePlan): Target {
 }
 
 export function hasRequestBody(req: ClientRequest): boolean {
-  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
+  if (req.httpVersionMajor === 2) return !(req as H2ServerRequest).stream.endAfterHeaders;
   const h = req.headers;
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }
@@ -134,7 +137,7 @@ function forward2(ex: Exchange, target: Target): void {
   const upstream = ex.route!.upstream;
   const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
   if (ex.headers === undefined || h2up) {
-    const remote = req.socket?.remoteAddress ?? '';
+    const remote = req.remoteAddress;
     const trusted = plan.trustedProxies !== undefined && remote !== '' && plan.trustedProxies.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4');
     const rawHost = (ex.h2 ? (req.headers[':authority'] as string | undefined) ?? req.headers.host : req.headers.host) ?? ex.host;
     const hh = upstream.hostHeader;
@@ -163,11 +166,11 @@ function forward2(ex: Exchange, target: Target): void {
   up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
   if (hasRequestBody(req)) {
-    if (plan.limits.maxBodyBytes > 0) req.on('data', countBody.bind(ex));
-    // HTTP/2 compat ends the request stream when the client resets it; the pipe would then
-    // end the upstream request and hand it a truncated body as if complete. Cancel first.
-    if (ex.h2) req.once('aborted', onClientAbort.bind(ex));
-    req.pipe(up);
+    const body = req.body;
+    if (plan.limits.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
+    // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.
+    if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
+    body.pipe(up);
   } else {
     up.end();
   }
@@ -177,7 +180,7 @@ export function onClientAbort(this: Exchange): void {
   this.cancelUpstream();
   const up = this.upstreamReq;
   if (up === undefined) return;
-  this.req.unpipe(up);
+  this.req.body.unpipe(up);
   up.destroy();
 }
 
@@ -246,6 +249,8 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   }
   ex.status = upRes.statusCode ?? 502;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+  // An HTTP/2 upstream's response may end with trailers (gRPC's status does).
+  if (ex.h2) (res as H2ServerResponse).trailersExpected = true;
   try {
     (res as H1ServerResponse).writeHead(ex.status, headers);
   } catch (err) {
@@ -256,7 +261,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
-  upRes.pipe(res as unknown as NodeJS.WritableStream, { end: false });
+  upRes.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
 }
 
 function countResponse(this: Exchange, chunk: Buffer): void {
@@ -278,7 +283,7 @@ function onUpstreamEnd(this: Exchange): void {
 
 /** Whether the client response closed before it was complete. An HTTP/2 stream the client reset reads as finished once closed; its request says it was aborted. */
 function isCutShort(ex: Exchange): boolean {
-  return !ex.res.writableFinished || (ex.h2 && (ex.req as Http2ServerRequest).aborted);
+  return !ex.res.writableFinished || (ex.h2 && (ex.req as H2ServerRequest).aborted);
 }
 
 function onClientClose(this: Exchange): void {

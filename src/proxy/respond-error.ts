@@ -2,12 +2,13 @@
  * The one place a request error becomes a response: status and short body
  * from the error table; the client never sees internals.
  */
-import { constants as h2constants, type Http2ServerResponse } from 'node:http2';
+import { constants as h2constants } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
+import type { H2ServerResponse } from '../http2/server-response.js';
 
-/** A client response: Portico's own HTTP/1.1 server, or the HTTP/2 compatibility API. */
-export type ClientResponse = H1ServerResponse | Http2ServerResponse;
+/** A client response: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
+export type ClientResponse = H1ServerResponse | H2ServerResponse;
 
 const BODIES = new Map<ErrorCode, Buffer>();
 for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode, Buffer.from(`${spec.message}\n`));

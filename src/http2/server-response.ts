@@ -1,0 +1,111 @@
+/**
+ * One HTTP/2 response, written through node:http2's core stream API: the
+ * parts of a response the proxy uses (writeHead, write, end, addTrailers,
+ * 'drain', 'close'), each a direct call on the stream. The stream validates
+ * the head as it serialises it (status range, header names, connection-specific
+ * headers), so a bad upstream head throws from writeHead before anything is sent.
+ */
+import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+
+const KEEP_OPEN = { endStream: false, waitForTrailers: false } as const;
+const KEEP_OPEN_FOR_TRAILERS = { endStream: false, waitForTrailers: true } as const;
+const END_NOW = { endStream: true, waitForTrailers: false } as const;
+
+export class H2ServerResponse {
+  readonly stream: ServerHttp2Stream;
+  statusCode = 200;
+  /**
+   * Set before writeHead when the response may end with trailers (a chunked or HTTP/2 upstream
+   * response): the stream then stays open after its last DATA frame until the trailers are sent.
+   * Other responses end with their last DATA frame, one callback fewer.
+   */
+  trailersExpected = false;
+  #trailers: OutgoingHttpHeaders | undefined = undefined;
+  /** end() was called. Not the stream's writableEnded: node:http2 ends a HEAD request's stream before any response. */
+  #ended = false;
+
+  constructor(stream: ServerHttp2Stream) {
+    this.stream = stream;
+  }
+
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+
+  get writableEnded(): boolean {
+    return this.#ended;
+  }
+
+  /** Ended, and everything written was handed to the session. */
+  get writableFinished(): boolean {
+    return this.#ended && this.stream.writableFinished;
+  }
+
+  get destroyed(): boolean {
+    return this.stream.destroyed;
+  }
+
+  /** Sends the head. Takes `headers` over (its `:status` is set here). Throws, sending nothing, on an invalid head. */
+  writeHead(status: number, headers: OutgoingHttpHeaders): this {
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return this;
+    headers[':status'] = status;
+    if (this.trailersExpected) {
+      stream.respond(headers, KEEP_OPEN_FOR_TRAILERS);
+      stream.once('wantTrailers', this.#sendTrailers.bind(this));
+    } else {
+      stream.respond(headers, KEEP_OPEN);
+    }
+    this.statusCode = status;
+    return this;
+  }
+
+  write(chunk: Buffer | string, written?: (err?: Error | null) => void): boolean {
+    return this.stream.write(chunk, written);
+  }
+
+  /** Trailers to send after the body; only a response with `trailersExpected` carries them. */
+  addTrailers(trailers: OutgoingHttpHeaders): void {
+    this.#trailers = trailers;
+  }
+
+  end(chunk?: Buffer | string): this {
+    const stream = this.stream;
+    if (this.#ended || stream.destroyed) return this;
+    this.#ended = true;
+    if (!stream.headersSent) {
+      if (chunk === undefined) {
+        stream.respond({ ':status': this.statusCode }, END_NOW);
+        return this;
+      }
+      this.writeHead(this.statusCode, {});
+    }
+    // HEAD, 204 and 304: the stream ended with the head.
+    if (stream.writableEnded) return this;
+    if (chunk === undefined) stream.end();
+    else stream.end(chunk);
+    return this;
+  }
+
+  on(event: 'close' | 'drain', listener: () => void): this {
+    this.stream.on(event, listener);
+    return this;
+  }
+
+  destroy(): this {
+    this.stream.destroy();
+    return this;
+  }
+
+  #sendTrailers(): void {
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    try {
+      stream.sendTrailers(this.#trailers ?? {});
+    } catch {
+      // A trailer HTTP/2 cannot carry (a connection-specific or pseudo-header): the body is whole but
+      // its trailers are not, so the client must not take the response as complete.
+      stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * The HTTP/2 server's `stream` listener: each new stream becomes a request and
+ * a response (src/http2/server-request.ts, server-response.ts) handed to the
+ * proxy's request handler. What node:http2's compatibility layer did before the
+ * handler ran, it does too: CONNECT gets 405 (Portico proxies no tunnels),
+ * `Expect: 100-continue` gets its interim response, any other expectation 417.
+ */
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { H2ServerRequest } from './server-request.js';
+import { H2ServerResponse } from './server-response.js';
+
+export type H2RequestListener = (req: H2ServerRequest, res: H2ServerResponse) => void;
+
+/** A stream's errors (a reset by the client, a session torn down) end it; its 'close' tells the handler. */
+function ignoreStreamError(): void {}
+
+const END_NOW = { endStream: true } as const;
+
+export function createStreamHandler(onRequest: H2RequestListener): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
+  return function onStream(stream, headers) {
+    stream.on('error', ignoreStreamError);
+    if (headers[':method'] === 'CONNECT') {
+      stream.respond({ ':status': 405 }, END_NOW);
+      return;
+    }
+    const expect = headers.expect;
+    if (expect !== undefined) {
+      if (expect.toLowerCase() !== '100-continue') {
+        stream.respond({ ':status': 417 }, END_NOW);
+        return;
+      }
+      stream.additionalHeaders({ ':status': 100 });
+    }
+    onRequest(new H2ServerRequest(stream, headers), new H2ServerResponse(stream));
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * HTTP/2 clients on Portico's stream-level server (src/http2/): what node:http2's
+ * compatibility layer used to do for the proxy and the stream handler now does
+ * itself: trailers only where an upstream can send them, bodiless responses to
+ * HEAD, 100-continue and other expectations, CONNECT refused.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { once } from 'node:events';
+import { makePki, proxyOneHost } from './helpers/proxy.js';
+import { h2Connect, h2Request, startUpstream } from './helpers/net.js';
+
+const HOST = 'h2c-side.test';
+
+/** An upstream answering /trailers chunked with trailers, /plain with a Content-Length, and echoing the rest as JSON. */
+async function upstreamAndProxy(t: test.TestContext) {
+  const up = await startUpstream((req, res, seen) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      seen.body = Buffer.concat(chunks);
+      if (req.url === '/trailers') {
+        res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum, x-status' });
+        res.write('part one, ');
+        res.addTrailers({ 'x-checksum': 'abc123', 'x-status': 'done' });
+        res.end('part two');
+        return;
+      }
+      if (req.url === '/plain') {
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '5' });
+        res.end('plain');
+        return;
+      }
+      const body = JSON.stringify({ method: req.method, body: seen.body.toString() });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    });
+  });
+  const pki = await makePki();
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()] });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  return { up, session };
+}
+
+test('trailers of a chunked HTTP/1.1 response reach an HTTP/2 client; a Content-Length response ends with its last DATA frame', async (t) => {
+  const { session } = await upstreamAndProxy(t);
+  const chunked = await h2Request(session, { path: '/trailers' });
+  assert.equal(chunked.status, 200);
+  assert.equal(chunked.text, 'part one, part two');
+  assert.equal(chunked.trailers['x-checksum'], 'abc123');
+  assert.equal(chunked.trailers['x-status'], 'done');
+  assert.equal(chunked.headers.trailer, 'x-checksum, x-status', 'the Trailer header announcing them passes through');
+
+  // Without trailers, END_STREAM rides on the last DATA frame: no HEADERS frame after the body.
+  const stream = session.request({ ':path': '/plain' });
+  let trailerFrames = 0;
+  stream.on('trailers', () => trailerFrames++);
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  stream.end();
+  await once(stream, 'end');
+  assert.equal(Buffer.concat(chunks).toString(), 'plain');
+  assert.equal(trailerFrames, 0);
+});
+
+test('HEAD over HTTP/2 gets the head with its Content-Length and no body, and the stream ends', async (t) => {
+  const { session, up } = await upstreamAndProxy(t);
+  const r = await h2Request(session, { path: '/echo', method: 'HEAD' });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.length, 0);
+  assert.ok(Number(r.headers['content-length']) > 0, 'the length of the body a GET would get');
+  assert.equal(up.seen.at(-1)?.method, 'HEAD');
+  const after = await h2Request(session, { path: '/echo' });
+  assert.equal(JSON.parse(after.text).method, 'GET', 'the session serves on');
+});
+
+test('Expect: 100-continue over HTTP/2 gets the interim 100, then the upstream answers the whole body', async (t) => {
+  const { session, up } = await upstreamAndProxy(t);
+  const stream = session.request({ ':path': '/upload', ':method': 'POST', expect: '100-continue' });
+  const events: string[] = [];
+  stream.on('continue', () => {
+    events.push('continue');
+    stream.end('the body');
+  });
+  let status = 0;
+  stream.on('response', (h) => {
+    events.push('response');
+    status = Number(h[':status']);
+  });
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  await once(stream, 'end');
+  assert.deepEqual(events, ['continue', 'response']);
+  assert.equal(status, 200);
+  assert.deepEqual(JSON.parse(Buffer.concat(chunks).toString()), { method: 'POST', body: 'the body' });
+  assert.equal(up.seen.at(-1)?.headers.expect, undefined, 'the expectation was met here, not passed on');
+});
+
+test('an expectation other than 100-continue gets 417 and a CONNECT request 405, neither reaching the upstream', async (t) => {
+  const { session, up } = await upstreamAndProxy(t);
+  const expect = await h2Request(session, { path: '/x', method: 'POST', headers: { expect: 'something-else' }, body: 'b' });
+  assert.equal(expect.status, 417);
+  const connect = session.request({ ':method': 'CONNECT', ':authority': 'elsewhere.test:443' });
+  const [head] = (await once(connect, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(head[':status'], 405);
+  connect.close();
+  assert.equal(up.seen.length, 0);
+  const after = await h2Request(session, { path: '/echo' });
+  assert.equal(after.status, 200, 'the session serves on');
+});
