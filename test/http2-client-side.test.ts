@@ -110,3 +110,35 @@ test('an expectation other than 100-continue gets 417 and a CONNECT request 405,
   const after = await h2Request(session, { path: '/echo' });
   assert.equal(after.status, 200, 'the session serves on');
 });
+
+test('the access log marks an HTTP/2 response the client reset as aborted, and no complete one, even an error answered at once', async (t) => {
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (req.url === '/slow') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first part'); // and never the rest
+      return;
+    }
+    res.end('ok');
+  });
+  const pki = await makePki();
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()], config: { log: { level: 'info', access: true } } });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+
+  assert.equal((await h2Request(session, { path: '/fine' })).status, 200);
+  // Answered inside the stream's first turn: the stream can close before its writable side reports 'finish'.
+  assert.equal((await h2Request(session, { path: '/', authority: 'elsewhere.test' })).status, 421);
+  const slow = session.request({ ':path': '/slow' });
+  slow.on('error', () => {});
+  await once(slow, 'data');
+  slow.close(http2.constants.NGHTTP2_CANCEL);
+
+  const access = (): Record<string, unknown>[] => proxy.logs.filter((l) => l.msg === 'access');
+  for (let i = 0; i < 100 && access().length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+  const byPath = new Map(access().map((l) => [l.path, l]));
+  assert.equal(byPath.get('/fine')?.aborted, undefined, 'a complete response is not aborted');
+  assert.equal(byPath.get('/')?.status, 421);
+  assert.equal(byPath.get('/')?.aborted, undefined, 'a complete error response is not aborted');
+  assert.equal(byPath.get('/slow')?.aborted, true, 'the reset response is');
+});

@@ -36,9 +36,14 @@ export class H2ServerResponse {
     return this.#ended;
   }
 
-  /** Ended, and everything written was handed to the session. */
+  /**
+   * Ended, and everything written went out: the stream finished writing, or it closed without an
+   * error code (both sides' END_STREAM were exchanged; a response written at once can close before
+   * its 'finish', which is why writableFinished alone is not the test).
+   */
   get writableFinished(): boolean {
-    return this.#ended && this.stream.writableFinished;
+    const stream = this.stream;
+    return this.#ended && (stream.writableFinished || (stream.closed && stream.rstCode === constants.NGHTTP2_NO_ERROR));
   }
 
   get destroyed(): boolean {
