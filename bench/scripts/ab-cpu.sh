@@ -9,7 +9,8 @@
 # nginx on CPU 1 with wrk, Portico pinned to CPU 0, 1 s warm-up and 5 s measured per run, 127.0.0.1 only.
 # path "/" is S1 (100 bytes), "/1m" is S4 (1 MiB; use 16 connections, as the bench does).
 # PORTICO_CONFIG=<file> runs another config (say, one with "log": {"access": true}); PORTICO_STDOUT=<file>
-# sends Portico's output (its log) to that file instead of /dev/null.
+# sends Portico's output (its log) to that file instead of /dev/null. H2=1 loads over HTTP/2 with h2load
+# instead (S2: connections × 10 streams; use 32 connections, as the bench does).
 set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
@@ -27,14 +28,22 @@ one() {
   taskset -c 0 node "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
   pid=$!
   sleep 1.2
-  taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH" >/dev/null
+  load 1 >/dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d5s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH")
+  out=$(load 5)
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  n=$(awk '/requests in/{print $1}' <<<"$out")
+  if [[ -n ${H2:-} ]]; then n=$(grep -oE '[0-9]+ 2xx' <<<"$out" | cut -d' ' -f1); else n=$(awk '/requests in/{print $1}' <<<"$out"); fi
   printf '%-7s %7d µs CPU/request (user %d, system %d), %d requests%s\n' "$label" \
     $(( ((u1 - u0) + (s1 - s0)) * TICK_US / n )) $(( (u1 - u0) * TICK_US / n )) $(( (s1 - s0) * TICK_US / n )) "$n" \
-    "$(grep -qE 'Non-2xx|Socket errors' <<<"$out" && echo '  ⚠ errors' || true)"
+    "$(grep -qE 'Non-2xx|Socket errors|[1-9][0-9]* failed|[1-9][0-9]* errored' <<<"$out" && echo '  ⚠ errors' || true)"
+}
+# One bounded load run of $1 seconds on CPU 1: wrk, or h2load with H2=1 (-N3s: a silent connection ends as an error).
+load() {
+  if [[ -n ${H2:-} ]]; then
+    taskset -c 1 h2load -t1 -c"$CONNS" -m10 -D"$1" -N3s --connect-to="127.0.0.1:$PORT" "https://bench.localhost:$PORT$URLPATH"
+  else
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
+  fi
 }
 for _ in $(seq 1 "$ROUNDS"); do one before "$BEFORE"; one after "$AFTER"; done
