@@ -1,9 +1,11 @@
 /**
  * One HTTP/2 response, written through node:http2's core stream API: the
  * parts of a response the proxy uses (writeHead, write, end, addTrailers,
- * 'drain', 'close'), each a direct call on the stream. The stream validates
- * the head as it serialises it (status range, header names, connection-specific
- * headers), so a bad upstream head throws from writeHead before anything is sent.
+ * 'drain', 'close'), each a direct call on the stream. The stream checks the
+ * head as it serialises it (the status range, connection-specific headers), so
+ * a head HTTP/2 cannot carry throws from writeHead before anything is sent.
+ * Header names need no check of their own here: they come from llhttp or
+ * nghttp2, which accept only valid names, or from Portico itself.
  */
 import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 
