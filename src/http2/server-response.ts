@@ -99,11 +99,6 @@ export class H2ServerResponse {
     return this;
   }
 
-  destroy(): this {
-    this.stream.destroy();
-    return this;
-  }
-
   #sendTrailers(): void {
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return;

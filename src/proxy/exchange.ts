@@ -3,7 +3,6 @@
  * the response handler of HTTP/1.1 upstream connections: the handler methods
  * live on the prototype, so no closure is made per request.
  */
-import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { Plan, RoutePlan } from '../config/plan.js';
@@ -85,9 +84,9 @@ export class Exchange implements H1Handler {
     if (recyclable) {
       // A read buffer goes back to the upstream side once the client's socket has written it (large bodies only).
       (this.written ??= []).push(chunk);
-      ok = (this.res as H1ServerResponse).write(chunk, (this.onWritten ??= chunkWritten.bind(this)));
+      ok = this.res.write(chunk, (this.onWritten ??= chunkWritten.bind(this)));
     } else {
-      ok = (this.res as H1ServerResponse).write(chunk);
+      ok = this.res.write(chunk);
     }
     if (!ok && !this.drainBound) {
       this.drainBound = true;
@@ -98,12 +97,12 @@ export class Exchange implements H1Handler {
 
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     this.upstreamConn = undefined;
-    if (trailers !== null && trailers.length > 0) (this.res as H1ServerResponse).addTrailers(pairsToHeaders(trailers));
+    if (trailers !== null && trailers.length > 0) this.res.addTrailers(pairsToHeaders(trailers));
     if (last === null) {
       this.res.end();
     } else {
       this.bytes += last.length;
-      (this.res as H1ServerResponse).end(last);
+      this.res.end(last);
     }
   }
 

@@ -5,7 +5,6 @@
  * proxied exchange.
  */
 import type { H1ServerRequest } from '../http1/server-request.js';
-import type { H1ServerResponse } from '../http1/server-response.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { ServerHttp2Session } from 'node:http2';
 import type { H2ServerRequest } from '../http2/server-request.js';
@@ -252,7 +251,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   // An HTTP/2 upstream's response may end with trailers (gRPC's status does).
   if (ex.h2) (res as H2ServerResponse).trailersExpected = true;
   try {
-    (res as H1ServerResponse).writeHead(ex.status, headers);
+    res.writeHead(ex.status, headers);
   } catch (err) {
     upRes.destroy();
     ex.upstreamRes = undefined;
@@ -277,7 +276,7 @@ function onUpstreamEnd(this: Exchange): void {
     hasTrailers = true;
     break;
   }
-  if (hasTrailers) (this.res as H1ServerResponse).addTrailers(trailers as OutgoingHttpHeaders);
+  if (hasTrailers) this.res.addTrailers(trailers as OutgoingHttpHeaders);
   this.res.end();
 }
 

@@ -31,7 +31,7 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
   };
   // HTTP/1.1 only: HTTP/2 forbids connection-specific headers.
   if (closeConnection) headers.connection = 'close';
-  (res as H1ServerResponse).writeHead(ERRORS[code].status, headers);
+  res.writeHead(ERRORS[code].status, headers);
   res.end(body);
 }
 
