@@ -6,6 +6,10 @@
  * none is ever given; `isSessionReused()` is still checked and counted, so a
  * resumed handshake is reported apart rather than hidden.
  *
+ * With `"resume": true` it measures the other case, a returning client: each
+ * of the concurrent connections offers the session ticket of the one before
+ * it in its slot (bench/optimisations.md §17).
+ *
  * Usage: node dist/bench/handshake-client.js '{"port":19443,"host":"bench.localhost","durationMs":4000,"concurrency":16}'
  * Prints one JSON line: HandshakeResult.
  */
@@ -17,6 +21,8 @@ interface Options {
   readonly host: string;
   readonly durationMs: number;
   readonly concurrency: number;
+  /** Offer each slot's last session ticket on its next connection (default false: every handshake full). */
+  readonly resume?: boolean;
 }
 
 /** What one S3 run measured. */
@@ -24,7 +30,7 @@ export interface HandshakeResult {
   readonly elapsedMs: number;
   /** Connections that completed a full handshake and a response. */
   readonly full: number;
-  /** Connections whose session was resumed (should be 0). */
+  /** Connections whose session was resumed (0 unless `resume`). */
   readonly resumed: number;
   readonly errors: number;
   readonly non2xx: number;
@@ -45,7 +51,10 @@ let protocol: string | null = null;
 let cipher: string | null = null;
 let active = 0;
 
-function openOne(): void {
+/** The last session ticket each slot received (used with `resume`). */
+const sessions: (Buffer | undefined)[] = [];
+
+function openOne(slot: number): void {
   if (performance.now() >= deadline) {
     if (--active === 0) finish();
     return;
@@ -59,7 +68,9 @@ function openOne(): void {
     secureContext: context,
     rejectUnauthorized: false,
     ALPNProtocols: ['http/1.1'],
+    session: opts.resume === true ? sessions[slot] : undefined,
   });
+  if (opts.resume === true) socket.on('session', (ticket: Buffer) => (sessions[slot] = ticket));
   const settle = (ok: boolean): void => {
     if (settled) return;
     settled = true;
@@ -71,7 +82,7 @@ function openOne(): void {
       errors++;
     }
     socket.destroy();
-    setImmediate(openOne);
+    setImmediate(openOne, slot);
   };
   socket.once('secureConnect', () => {
     if (protocol === null) {
@@ -98,5 +109,5 @@ function finish(): void {
 
 for (let i = 0; i < opts.concurrency; i++) {
   active++;
-  openOne();
+  openOne(i);
 }

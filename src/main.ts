@@ -14,6 +14,7 @@ import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { loadConfigFileInThread } from './config/load-in-thread.js';
 import { runPrimary } from './cluster/primary.js';
+import { requestTicketSecret } from './cluster/ticket-secret.js';
 
 const HELP = `Usage:
   portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
@@ -118,7 +119,13 @@ async function main(argv: string[]): Promise<number> {
     configFile = prepared.configFile;
     stopDemo = await startDemoBackends();
   }
-  const portico = new Portico(resolve(configFile as string), log);
+  // A worker derives its session ticket keys from the primary's secret, as every other worker does.
+  let ticketSecret: Buffer | undefined;
+  if (cluster.isWorker) {
+    ticketSecret = await requestTicketSecret();
+    if (ticketSecret === undefined) log.warn({ code: 'PORTICO_TICKET_SECRET_MISSING' }, 'the primary did not send the session ticket secret within 5 s; this worker uses keys of its own, so sessions it issues resume only on it');
+  }
+  const portico = new Portico(resolve(configFile as string), log, { ticketSecret });
   try {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {

@@ -1,16 +1,22 @@
 /**
  * The primary process when `workers` > 1: forks the workers (which share the
  * listening sockets through node:cluster), restarts a worker that dies, and
- * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them.
+ * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them. It
+ * holds the secret that every worker's TLS session ticket keys derive from.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
+import { answerTicketSecretRequests } from './ticket-secret.js';
 
 /** Runs the primary until every worker has stopped; resolves with the exit code. */
 export function runPrimary(count: number, log: Logger): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const recentDeaths: number[] = [];
+    // Workers restarted later get the same secret: their tickets resume on the others, and theirs on them.
+    answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
     const fork = (): Worker => cluster.fork({ PORTICO_WORKER: '1' });
     for (let i = 0; i < count; i++) fork();
     log.info({ workers: count }, 'primary started workers');

@@ -8,7 +8,6 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
@@ -32,6 +31,8 @@ export interface HttpsListenerDeps {
   readonly log: Logger;
   /** Optional TLS-ALPN-01 responder (set by the ACME manager). */
   alpnChallenges?: AlpnChallengeSource;
+  /** The session ticket key to start with (48 bytes); setTicketKeys() replaces it. */
+  readonly ticketKeys: Buffer;
 }
 
 const kAcmeAlpn = Symbol('portico.acmeAlpn');
@@ -58,17 +59,18 @@ export class HttpsListener {
   readonly #sniServer: tls.Server;
   readonly #defaultServer: tls.Server;
   #defaultContext: tls.SecureContextOptions | undefined;
-  /** Session ticket keys shared by every address, so resumption works across them. */
-  readonly #ticketKeys = randomBytes(48);
   readonly h2Server: http2.Http2SecureServer;
   /** HTTP/1.1 connections (ALPN http/1.1, or none). */
   readonly h1: H1Server;
   readonly #deps: HttpsListenerDeps;
   readonly #sessions = new Set<http2.ServerHttp2Session>();
+  /** The current session ticket key (setTicketKeys()). */
+  #ticketKey: Buffer;
   readonly #sockets = new Set<TLSSocket>();
 
   constructor(deps: HttpsListenerDeps) {
     this.#deps = deps;
+    this.#ticketKey = deps.ticketKeys;
     const plan = deps.state.plan;
     const limits = plan.limits;
     // The engine never listens; connections arrive through 'secureConnection'.
@@ -97,7 +99,8 @@ export class HttpsListener {
     const self = this;
     const server = tls.createServer({
       ...SERVER_TLS_OPTIONS,
-      ticketKeys: this.#ticketKeys,
+      // One key for both servers and every address, so a session resumes whichever of them the client reaches.
+      ticketKeys: this.#ticketKey,
       // Regular functions: Node calls both with `this` set to the TLSSocket being negotiated.
       SNICallback(this: TLSSocket, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) {
         self.#sni(this, servername, cb);
@@ -146,7 +149,15 @@ export class HttpsListener {
     const def = plan.defaultHost;
     const pair = def === undefined ? undefined : this.#deps.certs.get(def.certId);
     this.#defaultContext = pair === undefined ? undefined : { ...SERVER_TLS_OPTIONS, cert: pair.certPem, key: pair.keyPem };
-    if (this.#defaultContext !== undefined) this.#defaultServer.setSecureContext(this.#defaultContext);
+    // With the current ticket key: the server would otherwise go back to the one it was created with.
+    if (this.#defaultContext !== undefined) this.#defaultServer.setSecureContext({ ...this.#defaultContext, ticketKeys: this.#ticketKey });
+  }
+
+  /** Replaces the session ticket key (48 bytes) of both TLS servers: tickets issued with the previous one no longer resume. */
+  setTicketKeys(key: Buffer): void {
+    this.#ticketKey = key;
+    this.#sniServer.setTicketKeys(key);
+    this.#defaultServer.setTicketKeys(key);
   }
 
   #hostFor(servername: string): HostPlan | undefined {

@@ -18,6 +18,7 @@ import { Http01Responder } from '../acme/http01.js';
 import { AlpnResponder } from '../acme/tls-alpn01.js';
 import { CertStore } from '../tls/cert-store.js';
 import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
+import { SessionTicketKeys } from '../tls/session-tickets.js';
 import { TargetRegistry } from '../upstream/target.js';
 
 /** Formats config issues one per line: `path: reason`. */
@@ -27,6 +28,12 @@ export function formatIssues(file: string, issues: readonly ConfigIssue[]): stri
 
 /** Outcome of a reload. */
 export type ReloadResult = { ok: true; generation: number } | { ok: false; issues: readonly ConfigIssue[] };
+
+/** Settings that come from the process rather than the config. */
+export interface PorticoOptions {
+  /** Secret the TLS session ticket keys derive from: the primary's, in a worker; random otherwise. */
+  readonly ticketSecret?: Buffer;
+}
 
 /** A running proxy. */
 export class Portico {
@@ -59,10 +66,13 @@ export class Portico {
   /** Stops the certificate services (watcher, ACME) on stop(). */
   readonly #services = new AbortController();
   #servicesStarted = false;
+  /** Session ticket keys, the same in every worker, replaced every hour. */
+  readonly #tickets: SessionTicketKeys;
 
-  constructor(configFile: string, log: Logger) {
+  constructor(configFile: string, log: Logger, options: PorticoOptions = {}) {
     this.configFile = configFile;
     this.log = log;
+    this.#tickets = new SessionTicketKeys(options.ticketSecret);
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
@@ -146,7 +156,11 @@ export class Portico {
     this.config = config;
     this.state = { plan, log: this.log };
     for (const hook of this.onPlan) hook(plan, config);
-    this.https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn });
+    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKeys: this.#tickets.current() });
+    this.https = https;
+    // Node puts the certificate the SNI callback picks into the connection itself, so the server's
+    // context, and with it the server's ticket key, serves every host.
+    this.#tickets.start((key) => https.setTicketKeys(key));
     const opened: string[] = [];
     for (const address of config.listen.https.addresses) {
       if (await this.#open(() => this.https!.listen(config.listen.https.port, address), address, config.listen.https.port)) {
@@ -221,6 +235,7 @@ export class Portico {
   async stop(): Promise<void> {
     const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
     this.#services.abort();
+    this.#tickets.stop();
     await this.acme?.stop();
     this.http?.close();
     const late = setTimeout(() => this.http?.destroy(), deadline);
