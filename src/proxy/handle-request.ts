@@ -11,6 +11,7 @@ import type { H2ServerRequest } from '../http2/server-request.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { AccessLog } from '../log/access-line.js';
 import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
 import type { ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
@@ -36,6 +37,8 @@ export interface Tagged {
 export interface ProxyState {
   plan: Plan;
   readonly log: Logger;
+  /** Writes the access lines (to the log's destination, when `plan.accessLog`). */
+  readonly access: AccessLog;
 }
 
 /** The host a connection was opened for. Hot path. */
@@ -298,23 +301,19 @@ function onClientClose(this: Exchange): void {
 
 function logAccess(ex: Exchange): void {
   const res = ex.res;
-  const status = res.headersSent ? res.statusCode : 0;
-  ex.state.log.info(
-    {
-      host: ex.host,
-      sni: ex.connName,
-      method: ex.method,
-      path: ex.req.url,
-      route: ex.route?.id,
-      upstream: ex.target?.url,
-      status,
-      bytes: ex.bytes,
-      durationMs: Math.round((performance.now() - ex.start) * 100) / 100,
-      proto: ex.h2 ? 'h2' : 'http/1.1',
-      aborted: isCutShort(ex) || undefined,
-      error: ex.error,
-      detail: ex.errorDetail,
-    },
-    'access',
-  );
+  ex.state.access.write({
+    host: ex.host,
+    sni: ex.connName,
+    method: ex.method,
+    path: ex.req.url,
+    route: ex.route?.id,
+    upstream: ex.target?.url,
+    status: res.headersSent ? res.statusCode : 0,
+    bytes: ex.bytes,
+    durationMs: Math.round((performance.now() - ex.start) * 100) / 100,
+    proto: ex.h2 ? 'h2' : 'http/1.1',
+    aborted: isCutShort(ex),
+    error: ex.error,
+    detail: ex.errorDetail,
+  });
 }

@@ -10,6 +10,7 @@ import { loadConfigFileInThread } from '../config/load-in-thread.js';
 import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { PorticoError } from '../errors.js';
+import { AccessLog } from '../log/access-line.js';
 import { HttpsListener } from '../listen/https-listener.js';
 import { HttpListener } from '../listen/http-listener.js';
 import type { ProxyState } from '../proxy/handle-request.js';
@@ -154,7 +155,7 @@ export class Portico {
     if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
     const { plan, config } = built;
     this.config = config;
-    this.state = { plan, log: this.log };
+    this.state = { plan, log: this.log, access: new AccessLog(this.log) };
     for (const hook of this.onPlan) hook(plan, config);
     const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKeys: this.#tickets.current() });
     this.https = https;

@@ -1,0 +1,141 @@
+/**
+ * The access log (README, "Logs"): one JSON line per request with host, route, upstream, status and
+ * duration. Portico writes it with its own template (src/log/access-line.ts); the line must be the
+ * one pino itself would write for the same fields, so log shippers see no difference.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AccessLog, type AccessFields } from '../src/log/access-line.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+
+const BASE: AccessFields = {
+  host: 'site.test',
+  sni: 'site.test',
+  method: 'GET',
+  path: '/a?b=1',
+  route: 'site.test /',
+  upstream: 'http://127.0.0.1:8080',
+  status: 200,
+  bytes: 100,
+  durationMs: 1.25,
+  proto: 'http/1.1',
+  aborted: false,
+  error: undefined,
+  detail: undefined,
+};
+
+/** What pino writes for the same fields through `log.info(fields, 'access')` (it leaves undefined values out). */
+function pinoFields(f: AccessFields): Record<string, unknown> {
+  return { ...f, aborted: f.aborted ? true : undefined };
+}
+
+test('an access line is the line pino writes for the same fields: escaping, fields left out, bindings', () => {
+  const cases: AccessFields[] = [
+    BASE,
+    { ...BASE, proto: 'h2', durationMs: 0, bytes: 0 },
+    { ...BASE, path: '/q"uote\\back\u0001ctl\u007f/é/€/😀', host: 'xn--bcher-kva.test', detail: 'line\nbreak' },
+    { ...BASE, path: `/${'long'.repeat(200)}` },
+    { ...BASE, host: undefined, sni: undefined, route: undefined, upstream: undefined, path: undefined, status: 0, aborted: true, error: 'PORTICO_NO_ROUTE', detail: 'no route for /x' },
+    { ...BASE, bytes: undefined, upgrade: 'websocket', status: 101, durationMs: 12 },
+  ];
+  for (const bindings of [{ pid: 42 }, { pid: 42, hostname: 'h', worker: 'a"b' }]) {
+    const lines: string[] = [];
+    const log = pino({ level: 'info', base: bindings }, { write: (l: string) => void lines.push(l) });
+    const access = new AccessLog(log.child({ part: 'proxy' }));
+    const child = log.child({ part: 'proxy' });
+    for (const f of cases) {
+      child.info(pinoFields(f), 'access');
+      access.write(f);
+    }
+    assert.equal(lines.length, cases.length * 2);
+    for (let i = 0; i < lines.length; i += 2) {
+      const [fromPino, ours] = [lines[i]!, lines[i + 1]!].map((l) => l.replace(/"time":\d+/, '"time":0'));
+      assert.equal(ours, fromPino, `case ${i / 2}`);
+      const parsed = JSON.parse(lines[i + 1]!) as Record<string, unknown>;
+      assert.equal(typeof parsed['time'], 'number');
+      assert.ok(Math.abs((parsed['time'] as number) - Date.now()) < 5_000);
+    }
+  }
+});
+
+test('access lines follow the logger\'s level, also when it changes', () => {
+  const lines: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+  const access = new AccessLog(log);
+  access.write(BASE);
+  assert.equal(lines.length, 0, 'nothing at level warn');
+  log.level = 'debug';
+  access.write(BASE);
+  assert.equal(lines.length, 1, 'written once the level lets info through');
+});
+
+test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one access line with their fields', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const wsServer = http.createServer((_req, res) => res.end('not a websocket'));
+  const wss = new WebSocketServer({ server: wsServer });
+  wss.on('connection', (ws) => ws.send('hello'));
+  wsServer.listen(0, '127.0.0.1');
+  await once(wsServer, 'listening');
+  const wsUrl = `http://127.0.0.1:${(wsServer.address() as AddressInfo).port}`;
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, {
+    log: { level: 'info', access: true },
+    hosts: { 'site.test': { tls: cert, routes: [{ path: '/app', upstream: up.url }, { path: '/ws', upstream: wsUrl }] } },
+  }, [() => up.close(), () => new Promise<void>((r) => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    wsServer.close(() => r());
+  })]);
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/app/one?x="1"', ca: pki.caPem });
+  assert.equal(r1.status, 200);
+  const session = await h2Connect(proxy.httpsPort, 'site.test', pki.caPem);
+  const r2 = await h2Request(session, { path: '/app/two' });
+  assert.equal(r2.status, 200);
+  session.close();
+  const r3 = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/nowhere', ca: pki.caPem });
+  assert.equal(r3.status, 404);
+  const ws = new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}/ws/chat`, { servername: 'site.test', headers: { host: 'site.test' }, ca: pki.caPem } as WebSocket.ClientOptions);
+  const [hello] = (await once(ws, 'message')) as [Buffer];
+  assert.equal(hello.toString(), 'hello');
+  ws.close();
+  await once(ws, 'close');
+
+  let access: Record<string, unknown>[] = [];
+  for (let i = 0; i < 50 && access.length < 4; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    access = proxy.logs.filter((l) => l['msg'] === 'access');
+  }
+  assert.equal(access.length, 4, JSON.stringify(access));
+  const byPath = new Map(access.map((l) => [l['path'], l]));
+  const one = byPath.get('/app/one?x="1"')!;
+  assert.equal(one['level'], 30);
+  assert.equal(one['host'], 'site.test');
+  assert.equal(one['sni'], 'site.test');
+  assert.equal(one['method'], 'GET');
+  assert.equal(one['route'], 'site.test /app');
+  assert.equal(one['upstream'], up.url);
+  assert.equal(one['status'], 200);
+  assert.equal(one['bytes'], Buffer.byteLength(r1.text));
+  assert.equal(one['proto'], 'http/1.1');
+  assert.ok(typeof one['durationMs'] === 'number' && one['durationMs'] >= 0);
+  assert.equal(one['aborted'], undefined);
+  const two = byPath.get('/app/two')!;
+  assert.equal(two['proto'], 'h2');
+  assert.equal(two['status'], 200);
+  assert.equal(two['bytes'], Buffer.byteLength(r2.text));
+  const missing = byPath.get('/nowhere')!;
+  assert.equal(missing['status'], 404);
+  assert.equal(missing['error'], 'PORTICO_NO_ROUTE');
+  assert.equal(missing['route'], undefined);
+  const upgrade = byPath.get('/ws/chat')!;
+  assert.equal(upgrade['status'], 101);
+  assert.equal(upgrade['upgrade'], 'websocket');
+  assert.equal(upgrade['upstream'], wsUrl);
+});
