@@ -11,26 +11,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makePki } from './helpers/proxy.js';
-import { spawnProxy } from './helpers/child-proxy.js';
-import { h1Request, startUpstream } from './helpers/net.js';
+import { spawnTwoWorkers } from './helpers/child-proxy.js';
+import { h1Request } from './helpers/net.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
 test('two workers share the port and both serve; SIGTERM stops the primary and its workers', async (t) => {
-  const pki = await makePki();
-  const up = await startUpstream();
-  t.after(async () => {
-    await up.close();
-    await pki.cleanup();
-  });
-  const cert = await pki.issue('site', ['site.test']);
-  const proxy = await spawnProxy(pki, { workers: 2, log: { level: 'info', access: true }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
-  t.after(() => proxy.kill());
-  // The port opens with the first worker; the primary hands connections only to workers listening by then,
-  // so wait for both (each logs "listening" once its listeners are registered; log lines may lag 250 ms).
-  const listeningPids = (): Set<unknown> => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid']));
-  for (let i = 0; i < 150 && listeningPids().size < 2; i++) await new Promise((r) => setTimeout(r, 100));
-  assert.equal(listeningPids().size, 2, 'both workers report listening');
+  const { proxy, pki, up } = await spawnTwoWorkers(t);
   // Each request on a new TLS connection: the primary hands connections to the workers in turn.
   for (let i = 0; i < 12; i++) {
     const r = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/n${i}`, ca: pki.caPem });

@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { makePki, startProxyFor } from './helpers/proxy.js';
-import { spawnProxy } from './helpers/child-proxy.js';
+import { spawnTwoWorkers } from './helpers/child-proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { requireTool, runTool } from './helpers/real-peers.js';
 import { SessionTicketKeys, ticketKeyFor } from '../src/tls/session-tickets.js';
@@ -103,18 +103,7 @@ test('a session resumes (TLS 1.3 and 1.2, with and without SNI), survives a relo
 
 test('with two workers, a session resumes on the other worker (Node client and openssl s_client)', async (t) => {
   if (!requireTool(t, 'openssl')) return;
-  const pki = await makePki();
-  const up = await startUpstream();
-  t.after(async () => {
-    await up.close();
-    await pki.cleanup();
-  });
-  const cert = await pki.issue('site', ['site.test']);
-  const proxy = await spawnProxy(pki, { workers: 2, log: { level: 'info', access: true }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
-  t.after(() => proxy.kill());
-  const listeningPids = (): Set<unknown> => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid']));
-  for (let i = 0; i < 150 && listeningPids().size < 2; i++) await new Promise((r) => setTimeout(r, 100));
-  assert.equal(listeningPids().size, 2, 'both workers report listening');
+  const { proxy, pki, up } = await spawnTwoWorkers(t);
 
   // Each connection offers the session of the one before; the primary hands connections to the workers in turn.
   const visits: Visit[] = [];

@@ -1,12 +1,14 @@
 /** Running the real CLI (`node dist/src/main.js --config FILE`) as a child process, for tests that measure it or signal it. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { freePort, waitForPort } from './net.js';
-import type { TestPki } from './proxy.js';
+import { freePort, startUpstream, waitForPort } from './net.js';
+import { makePki, type TestPki } from './proxy.js';
 
 /** dist/src/main.js, next to this file's compiled copy in dist/test/helpers. */
 const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
@@ -85,4 +87,26 @@ export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Portico with `"workers": 2` and its access log on, serving `site.test` (a certificate from a fresh test CA)
+ * with every path routed to a fresh test upstream; all three are torn down after the test. Resolves once
+ * both workers have logged "listening": the port opens with the first worker, and the primary hands
+ * connections only to workers listening by then (log lines may lag 250 ms).
+ */
+export async function spawnTwoWorkers(t: TestContext): Promise<{ proxy: ChildProxy; pki: TestPki; up: Awaited<ReturnType<typeof startUpstream>> }> {
+  const pki = await makePki();
+  const up = await startUpstream();
+  t.after(async () => {
+    await up.close();
+    await pki.cleanup();
+  });
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, log: { level: 'info', access: true }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  const listeningPids = (): Set<unknown> => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid']));
+  for (let i = 0; i < 150 && listeningPids().size < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(listeningPids().size, 2, 'both workers report listening');
+  return { proxy, pki, up };
 }
