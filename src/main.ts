@@ -15,6 +15,8 @@ import { availableParallelism } from 'node:os';
 import { loadConfigFileInThread } from './config/load-in-thread.js';
 import { runPrimary } from './cluster/primary.js';
 import { requestTicketSecret } from './cluster/ticket-secret.js';
+import { probeListeners } from './cluster/probe-listeners.js';
+import { nodeHasReusePort } from './listen/listen-options.js';
 
 const HELP = `Usage:
   portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
@@ -103,7 +105,17 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${formatIssues(checked.file, checked.issues)}\n`);
       return 1;
     }
-    const code = await runPrimary(workers, log);
+    if (pre?.ok === true) {
+      try {
+        await probeListeners(pre.config.listen);
+      } catch (err) {
+        log.fatal({ code: (err as { code?: string }).code }, (err as Error).message);
+        await new Promise<void>((r) => log.flush(() => r()));
+        process.stderr.write(`${(err as Error).message}\n`);
+        return 1;
+      }
+    }
+    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort() });
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
   }
@@ -125,7 +137,9 @@ async function main(argv: string[]): Promise<number> {
     ticketSecret = await requestTicketSecret();
     if (ticketSecret === undefined) log.warn({ code: 'PORTICO_TICKET_SECRET_MISSING' }, 'the primary did not send the session ticket secret within 5 s; this worker uses keys of its own, so sessions it issues resume only on it');
   }
-  const portico = new Portico(resolve(configFile as string), log, { ticketSecret });
+  // A worker binds its own listeners with SO_REUSEPORT when its primary says this Node can (listen-options.ts).
+  const reusePort = cluster.isWorker && process.env.PORTICO_REUSE_PORT === '1';
+  const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort });
   try {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {

@@ -10,28 +10,66 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { nodeHasReusePort } from '../src/listen/listen-options.js';
 import { makePki } from './helpers/proxy.js';
 import { spawnTwoWorkers } from './helpers/child-proxy.js';
 import { h1Request } from './helpers/net.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
+/** LISTEN sockets on 127.0.0.1:`port`, from /proc/net/tcp (the kernel's view, whoever owns them). */
+function listeningSockets(port: number): number {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8').split('\n').filter((line) => {
+    const cols = line.trim().split(/\s+/);
+    return cols[1] === local && cols[3] === '0A';
+  }).length;
+}
+
 test('two workers share the port and both serve; SIGTERM stops the primary and its workers', async (t) => {
   const { proxy, pki, up } = await spawnTwoWorkers(t);
-  // Each request on a new TLS connection: the primary hands connections to the workers in turn.
-  for (let i = 0; i < 12; i++) {
+  // Where Node can bind with SO_REUSEPORT (22.12+), each worker has its own socket and the primary none;
+  // on older Node the primary holds the one socket and hands connections to the workers in turn.
+  const reusePort = nodeHasReusePort();
+  assert.equal(listeningSockets(proxy.httpsPort), reusePort ? 2 : 1, 'listening sockets on the port');
+  const started = proxy.logs.find((l) => l['msg'] === 'primary started workers');
+  assert.equal(started?.['balancing'], reusePort ? 'reuseport' : 'round-robin');
+  // Each request on a new TLS connection, spread over the workers by the kernel or by the primary.
+  const n = 20;
+  for (let i = 0; i < n; i++) {
     const r = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/n${i}`, ca: pki.caPem });
     assert.equal(r.status, 200);
   }
-  assert.equal(up.seen.length, 12);
+  assert.equal(up.seen.length, n);
   await proxy.kill(10_000);
   assert.equal(await proxy.exited, 0);
   // Workers flush their logs as they stop: the access lines name the worker that served each request.
   const access = proxy.logs.filter((l) => l['msg'] === 'access');
-  assert.equal(access.length, 12, JSON.stringify(proxy.logs.slice(-5)));
+  assert.equal(access.length, n, JSON.stringify(proxy.logs.slice(-5)));
   const servedBy = new Set(access.map((l) => l['pid']));
   assert.equal(servedBy.size, 2, `access lines came from pids ${[...servedBy].join(', ')}`);
   assert.ok(!servedBy.has(proxy.pid), 'the primary itself does not serve');
+  const listening = proxy.logs.filter((l) => l['msg'] === 'listening');
+  assert.deepEqual(listening.map((l) => l['reusePort'] === true), [reusePort, reusePort]);
+});
+
+test('with workers, a port another process holds (here, a running Portico) ends the start at once with the reason', async (t) => {
+  const { proxy, pki } = await spawnTwoWorkers(t);
+  const file = join(pki.dir, 'second.json');
+  const cert = { cert: 'site.pem', key: 'site-key.pem' };
+  await writeFile(file, JSON.stringify({ listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, workers: 2, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }));
+  const second = spawn(process.execPath, [MAIN, '--config', file, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let stdout = '';
+  second.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  second.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const [code] = (await once(second, 'exit')) as [number | null];
+  assert.equal(code, 1);
+  assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${proxy.httpsPort} \\(EADDRINUSE\\); another process holds the port`));
+  assert.doesNotMatch(stdout, /primary started workers/);
+  // The first one still holds the port alone.
+  assert.equal(listeningSockets(proxy.httpsPort), nodeHasReusePort() ? 2 : 1);
 });
 
 test('with workers, a config with problems exits 1 with every issue and starts no worker', async (t) => {

@@ -105,16 +105,17 @@ test('with two workers, a session resumes on the other worker (Node client and o
   if (!requireTool(t, 'openssl')) return;
   const { proxy, pki, up } = await spawnTwoWorkers(t);
 
-  // Each connection offers the session of the one before; the primary hands connections to the workers in turn.
+  // Each connection offers the session of the one before. The workers take connections in turn (the primary's
+  // round-robin) or as the kernel spreads them (SO_REUSEPORT): either way many land on the other worker.
   const visits: Visit[] = [];
   let session: Buffer | undefined;
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < 20; i++) {
     const v = await visit(proxy.httpsPort, pki.caPem, 'site.test', `/v${i}`, session);
     assert.equal(v.status, 200);
     visits.push(v);
     session = v.session ?? session;
   }
-  // openssl s_client: a session saved from one connection, offered on the next two (so at least one on the other worker).
+  // openssl s_client: a session saved from one connection, offered on the next ten (some of them on the other worker).
   const sessFile = join(pki.dir, 'openssl-session.pem');
   const caFile = join(pki.dir, 'ca.pem');
   await writeFile(caFile, pki.caPem);
@@ -123,7 +124,8 @@ test('with two workers, a session resumes on the other worker (Node client and o
   const saved = await runTool('openssl', [...base, '-sess_out', sessFile], request('/s0'));
   assert.match(saved.stdout, /^New, TLSv1\.3/m, saved.stdout + saved.stderr);
   const resumedBy: string[] = [];
-  for (const path of ['/s1', '/s2']) {
+  const resumePaths = Array.from({ length: 10 }, (_, i) => `/s${i + 1}`);
+  for (const path of resumePaths) {
     const r = await runTool('openssl', [...base, '-sess_in', sessFile], request(path));
     assert.match(r.stdout, /HTTP\/1\.1 200/);
     resumedBy.push(/^(New|Reused), /m.exec(r.stdout)?.[1] ?? '?');
@@ -136,7 +138,7 @@ test('with two workers, a session resumes on the other worker (Node client and o
     assert.equal(visits[i]!.reused, true, `connection ${i} resumed the session of connection ${i - 1}`);
     if (pidOf.get(`/v${i}`) !== pidOf.get(`/v${i - 1}`)) crossWorker++;
   }
-  assert.ok(crossWorker >= 4, `at least 4 of the resumptions were on the other worker (${crossWorker})`);
-  assert.deepEqual(resumedBy, ['Reused', 'Reused'], 'openssl s_client resumed on both connections');
-  assert.ok(new Set([pidOf.get('/s0'), pidOf.get('/s1'), pidOf.get('/s2')]).size === 2, 'the openssl connections reached both workers');
+  assert.ok(crossWorker >= 3, `at least 3 of the resumptions were on the other worker (${crossWorker})`);
+  assert.deepEqual(resumedBy, resumePaths.map(() => 'Reused'), 'openssl s_client resumed on every connection');
+  assert.ok(resumePaths.some((p) => pidOf.get(p) !== pidOf.get('/s0')), 'some of the openssl resumptions were on the other worker');
 });

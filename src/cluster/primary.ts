@@ -1,6 +1,7 @@
 /**
- * The primary process when `workers` > 1: forks the workers (which share the
- * listening sockets through node:cluster), restarts a worker that dies, and
+ * The primary process when `workers` > 1: forks the workers (which bind their
+ * own sockets with SO_REUSEPORT where Node can, else share the primary's through
+ * node:cluster's round-robin), restarts a worker that dies, and
  * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them. It
  * holds the secret that every worker's TLS session ticket keys derive from.
  */
@@ -10,16 +11,24 @@ import type { Logger } from 'pino';
 import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
 
+/** How the workers share the listeners. */
+export interface PrimaryOptions {
+  /** Each worker binds its own sockets with SO_REUSEPORT (src/listen/listen-options.ts); else the primary accepts and hands connections over. */
+  readonly reusePort: boolean;
+}
+
 /** Runs the primary until every worker has stopped; resolves with the exit code. */
-export function runPrimary(count: number, log: Logger): Promise<number> {
+export function runPrimary(count: number, log: Logger, options: PrimaryOptions): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const recentDeaths: number[] = [];
     // Workers restarted later get the same secret: their tickets resume on the others, and theirs on them.
     answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
-    const fork = (): Worker => cluster.fork({ PORTICO_WORKER: '1' });
+    const env: Record<string, string> = { PORTICO_WORKER: '1' };
+    if (options.reusePort) env['PORTICO_REUSE_PORT'] = '1';
+    const fork = (): Worker => cluster.fork(env);
     for (let i = 0; i < count; i++) fork();
-    log.info({ workers: count }, 'primary started workers');
+    log.info({ workers: count, balancing: options.reusePort ? 'reuseport' : 'round-robin' }, 'primary started workers');
     cluster.on('exit', (worker, code, signal) => {
       if (stopping) {
         if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);

@@ -13,6 +13,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
+import { listenOptions } from './listen-options.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
 export interface Http01ChallengeSource {
@@ -69,12 +70,12 @@ export class HttpListener {
     this.h1.applyLimits(plan.limits);
   }
 
-  /** Starts listening on one address. */
-  listen(port: number, address: string): Promise<void> {
+  /** Starts listening on one address; `reusePort`: a worker's own socket beside the other workers' (listen-options.ts). */
+  listen(port: number, address: string, reusePort = false): Promise<void> {
     const server = net.createServer({ noDelay: true }, (socket) => this.h1.accept(socket));
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
+      server.listen(listenOptions(port, address, reusePort), () => {
         server.off('error', reject);
         this.netServers.push(server);
         resolve();

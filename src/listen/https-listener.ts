@@ -18,6 +18,7 @@ import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
+import { listenOptions } from './listen-options.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -229,8 +230,8 @@ export class HttpsListener {
     }
   }
 
-  /** Starts listening on one address. */
-  listen(port: number, address: string): Promise<void> {
+  /** Starts listening on one address; `reusePort`: a worker's own socket beside the other workers' (listen-options.ts). */
+  listen(port: number, address: string, reusePort = false): Promise<void> {
     // Only a default host makes the ClientHello worth reading; otherwise every connection goes straight to TLS.
     const server = net.createServer((socket) => {
       if (this.#defaultContext === undefined) this.#sniServer.emit('connection', socket);
@@ -239,7 +240,7 @@ export class HttpsListener {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       server.once('error', onError);
-      server.listen({ port, host: address, ipv6Only: address.includes(':') }, () => {
+      server.listen(listenOptions(port, address, reusePort), () => {
         server.off('error', onError);
         server.on('error', (err) => this.#deps.log.error({ err }, 'https listener error'));
         this.netServers.push(server);

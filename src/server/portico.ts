@@ -13,6 +13,7 @@ import { PorticoError } from '../errors.js';
 import { AccessLog } from '../log/access-line.js';
 import { HttpsListener } from '../listen/https-listener.js';
 import { HttpListener } from '../listen/http-listener.js';
+import { isIpv6Unavailable, listenFailed } from '../listen/listen-options.js';
 import type { ProxyState } from '../proxy/handle-request.js';
 import type { AcmeManager } from '../acme/manager.js';
 import { Http01Responder } from '../acme/http01.js';
@@ -34,6 +35,8 @@ export type ReloadResult = { ok: true; generation: number } | { ok: false; issue
 export interface PorticoOptions {
   /** Secret the TLS session ticket keys derive from: the primary's, in a worker; random otherwise. */
   readonly ticketSecret?: Buffer;
+  /** Bind each listener with SO_REUSEPORT, beside the other workers' (src/listen/listen-options.ts); else through the cluster. */
+  readonly reusePort?: boolean;
 }
 
 /** A running proxy. */
@@ -69,11 +72,13 @@ export class Portico {
   #servicesStarted = false;
   /** Session ticket keys, the same in every worker, replaced every hour. */
   readonly #tickets: SessionTicketKeys;
+  readonly #reusePort: boolean;
 
   constructor(configFile: string, log: Logger, options: PorticoOptions = {}) {
     this.configFile = configFile;
     this.log = log;
     this.#tickets = new SessionTicketKeys(options.ticketSecret);
+    this.#reusePort = options.reusePort === true;
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
@@ -164,7 +169,7 @@ export class Portico {
     this.#tickets.start((key) => https.setTicketKeys(key));
     const opened: string[] = [];
     for (const address of config.listen.https.addresses) {
-      if (await this.#open(() => this.https!.listen(config.listen.https.port, address), address, config.listen.https.port)) {
+      if (await this.#open(() => this.https!.listen(config.listen.https.port, address, this.#reusePort), address, config.listen.https.port)) {
         opened.push(`https://${address.includes(':') ? `[${address}]` : address}:${config.listen.https.port}`);
       }
     }
@@ -173,14 +178,14 @@ export class Portico {
       const listener = new HttpListener({ state: this.state, log: this.log, http01: this.http01 });
       this.http = listener;
       for (const address of config.listen.http.addresses) {
-        const ok = await this.#open(() => listener.listen(port, address), address, port);
+        const ok = await this.#open(() => listener.listen(port, address, this.#reusePort), address, port);
         if (ok) {
           opened.push(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
         }
       }
     }
     if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
-    this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation }, 'listening');
+    this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation, ...(this.#reusePort ? { reusePort: true } : {}) }, 'listening');
     this.certWatcher.start(this.#services.signal);
     this.#servicesStarted = true;
     if (plan.hosts.some((h) => h.acme)) await this.#loadAcme();
@@ -192,12 +197,11 @@ export class Portico {
       await fn();
       return true;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (address.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
-        this.log.warn({ address, port, code }, 'ipv6 unavailable, address skipped');
+      if (isIpv6Unavailable(address, err)) {
+        this.log.warn({ address, port, code: (err as NodeJS.ErrnoException).code }, 'ipv6 unavailable, address skipped');
         return false;
       }
-      throw new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${address}:${port} (${code ?? (err as Error).message}); ${code === 'EADDRINUSE' ? 'another process holds the port' : code === 'EACCES' ? 'ports below 1024 need privileges (CAP_NET_BIND_SERVICE)' : 'check listen.addresses'}`, { cause: err });
+      throw listenFailed(address, port, err);
     }
   }
 

@@ -1,0 +1,42 @@
+/**
+ * How a listener binds, and what a bind failure means to the person running Portico.
+ *
+ * With `workers`, Node's cluster by default has the primary accept every connection and pass it to a
+ * worker over IPC (round-robin): for a new TLS connection that hop cost about a quarter of the
+ * connection's CPU (bench/optimisations.md §19). Where Node can bind with SO_REUSEPORT (22.12 and
+ * later), each worker binds its own socket on the same address and port instead, and the kernel
+ * spreads new connections over them, as nginx's `reuseport` does; the primary never touches a
+ * connection. On older Node the cluster's round-robin stays.
+ */
+import type { ListenOptions } from 'node:net';
+import { PorticoError } from '../errors.js';
+
+/** Whether this Node accepts `reusePort` in `listen()` (22.12+, 23.1+); older versions ignore the option. */
+export function nodeHasReusePort(version = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major >= 23 ? !(major === 23 && minor < 1) : major === 22 && minor >= 12;
+}
+
+/** The options for binding `address:port`; `reusePort`: a worker's own socket, shared with the other workers through SO_REUSEPORT. */
+export function listenOptions(port: number, address: string, reusePort: boolean): ListenOptions {
+  const options: ListenOptions & { reusePort?: boolean } = { port, host: address, ipv6Only: address.includes(':') };
+  if (reusePort) {
+    // exclusive: bind here rather than through the cluster primary.
+    options.exclusive = true;
+    options.reusePort = true;
+  }
+  return options;
+}
+
+/** An IPv6 address this host cannot bind (no IPv6): skipped with a warning rather than fatal. */
+export function isIpv6Unavailable(address: string, err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return address.includes(':') && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL');
+}
+
+/** The error for a listener that could not be opened, saying why and what to do. */
+export function listenFailed(address: string, port: number, err: unknown): PorticoError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const fix = code === 'EADDRINUSE' ? 'another process holds the port' : code === 'EACCES' ? 'ports below 1024 need privileges (CAP_NET_BIND_SERVICE)' : 'check listen.addresses';
+  return new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${address}:${port} (${code ?? (err as Error).message}); ${fix}`, { cause: err });
+}
