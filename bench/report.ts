@@ -118,18 +118,25 @@ function cpuOf(cell: Cell | undefined): Spread | null {
 }
 
 /**
- * Per round, this server's CPU per unit over nginx's in the same round, as median (min–max). The runs
- * of a round follow each other, so a pair shares the machine's speed of the moment.
+ * Per round, this server's CPU per unit over the reference's (nginx's, or Node alone's) in the same round.
+ * The runs of a round follow each other, so a pair shares the machine's speed of the moment.
  */
-function pairedCpuRatio(cell: Cell, nginx: Cell | undefined): string {
-  if (nginx === undefined) return '–';
-  const byRound = new Map(nginx.runs.map((r) => [r.round, r.cpuUsPerUnit]));
+function pairedCpuSpread(cell: Cell | undefined, ref: Cell | undefined): Spread | null {
+  if (cell === undefined || ref === undefined) return null;
+  const byRound = new Map(ref.runs.map((r) => [r.round, r.cpuUsPerUnit]));
   const ratios = cell.runs.flatMap((r) => {
     const n = r.round === undefined ? undefined : byRound.get(r.round);
     return n !== undefined && n > 0 ? [r.cpuUsPerUnit / n] : [];
   });
-  const s = spread(ratios);
+  return spread(ratios);
+}
+
+function fmtRatioSpread(s: Spread | null): string {
   return s === null ? '–' : `${s.median.toFixed(2)}× (${s.min.toFixed(2)}–${s.max.toFixed(2)})`;
+}
+
+function pairedCpuRatio(cell: Cell, nginx: Cell | undefined): string {
+  return fmtRatioSpread(pairedCpuSpread(cell, nginx));
 }
 
 /** A short marker and explanation for runs with errors, non-2xx or resumed sessions. */
@@ -237,4 +244,60 @@ export function renderMemory(rows: readonly Row[], count: number): string {
     lines.push(`| ${row.label} | ${mib(m.baselineRssBytes)} | ${mib(m.heldRssBytes)} | ${mib(m.heldAnonRssBytes)} | ${per} | ${m.processes} | ${notes} |`);
   }
   return lines.join('\n');
+}
+
+/**
+ * The speed targets of issue 4, each as a ratio to a reference measured in the same run. The issue states
+ * them in µs on its own machine, next to what nginx and Node's own server (answering by itself) cost there;
+ * on another machine only the ratios carry over, and the two references give different bounds, so both are
+ * shown: S1 ≤ 25 µs is 1.45× Node alone (17.3) or 1.72× nginx (14.5); S2 ≤ 45 µs is 1.42× (31.6) or 3.60×
+ * (12.5); S3 ≤ 450 µs is 1.10× (408) or 1.50× (300); S4 ≤ 670 µs/MiB is 1.19× (562) or 1.00× (670).
+ */
+const TARGETS: readonly { scenario: ScenarioId; what: string; nodeAlone: number; nginx: number }[] = [
+  { scenario: 'S1', what: 'S1 ≤ 25 µs per request', nodeAlone: 25 / 17.3, nginx: 25 / 14.5 },
+  { scenario: 'S2', what: 'S2 ≤ 45 µs per request', nodeAlone: 45 / 31.6, nginx: 45 / 12.5 },
+  { scenario: 'S3', what: 'S3 ≤ 450 µs per connection', nodeAlone: 450 / 408, nginx: 450 / 300 },
+  { scenario: 'S4', what: 'S4 ≤ 670 µs per MiB (ahead of nginx)', nodeAlone: 670 / 562, nginx: 1 },
+];
+
+function verdict(s: Spread | null, bound: number): string {
+  if (s === null) return '–';
+  return `${fmtRatioSpread(s)} ≤ ${bound.toFixed(2)}: ${s.median <= bound ? '**met**' : 'not met'}${s.median <= bound && s.max > bound ? ' (not in every round)' : ''}`;
+}
+
+/** Markdown: Portico (one pinned worker) against the targets and the first milestone, from this run's same-round ratios. */
+export function renderTargets(scenarios: readonly ScenarioInfo[], rows: readonly Row[]): string {
+  const cellOf = (id: TargetId, sc: ScenarioId): Cell | undefined => {
+    const row = rows.find((r) => r.id === id);
+    const cell = row?.cells.get(sc);
+    return row?.failure || !cell || cell.na || cell.failure || cell.runs.length === 0 ? undefined : cell;
+  };
+  const lines = [
+    '| Target | Portico CPU × Node alone, same round (min–max) ≤ bound | Portico CPU × nginx, same round (min–max) ≤ bound |',
+    '|---|---|---|',
+  ];
+  for (const t of TARGETS) {
+    const p = cellOf('portico', t.scenario);
+    lines.push(`| ${t.what} | ${verdict(pairedCpuSpread(p, cellOf('node-alone', t.scenario)), t.nodeAlone)} | ${verdict(pairedCpuSpread(p, cellOf('nginx', t.scenario)), t.nginx)} |`);
+  }
+  const mem = (id: TargetId): number | undefined => {
+    const m = rows.find((r) => r.id === id)?.memory;
+    return m !== undefined && 'heldRssBytes' in m ? m.heldRssBytes : undefined;
+  };
+  const pm = mem('portico');
+  const nm = mem('nginx');
+  if (pm !== undefined && nm !== undefined) {
+    const r = pm / nm;
+    lines.push(`| Memory with 1,000 idle TLS connections ≤ 2× nginx's | – | ${r.toFixed(2)}× (${mib(pm)} against ${mib(nm)}) ≤ 2.00: ${r <= 2 ? '**met**' : 'not met'} |`);
+  }
+  const milestone = ['', 'First milestone, every scenario ahead of Caddy and node-http-proxy (CPU × nginx, same round, medians; lower is better):', ''];
+  milestone.push('| Scenario | Portico | Caddy | node-http-proxy | Ahead of both |', '|---|---|---|---|---|');
+  for (const info of scenarios) {
+    const med = (id: TargetId): number | undefined => pairedCpuSpread(cellOf(id, info.id), cellOf('nginx', info.id))?.median;
+    const [p, c, h] = [med('portico'), med('caddy'), med('http-proxy')];
+    const f = (x: number | undefined): string => (x === undefined ? 'n/a' : `${x.toFixed(2)}×`);
+    const ahead = p !== undefined && (c === undefined || p < c) && (h === undefined || p < h);
+    milestone.push(`| ${info.id} | ${f(p)} | ${f(c)} | ${f(h)} | ${p === undefined ? '–' : ahead ? 'yes' : 'no'} |`);
+  }
+  return [...lines, ...milestone].join('\n');
 }
