@@ -27,6 +27,20 @@ function listeningSockets(port: number): number {
   }).length;
 }
 
+test('SO_REUSEPORT is used from Node 22.12 and 23.1 on, and only on Linux', () => {
+  const cases: [string, string, boolean][] = [
+    ['20.20.2', 'linux', false],
+    ['22.11.0', 'linux', false],
+    ['22.12.0', 'linux', true],
+    ['23.0.0', 'linux', false],
+    ['23.1.0', 'linux', true],
+    ['26.12.1', 'linux', true],
+    ['26.12.1', 'darwin', false],
+    ['26.12.1', 'win32', false],
+  ];
+  for (const [version, platform, expected] of cases) assert.equal(nodeHasReusePort(version, platform), expected, `${version} on ${platform}`);
+});
+
 test('two workers share the port and both serve; SIGTERM stops the primary and its workers', async (t) => {
   const { proxy, pki, up } = await spawnTwoWorkers(t);
   // Where Node can bind with SO_REUSEPORT (22.12+), each worker has its own socket and the primary none;

@@ -4,15 +4,20 @@
  * With `workers`, Node's cluster by default has the primary accept every connection and pass it to a
  * worker over IPC (round-robin): for a new TLS connection that hop cost about a quarter of the
  * connection's CPU (bench/optimisations.md §19). Where Node can bind with SO_REUSEPORT (22.12 and
- * later), each worker binds its own socket on the same address and port instead, and the kernel
+ * later, on Linux), each worker binds its own socket on the same address and port instead, and the kernel
  * spreads new connections over them, as nginx's `reuseport` does; the primary never touches a
  * connection. On older Node the cluster's round-robin stays.
  */
 import type { ListenOptions } from 'node:net';
 import { PorticoError } from '../errors.js';
 
-/** Whether this Node accepts `reusePort` in `listen()` (22.12+, 23.1+); older versions ignore the option. */
-export function nodeHasReusePort(version = process.versions.node): boolean {
+/**
+ * Whether workers here bind with SO_REUSEPORT: Node accepts `reusePort` in `listen()` from 22.12 and 23.1
+ * (older versions ignore the option), and only on Linux does the kernel spread connections over the sockets
+ * (Node raises an error on platforms without the option, and macOS would hand every connection to one socket).
+ */
+export function nodeHasReusePort(version = process.versions.node, platform: string = process.platform): boolean {
+  if (platform !== 'linux') return false;
   const [major = 0, minor = 0] = version.split('.').map(Number);
   return major >= 23 ? !(major === 23 && minor < 1) : major === 22 && minor >= 12;
 }
