@@ -25,7 +25,8 @@ export function answerTicketSecretRequests(secret: Buffer): void {
   cluster.on('message', (worker, msg: unknown) => {
     if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === REQUEST) {
       const answer: SecretAnswer = { type: ANSWER, secret: encoded };
-      worker.send(answer);
+      // With a callback, a worker that died meanwhile is an ignored error here, not an 'error' event that would end the primary.
+      worker.send(answer, undefined, () => {});
     }
   });
 }
