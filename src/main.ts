@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkConfigFile } from './cli/check-config.js';
 import { watchConfigFile } from './config/watch.js';
-import { createLogger } from './log/logger.js';
+import { createLogger, type Logger } from './log/logger.js';
 import { Portico, formatIssues } from './server/portico.js';
 import { hasCode } from './errors.js';
 import cluster from 'node:cluster';
@@ -35,6 +35,13 @@ Options:
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+/** A start that cannot go on (invalid config, a listener that cannot open): the reason in the log and on stderr. */
+async function reportStartFailure(log: Logger, err: Error & { code?: string }): Promise<void> {
+  log.fatal({ code: err.code }, err.message);
+  await new Promise<void>((r) => log.flush(() => r()));
+  process.stderr.write(`${err.message}\n`);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -109,9 +116,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         await probeListeners(pre.config.listen);
       } catch (err) {
-        log.fatal({ code: (err as { code?: string }).code }, (err as Error).message);
-        await new Promise<void>((r) => log.flush(() => r()));
-        process.stderr.write(`${(err as Error).message}\n`);
+        await reportStartFailure(log, err as Error);
         return 1;
       }
     }
@@ -144,9 +149,7 @@ async function main(argv: string[]): Promise<number> {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {
     if (hasCode(err, 'PORTICO_CONFIG_INVALID') || hasCode(err, 'PORTICO_LISTEN_FAILED')) {
-      log.fatal({ code: (err as { code: string }).code }, (err as Error).message);
-      await new Promise<void>((r) => log.flush(() => r()));
-      process.stderr.write(`${(err as Error).message}\n`);
+      await reportStartFailure(log, err as Error);
       await stopDemo?.();
       return 1;
     }

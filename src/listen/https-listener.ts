@@ -33,7 +33,7 @@ export interface HttpsListenerDeps {
   /** Optional TLS-ALPN-01 responder (set by the ACME manager). */
   alpnChallenges?: AlpnChallengeSource;
   /** The session ticket key to start with (48 bytes); setTicketKeys() replaces it. */
-  readonly ticketKeys: Buffer;
+  readonly ticketKey: Buffer;
 }
 
 const kAcmeAlpn = Symbol('portico.acmeAlpn');
@@ -71,7 +71,7 @@ export class HttpsListener {
 
   constructor(deps: HttpsListenerDeps) {
     this.#deps = deps;
-    this.#ticketKey = deps.ticketKeys;
+    this.#ticketKey = deps.ticketKey;
     const plan = deps.state.plan;
     const limits = plan.limits;
     // The engine never listens; connections arrive through 'secureConnection'.

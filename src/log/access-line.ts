@@ -18,7 +18,8 @@ export interface AccessFields {
   readonly status: number;
   readonly bytes: number | undefined;
   readonly durationMs: number;
-  readonly proto: string;
+  /** Written as it is, unescaped: one of these constants. */
+  readonly proto: 'h2' | 'http/1.1';
   readonly upgrade?: string | undefined;
   readonly aborted: boolean;
   readonly error: string | undefined;

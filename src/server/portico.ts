@@ -162,7 +162,7 @@ export class Portico {
     this.config = config;
     this.state = { plan, log: this.log, access: new AccessLog(this.log) };
     for (const hook of this.onPlan) hook(plan, config);
-    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKeys: this.#tickets.current() });
+    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current() });
     this.https = https;
     // Node puts the certificate the SNI callback picks into the connection itself, so the server's
     // context, and with it the server's ticket key, serves every host.
