@@ -13,7 +13,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startRawUpstream } from './helpers/net.js';
-import { freeReadBuffers } from '../src/upstream/read-buffers.js';
+import { freeReadBuffers, largeReadBuffers } from '../src/upstream/read-buffers.js';
 
 const HOST = 'raw.test';
 
@@ -109,6 +109,9 @@ test('concurrent large bodies each reach their own client whole, and their read 
     });
   }
   assert.ok(freeReadBuffers() > 0, 'read buffers came back once written');
+  // The upstream sends each body at once, faster than it is read: later reads of each body are large ones.
+  assert.ok(largeReadBuffers().free > 0, 'large reads were made, and their buffers came back');
+  assert.equal(largeReadBuffers().out, 0, 'no large buffer is still out once every body is written');
 });
 
 test('a raw body the upstream cuts short ends the client response visibly short, and the next request is answered', async (t) => {
@@ -184,4 +187,48 @@ test('a client that reads slowly gets the whole raw body (the upstream is paused
   assert.ok(up.closed() > closedBefore, 'the upstream connection of the abandoned body was closed');
   const after = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/big/15/100000' });
   assert.equal(sha(after.body), sha(bodyOf(15, 100000)));
+  // Large buffers are capped per process: the abandoned body's (given to its socket for a read, or in a
+  // write that failed) must not stay counted, or large reads would stop for good.
+  const until = Date.now() + 3000;
+  while (largeReadBuffers().out !== 0 && Date.now() < until) await delay(20);
+  assert.equal(largeReadBuffers().out, 0, 'the abandoned body holds no large buffer');
+});
+
+test('a body that stalls after large reads holds one large read buffer, given back when its upstream connection closes', async (t) => {
+  // 600 KB at once (the proxy's reads fill a usual buffer, then take large ones), then nothing more of the 4 MB declared.
+  let stalled: Socket | undefined;
+  const up = await startRawUpstream((path, s) => {
+    if (path !== '/stall') return answerBig(path, s);
+    stalled = s;
+    s.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 4000000\r\n\r\n', 'latin1'), bodyOf(16, 600000)]));
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  const before = largeReadBuffers().out;
+  let got = 0;
+  const ended = new Promise<void>((resolve, reject) => {
+    const req = https.get({ host: '127.0.0.1', port: proxy.httpsPort, path: '/stall', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST } }, (res) => {
+      res.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got < 600000) return;
+        // Everything sent so far arrived; the proxy waits on the upstream with a large buffer for its next read.
+        setTimeout(() => {
+          try {
+            assert.equal(largeReadBuffers().out, before + 1, 'the stalled body waits with one large buffer');
+          } catch (err) {
+            reject(err as Error);
+          }
+          stalled?.destroy();
+        }, 50);
+      });
+      res.on('error', () => resolve());
+      res.on('close', () => resolve());
+    });
+    req.on('error', () => resolve());
+  });
+  await ended;
+  const until = Date.now() + 3000;
+  while (largeReadBuffers().out !== before && Date.now() < until) await delay(20);
+  assert.equal(largeReadBuffers().out, before, 'closing the upstream connection gave the large buffer back');
+  assert.equal(got, 600000, 'the client got what the upstream sent, and the response ended short');
 });

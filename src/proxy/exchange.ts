@@ -110,4 +110,9 @@ export class Exchange implements H1Handler {
     this.upstreamConn = undefined;
     onH1Error(this, err);
   }
+
+  /** More than the chunk just handed over still waits for its write (write callbacks come a loop turn later, even when the socket took it at once). */
+  clientBehind(): boolean {
+    return this.written !== undefined && this.written.length > 1;
+  }
 }

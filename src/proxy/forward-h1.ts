@@ -15,7 +15,7 @@ import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
 import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
-import { giveBackReadBuffer } from '../upstream/read-buffers.js';
+import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
 
 /** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -98,7 +98,9 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
  */
 export function chunkWritten(this: Exchange, err?: Error | null): void {
   const chunk = this.written?.shift();
-  if (chunk !== undefined && (err === undefined || err === null)) giveBackReadBuffer(chunk);
+  if (chunk === undefined) return;
+  if (err === undefined || err === null) giveBackReadBuffer(chunk);
+  else forgetReadBuffer(chunk);
 }
 
 export function onClientDrain(this: Exchange): void {

@@ -27,7 +27,7 @@ import {
   type NodeHttpParser,
 } from '../http1/llhttp.js';
 import type { H1Pool } from './h1-pool.js';
-import { SCRATCH, giveBackReadBuffer, takeReadBuffer } from './read-buffers.js';
+import { READ_BUFFER_SIZE, SCRATCH, giveBackReadBuffer, takeReadBuffer } from './read-buffers.js';
 
 /** Receives one upstream response. */
 export interface H1Handler {
@@ -41,6 +41,8 @@ export interface H1Handler {
   /** The response is complete; `last` is its final body chunk, held back so head and body can go out in one write. */
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void;
   onUpstreamError(err: UpstreamError): void;
+  /** Whether body chunks handed over earlier still wait to be written to the client (it reads slower than the upstream sends). */
+  clientBehind(): boolean;
 }
 
 /** Why an upstream exchange failed; `code` is a socket code (ECONNREFUSED…), an llhttp code (HPE_…) or a PORTICO_… one. */
@@ -121,6 +123,10 @@ export class H1Connection {
   bodySeen = 0;
   /** Body bytes still to read raw; -1 when the parser reads the socket. */
   rawLeft = -1;
+  /** A raw read of this body filled a usual buffer: the body arrives faster than it is read. */
+  fastBody = false;
+  /** The recycled buffer the socket reads into next, until a read fills it or the connection closes. */
+  readBuf: Buffer | null = null;
   #responseTimeoutMs = 0;
 
   // Listeners bound once per connection.
@@ -238,6 +244,11 @@ export class H1Connection {
     this.detachBody();
     this.pool.forget(this);
     this.socket.destroy();
+    // The socket will read no more: the buffer it was given for its next read goes back.
+    if (this.readBuf !== null) {
+      giveBackReadBuffer(this.readBuf);
+      this.readBuf = null;
+    }
   }
 
   private onConnect(): void {
@@ -324,18 +335,29 @@ export class H1Connection {
       const left = declared - this.bodySeen;
       if (left >= RAW_BODY_MIN && this.handler !== null && !this.closed) {
         this.rawLeft = left;
+        this.fastBody = false;
         this.parser.unconsume();
       }
     }
   }
 
-  /** The buffer the socket reads into next (its `onread` buffer): a recycled one while a body is read raw. */
+  /**
+   * The buffer the socket reads into next (its `onread` buffer): a recycled one while a body is read raw,
+   * a large one once a read of this body filled a usual one (it arrives faster than it is read), while
+   * more than that is still to come and the client keeps up. A client that falls behind gets usual
+   * buffers again, so a slow client holds at most one large buffer.
+   */
   nextReadBuffer(): Buffer {
-    return this.rawLeft >= 0 ? takeReadBuffer() : SCRATCH;
+    if (this.rawLeft < 0 || this.closed) return SCRATCH;
+    const h = this.handler;
+    const large = this.fastBody && this.rawLeft > READ_BUFFER_SIZE && !this.paused && h !== null && !h.clientBehind();
+    return (this.readBuf = takeReadBuffer(large));
   }
 
   /** A read while the parser does not consume the socket (`onread` callback): the raw body of the response. */
   onRawRead(nread: number, buf: Buffer): void {
+    if (nread >= READ_BUFFER_SIZE) this.fastBody = true;
+    this.readBuf = null;
     let chunk: Buffer;
     if (buf === SCRATCH) {
       // The first read after the head lands in the shared buffer: its bytes move to a buffer of their own.
