@@ -34,9 +34,13 @@ one() {
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [[ -n ${H2:-} ]]; then n=$(grep -oE '[0-9]+ 2xx' <<<"$out" | cut -d' ' -f1); else n=$(awk '/requests in/{print $1}' <<<"$out"); fi
-  printf '%-7s %7d µs CPU/request (user %d, system %d), %d requests%s\n' "$label" \
-    $(( ((u1 - u0) + (s1 - s0)) * TICK_US / n )) $(( (u1 - u0) * TICK_US / n )) $(( (s1 - s0) * TICK_US / n )) "$n" \
+  local cpu
+  cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", (u + s) * t / n }')
+  printf '%-7s %7s µs CPU/request (user %s, system %s), %d requests%s\n' "$label" "$cpu" \
+    "$(awk -v x=$((u1 - u0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", x * t / n }')" \
+    "$(awk -v x=$((s1 - s0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", x * t / n }')" "$n" \
     "$(grep -qE 'Non-2xx|Socket errors|[1-9][0-9]* failed|[1-9][0-9]* errored' <<<"$out" && echo '  ⚠ errors' || true)"
+  CPU[$label]=$cpu
 }
 # One bounded load run of $1 seconds on CPU 1: wrk, or h2load with H2=1 (-N3s: a silent connection ends as an error).
 load() {
@@ -46,4 +50,12 @@ load() {
     taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
   fi
 }
-for _ in $(seq 1 "$ROUNDS"); do one before "$BEFORE"; one after "$AFTER"; done
+declare -A CPU
+RATIOS=()
+for _ in $(seq 1 "$ROUNDS"); do
+  one before "$BEFORE"; one after "$AFTER"
+  RATIOS+=("$(awk -v a="${CPU[after]}" -v b="${CPU[before]}" 'BEGIN { printf "%.2f", a / b }')")
+done
+# The pairs' ratios, sorted, and their median: judge by these.
+printf 'after ÷ before, per pair: %s; median %s\n' "$(printf '%s\n' "${RATIOS[@]}" | sort -n | tr '\n' ' ')" \
+  "$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')"
