@@ -345,7 +345,8 @@ export class H1Connection {
    * The buffer the socket reads into next (its `onread` buffer): a recycled one while a body is read raw,
    * a large one once a read of this body filled a usual one (it arrives faster than it is read), while
    * more than that is still to come and the client keeps up. A client that falls behind gets usual
-   * buffers again, so a slow client holds at most one large buffer.
+   * buffers again, so a slow client holds at most two large ones (one waiting for its write, one
+   * its socket reads into next), and the process at most MAX_LARGE_OUT (read-buffers.ts).
    */
   nextReadBuffer(): Buffer {
     if (this.rawLeft < 0 || this.closed) return SCRATCH;
