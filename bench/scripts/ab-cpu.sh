@@ -10,7 +10,8 @@
 # path "/" is S1 (100 bytes), "/1m" is S4 (1 MiB; use 16 connections, as the bench does).
 # PORTICO_CONFIG=<file> runs another config (say, one with "log": {"access": true}); PORTICO_STDOUT=<file>
 # sends Portico's output (its log) to that file instead of /dev/null. H2=1 loads over HTTP/2 with h2load
-# instead (S2: connections × 10 streams; use 32 connections, as the bench does).
+# instead (S2: connections × 10 streams; use 32 connections, as the bench does). NODE_BEFORE=<node binary>
+# and NODE_AFTER=<node binary> run each side on its own Node (the same repo twice compares Node versions).
 set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
@@ -24,8 +25,8 @@ taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
 trap 'kill "$(cat "$W/backend/nginx.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 sleep 0.5
 one() {
-  local label=$1 repo=$2 pid u0 s0 u1 s1 out n
-  taskset -c 0 node "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
+  local label=$1 repo=$2 bin=$3 pid u0 s0 u1 s1 out n
+  taskset -c 0 "$bin" "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
   pid=$!
   sleep 1.2
   load 1 >/dev/null
@@ -53,7 +54,7 @@ load() {
 declare -A CPU
 RATIOS=()
 for _ in $(seq 1 "$ROUNDS"); do
-  one before "$BEFORE"; one after "$AFTER"
+  one before "$BEFORE" "${NODE_BEFORE:-node}"; one after "$AFTER" "${NODE_AFTER:-node}"
   RATIOS+=("$(awk -v a="${CPU[after]}" -v b="${CPU[before]}" 'BEGIN { printf "%.2f", a / b }')")
 done
 # The pairs' ratios, sorted, and their median: judge by these.
