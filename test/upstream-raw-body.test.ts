@@ -195,40 +195,40 @@ test('a client that reads slowly gets the whole raw body (the upstream is paused
 });
 
 test('a body that stalls after large reads holds one large read buffer, given back when its upstream connection closes', async (t) => {
-  // 600 KB at once (the proxy's reads fill a usual buffer, then take large ones), then nothing more of the 4 MB declared.
+  // 1 MB at once (the proxy's reads fill usual buffers, so the body counts as fast), then, once the
+  // client has all of it, 1 KB more: read while the client keeps up, after which the proxy waits for
+  // the rest of the 4 MB declared with a large buffer for its next read. Then the upstream closes.
   let stalled: Socket | undefined;
   const up = await startRawUpstream((path, s) => {
     if (path !== '/stall') return answerBig(path, s);
     stalled = s;
-    s.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 4000000\r\n\r\n', 'latin1'), bodyOf(16, 600000)]));
+    s.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 4000000\r\n\r\n', 'latin1'), bodyOf(16, 1000000)]));
   });
   t.after(() => up.close());
   const { pki, proxy } = await proxyTo(t, up.url);
   const before = largeReadBuffers().out;
   let got = 0;
+  let waiting: number | undefined;
   const ended = new Promise<void>((resolve, reject) => {
     const req = https.get({ host: '127.0.0.1', port: proxy.httpsPort, path: '/stall', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST } }, (res) => {
       res.on('data', (c: Buffer) => {
         got += c.length;
-        if (got < 600000) return;
-        // Everything sent so far arrived; the proxy waits on the upstream with a large buffer for its next read.
+        if (got === 1000000) setTimeout(() => stalled?.write(Buffer.alloc(1000, 7)), 50);
+        if (got !== 1001000) return;
         setTimeout(() => {
-          try {
-            assert.equal(largeReadBuffers().out, before + 1, 'the stalled body waits with one large buffer');
-          } catch (err) {
-            reject(err as Error);
-          }
+          waiting = largeReadBuffers().out;
           stalled?.destroy();
         }, 50);
       });
       res.on('error', () => resolve());
       res.on('close', () => resolve());
     });
-    req.on('error', () => resolve());
+    req.on('error', (err) => (waiting === undefined ? reject(err) : resolve()));
   });
   await ended;
+  assert.equal(waiting, before + 1, 'the stalled body waited with one large buffer for its next read');
   const until = Date.now() + 3000;
   while (largeReadBuffers().out !== before && Date.now() < until) await delay(20);
   assert.equal(largeReadBuffers().out, before, 'closing the upstream connection gave the large buffer back');
-  assert.equal(got, 600000, 'the client got what the upstream sent, and the response ended short');
+  assert.equal(got, 1001000, 'the client got what the upstream sent, and the response ended short');
 });
