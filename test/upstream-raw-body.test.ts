@@ -8,7 +8,10 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import http2 from 'node:http2';
 import https from 'node:https';
+import tls from 'node:tls';
+import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
@@ -231,4 +234,25 @@ test('a body that stalls after large reads holds one large read buffer, given ba
   while (largeReadBuffers().out !== before && Date.now() < until) await delay(20);
   assert.equal(largeReadBuffers().out, before, 'closing the upstream connection gave the large buffer back');
   assert.equal(got, 1001000, 'the client got what the upstream sent, and the response ended short');
+});
+
+test('an HTTP/2 client alone on its connection gets a large body read in large buffers, byte-exact', async (t) => {
+  const up = await startRawUpstream(answerBig);
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  // Windows as browsers open them (several MiB), so flow control does not hold the stream back.
+  const session = http2.connect(`https://${HOST}:${proxy.httpsPort}`, {
+    createConnection: () => tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['h2'] }),
+    settings: { initialWindowSize: 8 * 1024 * 1024 },
+  });
+  session.on('error', () => {});
+  t.after(() => session.close());
+  await once(session, 'connect');
+  session.setLocalWindowSize(16 * 1024 * 1024);
+  const before = largeReadBuffers().taken;
+  const got = await h2Request(session, { path: '/big/17/3000000' });
+  assert.equal(got.status, 200);
+  assert.equal(sha(got.body), sha(bodyOf(17, 3000000)), `the body (${got.body.length} bytes) arrives whole`);
+  // The stream holds up to 128 KiB before the upstream is paused; at its own 16 KiB every 64 KiB read would pause it.
+  assert.ok(largeReadBuffers().taken > before, 'large reads were made for an HTTP/2 client');
 });

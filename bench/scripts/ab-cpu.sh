@@ -12,6 +12,7 @@
 # sends Portico's output (its log) to that file instead of /dev/null. H2=1 loads over HTTP/2 with h2load
 # instead (S2: connections × 10 streams; use 32 connections, as the bench does). NODE_BEFORE=<node binary>
 # and NODE_AFTER=<node binary> run each side on its own Node (the same repo twice compares Node versions).
+# STREAMS=<n> (with H2=1): concurrent streams per connection, 10 by default (1: one download per connection).
 set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
@@ -46,7 +47,7 @@ one() {
 # One bounded load run of $1 seconds on CPU 1: wrk, or h2load with H2=1 (-N3s: a silent connection ends as an error).
 load() {
   if [[ -n ${H2:-} ]]; then
-    taskset -c 1 h2load -t1 -c"$CONNS" -m10 -D"$1" -N3s --connect-to="127.0.0.1:$PORT" "https://bench.localhost:$PORT$URLPATH"
+    taskset -c 1 h2load -t1 -c"$CONNS" -m"${STREAMS:-10}" -D"$1" -N3s --connect-to="127.0.0.1:$PORT" "https://bench.localhost:$PORT$URLPATH"
   else
     taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
   fi

@@ -32,6 +32,8 @@ const MAX_FREE_LARGE = 8;
  */
 const MAX_LARGE_OUT = 32;
 let largeOut = 0;
+/** Large buffers handed out so far, for tests. */
+let largeTaken = 0;
 
 const free: ArrayBuffer[] = [];
 const freeLarge: ArrayBuffer[] = [];
@@ -51,6 +53,7 @@ export function takeReadBuffer(large = false): Buffer {
   if (large && largeOut < MAX_LARGE_OUT) {
     ab = freeLarge.pop() ?? new ArrayBuffer(LARGE_READ_BUFFER_SIZE);
     largeOut++;
+    largeTaken++;
   } else {
     ab = free.pop() ?? new ArrayBuffer(READ_BUFFER_SIZE);
   }
@@ -86,7 +89,7 @@ export function freeReadBuffers(): number {
   return free.length;
 }
 
-/** Large buffers out (read into, or waiting for a read), and free ones held: for tests. */
-export function largeReadBuffers(): { out: number; free: number } {
-  return { out: largeOut, free: freeLarge.length };
+/** Large buffers out (read into, or waiting for a read), free ones held, and all handed out so far: for tests. */
+export function largeReadBuffers(): { out: number; free: number; taken: number } {
+  return { out: largeOut, free: freeLarge.length, taken: largeTaken };
 }
