@@ -21,7 +21,7 @@
 /** The usual read: what libuv reads at most per call, as Node's own reads. */
 export const READ_BUFFER_SIZE = 64 * 1024;
 /** A large read, for a body that fills whole usual reads while its client keeps up. */
-export const LARGE_READ_BUFFER_SIZE = 512 * 1024;
+const LARGE_READ_BUFFER_SIZE = 512 * 1024;
 
 /** Free buffers of each size kept at most (4 MiB each); more are left to the garbage collector. */
 const MAX_FREE = 64;
@@ -59,11 +59,6 @@ export function takeReadBuffer(large = false): Buffer {
   }
   out.add(ab);
   return Buffer.from(ab, 0, ab.byteLength);
-}
-
-/** Whether `chunk` is (a view of) a buffer handed out by {@link takeReadBuffer} and not given back yet. */
-export function isReadBuffer(chunk: Buffer): boolean {
-  return out.has(chunk.buffer as ArrayBuffer);
 }
 
 /** Gives back the buffer under `chunk` once nothing refers to its bytes any more (the write completed). */
