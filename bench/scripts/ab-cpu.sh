@@ -19,12 +19,20 @@ W=$(cd "$(dirname "$0")/../.work" && pwd)
 CONFIG=${PORTICO_CONFIG:-$W/portico/portico.json}; OUT=${PORTICO_STDOUT:-/dev/null}
 [[ -f $W/backend/nginx.conf ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
 [[ -f $CONFIG ]] || { echo "no Portico config at $CONFIG (PORTICO_CONFIG, or bench/.work/portico/portico.json from npm run bench:quick)" >&2; exit 2; }
+for bin in "${NODE_BEFORE:-node}" "${NODE_AFTER:-node}"; do
+  command -v "$bin" >/dev/null || { echo "no node binary at '$bin' (NODE_BEFORE / NODE_AFTER)" >&2; exit 2; }
+done
+[[ ${STREAMS:-10} =~ ^[1-9][0-9]*$ ]] || { echo "STREAMS must be a positive whole number of streams per connection, got '$STREAMS'" >&2; exit 2; }
 PORT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).listen.https.port)' "$CONFIG")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
 
 trap 'kill "$(cat "$W/backend/nginx.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 sleep 0.5
+# µs per request, to a tenth, of $1 clock ticks over $2 requests.
+per_request() {
+  awk -v x="$1" -v t="$TICK_US" -v n="$2" 'BEGIN { printf "%.1f", x * t / n }'
+}
 one() {
   local label=$1 repo=$2 bin=$3 pid u0 s0 u1 s1 out n
   taskset -c 0 "$bin" "$repo/dist/src/main.js" --config "$CONFIG" >"$OUT" 2>&1 &
@@ -37,10 +45,9 @@ one() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [[ -n ${H2:-} ]]; then n=$(grep -oE '[0-9]+ 2xx' <<<"$out" | cut -d' ' -f1); else n=$(awk '/requests in/{print $1}' <<<"$out"); fi
   local cpu
-  cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", (u + s) * t / n }')
+  cpu=$(per_request $((u1 - u0 + s1 - s0)) "$n")
   printf '%-7s %7s µs CPU/request (user %s, system %s), %d requests%s\n' "$label" "$cpu" \
-    "$(awk -v x=$((u1 - u0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", x * t / n }')" \
-    "$(awk -v x=$((s1 - s0)) -v t="$TICK_US" -v n="$n" 'BEGIN { printf "%.1f", x * t / n }')" "$n" \
+    "$(per_request $((u1 - u0)) "$n")" "$(per_request $((s1 - s0)) "$n")" "$n" \
     "$(grep -qE 'Non-2xx|Socket errors|[1-9][0-9]* failed|[1-9][0-9]* errored' <<<"$out" && echo '  ⚠ errors' || true)"
   CPU[$label]=$cpu
 }

@@ -65,7 +65,7 @@ export function takeReadBuffer(large = false): Buffer {
 export function giveBackReadBuffer(chunk: Buffer): void {
   const ab = chunk.buffer as ArrayBuffer;
   if (!out.delete(ab)) return;
-  if (ab.byteLength === READ_BUFFER_SIZE) {
+  if (!isLarge(ab)) {
     if (free.length < MAX_FREE) free.push(ab);
     return;
   }
@@ -76,10 +76,15 @@ export function giveBackReadBuffer(chunk: Buffer): void {
 /** Lets go of the buffer under `chunk` without reusing it (its write failed and may still be in flight): the garbage collector takes it. */
 export function forgetReadBuffer(chunk: Buffer): void {
   const ab = chunk.buffer as ArrayBuffer;
-  if (out.delete(ab) && ab.byteLength !== READ_BUFFER_SIZE) largeOut--;
+  if (out.delete(ab) && isLarge(ab)) largeOut--;
 }
 
-/** Free buffers held (of the usual size, and large), for tests. */
+/** Whether a buffer handed out is a large one (the two sizes are all there are). */
+function isLarge(ab: ArrayBuffer): boolean {
+  return ab.byteLength === LARGE_READ_BUFFER_SIZE;
+}
+
+/** Free buffers of the usual size held, for tests. */
 export function freeReadBuffers(): number {
   return free.length;
 }
