@@ -29,6 +29,7 @@ export const ERRORS = {
   PORTICO_UPSTREAM_UNREACHABLE: { status: 502, message: 'Bad Gateway: the upstream could not be reached' },
   PORTICO_UPSTREAM_FAILED: { status: 502, message: 'Bad Gateway: the upstream failed to answer' },
   PORTICO_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: the upstream did not answer in time' },
+  PORTICO_NO_HEALTHY_UPSTREAM: { status: 503, message: 'Service Unavailable: no healthy upstream target' },
   PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
   PORTICO_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: the proxy is shutting down' },
   // Configuration and startup (status is the CLI's view: not sent to clients).

@@ -12,7 +12,8 @@ import { type Target, type TargetRegistry, type TargetTls } from '../upstream/ta
 import type { ConfigIssue } from './load.js';
 import { formatPath } from './json-path.js';
 import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from './plan.js';
-import type { Config, UpstreamConfig } from './schema.js';
+import type { Config, HealthCheckConfig, PassiveHealthConfig, UpstreamConfig } from './schema.js';
+import type { HealthSettings } from '../upstream/health.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
@@ -46,6 +47,30 @@ function addCidr(list: BlockList, cidr: string): void {
     if (bits === undefined) list.addAddress(`::ffff:${addr}`, 'ipv6');
     else list.addSubnet(`::ffff:${addr}`, 96 + Number(bits), 'ipv6');
   }
+}
+
+/**
+ * An upstream's health settings in ms. Passive counting only applies to upstreams of two or more
+ * targets: taking out a lone target would only turn its errors into 503s (nginx ignores max_fails there too).
+ */
+function compileHealth(a: HealthCheckConfig | undefined, passive: PassiveHealthConfig | undefined, targetCount: number): HealthSettings | undefined {
+  const p = targetCount >= 2 ? passive : undefined;
+  if (a === undefined && p === undefined) return undefined;
+  return {
+    active:
+      a === undefined
+        ? undefined
+        : {
+            path: a.path,
+            intervalMs: parseDurationMs(a.interval),
+            timeoutMs: parseDurationMs(a.timeout),
+            expectStatus: a.expectStatus,
+            host: a.host,
+            unhealthyAfter: a.unhealthyAfter,
+            healthyAfter: a.healthyAfter,
+          },
+    passive: p === undefined ? undefined : { maxFails: p.maxFails, failTimeoutMs: parseDurationMs(p.failTimeout) },
+  };
 }
 
 /** Compiles a config. `baseDir` is the config file's directory. */
@@ -96,6 +121,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const protocol = 'protocol' in spec && spec.protocol !== undefined ? spec.protocol : 'auto';
     const tlsConf = 'tls' in spec ? spec.tls : undefined;
     const ca = tlsConf?.ca === undefined ? undefined : await readCa(tlsConf.ca, formatPath([...where, 'tls', 'ca']));
+    const health = compileHealth('healthCheck' in spec ? spec.healthCheck : undefined, 'passiveHealth' in spec ? spec.passiveHealth : undefined, spec.targets.length);
     const targets: Target[] = [];
     for (const t of spec.targets) {
       const url = new URL(t);
@@ -108,7 +134,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         };
       }
       const connectTimeoutMs = parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s');
-      const target = deps.targets.get(url, protocol, tls, connectTimeoutMs);
+      const target = deps.targets.get(url, protocol, tls, connectTimeoutMs, health);
       usedTargets.add(target);
       targets.push(target);
     }

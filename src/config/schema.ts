@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { isIP } from 'node:net';
+import { parseDurationMs } from './units.js';
 
 const DURATION_RE = /^\d+(\.\d+)?(ms|s|m|h|d)$/;
 const SIZE_RE = /^\d+(\.\d+)?(b|kb|mb|gb)$/i;
@@ -91,8 +92,61 @@ const UpstreamTls = z
   })
   .describe('TLS settings for https:// upstream targets.');
 
+/** A duration of at least `minMs`, as the message says. */
+function durationAtLeast(minMs: number, min: string) {
+  return Duration.refine((s) => !(durationMs(s) < minMs), { message: `expected a duration of at least ${min}` });
+}
+
+/** Milliseconds of a duration, NaN when it is not one (refinements run even after the format check failed). */
+function durationMs(s: string): number {
+  try {
+    return parseDurationMs(s);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const HealthCheck = z
+  .strictObject({
+    path: z
+      .string()
+      .startsWith('/', { message: 'a health check path must start with "/", such as "/healthz"' })
+      .describe('Path each target is asked for (GET) to check its health, such as "/healthz". The query string may be included.'),
+    interval: durationAtLeast(100, '100ms').default('10s').describe('Time between two checks of one target. The first check runs when the config is loaded.'),
+    timeout: durationAtLeast(10, '10ms').default('2s').describe('Time a check may take (connection, TLS and response head); longer counts as a failed check. Must not exceed "interval".'),
+    expectStatus: z
+      .number()
+      .int()
+      .min(100)
+      .max(599)
+      .optional()
+      .describe('The status a healthy target answers. Default: any 2xx or 3xx.'),
+    host: z.string().min(1).optional().describe('Host header of the check. Default: the target URL\'s host:port.'),
+    unhealthyAfter: z.number().int().min(1).max(100).default(2).describe('Consecutive failed checks after which a healthy target is taken out of rotation (HAProxy\'s "fall").'),
+    healthyAfter: z.number().int().min(1).max(100).default(2).describe('Consecutive passed checks after which an unhealthy target is put back (HAProxy\'s "rise").'),
+  })
+  .refine((h) => !(durationMs(h.timeout) > durationMs(h.interval)), {
+    message: 'the health check "timeout" must not exceed its "interval"',
+    path: ['timeout'],
+  })
+  .describe(
+    'Active health checks: every target of this upstream is asked for "path" every "interval", over a connection of its own, with its protocol and TLS settings. A target that fails "unhealthyAfter" checks in a row gets no requests until it passes "healthyAfter" in a row. When no target of a route is healthy, requests get 503 (PORTICO_NO_HEALTHY_UPSTREAM). Each worker process checks on its own.',
+  );
+
+const PassiveHealth = z
+  .strictObject({
+    maxFails: z.number().int().min(1).max(1000).default(1).describe('Failures within "failTimeout" that take a target out of rotation.'),
+    failTimeout: durationAtLeast(100, '100ms').default('10s').describe('The window in which failures are counted, and how long a target then stays out (nginx\'s fail_timeout).'),
+  })
+  .describe(
+    'Passive health: a target whose connection is refused or unreachable, or that times out (connect or response), "maxFails" times within "failTimeout" gets no requests for "failTimeout"; then it is tried again. Only used when the upstream has two or more targets: a lone target is never taken out this way, as in nginx.',
+  );
+
 const UpstreamObject = z.strictObject({
-  targets: z.array(TargetUrl).min(1).describe('One or more targets; requests are spread round-robin, and a target that refuses the connection is skipped for the next one.'),
+  targets: z
+    .array(TargetUrl)
+    .min(1)
+    .describe('One or more targets; requests are spread round-robin over the healthy ones, and a target that refuses the connection is skipped for the next one.'),
   hostHeader: z
     .string()
     .default('preserve')
@@ -104,6 +158,8 @@ const UpstreamObject = z.strictObject({
   connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
   responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
   tls: UpstreamTls.optional(),
+  healthCheck: HealthCheck.optional(),
+  passiveHealth: PassiveHealth.optional(),
 });
 
 /** An upstream: one target URL, a list of target URLs, or an object with options. */
@@ -246,3 +302,5 @@ export type ConfigInput = z.input<typeof ConfigSchema>;
 export type Config = z.output<typeof ConfigSchema>;
 /** An upstream as validated. */
 export type UpstreamConfig = z.output<typeof Upstream>;
+export type HealthCheckConfig = z.output<typeof HealthCheck>;
+export type PassiveHealthConfig = z.output<typeof PassiveHealth>;

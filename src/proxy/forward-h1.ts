@@ -12,9 +12,9 @@ import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
-import { countBody, fail, forward, hasRequestBody, onClientAbort, pickTarget } from './handle-request.js';
+import { countBody, fail, forward, hasRequestBody, nextAttempt, onClientAbort } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
-import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
 
 /** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
@@ -119,11 +119,14 @@ export function onH1Error(ex: Exchange, err: UpstreamError): void {
     return;
   }
   if (ex.res.writableEnded || ex.res.destroyed) return;
-  const upstream = ex.route!.upstream;
+  if (isTargetFailure(code)) target.reportFailure(code);
   const bodyless = !hasRequestBody(ex.req);
-  if (RETRYABLE.has(code) && ex.attempts < upstream.targets.length && bodyless) {
-    ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id }, 'upstream refused, trying next target');
-    return forward(ex, pickTarget(ex.route!));
+  if (RETRYABLE.has(code) && bodyless) {
+    const next = nextAttempt(ex);
+    if (next !== undefined) {
+      ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id, next: next.url }, 'upstream refused, trying next target');
+      return forward(ex, next);
+    }
   }
   // A kept-alive connection the upstream closed as the request went out (RFC 9112 §9.3.1): an
   // idempotent request without a body is sent once more on a fresh connection.

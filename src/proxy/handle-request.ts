@@ -21,7 +21,7 @@ import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
-import { RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -99,14 +99,37 @@ function route(ex: Exchange): void {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
-  forward(ex, pickTarget(r));
+  const target = pickTarget(r);
+  if (target === undefined) return fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
+  forward(ex, target);
 }
 
-export function pickTarget(r: RoutePlan): Target {
+/**
+ * The next target of the route's upstream, round-robin over the available ones (the cursor moves
+ * past the one picked, so the targets after an unavailable one don't get its turns); undefined
+ * when none is available. Hot path: one boolean read when all are healthy.
+ */
+export function pickTarget(r: RoutePlan): Target | undefined {
   const u = r.upstream;
-  const t = u.targets[u.next % u.targets.length] as Target;
-  u.next = (u.next + 1) % 1_000_000_007;
-  return t;
+  const targets = u.targets;
+  const n = targets.length;
+  const first = u.next % n;
+  for (let k = 0; k < n; k++) {
+    const i = first + k < n ? first + k : first + k - n;
+    const t = targets[i] as Target;
+    if (t.available) {
+      u.next = i + 1;
+      return t;
+    }
+  }
+  return undefined;
+}
+
+/** The target for another attempt after a refused connection: the next available one, if attempts remain and it is not the one that failed. */
+export function nextAttempt(ex: Exchange): Target | undefined {
+  if (ex.attempts >= ex.route!.upstream.targets.length) return undefined;
+  const next = pickTarget(ex.route!);
+  return next === ex.target ? undefined : next;
 }
 
 export function hasRequestBody(req: ClientRequest): boolean {
@@ -125,6 +148,7 @@ export function forward(ex: Exchange, target: Target): void {
       (err: Error) => {
         ex.errorDetail = err.message;
         const code = (err as NodeJS.ErrnoException).code;
+        if (code !== undefined && isTargetFailure(code)) target.reportFailure(code);
         fail(ex, code === undefined ? 'PORTICO_UPSTREAM_UNREACHABLE' : upstreamErrorCode(code), `${target.url}: ${code ?? err.message}`);
       },
     );
@@ -216,11 +240,14 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
   const code = err.code ?? 'ERROR';
   const target = ex.target!;
+  if (ex.upstreamRes === undefined && isTargetFailure(code)) target.reportFailure(code);
   // A refused connection never reached the upstream: try the next target if the request has no body.
-  const upstream = ex.route!.upstream;
-  if (ex.upstreamRes === undefined && RETRYABLE.has(code) && ex.attempts < upstream.targets.length && !hasRequestBody(ex.req)) {
-    ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id }, 'upstream refused, trying next target');
-    return forward(ex, pickTarget(ex.route!));
+  if (ex.upstreamRes === undefined && RETRYABLE.has(code) && !hasRequestBody(ex.req)) {
+    const next = nextAttempt(ex);
+    if (next !== undefined) {
+      ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id, next: next.url }, 'upstream refused, trying next target');
+      return forward(ex, next);
+    }
   }
   // A kept-alive connection the upstream closed while the request was on its way (RFC 9112 §9.3.1):
   // the request was never processed, so a request without a body is sent again on a fresh connection.

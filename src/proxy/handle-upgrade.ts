@@ -12,6 +12,7 @@ import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
+import { isTargetFailure } from './upstream-errors.js';
 
 function reject(socket: Socket, code: ErrorCode): void {
   const spec = ERRORS[code];
@@ -47,6 +48,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     const u = route.upstream;
     const target = pickTarget(route);
+    if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
     if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
     const path = rewritePath(route, url);
     const remote = req.socket.remoteAddress ?? '';
@@ -77,6 +79,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     };
     up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
     up.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
       state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
       if (!socket.destroyed) reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
       finish(502, err.code);

@@ -11,6 +11,11 @@ const UNREACHABLE = new Set([...RETRYABLE, 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUT = new Set(['PORTICO_CONNECT_TIMEOUT', 'PORTICO_RESPONSE_TIMEOUT']);
 const CLIENT_FAULT = new Set(['PORTICO_INVALID_REQUEST_HEAD', 'PORTICO_BODY_LENGTH_MISMATCH']);
 
+/** Failures that count against a target's passive health: it could not be reached, or did not answer in time. */
+export function isTargetFailure(code: string): boolean {
+  return UNREACHABLE.has(code) || TIMEOUT.has(code) || code === 'ETIMEDOUT';
+}
+
 /** The answer for an upstream failure before its response started. */
 export function upstreamErrorCode(code: string): ErrorCode {
   if (TIMEOUT.has(code)) return 'PORTICO_UPSTREAM_TIMEOUT';

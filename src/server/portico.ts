@@ -137,6 +137,7 @@ export class Portico {
     this.#generation++;
     for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
     this.targets.retain(compiled.usedTargets);
+    for (const t of compiled.usedTargets) t.startHealth(this.log);
     return { ok: true, plan: compiled.plan, config: loaded.config };
   }
 

@@ -1,12 +1,14 @@
 /**
- * An upstream target: one server address with its transport and connection
- * pool. Targets live in a registry keyed by identity (URL + TLS settings), so
- * their keep-alive pools survive config reloads.
+ * An upstream target: one server address with its transport, connection
+ * pool and health. Targets live in a registry keyed by identity (URL, TLS and
+ * health settings), so their keep-alive pools and health survive config reloads.
  */
 import http2 from 'node:http2';
 import { connect as tlsConnect, type SecureContextOptions } from 'node:tls';
 import { H1Pool } from './h1-pool.js';
+import type { Logger } from 'pino';
 import { loadHttp2Client, type Http2Client } from './http2-client.js';
+import { healthKey, TargetHealth, type HealthSettings } from './health.js';
 
 /** How Portico talks to one target. */
 export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
@@ -20,7 +22,7 @@ export interface TargetTls {
 
 /** One upstream server and its pool. */
 export class Target {
-  /** Registry key: URL + protocol + TLS identity. */
+  /** Registry key: URL + protocol + connect timeout + TLS identity + health settings. */
   readonly key: string;
   /** `scheme://host:port` as written, for logs. */
   readonly url: string;
@@ -46,12 +48,27 @@ export class Target {
   /** Pending preparation: loading the HTTP/2 client, and for "auto" targets the ALPN resolution. */
   #preparing: Promise<void> | undefined;
   #closed = false;
+  /**
+   * Whether requests may go to this target: false while its health checks (or passive failure
+   * counting) have it out of rotation. The one field the request path reads for health.
+   */
+  available = true;
+  /** Active checks and passive failure counting, when the upstream configures them. */
+  readonly health: TargetHealth | undefined;
 
   /** How long a connection (and the ALPN probe of an "auto" target) may take. */
   readonly connectTimeoutMs: number;
 
-  constructor(key: string, url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000) {
+  constructor(
+    key: string,
+    url: URL,
+    protocol: 'auto' | 'http1' | 'h2',
+    tls: TargetTls | undefined,
+    connectTimeoutMs = 5000,
+    health: HealthSettings | undefined = undefined,
+  ) {
     this.key = key;
+    this.health = health === undefined || (health.active === undefined && health.passive === undefined) ? undefined : new TargetHealth(this, health);
     this.connectTimeoutMs = connectTimeoutMs;
     this.url = `${url.protocol}//${url.host}`;
     this.hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
@@ -156,9 +173,20 @@ export class Target {
     return session;
   }
 
-  /** Closes idle connections; used when a target leaves every Plan. */
+  /** Starts its health checks, if it has any (once the Plan it is in is about to serve); idempotent. */
+  startHealth(log: Logger): void {
+    this.health?.start(log);
+  }
+
+  /** A request failed in a way that counts against the target's health (refused, unreachable, timed out). */
+  reportFailure(code: string): void {
+    this.health?.reportFailure(code);
+  }
+
+  /** Closes idle connections and stops health checks; used when a target leaves every Plan. */
   close(): void {
     this.#closed = true;
+    this.health?.stop();
     this.h1Pool?.close();
     this.h2Agent?.destroy();
     this.#h2cSession?.close();
@@ -172,11 +200,11 @@ export class TargetRegistry {
   readonly #targets = new Map<string, Target>();
 
   /** Returns the target for this identity, creating it once. */
-  get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000): Target {
-    const key = `${url.protocol}//${url.host}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}`;
+  get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000, health?: HealthSettings): Target {
+    const key = `${url.protocol}//${url.host}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}|${healthKey(health)}`;
     let t = this.#targets.get(key);
     if (t === undefined) {
-      t = new Target(key, url, protocol, tls, connectTimeoutMs);
+      t = new Target(key, url, protocol, tls, connectTimeoutMs, health);
       this.#targets.set(key, t);
     }
     return t;
