@@ -120,7 +120,22 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
     }
-    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort() });
+    let admin: { close(): Promise<void> } | undefined;
+    let onReload: (() => void) | undefined;
+    if (pre?.ok === true && pre.config.admin !== undefined) {
+      const { clusterBackend } = await import('./admin/cluster-backend.js');
+      const { startAdminServer } = await import('./admin/start-admin.js');
+      try {
+        const backend = await clusterBackend(resolve(configFile as string), pre.config.admin.tokenFile, log);
+        onReload = () => void backend.refreshToken();
+        admin = await startAdminServer(backend, pre.config.admin, log);
+      } catch (err) {
+        await reportStartFailure(log, err as Error);
+        return 1;
+      }
+    }
+    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload });
+    await admin?.close();
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
   }
@@ -144,7 +159,8 @@ async function main(argv: string[]): Promise<number> {
   }
   // A worker binds its own listeners with SO_REUSEPORT when its primary says this Node can (listen-options.ts).
   const reusePort = cluster.isWorker && process.env.PORTICO_REUSE_PORT === '1';
-  const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort });
+  const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort, serveAdmin: !cluster.isWorker });
+  if (cluster.isWorker) (await import('./admin/cluster-backend.js')).answerAdminRequests(portico);
   try {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {

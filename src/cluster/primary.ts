@@ -15,6 +15,8 @@ import { answerTicketSecretRequests } from './ticket-secret.js';
 export interface PrimaryOptions {
   /** Each worker binds its own sockets with SO_REUSEPORT (src/listen/listen-options.ts); else the primary accepts and hands connections over. */
   readonly reusePort: boolean;
+  /** Called when the primary gets SIGHUP (after forwarding it): the admin API re-reads its token. */
+  readonly onReload?: () => void;
 }
 
 /** Runs the primary until every worker has stopped; resolves with the exit code. */
@@ -58,6 +60,7 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+      options.onReload?.();
     });
   });
 }

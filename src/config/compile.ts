@@ -14,11 +14,15 @@ import { formatPath } from './json-path.js';
 import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from './plan.js';
 import type { Config, HealthCheckConfig, PassiveHealthConfig, UpstreamConfig } from './schema.js';
 import type { HealthSettings } from '../upstream/health.js';
+import { RequestStatsRegistry } from '../proxy/request-stats.js';
+import { readAdminTokenDigest } from '../admin/token.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
 export interface CompileDeps {
   readonly targets: TargetRegistry;
+  /** Request counters by route, kept across reloads; a fresh registry when absent (portico check). */
+  readonly stats?: RequestStatsRegistry;
   /** Pairs already loaded, by id: reused when their files' digest is unchanged. */
   readonly generation: number;
 }
@@ -78,6 +82,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   const issues: ConfigIssue[] = [];
   const certsDir = resolve(baseDir, config.certsDir);
   const usedTargets = new Set<Target>();
+  const stats = deps.stats ?? new RequestStatsRegistry();
   const caCache = new Map<string, Buffer>();
 
   // Certificates: one load per distinct pair, validated against every name it serves.
@@ -161,6 +166,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
         upstream: await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
+        stats: stats.get(name, path),
       });
     }
     const acme = 'acme' in host.tls;
@@ -199,6 +205,15 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     for (const c of config.forwarding.trustedProxies) addCidr(trustedProxies, c);
   }
 
+  let adminTokenDigest: Buffer | undefined;
+  if (config.admin !== undefined) {
+    try {
+      adminTokenDigest = await readAdminTokenDigest(baseDir, config.admin.tokenFile);
+    } catch (err) {
+      issues.push({ path: 'admin.tokenFile', message: (err as Error).message });
+    }
+  }
+
   if (issues.length > 0) return { ok: false, issues };
   const port = config.listen.https.port;
   const limits = config.limits;
@@ -225,6 +240,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     accessLog: config.log.access,
     certsDir,
     baseDir,
+    unroutedStats: stats.get('', ''),
+    adminTokenDigest,
   };
   return { ok: true, plan, certs, usedTargets };
 }

@@ -5,6 +5,7 @@
  */
 import type { BlockList } from 'node:net';
 import type { Target } from '../upstream/target.js';
+import type { RequestStats } from '../proxy/request-stats.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -27,6 +28,8 @@ export interface RoutePlan {
   /** Prefix to add, or "". */
   readonly addPrefix: string;
   readonly upstream: UpstreamPlan;
+  /** Its request counters (admin API metrics), the same object across reloads. */
+  readonly stats: RequestStats;
 }
 
 /** One site. */
@@ -76,6 +79,10 @@ export interface Plan {
   readonly accessLog: boolean;
   readonly certsDir: string;
   readonly baseDir: string;
+  /** Counters of requests no route took (bad host, unknown host, no route). */
+  readonly unroutedStats: RequestStats;
+  /** SHA-256 of the admin API token, when `admin` is configured. */
+  readonly adminTokenDigest: Buffer | undefined;
 }
 
 /**

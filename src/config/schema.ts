@@ -266,6 +266,37 @@ const Log = z
   })
   .describe('Logging.');
 
+/** Whether an address is on this machine only (127.0.0.0/8, ::1). */
+export function isLoopbackAddress(address: string): boolean {
+  return address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
+}
+
+const Admin = z
+  .strictObject({
+    port: Port.describe('TCP port of the admin API.'),
+    address: IpAddress.default('127.0.0.1').describe('Address the admin API binds. Loopback only ("127.0.0.1" or "::1") unless "allowRemote" is true.'),
+    tokenFile: z
+      .string()
+      .min(1)
+      .describe(
+        'File (relative to the config file) holding the token every admin request must send as "Authorization: Bearer <token>"; at least 32 characters, surrounding whitespace ignored. Re-read on reload, so a token is rotated by changing the file. Make one with: openssl rand -hex 32',
+      ),
+    allowRemote: z
+      .boolean()
+      .default(false)
+      .describe('Allow an "address" that is not loopback. Hazard: the admin API can reload the config and shows the upstreams; expose it to a trusted network only.'),
+  })
+  .superRefine((a, ctx) => {
+    if (!a.allowRemote && !isLoopbackAddress(a.address)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['address'],
+        message: `the admin API listens on loopback ("127.0.0.1" or "::1"); ${JSON.stringify(a.address)} would expose it to the network: set "allowRemote": true if that is meant`,
+      });
+    }
+  })
+  .describe('The admin API (status, reload, Prometheus metrics): off unless configured. Port and address changes take effect after a restart.');
+
 /** The whole configuration file. */
 export const ConfigSchema = z
   .strictObject({
@@ -290,6 +321,7 @@ export const ConfigSchema = z
       .refine((h) => Object.keys(h).length > 0, { message: 'at least one host is required' })
       .describe('Sites by primary name.'),
     acme: Acme.optional(),
+    admin: Admin.optional(),
     limits: Limits.prefault({}),
     forwarding: Forwarding.prefault({}),
     log: Log.prefault({}),

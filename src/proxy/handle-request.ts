@@ -323,11 +323,14 @@ function onClientClose(this: Exchange): void {
     ex.upstreamRes?.destroy();
     ex.cancelUpstream();
   }
-  if (ex.plan.accessLog) logAccess(ex);
+  const res = ex.res;
+  const status = res.headersSent ? res.statusCode : 0;
+  const durationMs = performance.now() - ex.start;
+  (ex.route?.stats ?? ex.plan.unroutedStats).record(status, durationMs);
+  if (ex.plan.accessLog) logAccess(ex, status, durationMs);
 }
 
-function logAccess(ex: Exchange): void {
-  const res = ex.res;
+function logAccess(ex: Exchange, status: number, durationMs: number): void {
   ex.state.access.write({
     host: ex.host,
     sni: ex.connName,
@@ -335,9 +338,9 @@ function logAccess(ex: Exchange): void {
     path: ex.req.url,
     route: ex.route?.id,
     upstream: ex.target?.url,
-    status: res.headersSent ? res.statusCode : 0,
+    status,
     bytes: ex.bytes,
-    durationMs: Math.round((performance.now() - ex.start) * 100) / 100,
+    durationMs: Math.round(durationMs * 100) / 100,
     proto: ex.h2 ? 'h2' : 'http/1.1',
     aborted: isCutShort(ex),
     error: ex.error,

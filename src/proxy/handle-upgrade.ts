@@ -73,6 +73,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     }
     const started = performance.now();
     const finish = (status: number, error?: string): void => {
+      route.stats.record(status, performance.now() - started);
       if (plan.accessLog) {
         state.access.write({ host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
       }

@@ -22,6 +22,8 @@ import { CertStore } from '../tls/cert-store.js';
 import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { SessionTicketKeys } from '../tls/session-tickets.js';
 import { TargetRegistry } from '../upstream/target.js';
+import { RequestStatsRegistry } from '../proxy/request-stats.js';
+import type { AdminServer } from '../admin/admin-server.js';
 
 /** Formats config issues one per line: `path: reason`. */
 export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
@@ -37,6 +39,8 @@ export interface PorticoOptions {
   readonly ticketSecret?: Buffer;
   /** Bind each listener with SO_REUSEPORT, beside the other workers' (src/listen/listen-options.ts); else through the cluster. */
   readonly reusePort?: boolean;
+  /** Serve the admin API when the config has one (default); a worker leaves it to its primary. */
+  readonly serveAdmin?: boolean;
 }
 
 /** A running proxy. */
@@ -51,6 +55,13 @@ export class Portico {
   http: HttpListener | undefined;
   /** Last reload error, kept for the admin API. */
   lastReloadError: readonly ConfigIssue[] | undefined;
+  /** When the last reload (successful or not) finished. */
+  lastReloadAt: Date | undefined;
+  readonly startedAt = new Date();
+  /** Request counters by route, kept across reloads (admin API metrics). */
+  readonly requestStats = new RequestStatsRegistry();
+  /** The admin API, when configured and this process serves it (not in workers: their primary does). */
+  admin: AdminServer | undefined;
   #generation = 0;
   #reloading: Promise<ReloadResult> | undefined;
   /** Hooks run after each published Plan (certificate watcher, ACME manager). */
@@ -73,12 +84,14 @@ export class Portico {
   /** Session ticket keys, the same in every worker, replaced every hour. */
   readonly #tickets: SessionTicketKeys;
   readonly #reusePort: boolean;
+  readonly #serveAdmin: boolean;
 
   constructor(configFile: string, log: Logger, options: PorticoOptions = {}) {
     this.configFile = configFile;
     this.log = log;
     this.#tickets = new SessionTicketKeys(options.ticketSecret);
     this.#reusePort = options.reusePort === true;
+    this.#serveAdmin = options.serveAdmin !== false;
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
@@ -125,7 +138,7 @@ export class Portico {
   async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
     const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
-    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, generation: this.#generation + 1 });
+    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, stats: this.requestStats, generation: this.#generation + 1 });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };
     // Before the Plan goes live: HTTP/2 targets load their client here, so no request waits for it
     // (and a config without HTTP/2 upstreams never loads it).
@@ -186,6 +199,10 @@ export class Portico {
       }
     }
     if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
+    if (config.admin !== undefined && this.#serveAdmin) {
+      const { startAdminServer, localBackend } = await import('../admin/start-admin.js');
+      this.admin = await startAdminServer(localBackend(this), config.admin, this.log);
+    }
     this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation, ...(this.#reusePort ? { reusePort: true } : {}) }, 'listening');
     this.certWatcher.start(this.#services.signal);
     this.#servicesStarted = true;
@@ -211,6 +228,7 @@ export class Portico {
     // Serialise reloads: a burst of file events gives one reload at a time.
     const run = async (): Promise<ReloadResult> => {
       const built = await this.#build();
+      this.lastReloadAt = new Date();
       if (!built.ok) {
         this.lastReloadError = built.issues;
         this.log.error({ file: this.configFile, issues: built.issues }, 'config reload failed, keeping the previous config');
@@ -242,6 +260,7 @@ export class Portico {
     const deadline = this.state?.plan.limits.shutdownTimeoutMs ?? 10_000;
     this.#services.abort();
     this.#tickets.stop();
+    await this.admin?.close();
     await this.acme?.stop();
     this.http?.close();
     const late = setTimeout(() => this.http?.destroy(), deadline);

@@ -210,6 +210,11 @@ export class TargetRegistry {
     return t;
   }
 
+  /** Every target in use. */
+  all(): IterableIterator<Target> {
+    return this.#targets.values();
+  }
+
   /** Closes and forgets targets not in `keep`. */
   retain(keep: ReadonlySet<Target>): void {
     for (const [key, t] of this.#targets) {

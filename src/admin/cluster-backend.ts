@@ -1,0 +1,98 @@
+/**
+ * The admin API of a primary: it asks every worker over the cluster's IPC
+ * channel for its snapshot (or to reload) and answers with all of them.
+ * A worker that does not answer in time is left out of the answer and logged.
+ */
+import cluster from 'node:cluster';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import type { Portico } from '../server/portico.js';
+import type { AdminBackend, ProcessReload } from './admin-server.js';
+import { takeSnapshot, type Snapshot } from './snapshot.js';
+import { readAdminTokenDigest } from './token.js';
+
+const ASK = 'portico:admin?';
+const ANSWER = 'portico:admin';
+type Op = 'snapshot' | 'reload';
+
+interface Ask {
+  readonly type: typeof ASK;
+  readonly id: number;
+  readonly op: Op;
+}
+interface Answer {
+  readonly type: typeof ANSWER;
+  readonly id: number;
+  readonly result: unknown;
+}
+
+function isAsk(m: unknown): m is Ask {
+  return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === ASK && typeof (m as { id?: unknown }).id === 'number';
+}
+function isAnswer(m: unknown): m is Answer {
+  return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === ANSWER && typeof (m as { id?: unknown }).id === 'number';
+}
+
+/** Worker: answers the primary's admin questions about this Portico. */
+export function answerAdminRequests(p: Portico): void {
+  process.on('message', (msg: unknown) => {
+    if (!isAsk(msg)) return;
+    const reply = (result: unknown): void => {
+      process.send?.({ type: ANSWER, id: msg.id, result } satisfies Answer, undefined, {}, () => {});
+    };
+    if (msg.op === 'snapshot') reply(takeSnapshot(p));
+    else
+      void p.reload().then((r) => reply(r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }));
+  });
+}
+
+/** Primary: the admin backend that asks the workers. `tokenFile` is re-read after every reload. */
+export async function clusterBackend(configFile: string, tokenFile: string, log: Logger, timeoutMs = 10_000): Promise<AdminBackend & { refreshToken(): Promise<void> }> {
+  let nextId = 1;
+  const pending = new Map<number, (result: unknown) => void>();
+  cluster.on('message', (_worker, msg: unknown) => {
+    if (isAnswer(msg)) pending.get(msg.id)?.(msg.result);
+  });
+  const ask = async (op: Op): Promise<unknown[]> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected());
+    const answers = await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<unknown>((resolve) => {
+            const id = nextId++;
+            const timer = setTimeout(() => {
+              pending.delete(id);
+              log.warn({ pid: w!.process.pid, op }, 'a worker did not answer the admin API in time');
+              resolve(undefined);
+            }, timeoutMs);
+            pending.set(id, (result) => {
+              clearTimeout(timer);
+              pending.delete(id);
+              resolve(result);
+            });
+            w!.send({ type: ASK, id, op } satisfies Ask, undefined, () => {});
+          }),
+      ),
+    );
+    return answers.filter((a) => a !== undefined);
+  };
+  const baseDir = dirname(configFile);
+  let digest = await readAdminTokenDigest(baseDir, tokenFile);
+  const refreshToken = async (): Promise<void> => {
+    try {
+      digest = await readAdminTokenDigest(baseDir, tokenFile);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'admin token not re-read; the previous one stays');
+    }
+  };
+  return {
+    snapshots: async () => (await ask('snapshot')) as Snapshot[],
+    reload: async () => {
+      const results = (await ask('reload')) as ProcessReload[];
+      if (results.every((r) => r.ok)) await refreshToken();
+      return results;
+    },
+    tokenDigest: () => digest,
+    refreshToken,
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * The Prometheus text exposition (format 0.0.4) of the processes' snapshots:
+ * counters summed over the processes, gauges per target or certificate.
+ * Rendered at scrape time from plain counters, so the request path never
+ * touches a metrics library.
+ */
+import type { Snapshot } from './snapshot.js';
+
+const CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'];
+
+/** A label value escaped as the format requires (backslash, double quote, newline). */
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function labels(pairs: Record<string, string>): string {
+  const parts = Object.entries(pairs).map(([k, v]) => `${k}="${esc(v)}"`);
+  return parts.length === 0 ? '' : `{${parts.join(',')}}`;
+}
+
+class Family {
+  readonly lines: string[];
+  constructor(name: string, type: 'counter' | 'gauge' | 'summary', help: string) {
+    this.lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
+  }
+  add(name: string, l: Record<string, string>, value: number): void {
+    this.lines.push(`${name}${labels(l)} ${Number.isFinite(value) ? value : 0}`);
+  }
+}
+
+/** The metrics page for these snapshots (one per process). */
+export function renderMetrics(snapshots: readonly Snapshot[]): string {
+  const requests = new Family('portico_requests_total', 'counter', 'Requests answered, by host, route path and status class ("none": the client went away before a response; host "" for requests no route took).');
+  const duration = new Family('portico_request_duration_seconds', 'summary', 'Time from request head to the end of the response.');
+  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number }>();
+  for (const s of snapshots) {
+    for (const r of s.routes) {
+      const key = `${r.host} ${r.path}`;
+      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0 };
+      r.byClass.forEach((n, i) => (acc.byClass[i] = (acc.byClass[i] ?? 0) + n));
+      acc.sumMs += r.durationSumMs;
+      routes.set(key, acc);
+    }
+  }
+  for (const r of routes.values()) {
+    let count = 0;
+    r.byClass.forEach((n, i) => {
+      count += n;
+      if (n > 0) requests.add('portico_requests_total', { host: r.host, route: r.path, class: CLASSES[i] as string }, n);
+    });
+    duration.add('portico_request_duration_seconds_sum', { host: r.host, route: r.path }, r.sumMs / 1000);
+    duration.add('portico_request_duration_seconds_count', { host: r.host, route: r.path }, count);
+  }
+
+  const up = new Family('portico_upstream_up', 'gauge', 'Whether an upstream target takes requests (1) or is out of rotation by its health checks or passive health (0) in every process.');
+  const conns = new Family('portico_upstream_open_connections', 'gauge', 'Open HTTP/1.1 connections to an upstream target (idle and busy), summed over the processes.');
+  const targets = new Map<string, { up: boolean; open: number }>();
+  for (const s of snapshots) {
+    for (const t of s.upstreams) {
+      const acc = targets.get(t.url) ?? { up: true, open: 0 };
+      acc.up &&= t.available;
+      acc.open += t.openConnections;
+      targets.set(t.url, acc);
+    }
+  }
+  for (const [url, t] of targets) {
+    up.add('portico_upstream_up', { upstream: url }, t.up ? 1 : 0);
+    conns.add('portico_upstream_open_connections', { upstream: url }, t.open);
+  }
+
+  const certs = new Family('portico_certificate_expiry_timestamp_seconds', 'gauge', 'When a certificate in use expires (Unix time).');
+  const seen = new Set<string>();
+  for (const s of snapshots) {
+    for (const c of s.certificates) {
+      if (seen.has(c.id)) continue;
+      seen.add(c.id);
+      certs.add('portico_certificate_expiry_timestamp_seconds', { certificate: c.id, names: c.subjectAltName }, Math.floor(Date.parse(c.notAfter) / 1000));
+    }
+  }
+
+  const generation = new Family('portico_config_generation', 'gauge', 'Config generation served (1 at start, +1 per successful reload); the lowest over the processes.');
+  generation.add('portico_config_generation', {}, Math.min(...snapshots.map((s) => s.generation)));
+  const reloadOk = new Family('portico_config_last_reload_successful', 'gauge', 'Whether the last reload of the config succeeded in every process (1) or was refused (0; the previous config keeps serving).');
+  reloadOk.add('portico_config_last_reload_successful', {}, snapshots.every((s) => s.lastReload.ok) ? 1 : 0);
+  const processes = new Family('portico_processes', 'gauge', 'Portico processes that answered this scrape (workers, or 1).');
+  processes.add('portico_processes', {}, snapshots.length);
+  const rss = new Family('process_resident_memory_bytes', 'gauge', 'Resident memory of the Portico processes, summed.');
+  rss.add('process_resident_memory_bytes', {}, snapshots.reduce((a, s) => a + s.rssBytes, 0));
+  const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
+  cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
+
+  return `${[requests, duration, up, conns, certs, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+}

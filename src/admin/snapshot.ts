@@ -1,0 +1,69 @@
+/**
+ * What one Portico process reports to the admin API: its config generation and
+ * last reload, its routes' request counters, its upstream targets' health and
+ * connections, its certificates, and its own memory and CPU. Plain JSON, so a
+ * worker can send it to the primary over IPC.
+ */
+import type { ConfigIssue } from '../config/load.js';
+import type { Portico } from '../server/portico.js';
+
+export interface RouteSnapshot {
+  /** "" for requests no route took. */
+  readonly host: string;
+  readonly path: string;
+  /** [no response, 1xx, 2xx, 3xx, 4xx, 5xx] */
+  readonly byClass: readonly number[];
+  readonly durationSumMs: number;
+}
+
+export interface UpstreamSnapshot {
+  readonly url: string;
+  readonly available: boolean;
+  readonly reason: string | undefined;
+  readonly healthChecked: boolean;
+  readonly openConnections: number;
+}
+
+export interface CertificateSnapshot {
+  readonly id: string;
+  /** The leaf's subjectAltName, as Node prints it ("DNS:a.example, DNS:b.example"). */
+  readonly subjectAltName: string;
+  readonly issuer: string;
+  readonly notAfter: string;
+}
+
+export interface Snapshot {
+  readonly pid: number;
+  readonly startedAt: string;
+  readonly generation: number;
+  readonly lastReload: { readonly ok: boolean; readonly at: string | undefined; readonly issues: readonly ConfigIssue[] | undefined };
+  readonly routes: readonly RouteSnapshot[];
+  readonly upstreams: readonly UpstreamSnapshot[];
+  readonly certificates: readonly CertificateSnapshot[];
+  readonly rssBytes: number;
+  readonly cpuSeconds: number;
+}
+
+/** The snapshot of this process. */
+export function takeSnapshot(p: Portico): Snapshot {
+  const routes: RouteSnapshot[] = [];
+  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs });
+  const upstreams: UpstreamSnapshot[] = [];
+  for (const t of p.targets.all()) {
+    upstreams.push({ url: t.url, available: t.available, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0 });
+  }
+  const certificates: CertificateSnapshot[] = [];
+  for (const [id, pair] of p.certs.entries()) certificates.push({ id, subjectAltName: pair.leaf.subjectAltName ?? '', issuer: pair.issuer, notAfter: pair.notAfter.toISOString() });
+  const cpu = process.cpuUsage();
+  return {
+    pid: process.pid,
+    startedAt: p.startedAt.toISOString(),
+    generation: p.state?.plan.generation ?? 0,
+    lastReload: { ok: p.lastReloadError === undefined, at: p.lastReloadAt?.toISOString(), issues: p.lastReloadError },
+    routes,
+    upstreams,
+    certificates,
+    rssBytes: process.memoryUsage.rss(),
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * Request counters per route, for the admin API's metrics. One object per
+ * route, kept in a registry by route id so counts survive reloads (Prometheus
+ * counters must not go back); the Plan's routes point at theirs, so counting
+ * a request is two additions on fixed fields, no lookup.
+ */
+
+/** The requests one route answered (or, under the id "", those no route took). */
+export class RequestStats {
+  readonly host: string;
+  readonly path: string;
+  /** By status class: [0] no response (the client went away first), [1]…[5] 1xx…5xx. */
+  readonly byClass: number[] = [0, 0, 0, 0, 0, 0];
+  durationSumMs = 0;
+
+  constructor(host: string, path: string) {
+    this.host = host;
+    this.path = path;
+  }
+
+  /** Counts one request. Hot path. */
+  record(status: number, durationMs: number): void {
+    const c = status >= 100 && status < 600 ? (status / 100) | 0 : 0;
+    this.byClass[c]!++;
+    this.durationSumMs += durationMs;
+  }
+}
+
+/** Stats by route id, shared by successive Plans. */
+export class RequestStatsRegistry {
+  readonly #byId = new Map<string, RequestStats>();
+
+  /** The stats of a route (`host`, `path`; both "" for requests no route took), made once. */
+  get(host: string, path: string): RequestStats {
+    const id = host === '' ? '' : `${host} ${path}`;
+    let s = this.#byId.get(id);
+    if (s === undefined) {
+      s = new RequestStats(host, path);
+      this.#byId.set(id, s);
+    }
+    return s;
+  }
+
+  all(): IterableIterator<RequestStats> {
+    return this.#byId.values();
+  }
+}

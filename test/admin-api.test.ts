@@ -1,0 +1,164 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { validateConfig } from '../src/config/load.js';
+import { checkConfigFile } from '../src/cli/check-config.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { spawnProxy } from './helpers/child-proxy.js';
+import { freePort, h1Request, startUpstream } from './helpers/net.js';
+
+const TOKEN = 'a'.repeat(20) + '0123456789abcdef0123';
+const TOKEN2 = 'b'.repeat(40);
+
+interface AdminResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
+
+/** One request to the admin API on 127.0.0.1. */
+function admin(port: number, method: string, path: string, token?: string): Promise<AdminResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The value of one metric line (`name{labels} value`), or undefined. */
+function metric(page: string, nameAndLabels: string): number | undefined {
+  const line = page.split('\n').find((l) => l.startsWith(`${nameAndLabels} `));
+  return line === undefined ? undefined : Number(line.slice(nameAndLabels.length + 1));
+}
+
+test('admin API: token required, status, metrics, reload (refused and accepted), token rotation', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await writeFile(join(pki.dir, 'admin.token'), `${TOKEN}\n`);
+  const adminPort = await freePort();
+  const cert = await pki.issue('adm', ['adm.test']);
+  const config = { admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'adm.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } };
+  const proxy = await startProxyFor(t, pki, config, [up.close]);
+
+  // No token, a wrong one, a malformed header: 401, and nothing about the proxy.
+  for (const token of [undefined, TOKEN2, '']) {
+    const r = await admin(adminPort, 'GET', '/status', token);
+    assert.equal(r.status, 401);
+    assert.equal(r.headers['www-authenticate'], 'Bearer realm="portico-admin"');
+    assert.doesNotMatch(r.text, /adm\.test/);
+  }
+
+  for (let i = 0; i < 3; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', path: `/x${i}`, ca: pki.caPem })).status, 200);
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', host: 'nothere.test', ca: pki.caPem })).status, 421);
+
+  const status = await admin(adminPort, 'GET', '/status', TOKEN);
+  assert.equal(status.status, 200);
+  const body = JSON.parse(status.text) as { version: string; processes: { pid: number; generation: number; upstreams: { url: string; available: boolean }[]; certificates: { subjectAltName: string; notAfter: string }[] }[] };
+  assert.equal(body.processes.length, 1);
+  assert.equal(body.processes[0]!.pid, process.pid);
+  assert.equal(body.processes[0]!.generation, 1);
+  assert.deepEqual(body.processes[0]!.upstreams.map((u) => [u.url, u.available]), [[up.url, true]]);
+  assert.equal(body.processes[0]!.certificates[0]!.subjectAltName, 'DNS:adm.test');
+
+  const page = (await admin(adminPort, 'GET', '/metrics', TOKEN)).text;
+  assert.equal(metric(page, 'portico_requests_total{host="adm.test",route="/",class="2xx"}'), 3);
+  assert.equal(metric(page, 'portico_requests_total{host="",route="",class="4xx"}'), 1, 'the 421 is counted with the requests no route took');
+  assert.equal(metric(page, 'portico_request_duration_seconds_count{host="adm.test",route="/"}'), 3);
+  assert.equal(metric(page, `portico_upstream_up{upstream="${up.url}"}`), 1);
+  assert.equal(metric(page, 'portico_config_generation'), 1);
+  assert.equal(metric(page, 'portico_processes'), 1);
+  assert.match(page, /^# TYPE portico_requests_total counter$/m);
+  assert.match(page, /^portico_certificate_expiry_timestamp_seconds\{certificate="[^"]+",names="DNS:adm.test"\} \d{10}$/m);
+
+  // Wrong method, unknown path.
+  const get = await admin(adminPort, 'GET', '/reload', TOKEN);
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.allow, 'POST');
+  assert.equal((await admin(adminPort, 'GET', '/nope', TOKEN)).status, 404);
+
+  // A broken config: 422 with the field, and the old config keeps serving.
+  await writeFile(proxy.configFile, JSON.stringify({ listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] } }, certsDir: pki.dir, admin: config.admin, hosts: { 'adm.test': { tls: cert, routes: [{ path: '/', upstream: 'localhost:1' }] } } }));
+  const refused = await admin(adminPort, 'POST', '/reload', TOKEN);
+  assert.equal(refused.status, 422);
+  const refusedBody = JSON.parse(refused.text) as { ok: boolean; processes: { ok: boolean; issues: { path: string }[] }[] };
+  assert.equal(refusedBody.ok, false);
+  assert.equal(refusedBody.processes[0]!.issues[0]!.path, 'hosts["adm.test"].routes[0].upstream');
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', path: '/still', ca: pki.caPem })).status, 200);
+  assert.equal(metric((await admin(adminPort, 'GET', '/metrics', TOKEN)).text, 'portico_config_last_reload_successful'), 0);
+
+  // A good config with a new token: 200, counters kept, and only the new token works afterwards.
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN2);
+  await writeFile(proxy.configFile, JSON.stringify({ listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] } }, certsDir: pki.dir, ...config }));
+  const accepted = await admin(adminPort, 'POST', '/reload', TOKEN);
+  assert.equal(accepted.status, 200);
+  assert.deepEqual((JSON.parse(accepted.text) as { processes: { generation: number }[] }).processes.map((p) => p.generation), [2]);
+  assert.equal((await admin(adminPort, 'GET', '/metrics', TOKEN)).status, 401);
+  const after = (await admin(adminPort, 'GET', '/metrics', TOKEN2)).text;
+  assert.equal(metric(after, 'portico_requests_total{host="adm.test",route="/",class="2xx"}'), 4, 'counters survive the reload');
+  assert.equal(metric(after, 'portico_config_last_reload_successful'), 1);
+});
+
+test('admin settings: loopback unless allowRemote, a readable token of 32 characters or more', async () => {
+  const host = { 'a.test': { tls: { cert: 'c.pem', key: 'k.pem' }, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } };
+  const remote = validateConfig({ admin: { port: 9180, address: '0.0.0.0', tokenFile: 't' }, hosts: host });
+  assert.equal(remote.ok, false);
+  assert.match(remote.ok ? '' : `${remote.issues[0]!.path}: ${remote.issues[0]!.message}`, /^admin\.address: the admin API listens on loopback .*"allowRemote": true/);
+  assert.equal(validateConfig({ admin: { port: 9180, address: '0.0.0.0', tokenFile: 't', allowRemote: true }, hosts: host }).ok, true);
+  assert.equal(validateConfig({ admin: { port: 9180, address: '::1', tokenFile: 't' }, hosts: host }).ok, true);
+  assert.equal(validateConfig({ admin: { port: 9180 }, hosts: host }).ok, false);
+
+  const pki = await makePki();
+  try {
+    const cert = await pki.issue('c', ['a.test']);
+    const file = join(pki.dir, 'p.json');
+    const write = (tokenFile: string) => writeFile(file, JSON.stringify({ certsDir: '.', admin: { port: 9180, tokenFile }, hosts: { 'a.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }));
+    await write('missing.token');
+    let r = await checkConfigFile(file);
+    assert.equal(r.issues[0]?.path, 'admin.tokenFile');
+    assert.match(r.issues[0]!.message, /cannot read the admin token file .*missing\.token \(ENOENT\); create it, e\.g\. with: openssl rand -hex 32/);
+    await writeFile(join(pki.dir, 'short.token'), 'tooshort\n');
+    await write('short.token');
+    r = await checkConfigFile(file);
+    assert.match(r.issues[0]!.message, /has 8 characters, fewer than 32/);
+  } finally {
+    await pki.cleanup();
+  }
+});
+
+test('admin API with workers: the primary answers for every worker and reloads them all', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  t.after(async () => {
+    await up.close();
+    await pki.cleanup();
+  });
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
+  const adminPort = await freePort();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  let processes: { pid: number }[] = [];
+  for (let i = 0; i < 100; i++) {
+    const r = await admin(adminPort, 'GET', '/status', TOKEN).catch(() => undefined);
+    if (r?.status === 200) processes = (JSON.parse(r.text) as { processes: { pid: number }[] }).processes;
+    if (processes.length === 2) break;
+    await sleep(100);
+  }
+  assert.equal(processes.length, 2, 'both workers answer');
+  assert.ok(processes.every((p) => p.pid !== proxy.pid), 'the answers come from the workers, not the primary');
+  for (let i = 0; i < 6; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/w${i}`, ca: pki.caPem })).status, 200);
+  const page = (await admin(adminPort, 'GET', '/metrics', TOKEN)).text;
+  assert.equal(metric(page, 'portico_processes'), 2);
+  assert.equal(metric(page, 'portico_requests_total{host="site.test",route="/",class="2xx"}'), 6, 'counts summed over the workers');
+  const reload = await admin(adminPort, 'POST', '/reload', TOKEN);
+  assert.equal(reload.status, 200);
+  assert.deepEqual((JSON.parse(reload.text) as { processes: { generation: number }[] }).processes.map((p) => p.generation), [2, 2]);
+});
