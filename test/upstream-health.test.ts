@@ -187,6 +187,7 @@ test('bad health settings are refused with the path of the field', () => {
   assert.match(issues({ targets: ['http://127.0.0.1:1'], healthCheck: { path: '/h', interval: 'soon' } })[0]!, /healthCheck\.interval: expected a duration/);
   assert.match(issues({ targets: ['http://127.0.0.1:1'], healthCheck: { path: '/h', expectStatus: 700 } })[0]!, /healthCheck\.expectStatus/);
   assert.match(issues({ targets: ['http://127.0.0.1:1'], passiveHealth: { maxFails: 0 } })[0]!, /passiveHealth\.maxFails/);
+  assert.match(issues({ targets: ['http://127.0.0.1:1'], healthCheck: { path: '/h', host: 'a\r\nx: y' } })[0]!, /healthCheck\.host: expected a host name/);
   assert.match(issues({ targets: ['http://127.0.0.1:1'], healthCheck: { path: '/h', intervall: '1s' } })[0]!, /healthCheck.*intervall/);
   assert.equal(validateConfig(base({ targets: ['http://127.0.0.1:1'], healthCheck: { path: '/h' }, passiveHealth: {} })).ok, true);
 });

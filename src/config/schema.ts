@@ -121,7 +121,11 @@ const HealthCheck = z
       .max(599)
       .optional()
       .describe('The status a healthy target answers. Default: any 2xx or 3xx.'),
-    host: z.string().min(1).optional().describe('Host header of the check. Default: the target URL\'s host:port.'),
+    host: z
+      .string()
+      .regex(/^[A-Za-z0-9.:[\]_-]+$/, { message: 'expected a host name, optionally with ":port", such as "app.internal" or "app.internal:8080"' })
+      .optional()
+      .describe('Host header of the check. Default: the target URL\'s host:port.'),
     unhealthyAfter: z.number().int().min(1).max(100).default(2).describe('Consecutive failed checks after which a healthy target is taken out of rotation (HAProxy\'s "fall").'),
     healthyAfter: z.number().int().min(1).max(100).default(2).describe('Consecutive passed checks after which an unhealthy target is put back (HAProxy\'s "rise").'),
   })

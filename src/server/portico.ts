@@ -239,6 +239,9 @@ export class Portico {
       if (old !== undefined && JSON.stringify(old.listen) !== JSON.stringify(config.listen)) {
         this.log.warn({}, 'listener changes take effect after a restart');
       }
+      if (old !== undefined && (old.admin?.port !== config.admin?.port || old.admin?.address !== config.admin?.address)) {
+        this.log.warn({}, 'admin API port and address changes take effect after a restart');
+      }
       this.config = config;
       if (this.state !== undefined) this.state.plan = plan;
       this.https?.applyLimits(plan);

@@ -124,7 +124,13 @@ export class TargetHealth {
 
   async #check(): Promise<void> {
     const spec = this.#active!;
-    const reason = await probeTarget(this.#target, spec);
+    let reason: string | undefined;
+    try {
+      reason = await probeTarget(this.#target, spec);
+    } catch (err) {
+      // A check that cannot even be sent (say, a Host value Node refuses) fails; it never ends the process.
+      reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    }
     if (this.#stopped) return;
     const healthy = reason === undefined;
     if (healthy === this.#activeDown) {
