@@ -114,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (pre?.ok === true) {
       try {
-        await probeListeners(pre.config.listen);
+        await probeListeners(pre.config.listen, pre.config.streams);
       } catch (err) {
         await reportStartFailure(log, err as Error);
         return 1;

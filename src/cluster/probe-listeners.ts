@@ -18,9 +18,10 @@ function tryBind(port: number, address: string): Promise<void> {
 }
 
 /** Binds and releases each listener address in turn; rejects with PORTICO_LISTEN_FAILED for the first that fails. */
-export async function probeListeners(listen: Config['listen']): Promise<void> {
+export async function probeListeners(listen: Config['listen'], streams: Config['streams'] = []): Promise<void> {
   const all: [number, string][] = listen.https.addresses.map((a) => [listen.https.port, a]);
   if (listen.http !== null) for (const a of listen.http.addresses) all.push([listen.http.port, a]);
+  for (const st of streams) for (const a of st.addresses) all.push([st.port, a]);
   for (const [port, address] of all) {
     try {
       await tryBind(port, address);

@@ -16,6 +16,7 @@ import type { Config, HealthCheckConfig, PassiveHealthConfig, UpstreamConfig } f
 import type { HealthSettings } from '../upstream/health.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { readAdminTokenDigest } from '../admin/token.js';
+import { compileStreams } from '../stream/stream-plan.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
@@ -241,6 +242,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     certsDir,
     baseDir,
     unroutedStats: stats.get('', ''),
+    streams: compileStreams(config.streams),
     adminTokenDigest,
   };
   return { ok: true, plan, certs, usedTargets };

@@ -144,6 +144,19 @@ function checkCrossReferences(config: Config): ConfigIssue[] {
   if (config.listen.http !== null && config.listen.http.port === config.listen.https.port) {
     issues.push({ path: 'listen.http.port', message: `the HTTP and HTTPS listeners cannot share port ${config.listen.https.port}` });
   }
+  // Every other port Portico listens on: the stream ports may collide with none of them, nor with each other.
+  const ports = new Map<number, string>([[config.listen.https.port, 'listen.https']]);
+  if (config.listen.http !== null) ports.set(config.listen.http.port, 'listen.http');
+  if (config.admin !== undefined) {
+    const taken = ports.get(config.admin.port);
+    if (taken !== undefined) issues.push({ path: 'admin.port', message: `port ${config.admin.port} is already used by ${taken}` });
+    else ports.set(config.admin.port, 'admin');
+  }
+  config.streams.forEach((st, i) => {
+    const taken = ports.get(st.port);
+    if (taken !== undefined) issues.push({ path: formatPath(['streams', i, 'port']), message: `port ${st.port} is already used by ${taken}` });
+    else ports.set(st.port, formatPath(['streams', i]));
+  });
   return issues;
 }
 

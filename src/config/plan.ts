@@ -6,6 +6,7 @@
 import type { BlockList } from 'node:net';
 import type { Target } from '../upstream/target.js';
 import type { RequestStats } from '../proxy/request-stats.js';
+import type { StreamPlan } from '../stream/stream-plan.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -81,6 +82,8 @@ export interface Plan {
   readonly baseDir: string;
   /** Counters of requests no route took (bad host, unknown host, no route). */
   readonly unroutedStats: RequestStats;
+  /** TCP and TLS passthrough ports, by port. */
+  readonly streams: ReadonlyMap<number, StreamPlan>;
   /** SHA-256 of the admin API token, when `admin` is configured. */
   readonly adminTokenDigest: Buffer | undefined;
 }

@@ -270,6 +270,46 @@ const Log = z
   })
   .describe('Logging.');
 
+/** A TCP target of a stream: `tcp://host:port`. */
+const StreamTarget = z.string().superRefine((s, ctx) => {
+  let url: URL | undefined;
+  try {
+    url = new URL(s);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || url.protocol !== 'tcp:' || url.hostname === '' || url.port === '' || (url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '' || url.username !== '') {
+    ctx.addIssue({ code: 'custom', message: `expected a TCP target such as "tcp://127.0.0.1:5432" (host and port), got ${JSON.stringify(s)}` });
+  }
+});
+
+/** One target, or several used round-robin. */
+const StreamUpstream = z.union([StreamTarget, z.array(StreamTarget).min(1)]);
+
+const Stream = z
+  .strictObject({
+    port: Port.describe('TCP port to listen on. It must differ from the HTTPS, HTTP and admin ports and from the other streams\' ports.'),
+    addresses: z.array(IpAddress).min(1).default(['0.0.0.0', '::']).describe('Addresses to bind, as for "listen".'),
+    upstream: StreamUpstream.optional().describe(
+      'Where connections go, byte for byte: a "tcp://host:port" target or a list used round-robin (a target that refuses the connection is skipped for the next). With "sni", only connections whose server name "sni" does not list.',
+    ),
+    sni: z
+      .record(HostName, StreamUpstream)
+      .optional()
+      .describe(
+        'TLS passthrough: connections are routed by the server name of their TLS ClientHello (exact names first, then "*." wildcards for one label) to targets that terminate TLS themselves; Portico never decrypts them. A name not listed goes to "upstream" if set, else the connection is closed.',
+      ),
+    connectTimeout: Duration.default('5s').describe('Time allowed to connect to a target; past it the next target is tried, or the connection closed.'),
+    idleTimeout: Duration.default('10m').describe('A connection with no bytes either way for this long is closed. "0s": never.'),
+    helloTimeout: Duration.default('10s').describe('With "sni": time a client has to send its TLS ClientHello.'),
+  })
+  .superRefine((st, ctx) => {
+    if (st.upstream === undefined && st.sni === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'a stream needs "upstream" (plain TCP forwarding) or "sni" (TLS passthrough by server name), or both' });
+    }
+  })
+  .describe('A TCP port forwarded as is (databases, SSH, TLS services that keep their own certificates).');
+
 /** Whether an address is on this machine only (127.0.0.0/8, ::1). */
 export function isLoopbackAddress(address: string): boolean {
   return address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
@@ -326,6 +366,10 @@ export const ConfigSchema = z
       .describe('Sites by primary name.'),
     acme: Acme.optional(),
     admin: Admin.optional(),
+    streams: z
+      .array(Stream)
+      .default([])
+      .describe('TCP and TLS passthrough ports: connections forwarded byte for byte to TCP targets, by port or by TLS server name. Changes to ports and addresses take effect after a restart; targets change on reload.'),
     limits: Limits.prefault({}),
     forwarding: Forwarding.prefault({}),
     log: Log.prefault({}),
@@ -340,3 +384,4 @@ export type Config = z.output<typeof ConfigSchema>;
 export type UpstreamConfig = z.output<typeof Upstream>;
 export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type PassiveHealthConfig = z.output<typeof PassiveHealth>;
+export type StreamConfig = z.output<typeof Stream>;

@@ -24,6 +24,7 @@ import { SessionTicketKeys } from '../tls/session-tickets.js';
 import { TargetRegistry } from '../upstream/target.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import type { AdminServer } from '../admin/admin-server.js';
+import { StreamListener } from '../stream/stream-listener.js';
 
 /** Formats config issues one per line: `path: reason`. */
 export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
@@ -60,6 +61,8 @@ export class Portico {
   readonly startedAt = new Date();
   /** Request counters by route, kept across reloads (admin API metrics). */
   readonly requestStats = new RequestStatsRegistry();
+  /** TCP and TLS passthrough listeners (config "streams"), opened at start. */
+  readonly streams: StreamListener[] = [];
   /** The admin API, when configured and this process serves it (not in workers: their primary does). */
   admin: AdminServer | undefined;
   #generation = 0;
@@ -198,6 +201,15 @@ export class Portico {
         }
       }
     }
+    for (const st of config.streams) {
+      const listener = new StreamListener(st.port, this.state, this.log);
+      this.streams.push(listener);
+      for (const address of st.addresses) {
+        if (await this.#open(() => listener.listen(address, this.#reusePort), address, st.port)) {
+          opened.push(`tcp://${address.includes(':') ? `[${address}]` : address}:${st.port}`);
+        }
+      }
+    }
     if (opened.length === 0) throw new PorticoError('PORTICO_LISTEN_FAILED', 'no listener could be opened; see the errors above');
     if (config.admin !== undefined && this.#serveAdmin) {
       const { startAdminServer, localBackend } = await import('../admin/start-admin.js');
@@ -236,7 +248,8 @@ export class Portico {
       }
       const { plan, config } = built;
       const old = this.config;
-      if (old !== undefined && JSON.stringify(old.listen) !== JSON.stringify(config.listen)) {
+      const ports = (c: Config): string => JSON.stringify([c.listen, c.streams.map((st) => [st.port, st.addresses])]);
+      if (old !== undefined && ports(old) !== ports(config)) {
         this.log.warn({}, 'listener changes take effect after a restart');
       }
       if (old !== undefined && (old.admin?.port !== config.admin?.port || old.admin?.address !== config.admin?.address)) {
@@ -268,7 +281,7 @@ export class Portico {
     this.http?.close();
     const late = setTimeout(() => this.http?.destroy(), deadline);
     late.unref();
-    await this.https?.close(deadline);
+    await Promise.all([this.https?.close(deadline), ...this.streams.map((s) => s.close(deadline))]);
     clearTimeout(late);
     this.targets.closeAll();
   }

@@ -1,11 +1,49 @@
 /**
  * Reading just enough of a TLS ClientHello (RFC 8446 §4.1.2) to tell whether
- * it carries a server_name extension (RFC 6066 §3), before any TLS state is
- * made for the connection.
+ * it carries a server_name extension (RFC 6066 §3), and which name, before any
+ * TLS state is made for the connection (or, for passthrough, without any).
  */
 
 /** Largest first record worth waiting for: a TLS record holds at most 2^14 bytes (RFC 8446 §5.1). */
 export const MAX_HELLO_BYTES = 5 + 16_384 + 256;
+
+/** Where a ClientHello's extensions are, or why there are none to read. */
+type Extensions = { readonly start: number; readonly end: number } | 'incomplete' | 'malformed' | 'none';
+
+/**
+ * Walks the fixed fields of the ClientHello at the start of `buf` to its extensions block:
+ * 'incomplete' while its first record is not all there, 'malformed' for anything that is not a
+ * well-formed single-record ClientHello, 'none' for a hello without extensions.
+ */
+function findExtensions(buf: Buffer): Extensions {
+  if (buf.length < 5) return 'incomplete';
+  if (buf[0] !== 0x16) return 'malformed'; // not a handshake record
+  const end = 5 + buf.readUInt16BE(3);
+  if (buf.length < end) return 'incomplete';
+  if (buf[5] !== 0x01 || end < 9) return 'malformed'; // not a ClientHello
+  const helloEnd = 9 + buf.readUIntBE(6, 3);
+  if (helloEnd > end) return 'malformed'; // spans several records: rare, and never worth a guess
+  let p = 9 + 2 + 32; // legacy_version, random
+  if (p >= helloEnd) return 'malformed';
+  p += 1 + (buf[p] as number); // legacy_session_id
+  if (p + 2 > helloEnd) return 'malformed';
+  p += 2 + buf.readUInt16BE(p); // cipher_suites
+  if (p >= helloEnd) return 'malformed';
+  p += 1 + (buf[p] as number); // legacy_compression_methods
+  if (p + 2 > helloEnd) return 'none';
+  return { start: p + 2, end: Math.min(helloEnd, p + 2 + buf.readUInt16BE(p)) };
+}
+
+/** The offset and length of the server_name extension's data, or undefined. */
+function findServerNameExtension(buf: Buffer, ext: { readonly start: number; readonly end: number }): { readonly at: number; readonly len: number } | undefined {
+  let p = ext.start;
+  while (p + 4 <= ext.end) {
+    const len = buf.readUInt16BE(p + 2);
+    if (buf.readUInt16BE(p) === 0x0000) return { at: p + 4, len };
+    p += 4 + len;
+  }
+  return undefined;
+}
 
 /**
  * Whether the ClientHello at the start of `buf` has a server_name extension:
@@ -14,26 +52,34 @@ export const MAX_HELLO_BYTES = 5 + 16_384 + 256;
  * provably lacks SNI is treated as such; the TLS stack rejects the malformed ones.
  */
 export function hasServerName(buf: Buffer): boolean | undefined {
-  if (buf.length < 5) return undefined;
-  if (buf[0] !== 0x16) return true; // not a handshake record
-  const end = 5 + buf.readUInt16BE(3);
-  if (buf.length < end) return undefined;
-  if (buf[5] !== 0x01 || end < 9) return true; // not a ClientHello
-  const helloEnd = 9 + buf.readUIntBE(6, 3);
-  if (helloEnd > end) return true; // spans several records: rare, and never worth a guess
-  let p = 9 + 2 + 32; // legacy_version, random
-  if (p >= helloEnd) return true;
-  p += 1 + (buf[p] as number); // legacy_session_id
-  if (p + 2 > helloEnd) return true;
-  p += 2 + buf.readUInt16BE(p); // cipher_suites
-  if (p >= helloEnd) return true;
-  p += 1 + (buf[p] as number); // legacy_compression_methods
-  if (p + 2 > helloEnd) return false; // no extensions at all
-  const extEnd = Math.min(helloEnd, p + 2 + buf.readUInt16BE(p));
-  p += 2;
-  while (p + 4 <= extEnd) {
-    if (buf.readUInt16BE(p) === 0x0000) return true; // server_name
-    p += 4 + buf.readUInt16BE(p + 2);
+  const ext = findExtensions(buf);
+  if (ext === 'incomplete') return undefined;
+  if (ext === 'malformed') return true;
+  if (ext === 'none') return false;
+  return findServerNameExtension(buf, ext) !== undefined;
+}
+
+/**
+ * The host_name a ClientHello at the start of `buf` asks for (RFC 6066 §3), lower-cased: `undefined`
+ * while its first record is incomplete, `''` when it names none or is not a well-formed single-record
+ * ClientHello. For TLS passthrough, where Portico routes a connection by this name without terminating it.
+ */
+export function readServerName(buf: Buffer): string | undefined {
+  const ext = findExtensions(buf);
+  if (ext === 'incomplete') return undefined;
+  if (typeof ext === 'string') return '';
+  const sn = findServerNameExtension(buf, ext);
+  if (sn === undefined) return '';
+  // ServerNameList: a 2-byte length, then entries of a 1-byte type (0 = host_name) and a 2-byte length.
+  const listEnd = Math.min(sn.at + sn.len, ext.end);
+  let q = sn.at + 2;
+  while (q + 3 <= listEnd) {
+    const nameType = buf[q] as number;
+    const nameLen = buf.readUInt16BE(q + 1);
+    q += 3;
+    if (q + nameLen > listEnd) return '';
+    if (nameType === 0) return buf.toString('latin1', q, q + nameLen).toLowerCase();
+    q += nameLen;
   }
-  return false;
+  return '';
 }

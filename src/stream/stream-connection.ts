@@ -1,0 +1,139 @@
+/**
+ * One forwarded TCP connection: for TLS passthrough, the ClientHello is read
+ * (never answered) to learn the server name; then a target is connected, the
+ * bytes read so far are sent first, and the two sockets are piped both ways
+ * with back-pressure. A half-close passes through (each side may end its
+ * writing and keep reading); an error, the idle timeout or a failed connect
+ * closes both.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
+import { RETRYABLE } from '../proxy/upstream-errors.js';
+import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
+
+/** What a connection needs from its listener. */
+export interface StreamContext {
+  readonly log: Logger;
+  /** Whether to log a line per connection (log.access). */
+  readonly logConnections: boolean;
+}
+
+export class StreamConnection {
+  readonly #client: net.Socket;
+  readonly #sp: StreamPlan;
+  readonly #ctx: StreamContext;
+  readonly #start = performance.now();
+  #up: net.Socket | undefined;
+  #target: StreamTarget | undefined;
+  #sni: string | undefined;
+  #head: Buffer[] = [];
+  #headBytes = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #attempts = 0;
+  #error: string | undefined;
+  #closed = 0;
+  /** The upstream socket connected (its 'close' will come too). */
+  #connected = false;
+
+  constructor(client: net.Socket, sp: StreamPlan, ctx: StreamContext) {
+    this.#client = client;
+    this.#sp = sp;
+    this.#ctx = ctx;
+    client.setNoDelay(true);
+    client.on('error', (err: NodeJS.ErrnoException) => this.#fail(`client ${err.code ?? err.message}`));
+    client.once('close', () => this.#onClose());
+    if (sp.idleTimeoutMs > 0) client.setTimeout(sp.idleTimeoutMs, () => this.#fail('idle timeout'));
+  }
+
+  start(): void {
+    if (this.#sp.sniExact === undefined) return this.#connect(this.#sp.upstream!);
+    this.#timer = setTimeout(() => this.#fail('no TLS ClientHello in time'), this.#sp.helloTimeoutMs);
+    this.#client.on('data', this.#onHello);
+  }
+
+  /** Ends both sides now. */
+  destroy(): void {
+    this.#client.destroy();
+    this.#up?.destroy();
+  }
+
+  readonly #onHello = (chunk: Buffer): void => {
+    this.#head.push(chunk);
+    this.#headBytes += chunk.length;
+    const buf = this.#head.length === 1 ? chunk : Buffer.concat(this.#head);
+    let name = readServerName(buf);
+    if (name === undefined) {
+      if (this.#headBytes < MAX_HELLO_BYTES) return;
+      name = '';
+    }
+    clearTimeout(this.#timer);
+    this.#client.off('data', this.#onHello);
+    this.#client.pause();
+    this.#sni = name;
+    const g = streamGroupFor(this.#sp, name);
+    if (g === undefined) return this.#fail(name === '' ? 'no server name in the ClientHello, and no "upstream" for that' : `no target for server name ${JSON.stringify(name)}`);
+    this.#connect(g);
+  };
+
+  #connect(g: StreamGroup): void {
+    const n = g.targets.length;
+    const target = g.targets[g.next % n] as StreamTarget;
+    g.next = (g.next + 1) % 1_000_000_007;
+    this.#attempts++;
+    this.#target = target;
+    const up = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
+    this.#up = up;
+    const timer = setTimeout(() => up.destroy(Object.assign(new Error('connect timeout'), { code: 'PORTICO_CONNECT_TIMEOUT' })), this.#sp.connectTimeoutMs);
+    const onConnectError = (err: NodeJS.ErrnoException): void => {
+      clearTimeout(timer);
+      const code = err.code ?? err.message;
+      if (this.#client.destroyed) return;
+      if ((RETRYABLE.has(code) || code === 'PORTICO_CONNECT_TIMEOUT') && this.#attempts < n) {
+        this.#ctx.log.warn({ stream: this.#sp.port, upstream: target.url, code }, 'stream target unreachable, trying the next one');
+        return this.#connect(g);
+      }
+      this.#fail(`upstream ${target.url} ${code}`);
+    };
+    up.once('error', onConnectError);
+    up.once('connect', () => {
+      clearTimeout(timer);
+      this.#connected = true;
+      up.off('error', onConnectError);
+      up.on('error', (err: NodeJS.ErrnoException) => this.#fail(`upstream ${err.code ?? err.message}`));
+      up.once('close', () => this.#onClose());
+      if (this.#sp.idleTimeoutMs > 0) up.setTimeout(this.#sp.idleTimeoutMs, () => this.#fail('idle timeout'));
+      for (const b of this.#head) up.write(b);
+      this.#head = [];
+      this.#client.pipe(up);
+      up.pipe(this.#client);
+      this.#client.resume();
+    });
+  }
+
+  #fail(reason: string): void {
+    this.#error ??= reason;
+    clearTimeout(this.#timer);
+    this.destroy();
+  }
+
+  #onClose(): void {
+    // Once for the client, once for a connected upstream: log when both are done.
+    this.#closed++;
+    if (this.#up !== undefined && !this.#up.destroyed) this.#up.destroy();
+    if (!this.#client.destroyed) this.#client.destroy();
+    if (this.#closed < (this.#connected ? 2 : 1)) return;
+    const line = {
+      stream: this.#sp.port,
+      client: this.#client.remoteAddress,
+      sni: this.#sni,
+      upstream: this.#target?.url,
+      bytesIn: this.#client.bytesRead,
+      bytesOut: this.#client.bytesWritten,
+      durationMs: Math.round(performance.now() - this.#start),
+      error: this.#error,
+    };
+    if (this.#error !== undefined && this.#error !== 'idle timeout' && !this.#error.startsWith('client ')) this.#ctx.log.warn(line, 'stream failed');
+    else if (this.#ctx.logConnections) this.#ctx.log.info(line, 'stream');
+  }
+}

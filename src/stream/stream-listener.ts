@@ -1,0 +1,60 @@
+/**
+ * The listener of one stream port: each connection is forwarded as the current
+ * Plan's stream for this port says (its targets change on reload; a stream
+ * removed by a reload takes no more connections). On stop, open connections
+ * get the shutdown deadline to finish, then are closed.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Plan } from '../config/plan.js';
+import { listenOptions } from '../listen/listen-options.js';
+import { StreamConnection } from './stream-connection.js';
+
+export class StreamListener {
+  readonly port: number;
+  readonly #state: { readonly plan: Plan };
+  readonly #log: Logger;
+  readonly #servers: net.Server[] = [];
+  readonly #live = new Set<StreamConnection>();
+
+  constructor(port: number, state: { readonly plan: Plan }, log: Logger) {
+    this.port = port;
+    this.#state = state;
+    this.#log = log;
+  }
+
+  /** Starts listening on one address; `reusePort` as for the HTTP listeners (listen-options.ts). */
+  listen(address: string, reusePort = false): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(listenOptions(this.port, address, reusePort), () => {
+        server.off('error', reject);
+        this.#servers.push(server);
+        resolve();
+      });
+    });
+  }
+
+  #accept(socket: net.Socket): void {
+    const plan = this.#state.plan;
+    const sp = plan.streams.get(this.port);
+    if (sp === undefined) {
+      socket.destroy();
+      return;
+    }
+    const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog });
+    this.#live.add(c);
+    socket.once('close', () => this.#live.delete(c));
+    c.start();
+    if (sp.sniExact !== undefined) socket.resume();
+  }
+
+  /** Stops accepting; connections still open after `deadlineMs` are closed. */
+  async close(deadlineMs: number): Promise<void> {
+    for (const s of this.#servers) s.close();
+    const end = Date.now() + deadlineMs;
+    while (this.#live.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    for (const c of this.#live) c.destroy();
+  }
+}

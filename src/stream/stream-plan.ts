@@ -1,0 +1,81 @@
+/**
+ * Streams compiled for the connection path: per port, its targets and, for TLS
+ * passthrough, its server names in two Maps (exact, and wildcards by the
+ * suffix after "*."), as hosts are looked up.
+ */
+import type { StreamConfig } from '../config/schema.js';
+import { parseDurationMs } from '../config/units.js';
+
+export interface StreamTarget {
+  /** `tcp://host:port` as written, for logs. */
+  readonly url: string;
+  /** Host name or IP (IPv6 without brackets). */
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Targets used round-robin. */
+export interface StreamGroup {
+  readonly targets: readonly StreamTarget[];
+  /** Round-robin cursor. */
+  next: number;
+}
+
+export interface StreamPlan {
+  readonly port: number;
+  /** Where connections go (with `sni`: those whose name it does not list). */
+  readonly upstream: StreamGroup | undefined;
+  /** TLS passthrough by server name; undefined: plain TCP forwarding, no ClientHello is read. */
+  readonly sniExact: ReadonlyMap<string, StreamGroup> | undefined;
+  readonly sniWildcard: ReadonlyMap<string, StreamGroup>;
+  readonly connectTimeoutMs: number;
+  /** 0: no idle timeout. */
+  readonly idleTimeoutMs: number;
+  readonly helloTimeoutMs: number;
+}
+
+function group(u: string | readonly string[]): StreamGroup {
+  const urls = typeof u === 'string' ? [u] : u;
+  return {
+    targets: urls.map((s) => {
+      const url = new URL(s);
+      return { url: s, host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname, port: Number(url.port) };
+    }),
+    next: 0,
+  };
+}
+
+/** The streams of a validated config, by port. */
+export function compileStreams(streams: readonly StreamConfig[]): ReadonlyMap<number, StreamPlan> {
+  const out = new Map<number, StreamPlan>();
+  for (const st of streams) {
+    const exact = new Map<string, StreamGroup>();
+    const wildcard = new Map<string, StreamGroup>();
+    for (const [name, u] of Object.entries(st.sni ?? {})) {
+      if (name.startsWith('*.')) wildcard.set(name.slice(2), group(u));
+      else exact.set(name, group(u));
+    }
+    out.set(st.port, {
+      port: st.port,
+      upstream: st.upstream === undefined ? undefined : group(st.upstream),
+      sniExact: st.sni === undefined ? undefined : exact,
+      sniWildcard: wildcard,
+      connectTimeoutMs: parseDurationMs(st.connectTimeout),
+      idleTimeoutMs: parseDurationMs(st.idleTimeout),
+      helloTimeoutMs: parseDurationMs(st.helloTimeout),
+    });
+  }
+  return out;
+}
+
+/** The group for a TLS server name: exact, then the wildcard one label up, then the stream's upstream. */
+export function streamGroupFor(sp: StreamPlan, name: string): StreamGroup | undefined {
+  if (name !== '' && sp.sniExact !== undefined) {
+    const exact = sp.sniExact.get(name);
+    if (exact !== undefined) return exact;
+    const dot = name.indexOf('.');
+    const wild = dot > 0 ? sp.sniWildcard.get(name.slice(dot + 1)) : undefined;
+    if (wild !== undefined) return wild;
+  }
+  return sp.upstream;
+}

@@ -1,0 +1,205 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { once } from 'node:events';
+import { randomBytes, createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { validateConfig } from '../src/config/load.js';
+import { readServerName } from '../src/tls/client-hello.js';
+import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
+import { freePort } from './helpers/net.js';
+
+/** A TCP server on 127.0.0.1 that answers each connection with `hello` then echoes; ends its side when the client ends. */
+async function echoServer(hello = ''): Promise<{ port: number; url: string; connections: () => number; close: () => Promise<void> }> {
+  let count = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    count++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    if (hello !== '') s.write(hello);
+    s.pipe(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    url: `tcp://127.0.0.1:${port}`,
+    connections: () => count,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A TLS server for `name` (its own certificate from the test CA) that says which it is, then echoes. */
+async function tlsServer(pki: TestPki, name: string): Promise<{ port: number; url: string; close: () => Promise<void> }> {
+  const files = await pki.issue(`backend-${name}`, [name]);
+  const server = tls.createServer({ cert: await readFile(join(pki.dir, files.cert)), key: await readFile(join(pki.dir, files.key)) }, (s) => {
+    s.on('error', () => {});
+    s.write(`I am ${name}\n`);
+    s.pipe(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return { port, url: `tcp://127.0.0.1:${port}`, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/** Reads from `s` until `n` bytes came, leaving it open. */
+function readBytes(s: net.Socket | tls.TLSSocket, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      got += c.length;
+      if (got < n) return;
+      s.off('data', onData);
+      s.pause();
+      resolve(Buffer.concat(chunks));
+    };
+    s.on('data', onData);
+    s.once('error', reject);
+  });
+}
+
+test('a TCP stream forwards bytes both ways, 4 MiB byte-exact, and passes a half-close through', async (t) => {
+  const pki = await makePki();
+  const echo = await echoServer();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(t, pki, { log: { access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: echo.url }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }, [echo.close]);
+  const payload = randomBytes(4 * 1024 * 1024);
+  const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  await once(c, 'connect');
+  const received: Buffer[] = [];
+  c.on('data', (d: Buffer) => received.push(d));
+  const ended = once(c, 'end');
+  c.end(payload); // half-close: the echo server sees the end after the payload and ends its side
+  await ended;
+  const back = Buffer.concat(received);
+  assert.equal(back.length, payload.length);
+  assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(payload).digest('hex'));
+  c.destroy();
+  for (let i = 0; i < 50 && !proxy.logs.some((l) => l.msg === 'stream'); i++) await new Promise((r) => setTimeout(r, 20));
+  const line = proxy.logs.find((l) => l.msg === 'stream')!;
+  assert.equal(line.upstream, echo.url);
+  assert.equal(line.bytesIn, payload.length);
+  assert.equal(line.bytesOut, payload.length);
+});
+
+test('TLS passthrough routes by the ClientHello server name without terminating TLS', async (t) => {
+  const pki = await makePki();
+  const a = await tlsServer(pki, 'a.pass.test');
+  const wild = await tlsServer(pki, 'x.wild.test');
+  const fallback = await echoServer('fallback\n');
+  const port = await freePort();
+  const noFallbackPort = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      streams: [
+        { port, addresses: ['127.0.0.1'], sni: { 'a.pass.test': a.url, '*.wild.test': wild.url }, upstream: fallback.url },
+        { port: noFallbackPort, addresses: ['127.0.0.1'], sni: { 'a.pass.test': a.url } },
+      ],
+      hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } },
+    },
+    [a.close, wild.close, fallback.close],
+  );
+  const via = async (servername: string, p = port): Promise<{ peer: string; line: string }> => {
+    const s = tls.connect({ host: '127.0.0.1', port: p, servername, ca: pki.caPem });
+    await once(s, 'secureConnect');
+    const peer = s.getPeerCertificate().subjectaltname ?? '';
+    const line = (await readBytes(s, 5)).toString().split('\n')[0]!;
+    s.destroy();
+    return { peer, line };
+  };
+  // The client's TLS session is with the backend itself: its certificate, its greeting.
+  assert.deepEqual(await via('a.pass.test'), { peer: 'DNS:a.pass.test', line: 'I am a.pass.test' });
+  assert.deepEqual(await via('x.wild.test'), { peer: 'DNS:x.wild.test', line: 'I am x.wild.test' });
+  // A name not listed goes to "upstream": here a plain TCP server, which the client's TLS can't talk to, but it got the bytes.
+  const raw = net.connect({ host: '127.0.0.1', port });
+  await once(raw, 'connect');
+  const other = tls.connect({ socket: raw, servername: 'unknown.test', ca: pki.caPem });
+  other.on('error', () => {});
+  for (let i = 0; i < 50 && fallback.connections() === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(fallback.connections(), 1);
+  other.destroy();
+  // Without "upstream", an unlisted name is closed before any byte reaches a target.
+  const refused = tls.connect({ host: '127.0.0.1', port: noFallbackPort, servername: 'b.pass.test', ca: pki.caPem });
+  const err = await once(refused, 'error').then(([e]) => e as NodeJS.ErrnoException);
+  assert.match(String(err.code), /ECONNRESET|ERR_SSL|EPIPE/);
+  for (let i = 0; i < 50 && !proxy.logs.some((l) => l.msg === 'stream failed'); i++) await new Promise((r) => setTimeout(r, 20));
+  const failed = proxy.logs.find((l) => l.msg === 'stream failed')!;
+  assert.equal(failed.sni, 'b.pass.test');
+  assert.equal(failed.error, 'no target for server name "b.pass.test"');
+});
+
+test('a stream skips a target that refuses the connection, and closes idle connections', async (t) => {
+  const pki = await makePki();
+  const echo = await echoServer('hi\n');
+  const dead = await freePort();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  await startProxyFor(t, pki, { streams: [{ port, addresses: ['127.0.0.1'], upstream: [`tcp://127.0.0.1:${dead}`, echo.url], idleTimeout: '300ms' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }, [echo.close]);
+  for (let i = 0; i < 2; i++) {
+    const c = net.connect({ host: '127.0.0.1', port });
+    const closed = once(c, 'close');
+    assert.equal((await readBytes(c, 3)).toString(), 'hi\n');
+    c.resume();
+    const started = Date.now();
+    await closed;
+    const idle = Date.now() - started;
+    assert.ok(idle >= 250 && idle < 3000, `closed after ${idle} ms idle`);
+  }
+  assert.equal(echo.connections(), 2);
+});
+
+test('ClientHello server names, and bad stream settings refused with their paths', async () => {
+  // A real ClientHello, as Node's TLS client writes it.
+  const hello = await captureHello('Mixed.Case.test');
+  assert.equal(readServerName(hello), 'mixed.case.test');
+  assert.equal(readServerName(hello.subarray(0, 40)), undefined, 'incomplete');
+  assert.equal(readServerName(Buffer.from('GET / HTTP/1.1\r\n\r\n')), '', 'not TLS');
+
+  const base = { listen: { https: { port: 8443 }, http: { port: 8080 } }, hosts: { 'a.test': { tls: { cert: 'c', key: 'k' }, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } };
+  const first = (streams: unknown): string => {
+    const r = validateConfig({ ...base, streams });
+    assert.equal(r.ok, false);
+    return r.ok ? '' : `${r.issues[0]!.path}: ${r.issues[0]!.message}`;
+  };
+  assert.match(first([{ port: 5432 }]), /^streams\[0\]: a stream needs "upstream" \(plain TCP forwarding\) or "sni"/);
+  assert.match(first([{ port: 5432, upstream: 'http://127.0.0.1:5432' }]), /^streams\[0\]\.upstream: expected a TCP target such as "tcp:\/\/127\.0\.0\.1:5432"/);
+  assert.match(first([{ port: 5432, upstream: 'tcp://db.internal' }]), /^streams\[0\]\.upstream: expected a TCP target/);
+  assert.match(first([{ port: 8443, upstream: 'tcp://127.0.0.1:1' }]), /^streams\[0\]\.port: port 8443 is already used by listen\.https/);
+  assert.match(first([{ port: 9000, upstream: 'tcp://127.0.0.1:1' }, { port: 9000, upstream: 'tcp://127.0.0.1:2' }]), /^streams\[1\]\.port: port 9000 is already used by streams\[0\]/);
+  assert.match(first([{ port: 9000, sni: { 'Not A Name': 'tcp://127.0.0.1:1' } }]), /^streams\[0\]\.sni/);
+  assert.equal(validateConfig({ ...base, streams: [{ port: 9000, sni: { '*.a.test': ['tcp://127.0.0.1:1', 'tcp://[::1]:2'] } }] }).ok, true);
+});
+
+/** The first bytes a Node TLS client sends for `servername` (its ClientHello), caught by a plain TCP server on 127.0.0.1. */
+async function captureHello(servername: string): Promise<Buffer> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const got = once(server, 'connection').then(async ([sock]) => {
+    const [data] = (await once(sock as net.Socket, 'data')) as [Buffer];
+    (sock as net.Socket).destroy();
+    return data;
+  });
+  const client = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, servername });
+  client.on('error', () => {});
+  const hello = await got;
+  client.destroy();
+  server.close();
+  return hello;
+}
