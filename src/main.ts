@@ -160,7 +160,6 @@ async function main(argv: string[]): Promise<number> {
   // A worker binds its own listeners with SO_REUSEPORT when its primary says this Node can (listen-options.ts).
   const reusePort = cluster.isWorker && process.env.PORTICO_REUSE_PORT === '1';
   const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort, serveAdmin: !cluster.isWorker });
-  if (cluster.isWorker) (await import('./admin/cluster-backend.js')).answerAdminRequests(portico);
   try {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {
@@ -171,6 +170,8 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  // Once serving, a worker answers its primary's admin API (it says so, and only then is it asked).
+  if (cluster.isWorker) (await import('./admin/cluster-backend.js')).answerAdminRequests(portico);
   printDemo?.();
 
   const abort = new AbortController();

@@ -13,6 +13,8 @@ import { readAdminTokenDigest } from './token.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
+/** A worker that sends this answers admin questions from then on; the primary asks no other. */
+const READY = 'portico:admin-ready';
 type Op = 'snapshot' | 'reload';
 
 interface Ask {
@@ -33,8 +35,9 @@ function isAnswer(m: unknown): m is Answer {
   return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === ANSWER && typeof (m as { id?: unknown }).id === 'number';
 }
 
-/** Worker: answers the primary's admin questions about this Portico. */
+/** Worker: answers the primary's admin questions about this Portico (call once it serves). */
 export function answerAdminRequests(p: Portico): void {
+  process.send?.({ type: READY }, undefined, {}, () => {});
   process.on('message', (msg: unknown) => {
     if (!isAsk(msg)) return;
     const reply = (result: unknown): void => {
@@ -50,11 +53,15 @@ export function answerAdminRequests(p: Portico): void {
 export async function clusterBackend(configFile: string, tokenFile: string, log: Logger, timeoutMs = 10_000): Promise<AdminBackend & { refreshToken(): Promise<void> }> {
   let nextId = 1;
   const pending = new Map<number, (result: unknown) => void>();
-  cluster.on('message', (_worker, msg: unknown) => {
+  // Workers that serve and said they answer: one still starting is not asked (its message would be lost).
+  const ready = new Set<number>();
+  cluster.on('message', (worker, msg: unknown) => {
     if (isAnswer(msg)) pending.get(msg.id)?.(msg.result);
+    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) ready.add(worker.id);
   });
+  cluster.on('exit', (worker) => ready.delete(worker.id));
   const ask = async (op: Op): Promise<unknown[]> => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected());
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
     const answers = await Promise.all(
       workers.map(
         (w) =>
