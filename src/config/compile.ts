@@ -234,6 +234,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
       maxBodyBytes: limits.maxBodySize === undefined ? 0 : parseSizeBytes(limits.maxBodySize),
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
+      maxConnections: limits.maxConnections,
     },
     trustedProxies,
     sendForwarded: config.forwarding.forwarded,

@@ -59,6 +59,8 @@ export interface LimitsPlan {
   readonly maxHeaderBytes: number;
   readonly maxBodyBytes: number;
   readonly shutdownTimeoutMs: number;
+  /** Client connections per listening socket per process. */
+  readonly maxConnections: number;
 }
 
 /** The compiled configuration. */

@@ -248,6 +248,15 @@ const Limits = z
     maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431.'),
     maxBodySize: Size.optional().describe('Largest request body accepted; larger gets 413. Default: unlimited (streamed).'),
     shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000_000)
+      .default(20_000)
+      .describe(
+        'Open client connections one process accepts on each listening socket (HTTPS, HTTP, each stream address); past it new connections are closed at once and a warn line (at most one a minute) says how many. An idle TLS connection holds about 35 KiB, so the default bounds that memory near 700 MiB per socket.',
+      ),
   })
   .describe('Limits and timeouts against slow or abusive clients.');
 

@@ -13,7 +13,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
-import { listenOptions } from './listen-options.js';
+import { capConnections, listenOptions } from './listen-options.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
 export interface Http01ChallengeSource {
@@ -38,8 +38,10 @@ function plain(res: H1ServerResponse, status: number, body: string, extra?: Reco
 export class HttpListener {
   readonly netServers: net.Server[] = [];
   readonly h1: H1Server;
+  readonly #deps: HttpListenerDeps;
 
   constructor(deps: HttpListenerDeps) {
+    this.#deps = deps;
     const proxy = createRequestHandler(deps.state);
     const handle = (req: H1ServerRequest, res: H1ServerResponse): void => {
       const url = req.url;
@@ -68,6 +70,7 @@ export class HttpListener {
   /** The Plan's header size and timeouts, as on the https listener; at start and on every reload. */
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
+    for (const s of this.netServers) s.maxConnections = plan.limits.maxConnections;
   }
 
   /** Starts listening on one address; `reusePort`: a worker's own socket beside the other workers' (listen-options.ts). */
@@ -77,6 +80,7 @@ export class HttpListener {
       server.once('error', reject);
       server.listen(listenOptions(port, address, reusePort), () => {
         server.off('error', reject);
+        capConnections(server, this.#deps.state.plan.limits.maxConnections, this.#deps.log, port);
         this.netServers.push(server);
         resolve();
       });

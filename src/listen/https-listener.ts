@@ -18,7 +18,7 @@ import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
-import { listenOptions } from './listen-options.js';
+import { capConnections, listenOptions } from './listen-options.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -143,6 +143,7 @@ export class HttpsListener {
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
+    for (const s of this.netServers) s.maxConnections = plan.limits.maxConnections;
   }
 
   /** Serves the default host's certificate to clients without SNI (or refuses them). */
@@ -243,6 +244,7 @@ export class HttpsListener {
       server.listen(listenOptions(port, address, reusePort), () => {
         server.off('error', onError);
         server.on('error', (err) => this.#deps.log.error({ err }, 'https listener error'));
+        capConnections(server, this.#deps.state.plan.limits.maxConnections, this.#deps.log, port);
         this.netServers.push(server);
         resolve();
       });

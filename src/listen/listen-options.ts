@@ -8,7 +8,8 @@
  * spreads new connections over them, as nginx's `reuseport` does; the primary never touches a
  * connection. On older Node the cluster's round-robin stays.
  */
-import type { ListenOptions } from 'node:net';
+import type { ListenOptions, Server } from 'node:net';
+import type { Logger } from 'pino';
 import { PorticoError } from '../errors.js';
 
 /**
@@ -44,4 +45,26 @@ export function listenFailed(address: string, port: number, err: unknown): Porti
   const code = (err as NodeJS.ErrnoException).code;
   const fix = code === 'EADDRINUSE' ? 'another process holds the port' : code === 'EACCES' ? 'ports below 1024 need privileges (CAP_NET_BIND_SERVICE)' : 'check listen.addresses';
   return new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${address}:${port} (${code ?? (err as Error).message}); ${fix}`, { cause: err });
+}
+
+/**
+ * Caps a listening socket's open connections at `max` (limits.maxConnections; Node closes the ones past it
+ * at once) and logs the connections so dropped: a warn line at most once a minute, with how many.
+ */
+export function capConnections(server: Server, max: number, log: Logger, port: number): void {
+  server.maxConnections = max;
+  let dropped = 0;
+  let timer: NodeJS.Timeout | undefined;
+  server.on('drop', () => {
+    if (timer !== undefined) {
+      dropped++;
+      return;
+    }
+    log.warn({ port, maxConnections: server.maxConnections }, 'connection refused: limits.maxConnections reached');
+    timer = setTimeout(() => {
+      if (dropped > 0) log.warn({ port, dropped, maxConnections: server.maxConnections }, 'more connections refused in the minute after: limits.maxConnections reached');
+      dropped = 0;
+      timer = undefined;
+    }, 60_000).unref();
+  });
 }

@@ -259,6 +259,7 @@ export class Portico {
       if (this.state !== undefined) this.state.plan = plan;
       this.https?.applyLimits(plan);
       this.http?.applyLimits(plan);
+      for (const st of this.streams) st.applyLimits(plan);
       this.https?.setDefaultContext(plan);
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
-import { listenOptions } from '../listen/listen-options.js';
+import { capConnections, listenOptions } from '../listen/listen-options.js';
 import { StreamConnection } from './stream-connection.js';
 
 export class StreamListener {
@@ -30,6 +30,7 @@ export class StreamListener {
       server.once('error', reject);
       server.listen(listenOptions(this.port, address, reusePort), () => {
         server.off('error', reject);
+        capConnections(server, this.#state.plan.limits.maxConnections, this.#log, this.port);
         this.#servers.push(server);
         resolve();
       });
@@ -48,6 +49,11 @@ export class StreamListener {
     socket.once('close', () => this.#live.delete(c));
     c.start();
     if (sp.sniExact !== undefined) socket.resume();
+  }
+
+  /** A reloaded Plan's connection cap. */
+  applyLimits(plan: Plan): void {
+    for (const s of this.#servers) s.maxConnections = plan.limits.maxConnections;
   }
 
   /** Stops accepting; connections still open after `deadlineMs` are closed. */
