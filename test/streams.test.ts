@@ -66,6 +66,7 @@ function readBytes(s: net.Socket | tls.TLSSocket, n: number): Promise<Buffer> {
       resolve(Buffer.concat(chunks));
     };
     s.on('data', onData);
+    s.resume(); // after an earlier readBytes paused it
     s.once('error', reject);
   });
 }
@@ -203,3 +204,24 @@ async function captureHello(servername: string): Promise<Buffer> {
   server.close();
   return hello;
 }
+
+test('a reload changes where a stream goes; connections already open stay with their target', async (t) => {
+  const pki = await makePki();
+  const one = await echoServer('one\n');
+  const two = await echoServer('two\n');
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const hosts = { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } };
+  const proxy = await startProxyFor(t, pki, { streams: [{ port, addresses: ['127.0.0.1'], upstream: one.url }], hosts }, [one.close, two.close]);
+  const first = net.connect({ host: '127.0.0.1', port });
+  assert.equal((await readBytes(first, 4)).toString(), 'one\n');
+  await proxy.reconfigure({ streams: [{ port, addresses: ['127.0.0.1'], upstream: two.url }], hosts });
+  const second = net.connect({ host: '127.0.0.1', port });
+  assert.equal((await readBytes(second, 4)).toString(), 'two\n');
+  // The first connection still talks to "one".
+  first.write('ping');
+  assert.equal((await readBytes(first, 4)).toString(), 'ping');
+  assert.equal(one.connections(), 1);
+  first.destroy();
+  second.destroy();
+});

@@ -2,6 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -219,4 +222,36 @@ test('an h2c target is checked over HTTP/2', async (t) => {
   assert.equal(check.ua, 'portico-health-check');
   assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'h2c.test', path: '/b', ca: pki.caPem })).status, 503);
   assert.equal(seen.filter((s) => s.path === '/b').length, 0);
+});
+
+test('an https target is checked over TLS with the upstream\'s CA and server name; a certificate it cannot verify fails the check', async (t) => {
+  const pki = await makePki();
+  const leaf = await pki.ca.issue(['up.internal']);
+  let status = 200;
+  const server = https.createServer({ cert: leaf.chain, key: leaf.key }, (req, res) => {
+    res.writeHead(req.url === '/healthz' ? status : 200, { 'content-length': '2' });
+    res.end('ok');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await writeFile(join(pki.dir, 'upstream-ca.pem'), pki.caPem);
+  const cert = await pki.issue('tls', ['tls.test']);
+  const verified = { targets: [url], protocol: 'http1' as const, tls: { ca: 'upstream-ca.pem', servername: 'up.internal' }, healthCheck: FAST };
+  const wrongName = { ...verified, tls: { ca: 'upstream-ca.pem', servername: 'other.internal' } };
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { hosts: { 'tls.test': { tls: cert, routes: [{ path: '/', upstream: verified }, { path: '/wrong', upstream: wrongName }] } } },
+    [() => new Promise<void>((r) => server.close(() => r()))],
+  );
+  // The certificate does not cover other.internal: the check fails on verification, not on status.
+  const down = await logLine(proxy, 'upstream target down', url);
+  assert.equal(down.reason, 'ERR_TLS_CERT_ALTNAME_INVALID');
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'tls.test', path: '/ok', ca: pki.caPem })).status, 200);
+  status = 500;
+  const mark = proxy.logs.length;
+  const second = await logLine(proxy, 'upstream target down', url, mark);
+  assert.equal(second.reason, 'status 500');
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'tls.test', path: '/ok', ca: pki.caPem })).status, 503);
 });
