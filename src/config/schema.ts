@@ -150,7 +150,9 @@ const UpstreamObject = z.strictObject({
   targets: z
     .array(TargetUrl)
     .min(1)
-    .describe('One or more targets; requests are spread round-robin over the healthy ones, and a target that refuses the connection is skipped for the next one.'),
+    .describe(
+      'One or more targets; requests are spread round-robin over the healthy ones. A request without a body whose target refuses the connection, or an idempotent one whose target fails or times out before answering, is sent to the next target (once per target).',
+    ),
   hostHeader: z
     .string()
     .default('preserve')

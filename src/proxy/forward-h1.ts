@@ -12,13 +12,10 @@ import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
-import { countBody, fail, forward, hasRequestBody, nextAttempt, onClientAbort } from './handle-request.js';
+import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
-import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
-
-/** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -120,21 +117,14 @@ export function onH1Error(ex: Exchange, err: UpstreamError): void {
   }
   if (ex.res.writableEnded || ex.res.destroyed) return;
   if (isTargetFailure(code)) target.reportFailure(code);
-  const bodyless = !hasRequestBody(ex.req);
-  if (RETRYABLE.has(code) && bodyless) {
-    const next = nextAttempt(ex);
-    if (next !== undefined) {
-      ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id, next: next.url }, 'upstream refused, trying next target');
-      return forward(ex, next);
-    }
-  }
   // A kept-alive connection the upstream closed as the request went out (RFC 9112 §9.3.1): an
-  // idempotent request without a body is sent once more on a fresh connection.
-  if (err.stale && !ex.retriedStale && bodyless && IDEMPOTENT.has(ex.method)) {
+  // idempotent request without a body is sent once more on a fresh connection to the same target.
+  if (err.stale && !ex.retriedStale && !hasRequestBody(ex.req) && IDEMPOTENT.has(ex.method)) {
     ex.retriedStale = true;
     ex.attempts--;
     return forward(ex, target);
   }
+  if (retryElsewhere(ex, code)) return;
   const errCode = upstreamErrorCode(code);
   fail(ex, errCode, errCode === 'PORTICO_BAD_REQUEST' ? err.message : `${target.url}: ${code}`);
 }

@@ -21,7 +21,7 @@ import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
-import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -125,11 +125,24 @@ export function pickTarget(r: RoutePlan): Target | undefined {
   return undefined;
 }
 
-/** The target for another attempt after a refused connection: the next available one, if attempts remain and it is not the one that failed. */
-export function nextAttempt(ex: Exchange): Target | undefined {
-  if (ex.attempts >= ex.route!.upstream.targets.length) return undefined;
+/**
+ * Sends the request to another target after a failure before any response, where that is safe: a
+ * request without a body whose connection was refused (nothing reached the upstream), or an idempotent
+ * one without a body (RFC 9110 §9.2.2) that failed or timed out before its response began, as nginx's
+ * default `proxy_next_upstream error timeout` does. At most one attempt per target, only to an
+ * available one other than the target that failed. Returns whether it did.
+ */
+export function retryElsewhere(ex: Exchange, code: string): boolean {
+  if (hasRequestBody(ex.req)) return false;
+  if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
+  if (ex.attempts >= ex.route!.upstream.targets.length) return false;
   const next = pickTarget(ex.route!);
-  return next === ex.target ? undefined : next;
+  if (next === undefined || next === ex.target) return false;
+  ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
+  ex.timedOut = false;
+  ex.upstreamReq = undefined;
+  forward(ex, next);
+  return true;
 }
 
 export function hasRequestBody(req: ClientRequest): boolean {
@@ -241,14 +254,6 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const code = err.code ?? 'ERROR';
   const target = ex.target!;
   if (ex.upstreamRes === undefined && isTargetFailure(code)) target.reportFailure(code);
-  // A refused connection never reached the upstream: try the next target if the request has no body.
-  if (ex.upstreamRes === undefined && RETRYABLE.has(code) && !hasRequestBody(ex.req)) {
-    const next = nextAttempt(ex);
-    if (next !== undefined) {
-      ex.state.log.warn({ upstream: target.url, code, route: ex.route!.id, next: next.url }, 'upstream refused, trying next target');
-      return forward(ex, next);
-    }
-  }
   // A kept-alive connection the upstream closed while the request was on its way (RFC 9112 §9.3.1):
   // the request was never processed, so a request without a body is sent again on a fresh connection.
   if (ex.upstreamRes === undefined && code === 'ECONNRESET' && ex.upstreamReq?.reusedSocket === true && !ex.retriedStale && !hasRequestBody(ex.req)) {
@@ -256,6 +261,7 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
     ex.attempts--;
     return forward(ex, target);
   }
+  if (ex.upstreamRes === undefined && !ex.res.destroyed && retryElsewhere(ex, code)) return;
   if (ex.upstreamRes !== undefined) {
     // The response had started: reset the client's response so truncation is visible.
     ex.error = 'PORTICO_UPSTREAM_FAILED';

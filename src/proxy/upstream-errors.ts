@@ -7,6 +7,15 @@ import type { ErrorCode } from '../errors.js';
 /** Failures where the request never reached the upstream: a body-less request may go to the next target. */
 export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
+/** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
+export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
+ * Failures after the request may have reached the upstream but before any response: an idempotent
+ * request without a body may go to another target (nginx's default `proxy_next_upstream error timeout`).
+ */
+export const FAILED_BEFORE_RESPONSE = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'PORTICO_UPSTREAM_CLOSED', 'PORTICO_CONNECT_TIMEOUT', 'PORTICO_RESPONSE_TIMEOUT']);
+
 const UNREACHABLE = new Set([...RETRYABLE, 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUT = new Set(['PORTICO_CONNECT_TIMEOUT', 'PORTICO_RESPONSE_TIMEOUT']);
 const CLIENT_FAULT = new Set(['PORTICO_INVALID_REQUEST_HEAD', 'PORTICO_BODY_LENGTH_MISMATCH']);
