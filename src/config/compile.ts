@@ -17,6 +17,7 @@ import type { HealthSettings } from '../upstream/health.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
+import { compileHeaderRules } from '../proxy/header-rules.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
@@ -168,6 +169,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
         upstream: await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
         stats: stats.get(name, path),
+        headerRules: compileHeaderRules(host.headers, r.headers),
       });
     }
     const acme = 'acme' in host.tls;

@@ -7,6 +7,7 @@ import type { BlockList } from 'node:net';
 import type { Target } from '../upstream/target.js';
 import type { RequestStats } from '../proxy/request-stats.js';
 import type { StreamPlan } from '../stream/stream-plan.js';
+import type { CompiledHeaderRules } from '../proxy/header-rules.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -31,6 +32,8 @@ export interface RoutePlan {
   readonly upstream: UpstreamPlan;
   /** Its request counters (admin API metrics), the same object across reloads. */
   readonly stats: RequestStats;
+  /** Configured header changes (its host's and its own), or undefined for none. */
+  readonly headerRules: CompiledHeaderRules | undefined;
 }
 
 /** One site. */

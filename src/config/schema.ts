@@ -171,6 +171,36 @@ const UpstreamObject = z.strictObject({
 /** An upstream: one target URL, a list of target URLs, or an object with options. */
 export const Upstream = z.union([TargetUrl, z.array(TargetUrl).min(1), UpstreamObject]);
 
+/** Headers no rule may touch: framing and connection headers (Portico writes those itself), Host (see "hostHeader"), pseudo-headers. */
+const RESERVED_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'host']);
+const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+const RuleHeaderName = z.string().superRefine((s, ctx) => {
+  if (!TOKEN_RE.test(s)) ctx.addIssue({ code: 'custom', message: `expected a header name (letters, digits and !#$%&'*+-.^_\`|~), got ${JSON.stringify(s)}` });
+  else if (RESERVED_HEADERS.has(s.toLowerCase())) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(s)} cannot be set or removed by a rule: Portico writes the framing and connection headers itself${s.toLowerCase() === 'host' ? '; use the upstream\'s "hostHeader"' : ''}` });
+  }
+});
+
+const RuleHeaderValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, { message: 'a header value cannot hold control characters such as CR or LF' });
+
+const HeaderRuleSet = z
+  .strictObject({
+    set: z
+      .record(RuleHeaderName, RuleHeaderValue)
+      .default({})
+      .describe('Headers to set, replacing any the message already has: {"Name": "value"}.'),
+    remove: z.array(RuleHeaderName).default([]).describe('Headers to remove (any case).'),
+  })
+  .describe('Header changes to one direction: removals first, then "set".');
+
+const HeaderRules = z
+  .strictObject({
+    request: HeaderRuleSet.optional().describe('Changes to requests on their way to the upstream (after Portico\'s own X-Forwarded-* and hop-by-hop rules).'),
+    response: HeaderRuleSet.optional().describe('Changes to proxied responses on their way to the client (not to the answers Portico makes itself, such as 404 or 502).'),
+  })
+  .describe('Header rules (nginx\'s proxy_set_header and add_header, Caddy\'s header_up and header_down). A host\'s rules apply to all its routes; a route\'s rules add to them, a route\'s "set" winning for the same name.');
+
 const Route = z
   .strictObject({
     path: z
@@ -181,6 +211,7 @@ const Route = z
     upstream: Upstream.describe('Where requests go.'),
     stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x").'),
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix).'),
+    headers: HeaderRules.optional(),
   })
   .describe('A path prefix and its upstream.');
 
@@ -207,6 +238,7 @@ const HostEntry = z
       .enum(['redirect', 'serve'])
       .default('redirect')
       .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
+    headers: HeaderRules.optional(),
   })
   .describe('A site: its names, certificate and routes.');
 
@@ -396,3 +428,4 @@ export type UpstreamConfig = z.output<typeof Upstream>;
 export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type PassiveHealthConfig = z.output<typeof PassiveHealth>;
 export type StreamConfig = z.output<typeof Stream>;
+export type HeaderRulesConfig = z.output<typeof HeaderRules>;

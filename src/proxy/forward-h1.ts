@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
+import { applyToObject, applyToPairs } from './header-rules.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
 import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
@@ -70,14 +71,18 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   ex.status = statusCode;
   // HTTP/1.1 clients take the pairs as they are; HTTP/2 folds repeated single-value headers, so it gets the object form.
   try {
+    const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
       const received = pairsToHeaders(pairs);
       const h2res = res as H2ServerResponse;
       // Only a chunked body can end with trailers.
       h2res.trailersExpected = received['transfer-encoding'] !== undefined;
-      h2res.writeHead(statusCode, buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined));
+      const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
+      if (rules !== undefined) applyToObject(headers, rules);
+      h2res.writeHead(statusCode, headers);
     } else {
-      (res as H1ServerResponse).writeHead(statusCode, buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined));
+      const out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
+      (res as H1ServerResponse).writeHead(statusCode, rules === undefined ? out : applyToPairs(out, rules));
     }
   } catch (err) {
     ex.responseStarted = false;

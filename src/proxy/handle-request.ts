@@ -17,6 +17,7 @@ import type { ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
 import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
+import { applyToObject } from './header-rules.js';
 import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
@@ -190,6 +191,8 @@ function forward2(ex: Exchange, target: Target): void {
       proto: ex.plain ? 'http' : 'https',
       upstreamH2: h2up,
     });
+    const rules = ex.route!.headerRules?.request;
+    if (rules !== undefined) applyToObject(ex.headers, rules);
   }
   if (!h2up) return dispatchH1(ex, target);
   let up: UpstreamRequest;
@@ -284,6 +287,8 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   }
   ex.status = upRes.statusCode ?? 502;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+  const rules = ex.route!.headerRules?.response;
+  if (rules !== undefined) applyToObject(headers, rules);
   // An HTTP/2 upstream's response may end with trailers (gRPC's status does).
   if (ex.h2) (res as H2ServerResponse).trailersExpected = true;
   try {

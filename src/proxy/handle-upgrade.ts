@@ -10,6 +10,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
+import { applyToObject } from './header-rules.js';
 import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
 import { isTargetFailure } from './upstream-errors.js';
@@ -62,6 +63,8 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       proto: 'https',
       upstreamH2: false,
     });
+    const rules = route.headerRules?.request;
+    if (rules !== undefined) applyToObject(headers, rules);
     headers.connection = 'upgrade';
     headers.upgrade = req.headers.upgrade;
     const options = { host: target.hostname, port: target.port, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
