@@ -305,8 +305,10 @@ async function main(): Promise<void> {
     }
     if (!quick && (only === null || only.includes('portico-log'))) {
       // The targets hold "with the full feature set on": the same Portico, logging every request.
-      const row = newRow({ id: 'portico-log', label: 'Portico, access log on' });
-      row.notes.push('as the Portico row, with "log": {"level": "info", "access": true}: one JSON access line per request (host, route, upstream, status, duration) formatted by pino and written in batches into a file');
+      const row = newRow({ id: 'portico-log', label: 'Portico, access log and header rules on' });
+      row.notes.push(
+        'as the Portico row, with "log": {"level": "info", "access": true} (one JSON access line per request: host, route, upstream, status, duration, formatted by pino and written in batches into a file) and header rules on the host (a request header set; a response header set and "Server" removed)',
+      );
       for (const id of ['S3', 'S4'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
       const ports = nextPorts();
       add(row, () => startPortico(ws, ports, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), { memory: false, pinned: true });

@@ -316,9 +316,18 @@ interface PorticoOptions {
   readonly workers?: number;
   /** CPU list to pin to, or null for unpinned. */
   readonly cpus: string | null;
-  /** Log every request (an access line, formatted by pino and written in batches); off in the other rows, as for every server. */
+  /**
+   * The full feature set: log every request (an access line, formatted by pino and written in batches) and apply
+   * header rules (a request header set, a response header set and one removed); off in the other rows, as for every server.
+   */
   readonly accessLog?: boolean;
 }
+
+/** The header rules of the full-feature row: what a site typically adds (nginx's proxy_set_header, add_header). */
+const FULL_FEATURE_HEADER_RULES = {
+  request: { set: { 'X-Request-Source': 'portico' } },
+  response: { set: { 'Strict-Transport-Security': 'max-age=31536000' }, remove: ['Server'] },
+};
 
 /** Start Portico from dist/src/main.js with a generated config. */
 export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: PorticoOptions): Promise<RunningTarget> {
@@ -337,6 +346,7 @@ export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: Porti
         routes: [{ path: '/', upstream: `http://${upstream}` }],
         // S5 proxies plain HTTP; by default Portico's plain listener only redirects to https.
         plainHttp: 'serve',
+        ...(opts.accessLog === true ? { headers: FULL_FEATURE_HEADER_RULES } : {}),
       },
     },
     log: opts.accessLog === true ? { level: 'info', access: true } : { level: 'warn', access: false },
