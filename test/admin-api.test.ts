@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -45,7 +47,16 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
   await writeFile(join(pki.dir, 'admin.token'), `${TOKEN}\n`);
   const adminPort = await freePort();
   const cert = await pki.issue('adm', ['adm.test']);
-  const config = { admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'adm.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } };
+  const streamPort = await freePort();
+  const deadStreamPort = await freePort();
+  const deadPort = await freePort();
+  const config = {
+    admin: { port: adminPort, tokenFile: 'admin.token' },
+    streams: [
+      { port: streamPort, addresses: ['127.0.0.1'], upstream: `tcp://127.0.0.1:${up.port}` },
+      { port: deadStreamPort, addresses: ['127.0.0.1'], upstream: `tcp://127.0.0.1:${deadPort}` },
+    ],
+    hosts: { 'adm.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } };
   const proxy = await startProxyFor(t, pki, config, [up.close]);
 
   // No token, a wrong one, a malformed header: 401, and nothing about the proxy.
@@ -58,6 +69,23 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
 
   for (let i = 0; i < 3; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', path: `/x${i}`, ca: pki.caPem })).status, 200);
   assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', host: 'nothere.test', ca: pki.caPem })).status, 421);
+
+  // One stream connection that carries an HTTP request to the upstream, one whose target refuses it.
+  const raw = `GET /via-stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  const sock = net.connect({ host: '127.0.0.1', port: streamPort });
+  sock.end(raw);
+  let answer = '';
+  for await (const c of sock) answer += String(c);
+  assert.match(answer, /^HTTP\/1\.1 200/);
+  const dead = net.connect({ host: '127.0.0.1', port: deadStreamPort });
+  dead.on('error', () => {});
+  await once(dead, 'close');
+  // Both connections are counted once each side has closed: wait for that rather than a fixed time.
+  for (let i = 0; i < 100; i++) {
+    const snap = JSON.parse((await admin(adminPort, 'GET', '/status', TOKEN)).text) as { processes: { streams: { closed: number }[] }[] };
+    if (snap.processes[0]!.streams.reduce((a, st) => a + st.closed, 0) === 2) break;
+    await sleep(30);
+  }
 
   const status = await admin(adminPort, 'GET', '/status', TOKEN);
   assert.equal(status.status, 200);
@@ -76,6 +104,11 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
   assert.equal(metric(page, 'portico_config_generation'), 1);
   assert.equal(metric(page, 'portico_processes'), 1);
   assert.match(page, /^# TYPE portico_requests_total counter$/m);
+  assert.equal(metric(page, `portico_stream_connections_total{port="${streamPort}",outcome="ok"}`), 1);
+  assert.equal(metric(page, `portico_stream_connections_total{port="${deadStreamPort}",outcome="failed"}`), 1);
+  assert.equal(metric(page, `portico_stream_bytes_total{port="${streamPort}",direction="in"}`), raw.length);
+  assert.equal(metric(page, `portico_stream_bytes_total{port="${streamPort}",direction="out"}`), answer.length);
+  assert.equal(metric(page, `portico_stream_open_connections{port="${streamPort}"}`), 0);
   assert.match(page, /^portico_certificate_expiry_timestamp_seconds\{certificate="[^"]+",names="DNS:adm.test"\} \d{10}$/m);
 
   // Wrong method, unknown path.

@@ -78,6 +78,29 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     }
   }
 
+  const streamConns = new Family('portico_stream_connections_total', 'counter', 'Stream (TCP/TLS passthrough) connections that ended, by port and outcome ("failed": no target for the name, target unreachable).');
+  const streamOpen = new Family('portico_stream_open_connections', 'gauge', 'Stream connections open now, by port.');
+  const streamBytes = new Family('portico_stream_bytes_total', 'counter', 'Bytes through stream connections, by port and direction ("in": from clients).');
+  const streams = new Map<number, { open: number; closed: number; failed: number; bytesIn: number; bytesOut: number }>();
+  for (const s of snapshots) {
+    for (const st of s.streams) {
+      const acc = streams.get(st.port) ?? { open: 0, closed: 0, failed: 0, bytesIn: 0, bytesOut: 0 };
+      acc.open += st.open;
+      acc.closed += st.closed;
+      acc.failed += st.failed;
+      acc.bytesIn += st.bytesIn;
+      acc.bytesOut += st.bytesOut;
+      streams.set(st.port, acc);
+    }
+  }
+  for (const [port, st] of streams) {
+    streamConns.add('portico_stream_connections_total', { port: String(port), outcome: 'ok' }, st.closed - st.failed);
+    streamConns.add('portico_stream_connections_total', { port: String(port), outcome: 'failed' }, st.failed);
+    streamOpen.add('portico_stream_open_connections', { port: String(port) }, st.open);
+    streamBytes.add('portico_stream_bytes_total', { port: String(port), direction: 'in' }, st.bytesIn);
+    streamBytes.add('portico_stream_bytes_total', { port: String(port), direction: 'out' }, st.bytesOut);
+  }
+
   const generation = new Family('portico_config_generation', 'gauge', 'Config generation served (1 at start, +1 per successful reload); the lowest over the processes.');
   generation.add('portico_config_generation', {}, Math.min(...snapshots.map((s) => s.generation)));
   const reloadOk = new Family('portico_config_last_reload_successful', 'gauge', 'Whether the last reload of the config succeeded in every process (1) or was refused (0; the previous config keeps serving).');
@@ -89,5 +112,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, up, conns, certs, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, up, conns, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

@@ -32,6 +32,15 @@ export interface CertificateSnapshot {
   readonly notAfter: string;
 }
 
+export interface StreamSnapshot {
+  readonly port: number;
+  readonly open: number;
+  readonly closed: number;
+  readonly failed: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
 export interface Snapshot {
   readonly pid: number;
   readonly startedAt: string;
@@ -40,6 +49,7 @@ export interface Snapshot {
   readonly routes: readonly RouteSnapshot[];
   readonly upstreams: readonly UpstreamSnapshot[];
   readonly certificates: readonly CertificateSnapshot[];
+  readonly streams: readonly StreamSnapshot[];
   readonly rssBytes: number;
   readonly cpuSeconds: number;
 }
@@ -63,6 +73,7 @@ export function takeSnapshot(p: Portico): Snapshot {
     routes,
     upstreams,
     certificates,
+    streams: p.streams.map((l) => ({ port: l.port, open: l.open, closed: l.stats.closed, failed: l.stats.failed, bytesIn: l.stats.bytesIn, bytesOut: l.stats.bytesOut })),
     rssBytes: process.memoryUsage.rss(),
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };

@@ -12,11 +12,23 @@ import { MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
 import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
 
+/** Counters of one stream port (admin API metrics), kept for the life of its listener. */
+export class StreamStats {
+  /** Connections that ended. */
+  closed = 0;
+  /** Of those, the ones that failed (no target for the name, target unreachable, …). */
+  failed = 0;
+  /** Bytes from clients, and to them. */
+  bytesIn = 0;
+  bytesOut = 0;
+}
+
 /** What a connection needs from its listener. */
 export interface StreamContext {
   readonly log: Logger;
   /** Whether to log a line per connection (log.access). */
   readonly logConnections: boolean;
+  readonly stats: StreamStats;
 }
 
 export class StreamConnection {
@@ -133,7 +145,13 @@ export class StreamConnection {
       durationMs: Math.round(performance.now() - this.#start),
       error: this.#error,
     };
-    if (this.#error !== undefined && this.#error !== 'idle timeout' && !this.#error.startsWith('client ')) this.#ctx.log.warn(line, 'stream failed');
-    else if (this.#ctx.logConnections) this.#ctx.log.info(line, 'stream');
+    const stats = this.#ctx.stats;
+    stats.closed++;
+    stats.bytesIn += line.bytesIn;
+    stats.bytesOut += line.bytesOut;
+    if (this.#error !== undefined && this.#error !== 'idle timeout' && !this.#error.startsWith('client ')) {
+      stats.failed++;
+      this.#ctx.log.warn(line, 'stream failed');
+    } else if (this.#ctx.logConnections) this.#ctx.log.info(line, 'stream');
   }
 }

@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
 import { capConnections, listenOptions } from '../listen/listen-options.js';
-import { StreamConnection } from './stream-connection.js';
+import { StreamConnection, StreamStats } from './stream-connection.js';
 
 export class StreamListener {
   readonly port: number;
@@ -16,6 +16,7 @@ export class StreamListener {
   readonly #log: Logger;
   readonly #servers: net.Server[] = [];
   readonly #live = new Set<StreamConnection>();
+  readonly stats = new StreamStats();
 
   constructor(port: number, state: { readonly plan: Plan }, log: Logger) {
     this.port = port;
@@ -44,11 +45,16 @@ export class StreamListener {
       socket.destroy();
       return;
     }
-    const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog });
+    const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog, stats: this.stats });
     this.#live.add(c);
     socket.once('close', () => this.#live.delete(c));
     c.start();
     if (sp.sniExact !== undefined) socket.resume();
+  }
+
+  /** Connections open now. */
+  get open(): number {
+    return this.#live.size;
   }
 
   /** A reloaded Plan's connection cap. */
