@@ -145,9 +145,12 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       usedTargets.add(target);
       targets.push(target);
     }
+    const policy = 'loadBalancing' in spec && spec.loadBalancing !== undefined ? spec.loadBalancing : 'round-robin';
     return {
       targets,
       next: 0,
+      policy,
+      inFlight: policy === 'least-connections' ? targets.map(() => 0) : undefined,
       hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',
       connectTimeoutMs: parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s'),
       responseTimeoutMs: parseDurationMs('responseTimeout' in spec && spec.responseTimeout !== undefined ? spec.responseTimeout : '60s'),

@@ -12,8 +12,11 @@ import type { CompiledHeaderRules } from '../proxy/header-rules.js';
 /** Where a route sends requests. */
 export interface UpstreamPlan {
   readonly targets: readonly Target[];
-  /** Round-robin cursor; the only mutable field of a Plan. */
+  /** Round-robin cursor; with `inFlight`, the only mutable fields of a Plan. */
   next: number;
+  readonly policy: 'round-robin' | 'least-connections' | 'client-ip';
+  /** least-connections: requests in flight per target (same index as `targets`). */
+  readonly inFlight: number[] | undefined;
   /** "preserve", "target", or a literal Host value. */
   readonly hostHeader: string;
   readonly connectTimeoutMs: number;

@@ -164,6 +164,12 @@ const UpstreamObject = z.strictObject({
   connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
   responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
   tls: UpstreamTls.optional(),
+  loadBalancing: z
+    .enum(['round-robin', 'least-connections', 'client-ip'])
+    .default('round-robin')
+    .describe(
+      'How a request picks among the available targets: "round-robin" in turn; "least-connections" the one with the fewest requests in flight from this upstream (ties in turn); "client-ip" by a hash of the client address, so one client keeps its target while the set of available targets is unchanged (nginx\'s ip_hash).',
+    ),
   healthCheck: HealthCheck.optional(),
   passiveHealth: PassiveHealth.optional(),
 });

@@ -40,6 +40,8 @@ export class Exchange implements H1Handler {
   error: ErrorCode | undefined = undefined;
   errorDetail: string | undefined = undefined;
   attempts = 0;
+  /** least-connections: the index of the target this request counts against, or -1. */
+  inFlightIndex = -1;
   retriedStale = false;
   method: string;
   path = '';

@@ -100,30 +100,45 @@ function route(ex: Exchange): void {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
-  const target = pickTarget(r);
+  const target = pickTarget(r, req.remoteAddress);
   if (target === undefined) return fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
   forward(ex, target);
 }
 
+/** FNV-1a of a client address: a stable spread of clients over targets for "client-ip". */
+function hashAddress(address: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < address.length; i++) h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
 /**
- * The next target of the route's upstream, round-robin over the available ones (the cursor moves
- * past the one picked, so the targets after an unavailable one don't get its turns); undefined
- * when none is available. Hot path: one boolean read when all are healthy.
+ * The target for a request on this route, among the available ones (health), by the upstream's
+ * policy: "round-robin" in turn (the cursor moves past the one picked, so the targets after an
+ * unavailable one don't get its turns); "least-connections" the fewest in flight, ties in turn;
+ * "client-ip" from the client address's hash onwards. Undefined when none is available. Hot path:
+ * with all targets healthy, round-robin reads one boolean.
  */
-export function pickTarget(r: RoutePlan): Target | undefined {
+export function pickTarget(r: RoutePlan, clientAddress: string): Target | undefined {
   const u = r.upstream;
   const targets = u.targets;
   const n = targets.length;
-  const first = u.next % n;
+  const policy = u.policy;
+  const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
+  const inFlight = u.inFlight;
+  let best = -1;
   for (let k = 0; k < n; k++) {
     const i = first + k < n ? first + k : first + k - n;
-    const t = targets[i] as Target;
-    if (t.available) {
-      u.next = i + 1;
-      return t;
+    if (!(targets[i] as Target).available) continue;
+    if (inFlight === undefined) {
+      best = i;
+      break;
     }
+    if (best === -1 || (inFlight[i] as number) < (inFlight[best] as number)) best = i;
   }
-  return undefined;
+  if (best === -1) return undefined;
+  if (policy !== 'client-ip') u.next = best + 1;
+  return targets[best] as Target;
 }
 
 /**
@@ -137,7 +152,7 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
   if (hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
   if (ex.attempts >= ex.route!.upstream.targets.length) return false;
-  const next = pickTarget(ex.route!);
+  const next = pickTarget(ex.route!, ex.req.remoteAddress);
   if (next === undefined || next === ex.target) return false;
   ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
   ex.timedOut = false;
@@ -155,6 +170,7 @@ export function hasRequestBody(req: ClientRequest): boolean {
 export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
+  if (ex.route!.upstream.inFlight !== undefined) countInFlight(ex, target);
   const pending = target.resolveProtocol();
   if (pending !== undefined) {
     pending.then(
@@ -326,8 +342,21 @@ function isCutShort(ex: Exchange): boolean {
   return !ex.res.writableFinished || (ex.h2 && (ex.req as H2ServerRequest).aborted);
 }
 
+/** least-connections: the request is now in flight to `target` (and no longer to the one it tried before). */
+function countInFlight(ex: Exchange, target: Target): void {
+  const u = ex.route!.upstream;
+  const inFlight = u.inFlight!;
+  if (ex.inFlightIndex >= 0) inFlight[ex.inFlightIndex]!--;
+  ex.inFlightIndex = u.targets.indexOf(target);
+  inFlight[ex.inFlightIndex]!++;
+}
+
 function onClientClose(this: Exchange): void {
   const ex = this;
+  if (ex.inFlightIndex >= 0) {
+    ex.route!.upstream.inFlight![ex.inFlightIndex]!--;
+    ex.inFlightIndex = -1;
+  }
   if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.
     ex.upstreamReq?.destroy();

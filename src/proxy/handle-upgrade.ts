@@ -48,7 +48,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     const u = route.upstream;
-    const target = pickTarget(route);
+    const target = pickTarget(route, req.socket.remoteAddress ?? '');
     if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
     if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
     const path = rewritePath(route, url);
