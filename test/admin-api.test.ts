@@ -6,6 +6,9 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createHash } from 'node:crypto';
+import pino from 'pino';
+import { AdminServer } from '../src/admin/admin-server.js';
 import { validateConfig } from '../src/config/load.js';
 import { checkConfigFile } from '../src/cli/check-config.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
@@ -161,6 +164,10 @@ test('admin settings: loopback unless allowRemote, a readable token of 32 charac
     await write('short.token');
     r = await checkConfigFile(file);
     assert.match(r.issues[0]!.message, /has 8 characters, fewer than 32/);
+    await writeFile(join(pki.dir, 'spaced.token'), `${'a'.repeat(20)} ${'b'.repeat(20)}\n`);
+    await write('spaced.token');
+    r = await checkConfigFile(file);
+    assert.match(r.issues[0]!.message, /has whitespace inside it, which an "Authorization: Bearer" header cannot carry/);
   } finally {
     await pki.cleanup();
   }
@@ -194,4 +201,17 @@ test('admin API with workers: the primary answers for every worker and reloads t
   const reload = await admin(adminPort, 'POST', '/reload', TOKEN);
   assert.equal(reload.status, 200);
   assert.deepEqual((JSON.parse(reload.text) as { processes: { generation: number }[] }).processes.map((p) => p.generation), [2, 2]);
+});
+
+test('admin API with no worker serving yet: 503 with Retry-After, not an empty answer', async (t) => {
+  const digest = createHash('sha256').update(TOKEN).digest();
+  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], tokenDigest: () => digest }, pino({ level: 'silent' }), '0.0.0');
+  await server.listen(0, '127.0.0.1');
+  t.after(() => server.close());
+  for (const [method, path] of [['GET', '/status'], ['GET', '/metrics'], ['POST', '/reload']] as const) {
+    const r = await admin(server.port, method, path, TOKEN);
+    assert.equal(r.status, 503, `${method} ${path}`);
+    assert.equal(r.headers['retry-after'], '1');
+    assert.match(r.text, /no worker process is serving yet/);
+  }
 });

@@ -74,4 +74,5 @@ test('header rules that would break framing, or split a header, are refused with
   assert.match(first({ request: { set: { 'X-A': 'a\r\nX-B: b' } } }), /request\.set\["X-A"\]: a header value cannot hold control characters/);
   assert.match(first({ request: { set: { 'Bad Name': 'x' } } }), /expected a header name/);
   assert.match(first({ responses: {} }), /headers\.responses: unknown key/);
+  assert.match(first({ response: { set: { 'X-A': '1', 'x-a': '2' } } }), /response\.set\["x-a"\]: "x-a" names the same header as "X-A" \(header names ignore case\); keep one/);
 });

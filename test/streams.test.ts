@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
 import { readServerName } from '../src/tls/client-hello.js';
-import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { freePort } from './helpers/net.js';
 
 /** A TCP server on 127.0.0.1 that answers each connection with `hello` then echoes; ends its side when the client ends. */
@@ -224,4 +224,26 @@ test('a reload changes where a stream goes; connections already open stay with t
   assert.equal(one.connections(), 1);
   first.destroy();
   second.destroy();
+});
+
+test('on stop, an open stream connection gets limits.shutdownTimeout, then is closed', async () => {
+  const pki = await makePki();
+  const echo = await echoServer('hi\n');
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxy(pki, { limits: { shutdownTimeout: '400ms' }, streams: [{ port, addresses: ['127.0.0.1'], upstream: echo.url }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } });
+  try {
+    const c = net.connect({ host: '127.0.0.1', port });
+    const closed = once(c, 'close');
+    assert.equal((await readBytes(c, 3)).toString(), 'hi\n');
+    c.resume();
+    const started = Date.now();
+    await proxy.stop();
+    const took = Date.now() - started;
+    await closed;
+    assert.ok(took >= 350 && took < 3000, `stop waited ${took} ms for the open connection`);
+  } finally {
+    await echo.close();
+    await pki.cleanup();
+  }
 });

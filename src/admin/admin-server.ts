@@ -39,6 +39,11 @@ function send(res: http.ServerResponse, status: number, body: unknown, headers: 
   res.end(text);
 }
 
+/** No worker serves yet (a primary whose workers are starting or restarting): nothing to report or reload. */
+function noProcess(res: http.ServerResponse): void {
+  send(res, 503, { error: 'no worker process is serving yet (starting or restarting); try again in a moment' }, { 'retry-after': '1' });
+}
+
 export class AdminServer {
   readonly #server: http.Server;
   readonly #backend: AdminBackend;
@@ -93,10 +98,17 @@ export class AdminServer {
     const method = ROUTES[path];
     if (method === undefined) return send(res, 404, { error: `no such admin endpoint: ${path}`, endpoints: Object.entries(ROUTES).map(([p, m]) => `${m} ${p}`) });
     if (req.method !== method) return send(res, 405, { error: `${path} takes ${method}, not ${req.method ?? ''}` }, { allow: method });
-    if (path === '/metrics') return send(res, 200, renderMetrics(await this.#backend.snapshots()));
-    if (path === '/status') return send(res, 200, { version: this.#version, processes: await this.#backend.snapshots() });
+    if (path === '/reload') return this.#reload(res);
+    const snapshots = await this.#backend.snapshots();
+    if (snapshots.length === 0) return noProcess(res);
+    if (path === '/metrics') return send(res, 200, renderMetrics(snapshots));
+    send(res, 200, { version: this.#version, processes: snapshots });
+  }
+
+  async #reload(res: http.ServerResponse): Promise<void> {
     const results = await this.#backend.reload();
-    const ok = results.length > 0 && results.every((r) => r.ok);
+    if (results.length === 0) return noProcess(res);
+    const ok = results.every((r) => r.ok);
     this.#log.info({ ok, processes: results.length }, 'config reload requested over the admin API');
     send(res, ok ? 200 : 422, { ok, processes: results });
   }

@@ -19,6 +19,9 @@ export async function readAdminTokenDigest(baseDir: string, tokenFile: string): 
     throw new Error(`cannot read the admin token file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'}); create it, e.g. with: openssl rand -hex 32 > ${file}`);
   }
   const token = text.trim();
+  if (/\s/.test(token)) {
+    throw new Error(`the admin token in ${file} has whitespace inside it, which an "Authorization: Bearer" header cannot carry; use one word, e.g. from: openssl rand -hex 32 > ${file}`);
+  }
   if (token.length < MIN_TOKEN_LENGTH) {
     throw new Error(`the admin token in ${file} has ${token.length} characters, fewer than ${MIN_TOKEN_LENGTH}; make a longer one, e.g. with: openssl rand -hex 32 > ${file}`);
   }

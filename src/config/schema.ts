@@ -198,6 +198,15 @@ const HeaderRuleSet = z
       .describe('Headers to set, replacing any the message already has: {"Name": "value"}.'),
     remove: z.array(RuleHeaderName).default([]).describe('Headers to remove (any case).'),
   })
+  .superRefine((r, ctx) => {
+    // Header names are case-insensitive: two "set" keys for one header would leave one of them unused.
+    const seen = new Map<string, string>();
+    for (const name of Object.keys(r.set)) {
+      const prev = seen.get(name.toLowerCase());
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['set', name], message: `${JSON.stringify(name)} names the same header as ${JSON.stringify(prev)} (header names ignore case); keep one` });
+      else seen.set(name.toLowerCase(), name);
+    }
+  })
   .describe('Header changes to one direction: removals first, then "set".');
 
 const HeaderRules = z

@@ -16,6 +16,8 @@ export class StreamListener {
   readonly #log: Logger;
   readonly #servers: net.Server[] = [];
   readonly #live = new Set<StreamConnection>();
+  /** Resolves close()'s wait once the last connection has ended. */
+  #drained: (() => void) | undefined;
   readonly stats = new StreamStats();
 
   constructor(port: number, state: { readonly plan: Plan }, log: Logger) {
@@ -47,7 +49,10 @@ export class StreamListener {
     }
     const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog, stats: this.stats });
     this.#live.add(c);
-    socket.once('close', () => this.#live.delete(c));
+    socket.once('close', () => {
+      this.#live.delete(c);
+      if (this.#live.size === 0) this.#drained?.();
+    });
     c.start();
     if (sp.sniExact !== undefined) socket.resume();
   }
@@ -65,8 +70,14 @@ export class StreamListener {
   /** Stops accepting; connections still open after `deadlineMs` are closed. */
   async close(deadlineMs: number): Promise<void> {
     for (const s of this.#servers) s.close();
-    const end = Date.now() + deadlineMs;
-    while (this.#live.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    if (this.#live.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+        timer = setTimeout(resolve, deadlineMs);
+      });
+      clearTimeout(timer);
+    }
     for (const c of this.#live) c.destroy();
   }
 }
