@@ -100,7 +100,7 @@ test('HTTP/1.1 upstreams, plain and "auto" over TLS, and HTTP/2 upstreams added 
         },
       },
     });
-    const targets = [...proxy.portico.state!.plan.exact.get('site.test')!.routes.values()].flatMap((r) => r.upstream.targets);
+    const targets = [...proxy.portico.state!.plan.exact.get('site.test')!.routes.values()].flatMap((r) => r.upstream?.targets ?? []);
     const h2Targets = targets.filter((x) => x.kind === 'h2c' || x.kind === 'h2-tls');
     assert.equal(h2Targets.length, 2);
     for (const target of h2Targets) {

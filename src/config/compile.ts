@@ -18,6 +18,7 @@ import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
+import { compileAnswer } from '../proxy/route-answer.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
@@ -170,7 +171,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         path,
         stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
-        upstream: await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
+        upstream: r.upstream === undefined ? undefined : await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
+        answer: compileAnswer(r.redirect, r.respond),
         stats: stats.get(name, path),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });

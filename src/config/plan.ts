@@ -8,6 +8,7 @@ import type { Target } from '../upstream/target.js';
 import type { RequestStats } from '../proxy/request-stats.js';
 import type { StreamPlan } from '../stream/stream-plan.js';
 import type { CompiledHeaderRules } from '../proxy/header-rules.js';
+import type { AnswerPlan } from '../proxy/route-answer.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -32,7 +33,10 @@ export interface RoutePlan {
   readonly stripLength: number;
   /** Prefix to add, or "". */
   readonly addPrefix: string;
-  readonly upstream: UpstreamPlan;
+  /** Where it forwards, or undefined for a route that answers itself ("redirect", "respond"). */
+  readonly upstream: UpstreamPlan | undefined;
+  /** Its own answer ("redirect" or "respond"), or undefined for a route that forwards. */
+  readonly answer: AnswerPlan | undefined;
   /** Its request counters (admin API metrics), the same object across reloads. */
   readonly stats: RequestStats;
   /** Configured header changes (its host's and its own), or undefined for none. */

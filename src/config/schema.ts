@@ -212,9 +212,71 @@ const HeaderRuleSet = z
 const HeaderRules = z
   .strictObject({
     request: HeaderRuleSet.optional().describe('Changes to requests on their way to the upstream (after Portico\'s own X-Forwarded-* and hop-by-hop rules).'),
-    response: HeaderRuleSet.optional().describe('Changes to proxied responses on their way to the client (not to the answers Portico makes itself, such as 404 or 502).'),
+    response: HeaderRuleSet.optional().describe('Changes to responses on their way to the client: proxied ones and a route\'s "redirect" and "respond" answers (not the errors Portico answers itself, such as 404 or 502).'),
   })
   .describe('Header rules (nginx\'s proxy_set_header and add_header, Caddy\'s header_up and header_down). A host\'s rules apply to all its routes; a route\'s rules add to them, a route\'s "set" winning for the same name.');
+
+/** Placeholders a redirect's "to" may use, filled in per request. */
+export const REDIRECT_PLACEHOLDERS = ['{host}', '{uri}', '{path}', '{query}'] as const;
+const PLACEHOLDER_RE = /\{[^{}]*\}/g;
+
+const RedirectTo = z.string().superRefine((s, ctx) => {
+  for (const m of s.matchAll(PLACEHOLDER_RE)) {
+    if (!(REDIRECT_PLACEHOLDERS as readonly string[]).includes(m[0])) {
+      ctx.addIssue({ code: 'custom', message: `unknown placeholder ${m[0]} in ${JSON.stringify(s)}; use ${REDIRECT_PLACEHOLDERS.join(', ')}` });
+      return;
+    }
+  }
+  if (/[\x00-\x20\x7f]/.test(s)) {
+    ctx.addIssue({ code: 'custom', message: `a redirect target cannot hold spaces or control characters, got ${JSON.stringify(s)}; percent-encode them (%20)` });
+    return;
+  }
+  if (s.startsWith('/')) {
+    // "//x" and "/{uri}" ("//evil.example/…" for a request path "//evil.example/…") would send clients to another site.
+    if (s.startsWith('//') || s.startsWith('/{')) {
+      ctx.addIssue({ code: 'custom', message: `a redirect to a path must start with "/" and a literal segment, such as "/new{uri}", got ${JSON.stringify(s)}; for another site give the whole URL ("https://example.com{uri}")` });
+    }
+    return;
+  }
+  const sample = s.replaceAll('{host}', 'example.com').replaceAll('{uri}', '/p?q').replaceAll('{path}', '/p').replaceAll('{query}', 'q');
+  let url: URL | undefined;
+  try {
+    url = new URL(sample);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'https:' && url.protocol !== 'http:') || !/^https?:\/\/([^/{]|\{host\})/.test(s)) {
+    ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL with a host (such as "https://example.com{uri}") or a path (such as "/new{uri}"), got ${JSON.stringify(s)}` });
+  }
+});
+
+const RedirectObject = z
+  .strictObject({
+    to: RedirectTo.describe('Where to send the client: a URL ("https://example.com{uri}") or a path on the same host ("/new{uri}"). Placeholders: {host} the request\'s host name, {uri} its path and query (after "stripPrefix"/"addPrefix"), {path} the path alone, {query} the query alone (without "?").'),
+    status: z
+      .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
+      .default(302)
+      .describe('301 or 308 for a permanent move (browsers remember it), 302, 303 or 307 for a temporary one. 307 and 308 keep the method and body; 301 and 302 may turn a POST into a GET.'),
+  })
+  .describe('A redirect.');
+
+const Redirect = z.union([RedirectTo, RedirectObject]);
+
+const Respond = z
+  .strictObject({
+    status: z.number().int().min(200).max(599).default(200).describe('Status of the answer.'),
+    body: z.string().default('').describe('Body of the answer, sent as UTF-8.'),
+    contentType: z
+      .string()
+      .regex(/^[\t\x20-\x7e]+$/, { message: 'expected a media type such as "text/html; charset=utf-8"' })
+      .default('text/plain; charset=utf-8')
+      .describe('Content-Type of the body.'),
+  })
+  .refine((r) => !((r.status === 204 || r.status === 304) && r.body !== ''), {
+    message: 'a 204 or 304 answer has no body; remove "body" or pick another status',
+    path: ['body'],
+  })
+  .describe('A fixed answer Portico gives itself (nginx\'s "return 200 …", Caddy\'s "respond"): a maintenance page, robots.txt, a health endpoint.');
 
 const Route = z
   .strictObject({
@@ -223,12 +285,33 @@ const Route = z
       .startsWith('/', { message: 'a route path must start with "/"' })
       .default('/')
       .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins.'),
-    upstream: Upstream.describe('Where requests go.'),
-    stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x").'),
-    addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix).'),
+    upstream: Upstream.optional().describe('Where requests go. A route has exactly one of "upstream", "redirect" and "respond".'),
+    redirect: Redirect.optional().describe('Answer every request with a redirect instead of forwarding it (nginx\'s "return 301 …", Caddy\'s "redir"): a "to" string, or {"to", "status"}. Default status 302.'),
+    respond: Respond.optional(),
+    stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x"); with "redirect", from {uri} and {path}.'),
+    addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
     headers: HeaderRules.optional(),
   })
-  .describe('A path prefix and its upstream.');
+  .superRefine((r, ctx) => {
+    const kinds = (['upstream', 'redirect', 'respond'] as const).filter((k) => r[k] !== undefined);
+    if (kinds.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'a route needs one of "upstream" (forward), "redirect" or "respond"' });
+      return;
+    }
+    if (kinds.length > 1) {
+      ctx.addIssue({ code: 'custom', path: [kinds[1]!], message: `a route has one of "upstream", "redirect" and "respond", and this one also has ${JSON.stringify(kinds[0])}; split them into two routes` });
+      return;
+    }
+    if (kinds[0] === 'upstream') return;
+    if (r.headers?.request !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['headers', 'request'], message: `a "${kinds[0]}" route sends nothing upstream, so request header rules have no effect here; remove them` });
+    }
+    if (kinds[0] === 'respond') {
+      if (r.stripPrefix) ctx.addIssue({ code: 'custom', path: ['stripPrefix'], message: 'a "respond" route forwards no path; remove "stripPrefix"' });
+      if (r.addPrefix !== undefined) ctx.addIssue({ code: 'custom', path: ['addPrefix'], message: 'a "respond" route forwards no path; remove "addPrefix"' });
+    }
+  })
+  .describe('A path prefix and what answers it: an upstream, a redirect, or a fixed response.');
 
 const HostTls = z.union([
   z
@@ -444,3 +527,5 @@ export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type PassiveHealthConfig = z.output<typeof PassiveHealth>;
 export type StreamConfig = z.output<typeof Stream>;
 export type HeaderRulesConfig = z.output<typeof HeaderRules>;
+export type RedirectConfig = z.output<typeof Redirect>;
+export type RespondConfig = z.output<typeof Respond>;

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { H2ServerRequest } from '../http2/server-request.js';
-import type { Plan, RoutePlan } from '../config/plan.js';
+import type { Plan, RoutePlan, UpstreamPlan } from '../config/plan.js';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { ErrorCode } from '../errors.js';
 import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
@@ -31,6 +31,8 @@ export class Exchange implements H1Handler {
   host = '';
   connName = '';
   route: RoutePlan | undefined = undefined;
+  /** The route's upstream, once the request is forwarded. */
+  upstream: UpstreamPlan | undefined = undefined;
   target: Target | undefined = undefined;
   upstreamReq: UpstreamRequest | undefined = undefined;
   upstreamRes: IncomingMessage | undefined = undefined;

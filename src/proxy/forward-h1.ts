@@ -38,7 +38,7 @@ export function dispatchH1(ex: Exchange, target: Target): void {
   ex.responseStarted = false;
   ex.upstreamConn = conn;
   try {
-    conn.send(ex, ex.method, ex.path, ex.headers!, body, bodyLength, ex.route!.upstream.responseTimeoutMs);
+    conn.send(ex, ex.method, ex.path, ex.headers!, body, bodyLength, ex.upstream!.responseTimeoutMs);
   } catch (err) {
     // Nothing was written: the connection stays good.
     ex.upstreamConn = undefined;

@@ -12,7 +12,7 @@ import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AccessLog } from '../log/access-line.js';
-import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type RoutePlan } from '../config/plan.js';
+import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type UpstreamPlan } from '../config/plan.js';
 import type { ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
@@ -22,6 +22,7 @@ import { normalizeHost } from './normalize-host.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
+import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -96,13 +97,30 @@ function route(ex: Exchange): void {
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
   ex.path = rewritePath(r, url);
+  const u = r.upstream;
+  if (u === undefined) return answer(ex, r.answer!);
+  ex.upstream = u;
   if (plan.limits.maxBodyBytes > 0) {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
-  const target = pickTarget(r, req.remoteAddress);
+  const target = pickTarget(u, req.remoteAddress);
   if (target === undefined) return fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
   forward(ex, target);
+}
+
+/** Gives a "redirect" or "respond" route's answer; a request body is read and dropped. */
+function answer(ex: Exchange, a: AnswerPlan): void {
+  try {
+    const headers = answerHeaders(a, ex.host, ex.path, ex.route!.headerRules?.response);
+    ex.status = a.status;
+    ex.res.writeHead(a.status, headers);
+  } catch (err) {
+    // A Location filled with a path HTTP/2 would not carry (node:http2 checks header values).
+    return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
+  }
+  ex.res.end(ex.method === 'HEAD' ? undefined : a.body);
+  if (!ex.req.complete) ex.req.body.resume();
 }
 
 /** FNV-1a of a client address: a stable spread of clients over targets for "client-ip". */
@@ -119,8 +137,7 @@ function hashAddress(address: string): number {
  * "client-ip" from the client address's hash onwards. Undefined when none is available. Hot path:
  * with all targets healthy, round-robin reads one boolean.
  */
-export function pickTarget(r: RoutePlan, clientAddress: string): Target | undefined {
-  const u = r.upstream;
+export function pickTarget(u: UpstreamPlan, clientAddress: string): Target | undefined {
   const targets = u.targets;
   const n = targets.length;
   const policy = u.policy;
@@ -151,8 +168,8 @@ export function pickTarget(r: RoutePlan, clientAddress: string): Target | undefi
 export function retryElsewhere(ex: Exchange, code: string): boolean {
   if (hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
-  if (ex.attempts >= ex.route!.upstream.targets.length) return false;
-  const next = pickTarget(ex.route!, ex.req.remoteAddress);
+  if (ex.attempts >= ex.upstream!.targets.length) return false;
+  const next = pickTarget(ex.upstream!, ex.req.remoteAddress);
   if (next === undefined || next === ex.target) return false;
   ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
   ex.timedOut = false;
@@ -170,7 +187,7 @@ export function hasRequestBody(req: ClientRequest): boolean {
 export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
-  if (ex.route!.upstream.inFlight !== undefined) countInFlight(ex, target);
+  if (ex.upstream!.inFlight !== undefined) countInFlight(ex, target);
   const pending = target.resolveProtocol();
   if (pending !== undefined) {
     pending.then(
@@ -190,7 +207,7 @@ export function forward(ex: Exchange, target: Target): void {
 function forward2(ex: Exchange, target: Target): void {
   const { req, plan } = ex;
   if (ex.res.writableEnded || ex.res.destroyed) return;
-  const upstream = ex.route!.upstream;
+  const upstream = ex.upstream!;
   const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
   if (ex.headers === undefined || h2up) {
     const remote = req.remoteAddress;
@@ -257,7 +274,7 @@ function onUpstreamSocket(this: Exchange, socket: Socket): void {
   const timer = setTimeout(() => {
     ex.timedOut = true;
     ex.upstreamReq?.destroy(Object.assign(new Error('connect timeout'), { code: 'PORTICO_CONNECT_TIMEOUT' }));
-  }, ex.route!.upstream.connectTimeoutMs);
+  }, ex.upstream!.connectTimeoutMs);
   socket.once('connect', () => clearTimeout(timer));
   socket.once('close', () => clearTimeout(timer));
 }
@@ -344,7 +361,7 @@ function isCutShort(ex: Exchange): boolean {
 
 /** least-connections: the request is now in flight to `target` (and no longer to the one it tried before). */
 function countInFlight(ex: Exchange, target: Target): void {
-  const u = ex.route!.upstream;
+  const u = ex.upstream!;
   const inFlight = u.inFlight!;
   if (ex.inFlightIndex >= 0) inFlight[ex.inFlightIndex]!--;
   ex.inFlightIndex = u.targets.indexOf(target);
@@ -354,7 +371,7 @@ function countInFlight(ex: Exchange, target: Target): void {
 function onClientClose(this: Exchange): void {
   const ex = this;
   if (ex.inFlightIndex >= 0) {
-    ex.route!.upstream.inFlight![ex.inFlightIndex]!--;
+    ex.upstream!.inFlight![ex.inFlightIndex]!--;
     ex.inFlightIndex = -1;
   }
   if (isCutShort(ex)) {

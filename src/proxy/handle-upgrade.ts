@@ -13,6 +13,7 @@ import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
+import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { isTargetFailure } from './upstream-errors.js';
 
 function reject(socket: Socket, code: ErrorCode): void {
@@ -48,7 +49,12 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     const u = route.upstream;
-    const target = pickTarget(route, req.socket.remoteAddress ?? '');
+    if (u === undefined) {
+      const a = route.answer!;
+      route.stats.record(a.status, 0);
+      return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
+    }
+    const target = pickTarget(u, req.socket.remoteAddress ?? '');
     if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
     if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
     const path = rewritePath(route, url);
