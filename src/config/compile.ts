@@ -161,8 +161,15 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   const exact = new Map<string, HostPlan>();
   const wildcard = new Map<string, HostPlan>();
   const hosts: HostPlan[] = [];
+  const compileAllow = (cidrs: readonly string[] | undefined): BlockList | undefined => {
+    if (cidrs === undefined) return undefined;
+    const list = new BlockList();
+    for (const c of cidrs) addCidr(list, c);
+    return list;
+  };
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
+    const hostAllow = compileAllow(host.allowFrom);
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
@@ -174,6 +181,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         upstream: r.upstream === undefined ? undefined : await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
         answer: compileAnswer(r.redirect, r.respond),
         stats: stats.get(name, path),
+        allow: r.allowFrom === undefined ? hostAllow : compileAllow(r.allowFrom),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });
     }

@@ -39,6 +39,8 @@ export interface RoutePlan {
   readonly answer: AnswerPlan | undefined;
   /** Its request counters (admin API metrics), the same object across reloads. */
   readonly stats: RequestStats;
+  /** Client addresses it serves (its own "allowFrom", else its host's), or undefined for everyone. */
+  readonly allow: BlockList | undefined;
   /** Configured header changes (its host's and its own), or undefined for none. */
   readonly headerRules: CompiledHeaderRules | undefined;
 }

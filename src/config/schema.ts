@@ -216,6 +216,8 @@ const HeaderRules = z
   })
   .describe('Header rules (nginx\'s proxy_set_header and add_header, Caddy\'s header_up and header_down). A host\'s rules apply to all its routes; a route\'s rules add to them, a route\'s "set" winning for the same name.');
 
+const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });
+
 /** Placeholders a redirect's "to" may use, filled in per request. */
 export const REDIRECT_PLACEHOLDERS = ['{host}', '{uri}', '{path}', '{query}'] as const;
 const PLACEHOLDER_RE = /\{[^{}]*\}/g;
@@ -291,6 +293,7 @@ const Route = z
     stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x"); with "redirect", from {uri} and {path}.'),
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
     headers: HeaderRules.optional(),
+    allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
   })
   .superRefine((r, ctx) => {
     const kinds = (['upstream', 'redirect', 'respond'] as const).filter((k) => r[k] !== undefined);
@@ -337,6 +340,7 @@ const HostEntry = z
       .default('redirect')
       .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
     headers: HeaderRules.optional(),
+    allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');
 

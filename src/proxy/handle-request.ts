@@ -23,6 +23,7 @@ import { resetResponse, respondError, type ClientResponse } from './respond-erro
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
+import { clientAddress, isInList } from './client-address.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -96,6 +97,7 @@ function route(ex: Exchange): void {
   const r = lookupRoute(hostPlan, url);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
+  if (r.allow !== undefined && !isInList(r.allow, clientAddress(req.remoteAddress, req.headers, plan.trustedProxies))) return fail(ex, 'PORTICO_FORBIDDEN');
   ex.path = rewritePath(r, url);
   const u = r.upstream;
   if (u === undefined) return answer(ex, r.answer!);

@@ -14,6 +14,7 @@ import { applyToObject } from './header-rules.js';
 import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { normalizeHost } from './normalize-host.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
+import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure } from './upstream-errors.js';
 
 function reject(socket: Socket, code: ErrorCode): void {
@@ -48,6 +49,9 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const url = req.url ?? '/';
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
+    if (route.allow !== undefined && !isInList(route.allow, clientAddress(req.socket.remoteAddress ?? '', req.headers, plan.trustedProxies))) {
+      return reject(socket, 'PORTICO_FORBIDDEN');
+    }
     const u = route.upstream;
     if (u === undefined) {
       const a = route.answer!;

@@ -1,0 +1,38 @@
+/**
+ * The client's address for access rules: the connection's peer, or, when the
+ * peer is a trusted proxy (`forwarding.trustedProxies`), the address its
+ * X-Forwarded-For names: the rightmost one that is not a trusted proxy itself
+ * (nginx's `real_ip_recursive on`), since every proxy appends the address it
+ * saw and only the entries added by trusted ones can be believed.
+ */
+import { isIP, type BlockList } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http';
+
+function family(addr: string): 'ipv4' | 'ipv6' | undefined {
+  const v = isIP(addr);
+  return v === 4 ? 'ipv4' : v === 6 ? 'ipv6' : undefined;
+}
+
+/** Whether `addr` is in `list`; false for anything that is not an IP address. */
+export function isInList(list: BlockList, addr: string): boolean {
+  const f = family(addr);
+  return f !== undefined && list.check(addr, f);
+}
+
+/**
+ * The address access rules judge: the peer's, unless the peer is trusted; then the rightmost
+ * X-Forwarded-For entry that is not trusted (or the leftmost, when all are). An entry that is
+ * not an IP address ends the walk and is returned as is, so it matches no allow list.
+ */
+export function clientAddress(remote: string, headers: IncomingHttpHeaders, trusted: BlockList | undefined): string {
+  if (trusted === undefined || !isInList(trusted, remote)) return remote;
+  const xff = headers['x-forwarded-for'];
+  if (xff === undefined) return remote;
+  const entries = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
+  let addr = remote;
+  for (let i = entries.length - 1; i >= 0; i--) {
+    addr = (entries[i] as string).trim();
+    if (!isInList(trusted, addr)) return addr;
+  }
+  return addr;
+}
