@@ -24,6 +24,7 @@ export const ERRORS = {
     status: 421,
     message: 'Misdirected Request: the Host does not match the TLS server name of this connection',
   },
+  PORTICO_UNAUTHORIZED: { status: 401, message: 'Unauthorized: this site needs a user name and password' },
   PORTICO_FORBIDDEN: { status: 403, message: 'Forbidden: this client address may not use this site' },
   PORTICO_NO_ROUTE: { status: 404, message: 'Not Found: no route for this host and path' },
   PORTICO_UNKNOWN_HOST: { status: 404, message: 'Not Found: this host is not served here' },

@@ -24,6 +24,7 @@ const HELP = `Usage:
   portico --demo               run the built-in demo (users.localhost, orders.localhost, localhost)
   portico check FILE           validate a config file and its certificates; exit 1 listing every problem
   portico schema [--markdown]  print the config's JSON Schema (or the Markdown config reference)
+  portico hash-password        hash a password for "basicAuth" (typed, or the first line of stdin)
   portico --help | --version
 
 Options:
@@ -87,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
     else process.stdout.write((await import('./cli/json-schema.js')).configJsonSchema());
     return 0;
   }
+  if (command === 'hash-password') return (await import('./cli/hash-password.js')).runHashPassword();
   if (command !== undefined) {
     process.stderr.write(`portico: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
     return 2;

@@ -19,6 +19,7 @@ import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
+import { BasicAuth } from '../proxy/basic-auth.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 /** What compiling needs from outside. */
@@ -170,6 +171,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
     const hostAllow = compileAllow(host.allowFrom);
+    const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
@@ -182,6 +184,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         answer: compileAnswer(r.redirect, r.respond),
         stats: stats.get(name, path),
         allow: r.allowFrom === undefined ? hostAllow : compileAllow(r.allowFrom),
+        auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });
     }

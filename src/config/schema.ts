@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { isIP } from 'node:net';
 import { parseDurationMs } from './units.js';
+import { hashProblem } from '../proxy/basic-auth.js';
 
 const DURATION_RE = /^\d+(\.\d+)?(ms|s|m|h|d)$/;
 const SIZE_RE = /^\d+(\.\d+)?(b|kb|mb|gb)$/i;
@@ -216,6 +217,28 @@ const HeaderRules = z
   })
   .describe('Header rules (nginx\'s proxy_set_header and add_header, Caddy\'s header_up and header_down). A host\'s rules apply to all its routes; a route\'s rules add to them, a route\'s "set" winning for the same name.');
 
+const BasicAuthObject = z
+  .strictObject({
+    realm: z
+      .string()
+      .regex(/^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, { message: 'expected printable characters without quotes or backslashes' })
+      .default('restricted')
+      .describe('The realm the browser shows in its login prompt.'),
+    users: z
+      .record(
+        z.string().regex(/^[^:\x00-\x1f\x7f]+$/, { message: 'a user name cannot be empty or hold ":" or control characters' }),
+        z.string().superRefine((s, ctx) => {
+          const problem = hashProblem(s);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+      )
+      .refine((u) => Object.keys(u).length > 0, { message: 'list at least one user: {"name": "<hash from portico hash-password>"}' })
+      .describe('Users and their password hashes, made by "portico hash-password" (scrypt): {"alice": "$scrypt$ln=15,r=8,p=1$…"}.'),
+  })
+  .describe(
+    'HTTP Basic authentication (nginx\'s auth_basic, Caddy\'s basic_auth): requests without valid credentials get 401 with a login prompt. Use it over HTTPS only (the password travels with every request). The Authorization header is forwarded to the upstream as sent; remove it with a request header rule if the upstream should not see it.',
+  );
+
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });
 
 /** Placeholders a redirect's "to" may use, filled in per request. */
@@ -294,6 +317,10 @@ const Route = z
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
     headers: HeaderRules.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
+    basicAuth: z
+      .union([BasicAuthObject, z.literal(false)])
+      .optional()
+      .describe('This route\'s login, replacing its host\'s "basicAuth"; false makes the route public on a host that has one (a health endpoint, say). Default: the host\'s.'),
   })
   .superRefine((r, ctx) => {
     const kinds = (['upstream', 'redirect', 'respond'] as const).filter((k) => r[k] !== undefined);
@@ -340,6 +367,7 @@ const HostEntry = z
       .default('redirect')
       .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
     headers: HeaderRules.optional(),
+    basicAuth: BasicAuthObject.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');

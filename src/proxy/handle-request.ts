@@ -77,7 +77,7 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
-  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH');
+  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', code === 'PORTICO_UNAUTHORIZED' ? ex.route!.auth!.challenge : undefined);
   // Stop reading a request body nobody will consume.
   if (!ex.req.complete) ex.req.body.resume();
 }
@@ -99,6 +99,28 @@ function route(ex: Exchange): void {
   ex.route = r;
   if (r.allow !== undefined && !isInList(r.allow, clientAddress(req.remoteAddress, req.headers, plan.trustedProxies))) return fail(ex, 'PORTICO_FORBIDDEN');
   ex.path = rewritePath(r, url);
+  if (r.auth !== undefined) {
+    const user = r.auth.check(req.headers.authorization);
+    if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED');
+    if (typeof user !== 'string') {
+      user.then(onAuthChecked.bind(ex), onAuthChecked.bind(ex, undefined));
+      return;
+    }
+  }
+  dispatch(ex);
+}
+
+/** Continues a request whose credentials were checked off-thread. */
+function onAuthChecked(this: Exchange, user: string | undefined): void {
+  if (this.res.destroyed) return;
+  if (user === undefined) return fail(this, 'PORTICO_UNAUTHORIZED');
+  dispatch(this);
+}
+
+/** Sends a routed, admitted request on: the route's own answer, or an upstream target. */
+function dispatch(ex: Exchange): void {
+  const { req, plan } = ex;
+  const r = ex.route!;
   const u = r.upstream;
   if (u === undefined) return answer(ex, r.answer!);
   ex.upstream = u;

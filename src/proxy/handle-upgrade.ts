@@ -17,11 +17,11 @@ import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure } from './upstream-errors.js';
 
-function reject(socket: Socket, code: ErrorCode): void {
+function reject(socket: Socket, code: ErrorCode, challenge?: string): void {
   const spec = ERRORS[code];
   const body = `${spec.message}\n`;
   socket.end(
-    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${challenge === undefined ? '' : `WWW-Authenticate: ${challenge}\r\n`}Connection: close\r\n\r\n${body}`,
   );
 }
 
@@ -52,79 +52,94 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     if (route.allow !== undefined && !isInList(route.allow, clientAddress(req.socket.remoteAddress ?? '', req.headers, plan.trustedProxies))) {
       return reject(socket, 'PORTICO_FORBIDDEN');
     }
-    const u = route.upstream;
-    if (u === undefined) {
-      const a = route.answer!;
-      route.stats.record(a.status, 0);
-      return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
-    }
-    const target = pickTarget(u, req.socket.remoteAddress ?? '');
-    if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
-    if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
-    const path = rewritePath(route, url);
-    const remote = req.socket.remoteAddress ?? '';
-    const headers = buildRequestHeaders(req.headers, {
-      remoteAddress: remote,
-      trusted: plan.trustedProxies?.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4') ?? false,
-      host: rawHost,
-      upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
-      via: plan.sendVia ? '1.1' : undefined,
-      forwarded: plan.sendForwarded,
-      proto: 'https',
-      upstreamH2: false,
-    });
-    const rules = route.headerRules?.request;
-    if (rules !== undefined) applyToObject(headers, rules);
-    headers.connection = 'upgrade';
-    headers.upgrade = req.headers.upgrade;
-    const options = { host: target.hostname, port: target.port, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
-    let up: http.ClientRequest;
-    try {
-      up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
-    } catch {
-      return reject(socket, 'PORTICO_BAD_REQUEST');
-    }
-    const started = performance.now();
-    const finish = (status: number, error?: string): void => {
-      route.stats.record(status, performance.now() - started);
-      if (plan.accessLog) {
-        state.access.write({ host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+    const proceed = (): void => {
+      const u = route.upstream;
+      if (u === undefined) {
+        const a = route.answer!;
+        route.stats.record(a.status, 0);
+        return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
+      const target = pickTarget(u, req.socket.remoteAddress ?? '');
+      if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
+      if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+      const path = rewritePath(route, url);
+      const remote = req.socket.remoteAddress ?? '';
+      const headers = buildRequestHeaders(req.headers, {
+        remoteAddress: remote,
+        trusted: plan.trustedProxies?.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4') ?? false,
+        host: rawHost,
+        upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
+        via: plan.sendVia ? '1.1' : undefined,
+        forwarded: plan.sendForwarded,
+        proto: 'https',
+        upstreamH2: false,
+      });
+      const rules = route.headerRules?.request;
+      if (rules !== undefined) applyToObject(headers, rules);
+      headers.connection = 'upgrade';
+      headers.upgrade = req.headers.upgrade;
+      const options = { host: target.hostname, port: target.port, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
+      let up: http.ClientRequest;
+      try {
+        up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
+      } catch {
+        return reject(socket, 'PORTICO_BAD_REQUEST');
+      }
+      const started = performance.now();
+      const finish = (status: number, error?: string): void => {
+        route.stats.record(status, performance.now() - started);
+        if (plan.accessLog) {
+          state.access.write({ host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+        }
+      };
+      up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+      up.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
+        state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
+        if (!socket.destroyed) reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
+        finish(502, err.code);
+      });
+      up.on('response', (res) => {
+        // The upstream declined the upgrade: relay its answer and close.
+        // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
+        const kept: string[] = [];
+        const raw = res.rawHeaders;
+        for (let i = 0; i + 1 < raw.length; i += 2) {
+          const name = raw[i] as string;
+          if (!DECLINED_DROP.test(name)) kept.push(name, raw[i + 1] as string);
+        }
+        kept.push('Connection', 'close');
+        socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', kept));
+        res.pipe(socket);
+        finish(res.statusCode ?? 0);
+      });
+      up.on('upgrade', (res, upSocket, upHead) => {
+        up.setTimeout(0);
+        upSocket.setTimeout(0);
+        socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+        if (upHead.length > 0) socket.write(upHead);
+        upSocket.on('error', () => socket.destroy());
+        socket.on('close', () => upSocket.destroy());
+        upSocket.on('close', () => socket.destroy());
+        upSocket.pipe(socket);
+        socket.pipe(upSocket);
+        finish(101);
+      });
+      if (head.length > 0) up.write(head);
+      up.end();
     };
-    up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
-      state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
-      if (!socket.destroyed) reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
-      finish(502, err.code);
-    });
-    up.on('response', (res) => {
-      // The upstream declined the upgrade: relay its answer and close.
-      // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
-      const kept: string[] = [];
-      const raw = res.rawHeaders;
-      for (let i = 0; i + 1 < raw.length; i += 2) {
-        const name = raw[i] as string;
-        if (!DECLINED_DROP.test(name)) kept.push(name, raw[i + 1] as string);
+    if (route.auth !== undefined) {
+      const user = route.auth.check(req.headers.authorization);
+      if (user === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', route.auth.challenge);
+      if (typeof user !== 'string') {
+        void user.then((u) => {
+          if (socket.destroyed) return;
+          if (u === undefined) reject(socket, 'PORTICO_UNAUTHORIZED', route.auth!.challenge);
+          else proceed();
+        });
+        return;
       }
-      kept.push('Connection', 'close');
-      socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', kept));
-      res.pipe(socket);
-      finish(res.statusCode ?? 0);
-    });
-    up.on('upgrade', (res, upSocket, upHead) => {
-      up.setTimeout(0);
-      upSocket.setTimeout(0);
-      socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
-      if (upHead.length > 0) socket.write(upHead);
-      upSocket.on('error', () => socket.destroy());
-      socket.on('close', () => upSocket.destroy());
-      upSocket.on('close', () => socket.destroy());
-      upSocket.pipe(socket);
-      socket.pipe(upSocket);
-      finish(101);
-    });
-    if (head.length > 0) up.write(head);
-    up.end();
+    }
+    proceed();
   };
 }
