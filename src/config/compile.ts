@@ -19,6 +19,7 @@ import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
+import type { CompressPlan } from '../proxy/compress.js';
 import { BasicAuth } from '../proxy/basic-auth.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
@@ -168,8 +169,14 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     for (const c of cidrs) addCidr(list, c);
     return list;
   };
+  const compileCompress = (c: boolean | { encodings: ('br' | 'gzip')[]; minLength: string } | undefined): CompressPlan | undefined => {
+    if (c === undefined || c === false) return undefined;
+    if (c === true) return { encodings: ['br', 'gzip'], minBytes: 512 };
+    return { encodings: c.encodings, minBytes: parseSizeBytes(c.minLength) };
+  };
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
+    const hostCompress = compileCompress(host.compress);
     const hostAllow = compileAllow(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     for (let i = 0; i < host.routes.length; i++) {
@@ -184,6 +191,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         answer: compileAnswer(r.redirect, r.respond),
         stats: stats.get(name, path),
         allow: r.allowFrom === undefined ? hostAllow : compileAllow(r.allowFrom),
+        compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });

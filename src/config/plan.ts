@@ -10,6 +10,7 @@ import type { StreamPlan } from '../stream/stream-plan.js';
 import type { CompiledHeaderRules } from '../proxy/header-rules.js';
 import type { AnswerPlan } from '../proxy/route-answer.js';
 import type { BasicAuth } from '../proxy/basic-auth.js';
+import type { CompressPlan } from '../proxy/compress.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -42,6 +43,8 @@ export interface RoutePlan {
   readonly stats: RequestStats;
   /** Client addresses it serves (its own "allowFrom", else its host's), or undefined for everyone. */
   readonly allow: BlockList | undefined;
+  /** Its response compression ("compress", its own or its host's), or undefined for none. */
+  readonly compress: CompressPlan | undefined;
   /** Its login ("basicAuth", its own or its host's), or undefined for none. */
   readonly auth: BasicAuth | undefined;
   /** Configured header changes (its host's and its own), or undefined for none. */

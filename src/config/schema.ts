@@ -239,6 +239,24 @@ const BasicAuthObject = z
     'HTTP Basic authentication (nginx\'s auth_basic, Caddy\'s basic_auth): requests without valid credentials get 401 with a login prompt. Use it over HTTPS only (the password travels with every request). The Authorization header is forwarded to the upstream as sent; remove it with a request header rule if the upstream should not see it.',
   );
 
+const CompressObject = z
+  .strictObject({
+    encodings: z
+      .array(z.enum(['br', 'gzip']))
+      .min(1)
+      .refine((a) => new Set(a).size === a.length, { message: 'each encoding once' })
+      .default(['br', 'gzip'])
+      .describe('Encodings offered, in order of preference when a client accepts several equally: "br" (brotli, quality 4) and "gzip" (level 5).'),
+    minLength: Size.default('512b').describe('Responses whose Content-Length is below this are sent as they are (compressing them gains little).'),
+  })
+  .describe('Compression settings.');
+
+const Compress = z
+  .union([z.boolean(), CompressObject])
+  .describe(
+    'Compress responses (nginx\'s gzip, Caddy\'s encode): true for the defaults, or {"encodings", "minLength"}. A response is encoded when the client accepts the encoding, the upstream sent it unencoded, its type is text, JSON, XML, JavaScript, SVG, WebAssembly or an uncompressed font (not text/event-stream), it has a body (not HEAD, 204, 206, 304), and it has no "Cache-Control: no-transform". Encoded responses lose Content-Length and Accept-Ranges, get "Vary: Accept-Encoding" and a weak ETag; streamed bodies are flushed chunk by chunk. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
+  );
+
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });
 
 /** Placeholders a redirect's "to" may use, filled in per request. */
@@ -317,6 +335,7 @@ const Route = z
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
     headers: HeaderRules.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
+    compress: Compress.optional(),
     basicAuth: z
       .union([BasicAuthObject, z.literal(false)])
       .optional()
@@ -368,6 +387,7 @@ const HostEntry = z
       .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
     headers: HeaderRules.optional(),
     basicAuth: BasicAuthObject.optional(),
+    compress: Compress.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');

@@ -14,6 +14,7 @@ import type { Target } from '../upstream/target.js';
 import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
+import { flushEncoder, type Encoder, type Encoding } from './compress.js';
 
 /** A client request: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
 export type ClientRequest = H1ServerRequest | H2ServerRequest;
@@ -57,6 +58,12 @@ export class Exchange implements H1Handler {
   /** Recyclable body chunks written to the client and not yet reported written, oldest first. */
   written: Buffer[] | undefined = undefined;
   onWritten: ((err?: Error | null) => void) | undefined = undefined;
+  /** "compress": the encoder the response body goes through, and its encoding. */
+  encoder: Encoder | undefined = undefined;
+  encoding: Encoding = 'gzip';
+  /** The body is streamed (no Content-Length): what the encoder holds goes out after each chunk. */
+  flushEach = false;
+  encoderDrainBound = false;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;
@@ -84,6 +91,7 @@ export class Exchange implements H1Handler {
 
   onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {
     this.bytes += chunk.length;
+    if (this.encoder !== undefined) return this.writeEncoded(chunk, recyclable);
     let ok: boolean;
     if (recyclable) {
       // A read buffer goes back to the upstream side once the client's socket has written it (large bodies only).
@@ -99,9 +107,34 @@ export class Exchange implements H1Handler {
     return ok;
   }
 
+  /** A body chunk into the encoder; the upstream pauses while the encoder (or the client behind it) is full. */
+  writeEncoded(chunk: Buffer, recyclable: boolean): boolean {
+    const e = this.encoder!;
+    let ok: boolean;
+    if (recyclable) {
+      // The encoder's write callback comes once it has consumed the chunk: then the read buffer can go back.
+      (this.written ??= []).push(chunk);
+      ok = e.write(chunk, (this.onWritten ??= chunkWritten.bind(this)));
+    } else {
+      ok = e.write(chunk);
+    }
+    if (this.flushEach) flushEncoder(e, this.encoding);
+    if (!ok && !this.encoderDrainBound) {
+      this.encoderDrainBound = true;
+      e.on('drain', onClientDrain.bind(this));
+    }
+    return ok;
+  }
+
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     this.upstreamConn = undefined;
     if (trailers !== null && trailers.length > 0) this.res.addTrailers(pairsToHeaders(trailers));
+    if (this.encoder !== undefined) {
+      // The client's response ends when the encoder has given out its last bytes ('end', see startEncoder).
+      if (last !== null) this.bytes += last.length;
+      this.encoder.end(last ?? undefined);
+      return;
+    }
     if (last === null) {
       this.res.end();
     } else {

@@ -17,6 +17,8 @@ import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere
 import { resetResponse } from './respond-error.js';
 import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
+import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
+import { decideEncoding, startEncoder } from './encode-response.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -70,6 +72,9 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   }
   ex.status = statusCode;
   // HTTP/1.1 clients take the pairs as they are; HTTP/2 folds repeated single-value headers, so it gets the object form.
+  const cp = ex.route!.compress;
+  let enc: Encoding | undefined;
+  let length: string | undefined;
   try {
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
@@ -79,10 +84,31 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       h2res.trailersExpected = received['transfer-encoding'] !== undefined;
       const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
       if (rules !== undefined) applyToObject(headers, rules);
+      if (cp !== undefined) {
+        const d = decideEncoding(ex, cp, statusCode, objectGetter(headers));
+        if (d === 'vary') markVaryObject(headers);
+        else if (d !== undefined) {
+          enc = d;
+          length = received['content-length'];
+          markEncodedObject(headers, d);
+        }
+      }
       h2res.writeHead(statusCode, headers);
     } else {
-      const out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
-      (res as H1ServerResponse).writeHead(statusCode, rules === undefined ? out : applyToPairs(out, rules));
+      let out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
+      if (rules !== undefined) out = applyToPairs(out, rules);
+      if (cp !== undefined) {
+        const get = pairsGetter(out);
+        const d = decideEncoding(ex, cp, statusCode, get);
+        if (d !== undefined) {
+          if (d !== 'vary') {
+            enc = d;
+            length = get('content-length');
+          }
+          out = markEncodedPairs(out, enc);
+        }
+      }
+      (res as H1ServerResponse).writeHead(statusCode, out);
     }
   } catch (err) {
     ex.responseStarted = false;
@@ -90,6 +116,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
     fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
     return false;
   }
+  if (enc !== undefined) startEncoder(ex, enc, length);
   return true;
 }
 

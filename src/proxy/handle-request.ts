@@ -24,6 +24,8 @@ import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
+import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
+import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -346,6 +348,16 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   const rules = ex.route!.headerRules?.response;
   if (rules !== undefined) applyToObject(headers, rules);
+  const cp = ex.route!.compress;
+  let enc: Encoding | undefined;
+  if (cp !== undefined) {
+    const d = decideEncoding(ex, cp, ex.status, objectGetter(headers));
+    if (d === 'vary') markVaryObject(headers);
+    else if (d !== undefined) {
+      enc = d;
+      markEncodedObject(headers, d);
+    }
+  }
   // An HTTP/2 upstream's response may end with trailers (gRPC's status does).
   if (ex.h2) (res as H2ServerResponse).trailersExpected = true;
   try {
@@ -358,6 +370,13 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
+  if (enc !== undefined) {
+    const length = upRes.headers['content-length'];
+    startEncoder(ex, enc, length);
+    upRes.pipe(ex.encoder!);
+    if (length === undefined) upRes.on('data', flushOnData.bind(ex));
+    return;
+  }
   upRes.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
 }
 
@@ -375,7 +394,8 @@ function onUpstreamEnd(this: Exchange): void {
     break;
   }
   if (hasTrailers) this.res.addTrailers(trailers as OutgoingHttpHeaders);
-  this.res.end();
+  // With an encoder, the response ends when it has given out its last bytes.
+  if (this.encoder === undefined) this.res.end();
 }
 
 /** Whether the client response closed before it was complete. An HTTP/2 stream the client reset reads as finished once closed; its request says it was aborted. */
@@ -403,6 +423,7 @@ function onClientClose(this: Exchange): void {
     ex.upstreamReq?.destroy();
     ex.upstreamRes?.destroy();
     ex.cancelUpstream();
+    if (ex.encoder !== undefined) dropEncoder(ex);
   }
   const res = ex.res;
   const status = res.headersSent ? res.statusCode : 0;

@@ -1,0 +1,51 @@
+/**
+ * Compression of one proxied response: the decision from its head and the
+ * request's Accept-Encoding, and the encoder between the upstream body and the
+ * client (src/proxy/compress.ts holds the rules). Only routes with "compress".
+ */
+import type { H2ServerResponse } from '../http2/server-response.js';
+import type { Exchange } from './exchange.js';
+import { createEncoder, flushEncoder, isCompressibleResponse, negotiateEncoding, type CompressPlan, type Encoding } from './compress.js';
+import { forgetReadBuffer } from '../upstream/read-buffers.js';
+
+/**
+ * What to do with a response on a route with "compress": an encoding to apply, "vary" when it could
+ * have been encoded for a client that accepts one (so caches must key on Accept-Encoding), or
+ * undefined when it is not a candidate at all.
+ */
+export function decideEncoding(ex: Exchange, cp: CompressPlan, status: number, get: (lowerName: string) => string | undefined): Encoding | 'vary' | undefined {
+  if (!isCompressibleResponse(cp, ex.method, status, get)) return undefined;
+  return negotiateEncoding(cp, ex.req.headers['accept-encoding']) ?? 'vary';
+}
+
+/** Puts an encoder between the upstream body and the client, once the head is written. */
+export function startEncoder(ex: Exchange, enc: Encoding, contentLength: string | undefined): void {
+  const length = contentLength === undefined ? -1 : Number(contentLength);
+  const e = createEncoder(enc, length);
+  ex.encoder = e;
+  ex.encoding = enc;
+  ex.flushEach = contentLength === undefined;
+  e.pipe(ex.h2 ? (ex.res as H2ServerResponse).stream : (ex.res as unknown as NodeJS.WritableStream), { end: false });
+  e.once('end', endEncoded.bind(ex));
+}
+
+function endEncoded(this: Exchange): void {
+  if (!this.res.destroyed) this.res.end();
+}
+
+/** The client went away: the encoder is freed, and read buffers it still held are left to the garbage collector. */
+export function dropEncoder(ex: Exchange): void {
+  const e = ex.encoder!;
+  e.unpipe();
+  e.destroy();
+  const held = ex.written;
+  if (held !== undefined) {
+    for (const b of held) forgetReadBuffer(b);
+    held.length = 0;
+  }
+}
+
+/** Streamed bodies from HTTP/2 upstreams: what the encoder holds goes out after each chunk. */
+export function flushOnData(this: Exchange): void {
+  if (this.encoder !== undefined) flushEncoder(this.encoder, this.encoding);
+}

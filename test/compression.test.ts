@@ -1,0 +1,191 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import https from 'node:https';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { brotliDecompressSync, createGunzip, gunzipSync, gzipSync } from 'node:zlib';
+import type { AddressInfo } from 'node:net';
+import { validateConfig } from '../src/config/load.js';
+import { negotiateEncoding } from '../src/proxy/compress.js';
+import { largeReadBuffers } from '../src/upstream/read-buffers.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { curl, requireTool } from './helpers/real-peers.js';
+
+const JSON_BODY = JSON.stringify({ items: Array.from({ length: 400 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['a', 'b', 'c'] })) });
+const BIG = Buffer.from('All work and no play makes Jack a dull boy.\n'.repeat(100_000)); // 4.4 MB
+
+function decode(body: Buffer, encoding: string | undefined): string {
+  if (encoding === 'gzip') return gunzipSync(body).toString();
+  if (encoding === 'br') return brotliDecompressSync(body).toString();
+  return body.toString();
+}
+
+test('compress: negotiation, what is and is not encoded, the headers, over HTTP/1.1 and HTTP/2 from HTTP/1.1 and HTTP/2 upstreams', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    const path = req.url ?? '/';
+    if (path === '/json') res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(JSON_BODY), etag: '"v1"', 'accept-ranges': 'bytes', vary: 'Origin' });
+    else if (path === '/small') res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 11 });
+    else if (path === '/png') res.writeHead(200, { 'content-type': 'image/png', 'content-length': Buffer.byteLength(JSON_BODY) });
+    else if (path === '/no-transform') res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, no-transform' });
+    else if (path === '/big') res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': BIG.length });
+    else if (path === '/pre-encoded') {
+      const z = gzipSync(JSON_BODY);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': z.length });
+      return res.end(z);
+    }
+    if (path === '/small') return res.end('hello world');
+    res.end(path === '/big' ? BIG : JSON_BODY);
+  });
+  // An h2c upstream: its bodies come through node:http2's client.
+  const h2up = http2.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/css' });
+    res.end(JSON_BODY);
+  });
+  h2up.listen(0, '127.0.0.1');
+  await once(h2up, 'listening');
+  const h2url = `h2c://127.0.0.1:${(h2up.address() as AddressInfo).port}`;
+  const cert = await pki.issue('cz', ['cz.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'cz.test': {
+          tls: cert,
+          compress: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/h2', upstream: h2url, stripPrefix: true },
+            { path: '/gzip-only', upstream: up.url, stripPrefix: true, compress: { encodings: ['gzip'], minLength: '1kb' } },
+            { path: '/off', upstream: up.url, stripPrefix: true, compress: false },
+          ],
+        },
+      },
+    },
+    [up.close, () => h2up.close()],
+  );
+  const get = (path: string, ae?: string, method = 'GET') =>
+    h1Request({ port: proxy.httpsPort, sni: 'cz.test', path, method, headers: ae === undefined ? {} : { 'accept-encoding': ae }, ca: pki.caPem });
+
+  let r = await get('/json', 'gzip, deflate, br');
+  assert.equal(r.headers['content-encoding'], 'br', 'br preferred when both are accepted alike');
+  assert.equal(r.headers['content-length'], undefined);
+  assert.equal(r.headers['accept-ranges'], undefined);
+  assert.equal(r.headers.vary, 'Origin, Accept-Encoding');
+  assert.equal(r.headers.etag, 'W/"v1"', 'a strong ETag becomes weak');
+  assert.equal(decode(r.body, 'br'), JSON_BODY);
+  assert.ok(r.body.length < JSON_BODY.length / 4, `compressed to ${r.body.length} of ${JSON_BODY.length}`);
+  r = await get('/json', 'gzip;q=1, br;q=0.5');
+  assert.equal(r.headers['content-encoding'], 'gzip', 'the client\'s q-values come first');
+  assert.equal(decode(r.body, 'gzip'), JSON_BODY);
+  r = await get('/json');
+  assert.equal(r.headers['content-encoding'], undefined, 'no Accept-Encoding: as is');
+  assert.equal(r.headers['content-length'], String(Buffer.byteLength(JSON_BODY)));
+  assert.equal(r.headers.vary, 'Origin, Accept-Encoding', 'but caches learn that it varies');
+  assert.equal((await get('/json', 'br;q=0, deflate')).headers['content-encoding'], undefined);
+  assert.equal((await get('/json', '*')).headers['content-encoding'], 'br');
+  assert.equal((await get('/json', 'gzip', 'HEAD')).headers['content-encoding'], undefined, 'HEAD as is');
+  for (const path of ['/small', '/png', '/no-transform']) {
+    r = await get(path, 'gzip, br');
+    assert.equal(r.headers['content-encoding'], undefined, `${path} as is`);
+  }
+  r = await get('/pre-encoded', 'gzip, br');
+  assert.equal(r.headers['content-encoding'], 'gzip', 'not encoded twice');
+  assert.equal(gunzipSync(r.body).toString(), JSON_BODY);
+  r = await get('/gzip-only/json', 'br, gzip');
+  assert.equal(r.headers['content-encoding'], 'gzip');
+  assert.equal((await get('/off/json', 'br, gzip')).headers['content-encoding'], undefined);
+  assert.equal((await get('/off/json', 'br, gzip')).headers.vary, 'Origin', 'no Vary added where compression is off');
+
+  // A large body read into recycled buffers goes through the encoder byte-exact, and the buffers come back.
+  r = await get('/big', 'gzip');
+  assert.equal(r.headers['content-encoding'], 'gzip');
+  assert.ok(gunzipSync(r.body).equals(BIG));
+  assert.equal(largeReadBuffers().out, 0, 'every large read buffer came back');
+
+  // An HTTP/2 upstream, to HTTP/1.1 and HTTP/2 clients.
+  r = await get('/h2/x', 'gzip');
+  assert.equal(r.headers['content-encoding'], 'gzip');
+  assert.equal(decode(r.body, 'gzip'), JSON_BODY);
+  const s = await h2Connect(proxy.httpsPort, 'cz.test', pki.caPem);
+  for (const path of ['/h2/x', '/json', '/big']) {
+    const h = await h2Request(s, { path, headers: { 'accept-encoding': 'br' } });
+    assert.equal(h.headers['content-encoding'], 'br', path);
+    assert.equal(h.headers['content-length'], undefined);
+    assert.ok(decode(h.body, 'br') === (path === '/big' ? BIG.toString() : JSON_BODY), `${path} decodes`);
+  }
+  s.close();
+
+  if (requireTool(t, 'curl')) {
+    const caFile = join(pki.dir, 'ca.pem');
+    await writeFile(caFile, pki.caPem);
+    for (const proto of ['--http1.1', '--http2']) {
+      const c = await curl({ host: 'cz.test', port: proxy.httpsPort, caFile, path: '/json', args: [proto, '--compressed', '-o', '-', '-w', '\n%{size_download}'] });
+      assert.match(c.stdout, /content-encoding: (br|gzip)/i, c.stderr);
+      const body = c.stdout.slice(c.stdout.indexOf('\r\n\r\n') + 4, c.stdout.lastIndexOf('\n'));
+      assert.equal(body, JSON_BODY, `curl ${proto} decodes what it got`);
+      assert.ok(Number(c.stdout.slice(c.stdout.lastIndexOf('\n') + 1)) < JSON_BODY.length / 4);
+    }
+  }
+});
+
+test('compress: a streamed body is flushed chunk by chunk, and a client that leaves mid-body frees the encoder', async (t) => {
+  const pki = await makePki();
+  let release: () => void = () => {};
+  const released = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('first part, ');
+    void released.then(() => res.end('second part'));
+  });
+  const cert = await pki.issue('cs', ['cs.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'cs.test': { tls: cert, compress: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    https.get({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'cs.test', headers: { host: 'cs.test', 'accept-encoding': 'gzip' }, ca: pki.caPem, agent: false }, resolve).on('error', reject);
+  });
+  assert.equal(res.headers['content-encoding'], 'gzip');
+  const gunzip = res.pipe(createGunzip());
+  let text = '';
+  gunzip.on('data', (c: Buffer) => (text += c.toString()));
+  const deadline = Date.now() + 3000;
+  while (text !== 'first part, ' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(text, 'first part, ', 'the first part arrives before the upstream sends the rest');
+  release();
+  await once(gunzip, 'end');
+  assert.equal(text, 'first part, second part');
+
+  // A client that leaves mid-response: its encoder is dropped and the proxy goes on serving.
+  const big = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    https.get({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'cs.test', path: '/', headers: { host: 'cs.test', 'accept-encoding': 'br' }, ca: pki.caPem, agent: false }, resolve).on('error', reject);
+  });
+  big.destroy();
+  const again = await h1Request({ port: proxy.httpsPort, sni: 'cs.test', headers: { 'accept-encoding': 'identity' }, ca: pki.caPem });
+  assert.equal(again.status, 200);
+});
+
+test('negotiateEncoding follows q-values, then the configured order; compress settings are checked with their paths', () => {
+  const both = { encodings: ['br', 'gzip'] as const, minBytes: 512 };
+  assert.equal(negotiateEncoding(both, 'gzip, br'), 'br');
+  assert.equal(negotiateEncoding(both, 'gzip;q=0.9, br;q=0.8'), 'gzip');
+  assert.equal(negotiateEncoding(both, 'BR;Q=0.5'), 'br');
+  assert.equal(negotiateEncoding(both, 'identity'), undefined);
+  assert.equal(negotiateEncoding(both, '*;q=0'), undefined);
+  assert.equal(negotiateEncoding(both, '*, br;q=0'), 'gzip');
+  assert.equal(negotiateEncoding(both, ''), undefined);
+  const issues = (compress: unknown): string[] => {
+    const r = validateConfig({ hosts: { 'a.test': { tls: { cert: 'c', key: 'k' }, compress, routes: [{ upstream: 'http://127.0.0.1:1' }] } } });
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  assert.deepEqual(issues(true), []);
+  assert.deepEqual(issues({ encodings: ['gzip'], minLength: '1kb' }), []);
+  assert.match(issues({ encodings: ['deflate'] })[0]!, /^hosts\["a\.test"\]\.compress\.encodings\[0\]/);
+  assert.match(issues({ encodings: ['gzip', 'gzip'] })[0]!, /compress\.encodings: each encoding once/);
+  assert.match(issues({ minLength: 'big' })[0]!, /compress\.minLength: expected a size/);
+  assert.match(issues('yes')[0]!, /compress: expected boolean or object/);
+});
