@@ -69,6 +69,11 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
     assert.equal(r.headers['www-authenticate'], 'Bearer realm="portico-admin"');
     assert.doesNotMatch(r.text, /adm\.test/);
   }
+  // The liveness endpoint needs no token and says nothing but "ok".
+  const live = await admin(adminPort, 'GET', '/healthz', undefined);
+  assert.equal(live.status, 200);
+  assert.equal(live.text, 'ok\n');
+  assert.equal((await admin(adminPort, 'POST', '/healthz', undefined)).status, 401, 'only GET and HEAD are open');
 
   for (let i = 0; i < 3; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', path: `/x${i}`, ca: pki.caPem })).status, 200);
   assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'adm.test', host: 'nothere.test', ca: pki.caPem })).status, 421);
@@ -193,6 +198,7 @@ test('admin API with workers: the primary answers for every worker and reloads t
     await sleep(100);
   }
   assert.equal(processes.length, 2, 'both workers answer');
+  assert.equal((await admin(adminPort, 'GET', '/healthz', undefined)).status, 200, 'the primary is live once its workers serve');
   assert.ok(processes.every((p) => p.pid !== proxy.pid), 'the answers come from the workers, not the primary');
   for (let i = 0; i < 6; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/w${i}`, ca: pki.caPem })).status, 200);
   const page = (await admin(adminPort, 'GET', '/metrics', TOKEN)).text;
@@ -205,7 +211,7 @@ test('admin API with workers: the primary answers for every worker and reloads t
 
 test('admin API with no worker serving yet: 503 with Retry-After, not an empty answer', async (t) => {
   const digest = createHash('sha256').update(TOKEN).digest();
-  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], tokenDigest: () => digest }, pino({ level: 'silent' }), '0.0.0');
+  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], tokenDigest: () => digest, serving: () => 0 }, pino({ level: 'silent' }), '0.0.0');
   await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
   for (const [method, path] of [['GET', '/status'], ['GET', '/metrics'], ['POST', '/reload']] as const) {
@@ -214,4 +220,7 @@ test('admin API with no worker serving yet: 503 with Retry-After, not an empty a
     assert.equal(r.headers['retry-after'], '1');
     assert.match(r.text, /no worker process is serving yet/);
   }
+  const live = await admin(server.port, 'GET', '/healthz', undefined);
+  assert.equal(live.status, 503, 'not live while no process serves');
+  assert.equal(live.headers['retry-after'], '1');
 });

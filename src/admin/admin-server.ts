@@ -5,6 +5,8 @@
  *   GET  /status   JSON: each process's config generation, last reload, routes' counters, upstream health, certificates
  *   GET  /metrics  Prometheus text format
  *   POST /reload   reload the config in every process; 200 with the generation, or 422 with every issue
+ *   GET  /healthz  liveness for Docker and Kubernetes probes, the one endpoint without a token: 200 "ok" while
+ *                  a process serves, 503 while none does (it tells nothing an attacker could use)
  *
  * Not on the request path: node:http is fine here.
  */
@@ -24,6 +26,8 @@ export interface AdminBackend {
   reload(): Promise<ProcessReload[]>;
   /** SHA-256 of the current token (re-read on reload). */
   tokenDigest(): Buffer | undefined;
+  /** How many processes serve requests now (this one, or the primary's ready workers). */
+  serving(): number;
 }
 
 const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/reload': 'POST' };
@@ -90,6 +94,7 @@ export class AdminServer {
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     req.resume();
+    if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) return this.#health(res);
     if (!isAuthorized(req.headers.authorization, this.#backend.tokenDigest())) {
       this.#log.warn({ remote: req.socket.remoteAddress, path: req.url }, 'admin request refused: missing or wrong token');
       return send(res, 401, { error: 'missing or wrong token: send "Authorization: Bearer <token>" with the token from admin.tokenFile' }, { 'www-authenticate': 'Bearer realm="portico-admin"' });
@@ -103,6 +108,13 @@ export class AdminServer {
     if (snapshots.length === 0) return noProcess(res);
     if (path === '/metrics') return send(res, 200, renderMetrics(snapshots));
     send(res, 200, { version: this.#version, processes: snapshots });
+  }
+
+  #health(res: http.ServerResponse): void {
+    const n = this.#backend.serving();
+    const text = n > 0 ? 'ok\n' : 'starting: no process serves yet\n';
+    res.writeHead(n > 0 ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...(n > 0 ? {} : { 'retry-after': '1' }) });
+    res.end(text);
   }
 
   async #reload(res: http.ServerResponse): Promise<void> {

@@ -60,8 +60,9 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
     else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) ready.add(worker.id);
   });
   cluster.on('exit', (worker) => ready.delete(worker.id));
+  const readyWorkers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
   const ask = async (op: Op): Promise<unknown[]> => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
+    const workers = readyWorkers();
     const answers = await Promise.all(
       workers.map(
         (w) =>
@@ -100,6 +101,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
       return results;
     },
     tokenDigest: () => digest,
+    serving: () => readyWorkers().length,
     refreshToken,
   };
 }

@@ -37,5 +37,6 @@ export function localBackend(p: Portico): AdminBackend {
       return [r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }];
     },
     tokenDigest: () => p.state?.plan.adminTokenDigest,
+    serving: () => (p.state === undefined ? 0 : 1),
   };
 }
