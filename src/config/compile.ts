@@ -20,6 +20,7 @@ import { compileStreams } from '../stream/stream-plan.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import type { CompressPlan } from '../proxy/compress.js';
+import { RateLimiter } from '../proxy/rate-limit.js';
 import { BasicAuth } from '../proxy/basic-auth.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
@@ -177,6 +178,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
     const hostCompress = compileCompress(host.compress);
+    const limiter = (l: { requests: number; per: string; burst?: number | undefined }): RateLimiter => new RateLimiter(l.requests, parseDurationMs(l.per), l.burst ?? l.requests);
+    const hostLimit = host.rateLimit === undefined ? undefined : limiter(host.rateLimit);
     const hostAllow = compileAllow(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     for (let i = 0; i < host.routes.length; i++) {
@@ -192,6 +195,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         stats: stats.get(name, path),
         allow: r.allowFrom === undefined ? hostAllow : compileAllow(r.allowFrom),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
+        limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : limiter(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });

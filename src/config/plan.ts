@@ -11,6 +11,7 @@ import type { CompiledHeaderRules } from '../proxy/header-rules.js';
 import type { AnswerPlan } from '../proxy/route-answer.js';
 import type { BasicAuth } from '../proxy/basic-auth.js';
 import type { CompressPlan } from '../proxy/compress.js';
+import type { RateLimiter } from '../proxy/rate-limit.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -45,6 +46,8 @@ export interface RoutePlan {
   readonly allow: BlockList | undefined;
   /** Its response compression ("compress", its own or its host's), or undefined for none. */
   readonly compress: CompressPlan | undefined;
+  /** Its request rate limit per client ("rateLimit", its own or its host's, shared by the routes that use it), or undefined. */
+  readonly limit: RateLimiter | undefined;
   /** Its login ("basicAuth", its own or its host's), or undefined for none. */
   readonly auth: BasicAuth | undefined;
   /** Configured header changes (its host's and its own), or undefined for none. */

@@ -257,6 +257,16 @@ const Compress = z
     'Compress responses (nginx\'s gzip, Caddy\'s encode): true for the defaults, or {"encodings", "minLength"}. A response is encoded when the client accepts the encoding, the upstream sent it unencoded, its type is text, JSON, XML, JavaScript, SVG, WebAssembly or an uncompressed font (not text/event-stream), it has a body (not HEAD, 204, 206, 304), and it has no "Cache-Control: no-transform". Encoded responses lose Content-Length and Accept-Ranges, get "Vary: Accept-Encoding" and a weak ETag; streamed bodies are flushed chunk by chunk. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
   );
 
+const RateLimitObject = z
+  .strictObject({
+    requests: z.number().int().min(1).max(1_000_000).describe('Requests a client may make per "per", on average.'),
+    per: durationAtLeast(1, '1ms').default('1s').describe('The period "requests" are counted over.'),
+    burst: z.number().int().min(1).max(1_000_000).optional().describe('Requests a client may make at once before the rate applies (the bucket\'s size). Default: "requests".'),
+  })
+  .describe(
+    'A request rate limit per client address (nginx\'s limit_req, Traefik\'s rateLimit): each client may make "burst" requests at once, then "requests" per "per"; past it, requests and WebSocket upgrades get 429 (PORTICO_RATE_LIMITED) with Retry-After and reach no upstream. The client address is the one "allowFrom" uses. A host\'s limit is one budget for all its routes; a route\'s own replaces it (false: no limit). Each worker process counts on its own, so with "workers": N a client may get up to N times the rate.',
+  );
+
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });
 
 /** Placeholders a redirect's "to" may use, filled in per request. */
@@ -336,6 +346,7 @@ const Route = z
     headers: HeaderRules.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
     compress: Compress.optional(),
+    rateLimit: z.union([RateLimitObject, z.literal(false)]).optional().describe('This route\'s own rate limit, replacing its host\'s; false: none. Default: the host\'s.'),
     basicAuth: z
       .union([BasicAuthObject, z.literal(false)])
       .optional()
@@ -388,6 +399,7 @@ const HostEntry = z
     headers: HeaderRules.optional(),
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
+    rateLimit: RateLimitObject.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');

@@ -163,7 +163,8 @@ export function objectGetter(h: OutgoingHttpHeaders): HeaderGetter {
 export function createEncoder(enc: Encoding, sizeHint: number): Encoder {
   if (enc === 'gzip') return createGzip({ level: 5 });
   const params: Record<number, number> = { [constants.BROTLI_PARAM_QUALITY]: 4 };
-  if (sizeHint > 0) params[constants.BROTLI_PARAM_SIZE_HINT] = sizeHint;
+  // The hint is a 32-bit parameter; a body that large needs no precise one.
+  if (sizeHint > 0) params[constants.BROTLI_PARAM_SIZE_HINT] = Math.min(sizeHint, 2 ** 30);
   return createBrotliCompress({ params });
 }
 

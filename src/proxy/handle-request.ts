@@ -74,12 +74,12 @@ export function createRequestHandler(state: ProxyState): (req: ClientRequest, re
   };
 }
 
-export function fail(ex: Exchange, code: ErrorCode, detail?: string): void {
+export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: readonly [string, string]): void {
   ex.error = code;
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
-  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', code === 'PORTICO_UNAUTHORIZED' ? ex.route!.auth!.challenge : undefined);
+  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', extra);
   // Stop reading a request body nobody will consume.
   if (!ex.req.complete) ex.req.body.resume();
 }
@@ -99,11 +99,18 @@ function route(ex: Exchange): void {
   const r = lookupRoute(hostPlan, url);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
-  if (r.allow !== undefined && !isInList(r.allow, clientAddress(req.remoteAddress, req.headers, plan.trustedProxies))) return fail(ex, 'PORTICO_FORBIDDEN');
+  if (r.allow !== undefined || r.limit !== undefined) {
+    const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
+    if (r.allow !== undefined && !isInList(r.allow, client)) return fail(ex, 'PORTICO_FORBIDDEN');
+    if (r.limit !== undefined) {
+      const wait = r.limit.take(client);
+      if (wait > 0) return fail(ex, 'PORTICO_RATE_LIMITED', undefined, ['retry-after', String(wait)]);
+    }
+  }
   ex.path = rewritePath(r, url);
   if (r.auth !== undefined) {
     const user = r.auth.check(req.headers.authorization);
-    if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED');
+    if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', r.auth.challenge]);
     if (typeof user !== 'string') {
       user.then(onAuthChecked.bind(ex), onAuthChecked.bind(ex, undefined));
       return;
@@ -115,7 +122,7 @@ function route(ex: Exchange): void {
 /** Continues a request whose credentials were checked off-thread. */
 function onAuthChecked(this: Exchange, user: string | undefined): void {
   if (this.res.destroyed) return;
-  if (user === undefined) return fail(this, 'PORTICO_UNAUTHORIZED');
+  if (user === undefined) return fail(this, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', this.route!.auth!.challenge]);
   dispatch(this);
 }
 

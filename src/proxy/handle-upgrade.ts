@@ -17,11 +17,11 @@ import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure } from './upstream-errors.js';
 
-function reject(socket: Socket, code: ErrorCode, challenge?: string): void {
+function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   const spec = ERRORS[code];
   const body = `${spec.message}\n`;
   socket.end(
-    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${challenge === undefined ? '' : `WWW-Authenticate: ${challenge}\r\n`}Connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra === undefined ? '' : `${extra}\r\n`}Connection: close\r\n\r\n${body}`,
   );
 }
 
@@ -49,8 +49,11 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const url = req.url ?? '/';
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
-    if (route.allow !== undefined && !isInList(route.allow, clientAddress(req.socket.remoteAddress ?? '', req.headers, plan.trustedProxies))) {
-      return reject(socket, 'PORTICO_FORBIDDEN');
+    if (route.allow !== undefined || route.limit !== undefined) {
+      const client = clientAddress(req.socket.remoteAddress ?? '', req.headers, plan.trustedProxies);
+      if (route.allow !== undefined && !isInList(route.allow, client)) return reject(socket, 'PORTICO_FORBIDDEN');
+      const wait = route.limit === undefined ? 0 : route.limit.take(client);
+      if (wait > 0) return reject(socket, 'PORTICO_RATE_LIMITED', `Retry-After: ${wait}`);
     }
     const proceed = (): void => {
       const u = route.upstream;
@@ -130,11 +133,11 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     };
     if (route.auth !== undefined) {
       const user = route.auth.check(req.headers.authorization);
-      if (user === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', route.auth.challenge);
+      if (user === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
       if (typeof user !== 'string') {
         void user.then((u) => {
           if (socket.destroyed) return;
-          if (u === undefined) reject(socket, 'PORTICO_UNAUTHORIZED', route.auth!.challenge);
+          if (u === undefined) reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth!.challenge}`);
           else proceed();
         });
         return;

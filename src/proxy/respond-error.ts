@@ -17,7 +17,7 @@ for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode,
  * Sends the error response for `code`; when the response has already started,
  * resets it instead so the client cannot mistake a truncated body for a whole one.
  */
-export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean, challenge?: string): void {
+export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean, extra?: readonly [string, string]): void {
   if (res.headersSent) {
     resetResponse(res);
     return;
@@ -29,8 +29,8 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
     'cache-control': 'no-store',
     'x-portico-error': code,
   };
-  // RFC 9110 §11.6.1: a 401 names the scheme and realm that would be accepted.
-  if (challenge !== undefined) headers['www-authenticate'] = challenge;
+  // A 401's WWW-Authenticate (RFC 9110 §11.6.1), a 429's Retry-After (RFC 6585 §4).
+  if (extra !== undefined) headers[extra[0]] = extra[1];
   // HTTP/1.1 only: HTTP/2 forbids connection-specific headers.
   if (closeConnection) headers.connection = 'close';
   res.writeHead(ERRORS[code].status, headers);
