@@ -15,6 +15,7 @@ import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 const BASE: AccessFields = {
+  client: '127.0.0.1',
   host: 'site.test',
   sni: 'site.test',
   method: 'GET',
@@ -43,6 +44,8 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
     { ...BASE, path: `/${'long'.repeat(200)}` },
     { ...BASE, host: undefined, sni: undefined, route: undefined, upstream: undefined, path: undefined, status: 0, aborted: true, error: 'PORTICO_NO_ROUTE', detail: 'no route for /x' },
     { ...BASE, bytes: undefined, upgrade: 'websocket', status: 101, durationMs: 12 },
+    // In the order the proxy passes them (pino writes keys in object order).
+    (({ client: _c, ...rest }) => ({ client: '2001:db8::1', user: 'al"ice', ...rest }))(BASE),
   ];
   for (const bindings of [{ pid: 42 }, { pid: 42, hostname: 'h', worker: 'a"b' }]) {
     const lines: string[] = [];
@@ -116,6 +119,7 @@ test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one ac
   const byPath = new Map(access.map((l) => [l['path'], l]));
   const one = byPath.get('/app/one?x="1"')!;
   assert.equal(one['level'], 30);
+  assert.equal(one['client'], '127.0.0.1');
   assert.equal(one['host'], 'site.test');
   assert.equal(one['sni'], 'site.test');
   assert.equal(one['method'], 'GET');
@@ -138,4 +142,5 @@ test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one ac
   assert.equal(upgrade['status'], 101);
   assert.equal(upgrade['upgrade'], 'websocket');
   assert.equal(upgrade['upstream'], wsUrl);
+  assert.equal(upgrade['client'], '127.0.0.1');
 });

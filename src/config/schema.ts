@@ -79,6 +79,12 @@ const Listener = z
       .min(1)
       .default(['0.0.0.0', '::'])
       .describe('Addresses to bind. IPv6 addresses are bound IPv6-only, so "0.0.0.0" and "::" can be listed together. An unavailable IPv6 stack is logged and skipped.'),
+    proxyProtocol: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Every connection starts with a PROXY protocol header (HAProxy\'s, v1 or v2: AWS NLB, HAProxy "send-proxy", and other TCP load balancers send it), whose client address then stands for the connection\'s peer (X-Forwarded-For, allowFrom, rateLimit, client-ip, the access log). Connections without a valid header within 10 s are closed. Hazard: anyone who can reach the port can claim any address; turn it on only for a port that only the load balancer reaches.',
+      ),
   })
   .describe('One listening port and the addresses it binds.');
 
@@ -552,9 +558,9 @@ export const ConfigSchema = z
     $schema: z.string().optional().describe('Path to portico.schema.json, for editors.'),
     listen: z
       .strictObject({
-        https: Listener.default({ port: 443, addresses: ['0.0.0.0', '::'] }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
+        https: Listener.default({ port: 443, addresses: ['0.0.0.0', '::'], proxyProtocol: false }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
         http: Listener.nullable()
-          .default({ port: 80, addresses: ['0.0.0.0', '::'] })
+          .default({ port: 80, addresses: ['0.0.0.0', '::'], proxyProtocol: false })
           .describe('The plain HTTP listener: redirects configured hosts to https (308) and answers ACME HTTP-01 challenges. null disables it.'),
       })
       .prefault({})

@@ -97,6 +97,18 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     parser.consume(handle);
     // The socket may not be reading yet (a TLS socket just out of its handshake).
     handle.readStart();
+    // Bytes read before the parser took the socket (those after a PROXY protocol header) go first:
+    // in a microtask, before any read of the socket's own, once the server holds this connection.
+    if (socket.readableLength > 0) queueMicrotask(() => this.#parseBuffered());
+  }
+
+  #parseBuffered(): void {
+    const buf = this.socket.read() as Buffer | null;
+    if (buf === null || this.closed) return;
+    const r = this.parser.execute(buf);
+    if (r instanceof Error) return this.onExecuted(r);
+    const up = this.upgrade;
+    if (up !== null) this.leaveForUpgrade(up, buf.subarray(r));
   }
 
   get keepAliveHint(): string {
@@ -237,18 +249,16 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
       return;
     }
     const up = this.upgrade;
-    if (up !== null) this.leaveForUpgrade(up, r);
+    if (up !== null) this.leaveForUpgrade(up, this.parser.getCurrentBuffer().subarray(r));
   }
 
   /** The socket stops being HTTP: the parser lets go of it and the upgrade handler gets it with the bytes after the head. */
-  leaveForUpgrade(req: H1ServerRequest, parsed: number): void {
+  leaveForUpgrade(req: H1ServerRequest, head: Buffer): void {
     this.upgrade = null;
     if (this.active !== null || this.queue.length > 0 || this.closing) {
       this.socket.destroy();
       return;
     }
-    const rest = this.parser.getCurrentBuffer();
-    const head = rest.subarray(parsed);
     this.detach();
     this.server.onUpgrade(req, this.socket, head);
   }

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { requestHeaders } from './request-headers.js';
+import { peerAddress } from '../listen/proxy-protocol.js';
 
 /** Reading more of the connection when the body's reader wants more. */
 export interface BodySource {
@@ -58,7 +59,7 @@ export class H1ServerRequest extends Readable {
   }
 
   get remoteAddress(): string {
-    return this.socket.remoteAddress ?? '';
+    return peerAddress(this.socket);
   }
 
   /** Built on first use, as node:http does. */

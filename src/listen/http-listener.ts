@@ -14,6 +14,7 @@ import type { H1ServerResponse } from '../http1/server-response.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 import { capConnections, listenOptions } from './listen-options.js';
+import { kClientAddress, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
 export interface Http01ChallengeSource {
@@ -27,7 +28,12 @@ export interface HttpListenerDeps {
   readonly state: ProxyState;
   readonly log: Logger;
   http01?: Http01ChallengeSource;
+  /** Every connection starts with a PROXY protocol header (listen.http.proxyProtocol). */
+  readonly proxyProtocol?: boolean;
 }
+
+/** Time a connection has to send its PROXY protocol header. */
+const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 function plain(res: H1ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
@@ -75,7 +81,19 @@ export class HttpListener {
 
   /** Starts listening on one address; `reusePort`: a worker's own socket beside the other workers' (listen-options.ts). */
   listen(port: number, address: string, reusePort = false): Promise<void> {
-    const server = net.createServer({ noDelay: true }, (socket) => this.h1.accept(socket));
+    const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      if (refused === undefined) return this.h1.accept(socket);
+      readProxyHeader(
+        socket,
+        PROXY_HEADER_TIMEOUT_MS,
+        (client) => {
+          if (client !== undefined) (socket as net.Socket & ProxiedSocket)[kClientAddress] = client;
+          this.h1.accept(socket);
+        },
+        (reason) => refused(reason, socket.remoteAddress),
+      );
+    });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(listenOptions(port, address, reusePort), () => {

@@ -19,6 +19,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, listenOptions } from './listen-options.js';
+import { connectionKey, kClientAddress, peerAddress, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -34,6 +35,8 @@ export interface HttpsListenerDeps {
   alpnChallenges?: AlpnChallengeSource;
   /** The session ticket key to start with (48 bytes); setTicketKeys() replaces it. */
   readonly ticketKey: Buffer;
+  /** Every connection starts with a PROXY protocol header (listen.https.proxyProtocol). */
+  readonly proxyProtocol?: boolean;
 }
 
 const kAcmeAlpn = Symbol('portico.acmeAlpn');
@@ -68,6 +71,8 @@ export class HttpsListener {
   /** The current session ticket key (setTicketKeys()). */
   #ticketKey: Buffer;
   readonly #sockets = new Set<TLSSocket>();
+  /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
+  readonly #proxied = new Map<string, string>();
 
   constructor(deps: HttpsListenerDeps) {
     this.#deps = deps;
@@ -140,6 +145,12 @@ export class HttpsListener {
     socket.setTimeout(HELLO_TIMEOUT_MS, () => socket.destroy());
   }
 
+  /** Only a default host makes the ClientHello worth reading; otherwise every connection goes straight to TLS. */
+  #route(socket: net.Socket): void {
+    if (this.#defaultContext === undefined) this.#sniServer.emit('connection', socket);
+    else this.#dispatch(socket);
+  }
+
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
@@ -199,6 +210,10 @@ export class HttpsListener {
     const sni = typeof socket.servername === 'string' ? socket.servername.toLowerCase() : '';
     const name = sni !== '' && lookupHost(plan, sni) !== undefined ? sni : (plan.defaultHost?.name ?? sni);
     (socket as TLSSocket & Tagged)[kConnName] = name;
+    if (this.#proxied.size > 0) {
+      const client = this.#proxied.get(connectionKey(socket));
+      if (client !== undefined) (socket as TLSSocket & ProxiedSocket)[kClientAddress] = client;
+    }
     socket.setNoDelay(true);
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
@@ -212,7 +227,7 @@ export class HttpsListener {
     const socket = session.socket as unknown as TLSSocket & Tagged;
     const name = socket[kConnName] ?? '';
     (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
-    (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = socket.remoteAddress ?? '';
+    (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = peerAddress(socket);
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
@@ -233,10 +248,24 @@ export class HttpsListener {
 
   /** Starts listening on one address; `reusePort`: a worker's own socket beside the other workers' (listen-options.ts). */
   listen(port: number, address: string, reusePort = false): Promise<void> {
-    // Only a default host makes the ClientHello worth reading; otherwise every connection goes straight to TLS.
+    const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
     const server = net.createServer((socket) => {
-      if (this.#defaultContext === undefined) this.#sniServer.emit('connection', socket);
-      else this.#dispatch(socket);
+      if (refused === undefined) return this.#route(socket);
+      readProxyHeader(
+        socket,
+        HELLO_TIMEOUT_MS,
+        (client) => {
+          if (client !== undefined) {
+            const key = connectionKey(socket);
+            this.#proxied.set(key, client);
+            socket.once('close', () => this.#proxied.delete(key));
+          }
+          this.#route(socket);
+          // #dispatch reads the ClientHello through 'data' events, which a paused socket does not emit.
+          if (this.#defaultContext !== undefined) socket.resume();
+        },
+        (reason) => refused(reason, socket.remoteAddress),
+      );
     });
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);

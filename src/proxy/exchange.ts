@@ -31,6 +31,8 @@ export class Exchange implements H1Handler {
   readonly start: number;
   host = '';
   connName = '';
+  /** The basicAuth user the request proved. */
+  user: string | undefined = undefined;
   route: RoutePlan | undefined = undefined;
   /** The route's upstream, once the request is forwarded. */
   upstream: UpstreamPlan | undefined = undefined;

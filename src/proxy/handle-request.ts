@@ -115,6 +115,7 @@ function route(ex: Exchange): void {
       user.then(onAuthChecked.bind(ex), onAuthChecked.bind(ex, undefined));
       return;
     }
+    ex.user = user;
   }
   dispatch(ex);
 }
@@ -123,6 +124,7 @@ function route(ex: Exchange): void {
 function onAuthChecked(this: Exchange, user: string | undefined): void {
   if (this.res.destroyed) return;
   if (user === undefined) return fail(this, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', this.route!.auth!.challenge]);
+  this.user = user;
   dispatch(this);
 }
 
@@ -441,6 +443,8 @@ function onClientClose(this: Exchange): void {
 
 function logAccess(ex: Exchange, status: number, durationMs: number): void {
   ex.state.access.write({
+    client: ex.req.remoteAddress,
+    user: ex.user,
     host: ex.host,
     sni: ex.connName,
     method: ex.method,

@@ -50,11 +50,12 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     if (route.allow !== undefined || route.limit !== undefined) {
-      const client = clientAddress(req.socket.remoteAddress ?? '', req.headers, plan.trustedProxies);
+      const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
       if (route.allow !== undefined && !isInList(route.allow, client)) return reject(socket, 'PORTICO_FORBIDDEN');
       const wait = route.limit === undefined ? 0 : route.limit.take(client);
       if (wait > 0) return reject(socket, 'PORTICO_RATE_LIMITED', `Retry-After: ${wait}`);
     }
+    let user: string | undefined;
     const proceed = (): void => {
       const u = route.upstream;
       if (u === undefined) {
@@ -62,11 +63,11 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         route.stats.record(a.status, 0);
         return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
-      const target = pickTarget(u, req.socket.remoteAddress ?? '');
+      const target = pickTarget(u, req.remoteAddress);
       if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
       const path = rewritePath(route, url);
-      const remote = req.socket.remoteAddress ?? '';
+      const remote = req.remoteAddress;
       const headers = buildRequestHeaders(req.headers, {
         remoteAddress: remote,
         trusted: plan.trustedProxies?.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4') ?? false,
@@ -92,7 +93,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       const finish = (status: number, error?: string): void => {
         route.stats.record(status, performance.now() - started);
         if (plan.accessLog) {
-          state.access.write({ host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+          state.access.write({ client: req.remoteAddress, user, host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
         }
       };
       up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
@@ -132,16 +133,18 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       up.end();
     };
     if (route.auth !== undefined) {
-      const user = route.auth.check(req.headers.authorization);
-      if (user === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
-      if (typeof user !== 'string') {
-        void user.then((u) => {
+      const checked = route.auth.check(req.headers.authorization);
+      if (checked === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
+      if (typeof checked !== 'string') {
+        void checked.then((u) => {
           if (socket.destroyed) return;
-          if (u === undefined) reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth!.challenge}`);
-          else proceed();
+          if (u === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth!.challenge}`);
+          user = u;
+          proceed();
         });
         return;
       }
+      user = checked;
     }
     proceed();
   };

@@ -179,7 +179,7 @@ export class Portico {
     this.config = config;
     this.state = { plan, log: this.log, access: new AccessLog(this.log) };
     for (const hook of this.onPlan) hook(plan, config);
-    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current() });
+    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current(), proxyProtocol: config.listen.https.proxyProtocol });
     this.https = https;
     // Node puts the certificate the SNI callback picks into the connection itself, so the server's
     // context, and with it the server's ticket key, serves every host.
@@ -192,7 +192,7 @@ export class Portico {
     }
     if (config.listen.http !== null) {
       const port = config.listen.http.port;
-      const listener = new HttpListener({ state: this.state, log: this.log, http01: this.http01 });
+      const listener = new HttpListener({ state: this.state, log: this.log, http01: this.http01, proxyProtocol: config.listen.http.proxyProtocol });
       this.http = listener;
       for (const address of config.listen.http.addresses) {
         const ok = await this.#open(() => listener.listen(port, address, this.#reusePort), address, port);

@@ -11,7 +11,7 @@ const found = new Map<string, boolean>();
 function hasTool(tool: string): boolean {
   let ok = found.get(tool);
   if (ok === undefined) {
-    ok = spawnSync(tool, [tool === 'openssl' ? 'version' : '--version'], { stdio: 'ignore' }).status === 0;
+    ok = spawnSync(tool, [tool === 'openssl' ? 'version' : tool === 'haproxy' ? '-v' : '--version'], { stdio: 'ignore' }).status === 0;
     found.set(tool, ok);
   }
   return ok;
@@ -22,7 +22,7 @@ function hasTool(tool: string): boolean {
  * is skipped with a reason, or fails under CI (CI=true), where a missing peer
  * is a broken setup, not a reason to test less.
  */
-export function requireTool(t: TestContext, tool: 'curl' | 'openssl'): boolean {
+export function requireTool(t: TestContext, tool: 'curl' | 'openssl' | 'haproxy'): boolean {
   if (hasTool(tool)) return true;
   if (process.env.CI === 'true') throw new Error(`${tool} is required under CI but was not found on PATH`);
   t.skip(`${tool} not found on PATH`);

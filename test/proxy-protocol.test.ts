@@ -1,0 +1,174 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseProxyHeader } from '../src/listen/proxy-protocol.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { canConnect, freePort, startUpstream } from './helpers/net.js';
+import { parseRawResponse, requireTool, runTool } from './helpers/real-peers.js';
+
+const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
+
+function v2(cmd: number, family: number, addrs: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head[0] = 0x20 | cmd;
+  head[1] = (family << 4) | 1;
+  head.writeUInt16BE(addrs.length, 2);
+  return Buffer.concat([SIG, head, addrs]);
+}
+
+function v2Tcp6(src: string): Buffer {
+  const words = [0x2001, 0xdb8, 0, 0, 0, 0, 0, 7];
+  assert.equal(src, '2001:db8::7');
+  const b = Buffer.alloc(36);
+  words.forEach((w, i) => b.writeUInt16BE(w, 2 * i));
+  b.writeUInt16BE(1, 16 + 14); // destination ::1
+  b.writeUInt16BE(40000, 32);
+  b.writeUInt16BE(443, 34);
+  return v2(1, 2, b);
+}
+
+test('parseProxyHeader reads v1 and v2 headers, waits for the rest of one, and names what is wrong', () => {
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\nGET')), { source: '203.0.113.7', length: 43 });
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::1 ::1 1 2\r\n')), { source: '2001:db8::1', length: 32 });
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\n')), { source: undefined, length: 15 });
+  assert.equal(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.7')), 'more');
+  assert.equal(parseProxyHeader(Buffer.from('PRO')), 'more');
+  assert.match((parseProxyHeader(Buffer.from('PROXY TCP4 300.0.0.1 10.0.0.1 1 2\r\n')) as { error: string }).error, /malformed PROXY v1 line/);
+  assert.match((parseProxyHeader(Buffer.from('PROXY TCP4 10.0.0.1 10.0.0.2 1 99999\r\n')) as { error: string }).error, /malformed/);
+  assert.match((parseProxyHeader(Buffer.from(`PROXY ${'x'.repeat(120)}`)) as { error: string }).error, /longer than 107 bytes/);
+  assert.match((parseProxyHeader(Buffer.from('GET / HTTP/1.1\r\n')) as { error: string }).error, /did not start with a PROXY protocol header/);
+  assert.match((parseProxyHeader(Buffer.from([0x16, 0x03, 0x01])) as { error: string }).error, /did not start with a PROXY/);
+  const v4 = v2(1, 1, Buffer.from([198, 51, 100, 9, 10, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb]));
+  assert.deepEqual(parseProxyHeader(v4), { source: '198.51.100.9', length: 28 });
+  assert.equal(parseProxyHeader(v4.subarray(0, 20)), 'more');
+  assert.deepEqual(parseProxyHeader(v2Tcp6('2001:db8::7')), { source: '2001:db8::7', length: 52 });
+  assert.deepEqual(parseProxyHeader(v2(0, 0, Buffer.alloc(0))), { source: undefined, length: 16 }, 'LOCAL: the peer speaks for itself');
+  const bad = v2(1, 1, Buffer.alloc(12));
+  bad[12] = 0x31;
+  assert.match((parseProxyHeader(bad) as { error: string }).error, /version 3/);
+});
+
+/** One HTTP/1.1 request over TLS to the proxy, the bytes in `prefix` sent first, from `localAddress`. */
+async function tlsRequest(port: number, ca: string, prefix: Buffer | undefined, localAddress = '127.0.0.1'): Promise<string> {
+  const raw = net.connect({ port, host: '127.0.0.1', localAddress });
+  await once(raw, 'connect');
+  if (prefix !== undefined) raw.write(prefix);
+  const s = tls.connect({ socket: raw, servername: 'pp.test', ca, ALPNProtocols: ['http/1.1'] });
+  s.on('error', () => {});
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  s.write('GET /who HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n');
+  // A refused connection ends in an error ('close' follows it): what arrived is the answer either way.
+  await new Promise((resolve) => s.once('close', resolve));
+  return Buffer.concat(chunks).toString();
+}
+
+test('proxyProtocol on the HTTPS and HTTP listeners: the header\'s client is the client, over HTTP/1.1, HTTP/2 and through HAProxy', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res, seen) => {
+    req.resume();
+    res.end(`client=${seen.headers['x-forwarded-for'] as string}`);
+  });
+  const cert = await pki.issue('pp', ['pp.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'pp.test': {
+          tls: cert,
+          plainHttp: 'serve',
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/office', upstream: up.url, allowFrom: ['203.0.113.0/24'] },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  // startProxy listens without PROXY protocol; turn it on for both listeners (a listener change needs a restart).
+  await proxy.stop();
+  const { readFile } = await import('node:fs/promises');
+  const config = JSON.parse(await readFile(proxy.configFile, 'utf8')) as { listen: { https: Record<string, unknown>; http: Record<string, unknown> } };
+  config.listen.https.proxyProtocol = true;
+  config.listen.http.proxyProtocol = true;
+  await writeFile(proxy.configFile, JSON.stringify(config));
+  const { Portico } = await import('../src/server/portico.js');
+  const { pino } = await import('pino');
+  const logs: Record<string, unknown>[] = [];
+  const portico = new Portico(proxy.configFile, pino({ level: 'debug' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) }));
+  await portico.start();
+  t.after(() => portico.stop());
+  const port = proxy.httpsPort;
+
+  let out = await tlsRequest(port, pki.caPem, Buffer.from('PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n'));
+  assert.match(out, /client=203\.0\.113\.7$/, 'v1 over TLS');
+  out = await tlsRequest(port, pki.caPem, v2Tcp6('2001:db8::7'));
+  assert.match(out, /client=2001:db8::7$/, 'v2 with IPv6');
+  out = await tlsRequest(port, pki.caPem, v2(0, 0, Buffer.alloc(0)));
+  assert.match(out, /client=127\.0\.0\.1$/, 'LOCAL: the peer');
+  // HTTP/2 on a proxied connection.
+  const raw = net.connect({ port, host: '127.0.0.1' });
+  await once(raw, 'connect');
+  raw.write('PROXY TCP4 198.51.100.20 127.0.0.1 40001 443\r\n');
+  const session = http2.connect(`https://pp.test:${port}`, { createConnection: () => tls.connect({ socket: raw, servername: 'pp.test', ca: pki.caPem, ALPNProtocols: ['h2'] }) });
+  session.on('error', () => {});
+  const h2body = await new Promise<string>((resolve, reject) => {
+    const st = session.request({ ':path': '/office' });
+    let b = '';
+    let status = 0;
+    st.on('response', (h) => (status = Number(h[':status'])));
+    st.on('data', (c: Buffer) => (b += c.toString()));
+    st.on('end', () => resolve(`${status} ${b}`));
+    st.on('error', reject);
+    st.end();
+  });
+  assert.equal(h2body, '403 Forbidden: this client address may not use this site\n', 'allowFrom judges the header\'s client');
+  session.close();
+  out = await tlsRequest(port, pki.caPem, Buffer.from('PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n'));
+  assert.match(out, /client=203\.0\.113\.9$/);
+
+  // No header: the connection is closed, and the log says why (once).
+  const before = logs.filter((l) => l.msg === 'connection closed: no valid PROXY protocol header (listen.*.proxyProtocol is on)').length;
+  out = await tlsRequest(port, pki.caPem, undefined);
+  assert.equal(out, '');
+  await tlsRequest(port, pki.caPem, Buffer.from('HELLO\r\n'));
+  const warned = logs.filter((l) => l.msg === 'connection closed: no valid PROXY protocol header (listen.*.proxyProtocol is on)');
+  assert.equal(warned.length - before, 1, 'one warn line, then a count a minute later');
+  assert.match(String(warned.at(-1)!.reason), /did not start with a PROXY protocol header/);
+
+  // The plain HTTP listener, with the request in the same packet as the header.
+  const plain = net.connect({ port: proxy.httpPort, host: '127.0.0.1' });
+  await once(plain, 'connect');
+  const got: Buffer[] = [];
+  plain.on('data', (c: Buffer) => got.push(c));
+  plain.write('PROXY TCP4 192.0.2.44 127.0.0.1 40000 80\r\nGET /x HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n');
+  await once(plain, 'close');
+  const pr = parseRawResponse(Buffer.concat(got).toString('latin1'));
+  assert.equal(pr.status, 200);
+  assert.equal(pr.body, 'client=192.0.2.44');
+
+  // HAProxy as the load balancer in front (send-proxy-v2), the client connecting from 127.0.0.2.
+  if (requireTool(t, 'haproxy')) {
+    const lbPort = await freePort();
+    const cfg = join(pki.dir, 'haproxy.cfg');
+    await writeFile(
+      cfg,
+      `global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\nfrontend f\n  bind 127.0.0.1:${lbPort}\n  default_backend b\nbackend b\n  server portico 127.0.0.1:${port} send-proxy-v2\n`,
+    );
+    const check = await runTool('haproxy', ['-c', '-f', cfg]);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    const lb = spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' });
+    t.after(() => lb.kill());
+    for (let i = 0; i < 50 && !(await canConnect(lbPort)); i++) await new Promise((r) => setTimeout(r, 50));
+    out = await tlsRequest(lbPort, pki.caPem, undefined, '127.0.0.2');
+    assert.match(out, /client=127\.0\.0\.2$/, 'the client behind HAProxy, not HAProxy itself');
+  }
+});
