@@ -108,6 +108,12 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
   assert.equal(metric(page, 'portico_requests_total{host="adm.test",route="/",class="2xx"}'), 3);
   assert.equal(metric(page, 'portico_requests_total{host="",route="",class="4xx"}'), 1, 'the 421 is counted with the requests no route took');
   assert.equal(metric(page, 'portico_request_duration_seconds_count{host="adm.test",route="/"}'), 3);
+  assert.match(page, /# TYPE portico_request_duration_seconds histogram/);
+  assert.equal(metric(page, 'portico_request_duration_seconds_bucket{host="adm.test",route="/",le="+Inf"}'), 3);
+  assert.equal(metric(page, 'portico_request_duration_seconds_bucket{host="adm.test",route="/",le="10"}'), 3, 'all three within 10 s');
+  const buckets = [...page.matchAll(/^portico_request_duration_seconds_bucket\{host="adm\.test",route="\/",le="[^"]+"\} (\d+)$/gm)].map((m) => Number(m[1]));
+  assert.equal(buckets.length, 12);
+  assert.ok(buckets.every((n, i) => i === 0 || n >= buckets[i - 1]!), `cumulative: ${buckets.join(' ')}`);
   assert.equal(metric(page, `portico_upstream_up{upstream="${up.url}"}`), 1);
   assert.equal(metric(page, 'portico_config_generation'), 1);
   assert.equal(metric(page, 'portico_processes'), 1);

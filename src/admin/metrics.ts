@@ -5,6 +5,7 @@
  * touches a metrics library.
  */
 import type { Snapshot } from './snapshot.js';
+import { DURATION_BOUNDS_MS } from '../proxy/request-stats.js';
 
 const CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'];
 
@@ -20,7 +21,7 @@ function labels(pairs: Record<string, string>): string {
 
 class Family {
   readonly lines: string[];
-  constructor(name: string, type: 'counter' | 'gauge' | 'summary', help: string) {
+  constructor(name: string, type: 'counter' | 'gauge' | 'histogram', help: string) {
     this.lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
   }
   add(name: string, l: Record<string, string>, value: number): void {
@@ -31,13 +32,14 @@ class Family {
 /** The metrics page for these snapshots (one per process). */
 export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const requests = new Family('portico_requests_total', 'counter', 'Requests answered, by host, route path and status class ("none": the client went away before a response; host "" for requests no route took).');
-  const duration = new Family('portico_request_duration_seconds', 'summary', 'Time from request head to the end of the response.');
-  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number }>();
+  const duration = new Family('portico_request_duration_seconds', 'histogram', 'Time from request head to the end of the response.');
+  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[] }>();
   for (const s of snapshots) {
     for (const r of s.routes) {
       const key = `${r.host} ${r.path}`;
-      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0 };
+      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0) };
       r.byClass.forEach((n, i) => (acc.byClass[i] = (acc.byClass[i] ?? 0) + n));
+      r.durationBuckets.forEach((n, i) => (acc.buckets[i] = (acc.buckets[i] ?? 0) + n));
       acc.sumMs += r.durationSumMs;
       routes.set(key, acc);
     }
@@ -48,6 +50,12 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
       count += n;
       if (n > 0) requests.add('portico_requests_total', { host: r.host, route: r.path, class: CLASSES[i] as string }, n);
     });
+    let cumulative = 0;
+    DURATION_BOUNDS_MS.forEach((bound, i) => {
+      cumulative += r.buckets[i] ?? 0;
+      duration.add('portico_request_duration_seconds_bucket', { host: r.host, route: r.path, le: String(bound / 1000) }, cumulative);
+    });
+    duration.add('portico_request_duration_seconds_bucket', { host: r.host, route: r.path, le: '+Inf' }, count);
     duration.add('portico_request_duration_seconds_sum', { host: r.host, route: r.path }, r.sumMs / 1000);
     duration.add('portico_request_duration_seconds_count', { host: r.host, route: r.path }, count);
   }

@@ -14,6 +14,8 @@ export interface RouteSnapshot {
   /** [no response, 1xx, 2xx, 3xx, 4xx, 5xx] */
   readonly byClass: readonly number[];
   readonly durationSumMs: number;
+  /** Requests per duration bucket (see DURATION_BOUNDS_MS), not cumulative. */
+  readonly durationBuckets: readonly number[];
 }
 
 export interface UpstreamSnapshot {
@@ -57,7 +59,7 @@ export interface Snapshot {
 /** The snapshot of this process. */
 export function takeSnapshot(p: Portico): Snapshot {
   const routes: RouteSnapshot[] = [];
-  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs });
+  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets] });
   const upstreams: UpstreamSnapshot[] = [];
   for (const t of p.targets.all()) {
     upstreams.push({ url: t.url, available: t.available, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0 });

@@ -5,6 +5,9 @@
  * a request is two additions on fixed fields, no lookup.
  */
 
+/** Upper bounds of the duration histogram's buckets, in ms: Prometheus's default buckets (5 ms … 10 s). */
+export const DURATION_BOUNDS_MS: readonly number[] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
 /** The requests one route answered (or, under the id "", those no route took). */
 export class RequestStats {
   readonly host: string;
@@ -12,6 +15,8 @@ export class RequestStats {
   /** By status class: [0] no response (the client went away first), [1]…[5] 1xx…5xx. */
   readonly byClass: number[] = [0, 0, 0, 0, 0, 0];
   durationSumMs = 0;
+  /** Requests per duration bucket (not cumulative): [i] up to DURATION_BOUNDS_MS[i], the last one above them all. */
+  readonly durationBuckets: number[] = new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0);
 
   constructor(host: string, path: string) {
     this.host = host;
@@ -23,6 +28,9 @@ export class RequestStats {
     const c = status >= 100 && status < 600 ? (status / 100) | 0 : 0;
     this.byClass[c]!++;
     this.durationSumMs += durationMs;
+    let b = 0;
+    while (b < DURATION_BOUNDS_MS.length && durationMs > (DURATION_BOUNDS_MS[b] as number)) b++;
+    this.durationBuckets[b]!++;
   }
 }
 
