@@ -269,6 +269,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     trustedProxies,
     sendForwarded: config.forwarding.forwarded,
     sendVia: config.forwarding.via,
+    requestId: config.forwarding.requestId,
     accessLog: config.log.access,
     certsDir,
     baseDir,

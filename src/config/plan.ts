@@ -100,6 +100,8 @@ export interface Plan {
   readonly trustedProxies: BlockList | undefined;
   readonly sendForwarded: boolean;
   readonly sendVia: boolean;
+  /** forwarding.requestId: every request gets an X-Request-ID. */
+  readonly requestId: boolean;
   readonly accessLog: boolean;
   readonly certsDir: string;
   readonly baseDir: string;

@@ -470,6 +470,10 @@ const Forwarding = z
       .describe('Peers (IPs or CIDRs) whose X-Forwarded-*/Forwarded headers are kept and extended. From any other peer they are dropped and rebuilt from the connection.'),
     forwarded: z.boolean().default(false).describe('Also send the RFC 7239 Forwarded header.'),
     via: z.boolean().default(false).describe('Add a Via header ("1.1 portico" / "2 portico") to requests and responses.'),
+    requestId: z
+      .boolean()
+      .default(false)
+      .describe('Give every request an X-Request-ID (a random UUID) sent upstream and written in its access line as "requestId"; one that a peer in "trustedProxies" sent (up to 200 visible characters) is kept, so an ID stays the same across the proxies in front.'),
   })
   .describe('Headers that tell upstreams about the client.');
 

@@ -11,6 +11,8 @@ import pino, { type Logger } from 'pino';
 export interface AccessFields {
   /** The client's address: the connection's peer, or the client its PROXY protocol header named. */
   readonly client: string;
+  /** forwarding.requestId: the request's X-Request-ID. */
+  readonly requestId?: string | undefined;
   /** The basicAuth user the request proved, if any. */
   readonly user?: string | undefined;
   readonly host: string | undefined;
@@ -69,7 +71,7 @@ export class AccessLog {
   write(f: AccessFields): void {
     if (this.#log.levelVal > INFO) return;
     this.#stream.write(
-      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
+      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
         `${field('route', f.route)}${field('upstream', f.upstream)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
         `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)},"msg":"access"}\n`,
     );

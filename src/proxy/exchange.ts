@@ -31,6 +31,8 @@ export class Exchange implements H1Handler {
   readonly start: number;
   host = '';
   connName = '';
+  /** forwarding.requestId: the request's X-Request-ID, once known. */
+  requestId: string | undefined = undefined;
   /** The basicAuth user the request proved. */
   user: string | undefined = undefined;
   route: RoutePlan | undefined = undefined;

@@ -24,6 +24,7 @@ import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
+import { requestIdFor } from './request-id.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
@@ -246,7 +247,7 @@ function forward2(ex: Exchange, target: Target): void {
   const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
   if (ex.headers === undefined || h2up) {
     const remote = req.remoteAddress;
-    const trusted = plan.trustedProxies !== undefined && remote !== '' && plan.trustedProxies.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4');
+    const trusted = isTrustedPeer(plan, remote);
     const rawHost = (ex.h2 ? (req.headers[':authority'] as string | undefined) ?? req.headers.host : req.headers.host) ?? ex.host;
     const hh = upstream.hostHeader;
     ex.headers = buildRequestHeaders(req.headers as IncomingHttpHeaders, {
@@ -259,6 +260,7 @@ function forward2(ex: Exchange, target: Target): void {
       proto: ex.plain ? 'http' : 'https',
       upstreamH2: h2up,
     });
+    if (plan.requestId) ex.headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
     const rules = ex.route!.headerRules?.request;
     if (rules !== undefined) applyToObject(ex.headers, rules);
   }
@@ -441,9 +443,16 @@ function onClientClose(this: Exchange): void {
   if (ex.plan.accessLog) logAccess(ex, status, durationMs);
 }
 
+/** Whether the connection's peer is in forwarding.trustedProxies. */
+export function isTrustedPeer(plan: Plan, remote: string): boolean {
+  return plan.trustedProxies !== undefined && remote !== '' && plan.trustedProxies.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4');
+}
+
 function logAccess(ex: Exchange, status: number, durationMs: number): void {
+  if (ex.plan.requestId) ex.requestId ??= requestIdFor(ex.req.headers, isTrustedPeer(ex.plan, ex.req.remoteAddress));
   ex.state.access.write({
     client: ex.req.remoteAddress,
+    requestId: ex.requestId,
     user: ex.user,
     host: ex.host,
     sni: ex.connName,

@@ -11,7 +11,8 @@ import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
-import { isAllowedOnConnection, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
@@ -68,9 +69,11 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
       const path = rewritePath(route, url);
       const remote = req.remoteAddress;
+      const trusted = isTrustedPeer(plan, remote);
+      const requestId = plan.requestId ? requestIdFor(req.headers, trusted) : undefined;
       const headers = buildRequestHeaders(req.headers, {
         remoteAddress: remote,
-        trusted: plan.trustedProxies?.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4') ?? false,
+        trusted,
         host: rawHost,
         upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
         via: plan.sendVia ? '1.1' : undefined,
@@ -78,6 +81,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         proto: 'https',
         upstreamH2: false,
       });
+      if (requestId !== undefined) headers['x-request-id'] = requestId;
       const rules = route.headerRules?.request;
       if (rules !== undefined) applyToObject(headers, rules);
       headers.connection = 'upgrade';
@@ -93,7 +97,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       const finish = (status: number, error?: string): void => {
         route.stats.record(status, performance.now() - started);
         if (plan.accessLog) {
-          state.access.write({ client: req.remoteAddress, user, host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+          state.access.write({ client: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
         }
       };
       up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
