@@ -34,8 +34,8 @@ function v2Tcp6(src: string): Buffer {
 }
 
 test('parseProxyHeader reads v1 and v2 headers, waits for the rest of one, and names what is wrong', () => {
-  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\nGET')), { source: '203.0.113.7', length: 43 });
-  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::1 ::1 1 2\r\n')), { source: '2001:db8::1', length: 32 });
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.7 10.0.0.1 56324 443\r\nGET')), { source: '203.0.113.7', sourcePort: 56324, length: 43 });
+  assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::1 ::1 1 2\r\n')), { source: '2001:db8::1', sourcePort: 1, length: 32 });
   assert.deepEqual(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\n')), { source: undefined, length: 15 });
   assert.equal(parseProxyHeader(Buffer.from('PROXY TCP4 203.0.113.7')), 'more');
   assert.equal(parseProxyHeader(Buffer.from('PRO')), 'more');
@@ -45,9 +45,9 @@ test('parseProxyHeader reads v1 and v2 headers, waits for the rest of one, and n
   assert.match((parseProxyHeader(Buffer.from('GET / HTTP/1.1\r\n')) as { error: string }).error, /did not start with a PROXY protocol header/);
   assert.match((parseProxyHeader(Buffer.from([0x16, 0x03, 0x01])) as { error: string }).error, /did not start with a PROXY/);
   const v4 = v2(1, 1, Buffer.from([198, 51, 100, 9, 10, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb]));
-  assert.deepEqual(parseProxyHeader(v4), { source: '198.51.100.9', length: 28 });
+  assert.deepEqual(parseProxyHeader(v4), { source: '198.51.100.9', sourcePort: 40000, length: 28 });
   assert.equal(parseProxyHeader(v4.subarray(0, 20)), 'more');
-  assert.deepEqual(parseProxyHeader(v2Tcp6('2001:db8::7')), { source: '2001:db8::7', length: 52 });
+  assert.deepEqual(parseProxyHeader(v2Tcp6('2001:db8::7')), { source: '2001:db8::7', sourcePort: 40000, length: 52 });
   assert.deepEqual(parseProxyHeader(v2(0, 0, Buffer.alloc(0))), { source: undefined, length: 16 }, 'LOCAL: the peer speaks for itself');
   const bad = v2(1, 1, Buffer.alloc(12));
   bad[12] = 0x31;

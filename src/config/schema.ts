@@ -517,6 +517,14 @@ const Stream = z
     connectTimeout: Duration.default('5s').describe('Time allowed to connect to a target; past it the next target is tried, or the connection closed.'),
     idleTimeout: Duration.default('10m').describe('A connection with no bytes either way for this long is closed. "0s": never.'),
     helloTimeout: Duration.default('10s').describe('With "sni": time a client has to send its TLS ClientHello.'),
+    proxyProtocol: z
+      .boolean()
+      .default(false)
+      .describe('Every connection starts with a PROXY protocol header (v1 or v2) from a TCP load balancer in front; its client address is the client\'s (logs, and what "sendProxyProtocol" passes on). Connections without one within 10 s are closed. Hazard as for listen.https.proxyProtocol: only the balancer may reach the port.'),
+    sendProxyProtocol: z
+      .enum(['v1', 'v2'])
+      .optional()
+      .describe('Send each target a PROXY protocol header ("v1" text, "v2" binary) before the client\'s bytes, naming the client\'s address and port and the address it connected to, as HAProxy\'s send-proxy does; the target must expect it (nginx "listen … proxy_protocol", HAProxy "accept-proxy", Postfix, Dovecot). Default: none.'),
   })
   .superRefine((st, ctx) => {
     if (st.upstream === undefined && st.sni === undefined) {

@@ -17,6 +17,8 @@ const V2_MAX = 16 + 2048;
 /** A parsed header: the client's address, or undefined when the sender speaks for itself (LOCAL, UNKNOWN). */
 export interface ProxyHeader {
   readonly source: string | undefined;
+  /** The client's port, with `source`. */
+  readonly sourcePort?: number;
   /** Bytes the header took. */
   readonly length: number;
 }
@@ -42,7 +44,7 @@ function parseV1(buf: Buffer): ProxyHeader | 'more' | { readonly error: string }
   const [proto, src, dst, sport, dport] = parts as [string, string, string, string, string];
   const isFamily = proto === 'TCP4' ? isIPv4 : isIPv6;
   if (!isFamily(src) || !isFamily(dst) || !isPort(sport) || !isPort(dport)) return { error: `malformed PROXY v1 line ${JSON.stringify(buf.toString('latin1', 0, end))}` };
-  return { source: src, length };
+  return { source: src, sourcePort: Number(sport), length };
 }
 
 function isPort(s: string): boolean {
@@ -64,11 +66,11 @@ function parseV2(buf: Buffer): ProxyHeader | 'more' | { readonly error: string }
   // LOCAL: the load balancer's own connection (a health check): the peer is the client.
   if (cmd === 0) return { source: undefined, length };
   const family = (buf[13] as number) >> 4;
-  if (family === 1 && len >= 12) return { source: `${buf[16]}.${buf[17]}.${buf[18]}.${buf[19]}`, length };
+  if (family === 1 && len >= 12) return { source: `${buf[16]}.${buf[17]}.${buf[18]}.${buf[19]}`, sourcePort: buf.readUInt16BE(24), length };
   if (family === 2 && len >= 36) {
     const words: string[] = [];
     for (let i = 0; i < 8; i++) words.push(buf.readUInt16BE(16 + 2 * i).toString(16));
-    return { source: compressIPv6(words), length };
+    return { source: compressIPv6(words), sourcePort: buf.readUInt16BE(48), length };
   }
   // UNSPEC or AF_UNIX: nothing to say about the client.
   if (family === 0 || family === 3) return { source: undefined, length };
@@ -105,9 +107,13 @@ function compressIPv6(words: string[]): string {
 /** The client address a PROXY header gave a connection. */
 export const kClientAddress = Symbol('portico.clientAddress');
 
+/** The client port a PROXY header gave a connection. */
+export const kClientPort = Symbol('portico.clientPort');
+
 /** A socket that may carry the client address from a PROXY header. */
 export interface ProxiedSocket {
   [kClientAddress]?: string;
+  [kClientPort]?: number;
 }
 
 /** The client's address on a connection: from its PROXY header when it had one, else its peer's. */
@@ -120,7 +126,7 @@ export function peerAddress(socket: Socket & ProxiedSocket): string {
  * (undefined: the peer's) and the connection paused with the bytes after the header put back.
  * A connection without a valid header within `timeoutMs` is closed, and `fail` told why.
  */
-export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source: string | undefined) => void, fail: (reason: string) => void): void {
+export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source: string | undefined, sourcePort: number | undefined) => void, fail: (reason: string) => void): void {
   let buf: Buffer = Buffer.alloc(0);
   const finish = (): void => {
     socket.off('data', onData);
@@ -138,7 +144,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source
     }
     socket.pause();
     if (buf.length > r.length) socket.unshift(buf.subarray(r.length));
-    done(r.source);
+    done(r.source, r.sourcePort);
   };
   const onError = (): void => {
     finish();
@@ -177,4 +183,62 @@ export function proxyRefusalLog(log: { warn(obj: object, msg: string): void }, p
 /** A connection's identity, the same on a TCP socket and on the TLS socket wrapping it. */
 export function connectionKey(s: Socket): string {
   return `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
+}
+
+/** An IPv4-mapped IPv6 address as plain IPv4 ("::ffff:10.0.0.1" → "10.0.0.1"). */
+function unmapped(addr: string): string {
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+/** The 16 bytes of a valid IPv6 address (as net.isIPv6 accepts it, dotted IPv4 tail included). */
+function ipv6Bytes(addr: string): Buffer {
+  const out = Buffer.alloc(16);
+  let text = addr;
+  const zone = text.indexOf('%');
+  if (zone !== -1) text = text.slice(0, zone);
+  const tail: number[] = [];
+  const lastColon = text.lastIndexOf(':');
+  if (text.includes('.', lastColon)) {
+    for (const p of text.slice(lastColon + 1).split('.')) tail.push(Number(p));
+    text = `${text.slice(0, lastColon + 1)}0:0`;
+  }
+  const [head = '', rest] = text.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = rest === undefined || rest === '' ? [] : rest.split(':');
+  const words = rest === undefined ? left : [...left, ...new Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  words.forEach((w, i) => out.writeUInt16BE(parseInt(w, 16), 2 * i));
+  if (tail.length === 4) tail.forEach((b, i) => (out[12 + i] = b));
+  return out;
+}
+
+/**
+ * The PROXY header Portico sends ahead of a stream's bytes (streams[].sendProxyProtocol), for the
+ * client at `src`:`srcPort` that connected to `dst`:`dstPort`. Addresses of two families (which a
+ * header cannot carry) give UNKNOWN (v1) or LOCAL (v2): the receiver then uses the connection's own.
+ */
+export function buildProxyHeader(version: 'v1' | 'v2', src: string, srcPort: number, dst: string, dstPort: number): Buffer {
+  const s = unmapped(src);
+  const d = unmapped(dst);
+  const v4 = isIPv4(s) && isIPv4(d);
+  const v6 = isIPv6(s) && isIPv6(d);
+  if (version === 'v1') {
+    if (!v4 && !v6) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
+    return Buffer.from(`PROXY ${v4 ? 'TCP4' : 'TCP6'} ${s} ${d} ${srcPort} ${dstPort}\r\n`, 'latin1');
+  }
+  if (!v4 && !v6) return Buffer.concat([V2_SIG, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+  const addrs = v4 ? Buffer.alloc(12) : Buffer.alloc(36);
+  if (v4) {
+    s.split('.').forEach((b, i) => (addrs[i] = Number(b)));
+    d.split('.').forEach((b, i) => (addrs[4 + i] = Number(b)));
+    addrs.writeUInt16BE(srcPort, 8);
+    addrs.writeUInt16BE(dstPort, 10);
+  } else {
+    ipv6Bytes(s).copy(addrs, 0);
+    ipv6Bytes(d).copy(addrs, 16);
+    addrs.writeUInt16BE(srcPort, 32);
+    addrs.writeUInt16BE(dstPort, 34);
+  }
+  const head = Buffer.from([0x21, v4 ? 0x11 : 0x21, 0, 0]);
+  head.writeUInt16BE(addrs.length, 2);
+  return Buffer.concat([V2_SIG, head, addrs]);
 }

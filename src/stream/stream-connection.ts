@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
 import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
+import { buildProxyHeader, kClientPort, peerAddress, type ProxiedSocket } from '../listen/proxy-protocol.js';
 
 /** Counters of one stream port (admin API metrics), kept for the life of its listener. */
 export class StreamStats {
@@ -115,6 +116,11 @@ export class StreamConnection {
       up.on('error', (err: NodeJS.ErrnoException) => this.#fail(`upstream ${err.code ?? err.message}`));
       up.once('close', () => this.#onClose());
       if (this.#sp.idleTimeoutMs > 0) up.setTimeout(this.#sp.idleTimeoutMs, () => this.#fail('idle timeout'));
+      const send = this.#sp.sendProxy;
+      if (send !== undefined) {
+        const c = this.#client as net.Socket & ProxiedSocket;
+        up.write(buildProxyHeader(send, peerAddress(c), c[kClientPort] ?? c.remotePort ?? 0, c.localAddress ?? '', c.localPort ?? 0));
+      }
       for (const b of this.#head) up.write(b);
       this.#head = [];
       this.#client.pipe(up);
@@ -137,7 +143,7 @@ export class StreamConnection {
     if (this.#closed < (this.#connected ? 2 : 1)) return;
     const line = {
       stream: this.#sp.port,
-      client: this.#client.remoteAddress,
+      client: peerAddress(this.#client),
       sni: this.#sni,
       upstream: this.#target?.url,
       bytesIn: this.#client.bytesRead,

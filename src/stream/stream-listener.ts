@@ -9,6 +9,10 @@ import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
 import { capConnections, listenOptions } from '../listen/listen-options.js';
 import { StreamConnection, StreamStats } from './stream-connection.js';
+import { kClientAddress, kClientPort, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
+
+/** Time a connection has to send its PROXY protocol header. */
+const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 export class StreamListener {
   readonly port: number;
@@ -19,6 +23,7 @@ export class StreamListener {
   /** Resolves close()'s wait once the last connection has ended. */
   #drained: (() => void) | undefined;
   readonly stats = new StreamStats();
+  #proxyRefused: ((reason: string, remote: string | undefined) => void) | undefined;
 
   constructor(port: number, state: { readonly plan: Plan }, log: Logger) {
     this.port = port;
@@ -41,6 +46,30 @@ export class StreamListener {
   }
 
   #accept(socket: net.Socket): void {
+    const sp = this.#state.plan.streams.get(this.port);
+    if (sp === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (!sp.acceptProxy) return this.#forward(socket);
+    this.#proxyRefused ??= proxyRefusalLog(this.#log, this.port);
+    readProxyHeader(
+      socket,
+      PROXY_HEADER_TIMEOUT_MS,
+      (client, clientPort) => {
+        if (client !== undefined) {
+          (socket as net.Socket & ProxiedSocket)[kClientAddress] = client;
+          (socket as net.Socket & ProxiedSocket)[kClientPort] = clientPort;
+        }
+        this.#forward(socket);
+      },
+      (reason) => this.#proxyRefused!(reason, socket.remoteAddress),
+    );
+    // Connections arrive paused (pauseOnConnect): the header has to be read.
+    socket.resume();
+  }
+
+  #forward(socket: net.Socket): void {
     const plan = this.#state.plan;
     const sp = plan.streams.get(this.port);
     if (sp === undefined) {

@@ -32,6 +32,10 @@ export interface StreamPlan {
   /** 0: no idle timeout. */
   readonly idleTimeoutMs: number;
   readonly helloTimeoutMs: number;
+  /** Connections start with a PROXY protocol header (streams[].proxyProtocol). */
+  readonly acceptProxy: boolean;
+  /** The PROXY protocol header sent to targets, if any. */
+  readonly sendProxy: 'v1' | 'v2' | undefined;
 }
 
 function group(u: string | readonly string[]): StreamGroup {
@@ -63,6 +67,8 @@ export function compileStreams(streams: readonly StreamConfig[]): ReadonlyMap<nu
       connectTimeoutMs: parseDurationMs(st.connectTimeout),
       idleTimeoutMs: parseDurationMs(st.idleTimeout),
       helloTimeoutMs: parseDurationMs(st.helloTimeout),
+      acceptProxy: st.proxyProtocol,
+      sendProxy: st.sendProxyProtocol,
     });
   }
   return out;
