@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseProxyHeader } from '../src/listen/proxy-protocol.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
@@ -95,7 +95,6 @@ test('proxyProtocol on the HTTPS and HTTP listeners: the header\'s client is the
   );
   // startProxy listens without PROXY protocol; turn it on for both listeners (a listener change needs a restart).
   await proxy.stop();
-  const { readFile } = await import('node:fs/promises');
   const config = JSON.parse(await readFile(proxy.configFile, 'utf8')) as { listen: { https: Record<string, unknown>; http: Record<string, unknown> } };
   config.listen.https.proxyProtocol = true;
   config.listen.http.proxyProtocol = true;
@@ -134,6 +133,12 @@ test('proxyProtocol on the HTTPS and HTTP listeners: the header\'s client is the
   session.close();
   out = await tlsRequest(port, pki.caPem, Buffer.from('PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n'));
   assert.match(out, /client=203\.0\.113\.9$/);
+  // With a default host, the ClientHello is read before TLS starts: after the header, from the bytes put back.
+  const withDefault = JSON.parse(await readFile(proxy.configFile, 'utf8')) as Record<string, unknown>;
+  await writeFile(proxy.configFile, JSON.stringify({ ...withDefault, defaultHost: 'pp.test' }));
+  assert.equal((await portico.reload()).ok, true);
+  out = await tlsRequest(port, pki.caPem, Buffer.from('PROXY TCP4 203.0.113.10 127.0.0.1 40000 443\r\n'));
+  assert.match(out, /client=203\.0\.113\.10$/);
 
   // No header: the connection is closed, and the log says why (once).
   const before = logs.filter((l) => l.msg === 'connection closed: no valid PROXY protocol header (listen.*.proxyProtocol is on)').length;

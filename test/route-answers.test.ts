@@ -143,6 +143,7 @@ test('redirect and respond settings are checked, each problem with its path', ()
   assert.match(issues({ redirect: '/a b' })[0]!, /cannot hold spaces or control characters/);
   assert.match(issues({ redirect: { to: '/x', status: 300 } })[0]!, /routes\[0\]\.redirect\.status/);
   assert.match(issues({ redirect: '/x', headers: { request: { set: { 'X-A': '1' } } } })[0]!, /routes\[0\]\.headers\.request: a "redirect" route sends nothing upstream/);
+  assert.match(issues({ respond: { body: 'x' }, compress: true })[0]!, /routes\[0\]\.compress: a "respond" route answers itself/);
   assert.match(issues({ respond: { status: 204, body: 'x' } })[0]!, /routes\[0\]\.respond\.body: a 204 or 304 answer has no body/);
   assert.match(issues({ respond: { body: 'x' }, stripPrefix: true })[0]!, /routes\[0\]\.stripPrefix: a "respond" route forwards no path/);
   assert.match(issues({ respond: { status: 101 } })[0]!, /routes\[0\]\.respond\.status/);

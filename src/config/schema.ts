@@ -372,6 +372,9 @@ const Route = z
     if (r.headers?.request !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['headers', 'request'], message: `a "${kinds[0]}" route sends nothing upstream, so request header rules have no effect here; remove them` });
     }
+    if (r.compress !== undefined && r.compress !== false) {
+      ctx.addIssue({ code: 'custom', path: ['compress'], message: `a "${kinds[0]}" route answers itself, and only proxied responses are compressed; remove "compress"` });
+    }
     if (kinds[0] === 'respond') {
       if (r.stripPrefix) ctx.addIssue({ code: 'custom', path: ['stripPrefix'], message: 'a "respond" route forwards no path; remove "stripPrefix"' });
       if (r.addPrefix !== undefined) ctx.addIssue({ code: 'custom', path: ['addPrefix'], message: 'a "respond" route forwards no path; remove "addPrefix"' });

@@ -14,7 +14,7 @@ import type { H1ServerResponse } from '../http1/server-response.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 import { capConnections, listenOptions } from './listen-options.js';
-import { kClientAddress, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
+import { kClientAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
 export interface Http01ChallengeSource {
@@ -32,8 +32,6 @@ export interface HttpListenerDeps {
   readonly proxyProtocol?: boolean;
 }
 
-/** Time a connection has to send its PROXY protocol header. */
-const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 function plain(res: H1ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });

@@ -19,7 +19,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, listenOptions } from './listen-options.js';
-import { connectionKey, kClientAddress, peerAddress, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
+import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
 export interface AlpnChallengeSource {
@@ -253,7 +253,7 @@ export class HttpsListener {
       if (refused === undefined) return this.#route(socket);
       readProxyHeader(
         socket,
-        HELLO_TIMEOUT_MS,
+        PROXY_HEADER_TIMEOUT_MS,
         (client) => {
           if (client !== undefined) {
             const key = connectionKey(socket);

@@ -104,6 +104,9 @@ function compressIPv6(words: string[]): string {
   return `${words.slice(0, best).join(':')}::${words.slice(best + bestLen).join(':')}`;
 }
 
+/** Time a new connection has to send its PROXY protocol header. */
+export const PROXY_HEADER_TIMEOUT_MS = 10_000;
+
 /** The client address a PROXY header gave a connection. */
 export const kClientAddress = Symbol('portico.clientAddress');
 

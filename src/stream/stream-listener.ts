@@ -9,10 +9,8 @@ import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
 import { capConnections, listenOptions } from '../listen/listen-options.js';
 import { StreamConnection, StreamStats } from './stream-connection.js';
-import { kClientAddress, kClientPort, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
+import { kClientAddress, kClientPort, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
 
-/** Time a connection has to send its PROXY protocol header. */
-const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 export class StreamListener {
   readonly port: number;
