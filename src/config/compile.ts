@@ -21,6 +21,7 @@ import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import type { CompressPlan } from '../proxy/compress.js';
 import { RateLimiter } from '../proxy/rate-limit.js';
+import { loadErrorPages } from '../proxy/error-pages.js';
 import { BasicAuth } from '../proxy/basic-auth.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
@@ -200,6 +201,12 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         headerRules: compileHeaderRules(host.headers, r.headers),
       });
     }
+    let errorPages: HostPlan['errorPages'];
+    if (host.errorPages !== undefined) {
+      const loaded = await loadErrorPages(baseDir, host.errorPages);
+      for (const p of loaded.problems) issues.push({ path: formatPath(['hosts', name, 'errorPages', p.key]), message: p.message });
+      errorPages = loaded.pages.size > 0 ? loaded.pages : undefined;
+    }
     const acme = 'acme' in host.tls;
     const certId = 'cert' in host.tls
       ? fileCertId(certPath(certsDir, host.tls.cert), certPath(certsDir, host.tls.key))
@@ -211,6 +218,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       acme,
       sharing: host.connectionSharing === 'same-certificate',
       servePlain: host.plainHttp === 'serve',
+      errorPages,
       routes,
       sharedNames: [],
     };

@@ -12,6 +12,7 @@ import type { AnswerPlan } from '../proxy/route-answer.js';
 import type { BasicAuth } from '../proxy/basic-auth.js';
 import type { CompressPlan } from '../proxy/compress.js';
 import type { RateLimiter } from '../proxy/rate-limit.js';
+import type { ErrorPage } from '../proxy/error-pages.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -67,6 +68,8 @@ export interface HostPlan {
   readonly servePlain: boolean;
   /** Routes by exact path prefix (no trailing slash except "/"). */
   readonly routes: ReadonlyMap<string, RoutePlan>;
+  /** Its own pages for the errors Portico answers, by status; undefined for none. */
+  readonly errorPages: ReadonlyMap<number, ErrorPage> | undefined;
   /** Other names served on a connection made for this host (ORIGIN frame). */
   readonly sharedNames: readonly string[];
 }

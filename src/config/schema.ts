@@ -409,6 +409,15 @@ const HostEntry = z
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
     rateLimit: RateLimitObject.optional(),
+    errorPages: z
+      .record(
+        z.string().regex(/^(4\d\d|5\d\d|4xx|5xx)$/, { message: 'expected a status such as "502", or a class "4xx" or "5xx"' }),
+        z.string().min(1),
+      )
+      .optional()
+      .describe(
+        'Pages for the errors Portico answers on this host itself (404 no route, 401, 403, 413, 429, 502, 503, 504…), by status ("502") or class ("5xx"; an exact status wins): files relative to the config file, .html, .json, .txt or .xml (at most 1 MiB), read when the config loads and re-read on reload. The x-portico-error header still names the error. Responses from upstreams are never replaced.',
+      ),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { H2ServerRequest } from '../http2/server-request.js';
-import type { Plan, RoutePlan, UpstreamPlan } from '../config/plan.js';
+import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from '../config/plan.js';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { ErrorCode } from '../errors.js';
 import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
@@ -35,6 +35,8 @@ export class Exchange implements H1Handler {
   requestId: string | undefined = undefined;
   /** The basicAuth user the request proved. */
   user: string | undefined = undefined;
+  /** The host, once the request is known to be for it on this connection. */
+  hostPlan: HostPlan | undefined = undefined;
   route: RoutePlan | undefined = undefined;
   /** The route's upstream, once the request is forwarded. */
   upstream: UpstreamPlan | undefined = undefined;

@@ -13,7 +13,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AccessLog } from '../log/access-line.js';
 import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type UpstreamPlan } from '../config/plan.js';
-import type { ErrorCode } from '../errors.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
 import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
@@ -80,7 +80,8 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
-  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', extra);
+  const pages = ex.hostPlan?.errorPages;
+  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
   // Stop reading a request body nobody will consume.
   if (!ex.req.complete) ex.req.body.resume();
 }
@@ -95,6 +96,7 @@ function route(ex: Exchange): void {
   const hostPlan = lookupHost(plan, host);
   if (!ex.plain && !isAllowedOnConnection(plan, host, hostPlan, ex.connName)) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
   if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
+  ex.hostPlan = hostPlan;
   const url = req.url ?? '';
   if (url.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
   const r = lookupRoute(hostPlan, url);

@@ -6,6 +6,7 @@ import { constants as h2constants } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
+import type { ErrorPage } from './error-pages.js';
 
 /** A client response: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
 export type ClientResponse = H1ServerResponse | H2ServerResponse;
@@ -17,14 +18,14 @@ for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode,
  * Sends the error response for `code`; when the response has already started,
  * resets it instead so the client cannot mistake a truncated body for a whole one.
  */
-export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean, extra?: readonly [string, string]): void {
+export function respondError(res: ClientResponse, code: ErrorCode, closeConnection: boolean, extra?: readonly [string, string], page?: ErrorPage): void {
   if (res.headersSent) {
     resetResponse(res);
     return;
   }
-  const body = BODIES.get(code) as Buffer;
+  const body = page === undefined ? (BODIES.get(code) as Buffer) : page.body;
   const headers: Record<string, string | number> = {
-    'content-type': 'text/plain; charset=utf-8',
+    'content-type': page === undefined ? 'text/plain; charset=utf-8' : page.contentType,
     'content-length': body.length,
     'cache-control': 'no-store',
     'x-portico-error': code,

@@ -1,0 +1,62 @@
+/**
+ * A host's own pages for the errors Portico answers ("errorPages"; nginx's
+ * error_page, Caddy's handle_errors): read when the config is loaded, chosen
+ * per status (an exact status before its class), and sent in place of the
+ * plain-text body. Upstream responses are never replaced.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { extname, resolve } from 'node:path';
+import { ERRORS } from '../errors.js';
+
+/** A page ready to send. */
+export interface ErrorPage {
+  readonly body: Buffer;
+  readonly contentType: string;
+}
+
+/** Largest page file: an error page is a page, not a download. */
+const MAX_PAGE_BYTES = 1024 * 1024;
+
+const TYPES: Readonly<Record<string, string>> = {
+  '.html': 'text/html; charset=utf-8',
+  '.htm': 'text/html; charset=utf-8',
+  '.json': 'application/json',
+  '.txt': 'text/plain; charset=utf-8',
+  '.xml': 'application/xml',
+};
+
+/** The statuses Portico answers requests with (the error table's), for which pages can be given. */
+export const ERROR_STATUSES: ReadonlySet<number> = new Set(Object.values(ERRORS).map((e) => e.status).filter((s) => s >= 400 && s !== 500));
+
+/**
+ * Reads a host's pages: by status, each from its exact key ("502") or else its class ("5xx").
+ * Problems (unreadable, too large, an unknown type) come back with the key they belong to.
+ */
+export async function loadErrorPages(baseDir: string, pages: Record<string, string>): Promise<{ pages: ReadonlyMap<number, ErrorPage>; problems: { key: string; message: string }[] }> {
+  const loaded = new Map<string, ErrorPage>();
+  const problems: { key: string; message: string }[] = [];
+  for (const [key, file] of Object.entries(pages)) {
+    const abs = resolve(baseDir, file);
+    const type = TYPES[extname(abs).toLowerCase()];
+    if (type === undefined) {
+      problems.push({ key, message: `${file}: an error page must be .html, .htm, .json, .txt or .xml (its Content-Type comes from that)` });
+      continue;
+    }
+    try {
+      const size = (await stat(abs)).size;
+      if (size > MAX_PAGE_BYTES) {
+        problems.push({ key, message: `${abs} is ${size} bytes; an error page may have at most 1 MiB` });
+        continue;
+      }
+      loaded.set(key, { body: await readFile(abs), contentType: type });
+    } catch (err) {
+      problems.push({ key, message: `cannot read the error page ${abs} (${(err as NodeJS.ErrnoException).code ?? 'error'})` });
+    }
+  }
+  const byStatus = new Map<number, ErrorPage>();
+  for (const status of ERROR_STATUSES) {
+    const page = loaded.get(String(status)) ?? loaded.get(`${Math.floor(status / 100)}xx`);
+    if (page !== undefined) byStatus.set(status, page);
+  }
+  return { pages: byStatus, problems };
+}
