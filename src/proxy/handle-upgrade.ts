@@ -14,6 +14,7 @@ import { applyToObject } from './header-rules.js';
 import { isAllowedOnConnection, isTrustedPeer, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
+import { normalizePath } from './normalize-path.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure } from './upstream-errors.js';
@@ -47,8 +48,9 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     const hostPlan = lookupHost(plan, host);
     if (!isAllowedOnConnection(plan, host, hostPlan, connName)) return reject(socket, 'PORTICO_SNI_HOST_MISMATCH');
     if (hostPlan === undefined) return reject(socket, 'PORTICO_UNKNOWN_HOST');
-    const url = req.url ?? '/';
-    const route = url.startsWith('/') ? lookupRoute(hostPlan, url) : undefined;
+    const url = (req.url ?? '/').startsWith('/') ? normalizePath(req.url ?? '/') : undefined;
+    if (url === undefined) return reject(socket, 'PORTICO_BAD_REQUEST');
+    const route = lookupRoute(hostPlan, url);
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     if (route.allow !== undefined || route.limit !== undefined) {
       const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
@@ -97,7 +99,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       const finish = (status: number, error?: string): void => {
         route.stats.record(status, performance.now() - started);
         if (plan.accessLog) {
-          state.access.write({ client: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+          state.access.write({ client: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
         }
       };
       up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));

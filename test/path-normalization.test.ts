@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { normalizePath } from '../src/proxy/normalize-path.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { RawClient } from './helpers/raw-http1.js';
+
+test('normalizePath: escapes of unreserved characters decoded, slashes merged, dot segments resolved; climbing out or hidden dots refused', () => {
+  const cases: [string, string | undefined][] = [
+    ['/', '/'],
+    ['/a/b/', '/a/b/'],
+    ['//admin', '/admin'],
+    ['/a//b///c', '/a/b/c'],
+    ['/%61dmin/%7Euser', '/admin/~user'],
+    ['/a%2fb', '/a%2Fb'],
+    ['/a/./b/../c', '/a/c'],
+    ['/a/b/..', '/a/'],
+    ['/p/%2e%2E/admin', '/admin'],
+    ['/.well-known/acme-challenge/x', '/.well-known/acme-challenge/x'],
+    ['/x?next=/../../etc', '/x?next=/../../etc'],
+    ['/..', undefined],
+    ['/a/../../b', undefined],
+    ['/public%2F..%2Fadmin', undefined],
+    ['/public\\..\\admin', undefined],
+  ];
+  for (const [input, output] of cases) assert.equal(normalizePath(input), output, input);
+});
+
+test('routes match the normalised path, so dot segments, doubled slashes and escapes cannot walk around a route\'s allowFrom or basicAuth', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end(`upstream got ${req.url ?? ''}`);
+  });
+  const cert = await pki.issue('pn', ['pn.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'pn.test': {
+          tls: cert,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/admin', upstream: up.url, allowFrom: ['10.0.0.0/8'] },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'pn.test', ca: pki.caPem } });
+  const ask = async (path: string): Promise<{ status: number; body: string }> => {
+    await c.write(`GET ${path} HTTP/1.1\r\nHost: pn.test\r\n\r\n`);
+    const r = await c.response();
+    return { status: r.status, body: r.body.toString() };
+  };
+  for (const sneaky of ['/public/../admin', '//admin', '/%61dmin/x', '/public/%2e%2e/admin', '/./admin']) {
+    assert.equal((await ask(sneaky)).status, 403, `${sneaky} is the /admin route`);
+  }
+  for (const refused of ['/public%2F..%2Fadmin', '/../admin', '/public\\..\\admin']) {
+    const r = await ask(refused);
+    assert.equal(r.status, 400, refused);
+  }
+  assert.equal(up.seen.length, 0, 'none of them reached the upstream');
+  // What goes upstream is the normalised path; the query is left alone.
+  assert.equal((await ask('//a//b/./c/%7Ed?x=/../y')).body, 'upstream got /a/b/c/~d?x=/../y');
+  const s = await h2Connect(proxy.httpsPort, 'pn.test', pki.caPem);
+  assert.equal((await h2Request(s, { path: '/x/../admin' })).status, 403, 'HTTP/2 too');
+  s.close();
+});
