@@ -3,6 +3,7 @@
  * targets from the registry, certificates loaded and checked. Fails with every
  * problem found (as ConfigIssues) and changes nothing.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { BlockList, isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
@@ -58,6 +59,12 @@ function addCidr(list: BlockList, cidr: string): void {
     if (bits === undefined) list.addAddress(`::ffff:${addr}`, 'ipv6');
     else list.addSubnet(`::ffff:${addr}`, 96 + Number(bits), 'ipv6');
   }
+}
+
+/** Sticky-session cookie values: a hash of each target's URL, so the cookie does not show the address. */
+function stickyFor(targets: readonly Target[], cookie: string): UpstreamPlan['sticky'] {
+  const values = targets.map((t) => createHash('sha256').update(t.url).digest('base64url').slice(0, 16));
+  return { cookie, values, byValue: new Map(values.map((v, i) => [v, i])) };
 }
 
 /**
@@ -156,6 +163,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       next: 0,
       policy,
       inFlight: policy === 'least-connections' ? targets.map(() => 0) : undefined,
+      sticky: policy === 'cookie' ? stickyFor(targets, 'stickyCookie' in spec && spec.stickyCookie !== undefined ? spec.stickyCookie : 'portico_upstream') : undefined,
       hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',
       connectTimeoutMs: parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s'),
       responseTimeoutMs: parseDurationMs('responseTimeout' in spec && spec.responseTimeout !== undefined ? spec.responseTimeout : '60s'),

@@ -19,7 +19,9 @@ export interface UpstreamPlan {
   readonly targets: readonly Target[];
   /** Round-robin cursor; with `inFlight`, the only mutable fields of a Plan. */
   next: number;
-  readonly policy: 'round-robin' | 'least-connections' | 'client-ip';
+  readonly policy: 'round-robin' | 'least-connections' | 'client-ip' | 'cookie';
+  /** "cookie": the cookie's name, each target's value (same index as `targets`) and the index by value. */
+  readonly sticky: { readonly cookie: string; readonly values: readonly string[]; readonly byValue: ReadonlyMap<string, number> } | undefined;
   /** least-connections: requests in flight per target (same index as `targets`). */
   readonly inFlight: number[] | undefined;
   /** "preserve", "target", or a literal Host value. */

@@ -172,11 +172,16 @@ const UpstreamObject = z.strictObject({
   responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
   tls: UpstreamTls.optional(),
   loadBalancing: z
-    .enum(['round-robin', 'least-connections', 'client-ip'])
+    .enum(['round-robin', 'least-connections', 'client-ip', 'cookie'])
     .default('round-robin')
     .describe(
-      'How a request picks among the available targets: "round-robin" in turn; "least-connections" the one with the fewest requests in flight from this upstream (ties in turn); "client-ip" by a hash of the client address, so one client keeps its target while the set of available targets is unchanged (nginx\'s ip_hash).',
+      'How a request picks among the available targets: "round-robin" in turn; "least-connections" the one with the fewest requests in flight from this upstream (ties in turn); "client-ip" by a hash of the client address, so one client keeps its target while the set of available targets is unchanged (nginx\'s ip_hash); "cookie" sticky sessions: the first response sets a cookie ("stickyCookie") naming its target, and later requests (WebSocket upgrades too) with that cookie go to the same target while it is available, round-robin otherwise.',
     ),
+  stickyCookie: z
+    .string()
+    .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, { message: 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' })
+    .default('portico_upstream')
+    .describe('With "loadBalancing": "cookie": the cookie\'s name. Its value names the target by a hash, never by its address; it is a session cookie (Path=/, HttpOnly, SameSite=Lax, and Secure over HTTPS).'),
   healthCheck: HealthCheck.optional(),
   passiveHealth: PassiveHealth.optional(),
 });

@@ -31,6 +31,8 @@ export class Exchange implements H1Handler {
   readonly start: number;
   host = '';
   connName = '';
+  /** "cookie" load balancing: the target value the client's cookie carried. */
+  stickySent: string | undefined = undefined;
   /** forwarding.requestId: the request's X-Request-ID, once known. */
   requestId: string | undefined = undefined;
   /** The basicAuth user the request proved. */

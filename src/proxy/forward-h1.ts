@@ -19,6 +19,7 @@ import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-error
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
 import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
+import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -75,6 +76,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   const cp = ex.route!.compress;
   let enc: Encoding | undefined;
   let length: string | undefined;
+  const sticky = ex.upstream!.sticky === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
   try {
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
@@ -84,6 +86,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       h2res.trailersExpected = received['transfer-encoding'] !== undefined;
       const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
       if (rules !== undefined) applyToObject(headers, rules);
+      if (sticky !== undefined) addSetCookie(headers, sticky);
       if (cp !== undefined) {
         const d = decideEncoding(ex, cp, statusCode, objectGetter(headers));
         if (d === 'vary') markVaryObject(headers);
@@ -97,6 +100,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
     } else {
       let out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
       if (rules !== undefined) out = applyToPairs(out, rules);
+      if (sticky !== undefined) out.push('set-cookie', sticky);
       if (cp !== undefined) {
         const get = pairsGetter(out);
         const d = decideEncoding(ex, cp, statusCode, get);

@@ -20,6 +20,7 @@ import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js'
 import { applyToObject } from './header-rules.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
+import { addSetCookie, readCookie, stickySetCookie } from './sticky-cookie.js';
 import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
@@ -145,7 +146,15 @@ function dispatch(ex: Exchange): void {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
-  const target = pickTarget(u, req.remoteAddress);
+  let affinity = -1;
+  if (u.sticky !== undefined) {
+    const sent = readCookie(req.headers.cookie, u.sticky.cookie);
+    if (sent !== undefined) {
+      ex.stickySent = sent;
+      affinity = u.sticky.byValue.get(sent) ?? -1;
+    }
+  }
+  const target = pickTarget(u, req.remoteAddress, affinity);
   if (target === undefined) return fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
   forward(ex, target);
 }
@@ -175,11 +184,13 @@ function hashAddress(address: string): number {
  * The target for a request on this route, among the available ones (health), by the upstream's
  * policy: "round-robin" in turn (the cursor moves past the one picked, so the targets after an
  * unavailable one don't get its turns); "least-connections" the fewest in flight, ties in turn;
- * "client-ip" from the client address's hash onwards. Undefined when none is available. Hot path:
- * with all targets healthy, round-robin reads one boolean.
+ * "client-ip" from the client address's hash onwards; "cookie" the target at `affinity` (the index
+ * the client's cookie names, or -1) while it is available, else in turn. Undefined when none is
+ * available. Hot path: with all targets healthy, round-robin reads one boolean.
  */
-export function pickTarget(u: UpstreamPlan, clientAddress: string): Target | undefined {
+export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1): Target | undefined {
   const targets = u.targets;
+  if (affinity >= 0 && (targets[affinity] as Target).available) return targets[affinity];
   const n = targets.length;
   const policy = u.policy;
   const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
@@ -210,13 +221,33 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
   if (hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
   if (ex.attempts >= ex.upstream!.targets.length) return false;
-  const next = pickTarget(ex.upstream!, ex.req.remoteAddress);
-  if (next === undefined || next === ex.target) return false;
+  const next = nextTarget(ex.upstream!, ex.target!);
+  if (next === undefined) return false;
   ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
   ex.timedOut = false;
   ex.upstreamReq = undefined;
   forward(ex, next);
   return true;
+}
+
+/**
+ * The available target after `failed` in the upstream's order (nginx's "next upstream"), whatever
+ * the policy: a sticky cookie, a client's hash or the round-robin cursor may all point at the one
+ * that just failed. Undefined when no other is available.
+ */
+function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined {
+  const targets = u.targets;
+  const n = targets.length;
+  const at = targets.indexOf(failed);
+  for (let k = 1; k < n; k++) {
+    const i = (at + k) % n;
+    const t = targets[i] as Target;
+    if (!t.available || t === failed) continue;
+    // The cursor moves past it, as when a request picks a target in turn.
+    if (u.policy !== 'client-ip') u.next = i + 1;
+    return t;
+  }
+  return undefined;
 }
 
 export function hasRequestBody(req: ClientRequest): boolean {
@@ -364,6 +395,10 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   const rules = ex.route!.headerRules?.response;
   if (rules !== undefined) applyToObject(headers, rules);
+  if (ex.upstream!.sticky !== undefined) {
+    const cookie = stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
+    if (cookie !== undefined) addSetCookie(headers, cookie);
+  }
   const cp = ex.route!.compress;
   let enc: Encoding | undefined;
   if (cp !== undefined) {

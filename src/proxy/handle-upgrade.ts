@@ -15,6 +15,7 @@ import { isAllowedOnConnection, isTrustedPeer, kConnName, pickTarget, type Proxy
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
+import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure } from './upstream-errors.js';
@@ -66,7 +67,8 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         route.stats.record(a.status, 0);
         return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
-      const target = pickTarget(u, req.remoteAddress);
+      const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
+      const target = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
       if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
       const path = rewritePath(route, url);
