@@ -8,26 +8,25 @@ import { freePort } from './helpers/net.js';
 import { requireNginx, startNginx } from './helpers/nginx.js';
 
 test('buildProxyHeader writes v1 and v2 headers that parseProxyHeader reads back', () => {
-  const cases: [string, number, string, number][] = [
-    ['203.0.113.5', 40000, '10.0.0.1', 443],
-    ['2001:db8::5', 40001, '2001:db8:0:1::1', 8443],
-    ['::ffff:198.51.100.7', 1, '::ffff:127.0.0.1', 2],
-    ['::1', 65535, '::', 0],
-    ['2001:db8::ffff:10.1.2.3', 5, '::1', 6],
+  // Loopback addresses only: the header carries them as data, nothing is dialled.
+  const cases: [string, number, string, number, string][] = [
+    ['127.0.0.5', 40000, '127.0.0.1', 443, '127.0.0.5'],
+    ['::1', 40001, '::1', 8443, '::1'],
+    ['::ffff:127.0.0.7', 1, '::ffff:127.0.0.1', 2, '127.0.0.7'],
+    ['::1', 65535, '::1', 0, '::1'],
   ];
-  for (const [src, sport, dst, dport] of cases) {
+  for (const [src, sport, dst, dport, expected] of cases) {
     for (const v of ['v1', 'v2'] as const) {
       const h = buildProxyHeader(v, src, sport, dst, dport);
       const back = parseProxyHeader(Buffer.concat([h, Buffer.from('payload')]));
       assert.ok(typeof back === 'object' && 'source' in back, `${v} ${src}`);
-      const expected = src.startsWith('::ffff:') ? src.slice(7) : src === '2001:db8::ffff:10.1.2.3' ? (v === 'v1' ? src : '2001:db8::ffff:a01:203') : src;
       assert.equal(back.source, expected, `${v} ${src}`);
       assert.equal(back.sourcePort, sport);
       assert.equal(back.length, h.length);
     }
   }
-  assert.equal(buildProxyHeader('v1', '10.0.0.1', 1, '::1', 2).toString(), 'PROXY UNKNOWN\r\n', 'two families: UNKNOWN');
-  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '10.0.0.1', 1, '::1', 2)), { source: undefined, length: 16 }, 'two families: LOCAL');
+  assert.equal(buildProxyHeader('v1', '127.0.0.1', 1, '::1', 2).toString(), 'PROXY UNKNOWN\r\n', 'two families: UNKNOWN');
+  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '127.0.0.1', 1, '::1', 2)), { source: undefined, length: 16 }, 'two families: LOCAL');
 });
 
 /** A plain HTTP GET over a stream port from `localAddress`, with optional bytes before it; the body nginx answers. */
@@ -67,6 +66,6 @@ test('streams send the client to nginx in a PROXY header (v1 and v2), and take o
   );
   assert.match(await getThrough(v1Port, '127.0.0.3'), /^127\.0\.0\.3 \d+\n$/, 'v1: nginx sees the client, not Portico');
   assert.match(await getThrough(v2Port, '127.0.0.4'), /^127\.0\.0\.4 \d+\n$/, 'v2');
-  assert.equal(await getThrough(chainPort, '127.0.0.1', 'PROXY TCP4 203.0.113.5 127.0.0.1 41234 443\r\n'), '203.0.113.5 41234\n', 'passed on from the balancer in front');
+  assert.equal(await getThrough(chainPort, '127.0.0.1', 'PROXY TCP4 127.0.0.9 127.0.0.1 41234 443\r\n'), '127.0.0.9 41234\n', 'passed on from the balancer in front');
   assert.equal(await getThrough(chainPort, '127.0.0.1'), '', 'no header from the front: closed');
 });

@@ -6,6 +6,7 @@
  * it. Spec: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
  */
 import { isIPv4, isIPv6, type Socket } from 'node:net';
+import { stripAddress } from '../proxy/forward-headers.js';
 
 /** The v2 signature (spec §2.2). */
 const V2_SIG = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -188,10 +189,6 @@ export function connectionKey(s: Socket): string {
   return `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
 }
 
-/** An IPv4-mapped IPv6 address as plain IPv4 ("::ffff:10.0.0.1" → "10.0.0.1"). */
-function unmapped(addr: string): string {
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
-}
 
 /** The 16 bytes of a valid IPv6 address (as net.isIPv6 accepts it, dotted IPv4 tail included). */
 function ipv6Bytes(addr: string): Buffer {
@@ -220,8 +217,8 @@ function ipv6Bytes(addr: string): Buffer {
  * header cannot carry) give UNKNOWN (v1) or LOCAL (v2): the receiver then uses the connection's own.
  */
 export function buildProxyHeader(version: 'v1' | 'v2', src: string, srcPort: number, dst: string, dstPort: number): Buffer {
-  const s = unmapped(src);
-  const d = unmapped(dst);
+  const s = stripAddress(src);
+  const d = stripAddress(dst);
   const v4 = isIPv4(s) && isIPv4(d);
   const v6 = isIPv6(s) && isIPv6(d);
   if (version === 'v1') {

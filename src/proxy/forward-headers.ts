@@ -60,7 +60,8 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
   return set;
 }
 
-function stripAddress(addr: string): string {
+/** An IPv4-mapped IPv6 address as plain IPv4 ("::ffff:127.0.0.1" → "127.0.0.1"); others as they are. */
+export function stripAddress(addr: string): string {
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
 }
 
