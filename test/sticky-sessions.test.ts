@@ -74,6 +74,13 @@ test('loadBalancing "cookie": the first answer sets a cookie naming its target, 
   }
 });
 
+test('stickyCookie without loadBalancing "cookie" is refused with its path', async () => {
+  const { validateConfig } = await import('../src/config/load.js');
+  const r = validateConfig({ hosts: { 'a.test': { tls: { cert: 'c', key: 'k' }, routes: [{ upstream: { targets: ['http://127.0.0.1:1'], stickyCookie: 'srv' } }] } } });
+  assert.equal(r.ok, false);
+  assert.match(r.ok ? '' : `${r.issues[0]!.path}: ${r.issues[0]!.message}`, /routes\[0\]\.upstream\.stickyCookie: "stickyCookie" only names the cookie of "loadBalancing": "cookie"/);
+});
+
 test('readCookie finds one cookie among several', () => {
   assert.equal(readCookie('a=1; srv=xyz; b=2', 'srv'), 'xyz');
   assert.equal(readCookie('srv=xyz', 'srv'), 'xyz');

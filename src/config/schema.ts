@@ -180,10 +180,13 @@ const UpstreamObject = z.strictObject({
   stickyCookie: z
     .string()
     .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, { message: 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' })
-    .default('portico_upstream')
-    .describe('With "loadBalancing": "cookie": the cookie\'s name. Its value names the target by a hash, never by its address; it is a session cookie (Path=/, HttpOnly, SameSite=Lax, and Secure over HTTPS).'),
+    .optional()
+    .describe('With "loadBalancing": "cookie": the cookie\'s name (default "portico_upstream"). Its value names the target by a hash, never by its address; it is a session cookie (Path=/, HttpOnly, SameSite=Lax, and Secure over HTTPS).'),
   healthCheck: HealthCheck.optional(),
   passiveHealth: PassiveHealth.optional(),
+}).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
+  message: '"stickyCookie" only names the cookie of "loadBalancing": "cookie"; set that, or remove "stickyCookie"',
+  path: ['stickyCookie'],
 });
 
 /** An upstream: one target URL, a list of target URLs, or an object with options. */
