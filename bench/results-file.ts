@@ -23,9 +23,12 @@ export interface RunSettings {
   /** /proc/loadavg at start and end: a busy machine makes every number worse. */
   readonly loadAvgStart: string;
   readonly loadAvgEnd: string;
+  /** Portico's version and commit when the run started (the build it measured), from porticoVersion(). */
+  readonly portico: string;
 }
 
-function porticoVersion(repoRoot: string): string {
+/** Portico's version and commit, marked when src/ has changes not committed: read when the run starts, as the build is. */
+export function porticoVersion(repoRoot: string): string {
   const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
   let rev = 'no commit';
   try {
@@ -48,7 +51,7 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
   out.push(`- **Date:** ${s.started.toISOString()} (run took ${minutes} min)`);
   out.push(`- **Machine:** ${s.machine.nproc} CPUs (nproc), ${s.machine.cpuModel}, ${s.machine.memTotal} RAM, Linux ${s.machine.kernel}`);
   out.push(`- **Load average** (1/5/15 min) at start: ${s.loadAvgStart}; at end: ${s.loadAvgEnd}. Runs during which other processes used over 10% of CPU ${PROXY_CPU} are flagged ⚠ in their Notes.`);
-  out.push(`- **Versions:** Portico ${porticoVersion(repoRoot)}; nginx ${v['nginx']}; HAProxy ${v['haproxy']}; Caddy ${v['caddy']}; node-http-proxy ${v['http-proxy']}; Node.js ${v['node']}; ${v['wrk']}; ${v['h2load']}; ${v['openssl']}`);
+  out.push(`- **Versions:** Portico ${s.portico}; nginx ${v['nginx']}; HAProxy ${v['haproxy']}; Caddy ${v['caddy']}; node-http-proxy ${v['http-proxy']}; Node.js ${v['node']}; ${v['wrk']}; ${v['h2load']}; ${v['openssl']}`);
   out.push(`- **Pinning:** each proxy is one worker process (nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, Caddy \`GOMAXPROCS=1\`, Node single process) under \`taskset -c ${PROXY_CPU}\`; the load generator and the backend run under \`taskset -c ${LOAD_CPU}\`.`);
   out.push(`- **Runs:** every load run lasts ${s.durationSec} s and stops by itself; each scenario is run ${s.repeats}× per server; tables quote the median with (min–max). All servers run side by side on their own ports, and a scenario's runs go round them (run 1 on every server, then run 2, then run 3), so that the machine's slow spells fall on all of them alike; each server's first run of a scenario is preceded by 1 s of the same load, not measured (a warm-up for JIT-compiled servers and upstream pools).`);
   out.push('- **TLS:** one ECDSA P-256 self-signed certificate for `bench.localhost`, made per run with openssl; TLS 1.2–1.3 enabled everywhere; clients send SNI = Host = `bench.localhost` and connect to 127.0.0.1.');

@@ -20,7 +20,7 @@ import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResul
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
 import { FOREIGN_CPU_WARN, fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
-import { writeResults, type RunSettings } from './results-file.js';
+import { porticoVersion, writeResults, type RunSettings } from './results-file.js';
 
 const quick = process.argv.includes('--quick');
 const durationSec = Number(process.env['BENCH_DURATION'] ?? 3);
@@ -273,6 +273,7 @@ async function main(): Promise<void> {
   const load1 = Number(readLoadAvg().split(' ')[0]);
   if (load1 > machine.nproc / 2) log(`warning: load average ${load1} on ${machine.nproc} CPUs; other work on this machine will distort the numbers`);
   const started = new Date();
+  const portico = porticoVersion(ws.repoRoot);
   const loadAvgStart = readLoadAvg();
   const workers = porticoSupportsWorkers(ws);
   const rows: Row[] = [];
@@ -333,7 +334,7 @@ async function main(): Promise<void> {
     for (const id of scenarios) printQuick(rows, id);
     return;
   }
-  const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText, loadAvgStart, loadAvgEnd: readLoadAvg() };
+  const settings: RunSettings = { durationSec, repeats, idleConnections: IDLE_CONNECTIONS, started, finished: new Date(), machine, versions, backendConfig: backend.configText, loadAvgStart, loadAvgEnd: readLoadAvg(), portico };
   // Only a complete run with the default settings replaces the committed results.
   const partial = only !== null || pickedScenarios !== null || process.env['BENCH_DURATION'] !== undefined || process.env['BENCH_REPEATS'] !== undefined;
   const path = partial ? join(ws.dir, 'RESULTS.md') : join(ws.repoRoot, 'bench', 'RESULTS.md');
