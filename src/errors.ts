@@ -34,6 +34,11 @@ export const ERRORS = {
   PORTICO_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: the upstream did not answer in time' },
   PORTICO_NO_HEALTHY_UPSTREAM: { status: 503, message: 'Service Unavailable: no healthy upstream target' },
   PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
+  PORTICO_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed: this path serves files; use GET or HEAD' },
+  PORTICO_FILE_NOT_FOUND: { status: 404, message: 'Not Found: no such file' },
+  PORTICO_FILE_FORBIDDEN: { status: 403, message: 'Forbidden: this file may not be read' },
+  PORTICO_RANGE_NOT_SATISFIABLE: { status: 416, message: 'Range Not Satisfiable: the range is outside the file' },
+  PORTICO_FILE_FAILED: { status: 500, message: 'Internal Server Error: the file could not be read' },
   PORTICO_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: the proxy is shutting down' },
   // Configuration and startup (status is the CLI's view: not sent to clients).
   PORTICO_CONFIG_INVALID: { status: 500, message: 'the configuration is invalid' },
@@ -45,6 +50,9 @@ export const ERRORS = {
 
 /** A Portico error code. */
 export type ErrorCode = keyof typeof ERRORS;
+
+/** The codes of configuration and startup errors: never sent to a client. */
+export const STARTUP_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['PORTICO_CONFIG_INVALID', 'PORTICO_CONFIG_UNREADABLE', 'PORTICO_CERT_INVALID', 'PORTICO_LISTEN_FAILED', 'PORTICO_ACME_FAILED']);
 
 /** An error with a stable Portico code; `message` says what, where and how to fix. */
 export class PorticoError extends Error {

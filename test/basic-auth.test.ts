@@ -7,7 +7,7 @@ import { validateConfig } from '../src/config/load.js';
 import { BasicAuth, hashPassword } from '../src/proxy/basic-auth.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
-import { RawClient } from './helpers/raw-http1.js';
+import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 import { curl, requireTool } from './helpers/real-peers.js';
 
 const MAIN = new URL('../src/main.js', import.meta.url).pathname;
@@ -83,7 +83,7 @@ test('basicAuth: a host\'s login, a route\'s own, a public route; 401 with the c
   s.close();
 
   const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'ba.test', ca: pki.caPem } });
-  await ws.write('GET /chat HTTP/1.1\r\nHost: ba.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  await ws.write(rawUpgradeRequest('ba.test', '/chat'));
   const w = await ws.response();
   assert.equal(w.status, 401);
   assert.equal(w.headers['www-authenticate'], 'Basic realm="restricted", charset="UTF-8"');

@@ -126,7 +126,7 @@ test('portico check lists every schema problem at once, each with its JSON path,
     'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, got "localhost:3000"',
     // a missing required field beside its misspelt key
     'hosts["app.example.com"].routes[2].upstrem: unknown key (check the spelling; see the config reference in README.md)',
-    'hosts["app.example.com"].routes[2]: a route needs one of "upstream" (forward), "redirect" or "respond", got {"path":"/x","upstrem":"http://127.0.0.1:3001"}',
+    'hosts["app.example.com"].routes[2]: a route needs one of "upstream" (forward), "redirect", "respond" or "files", got {"path":"/x","upstrem":"http://127.0.0.1:3001"}',
     // a route path without its slash, and an upstream URL with a path
     'hosts["app.example.com"].routes[3].path: a route path must start with "/", got "nested"',
     'hosts["app.example.com"].routes[3].upstream: an upstream URL names a server only (scheme, host, port), got "http://127.0.0.1:3000/base"; use the route\'s "stripPrefix"/"addPrefix" to change paths',

@@ -89,15 +89,17 @@ test('errorPages problems are reported with their paths', async (t) => {
     file,
     JSON.stringify({
       certsDir: pki.dir,
-      hosts: { 'e.test': { tls: cert, errorPages: { '502': 'missing.html', '503': 'big.html', '5xx': 'page.png' }, routes: [{ upstream: 'http://127.0.0.1:1' }] } },
+      hosts: { 'e.test': { tls: cert, errorPages: { '502': 'missing.html', '503': 'big.html', '5xx': 'page.png', '418': 'page.html' }, routes: [{ upstream: 'http://127.0.0.1:1' }] } },
     }),
   );
   const r = await checkConfigFile(file);
   const lines = r.issues.map((i) => `${i.path}: ${i.message}`);
-  assert.equal(lines.length, 3, lines.join('\n'));
+  assert.equal(lines.length, 4, lines.join('\n'));
+  // A page for a status Portico never answers itself would never be sent: refused, with the ones it does.
+  assert.match(lines.find((l) => l.includes('"418"')) ?? '', /^hosts\["e\.test"\]\.errorPages\["418"\]: Portico never answers 418 itself, so this page would never be sent; pages apply to 400, 401, 403, 404, 405, .*504/);
   assert.match(lines.find((l) => l.includes('"502"')) ?? '', /^hosts\["e\.test"\]\.errorPages\["502"\]: cannot read the error page .*missing\.html \(ENOENT\)/);
   assert.match(lines.find((l) => l.includes('"503"')) ?? '', /big\.html is 1048577 bytes; an error page may have at most 1 MiB/);
-  assert.match(lines.find((l) => l.includes('5xx')) ?? '', /page\.png: an error page must be \.html/);
+  assert.match(lines.find((l) => l.includes('["5xx"]')) ?? '', /page\.png: an error page must be \.html/);
   const invalid = validateConfig({ hosts: { 'e.test': { tls: { cert: 'c', key: 'k' }, errorPages: { '600': 'x.html' }, routes: [{ upstream: 'http://127.0.0.1:1' }] } } });
   assert.equal(invalid.ok, false);
   assert.match(invalid.ok ? '' : `${invalid.issues[0]!.path}: ${invalid.issues[0]!.message}`, /errorPages.*expected a status such as "502", or a class "4xx" or "5xx"/);

@@ -22,7 +22,7 @@ import type { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { startRawUpstream, startUpstream, type SeenRequest } from './helpers/net.js';
-import { RawClient } from './helpers/raw-http1.js';
+import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 
 const HOST = 'edge.test';
 const MiB = 1024 * 1024;
@@ -492,8 +492,7 @@ test('a POST answered before its body is read, with a GET pipelined behind the r
   assert.equal((await c.response()).text, 'GET /after-early-2 0');
 });
 
-const UPGRADE_HEAD = (path: string): string =>
-  `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+const UPGRADE_HEAD = (path: string): string => rawUpgradeRequest(HOST, path);
 
 test('an upgrade whose first bytes after the head come in the same TLS write: the upstream gets them raw and they are echoed back', async (t) => {
   const c = await openRaw(t, proxy.httpsPort);

@@ -42,7 +42,7 @@ test('routes match the normalised path, so dot segments, doubled slashes and esc
           tls: cert,
           routes: [
             { path: '/', upstream: up.url },
-            { path: '/admin', upstream: up.url, allowFrom: ['10.0.0.0/8'] },
+            { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] },
           ],
         },
       },

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
-import { RawClient } from './helpers/raw-http1.js';
+import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 import { curl, requireTool } from './helpers/real-peers.js';
 
 test('redirect and respond routes answer without an upstream, over HTTP/1.1, HTTP/2 and curl', async (t) => {
@@ -119,7 +119,7 @@ test('an HTTP/1.1 connection stays usable after an answer to a request with a bo
   assert.equal(res.body.toString(), 'ok', 'the pipelined request after a HEAD answer is read right');
 
   const w = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'ka.test', ca: pki.caPem } });
-  await w.write('GET /ws/chat HTTP/1.1\r\nHost: ka.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  await w.write(rawUpgradeRequest('ka.test', '/ws/chat'));
   res = await w.response();
   assert.equal(res.status, 302);
   assert.equal(res.headers.location, 'https://other.test/ws/chat');
@@ -132,8 +132,8 @@ test('redirect and respond settings are checked, each problem with its path', ()
     return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   };
   const at = 'hosts["a.test"].routes[0]';
-  assert.deepEqual(issues({}), [`${at}: a route needs one of "upstream" (forward), "redirect" or "respond", got {"path":"/"}`]);
-  assert.match(issues({ upstream: 'http://127.0.0.1:1', redirect: '/x' })[0]!, /routes\[0\]\.redirect: a route has one of "upstream", "redirect" and "respond", and this one also has "upstream"; split them into two routes/);
+  assert.deepEqual(issues({}), [`${at}: a route needs one of "upstream" (forward), "redirect", "respond" or "files", got {"path":"/"}`]);
+  assert.match(issues({ upstream: 'http://127.0.0.1:1', redirect: '/x' })[0]!, /routes\[0\]\.redirect: a route has one of "upstream", "redirect", "respond" and "files", and this one also has "upstream"; split them into two routes/);
   assert.match(issues({ redirect: 'https://x.test{url}' })[0]!, /routes\[0\]\.redirect: unknown placeholder \{url\}.*use \{host\}, \{uri\}, \{path\}, \{query\}/);
   assert.match(issues({ redirect: '{uri}' })[0]!, /expected an http:\/\/ or https:\/\/ URL with a host/);
   assert.match(issues({ redirect: '/{uri}' })[0]!, /a redirect to a path must start with "\/" and a literal segment/);

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { loadCertPair, type CertPair } from '../tls/cert-pair.js';
 import { acmeCertId, fileCertId } from '../tls/cert-store.js';
@@ -20,8 +20,10 @@ import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
-import type { CompressPlan } from '../proxy/compress.js';
-import { RateLimiter } from '../proxy/rate-limit.js';
+import { compileCompress } from '../proxy/compress.js';
+import { compileRateLimit } from '../proxy/rate-limit.js';
+import { compileAddressList } from '../proxy/client-address.js';
+import { compileFiles, type FilesPlan } from '../files/files-plan.js';
 import { loadErrorPages } from '../proxy/error-pages.js';
 import { BasicAuth } from '../proxy/basic-auth.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
@@ -47,18 +49,6 @@ export function certPath(certsDir: string, file: string): string {
 
 function normalizeRoutePath(p: string): string {
   return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
-}
-
-function addCidr(list: BlockList, cidr: string): void {
-  const [addr = '', bits] = cidr.split('/');
-  const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
-  if (bits === undefined) list.addAddress(addr, type);
-  else list.addSubnet(addr, Number(bits), type);
-  // IPv4 peers may appear as IPv4-mapped IPv6 on dual-stack sockets.
-  if (type === 'ipv4') {
-    if (bits === undefined) list.addAddress(`::ffff:${addr}`, 'ipv6');
-    else list.addSubnet(`::ffff:${addr}`, 96 + Number(bits), 'ipv6');
-  }
 }
 
 /** Sticky-session cookie values: a hash of each target's URL, so the cookie does not show the address. */
@@ -173,27 +163,21 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   const exact = new Map<string, HostPlan>();
   const wildcard = new Map<string, HostPlan>();
   const hosts: HostPlan[] = [];
-  const compileAllow = (cidrs: readonly string[] | undefined): BlockList | undefined => {
-    if (cidrs === undefined) return undefined;
-    const list = new BlockList();
-    for (const c of cidrs) addCidr(list, c);
-    return list;
-  };
-  const compileCompress = (c: boolean | { encodings: ('br' | 'gzip')[]; minLength: string } | undefined): CompressPlan | undefined => {
-    if (c === undefined || c === false) return undefined;
-    if (c === true) return { encodings: ['br', 'gzip'], minBytes: 512 };
-    return { encodings: c.encodings, minBytes: parseSizeBytes(c.minLength) };
-  };
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
     const hostCompress = compileCompress(host.compress);
-    const limiter = (l: { requests: number; per: string; burst?: number | undefined }): RateLimiter => new RateLimiter(l.requests, parseDurationMs(l.per), l.burst ?? l.requests);
-    const hostLimit = host.rateLimit === undefined ? undefined : limiter(host.rateLimit);
-    const hostAllow = compileAllow(host.allowFrom);
+    const hostLimit = host.rateLimit === undefined ? undefined : compileRateLimit(host.rateLimit);
+    const hostAllow = compileAddressList(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
+      let files: FilesPlan | undefined;
+      if (r.files !== undefined) {
+        const compiled = await compileFiles(r.files, baseDir);
+        for (const p of compiled.problems) issues.push({ path: formatPath(['hosts', name, 'routes', i, 'files', ...(typeof r.files === 'string' ? [] : [p.key])]), message: p.message });
+        files = compiled.plan;
+      }
       routes.set(path, {
         id: `${name} ${path}`,
         path,
@@ -201,10 +185,11 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
         upstream: r.upstream === undefined ? undefined : await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
         answer: compileAnswer(r.redirect, r.respond),
+        files,
         stats: stats.get(name, path),
-        allow: r.allowFrom === undefined ? hostAllow : compileAllow(r.allowFrom),
+        allow: r.allowFrom === undefined ? hostAllow : compileAddressList(r.allowFrom),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
-        limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : limiter(r.rateLimit),
+        limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
       });
@@ -246,11 +231,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     (h as { sharedNames: readonly string[] }).sharedNames = shared;
   }
 
-  let trustedProxies: BlockList | undefined;
-  if (config.forwarding.trustedProxies.length > 0) {
-    trustedProxies = new BlockList();
-    for (const c of config.forwarding.trustedProxies) addCidr(trustedProxies, c);
-  }
+  const trustedProxies = compileAddressList(config.forwarding.trustedProxies);
 
   let adminTokenDigest: Buffer | undefined;
   if (config.admin !== undefined) {

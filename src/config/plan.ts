@@ -13,6 +13,7 @@ import type { BasicAuth } from '../proxy/basic-auth.js';
 import type { CompressPlan } from '../proxy/compress.js';
 import type { RateLimiter } from '../proxy/rate-limit.js';
 import type { ErrorPage } from '../proxy/error-pages.js';
+import type { FilesPlan } from '../files/files-plan.js';
 
 /** Where a route sends requests. */
 export interface UpstreamPlan {
@@ -39,10 +40,12 @@ export interface RoutePlan {
   readonly stripLength: number;
   /** Prefix to add, or "". */
   readonly addPrefix: string;
-  /** Where it forwards, or undefined for a route that answers itself ("redirect", "respond"). */
+  /** Where it forwards, or undefined for a route that answers itself ("redirect", "respond", "files"). */
   readonly upstream: UpstreamPlan | undefined;
-  /** Its own answer ("redirect" or "respond"), or undefined for a route that forwards. */
+  /** Its own answer ("redirect" or "respond"), or undefined for a route that forwards or serves files. */
   readonly answer: AnswerPlan | undefined;
+  /** The directory it serves ("files"), or undefined. */
+  readonly files: FilesPlan | undefined;
   /** Its request counters (admin API metrics), the same object across reloads. */
   readonly stats: RequestStats;
   /** Client addresses it serves (its own "allowFrom", else its host's), or undefined for everyone. */

@@ -345,6 +345,30 @@ const Respond = z
   })
   .describe('A fixed answer Portico gives itself (nginx\'s "return 200 …", Caddy\'s "respond"): a maintenance page, robots.txt, a health endpoint.');
 
+/** A file name inside a served directory: one segment, no dot segments. */
+const IndexName = z.string().regex(/^(?!\.\.?$)[^/\\\x00]+$/, { message: 'expected a file name such as "index.html" (one path segment, no "/")' });
+
+const FilesObject = z
+  .strictObject({
+    root: z.string().min(1).describe('The directory to serve, relative to the config file (or absolute). It must exist when the config loads.'),
+    index: z
+      .array(IndexName)
+      .default(['index.html'])
+      .describe('Files tried, in order, for a request for a directory ("/docs/" serves "docs/index.html"). A directory with none of them gets 404: directories are never listed. [] turns index files off.'),
+    fallback: z
+      .string()
+      .superRefine((f, ctx) => {
+        if (!f.startsWith('/') || f.endsWith('/') || f.includes('\x00') || f.split('/').some((seg) => seg === '.' || seg === '..')) {
+          ctx.addIssue({ code: 'custom', message: `expected a file under the root, starting with "/", such as "/index.html", got ${JSON.stringify(f)}` });
+        }
+      })
+      .optional()
+      .describe('A file under the root served (status 200) for a path that names no file, as Caddy\'s "try_files {path} /index.html" does for single-page apps. It must exist when the config loads. Default: 404.'),
+  })
+  .describe('Static files.');
+
+const Files = z.union([z.string().min(1).describe('The directory to serve (index.html, no fallback).'), FilesObject]);
+
 const Route = z
   .strictObject({
     path: z
@@ -352,9 +376,12 @@ const Route = z
       .startsWith('/', { message: 'a route path must start with "/"' })
       .default('/')
       .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins.'),
-    upstream: Upstream.optional().describe('Where requests go. A route has exactly one of "upstream", "redirect" and "respond".'),
+    upstream: Upstream.optional().describe('Where requests go. A route has exactly one of "upstream", "redirect", "respond" and "files".'),
     redirect: Redirect.optional().describe('Answer every request with a redirect instead of forwarding it (nginx\'s "return 301 …", Caddy\'s "redir"): a "to" string, or {"to", "status"}. Default status 302.'),
     respond: Respond.optional(),
+    files: Files.optional().describe(
+      'Serve static files from a directory (nginx\'s "root", Caddy\'s "file_server"): a directory name, or {"root", "index", "fallback"}. The request path (after "stripPrefix"/"addPrefix") names the file under the root. GET and HEAD only; Content-Type by extension, ETag and Last-Modified, conditional requests (304) and single byte ranges (206); files and directories whose name starts with "." are not served (404), except under "/.well-known/".',
+    ),
     stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x"); with "redirect", from {uri} and {path}.'),
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
     headers: HeaderRules.optional(),
@@ -367,28 +394,28 @@ const Route = z
       .describe('This route\'s login, replacing its host\'s "basicAuth"; false makes the route public on a host that has one (a health endpoint, say). Default: the host\'s.'),
   })
   .superRefine((r, ctx) => {
-    const kinds = (['upstream', 'redirect', 'respond'] as const).filter((k) => r[k] !== undefined);
+    const kinds = (['upstream', 'redirect', 'respond', 'files'] as const).filter((k) => r[k] !== undefined);
     if (kinds.length === 0) {
-      ctx.addIssue({ code: 'custom', message: 'a route needs one of "upstream" (forward), "redirect" or "respond"' });
+      ctx.addIssue({ code: 'custom', message: 'a route needs one of "upstream" (forward), "redirect", "respond" or "files"' });
       return;
     }
     if (kinds.length > 1) {
-      ctx.addIssue({ code: 'custom', path: [kinds[1]!], message: `a route has one of "upstream", "redirect" and "respond", and this one also has ${JSON.stringify(kinds[0])}; split them into two routes` });
+      ctx.addIssue({ code: 'custom', path: [kinds[1]!], message: `a route has one of "upstream", "redirect", "respond" and "files", and this one also has ${JSON.stringify(kinds[0])}; split them into two routes` });
       return;
     }
     if (kinds[0] === 'upstream') return;
     if (r.headers?.request !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['headers', 'request'], message: `a "${kinds[0]}" route sends nothing upstream, so request header rules have no effect here; remove them` });
     }
-    if (r.compress !== undefined && r.compress !== false) {
-      ctx.addIssue({ code: 'custom', path: ['compress'], message: `a "${kinds[0]}" route answers itself, and only proxied responses are compressed; remove "compress"` });
+    if (kinds[0] !== 'files' && r.compress !== undefined && r.compress !== false) {
+      ctx.addIssue({ code: 'custom', path: ['compress'], message: `a "${kinds[0]}" route answers itself, and only proxied responses and files are compressed; remove "compress"` });
     }
     if (kinds[0] === 'respond') {
       if (r.stripPrefix) ctx.addIssue({ code: 'custom', path: ['stripPrefix'], message: 'a "respond" route forwards no path; remove "stripPrefix"' });
       if (r.addPrefix !== undefined) ctx.addIssue({ code: 'custom', path: ['addPrefix'], message: 'a "respond" route forwards no path; remove "addPrefix"' });
     }
   })
-  .describe('A path prefix and what answers it: an upstream, a redirect, or a fixed response.');
+  .describe('A path prefix and what answers it: an upstream, a redirect, a fixed response, or static files.');
 
 const HostTls = z.union([
   z
@@ -631,3 +658,4 @@ export type StreamConfig = z.output<typeof Stream>;
 export type HeaderRulesConfig = z.output<typeof HeaderRules>;
 export type RedirectConfig = z.output<typeof Redirect>;
 export type RespondConfig = z.output<typeof Respond>;
+export type FilesConfig = z.output<typeof Files>;

@@ -5,12 +5,32 @@
  * (nginx's `real_ip_recursive on`), since every proxy appends the address it
  * saw and only the entries added by trusted ones can be believed.
  */
-import { isIP, type BlockList } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 
 function family(addr: string): 'ipv4' | 'ipv6' | undefined {
   const v = isIP(addr);
   return v === 4 ? 'ipv4' : v === 6 ? 'ipv6' : undefined;
+}
+
+/** Adds an address or CIDR to a list; IPv4 ones also as IPv4-mapped IPv6, as dual-stack sockets report IPv4 peers. */
+function addCidr(list: BlockList, cidr: string): void {
+  const [addr = '', bits] = cidr.split('/');
+  const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+  if (bits === undefined) list.addAddress(addr, type);
+  else list.addSubnet(addr, Number(bits), type);
+  if (type === 'ipv4') {
+    if (bits === undefined) list.addAddress(`::ffff:${addr}`, 'ipv6');
+    else list.addSubnet(`::ffff:${addr}`, 96 + Number(bits), 'ipv6');
+  }
+}
+
+/** A list of validated addresses and CIDRs ("allowFrom", "trustedProxies") compiled for lookups; undefined for none. */
+export function compileAddressList(cidrs: readonly string[] | undefined): BlockList | undefined {
+  if (cidrs === undefined || cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const c of cidrs) addCidr(list, c);
+  return list;
 }
 
 /** Whether `addr` is in `list`; false for anything that is not an IP address. */

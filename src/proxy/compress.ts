@@ -7,6 +7,7 @@
  */
 import { constants, createBrotliCompress, createGzip, type BrotliCompress, type Gzip } from 'node:zlib';
 import type { OutgoingHttpHeaders } from 'node:http';
+import { parseSizeBytes } from '../config/units.js';
 
 export type Encoding = 'br' | 'gzip';
 
@@ -16,6 +17,13 @@ export interface CompressPlan {
   readonly encodings: readonly Encoding[];
   /** Responses with a Content-Length below this are sent as they are. */
   readonly minBytes: number;
+}
+
+/** A "compress" setting compiled; undefined when off. */
+export function compileCompress(c: boolean | { encodings: Encoding[]; minLength: string } | undefined): CompressPlan | undefined {
+  if (c === undefined || c === false) return undefined;
+  if (c === true) return { encodings: ['br', 'gzip'], minBytes: 512 };
+  return { encodings: c.encodings, minBytes: parseSizeBytes(c.minLength) };
 }
 
 /** An encoder: a zlib Transform with its kind of flush. */

@@ -6,7 +6,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
-import { ERRORS } from '../errors.js';
+import { ERRORS, STARTUP_ERRORS, type ErrorCode } from '../errors.js';
 
 /** A page ready to send. */
 export interface ErrorPage {
@@ -26,7 +26,9 @@ const TYPES: Readonly<Record<string, string>> = {
 };
 
 /** The statuses Portico answers requests with (the error table's), for which pages can be given. */
-export const ERROR_STATUSES: ReadonlySet<number> = new Set(Object.values(ERRORS).map((e) => e.status).filter((s) => s >= 400 && s !== 500));
+export const ERROR_STATUSES: ReadonlySet<number> = new Set(
+  (Object.keys(ERRORS) as ErrorCode[]).filter((c) => !STARTUP_ERRORS.has(c)).map((c) => ERRORS[c].status),
+);
 
 /**
  * Reads a host's pages: by status, each from its exact key ("502") or else its class ("5xx").
@@ -36,6 +38,11 @@ export async function loadErrorPages(baseDir: string, pages: Record<string, stri
   const loaded = new Map<string, ErrorPage>();
   const problems: { key: string; message: string }[] = [];
   for (const [key, file] of Object.entries(pages)) {
+    if (/^\d+$/.test(key) && !ERROR_STATUSES.has(Number(key))) {
+      // A page for a status Portico never answers itself would never be sent (upstream answers are never replaced).
+      problems.push({ key, message: `Portico never answers ${key} itself, so this page would never be sent; pages apply to ${[...ERROR_STATUSES].sort((a, b) => a - b).join(', ')} (and "4xx", "5xx")` });
+      continue;
+    }
     const abs = resolve(baseDir, file);
     const type = TYPES[extname(abs).toLowerCase()];
     if (type === undefined) {

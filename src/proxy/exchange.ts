@@ -4,6 +4,7 @@
  * live on the prototype, so no closure is made per request.
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from '../config/plan.js';
 import type { H1ServerRequest } from '../http1/server-request.js';
@@ -72,6 +73,8 @@ export class Exchange implements H1Handler {
   /** The body is streamed (no Content-Length): what the encoder holds goes out after each chunk. */
   flushEach = false;
   encoderDrainBound = false;
+  /** "files" routes: the file's body stream, while it is read. */
+  fileBody: Readable | undefined = undefined;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;

@@ -29,6 +29,7 @@ import { clientAddress, isInList } from './client-address.js';
 import { requestIdFor } from './request-id.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
+import { serveFiles } from '../files/serve-files.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -140,7 +141,7 @@ function dispatch(ex: Exchange): void {
   const { req, plan } = ex;
   const r = ex.route!;
   const u = r.upstream;
-  if (u === undefined) return answer(ex, r.answer!);
+  if (u === undefined) return r.files === undefined ? answer(ex, r.answer!) : serveFiles(ex, r.files);
   ex.upstream = u;
   if (plan.limits.maxBodyBytes > 0) {
     const len = Number(req.headers['content-length'] ?? 0);
@@ -475,6 +476,7 @@ function onClientClose(this: Exchange): void {
     ex.upstreamRes?.destroy();
     ex.cancelUpstream();
     if (ex.encoder !== undefined) dropEncoder(ex);
+    ex.fileBody?.destroy();
   }
   const res = ex.res;
   const status = res.headersSent ? res.statusCode : 0;

@@ -62,6 +62,8 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     let user: string | undefined;
     const proceed = (): void => {
       const u = route.upstream;
+      // A "files" route serves GET and HEAD only: an upgrade is not something a file can take.
+      if (route.files !== undefined) return reject(socket, 'PORTICO_METHOD_NOT_ALLOWED', 'Allow: GET, HEAD');
       if (u === undefined) {
         const a = route.answer!;
         route.stats.record(a.status, 0);

@@ -6,6 +6,8 @@
  * buckets are swept when the map grows, so no timer outlives a Plan.
  */
 
+import { parseDurationMs } from '../config/units.js';
+
 interface Bucket {
   tokens: number;
   /** performance.now() of the last refill. */
@@ -61,4 +63,9 @@ export class RateLimiter {
   get size(): number {
     return this.#buckets.size;
   }
+}
+
+/** A "rateLimit" setting compiled into its limiter. */
+export function compileRateLimit(l: { requests: number; per: string; burst?: number | undefined }): RateLimiter {
+  return new RateLimiter(l.requests, parseDurationMs(l.per), l.burst ?? l.requests);
 }

@@ -9,6 +9,11 @@ import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 
+/** A WebSocket upgrade request's head (RFC 6455 §4.1, the RFC's sample key), with `extra` header lines (each ending in CRLF). */
+export function rawUpgradeRequest(host: string, path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+}
+
 /** A response head: the status line, the status, headers (lower-case names, repeated ones joined with ", ") and every header line in order. */
 export function parseHead(head: string): { statusLine: string; status: number; headers: Record<string, string>; lines: [string, string][] } {
   const [statusLine = '', ...rest] = head.split('\r\n');
