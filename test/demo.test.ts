@@ -38,6 +38,8 @@ test('the built-in demo (npm start with no config) serves the README curl lines,
   assert.equal(h1.stdout, '[{"id":1,"name":"Alice"},{"id":2,"name":"Bob"}]\n1.1');
   const orders = await curl('https://localhost:8443/orders');
   assert.equal(orders.stdout, '[{"id":101,"item":"Book"},{"id":102,"item":"Laptop"}]');
+  const page = await curl('--compressed', '-w', '\n%{content_type}', 'https://localhost:8443/');
+  assert.match(page.stdout, /<h1>Portico demo<\/h1>[\s\S]*\ntext\/html; charset=utf-8$/, 'the demo site is served by a files route');
   const posted = await curl('-d', '{"name":"Carol"}', 'https://users.localhost:8443/users');
   assert.deepEqual(JSON.parse(posted.stdout), { id: 3, name: 'Carol' });
   const redirect = await runTool('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{redirect_url}', '--resolve', 'users.localhost:8080:127.0.0.1', 'http://users.localhost:8080/users?x=1']);

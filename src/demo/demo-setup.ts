@@ -1,7 +1,8 @@
 /**
  * The built-in demo: a local CA and certificates in a demo folder (never the
- * user's certs/), and a config for users.localhost, orders.localhost and
- * localhost. Existing demo files are reused, so the CA stays trusted.
+ * user's certs/), a small static site, and a config for users.localhost,
+ * orders.localhost and localhost. Existing demo files are reused, so the CA
+ * stays trusted.
  */
 import { mkdir, readFile, writeFile, access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -11,6 +12,17 @@ import { LocalCa } from '../tls/local-ca.js';
 export const DEMO_DIR = 'demo-data';
 
 const NAMES = ['localhost', 'users.localhost', 'orders.localhost'];
+
+/** The demo site's page, served by a "files" route on localhost. */
+const DEMO_PAGE = `<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>Portico demo</title>
+<h1>Portico demo</h1>
+<p>This page is a static file (<code>demo-data/site/index.html</code>), served by a "files" route.
+<a href="/users">/users</a> and <a href="/orders">/orders</a> go to two demo APIs.</p>
+</html>
+`;
 
 async function exists(file: string): Promise<boolean> {
   try {
@@ -36,6 +48,10 @@ export async function prepareDemo(dir = DEMO_DIR, httpsPort = 8443, httpPort = 8
     await writeFile(certFile, leaf.chain);
     await writeFile(keyFile, leaf.key, { mode: 0o600 });
   }
+  const site = join(root, 'site');
+  await mkdir(site, { recursive: true });
+  const page = join(site, 'index.html');
+  if (!(await exists(page))) await writeFile(page, DEMO_PAGE);
   const tls = { cert: 'demo.pem', key: 'demo-key.pem' };
   const config = {
     $schema: '../config/portico.schema.json',
@@ -52,6 +68,7 @@ export async function prepareDemo(dir = DEMO_DIR, httpsPort = 8443, httpPort = 8
         routes: [
           { path: '/users', upstream: 'http://127.0.0.1:3001' },
           { path: '/orders', upstream: 'http://127.0.0.1:3002' },
+          { path: '/', files: 'site', compress: true },
         ],
       },
     },
@@ -74,6 +91,7 @@ export function demoInstructions(caFile: string, httpsPort = 8443, httpPort = 80
     `  curl --cacert ${ca} https://orders.localhost:${httpsPort}/orders`,
     `  curl --cacert ${ca} https://localhost:${httpsPort}/users`,
     `  curl --cacert ${ca} https://localhost:${httpsPort}/orders`,
+    `  curl --cacert ${ca} https://localhost:${httpsPort}/                  # a static file`,
     `  curl --cacert ${ca} -d '{"name":"Carol"}' https://users.localhost:${httpsPort}/users`,
     `  curl -i http://users.localhost:${httpPort}/users                      # 308 to https`,
     `  curl --cacert ${ca} -H 'Host: orders.localhost' https://users.localhost:${httpsPort}/orders   # 421`,
