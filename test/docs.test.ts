@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { configReferenceMarkdown } from '../src/cli/config-reference.js';
 import { ERRORS } from '../src/errors.js';
+import { validateConfig } from '../src/config/load.js';
 
 const root = new URL('../../', import.meta.url);
 
@@ -19,4 +20,12 @@ test('the README status table lists every request error code with its status', a
     assert.ok(row !== undefined, `README has no row for ${code}`);
     assert.ok(row.startsWith(`| ${spec.status} |`), `README row for ${code} should start with status ${spec.status}: ${row}`);
   }
+});
+
+test("the README's minimal config is a valid config", async () => {
+  const readme = await readFile(new URL('README.md', root), 'utf8');
+  const block = /A minimal config[\s\S]*?```json\n([\s\S]*?)```/.exec(readme);
+  assert.ok(block !== null, 'README has a minimal config block');
+  const r = validateConfig(JSON.parse(block[1]!));
+  assert.deepEqual(r.ok ? [] : r.issues, []);
 });

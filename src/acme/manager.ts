@@ -23,6 +23,7 @@ import { buildCertPair, certCovers, type CertPair } from '../tls/cert-pair.js';
 import type { CertStore } from '../tls/cert-store.js';
 import type { CertTarget } from '../tls/watch-certs.js';
 import { createAcmeClient, loadAccountKey } from './account.js';
+import { Dns01Hook } from './dns01.js';
 import type { Http01Responder } from './http01.js';
 import { OrdererLock, type OrdererLockOptions } from './lock.js';
 import { orderCertificate, type ChallengeType } from './order.js';
@@ -43,6 +44,8 @@ interface AcmeSettings {
   readonly retryMaxDelayMs: number;
   readonly pollIntervalMs: number;
   readonly httpListener: boolean;
+  /** The operator's DNS-01 program ("acme.dns01"), or undefined. */
+  readonly dns01: Dns01Hook | undefined;
 }
 
 /** What the manager knows about one ACME host. */
@@ -154,6 +157,13 @@ export class AcmeManager {
       retryMaxDelayMs: parseDurationMs(conf.retryMaxDelay),
       pollIntervalMs: parseDurationMs(conf.pollInterval),
       httpListener: config.listen.http !== null,
+      dns01:
+        conf.dns01 === undefined
+          ? undefined
+          : new Dns01Hook(
+              { command: conf.dns01.command, propagationDelayMs: parseDurationMs(conf.dns01.propagationDelay), timeoutMs: parseDurationMs(conf.dns01.timeout), baseDir: plan.baseDir },
+              this.#o.log,
+            ),
     };
     this.#settings = settings;
     this.#directory = undefined;
@@ -170,7 +180,7 @@ export class AcmeManager {
     }
     const keep = new Set<string>();
     for (const h of wanted) {
-      const key = JSON.stringify([h.names, settings.directory, settings.challenge, plan.certsDir]);
+      const key = JSON.stringify([h.names, settings.directory, settings.challenge, plan.certsDir, conf.dns01 ?? null, plan.baseDir]);
       keep.add(h.name);
       const old = this.#hosts.get(h.name);
       if (old !== undefined && old.key === key) continue;
@@ -258,8 +268,8 @@ export class AcmeManager {
   async #evaluate(state: HostState): Promise<void> {
     const settings = this.#settings;
     if (this.#stopped || state.removed || settings === undefined) return;
-    if (state.names.some((n) => n.startsWith('*.'))) {
-      this.#o.log.error({ host: state.name, names: state.names }, 'acme cannot issue wildcard names (they need dns-01); use mounted certificates');
+    if (settings.dns01 === undefined && state.names.some((n) => n.startsWith('*.'))) {
+      this.#o.log.error({ host: state.name, names: state.names }, 'acme cannot issue wildcard names without dns-01; set acme.dns01, or use mounted certificates');
       return;
     }
     // What is served, or a newer pair on disk (a restart, or another process renewed it).
@@ -356,7 +366,9 @@ export class AcmeManager {
 
   async #order(state: HostState, settings: AcmeSettings): Promise<{ certPem: string; keyPem: string }> {
     const names = state.names.join(', ');
-    if (settings.challenge === 'http-01' && !settings.httpListener) {
+    // Wildcard names are validated over DNS only (RFC 8555 §7.1.3): such an order uses dns-01 whatever acme.challenge says.
+    const challenge: ChallengeType = settings.dns01 !== undefined && (settings.challenge === 'dns-01' || state.names.some((n) => n.startsWith('*.'))) ? 'dns-01' : settings.challenge;
+    if (challenge === 'http-01' && !settings.httpListener) {
       throw new PorticoError('PORTICO_ACME_FAILED', `http-01 needs the plain HTTP listener, but listen.http is null; enable it or set acme.challenge to "tls-alpn-01"`);
     }
     const probe = await probeDirectory(settings.directory);
@@ -365,16 +377,17 @@ export class AcmeManager {
     const accountKey = await loadAccountKey(accountKeyPath(this.#certsDir, settings.directory));
     const client = createAcmeClient({ directoryUrl: settings.directory, accountKey, eab: settings.eab, pollIntervalMs: settings.pollIntervalMs });
     state.orders++;
-    this.#o.log.info({ host: state.name, names: state.names, directory: settings.directory, challenge: settings.challenge }, 'acme order started');
+    this.#o.log.info({ host: state.name, names: state.names, directory: settings.directory, challenge }, 'acme order started');
     try {
       return await orderCertificate({
         client,
         names: state.names,
-        challenge: settings.challenge,
+        challenge,
         email: settings.email,
         termsOfServiceAgreed: settings.termsOfServiceAgreed,
         http01: this.#o.http01,
         alpn: this.#o.alpn,
+        dns01: settings.dns01,
       });
     } catch (err) {
       if (isMaskedNetworkError(err)) {

@@ -6,11 +6,12 @@
  * name (NAT, split DNS).
  */
 import acme from 'acme-client';
+import type { Dns01Hook } from './dns01.js';
 import type { Http01Responder } from './http01.js';
 import type { AlpnResponder } from './tls-alpn01.js';
 
 /** The challenge types Portico answers. */
-export type ChallengeType = 'http-01' | 'tls-alpn-01';
+export type ChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
 
 /** What one order needs. */
 export interface OrderRequest {
@@ -21,6 +22,8 @@ export interface OrderRequest {
   readonly termsOfServiceAgreed: boolean;
   readonly http01: Http01Responder;
   readonly alpn: AlpnResponder;
+  /** The operator's DNS-01 program; required when `challenge` is "dns-01". */
+  readonly dns01: Dns01Hook | undefined;
 }
 
 /** An issued certificate chain and its key, PEM. */
@@ -45,10 +48,13 @@ export async function orderCertificate(req: OrderRequest): Promise<IssuedPair> {
         throw new Error(`the CA offers no ${req.challenge} challenge for ${authz.identifier.value} (offered: ${authz.challenges.map((c) => c.type).join(', ')})`);
       }
       if (challenge.type === 'http-01') await req.http01.add(challenge.token, keyAuthorization);
+      // For dns-01, acme-client hands over the TXT value (the key authorization's SHA-256, base64url).
+      else if (challenge.type === 'dns-01') await req.dns01!.present(authz.identifier.value, keyAuthorization);
       else await req.alpn.add(authz, keyAuthorization);
     },
-    async challengeRemoveFn(authz, challenge) {
+    async challengeRemoveFn(authz, challenge, keyAuthorization) {
       if (challenge.type === 'http-01') await req.http01.remove(challenge.token);
+      else if ((challenge.type as string) === 'dns-01') await req.dns01!.cleanup(authz.identifier.value, keyAuthorization);
       else if ((challenge.type as string) === 'tls-alpn-01') await req.alpn.remove(authz.identifier.value);
     },
   });

@@ -119,8 +119,17 @@ function checkCrossReferences(config: Config): ConfigIssue[] {
   const owner = new Map<string, string>();
   let needsAcme = false;
   for (const [name, host] of Object.entries(config.hosts)) {
-    if ('acme' in host.tls) needsAcme = true;
     const names = [name, ...host.aliases];
+    if ('acme' in host.tls) {
+      needsAcme = true;
+      const wildcard = names.find((n) => n.startsWith('*.'));
+      if (wildcard !== undefined && config.acme !== undefined && config.acme.dns01 === undefined) {
+        issues.push({
+          path: formatPath(['hosts', name, 'tls', 'acme']),
+          message: `${JSON.stringify(wildcard)} is a wildcard name, which a CA only validates over DNS-01: set acme.dns01.command to a program that sets the TXT record (see docs/certificates.md), or mount a certificate for it`,
+        });
+      }
+    }
     names.forEach((n, i) => {
       const prev = owner.get(n);
       const where = i === 0 ? formatPath(['hosts', name]) : formatPath(['hosts', name, 'aliases', i - 1]);
@@ -137,6 +146,9 @@ function checkCrossReferences(config: Config): ConfigIssue[] {
   }
   if (config.defaultHost !== undefined && !owner.has(config.defaultHost)) {
     issues.push({ path: 'defaultHost', message: `${JSON.stringify(config.defaultHost)} is not a name of any host in "hosts"` });
+  }
+  if (config.acme?.challenge === 'dns-01' && config.acme.dns01 === undefined) {
+    issues.push({ path: 'acme.dns01', message: 'acme.challenge is "dns-01": set acme.dns01.command to a program that sets the TXT record (see docs/certificates.md)' });
   }
   if (needsAcme && config.acme === undefined) {
     issues.push({ path: 'acme', message: 'a host uses {"acme": true} but there is no "acme" section; add one with at least "email" and "termsOfServiceAgreed": true' });

@@ -473,7 +473,25 @@ const Acme = z
       })
       .optional()
       .describe('External Account Binding credentials (RFC 8555 §7.3.4), for CAs that require them (ZeroSSL, Google Trust Services, many private CAs): "kid" is the key identifier and "hmacKey" the base64url HMAC key the CA gave you. Used only when the account is first registered.'),
-    challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01').describe('Challenge type used to prove control of the names: "http-01" is answered by the plain HTTP listener (the CA dials port 80, so listen.http must not be null), "tls-alpn-01" by the HTTPS listener (the CA dials port 443 with ALPN "acme-tls/1", RFC 8737). Wildcard names need DNS-01, which Portico does not do.'),
+    challenge: z
+      .enum(['http-01', 'tls-alpn-01', 'dns-01'])
+      .default('http-01')
+      .describe(
+        'Challenge type used to prove control of the names: "http-01" is answered by the plain HTTP listener (the CA dials port 80, so listen.http must not be null), "tls-alpn-01" by the HTTPS listener (the CA dials port 443 with ALPN "acme-tls/1", RFC 8737), "dns-01" by a TXT record that "dns01.command" sets. Hosts with a wildcard name always use dns-01.',
+      ),
+    dns01: z
+      .strictObject({
+        command: z
+          .array(z.string().min(1))
+          .min(1, { message: 'name the program, such as ["/etc/portico/dns-hook.sh"]' })
+          .describe(
+            'The program (and its first arguments) that sets and removes a TXT record: run as <command…> present <record name> <value>, then <command…> cleanup <record name> <value>, where the record name is "_acme-challenge.<domain>" (no trailing dot). The record may have to hold two values at once (for "example.com" and "*.example.com"), so add the value rather than replace the record, and remove only that value. It must exit 0 once the record is set; its standard error is logged when it fails. A path with a "/" that is relative is taken from the config file\'s directory; a bare name is looked up in PATH.',
+          ),
+        propagationDelay: Duration.default('0s').describe('Time to wait after "present" succeeded before the CA is asked to look, for DNS providers whose servers take a while to agree.'),
+        timeout: Duration.default('2m').describe('Longest run of one "present" or "cleanup"; past it the program is killed and the order fails (and is retried later).'),
+      })
+      .optional()
+      .describe('DNS-01 (RFC 8555 §8.4), needed for wildcard names ("*.example.com"): a program of yours sets the TXT record with your DNS provider\'s API or nsupdate (RFC 2136). Examples: docs/certificates.md.'),
     caFile: z.string().optional().describe('Extra CA (PEM, relative to certs directory) trusted for the ACME directory\'s HTTPS, e.g. a private CA.'),
     renewBefore: z
       .string()

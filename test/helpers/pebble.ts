@@ -1,8 +1,8 @@
 /**
  * Pebble (Let's Encrypt's test CA) on free loopback ports for a test, with a
  * throw-away TLS certificate for its own listeners and a tiny DNS responder
- * (every A question → 127.0.0.1, AAAA → no answer) so it validates
- * challenges against Portico on 127.0.0.1. Challenges are really validated
+ * (every A question → 127.0.0.1, AAAA → no answer; TXT from files a test's
+ * DNS-01 program writes) so it validates challenges against Portico on 127.0.0.1. Challenges are really validated
  * (no PEBBLE_VA_ALWAYS_VALID). Also starts Portico wired to it.
  *
  * A missing `pebble` binary fails under CI=true and skips locally.
@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import { join } from 'node:path';
@@ -40,8 +40,18 @@ export function requirePebble(t: TestContext): string | undefined {
   return undefined;
 }
 
-/** A tiny DNS server: A → 127.0.0.1, everything else → empty answer. */
-async function startDns(): Promise<{ port: number; close: () => Promise<void> }> {
+/** The TXT values of `name`: the file names in `<txtDir>/<name>/` (a test's DNS-01 program adds and removes them). */
+function txtValues(txtDir: string | undefined, name: string): string[] {
+  if (txtDir === undefined || name.includes('/') || name.startsWith('.')) return [];
+  try {
+    return readdirSync(join(txtDir, name.toLowerCase()));
+  } catch {
+    return [];
+  }
+}
+
+/** A tiny DNS server: A → 127.0.0.1, TXT → the values under `txtDir`, everything else → empty answer. */
+async function startDns(txtDir: string | undefined): Promise<{ port: number; close: () => Promise<void> }> {
   const sock = dgram.createSocket('udp4');
   sock.on('message', (msg, rinfo) => {
     let q: dnsPacket.Packet;
@@ -51,7 +61,12 @@ async function startDns(): Promise<{ port: number; close: () => Promise<void> }>
       return;
     }
     const question = q.questions?.[0];
-    const answers: dnsPacket.Answer[] = question?.type === 'A' ? [{ type: 'A', name: question.name, ttl: 1, data: '127.0.0.1' }] : [];
+    const answers: dnsPacket.Answer[] =
+      question?.type === 'A'
+        ? [{ type: 'A', name: question.name, ttl: 1, data: '127.0.0.1' }]
+        : question?.type === 'TXT'
+          ? txtValues(txtDir, question.name).map((v) => ({ type: 'TXT' as const, name: question.name, ttl: 1, data: v }))
+          : [];
     const reply = dnsPacket.encode({ type: 'response', id: q.id ?? 0, flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_DESIRED, questions: q.questions ?? [], answers });
     sock.send(reply, rinfo.port, rinfo.address);
   });
@@ -71,6 +86,8 @@ export interface PebbleOptions {
   /** Percentage of good nonces rejected as bad. @default 0 */
   readonly nonceReject?: number;
   readonly dir: string;
+  /** Where the DNS responder reads TXT records: a directory per record name holding one empty file per value. */
+  readonly txtDir?: string;
 }
 
 /** A running Pebble. */
@@ -104,7 +121,7 @@ function httpsGet(url: string, ca: string): Promise<{ status: number; body: stri
 
 /** Starts Pebble and its DNS responder; `t.after` stops both. */
 export async function startPebble(t: TestContext, bin: string, opts: PebbleOptions): Promise<Pebble> {
-  const dns = await startDns();
+  const dns = await startDns(opts.txtDir);
   const ca = await LocalCa.create('Pebble API Test CA', 2);
   const leaf = await ca.issue(['localhost'], { ips: ['127.0.0.1', '::1'], days: 1 });
   const certFile = join(opts.dir, 'pebble-api.pem');
