@@ -123,7 +123,7 @@ test('portico check lists every schema problem at once, each with its JSON path,
     // unknown key (a typo)
     'listen.htpp: unknown key (check the spelling; see the config reference in README.md)',
     // an upstream that is not a URL
-    'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, got "localhost:3000"',
+    'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got "localhost:3000"',
     // a missing required field beside its misspelt key
     'hosts["app.example.com"].routes[2].upstrem: unknown key (check the spelling; see the config reference in README.md)',
     'hosts["app.example.com"].routes[2]: a route needs one of "upstream" (forward), "redirect", "respond" or "files", got {"path":"/x","upstrem":"http://127.0.0.1:3001"}',

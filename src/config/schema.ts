@@ -32,8 +32,17 @@ export const HostName = z
 
 const UPSTREAM_SCHEMES = new Set(['http:', 'https:', 'h2c:']);
 
-/** An upstream target URL: `http://` (HTTP/1.1), `https://` (TLS; h2 or HTTP/1.1 by ALPN), `h2c://` (cleartext HTTP/2). */
+/** `unix:/absolute/path.sock`: an HTTP/1.1 upstream on a Unix domain socket. */
+const UNIX_TARGET = /^unix:(\/[^\x00]*[^/\x00])$/;
+
+/** An upstream target URL: `http://` (HTTP/1.1), `https://` (TLS; h2 or HTTP/1.1 by ALPN), `h2c://` (cleartext HTTP/2), `unix:/path` (HTTP/1.1 on a Unix socket). */
 export const TargetUrl = z.string().superRefine((s, ctx) => {
+  if (s.startsWith('unix:')) {
+    if (!UNIX_TARGET.test(s) || s.startsWith('unix://')) {
+      ctx.addIssue({ code: 'custom', message: `expected a Unix socket target such as "unix:/run/app.sock" (an absolute path), got ${JSON.stringify(s)}` });
+    }
+    return;
+  }
   let url: URL;
   try {
     url = new URL(s);
@@ -44,7 +53,7 @@ export const TargetUrl = z.string().superRefine((s, ctx) => {
   if (!UPSTREAM_SCHEMES.has(url.protocol) || url.hostname === '') {
     ctx.addIssue({
       code: 'custom',
-      message: `expected a URL with scheme http://, https:// or h2c://, got ${JSON.stringify(s)}`,
+      message: `expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got ${JSON.stringify(s)}`,
     });
     return;
   }
@@ -163,11 +172,11 @@ const UpstreamObject = z.strictObject({
   hostHeader: z
     .string()
     .default('preserve')
-    .describe('"preserve" sends the client\'s Host (default), "target" sends the target URL\'s host:port, any other value is sent as is.'),
+    .describe('"preserve" sends the client\'s Host (default), "target" sends the target URL\'s host:port ("localhost" for a Unix socket), any other value is sent as is.'),
   protocol: z
     .enum(['auto', 'http1', 'h2'])
     .default('auto')
-    .describe('For https:// targets: "auto" negotiates h2 or HTTP/1.1 by ALPN, "http1" and "h2" force one. http:// is always HTTP/1.1 and h2c:// always HTTP/2.'),
+    .describe('For https:// targets: "auto" negotiates h2 or HTTP/1.1 by ALPN, "http1" and "h2" force one. http:// and unix:/path are always HTTP/1.1, h2c:// always HTTP/2.'),
   connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
   responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
   tls: UpstreamTls.optional(),

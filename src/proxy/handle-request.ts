@@ -236,7 +236,7 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
  * the policy: a sticky cookie, a client's hash or the round-robin cursor may all point at the one
  * that just failed. Undefined when no other is available.
  */
-function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined {
+export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined {
   const targets = u.targets;
   const n = targets.length;
   const at = targets.indexOf(failed);

@@ -11,14 +11,15 @@ import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
-import { isAllowedOnConnection, isTrustedPeer, kConnName, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
 import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
-import { isTargetFailure } from './upstream-errors.js';
+import { isTargetFailure, RETRYABLE } from './upstream-errors.js';
+import type { Target } from '../upstream/target.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   const spec = ERRORS[code];
@@ -70,77 +71,88 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
       const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
-      const target = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
-      if (target === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
-      if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+      const first = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
+      if (first === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       const path = rewritePath(route, url);
       const remote = req.remoteAddress;
       const trusted = isTrustedPeer(plan, remote);
       const requestId = plan.requestId ? requestIdFor(req.headers, trusted) : undefined;
-      const headers = buildRequestHeaders(req.headers, {
-        remoteAddress: remote,
-        trusted,
-        host: rawHost,
-        upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
-        via: plan.sendVia ? '1.1' : undefined,
-        forwarded: plan.sendForwarded,
-        proto: 'https',
-        upstreamH2: false,
-      });
-      if (requestId !== undefined) headers['x-request-id'] = requestId;
-      const rules = route.headerRules?.request;
-      if (rules !== undefined) applyToObject(headers, rules);
-      headers.connection = 'upgrade';
-      headers.upgrade = req.headers.upgrade;
-      const options = { host: target.hostname, port: target.port, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
-      let up: http.ClientRequest;
-      try {
-        up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
-      } catch {
-        return reject(socket, 'PORTICO_BAD_REQUEST');
-      }
       const started = performance.now();
-      const finish = (status: number, error?: string): void => {
-        route.stats.record(status, performance.now() - started);
-        if (plan.accessLog) {
-          state.access.write({ client: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+      // One attempt per target: a target that was never reached (refused, no socket file) passes the upgrade on to the next.
+      const attempt = (target: Target, attempts: number): void => {
+        if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+        const headers = buildRequestHeaders(req.headers, {
+          remoteAddress: remote,
+          trusted,
+          host: rawHost,
+          upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
+          via: plan.sendVia ? '1.1' : undefined,
+          forwarded: plan.sendForwarded,
+          proto: 'https',
+          upstreamH2: false,
+        });
+        if (requestId !== undefined) headers['x-request-id'] = requestId;
+        const rules = route.headerRules?.request;
+        if (rules !== undefined) applyToObject(headers, rules);
+        headers.connection = 'upgrade';
+        headers.upgrade = req.headers.upgrade;
+        const where = target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath };
+        const options = { ...where, method: req.method, path, headers, setHost: false, timeout: u.connectTimeoutMs };
+        let up: http.ClientRequest;
+        try {
+          up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
+        } catch {
+          return reject(socket, 'PORTICO_BAD_REQUEST');
         }
+        const finish = (status: number, error?: string): void => {
+          route.stats.record(status, performance.now() - started);
+          if (plan.accessLog) {
+            state.access.write({ client: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined });
+          }
+        };
+        up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+        up.on('error', (err: NodeJS.ErrnoException) => {
+          if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
+          if (socket.destroyed) return finish(502, err.code);
+          const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target) : undefined;
+          if (next !== undefined) {
+            state.log.warn({ upstream: target.url, code: err.code, route: route.id, next: next.url }, 'upstream failed, trying the next target');
+            return attempt(next, attempts + 1);
+          }
+          state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
+          reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
+          finish(502, err.code);
+        });
+        up.on('response', (res) => {
+          // The upstream declined the upgrade: relay its answer and close.
+          // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
+          const kept: string[] = [];
+          const raw = res.rawHeaders;
+          for (let i = 0; i + 1 < raw.length; i += 2) {
+            const name = raw[i] as string;
+            if (!DECLINED_DROP.test(name)) kept.push(name, raw[i + 1] as string);
+          }
+          kept.push('Connection', 'close');
+          socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', kept));
+          res.pipe(socket);
+          finish(res.statusCode ?? 0);
+        });
+        up.on('upgrade', (res, upSocket, upHead) => {
+          up.setTimeout(0);
+          upSocket.setTimeout(0);
+          socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+          if (upHead.length > 0) socket.write(upHead);
+          upSocket.on('error', () => socket.destroy());
+          socket.on('close', () => upSocket.destroy());
+          upSocket.on('close', () => socket.destroy());
+          upSocket.pipe(socket);
+          socket.pipe(upSocket);
+          finish(101);
+        });
+        if (head.length > 0) up.write(head);
+        up.end();
       };
-      up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-      up.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
-        state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
-        if (!socket.destroyed) reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
-        finish(502, err.code);
-      });
-      up.on('response', (res) => {
-        // The upstream declined the upgrade: relay its answer and close.
-        // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
-        const kept: string[] = [];
-        const raw = res.rawHeaders;
-        for (let i = 0; i + 1 < raw.length; i += 2) {
-          const name = raw[i] as string;
-          if (!DECLINED_DROP.test(name)) kept.push(name, raw[i + 1] as string);
-        }
-        kept.push('Connection', 'close');
-        socket.write(rawHead(res.statusCode ?? 502, res.statusMessage ?? '', kept));
-        res.pipe(socket);
-        finish(res.statusCode ?? 0);
-      });
-      up.on('upgrade', (res, upSocket, upHead) => {
-        up.setTimeout(0);
-        upSocket.setTimeout(0);
-        socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
-        if (upHead.length > 0) socket.write(upHead);
-        upSocket.on('error', () => socket.destroy());
-        socket.on('close', () => upSocket.destroy());
-        upSocket.on('close', () => socket.destroy());
-        upSocket.pipe(socket);
-        socket.pipe(upSocket);
-        finish(101);
-      });
-      if (head.length > 0) up.write(head);
-      up.end();
+      attempt(first, 1);
     };
     if (route.auth !== undefined) {
       const checked = route.auth.check(req.headers.authorization);

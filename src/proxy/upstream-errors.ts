@@ -4,8 +4,11 @@
  */
 import type { ErrorCode } from '../errors.js';
 
-/** Failures where the request never reached the upstream: a body-less request may go to the next target. */
-export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+/**
+ * Failures where the request never reached the upstream: a body-less request may go to the next target.
+ * ENOENT and EACCES are a Unix socket target's "refused": no socket file, or no permission to connect to it.
+ */
+export const RETRYABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOENT', 'EACCES']);
 
 /** Methods a proxy may send again after a failure (RFC 9110 §9.2.2). */
 export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);

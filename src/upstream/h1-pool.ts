@@ -13,6 +13,8 @@ import { SCRATCH } from './read-buffers.js';
 export interface H1PoolOptions {
   readonly host: string;
   readonly port: number;
+  /** A Unix socket to connect to instead of host and port (cleartext only). */
+  readonly socketPath?: string | undefined;
   readonly connectTimeoutMs: number;
   /** TLS settings for https targets; undefined for cleartext. */
   readonly tls: { readonly servername: string; readonly rejectUnauthorized: boolean; readonly ca: Buffer | undefined } | undefined;
@@ -76,8 +78,7 @@ export class H1Pool {
       // Reads go to the parser (it consumes the socket); a large body is read raw into recycled buffers.
       let conn: H1Connection | undefined;
       socket = net.connect({
-        host: o.host,
-        port: o.port,
+        ...(o.socketPath === undefined ? { host: o.host, port: o.port } : { path: o.socketPath }),
         onread: {
           buffer: () => conn?.nextReadBuffer() ?? SCRATCH,
           callback: (nread: number, buf: Uint8Array) => {

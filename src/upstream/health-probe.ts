@@ -25,8 +25,7 @@ export function probeTarget(target: Target, spec: HealthSpec): Promise<string | 
 function probeH1(target: Target, spec: HealthSpec): Promise<string | undefined> {
   return new Promise((resolve) => {
     const options: https.RequestOptions = {
-      host: target.hostname,
-      port: target.port,
+      ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath }),
       method: 'GET',
       path: spec.path,
       headers: { host: spec.host ?? target.authority, 'user-agent': USER_AGENT, connection: 'close' },

@@ -29,8 +29,10 @@ export class Target {
   /** Host name or IP to connect to (IPv6 without brackets). */
   readonly hostname: string;
   readonly port: number;
-  /** `host:port` form for a Host header when hostHeader is "target". */
+  /** `host:port` form for a Host header when hostHeader is "target" ("localhost" for a Unix socket). */
   readonly authority: string;
+  /** A `unix:/path` target's socket path; undefined for TCP targets. */
+  readonly socketPath: string | undefined;
   kind: TargetKind;
   readonly tls: TargetTls | undefined;
   /**
@@ -70,13 +72,15 @@ export class Target {
     this.key = key;
     this.health = health === undefined || (health.active === undefined && health.passive === undefined) ? undefined : new TargetHealth(this, health);
     this.connectTimeoutMs = connectTimeoutMs;
-    this.url = `${url.protocol}//${url.host}`;
-    this.hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const unix = url.protocol === 'unix:';
+    this.socketPath = unix ? decodeURIComponent(url.pathname) : undefined;
+    this.url = unix ? `unix:${this.socketPath}` : `${url.protocol}//${url.host}`;
+    this.hostname = unix ? 'localhost' : url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const secure = url.protocol === 'https:';
-    this.port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
-    this.authority = url.host;
+    this.port = unix ? 0 : url.port === '' ? (secure ? 443 : 80) : Number(url.port);
+    this.authority = unix ? 'localhost' : url.host;
     this.tls = tls;
-    if (url.protocol === 'http:') this.kind = 'h1';
+    if (url.protocol === 'http:' || unix) this.kind = 'h1';
     else if (url.protocol === 'h2c:') this.kind = 'h2c';
     else if (protocol === 'http1') this.kind = 'h1-tls';
     else if (protocol === 'h2') this.kind = 'h2-tls';
@@ -85,6 +89,7 @@ export class Target {
       this.h1Pool = new H1Pool({
         host: this.hostname,
         port: this.port,
+        socketPath: this.socketPath,
         connectTimeoutMs,
         tls: secure && tls !== undefined ? { servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, ca: tls.ca } : undefined,
       });
@@ -201,7 +206,7 @@ export class TargetRegistry {
 
   /** Returns the target for this identity, creating it once. */
   get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000, health?: HealthSettings): Target {
-    const key = `${url.protocol}//${url.host}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}|${healthKey(health)}`;
+    const key = `${url.protocol}//${url.host}${url.protocol === 'unix:' ? url.pathname : ''}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}|${healthKey(health)}`;
     let t = this.#targets.get(key);
     if (t === undefined) {
       t = new Target(key, url, protocol, tls, connectTimeoutMs, health);

@@ -47,7 +47,7 @@ export interface TestNginx {
 /**
  * Starts nginx on a free port of 127.0.0.1 with `serverBody` inside its
  * `server {}` block and `httpExtra` inside `http {}`. `{{www}}` in either is
- * replaced with the document root.
+ * replaced with the document root, `{{dir}}` with the prefix directory.
  */
 export async function startNginx(bin: string, serverBody: string, httpExtra = ''): Promise<TestNginx> {
   const dir = await mkdtemp(join(tmpdir(), 'portico-nginx-'));
@@ -55,7 +55,7 @@ export async function startNginx(bin: string, serverBody: string, httpExtra = ''
   await mkdir(www);
   await mkdir(join(dir, 'tmp'));
   const port = await freePort();
-  const fill = (s: string): string => s.replaceAll('{{www}}', www);
+  const fill = (s: string): string => s.replaceAll('{{www}}', www).replaceAll('{{dir}}', dir);
   const conf = `daemon off;
 master_process off;
 pid ${dir}/nginx.pid;
