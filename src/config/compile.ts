@@ -132,7 +132,12 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const ca = tlsConf?.ca === undefined ? undefined : await readCa(tlsConf.ca, formatPath([...where, 'tls', 'ca']));
     const health = compileHealth('healthCheck' in spec ? spec.healthCheck : undefined, 'passiveHealth' in spec ? spec.passiveHealth : undefined, spec.targets.length);
     const targets: Target[] = [];
-    for (const t of spec.targets) {
+    const weights: number[] = [];
+    const backup: boolean[] = [];
+    for (const entry of spec.targets) {
+      const t = typeof entry === 'string' ? entry : entry.url;
+      weights.push(typeof entry === 'string' ? 1 : entry.weight);
+      backup.push(typeof entry === 'string' ? false : entry.backup);
       const url = new URL(t);
       let tls: TargetTls | undefined;
       if (url.protocol === 'https:') {
@@ -153,6 +158,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       next: 0,
       policy,
       inFlight: policy === 'least-connections' ? targets.map(() => 0) : undefined,
+      weighted: weights.some((w) => w !== 1) || backup.some((b) => b) ? { weights, backup, credit: weights.map(() => 0) } : undefined,
       sticky: policy === 'cookie' ? stickyFor(targets, 'stickyCookie' in spec && spec.stickyCookie !== undefined ? spec.stickyCookie : 'portico_upstream') : undefined,
       hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',
       connectTimeoutMs: parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s'),

@@ -15,6 +15,14 @@ import type { RateLimiter } from '../proxy/rate-limit.js';
 import type { ErrorPage } from '../proxy/error-pages.js';
 import type { FilesPlan } from '../files/files-plan.js';
 
+/** Per-target weights and backup flags (same index as the upstream's `targets`). */
+export interface WeightedTargets {
+  readonly weights: readonly number[];
+  readonly backup: readonly boolean[];
+  /** Smooth weighted round-robin state (nginx's): each target's running credit. Mutable, like `next`. */
+  readonly credit: number[];
+}
+
 /** Where a route sends requests. */
 export interface UpstreamPlan {
   readonly targets: readonly Target[];
@@ -25,6 +33,8 @@ export interface UpstreamPlan {
   readonly sticky: { readonly cookie: string; readonly values: readonly string[]; readonly byValue: ReadonlyMap<string, number> } | undefined;
   /** least-connections: requests in flight per target (same index as `targets`). */
   readonly inFlight: number[] | undefined;
+  /** Weights and backups, when any target has a weight other than 1 or is a backup; undefined keeps the plain policies. */
+  readonly weighted: WeightedTargets | undefined;
   /** "preserve", "target", or a literal Host value. */
   readonly hostHeader: string;
   readonly connectTimeoutMs: number;

@@ -162,12 +162,21 @@ const PassiveHealth = z
     'Passive health: a target whose connection is refused or unreachable, or that times out (connect or response), "maxFails" times within "failTimeout" gets no requests for "failTimeout"; then it is tried again. Only used when the upstream has two or more targets: a lone target is never taken out this way, as in nginx.',
   );
 
+const TargetObject = z
+  .strictObject({
+    url: TargetUrl.describe('The target, as in a plain list.'),
+    weight: z.number().int().min(1).max(1000).default(1).describe('Its share of requests relative to the others (nginx\'s weight=): 3 gets three requests for every one of a target with 1. Every policy honours it.'),
+    backup: z.boolean().default(false).describe('Used only while no other (non-backup) target is available, as nginx\'s backup and HAProxy\'s backup servers: a standby, or a maintenance page.'),
+  })
+  .describe('A target with a weight, or as a backup.');
+
 const UpstreamObject = z.strictObject({
   targets: z
-    .array(TargetUrl)
+    .array(z.union([TargetUrl, TargetObject]))
     .min(1)
+    .refine((ts) => ts.some((t) => typeof t === 'string' || !t.backup), { message: 'every target is a backup, so none would ever be used first; make at least one a regular target' })
     .describe(
-      'One or more targets; requests are spread round-robin over the healthy ones. A request without a body whose target refuses the connection, or an idempotent one whose target fails or times out before answering, is sent to the next target (once per target).',
+      'One or more targets: URLs, or {"url", "weight", "backup"}. Requests are spread over the healthy ones by "loadBalancing" (round-robin by default, weighted when weights differ). A request without a body whose target refuses the connection, or an idempotent one whose target fails or times out before answering, is sent to the next target (once per target; regular targets before backups).',
     ),
   hostHeader: z
     .string()

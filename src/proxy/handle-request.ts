@@ -12,7 +12,7 @@ import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AccessLog } from '../log/access-line.js';
-import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type UpstreamPlan } from '../config/plan.js';
+import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type UpstreamPlan, type WeightedTargets } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
@@ -192,6 +192,7 @@ function hashAddress(address: string): number {
 export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1): Target | undefined {
   const targets = u.targets;
   if (affinity >= 0 && (targets[affinity] as Target).available) return targets[affinity];
+  if (u.weighted !== undefined) return pickWeighted(u, u.weighted, clientAddress);
   const n = targets.length;
   const policy = u.policy;
   const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
@@ -209,6 +210,46 @@ export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1
   if (best === -1) return undefined;
   if (policy !== 'client-ip') u.next = best + 1;
   return targets[best] as Target;
+}
+
+/**
+ * pickTarget for upstreams with weights or backups: the regular targets first, the backups only when
+ * no regular one is available. "round-robin" and "cookie" use nginx's smooth weighted round-robin
+ * (each available target gains its weight in credit, the richest is picked and pays the total, so
+ * 3:1 goes a, a, b, a); "least-connections" the fewest in flight per unit of weight; "client-ip" the
+ * address's hash over the available weights.
+ */
+function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string): Target | undefined {
+  const targets = u.targets;
+  const n = targets.length;
+  for (let pass = 0; pass < 2; pass++) {
+    const backup = pass === 1;
+    let best = -1;
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      if (w.backup[i] !== backup || !(targets[i] as Target).available) continue;
+      total += w.weights[i] as number;
+      if (u.policy === 'least-connections') {
+        const load = (u.inFlight![i] as number) / (w.weights[i] as number);
+        if (best === -1 || load < (u.inFlight![best] as number) / (w.weights[best] as number)) best = i;
+      } else if (u.policy !== 'client-ip') {
+        w.credit[i]! += w.weights[i] as number;
+        if (best === -1 || (w.credit[i] as number) > (w.credit[best] as number)) best = i;
+      }
+    }
+    if (total === 0) continue;
+    if (u.policy === 'client-ip') {
+      let at = hashAddress(clientAddress) % total;
+      for (let i = 0; i < n; i++) {
+        if (w.backup[i] !== backup || !(targets[i] as Target).available) continue;
+        at -= w.weights[i] as number;
+        if (at < 0) return targets[i];
+      }
+    }
+    if (u.policy !== 'least-connections') w.credit[best]! -= total;
+    return targets[best];
+  }
+  return undefined;
 }
 
 /**
@@ -240,13 +281,17 @@ export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined 
   const targets = u.targets;
   const n = targets.length;
   const at = targets.indexOf(failed);
-  for (let k = 1; k < n; k++) {
-    const i = (at + k) % n;
-    const t = targets[i] as Target;
-    if (!t.available || t === failed) continue;
-    // The cursor moves past it, as when a request picks a target in turn.
-    if (u.policy !== 'client-ip') u.next = i + 1;
-    return t;
+  const backup = u.weighted?.backup;
+  // Regular targets first; backups only when no regular one is left.
+  for (let pass = 0; pass < (backup === undefined ? 1 : 2); pass++) {
+    for (let k = 1; k < n; k++) {
+      const i = (at + k) % n;
+      const t = targets[i] as Target;
+      if (!t.available || t === failed || (backup !== undefined && backup[i] !== (pass === 1))) continue;
+      // The cursor moves past it, as when a request picks a target in turn.
+      if (u.policy !== 'client-ip') u.next = i + 1;
+      return t;
+    }
   }
   return undefined;
 }
