@@ -3,7 +3,7 @@
  * targets from the registry, certificates loaded and checked. Fails with every
  * problem found (as ConfigIssues) and changes nothing.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
@@ -125,11 +125,47 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     }
   };
 
+  /** An upstream's client certificate and key (mutual TLS), read and checked to belong together. */
+  const readClientCert = async (certFile: string, keyFile: string, where: (string | number)[]): Promise<{ cert: Buffer; key: Buffer } | undefined> => {
+    const files = { cert: certPath(certsDir, certFile), key: certPath(certsDir, keyFile) };
+    let cert: Buffer;
+    let key: Buffer;
+    try {
+      [cert, key] = await Promise.all([readFile(files.cert), readFile(files.key)]);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      issues.push({ path: formatPath([...where, e.path === files.key ? 'key' : 'cert']), message: `cannot read ${e.path ?? files.cert} (${e.code ?? 'error'})` });
+      return undefined;
+    }
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(cert);
+    } catch {
+      issues.push({ path: formatPath([...where, 'cert']), message: `${files.cert} holds no PEM certificate` });
+      return undefined;
+    }
+    try {
+      if (!leaf.checkPrivateKey(createPrivateKey(key))) {
+        issues.push({ path: formatPath([...where, 'key']), message: `${files.key} is not the key of ${files.cert}` });
+        return undefined;
+      }
+    } catch {
+      issues.push({ path: formatPath([...where, 'key']), message: `${files.key} holds no PEM private key` });
+      return undefined;
+    }
+    if (Date.parse(leaf.validTo) < Date.now()) {
+      issues.push({ path: formatPath([...where, 'cert']), message: `${files.cert} expired on ${new Date(leaf.validTo).toISOString()}; upstreams would refuse it` });
+      return undefined;
+    }
+    return { cert, key };
+  };
+
   const compileUpstream = async (u: UpstreamConfig, where: (string | number)[]): Promise<UpstreamPlan> => {
     const spec = typeof u === 'string' ? { targets: [u] } : Array.isArray(u) ? { targets: u } : u;
     const protocol = 'protocol' in spec && spec.protocol !== undefined ? spec.protocol : 'auto';
     const tlsConf = 'tls' in spec ? spec.tls : undefined;
     const ca = tlsConf?.ca === undefined ? undefined : await readCa(tlsConf.ca, formatPath([...where, 'tls', 'ca']));
+    const client = tlsConf?.cert === undefined || tlsConf.key === undefined ? undefined : await readClientCert(tlsConf.cert, tlsConf.key, [...where, 'tls']);
     const health = compileHealth('healthCheck' in spec ? spec.healthCheck : undefined, 'passiveHealth' in spec ? spec.passiveHealth : undefined, spec.targets.length);
     const targets: Target[] = [];
     const weights: number[] = [];
@@ -143,6 +179,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       if (url.protocol === 'https:') {
         tls = {
           ca,
+          cert: client?.cert,
+          key: client?.key,
           servername: tlsConf?.servername ?? (isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? url.hostname : ''),
           rejectUnauthorized: !(tlsConf?.insecureSkipVerify ?? false),
         };

@@ -105,7 +105,10 @@ const UpstreamTls = z
       .boolean()
       .default(false)
       .describe('Do not verify the upstream certificate. Hazard: anyone on the path can impersonate the upstream. For testing only.'),
+    cert: z.string().min(1).optional().describe('Client certificate chain PEM file (relative to the certs directory) that Portico presents to upstreams asking for one (mutual TLS; nginx\'s proxy_ssl_certificate). Needs "key".'),
+    key: z.string().min(1).optional().describe('Private key PEM file of "cert" (relative to the certs directory).'),
   })
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'a client certificate needs both "cert" and "key"; set both, or neither', path: ['cert'] })
   .describe('TLS settings for https:// upstream targets.');
 
 /** A duration of at least `minMs`, as the message says. */

@@ -69,8 +69,11 @@ export class LocalCa {
     return { cert: this.certPem, key: await keyPem(this.#keys.privateKey) };
   }
 
-  /** Issues a leaf certificate for DNS names (and IPs), valid from `notBefore` for `days`. */
-  async issue(names: readonly string[], options: { kind?: KeyKind; days?: number; notBefore?: Date; ips?: readonly string[] } = {}): Promise<PemPair & { chain: string }> {
+  /** Issues a leaf certificate for DNS names (and IPs), valid from `notBefore` for `days`; a server's, or with `usage: "client"` a client's (mutual TLS). */
+  async issue(
+    names: readonly string[],
+    options: { kind?: KeyKind; days?: number; notBefore?: Date; ips?: readonly string[]; usage?: 'server' | 'client' } = {},
+  ): Promise<PemPair & { chain: string }> {
     const kind = options.kind ?? 'ecdsa';
     const keys = (await webcrypto.subtle.generateKey(ALGS[kind].gen, true, ['sign', 'verify'])) as unknown as CryptoKeyPair;
     const notBefore = options.notBefore ?? new Date(Date.now() - 3_600_000);
@@ -86,7 +89,7 @@ export class LocalCa {
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.ExtendedKeyUsageExtension([options.usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
         new x509.SubjectAlternativeNameExtension([
           ...names.map((n) => ({ type: 'dns' as const, value: n })),
           ...(options.ips ?? []).map((ip) => ({ type: 'ip' as const, value: ip })),

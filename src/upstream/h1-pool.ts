@@ -17,7 +17,9 @@ export interface H1PoolOptions {
   readonly socketPath?: string | undefined;
   readonly connectTimeoutMs: number;
   /** TLS settings for https targets; undefined for cleartext. */
-  readonly tls: { readonly servername: string; readonly rejectUnauthorized: boolean; readonly ca: Buffer | undefined } | undefined;
+  readonly tls:
+    | { readonly servername: string; readonly rejectUnauthorized: boolean; readonly ca: Buffer | undefined; readonly cert?: Buffer | undefined; readonly key?: Buffer | undefined }
+    | undefined;
 }
 
 export class H1Pool {
@@ -99,6 +101,7 @@ export class H1Pool {
         servername: t.servername !== '' && net.isIP(t.servername) === 0 ? t.servername : undefined,
         rejectUnauthorized: t.rejectUnauthorized,
         ca: t.ca,
+        ...(t.cert === undefined ? {} : { cert: t.cert, key: t.key }),
         ALPNProtocols: ['http/1.1'],
       });
     }

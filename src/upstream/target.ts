@@ -3,6 +3,7 @@
  * pool and health. Targets live in a registry keyed by identity (URL, TLS and
  * health settings), so their keep-alive pools and health survive config reloads.
  */
+import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { connect as tlsConnect, type SecureContextOptions } from 'node:tls';
 import { H1Pool } from './h1-pool.js';
@@ -16,6 +17,9 @@ export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
 /** TLS settings for https targets, already resolved to PEM bytes. */
 export interface TargetTls {
   readonly ca: Buffer | undefined;
+  /** Client certificate chain and key (mutual TLS), or undefined. */
+  readonly cert: Buffer | undefined;
+  readonly key: Buffer | undefined;
   readonly servername: string;
   readonly rejectUnauthorized: boolean;
 }
@@ -91,7 +95,7 @@ export class Target {
         port: this.port,
         socketPath: this.socketPath,
         connectTimeoutMs,
-        tls: secure && tls !== undefined ? { servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, ca: tls.ca } : undefined,
+        tls: secure && tls !== undefined ? { servername: tls.servername, rejectUnauthorized: tls.rejectUnauthorized, ca: tls.ca, cert: tls.cert, key: tls.key } : undefined,
       });
     }
     // HTTP/2 targets load http2-wrapper first (prepare), "auto" ones on their first request.
@@ -106,6 +110,10 @@ export class Target {
       rejectUnauthorized: this.tls.rejectUnauthorized,
     };
     if (this.tls.ca !== undefined) out.ca = this.tls.ca;
+    if (this.tls.cert !== undefined) {
+      out.cert = this.tls.cert;
+      out.key = this.tls.key;
+    }
     return out;
   }
 
@@ -206,7 +214,7 @@ export class TargetRegistry {
 
   /** Returns the target for this identity, creating it once. */
   get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000, health?: HealthSettings): Target {
-    const key = `${url.protocol}//${url.host}${url.protocol === 'unix:' ? url.pathname : ''}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}`}|${healthKey(health)}`;
+    const key = `${url.protocol}//${url.host}${url.protocol === 'unix:' ? url.pathname : ''}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}|${tls.cert === undefined ? '' : createHash('sha256').update(tls.cert).update(tls.key ?? '').digest('base64')}`}|${healthKey(health)}`;
     let t = this.#targets.get(key);
     if (t === undefined) {
       t = new Target(key, url, protocol, tls, connectTimeoutMs, health);
