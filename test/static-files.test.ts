@@ -6,7 +6,7 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import { join } from 'node:path';
-import { brotliDecompressSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
 import { validateConfig } from '../src/config/load.js';
 import { checkConfigFile } from '../src/cli/check-config.js';
 import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
@@ -183,6 +183,7 @@ test('files routes answer conditional and range requests, compress, and fall bac
           { path: '/', files: site },
           { path: '/z', stripPrefix: true, files: site, compress: true },
           { path: '/app', stripPrefix: true, files: { root: spa, fallback: '/index.html' } },
+          { path: '/pre', stripPrefix: true, files: { root: site, precompressed: true } },
         ],
       },
     },
@@ -245,6 +246,39 @@ test('files routes answer conditional and range requests, compress, and fall bac
   assert.equal(r.text, js.slice(0, 6));
   r = await get('/z/data.bin', { 'accept-encoding': 'br' });
   assert.equal(r.headers['content-encoding'], undefined, 'binary types are not compressed');
+
+  // Precompressed sidecars, made at build time: sent as they are to clients that take them.
+  const br = brotliCompressSync(Buffer.from(js), { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } });
+  const gz = gzipSync(js, { level: 9 });
+  await writeFile(join(site, 'app.js.br'), br);
+  await writeFile(join(site, 'app.js.gz'), gz);
+  await writeFile(join(site, 'only-gz.txt'), 'plain text\n');
+  await writeFile(join(site, 'only-gz.txt.gz'), gzipSync('plain text\n'));
+  r = await get('/pre/app.js', { 'accept-encoding': 'gzip, br' });
+  assert.equal(r.headers['content-encoding'], 'br');
+  assert.ok(r.body.equals(br), 'the .br file byte for byte');
+  assert.match(String(r.headers['content-type']), /javascript/, "the original file's type");
+  assert.equal(r.headers.vary, 'Accept-Encoding');
+  assert.equal(r.headers['accept-ranges'], undefined);
+  assert.equal(r.headers['content-length'], String(br.length));
+  const brEtag = String(r.headers.etag);
+  r = await get('/pre/app.js', { 'accept-encoding': 'br', 'if-none-match': brEtag });
+  assert.equal(r.status, 304);
+  r = await get('/pre/app.js', { 'accept-encoding': 'gzip' });
+  assert.equal(r.headers['content-encoding'], 'gzip');
+  assert.ok(r.body.equals(gz));
+  assert.notEqual(r.headers.etag, brEtag, 'each representation has its own validator');
+  r = await get('/pre/app.js', { 'accept-encoding': 'br;q=0, gzip;q=0' });
+  assert.equal(r.headers['content-encoding'], undefined);
+  assert.equal(r.text, js);
+  assert.equal(r.headers.vary, 'Accept-Encoding', 'the plain file varies too');
+  r = await get('/pre/only-gz.txt', { 'accept-encoding': 'br, gzip' });
+  assert.equal(r.headers['content-encoding'], 'gzip', 'no .br: the .gz');
+  r = await get('/pre/app.js', { 'accept-encoding': 'br', range: 'bytes=0-9' });
+  assert.equal(r.status, 200, 'an encoded representation takes no ranges');
+  assert.ok(r.body.equals(br));
+  r = await get('/pre/app.js', { range: 'bytes=0-9' });
+  assert.equal(r.status, 206, 'the plain file still does');
 
   // Single-page app: a path naming no file gets the fallback; real files are served.
   r = await get('/app/users/42');

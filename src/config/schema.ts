@@ -385,10 +385,14 @@ const FilesObject = z
       })
       .optional()
       .describe('A file under the root served (status 200) for a path that names no file, as Caddy\'s "try_files {path} /index.html" does for single-page apps. It must exist when the config loads. Default: 404.'),
+    precompressed: z
+      .boolean()
+      .default(false)
+      .describe('Serve "<file>.br" or "<file>.gz" beside a file, when there is one and the client accepts that encoding, instead of compressing on the fly (nginx\'s gzip_static, Caddy\'s precompressed): made once at build time, at the highest quality. Such responses take no ranges.'),
   })
   .describe('Static files.');
 
-const Files = z.union([z.string().min(1).describe('The directory to serve (index.html, no fallback).'), FilesObject]);
+const Files = z.union([z.string().min(1).describe('The directory to serve (index.html, no fallback, nothing precompressed).'), FilesObject]);
 
 const Route = z
   .strictObject({

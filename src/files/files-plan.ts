@@ -15,6 +15,8 @@ export interface FilesPlan {
   readonly index: readonly string[];
   /** A path under the root ("/index.html") served for paths that name no file, or undefined for 404. */
   readonly fallback: string | undefined;
+  /** Serve "<file>.br" / "<file>.gz" beside a file to clients that accept them. */
+  readonly precompressed: boolean;
 }
 
 /** A problem with a "files" route, by the key it belongs to ("root" or "fallback"). */
@@ -25,7 +27,7 @@ export interface FilesProblem {
 
 /** Resolves and checks a route's "files" against `baseDir` (the config file's directory). */
 export async function compileFiles(config: FilesConfig, baseDir: string): Promise<{ plan: FilesPlan | undefined; problems: FilesProblem[] }> {
-  const spec = typeof config === 'string' ? { root: config, index: ['index.html'], fallback: undefined } : config;
+  const spec = typeof config === 'string' ? { root: config, index: ['index.html'], fallback: undefined, precompressed: false } : config;
   const root = resolve(baseDir, spec.root).replace(/\/+$/, '') || '/';
   const problems: FilesProblem[] = [];
   try {
@@ -42,5 +44,5 @@ export async function compileFiles(config: FilesConfig, baseDir: string): Promis
     }
   }
   if (problems.length > 0) return { plan: undefined, problems };
-  return { plan: { root: root === '/' ? '' : root, index: spec.index, fallback: spec.fallback }, problems };
+  return { plan: { root: root === '/' ? '' : root, index: spec.index, fallback: spec.fallback, precompressed: spec.precompressed }, problems };
 }

@@ -16,7 +16,7 @@ import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Exchange } from '../proxy/exchange.js';
 import { fail } from '../proxy/handle-request.js';
 import { applyToObject } from '../proxy/header-rules.js';
-import { markEncodedObject, markVaryObject, objectGetter } from '../proxy/compress.js';
+import { markEncodedObject, markVaryObject, negotiateEncoding, objectGetter, type CompressPlan, type Encoding } from '../proxy/compress.js';
 import { decideEncoding, startEncoder } from '../proxy/encode-response.js';
 import { normalizePath } from '../proxy/normalize-path.js';
 import { resetResponse } from '../proxy/respond-error.js';
@@ -107,11 +107,37 @@ async function find(ex: Exchange, fp: FilesPlan, path: string): Promise<void> {
     if (opened === 'EACCES' || opened === 'EPERM') return fail(ex, 'PORTICO_FILE_FORBIDDEN', opened);
     return fail(ex, 'PORTICO_FILE_FAILED', opened);
   }
+  const sidecar = fp.precompressed ? await openPrecompressed(ex, name) : undefined;
+  if (sidecar !== undefined) {
+    await opened.fh.close().catch(() => undefined);
+    if (ex.res.destroyed) return void sidecar.fh.close().catch(() => undefined);
+    return send(ex, sidecar.fh, sidecar.st, name, sidecar.encoding);
+  }
   if (ex.res.destroyed) {
     await opened.fh.close().catch(() => undefined);
     return;
   }
-  send(ex, opened.fh, opened.st, name);
+  send(ex, opened.fh, opened.st, name, fp.precompressed ? 'vary' : undefined);
+}
+
+const PRECOMPRESSED: readonly [CompressPlan, Encoding, string][] = [
+  [{ encodings: ['br', 'gzip'], minBytes: 0 }, 'br', '.br'],
+  [{ encodings: ['gzip'], minBytes: 0 }, 'gzip', '.gz'],
+];
+
+/** The "<file>.br" or "<file>.gz" beside `name` that the client accepts (brotli first), if there is one. */
+async function openPrecompressed(ex: Exchange, name: string): Promise<{ fh: FileHandle; st: Stats; encoding: Encoding } | undefined> {
+  const accept = ex.req.headers['accept-encoding'];
+  if (accept === undefined) return undefined;
+  for (const [plan, encoding, ext] of PRECOMPRESSED) {
+    if (negotiateEncoding(plan, accept) !== encoding) continue;
+    const opened = await openFile(name + ext);
+    if (typeof opened !== 'string') {
+      if (opened.st.isFile()) return { fh: opened.fh, st: opened.st, encoding };
+      await opened.fh.close().catch(() => undefined);
+    }
+  }
+  return undefined;
 }
 
 /** A directory named without its trailing slash: 308 to the name with it, so relative links in its index resolve. */
@@ -132,12 +158,24 @@ function ifRangeHolds(ifRange: string | string[] | undefined, etag: string, last
   return ifRange.startsWith('"') ? ifRange === etag : ifRange === lastModified;
 }
 
-function send(ex: Exchange, fh: FileHandle, st: Stats, name: string): void {
+/**
+ * Sends an open file. `stored`: the encoding the file itself is in (a precompressed sidecar of `name`),
+ * "vary" for the plain file where sidecars could have been chosen, or undefined.
+ */
+function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: Encoding | 'vary'): void {
   const { req, res } = ex;
   const size = st.size;
   const etag = `"${Math.floor(st.mtimeMs).toString(16)}-${size.toString(16)}"`;
   const lastModified = st.mtime.toUTCString();
   const headers: OutgoingHttpHeaders = { 'content-type': fileContentType(name), etag, 'last-modified': lastModified, 'accept-ranges': 'bytes' };
+  if (stored !== undefined) {
+    markVaryObject(headers);
+    if (stored !== 'vary') {
+      // An encoded representation: its own validator (the sidecar's), and no ranges.
+      headers['content-encoding'] = stored;
+      delete headers['accept-ranges'];
+    }
+  }
   const rules = ex.route!.headerRules?.response;
   if (fresh(req.headers, { etag, 'last-modified': lastModified })) {
     void fh.close().catch(() => undefined);
@@ -153,7 +191,7 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string): void {
   let start = 0;
   let end = size - 1;
   const range = req.headers.range;
-  if (range !== undefined && ex.method === 'GET' && ifRangeHolds(req.headers['if-range'], etag, lastModified)) {
+  if (range !== undefined && ex.method === 'GET' && (stored === undefined || stored === 'vary') && ifRangeHolds(req.headers['if-range'], etag, lastModified)) {
     const ranges = rangeParser(size, range, { combine: true });
     if (ranges === -1) {
       void fh.close().catch(() => undefined);
@@ -172,7 +210,7 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string): void {
   if (rules !== undefined) applyToObject(headers, rules);
   const cp = ex.route!.compress;
   let enc: ReturnType<typeof decideEncoding>;
-  if (cp !== undefined && status === 200) {
+  if (cp !== undefined && status === 200 && (stored === undefined || stored === 'vary')) {
     enc = decideEncoding(ex, cp, status, objectGetter(headers));
     if (enc === 'vary') markVaryObject(headers);
     else if (enc !== undefined) markEncodedObject(headers, enc);
