@@ -35,6 +35,7 @@ before(async () => {
       routes: [
         { path: '/', upstream: echo.url },
         { path: '/hop', upstream: hopUp.url },
+        { path: '/mounted', upstream: echo.url, stripPrefix: true },
       ],
     },
   };
@@ -80,6 +81,20 @@ test('forwarding headers from an untrusted peer are dropped and rebuilt', async 
   assert.equal(h['x-forwarded-proto'], 'https');
   assert.equal(h['x-forwarded-host'], 'h.test');
   assert.equal(h.forwarded, undefined);
+});
+
+test('X-Forwarded-Prefix names the path a stripPrefix route removed; a client\'s own is dropped, a trusted proxy\'s is extended', async () => {
+  await h1Request({ port: plain.httpsPort, sni: 'h.test', path: '/mounted/page?q=1', ca: pki.caPem, headers: { 'x-forwarded-prefix': '/forged' } });
+  let seen = lastSeen();
+  assert.equal(seen.url, '/page?q=1');
+  assert.equal(seen.headers['x-forwarded-prefix'], '/mounted');
+  await h1Request({ port: plain.httpsPort, sni: 'h.test', path: '/other', ca: pki.caPem, headers: { 'x-forwarded-prefix': '/forged' } });
+  assert.equal(lastSeen().headers['x-forwarded-prefix'], undefined, 'nothing stripped, nothing forged');
+  await h1Request({ port: trusting.httpsPort, sni: 'h.test', path: '/mounted/x', ca: pki.caPem, headers: { 'x-forwarded-prefix': '/edge/' } });
+  seen = lastSeen();
+  assert.equal(seen.headers['x-forwarded-prefix'], '/edge/mounted');
+  await h1Request({ port: trusting.httpsPort, sni: 'h.test', path: '/other', ca: pki.caPem, headers: { 'x-forwarded-prefix': '/edge' } });
+  assert.equal(lastSeen().headers['x-forwarded-prefix'], '/edge', "a trusted proxy's prefix passes on");
 });
 
 test('forwarding headers from a trusted proxy are kept and extended, with Forwarded and Via added', async () => {

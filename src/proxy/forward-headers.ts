@@ -22,6 +22,7 @@ const DROP_REQUEST = new Set([
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',
+  'x-forwarded-prefix',
   'forwarded',
   'via',
 ]);
@@ -46,6 +47,8 @@ export interface ForwardFacts {
   readonly proto: 'http' | 'https';
   /** Whether the upstream speaks HTTP/2 (TE: trailers passes through). */
   readonly upstreamH2: boolean;
+  /** The path prefix the route strips ("stripPrefix"), sent as X-Forwarded-Prefix; "" for none. */
+  readonly prefix: string;
 }
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
@@ -92,6 +95,10 @@ export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): Ou
   out['x-forwarded-proto'] = prevProto === undefined || prevProto === '' ? f.proto : prevProto;
   const prevHost = f.trusted ? joinValue(h['x-forwarded-host']) : undefined;
   out['x-forwarded-host'] = prevHost === undefined || prevHost === '' ? f.host : prevHost;
+  // The public path prefix an app is mounted under: a trusted proxy's, then the one this route strips.
+  const prevPrefix = f.trusted ? joinValue(h['x-forwarded-prefix']) : undefined;
+  const prefix = prevPrefix === undefined ? f.prefix : prevPrefix.replace(/\/+$/, '') + f.prefix;
+  if (prefix !== '') out['x-forwarded-prefix'] = prefix;
   if (f.forwarded) {
     const mine = `for=${forwardedNode(client)};host="${f.host}";proto=${f.proto}`;
     const prev = f.trusted ? joinValue(h.forwarded) : undefined;

@@ -341,6 +341,7 @@ function forward2(ex: Exchange, target: Target): void {
       forwarded: plan.sendForwarded,
       proto: ex.plain ? 'http' : 'https',
       upstreamH2: h2up,
+      prefix: ex.route!.stripLength > 0 ? ex.route!.path : '',
     });
     if (plan.requestId) ex.headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
     const rules = ex.route!.headerRules?.request;

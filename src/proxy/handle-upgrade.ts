@@ -90,6 +90,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           forwarded: plan.sendForwarded,
           proto: 'https',
           upstreamH2: false,
+          prefix: route.stripLength > 0 ? route.path : '',
         });
         if (requestId !== undefined) headers['x-request-id'] = requestId;
         const rules = route.headerRules?.request;
