@@ -6,6 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FilesConfig } from '../config/schema.js';
+import { loadContentTypes } from './content-type.js';
 
 /** What a "files" route serves. */
 export interface FilesPlan {
@@ -44,5 +45,6 @@ export async function compileFiles(config: FilesConfig, baseDir: string): Promis
     }
   }
   if (problems.length > 0) return { plan: undefined, problems };
+  await loadContentTypes();
   return { plan: { root: root === '/' ? '' : root, index: spec.index, fallback: spec.fallback, precompressed: spec.precompressed }, problems };
 }

@@ -8,9 +8,7 @@
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { OutgoingHttpHeaders } from 'node:http';
-import { extname } from 'node:path';
 import fresh from 'fresh';
-import { contentType } from 'mime-types';
 import rangeParser from 'range-parser';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Exchange } from '../proxy/exchange.js';
@@ -21,6 +19,7 @@ import { decideEncoding, startEncoder } from '../proxy/encode-response.js';
 import { normalizePath } from '../proxy/normalize-path.js';
 import { resetResponse } from '../proxy/respond-error.js';
 import type { FilesPlan } from './files-plan.js';
+import { fileContentType } from './content-type.js';
 
 /** Read size for file bodies. */
 const READ_CHUNK = 64 * 1024;
@@ -36,19 +35,6 @@ const HIDDEN = /\/\.(?!well-known(\/|$))/;
 
 /** Errors that mean "no such file" (not a server fault). */
 const NOT_FOUND = new Set(['ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EISDIR']);
-
-const typeByExtension = new Map<string, string>();
-
-/** The Content-Type for a file name, by its extension; remembered per extension. */
-export function fileContentType(name: string): string {
-  const ext = extname(name).toLowerCase();
-  let type = typeByExtension.get(ext);
-  if (type === undefined) {
-    type = (ext === '' ? false : contentType(ext)) || 'application/octet-stream';
-    if (typeByExtension.size < 1024) typeByExtension.set(ext, type);
-  }
-  return type;
-}
 
 /** A file and its metadata, or the errno code that stopped it. */
 type Opened = { readonly fh: FileHandle; readonly st: Stats } | string;
