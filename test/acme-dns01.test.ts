@@ -53,17 +53,8 @@ test('a wildcard host gets its certificate over dns-01 from the operator\'s prog
   const ports = { httpsPort: await freePort(), httpPort: await freePort() };
   const pebble = await startPebble(t, bin, { dir, httpPort: ports.httpPort, tlsPort: ports.httpsPort, txtDir: join(dir, 'txt') });
   const proxy = await startPorticoOn(t, dir, ports, {
-    acme: {
-      directory: pebble.directoryUrl,
-      caFile: pebble.caFile,
-      email: 'ops@portico.test',
-      termsOfServiceAgreed: true,
-      pollInterval: '100ms',
-      retryDelay: '200ms',
-      retryMaxDelay: '1s',
-      // Relative to the config file's directory.
-      dns01: { command: ['./dns-hook.sh'] },
-    },
+    // The command is relative to the config file's directory.
+    acme: pebble.acme({ dns01: { command: ['./dns-hook.sh'] } }),
     hosts: { '*.wild.test': { aliases: ['wild.test'], tls: { acme: true }, routes: [{ path: '/', upstream: up.url }] } },
   });
   await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', '*.wild.test'), 20_000);
@@ -92,16 +83,7 @@ test('a failing dns-01 program fails the order with its own words, and the order
   const ports = { httpsPort: await freePort(), httpPort: await freePort() };
   const pebble = await startPebble(t, bin, { dir, httpPort: ports.httpPort, tlsPort: ports.httpsPort });
   const proxy = await startPorticoOn(t, dir, ports, {
-    acme: {
-      directory: pebble.directoryUrl,
-      caFile: pebble.caFile,
-      email: 'ops@portico.test',
-      termsOfServiceAgreed: true,
-      pollInterval: '100ms',
-      retryDelay: '200ms',
-      retryMaxDelay: '1s',
-      dns01: { command: ['/bin/sh', '-c', 'echo "no API token for the DNS provider" >&2; exit 3', 'hook'] },
-    },
+    acme: pebble.acme({ dns01: { command: ['/bin/sh', '-c', 'echo "no API token for the DNS provider" >&2; exit 3', 'hook'] } }),
     hosts: { '*.bad.test': { tls: { acme: true }, routes: [{ path: '/', respond: { body: 'x' } }] } },
   });
   const failed = await waitFor('the failed order', () => logged(proxy.logs, 'acme order failed', '*.bad.test'), 15_000);

@@ -30,16 +30,7 @@ async function setup(t: TestContext, pebbleOpts: Omit<PebbleOptions, 'dir' | 'ht
   const ports = { httpsPort: await freePort(), httpPort: await freePort() };
   const pebble = await startPebble(t, bin, { dir, httpPort: ports.httpPort, tlsPort: ports.httpsPort, ...pebbleOpts });
   const config: Setup['config'] = (acme = {}, hosts = ['a.portico.test']) => ({
-    acme: {
-      directory: pebble.directoryUrl,
-      caFile: pebble.caFile,
-      email: 'ops@portico.test',
-      termsOfServiceAgreed: true,
-      pollInterval: '100ms',
-      retryDelay: '200ms',
-      retryMaxDelay: '1s',
-      ...acme,
-    },
+    acme: pebble.acme(acme),
     hosts: Object.fromEntries(hosts.map((h) => [h, { tls: { acme: true as const }, routes: [{ path: '/', upstream: up.url }] }])),
   });
   return { dir, pebble, ports, config };

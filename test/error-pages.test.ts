@@ -4,8 +4,7 @@ import net from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
-import { checkConfigFile } from '../src/cli/check-config.js';
-import { makePki, startProxyFor } from './helpers/proxy.js';
+import { checkHosts, makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 test('errorPages: a host\'s pages for the errors Portico answers, exact status before class; upstream answers untouched', async (t) => {
@@ -84,16 +83,9 @@ test('errorPages problems are reported with their paths', async (t) => {
   await writeFile(join(pki.dir, 'big.html'), Buffer.alloc(1024 * 1024 + 1, 0x41));
   await writeFile(join(pki.dir, 'page.png'), 'x');
   const cert = await pki.issue('e', ['e.test']);
-  const file = join(pki.dir, 'portico.json');
-  await writeFile(
-    file,
-    JSON.stringify({
-      certsDir: pki.dir,
-      hosts: { 'e.test': { tls: cert, errorPages: { '502': 'missing.html', '503': 'big.html', '5xx': 'page.png', '418': 'page.html' }, routes: [{ upstream: 'http://127.0.0.1:1' }] } },
-    }),
-  );
-  const r = await checkConfigFile(file);
-  const lines = r.issues.map((i) => `${i.path}: ${i.message}`);
+  const lines = await checkHosts(pki, {
+    'e.test': { tls: cert, errorPages: { '502': 'missing.html', '503': 'big.html', '5xx': 'page.png', '418': 'page.html' }, routes: [{ upstream: 'http://127.0.0.1:1' }] },
+  });
   assert.equal(lines.length, 4, lines.join('\n'));
   // A page for a status Portico never answers itself would never be sent: refused, with the ones it does.
   assert.match(lines.find((l) => l.includes('"418"')) ?? '', /^hosts\["e\.test"\]\.errorPages\["418"\]: Portico never answers 418 itself, so this page would never be sent; pages apply to 400, 401, 403, 404, 405, .*504/);

@@ -8,8 +8,7 @@ import https from 'node:https';
 import { join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
 import { validateConfig } from '../src/config/load.js';
-import { checkConfigFile } from '../src/cli/check-config.js';
-import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
+import { checkHosts, makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 import { curl, requireTool } from './helpers/real-peers.js';
@@ -340,25 +339,16 @@ test('files settings are checked, each problem with its path', async () => {
     await mkdir(join(pki.dir, 'site'));
     await writeFile(join(pki.dir, 'plain-file'), 'x');
     const cert = await pki.issue('c', ['c.test']);
-    const file = join(pki.dir, 'portico.json');
-    await writeFile(
-      file,
-      JSON.stringify({
-        certsDir: pki.dir,
-        hosts: {
-          'c.test': {
-            tls: cert,
-            routes: [
-              { path: '/a', files: 'missing-dir' },
-              { path: '/b', files: { root: 'site', fallback: '/index.html' } },
-              { path: '/c', files: { root: 'plain-file' } },
-            ],
-          },
-        },
-      }),
-    );
-    const r = await checkConfigFile(file);
-    const lines = r.issues.map((i) => `${i.path}: ${i.message}`);
+    const lines = await checkHosts(pki, {
+      'c.test': {
+        tls: cert,
+        routes: [
+          { path: '/a', files: 'missing-dir' },
+          { path: '/b', files: { root: 'site', fallback: '/index.html' } },
+          { path: '/c', files: { root: 'plain-file' } },
+        ],
+      },
+    });
     assert.equal(lines.length, 3, lines.join('\n'));
     assert.match(lines[0]!, /^hosts\["c\.test"\]\.routes\[0\]\.files: cannot open the directory .*missing-dir \(ENOENT\); create it, or fix the path/);
     assert.match(lines[1]!, /^hosts\["c\.test"\]\.routes\[1\]\.files\.fallback: cannot find the fallback file .*site\/index\.html \(ENOENT\)/);

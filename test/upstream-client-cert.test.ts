@@ -2,11 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkConfigFile } from '../src/cli/check-config.js';
 import { validateConfig } from '../src/config/load.js';
 import { LocalCa } from '../src/tls/local-ca.js';
 import { freePort, h1Request, h2Connect, h2Request } from './helpers/net.js';
-import { makePki, startProxyFor } from './helpers/proxy.js';
+import { checkHosts, makePki, startProxyFor } from './helpers/proxy.js';
 import { requireNginx, startNginx } from './helpers/nginx.js';
 
 test('an upstream that requires a client certificate (nginx ssl_verify_client) gets Portico\'s, over HTTP/1.1 and HTTP/2 upstream connections', async (t) => {
@@ -84,25 +83,17 @@ test('an upstream client certificate is checked when the config loads: both file
     await writeFile(join(pki.dir, 'old.pem'), old.chain);
     await writeFile(join(pki.dir, 'old-key.pem'), old.key);
     const route = (path: string, tls: Record<string, string>) => ({ path, upstream: { targets: ['https://127.0.0.1:1'], tls } });
-    const file = join(pki.dir, 'portico.json');
-    await writeFile(
-      file,
-      JSON.stringify({
-        certsDir: pki.dir,
-        hosts: {
-          'c.test': {
-            tls: host,
-            routes: [
-              route('/a', { cert: one.cert, key: two.key }),
-              route('/b', { cert: 'missing.pem', key: one.key }),
-              route('/c', { cert: 'old.pem', key: 'old-key.pem' }),
-              route('/d', { cert: one.cert, key: one.key }),
-            ],
-          },
-        },
-      }),
-    );
-    const lines = (await checkConfigFile(file)).issues.map((i) => `${i.path}: ${i.message}`);
+    const lines = await checkHosts(pki, {
+      'c.test': {
+        tls: host,
+        routes: [
+          route('/a', { cert: one.cert, key: two.key }),
+          route('/b', { cert: 'missing.pem', key: one.key }),
+          route('/c', { cert: 'old.pem', key: 'old-key.pem' }),
+          route('/d', { cert: one.cert, key: one.key }),
+        ],
+      },
+    });
     assert.equal(lines.length, 3, lines.join('\n'));
     assert.match(lines[0]!, /^hosts\["c\.test"\]\.routes\[0\]\.upstream\.tls\.key: .*two-key\.pem is not the key of .*one\.pem$/);
     assert.match(lines[1]!, /^hosts\["c\.test"\]\.routes\[1\]\.upstream\.tls\.cert: cannot read .*missing\.pem \(ENOENT\)$/);

@@ -20,6 +20,8 @@ import dnsPacket from 'dns-packet';
 import pino from 'pino';
 import { Portico } from '../../src/server/portico.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+
+type AcmeInput = NonNullable<ConfigInput['acme']>;
 import { LocalCa } from '../../src/tls/local-ca.js';
 import { freePort } from './net.js';
 
@@ -104,6 +106,8 @@ export interface Pebble {
   stop(): Promise<void>;
   /** Starts again on the same ports (Pebble forgets accounts and makes a new root). */
   restart(): Promise<void>;
+  /** Portico's `acme` settings for this Pebble, with short polls and retries so tests run fast; `extra` overrides. */
+  acme(extra?: Partial<AcmeInput>): AcmeInput;
 }
 
 function httpsGet(url: string, ca: string): Promise<{ status: number; body: string }> {
@@ -210,6 +214,16 @@ export async function startPebble(t: TestContext, bin: string, opts: PebbleOptio
       await stop();
       await start();
     },
+    acme: (extra = {}) => ({
+      directory: directoryUrl,
+      caFile,
+      email: 'ops@portico.test',
+      termsOfServiceAgreed: true,
+      pollInterval: '100ms',
+      retryDelay: '200ms',
+      retryMaxDelay: '1s',
+      ...extra,
+    }),
   };
 }
 

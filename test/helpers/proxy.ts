@@ -6,6 +6,7 @@ import type { TestContext } from 'node:test';
 import pino from 'pino';
 import { LocalCa } from '../../src/tls/local-ca.js';
 import { Portico } from '../../src/server/portico.js';
+import { checkConfigFile } from '../../src/cli/check-config.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { freePort } from './net.js';
 
@@ -103,4 +104,11 @@ export async function proxyOneHost(
 ): Promise<TestProxy> {
   const tls = await pki.issue(host, [host]);
   return startProxyFor(t, pki, { ...opts.config, hosts: { [host]: { tls, routes: [{ path: '/', upstream }] } } }, opts.also);
+}
+
+/** `portico check` of a config with these hosts (certsDir = pki.dir), written to `<pki.dir>/portico.json`: each problem as "path: message". */
+export async function checkHosts(pki: TestPki, hosts: Record<string, unknown>): Promise<string[]> {
+  const file = join(pki.dir, 'portico.json');
+  await writeFile(file, JSON.stringify({ certsDir: pki.dir, hosts }));
+  return (await checkConfigFile(file)).issues.map((i) => `${i.path}: ${i.message}`);
 }
