@@ -47,6 +47,11 @@ export function certPath(certsDir: string, file: string): string {
   return isAbsolute(file) ? file : resolve(certsDir, file);
 }
 
+/** A "maxBodySize" in bytes; 0 (and false) for no limit. */
+function bodyLimitBytes(size: string | false): number {
+  return size === false ? 0 : parseSizeBytes(size);
+}
+
 function normalizeRoutePath(p: string): string {
   return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
 }
@@ -204,6 +209,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     };
   };
 
+  const maxBodyBytes = config.limits.maxBodySize === undefined ? 0 : bodyLimitBytes(config.limits.maxBodySize);
   const exact = new Map<string, HostPlan>();
   const wildcard = new Map<string, HostPlan>();
   const hosts: HostPlan[] = [];
@@ -213,6 +219,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const hostLimit = host.rateLimit === undefined ? undefined : compileRateLimit(host.rateLimit);
     const hostAllow = compileAddressList(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
+    const hostMaxBody = host.maxBodySize === undefined ? maxBodyBytes : bodyLimitBytes(host.maxBodySize);
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
@@ -236,6 +243,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
+        maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
       });
     }
     let errorPages: HostPlan['errorPages'];
@@ -303,7 +311,6 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       keepAliveTimeoutMs: parseDurationMs(limits.keepAliveTimeout),
       sendTimeoutMs: parseDurationMs(limits.sendTimeout),
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
-      maxBodyBytes: limits.maxBodySize === undefined ? 0 : parseSizeBytes(limits.maxBodySize),
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
       maxConnections: limits.maxConnections,
     },

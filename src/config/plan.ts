@@ -68,6 +68,8 @@ export interface RoutePlan {
   readonly auth: BasicAuth | undefined;
   /** Configured header changes (its host's and its own), or undefined for none. */
   readonly headerRules: CompiledHeaderRules | undefined;
+  /** Largest request body in bytes (its own "maxBodySize", its host's, or limits.maxBodySize); 0 for no limit. */
+  readonly maxBodyBytes: number;
 }
 
 /** One site. */
@@ -96,7 +98,6 @@ export interface LimitsPlan {
   readonly keepAliveTimeoutMs: number;
   readonly sendTimeoutMs: number;
   readonly maxHeaderBytes: number;
-  readonly maxBodyBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Client connections per listening socket per process. */
   readonly maxConnections: number;

@@ -394,6 +394,9 @@ const FilesObject = z
 
 const Files = z.union([z.string().min(1).describe('The directory to serve (index.html, no fallback, nothing precompressed).'), FilesObject]);
 
+/** A body size limit that a host or route sets for itself: a size, or false for none. */
+const MaxBodySize = z.union([Size, z.literal(false)]);
+
 const Route = z
   .strictObject({
     path: z
@@ -413,6 +416,9 @@ const Route = z
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
     compress: Compress.optional(),
     rateLimit: z.union([RateLimitObject, z.literal(false)]).optional().describe('This route\'s own rate limit, replacing its host\'s; false: none. Default: the host\'s.'),
+    maxBodySize: MaxBodySize.optional().describe(
+      'Largest request body this route accepts (nginx\'s client_max_body_size in a location): a size, or false for no limit. Replaces its host\'s and limits.maxBodySize. Default: the host\'s.',
+    ),
     basicAuth: z
       .union([BasicAuthObject, z.literal(false)])
       .optional()
@@ -469,6 +475,9 @@ const HostEntry = z
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
     rateLimit: RateLimitObject.optional(),
+    maxBodySize: MaxBodySize.optional().describe(
+      'Largest request body this host\'s routes accept (nginx\'s client_max_body_size in a server): a size, or false for no limit. Replaces limits.maxBodySize; a route\'s own replaces it. Default: limits.maxBodySize.',
+    ),
     errorPages: z
       .record(
         z.string().regex(/^(4\d\d|5\d\d|4xx|5xx)$/, { message: 'expected a status such as "502", or a class "4xx" or "5xx"' }),
@@ -538,7 +547,9 @@ const Limits = z
       'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and its upstream exchange cancelled (nginx send_timeout). "0s" disables.',
     ),
     maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431.'),
-    maxBodySize: Size.optional().describe('Largest request body accepted; larger gets 413. Default: unlimited (streamed).'),
+    maxBodySize: Size.optional().describe(
+      'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
+    ),
     shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
     maxConnections: z
       .number()

@@ -105,12 +105,16 @@ export class H1Server {
     return true;
   }
 
-  /** `Expect: 100-continue` is answered before the handler runs; any other expectation gets 417. False when answered. */
+  /**
+   * `Expect: 100-continue`: the interim "100 Continue" waits until the body is first read (H1ServerRequest);
+   * any other expectation gets 417. False when answered.
+   */
   expectContinue(req: H1ServerRequest, res: H1ServerResponse): boolean {
     const expect = req.expect;
     if (expect === undefined) return true;
     if (expect === '100-continue') {
-      if (req.atLeast11) res.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+      // An HTTP/1.0 client does not know 100 (RFC 9110 §10.1.1), and one whose body has arrived whole needs none.
+      if (req.atLeast11 && !req.complete) req.continuePending = true;
       return true;
     }
     res.writeHead(417, ['Content-Length', '0', 'Connection', 'close']);

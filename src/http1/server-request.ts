@@ -29,6 +29,12 @@ export class H1ServerRequest extends Readable {
   dumped = false;
   /** The `Expect` header, trimmed and lower-case, noted when the head was checked. */
   expect: string | undefined = undefined;
+  /**
+   * The client sent `Expect: 100-continue` and waits for "100 Continue" before its body: sent when
+   * the body is first read (RFC 9110 §10.1.1, as nginx does), so a request refused before that (413,
+   * 401, no route) is answered without the client ever sending its body.
+   */
+  continuePending = false;
   #headers: IncomingHttpHeaders | undefined = undefined;
   readonly #source: BodySource;
 
@@ -68,6 +74,10 @@ export class H1ServerRequest extends Readable {
   }
 
   override _read(): void {
+    if (this.continuePending) {
+      this.continuePending = false;
+      this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    }
     this.#source.resumeReading();
   }
 }

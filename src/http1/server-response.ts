@@ -151,6 +151,12 @@ export class H1ServerResponse extends EventEmitter {
         this.keepAlive = false;
       }
     }
+    // A final answer to a client still waiting for "100 Continue": it will not send its body now (or may
+    // send it anyway), so the connection can't carry another request (RFC 9110 §10.1.1).
+    if (req.continuePending && status >= 200) {
+      req.continuePending = false;
+      if (!req.complete) this.keepAlive = false;
+    }
     if (close || this.#owner.closing) this.keepAlive = false;
     if (!hasDate) head += `Date: ${httpDate()}${CRLF}`;
     const hint = this.#owner.keepAliveHint;

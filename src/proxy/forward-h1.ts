@@ -33,7 +33,7 @@ export function dispatchH1(ex: Exchange, target: Target): void {
       if (!Number.isSafeInteger(bodyLength) || bodyLength < 0) return fail(ex, 'PORTICO_BAD_REQUEST', 'invalid Content-Length');
     }
     body = req.body;
-    if (plan.limits.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
+    if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
     if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
   }
   const pool = target.h1Pool!;

@@ -143,9 +143,9 @@ function dispatch(ex: Exchange): void {
   const u = r.upstream;
   if (u === undefined) return r.files === undefined ? answer(ex, r.answer!) : serveFiles(ex, r.files);
   ex.upstream = u;
-  if (plan.limits.maxBodyBytes > 0) {
+  if (r.maxBodyBytes > 0) {
     const len = Number(req.headers['content-length'] ?? 0);
-    if (len > plan.limits.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
+    if (len > r.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
   let affinity = -1;
   if (u.sticky !== undefined) {
@@ -362,7 +362,7 @@ function forward2(ex: Exchange, target: Target): void {
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
   if (hasRequestBody(req)) {
     const body = req.body;
-    if (plan.limits.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
+    if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
     // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.
     if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
     body.pipe(up);
@@ -381,7 +381,7 @@ export function onClientAbort(this: Exchange): void {
 
 export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
-  if (this.requestBytes > this.plan.limits.maxBodyBytes) {
+  if (this.requestBytes > this.route!.maxBodyBytes) {
     this.upstreamReq?.destroy();
     this.cancelUpstream();
     fail(this, 'PORTICO_BODY_TOO_LARGE');
