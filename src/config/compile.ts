@@ -12,7 +12,7 @@ import { acmeCertId, fileCertId } from '../tls/cert-store.js';
 import { type Target, type TargetRegistry, type TargetTls } from '../upstream/target.js';
 import type { ConfigIssue } from './load.js';
 import { formatPath } from './json-path.js';
-import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from './plan.js';
+import { normalizeRoutePath, type HostPlan, type Plan, type RoutePlan, type UpstreamPlan } from './plan.js';
 import type { Config, HealthCheckConfig, PassiveHealthConfig, UpstreamConfig } from './schema.js';
 import type { HealthSettings } from '../upstream/health.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
@@ -22,6 +22,7 @@ import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
 import { compileRateLimit } from '../proxy/rate-limit.js';
+import { RouteMatch } from '../proxy/route-match.js';
 import { compileAddressList } from '../proxy/client-address.js';
 import { compileFiles, type FilesPlan } from '../files/files-plan.js';
 import { loadErrorPages } from '../proxy/error-pages.js';
@@ -52,9 +53,6 @@ function bodyLimitBytes(size: string | false): number {
   return size === false ? 0 : parseSizeBytes(size);
 }
 
-function normalizeRoutePath(p: string): string {
-  return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
-}
 
 /** Sticky-session cookie values: a hash of each target's URL, so the cookie does not show the address. */
 function stickyFor(targets: readonly Target[], cookie: string): UpstreamPlan['sticky'] {
@@ -220,31 +218,45 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const hostAllow = compileAddressList(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     const hostMaxBody = host.maxBodySize === undefined ? maxBodyBytes : bodyLimitBytes(host.maxBodySize);
+    // Routes with one path: those with a match in the config's order, then the one without (linked by orElse).
+    const byPath = new Map<string, RoutePlan[]>();
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
+      const match = r.match === undefined ? undefined : new RouteMatch(r.match);
       let files: FilesPlan | undefined;
       if (r.files !== undefined) {
         const compiled = await compileFiles(r.files, baseDir);
         for (const p of compiled.problems) issues.push({ path: formatPath(['hosts', name, 'routes', i, 'files', ...(typeof r.files === 'string' ? [] : [p.key])]), message: p.message });
         files = compiled.plan;
       }
-      routes.set(path, {
-        id: `${name} ${path}`,
+      const label = match === undefined ? path : `${path} [${match.label}]`;
+      const route: RoutePlan = {
+        id: `${name} ${label}`,
         path,
         stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
         upstream: r.upstream === undefined ? undefined : await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
         answer: compileAnswer(r.redirect, r.respond),
         files,
-        stats: stats.get(name, path),
+        stats: stats.get(name, label),
         allow: r.allowFrom === undefined ? hostAllow : compileAddressList(r.allowFrom),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
         limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
         maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
-      });
+        match,
+        orElse: undefined,
+      };
+      const same = byPath.get(path);
+      if (same === undefined) byPath.set(path, [route]);
+      else same.push(route);
+    }
+    for (const [path, list] of byPath) {
+      const ordered = [...list.filter((r) => r.match !== undefined), ...list.filter((r) => r.match === undefined)];
+      for (let k = 0; k + 1 < ordered.length; k++) (ordered[k] as { orElse: RoutePlan | undefined }).orElse = ordered[k + 1];
+      routes.set(path, ordered[0]!);
     }
     let errorPages: HostPlan['errorPages'];
     if (host.errorPages !== undefined) {

@@ -9,6 +9,7 @@ import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { formatPath } from './json-path.js';
+import { normalizeRoutePath } from './plan.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -113,6 +114,15 @@ export function validateConfig(input: unknown): { ok: true; config: Config } | {
   return { ok: false, issues: result.error.issues.flatMap((i) => describeIssue(i, input)) };
 }
 
+type RouteMatchConfig = NonNullable<Config['hosts'][string]['routes'][number]['match']>;
+
+/** A route's match with its keys in one order (header names in lower case), so two that say the same compare equal. */
+function canonicalMatch(m: RouteMatchConfig): unknown {
+  const sorted = (r: Record<string, string | string[]> | undefined, lower: boolean): unknown =>
+    r === undefined ? null : Object.entries(r).map(([k, v]) => [lower ? k.toLowerCase() : k, typeof v === 'string' ? [v] : [...v].sort()]).sort();
+  return [m.methods === undefined ? null : [...m.methods].sort(), sorted(m.headers, true), sorted(m.query, false), sorted(m.cookies, false)];
+}
+
 /** Checks that zod cannot express: names unique across hosts, defaultHost declared, ACME settings present. */
 function checkCrossReferences(config: Config): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
@@ -136,12 +146,23 @@ function checkCrossReferences(config: Config): ConfigIssue[] {
       if (prev !== undefined) issues.push({ path: where, message: `the name ${JSON.stringify(n)} is already served by hosts[${JSON.stringify(prev)}]` });
       else owner.set(n, name);
     });
-    const seen = new Set<string>();
+    // One route per path, or several that differ by "match" (and at most one without).
+    const seen = new Map<string, number>();
     host.routes.forEach((route, i) => {
-      if (seen.has(route.path)) {
-        issues.push({ path: formatPath(['hosts', name, 'routes', i, 'path']), message: `duplicate route path ${JSON.stringify(route.path)} in this host` });
+      const key = `${normalizeRoutePath(route.path)} ${route.match === undefined ? '' : JSON.stringify(canonicalMatch(route.match))}`;
+      const first = seen.get(key);
+      if (first === undefined) {
+        seen.set(key, i);
+        return;
       }
-      seen.add(route.path);
+      const other = formatPath(['hosts', name, 'routes', first]);
+      issues.push({
+        path: formatPath(['hosts', name, 'routes', i, route.match === undefined ? 'path' : 'match']),
+        message:
+          route.match === undefined
+            ? `${other} already serves the path ${JSON.stringify(route.path)} in this host, so this route would never be used; give one of them a "match", or merge them`
+            : `${other} has the same path and the same "match", so this route would never be used; change or merge them`,
+      });
     });
   }
   if (config.defaultHost !== undefined && !owner.has(config.defaultHost)) {

@@ -14,6 +14,7 @@ import type { CompressPlan } from '../proxy/compress.js';
 import type { RateLimiter } from '../proxy/rate-limit.js';
 import type { ErrorPage } from '../proxy/error-pages.js';
 import type { FilesPlan } from '../files/files-plan.js';
+import type { MatchInput, RouteMatch } from '../proxy/route-match.js';
 
 /** Per-target weights and backup flags (same index as the upstream's `targets`). */
 export interface WeightedTargets {
@@ -70,6 +71,10 @@ export interface RoutePlan {
   readonly headerRules: CompiledHeaderRules | undefined;
   /** Largest request body in bytes (its own "maxBodySize", its host's, or limits.maxBodySize); 0 for no limit. */
   readonly maxBodyBytes: number;
+  /** Its "match" conditions, or undefined for a route that serves every request under its path. */
+  readonly match: RouteMatch | undefined;
+  /** The next route with the same path, tried when this one's match fails (matched routes in config order, then the plain one). */
+  readonly orElse: RoutePlan | undefined;
 }
 
 /** One site. */
@@ -146,19 +151,29 @@ export function lookupHost(plan: Plan, name: string): HostPlan | undefined {
   return dot <= 0 ? undefined : plan.wildcard.get(name.slice(dot + 1));
 }
 
-/** Finds the route for a path by longest whole-segment prefix. Hot path: one Map lookup per segment. */
-export function lookupRoute(host: HostPlan, path: string): RoutePlan | undefined {
+/** A route path as the Plan keys it: no trailing slash but for "/" itself. */
+export function normalizeRoutePath(p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
+}
+
+/**
+ * Finds the route for a path by longest whole-segment prefix; of the routes with one path, the first whose
+ * "match" the request meets (a prefix where none does is passed over for shorter ones). Hot path: one Map
+ * lookup per segment, and the match conditions of routes that have them.
+ */
+export function lookupRoute(host: HostPlan, path: string, req: MatchInput): RoutePlan | undefined {
   const routes = host.routes;
   let end = path.length;
   const q = path.indexOf('?');
   if (q !== -1) end = q;
   let candidate = end === path.length ? path : path.slice(0, end);
   for (;;) {
-    const r = routes.get(candidate);
-    if (r !== undefined) return r;
+    for (let r = routes.get(candidate); r !== undefined; r = r.orElse) {
+      if (r.match === undefined || r.match.test(req, path)) return r;
+    }
+    if (candidate === '/') return undefined;
     const slash = candidate.lastIndexOf('/');
-    if (slash <= 0) return candidate === '/' ? undefined : routes.get('/');
-    candidate = candidate.slice(0, slash);
+    candidate = slash <= 0 ? '/' : candidate.slice(0, slash);
   }
 }
 

@@ -394,6 +394,37 @@ const FilesObject = z
 
 const Files = z.union([z.string().min(1).describe('The directory to serve (index.html, no fallback, nothing precompressed).'), FilesObject]);
 
+const MatchPattern = z
+  .string()
+  .min(1, { message: 'expected a value to match ("*" for any value)' })
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, { message: 'a value to match cannot hold control characters' });
+const MatchValue = z
+  .union([MatchPattern, z.array(MatchPattern).min(1, { message: 'expected at least one value' })])
+  .describe('The value: exact ("1"), "*" for any value (present), "a*" a prefix, "*a" a suffix, "*a*" a substring; or a list, any of which matches. Case-sensitive.');
+
+const MatchHeaderName = z.string().superRefine((s, ctx) => {
+  if (!TOKEN_RE.test(s)) ctx.addIssue({ code: 'custom', message: `expected a header name (letters, digits and !#$%&'*+-.^_\`|~), got ${JSON.stringify(s)}` });
+  else if (s.toLowerCase() === 'host') ctx.addIssue({ code: 'custom', message: 'requests are matched to hosts by their Host already: put the route under that host (or its "aliases") instead' });
+});
+
+const RouteMatchObject = z
+  .strictObject({
+    methods: z
+      .array(z.string().regex(/^[A-Z]+$/, { message: 'expected an upper-case method such as "GET" or "POST"' }))
+      .min(1)
+      .optional()
+      .describe('Request methods, any of which matches ("GET" does not include "HEAD"; list both).'),
+    headers: z.record(MatchHeaderName, MatchValue).optional().describe('Request headers (names in any case) and the value each must have; all must match. Repeated headers are compared joined with ", ".'),
+    query: z.record(z.string().min(1), MatchValue).optional().describe('Query parameters (decoded) and the value each must have; all must match, a repeated parameter when any of its values does.'),
+    cookies: z.record(z.string().regex(TOKEN_RE, { message: 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' }), MatchValue).optional().describe('Cookies and the value each must have; all must match.'),
+  })
+  .refine((m) => m.methods !== undefined || m.headers !== undefined || m.query !== undefined || m.cookies !== undefined, {
+    message: 'a match needs at least one of "methods", "headers", "query" and "cookies"; without conditions, leave "match" out',
+  })
+  .describe(
+    'Conditions besides the path (Traefik\'s Method/Header/Query rules, Caddy\'s matchers): the route serves only requests that meet all of them. Routes may share a path when they differ by "match": those with one are tried in the config\'s order, then the one without; when none serves a request, shorter path prefixes are tried. WebSocket upgrades are matched too (say "headers": {"Upgrade": "websocket"}).',
+  );
+
 /** A body size limit that a host or route sets for itself: a size, or false for none. */
 const MaxBodySize = z.union([Size, z.literal(false)]);
 
@@ -404,6 +435,7 @@ const Route = z
       .startsWith('/', { message: 'a route path must start with "/"' })
       .default('/')
       .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins.'),
+    match: RouteMatchObject.optional(),
     upstream: Upstream.optional().describe('Where requests go. A route has exactly one of "upstream", "redirect", "respond" and "files".'),
     redirect: Redirect.optional().describe('Answer every request with a redirect instead of forwarding it (nginx\'s "return 301 …", Caddy\'s "redir"): a "to" string, or {"to", "status"}. Default status 302.'),
     respond: Respond.optional(),

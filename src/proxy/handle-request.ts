@@ -104,7 +104,7 @@ function route(ex: Exchange): void {
   if (target.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
   const url = normalizePath(target);
   if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, or hides a dot segment behind an escaped slash');
-  const r = lookupRoute(hostPlan, url);
+  const r = lookupRoute(hostPlan, url, req);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
   if (r.allow !== undefined || r.limit !== undefined) {

@@ -52,7 +52,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     if (hostPlan === undefined) return reject(socket, 'PORTICO_UNKNOWN_HOST');
     const url = (req.url ?? '/').startsWith('/') ? normalizePath(req.url ?? '/') : undefined;
     if (url === undefined) return reject(socket, 'PORTICO_BAD_REQUEST');
-    const route = lookupRoute(hostPlan, url);
+    const route = lookupRoute(hostPlan, url, req);
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
     if (route.allow !== undefined || route.limit !== undefined) {
       const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);

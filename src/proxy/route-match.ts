@@ -1,0 +1,128 @@
+/**
+ * A route's "match": conditions on the request's method, headers, query
+ * parameters and cookies (Traefik's Method/Header/Query rules, Caddy's
+ * matchers, nginx's `if` on a variable), compiled once when the config loads.
+ * Routes that share a path are tried in the config's order, those with a
+ * match first (src/config/plan.ts, lookupRoute). Hot path, for routes that
+ * have one: each condition is a Set lookup or a string comparison, the query
+ * is parsed only when a condition names a parameter.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { readCookie } from './sticky-cookie.js';
+
+/** What a match reads of a request (HTTP/1.1, HTTP/2 and upgrades alike). */
+export interface MatchInput {
+  readonly method: string;
+  readonly headers: IncomingHttpHeaders;
+}
+
+/** A condition's value as written in the config: one pattern or a list of them (any matches). */
+export type MatchValue = string | readonly string[];
+
+/** A route's "match" as validated by the config schema. */
+export interface MatchConfig {
+  readonly methods?: readonly string[] | undefined;
+  readonly headers?: Readonly<Record<string, MatchValue>> | undefined;
+  readonly query?: Readonly<Record<string, MatchValue>> | undefined;
+  readonly cookies?: Readonly<Record<string, MatchValue>> | undefined;
+}
+
+/** One compiled pattern: "*" any value (present), "a*" a prefix, "*a" a suffix, "*a*" a substring, else the exact value. */
+type Test = (value: string) => boolean;
+
+function present(): boolean {
+  return true;
+}
+
+function compilePattern(p: string): Test {
+  if (p === '*') return present;
+  const starts = p.startsWith('*');
+  const ends = p.length > 1 && p.endsWith('*');
+  if (starts && ends) {
+    const inner = p.slice(1, -1);
+    return (v) => v.includes(inner);
+  }
+  if (starts) {
+    const tail = p.slice(1);
+    return (v) => v.endsWith(tail);
+  }
+  if (ends) {
+    const head = p.slice(0, -1);
+    return (v) => v.startsWith(head);
+  }
+  return (v) => v === p;
+}
+
+/** A value's patterns as one test: any of them. */
+function compileValue(value: MatchValue): Test {
+  const tests = (typeof value === 'string' ? [value] : value).map(compilePattern);
+  if (tests.length === 1) return tests[0]!;
+  return (v) => {
+    for (const t of tests) if (t(v)) return true;
+    return false;
+  };
+}
+
+function anyValue(values: readonly string[], test: Test): boolean {
+  for (const v of values) if (test(v)) return true;
+  return false;
+}
+
+interface Named {
+  readonly name: string;
+  readonly test: Test;
+}
+
+function compileNamed(map: Readonly<Record<string, MatchValue>> | undefined, lower: boolean): Named[] {
+  if (map === undefined) return [];
+  return Object.entries(map).map(([name, value]) => ({ name: lower ? name.toLowerCase() : name, test: compileValue(value) }));
+}
+
+function describeNamed(kind: string, map: Readonly<Record<string, MatchValue>> | undefined): string[] {
+  if (map === undefined) return [];
+  return Object.entries(map).map(([name, value]) => `${kind}.${name}=${typeof value === 'string' ? value : value.join('|')}`);
+}
+
+
+export class RouteMatch {
+  /** A short description for logs, metrics and the admin API, such as "method=POST header.x-canary=1". */
+  readonly label: string;
+  readonly #methods: ReadonlySet<string> | undefined;
+  readonly #headers: readonly Named[];
+  readonly #query: readonly Named[];
+  readonly #cookies: readonly Named[];
+
+  constructor(m: MatchConfig) {
+    this.#methods = m.methods === undefined ? undefined : new Set(m.methods);
+    this.#headers = compileNamed(m.headers, true);
+    this.#query = compileNamed(m.query, false);
+    this.#cookies = compileNamed(m.cookies, false);
+    this.label = [
+      ...(m.methods === undefined ? [] : [`method=${m.methods.join('|')}`]),
+      ...describeNamed('header', m.headers === undefined ? undefined : Object.fromEntries(Object.entries(m.headers).map(([k, v]) => [k.toLowerCase(), v]))),
+      ...describeNamed('query', m.query),
+      ...describeNamed('cookie', m.cookies),
+    ].join(' ');
+  }
+
+  /** Whether the request meets every condition. `url` is the normalised path with its query. */
+  test(req: MatchInput, url: string): boolean {
+    if (this.#methods !== undefined && !this.#methods.has(req.method)) return false;
+    const headers = req.headers;
+    for (const h of this.#headers) {
+      const v = headers[h.name];
+      if (v === undefined || !h.test(Array.isArray(v) ? v.join(', ') : v)) return false;
+    }
+    if (this.#query.length > 0) {
+      const at = url.indexOf('?');
+      // Form-decoded, as applications read them ("a+b" and "a%20b" are both "a b").
+      const params = new URLSearchParams(at === -1 ? '' : url.slice(at + 1));
+      for (const q of this.#query) if (!anyValue(params.getAll(q.name), q.test)) return false;
+    }
+    for (const c of this.#cookies) {
+      const v = readCookie(headers.cookie, c.name);
+      if (v === undefined || !c.test(v)) return false;
+    }
+    return true;
+  }
+}
