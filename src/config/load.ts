@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { formatPath } from './json-path.js';
 import { normalizeRoutePath } from './plan.js';
+import { substituteEnv } from './env-vars.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -222,7 +223,9 @@ export async function loadConfigFile(file: string): Promise<LoadResult> {
   } catch (err) {
     return { ok: false, file: abs, issues: [jsonErrorIssue(text, err)] };
   }
-  const result = validateConfig(json);
+  const substituted = substituteEnv(json, process.env);
+  if (substituted.issues.length > 0) return { ok: false, file: abs, issues: substituted.issues };
+  const result = validateConfig(substituted.value);
   if (!result.ok) return { ok: false, file: abs, issues: result.issues };
   return { ok: true, config: result.config, file: abs, baseDir: dirname(abs) };
 }
