@@ -46,6 +46,9 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
     { ...BASE, bytes: undefined, upgrade: 'websocket', status: 101, durationMs: 12 },
     // In the order the proxy passes them (pino writes keys in object order).
     (({ client: _c, ...rest }) => ({ client: '2001:db8::1', user: 'al"ice', ...rest }))(BASE),
+    (({ client: _c, ...rest }) => ({ client: '203.0.113.7', peer: '10.0.0.2', ...rest }))(BASE),
+    { ...BASE, headers: { referer: 'https://site.test/a?b="c"', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) \u0007 é' } },
+    { ...BASE, error: 'PORTICO_NO_ROUTE', headers: { 'x-custom': '' } },
   ];
   for (const bindings of [{ pid: 42 }, { pid: 42, hostname: 'h', worker: 'a"b' }]) {
     const lines: string[] = [];
@@ -96,7 +99,7 @@ test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one ac
     wss.close();
     wsServer.close(() => r());
   })]);
-  const r1 = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/app/one?x="1"', ca: pki.caPem });
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/app/one?x="1"', ca: pki.caPem, headers: { 'user-agent': 'test-agent/1.0', referer: 'https://site.test/' } });
   assert.equal(r1.status, 200);
   const session = await h2Connect(proxy.httpsPort, 'site.test', pki.caPem);
   const r2 = await h2Request(session, { path: '/app/two' });
@@ -130,6 +133,8 @@ test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one ac
   assert.equal(one['proto'], 'http/1.1');
   assert.ok(typeof one['durationMs'] === 'number' && one['durationMs'] >= 0);
   assert.equal(one['aborted'], undefined);
+  assert.deepEqual(one['headers'], { referer: 'https://site.test/', 'user-agent': 'test-agent/1.0' }, 'Referer and User-Agent by default');
+  assert.equal(one['peer'], undefined, 'no peer apart from the client without a trusted proxy');
   const two = byPath.get('/app/two')!;
   assert.equal(two['proto'], 'h2');
   assert.equal(two['status'], 200);
@@ -143,4 +148,31 @@ test('requests over HTTP/1.1 and HTTP/2, a 404 and a WebSocket each leave one ac
   assert.equal(upgrade['upgrade'], 'websocket');
   assert.equal(upgrade['upstream'], wsUrl);
   assert.equal(upgrade['client'], '127.0.0.1');
+});
+
+test('behind a trusted proxy the access line\'s client is the one its X-Forwarded-For names, and peer the proxy; log.accessHeaders picks the headers', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, {
+    log: { level: 'info', access: true, accessHeaders: ['X-Tenant', 'user-agent'] },
+    forwarding: { trustedProxies: ['127.0.0.1'] },
+    hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } },
+  }, [() => up.close()]);
+  const send = (path: string, headers: Record<string, string>): Promise<unknown> => h1Request({ port: proxy.httpsPort, sni: 'site.test', path, ca: pki.caPem, headers });
+  await send('/behind', { 'x-forwarded-for': '198.51.100.9, 203.0.113.7', 'x-tenant': 'acme', referer: 'https://not.logged/' });
+  await send('/direct', {});
+  let lines: Record<string, unknown>[] = [];
+  for (let i = 0; i < 50 && lines.length < 2; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    lines = proxy.logs.filter((l) => l['msg'] === 'access');
+  }
+  const behind = lines.find((l) => l['path'] === '/behind')!;
+  assert.equal(behind['client'], '203.0.113.7', 'the rightmost untrusted X-Forwarded-For entry');
+  assert.equal(behind['peer'], '127.0.0.1');
+  assert.deepEqual(behind['headers'], { 'x-tenant': 'acme' }, 'only the headers named, and only those sent');
+  const direct = lines.find((l) => l['path'] === '/direct')!;
+  assert.equal(direct['client'], '127.0.0.1', 'a trusted peer without X-Forwarded-For is the client itself');
+  assert.equal(direct['peer'], undefined);
+  assert.equal(direct['headers'], undefined);
 });

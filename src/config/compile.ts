@@ -331,6 +331,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     sendVia: config.forwarding.via,
     requestId: config.forwarding.requestId,
     accessLog: config.log.access,
+    accessHeaders: [...new Set(config.log.accessHeaders.map((h) => h.toLowerCase()))],
     certsDir,
     baseDir,
     unroutedStats: stats.get('', ''),

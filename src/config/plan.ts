@@ -127,6 +127,8 @@ export interface Plan {
   /** forwarding.requestId: every request gets an X-Request-ID. */
   readonly requestId: boolean;
   readonly accessLog: boolean;
+  /** log.accessHeaders, in lower case: request headers written in the access line. */
+  readonly accessHeaders: readonly string[];
   readonly certsDir: string;
   readonly baseDir: string;
   /** Counters of requests no route took (bad host, unknown host, no route). */

@@ -614,6 +614,10 @@ const Log = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Least severe level written. The --log-level flag and PORTICO_LOG_LEVEL override it.'),
     access: z.boolean().default(true).describe('Write one access log line per request.'),
+    accessHeaders: z
+      .array(z.string().regex(TOKEN_RE, { message: 'expected a header name (letters, digits and !#$%&\'*+-.^_`|~)' }))
+      .default(['referer', 'user-agent'])
+      .describe('Request headers written in each access line, under "headers" (as nginx\'s combined log writes Referer and User-Agent): those a request has, names in lower case. [] for none.'),
     format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('"auto": human-readable on a TTY, JSON otherwise.'),
   })
   .describe('Logging.');

@@ -9,8 +9,10 @@ import pino, { type Logger } from 'pino';
 
 /** One request's access line; undefined fields are left out, as pino leaves them out. */
 export interface AccessFields {
-  /** The client's address: the connection's peer, or the client its PROXY protocol header named. */
+  /** The client's address: the connection's peer, the client its PROXY protocol header named, or behind a trusted proxy the client its X-Forwarded-For names. */
   readonly client: string;
+  /** The connection's peer, when it is a trusted proxy and `client` came from its X-Forwarded-For. */
+  readonly peer?: string | undefined;
   /** forwarding.requestId: the request's X-Request-ID. */
   readonly requestId?: string | undefined;
   /** The basicAuth user the request proved, if any. */
@@ -30,6 +32,8 @@ export interface AccessFields {
   readonly aborted: boolean;
   readonly error: string | undefined;
   readonly detail: string | undefined;
+  /** The request headers log.accessHeaders names, those the request had (lower-case names). */
+  readonly headers?: Readonly<Record<string, string>> | undefined;
 }
 
 interface LineStream {
@@ -48,6 +52,14 @@ function jsonString(s: string): string {
 
 function field(key: string, value: string | undefined): string {
   return value === undefined ? '' : `,"${key}":${jsonString(value)}`;
+}
+
+/** `,"headers":{…}` for the logged request headers, or nothing. */
+function headersField(headers: Readonly<Record<string, string>> | undefined): string {
+  if (headers === undefined) return '';
+  let out = '';
+  for (const name in headers) out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(headers[name] as string)}`;
+  return `,"headers":{${out}}`;
 }
 
 /** Writes access lines for `log`, to its destination, while its level lets `info` through. */
@@ -71,9 +83,9 @@ export class AccessLog {
   write(f: AccessFields): void {
     if (this.#log.levelVal > INFO) return;
     this.#stream.write(
-      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
+      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${field('peer', f.peer)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
         `${field('route', f.route)}${field('upstream', f.upstream)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
-        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)},"msg":"access"}\n`,
+        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${headersField(f.headers)},"msg":"access"}\n`,
     );
   }
 }

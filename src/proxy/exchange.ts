@@ -38,6 +38,8 @@ export class Exchange implements H1Handler {
   requestId: string | undefined = undefined;
   /** The basicAuth user the request proved. */
   user: string | undefined = undefined;
+  /** The client's address when it was worked out (allowFrom, rateLimit): the peer, or the client behind a trusted proxy. */
+  client: string | undefined = undefined;
   /** The host, once the request is known to be for it on this connection. */
   hostPlan: HostPlan | undefined = undefined;
   route: RoutePlan | undefined = undefined;

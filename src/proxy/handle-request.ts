@@ -108,7 +108,7 @@ function route(ex: Exchange): void {
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
   if (r.allow !== undefined || r.limit !== undefined) {
-    const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
+    const client = (ex.client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies));
     if (r.allow !== undefined && !isInList(r.allow, client)) return fail(ex, 'PORTICO_FORBIDDEN');
     if (r.limit !== undefined) {
       const wait = r.limit.take(client);
@@ -537,9 +537,13 @@ export function isTrustedPeer(plan: Plan, remote: string): boolean {
 }
 
 function logAccess(ex: Exchange, status: number, durationMs: number): void {
-  if (ex.plan.requestId) ex.requestId ??= requestIdFor(ex.req.headers, isTrustedPeer(ex.plan, ex.req.remoteAddress));
+  const { req, plan } = ex;
+  if (plan.requestId) ex.requestId ??= requestIdFor(req.headers, isTrustedPeer(plan, req.remoteAddress));
+  const peer = req.remoteAddress;
+  const client = ex.client ?? (plan.trustedProxies === undefined ? peer : clientAddress(peer, req.headers, plan.trustedProxies));
   ex.state.access.write({
-    client: ex.req.remoteAddress,
+    client,
+    peer: client === peer ? undefined : peer,
     requestId: ex.requestId,
     user: ex.user,
     host: ex.host,
@@ -555,5 +559,16 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
     aborted: isCutShort(ex),
     error: ex.error,
     detail: ex.errorDetail,
+    headers: plan.accessHeaders.length === 0 ? undefined : loggedHeaders(req.headers, plan.accessHeaders),
   });
+}
+
+/** The request's values of the headers log.accessHeaders names (repeated ones joined with ", "), or undefined for none. */
+export function loggedHeaders(headers: IncomingHttpHeaders, names: readonly string[]): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const name of names) {
+    const v = headers[name];
+    if (v !== undefined) (out ??= {})[name] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
 }
