@@ -5,6 +5,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
@@ -115,6 +116,25 @@ test('Expect: 100-continue: "100 Continue" only once the body is wanted; a reque
   assert.notEqual(empty.headers.connection, 'close');
 });
 
+test('HTTP/2: a request answered before its body was read (413 by content-length) has its stream closed with NO_ERROR after the answer, so the client stops sending', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const session = await h2Connect(proxy.httpsPort, 'big.test', pki.caPem);
+  t.after(() => session.close());
+  const stream = session.request({ ':method': 'POST', ':path': '/uploads/h2', 'content-length': String(10 * 1024 * 1024) });
+  stream.on('error', () => {});
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  const status = new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
+  const closed = new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1)));
+  stream.write(Buffer.alloc(16 * 1024, 'c'));
+  assert.equal(await status, 413);
+  const code = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-2), 3000))]);
+  assert.equal(code, http2.constants.NGHTTP2_NO_ERROR, 'closed by Portico with NO_ERROR while the client still had most of its body to send');
+  assert.match(Buffer.concat(chunks).toString(), /413|too large/i, 'the answer arrived whole before the close');
+  assert.ok(!up.seen.some((s) => s.url === '/uploads/h2'));
+  assert.equal((await h2Request(session, { path: '/uploads/after' })).status, 200, 'the session goes on');
+});
+
 test('curl uploading past a route\'s limit with Expect: 100-continue gets 413 at once and sends none of its body', async (t) => {
   if (!requireTool(t, 'curl')) return;
   const { pki, proxy, up } = await setup(t);
@@ -148,6 +168,20 @@ test('curl uploading past a route\'s limit with Expect: 100-continue gets 413 at
   });
   assert.equal(ok.stdout.trim(), `200 ${60 * 1024}`);
   assert.equal(up.seen.find((s) => s.url === '/uploads/ok')?.body.length, 60 * 1024);
+
+  // Over HTTP/2 (no Expect): the 413 comes by Content-Length and the stream is closed with NO_ERROR,
+  // which curl takes as an ordinary end (exit 0) and stops uploading.
+  const h2 = await curl({
+    host: 'big.test',
+    port: proxy.httpsPort,
+    caFile,
+    path: '/uploads/h2big',
+    args: ['--http2', '-o', '/dev/null', '-w', '%{http_code} %{http_version} %{size_upload}', '--data-binary', `@${file}`],
+  });
+  const [code, version, uploaded] = h2.stdout.trim().split(' ');
+  assert.equal(`${code} ${version}`, '413 2', `${h2.stdout} ${h2.stderr}`);
+  assert.equal(h2.code, 0, `curl took the closed stream for an ordinary end: ${h2.stderr}`);
+  assert.ok(Number(uploaded) < 2 * 1024 * 1024, `curl stopped uploading: ${uploaded} bytes sent`);
 });
 
 test('maxBodySize on a host or route is checked with its path', () => {

@@ -11,6 +11,7 @@ import type { H2ServerRequest } from '../http2/server-request.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { constants as h2constants } from 'node:http2';
 import type { AccessLog } from '../log/access-line.js';
 import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type UpstreamPlan, type WeightedTargets } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
@@ -33,6 +34,8 @@ import { serveFiles } from '../files/serve-files.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
+
+const { NGHTTP2_NO_ERROR } = h2constants;
 
 /** Symbol under which a TLS socket (HTTP/1.1) or an HTTP/2 session carries its connection name. */
 export const kConnName = Symbol('portico.connName');
@@ -85,8 +88,18 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
   const pages = ex.hostPlan?.errorPages;
   respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
-  // Stop reading a request body nobody will consume.
-  if (!ex.req.complete) ex.req.body.resume();
+  dropRequestBody(ex);
+}
+
+/**
+ * A request answered before its body was read: the rest of the body is not wanted. HTTP/1.1 reads and
+ * drops it (the connection must get past it); an HTTP/2 stream is closed with NO_ERROR once the answer is
+ * sent (RFC 9113 §8.1), which tells the client to stop sending, as nginx does.
+ */
+export function dropRequestBody(ex: Exchange): void {
+  if (ex.req.complete) return;
+  if (ex.h2) (ex.req as H2ServerRequest).stream.close(NGHTTP2_NO_ERROR);
+  else ex.req.body.resume();
 }
 
 function route(ex: Exchange): void {
@@ -171,7 +184,7 @@ function answer(ex: Exchange, a: AnswerPlan): void {
     return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
   }
   ex.res.end(ex.method === 'HEAD' ? undefined : a.body);
-  if (!ex.req.complete) ex.req.body.resume();
+  dropRequestBody(ex);
 }
 
 /** FNV-1a of a client address: a stable spread of clients over targets for "client-ip". */
