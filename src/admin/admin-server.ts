@@ -5,6 +5,10 @@
  *   GET  /status   JSON: each process's config generation, last reload, routes' counters, upstream health, certificates
  *   GET  /metrics  Prometheus text format
  *   POST /reload   reload the config in every process; 200 with the generation, or 422 with every issue
+ *   POST /targets/drain   {"target": URL}: every upstream target with that URL gets no new requests (those in
+ *                         flight finish), in every process and across reloads; 200 with where it is, 422 when
+ *                         the config has no such target (with the list of those it has), 400 for a bad body
+ *   POST /targets/enable  the same body: puts it back
  *   GET  /healthz  liveness for Docker and Kubernetes probes, the one endpoint without a token: 200 "ok" while
  *                  a process serves, 503 while none does (it tells nothing an attacker could use)
  *
@@ -13,6 +17,7 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/load.js';
+import { DRAIN_BODY_EXAMPLE, MAX_DRAIN_BODY_BYTES, parseDrainRequest, type ProcessDrain } from './drain.js';
 import { renderMetrics } from './metrics.js';
 import type { Snapshot } from './snapshot.js';
 import { isAuthorized } from './token.js';
@@ -24,13 +29,37 @@ export type ProcessReload = { readonly pid: number } & ({ readonly ok: true; rea
 export interface AdminBackend {
   snapshots(): Promise<Snapshot[]>;
   reload(): Promise<ProcessReload[]>;
+  /**
+   * Drains every upstream target with this URL (normalised), or puts it back, in every process; each
+   * process's answer. Absent from backends that cannot (then the endpoints answer 501).
+   */
+  setTargetDrained?(url: string, drained: boolean): Promise<ProcessDrain[]>;
   /** SHA-256 of the current token (re-read on reload). */
   tokenDigest(): Buffer | undefined;
   /** How many processes serve requests now (this one, or the primary's ready workers). */
   serving(): number;
 }
 
-const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/reload': 'POST' };
+const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST' };
+
+/** The endpoints that read a request body. */
+const DRAIN_PATHS: ReadonlySet<string> = new Set(['/targets/drain', '/targets/enable']);
+
+/** A request body of up to `maxBytes` (a longer one is read to its end and dropped), or 'aborted' when the client left first. */
+function readBody(req: http.IncomingMessage, maxBytes: number): Promise<{ text: string } | 'too-large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= maxBytes) chunks.push(c);
+    });
+    req.on('end', () => resolve(size <= maxBytes ? { text: Buffer.concat(chunks).toString('utf8') } : 'too-large'));
+    // After 'end' this settles nothing; before it, the client went away mid-body.
+    req.on('close', () => resolve('aborted'));
+    req.on('error', () => resolve('aborted'));
+  });
+}
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
   const text = typeof body === 'string' ? body : `${JSON.stringify(body, null, 2)}\n`;
@@ -93,17 +122,21 @@ export class AdminServer {
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    req.resume();
+    const path = (req.url ?? '/').split('?')[0] as string;
+    // Only a drain or an enable reads its body, and only once the token is checked; other bodies are dropped.
+    const takesBody = req.method === 'POST' && DRAIN_PATHS.has(path);
+    if (!takesBody) req.resume();
     if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) return this.#health(res);
     if (!isAuthorized(req.headers.authorization, this.#backend.tokenDigest())) {
+      req.resume();
       this.#log.warn({ remote: req.socket.remoteAddress, path: req.url }, 'admin request refused: missing or wrong token');
       return send(res, 401, { error: 'missing or wrong token: send "Authorization: Bearer <token>" with the token from admin.tokenFile' }, { 'www-authenticate': 'Bearer realm="portico-admin"' });
     }
-    const path = (req.url ?? '/').split('?')[0] as string;
     const method = ROUTES[path];
     if (method === undefined) return send(res, 404, { error: `no such admin endpoint: ${path}`, endpoints: Object.entries(ROUTES).map(([p, m]) => `${m} ${p}`) });
     if (req.method !== method) return send(res, 405, { error: `${path} takes ${method}, not ${req.method ?? ''}` }, { allow: method });
     if (path === '/reload') return this.#reload(res);
+    if (takesBody) return this.#drain(req, res, path === '/targets/drain');
     const snapshots = await this.#backend.snapshots();
     if (snapshots.length === 0) return noProcess(res);
     if (path === '/metrics') return send(res, 200, renderMetrics(snapshots));
@@ -115,6 +148,45 @@ export class AdminServer {
     const text = n > 0 ? 'ok\n' : 'starting: no process serves yet\n';
     res.writeHead(n > 0 ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...(n > 0 ? {} : { 'retry-after': '1' }) });
     res.end(text);
+  }
+
+  /** POST /targets/drain and /targets/enable. */
+  async #drain(req: http.IncomingMessage, res: http.ServerResponse, drain: boolean): Promise<void> {
+    const setTargetDrained = this.#backend.setTargetDrained?.bind(this.#backend);
+    if (setTargetDrained === undefined) {
+      req.resume();
+      return send(res, 501, { error: 'this Portico cannot drain targets' });
+    }
+    const body = await readBody(req, MAX_DRAIN_BODY_BYTES);
+    if (body === 'aborted') return;
+    if (body === 'too-large') return send(res, 413, { error: `the request body is over ${MAX_DRAIN_BODY_BYTES} bytes; send JSON such as ${DRAIN_BODY_EXAMPLE}` });
+    const parsed = parseDrainRequest(body.text);
+    if (!parsed.ok) return send(res, 400, { error: parsed.error });
+    const url = parsed.url;
+    const results = await setTargetDrained(url, drain);
+    if (results.length === 0) return noProcess(res);
+    const where = results.find((r) => r.found);
+    if (where === undefined) {
+      const targets = [...new Set(results.flatMap((r) => r.known ?? []))].sort();
+      return send(res, 422, {
+        error: `no upstream target ${url} in the current config, so nothing was ${drain ? 'drained' : 'enabled'}; send one of "targets" (the config's target URLs), scheme, host and port as the config writes them`,
+        target: url,
+        targets,
+      });
+    }
+    const changed = results.some((r) => r.changed > 0);
+    this.#log.info(
+      { upstream: url, remote: req.socket.remoteAddress, routes: where.routes, processes: results.length, changed },
+      drain ? 'upstream target drained over the admin API' : 'upstream target enabled over the admin API',
+    );
+    send(res, 200, {
+      target: url,
+      drained: drain,
+      changed,
+      upstreams: where.upstreams,
+      routes: where.routes,
+      processes: results.map(({ known: _known, ...r }) => r),
+    });
   }
 
   async #reload(res: http.ServerResponse): Promise<void> {

@@ -1,7 +1,9 @@
 /**
  * The admin API of a primary: it asks every worker over the cluster's IPC
- * channel for its snapshot (or to reload) and answers with all of them.
- * A worker that does not answer in time is left out of the answer and logged.
+ * channel for its snapshot (or to reload, drain or enable a target) and answers
+ * with all of them. A worker that does not answer in time is left out of the
+ * answer and logged. Drained targets are also held here, in the primary, for
+ * workers that start later (src/cluster/drained-targets.ts).
  */
 import cluster from 'node:cluster';
 import { dirname } from 'node:path';
@@ -9,18 +11,22 @@ import type { Logger } from 'pino';
 import type { Portico } from '../server/portico.js';
 import type { AdminBackend, ProcessReload } from './admin-server.js';
 import { takeSnapshot, type Snapshot } from './snapshot.js';
+import { setDrainedInProcess, type ProcessDrain } from './drain.js';
+import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
 /** A worker that sends this answers admin questions from then on; the primary asks no other. */
 const READY = 'portico:admin-ready';
-type Op = 'snapshot' | 'reload';
+type Op = 'snapshot' | 'reload' | 'drain' | 'enable';
 
 interface Ask {
   readonly type: typeof ASK;
   readonly id: number;
   readonly op: Op;
+  /** The target URL of a drain or an enable (normalised by the primary). */
+  readonly url?: string;
 }
 interface Answer {
   readonly type: typeof ANSWER;
@@ -44,6 +50,7 @@ export function answerAdminRequests(p: Portico): void {
       process.send?.({ type: ANSWER, id: msg.id, result } satisfies Answer, undefined, {}, () => {});
     };
     if (msg.op === 'snapshot') reply(takeSnapshot(p));
+    else if (msg.op === 'drain' || msg.op === 'enable') reply(setDrainedInProcess(p, msg.url ?? '', msg.op === 'drain'));
     else
       void p.reload().then((r) => reply(r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }));
   });
@@ -55,13 +62,18 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   const pending = new Map<number, (result: unknown) => void>();
   // Workers that serve and said they answer: one still starting is not asked (its message would be lost).
   const ready = new Set<number>();
+  const drained = primaryDrainedTargets();
   cluster.on('message', (worker, msg: unknown) => {
     if (isAnswer(msg)) pending.get(msg.id)?.(msg.result);
-    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) ready.add(worker.id);
+    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) {
+      ready.add(worker.id);
+      // Drains made while it was starting reached the primary only: the whole set again, before any other question.
+      sendDrainedTargets(worker);
+    }
   });
   cluster.on('exit', (worker) => ready.delete(worker.id));
   const readyWorkers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
-  const ask = async (op: Op): Promise<unknown[]> => {
+  const ask = async (op: Op, url?: string): Promise<unknown[]> => {
     const workers = readyWorkers();
     const answers = await Promise.all(
       workers.map(
@@ -78,7 +90,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
               pending.delete(id);
               resolve(result);
             });
-            w!.send({ type: ASK, id, op } satisfies Ask, undefined, () => {});
+            w!.send({ type: ASK, id, op, ...(url === undefined ? {} : { url }) } satisfies Ask, undefined, () => {});
           }),
       ),
     );
@@ -98,6 +110,19 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
     reload: async () => {
       const results = (await ask('reload')) as ProcessReload[];
       if (results.every((r) => r.ok)) await refreshToken();
+      return results;
+    },
+    setTargetDrained: async (url, drain) => {
+      // The primary's set changes first, so a worker that becomes ready while the workers are asked gets it.
+      const had = drained.has(url);
+      if (drain) drained.add(url);
+      else drained.delete(url);
+      const results = (await ask(drain ? 'drain' : 'enable', url)) as ProcessDrain[];
+      // No worker to ask (the answer is 503), or a drain of a URL no worker has (422): the set stays as it was.
+      if (results.length === 0 || (drain && !results.some((r) => r.found))) {
+        if (had) drained.add(url);
+        else drained.delete(url);
+      }
       return results;
     },
     tokenDigest: () => digest,

@@ -1,7 +1,7 @@
 /**
  * What one Portico process reports to the admin API: its config generation and
- * last reload, its routes' request counters, its upstream targets' health and
- * connections, its certificates, and its own memory and CPU. Plain JSON, so a
+ * last reload, its routes' request counters, its upstream targets' health, drain
+ * state and connections, its certificates, and its own memory and CPU. Plain JSON, so a
  * worker can send it to the primary over IPC.
  */
 import type { ConfigIssue } from '../config/load.js';
@@ -20,7 +20,13 @@ export interface RouteSnapshot {
 
 export interface UpstreamSnapshot {
   readonly url: string;
+  /** It takes new requests: healthy and not drained. */
   readonly available: boolean;
+  /** Its health checks and passive health let it take requests (true without either), drained or not. */
+  readonly healthy: boolean;
+  /** Drained over the admin API: no new requests; those in flight run to their end. */
+  readonly drained: boolean;
+  /** Why health has it out, when it does. */
   readonly reason: string | undefined;
   readonly healthChecked: boolean;
   readonly openConnections: number;
@@ -62,7 +68,7 @@ export function takeSnapshot(p: Portico): Snapshot {
   for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets] });
   const upstreams: UpstreamSnapshot[] = [];
   for (const t of p.targets.all()) {
-    upstreams.push({ url: t.url, available: t.available, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0 });
+    upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0 });
   }
   const certificates: CertificateSnapshot[] = [];
   for (const [id, pair] of p.certs.entries()) certificates.push({ id, subjectAltName: pair.leaf.subjectAltName ?? '', issuer: pair.issuer, notAfter: pair.notAfter.toISOString() });

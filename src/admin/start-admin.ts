@@ -9,6 +9,7 @@ import { PorticoError } from '../errors.js';
 import type { Portico } from '../server/portico.js';
 import { AdminServer, type AdminBackend } from './admin-server.js';
 import { takeSnapshot } from './snapshot.js';
+import { setDrainedInProcess } from './drain.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -36,6 +37,7 @@ export function localBackend(p: Portico): AdminBackend {
       const r = await p.reload();
       return [r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }];
     },
+    setTargetDrained: (url, drained) => Promise.resolve([setDrainedInProcess(p, url, drained)]),
     tokenDigest: () => p.state?.plan.adminTokenDigest,
     serving: () => (p.state === undefined ? 0 : 1),
   };

@@ -3,13 +3,15 @@
  * own sockets with SO_REUSEPORT where Node can, else share the primary's through
  * node:cluster's round-robin), restarts a worker that dies, and
  * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them. It
- * holds the secret that every worker's TLS session ticket keys derive from.
+ * holds the secret that every worker's TLS session ticket keys derive from, and
+ * the upstream targets drained over the admin API (drained-targets.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
+import { primaryDrainedTargets } from './drained-targets.js';
 
 /** How the workers share the listeners. */
 export interface PrimaryOptions {
@@ -26,6 +28,8 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     const recentDeaths: number[] = [];
     // Workers restarted later get the same secret: their tickets resume on the others, and theirs on them.
     answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
+    // Workers ask for the drained targets before their first Plan, with or without an admin API.
+    primaryDrainedTargets();
     const env: Record<string, string> = { PORTICO_WORKER: '1' };
     if (options.reusePort) env['PORTICO_REUSE_PORT'] = '1';
     const fork = (): Worker => cluster.fork(env);

@@ -3,6 +3,7 @@
  * publishes new Plans on reload (or keeps the old one when the new config is
  * invalid), and shuts down gracefully.
  */
+import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
 import type { ConfigIssue, LoadResult } from '../config/load.js';
@@ -98,6 +99,7 @@ export class Portico {
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
+    this.targets.onDrainForgotten((urls) => log.info({ upstreams: urls }, 'drained upstream target left the config, its drain is dropped'));
     this.onPlan.push((plan, config) => this.#retargetCertificates(plan, config));
   }
 
@@ -173,6 +175,8 @@ export class Portico {
   }
 
   async #start(preloaded: LoadResult | undefined): Promise<void> {
+    // A worker (a restarted one too) starts with the targets its primary has drained, before its first Plan serves.
+    if (cluster.isWorker) await (await import('../cluster/drained-targets.js')).followPrimaryDrains(this.targets, this.log);
     const built = await this.#build(preloaded);
     if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
     const { plan, config } = built;

@@ -1,7 +1,8 @@
 /**
  * The health of one target: active checks on a timer (health-probe.ts) and
- * passive failure counting from real requests. Both end in one boolean,
- * `Target.available`, which is all the request path reads when it picks a
+ * passive failure counting from real requests. Both end in one verdict,
+ * `Target.setHealthy`, which folds it with the target's drain state into the
+ * one boolean `Target.available`, all the request path reads when it picks a
  * target. The state lives on the Target, which the registry keeps across
  * reloads while its identity (URL, TLS, health settings) is unchanged.
  */
@@ -42,6 +43,7 @@ export function healthKey(s: HealthSettings | undefined): string {
 
 /** What the health of a target looks like from outside (logs, tests). */
 export interface HealthState {
+  /** Health lets it take requests (whether it is drained aside). */
   readonly available: boolean;
   /** The last active check said unhealthy (counting unhealthyAfter). */
   readonly activeDown: boolean;
@@ -75,7 +77,7 @@ export class TargetHealth {
   }
 
   get state(): HealthState {
-    return { available: this.#target.available, activeDown: this.#activeDown, passiveDown: this.#passiveDown, reason: this.#reason };
+    return { available: this.#target.healthy, activeDown: this.#activeDown, passiveDown: this.#passiveDown, reason: this.#reason };
   }
 
   /** Starts the active checks (the first one at once); idempotent. */
@@ -114,7 +116,7 @@ export class TargetHealth {
     this.#passiveTimer = setTimeout(() => {
       this.#passiveDown = false;
       this.#apply();
-      if (this.#target.available) this.#log?.info({ upstream: this.#target.url, check: 'passive' }, 'upstream target up');
+      if (this.#target.healthy) this.#log?.info({ upstream: this.#target.url, check: 'passive' }, 'upstream target up');
     }, p.failTimeoutMs).unref();
   }
 
@@ -151,8 +153,8 @@ export class TargetHealth {
   }
 
   #apply(): void {
-    const available = !this.#activeDown && !this.#passiveDown;
-    this.#target.available = available;
-    if (available) this.#reason = undefined;
+    const healthy = !this.#activeDown && !this.#passiveDown;
+    this.#target.setHealthy(healthy);
+    if (healthy) this.#reason = undefined;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * An upstream target: one server address with its transport, connection
- * pool and health. Targets live in a registry keyed by identity (URL, TLS and
- * health settings), so their keep-alive pools and health survive config reloads.
+ * pool, health and drain state. Targets live in a registry keyed by identity
+ * (URL, TLS and health settings), so their keep-alive pools and health survive
+ * config reloads; the registry also keeps the URLs drained over the admin API.
  */
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
@@ -22,6 +23,15 @@ export interface TargetTls {
   readonly key: Buffer | undefined;
   readonly servername: string;
   readonly rejectUnauthorized: boolean;
+}
+
+/**
+ * A target URL as Portico names it in logs, the admin API and metrics: `scheme://host[:port]` as the
+ * WHATWG URL parser writes it (scheme lower-cased; for http and https the host too, and a default port
+ * dropped; an h2c host keeps its case), or `unix:/path` for a Unix socket. Config targets and the admin API's drain requests are both compared in this form.
+ */
+export function targetUrlOf(url: URL): string {
+  return url.protocol === 'unix:' ? `unix:${decodeURIComponent(url.pathname)}` : `${url.protocol}//${url.host}`;
 }
 
 /** One upstream server and its pool. */
@@ -55,10 +65,16 @@ export class Target {
   #preparing: Promise<void> | undefined;
   #closed = false;
   /**
-   * Whether requests may go to this target: false while its health checks (or passive failure
-   * counting) have it out of rotation. The one field the request path reads for health.
+   * Whether new requests and upgrades may go to this target: false while its health checks (or
+   * passive failure counting) have it out of rotation, or while it is drained over the admin API.
+   * The one field the request path reads (pickTarget, nextTarget); recomputed only when health or
+   * drain state changes (setHealthy, setDrained), so the request path pays nothing for either.
    */
   available = true;
+  /** Health's verdict (active checks and passive counting), drain aside. */
+  #healthy = true;
+  /** Drained over the admin API: no new requests, in-flight ones run to their end. */
+  #drained = false;
   /** Active checks and passive failure counting, when the upstream configures them. */
   readonly health: TargetHealth | undefined;
 
@@ -78,7 +94,7 @@ export class Target {
     this.connectTimeoutMs = connectTimeoutMs;
     const unix = url.protocol === 'unix:';
     this.socketPath = unix ? decodeURIComponent(url.pathname) : undefined;
-    this.url = unix ? `unix:${this.socketPath}` : `${url.protocol}//${url.host}`;
+    this.url = targetUrlOf(url);
     this.hostname = unix ? 'localhost' : url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const secure = url.protocol === 'https:';
     this.port = unix ? 0 : url.port === '' ? (secure ? 443 : 80) : Number(url.port);
@@ -186,6 +202,28 @@ export class Target {
     return session;
   }
 
+  /** Whether its health checks and passive health let it take requests (true without either); a drained target keeps its own. */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /** Whether it is drained over the admin API. */
+  get drained(): boolean {
+    return this.#drained;
+  }
+
+  /** Health's verdict changed (src/upstream/health.ts). */
+  setHealthy(healthy: boolean): void {
+    this.#healthy = healthy;
+    this.available = healthy && !this.#drained;
+  }
+
+  /** Drains it (no new requests or upgrades; those in flight go on) or puts it back; health checks run on either way. */
+  setDrained(drained: boolean): void {
+    this.#drained = drained;
+    this.available = this.#healthy && !drained;
+  }
+
   /** Starts its health checks, if it has any (once the Plan it is in is about to serve); idempotent. */
   startHealth(log: Logger): void {
     this.health?.start(log);
@@ -208,16 +246,24 @@ export class Target {
 
 function noop(): void {}
 
-/** Targets by identity, shared by successive Plans. */
+/**
+ * Targets by identity, shared by successive Plans. It also holds the URLs drained over the admin API:
+ * every target with such a URL is drained, including one made by a later reload (new health or TLS
+ * settings make a new Target). A drained URL that no target in use has any more (a reload removed it
+ * from the config) is forgotten, and the listeners of onDrainForgotten are told.
+ */
 export class TargetRegistry {
   readonly #targets = new Map<string, Target>();
+  readonly #drained = new Set<string>();
+  readonly #forgotten: ((urls: readonly string[]) => void)[] = [];
 
-  /** Returns the target for this identity, creating it once. */
+  /** Returns the target for this identity, creating it once (drained if its URL is). */
   get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000, health?: HealthSettings): Target {
     const key = `${url.protocol}//${url.host}${url.protocol === 'unix:' ? url.pathname : ''}|${protocol}|${connectTimeoutMs}|${tls === undefined ? '' : `${tls.servername}|${tls.rejectUnauthorized}|${tls.ca?.toString('base64') ?? ''}|${tls.cert === undefined ? '' : createHash('sha256').update(tls.cert).update(tls.key ?? '').digest('base64')}`}|${healthKey(health)}`;
     let t = this.#targets.get(key);
     if (t === undefined) {
       t = new Target(key, url, protocol, tls, connectTimeoutMs, health);
+      if (this.#drained.has(t.url)) t.setDrained(true);
       this.#targets.set(key, t);
     }
     return t;
@@ -228,7 +274,47 @@ export class TargetRegistry {
     return this.#targets.values();
   }
 
-  /** Closes and forgets targets not in `keep`. */
+  /**
+   * Drains every target with this URL, now and after reloads, or puts them back. Returns the targets in
+   * use whose state changed. The URL is recorded even when no target has it yet (a worker seeding its
+   * primary's drained URLs before its first Plan); retain() then forgets it if the Plan lacks it.
+   */
+  setDrained(url: string, drained: boolean): Target[] {
+    if (drained) this.#drained.add(url);
+    else this.#drained.delete(url);
+    const changed: Target[] = [];
+    for (const t of this.#targets.values()) {
+      if (t.url !== url || t.drained === drained) continue;
+      t.setDrained(drained);
+      changed.push(t);
+    }
+    return changed;
+  }
+
+  /** Makes `urls` the drained set (a worker following its primary's): others are put back. */
+  replaceDrained(urls: Iterable<string>): void {
+    const next = new Set(urls);
+    for (const url of [...this.#drained]) if (!next.has(url)) this.setDrained(url, false);
+    for (const url of next) this.setDrained(url, true);
+  }
+
+  /** Calls `fn` with the drained URLs a reload removed from the config, each time some are. */
+  onDrainForgotten(fn: (urls: readonly string[]) => void): void {
+    this.#forgotten.push(fn);
+  }
+
+  /** Forgets drained URLs that no target in use has (see the class comment). */
+  #forgetUnusedDrains(): void {
+    if (this.#drained.size === 0) return;
+    const inUse = new Set<string>();
+    for (const t of this.#targets.values()) inUse.add(t.url);
+    const gone = [...this.#drained].filter((url) => !inUse.has(url));
+    if (gone.length === 0) return;
+    for (const url of gone) this.#drained.delete(url);
+    for (const fn of this.#forgotten) fn(gone);
+  }
+
+  /** Closes and forgets targets not in `keep`, and the drained URLs none of those kept has. */
   retain(keep: ReadonlySet<Target>): void {
     for (const [key, t] of this.#targets) {
       if (!keep.has(t)) {
@@ -236,10 +322,13 @@ export class TargetRegistry {
         this.#targets.delete(key);
       }
     }
+    this.#forgetUnusedDrains();
   }
 
   /** Closes every target. */
   closeAll(): void {
-    this.retain(new Set());
+    // Not retain(): stopping is no reload, and its drains are not "forgotten" (a worker would tell its primary so).
+    for (const t of this.#targets.values()) t.close();
+    this.#targets.clear();
   }
 }

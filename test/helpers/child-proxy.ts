@@ -18,6 +18,10 @@ export interface ChildProxy {
   proc: ChildProcess;
   pid: number;
   httpsPort: number;
+  /** The config file it runs with. */
+  configFile: string;
+  /** Rewrites the config file as spawnProxy wrote it (same listener); the caller reloads (SIGHUP, or the admin API). */
+  writeConfig(config: Omit<ConfigInput, 'listen'>): Promise<void>;
   /** JSON log lines written so far. */
   logs: Record<string, unknown>[];
   /** Resident set size in bytes, from /proc/PID/status (VmRSS). */
@@ -40,8 +44,8 @@ export function readRssBytes(pid: number): number {
 export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number } = {}): Promise<ChildProxy> {
   const httpsPort = await freePort();
   const configFile = join(pki.dir, `portico-child-${httpsPort}.json`);
-  const full: ConfigInput = { listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, ...config };
-  await writeFile(configFile, JSON.stringify(full));
+  const full = (c: Omit<ConfigInput, 'listen'>): ConfigInput => ({ listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, ...c });
+  await writeFile(configFile, JSON.stringify(full(config)));
   const proc = spawn(process.execPath, [MAIN, '--config', configFile, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
@@ -76,6 +80,8 @@ export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
     proc,
     pid,
     httpsPort,
+    configFile,
+    writeConfig: (c) => writeFile(configFile, JSON.stringify(full(c))),
     logs,
     rssBytes: () => readRssBytes(pid),
     exited,

@@ -1,0 +1,131 @@
+/**
+ * Draining upstream targets over the admin API (`POST /targets/drain`, `POST /targets/enable`), as
+ * HAProxy's `set server … state drain` does: a drained target gets no new requests or upgrades, while
+ * those already on it run to their end, and its health checks go on. The state lives in the process's
+ * TargetRegistry (src/upstream/target.ts), keyed by URL, so it holds across reloads; with workers the
+ * primary holds the set too and every worker follows it (src/cluster/drained-targets.ts).
+ *
+ * Not on the request path: drain state is folded into `Target.available` when it changes.
+ */
+import type { RoutePlan, UpstreamPlan } from '../config/plan.js';
+import type { Portico } from '../server/portico.js';
+import { targetUrlOf } from '../upstream/target.js';
+
+/** What the drain endpoints take, as shown in their error messages. */
+export const DRAIN_BODY_EXAMPLE = '{"target": "http://10.0.0.5:8080"}';
+
+/** Largest body the drain endpoints read: a URL needs far less. */
+export const MAX_DRAIN_BODY_BYTES = 16 * 1024;
+
+/** One process's answer to a drain or an enable. */
+export interface ProcessDrain {
+  readonly pid: number;
+  /** Some route's upstream in this process's config has the target; when not, nothing changed. */
+  readonly found: boolean;
+  /** Targets whose state this request changed (0 when they already were so; one URL can be several targets with other settings). */
+  readonly changed: number;
+  /** How many upstreams have the target (each route that forwards has its own). */
+  readonly upstreams: number;
+  /** The routes ("host path") whose upstream has the target. */
+  readonly routes: readonly string[];
+  /** Every target URL in this process's config, when the target was not found: what the caller could have meant. */
+  readonly known?: readonly string[];
+}
+
+/** A drain request's target, normalised as the config's target URLs are, or what is wrong with the request. */
+export type ParsedDrainRequest = { readonly ok: true; readonly url: string } | { readonly ok: false; readonly error: string };
+
+const UPSTREAM_SCHEMES = new Set(['http:', 'https:', 'h2c:']);
+/** As the config's TargetUrl (src/config/schema.ts): an absolute socket path, no trailing slash. */
+const UNIX_TARGET = /^unix:(\/[^\x00]*[^/\x00])$/;
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}`;
+  return `a ${typeof value}`;
+}
+
+/** The target URL in the form Portico names targets (targetUrlOf), or why `s` is not an upstream target URL. */
+function normaliseTargetUrl(s: string): ParsedDrainRequest {
+  const shown = JSON.stringify(s.length > 200 ? `${s.slice(0, 200)}…` : s);
+  if (s.startsWith('unix:')) {
+    if (!UNIX_TARGET.test(s) || s.startsWith('unix://')) return { ok: false, error: `"target" ${shown} is not a Unix socket target; write it as the config does, such as "unix:/run/app.sock"` };
+    return { ok: true, url: targetUrlOf(new URL(s)) };
+  }
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
+    return { ok: false, error: `"target" ${shown} has no scheme; write the target URL as the config does, with http://, https:// or h2c:// (such as "http://10.0.0.5:8080"), or "unix:/path.sock"` };
+  }
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    return { ok: false, error: `"target" ${shown} is not a URL; write the target as the config does, such as ${DRAIN_BODY_EXAMPLE}` };
+  }
+  if (!UPSTREAM_SCHEMES.has(url.protocol) || url.hostname === '') {
+    return { ok: false, error: `"target" ${shown} is not an upstream target URL: expected scheme http://, https:// or h2c://, or "unix:/path.sock", as in the config` };
+  }
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return { ok: false, error: `"target" ${shown} has more than a server: a target URL is scheme, host and port only (such as "http://10.0.0.5:8080"), as in the config` };
+  }
+  return { ok: true, url: targetUrlOf(url) };
+}
+
+/** Reads a drain request's body: exactly `{"target": "<URL>"}`. Every error says what was wrong and what to send. */
+export function parseDrainRequest(text: string): ParsedDrainRequest {
+  if (text.trim() === '') return { ok: false, error: `the request has no body; send JSON such as ${DRAIN_BODY_EXAMPLE}` };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `the request body is not valid JSON (${(err as Error).message}); send JSON such as ${DRAIN_BODY_EXAMPLE}` };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, error: `the request body is ${describe(value)}, not a JSON object; send JSON such as ${DRAIN_BODY_EXAMPLE}` };
+  }
+  const body = value as Record<string, unknown>;
+  const unknownKey = Object.keys(body).find((k) => k !== 'target');
+  if (unknownKey !== undefined) return { ok: false, error: `unknown key ${JSON.stringify(unknownKey)} in the request body; it takes one key, "target": ${DRAIN_BODY_EXAMPLE}` };
+  if (!('target' in body)) return { ok: false, error: `the request body has no "target"; send the target's URL as the config writes it: ${DRAIN_BODY_EXAMPLE}` };
+  const target = body['target'];
+  if (typeof target !== 'string') return { ok: false, error: `"target" must be a string, the target's URL as the config writes it, not ${describe(target)}: ${DRAIN_BODY_EXAMPLE}` };
+  return normaliseTargetUrl(target);
+}
+
+/** Every route of the Plan (routes sharing a path included), once each. */
+function* allRoutes(p: Portico): Generator<RoutePlan> {
+  const plan = p.state?.plan;
+  if (plan === undefined) return;
+  const seen = new Set<RoutePlan>();
+  for (const host of plan.hosts) {
+    for (const first of host.routes.values()) {
+      for (let r: RoutePlan | undefined = first; r !== undefined && !seen.has(r); r = r.orElse) {
+        seen.add(r);
+        yield r;
+      }
+    }
+  }
+}
+
+/**
+ * Drains (or re-enables) every upstream target with this URL in this process, when the current Plan has
+ * it; a URL it lacks changes nothing and the answer lists the targets it has.
+ */
+export function setDrainedInProcess(p: Portico, url: string, drained: boolean): ProcessDrain {
+  const routes: string[] = [];
+  const upstreams = new Set<UpstreamPlan>();
+  for (const r of allRoutes(p)) {
+    const u = r.upstream;
+    if (u === undefined || !u.targets.some((t) => t.url === url)) continue;
+    routes.push(r.id);
+    upstreams.add(u);
+  }
+  if (upstreams.size === 0) {
+    // An enable always clears the URL, so nothing stale stays in the registry.
+    if (!drained) p.targets.setDrained(url, false);
+    const known = [...new Set([...p.targets.all()].map((t) => t.url))].sort();
+    return { pid: process.pid, found: false, changed: 0, upstreams: 0, routes: [], known };
+  }
+  const changed = p.targets.setDrained(url, drained).length;
+  return { pid: process.pid, found: true, changed, upstreams: upstreams.size, routes };
+}
