@@ -14,34 +14,14 @@ import { checkConfigFile } from '../src/cli/check-config.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { spawnProxy } from './helpers/child-proxy.js';
 import { freePort, h1Request, startUpstream } from './helpers/net.js';
+import { adminRequest, metricValue as metric, type AdminResponse } from './helpers/admin.js';
 
 const TOKEN = 'a'.repeat(20) + '0123456789abcdef0123';
 const TOKEN2 = 'b'.repeat(40);
 
-interface AdminResponse {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-}
-
 /** One request to the admin API on 127.0.0.1. */
 function admin(port: number, method: string, path: string, token?: string): Promise<AdminResponse> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one metric line (`name{labels} value`), or undefined. */
-function metric(page: string, nameAndLabels: string): number | undefined {
-  const line = page.split('\n').find((l) => l.startsWith(`${nameAndLabels} `));
-  return line === undefined ? undefined : Number(line.slice(nameAndLabels.length + 1));
+  return adminRequest(port, method, path, token === undefined ? {} : { token });
 }
 
 test('admin API: token required, status, metrics, reload (refused and accepted), token rotation', async (t) => {

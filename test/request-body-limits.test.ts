@@ -142,42 +142,28 @@ test('curl uploading past a route\'s limit with Expect: 100-continue gets 413 at
   await writeFile(caFile, pki.caPem);
   const file = join(pki.dir, 'upload.bin');
   await writeFile(file, Buffer.alloc(2 * 1024 * 1024, 'u'));
-  const started = performance.now();
+  // curl uploading `body` to `path`; it prints the status, the HTTP version and the bytes it sent.
+  const upload = (path: string, body: string, args: readonly string[]) =>
+    curl({ host: 'big.test', port: proxy.httpsPort, caFile, path, args: [...args, '-o', '/dev/null', '-w', '%{http_code} %{http_version} %{size_upload}', '--data-binary', `@${body}`] });
   // curl waits up to --expect100-timeout for the 100 before it sends the body anyway.
-  const r = await curl({
-    host: 'big.test',
-    port: proxy.httpsPort,
-    caFile,
-    path: '/uploads/big',
-    args: ['--http1.1', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-H', 'Expect: 100-continue', '--expect100-timeout', '4', '--data-binary', `@${file}`],
-  });
+  const expect = ['--http1.1', '-H', 'Expect: 100-continue', '--expect100-timeout', '4'];
+  const started = performance.now();
+  const r = await upload('/uploads/big', file, expect);
   const ms = performance.now() - started;
-  assert.equal(r.stdout.trim(), '413 0', `status and bytes uploaded: ${r.stdout} ${r.stderr}`);
+  assert.equal(r.stdout.trim(), '413 1.1 0', `status, version and bytes uploaded: ${r.stdout} ${r.stderr}`);
   assert.ok(ms < 3000, `answered without waiting for curl's expect timeout: ${Math.round(ms)} ms`);
   assert.ok(!up.seen.some((s) => s.url === '/uploads/big'));
 
   // Within the limit the same upload goes through, body and all.
   const small = join(pki.dir, 'small.bin');
   await writeFile(small, Buffer.alloc(60 * 1024, 's'));
-  const ok = await curl({
-    host: 'big.test',
-    port: proxy.httpsPort,
-    caFile,
-    path: '/uploads/ok',
-    args: ['--http1.1', '-o', '/dev/null', '-w', '%{http_code} %{size_upload}', '-H', 'Expect: 100-continue', '--expect100-timeout', '4', '--data-binary', `@${small}`],
-  });
-  assert.equal(ok.stdout.trim(), `200 ${60 * 1024}`);
+  const ok = await upload('/uploads/ok', small, expect);
+  assert.equal(ok.stdout.trim(), `200 1.1 ${60 * 1024}`);
   assert.equal(up.seen.find((s) => s.url === '/uploads/ok')?.body.length, 60 * 1024);
 
   // Over HTTP/2 (no Expect): the 413 comes by Content-Length and the stream is closed with NO_ERROR,
   // which curl takes as an ordinary end (exit 0) and stops uploading.
-  const h2 = await curl({
-    host: 'big.test',
-    port: proxy.httpsPort,
-    caFile,
-    path: '/uploads/h2big',
-    args: ['--http2', '-o', '/dev/null', '-w', '%{http_code} %{http_version} %{size_upload}', '--data-binary', `@${file}`],
-  });
+  const h2 = await upload('/uploads/h2big', file, ['--http2']);
   const [code, version, uploaded] = h2.stdout.trim().split(' ');
   assert.equal(`${code} ${version}`, '413 2', `${h2.stdout} ${h2.stderr}`);
   assert.equal(h2.code, 0, `curl took the closed stream for an ordinary end: ${h2.stderr}`);
