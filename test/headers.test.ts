@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http2 from 'node:http2';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { rawTlsExchange } from './helpers/real-peers.js';

@@ -103,7 +103,7 @@ test('a session resumes (TLS 1.3 and 1.2, with and without SNI), survives a relo
 
 test('with two workers, a session resumes on the other worker (Node client and openssl s_client)', async (t) => {
   if (!requireTool(t, 'openssl')) return;
-  const { proxy, pki, up } = await spawnTwoWorkers(t);
+  const { proxy, pki } = await spawnTwoWorkers(t);
 
   // Each connection offers the session of the one before. The workers take connections in turn (the primary's
   // round-robin) or as the kernel spreads them (SO_REUSEPORT): either way many land on the other worker.

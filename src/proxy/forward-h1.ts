@@ -23,7 +23,7 @@ import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
-  const { req, plan } = ex;
+  const { req } = ex;
   let body: Readable | null = null;
   let bodyLength = -1;
   if (hasRequestBody(req)) {

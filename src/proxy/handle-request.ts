@@ -151,7 +151,7 @@ function onAuthChecked(this: Exchange, user: string | undefined): void {
 
 /** Sends a routed, admitted request on: the route's own answer, or an upstream target. */
 function dispatch(ex: Exchange): void {
-  const { req, plan } = ex;
+  const { req } = ex;
   const r = ex.route!;
   const u = r.upstream;
   if (u === undefined) return r.files === undefined ? answer(ex, r.answer!) : serveFiles(ex, r.files);
