@@ -99,6 +99,9 @@ test('weights with least-connections and client-ip', () => {
     hostHeader: 'preserve',
     connectTimeoutMs: 1000,
     responseTimeoutMs: 1000,
+    maxRequests: 0,
+    queueTimeoutMs: 0,
+    queue: [],
   });
   const lc = plan('least-connections');
   lc.inFlight![0] = 2;

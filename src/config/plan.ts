@@ -15,6 +15,7 @@ import type { RateLimiter } from '../proxy/rate-limit.js';
 import type { ErrorPage } from '../proxy/error-pages.js';
 import type { FilesPlan } from '../files/files-plan.js';
 import type { MatchInput, RouteMatch } from '../proxy/route-match.js';
+import type { Exchange } from '../proxy/exchange.js';
 
 /** Per-target weights and backup flags (same index as the upstream's `targets`). */
 export interface WeightedTargets {
@@ -40,6 +41,12 @@ export interface UpstreamPlan {
   readonly hostHeader: string;
   readonly connectTimeoutMs: number;
   readonly responseTimeoutMs: number;
+  /** "maxRequests": requests in flight per target (Target.limitedInFlight) at most; 0 for no limit. */
+  readonly maxRequests: number;
+  /** "queueTimeout" in ms: how long a request waits in `queue` for a target below its limit; 0 for no queue. */
+  readonly queueTimeoutMs: number;
+  /** Requests waiting for a target below its limit, oldest first (src/proxy/upstream-limit.ts). Mutable, like `next`. */
+  readonly queue: Exchange[];
 }
 
 /** One route of a host. */

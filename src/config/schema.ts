@@ -205,6 +205,16 @@ const UpstreamObject = z.strictObject({
     .describe('With "loadBalancing": "cookie": the cookie\'s name (default "portico_upstream"). Its value names the target by a hash, never by its address; it is a session cookie (Path=/, HttpOnly, SameSite=Lax, and Secure over HTTPS).'),
   healthCheck: HealthCheck.optional(),
   passiveHealth: PassiveHealth.optional(),
+  maxRequests: z
+    .number()
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .optional()
+    .describe(
+      'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit; WebSocket upgrades obey it but are not counted. Default: no limit.',
+    ),
+  queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
 }).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
   message: '"stickyCookie" only names the cookie of "loadBalancing": "cookie"; set that, or remove "stickyCookie"',
   path: ['stickyCookie'],

@@ -56,6 +56,12 @@ export class Exchange implements H1Handler {
   attempts = 0;
   /** least-connections: the index of the target this request counts against, or -1. */
   inFlightIndex = -1;
+  /** maxRequests: the target whose slot this request holds (src/proxy/upstream-limit.ts). */
+  slot: Target | undefined = undefined;
+  /** maxRequests: while the request waits in its upstream's queue, the timer that gives up on it. */
+  queueTimer: NodeJS.Timeout | undefined = undefined;
+  /** "cookie" load balancing: the target index the client's cookie named (-1 for none), kept for a queued request. */
+  affinity = -1;
   retriedStale = false;
   method: string;
   path = '';

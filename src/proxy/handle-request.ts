@@ -31,6 +31,7 @@ import { requestIdFor } from './request-id.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { serveFiles } from '../files/serve-files.js';
+import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -169,8 +170,10 @@ function dispatch(ex: Exchange): void {
     }
   }
   const target = pickTarget(u, req.remoteAddress, affinity);
-  if (target === undefined) return fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
-  forward(ex, target);
+  if (target !== undefined) return forward(ex, target);
+  // Every available target at its maxRequests: wait for one; none available at all: 503.
+  if (u.maxRequests !== 0 && anyAvailable(u)) return waitForSlot(ex, affinity);
+  fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM');
 }
 
 /** Gives a "redirect" or "respond" route's answer; a request body is read and dropped. */
@@ -185,6 +188,11 @@ function answer(ex: Exchange, a: AnswerPlan): void {
   }
   ex.res.end(ex.method === 'HEAD' ? undefined : a.body);
   dropRequestBody(ex);
+}
+
+/** Whether a request may go to `t` now: it is available (health, drain) and below the upstream's maxRequests. */
+function canTake(u: UpstreamPlan, t: Target): boolean {
+  return t.available && (u.maxRequests === 0 || t.limitedInFlight < u.maxRequests);
 }
 
 /** FNV-1a of a client address: a stable spread of clients over targets for "client-ip". */
@@ -204,16 +212,18 @@ function hashAddress(address: string): number {
  */
 export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1): Target | undefined {
   const targets = u.targets;
-  if (affinity >= 0 && (targets[affinity] as Target).available) return targets[affinity];
+  if (affinity >= 0 && canTake(u, targets[affinity] as Target)) return targets[affinity];
   if (u.weighted !== undefined) return pickWeighted(u, u.weighted, clientAddress);
   const n = targets.length;
   const policy = u.policy;
   const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
   const inFlight = u.inFlight;
+  const max = u.maxRequests;
   let best = -1;
   for (let k = 0; k < n; k++) {
     const i = first + k < n ? first + k : first + k - n;
-    if (!(targets[i] as Target).available) continue;
+    const t = targets[i] as Target;
+    if (!t.available || (max !== 0 && t.limitedInFlight >= max)) continue;
     if (inFlight === undefined) {
       best = i;
       break;
@@ -240,7 +250,7 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
     let best = -1;
     let total = 0;
     for (let i = 0; i < n; i++) {
-      if (w.backup[i] !== backup || !(targets[i] as Target).available) continue;
+      if (w.backup[i] !== backup || !canTake(u, targets[i] as Target)) continue;
       total += w.weights[i] as number;
       if (u.policy === 'least-connections') {
         const load = (u.inFlight![i] as number) / (w.weights[i] as number);
@@ -254,7 +264,7 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
     if (u.policy === 'client-ip') {
       let at = hashAddress(clientAddress) % total;
       for (let i = 0; i < n; i++) {
-        if (w.backup[i] !== backup || !(targets[i] as Target).available) continue;
+        if (w.backup[i] !== backup || !canTake(u, targets[i] as Target)) continue;
         at -= w.weights[i] as number;
         if (at < 0) return targets[i];
       }
@@ -300,7 +310,7 @@ export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined 
     for (let k = 1; k < n; k++) {
       const i = (at + k) % n;
       const t = targets[i] as Target;
-      if (!t.available || t === failed || (backup !== undefined && backup[i] !== (pass === 1))) continue;
+      if (!canTake(u, t) || t === failed || (backup !== undefined && backup[i] !== (pass === 1))) continue;
       // The cursor moves past it, as when a request picks a target in turn.
       if (u.policy !== 'client-ip') u.next = i + 1;
       return t;
@@ -318,6 +328,7 @@ export function hasRequestBody(req: ClientRequest): boolean {
 export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
+  if (ex.upstream!.maxRequests !== 0) takeSlot(ex, target);
   if (ex.upstream!.inFlight !== undefined) countInFlight(ex, target);
   const pending = target.resolveProtocol();
   if (pending !== undefined) {
@@ -525,6 +536,8 @@ function countInFlight(ex: Exchange, target: Target): void {
 
 function onClientClose(this: Exchange): void {
   const ex = this;
+  if (ex.slot !== undefined) releaseSlot(ex);
+  if (ex.queueTimer !== undefined) leaveQueue(ex);
   if (ex.inFlightIndex >= 0) {
     ex.upstream!.inFlight![ex.inFlightIndex]!--;
     ex.inFlightIndex = -1;

@@ -11,6 +11,7 @@ import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
+import { anyAvailable } from './upstream-limit.js';
 import { isAllowedOnConnection, isTrustedPeer, kConnName, loggedHeaders, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
@@ -72,7 +73,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       }
       const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
       const first = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
-      if (first === undefined) return reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
+      if (first === undefined) return reject(socket, u.maxRequests !== 0 && anyAvailable(u) ? 'PORTICO_UPSTREAM_BUSY' : 'PORTICO_NO_HEALTHY_UPSTREAM');
       const path = rewritePath(route, url);
       const remote = req.remoteAddress;
       const trusted = isTrustedPeer(plan, remote);

@@ -11,6 +11,7 @@ import { H1Pool } from './h1-pool.js';
 import type { Logger } from 'pino';
 import { loadHttp2Client, type Http2Client } from './http2-client.js';
 import { healthKey, TargetHealth, type HealthSettings } from './health.js';
+import type { UpstreamPlan } from '../config/plan.js';
 
 /** How Portico talks to one target. */
 export type TargetKind = 'h1' | 'h1-tls' | 'h2-tls' | 'h2c' | 'auto-tls';
@@ -71,6 +72,10 @@ export class Target {
    * drain state changes (setHealthy, setDrained), so the request path pays nothing for either.
    */
   available = true;
+  /** Requests in flight to it from upstreams with "maxRequests" (src/proxy/upstream-limit.ts). */
+  limitedInFlight = 0;
+  /** Upstreams with requests queued for a target below its limit, this one among their targets; undefined when none. */
+  waiting: Set<UpstreamPlan> | undefined = undefined;
   /** Health's verdict (active checks and passive counting), drain aside. */
   #healthy = true;
   /** Drained over the admin API: no new requests, in-flight ones run to their end. */

@@ -1,0 +1,93 @@
+/**
+ * An upstream's "maxRequests" (HAProxy's maxconn, nginx's max_conns, Caddy's max_requests) and the
+ * queue requests wait in while every available target is at it (HAProxy's queue and `timeout queue`).
+ *
+ * A request to a target of such an upstream holds one of the target's slots (`Target.limitedInFlight`,
+ * on the Target, so routes that share a server share its count and a reload keeps it) from the moment
+ * it is sent until its exchange ends; a retry moves it. When a slot frees, the oldest request waiting in
+ * an upstream that has this target is sent to it (Target.waiting lists those upstreams). Upstreams
+ * without a limit pay one number comparison per request.
+ */
+import type { UpstreamPlan } from '../config/plan.js';
+import type { Target } from '../upstream/target.js';
+import type { Exchange } from './exchange.js';
+import { fail, forward, pickTarget } from './handle-request.js';
+
+/** Retry-After, in seconds, of a 503 for a full upstream: a moment, as the queue's own wait has passed. */
+const BUSY_RETRY_AFTER: readonly [string, string] = ['retry-after', '1'];
+
+/** The request now holds a slot of `target` (and no longer the one it held before a retry). */
+export function takeSlot(ex: Exchange, target: Target): void {
+  if (ex.slot !== undefined) releaseSlot(ex);
+  if (ex.upstream!.maxRequests === 0) return;
+  target.limitedInFlight++;
+  ex.slot = target;
+}
+
+/** The request's exchange ended (or it moves to another target): its slot goes to the oldest waiting request. */
+export function releaseSlot(ex: Exchange): void {
+  const t = ex.slot;
+  if (t === undefined) return;
+  ex.slot = undefined;
+  t.limitedInFlight--;
+  if (t.waiting !== undefined) wake(t);
+}
+
+/** Whether some target of the upstream is available, at its limit or not: what tells "busy" from "none healthy". */
+export function anyAvailable(u: UpstreamPlan): boolean {
+  for (const t of u.targets) if (t.available) return true;
+  return false;
+}
+
+/** Every available target is at its limit: the request waits for a slot, or gets 503 when the upstream has no queue. */
+export function waitForSlot(ex: Exchange, affinity: number): void {
+  const u = ex.upstream!;
+  if (u.queueTimeoutMs === 0) return fail(ex, 'PORTICO_UPSTREAM_BUSY', `every target is at maxRequests ${u.maxRequests}`, BUSY_RETRY_AFTER);
+  ex.affinity = affinity;
+  ex.queueTimer = setTimeout(queueExpired, u.queueTimeoutMs, ex);
+  u.queue.push(ex);
+  for (const t of u.targets) (t.waiting ??= new Set()).add(u);
+}
+
+/** The client went away (or the request was answered) while it waited: it leaves the queue. */
+export function leaveQueue(ex: Exchange): void {
+  if (ex.queueTimer === undefined) return;
+  clearTimeout(ex.queueTimer);
+  ex.queueTimer = undefined;
+  const u = ex.upstream!;
+  const i = u.queue.indexOf(ex);
+  if (i >= 0) u.queue.splice(i, 1);
+  if (u.queue.length === 0) stopWaiting(u);
+}
+
+function queueExpired(ex: Exchange): void {
+  ex.queueTimer = undefined;
+  const u = ex.upstream!;
+  const i = u.queue.indexOf(ex);
+  if (i >= 0) u.queue.splice(i, 1);
+  if (u.queue.length === 0) stopWaiting(u);
+  fail(ex, 'PORTICO_UPSTREAM_BUSY', `no target below maxRequests ${u.maxRequests} within queueTimeout ${u.queueTimeoutMs} ms`, BUSY_RETRY_AFTER);
+}
+
+function stopWaiting(u: UpstreamPlan): void {
+  for (const t of u.targets) {
+    t.waiting?.delete(u);
+    if (t.waiting?.size === 0) t.waiting = undefined;
+  }
+}
+
+/** A slot of `t` freed: the oldest requests waiting in its upstreams go out while targets have room. */
+function wake(t: Target): void {
+  for (const u of [...t.waiting!]) {
+    while (u.queue.length > 0) {
+      const ex = u.queue[0]!;
+      const target = pickTarget(u, ex.req.remoteAddress, ex.affinity);
+      if (target === undefined) break;
+      u.queue.shift();
+      clearTimeout(ex.queueTimer);
+      ex.queueTimer = undefined;
+      forward(ex, target);
+    }
+    if (u.queue.length === 0) stopWaiting(u);
+  }
+}
