@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
+import { takeSnapshot } from '../src/admin/snapshot.js';
+import { renderMetrics } from '../src/admin/metrics.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, startUpstream, type TestResponse } from './helpers/net.js';
@@ -72,6 +74,10 @@ test('no target gets more than maxRequests at once; the next request waits and g
   const waiting = [get('/5'), get('/6')];
   await delay(200);
   assert.equal(a.held.length + b.held.length, 4, 'the fifth and sixth wait in Portico, not at a target');
+  // What the admin API shows: two in flight at each target, two queued for them.
+  const snap = takeSnapshot(proxy.portico);
+  for (const u of [a, b]) assert.deepEqual((({ limitedRequests, queued }) => ({ limitedRequests, queued }))(snap.upstreams.find((x) => x.url === u.url)!), { limitedRequests: 2, queued: 2 });
+  assert.match(renderMetrics([snap]), new RegExp(`portico_upstream_queued_requests\\{upstream="${a.url}"\\} 2`));
   b.release();
   await waitUntil('the fifth sent to b', () => b.held.some((h) => h.path === '/5'));
   assert.ok(!b.held.some((h) => h.path === '/6') && !a.held.some((h) => h.path === '/6'), 'the sixth still waits: oldest first');

@@ -63,13 +63,17 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const up = new Family('portico_upstream_up', 'gauge', 'Whether an upstream target is healthy (1) or out of rotation by its health checks or passive health (0) in some process. A drained target keeps its health here; see portico_upstream_drained.');
   const drained = new Family('portico_upstream_drained', 'gauge', 'Whether an upstream target is drained over the admin API (1: no process sends it new requests; requests and WebSockets already on it run on) or not (0).');
   const conns = new Family('portico_upstream_open_connections', 'gauge', 'Open HTTP/1.1 connections to an upstream target (idle and busy), summed over the processes.');
-  const targets = new Map<string, { up: boolean; drained: boolean; open: number }>();
+  const limited = new Family('portico_upstream_limited_requests', 'gauge', 'Requests in flight to an upstream target counted against an upstream\'s maxRequests, summed over the processes.');
+  const queued = new Family('portico_upstream_queued_requests', 'gauge', 'Requests waiting for a slot below maxRequests in upstreams with this target, summed over the processes.');
+  const targets = new Map<string, { up: boolean; drained: boolean; open: number; limited: number; queued: number }>();
   for (const s of snapshots) {
     for (const t of s.upstreams) {
-      const acc = targets.get(t.url) ?? { up: true, drained: true, open: 0 };
+      const acc = targets.get(t.url) ?? { up: true, drained: true, open: 0, limited: 0, queued: 0 };
       acc.up &&= t.healthy;
       acc.drained &&= t.drained;
       acc.open += t.openConnections;
+      acc.limited += t.limitedRequests;
+      acc.queued += t.queued;
       targets.set(t.url, acc);
     }
   }
@@ -77,6 +81,8 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     up.add('portico_upstream_up', { upstream: url }, t.up ? 1 : 0);
     drained.add('portico_upstream_drained', { upstream: url }, t.drained ? 1 : 0);
     conns.add('portico_upstream_open_connections', { upstream: url }, t.open);
+    limited.add('portico_upstream_limited_requests', { upstream: url }, t.limited);
+    queued.add('portico_upstream_queued_requests', { upstream: url }, t.queued);
   }
 
   const certs = new Family('portico_certificate_expiry_timestamp_seconds', 'gauge', 'When a certificate in use expires (Unix time).');
@@ -123,5 +129,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, up, drained, conns, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, up, drained, conns, limited, queued, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

@@ -6,6 +6,7 @@
  */
 import type { ConfigIssue } from '../config/load.js';
 import type { Portico } from '../server/portico.js';
+import type { Target } from '../upstream/target.js';
 
 export interface RouteSnapshot {
   /** "" for requests no route took. */
@@ -30,6 +31,10 @@ export interface UpstreamSnapshot {
   readonly reason: string | undefined;
   readonly healthChecked: boolean;
   readonly openConnections: number;
+  /** Requests in flight to it counted against an upstream's maxRequests (0 when no upstream of it sets one). */
+  readonly limitedRequests: number;
+  /** Requests waiting in the queues of upstreams with this target for a slot below maxRequests. */
+  readonly queued: number;
 }
 
 export interface CertificateSnapshot {
@@ -62,13 +67,20 @@ export interface Snapshot {
   readonly cpuSeconds: number;
 }
 
+/** Requests waiting for a slot in the upstreams that have `t`. */
+function queuedFor(t: Target): number {
+  let n = 0;
+  if (t.waiting !== undefined) for (const u of t.waiting) n += u.queue.length;
+  return n;
+}
+
 /** The snapshot of this process. */
 export function takeSnapshot(p: Portico): Snapshot {
   const routes: RouteSnapshot[] = [];
   for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets] });
   const upstreams: UpstreamSnapshot[] = [];
   for (const t of p.targets.all()) {
-    upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0 });
+    upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0, limitedRequests: t.limitedInFlight, queued: queuedFor(t) });
   }
   const certificates: CertificateSnapshot[] = [];
   for (const [id, pair] of p.certs.entries()) certificates.push({ id, subjectAltName: pair.leaf.subjectAltName ?? '', issuer: pair.issuer, notAfter: pair.notAfter.toISOString() });
