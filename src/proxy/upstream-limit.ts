@@ -18,6 +18,8 @@ const BUSY_RETRY_AFTER: readonly [string, string] = ['retry-after', '1'];
 
 /** The request now holds a slot of `target` (and no longer the one it held before a retry). */
 export function takeSlot(ex: Exchange, target: Target): void {
+  // Sent again to the same target (a kept-alive connection closed under it): it keeps its slot.
+  if (ex.slot === target) return;
   if (ex.slot !== undefined) releaseSlot(ex);
   if (ex.upstream!.maxRequests === 0) return;
   target.limitedInFlight++;
