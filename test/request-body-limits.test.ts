@@ -116,6 +116,35 @@ test('Expect: 100-continue: "100 Continue" only once the body is wanted; a reque
   assert.notEqual(empty.headers.connection, 'close');
 });
 
+test('HTTP/1.1: a 413 while the body still arrives closes the connection after the answer, lingering a few seconds so the client reads it, instead of reading the whole body', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'big.test', ca: pki.caPem } });
+  const total = 64 * 1024 * 1024;
+  await c.write(`POST /uploads/flood HTTP/1.1\r\nHost: big.test\r\nContent-Length: ${total}\r\n\r\n`);
+  // A client that keeps sending regardless: 64 KiB every 5 ms (about 12 MiB/s), for at most 15 s.
+  let sent = 0;
+  const chunk = Buffer.alloc(64 * 1024, 'f');
+  const started = performance.now();
+  const pump = (async () => {
+    while (!c.closed && sent < total && performance.now() - started < 15_000) {
+      if (c.socket.writableLength < 1024 * 1024) {
+        c.socket.write(chunk);
+        sent += chunk.length;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const res = await c.response({ timeoutMs: 5000 });
+  assert.equal(res.status, 413);
+  assert.equal(res.headers.connection, 'close');
+  assert.equal(await c.until(() => c.closed, 9000), true, 'Portico closed the connection');
+  const ms = performance.now() - started;
+  await pump;
+  assert.ok(ms < 8000, `closed after the lingering time, not after the whole body: ${Math.round(ms)} ms`);
+  assert.ok(sent < total, `the client did not get to send all ${total} bytes (${sent})`);
+  assert.ok(!up.seen.some((s) => s.url === '/uploads/flood'));
+});
+
 test('HTTP/2: a request answered before its body was read (413 by content-length) has its stream closed with NO_ERROR after the answer, so the client stops sending', async (t) => {
   const { pki, proxy, up } = await setup(t);
   const session = await h2Connect(proxy.httpsPort, 'big.test', pki.caPem);

@@ -151,6 +151,10 @@ export class H1Server {
     const now = Date.now();
     for (const c of this.#conns) {
       if (c.closed) continue;
+      if (c.lingeredOut(now)) {
+        c.socket.destroy();
+        continue;
+      }
       // A timeout of 0 is off, as in node:http.
       if (c.headersStart !== 0 && this.headersTimeoutMs > 0 && now - c.headersStart > this.headersTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request head not received within headersTimeout');

@@ -29,6 +29,9 @@ interface OwnedParser extends NodeHttpParser {
   conn: H1ServerConnection;
 }
 
+/** How long a lingering close reads and drops a request body's rest before the socket is destroyed (nginx's lingering_timeout). */
+const LINGER_MS = 5000;
+
 /** Pipelined requests parsed ahead of their turn before the connection stops reading. */
 const MAX_QUEUED = 4;
 
@@ -57,6 +60,8 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   requestStart = 0;
   /** Since when the connection has been idle between requests, 0 while busy. */
   idleSince = 0;
+  /** A lingering close (see endSoon): until when the rest of a request body is read and dropped; 0 when not lingering. */
+  lingerUntil = 0;
   readingPaused = false;
   /** Unsent response bytes at the last check, and since when that figure has not moved (sendTimeout). */
   unsent = 0;
@@ -199,10 +204,30 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     return now - this.unsentSince > limitMs;
   }
 
-  /** Closes once what was written is flushed. */
+  /**
+   * Closes once what was written is flushed. While a request's body is still arriving (answered early:
+   * a 413, an expectation refused), the connection lingers, as nginx's lingering close does: Portico
+   * sends its FIN and reads and drops what comes until the client closes or LINGER_MS pass. Closing at
+   * once with unread bytes would make the kernel answer with a reset, which can destroy the answer
+   * before the client has read it.
+   */
   endSoon(): void {
     this.closing = true;
-    if (!this.closed) this.socket.destroySoon();
+    if (this.closed) return;
+    const req = this.incoming;
+    if (req !== null && !req.complete && this.lingerUntil === 0) {
+      req.dumped = true;
+      this.lingerUntil = Date.now() + LINGER_MS;
+      this.resumeReading();
+      this.socket.end();
+      return;
+    }
+    this.socket.destroySoon();
+  }
+
+  /** Whether a lingering close has run its time (checked once a second). */
+  lingeredOut(now: number): boolean {
+    return this.lingerUntil !== 0 && now > this.lingerUntil;
   }
 
   /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */

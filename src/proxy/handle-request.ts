@@ -86,9 +86,12 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   ex.error = code;
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
-  // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it.
+  // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it. So does a 413
+  // with the body still arriving, as nginx does: rather than read the rest of a body that is too large,
+  // the connection closes (lingering a moment, so the client reads the answer; src/http1/server-connection.ts).
   const pages = ex.hostPlan?.errorPages;
-  respondError(ex.res, code, !ex.h2 && code === 'PORTICO_SNI_HOST_MISMATCH', extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
+  const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || (code === 'PORTICO_BODY_TOO_LARGE' && !ex.req.complete));
+  respondError(ex.res, code, close, extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
   dropRequestBody(ex);
 }
 
