@@ -102,8 +102,11 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
  */
 export function dropRequestBody(ex: Exchange): void {
   if (ex.req.complete) return;
-  if (ex.h2) (ex.req as H2ServerRequest).stream.close(NGHTTP2_NO_ERROR);
-  else ex.req.body.resume();
+  if (!ex.h2) return void ex.req.body.resume();
+  // A request without a body (GET, HEAD) has nothing to stop; closing its stream could even overtake the
+  // answer (Node 26 resets a HEAD request's stream before its HEADERS frame went out).
+  const stream = (ex.req as H2ServerRequest).stream;
+  if (!stream.endAfterHeaders) stream.close(NGHTTP2_NO_ERROR);
 }
 
 function route(ex: Exchange): void {
