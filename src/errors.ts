@@ -33,6 +33,7 @@ export const ERRORS = {
   PORTICO_UPSTREAM_FAILED: { status: 502, message: 'Bad Gateway: the upstream failed to answer' },
   PORTICO_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: the upstream did not answer in time' },
   PORTICO_NO_HEALTHY_UPSTREAM: { status: 503, message: 'Service Unavailable: no healthy upstream target' },
+  PORTICO_FORWARD_AUTH_FAILED: { status: 502, message: 'Bad Gateway: the authentication service could not be asked' },
   PORTICO_UPSTREAM_BUSY: { status: 503, message: 'Service Unavailable: every upstream target is at its request limit; retry after the time Retry-After gives' },
   PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
   PORTICO_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed: this path serves files; use GET or HEAD' },

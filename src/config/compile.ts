@@ -23,6 +23,7 @@ import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
 import { compileRateLimit } from '../proxy/rate-limit.js';
 import { RouteMatch } from '../proxy/route-match.js';
+import { compileForwardAuth } from '../proxy/forward-auth.js';
 import { compileAddressList } from '../proxy/client-address.js';
 import { compileFiles, type FilesPlan } from '../files/files-plan.js';
 import { loadErrorPages } from '../proxy/error-pages.js';
@@ -221,6 +222,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const hostAllow = compileAddressList(host.allowFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     const hostMaxBody = host.maxBodySize === undefined ? maxBodyBytes : bodyLimitBytes(host.maxBodySize);
+    const hostForwardAuth = host.forwardAuth === undefined ? undefined : compileForwardAuth(host.forwardAuth, parseDurationMs(host.forwardAuth.timeout));
     // Routes with one path: those with a match in the config's order, then the one without (linked by orElse).
     const byPath = new Map<string, RoutePlan[]>();
     for (let i = 0; i < host.routes.length; i++) {
@@ -249,6 +251,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
         maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
+        forwardAuth: r.forwardAuth === undefined ? hostForwardAuth : r.forwardAuth === false ? undefined : compileForwardAuth(r.forwardAuth, parseDurationMs(r.forwardAuth.timeout)),
         match,
         orElse: undefined,
       };

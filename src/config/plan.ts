@@ -16,6 +16,7 @@ import type { ErrorPage } from '../proxy/error-pages.js';
 import type { FilesPlan } from '../files/files-plan.js';
 import type { MatchInput, RouteMatch } from '../proxy/route-match.js';
 import type { Exchange } from '../proxy/exchange.js';
+import type { ForwardAuthPlan } from '../proxy/forward-auth.js';
 
 /** Per-target weights and backup flags (same index as the upstream's `targets`). */
 export interface WeightedTargets {
@@ -78,6 +79,8 @@ export interface RoutePlan {
   readonly headerRules: CompiledHeaderRules | undefined;
   /** Largest request body in bytes (its own "maxBodySize", its host's, or limits.maxBodySize); 0 for no limit. */
   readonly maxBodyBytes: number;
+  /** Its authentication service ("forwardAuth", its own or its host's), or undefined for none. */
+  readonly forwardAuth: ForwardAuthPlan | undefined;
   /** Its "match" conditions, or undefined for a route that serves every request under its path. */
   readonly match: RouteMatch | undefined;
   /** The next route with the same path, tried when this one's match fails (matched routes in config order, then the plain one). */

@@ -435,6 +435,39 @@ const RouteMatchObject = z
     'Conditions besides the path (Traefik\'s Method/Header/Query rules, Caddy\'s matchers): the route serves only requests that meet all of them. Routes may share a path when they differ by "match": those with one are tried in the config\'s order, then the one without; when none serves a request, shorter path prefixes are tried. WebSocket upgrades are matched too (say "headers": {"Upgrade": "websocket"}).',
   );
 
+const PlainHeaderName = z.string().regex(TOKEN_RE, { message: 'expected a header name (letters, digits and !#$%&\'*+-.^_`|~)' });
+
+const ForwardAuthUrl = z.string().superRefine((s, ctx) => {
+  let url: URL | undefined;
+  try {
+    url = new URL(s);
+  } catch {
+    /* reported below */
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    ctx.addIssue({ code: 'custom', message: `expected the authentication service's URL with http:// or https://, such as "http://127.0.0.1:9091/api/verify", got ${JSON.stringify(s)}` });
+  } else if (url.username !== '' || url.password !== '' || url.hash !== '') {
+    ctx.addIssue({ code: 'custom', message: 'the URL of the authentication service cannot hold a user, a password or a #fragment' });
+  }
+});
+
+const ForwardAuthObject = z
+  .strictObject({
+    url: ForwardAuthUrl.describe('The authentication service\'s endpoint, asked with a GET for every request (Authelia "/api/authz/forward-auth", oauth2-proxy "/oauth2/auth", …).'),
+    requestHeaders: z
+      .array(PlainHeaderName)
+      .optional()
+      .describe('The request headers sent to the service. Default: all of them (but hop-by-hop and framing headers).'),
+    responseHeaders: z
+      .array(PlainHeaderName)
+      .default([])
+      .describe('Headers of the service\'s 2xx answer copied into the request that goes upstream, such as ["Remote-User", "Remote-Groups"]. Copies the client sent of these are always removed, so a client cannot claim them.'),
+    timeout: Duration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
+  })
+  .describe(
+    'Ask an authentication service about every request before serving it (Traefik\'s ForwardAuth, nginx\'s auth_request, Caddy\'s forward_auth): a GET to "url" with the request\'s headers and X-Forwarded-Method, -Proto, -Host, -Uri and -For. A 2xx answer lets the request through (with "responseHeaders" copied into it); any other answer (a redirect to a login page, 401, 403) is sent to the client as it is. An unreachable or slow service gets 502 (PORTICO_FORWARD_AUTH_FAILED): it fails closed. WebSocket upgrades are asked about too.',
+  );
+
 /** A body size limit that a host or route sets for itself: a size, or false for none. */
 const MaxBodySize = z.union([Size, z.literal(false)]);
 
@@ -458,6 +491,10 @@ const Route = z
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
     compress: Compress.optional(),
     rateLimit: z.union([RateLimitObject, z.literal(false)]).optional().describe('This route\'s own rate limit, replacing its host\'s; false: none. Default: the host\'s.'),
+    forwardAuth: z
+      .union([ForwardAuthObject, z.literal(false)])
+      .optional()
+      .describe('This route\'s authentication service, replacing its host\'s "forwardAuth"; false makes the route public (a health endpoint, say). Default: the host\'s.'),
     maxBodySize: MaxBodySize.optional().describe(
       'Largest request body this route accepts (nginx\'s client_max_body_size in a location): a size, or false for no limit. Replaces its host\'s and limits.maxBodySize. Default: the host\'s.',
     ),
@@ -517,6 +554,7 @@ const HostEntry = z
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
     rateLimit: RateLimitObject.optional(),
+    forwardAuth: ForwardAuthObject.optional(),
     maxBodySize: MaxBodySize.optional().describe(
       'Largest request body this host\'s routes accept (nginx\'s client_max_body_size in a server): a size, or false for no limit. Replaces limits.maxBodySize; a route\'s own replaces it. Default: limits.maxBodySize.',
     ),

@@ -3,7 +3,7 @@
  * the response handler of HTTP/1.1 upstream connections: the handler methods
  * live on the prototype, so no closure is made per request.
  */
-import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { ClientRequest as ClientRequestOut, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { HostPlan, Plan, RoutePlan, UpstreamPlan } from '../config/plan.js';
@@ -62,6 +62,10 @@ export class Exchange implements H1Handler {
   queueTimer: NodeJS.Timeout | undefined = undefined;
   /** "cookie" load balancing: the target index the client's cookie named (-1 for none), kept for a queued request. */
   affinity = -1;
+  /** forwardAuth: the question to the authentication service while it is asked. */
+  authReq: ClientRequestOut | undefined = undefined;
+  /** forwardAuth: the headers its 2xx answer copies into the upstream request. */
+  authHeaders: readonly (readonly [string, string])[] | undefined = undefined;
   retriedStale = false;
   method: string;
   path = '';

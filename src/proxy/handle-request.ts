@@ -31,6 +31,7 @@ import { requestIdFor } from './request-id.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { serveFiles } from '../files/serve-files.js';
+import { applyAuthHeaders, askForwardAuth, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
@@ -145,7 +146,7 @@ function route(ex: Exchange): void {
     }
     ex.user = user;
   }
-  dispatch(ex);
+  admitted(ex);
 }
 
 /** Continues a request whose credentials were checked off-thread. */
@@ -153,7 +154,52 @@ function onAuthChecked(this: Exchange, user: string | undefined): void {
   if (this.res.destroyed) return;
   if (user === undefined) return fail(this, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', this.route!.auth!.challenge]);
   this.user = user;
-  dispatch(this);
+  admitted(this);
+}
+
+/** A request past allowFrom, rateLimit and basicAuth: its route's authentication service is asked, if it has one. */
+function admitted(ex: Exchange): void {
+  const fa = ex.route!.forwardAuth;
+  if (fa === undefined) return dispatch(ex);
+  const { req, plan } = ex;
+  ex.authReq = askForwardAuth(
+    fa,
+    {
+      method: ex.method,
+      headers: req.headers,
+      uri: req.url ?? '/',
+      host: ex.host,
+      proto: ex.plain ? 'http' : 'https',
+      client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
+    },
+    onForwardAuth.bind(ex),
+  );
+}
+
+/** The authentication service's verdict on a request. */
+function onForwardAuth(this: Exchange, v: AuthVerdict): void {
+  const ex = this;
+  ex.authReq = undefined;
+  if (ex.res.destroyed || ex.res.writableEnded) return;
+  if (v.kind === 'allow') {
+    ex.authHeaders = v.headers;
+    return dispatch(ex);
+  }
+  if (v.kind === 'failed') {
+    ex.state.log.warn({ route: ex.route!.id, detail: v.detail }, 'forwardAuth: the authentication service could not be asked');
+    return fail(ex, 'PORTICO_FORWARD_AUTH_FAILED', v.detail);
+  }
+  // Its answer (a redirect to a login page, 401, 403) is the client's, as it was given.
+  ex.errorDetail = 'answered by forwardAuth';
+  ex.status = v.status;
+  try {
+    ex.res.writeHead(v.status, v.headers);
+  } catch (err) {
+    return fail(ex, 'PORTICO_FORWARD_AUTH_FAILED', `invalid header from the authentication service: ${(err as NodeJS.ErrnoException).code ?? ''}`);
+  }
+  ex.bytes = v.body.length;
+  ex.res.end(ex.method === 'HEAD' ? undefined : v.body);
+  dropRequestBody(ex);
 }
 
 /** Sends a routed, admitted request on: the route's own answer, or an upstream target. */
@@ -376,6 +422,7 @@ function forward2(ex: Exchange, target: Target): void {
     if (plan.requestId) ex.headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
     const rules = ex.route!.headerRules?.request;
     if (rules !== undefined) applyToObject(ex.headers, rules);
+    if (ex.authHeaders !== undefined) applyAuthHeaders(ex.headers, ex.route!.forwardAuth!, ex.authHeaders);
   }
   if (!h2up) return dispatchH1(ex, target);
   let up: UpstreamRequest;
@@ -544,6 +591,10 @@ function onClientClose(this: Exchange): void {
   const ex = this;
   if (ex.slot !== undefined) releaseSlot(ex);
   if (ex.queueTimer !== undefined) leaveQueue(ex);
+  if (ex.authReq !== undefined) {
+    ex.authReq.destroy();
+    ex.authReq = undefined;
+  }
   if (ex.inFlightIndex >= 0) {
     ex.upstream!.inFlight![ex.inFlightIndex]!--;
     ex.inFlightIndex = -1;

@@ -12,6 +12,7 @@ import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable } from './upstream-limit.js';
+import { applyAuthHeaders, askForwardAuth } from './forward-auth.js';
 import { isAllowedOnConnection, isTrustedPeer, kConnName, loggedHeaders, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
@@ -62,6 +63,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       if (wait > 0) return reject(socket, 'PORTICO_RATE_LIMITED', `Retry-After: ${wait}`);
     }
     let user: string | undefined;
+    let authCopied: readonly (readonly [string, string])[] | undefined;
     const proceed = (): void => {
       const u = route.upstream;
       // A "files" route serves GET and HEAD only: an upgrade is not something a file can take.
@@ -96,6 +98,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         if (requestId !== undefined) headers['x-request-id'] = requestId;
         const rules = route.headerRules?.request;
         if (rules !== undefined) applyToObject(headers, rules);
+        if (authCopied !== undefined) applyAuthHeaders(headers, route.forwardAuth!, authCopied);
         headers.connection = 'upgrade';
         headers.upgrade = req.headers.upgrade;
         const where = target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath };
@@ -159,6 +162,36 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       };
       attempt(first, 1);
     };
+    // forwardAuth: the authentication service is asked before the upgrade goes on; its refusal is the client's answer.
+    const authorized = (): void => {
+      const fa = route.forwardAuth;
+      if (fa === undefined) return proceed();
+      const authReq = askForwardAuth(
+        fa,
+        { method: req.method, headers: req.headers, uri: req.url, host, proto: 'https', client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
+        (v) => {
+          socket.off('close', cancel);
+          if (socket.destroyed) return;
+          if (v.kind === 'allow') {
+            authCopied = v.headers;
+            return proceed();
+          }
+          if (v.kind === 'failed') {
+            state.log.warn({ route: route.id, detail: v.detail }, 'forwardAuth: the authentication service could not be asked');
+            return reject(socket, 'PORTICO_FORWARD_AUTH_FAILED');
+          }
+          const pairs: string[] = [];
+          for (const [name, value] of Object.entries(v.headers)) {
+            if (value === undefined) continue;
+            for (const one of Array.isArray(value) ? value : [String(value)]) pairs.push(name, one);
+          }
+          pairs.push('content-length', String(v.body.length), 'connection', 'close');
+          socket.end(Buffer.concat([Buffer.from(rawHead(v.status, http.STATUS_CODES[v.status] ?? '', pairs), 'latin1'), v.body]));
+        },
+      );
+      const cancel = (): void => void authReq.destroy();
+      socket.once('close', cancel);
+    };
     if (route.auth !== undefined) {
       const checked = route.auth.check(req.headers.authorization);
       if (checked === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
@@ -167,12 +200,12 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           if (socket.destroyed) return;
           if (u === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth!.challenge}`);
           user = u;
-          proceed();
+          authorized();
         });
         return;
       }
       user = checked;
     }
-    proceed();
+    authorized();
   };
 }
