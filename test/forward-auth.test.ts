@@ -117,6 +117,8 @@ test('forwardAuth: the service\'s refusal goes to the client as given; its 2xx l
   assert.equal(saved.headers['remote-user'], 'alice');
   assert.equal(saved.headers['remote-groups'], 'admins');
   assert.equal(saved.body.toString(), 'data');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(proxy.logs.find((l) => l.msg === 'access' && l.path === '/app/save')?.user, 'alice', 'the access line names the user the service named');
   const askedPost = auth.seen.at(-1)!;
   assert.equal(askedPost.headers['x-forwarded-method'], 'POST');
   assert.equal(askedPost.bodyBytes, 0, 'the service gets no body');

@@ -155,6 +155,15 @@ export function askForwardAuth(fa: ForwardAuthPlan, f: AuthRequestFacts, done: (
   return req;
 }
 
+/** Headers that name the user, as the common services send them (Authelia, oauth2-proxy, Authentik): the access line's `user`. */
+const USER_HEADERS: ReadonlySet<string> = new Set(['remote-user', 'x-forwarded-user', 'x-auth-request-user', 'x-authentik-username']);
+
+/** The user a 2xx verdict names in one of its copied headers, if any. */
+export function verdictUser(copied: readonly (readonly [string, string])[]): string | undefined {
+  for (const [name, value] of copied) if (USER_HEADERS.has(name)) return value;
+  return undefined;
+}
+
 /** Puts a 2xx verdict's headers into the upstream request: the names it copies are the service's alone, never the client's. */
 export function applyAuthHeaders(headers: OutgoingHttpHeaders, fa: ForwardAuthPlan, copied: readonly (readonly [string, string])[]): void {
   for (const name of fa.responseHeaders) delete headers[name];

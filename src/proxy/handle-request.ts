@@ -31,7 +31,7 @@ import { requestIdFor } from './request-id.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { serveFiles } from '../files/serve-files.js';
-import { applyAuthHeaders, askForwardAuth, type AuthVerdict } from './forward-auth.js';
+import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
@@ -183,6 +183,7 @@ function onForwardAuth(this: Exchange, v: AuthVerdict): void {
   if (ex.res.destroyed || ex.res.writableEnded) return;
   if (v.kind === 'allow') {
     ex.authHeaders = v.headers;
+    ex.user ??= verdictUser(v.headers);
     return dispatch(ex);
   }
   if (v.kind === 'failed') {

@@ -12,7 +12,7 @@ import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable } from './upstream-limit.js';
-import { applyAuthHeaders, askForwardAuth } from './forward-auth.js';
+import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
 import { isAllowedOnConnection, isTrustedPeer, kConnName, loggedHeaders, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
@@ -174,6 +174,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           if (socket.destroyed) return;
           if (v.kind === 'allow') {
             authCopied = v.headers;
+            user ??= verdictUser(v.headers);
             return proceed();
           }
           if (v.kind === 'failed') {
