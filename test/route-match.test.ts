@@ -144,11 +144,12 @@ test('"match" is checked with its path: empty, lower-case methods, Host, bad val
     const r = validateConfig({ hosts: { 'a.test': { tls, routes } } });
     return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   };
-  assert.match(problems([{ match: {}, upstream: up }]).join('\n'), /^hosts\["a\.test"\]\.routes\[0\]\.match: a match needs at least one of "methods", "headers", "query" and "cookies"/);
+  assert.match(problems([{ match: {}, upstream: up }]).join('\n'), /^hosts\["a\.test"\]\.routes\[0\]\.match: a match needs at least one of "methods", "headers", "query", "cookies" and "clientAddresses"/);
   assert.match(problems([{ match: { methods: ['post'] }, upstream: up }]).join('\n'), /routes\[0\]\.match\.methods\[0\]: expected an upper-case method such as "GET"/);
   assert.match(problems([{ match: { headers: { Host: 'b.test' } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.headers\.Host: .*put the route under that host/);
   assert.match(problems([{ match: { query: { v: [] } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.query\.v: /);
   assert.match(problems([{ match: { cookies: { 'a b': 'x' } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.cookies/);
+  assert.match(problems([{ match: { clientAddresses: ['10.0.0.0/33'] }, upstream: up }]).join('\n'), /routes\[0\]\.match\.clientAddresses\[0\]: /);
   // Two routes without a match on one path (trailing slash or not): the second would never be used.
   assert.match(problems([{ path: '/api', upstream: up }, { path: '/api/', upstream: up }]).join('\n'), /^hosts\["a\.test"\]\.routes\[1\]\.path: hosts\["a\.test"\]\.routes\[0\] already serves the path "\/api\/"/);
   // The same match written another way.
@@ -160,4 +161,34 @@ test('"match" is checked with its path: empty, lower-case methods, Host, bad val
     /^hosts\["a\.test"\]\.routes\[1\]\.match: hosts\["a\.test"\]\.routes\[0\] has the same path and the same "match"/,
   );
   assert.deepEqual(problems([{ path: '/api', upstream: up }, { path: '/api', match: { methods: ['POST'] }, upstream: up }]), []);
+});
+
+test('match.clientAddresses: the client address allowFrom judges (behind a trusted proxy, its X-Forwarded-For) picks the route', async (t) => {
+  const pki = await makePki();
+  const inside = await named('inside');
+  const outside = await named('outside');
+  const cert = await pki.issue('m', [HOST]);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      forwarding: { trustedProxies: ['127.0.0.1'] },
+      hosts: {
+        [HOST]: {
+          tls: cert,
+          routes: [
+            { path: '/', upstream: outside.url },
+            { path: '/', match: { clientAddresses: ['10.0.0.0/8', '2001:db8::/32'] }, upstream: inside.url },
+          ],
+        },
+      },
+    },
+    [() => inside.close(), () => outside.close()],
+  );
+  const from = async (xff: string | undefined): Promise<string> =>
+    (await h1Request({ port: proxy.httpsPort, sni: HOST, path: '/', ca: pki.caPem, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } })).text;
+  assert.equal(await from('10.1.2.3'), 'inside');
+  assert.equal(await from('2001:db8::7'), 'inside');
+  assert.equal(await from('10.1.2.3, 203.0.113.5'), 'outside', 'the rightmost untrusted entry counts, not one the client wrote first');
+  assert.equal(await from(undefined), 'outside', 'the trusted peer itself, 127.0.0.1');
 });

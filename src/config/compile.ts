@@ -211,6 +211,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     };
   };
 
+  const trustedProxies = compileAddressList(config.forwarding.trustedProxies);
   const maxBodyBytes = config.limits.maxBodySize === undefined ? 0 : bodyLimitBytes(config.limits.maxBodySize);
   const exact = new Map<string, HostPlan>();
   const wildcard = new Map<string, HostPlan>();
@@ -228,7 +229,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     for (let i = 0; i < host.routes.length; i++) {
       const r = host.routes[i]!;
       const path = normalizeRoutePath(r.path);
-      const match = r.match === undefined ? undefined : new RouteMatch(r.match);
+      const match = r.match === undefined ? undefined : new RouteMatch(r.match, trustedProxies);
       let files: FilesPlan | undefined;
       if (r.files !== undefined) {
         const compiled = await compileFiles(r.files, baseDir);
@@ -301,7 +302,6 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     (h as { sharedNames: readonly string[] }).sharedNames = shared;
   }
 
-  const trustedProxies = compileAddressList(config.forwarding.trustedProxies);
 
   let adminTokenDigest: Buffer | undefined;
   if (config.admin !== undefined) {

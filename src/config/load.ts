@@ -121,7 +121,7 @@ type RouteMatchConfig = NonNullable<Config['hosts'][string]['routes'][number]['m
 function canonicalMatch(m: RouteMatchConfig): unknown {
   const sorted = (r: Record<string, string | string[]> | undefined, lower: boolean): unknown =>
     r === undefined ? null : Object.entries(r).map(([k, v]) => [lower ? k.toLowerCase() : k, typeof v === 'string' ? [v] : [...v].sort()]).sort();
-  return [m.methods === undefined ? null : [...m.methods].sort(), sorted(m.headers, true), sorted(m.query, false), sorted(m.cookies, false)];
+  return [m.methods === undefined ? null : [...m.methods].sort(), sorted(m.headers, true), sorted(m.query, false), sorted(m.cookies, false), m.clientAddresses === undefined ? null : [...m.clientAddresses].sort()];
 }
 
 /** Checks that zod cannot express: names unique across hosts, defaultHost declared, ACME settings present. */

@@ -426,10 +426,15 @@ const RouteMatchObject = z
       .describe('Request methods, any of which matches ("GET" does not include "HEAD"; list both).'),
     headers: z.record(MatchHeaderName, MatchValue).optional().describe('Request headers (names in any case) and the value each must have; all must match. Repeated headers are compared joined with ", ".'),
     query: z.record(z.string().min(1), MatchValue).optional().describe('Query parameters (decoded) and the value each must have; all must match, a repeated parameter when any of its values does.'),
+    clientAddresses: z
+      .array(Cidr)
+      .min(1, { message: 'list at least one address or CIDR' })
+      .optional()
+      .describe('Client addresses (IPs or CIDRs), any of which matches: the address "allowFrom" judges (the peer, or behind "forwarding.trustedProxies" the client its X-Forwarded-For names), as Caddy\'s client_ip and Traefik\'s ClientIP.'),
     cookies: z.record(z.string().regex(TOKEN_RE, { message: 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' }), MatchValue).optional().describe('Cookies and the value each must have; all must match.'),
   })
-  .refine((m) => m.methods !== undefined || m.headers !== undefined || m.query !== undefined || m.cookies !== undefined, {
-    message: 'a match needs at least one of "methods", "headers", "query" and "cookies"; without conditions, leave "match" out',
+  .refine((m) => m.methods !== undefined || m.headers !== undefined || m.query !== undefined || m.cookies !== undefined || m.clientAddresses !== undefined, {
+    message: 'a match needs at least one of "methods", "headers", "query", "cookies" and "clientAddresses"; without conditions, leave "match" out',
   })
   .describe(
     'Conditions besides the path (Traefik\'s Method/Header/Query rules, Caddy\'s matchers): the route serves only requests that meet all of them. Routes may share a path when they differ by "match": those with one are tried in the config\'s order, then the one without; when none serves a request, shorter path prefixes are tried. WebSocket upgrades are matched too (say "headers": {"Upgrade": "websocket"}).',

@@ -1,6 +1,6 @@
 /**
  * A route's "match": conditions on the request's method, headers, query
- * parameters and cookies (Traefik's Method/Header/Query rules, Caddy's
+ * parameters, cookies and client address (Traefik's Method/Header/Query rules, Caddy's
  * matchers, nginx's `if` on a variable), compiled once when the config loads.
  * Routes that share a path are tried in the config's order, those with a
  * match first (src/config/plan.ts, lookupRoute). Hot path, for routes that
@@ -8,12 +8,16 @@
  * is parsed only when a condition names a parameter.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import type { BlockList } from 'node:net';
 import { readCookie } from './sticky-cookie.js';
+import { clientAddress, compileAddressList, isInList } from './client-address.js';
 
 /** What a match reads of a request (HTTP/1.1, HTTP/2 and upgrades alike). */
 export interface MatchInput {
   readonly method: string;
   readonly headers: IncomingHttpHeaders;
+  /** The connection's peer (or the client a PROXY protocol header named). */
+  readonly remoteAddress: string;
 }
 
 /** A condition's value as written in the config: one pattern or a list of them (any matches). */
@@ -25,6 +29,7 @@ export interface MatchConfig {
   readonly headers?: Readonly<Record<string, MatchValue>> | undefined;
   readonly query?: Readonly<Record<string, MatchValue>> | undefined;
   readonly cookies?: Readonly<Record<string, MatchValue>> | undefined;
+  readonly clientAddresses?: readonly string[] | undefined;
 }
 
 /** One compiled pattern: "*" any value (present), "a*" a prefix, "*a" a suffix, "*a*" a substring, else the exact value. */
@@ -91,8 +96,13 @@ export class RouteMatch {
   readonly #headers: readonly Named[];
   readonly #query: readonly Named[];
   readonly #cookies: readonly Named[];
+  readonly #clients: BlockList | undefined;
+  readonly #trusted: BlockList | undefined;
 
-  constructor(m: MatchConfig) {
+  /** `trusted`: forwarding.trustedProxies, behind which the client address comes from X-Forwarded-For. */
+  constructor(m: MatchConfig, trusted: BlockList | undefined) {
+    this.#clients = compileAddressList(m.clientAddresses);
+    this.#trusted = trusted;
     this.#methods = m.methods === undefined ? undefined : new Set(m.methods);
     this.#headers = compileNamed(m.headers, true);
     this.#query = compileNamed(m.query, false);
@@ -102,6 +112,7 @@ export class RouteMatch {
       ...describeNamed('header', m.headers === undefined ? undefined : Object.fromEntries(Object.entries(m.headers).map(([k, v]) => [k.toLowerCase(), v]))),
       ...describeNamed('query', m.query),
       ...describeNamed('cookie', m.cookies),
+      ...(m.clientAddresses === undefined ? [] : [`client=${m.clientAddresses.join('|')}`]),
     ].join(' ');
   }
 
@@ -123,6 +134,7 @@ export class RouteMatch {
       const v = readCookie(headers.cookie, c.name);
       if (v === undefined || !c.test(v)) return false;
     }
+    if (this.#clients !== undefined && !isInList(this.#clients, clientAddress(req.remoteAddress, headers, this.#trusted))) return false;
     return true;
   }
 }
