@@ -130,6 +130,10 @@ test('forwardAuth: the service\'s refusal goes to the client as given; its 2xx l
   assert.equal(bob.headers['remote-user'], 'bob');
   assert.equal(bob.headers['remote-groups'], undefined, 'the client cannot claim a group');
 
+  // The service is told the path that will be served, normalised as routing saw it, not the client's spelling.
+  await h1Request({ port, sni: HOST, path: '/public/../admin/%61?q=%2F', ca: pki.caPem });
+  assert.equal(auth.seen.at(-1)!.headers['x-forwarded-uri'], '/admin/a?q=%2F');
+
   // A route with "forwardAuth": false asks nobody.
   const before = auth.seen.length;
   assert.equal((await h1Request({ port, sni: HOST, path: '/health', ca: pki.caPem })).text, 'ok');

@@ -69,6 +69,8 @@ export class Exchange implements H1Handler {
   retriedStale = false;
   method: string;
   path = '';
+  /** The request's path and query after normalisation (what routing saw), before stripPrefix/addPrefix. */
+  url = '';
   headers: OutgoingHttpHeaders | undefined = undefined;
   timedOut = false;
   /** HTTP/1.1 upstreams: the connection carrying this exchange, until its response ends or fails. */

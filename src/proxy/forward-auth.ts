@@ -63,7 +63,7 @@ export interface ForwardAuthPlan {
 export interface AuthRequestFacts {
   readonly method: string;
   readonly headers: IncomingHttpHeaders;
-  /** The request target as the client sent it (path and query). */
+  /** The request's path and query after normalisation (what routing saw), so the service judges the path that is served. */
   readonly uri: string;
   readonly host: string;
   readonly proto: 'http' | 'https';

@@ -125,6 +125,7 @@ function route(ex: Exchange): void {
   if (target.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
   const url = normalizePath(target);
   if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, or hides a dot segment behind an escaped slash');
+  ex.url = url;
   const r = lookupRoute(hostPlan, url, req);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
@@ -167,7 +168,9 @@ function admitted(ex: Exchange): void {
     {
       method: ex.method,
       headers: req.headers,
-      uri: req.url ?? '/',
+      // The normalised path, as routing saw it: the service must judge the same path the upstream gets,
+      // never "/public/../admin" for a request that is served as "/admin".
+      uri: ex.url,
       host: ex.host,
       proto: ex.plain ? 'http' : 'https',
       client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),

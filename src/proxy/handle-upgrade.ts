@@ -168,7 +168,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       if (fa === undefined) return proceed();
       const authReq = askForwardAuth(
         fa,
-        { method: req.method, headers: req.headers, uri: req.url, host, proto: 'https', client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
+        { method: req.method, headers: req.headers, uri: url, host, proto: 'https', client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
         (v) => {
           socket.off('close', cancel);
           if (socket.destroyed) return;
