@@ -242,6 +242,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         path,
         stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
+        rewrite: r.rewrite === undefined ? undefined : { pattern: new RegExp(r.rewrite.pattern), to: r.rewrite.to },
         upstream: r.upstream === undefined ? undefined : await compileUpstream(r.upstream, ['hosts', name, 'routes', i, 'upstream']),
         answer: compileAnswer(r.redirect, r.respond),
         files,

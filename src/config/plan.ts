@@ -59,6 +59,8 @@ export interface RoutePlan {
   readonly stripLength: number;
   /** Prefix to add, or "". */
   readonly addPrefix: string;
+  /** "rewrite": the path's pattern and its replacement, or undefined. */
+  readonly rewrite: { readonly pattern: RegExp; readonly to: string } | undefined;
   /** Where it forwards, or undefined for a route that answers itself ("redirect", "respond", "files"). */
   readonly upstream: UpstreamPlan | undefined;
   /** Its own answer ("redirect" or "respond"), or undefined for a route that forwards or serves files. */
@@ -190,7 +192,7 @@ export function lookupRoute(host: HostPlan, path: string, req: MatchInput): Rout
 }
 
 /**
- * The path sent upstream for `url` on `route`: stripPrefix, then addPrefix,
+ * The path sent upstream for `url` on `route`: stripPrefix, then addPrefix, then rewrite,
  * query kept. "/" and "/?q" keep no slash of their own after the prefix
  * ("/v1" and "/v1?q", not "/v1/?q"). Shared by requests and upgrades. Hot path.
  */
@@ -200,6 +202,16 @@ export function rewritePath(route: RoutePlan, url: string): string {
     path = url.slice(route.stripLength);
     if (path.charCodeAt(0) !== 47 /* '/' */) path = `/${path}`;
   }
-  if (route.addPrefix === '') return path;
-  return path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? route.addPrefix + path.slice(1) : route.addPrefix + path;
+  if (route.addPrefix !== '') path = path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? route.addPrefix + path.slice(1) : route.addPrefix + path;
+  return route.rewrite === undefined ? path : rewriteRegex(route.rewrite, path);
+}
+
+/** "rewrite" on a path with its query: the pattern replaces in the path alone; the result always starts with "/". */
+function rewriteRegex(rw: { readonly pattern: RegExp; readonly to: string }, path: string): string {
+  const q = path.indexOf('?');
+  const bare = q === -1 ? path : path.slice(0, q);
+  let out = bare.replace(rw.pattern, rw.to);
+  if (out === bare) return path;
+  if (out.charCodeAt(0) !== 47 /* '/' */) out = `/${out}`;
+  return q === -1 ? out : out + path.slice(q);
 }

@@ -492,6 +492,23 @@ const Route = z
     ),
     stripPrefix: z.boolean().default(false).describe('Remove the route path from the forwarded path ("/api/x" → "/x"); with "redirect", from {uri} and {path}.'),
     addPrefix: z.string().startsWith('/').optional().describe('Prepend this path to the forwarded path (after stripPrefix); with "redirect", to {uri} and {path}.'),
+    rewrite: z
+      .strictObject({
+        pattern: z.string().superRefine((p, ctx) => {
+          try {
+            new RegExp(p);
+          } catch (err) {
+            ctx.addIssue({ code: 'custom', message: `not a regular expression: ${(err as Error).message}` });
+          }
+        }).describe('A JavaScript regular expression matched against the path (without the query), such as "^/api/v1/(.*)$".'),
+        to: z
+          .string()
+          .regex(/^[/$]/, { message: 'the new path must start with "/" (or with a group such as "$1" that holds one)' })
+          .regex(/^[^?#\s]*$/, { message: 'the new path cannot hold "?", "#" or spaces: the query is kept as it was' })
+          .describe('The new path: "$1"…"$9" and "$<name>" stand for the pattern\'s groups, as in JavaScript\'s String.replace.'),
+      })
+      .optional()
+      .describe('Rewrite the forwarded path with a regular expression (nginx\'s "rewrite … break", Traefik\'s ReplacePathRegex), after stripPrefix and addPrefix; a path the pattern does not match is sent as it is, and the query is always kept. With "redirect", applies to {uri} and {path}.'),
     headers: HeaderRules.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
     compress: Compress.optional(),
@@ -528,6 +545,7 @@ const Route = z
     if (kinds[0] === 'respond') {
       if (r.stripPrefix) ctx.addIssue({ code: 'custom', path: ['stripPrefix'], message: 'a "respond" route forwards no path; remove "stripPrefix"' });
       if (r.addPrefix !== undefined) ctx.addIssue({ code: 'custom', path: ['addPrefix'], message: 'a "respond" route forwards no path; remove "addPrefix"' });
+      if (r.rewrite !== undefined) ctx.addIssue({ code: 'custom', path: ['rewrite'], message: 'a "respond" route forwards no path; remove "rewrite"' });
     }
   })
   .describe('A path prefix and what answers it: an upstream, a redirect, a fixed response, or static files.');
