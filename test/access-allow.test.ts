@@ -60,6 +60,46 @@ test('allowFrom: a host\'s and a route\'s client lists, over HTTP/1.1, HTTP/2 an
   assert.equal(up.seen.length > 0, true);
 });
 
+test('denyFrom: a host\'s list refuses on every route, a route\'s adds to it, and it wins over allowFrom; WebSocket upgrades too', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end('served');
+  });
+  const cert = await pki.issue('deny', ['deny.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      forwarding: { trustedProxies: ['127.0.0.1'] },
+      hosts: {
+        'deny.test': {
+          tls: cert,
+          denyFrom: ['203.0.113.0/24'],
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/api', upstream: up.url, denyFrom: ['198.51.100.7'] },
+            { path: '/open', upstream: up.url, allowFrom: ['0.0.0.0/0'] },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const from = async (path: string, client: string): Promise<number> =>
+    (await h1Request({ port: proxy.httpsPort, sni: 'deny.test', path, headers: { 'x-forwarded-for': client }, ca: pki.caPem })).status;
+  assert.equal(await from('/', '203.0.113.9'), 403);
+  assert.equal(await from('/api/x', '203.0.113.9'), 403, 'a route with its own list keeps its host\'s');
+  assert.equal(await from('/open', '203.0.113.9'), 403, 'denyFrom wins over allowFrom');
+  assert.equal(await from('/api/x', '198.51.100.7'), 403);
+  assert.equal(await from('/', '198.51.100.7'), 200, 'a route\'s list is its own');
+  assert.equal(await from('/', '192.0.2.1'), 200);
+  assert.ok(!up.seen.some((s) => s.headers['x-forwarded-for']?.toString().startsWith('203.0.113.9')), 'nothing from a denied client reached the upstream');
+  const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'deny.test', ca: pki.caPem } });
+  await ws.write(rawUpgradeRequest('deny.test', '/chat', 'X-Forwarded-For: 203.0.113.50\r\n'));
+  assert.equal((await ws.response()).status, 403);
+});
+
 test('clientAddress walks X-Forwarded-For from the right, past trusted proxies only', () => {
   const trusted = compileAddressList(['127.8.0.0/13', '::1'])!;
   assert.equal(clientAddress('127.192.2.1', { 'x-forwarded-for': '127.10.0.1' }, trusted), '127.192.2.1', 'an untrusted peer is the client');

@@ -221,6 +221,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const hostCompress = compileCompress(host.compress);
     const hostLimit = host.rateLimit === undefined ? undefined : compileRateLimit(host.rateLimit);
     const hostAllow = compileAddressList(host.allowFrom);
+    const hostDeny = compileAddressList(host.denyFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     const hostMaxBody = host.maxBodySize === undefined ? maxBodyBytes : bodyLimitBytes(host.maxBodySize);
     const hostForwardAuth = host.forwardAuth === undefined ? undefined : compileForwardAuth(host.forwardAuth, parseDurationMs(host.forwardAuth.timeout));
@@ -248,6 +249,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         files,
         stats: stats.get(name, label),
         allow: r.allowFrom === undefined ? hostAllow : compileAddressList(r.allowFrom),
+        deny: r.denyFrom === undefined ? hostDeny : compileAddressList([...(host.denyFrom ?? []), ...r.denyFrom]),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
         limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),

@@ -71,6 +71,8 @@ export interface RoutePlan {
   readonly stats: RequestStats;
   /** Client addresses it serves (its own "allowFrom", else its host's), or undefined for everyone. */
   readonly allow: BlockList | undefined;
+  /** Client addresses it refuses (its host's "denyFrom" and its own), or undefined for none. */
+  readonly deny: BlockList | undefined;
   /** Its response compression ("compress", its own or its host's), or undefined for none. */
   readonly compress: CompressPlan | undefined;
   /** Its request rate limit per client ("rateLimit", its own or its host's, shared by the routes that use it), or undefined. */

@@ -313,6 +313,7 @@ const RateLimitObject = z
   );
 
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });
+const DenyFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR, or leave "denyFrom" out' });
 
 /** Placeholders a redirect's "to" may use, filled in per request. */
 export const REDIRECT_PLACEHOLDERS = ['{host}', '{uri}', '{path}', '{query}'] as const;
@@ -511,6 +512,7 @@ const Route = z
       .describe('Rewrite the forwarded path with a regular expression (nginx\'s "rewrite … break", Traefik\'s ReplacePathRegex), after stripPrefix and addPrefix; a path the pattern does not match is sent as it is, and the query is always kept. With "redirect", applies to {uri} and {path}.'),
     headers: HeaderRules.optional(),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
+    denyFrom: DenyFrom.optional().describe('Client addresses (IPs or CIDRs) refused on this route with 403, besides those its host refuses.'),
     compress: Compress.optional(),
     rateLimit: z.union([RateLimitObject, z.literal(false)]).optional().describe('This route\'s own rate limit, replacing its host\'s; false: none. Default: the host\'s.'),
     forwardAuth: z
@@ -590,6 +592,9 @@ const HostEntry = z
       .describe(
         'Pages for the errors Portico answers on this host itself (404 no route, 401, 403, 413, 429, 502, 503, 504…), by status ("502") or class ("5xx"; an exact status wins): files relative to the config file, .html, .json, .txt or .xml (at most 1 MiB), read when the config loads and re-read on reload. The x-portico-error header still names the error. Responses from upstreams are never replaced.',
       ),
+    denyFrom: DenyFrom.optional().describe(
+      'Client addresses (IPs or CIDRs) refused with 403 (PORTICO_FORBIDDEN) on every route of this host, WebSocket upgrades included (nginx\'s deny): abusive clients, say. The client address is the one "allowFrom" judges. A route\'s own "denyFrom" adds to this list; "denyFrom" wins over "allowFrom".',
+    ),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
   })
   .describe('A site: its names, certificate and routes.');

@@ -129,8 +129,9 @@ function route(ex: Exchange): void {
   const r = lookupRoute(hostPlan, url, req);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
-  if (r.allow !== undefined || r.limit !== undefined) {
+  if (r.allow !== undefined || r.deny !== undefined || r.limit !== undefined) {
     const client = (ex.client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies));
+    if (r.deny !== undefined && isInList(r.deny, client)) return fail(ex, 'PORTICO_FORBIDDEN', 'denyFrom');
     if (r.allow !== undefined && !isInList(r.allow, client)) return fail(ex, 'PORTICO_FORBIDDEN');
     if (r.limit !== undefined) {
       const wait = r.limit.take(client);

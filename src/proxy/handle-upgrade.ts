@@ -56,8 +56,9 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
     if (url === undefined) return reject(socket, 'PORTICO_BAD_REQUEST');
     const route = lookupRoute(hostPlan, url, req);
     if (route === undefined) return reject(socket, 'PORTICO_NO_ROUTE');
-    if (route.allow !== undefined || route.limit !== undefined) {
+    if (route.allow !== undefined || route.deny !== undefined || route.limit !== undefined) {
       const client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
+      if (route.deny !== undefined && isInList(route.deny, client)) return reject(socket, 'PORTICO_FORBIDDEN');
       if (route.allow !== undefined && !isInList(route.allow, client)) return reject(socket, 'PORTICO_FORBIDDEN');
       const wait = route.limit === undefined ? 0 : route.limit.take(client);
       if (wait > 0) return reject(socket, 'PORTICO_RATE_LIMITED', `Retry-After: ${wait}`);
