@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
 import pino from 'pino';
 import { AdminServer } from '../src/admin/admin-server.js';
+import { hashPassword } from '../src/proxy/basic-auth.js';
+import { redactConfig } from '../src/admin/effective-config.js';
 import { validateConfig } from '../src/config/load.js';
 import { checkConfigFile } from '../src/cli/check-config.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
@@ -32,14 +34,36 @@ test('admin API: token required, status, metrics, reload (refused and accepted),
   const streamPort = await freePort();
   const deadStreamPort = await freePort();
   const deadPort = await freePort();
+  const HASH = await hashPassword('secret');
   const config = {
     admin: { port: adminPort, tokenFile: 'admin.token' },
     streams: [
       { port: streamPort, addresses: ['127.0.0.1'], upstream: `tcp://127.0.0.1:${up.port}` },
       { port: deadStreamPort, addresses: ['127.0.0.1'], upstream: `tcp://127.0.0.1:${deadPort}` },
     ],
-    hosts: { 'adm.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } };
+    hosts: {
+      'adm.test': {
+        tls: cert,
+        routes: [
+          { path: '/', upstream: up.url },
+          { path: '/private', upstream: '${PORTICO_TEST_ADMIN_UP}', basicAuth: { users: { alice: HASH } } },
+        ],
+      },
+    } };
+  process.env.PORTICO_TEST_ADMIN_UP = up.url;
+  t.after(() => delete process.env.PORTICO_TEST_ADMIN_UP);
   const proxy = await startProxyFor(t, pki, config, [up.close]);
+
+  // GET /config: what is served, after ${ENV} and with the defaults, its secrets redacted; token required.
+  assert.equal((await admin(adminPort, 'GET', '/config', undefined)).status, 401);
+  const shown = await admin(adminPort, 'GET', '/config', TOKEN);
+  assert.equal(shown.status, 200);
+  const served = JSON.parse(shown.text) as { hosts: Record<string, { routes: { upstream: unknown; basicAuth?: { users: Record<string, string>; realm: string } }[] }>; limits: { headersTimeout: string } };
+  const privateRoute = served.hosts['adm.test']!.routes[1]!;
+  assert.equal(privateRoute.upstream, up.url, 'the environment variable, replaced');
+  assert.deepEqual(privateRoute.basicAuth, { realm: 'restricted', users: { alice: '(redacted)' } });
+  assert.equal(served.limits.headersTimeout, '30s', 'defaults filled in');
+  assert.doesNotMatch(shown.text, /\$scrypt\$/);
 
   // No token, a wrong one, a malformed header: 401, and nothing about the proxy.
   for (const token of [undefined, TOKEN2, '']) {
@@ -192,6 +216,9 @@ test('admin API with workers: the primary answers for every worker and reloads t
   const reload = await admin(adminPort, 'POST', '/reload', TOKEN);
   assert.equal(reload.status, 200);
   assert.deepEqual((JSON.parse(reload.text) as { processes: { generation: number }[] }).processes.map((p) => p.generation), [2, 2]);
+  const served = JSON.parse((await admin(adminPort, 'GET', '/config', TOKEN)).text) as { workers: number; hosts: Record<string, unknown> };
+  assert.equal(served.workers, 2, 'a worker\'s config, through the primary');
+  assert.deepEqual(Object.keys(served.hosts), ['site.test']);
 });
 
 test('admin API with no worker serving yet: 503 with Retry-After, not an empty answer', async (t) => {
@@ -208,4 +235,23 @@ test('admin API with no worker serving yet: 503 with Retry-After, not an empty a
   const live = await admin(server.port, 'GET', '/healthz', undefined);
   assert.equal(live.status, 503, 'not live while no process serves');
   assert.equal(live.headers['retry-after'], '1');
+});
+
+test('GET /config redacts the ACME EAB key and every basicAuth hash, on hosts and routes', () => {
+  const r = validateConfig({
+    acme: { email: 'ops@example.com', termsOfServiceAgreed: true, eab: { kid: 'kid-1', hmacKey: 'c2VjcmV0LWtleQ' } },
+    hosts: {
+      'a.test': {
+        tls: { acme: true },
+        basicAuth: { users: { bob: '$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$' + 'A'.repeat(86) } },
+        routes: [{ upstream: 'http://127.0.0.1:1' }, { path: '/open', basicAuth: false, upstream: 'http://127.0.0.1:1' }],
+      },
+    },
+  });
+  assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
+  const shown = JSON.stringify(redactConfig(r.config));
+  assert.doesNotMatch(shown, /c2VjcmV0LWtleQ|\$scrypt\$/);
+  assert.match(shown, /"hmacKey":"\(redacted\)"/);
+  assert.match(shown, /"bob":"\(redacted\)"/);
+  assert.match(shown, /"kid":"kid-1"/);
 });

@@ -4,6 +4,7 @@
  *
  *   GET  /status   JSON: each process's config generation, last reload, routes' counters, upstream health, certificates
  *   GET  /metrics  Prometheus text format
+ *   GET  /config   the config being served (after ${ENV} substitution, defaults filled in), secrets redacted
  *   POST /reload   reload the config in every process; 200 with the generation, or 422 with every issue
  *   POST /targets/drain   {"target": URL}: every upstream target with that URL gets no new requests (those in
  *                         flight finish), in every process and across reloads; 200 with where it is, 422 when
@@ -34,13 +35,15 @@ export interface AdminBackend {
    * process's answer. Absent from backends that cannot (then the endpoints answer 501).
    */
   setTargetDrained?(url: string, drained: boolean): Promise<ProcessDrain[]>;
+  /** The config being served, secrets redacted (src/admin/effective-config.ts); undefined before any is. */
+  effectiveConfig?(): Promise<unknown>;
   /** SHA-256 of the current token (re-read on reload). */
   tokenDigest(): Buffer | undefined;
   /** How many processes serve requests now (this one, or the primary's ready workers). */
   serving(): number;
 }
 
-const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST' };
+const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/config': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST' };
 
 /** The endpoints that read a request body. */
 const DRAIN_PATHS: ReadonlySet<string> = new Set(['/targets/drain', '/targets/enable']);
@@ -137,6 +140,10 @@ export class AdminServer {
     if (req.method !== method) return send(res, 405, { error: `${path} takes ${method}, not ${req.method ?? ''}` }, { allow: method });
     if (path === '/reload') return this.#reload(res);
     if (takesBody) return this.#drain(req, res, path === '/targets/drain');
+    if (path === '/config') {
+      const config = await this.#backend.effectiveConfig?.();
+      return config === undefined ? noProcess(res) : send(res, 200, config);
+    }
     const snapshots = await this.#backend.snapshots();
     if (snapshots.length === 0) return noProcess(res);
     if (path === '/metrics') return send(res, 200, renderMetrics(snapshots));

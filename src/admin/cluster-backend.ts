@@ -14,12 +14,13 @@ import { takeSnapshot, type Snapshot } from './snapshot.js';
 import { setDrainedInProcess, type ProcessDrain } from './drain.js';
 import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
+import { redactConfig } from './effective-config.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
 /** A worker that sends this answers admin questions from then on; the primary asks no other. */
 const READY = 'portico:admin-ready';
-type Op = 'snapshot' | 'reload' | 'drain' | 'enable';
+type Op = 'snapshot' | 'reload' | 'drain' | 'enable' | 'config';
 
 interface Ask {
   readonly type: typeof ASK;
@@ -50,6 +51,7 @@ export function answerAdminRequests(p: Portico): void {
       process.send?.({ type: ANSWER, id: msg.id, result } satisfies Answer, undefined, {}, () => {});
     };
     if (msg.op === 'snapshot') reply(takeSnapshot(p));
+    else if (msg.op === 'config') reply(p.config === undefined ? null : redactConfig(p.config));
     else if (msg.op === 'drain' || msg.op === 'enable') reply(setDrainedInProcess(p, msg.url ?? '', msg.op === 'drain'));
     else
       void p.reload().then((r) => reply(r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }));
@@ -125,6 +127,8 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
       }
       return results;
     },
+    // Every worker serves the same file; the first one's answer stands for all.
+    effectiveConfig: async () => (await ask('config')).find((c) => c !== null && c !== undefined) ?? undefined,
     tokenDigest: () => digest,
     serving: () => readyWorkers().length,
     refreshToken,

@@ -10,6 +10,7 @@ import type { Portico } from '../server/portico.js';
 import { AdminServer, type AdminBackend } from './admin-server.js';
 import { takeSnapshot } from './snapshot.js';
 import { setDrainedInProcess } from './drain.js';
+import { redactConfig } from './effective-config.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -38,6 +39,7 @@ export function localBackend(p: Portico): AdminBackend {
       return [r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }];
     },
     setTargetDrained: (url, drained) => Promise.resolve([setDrainedInProcess(p, url, drained)]),
+    effectiveConfig: () => Promise.resolve(p.config === undefined ? undefined : redactConfig(p.config)),
     tokenDigest: () => p.state?.plan.adminTokenDigest,
     serving: () => (p.state === undefined ? 0 : 1),
   };
