@@ -99,6 +99,7 @@ test('forwardAuth: the service\'s refusal goes to the client as given; its 2xx l
   assert.equal(denied.headers.location, `https://auth.test/login?rd=${encodeURIComponent('https://fa.test/app/page?x=1')}`);
   assert.deepEqual(denied.headers['set-cookie'], ['auth_state=1; Path=/; HttpOnly']);
   assert.equal(denied.text, 'redirecting');
+  assert.equal(denied.headers['content-length'], String('redirecting'.length));
   assert.equal(up.seen.length, 0);
   const asked = auth.seen[0]!;
   assert.equal(asked.method, 'GET');

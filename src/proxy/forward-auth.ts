@@ -145,7 +145,10 @@ export function askForwardAuth(fa: ForwardAuthPlan, f: AuthRequestFacts, done: (
     res.on('end', () => {
       const headers: OutgoingHttpHeaders = {};
       for (const [name, v] of Object.entries(res.headers)) if (v !== undefined && !NOT_RETURNED.has(name)) headers[name] = v;
-      settle({ kind: 'deny', status, headers, body: Buffer.concat(chunks) });
+      const body = Buffer.concat(chunks);
+      // Framed by its length, as the service's own answer was read whole.
+      headers['content-length'] = body.length;
+      settle({ kind: 'deny', status, headers, body });
     });
     res.on('error', (err: NodeJS.ErrnoException) => settle({ kind: 'failed', detail: `${fa.url.href}: ${err.code ?? err.message}` }));
   });

@@ -187,7 +187,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
             if (value === undefined) continue;
             for (const one of Array.isArray(value) ? value : [String(value)]) pairs.push(name, one);
           }
-          pairs.push('content-length', String(v.body.length), 'connection', 'close');
+          pairs.push('connection', 'close');
           socket.end(Buffer.concat([Buffer.from(rawHead(v.status, http.STATUS_CODES[v.status] ?? '', pairs), 'latin1'), v.body]));
         },
       );
