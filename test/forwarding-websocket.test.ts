@@ -6,6 +6,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { metricValue } from './helpers/admin.js';
+import { takeSnapshot } from '../src/admin/snapshot.js';
+import { renderMetrics } from '../src/admin/metrics.js';
 
 /** A ws echo server on 127.0.0.1 that also says "hello" first; counts upgrade requests it received. */
 async function startWsUpstream(): Promise<{ url: string; wss: WebSocketServer; upgrades: http.IncomingMessage[]; close(): Promise<void> }> {
@@ -100,6 +103,8 @@ test('WebSocket text and binary messages pass both ways through the proxy and a 
     ],
   );
   assert.ok(got[3]?.[0].equals(big), 'the 256 KiB binary message came back byte for byte');
+  const openUpgrades = (): number | undefined => metricValue(renderMetrics([takeSnapshot(proxy.portico)]), 'portico_open_upgraded_connections{host="ws.test",route="/"}');
+  assert.equal(openUpgrades(), 1, 'the admin metrics count the open WebSocket');
 
   const [serverSide] = [...up.wss.clients];
   assert.ok(serverSide !== undefined);
@@ -111,6 +116,8 @@ test('WebSocket text and binary messages pass both ways through the proxy and a 
   assert.equal(reason.toString(), 'client done');
   const [echoedCode] = await clientClosed;
   assert.equal(echoedCode, 4001, 'the close handshake completed through the proxy');
+  for (let i = 0; i < 50 && openUpgrades() !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(openUpgrades(), 0, 'and no longer once it closed');
 });
 
 test('a WebSocket closed by the upstream is closed at the client with the same code and reason', async (t) => {

@@ -33,11 +33,13 @@ class Family {
 export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const requests = new Family('portico_requests_total', 'counter', 'Requests answered, by host, route path and status class ("none": the client went away before a response; host "" for requests no route took).');
   const duration = new Family('portico_request_duration_seconds', 'histogram', 'Time from request head to the end of the response.');
-  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[] }>();
+  const upgrades = new Family('portico_open_upgraded_connections', 'gauge', 'Upgraded connections (WebSockets) open now, by host and route path, summed over the processes.');
+  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[]; openUpgrades: number }>();
   for (const s of snapshots) {
     for (const r of s.routes) {
       const key = `${r.host} ${r.path}`;
-      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0) };
+      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0), openUpgrades: 0 };
+      acc.openUpgrades += r.openUpgrades;
       r.byClass.forEach((n, i) => (acc.byClass[i] = (acc.byClass[i] ?? 0) + n));
       r.durationBuckets.forEach((n, i) => (acc.buckets[i] = (acc.buckets[i] ?? 0) + n));
       acc.sumMs += r.durationSumMs;
@@ -58,6 +60,8 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     duration.add('portico_request_duration_seconds_bucket', { host: r.host, route: r.path, le: '+Inf' }, count);
     duration.add('portico_request_duration_seconds_sum', { host: r.host, route: r.path }, r.sumMs / 1000);
     duration.add('portico_request_duration_seconds_count', { host: r.host, route: r.path }, count);
+    // Only routes that ever took an upgrade (1xx answers), so plain routes add no lines.
+    if ((r.byClass[1] ?? 0) > 0) upgrades.add('portico_open_upgraded_connections', { host: r.host, route: r.path }, r.openUpgrades);
   }
 
   const up = new Family('portico_upstream_up', 'gauge', 'Whether an upstream target is healthy (1) or out of rotation by its health checks or passive health (0) in some process. A drained target keeps its health here; see portico_upstream_drained.');
@@ -129,5 +133,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, up, drained, conns, limited, queued, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

@@ -17,6 +17,8 @@ export interface RouteSnapshot {
   readonly durationSumMs: number;
   /** Requests per duration bucket (see DURATION_BOUNDS_MS), not cumulative. */
   readonly durationBuckets: readonly number[];
+  /** Upgraded connections (WebSockets) open now. */
+  readonly openUpgrades: number;
 }
 
 export interface UpstreamSnapshot {
@@ -77,7 +79,7 @@ function queuedFor(t: Target): number {
 /** The snapshot of this process. */
 export function takeSnapshot(p: Portico): Snapshot {
   const routes: RouteSnapshot[] = [];
-  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets] });
+  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets], openUpgrades: s.openUpgrades });
   const upstreams: UpstreamSnapshot[] = [];
   for (const t of p.targets.all()) {
     upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0, limitedRequests: t.limitedInFlight, queued: queuedFor(t) });

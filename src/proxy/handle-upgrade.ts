@@ -156,6 +156,9 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           upSocket.on('close', () => socket.destroy());
           upSocket.pipe(socket);
           socket.pipe(upSocket);
+          const stats = route.stats;
+          stats.openUpgrades++;
+          socket.once('close', () => stats.openUpgrades--);
           finish(101);
         });
         if (head.length > 0) up.write(head);

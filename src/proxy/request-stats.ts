@@ -17,6 +17,8 @@ export class RequestStats {
   durationSumMs = 0;
   /** Requests per duration bucket (not cumulative): [i] up to DURATION_BOUNDS_MS[i], the last one above them all. */
   readonly durationBuckets: number[] = new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0);
+  /** Upgraded connections (WebSockets) open now, bytes flowing both ways. */
+  openUpgrades = 0;
 
   constructor(host: string, path: string) {
     this.host = host;
