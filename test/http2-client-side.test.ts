@@ -98,6 +98,20 @@ test('Expect: 100-continue over HTTP/2 gets the interim 100, then the upstream a
   assert.equal(up.seen.at(-1)?.headers.expect, undefined, 'the expectation was met here, not passed on');
 });
 
+test('Expect: 100-continue over HTTP/2 refused before the body is read (no route) gets its answer and no 100', async (t) => {
+  const { session, up } = await upstreamAndProxy(t);
+  const stream = session.request({ ':path': '/upload', ':method': 'POST', expect: '100-continue', ':authority': 'no-such-host.test' });
+  const events: string[] = [];
+  stream.on('continue', () => events.push('continue'));
+  stream.on('error', () => {});
+  const status = await new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
+  events.push('response');
+  stream.close();
+  assert.ok(status === 421 || status === 404, `refused: ${status}`);
+  assert.deepEqual(events, ['response'], 'no "100 Continue" for a body nobody will read');
+  assert.equal(up.seen.length, 0);
+});
+
 test('an expectation other than 100-continue gets 417 and a CONNECT request 405, neither reaching the upstream', async (t) => {
   const { session, up } = await upstreamAndProxy(t);
   const expect = await h2Request(session, { path: '/x', method: 'POST', headers: { expect: 'something-else' }, body: 'b' });

@@ -3,7 +3,7 @@
  * a response (src/http2/server-request.ts, server-response.ts) handed to the
  * proxy's request handler. What node:http2's compatibility layer did before the
  * handler ran, it does too: CONNECT gets 405 (Portico proxies no tunnels),
- * `Expect: 100-continue` gets its interim response, any other expectation 417.
+ * `Expect: 100-continue` gets its interim response once the body is read, any other expectation 417.
  */
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { H2ServerRequest } from './server-request.js';
@@ -15,6 +15,11 @@ export type H2RequestListener = (req: H2ServerRequest, res: H2ServerResponse) =>
 function ignoreStreamError(): void {}
 
 const END_NOW = { endStream: true } as const;
+
+/** A stream's body is wanted: its client, waiting on `Expect: 100-continue`, may send it (unless answered already). */
+function sendContinue(this: ServerHttp2Stream): void {
+  if (!this.headersSent && !this.destroyed) this.additionalHeaders({ ':status': 100 });
+}
 
 export function createStreamHandler(onRequest: H2RequestListener): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
   return function onStream(stream, headers) {
@@ -29,7 +34,9 @@ export function createStreamHandler(onRequest: H2RequestListener): (stream: Serv
         stream.respond({ ':status': 417 }, END_NOW);
         return;
       }
-      stream.additionalHeaders({ ':status': 100 });
+      // The interim 100 once the body is read for the upstream, as over HTTP/1.1: a request refused
+      // first (413 by content-length, 401, 403, no route) gets its answer and never sends the body.
+      if (!stream.endAfterHeaders) stream.once('resume', sendContinue);
     }
     onRequest(new H2ServerRequest(stream, headers), new H2ServerResponse(stream));
   };
