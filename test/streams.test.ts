@@ -10,6 +10,9 @@ import { validateConfig } from '../src/config/load.js';
 import { readServerName } from '../src/tls/client-hello.js';
 import { makePki, startProxy, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { freePort } from './helpers/net.js';
+import { metricValue } from './helpers/admin.js';
+import { takeSnapshot } from '../src/admin/snapshot.js';
+import { renderMetrics } from '../src/admin/metrics.js';
 
 /** A TCP server on 127.0.0.1 that answers each connection with `hello` then echoes; ends its side when the client ends. */
 async function echoServer(hello = ''): Promise<{ port: number; url: string; connections: () => number; close: () => Promise<void> }> {
@@ -246,4 +249,87 @@ test('on stop, an open stream connection gets limits.shutdownTimeout, then is cl
     await echo.close();
     await pki.cleanup();
   }
+});
+
+/** A TCP server on 127.0.0.1:`port` that says `hello` to each connection and closes it. */
+async function helloOn(port: number, hello: string): Promise<{ connections: () => number; close: () => Promise<void> }> {
+  let count = 0;
+  const server = net.createServer((s) => {
+    count++;
+    s.on('error', () => {});
+    s.end(hello);
+  });
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  return { connections: () => count, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+test('stream healthCheck: a target that stops accepting is taken out and gets no connection, put back when it accepts again; with none left, connections close', async (t) => {
+  const pki = await makePki();
+  const [portA, portB, port] = [await freePort(), await freePort(), await freePort()];
+  let a = await helloOn(portA, 'A');
+  let b = await helloOn(portB, 'B');
+  const cert = await pki.issue('s', ['s.test']);
+  const urlA = `tcp://127.0.0.1:${portA}`;
+  const urlB = `tcp://127.0.0.1:${portB}`;
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      streams: [{ port, addresses: ['127.0.0.1'], upstream: [urlA, urlB], healthCheck: { interval: '150ms', timeout: '100ms', unhealthyAfter: 1, healthyAfter: 1 } }],
+      hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } },
+    },
+    [() => a.close(), () => b.close()],
+  );
+  const ask = async (): Promise<string> => {
+    const c = net.connect({ host: '127.0.0.1', port });
+    c.on('error', () => {});
+    let got = '';
+    c.on('data', (d: Buffer) => (got += d.toString()));
+    await once(c, 'close');
+    return got;
+  };
+  const waitLog = async (msg: string, url: string): Promise<void> => {
+    for (let i = 0; i < 100 && !proxy.logs.some((l) => l.msg === msg && l.upstream === url); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(proxy.logs.some((l) => l.msg === msg && l.upstream === url), `${msg} ${url}`);
+  };
+  const answers = async (n: number): Promise<string[]> => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(await ask());
+    return out.sort();
+  };
+  assert.deepEqual(await answers(4), ['A', 'A', 'B', 'B'], 'round-robin over both');
+
+  await b.close();
+  await waitLog('stream target down', urlB);
+  const upOf = (url: string): number | undefined => metricValue(renderMetrics([takeSnapshot(proxy.portico)]), `portico_stream_target_up{upstream="${url}"}`);
+  assert.equal(upOf(urlB), 0);
+  const before = proxy.logs.filter((l) => l.msg === 'stream target unreachable, trying the next one').length;
+  assert.deepEqual(await answers(4), ['A', 'A', 'A', 'A']);
+  assert.equal(proxy.logs.filter((l) => l.msg === 'stream target unreachable, trying the next one').length, before, 'the target out of rotation was not even tried');
+
+  b = await helloOn(portB, 'B');
+  await waitLog('stream target up', urlB);
+  assert.equal(upOf(urlB), 1);
+  assert.deepEqual(await answers(4), ['A', 'A', 'B', 'B']);
+
+  await a.close();
+  await b.close();
+  await waitLog('stream target down', urlA);
+  for (let i = 0; i < 100 && proxy.logs.filter((l) => l.msg === 'stream target down' && l.upstream === urlB).length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await ask(), '', 'no target left: the connection is closed');
+  assert.ok(proxy.logs.some((l) => l.msg === 'stream failed' && /no target in rotation/.test(String(l.reason ?? l.error ?? ''))), JSON.stringify(proxy.logs.filter((l) => l.msg === 'stream failed')));
+  a = await helloOn(portA, 'A');
+  await waitLog('stream target up', urlA);
+  assert.equal(await ask(), 'A');
+});
+
+test('stream healthCheck settings are checked with their paths', () => {
+  const lines = (healthCheck: unknown): string[] => {
+    const r = validateConfig({ streams: [{ port: 9000, upstream: 'tcp://127.0.0.1:1', healthCheck }], hosts: { 's.test': { tls: { cert: 'c.pem', key: 'k.pem' }, routes: [{ upstream: 'http://127.0.0.1:1' }] } } });
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  assert.match(lines({ unhealthyAfter: 0 }).join('\n'), /^streams\[0\]\.healthCheck\.unhealthyAfter: /);
+  assert.deepEqual(lines({ interval: '1s', timeout: '2s' }), ['streams[0].healthCheck.timeout: the health check "timeout" must not exceed its "interval", got "2s"']);
+  assert.deepEqual(lines({}), [], 'defaults: every 10 s, 2 s to connect');
 });

@@ -99,6 +99,10 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     }
   }
 
+  const streamUp = new Family('portico_stream_target_up', 'gauge', 'Whether a stream target with health checks is in rotation (1) or out (0) in some process.');
+  const streamTargetsUp = new Map<string, boolean>();
+  for (const s of snapshots) for (const t of s.streamTargets ?? []) streamTargetsUp.set(t.url, (streamTargetsUp.get(t.url) ?? true) && t.available);
+  for (const [url, isUp] of streamTargetsUp) streamUp.add('portico_stream_target_up', { upstream: url }, isUp ? 1 : 0);
   const streamConns = new Family('portico_stream_connections_total', 'counter', 'Stream (TCP/TLS passthrough) connections that ended, by port and outcome ("failed": no target for the name, target unreachable).');
   const streamOpen = new Family('portico_stream_open_connections', 'gauge', 'Stream connections open now, by port.');
   const streamBytes = new Family('portico_stream_bytes_total', 'counter', 'Bytes through stream connections, by port and direction ("in": from clients).');
@@ -133,5 +137,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamUp, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

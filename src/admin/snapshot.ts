@@ -56,6 +56,14 @@ export interface StreamSnapshot {
   readonly bytesOut: number;
 }
 
+export interface StreamTargetSnapshot {
+  readonly url: string;
+  /** Its TCP health checks leave it in rotation. */
+  readonly available: boolean;
+  /** Why it is out, when it is (the last failed check's reason otherwise). */
+  readonly reason: string | undefined;
+}
+
 export interface Snapshot {
   readonly pid: number;
   readonly startedAt: string;
@@ -65,6 +73,8 @@ export interface Snapshot {
   readonly upstreams: readonly UpstreamSnapshot[];
   readonly certificates: readonly CertificateSnapshot[];
   readonly streams: readonly StreamSnapshot[];
+  /** Stream targets with health checks. */
+  readonly streamTargets: readonly StreamTargetSnapshot[];
   readonly rssBytes: number;
   readonly cpuSeconds: number;
 }
@@ -96,6 +106,7 @@ export function takeSnapshot(p: Portico): Snapshot {
     upstreams,
     certificates,
     streams: p.streams.map((l) => ({ port: l.port, open: l.open, closed: l.stats.closed, failed: l.stats.failed, bytesIn: l.stats.bytesIn, bytesOut: l.stats.bytesOut })),
+    streamTargets: [...p.streamHealth.all()].map((h) => ({ url: h.url, available: h.available, reason: h.reason })),
     rssBytes: process.memoryUsage.rss(),
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };

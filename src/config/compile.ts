@@ -18,6 +18,7 @@ import type { HealthSettings } from '../upstream/health.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { readAdminTokenDigest } from '../admin/token.js';
 import { compileStreams } from '../stream/stream-plan.js';
+import type { StreamHealthRegistry, StreamTargetHealth } from '../stream/stream-health.js';
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
@@ -37,11 +38,13 @@ export interface CompileDeps {
   readonly stats?: RequestStatsRegistry;
   /** Pairs already loaded, by id: reused when their files' digest is unchanged. */
   readonly generation: number;
+  /** Stream targets' health checks, kept across reloads; a fresh registry when absent (portico check). */
+  readonly streamHealth?: StreamHealthRegistry;
 }
 
 /** A compiled Plan with the certificates it needs, or every issue. */
 export type CompileResult =
-  | { readonly ok: true; readonly plan: Plan; readonly certs: ReadonlyMap<string, CertPair>; readonly usedTargets: ReadonlySet<Target> }
+  | { readonly ok: true; readonly plan: Plan; readonly certs: ReadonlyMap<string, CertPair>; readonly usedTargets: ReadonlySet<Target>; readonly usedStreamHealth: ReadonlySet<StreamTargetHealth> }
   | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
 
 /** Resolves a file name against the certs directory. */
@@ -90,6 +93,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   const issues: ConfigIssue[] = [];
   const certsDir = resolve(baseDir, config.certsDir);
   const usedTargets = new Set<Target>();
+  const usedStreamHealth = new Set<StreamTargetHealth>();
   const stats = deps.stats ?? new RequestStatsRegistry();
   const caCache = new Map<string, Buffer>();
 
@@ -344,8 +348,8 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     certsDir,
     baseDir,
     unroutedStats: stats.get('', ''),
-    streams: compileStreams(config.streams),
+    streams: compileStreams(config.streams, deps.streamHealth, usedStreamHealth),
     adminTokenDigest,
   };
-  return { ok: true, plan, certs, usedTargets };
+  return { ok: true, plan, certs, usedTargets, usedStreamHealth };
 }

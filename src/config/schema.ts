@@ -714,6 +714,18 @@ const StreamTarget = z.string().superRefine((s, ctx) => {
 /** One target, or several used round-robin. */
 const StreamUpstream = z.union([StreamTarget, z.array(StreamTarget).min(1)]);
 
+const StreamHealthCheck = z
+  .strictObject({
+    interval: durationAtLeast(100, '100ms').default('10s').describe('Time between two checks of one target.'),
+    timeout: durationAtLeast(10, '10ms').default('2s').describe('Time a check\'s connection may take; longer counts as a failed check. Must not exceed "interval".'),
+    unhealthyAfter: z.number().int().min(1).max(100).default(2).describe('Failed checks in a row after which a target is taken out of rotation (HAProxy\'s "fall").'),
+    healthyAfter: z.number().int().min(1).max(100).default(2).describe('Passed checks in a row after which it is put back (HAProxy\'s "rise").'),
+  })
+  .refine((h) => !(durationMs(h.timeout) > durationMs(h.interval)), { message: 'the health check "timeout" must not exceed its "interval"', path: ['timeout'] })
+  .describe(
+    'Active TCP health checks (HAProxy\'s "check" in mode tcp): every target of this stream gets a connection of its own every "interval", closed at once. A target that does not connect within "timeout" "unhealthyAfter" times in a row gets no connections until it connects "healthyAfter" times in a row; while every target is out, new connections are closed (a "stream failed" line). Each worker process checks on its own.',
+  );
+
 const Stream = z
   .strictObject({
     port: Port.describe('TCP port to listen on. It must differ from the HTTPS, HTTP and admin ports and from the other streams\' ports.'),
@@ -734,6 +746,7 @@ const Stream = z
       .boolean()
       .default(false)
       .describe('Every connection starts with a PROXY protocol header (v1 or v2) from a TCP load balancer in front; its client address is the client\'s (logs, and what "sendProxyProtocol" passes on). Connections without one within 10 s are closed. Hazard as for listen.https.proxyProtocol: only the balancer may reach the port.'),
+    healthCheck: StreamHealthCheck.optional(),
     sendProxyProtocol: z
       .enum(['v1', 'v2'])
       .optional()

@@ -10,6 +10,7 @@ import type { ConfigIssue, LoadResult } from '../config/load.js';
 import { loadConfigFileInThread } from '../config/load-in-thread.js';
 import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
+import { StreamHealthRegistry } from '../stream/stream-health.js';
 import { PorticoError } from '../errors.js';
 import { AccessLog } from '../log/access-line.js';
 import { HttpsListener } from '../listen/https-listener.js';
@@ -51,6 +52,8 @@ export class Portico {
   readonly log: Logger;
   readonly certs = new CertStore();
   readonly targets = new TargetRegistry();
+  /** Stream targets' TCP health checks, kept across reloads. */
+  readonly streamHealth = new StreamHealthRegistry();
   config: Config | undefined;
   state: ProxyState | undefined;
   https: HttpsListener | undefined;
@@ -143,7 +146,7 @@ export class Portico {
   async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
     const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
-    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, stats: this.requestStats, generation: this.#generation + 1 });
+    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, stats: this.requestStats, streamHealth: this.streamHealth, generation: this.#generation + 1 });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };
     // Before the Plan goes live: HTTP/2 targets load their client here, so no request waits for it
     // (and a config without HTTP/2 upstreams never loads it).
@@ -156,6 +159,8 @@ export class Portico {
     for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
     this.targets.retain(compiled.usedTargets);
     for (const t of compiled.usedTargets) t.startHealth(this.log);
+    this.streamHealth.retain(compiled.usedStreamHealth);
+    for (const h of compiled.usedStreamHealth) h.start(this.log);
     return { ok: true, plan: compiled.plan, config: loaded.config };
   }
 
@@ -289,5 +294,6 @@ export class Portico {
     await Promise.all([this.https?.close(deadline), ...this.streams.map((s) => s.close(deadline))]);
     clearTimeout(late);
     this.targets.closeAll();
+    this.streamHealth.retain(new Set());
   }
 }

@@ -89,10 +89,21 @@ export class StreamConnection {
     this.#connect(g);
   };
 
+  /** The next target in turn that its health checks leave in rotation, or undefined when none is. */
+  #pick(g: StreamGroup): StreamTarget | undefined {
+    const n = g.targets.length;
+    for (let k = 0; k < n; k++) {
+      const t = g.targets[g.next % n] as StreamTarget;
+      g.next = (g.next + 1) % 1_000_000_007;
+      if (t.health === undefined || t.health.available) return t;
+    }
+    return undefined;
+  }
+
   #connect(g: StreamGroup): void {
     const n = g.targets.length;
-    const target = g.targets[g.next % n] as StreamTarget;
-    g.next = (g.next + 1) % 1_000_000_007;
+    const target = this.#pick(g);
+    if (target === undefined) return this.#fail('no target in rotation: every one failed its health checks');
     this.#attempts++;
     this.#target = target;
     const up = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });

@@ -5,6 +5,7 @@
  */
 import type { StreamConfig } from '../config/schema.js';
 import { parseDurationMs } from '../config/units.js';
+import { StreamHealthRegistry, type StreamTargetHealth } from './stream-health.js';
 
 export interface StreamTarget {
   /** `tcp://host:port` as written, for logs. */
@@ -12,6 +13,8 @@ export interface StreamTarget {
   /** Host name or IP (IPv6 without brackets). */
   readonly host: string;
   readonly port: number;
+  /** Its active health checks ("healthCheck"), or undefined: always in rotation. */
+  readonly health: StreamTargetHealth | undefined;
 }
 
 /** Targets used round-robin. */
@@ -38,21 +41,26 @@ export interface StreamPlan {
   readonly sendProxy: 'v1' | 'v2' | undefined;
 }
 
-function group(u: string | readonly string[]): StreamGroup {
-  const urls = typeof u === 'string' ? [u] : u;
-  return {
-    targets: urls.map((s) => {
-      const url = new URL(s);
-      return { url: s, host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname, port: Number(url.port) };
-    }),
-    next: 0,
-  };
-}
-
-/** The streams of a validated config, by port. */
-export function compileStreams(streams: readonly StreamConfig[]): ReadonlyMap<number, StreamPlan> {
+/** The streams of a validated config, by port. `health` keeps checks across reloads; `used` collects the checks this Plan uses. */
+export function compileStreams(streams: readonly StreamConfig[], health: StreamHealthRegistry = new StreamHealthRegistry(), used: Set<StreamTargetHealth> = new Set()): ReadonlyMap<number, StreamPlan> {
   const out = new Map<number, StreamPlan>();
   for (const st of streams) {
+    const hc = st.healthCheck;
+    const settings =
+      hc === undefined
+        ? undefined
+        : { intervalMs: parseDurationMs(hc.interval), timeoutMs: parseDurationMs(hc.timeout), unhealthyAfter: hc.unhealthyAfter, healthyAfter: hc.healthyAfter };
+    const group = (u: string | readonly string[]): StreamGroup => ({
+      targets: (typeof u === 'string' ? [u] : u).map((s) => {
+        const url = new URL(s);
+        const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+        const port = Number(url.port);
+        const h = settings === undefined ? undefined : health.get(s, host, port, settings);
+        if (h !== undefined) used.add(h);
+        return { url: s, host, port, health: h };
+      }),
+      next: 0,
+    });
     const exact = new Map<string, StreamGroup>();
     const wildcard = new Map<string, StreamGroup>();
     for (const [name, u] of Object.entries(st.sni ?? {})) {
