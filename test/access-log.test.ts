@@ -33,7 +33,16 @@ const BASE: AccessFields = {
 
 /** What pino writes for the same fields through `log.info(fields, 'access')` (it leaves undefined values out). */
 function pinoFields(f: AccessFields): Record<string, unknown> {
-  return { ...f, aborted: f.aborted ? true : undefined };
+  const { headerNames, requestHeaders, ...rest } = f;
+  // The peer only when it differs from the client; the named request headers the request has, last.
+  const out: Record<string, unknown> = { ...rest, peer: f.peer === f.client ? undefined : f.peer, aborted: f.aborted ? true : undefined };
+  const headers: Record<string, string> = {};
+  for (const name of headerNames ?? []) {
+    const v = requestHeaders?.[name];
+    if (v !== undefined) headers[name] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  if (Object.keys(headers).length > 0) out.headers = headers;
+  return out;
 }
 
 test('an access line is the line pino writes for the same fields: escaping, fields left out, bindings', () => {
@@ -47,8 +56,10 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
     // In the order the proxy passes them (pino writes keys in object order).
     (({ client: _c, ...rest }) => ({ client: '::ffff:127.0.0.9', user: 'al"ice', ...rest }))(BASE),
     (({ client: _c, ...rest }) => ({ client: '127.203.0.7', peer: '127.10.0.2', ...rest }))(BASE),
-    { ...BASE, headers: { referer: 'https://site.test/a?b="c"', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) \u0007 é' } },
-    { ...BASE, error: 'PORTICO_NO_ROUTE', headers: { 'x-custom': '' } },
+    (({ client: _c, ...rest }) => ({ client: '127.0.0.1', peer: '127.0.0.1', ...rest }))(BASE),
+    { ...BASE, headerNames: ['referer', 'user-agent'], requestHeaders: { referer: 'https://site.test/a?b="c"', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) \u0007 é' } },
+    { ...BASE, error: 'PORTICO_NO_ROUTE', headerNames: ['x-custom', 'x-absent'], requestHeaders: { 'x-custom': '', 'x-other': 'not named' } },
+    { ...BASE, headerNames: ['referer'], requestHeaders: {} },
   ];
   for (const bindings of [{ pid: 42 }, { pid: 42, hostname: 'h', worker: 'a"b' }]) {
     const lines: string[] = [];

@@ -68,6 +68,7 @@ test('rewrite settings are checked with their paths', () => {
           { path: '/b', upstream: 'http://127.0.0.1:1', rewrite: { pattern: '^/b', to: 'relative' } },
           { path: '/c', upstream: 'http://127.0.0.1:1', rewrite: { pattern: '^/c', to: '/c?x=1' } },
           { path: '/d', respond: { body: 'x' }, rewrite: { pattern: '^/d', to: '/e' } },
+          { path: '/e', upstream: 'http://127.0.0.1:1', rewrite: { pattern: '^/e/(\\d+)/(?<slug>.*)$', to: '/f/$2/$3/$<slug>/$<id>' } },
         ],
       },
     },
@@ -77,4 +78,7 @@ test('rewrite settings are checked with their paths', () => {
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[1].rewrite.to: the new path must start with "/"')), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[2].rewrite.to: the new path cannot hold "?"')), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[3].rewrite: a "respond" route forwards no path')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[4].rewrite.to: "$3" names no group: the pattern has 2 groups')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[4].rewrite.to: "$<id>" names no group: the pattern\'s named groups are "slug"')), lines.join('\n'));
+  assert.ok(!lines.some((l) => l.includes('"$2" names') || l.includes('"$<slug>" names')), 'groups that exist are fine');
 });

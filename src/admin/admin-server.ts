@@ -30,13 +30,10 @@ export type ProcessReload = { readonly pid: number } & ({ readonly ok: true; rea
 export interface AdminBackend {
   snapshots(): Promise<Snapshot[]>;
   reload(): Promise<ProcessReload[]>;
-  /**
-   * Drains every upstream target with this URL (normalised), or puts it back, in every process; each
-   * process's answer. Absent from backends that cannot (then the endpoints answer 501).
-   */
-  setTargetDrained?(url: string, drained: boolean): Promise<ProcessDrain[]>;
+  /** Drains every upstream target with this URL (normalised), or puts it back, in every process; each process's answer. */
+  setTargetDrained(url: string, drained: boolean): Promise<ProcessDrain[]>;
   /** The config being served, secrets redacted (src/admin/effective-config.ts); undefined before any is. */
-  effectiveConfig?(): Promise<unknown>;
+  effectiveConfig(): Promise<unknown>;
   /** SHA-256 of the current token (re-read on reload). */
   tokenDigest(): Buffer | undefined;
   /** How many processes serve requests now (this one, or the primary's ready workers). */
@@ -141,7 +138,7 @@ export class AdminServer {
     if (path === '/reload') return this.#reload(res);
     if (takesBody) return this.#drain(req, res, path === '/targets/drain');
     if (path === '/config') {
-      const config = await this.#backend.effectiveConfig?.();
+      const config = await this.#backend.effectiveConfig();
       return config === undefined ? noProcess(res) : send(res, 200, config);
     }
     const snapshots = await this.#backend.snapshots();
@@ -159,18 +156,13 @@ export class AdminServer {
 
   /** POST /targets/drain and /targets/enable. */
   async #drain(req: http.IncomingMessage, res: http.ServerResponse, drain: boolean): Promise<void> {
-    const setTargetDrained = this.#backend.setTargetDrained?.bind(this.#backend);
-    if (setTargetDrained === undefined) {
-      req.resume();
-      return send(res, 501, { error: 'this Portico cannot drain targets' });
-    }
     const body = await readBody(req, MAX_DRAIN_BODY_BYTES);
     if (body === 'aborted') return;
     if (body === 'too-large') return send(res, 413, { error: `the request body is over ${MAX_DRAIN_BODY_BYTES} bytes; send JSON such as ${DRAIN_BODY_EXAMPLE}` });
     const parsed = parseDrainRequest(body.text);
     if (!parsed.ok) return send(res, 400, { error: parsed.error });
     const url = parsed.url;
-    const results = await setTargetDrained(url, drain);
+    const results = await this.#backend.setTargetDrained(url, drain);
     if (results.length === 0) return noProcess(res);
     const where = results.find((r) => r.found);
     if (where === undefined) {

@@ -10,6 +10,7 @@
 import type { RoutePlan, UpstreamPlan } from '../config/plan.js';
 import type { Portico } from '../server/portico.js';
 import { targetUrlOf } from '../upstream/target.js';
+import { checkTargetUrl } from '../config/target-url.js';
 
 /** What the drain endpoints take, as shown in their error messages. */
 export const DRAIN_BODY_EXAMPLE = '{"target": "http://10.0.0.5:8080"}';
@@ -35,10 +36,6 @@ export interface ProcessDrain {
 /** A drain request's target, normalised as the config's target URLs are, or what is wrong with the request. */
 export type ParsedDrainRequest = { readonly ok: true; readonly url: string } | { readonly ok: false; readonly error: string };
 
-const UPSTREAM_SCHEMES = new Set(['http:', 'https:', 'h2c:']);
-/** As the config's TargetUrl (src/config/schema.ts): an absolute socket path, no trailing slash. */
-const UNIX_TARGET = /^unix:(\/[^\x00]*[^/\x00])$/;
-
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
@@ -49,26 +46,20 @@ function describe(value: unknown): string {
 /** The target URL in the form Portico names targets (targetUrlOf), or why `s` is not an upstream target URL. */
 function normaliseTargetUrl(s: string): ParsedDrainRequest {
   const shown = JSON.stringify(s.length > 200 ? `${s.slice(0, 200)}…` : s);
-  if (s.startsWith('unix:')) {
-    if (!UNIX_TARGET.test(s) || s.startsWith('unix://')) return { ok: false, error: `"target" ${shown} is not a Unix socket target; write it as the config does, such as "unix:/run/app.sock"` };
-    return { ok: true, url: targetUrlOf(new URL(s)) };
-  }
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
+  // Said apart from "not a URL": "10.0.0.5:8080" is the usual slip.
+  if (!s.startsWith('unix:') && !/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
     return { ok: false, error: `"target" ${shown} has no scheme; write the target URL as the config does, with http://, https:// or h2c:// (such as "http://10.0.0.5:8080"), or "unix:/path.sock"` };
   }
-  let url: URL;
-  try {
-    url = new URL(s);
-  } catch {
-    return { ok: false, error: `"target" ${shown} is not a URL; write the target as the config does, such as ${DRAIN_BODY_EXAMPLE}` };
-  }
-  if (!UPSTREAM_SCHEMES.has(url.protocol) || url.hostname === '') {
-    return { ok: false, error: `"target" ${shown} is not an upstream target URL: expected scheme http://, https:// or h2c://, or "unix:/path.sock", as in the config` };
-  }
-  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    return { ok: false, error: `"target" ${shown} has more than a server: a target URL is scheme, host and port only (such as "http://10.0.0.5:8080"), as in the config` };
-  }
-  return { ok: true, url: targetUrlOf(url) };
+  // The config's own rule (src/config/target-url.ts), worded for the admin API.
+  const c = checkTargetUrl(s);
+  if (c.ok) return { ok: true, url: targetUrlOf(c.url) };
+  const error = {
+    unix: `"target" ${shown} is not a Unix socket target; write it as the config does, such as "unix:/run/app.sock"`,
+    'not-a-url': `"target" ${shown} is not a URL; write the target as the config does, such as ${DRAIN_BODY_EXAMPLE}`,
+    scheme: `"target" ${shown} is not an upstream target URL: expected scheme http://, https:// or h2c://, or "unix:/path.sock", as in the config`,
+    'more-than-a-server': `"target" ${shown} has more than a server: a target URL is scheme, host and port only (such as "http://10.0.0.5:8080"), as in the config`,
+  }[c.problem];
+  return { ok: false, error };
 }
 
 /** Reads a drain request's body: exactly `{"target": "<URL>"}`. Every error says what was wrong and what to send. */

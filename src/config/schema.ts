@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { isIP } from 'node:net';
 import { parseDurationMs } from './units.js';
+import { checkTargetUrl } from './target-url.js';
 import { hashProblem } from '../proxy/basic-auth.js';
 
 const DURATION_RE = /^\d+(\.\d+)?(ms|s|m|h|d)$/;
@@ -30,40 +31,18 @@ export const HostName = z
     message: 'expected a lower-case DNS name such as "app.example.com" or "*.example.com"',
   });
 
-const UPSTREAM_SCHEMES = new Set(['http:', 'https:', 'h2c:']);
-
-/** `unix:/absolute/path.sock`: an HTTP/1.1 upstream on a Unix domain socket. */
-const UNIX_TARGET = /^unix:(\/[^\x00]*[^/\x00])$/;
-
 /** An upstream target URL: `http://` (HTTP/1.1), `https://` (TLS; h2 or HTTP/1.1 by ALPN), `h2c://` (cleartext HTTP/2), `unix:/path` (HTTP/1.1 on a Unix socket). */
 export const TargetUrl = z.string().superRefine((s, ctx) => {
-  if (s.startsWith('unix:')) {
-    if (!UNIX_TARGET.test(s) || s.startsWith('unix://')) {
-      ctx.addIssue({ code: 'custom', message: `expected a Unix socket target such as "unix:/run/app.sock" (an absolute path), got ${JSON.stringify(s)}` });
-    }
-    return;
-  }
-  let url: URL;
-  try {
-    url = new URL(s);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: `expected a URL such as "http://127.0.0.1:3000", got ${JSON.stringify(s)}` });
-    return;
-  }
-  if (!UPSTREAM_SCHEMES.has(url.protocol) || url.hostname === '') {
-    ctx.addIssue({
-      code: 'custom',
-      message: `expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got ${JSON.stringify(s)}`,
-    });
-    return;
-  }
-  // h2c:// is not a WHATWG special scheme: "h2c://host:port" parses with an empty path, not "/".
-  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    ctx.addIssue({
-      code: 'custom',
-      message: `an upstream URL names a server only (scheme, host, port), got ${JSON.stringify(s)}; use the route's "stripPrefix"/"addPrefix" to change paths`,
-    });
-  }
+  const c = checkTargetUrl(s);
+  if (c.ok) return;
+  const got = JSON.stringify(s);
+  const message = {
+    unix: `expected a Unix socket target such as "unix:/run/app.sock" (an absolute path), got ${got}`,
+    'not-a-url': `expected a URL such as "http://127.0.0.1:3000", got ${got}`,
+    scheme: `expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got ${got}`,
+    'more-than-a-server': `an upstream URL names a server only (scheme, host, port), got ${got}; use the route's "stripPrefix"/"addPrefix" to change paths`,
+  }[c.problem];
+  ctx.addIssue({ code: 'custom', message });
 });
 
 const Cidr = z.string().superRefine((s, ctx) => {
@@ -507,6 +486,25 @@ const Route = z
           .regex(/^[/$]/, { message: 'the new path must start with "/" (or with a group such as "$1" that holds one)' })
           .regex(/^[^?#\s]*$/, { message: 'the new path cannot hold "?", "#" or spaces: the query is kept as it was' })
           .describe('The new path: "$1"…"$9" and "$<name>" stand for the pattern\'s groups, as in JavaScript\'s String.replace.'),
+      })
+      .superRefine((rw, ctx) => {
+        // A group "to" names that the pattern lacks would reach upstreams as a literal "$3".
+        let re: RegExp;
+        try {
+          re = new RegExp(`${rw.pattern}|`);
+        } catch {
+          return; // reported on "pattern"
+        }
+        const empty = re.exec('')!;
+        const groups = empty.length - 1;
+        const names = Object.keys(empty.groups ?? {});
+        for (const m of rw.to.matchAll(/\$(\d+)|\$<([^>]*)>/g)) {
+          if (m[1] !== undefined && (Number(m[1]) < 1 || Number(m[1]) > groups)) {
+            ctx.addIssue({ code: 'custom', path: ['to'], message: `"$${m[1]}" names no group: the pattern has ${groups} group${groups === 1 ? '' : 's'}` });
+          } else if (m[2] !== undefined && !names.includes(m[2])) {
+            ctx.addIssue({ code: 'custom', path: ['to'], message: `"$<${m[2]}>" names no group: the pattern's named groups are ${names.length === 0 ? 'none' : names.map((n) => `"${n}"`).join(', ')}` });
+          }
+        }
       })
       .optional()
       .describe('Rewrite the forwarded path with a regular expression (nginx\'s "rewrite … break", Traefik\'s ReplacePathRegex), after stripPrefix and addPrefix; a path the pattern does not match is sent as it is, and the query is always kept. With "redirect", applies to {uri} and {path}.'),

@@ -5,13 +5,14 @@
  * generic serializer, which walks the object's keys and checks each value's type on every request
  * (bench/optimisations.md §18). Lines other than the access line still go through pino.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import pino, { type Logger } from 'pino';
 
 /** One request's access line; undefined fields are left out, as pino leaves them out. */
 export interface AccessFields {
   /** The client's address: the connection's peer, the client its PROXY protocol header named, or behind a trusted proxy the client its X-Forwarded-For names. */
   readonly client: string;
-  /** The connection's peer, when it is a trusted proxy and `client` came from its X-Forwarded-For. */
+  /** The connection's peer; written only when it differs from `client` (a trusted proxy whose X-Forwarded-For named the client). */
   readonly peer?: string | undefined;
   /** forwarding.requestId: the request's X-Request-ID. */
   readonly requestId?: string | undefined;
@@ -32,8 +33,10 @@ export interface AccessFields {
   readonly aborted: boolean;
   readonly error: string | undefined;
   readonly detail: string | undefined;
-  /** The request headers log.accessHeaders names, those the request had (lower-case names). */
-  readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** log.accessHeaders (lower-case names): those of them the request has are written under "headers". */
+  readonly headerNames?: readonly string[] | undefined;
+  /** The request's headers, read for `headerNames`. */
+  readonly requestHeaders?: IncomingHttpHeaders | undefined;
 }
 
 interface LineStream {
@@ -54,12 +57,16 @@ function field(key: string, value: string | undefined): string {
   return value === undefined ? '' : `,"${key}":${jsonString(value)}`;
 }
 
-/** `,"headers":{…}` for the logged request headers, or nothing. */
-function headersField(headers: Readonly<Record<string, string>> | undefined): string {
-  if (headers === undefined) return '';
+/** `,"headers":{…}` with the named request headers the request has (repeated ones joined with ", "), or nothing. */
+function headersField(names: readonly string[] | undefined, headers: IncomingHttpHeaders | undefined): string {
+  if (names === undefined || headers === undefined) return '';
   let out = '';
-  for (const name in headers) out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(headers[name] as string)}`;
-  return `,"headers":{${out}}`;
+  for (const name of names) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(Array.isArray(v) ? v.join(', ') : v)}`;
+  }
+  return out === '' ? '' : `,"headers":{${out}}`;
 }
 
 /** Writes access lines for `log`, to its destination, while its level lets `info` through. */
@@ -83,9 +90,9 @@ export class AccessLog {
   write(f: AccessFields): void {
     if (this.#log.levelVal > INFO) return;
     this.#stream.write(
-      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${field('peer', f.peer)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
+      `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${f.peer === f.client ? '' : field('peer', f.peer)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
         `${field('route', f.route)}${field('upstream', f.upstream)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
-        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${headersField(f.headers)},"msg":"access"}\n`,
+        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${headersField(f.headerNames, f.requestHeaders)},"msg":"access"}\n`,
     );
   }
 }

@@ -627,11 +627,9 @@ export function isTrustedPeer(plan: Plan, remote: string): boolean {
 function logAccess(ex: Exchange, status: number, durationMs: number): void {
   const { req, plan } = ex;
   if (plan.requestId) ex.requestId ??= requestIdFor(req.headers, isTrustedPeer(plan, req.remoteAddress));
-  const peer = req.remoteAddress;
-  const client = ex.client ?? (plan.trustedProxies === undefined ? peer : clientAddress(peer, req.headers, plan.trustedProxies));
   ex.state.access.write({
-    client,
-    peer: client === peer ? undefined : peer,
+    client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
+    peer: req.remoteAddress,
     requestId: ex.requestId,
     user: ex.user,
     host: ex.host,
@@ -647,16 +645,7 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
     aborted: isCutShort(ex),
     error: ex.error,
     detail: ex.errorDetail,
-    headers: plan.accessHeaders.length === 0 ? undefined : loggedHeaders(req.headers, plan.accessHeaders),
+    headerNames: plan.accessHeaders,
+    requestHeaders: req.headers,
   });
-}
-
-/** The request's values of the headers log.accessHeaders names (repeated ones joined with ", "), or undefined for none. */
-export function loggedHeaders(headers: IncomingHttpHeaders, names: readonly string[]): Record<string, string> | undefined {
-  let out: Record<string, string> | undefined;
-  for (const name of names) {
-    const v = headers[name];
-    if (v !== undefined) (out ??= {})[name] = Array.isArray(v) ? v.join(', ') : v;
-  }
-  return out;
 }

@@ -13,7 +13,7 @@ import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
-import { isAllowedOnConnection, isTrustedPeer, kConnName, loggedHeaders, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -113,10 +113,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         const finish = (status: number, error?: string): void => {
           route.stats.record(status, performance.now() - started);
           if (plan.accessLog) {
-            const peer = req.remoteAddress;
-            const client = plan.trustedProxies === undefined ? peer : clientAddress(peer, req.headers, plan.trustedProxies);
-            const logged = plan.accessHeaders.length === 0 ? undefined : loggedHeaders(req.headers, plan.accessHeaders);
-            state.access.write({ client, peer: client === peer ? undefined : peer, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headers: logged });
+            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
           }
         };
         up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));

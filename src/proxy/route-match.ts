@@ -61,11 +61,7 @@ function compilePattern(p: string): Test {
 /** A value's patterns as one test: any of them. */
 function compileValue(value: MatchValue): Test {
   const tests = (typeof value === 'string' ? [value] : value).map(compilePattern);
-  if (tests.length === 1) return tests[0]!;
-  return (v) => {
-    for (const t of tests) if (t(v)) return true;
-    return false;
-  };
+  return tests.length === 1 ? tests[0]! : (v) => tests.some((t) => t(v));
 }
 
 function anyValue(values: readonly string[], test: Test): boolean {
@@ -76,16 +72,16 @@ function anyValue(values: readonly string[], test: Test): boolean {
 interface Named {
   readonly name: string;
   readonly test: Test;
+  /** `kind.name=value`, for the label. */
+  readonly shown: string;
 }
 
-function compileNamed(map: Readonly<Record<string, MatchValue>> | undefined, lower: boolean): Named[] {
+function compileNamed(kind: string, map: Readonly<Record<string, MatchValue>> | undefined, lower: boolean): Named[] {
   if (map === undefined) return [];
-  return Object.entries(map).map(([name, value]) => ({ name: lower ? name.toLowerCase() : name, test: compileValue(value) }));
-}
-
-function describeNamed(kind: string, map: Readonly<Record<string, MatchValue>> | undefined): string[] {
-  if (map === undefined) return [];
-  return Object.entries(map).map(([name, value]) => `${kind}.${name}=${typeof value === 'string' ? value : value.join('|')}`);
+  return Object.entries(map).map(([raw, value]) => {
+    const name = lower ? raw.toLowerCase() : raw;
+    return { name, test: compileValue(value), shown: `${kind}.${name}=${typeof value === 'string' ? value : value.join('|')}` };
+  });
 }
 
 
@@ -104,14 +100,12 @@ export class RouteMatch {
     this.#clients = compileAddressList(m.clientAddresses);
     this.#trusted = trusted;
     this.#methods = m.methods === undefined ? undefined : new Set(m.methods);
-    this.#headers = compileNamed(m.headers, true);
-    this.#query = compileNamed(m.query, false);
-    this.#cookies = compileNamed(m.cookies, false);
+    this.#headers = compileNamed('header', m.headers, true);
+    this.#query = compileNamed('query', m.query, false);
+    this.#cookies = compileNamed('cookie', m.cookies, false);
     this.label = [
       ...(m.methods === undefined ? [] : [`method=${m.methods.join('|')}`]),
-      ...describeNamed('header', m.headers === undefined ? undefined : Object.fromEntries(Object.entries(m.headers).map(([k, v]) => [k.toLowerCase(), v]))),
-      ...describeNamed('query', m.query),
-      ...describeNamed('cookie', m.cookies),
+      ...[...this.#headers, ...this.#query, ...this.#cookies].map((n) => n.shown),
       ...(m.clientAddresses === undefined ? [] : [`client=${m.clientAddresses.join('|')}`]),
     ].join(' ');
   }

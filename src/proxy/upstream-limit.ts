@@ -63,11 +63,8 @@ export function leaveQueue(ex: Exchange): void {
 }
 
 function queueExpired(ex: Exchange): void {
-  ex.queueTimer = undefined;
+  leaveQueue(ex);
   const u = ex.upstream!;
-  const i = u.queue.indexOf(ex);
-  if (i >= 0) u.queue.splice(i, 1);
-  if (u.queue.length === 0) stopWaiting(u);
   fail(ex, 'PORTICO_UPSTREAM_BUSY', `no target below maxRequests ${u.maxRequests} within queueTimeout ${u.queueTimeoutMs} ms`, BUSY_RETRY_AFTER);
 }
 
@@ -85,11 +82,9 @@ function wake(t: Target): void {
       const ex = u.queue[0]!;
       const target = pickTarget(u, ex.req.remoteAddress, ex.affinity);
       if (target === undefined) break;
-      u.queue.shift();
-      clearTimeout(ex.queueTimer);
-      ex.queueTimer = undefined;
+      // Leaving the queue, the last one also takes the upstream off its targets' waiting lists.
+      leaveQueue(ex);
       forward(ex, target);
     }
-    if (u.queue.length === 0) stopWaiting(u);
   }
 }

@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { HealthStreak } from '../upstream/health-streak.js';
 
 export interface StreamHealthSettings {
   readonly intervalMs: number;
@@ -24,8 +25,7 @@ export class StreamTargetHealth {
   available = true;
   /** Why it is out, when it is. */
   reason: string | undefined = undefined;
-  #fails = 0;
-  #passes = 0;
+  readonly #streak: HealthStreak;
   #timer: NodeJS.Timeout | undefined = undefined;
   #log: Logger | undefined = undefined;
   #probe: net.Socket | undefined = undefined;
@@ -35,6 +35,7 @@ export class StreamTargetHealth {
     this.host = host;
     this.port = port;
     this.settings = settings;
+    this.#streak = new HealthStreak(settings.healthyAfter, settings.unhealthyAfter);
   }
 
   /** Starts the checks (the first one at once); idempotent. */
@@ -68,21 +69,15 @@ export class StreamTargetHealth {
   }
 
   #result(ok: boolean, why: string | undefined): void {
+    if (!ok) this.reason = why;
+    if (!this.#streak.record(ok)) return;
+    this.available = ok;
     if (ok) {
-      this.#fails = 0;
-      if (this.available) return;
-      if (++this.#passes < this.settings.healthyAfter) return;
-      this.available = true;
       this.reason = undefined;
       this.#log?.info({ upstream: this.url, check: 'tcp' }, 'stream target up');
-      return;
+    } else {
+      this.#log?.warn({ upstream: this.url, check: 'tcp', reason: why }, 'stream target down');
     }
-    this.#passes = 0;
-    this.reason = why;
-    if (!this.available) return;
-    if (++this.#fails < this.settings.unhealthyAfter) return;
-    this.available = false;
-    this.#log?.warn({ upstream: this.url, check: 'tcp', reason: why }, 'stream target down');
   }
 }
 

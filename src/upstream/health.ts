@@ -7,6 +7,7 @@
  * reloads while its identity (URL, TLS, health settings) is unchanged.
  */
 import type { Logger } from 'pino';
+import { HealthStreak } from './health-streak.js';
 import { probeTarget } from './health-probe.js';
 import type { Target } from './target.js';
 
@@ -61,9 +62,8 @@ export class TargetHealth {
   #started = false;
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
-  #activeDown = false;
-  /** Consecutive checks that disagree with the current active state. */
-  #streak = 0;
+  /** The active checks' rise/fall count; undefined without active checks. */
+  readonly #streak: HealthStreak | undefined;
   #reason: string | undefined;
   #passiveDown = false;
   #passiveTimer: NodeJS.Timeout | undefined;
@@ -74,6 +74,12 @@ export class TargetHealth {
     this.#target = target;
     this.#active = settings.active;
     this.#passive = settings.passive;
+    this.#streak = settings.active === undefined ? undefined : new HealthStreak(settings.active.healthyAfter, settings.active.unhealthyAfter);
+  }
+
+  /** The last active checks have it out (counting unhealthyAfter). */
+  get #activeDown(): boolean {
+    return this.#streak !== undefined && !this.#streak.healthy;
   }
 
   get state(): HealthState {
@@ -135,19 +141,11 @@ export class TargetHealth {
     }
     if (this.#stopped) return;
     const healthy = reason === undefined;
-    if (healthy === this.#activeDown) {
-      // Disagrees with the current state: count towards a change.
-      this.#streak++;
-      if (this.#streak >= (healthy ? spec.healthyAfter : spec.unhealthyAfter)) {
-        this.#streak = 0;
-        this.#activeDown = !healthy;
-        if (!healthy) this.#reason = `health check ${spec.path}: ${reason}`;
-        this.#apply();
-        if (healthy) this.#log?.info({ upstream: this.#target.url, check: 'active', path: spec.path }, 'upstream target up');
-        else this.#log?.warn({ upstream: this.#target.url, check: 'active', path: spec.path, reason }, 'upstream target down');
-      }
-    } else {
-      this.#streak = 0;
+    if (this.#streak!.record(healthy)) {
+      if (!healthy) this.#reason = `health check ${spec.path}: ${reason}`;
+      this.#apply();
+      if (healthy) this.#log?.info({ upstream: this.#target.url, check: 'active', path: spec.path }, 'upstream target up');
+      else this.#log?.warn({ upstream: this.#target.url, check: 'active', path: spec.path, reason }, 'upstream target down');
     }
     this.#schedule(spec.intervalMs);
   }
