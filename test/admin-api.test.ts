@@ -223,10 +223,10 @@ test('admin API with workers: the primary answers for every worker and reloads t
 
 test('admin API with no worker serving yet: 503 with Retry-After, not an empty answer', async (t) => {
   const digest = createHash('sha256').update(TOKEN).digest();
-  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], setTargetDrained: async () => [], effectiveConfig: async () => undefined, tokenDigest: () => digest, serving: () => 0 }, pino({ level: 'silent' }), '0.0.0');
+  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], setTargetDrained: async () => [], purgeCache: async () => [], effectiveConfig: async () => undefined, tokenDigest: () => digest, serving: () => 0 }, pino({ level: 'silent' }), '0.0.0');
   await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
-  for (const [method, path] of [['GET', '/status'], ['GET', '/metrics'], ['POST', '/reload']] as const) {
+  for (const [method, path] of [['GET', '/status'], ['GET', '/metrics'], ['POST', '/reload'], ['POST', '/cache/purge']] as const) {
     const r = await admin(server.port, method, path, TOKEN);
     assert.equal(r.status, 503, `${method} ${path}`);
     assert.equal(r.headers['retry-after'], '1');

@@ -10,6 +10,8 @@
  *                         flight finish), in every process and across reloads; 200 with where it is, 422 when
  *                         the config has no such target (with the list of those it has), 400 for a bad body
  *   POST /targets/enable  the same body: puts it back
+ *   POST /cache/purge     {"host", "path"} (both optional): drops stored responses (all, a host's, or a host's
+ *                         under a path prefix) in every process; 200 with how many, 400 for a bad body
  *   GET  /healthz  liveness for Docker and Kubernetes probes, the one endpoint without a token: 200 "ok" while
  *                  a process serves, 503 while none does (it tells nothing an attacker could use)
  *
@@ -19,6 +21,7 @@ import http from 'node:http';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/load.js';
 import { DRAIN_BODY_EXAMPLE, MAX_DRAIN_BODY_BYTES, parseDrainRequest, type ProcessDrain } from './drain.js';
+import { MAX_PURGE_BODY_BYTES, parsePurgeRequest, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
 import { renderMetrics } from './metrics.js';
 import type { Snapshot } from './snapshot.js';
 import { isAuthorized } from './token.js';
@@ -32,6 +35,8 @@ export interface AdminBackend {
   reload(): Promise<ProcessReload[]>;
   /** Drains every upstream target with this URL (normalised), or puts it back, in every process; each process's answer. */
   setTargetDrained(url: string, drained: boolean): Promise<ProcessDrain[]>;
+  /** Drops stored responses from the response cache in every process; each process's answer. */
+  purgeCache(r: PurgeRequest): Promise<ProcessPurge[]>;
   /** The config being served, secrets redacted (src/admin/effective-config.ts); undefined before any is. */
   effectiveConfig(): Promise<unknown>;
   /** SHA-256 of the current token (re-read on reload). */
@@ -40,10 +45,10 @@ export interface AdminBackend {
   serving(): number;
 }
 
-const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/config': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST' };
+const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/config': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST', '/cache/purge': 'POST' };
 
 /** The endpoints that read a request body. */
-const DRAIN_PATHS: ReadonlySet<string> = new Set(['/targets/drain', '/targets/enable']);
+const BODY_PATHS: ReadonlySet<string> = new Set(['/targets/drain', '/targets/enable', '/cache/purge']);
 
 /** A request body of up to `maxBytes` (a longer one is read to its end and dropped), or 'aborted' when the client left first. */
 function readBody(req: http.IncomingMessage, maxBytes: number): Promise<{ text: string } | 'too-large' | 'aborted'> {
@@ -123,8 +128,8 @@ export class AdminServer {
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] as string;
-    // Only a drain or an enable reads its body, and only once the token is checked; other bodies are dropped.
-    const takesBody = req.method === 'POST' && DRAIN_PATHS.has(path);
+    // Only a drain, an enable or a purge reads its body, and only once the token is checked; other bodies are dropped.
+    const takesBody = req.method === 'POST' && BODY_PATHS.has(path);
     if (!takesBody) req.resume();
     if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) return this.#health(res);
     if (!isAuthorized(req.headers.authorization, this.#backend.tokenDigest())) {
@@ -136,6 +141,7 @@ export class AdminServer {
     if (method === undefined) return send(res, 404, { error: `no such admin endpoint: ${path}`, endpoints: Object.entries(ROUTES).map(([p, m]) => `${m} ${p}`) });
     if (req.method !== method) return send(res, 405, { error: `${path} takes ${method}, not ${req.method ?? ''}` }, { allow: method });
     if (path === '/reload') return this.#reload(res);
+    if (path === '/cache/purge') return this.#purge(req, res);
     if (takesBody) return this.#drain(req, res, path === '/targets/drain');
     if (path === '/config') {
       const config = await this.#backend.effectiveConfig();
@@ -186,6 +192,21 @@ export class AdminServer {
       routes: where.routes,
       processes: results.map(({ known: _known, ...r }) => r),
     });
+  }
+
+  /** POST /cache/purge. */
+  async #purge(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = await readBody(req, MAX_PURGE_BODY_BYTES);
+    if (body === 'aborted') return;
+    if (body === 'too-large') return send(res, 413, { error: `the request body is over ${MAX_PURGE_BODY_BYTES} bytes; send {"host", "path"}` });
+    const parsed = parsePurgeRequest(body.text);
+    if (!parsed.ok) return send(res, 400, { error: parsed.error });
+    const request: PurgeRequest = { host: parsed.host, path: parsed.path };
+    const results = await this.#backend.purgeCache(request);
+    if (results.length === 0) return noProcess(res);
+    const purged = results.reduce((n, r) => n + r.purged, 0);
+    this.#log.info({ host: request.host, path: request.path, purged, remote: req.socket.remoteAddress }, 'response cache purged over the admin API');
+    send(res, 200, { host: request.host ?? null, path: request.path ?? null, purged, processes: results });
   }
 
   async #reload(res: http.ServerResponse): Promise<void> {

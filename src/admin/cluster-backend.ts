@@ -15,12 +15,13 @@ import { setDrainedInProcess, type ProcessDrain } from './drain.js';
 import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
 import { redactConfig } from './effective-config.js';
+import { purgeInProcess, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
 /** A worker that sends this answers admin questions from then on; the primary asks no other. */
 const READY = 'portico:admin-ready';
-type Op = 'snapshot' | 'reload' | 'drain' | 'enable' | 'config';
+type Op = 'snapshot' | 'reload' | 'drain' | 'enable' | 'config' | 'purge';
 
 interface Ask {
   readonly type: typeof ASK;
@@ -28,6 +29,8 @@ interface Ask {
   readonly op: Op;
   /** The target URL of a drain or an enable (normalised by the primary). */
   readonly url?: string;
+  /** What a purge drops. */
+  readonly purge?: PurgeRequest;
 }
 interface Answer {
   readonly type: typeof ANSWER;
@@ -52,6 +55,7 @@ export function answerAdminRequests(p: Portico): void {
     };
     if (msg.op === 'snapshot') reply(takeSnapshot(p));
     else if (msg.op === 'config') reply(p.config === undefined ? null : redactConfig(p.config));
+    else if (msg.op === 'purge') reply(purgeInProcess(msg.purge ?? { host: undefined, path: undefined }));
     else if (msg.op === 'drain' || msg.op === 'enable') reply(setDrainedInProcess(p, msg.url ?? '', msg.op === 'drain'));
     else
       void p.reload().then((r) => reply(r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }));
@@ -75,7 +79,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   });
   cluster.on('exit', (worker) => ready.delete(worker.id));
   const readyWorkers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
-  const ask = async (op: Op, url?: string): Promise<unknown[]> => {
+  const ask = async (op: Op, url?: string, purge?: PurgeRequest): Promise<unknown[]> => {
     const workers = readyWorkers();
     const answers = await Promise.all(
       workers.map(
@@ -92,7 +96,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
               pending.delete(id);
               resolve(result);
             });
-            w!.send({ type: ASK, id, op, ...(url === undefined ? {} : { url }) } satisfies Ask, undefined, () => {});
+            w!.send({ type: ASK, id, op, ...(url === undefined ? {} : { url }), ...(purge === undefined ? {} : { purge }) } satisfies Ask, undefined, () => {});
           }),
       ),
     );
@@ -127,6 +131,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
       }
       return results;
     },
+    purgeCache: async (r) => (await ask('purge', undefined, r)) as ProcessPurge[],
     // Every worker serves the same file; the first one's answer stands for all.
     effectiveConfig: async () => (await ask('config')).find((c) => c !== null && c !== undefined) ?? undefined,
     tokenDigest: () => digest,

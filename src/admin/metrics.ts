@@ -126,6 +126,19 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     streamBytes.add('portico_stream_bytes_total', { port: String(port), direction: 'out' }, st.bytesOut);
   }
 
+  const cacheRequests = new Family('portico_cache_requests_total', 'counter', 'GET and HEAD requests on routes with a response cache, by result ("hit": answered from the cache; "miss": forwarded, as it had no fresh response or the request asked for a new one), summed over the processes.');
+  const cacheStores = new Family('portico_cache_stores_total', 'counter', 'Responses stored in the response cache, summed over the processes.');
+  const cacheEvictions = new Family('portico_cache_evictions_total', 'counter', 'Stored responses dropped to stay within limits.cacheSize, summed over the processes.');
+  const cacheEntries = new Family('portico_cache_entries', 'gauge', 'Responses held in the response cache now, summed over the processes (each keeps its own).');
+  const cacheBytes = new Family('portico_cache_bytes', 'gauge', 'Memory the response cache holds now (bodies and headers), summed over the processes.');
+  const sum = (f: (c: Snapshot['cache']) => number): number => snapshots.reduce((a, s) => a + f(s.cache), 0);
+  cacheRequests.add('portico_cache_requests_total', { result: 'hit' }, sum((c) => c.hits));
+  cacheRequests.add('portico_cache_requests_total', { result: 'miss' }, sum((c) => c.misses));
+  cacheStores.add('portico_cache_stores_total', {}, sum((c) => c.stores));
+  cacheEvictions.add('portico_cache_evictions_total', {}, sum((c) => c.evictions));
+  cacheEntries.add('portico_cache_entries', {}, sum((c) => c.entries));
+  cacheBytes.add('portico_cache_bytes', {}, sum((c) => c.bytes));
+
   const generation = new Family('portico_config_generation', 'gauge', 'Config generation served (1 at start, +1 per successful reload); the lowest over the processes.');
   generation.add('portico_config_generation', {}, Math.min(...snapshots.map((s) => s.generation)));
   const reloadOk = new Family('portico_config_last_reload_successful', 'gauge', 'Whether the last reload of the config succeeded in every process (1) or was refused (0; the previous config keeps serving).');
@@ -137,5 +150,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamUp, streamConns, streamOpen, streamBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

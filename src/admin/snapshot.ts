@@ -4,6 +4,7 @@
  * state and connections, its certificates, and its own memory and CPU. Plain JSON, so a
  * worker can send it to the primary over IPC.
  */
+import { responseCache } from '../cache/response-cache.js';
 import type { ConfigIssue } from '../config/load.js';
 import type { Portico } from '../server/portico.js';
 import type { Target } from '../upstream/target.js';
@@ -75,8 +76,23 @@ export interface Snapshot {
   readonly streams: readonly StreamSnapshot[];
   /** Stream targets with health checks. */
   readonly streamTargets: readonly StreamTargetSnapshot[];
+  /** The response cache of this process. */
+  readonly cache: CacheSnapshot;
   readonly rssBytes: number;
   readonly cpuSeconds: number;
+}
+
+/** One process's response cache. */
+export interface CacheSnapshot {
+  readonly entries: number;
+  readonly bytes: number;
+  readonly maxBytes: number;
+  /** Requests answered from it, and GET/HEAD requests on cached routes it could not answer, since start. */
+  readonly hits: number;
+  readonly misses: number;
+  /** Responses stored, and dropped to make room, since start. */
+  readonly stores: number;
+  readonly evictions: number;
 }
 
 /** Requests waiting for a slot in the upstreams that have `t`. */
@@ -107,6 +123,7 @@ export function takeSnapshot(p: Portico): Snapshot {
     certificates,
     streams: p.streams.map((l) => ({ port: l.port, open: l.open, closed: l.stats.closed, failed: l.stats.failed, bytesIn: l.stats.bytesIn, bytesOut: l.stats.bytesOut })),
     streamTargets: [...p.streamHealth.all()].map((h) => ({ url: h.url, available: h.available, reason: h.reason })),
+    cache: { entries: responseCache.entries, bytes: responseCache.bytes, maxBytes: responseCache.maxBytes, ...responseCache.counters },
     rssBytes: process.memoryUsage.rss(),
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };

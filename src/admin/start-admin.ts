@@ -2,6 +2,7 @@
  * Starting the admin API: for one process (the Portico itself answers), or for
  * a primary (its workers answer over IPC, src/admin/cluster-backend.ts).
  */
+import { purgeInProcess } from './cache-purge.js';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
@@ -39,6 +40,7 @@ export function localBackend(p: Portico): AdminBackend {
       return [r.ok ? { pid: process.pid, ok: true, generation: r.generation } : { pid: process.pid, ok: false, issues: r.issues }];
     },
     setTargetDrained: (url, drained) => Promise.resolve([setDrainedInProcess(p, url, drained)]),
+    purgeCache: (r) => Promise.resolve([purgeInProcess(r)]),
     effectiveConfig: () => Promise.resolve(p.config === undefined ? undefined : redactConfig(p.config)),
     tokenDigest: () => p.state?.plan.adminTokenDigest,
     serving: () => (p.state === undefined ? 0 : 1),

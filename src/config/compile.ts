@@ -22,6 +22,7 @@ import type { StreamHealthRegistry, StreamTargetHealth } from '../stream/stream-
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
+import { compileCache } from '../cache/cache-plan.js';
 import { compileRateLimit } from '../proxy/rate-limit.js';
 import { RouteMatch } from '../proxy/route-match.js';
 import { compileForwardAuth } from '../proxy/forward-auth.js';
@@ -223,6 +224,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
     const hostCompress = compileCompress(host.compress);
+    const hostCache = compileCache(host.cache);
     const hostLimit = host.rateLimit === undefined ? undefined : compileRateLimit(host.rateLimit);
     const hostAllow = compileAddressList(host.allowFrom);
     const hostDeny = compileAddressList(host.denyFrom);
@@ -255,6 +257,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         allow: r.allowFrom === undefined ? hostAllow : compileAddressList(r.allowFrom),
         deny: r.denyFrom === undefined ? hostDeny : compileAddressList([...(host.denyFrom ?? []), ...r.denyFrom]),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
+        cache: r.upstream === undefined ? undefined : r.cache === undefined ? hostCache : compileCache(r.cache),
         limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
@@ -338,6 +341,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
       maxConnections: limits.maxConnections,
+      cacheBytes: parseSizeBytes(limits.cacheSize),
     },
     trustedProxies,
     sendForwarded: config.forwarding.forwarded,

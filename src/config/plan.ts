@@ -17,6 +17,7 @@ import type { FilesPlan } from '../files/files-plan.js';
 import type { MatchInput, RouteMatch } from '../proxy/route-match.js';
 import type { Exchange } from '../proxy/exchange.js';
 import type { ForwardAuthPlan } from '../proxy/forward-auth.js';
+import type { CachePlan } from '../cache/cache-plan.js';
 
 /** Per-target weights and backup flags (same index as the upstream's `targets`). */
 export interface WeightedTargets {
@@ -75,6 +76,8 @@ export interface RoutePlan {
   readonly deny: BlockList | undefined;
   /** Its response compression ("compress", its own or its host's), or undefined for none. */
   readonly compress: CompressPlan | undefined;
+  /** Its response cache ("cache", its own or its host's), or undefined for none. */
+  readonly cache: CachePlan | undefined;
   /** Its request rate limit per client ("rateLimit", its own or its host's, shared by the routes that use it), or undefined. */
   readonly limit: RateLimiter | undefined;
   /** Its login ("basicAuth", its own or its host's), or undefined for none. */
@@ -120,6 +123,8 @@ export interface LimitsPlan {
   readonly shutdownTimeoutMs: number;
   /** Client connections per listening socket per process. */
   readonly maxConnections: number;
+  /** Bytes each process's response cache may hold (limits.cacheSize). */
+  readonly cacheBytes: number;
 }
 
 /** The compiled configuration. */

@@ -281,6 +281,21 @@ const Compress = z
     'Compress responses (nginx\'s gzip, Caddy\'s encode): true for the defaults, or {"encodings", "minLength"}. A response is encoded when the client accepts the encoding, the upstream sent it unencoded, its type is text, JSON, XML, JavaScript, SVG, WebAssembly or an uncompressed font (not text/event-stream), it has a body (not HEAD, 204, 206, 304), and it has no "Cache-Control: no-transform". Encoded responses lose Content-Length and Accept-Ranges, get "Vary: Accept-Encoding" and a weak ETag; streamed bodies are flushed chunk by chunk. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
   );
 
+const CacheObject = z
+  .strictObject({
+    defaultTtl: Duration.optional().describe(
+      'How long a response that says nothing of its freshness (no Cache-Control max-age or s-maxage, no Expires) is kept (nginx\'s proxy_cache_valid). Default: such responses are not stored.',
+    ),
+    maxObjectSize: Size.default('1mb').describe('Largest response body stored; larger responses are forwarded and not kept.'),
+  })
+  .describe('Response cache settings.');
+
+const Cache = z
+  .union([z.boolean(), CacheObject])
+  .describe(
+    'Cache upstream responses in memory (nginx\'s proxy_cache, HAProxy\'s cache), following RFC 9111 as a shared cache: true for the defaults, or {"defaultTtl", "maxObjectSize"}. A GET\'s response is stored when its status is 200, 203, 204, 300, 301, 308, 404 or 410 and it says how long it stays fresh (s-maxage, max-age, or Expires; else "defaultTtl"), without Cache-Control no-store, private or no-cache, without Set-Cookie and without "Vary: *"; variants are kept per the request headers its Vary names. GET and HEAD requests are answered from it while the response is fresh, with Age and a Cache-Status header (RFC 9211), and with 304 when the client\'s If-None-Match or If-Modified-Since matches. Requests with Authorization or Range are not cached; Cache-Control no-cache or max-age=0 on a request fetches a new copy; POST, PUT, PATCH and DELETE drop what is stored for their URL. Stale responses are fetched again, not revalidated. Each process holds its own cache, up to limits.cacheSize. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
+  );
+
 const RateLimitObject = z
   .strictObject({
     requests: z.number().int().min(1).max(1_000_000).describe('Requests a client may make per "per", on average.'),
@@ -512,6 +527,7 @@ const Route = z
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs) this route serves; others get 403. Replaces its host\'s "allowFrom". Default: the host\'s, or everyone.'),
     denyFrom: DenyFrom.optional().describe('Client addresses (IPs or CIDRs) refused on this route with 403, besides those its host refuses.'),
     compress: Compress.optional(),
+    cache: Cache.optional(),
     rateLimit: z.union([RateLimitObject, z.literal(false)]).optional().describe('This route\'s own rate limit, replacing its host\'s; false: none. Default: the host\'s.'),
     forwardAuth: z
       .union([ForwardAuthObject, z.literal(false)])
@@ -541,6 +557,9 @@ const Route = z
     }
     if (kinds[0] !== 'files' && r.compress !== undefined && r.compress !== false) {
       ctx.addIssue({ code: 'custom', path: ['compress'], message: `a "${kinds[0]}" route answers itself, and only proxied responses and files are compressed; remove "compress"` });
+    }
+    if (r.cache !== undefined && r.cache !== false) {
+      ctx.addIssue({ code: 'custom', path: ['cache'], message: `a "${kinds[0]}" route answers itself, and only upstream responses are cached; remove "cache"` });
     }
     if (kinds[0] === 'respond') {
       if (r.stripPrefix) ctx.addIssue({ code: 'custom', path: ['stripPrefix'], message: 'a "respond" route forwards no path; remove "stripPrefix"' });
@@ -576,6 +595,7 @@ const HostEntry = z
     headers: HeaderRules.optional(),
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
+    cache: Cache.optional(),
     rateLimit: RateLimitObject.optional(),
     forwardAuth: ForwardAuthObject.optional(),
     maxBodySize: MaxBodySize.optional().describe(
@@ -656,6 +676,7 @@ const Limits = z
     maxBodySize: Size.optional().describe(
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),
+    cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"): past it, the least recently used responses are dropped.'),
     shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
     maxConnections: z
       .number()

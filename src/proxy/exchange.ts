@@ -16,6 +16,7 @@ import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } f
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 import { flushEncoder, type Encoder, type Encoding } from './compress.js';
+import { fillChunk, finishFill, type CacheFill, type CacheMiss } from '../cache/cache-exchange.js';
 
 /** A client request: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
 export type ClientRequest = H1ServerRequest | H2ServerRequest;
@@ -89,6 +90,12 @@ export class Exchange implements H1Handler {
   encoderDrainBound = false;
   /** "files" routes: the file's body stream, while it is read. */
   fileBody: Readable | undefined = undefined;
+  /** "cache" routes: the response's Cache-Status (RFC 9211), once the cache was asked. */
+  cacheStatus: string | undefined = undefined;
+  /** "cache" routes: a GET the cache could not answer, until its response arrives. */
+  cacheMiss: CacheMiss | undefined = undefined;
+  /** "cache" routes: the response being copied into the cache. */
+  cacheFill: CacheFill | undefined = undefined;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;
@@ -116,6 +123,7 @@ export class Exchange implements H1Handler {
 
   onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {
     this.bytes += chunk.length;
+    if (this.cacheFill !== undefined) fillChunk(this, chunk, recyclable);
     if (this.encoder !== undefined) return this.writeEncoded(chunk, recyclable);
     let ok: boolean;
     if (recyclable) {
@@ -153,6 +161,7 @@ export class Exchange implements H1Handler {
 
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     this.upstreamConn = undefined;
+    if (this.cacheFill !== undefined) finishFill(this, last, trailers !== null && trailers.length > 0);
     if (trailers !== null && trailers.length > 0) this.res.addTrailers(pairsToHeaders(trailers));
     if (this.encoder !== undefined) {
       // The client's response ends when the encoder has given out its last bytes ('end', see startEncoder).

@@ -20,6 +20,7 @@ import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.j
 import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
+import { startFill } from '../cache/cache-exchange.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -76,7 +77,9 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   const cp = ex.route!.compress;
   let enc: Encoding | undefined;
   let length: string | undefined;
-  const sticky = ex.upstream!.sticky === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
+  // A response from the cache (no target) has its Cache-Status among its pairs and sets no sticky cookie.
+  const sticky = ex.upstream!.sticky === undefined || ex.target === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target, ex.stickySent, !ex.plain);
+  const cacheStatus = ex.cacheStatus === undefined || ex.target === undefined ? undefined : startFill(ex, statusCode, pairs);
   try {
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
@@ -87,6 +90,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
       if (rules !== undefined) applyToObject(headers, rules);
       if (sticky !== undefined) addSetCookie(headers, sticky);
+      if (cacheStatus !== undefined) headers['cache-status'] = cacheStatus;
       if (cp !== undefined) {
         const d = decideEncoding(ex, cp, statusCode, objectGetter(headers));
         if (d === 'vary') markVaryObject(headers);
@@ -101,6 +105,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       let out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
       if (rules !== undefined) out = applyToPairs(out, rules);
       if (sticky !== undefined) out.push('set-cookie', sticky);
+      if (cacheStatus !== undefined) out.push('cache-status', cacheStatus);
       if (cp !== undefined) {
         const get = pairsGetter(out);
         const d = decideEncoding(ex, cp, statusCode, get);
@@ -117,7 +122,8 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   } catch (err) {
     ex.responseStarted = false;
     ex.cancelUpstream();
-    fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
+    ex.cacheFill = undefined;
+    fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target?.url ?? 'the cache'}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
     return false;
   }
   if (enc !== undefined) startEncoder(ex, enc, length);

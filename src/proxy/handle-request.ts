@@ -33,6 +33,7 @@ import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
+import { answerFromCache, finishFill, headerObjectPairs, onFillData, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -218,6 +219,7 @@ function dispatch(ex: Exchange): void {
     const len = Number(req.headers['content-length'] ?? 0);
     if (len > r.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
+  if (r.cache !== undefined && answerFromCache(ex, r.cache)) return;
   let affinity = -1;
   if (u.sticky !== undefined) {
     const sent = readCookie(req.headers.cookie, u.sticky.cookie);
@@ -522,6 +524,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   }
   ex.status = upRes.statusCode ?? 502;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+  if (ex.cacheStatus !== undefined) headers['cache-status'] = startFill(ex, ex.status, headerObjectPairs(upRes.headers));
   const rules = ex.route!.headerRules?.response;
   if (rules !== undefined) applyToObject(headers, rules);
   if (ex.upstream!.sticky !== undefined) {
@@ -545,9 +548,11 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   } catch (err) {
     upRes.destroy();
     ex.upstreamRes = undefined;
+    ex.cacheFill = undefined;
     return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
   }
   if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
+  if (ex.cacheFill !== undefined) upRes.on('data', onFillData.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
   if (enc !== undefined) {
@@ -573,6 +578,7 @@ function onUpstreamEnd(this: Exchange): void {
     hasTrailers = true;
     break;
   }
+  if (this.cacheFill !== undefined) finishFill(this, null, hasTrailers);
   if (hasTrailers) this.res.addTrailers(trailers as OutgoingHttpHeaders);
   // With an encoder, the response ends when it has given out its last bytes.
   if (this.encoder === undefined) this.res.end();

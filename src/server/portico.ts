@@ -3,6 +3,7 @@
  * publishes new Plans on reload (or keeps the old one when the new config is
  * invalid), and shuts down gracefully.
  */
+import { responseCache } from '../cache/response-cache.js';
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
@@ -187,6 +188,7 @@ export class Portico {
     const { plan, config } = built;
     this.config = config;
     this.state = { plan, log: this.log, access: new AccessLog(this.log) };
+    responseCache.setMaxBytes(plan.limits.cacheBytes);
     for (const hook of this.onPlan) hook(plan, config);
     const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current(), proxyProtocol: config.listen.https.proxyProtocol });
     this.https = https;
@@ -266,6 +268,7 @@ export class Portico {
       }
       this.config = config;
       if (this.state !== undefined) this.state.plan = plan;
+      responseCache.setMaxBytes(plan.limits.cacheBytes);
       this.https?.applyLimits(plan);
       this.http?.applyLimits(plan);
       for (const st of this.streams) st.applyLimits(plan);

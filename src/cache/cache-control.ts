@@ -1,0 +1,85 @@
+/**
+ * Cache-Control directives (RFC 9111 §5.2) and the freshness rules built on them:
+ * whether a request may be answered from the cache, and how long a response may be.
+ */
+
+/** The directives of Cache-Control values, names in lower case; a directive without argument maps to "". */
+export function parseCacheControl(value: string | undefined): Map<string, string> | undefined {
+  if (value === undefined || value === '') return undefined;
+  const out = new Map<string, string>();
+  // Directives are comma-separated tokens, each with an optional argument (a token or a quoted string, §5.2).
+  const re = /\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*)))?\s*(?:,|$)/y;
+  let m: RegExpExecArray | null;
+  while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
+    const name = (m[1] as string).toLowerCase();
+    if (!out.has(name)) out.set(name, m[2] === undefined ? (m[3] ?? '') : m[2].replace(/\\(.)/g, '$1'));
+  }
+  return out;
+}
+
+/** A delta-seconds argument (RFC 9111 §1.2.2), or -1 when it is missing or malformed. */
+export function deltaSeconds(arg: string | undefined): number {
+  if (arg === undefined || !/^\d+$/.test(arg)) return -1;
+  // A value too large to hold stands for 2^31 (§1.2.2).
+  return Math.min(Number(arg), 2 ** 31);
+}
+
+/** What a request asks of the cache. */
+export type RequestCacheMode =
+  /** May be answered from the cache. */
+  | 'lookup'
+  /** Must go to the upstream (no-cache, max-age=0), whose answer may be stored. */
+  | 'refresh'
+  /** Not for the cache at all: neither answered from it nor stored (Authorization, Range, no-store). */
+  | 'bypass';
+
+/**
+ * What the cache may do for a GET or HEAD request. A request with credentials is neither answered
+ * from the cache nor stored (RFC 9111 §3.5), as HAProxy's cache does; a range request goes to the
+ * upstream whole; no-store keeps its response out (§5.2.1.5); no-cache or max-age=0 skips the stored
+ * response but may refresh it (§5.2.1.4, §5.2.1.1), as Pragma: no-cache does without Cache-Control (§5.4).
+ */
+export function requestCacheMode(get: (lowerName: string) => string | undefined): RequestCacheMode {
+  if (get('authorization') !== undefined || get('range') !== undefined) return 'bypass';
+  const cc = get('cache-control');
+  if (cc === undefined) return get('pragma')?.toLowerCase().includes('no-cache') === true ? 'refresh' : 'lookup';
+  const d = parseCacheControl(cc);
+  if (d === undefined) return 'lookup';
+  if (d.has('no-store')) return 'bypass';
+  if (d.has('no-cache') || deltaSeconds(d.get('max-age')) === 0) return 'refresh';
+  return 'lookup';
+}
+
+/** Statuses stored when the response says how long they stay fresh (RFC 9110 §15.1's heuristically cacheable ones that Portico can replay). */
+const STORABLE_STATUS: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 308, 404, 410]);
+
+/**
+ * How long a response stays fresh, in ms from when it was generated, or -1 when it must not be stored:
+ * a status Portico does not store, Cache-Control no-store, private or no-cache (each use would need a
+ * revalidation Portico does not make), Set-Cookie (one client's cookie must not reach another), or
+ * Vary: *. Its lifetime is s-maxage, else max-age (§4.2.1), else Expires minus Date, else
+ * `defaultTtlMs` (0: not stored), as nginx's proxy_cache_valid gives one to responses that say nothing.
+ */
+export function freshnessLifetimeMs(status: number, headers: ReadonlyMap<string, string>, defaultTtlMs: number): number {
+  if (!STORABLE_STATUS.has(status)) return -1;
+  if (headers.has('set-cookie')) return -1;
+  const vary = headers.get('vary');
+  if (vary !== undefined && vary.split(',').some((v) => v.trim() === '*')) return -1;
+  const cc = parseCacheControl(headers.get('cache-control'));
+  if (cc !== undefined) {
+    if (cc.has('no-store') || cc.has('private') || cc.has('no-cache')) return -1;
+    const s = deltaSeconds(cc.get('s-maxage'));
+    if (s >= 0) return s * 1000;
+    const m = deltaSeconds(cc.get('max-age'));
+    if (m >= 0) return m * 1000;
+  }
+  const expires = headers.get('expires');
+  if (expires !== undefined) {
+    // An invalid Expires, "0" included, means already expired (§5.3).
+    const at = Date.parse(expires);
+    if (Number.isNaN(at)) return 0;
+    const date = Date.parse(headers.get('date') ?? '');
+    return Math.max(0, at - (Number.isNaN(date) ? Date.now() : date));
+  }
+  return defaultTtlMs;
+}

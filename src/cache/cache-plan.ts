@@ -1,0 +1,17 @@
+/** A host's or route's "cache" setting, compiled. */
+import { parseDurationMs, parseSizeBytes } from '../config/units.js';
+
+/** A route's cache settings, compiled. */
+export interface CachePlan {
+  /** Lifetime of responses that give none (no max-age, s-maxage or Expires), in ms; 0: they are not stored. */
+  readonly defaultTtlMs: number;
+  /** Largest response body stored, in bytes. */
+  readonly maxObjectBytes: number;
+}
+
+/** The plan for a "cache" value: undefined for none (absent or false). */
+export function compileCache(c: boolean | { defaultTtl?: string | undefined; maxObjectSize: string } | undefined): CachePlan | undefined {
+  if (c === undefined || c === false) return undefined;
+  if (c === true) return { defaultTtlMs: 0, maxObjectBytes: 1024 * 1024 };
+  return { defaultTtlMs: c.defaultTtl === undefined ? 0 : parseDurationMs(c.defaultTtl), maxObjectBytes: parseSizeBytes(c.maxObjectSize) };
+}

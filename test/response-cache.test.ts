@@ -1,0 +1,376 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { validateConfig } from '../src/config/load.js';
+import { makePki, startProxyFor } from './helpers/proxy.js';
+import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { spawnProxy } from './helpers/child-proxy.js';
+import { adminRequest, metricValue } from './helpers/admin.js';
+import { curl, requireTool } from './helpers/real-peers.js';
+
+const BIG = randomBytes(300 * 1024); // read raw into recycled buffers by the HTTP/1.1 upstream client
+
+/** An upstream whose answers say how they may be cached; each body names how many times its path was asked. */
+async function cacheableUpstream() {
+  const counts = new Map<string, number>();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    const url = req.url ?? '/';
+    const bare = url.split('?')[0] as string;
+    const path = bare.slice(bare.lastIndexOf('/')); // "/assets/fresh" answers as "/fresh" does
+    const n = (counts.get(url) ?? 0) + 1;
+    counts.set(url, n);
+    const body = `${path} #${n}`;
+    const h: Record<string, string | number | string[]> = { 'content-type': 'text/plain' };
+    switch (path) {
+      case '/fresh':
+        Object.assign(h, { 'cache-control': 'public, max-age=60', etag: '"v1"', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' });
+        break;
+      case '/short':
+        h['cache-control'] = 'max-age=1';
+        break;
+      case '/aged':
+        Object.assign(h, { 'cache-control': 'max-age=100', age: '40' });
+        break;
+      case '/expires':
+        Object.assign(h, { date: new Date().toUTCString(), expires: new Date(Date.now() + 60_000).toUTCString() });
+        break;
+      case '/no-store':
+        h['cache-control'] = 'no-store';
+        break;
+      case '/private':
+        h['cache-control'] = 'private, max-age=60';
+        break;
+      case '/cookie':
+        Object.assign(h, { 'cache-control': 'max-age=60', 'set-cookie': 'session=abc' });
+        break;
+      case '/vary-star':
+        Object.assign(h, { 'cache-control': 'max-age=60', vary: '*' });
+        break;
+      case '/error':
+        h['cache-control'] = 'max-age=60';
+        res.writeHead(500, h);
+        return res.end(body);
+      case '/lang':
+        Object.assign(h, { 'cache-control': 'max-age=60', vary: 'Accept-Language' });
+        res.writeHead(200, h);
+        return res.end(`${body} ${req.headers['accept-language'] ?? '-'}`);
+      case '/big':
+        Object.assign(h, { 'cache-control': 'max-age=60', 'content-length': BIG.length });
+        res.writeHead(200, h);
+        return res.end(BIG);
+      case '/chunked':
+        h['cache-control'] = 'max-age=60';
+        res.writeHead(200, h);
+        res.write(`${body} `);
+        return setTimeout(() => res.end('and the rest'), 20);
+      case '/plain':
+        break; // says nothing of its freshness
+    }
+    if (req.method === 'POST' || req.method === 'HEAD') h['cache-control'] = 'max-age=60';
+    res.writeHead(200, h);
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+  return { up, counts };
+}
+
+test('cache: a fresh response is stored and served again with Age and Cache-Status, over HTTP/1.1 and HTTP/2, HEAD and 304 included', async (t) => {
+  const pki = await makePki();
+  const { up, counts } = await cacheableUpstream();
+  const cert = await pki.issue('c1', ['c1.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c1.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c1.test', path, method, headers, ca: pki.caPem });
+
+  let r = await get('/fresh');
+  assert.equal(r.text, '/fresh #1');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+  r = await get('/fresh');
+  assert.equal(r.text, '/fresh #1', 'the second request is answered from the cache');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=(59|60)$/);
+  assert.match(String(r.headers.age), /^[01]$/);
+  assert.equal(r.headers.etag, '"v1"');
+  assert.equal(r.headers['content-type'], 'text/plain');
+  assert.equal(r.headers['content-length'], String('/fresh #1'.length));
+  assert.ok(r.headers.date !== undefined);
+
+  const session = await h2Connect(proxy.httpsPort, 'c1.test', pki.caPem);
+  t.after(() => session.close());
+  const h2 = await h2Request(session, { path: '/fresh' });
+  assert.equal(h2.text, '/fresh #1', 'an HTTP/2 client gets the stored response too');
+  assert.match(String(h2.headers['cache-status']), /^Portico; hit/);
+
+  r = await get('/fresh', {}, 'HEAD');
+  assert.equal(r.status, 200);
+  assert.equal(r.body.length, 0);
+  assert.equal(r.headers['content-length'], String('/fresh #1'.length), 'HEAD gets the stored headers');
+  r = await get('/fresh', { 'if-none-match': '"v1"' });
+  assert.equal(r.status, 304, 'a matching If-None-Match gets 304 from the cache');
+  assert.equal(r.body.length, 0);
+  assert.equal(r.headers.etag, '"v1"');
+  assert.equal(r.headers['content-type'], undefined, 'a 304 carries no representation headers');
+  r = await get('/fresh', { 'if-none-match': '"v0"' });
+  assert.equal(r.status, 200, 'a different ETag gets the full response');
+  assert.equal(r.text, '/fresh #1');
+  r = await get('/fresh', { 'if-modified-since': 'Tue, 01 Dec 2026 10:00:00 GMT' });
+  assert.equal(r.status, 304);
+  assert.equal(counts.get('/fresh'), 1, 'the upstream was asked once for all of these');
+  r = await get('/fresh?page=2');
+  assert.equal(r.text, '/fresh #1', 'another query is another response');
+  assert.equal(counts.get('/fresh?page=2'), 1);
+
+  // Its Age counts from the upstream's: 40 s old with 100 s to live leaves 60.
+  await get('/aged');
+  r = await get('/aged');
+  assert.equal(r.text, '/aged #1');
+  assert.match(String(r.headers.age), /^4[01]$/);
+  assert.match(String(r.headers['cache-status']), /ttl=(59|60)$/);
+  await get('/expires');
+  assert.equal((await get('/expires')).text, '/expires #1', 'Expires minus Date is a lifetime too');
+
+  // curl, over HTTP/1.1 and HTTP/2.
+  if (requireTool(t, 'curl')) {
+    const caFile = join(pki.dir, 'ca.pem');
+    await writeFile(caFile, pki.caPem);
+    for (const args of [['--http1.1'], ['--http2']]) {
+      const out = await curl({ host: 'c1.test', port: proxy.httpsPort, caFile, path: '/fresh', args });
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /^cache-status: Portico; hit; ttl=\d+\r$/im);
+      assert.match(out.stdout, /\/fresh #1$/);
+    }
+    assert.equal(counts.get('/fresh'), 1);
+  }
+});
+
+test('cache: what is not stored, and what a request can ask of the cache', async (t) => {
+  const pki = await makePki();
+  const { up, counts } = await cacheableUpstream();
+  const cert = await pki.issue('c2', ['c2.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'c2.test': {
+          tls: cert,
+          cache: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/ttl', upstream: up.url, stripPrefix: true, cache: { defaultTtl: '1m' } },
+            { path: '/off', upstream: up.url, stripPrefix: true, cache: false },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c2.test', path, method, headers, ca: pki.caPem });
+  const twice = async (path: string, headers: Record<string, string> = {}) => {
+    await get(path, headers);
+    return get(path, headers);
+  };
+
+  for (const path of ['/no-store', '/private', '/cookie', '/vary-star', '/error', '/plain']) {
+    const r = await twice(path);
+    assert.equal(r.text, `${path} #2`, `${path} is not stored`);
+    assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss', `${path}: a miss, not stored`);
+  }
+  assert.equal((await twice('/ttl/plain')).text, '/plain #3', 'defaultTtl stores a response that says nothing of its freshness');
+  assert.equal((await twice('/off/fresh')).text, '/fresh #2', 'cache: false on a route');
+  assert.equal((await get('/off/fresh')).headers['cache-status'], undefined);
+
+  // Requests with credentials or ranges go to the upstream, and are not stored.
+  await get('/fresh');
+  let r = await get('/fresh', { authorization: 'Basic dTpw' });
+  assert.equal(r.text, '/fresh #5');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=bypass');
+  r = await get('/fresh', { range: 'bytes=0-3' });
+  assert.equal(r.text, '/fresh #6');
+  assert.equal((await get('/fresh')).text, '/fresh #4', 'what is stored was not replaced by either');
+  // no-cache on a request fetches a new copy, which is stored; no-store neither reads nor stores.
+  r = await get('/fresh', { 'cache-control': 'no-cache' });
+  assert.equal(r.text, '/fresh #7');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=request; stored');
+  assert.equal((await get('/fresh')).text, '/fresh #7');
+  assert.equal((await get('/fresh', { pragma: 'no-cache' })).text, '/fresh #8');
+  assert.equal((await get('/fresh', { 'cache-control': 'no-store' })).text, '/fresh #9');
+  assert.equal((await get('/fresh')).text, '/fresh #8');
+
+  // Variants by the request headers Vary names.
+  assert.equal((await twice('/lang')).text, '/lang #1 -');
+  assert.equal((await twice('/lang', { 'accept-language': 'fr' })).text, '/lang #2 fr');
+  assert.equal((await get('/lang', { 'accept-language': 'en' })).text, '/lang #3 en');
+  assert.equal((await get('/lang', { 'accept-language': 'fr' })).text, '/lang #2 fr');
+  assert.equal((await get('/lang')).text, '/lang #1 -');
+
+  // An unsafe method drops what is stored for its URL (RFC 9111 §4.4).
+  assert.equal((await get('/fresh', {}, 'POST')).text, '/fresh #10');
+  r = await get('/fresh');
+  assert.equal(r.text, '/fresh #11');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+
+  // A stale response is fetched again.
+  await get('/short');
+  assert.equal((await get('/short')).text, '/short #1');
+  await new Promise((res) => setTimeout(res, 1100));
+  r = await get('/short');
+  assert.equal(r.text, '/short #2');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=stale; stored');
+  assert.equal(counts.get('/short'), 2);
+});
+
+test('cache: large and chunked bodies byte for byte from HTTP/1.1 and HTTP/2 upstreams, maxObjectSize, and limits.cacheSize', async (t) => {
+  const pki = await makePki();
+  const { up, counts } = await cacheableUpstream();
+  let h2count = 0;
+  const h2up = http2.createServer((req, res) => {
+    h2count++;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'max-age=60' });
+    res.end(req.url === '/big' ? BIG : `h2 #${h2count}`);
+  });
+  h2up.listen(0, '127.0.0.1');
+  await once(h2up, 'listening');
+  const h2url = `h2c://127.0.0.1:${(h2up.address() as AddressInfo).port}`;
+  const cert = await pki.issue('c3', ['c3.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      limits: { cacheSize: '700kb' },
+      hosts: {
+        'c3.test': {
+          tls: cert,
+          cache: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/small', upstream: up.url, stripPrefix: true, cache: { maxObjectSize: '100kb' } },
+            { path: '/h2', upstream: h2url, stripPrefix: true },
+          ],
+        },
+      },
+    },
+    [up.close, () => h2up.close()],
+  );
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c3.test', path, ca: pki.caPem });
+
+  let r = await get('/big');
+  assert.ok(r.body.equals(BIG));
+  r = await get('/big');
+  assert.ok(r.body.equals(BIG), 'a body read into recycled buffers is stored byte for byte');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit/);
+  r = await get('/chunked');
+  r = await get('/chunked');
+  assert.equal(r.text, '/chunked #1 and the rest');
+  assert.equal(r.headers['content-length'], String(r.body.length), 'a chunked body is stored with its length');
+  assert.equal(counts.get('/chunked'), 1);
+  r = await get('/h2/big');
+  r = await get('/h2/big');
+  assert.ok(r.body.equals(BIG), 'from an HTTP/2 upstream too');
+  assert.equal(h2count, 1);
+  await get('/h2/x');
+  const session = await h2Connect(proxy.httpsPort, 'c3.test', pki.caPem);
+  t.after(() => session.close());
+  assert.equal((await h2Request(session, { path: '/h2/x' })).text, 'h2 #2');
+
+  // Larger than the route's maxObjectSize: forwarded, never stored.
+  await get('/small/big');
+  r = await get('/small/big');
+  assert.ok(r.body.equals(BIG));
+  assert.equal(counts.get('/big'), 3, 'the 300 KiB body is over 100kb: asked each time');
+
+  // 700kb holds two 300 KiB bodies, not three: the least recently used goes.
+  await get('/big?2'); // the third: '/big' (used before '/h2/big') is dropped
+  r = await get('/h2/big');
+  assert.equal(h2count, 2, 'still stored');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit/);
+  assert.ok((await get('/big')).body.equals(BIG));
+  assert.equal(counts.get('/big'), 4, 'the least recently used response was dropped');
+});
+
+test('cache: config problems name their field', async () => {
+  const base = { hosts: { 'a.test': { tls: { cert: 'a.pem', key: 'a.key' }, routes: [{ path: '/', respond: { status: 200, body: 'x' }, cache: true }] } } };
+  const r = validateConfig(base);
+  assert.equal(r.ok, false);
+  assert.ok(!r.ok && r.issues.some((i) => i.path === 'hosts["a.test"].routes[0].cache' && /answers itself/.test(i.message)), JSON.stringify(!r.ok && r.issues));
+  const bad = validateConfig({ limits: { cacheSize: 'lots' }, hosts: { 'a.test': { tls: { cert: 'a.pem', key: 'a.key' }, cache: { defaultTtl: 'soon' }, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } });
+  assert.equal(bad.ok, false);
+  const paths = !bad.ok ? bad.issues.map((i) => i.path) : [];
+  assert.ok(paths.includes('limits.cacheSize'), paths.join());
+  assert.ok(paths.includes('hosts["a.test"].cache.defaultTtl') || paths.some((p) => p.startsWith('hosts["a.test"].cache')), paths.join());
+});
+
+test('cache: POST /cache/purge drops stored responses in every worker, and /metrics counts hits, misses and what is held', async (t) => {
+  const TOKEN = 'c'.repeat(24) + '0123456789abcdef';
+  const pki = await makePki();
+  await writeFile(join(pki.dir, 'admin.token'), `${TOKEN}\n`);
+  const adminPort = await freePort();
+  const { up, counts } = await cacheableUpstream();
+  t.after(async () => {
+    await up.close();
+    await pki.cleanup();
+  });
+  const cert = await pki.issue('c5', ['c5.test', 'other.test']);
+  const proxy = await spawnProxy(
+    pki,
+    {
+      workers: 2,
+      admin: { port: adminPort, tokenFile: 'admin.token' },
+      hosts: { 'c5.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] }, 'other.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } },
+    },
+    { startTimeoutMs: 20_000 },
+  );
+  t.after(() => proxy.kill());
+  const listening = (): number => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'])).size;
+  for (let i = 0; i < 150 && listening() < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  const get = (host: string, path: string) => h1Request({ port: proxy.httpsPort, sni: host, path, ca: pki.caPem });
+  const admin = (method: string, path: string, body?: unknown) => adminRequest(adminPort, method, path, { token: TOKEN, body });
+  const metrics = async () => (await admin('GET', '/metrics')).text;
+
+  // Each request on a new connection: the two workers take turns, and each fills its own cache.
+  for (let i = 0; i < 4; i++) {
+    assert.equal((await get('c5.test', '/fresh')).status, 200);
+    assert.equal((await get('c5.test', '/assets/fresh')).status, 200);
+  }
+  await get('other.test', '/fresh');
+  const stored = counts.get('/fresh')!;
+  assert.ok(stored >= 2 && stored <= 3, `each worker asked once for c5.test/fresh (and one for other.test): ${stored}`);
+  let page = await metrics();
+  assert.equal(metricValue(page, 'portico_cache_requests_total{result="hit"}'), 9 - (stored + counts.get('/assets/fresh')!));
+  assert.equal(metricValue(page, 'portico_cache_stores_total'), stored + counts.get('/assets/fresh')!);
+  const entries = metricValue(page, 'portico_cache_entries')!;
+  assert.equal(entries, stored + counts.get('/assets/fresh')!);
+  assert.ok(metricValue(page, 'portico_cache_bytes')! > 0);
+
+  // Bad bodies, then a path prefix on one host, then a whole host, then everything.
+  for (const [body, re] of [
+    ['{"host": 5}', /"host" must be a host name/],
+    ['{"path": "/x"}', /"path" needs a "host"/],
+    ['{"host": "c5.test", "path": "x"}', /path prefix starting with/],
+    ['{"hots": "c5.test"}', /unknown field "hots"/],
+    ['not json', /not JSON/],
+  ] as const) {
+    const r = await admin('POST', '/cache/purge', body);
+    assert.equal(r.status, 400, body);
+    assert.match((JSON.parse(r.text) as { error: string }).error, re);
+  }
+  let r = await admin('POST', '/cache/purge', { host: 'c5.test', path: '/assets/' });
+  assert.equal(r.status, 200, r.text);
+  const purged = JSON.parse(r.text) as { purged: number; processes: { pid: number; purged: number }[] };
+  assert.equal(purged.processes.length, 2, 'both workers were asked');
+  assert.equal(purged.purged, counts.get('/assets/fresh'));
+  const before = counts.get('/assets/fresh')!;
+  await get('c5.test', '/assets/fresh');
+  assert.equal(counts.get('/assets/fresh'), before + 1, 'a purged response is fetched again');
+  r = await admin('POST', '/cache/purge', { host: 'c5.test' });
+  assert.equal(r.status, 200);
+  assert.ok((JSON.parse(r.text) as { purged: number }).purged >= 2);
+  page = await metrics();
+  assert.equal(metricValue(page, 'portico_cache_entries'), 1, "other.test's response stays");
+  r = await admin('POST', '/cache/purge');
+  assert.equal((JSON.parse(r.text) as { purged: number }).purged, 1);
+  assert.equal(metricValue(await metrics(), 'portico_cache_entries'), 0);
+});
