@@ -60,6 +60,9 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
     { ...BASE, headerNames: ['referer', 'user-agent'], requestHeaders: { referer: 'https://site.test/a?b="c"', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) \u0007 é' } },
     { ...BASE, error: 'PORTICO_NO_ROUTE', headerNames: ['x-custom', 'x-absent'], requestHeaders: { 'x-custom': '', 'x-other': 'not named' } },
     { ...BASE, headerNames: ['referer'], requestHeaders: {} },
+    // A route with a response cache: "cache" after "upstream".
+    Object.fromEntries(Object.entries(BASE).flatMap(([k, v]) => (k === 'upstream' ? [[k, undefined], ['cache', 'hit']] : [[k, v]]))) as unknown as AccessFields,
+    Object.fromEntries(Object.entries(BASE).flatMap(([k, v]) => (k === 'upstream' ? [[k, v], ['cache', 'stale']] : [[k, v]]))) as unknown as AccessFields,
   ];
   for (const bindings of [{ pid: 42 }, { pid: 42, hostname: 'h', worker: 'a"b' }]) {
     const lines: string[] = [];

@@ -83,7 +83,7 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   const pki = await makePki();
   const { up, counts } = await cacheableUpstream();
   const cert = await pki.issue('c1', ['c1.test']);
-  const proxy = await startProxyFor(t, pki, { hosts: { 'c1.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const proxy = await startProxyFor(t, pki, { log: { access: true }, hosts: { 'c1.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
   const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c1.test', path, method, headers, ca: pki.caPem });
 
   let r = await get('/fresh');
@@ -97,6 +97,16 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   assert.equal(r.headers['content-type'], 'text/plain');
   assert.equal(r.headers['content-length'], String('/fresh #1'.length));
   assert.ok(r.headers.date !== undefined);
+  await new Promise((res) => setTimeout(res, 400)); // access lines are written in batches
+  const lines = proxy.logs.filter((l) => l['msg'] === 'access' && l['path'] === '/fresh');
+  assert.deepEqual(
+    lines.map((l) => [l['cache'], l['upstream'], l['status']]),
+    [
+      ['miss', up.url, 200],
+      ['hit', undefined, 200],
+    ],
+    'the access line says whether the cache answered',
+  );
 
   const session = await h2Connect(proxy.httpsPort, 'c1.test', pki.caPem);
   t.after(() => session.close());

@@ -65,6 +65,7 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     return Array.isArray(v) ? v.join(', ') : v;
   });
   if (mode === 'bypass') {
+    ex.cacheResult = 'bypass';
     ex.cacheStatus = 'Portico; fwd=bypass';
     return false;
   }
@@ -79,6 +80,7 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     }
     fwd = found === 'stale' ? 'stale' : 'uri-miss';
   }
+  ex.cacheResult = fwd === 'uri-miss' ? 'miss' : fwd === 'request' ? 'refresh' : fwd;
   responseCache.counters.misses++;
   ex.cacheStatus = `Portico; fwd=${fwd}`;
   // A HEAD's response has no body to store; a GET's may be stored.
@@ -92,6 +94,7 @@ function replay(ex: Exchange, e: CachedResponse): void {
   const age = e.initialAgeS + Math.floor((now - e.storedAt) / 1000);
   const status = `Portico; hit; ttl=${Math.max(0, Math.floor((e.expiresAt - now) / 1000))}`;
   ex.cacheStatus = status;
+  ex.cacheResult = 'hit';
   const h = ex.req.headers;
   const conditional = (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) && e.status === 200;
   if (conditional && fresh(h, { etag: e.etag, 'last-modified': e.lastModified })) {

@@ -92,6 +92,8 @@ export class Exchange implements H1Handler {
   fileBody: Readable | undefined = undefined;
   /** "cache" routes: the response's Cache-Status (RFC 9211), once the cache was asked. */
   cacheStatus: string | undefined = undefined;
+  /** "cache" routes: the access line's "cache" field ("hit", "miss", "stale", "refresh", "bypass"). */
+  cacheResult: string | undefined = undefined;
   /** "cache" routes: a GET the cache could not answer, until its response arrives. */
   cacheMiss: CacheMiss | undefined = undefined;
   /** "cache" routes: the response being copied into the cache. */

@@ -644,6 +644,7 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
     path: ex.req.url,
     route: ex.route?.id,
     upstream: ex.target?.url,
+    cache: ex.cacheResult,
     status,
     bytes: ex.bytes,
     durationMs: Math.round(durationMs * 100) / 100,
