@@ -20,6 +20,7 @@ import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.j
 import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
+import { interceptH1 } from './intercept-errors.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -78,6 +79,12 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   let length: string | undefined;
   const sticky = ex.upstream!.sticky === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
   try {
+    // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
+    const pages = ex.route!.upstreamErrorPages;
+    if (pages !== undefined) {
+      const page = pages.get(statusCode);
+      if (page !== undefined) return interceptH1(ex, statusCode, pairsToHeaders(pairs), page);
+    }
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
       const received = pairsToHeaders(pairs);
