@@ -107,7 +107,8 @@ function replay(ex: Exchange, e: CachedResponse): void {
     return;
   }
   const pairs = [...e.pairs, 'age', String(age), 'cache-status', status];
-  if (!onH1Headers(ex, e.status, pairs)) return;
+  // Answered already: a page replaced it (interceptErrors turned on since it was stored), or it failed.
+  if (!onH1Headers(ex, e.status, pairs) || ex.res.writableEnded) return;
   ex.onUpstreamEnd(ex.method === 'HEAD' || e.body.length === 0 ? null : e.body, null);
 }
 

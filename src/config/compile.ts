@@ -231,6 +231,16 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
     const hostMaxBody = host.maxBodySize === undefined ? maxBodyBytes : bodyLimitBytes(host.maxBodySize);
     const hostForwardAuth = host.forwardAuth === undefined ? undefined : compileForwardAuth(host.forwardAuth, parseDurationMs(host.forwardAuth.timeout));
+    let errorPages: HostPlan['errorPages'];
+    let upstreamErrorPages: RoutePlan['upstreamErrorPages'];
+    if (host.errorPages !== undefined) {
+      // Pages for statuses only upstreams answer are allowed once anything on the host intercepts upstream errors.
+      const intercepts = host.interceptErrors || host.routes.some((r) => r.interceptErrors === true);
+      const loaded = await loadErrorPages(baseDir, host.errorPages, intercepts);
+      for (const p of loaded.problems) issues.push({ path: formatPath(['hosts', name, 'errorPages', p.key]), message: p.message });
+      errorPages = loaded.pages.size > 0 ? loaded.pages : undefined;
+      upstreamErrorPages = loaded.upstreamPages.size > 0 ? loaded.upstreamPages : undefined;
+    }
     // Routes with one path: those with a match in the config's order, then the one without (linked by orElse).
     const byPath = new Map<string, RoutePlan[]>();
     for (let i = 0; i < host.routes.length; i++) {
@@ -263,6 +273,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         headerRules: compileHeaderRules(host.headers, r.headers),
         maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
         forwardAuth: r.forwardAuth === undefined ? hostForwardAuth : r.forwardAuth === false ? undefined : compileForwardAuth(r.forwardAuth, parseDurationMs(r.forwardAuth.timeout)),
+        upstreamErrorPages: r.upstream !== undefined && (r.interceptErrors ?? host.interceptErrors) ? upstreamErrorPages : undefined,
         match,
         orElse: undefined,
       };
@@ -274,12 +285,6 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       const ordered = [...list.filter((r) => r.match !== undefined), ...list.filter((r) => r.match === undefined)];
       for (let k = 0; k + 1 < ordered.length; k++) (ordered[k] as { orElse: RoutePlan | undefined }).orElse = ordered[k + 1];
       routes.set(path, ordered[0]!);
-    }
-    let errorPages: HostPlan['errorPages'];
-    if (host.errorPages !== undefined) {
-      const loaded = await loadErrorPages(baseDir, host.errorPages);
-      for (const p of loaded.problems) issues.push({ path: formatPath(['hosts', name, 'errorPages', p.key]), message: p.message });
-      errorPages = loaded.pages.size > 0 ? loaded.pages : undefined;
     }
     const acme = 'acme' in host.tls;
     const certId = 'cert' in host.tls

@@ -88,6 +88,11 @@ export interface RoutePlan {
   readonly maxBodyBytes: number;
   /** Its authentication service ("forwardAuth", its own or its host's), or undefined for none. */
   readonly forwardAuth: ForwardAuthPlan | undefined;
+  /**
+   * "interceptErrors": its host's pages by status (400–599), sent in place of an upstream's error response
+   * with a page; undefined when upstream responses pass on as they are (the one field the request path reads).
+   */
+  readonly upstreamErrorPages: ReadonlyMap<number, ErrorPage> | undefined;
   /** Its "match" conditions, or undefined for a route that serves every request under its path. */
   readonly match: RouteMatch | undefined;
   /** The next route with the same path, tried when this one's match fails (matched routes in config order, then the plain one). */

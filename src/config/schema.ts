@@ -540,6 +540,10 @@ const Route = z
       .union([BasicAuthObject, z.literal(false)])
       .optional()
       .describe('This route\'s login, replacing its host\'s "basicAuth"; false makes the route public on a host that has one (a health endpoint, say). Default: the host\'s.'),
+    interceptErrors: z
+      .boolean()
+      .optional()
+      .describe('This route\'s own "interceptErrors", replacing its host\'s: true sends the host\'s "errorPages" in place of its upstream\'s error bodies, false passes them on as they are (an API whose clients read its JSON errors, say). Routes with an "upstream" only. Default: the host\'s.'),
   })
   .superRefine((r, ctx) => {
     const kinds = (['upstream', 'redirect', 'respond', 'files'] as const).filter((k) => r[k] !== undefined);
@@ -554,6 +558,9 @@ const Route = z
     if (kinds[0] === 'upstream') return;
     if (r.headers?.request !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['headers', 'request'], message: `a "${kinds[0]}" route sends nothing upstream, so request header rules have no effect here; remove them` });
+    }
+    if (r.interceptErrors === true) {
+      ctx.addIssue({ code: 'custom', path: ['interceptErrors'], message: `a "${kinds[0]}" route sends nothing upstream, so there is no upstream error to replace (its own errors get the host's "errorPages" anyway); remove "interceptErrors"` });
     }
     if (kinds[0] !== 'files' && r.compress !== undefined && r.compress !== false) {
       ctx.addIssue({ code: 'custom', path: ['compress'], message: `a "${kinds[0]}" route answers itself, and only proxied responses and files are compressed; remove "compress"` });
@@ -608,12 +615,27 @@ const HostEntry = z
       )
       .optional()
       .describe(
-        'Pages for the errors Portico answers on this host itself (404 no route, 401, 403, 413, 429, 502, 503, 504…), by status ("502") or class ("5xx"; an exact status wins): files relative to the config file, .html, .json, .txt or .xml (at most 1 MiB), read when the config loads and re-read on reload. The x-portico-error header still names the error. Responses from upstreams are never replaced.',
+        'Pages for the errors Portico answers on this host itself (404 no route, 401, 403, 413, 429, 502, 503, 504…), by status ("502") or class ("5xx"; an exact status wins): files relative to the config file, .html, .json, .txt or .xml (at most 1 MiB), read when the config loads and re-read on reload. The x-portico-error header still names the error. Responses from upstreams are passed on as they are, unless "interceptErrors" is set; a page for a status only upstreams answer ("418") needs it.',
+      ),
+    interceptErrors: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Send this host\'s "errorPages" in place of upstream error responses too (nginx\'s proxy_intercept_errors with error_page, Traefik\'s errors middleware): an upstream\'s 4xx or 5xx answer whose status has a page ("500", or "5xx") reaches the client with that status and the page (its Content-Type, Cache-Control: no-store; HEAD gets the head alone). The upstream\'s body is discarded; of its headers only those a client needs to act on the status are kept (WWW-Authenticate, Proxy-Authenticate, Retry-After, Allow, Accept-Patch, Accept-Post); response header rules still apply, compression does not. Statuses without a page pass on as they are, and so do declined WebSocket upgrades. The access line keeps the upstream\'s status, with "detail": "replaced by the error page". Needs "errorPages". A route\'s own "interceptErrors" replaces this. Hazard: clients that read an API\'s error bodies (JSON problem details, say) get the page instead; set "interceptErrors": false on such routes. Default: false.',
       ),
     denyFrom: DenyFrom.optional().describe(
       'Client addresses (IPs or CIDRs) refused with 403 (PORTICO_FORBIDDEN) on every route of this host, WebSocket upgrades included (nginx\'s deny): abusive clients, say. The client address is the one "allowFrom" judges. A route\'s own "denyFrom" adds to this list; "denyFrom" wins over "allowFrom".',
     ),
     allowFrom: AllowFrom.optional().describe('Client addresses (IPs or CIDRs, such as "10.0.0.0/8" or "2001:db8::/32") this host serves; requests and WebSocket upgrades from others get 403 (PORTICO_FORBIDDEN). The client address is the connection\'s peer, or, from a peer in "forwarding.trustedProxies", the rightmost X-Forwarded-For address that is not a trusted proxy. A route\'s own "allowFrom" replaces this one. Default: everyone.'),
+  })
+  .superRefine((h, ctx) => {
+    // interceptErrors sends the host's pages: without any, it would do nothing.
+    if (h.errorPages !== undefined) return;
+    const message = 'replaces upstream error bodies with this host\'s "errorPages", and the host has none: add "errorPages" (such as {"5xx": "pages/5xx.html"}), or remove "interceptErrors"';
+    if (h.interceptErrors) ctx.addIssue({ code: 'custom', path: ['interceptErrors'], message: `"interceptErrors" ${message}` });
+    h.routes.forEach((r, i) => {
+      if (r.interceptErrors === true) ctx.addIssue({ code: 'custom', path: ['routes', i, 'interceptErrors'], message: `"interceptErrors" ${message}` });
+    });
   })
   .describe('A site: its names, certificate and routes.');
 

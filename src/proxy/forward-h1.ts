@@ -21,6 +21,7 @@ import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pair
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 import { startFill } from '../cache/cache-exchange.js';
+import { interceptH1 } from './intercept-errors.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -79,8 +80,16 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   let length: string | undefined;
   // A response from the cache (no target) has its Cache-Status among its pairs and sets no sticky cookie.
   const sticky = ex.upstream!.sticky === undefined || ex.target === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target, ex.stickySent, !ex.plain);
-  const cacheStatus = ex.cacheStatus === undefined || ex.target === undefined ? undefined : startFill(ex, statusCode, pairs);
+  let cacheStatus: string | undefined;
   try {
+    // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
+    const pages = ex.route!.upstreamErrorPages;
+    if (pages !== undefined) {
+      const page = pages.get(statusCode);
+      if (page !== undefined) return interceptH1(ex, statusCode, pairsToHeaders(pairs), page);
+    }
+    // An upstream's response to a request the cache could not answer may be stored (not one replaced by a page).
+    if (ex.cacheStatus !== undefined && ex.target !== undefined) cacheStatus = startFill(ex, statusCode, pairs);
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
       const received = pairsToHeaders(pairs);

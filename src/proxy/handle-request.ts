@@ -35,6 +35,7 @@ import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from 
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { answerFromCache, finishFill, headerObjectPairs, onFillData, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { interceptH2 } from './intercept-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -523,6 +524,20 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     return;
   }
   ex.status = upRes.statusCode ?? 502;
+  // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
+  const pages = ex.route!.upstreamErrorPages;
+  if (pages !== undefined) {
+    const page = pages.get(ex.status);
+    if (page !== undefined) {
+      try {
+        return interceptH2(ex, upRes, page);
+      } catch (err) {
+        upRes.destroy();
+        ex.upstreamRes = undefined;
+        return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
+      }
+    }
+  }
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   if (ex.cacheStatus !== undefined) headers['cache-status'] = startFill(ex, ex.status, headerObjectPairs(upRes.headers));
   const rules = ex.route!.headerRules?.response;
