@@ -191,7 +191,7 @@ const UpstreamObject = z.strictObject({
     .max(1_000_000)
     .optional()
     .describe(
-      'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit; WebSocket upgrades obey it but are not counted. Default: no limit.',
+      'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit. A WebSocket (any upgraded connection) holds a slot from its upgrade until its tunnel closes; an upgrade finding every target full gets 503 at once, without queueing. Default: no limit.',
     ),
   queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
 }).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
