@@ -1,10 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
-import { RateLimiter } from '../src/proxy/rate-limit.js';
+import type { ConfigInput } from '../src/config/schema.js';
+import { RateLimiter, RateLimitRegistry } from '../src/proxy/rate-limit.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
-import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { adminRequest } from './helpers/admin.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 
 test('rateLimit: a burst, then the rate; a host\'s budget shared by its routes; per client behind a trusted proxy; 429 with Retry-After everywhere', async (t) => {
@@ -67,6 +71,83 @@ test('rateLimit: a burst, then the rate; a host\'s budget shared by its routes; 
   assert.equal((await get('/', '127.10.0.1')).status, 200);
   assert.equal((await get('/', '127.10.0.1')).status, 200);
   assert.equal((await get('/', '127.10.0.1')).status, 429);
+});
+
+test('rateLimit buckets survive a reload that keeps the limit (admin API or a rewritten file); a changed limit starts afresh, and limits left out are dropped', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  const token = 'r'.repeat(40);
+  await writeFile(join(pki.dir, 'admin.token'), token);
+  const adminPort = await freePort();
+  const cert = await pki.issue('rl', ['rl.test']);
+  const config = (host: Record<string, unknown>, routes: Record<string, unknown>[]): Omit<ConfigInput, 'listen'> => ({
+    admin: { port: adminPort, tokenFile: 'admin.token' },
+    forwarding: { trustedProxies: ['127.0.0.1'] },
+    hosts: { 'rl.test': { tls: cert, ...host, routes: [{ path: '/', upstream: up.url }, ...routes] } },
+  }) as Omit<ConfigInput, 'listen'>;
+  const first = config({ rateLimit: { requests: 1, per: '1m', burst: 2 } }, [{ path: '/own', upstream: up.url, rateLimit: { requests: 1, per: '1m' } }]);
+  const proxy = await startProxyFor(t, pki, first, [up.close]);
+  const get = (path: string, client = '127.10.1.1') => h1Request({ port: proxy.httpsPort, sni: 'rl.test', path, headers: { 'x-forwarded-for': client }, ca: pki.caPem });
+  const limited = async (path: string, why: string): Promise<void> => {
+    const r = await get(path);
+    assert.equal(r.status, 429, why);
+    assert.equal(r.headers['x-portico-error'], 'PORTICO_RATE_LIMITED');
+    const wait = Number(r.headers['retry-after']);
+    assert.ok(wait >= 55 && wait <= 60, `Retry-After ${r.headers['retry-after']}: the bucket still empties at 1 a minute`);
+  };
+
+  assert.deepEqual([(await get('/')).status, (await get('/')).status], [200, 200]);
+  await limited('/', 'the host\'s burst of 2 is spent');
+  assert.equal((await get('/own')).status, 200);
+  await limited('/own', 'the route\'s own burst of 1 is spent');
+  assert.equal(proxy.portico.rateLimits.size, 2);
+
+  // Reload through the admin API with the file rewritten (a route and a header rule added): the buckets are kept.
+  const second = config({ rateLimit: { requests: 1, per: '1m', burst: 2 }, headers: { response: { set: { 'x-generation': '2' } } } }, [
+    { path: '/own', upstream: up.url, rateLimit: { requests: 1, per: '1m' } },
+    { path: '/more', upstream: up.url },
+  ]);
+  await writeFile(proxy.configFile, JSON.stringify({ listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] } }, certsDir: pki.dir, ...second }));
+  const reloaded = await adminRequest(adminPort, 'POST', '/reload', { token });
+  assert.equal(reloaded.status, 200, reloaded.text);
+  assert.equal((await get('/more', '127.10.1.2')).headers['x-generation'], '2', 'the new config serves');
+  await limited('/', 'no fresh burst after a reload');
+  await limited('/more', 'a new route of the host shares its kept budget');
+  await limited('/own', 'a route\'s own bucket is kept too');
+  assert.equal(up.seen.filter((r) => String(r.headers['x-forwarded-for'] ?? '').startsWith('127.10.1.1')).length, 3, 'limited requests reached no upstream');
+
+  // Rewritten file and reload: the host's limit spelled "60s" is the same limit; the route's new burst is a new one.
+  await proxy.reconfigure(config({ rateLimit: { requests: 1, per: '60s', burst: 2 } }, [{ path: '/own', upstream: up.url, rateLimit: { requests: 1, per: '1m', burst: 2 } }]));
+  await limited('/', '"60s" is "1m": the bucket is kept');
+  assert.deepEqual([(await get('/own')).status, (await get('/own')).status], [200, 200], 'a changed limit starts with a full bucket');
+  await limited('/own', 'and empties as configured');
+  assert.equal(proxy.portico.rateLimits.size, 2, 'the route\'s old limiter was dropped');
+
+  // Limits taken out of the config are forgotten; put back, they start afresh.
+  await proxy.reconfigure(config({}, [{ path: '/own', upstream: up.url }]));
+  assert.equal(proxy.portico.rateLimits.size, 0);
+  assert.equal((await get('/')).status, 200);
+  await proxy.reconfigure(first);
+  assert.deepEqual([(await get('/')).status, (await get('/')).status], [200, 200]);
+  await limited('/', 'a limit put back counts from a full bucket');
+});
+
+test('RateLimitRegistry: one limiter per scope and settings, the same after a recompile, dropped when no Plan keeps it', () => {
+  const reg = new RateLimitRegistry();
+  const host = reg.get('host a.test', { requests: 5, per: '1s' });
+  assert.equal(reg.get('host a.test', { requests: 5, per: '1000ms', burst: 5 }), host, 'defaults and units resolved before comparing');
+  assert.notEqual(reg.get('host b.test', { requests: 5, per: '1s' }), host, 'another host has its own');
+  assert.notEqual(reg.get('host a.test', { requests: 5, per: '1s', burst: 6 }), host, 'another burst is another limiter');
+  assert.notEqual(reg.get('host a.test', { requests: 6, per: '1s' }), host);
+  assert.notEqual(reg.get('host a.test', { requests: 5, per: '2s' }), host);
+  assert.notEqual(reg.get('route a.test /', { requests: 5, per: '1s' }), host, "a route's own limit is not its host's");
+  assert.equal(reg.size, 6);
+  reg.retain(new Set([host]));
+  assert.equal(reg.size, 1);
+  assert.equal(reg.get('host a.test', { requests: 5, per: '1s' }), host);
 });
 
 test('RateLimiter forgets clients whose bucket has refilled, so its memory stays bounded', () => {

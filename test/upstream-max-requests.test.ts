@@ -2,18 +2,25 @@
  * An upstream's maxRequests and queueTimeout: no target ever has more requests in flight than the
  * limit, a request waits in the queue for a free slot and gets it in order, one that waits too long
  * (or finds no queue) gets 503 PORTICO_UPSTREAM_BUSY with Retry-After, a client that leaves the queue
- * is forgotten, and routes that share a target share its count.
+ * is forgotten, and routes that share a target share its count. A WebSocket holds a slot for its whole
+ * life, and gives it back once on every way an upgrade can end.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type http from 'node:http';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
+import WebSocket, { WebSocketServer } from 'ws';
 import { validateConfig } from '../src/config/load.js';
+import { ERRORS } from '../src/errors.js';
 import { takeSnapshot } from '../src/admin/snapshot.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
-import { h1Request, h2Connect, startUpstream, type TestResponse } from './helpers/net.js';
+import { freePort, h1Request, h2Connect, startUpstream, type TestResponse } from './helpers/net.js';
+import { metricValue } from './helpers/admin.js';
+import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
 
 /** An upstream that holds every request until the test releases it, and records how many it held at once. */
 async function gated(name: string): Promise<{ url: string; held: { path: string; res: http.ServerResponse }[]; most: () => number; release: (path?: string) => void; close: () => Promise<void> }> {
@@ -157,4 +164,176 @@ test('maxRequests and queueTimeout are checked with their paths', () => {
   const lines = r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[0].upstream.maxRequests: ')), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[0].upstream.queueTimeout: ')), lines.join('\n'));
+});
+
+/**
+ * An upstream for upgrades: plain requests get 200; upgrades to /ws become WebSockets (echo), /decline gets
+ * a 403, /hold is never answered (kept in `held`), /hangup has its connection closed before any answer.
+ */
+async function upgradeUpstream(): Promise<{ url: string; wss: WebSocketServer; held: Socket[]; plain: string[]; close: () => Promise<void> }> {
+  const plain: string[] = [];
+  const held: Socket[] = [];
+  const server = http.createServer((req, res) => {
+    plain.push(req.url ?? '');
+    req.resume();
+    res.end('plain');
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+  server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    if (req.url === '/ws') return wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    if (req.url === '/decline') return void socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nnope');
+    if (req.url === '/hold') {
+      held.push(socket);
+      // Read on, so that the proxy's close (its FIN) is seen: the socket is then destroyed.
+      socket.once('end', () => socket.destroy());
+      return void socket.resume();
+    }
+    socket.destroy();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    wss,
+    held,
+    plain,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate();
+        for (const c of held) c.destroy();
+        wss.close();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+type UpgradeUpstream = Awaited<ReturnType<typeof upgradeUpstream>>;
+
+async function setupUpgrades(
+  t: TestContext,
+  upstream: (up: UpgradeUpstream) => NonNullable<RouteInput['upstream']>,
+): Promise<{ pki: TestPki; proxy: TestProxy; up: UpgradeUpstream; cert: { cert: string; key: string } }> {
+  const pki = await makePki();
+  const up = await upgradeUpstream();
+  const cert = await pki.issue('u', ['u.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'u.test': { tls: cert, routes: [{ path: '/', upstream: upstream(up) }] } } }, [() => up.close()]);
+  return { pki, proxy, up, cert };
+}
+
+/** A WebSocket client through the proxy, open. */
+async function openWs(proxy: TestProxy, pki: TestPki): Promise<WebSocket> {
+  const ws = new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}/ws`, { servername: 'u.test', headers: { host: 'u.test' }, ca: pki.caPem } as WebSocket.ClientOptions);
+  await once(ws, 'open');
+  return ws;
+}
+
+/** What /status shows for a target: requests (and tunnels) counted against maxRequests, and those queued. */
+function counted(proxy: TestProxy, url: string): { limitedRequests: number; queued: number } {
+  const u = takeSnapshot(proxy.portico).upstreams.find((x) => x.url === url)!;
+  return { limitedRequests: u.limitedRequests, queued: u.queued };
+}
+
+test('a WebSocket holds a slot of its target while open: with maxRequests 1 a request queues until the tunnel closes, another upgrade gets 503 at once; /status and metrics count it', async (t) => {
+  const { pki, proxy, up } = await setupUpgrades(t, (up) => ({ targets: [up.url], maxRequests: 1, queueTimeout: '5s' }));
+  const get = (path: string): Promise<TestResponse> => h1Request({ port: proxy.httpsPort, sni: 'u.test', path, ca: pki.caPem });
+  const ws = await openWs(proxy, pki);
+  const echo = once(ws, 'message');
+  ws.send('still open');
+  assert.equal(String((await echo)[0]), 'still open');
+  assert.deepEqual(counted(proxy, up.url), { limitedRequests: 1, queued: 0 });
+  assert.equal(metricValue(renderMetrics([takeSnapshot(proxy.portico)]), `portico_upstream_limited_requests{upstream="${up.url}"}`), 1);
+
+  const second = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'u.test', ca: pki.caPem } });
+  const started = performance.now();
+  await second.write(rawUpgradeRequest('u.test', '/ws'));
+  const busy = await second.response();
+  assert.equal(busy.status, 503);
+  assert.equal(busy.text, `${ERRORS.PORTICO_UPSTREAM_BUSY.message}\n`);
+  assert.equal(busy.headers['retry-after'], '1');
+  assert.ok(performance.now() - started < 1000, 'an upgrade does not queue');
+  assert.equal(up.wss.clients.size, 1, 'the refused upgrade reached no target');
+
+  const queued = get('/after');
+  await waitUntil('the request queued', () => counted(proxy, up.url).queued === 1);
+  await delay(150);
+  assert.deepEqual(up.plain, [], 'the request waits while the WebSocket is open');
+  const closed = once(ws, 'close');
+  ws.close(1000, 'done');
+  await closed;
+  const r = await queued;
+  assert.equal(r.status, 200, 'the tunnel\'s slot went to the queued request');
+  assert.deepEqual(up.plain, ['/after']);
+  await waitUntil('no slot held', () => counted(proxy, up.url).limitedRequests === 0);
+});
+
+test('a tunnel the upstream closes frees its slot; with queueTimeout "0s" a request meanwhile gets 503 PORTICO_UPSTREAM_BUSY', async (t) => {
+  const { pki, proxy, up } = await setupUpgrades(t, (up) => ({ targets: [up.url], maxRequests: 1, queueTimeout: '0s' }));
+  const get = (path: string): Promise<TestResponse> => h1Request({ port: proxy.httpsPort, sni: 'u.test', path, ca: pki.caPem });
+  const ws = await openWs(proxy, pki);
+  const busy = await get('/busy');
+  assert.equal(busy.status, 503);
+  assert.equal(busy.headers['x-portico-error'], 'PORTICO_UPSTREAM_BUSY');
+  const closed = once(ws, 'close');
+  for (const c of up.wss.clients) c.terminate();
+  await closed;
+  await waitUntil('the slot freed', () => counted(proxy, up.url).limitedRequests === 0);
+  assert.equal((await get('/free')).status, 200);
+  assert.deepEqual(up.plain, ['/free']);
+});
+
+test('an upgrade gives its slot back once however it ends: declined, refused (and retried elsewhere), hung up on, or left by its client', async (t) => {
+  const deadPort = await freePort();
+  const dead = `http://127.0.0.1:${deadPort}`;
+  const { pki, proxy, up, cert } = await setupUpgrades(t, (up) => ({ targets: [dead, up.url], maxRequests: 1, queueTimeout: '0s' }));
+  const free = async (why: string): Promise<void> => {
+    await waitUntil(`no slot held after ${why}`, () => counted(proxy, up.url).limitedRequests === 0 && counted(proxy, dead).limitedRequests === 0);
+    // With queueTimeout "0s", a slot still held would make this a 503.
+    const r = await h1Request({ port: proxy.httpsPort, sni: 'u.test', path: `/after-${why.replace(/\W+/g, '-')}`, ca: pki.caPem });
+    assert.equal(r.status, 200, `a request after ${why}`);
+  };
+  const upgrade = async (path: string): Promise<RawClient> => {
+    const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'u.test', ca: pki.caPem } });
+    await c.write(rawUpgradeRequest('u.test', path));
+    return c;
+  };
+
+  const declined = await (await upgrade('/decline')).response();
+  assert.equal(declined.status, 403);
+  assert.equal(declined.text, 'nope');
+  await free('a declined upgrade');
+
+  // The dead target refuses: the upgrade moves to the live one with its slot (round-robin tries the dead one first once).
+  const hangup = await (await upgrade('/hangup')).response();
+  assert.equal(hangup.status, 502);
+  await free('an upstream that hung up');
+
+  const ws = await openWs(proxy, pki);
+  assert.equal(counted(proxy, up.url).limitedRequests, 1);
+  assert.equal(counted(proxy, dead).limitedRequests, 0);
+  const closed = once(ws, 'close');
+  ws.close();
+  await closed;
+  await free('a WebSocket closed by its client');
+
+  const leaving = await upgrade('/hold');
+  await waitUntil('the upgrade held by the upstream', () => up.held.length === 1);
+  assert.equal(counted(proxy, up.url).limitedRequests, 1, 'an upgrade waiting for its answer holds its slot');
+  const upstreamSide = up.held[0]!;
+  leaving.destroy();
+  await waitUntil('the upstream request cancelled', () => upstreamSide.destroyed);
+  await free('a client that left before the answer');
+
+  const passedOver = proxy.logs.filter((l) => l.msg === 'upstream failed, trying the next target' && l.upstream === dead);
+  assert.ok(passedOver.length >= 1, 'upgrades tried the dead target first and moved on with their slot');
+
+  // The dead target alone: refused with nowhere else to go, 502 each time; a slot kept would make the second a 503.
+  await proxy.reconfigure({ hosts: { 'u.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [dead], maxRequests: 1, queueTimeout: '0s' } }] } } });
+  for (const attempt of [1, 2]) {
+    const refused = await (await upgrade('/ws')).response();
+    assert.equal(refused.status, 502, `refused upgrade ${attempt}`);
+    assert.equal(counted(proxy, dead).limitedRequests, 0);
+  }
 });

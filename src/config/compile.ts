@@ -23,7 +23,7 @@ import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
 import { compileCache } from '../cache/cache-plan.js';
-import { compileRateLimit } from '../proxy/rate-limit.js';
+import { RateLimitRegistry, type RateLimiter, type RateLimitSetting } from '../proxy/rate-limit.js';
 import { RouteMatch } from '../proxy/route-match.js';
 import { compileForwardAuth } from '../proxy/forward-auth.js';
 import { compileAddressList } from '../proxy/client-address.js';
@@ -41,11 +41,21 @@ export interface CompileDeps {
   readonly generation: number;
   /** Stream targets' health checks, kept across reloads; a fresh registry when absent (portico check). */
   readonly streamHealth?: StreamHealthRegistry;
+  /** Rate limiters with their buckets, kept across reloads; a fresh registry when absent (portico check). */
+  readonly rateLimits?: RateLimitRegistry;
 }
 
 /** A compiled Plan with the certificates it needs, or every issue. */
 export type CompileResult =
-  | { readonly ok: true; readonly plan: Plan; readonly certs: ReadonlyMap<string, CertPair>; readonly usedTargets: ReadonlySet<Target>; readonly usedStreamHealth: ReadonlySet<StreamTargetHealth> }
+  | {
+      readonly ok: true;
+      readonly plan: Plan;
+      readonly certs: ReadonlyMap<string, CertPair>;
+      readonly usedTargets: ReadonlySet<Target>;
+      readonly usedStreamHealth: ReadonlySet<StreamTargetHealth>;
+      /** The rate limiters the Plan uses: the registry keeps these (and their buckets) once it is published. */
+      readonly usedRateLimits: ReadonlySet<RateLimiter>;
+    }
   | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
 
 /** Resolves a file name against the certs directory. */
@@ -96,6 +106,14 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   const usedTargets = new Set<Target>();
   const usedStreamHealth = new Set<StreamTargetHealth>();
   const stats = deps.stats ?? new RequestStatsRegistry();
+  const rateLimits = deps.rateLimits ?? new RateLimitRegistry();
+  const usedRateLimits = new Set<RateLimiter>();
+  /** The limiter of a "rateLimit" in `scope` (`host <name>` or `route <id>`): the same one, buckets and all, while its settings stay. */
+  const limitFor = (scope: string, setting: RateLimitSetting): RateLimiter => {
+    const l = rateLimits.get(scope, setting);
+    usedRateLimits.add(l);
+    return l;
+  };
   const caCache = new Map<string, Buffer>();
 
   // Certificates: one load per distinct pair, validated against every name it serves.
@@ -225,7 +243,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const routes = new Map<string, RoutePlan>();
     const hostCompress = compileCompress(host.compress);
     const hostCache = compileCache(host.cache);
-    const hostLimit = host.rateLimit === undefined ? undefined : compileRateLimit(host.rateLimit);
+    const hostLimit = host.rateLimit === undefined ? undefined : limitFor(`host ${name}`, host.rateLimit);
     const hostAllow = compileAddressList(host.allowFrom);
     const hostDeny = compileAddressList(host.denyFrom);
     const hostAuth = host.basicAuth === undefined ? undefined : new BasicAuth(host.basicAuth.realm, host.basicAuth.users);
@@ -254,8 +272,9 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         files = compiled.plan;
       }
       const label = match === undefined ? path : `${path} [${match.label}]`;
+      const id = `${name} ${label}`;
       const route: RoutePlan = {
-        id: `${name} ${label}`,
+        id,
         path,
         stripLength: r.stripPrefix && path !== '/' ? path.length : 0,
         addPrefix: r.addPrefix === undefined ? '' : normalizeRoutePath(r.addPrefix) === '/' ? '' : normalizeRoutePath(r.addPrefix),
@@ -268,7 +287,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         deny: r.denyFrom === undefined ? hostDeny : compileAddressList([...(host.denyFrom ?? []), ...r.denyFrom]),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
         cache: r.upstream === undefined ? undefined : r.cache === undefined ? hostCache : compileCache(r.cache),
-        limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : compileRateLimit(r.rateLimit),
+        limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : limitFor(`route ${id}`, r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
         maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
@@ -360,5 +379,5 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     streams: compileStreams(config.streams, deps.streamHealth, usedStreamHealth),
     adminTokenDigest,
   };
-  return { ok: true, plan, certs, usedTargets, usedStreamHealth };
+  return { ok: true, plan, certs, usedTargets, usedStreamHealth, usedRateLimits };
 }

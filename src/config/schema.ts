@@ -191,7 +191,7 @@ const UpstreamObject = z.strictObject({
     .max(1_000_000)
     .optional()
     .describe(
-      'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit; WebSocket upgrades obey it but are not counted. Default: no limit.',
+      'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit. A WebSocket (any upgraded connection) holds a slot from its upgrade until its tunnel closes; an upgrade finding every target full gets 503 at once, without queueing. Default: no limit.',
     ),
   queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
 }).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
@@ -303,7 +303,7 @@ const RateLimitObject = z
     burst: z.number().int().min(1).max(1_000_000).optional().describe('Requests a client may make at once before the rate applies (the bucket\'s size). Default: "requests".'),
   })
   .describe(
-    'A request rate limit per client address (nginx\'s limit_req, Traefik\'s rateLimit): each client may make "burst" requests at once, then "requests" per "per"; past it, requests and WebSocket upgrades get 429 (PORTICO_RATE_LIMITED) with Retry-After and reach no upstream. The client address is the one "allowFrom" uses. A host\'s limit is one budget for all its routes; a route\'s own replaces it (false: no limit). Each worker process counts on its own, so with "workers": N a client may get up to N times the rate.',
+    'A request rate limit per client address (nginx\'s limit_req, Traefik\'s rateLimit): each client may make "burst" requests at once, then "requests" per "per"; past it, requests and WebSocket upgrades get 429 (PORTICO_RATE_LIMITED) with Retry-After and reach no upstream. The client address is the one "allowFrom" uses. A host\'s limit is one budget for all its routes; a route\'s own replaces it (false: no limit). Each worker process counts on its own, so with "workers": N a client may get up to N times the rate. Reloads keep the counts while the limit\'s settings are unchanged (a host\'s by its name, a route\'s own by its path and "match"); a changed limit starts with full buckets.',
   );
 
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });

@@ -1,7 +1,10 @@
 /**
  * WebSocket (RFC 6455) and other HTTP/1.1 upgrades: the same Host/SNI check
  * and routing as requests, then bytes both ways until either side closes.
- * Upgrades go to HTTP/1.1 targets only.
+ * Upgrades go to HTTP/1.1 targets only. Under an upstream's "maxRequests" an
+ * upgrade holds a slot of its target from when it is sent until its tunnel
+ * (or the declined answer) has closed, as HAProxy's maxconn counts a tunnel
+ * for its whole life; one that finds every target full gets 503 at once.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -11,7 +14,7 @@ import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
-import { anyAvailable } from './upstream-limit.js';
+import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
 import { isAllowedOnConnection, isTrustedPeer, kConnName, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
@@ -76,15 +79,48 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       }
       const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
       const first = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
-      if (first === undefined) return reject(socket, u.maxRequests !== 0 && anyAvailable(u) ? 'PORTICO_UPSTREAM_BUSY' : 'PORTICO_NO_HEALTHY_UPSTREAM');
+      // Every available target at its maxRequests: no queue for upgrades, 503 at once (with a request's Retry-After).
+      if (first === undefined) return u.maxRequests !== 0 && anyAvailable(u) ? reject(socket, 'PORTICO_UPSTREAM_BUSY', 'Retry-After: 1') : reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       const path = rewritePath(route, url);
       const remote = req.remoteAddress;
       const trusted = isTrustedPeer(plan, remote);
       const requestId = plan.requestId ? requestIdFor(req.headers, trusted) : undefined;
       const started = performance.now();
+      // maxRequests: the target whose slot the upgrade holds, or undefined. Taken when the upgrade is sent
+      // (moved by a retry), freed once: when it fails, when the declined answer has been relayed, when the
+      // client leaves before the upstream answered, or when the tunnel's upstream side has closed.
+      let slot: Target | undefined;
+      const hold = (target: Target): void => {
+        const before = slot;
+        slot = undefined;
+        if (u.maxRequests !== 0) {
+          takeTargetSlot(target);
+          slot = target;
+        }
+        if (before !== undefined) freeTargetSlot(before);
+      };
+      const release = (): void => {
+        const t = slot;
+        if (t === undefined) return;
+        slot = undefined;
+        freeTargetSlot(t);
+      };
+      // The upstream request until its exchange is over (a 101, or a declined answer relayed), and whether the tunnel is up.
+      let pending: http.ClientRequest | undefined;
+      let tunnelled = false;
+      // A client that leaves before the tunnel is up cancels the upstream request (and frees the slot); a tunnel
+      // frees its slot when its upstream side has closed, which the client's close brings about.
+      socket.once('close', () => {
+        if (tunnelled) return;
+        pending?.destroy();
+        release();
+      });
       // One attempt per target: a target that was never reached (refused, no socket file) passes the upgrade on to the next.
       const attempt = (target: Target, attempts: number): void => {
-        if (target.kind === 'h2c' || target.kind === 'h2-tls') return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+        if (target.kind === 'h2c' || target.kind === 'h2-tls') {
+          release();
+          return reject(socket, 'PORTICO_UPSTREAM_FAILED');
+        }
         const headers = buildRequestHeaders(req.headers, {
           remoteAddress: remote,
           trusted,
@@ -108,8 +144,12 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         try {
           up = target.kind === 'h1' ? http.request(options) : https.request({ ...options, ...target.tlsOptions() });
         } catch {
+          release();
           return reject(socket, 'PORTICO_BAD_REQUEST');
         }
+        hold(target);
+        pending = up;
+        let answered = false;
         const finish = (status: number, error?: string): void => {
           route.stats.record(status, performance.now() - started);
           if (plan.accessLog) {
@@ -118,18 +158,30 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         };
         up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
         up.on('error', (err: NodeJS.ErrnoException) => {
+          // A declined answer cut short: the client sees the connection close, not a truncated answer (its slot is freed with the answer).
+          if (answered) return void socket.destroy();
           if (err.code !== undefined && isTargetFailure(err.code)) target.reportFailure(err.code);
-          if (socket.destroyed) return finish(502, err.code);
+          if (socket.destroyed) {
+            release();
+            return finish(502, err.code);
+          }
           const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target) : undefined;
           if (next !== undefined) {
             state.log.warn({ upstream: target.url, code: err.code, route: route.id, next: next.url }, 'upstream failed, trying the next target');
             return attempt(next, attempts + 1);
           }
+          release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
           reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
           finish(502, err.code);
         });
         up.on('response', (res) => {
+          answered = true;
+          // The slot is held until the answer has been relayed (or the client left, above).
+          res.once('close', () => {
+            pending = undefined;
+            release();
+          });
           // The upstream declined the upgrade: relay its answer and close.
           // The body arrives decoded and the connection closes after it, so framing headers are not relayed.
           const kept: string[] = [];
@@ -144,6 +196,11 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           finish(res.statusCode ?? 0);
         });
         up.on('upgrade', (res, upSocket, upHead) => {
+          answered = true;
+          tunnelled = true;
+          pending = undefined;
+          // The slot is the upstream connection's: held until it has closed (a client that leaves closes it below).
+          upSocket.once('close', release);
           up.setTimeout(0);
           upSocket.setTimeout(0);
           socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));

@@ -4,6 +4,11 @@
  * and refills at `requests` per `per`. Counted in each process on its own.
  * Hot path for limited routes: one Map lookup and a little arithmetic; idle
  * buckets are swept when the map grows, so no timer outlives a Plan.
+ *
+ * Limiters live in a registry keyed by where they apply and their settings
+ * (RateLimitRegistry), as upstream targets do, so a reload that keeps a limit
+ * keeps its buckets: an edit to the config (or a certificate change that
+ * reloads it) gives no client a fresh burst.
  */
 
 import { parseDurationMs } from '../config/units.js';
@@ -65,7 +70,43 @@ export class RateLimiter {
   }
 }
 
-/** A "rateLimit" setting compiled into its limiter. */
-export function compileRateLimit(l: { requests: number; per: string; burst?: number | undefined }): RateLimiter {
-  return new RateLimiter(l.requests, parseDurationMs(l.per), l.burst ?? l.requests);
+/** A "rateLimit" setting as the config has it. */
+export interface RateLimitSetting {
+  readonly requests: number;
+  readonly per: string;
+  readonly burst?: number | undefined;
+}
+
+/**
+ * Limiters by scope and settings, shared by successive Plans, so that buckets survive reloads. The
+ * scope is where a limit applies: `host <name>` for a host's limit (one budget for its routes), or
+ * `route <route id>` for a route's own. A limit whose settings changed (requests, per, burst; "1s" and
+ * "1000ms" are the same) is a new limiter and starts with full buckets; one no Plan uses any more is
+ * dropped when the next Plan is published (retain), so the registry never outgrows one config.
+ */
+export class RateLimitRegistry {
+  readonly #byKey = new Map<string, RateLimiter>();
+
+  /** The limiter for `setting` in `scope`, made once. */
+  get(scope: string, setting: RateLimitSetting): RateLimiter {
+    const perMs = parseDurationMs(setting.per);
+    const burst = setting.burst ?? setting.requests;
+    const key = `${scope}|${setting.requests}|${perMs}|${burst}`;
+    let l = this.#byKey.get(key);
+    if (l === undefined) {
+      l = new RateLimiter(setting.requests, perMs, burst);
+      this.#byKey.set(key, l);
+    }
+    return l;
+  }
+
+  /** Forgets the limiters a new Plan no longer uses. */
+  retain(keep: ReadonlySet<RateLimiter>): void {
+    for (const [key, l] of this.#byKey) if (!keep.has(l)) this.#byKey.delete(key);
+  }
+
+  /** Limiters kept now (tests). */
+  get size(): number {
+    return this.#byKey.size;
+  }
 }

@@ -7,6 +7,11 @@
  * it is sent until its exchange ends; a retry moves it. When a slot frees, the oldest request waiting in
  * an upstream that has this target is sent to it (Target.waiting lists those upstreams). Upstreams
  * without a limit pay one number comparison per request.
+ *
+ * A WebSocket (or other) upgrade holds a slot too, from when it is sent until its tunnel has closed, as
+ * a tunnelled connection counts against HAProxy's maxconn for its whole life (src/proxy/handle-upgrade.ts
+ * takes and frees it with takeTargetSlot and freeTargetSlot). Upgrades do not wait in the queue: one that
+ * finds every available target full gets 503 at once.
  */
 import type { UpstreamPlan } from '../config/plan.js';
 import type { Target } from '../upstream/target.js';
@@ -22,7 +27,7 @@ export function takeSlot(ex: Exchange, target: Target): void {
   if (ex.slot === target) return;
   if (ex.slot !== undefined) releaseSlot(ex);
   if (ex.upstream!.maxRequests === 0) return;
-  target.limitedInFlight++;
+  takeTargetSlot(target);
   ex.slot = target;
 }
 
@@ -31,6 +36,16 @@ export function releaseSlot(ex: Exchange): void {
   const t = ex.slot;
   if (t === undefined) return;
   ex.slot = undefined;
+  freeTargetSlot(t);
+}
+
+/** One more request or tunnel holds a slot of `t`; the caller frees it once, with freeTargetSlot. */
+export function takeTargetSlot(t: Target): void {
+  t.limitedInFlight++;
+}
+
+/** A slot of `t` is free again: the oldest request waiting for one of its upstreams goes out. */
+export function freeTargetSlot(t: Target): void {
   t.limitedInFlight--;
   if (t.waiting !== undefined) wake(t);
 }

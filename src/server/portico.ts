@@ -26,6 +26,7 @@ import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { SessionTicketKeys } from '../tls/session-tickets.js';
 import { TargetRegistry } from '../upstream/target.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
+import { RateLimitRegistry } from '../proxy/rate-limit.js';
 import type { AdminServer } from '../admin/admin-server.js';
 import { StreamListener } from '../stream/stream-listener.js';
 
@@ -66,6 +67,8 @@ export class Portico {
   readonly startedAt = new Date();
   /** Request counters by route, kept across reloads (admin API metrics). */
   readonly requestStats = new RequestStatsRegistry();
+  /** Rate limiters by host or route and settings, their buckets kept across reloads. */
+  readonly rateLimits = new RateLimitRegistry();
   /** TCP and TLS passthrough listeners (config "streams"), opened at start. */
   readonly streams: StreamListener[] = [];
   /** The admin API, when configured and this process serves it (not in workers: their primary does). */
@@ -147,7 +150,13 @@ export class Portico {
   async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
     const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
-    const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets: this.targets, stats: this.requestStats, streamHealth: this.streamHealth, generation: this.#generation + 1 });
+    const compiled = await compilePlan(loaded.config, loaded.baseDir, {
+      targets: this.targets,
+      stats: this.requestStats,
+      streamHealth: this.streamHealth,
+      rateLimits: this.rateLimits,
+      generation: this.#generation + 1,
+    });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };
     // Before the Plan goes live: HTTP/2 targets load their client here, so no request waits for it
     // (and a config without HTTP/2 upstreams never loads it).
@@ -162,6 +171,7 @@ export class Portico {
     for (const t of compiled.usedTargets) t.startHealth(this.log);
     this.streamHealth.retain(compiled.usedStreamHealth);
     for (const h of compiled.usedStreamHealth) h.start(this.log);
+    this.rateLimits.retain(compiled.usedRateLimits);
     return { ok: true, plan: compiled.plan, config: loaded.config };
   }
 
