@@ -36,6 +36,7 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   { id: 'S3', title: 'S3 — new TLS connection per request, full handshake (16 concurrent, Node client)', rateUnit: 'conn/s', cpuUnit: 'conn', hasLatency: false },
   { id: 'S4', title: 'S4 — 1 MiB responses over HTTPS, 16 connections (wrk)', rateUnit: 'MiB/s', cpuUnit: 'MiB', hasLatency: false },
   { id: 'S5', title: 'S5 — plain HTTP/1.1 keep-alive, 100-byte response, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
+  { id: 'S6', title: 'S6 — a cached 100-byte response, HTTPS HTTP/1.1 keep-alive, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
 ];
 
 interface Context {
@@ -59,6 +60,8 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
       return runWrk({ scheme: 'https', port: t.httpsPort, path: '/1m', connections: 16, durationSec: seconds, script: ctx.wrkScript });
     case 'S5':
       return runWrk({ scheme: 'http', port: t.httpPort!, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+    case 'S6':
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/cached', connections: 64, durationSec: seconds, script: ctx.wrkScript });
   }
 }
 
@@ -96,6 +99,11 @@ async function preflight(t: RunningTarget, row: Row): Promise<void> {
   const big = await probe('https', t.httpsPort, '/1m');
   if (big.status !== 200 || big.bodyBytes !== 1024 * 1024) throw new Error(`HTTPS /1m probe got ${big.status}, ${big.bodyBytes} bytes`);
   row.notes.push(`TLS: ${https.tls ?? '?'}`);
+  if (t.noCache !== undefined) row.cells.set('S6', { runs: [], na: t.noCache });
+  else {
+    const cached = await probe('https', t.httpsPort, '/cached');
+    if (cached.status !== 200 || cached.bodyBytes !== 100) throw new Error(`HTTPS /cached probe got ${cached.status}, ${cached.bodyBytes} bytes (want 200, 100)`);
+  }
   if (!t.h2) row.cells.set('S2', { runs: [], na: 'no HTTP/2 on the TLS port' });
   if (t.httpPort === null) {
     row.cells.set('S5', { runs: [], na: 'no plain HTTP listener' });
@@ -310,7 +318,7 @@ async function main(): Promise<void> {
       row.notes.push(
         'as the Portico row, with "log": {"level": "info", "access": true} (one JSON access line per request: host, route, upstream, status, duration, formatted by pino and written in batches into a file) and header rules on the host (a request header set; a response header set and "Server" removed)',
       );
-      for (const id of ['S3', 'S4'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
+      for (const id of ['S3', 'S4', 'S6'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
       const ports = nextPorts();
       add(row, () => startPortico(ws, ports, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), { memory: false, pinned: true });
     }
@@ -318,7 +326,7 @@ async function main(): Promise<void> {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
       if (workers) {
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
-        for (const id of ['S4', 'S5'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
+        for (const id of ['S4', 'S5', 'S6'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
         const ports = nextPorts();
         add(row, () => startPortico(ws, ports, { cpus: null, workers: machine.nproc }), { memory, pinned: false });
       } else {

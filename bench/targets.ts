@@ -33,6 +33,8 @@ export interface RunningTarget {
   isAlive(): boolean;
   /** Where the server's output goes. */
   readonly logPath: string;
+  /** Why S6 (a cached response) is n/a for this server, when it has no response cache; undefined when it caches /cached. */
+  readonly noCache?: string;
   stop(): Promise<void>;
 }
 
@@ -52,7 +54,7 @@ export interface TargetSpec {
 const nginxTempPaths = (dir: string): string =>
   ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/tmp-${t};`).join('\n');
 
-/** Start the backend: nginx, one worker on LOAD_CPU, 100-byte body at / and 1 MiB at /1m. */
+/** Start the backend: nginx, one worker on LOAD_CPU, 100-byte body at / (and at /cached, for an hour's caching) and 1 MiB at /1m. */
 export async function startBackend(ws: Workspace): Promise<{ proc: Started; configText: string }> {
   const dir = subdir(ws, 'backend');
   const conf = `daemon off;
@@ -76,6 +78,7 @@ ${nginxTempPaths(dir)}
     ssl_certificate ${ws.certFile};
     ssl_certificate_key ${ws.keyFile};
     location = /1m { root ${ws.docRoot}; default_type application/octet-stream; }
+    location = /cached { default_type text/plain; add_header Cache-Control "max-age=3600" always; return 200 "${ws.smallBody.trimEnd()}\\n"; }
     location / { default_type text/plain; return 200 "${ws.smallBody.trimEnd()}\\n"; }
   }
 }
@@ -101,7 +104,7 @@ async function startServer(
   dir: string,
   configText: string,
   ports: ProxyPorts,
-  opts: { h2: boolean; http: boolean; env?: NodeJS.ProcessEnv; cpus?: string | null; notes?: string[] },
+  opts: { h2: boolean; http: boolean; env?: NodeJS.ProcessEnv; cpus?: string | null; notes?: string[]; noCache?: string },
 ): Promise<RunningTarget> {
   await assertPortFree(ports.https);
   await assertPortFree(ports.http);
@@ -126,6 +129,7 @@ async function startServer(
     h2: opts.h2,
     configText,
     notes: opts.notes ?? [],
+    ...(opts.noCache === undefined ? {} : { noCache: opts.noCache }),
     isAlive: () => !hasExited(proc),
     logPath: proc.logPath,
     stop: () => stopProcess(proc),
@@ -157,6 +161,7 @@ ${nginxTempPaths(dir)}
     keepalive 64;
     keepalive_requests 1000000;
   }
+  proxy_cache_path ${dir}/cache levels=1 keys_zone=bench:10m max_size=64m inactive=1h use_temp_path=off;
   server {
     listen 127.0.0.1:${ports.https} ssl http2;
     listen 127.0.0.1:${ports.http};
@@ -169,6 +174,13 @@ ${nginxTempPaths(dir)}
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_max_temp_file_size 0;
+    }
+    location = /cached {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_cache bench;
     }
   }
 }
@@ -193,6 +205,10 @@ const haproxyTarget: TargetSpec = {
   ssl-default-bind-options ssl-min-ver TLSv1.2
   tune.ssl.default-dh-param 2048
 
+cache bench
+  total-max-size 64
+  max-age 3600
+
 defaults
   mode http
   option http-keep-alive
@@ -209,6 +225,9 @@ frontend fe_https
 
 backend be
   http-reuse always
+  http-request set-var(txn.cached) bool(true) if { path /cached }
+  http-request cache-use bench if { path /cached }
+  http-response cache-store bench if { var(txn.cached) -m bool }
   server b1 ${upstream}
 `;
     const confPath = join(dir, 'haproxy.cfg');
@@ -267,6 +286,7 @@ http://${BENCH_HOST}:${ports.http} {
       h2: true,
       http: true,
       env,
+      noCache: 'no response cache in Caddy\'s standard build (cache-handler is a plugin)',
     });
   },
 };
@@ -278,7 +298,7 @@ function nodeServerSettings(ws: Workspace, ports: ProxyPorts): Record<string, un
 
 /** Start one of the bench's own Node servers (dist/bench/<script>.js) with its settings as one JSON argument. */
 function startNodeScript(
-  ws: Workspace, ports: ProxyPorts, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[] },
+  ws: Workspace, ports: ProxyPorts, id: TargetId, script: string, settings: Record<string, unknown>, opts: { h2: boolean; notes: string[]; noCache?: string },
 ): Promise<RunningTarget> {
   const conf = JSON.stringify(settings, null, 2);
   const file = join(ws.repoRoot, 'dist', 'bench', `${script}.js`);
@@ -293,7 +313,7 @@ const httpProxyTarget: TargetSpec = {
       ...nodeServerSettings(ws, ports),
       upstream: `http://${upstream}`,
       maxFreeSockets: 64,
-    }, { h2: false, notes: ['no HTTP/2 support (S2 n/a)'] }),
+    }, { h2: false, notes: ['no HTTP/2 support (S2 n/a)'], noCache: 'no response cache' }),
 };
 
 const nodeAloneTarget: TargetSpec = {
@@ -306,7 +326,7 @@ const nodeAloneTarget: TargetSpec = {
       largeFile: join(ws.docRoot, '1m'),
     }, {
       h2: true,
-      notes: ['reference, not a proxy: node:http2 (HTTP/2) and node:http (HTTP/1.1) answering from memory, what a Node proxy costs before it forwards anything'],
+      notes: ['reference, not a proxy: node:http2 (HTTP/2) and node:http (HTTP/1.1) answering from memory, what a Node proxy costs before it forwards anything (in S6 too: what a Node cache hit could cost at best)'],
     }),
 };
 
@@ -343,7 +363,11 @@ export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: Porti
     hosts: {
       [BENCH_HOST]: {
         tls: { cert: ws.certFile, key: ws.keyFile },
-        routes: [{ path: '/', upstream: `http://${upstream}` }],
+        routes: [
+          { path: '/', upstream: `http://${upstream}` },
+          // S6: the backend says /cached may be kept for an hour; Portico's response cache keeps it.
+          { path: '/cached', upstream: `http://${upstream}`, cache: true },
+        ],
         // S5 proxies plain HTTP; by default Portico's plain listener only redirects to https.
         plainHttp: 'serve',
         ...(opts.accessLog === true ? { headers: FULL_FEATURE_HEADER_RULES } : {}),
