@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.js';
+import { ResponseCache, type CachedResponse } from '../src/cache/response-cache.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { spawnProxy } from './helpers/child-proxy.js';
@@ -383,4 +384,28 @@ test('cache: POST /cache/purge drops stored responses in every worker, and /metr
   r = await admin('POST', '/cache/purge');
   assert.equal((JSON.parse(r.text) as { purged: number }).purged, 1);
   assert.equal(metricValue(await metrics(), 'portico_cache_entries'), 0);
+});
+
+test('cache: past its size the store drops a response not used since the hand last passed (second chance), never the one just stored', () => {
+  const cache = new ResponseCache();
+  cache.setMaxBytes(3000);
+  const entry = (url: string): CachedResponse => ({
+    base: `r\nh\n${url}`, variant: '', host: 'h', url, status: 200, pairs: [], body: Buffer.alloc(0), storedAt: 0, initialAgeS: 0,
+    expiresAt: Number.MAX_SAFE_INTEGER, etag: undefined, lastModified: undefined, size: 1000, used: false,
+  });
+  const has = (url: string): boolean => cache.lookup(`r\nh\n${url}`, {}, 0) !== undefined;
+  for (const u of ['/a', '/b', '/c']) cache.store(entry(u), []);
+  assert.ok(has('/b'), 'b answered a request');
+  cache.store(entry('/d'), []);
+  assert.deepEqual([cache.lookup('r\nh\n/a', {}, 0), cache.entries], [undefined, 3], 'a, stored first and never used, went');
+  cache.store(entry('/e'), []);
+  // b was used, so it was spared (and its flag cleared); c was the next one not used.
+  assert.equal(cache.lookup('r\nh\n/c', {}, 0), undefined);
+  assert.ok(has('/d') && has('/e'));
+  assert.equal(cache.counters.evictions, 2);
+  // b, spared once, is now the first not used; the one just stored is never the one to go.
+  cache.store(entry('/f'), []);
+  assert.equal(cache.entries, 3);
+  assert.ok(has('/f'));
+  assert.equal(cache.bytes, 3000);
 });

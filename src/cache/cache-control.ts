@@ -39,11 +39,14 @@ export type RequestCacheMode =
  * upstream whole; no-store keeps its response out (§5.2.1.5); no-cache or max-age=0 skips the stored
  * response but may refresh it (§5.2.1.4, §5.2.1.1), as Pragma: no-cache does without Cache-Control (§5.4).
  */
-export function requestCacheMode(get: (lowerName: string) => string | undefined): RequestCacheMode {
-  if (get('authorization') !== undefined || get('range') !== undefined) return 'bypass';
-  const cc = get('cache-control');
-  if (cc === undefined) return get('pragma')?.toLowerCase().includes('no-cache') === true ? 'refresh' : 'lookup';
-  const d = parseCacheControl(cc);
+export function requestCacheMode(headers: Readonly<Record<string, string | string[] | undefined>>): RequestCacheMode {
+  if (headers['authorization'] !== undefined || headers['range'] !== undefined) return 'bypass';
+  const cc = headers['cache-control'];
+  if (cc === undefined) {
+    const pragma = headers['pragma'];
+    return pragma !== undefined && String(pragma).toLowerCase().includes('no-cache') ? 'refresh' : 'lookup';
+  }
+  const d = parseCacheControl(Array.isArray(cc) ? cc.join(', ') : cc);
   if (d === undefined) return 'lookup';
   if (d.has('no-store')) return 'bypass';
   if (d.has('no-cache') || deltaSeconds(d.get('max-age')) === 0) return 'refresh';

@@ -10,13 +10,13 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
 import { deltaSeconds, freshnessLifetimeMs, requestCacheMode } from './cache-control.js';
-import { responseCache, varyNames, type CachedResponse } from './response-cache.js';
+import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
 import type { CachePlan } from './cache-plan.js';
 
 /** A response being copied into the store while it streams to the client. */
 export interface CacheFill {
-  readonly key: string;
   readonly base: string;
+  readonly variant: string;
   readonly names: readonly string[];
   readonly status: number;
   readonly pairs: string[];
@@ -60,10 +60,7 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     return false;
   }
   const headers = ex.req.headers;
-  const mode = requestCacheMode((n) => {
-    const v = headers[n];
-    return Array.isArray(v) ? v.join(', ') : v;
-  });
+  const mode = requestCacheMode(headers);
   if (mode === 'bypass') {
     ex.cacheResult = 'bypass';
     ex.cacheStatus = 'Portico; fwd=bypass';
@@ -140,8 +137,8 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
   if (!byName.has('date')) kept.push('date', new Date(storedAt).toUTCString());
   const names = varyNames(byName.get('vary'));
   ex.cacheFill = {
-    key: responseCache.keyFor(miss.base, names, ex.req.headers),
     base: miss.base,
+    variant: variantKey(names, ex.req.headers),
     names,
     status,
     pairs: kept,
@@ -178,12 +175,12 @@ export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boole
   const body = f.chunks.length === 1 ? (f.chunks[0] as Buffer) : Buffer.concat(f.chunks, f.size);
   const pairs = f.pairs;
   if (f.status !== 204) pairs.push('content-length', String(body.length));
-  let size = body.length + f.key.length + 256;
+  let size = body.length + f.base.length + f.variant.length + 256;
   for (let i = 0; i < pairs.length; i++) size += (pairs[i] as string).length;
   responseCache.store(
     {
-      key: f.key,
       base: f.base,
+      variant: f.variant,
       host: ex.host,
       url: ex.url,
       status: f.status,
@@ -195,6 +192,7 @@ export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boole
       etag: f.etag,
       lastModified: f.lastModified,
       size,
+      used: false,
     },
     f.names,
   );

@@ -8,10 +8,10 @@
 
 /** A stored response, ready to be sent again. */
 export interface CachedResponse {
-  /** The variant's key: the request's key, the Vary names and the values the request had for them. */
-  readonly key: string;
   /** The request's key (route, host, path and query), shared by its variants. */
   readonly base: string;
+  /** The variant's key under `base`: the values the request had for the Vary names ("" without Vary). */
+  readonly variant: string;
   /** The request's host name and normalised path with query, for purges. */
   readonly host: string;
   readonly url: string;
@@ -29,6 +29,8 @@ export interface CachedResponse {
   readonly lastModified: string | undefined;
   /** Bytes it counts against the cache's size. */
   readonly size: number;
+  /** Answered a request since the eviction hand last passed it (second chance). */
+  used: boolean;
 }
 
 /** Counters of one process's cache, for /status and /metrics. */
@@ -45,15 +47,21 @@ export type Lookup = CachedResponse | 'stale' | undefined;
 /** Request headers as Portico's servers give them (lower-case names). */
 type RequestHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
+/** The responses stored for one request key: the Vary names of the last one stored, and the variants by their key. */
+interface Slot {
+  names: readonly string[];
+  readonly variants: Map<string, CachedResponse>;
+}
+
 function headerValue(h: RequestHeaders, name: string): string {
   const v = h[name];
   return v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim();
 }
 
-/** The variant key of a request for `base`, given the Vary names of its responses. */
-function variantKey(base: string, varyNames: readonly string[], headers: RequestHeaders): string {
-  if (varyNames.length === 0) return base;
-  let key = `${base}\n${varyNames.join(',')}`;
+/** The variant key of a request, given the Vary names of its responses: "" without Vary. */
+export function variantKey(varyNames: readonly string[], headers: RequestHeaders): string {
+  if (varyNames.length === 0) return '';
+  let key = varyNames.join(',');
   for (let i = 0; i < varyNames.length; i++) key += `\n${headerValue(headers, varyNames[i] as string)}`;
   return key;
 }
@@ -70,10 +78,10 @@ export function varyNames(vary: string | undefined): readonly string[] {
 }
 
 export class ResponseCache {
-  /** Entries by variant key, least recently used first (a Map keeps insertion order). */
-  readonly #entries = new Map<string, CachedResponse>();
-  /** The Vary names last stored for each request key, with how many entries use them. */
-  readonly #vary = new Map<string, { names: readonly string[]; entries: number }>();
+  /** Stored responses by request key. */
+  readonly #slots = new Map<string, Slot>();
+  /** Every stored response, in the order the eviction hand meets them (a Set keeps insertion order). */
+  readonly #ring = new Set<CachedResponse>();
   #bytes = 0;
   #maxBytes = 64 * 1024 * 1024;
   readonly counters: CacheCounters = { hits: 0, misses: 0, stores: 0, evictions: 0 };
@@ -83,14 +91,14 @@ export class ResponseCache {
   }
 
   get entries(): number {
-    return this.#entries.size;
+    return this.#ring.size;
   }
 
   get maxBytes(): number {
     return this.#maxBytes;
   }
 
-  /** Sets the size (limits.cacheSize), dropping the least recently used entries past it. */
+  /** Sets the size (limits.cacheSize), dropping responses past it. */
   setMaxBytes(max: number): void {
     this.#maxBytes = max;
     this.#evict();
@@ -98,52 +106,48 @@ export class ResponseCache {
 
   /**
    * The stored response for a request, or "stale" when there is one no longer fresh (it is dropped),
-   * or undefined. A fresh one becomes the most recently used. Hot path for routes with a cache: a Map
-   * lookup for the Vary names and one for the variant.
+   * or undefined. Hot path for routes with a cache: two Map lookups and a flag.
    */
   lookup(base: string, headers: RequestHeaders, now: number): Lookup {
-    const vary = this.#vary.get(base);
-    if (vary === undefined) return undefined;
-    const key = variantKey(base, vary.names, headers);
-    const e = this.#entries.get(key);
+    const slot = this.#slots.get(base);
+    if (slot === undefined) return undefined;
+    const e = slot.variants.get(variantKey(slot.names, headers));
     if (e === undefined) return undefined;
     if (now >= e.expiresAt) {
       this.#remove(e);
       return 'stale';
     }
-    this.#entries.delete(key);
-    this.#entries.set(key, e);
+    e.used = true;
     return e;
-  }
-
-  /** The key a response to this request would be stored under, given its Vary names. */
-  keyFor(base: string, names: readonly string[], headers: RequestHeaders): string {
-    return variantKey(base, names, headers);
   }
 
   /** Stores a response (replacing the one under its key); one larger than the whole cache is not kept. */
   store(e: CachedResponse, names: readonly string[]): void {
     if (e.size > this.#maxBytes) return;
-    const old = this.#entries.get(e.key);
-    if (old !== undefined) this.#remove(old);
-    const vary = this.#vary.get(e.base);
-    if (vary === undefined) this.#vary.set(e.base, { names, entries: 1 });
-    else {
+    let slot = this.#slots.get(e.base);
+    if (slot === undefined) {
+      slot = { names, variants: new Map() };
+      this.#slots.set(e.base, slot);
+    } else {
+      const old = slot.variants.get(e.variant);
+      if (old !== undefined) this.#remove(old);
       // Responses that change their Vary: the last one's names pick the variants from now on, and the
-      // others' entries (keyed with their names) are no longer found; they age out.
-      vary.names = names;
-      vary.entries++;
+      // others' entries (keyed with their names) are no longer found; they go when the hand reaches them.
+      slot.names = names;
+      if (!this.#slots.has(e.base)) this.#slots.set(e.base, slot);
     }
-    this.#entries.set(e.key, e);
+    slot.variants.set(e.variant, e);
+    this.#ring.add(e);
     this.#bytes += e.size;
     this.counters.stores++;
-    this.#evict();
+    this.#evict(e);
   }
 
   /** Drops every variant of a request key (after an unsafe method on it, RFC 9111 §4.4). */
   invalidate(base: string): void {
-    if (!this.#vary.has(base)) return;
-    for (const e of [...this.#entries.values()]) if (e.base === base) this.#remove(e);
+    const slot = this.#slots.get(base);
+    if (slot === undefined) return;
+    for (const e of [...slot.variants.values()]) this.#remove(e);
   }
 
   /**
@@ -152,7 +156,7 @@ export class ResponseCache {
    */
   purge(host: string | undefined, pathPrefix: string | undefined): number {
     let n = 0;
-    for (const e of [...this.#entries.values()]) {
+    for (const e of [...this.#ring]) {
       if (host !== undefined && e.host !== host) continue;
       if (pathPrefix !== undefined && !e.url.startsWith(pathPrefix)) continue;
       this.#remove(e);
@@ -162,18 +166,36 @@ export class ResponseCache {
   }
 
   #remove(e: CachedResponse): void {
-    if (this.#entries.get(e.key) !== e) return;
-    this.#entries.delete(e.key);
+    if (!this.#ring.delete(e)) return;
     this.#bytes -= e.size;
-    const vary = this.#vary.get(e.base);
-    if (vary !== undefined && --vary.entries === 0) this.#vary.delete(e.base);
+    const slot = this.#slots.get(e.base);
+    if (slot === undefined || slot.variants.get(e.variant) !== e) return;
+    slot.variants.delete(e.variant);
+    if (slot.variants.size === 0) this.#slots.delete(e.base);
   }
 
-  #evict(): void {
+  /**
+   * Past the size, drops responses by the second-chance rule (CLOCK, an approximation of least recently
+   * used that costs a hit one flag instead of a reordering): the hand goes round from the oldest; one
+   * used since the hand last passed is spared (its flag cleared, moved behind the hand), the first one
+   * not used is dropped. `spare`, a response just stored, is passed over: it has not had its chance yet.
+   */
+  #evict(spare?: CachedResponse): void {
     while (this.#bytes > this.#maxBytes) {
-      const oldest = this.#entries.values().next().value as CachedResponse | undefined;
-      if (oldest === undefined) break;
-      this.#remove(oldest);
+      let victim: CachedResponse | undefined;
+      for (const e of this.#ring) {
+        if (e === spare) continue;
+        if (!e.used) {
+          victim = e;
+          break;
+        }
+        e.used = false;
+        this.#ring.delete(e);
+        this.#ring.add(e);
+      }
+      // The pass meets the ones it spared again, flags cleared, so it finds one unless the cache is empty.
+      if (victim === undefined) break;
+      this.#remove(victim);
       this.counters.evictions++;
     }
   }
