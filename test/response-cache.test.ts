@@ -391,16 +391,16 @@ test('cache: past its size the store drops a response not used since the hand la
   cache.setMaxBytes(3000);
   const entry = (url: string): CachedResponse => ({
     base: `r\nh\n${url}`, variant: '', host: 'h', url, status: 200, pairs: [], body: Buffer.alloc(0), storedAt: 0, initialAgeS: 0,
-    expiresAt: Number.MAX_SAFE_INTEGER, etag: undefined, lastModified: undefined, size: 1000, used: false,
+    expiresAt: Number.MAX_SAFE_INTEGER, staleUntil: Number.MAX_SAFE_INTEGER, etag: undefined, lastModified: undefined, size: 1000, used: false,
   });
-  const has = (url: string): boolean => cache.lookup(`r\nh\n${url}`, {}, 0) !== undefined;
+  const has = (url: string): boolean => cache.lookup(`r\nh\n${url}`, {}) !== undefined;
   for (const u of ['/a', '/b', '/c']) cache.store(entry(u), []);
   assert.ok(has('/b'), 'b answered a request');
   cache.store(entry('/d'), []);
-  assert.deepEqual([cache.lookup('r\nh\n/a', {}, 0), cache.entries], [undefined, 3], 'a, stored first and never used, went');
+  assert.deepEqual([cache.lookup('r\nh\n/a', {}), cache.entries], [undefined, 3], 'a, stored first and never used, went');
   cache.store(entry('/e'), []);
   // b was used, so it was spared (and its flag cleared); c was the next one not used.
-  assert.equal(cache.lookup('r\nh\n/c', {}, 0), undefined);
+  assert.equal(cache.lookup('r\nh\n/c', {}), undefined);
   assert.ok(has('/d') && has('/e'));
   assert.equal(cache.counters.evictions, 2);
   // b, spared once, is now the first not used; the one just stored is never the one to go.
@@ -408,4 +408,142 @@ test('cache: past its size the store drops a response not used since the hand la
   assert.equal(cache.entries, 3);
   assert.ok(has('/f'));
   assert.equal(cache.bytes, 3000);
+});
+
+test('cache: a stale response with an ETag is revalidated upstream, and a 304 makes it fresh again with the 304\'s headers, from HTTP/1.1 and HTTP/2 upstreams', async (t) => {
+  const pki = await makePki();
+  let version = 1;
+  const seen: (string | undefined)[] = [];
+  const handler = (req: { url?: string; headers: Record<string, string | string[] | undefined> }, res: { writeHead(s: number, h: Record<string, string>): unknown; end(b?: string): unknown }): void => {
+    const inm = req.headers['if-none-match'] as string | undefined;
+    seen.push(inm);
+    const etag = `"r${version}"`;
+    if (inm === etag) {
+      res.writeHead(304, { etag, 'cache-control': 'max-age=1', 'x-gen': `checked ${seen.length}` });
+      return void res.end();
+    }
+    res.writeHead(200, { etag, 'cache-control': 'max-age=1', 'content-type': 'text/plain', 'x-gen': `made ${seen.length}` });
+    res.end(`version ${version}`);
+  };
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    handler(req, res);
+  });
+  let upstreamConnections = 0;
+  up.server.on('connection', () => upstreamConnections++);
+  const h2up = http2.createServer((req, res) => handler(req, { writeHead: (st, h) => res.writeHead(st, h), end: (b) => (b === undefined ? res.end() : res.end(b)) }));
+  h2up.listen(0, '127.0.0.1');
+  await once(h2up, 'listening');
+  const cert = await pki.issue('c6', ['c6.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      log: { access: true },
+      hosts: {
+        'c6.test': {
+          tls: cert,
+          cache: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/h2', upstream: `h2c://127.0.0.1:${(h2up.address() as AddressInfo).port}`, stripPrefix: true },
+          ],
+        },
+      },
+    },
+    [up.close, () => h2up.close()],
+  );
+  const get = (path: string, headers: Record<string, string> = {}) => h1Request({ port: proxy.httpsPort, sni: 'c6.test', path, headers, ca: pki.caPem });
+  const expire = () => new Promise((res) => setTimeout(res, 1100));
+
+  for (const path of ['/doc', '/h2/doc']) {
+    version = 1;
+    seen.length = 0;
+    let r = await get(path);
+    assert.equal(r.text, 'version 1');
+    await expire();
+    r = await get(path);
+    assert.equal(r.status, 200);
+    assert.equal(r.text, 'version 1', `${path}: the stored body, confirmed by a 304`);
+    assert.deepEqual(seen, [undefined, '"r1"'], `${path}: the revalidation carried the stored ETag`);
+    assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304; ttl=[01]$/);
+    assert.equal(r.headers['x-gen'], 'checked 2', `${path}: the 304's headers replace the stored ones`);
+    assert.equal(r.headers['content-type'], 'text/plain');
+    r = await get(path);
+    assert.match(String(r.headers['cache-status']), /^Portico; hit/, `${path}: fresh again`);
+    assert.equal(seen.length, 2);
+    // The client's own validators: the cache revalidates with its own, then answers the client's.
+    await expire();
+    r = await get(path, { 'if-none-match': '"r1"' });
+    assert.equal(r.status, 304);
+    assert.deepEqual(seen.slice(2), ['"r1"']);
+    // Changed upstream: the new response replaces the stored one.
+    await expire();
+    version = 2;
+    r = await get(path);
+    assert.equal(r.text, 'version 2');
+    assert.equal(r.headers['cache-status'], 'Portico; fwd=stale; stored');
+    r = await get(path);
+    assert.equal(r.text, 'version 2');
+    assert.match(String(r.headers['cache-status']), /^Portico; hit/);
+  }
+  assert.equal(upstreamConnections, 1, 'the HTTP/1.1 upstream connection was kept after each 304');
+  await new Promise((res) => setTimeout(res, 400));
+  const results = proxy.logs.filter((l) => l['msg'] === 'access' && l['path'] === '/doc').map((l) => l['cache']);
+  assert.deepEqual(results, ['miss', 'revalidated', 'hit', 'revalidated', 'stale', 'hit']);
+});
+
+test('cache: with staleIfError a stale response is served while the upstream answers 5xx, is down or out; must-revalidate and the response\'s own stale-if-error are honoured', async (t) => {
+  const pki = await makePki();
+  let failWith = 0;
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (failWith !== 0) {
+      res.writeHead(failWith, { 'content-type': 'text/plain' });
+      return void res.end('upstream trouble');
+    }
+    const cc = req.url === '/strict' ? 'max-age=1, must-revalidate' : req.url === '/own' ? 'max-age=1, stale-if-error=0' : 'max-age=1';
+    res.writeHead(200, { 'cache-control': cc, 'content-type': 'text/plain' });
+    res.end(`good ${req.url}`);
+  });
+  const cert = await pki.issue('c7', ['c7.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'c7.test': {
+          tls: cert,
+          cache: { staleIfError: '1m' },
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/plain', upstream: up.url, cache: true },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c7.test', path, ca: pki.caPem });
+  for (const p of ['/page', '/strict', '/own', '/plain']) assert.equal((await get(p)).status, 200);
+  await new Promise((res) => setTimeout(res, 1100));
+
+  failWith = 503;
+  let r = await get('/page');
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'good /page', 'the stale response instead of the 503');
+  assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=503; ttl=-[12]$/);
+  for (const p of ['/strict', '/own', '/plain']) {
+    r = await get(p);
+    assert.equal(r.status, 503, `${p}: not served stale`);
+    assert.equal(r.text, 'upstream trouble');
+  }
+  failWith = 0;
+  await up.close();
+  r = await get('/page');
+  assert.equal(r.status, 200, 'the upstream down: the stale response');
+  assert.equal(r.text, 'good /page');
+  assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; detail=PORTICO_UPSTREAM_UNREACHABLE; ttl=-\d+$/);
+  r = await get('/plain');
+  assert.equal(r.status, 502, 'a route without staleIfError answers the error');
 });

@@ -86,3 +86,16 @@ export function freshnessLifetimeMs(status: number, headers: ReadonlyMap<string,
   }
   return defaultTtlMs;
 }
+
+/**
+ * How long past its freshness a response may be served while its upstream fails: its own
+ * `stale-if-error` (RFC 5861 §4), else the route's `staleIfError`; never for must-revalidate,
+ * proxy-revalidate or s-maxage, which forbid a shared cache to serve it stale (RFC 9111 §5.2.2).
+ */
+export function staleIfErrorMs(headers: ReadonlyMap<string, string>, configuredMs: number): number {
+  const cc = parseCacheControl(headers.get('cache-control'));
+  if (cc === undefined) return configuredMs;
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return 0;
+  const own = deltaSeconds(cc.get('stale-if-error'));
+  return own >= 0 ? own * 1000 : configuredMs;
+}

@@ -2,14 +2,17 @@
  * The response cache on the request path ("cache" on a host or route; nginx's
  * proxy_cache, HAProxy's cache): a GET or HEAD answered from the store, or
  * forwarded with a note of what to store; the upstream's response copied into
- * the store as it streams to the client; Cache-Status (RFC 9211) on both.
+ * the store as it streams to the client; Cache-Status (RFC 9211) on both. A
+ * stale response is revalidated with its validators (a 304 makes it fresh
+ * again), and served while the upstream fails within its stale-if-error window.
  * Routes without a cache pay one field check in dispatch and one per response.
  */
 import fresh from 'fresh';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { deltaSeconds, freshnessLifetimeMs, requestCacheMode } from './cache-control.js';
+import type { ErrorCode } from '../errors.js';
+import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleIfErrorMs } from './cache-control.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
 import type { CachePlan } from './cache-plan.js';
 
@@ -26,6 +29,7 @@ export interface CacheFill {
   readonly storedAt: number;
   readonly initialAgeS: number;
   readonly lifetimeMs: number;
+  readonly staleMs: number;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
 }
@@ -44,6 +48,15 @@ const NOT_MODIFIED_HEADERS = new Set(['cache-control', 'content-location', 'date
 
 /** Response headers the store drops: hop-by-hop and framing ones (Content-Length is set from the body), and Age (recomputed). */
 const NOT_STORED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings', 'content-length', 'age', 'trailer']);
+
+/** Headers a 304 does not update in the stored response (RFC 9111 §3.2): its framing and the body's own. */
+const NOT_UPDATED = new Set([...NOT_STORED, 'content-encoding', 'content-range', 'content-type']);
+
+/** Upstream statuses after which a stale response is served instead, within its stale-if-error window (RFC 5861 §4). */
+const STALE_ON_STATUS = new Set([500, 502, 503, 504]);
+
+/** Portico's own answers after which a stale response is served instead (the upstream failed, is out or full). */
+const STALE_ON_ERROR = new Set<ErrorCode>(['PORTICO_UPSTREAM_UNREACHABLE', 'PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_TIMEOUT', 'PORTICO_NO_HEALTHY_UPSTREAM', 'PORTICO_UPSTREAM_BUSY']);
 
 function requestKey(ex: Exchange): string {
   return `${ex.route!.id}\n${ex.host}\n${ex.url}`;
@@ -69,13 +82,20 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   const base = requestKey(ex);
   let fwd = 'request';
   if (mode === 'lookup') {
-    const found = responseCache.lookup(base, headers, Date.now());
-    if (found !== undefined && found !== 'stale') {
-      responseCache.counters.hits++;
-      replay(ex, found);
-      return true;
+    const found = responseCache.lookup(base, headers);
+    fwd = 'uri-miss';
+    if (found !== undefined) {
+      const now = Date.now();
+      if (now < found.expiresAt) {
+        responseCache.counters.hits++;
+        replay(ex, found, hitStatus(found, now), 'hit');
+        return true;
+      }
+      fwd = 'stale';
+      // Kept for a revalidation (it has a validator) or for the upstream failing (within its window); else gone.
+      if (found.etag !== undefined || found.lastModified !== undefined || now < found.staleUntil) ex.stale = found;
+      else responseCache.remove(found);
     }
-    fwd = found === 'stale' ? 'stale' : 'uri-miss';
   }
   ex.cacheResult = fwd === 'uri-miss' ? 'miss' : fwd === 'request' ? 'refresh' : fwd;
   responseCache.counters.misses++;
@@ -85,13 +105,22 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   return false;
 }
 
-/** Sends a stored response: in full, headers only for HEAD, or 304 to a request whose validators match it. */
-function replay(ex: Exchange, e: CachedResponse): void {
+/** Cache-Status of a fresh stored response: a hit, with the seconds it stays fresh. */
+function hitStatus(e: CachedResponse, now: number): string {
+  return `Portico; hit; ttl=${Math.max(0, Math.floor((e.expiresAt - now) / 1000))}`;
+}
+
+/**
+ * Sends a stored response: in full, headers only for HEAD, or 304 to a request whose validators match it.
+ * `status` is its Cache-Status, `result` what the access line says (set first: the line may be written
+ * as the response ends, within this call).
+ */
+function replay(ex: Exchange, e: CachedResponse, status: string, result: 'hit' | 'stale' | 'revalidated'): void {
   const now = Date.now();
   const age = e.initialAgeS + Math.floor((now - e.storedAt) / 1000);
-  const status = `Portico; hit; ttl=${Math.max(0, Math.floor((e.expiresAt - now) / 1000))}`;
   ex.cacheStatus = status;
-  ex.cacheResult = 'hit';
+  ex.cacheResult = result;
+  ex.replaying = true;
   const h = ex.req.headers;
   const conditional = (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) && e.status === 200;
   if (conditional && fresh(h, { etag: e.etag, 'last-modified': e.lastModified })) {
@@ -118,6 +147,45 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
   ex.cacheMiss = undefined;
   const cacheStatus = ex.cacheStatus!;
   if (miss === undefined) return cacheStatus;
+  const d = describe(status, pairs, miss.plan, NOT_STORED);
+  if (d === undefined) return cacheStatus;
+  const length = d.byName.get('content-length');
+  if (length !== undefined && Number(length) > miss.plan.maxObjectBytes) return cacheStatus;
+  const names = varyNames(d.byName.get('vary'));
+  ex.cacheFill = {
+    base: miss.base,
+    variant: variantKey(names, ex.req.headers),
+    names,
+    status,
+    pairs: d.kept,
+    chunks: [],
+    size: 0,
+    max: miss.plan.maxObjectBytes,
+    storedAt: d.storedAt,
+    initialAgeS: d.initialAgeS,
+    lifetimeMs: d.lifetimeMs,
+    staleMs: d.staleMs,
+    etag: d.byName.get('etag'),
+    lastModified: d.byName.get('last-modified'),
+  };
+  return `${cacheStatus}; stored`;
+}
+
+/** What the store keeps of a response and how long it is fresh. */
+interface Described {
+  /** The header pairs kept (a Date added when it had none). */
+  readonly kept: string[];
+  /** Every header by lower-case name, repeated ones joined. */
+  readonly byName: Map<string, string>;
+  readonly storedAt: number;
+  readonly lifetimeMs: number;
+  readonly initialAgeS: number;
+  /** How long past its freshness it may be served while the upstream fails. */
+  readonly staleMs: number;
+}
+
+/** A response's headers as the store keeps them (without the names in `drop`), or undefined when it may not be stored. */
+function describe(status: number, pairs: readonly string[], plan: CachePlan, drop: ReadonlySet<string>): Described | undefined {
   const kept: string[] = [];
   const byName = new Map<string, string>();
   for (let i = 0; i + 1 < pairs.length; i += 2) {
@@ -125,33 +193,122 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
     const value = pairs[i + 1] as string;
     const prev = byName.get(name);
     byName.set(name, prev === undefined ? value : `${prev}, ${value}`);
-    if (!NOT_STORED.has(name)) kept.push(pairs[i] as string, value);
+    if (!drop.has(name)) kept.push(pairs[i] as string, value);
   }
-  const lifetimeMs = freshnessLifetimeMs(status, byName, miss.plan.defaultTtlMs);
+  const lifetimeMs = freshnessLifetimeMs(status, byName, plan.defaultTtlMs);
   const initialAgeS = Math.max(0, deltaSeconds(byName.get('age')));
-  if (lifetimeMs <= initialAgeS * 1000) return cacheStatus;
-  const length = byName.get('content-length');
-  if (length !== undefined && Number(length) > miss.plan.maxObjectBytes) return cacheStatus;
+  if (lifetimeMs <= initialAgeS * 1000) return undefined;
   const storedAt = Date.now();
   // A response without Date gets the time it was received (RFC 9110 §6.6.1), so that a hit says how old it is.
   if (!byName.has('date')) kept.push('date', new Date(storedAt).toUTCString());
-  const names = varyNames(byName.get('vary'));
-  ex.cacheFill = {
-    base: miss.base,
-    variant: variantKey(names, ex.req.headers),
-    names,
-    status,
-    pairs: kept,
-    chunks: [],
-    size: 0,
-    max: miss.plan.maxObjectBytes,
-    storedAt,
-    initialAgeS,
-    lifetimeMs,
-    etag: byName.get('etag'),
-    lastModified: byName.get('last-modified'),
+  return { kept, byName, storedAt, lifetimeMs, initialAgeS, staleMs: staleIfErrorMs(byName, plan.staleIfErrorMs) };
+}
+
+/** A stored response as the cache keeps it, its size counted. */
+function entry(
+  base: string, variant: string, host: string, url: string, status: number, pairs: string[], body: Buffer,
+  t: { readonly storedAt: number; readonly lifetimeMs: number; readonly initialAgeS: number; readonly staleMs: number; readonly etag: string | undefined; readonly lastModified: string | undefined },
+): CachedResponse {
+  let size = body.length + base.length + variant.length + 256;
+  for (let i = 0; i < pairs.length; i++) size += (pairs[i] as string).length;
+  const expiresAt = t.storedAt + t.lifetimeMs - t.initialAgeS * 1000;
+  return {
+    base, variant, host, url, status, pairs, body,
+    storedAt: t.storedAt,
+    initialAgeS: t.initialAgeS,
+    expiresAt,
+    staleUntil: expiresAt + t.staleMs,
+    etag: t.etag,
+    lastModified: t.lastModified,
+    size,
+    used: false,
   };
-  return `${cacheStatus}; stored`;
+}
+
+/** Adds the stored response's validators to a request that revalidates it, in place of the client's own (RFC 9111 §4.3.1). */
+export function addValidators(headers: Record<string, unknown>, e: CachedResponse): void {
+  delete headers['if-none-match'];
+  delete headers['if-modified-since'];
+  if (e.etag !== undefined) headers['if-none-match'] = e.etag;
+  else if (e.lastModified !== undefined) headers['if-modified-since'] = e.lastModified;
+}
+
+/**
+ * The upstream's response to a request for a stale stored response (`ex.stale`): a 304 to its validators
+ * makes it fresh again with the 304's headers (RFC 9111 §4.3.4) and it is sent; a 500, 502, 503 or 504
+ * within its stale-if-error window sends it as it is, once `release` has let go of the upstream's response.
+ * Returns whether the client was answered so; otherwise the upstream's response goes on as any other.
+ */
+export function answerWithStale(ex: Exchange, status: number, pairs: readonly string[], release: (ex: Exchange) => void): boolean {
+  const e = ex.stale!;
+  ex.stale = undefined;
+  const now = Date.now();
+  if (status === 304 && (e.etag !== undefined || e.lastModified !== undefined)) {
+    release(ex);
+    ex.cacheMiss = undefined;
+    const updated = revalidated(e, pairs, ex.route!.cache!);
+    if (updated === undefined) responseCache.remove(e);
+    else responseCache.store(updated, varyNames(headerOf(updated.pairs, 'vary')));
+    replay(ex, updated ?? e, `Portico; fwd=stale; fwd-status=304${updated === undefined ? '' : `; ttl=${Math.floor((updated.expiresAt - now) / 1000)}`}`, 'revalidated');
+    return true;
+  }
+  if (STALE_ON_STATUS.has(status) && now < e.staleUntil) {
+    release(ex);
+    ex.cacheMiss = undefined;
+    replay(ex, e, `Portico; fwd=stale; fwd-status=${status}; ttl=${Math.floor((e.expiresAt - now) / 1000)}`, 'stale');
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Portico is about to answer a request for a stale stored response with an error of its own (the upstream
+ * unreachable, failed, timed out, out of rotation or full): within the response's stale-if-error window it
+ * is sent instead. Returns whether it was.
+ */
+export function serveStaleOnError(ex: Exchange, code: ErrorCode): boolean {
+  const e = ex.stale!;
+  ex.stale = undefined;
+  const now = Date.now();
+  if (!STALE_ON_ERROR.has(code) || now >= e.staleUntil || ex.res.headersSent) return false;
+  ex.cacheMiss = undefined;
+  ex.errorDetail = `served stale: ${code}`;
+  replay(ex, e, `Portico; fwd=stale; detail=${code}; ttl=${Math.floor((e.expiresAt - now) / 1000)}`, 'stale');
+  return true;
+}
+
+/** The first value of a header among pairs. */
+function headerOf(pairs: readonly string[], lowerName: string): string | undefined {
+  for (let i = 0; i + 1 < pairs.length; i += 2) if ((pairs[i] as string).toLowerCase() === lowerName) return pairs[i + 1];
+  return undefined;
+}
+
+/** The stored response `e` updated by a 304's headers, fresh from now; undefined when those headers forbid storing it. */
+function revalidated(e: CachedResponse, notModified: readonly string[], plan: CachePlan): CachedResponse | undefined {
+  const update = new Set<string>();
+  for (let i = 0; i + 1 < notModified.length; i += 2) {
+    const name = (notModified[i] as string).toLowerCase();
+    if (!NOT_UPDATED.has(name)) update.add(name);
+  }
+  const merged: string[] = [];
+  for (let i = 0; i + 1 < e.pairs.length; i += 2) {
+    const name = (e.pairs[i] as string).toLowerCase();
+    if (!update.has(name) && name !== 'content-length') merged.push(e.pairs[i] as string, e.pairs[i + 1] as string);
+  }
+  for (let i = 0; i + 1 < notModified.length; i += 2) {
+    if (update.has((notModified[i] as string).toLowerCase())) merged.push(notModified[i] as string, notModified[i + 1] as string);
+  }
+  // The 304's Age counts from now, as a fresh response's does.
+  const age = headerOf(notModified, 'age');
+  if (age !== undefined) merged.push('age', age);
+  const d = describe(e.status, merged, plan, NOT_STORED);
+  if (d === undefined) return undefined;
+  if (e.status !== 204) d.kept.push('content-length', String(e.body.length));
+  return entry(e.base, e.variant, e.host, e.url, e.status, d.kept, e.body, {
+    ...d,
+    etag: d.byName.get('etag'),
+    lastModified: d.byName.get('last-modified'),
+  });
 }
 
 /** Adds a chunk to a response being stored; false once it is larger than the route stores. */
@@ -175,27 +332,7 @@ export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boole
   const body = f.chunks.length === 1 ? (f.chunks[0] as Buffer) : Buffer.concat(f.chunks, f.size);
   const pairs = f.pairs;
   if (f.status !== 204) pairs.push('content-length', String(body.length));
-  let size = body.length + f.base.length + f.variant.length + 256;
-  for (let i = 0; i < pairs.length; i++) size += (pairs[i] as string).length;
-  responseCache.store(
-    {
-      base: f.base,
-      variant: f.variant,
-      host: ex.host,
-      url: ex.url,
-      status: f.status,
-      pairs,
-      body,
-      storedAt: f.storedAt,
-      initialAgeS: f.initialAgeS,
-      expiresAt: f.storedAt + f.lifetimeMs - f.initialAgeS * 1000,
-      etag: f.etag,
-      lastModified: f.lastModified,
-      size,
-      used: false,
-    },
-    f.names,
-  );
+  responseCache.store(entry(f.base, f.variant, ex.host, ex.url, f.status, pairs, body, f), f.names);
 }
 
 /** A chunk of an HTTP/2 upstream's response being stored ('data' listener, bound to the Exchange). */

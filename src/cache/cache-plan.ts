@@ -7,11 +7,17 @@ export interface CachePlan {
   readonly defaultTtlMs: number;
   /** Largest response body stored, in bytes. */
   readonly maxObjectBytes: number;
+  /** How long past its freshness a stored response may be served while the upstream fails, in ms (a response's own stale-if-error wins); 0: never. */
+  readonly staleIfErrorMs: number;
 }
 
 /** The plan for a "cache" value: undefined for none (absent or false). */
-export function compileCache(c: boolean | { defaultTtl?: string | undefined; maxObjectSize: string } | undefined): CachePlan | undefined {
+export function compileCache(c: boolean | { defaultTtl?: string | undefined; maxObjectSize: string; staleIfError?: string | undefined } | undefined): CachePlan | undefined {
   if (c === undefined || c === false) return undefined;
-  if (c === true) return { defaultTtlMs: 0, maxObjectBytes: 1024 * 1024 };
-  return { defaultTtlMs: c.defaultTtl === undefined ? 0 : parseDurationMs(c.defaultTtl), maxObjectBytes: parseSizeBytes(c.maxObjectSize) };
+  if (c === true) return { defaultTtlMs: 0, maxObjectBytes: 1024 * 1024, staleIfErrorMs: 0 };
+  return {
+    defaultTtlMs: c.defaultTtl === undefined ? 0 : parseDurationMs(c.defaultTtl),
+    maxObjectBytes: parseSizeBytes(c.maxObjectSize),
+    staleIfErrorMs: c.staleIfError === undefined ? 0 : parseDurationMs(c.staleIfError),
+  };
 }

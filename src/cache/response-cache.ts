@@ -25,6 +25,8 @@ export interface CachedResponse {
   readonly initialAgeS: number;
   /** Date.now() after which it is stale. */
   readonly expiresAt: number;
+  /** Date.now() until which it may be served stale while the upstream fails (stale-if-error). */
+  readonly staleUntil: number;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
   /** Bytes it counts against the cache's size. */
@@ -40,9 +42,6 @@ export interface CacheCounters {
   stores: number;
   evictions: number;
 }
-
-/** What a lookup found. */
-export type Lookup = CachedResponse | 'stale' | undefined;
 
 /** Request headers as Portico's servers give them (lower-case names). */
 type RequestHeaders = Readonly<Record<string, string | string[] | undefined>>;
@@ -105,20 +104,20 @@ export class ResponseCache {
   }
 
   /**
-   * The stored response for a request, or "stale" when there is one no longer fresh (it is dropped),
-   * or undefined. Hot path for routes with a cache: two Map lookups and a flag.
+   * The stored response for a request, fresh or not (the caller judges), or undefined. Hot path for
+   * routes with a cache: two Map lookups and a flag.
    */
-  lookup(base: string, headers: RequestHeaders, now: number): Lookup {
+  lookup(base: string, headers: RequestHeaders): CachedResponse | undefined {
     const slot = this.#slots.get(base);
     if (slot === undefined) return undefined;
     const e = slot.variants.get(variantKey(slot.names, headers));
-    if (e === undefined) return undefined;
-    if (now >= e.expiresAt) {
-      this.#remove(e);
-      return 'stale';
-    }
-    e.used = true;
+    if (e !== undefined) e.used = true;
     return e;
+  }
+
+  /** Drops one stored response. */
+  remove(e: CachedResponse): void {
+    this.#remove(e);
   }
 
   /** Stores a response (replacing the one under its key); one larger than the whole cache is not kept. */

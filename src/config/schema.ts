@@ -287,13 +287,16 @@ const CacheObject = z
       'How long a response that says nothing of its freshness (no Cache-Control max-age or s-maxage, no Expires) is kept (nginx\'s proxy_cache_valid). Default: such responses are not stored.',
     ),
     maxObjectSize: Size.default('1mb').describe('Largest response body stored; larger responses are forwarded and not kept.'),
+    staleIfError: Duration.optional().describe(
+      'How long past its freshness a stored response is still served when the upstream fails (unreachable, timing out, out of rotation, at its maxRequests, or answering 500, 502, 503 or 504), as nginx\'s proxy_cache_use_stale and RFC 5861\'s stale-if-error; a response\'s own Cache-Control stale-if-error wins, and must-revalidate, proxy-revalidate or s-maxage forbid it. Default: never.',
+    ),
   })
   .describe('Response cache settings.');
 
 const Cache = z
   .union([z.boolean(), CacheObject])
   .describe(
-    'Cache upstream responses in memory (nginx\'s proxy_cache, HAProxy\'s cache), following RFC 9111 as a shared cache: true for the defaults, or {"defaultTtl", "maxObjectSize"}. A GET\'s response is stored when its status is 200, 203, 204, 300, 301, 308, 404 or 410 and it says how long it stays fresh (s-maxage, max-age, or Expires; else "defaultTtl"), without Cache-Control no-store, private or no-cache, without Set-Cookie and without "Vary: *"; variants are kept per the request headers its Vary names. GET and HEAD requests are answered from it while the response is fresh, with Age and a Cache-Status header (RFC 9211), and with 304 when the client\'s If-None-Match or If-Modified-Since matches. Requests with Authorization or Range are not cached; Cache-Control no-cache or max-age=0 on a request fetches a new copy; POST, PUT, PATCH and DELETE drop what is stored for their URL. Stale responses are fetched again, not revalidated. Each process holds its own cache, up to limits.cacheSize. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
+    'Cache upstream responses in memory (nginx\'s proxy_cache, HAProxy\'s cache), following RFC 9111 as a shared cache: true for the defaults, or {"defaultTtl", "maxObjectSize", "staleIfError"}. A GET\'s response is stored when its status is 200, 203, 204, 300, 301, 308, 404 or 410 and it says how long it stays fresh (s-maxage, max-age, or Expires; else "defaultTtl"), without Cache-Control no-store, private or no-cache, without Set-Cookie and without "Vary: *"; variants are kept per the request headers its Vary names. GET and HEAD requests are answered from it while the response is fresh, with Age and a Cache-Status header (RFC 9211), and with 304 when the client\'s If-None-Match or If-Modified-Since matches. Requests with Authorization or Range are not cached; Cache-Control no-cache or max-age=0 on a request fetches a new copy; POST, PUT, PATCH and DELETE drop what is stored for their URL. A stale response with an ETag or Last-Modified is revalidated (If-None-Match or If-Modified-Since upstream; a 304 makes it fresh again); with "staleIfError" it is served while the upstream fails. Each process holds its own cache, up to limits.cacheSize. Default: off. A route\'s setting replaces its host\'s; false turns it off.',
   );
 
 const RateLimitObject = z

@@ -24,7 +24,7 @@ export interface AccessFields {
   readonly path: string | undefined;
   readonly route: string | undefined;
   readonly upstream: string | undefined;
-  /** Routes with a response cache: "hit", or why the request went upstream ("miss", "stale", "refresh", "bypass"). */
+  /** Routes with a response cache: "hit", "revalidated", "stale", or why the request went upstream ("miss", "refresh", "bypass"). */
   readonly cache?: string | undefined;
   readonly status: number;
   readonly bytes: number | undefined;

@@ -17,6 +17,7 @@ import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 import { flushEncoder, type Encoder, type Encoding } from './compress.js';
 import { fillChunk, finishFill, type CacheFill, type CacheMiss } from '../cache/cache-exchange.js';
+import type { CachedResponse } from '../cache/response-cache.js';
 
 /** A client request: Portico's own HTTP/1.1 server (src/http1/), or an HTTP/2 stream (src/http2/). */
 export type ClientRequest = H1ServerRequest | H2ServerRequest;
@@ -92,12 +93,16 @@ export class Exchange implements H1Handler {
   fileBody: Readable | undefined = undefined;
   /** "cache" routes: the response's Cache-Status (RFC 9211), once the cache was asked. */
   cacheStatus: string | undefined = undefined;
-  /** "cache" routes: the access line's "cache" field ("hit", "miss", "stale", "refresh", "bypass"). */
+  /** "cache" routes: the access line's "cache" field ("hit", "revalidated", "stale", "miss", "refresh", "bypass"). */
   cacheResult: string | undefined = undefined;
   /** "cache" routes: a GET the cache could not answer, until its response arrives. */
   cacheMiss: CacheMiss | undefined = undefined;
   /** "cache" routes: the response being copied into the cache. */
   cacheFill: CacheFill | undefined = undefined;
+  /** "cache" routes: a stale stored response for the request, revalidated upstream or served if the upstream fails. */
+  stale: CachedResponse | undefined = undefined;
+  /** "cache" routes: a stored response is being sent (not an upstream's). */
+  replaying = false;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;

@@ -20,8 +20,8 @@ import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.j
 import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
-import { startFill } from '../cache/cache-exchange.js';
-import { interceptH1 } from './intercept-errors.js';
+import { answerWithStale, startFill } from '../cache/cache-exchange.js';
+import { interceptH1, releaseH1 } from './intercept-errors.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -78,8 +78,8 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   const cp = ex.route!.compress;
   let enc: Encoding | undefined;
   let length: string | undefined;
-  // A response from the cache (no target) has its Cache-Status among its pairs and sets no sticky cookie.
-  const sticky = ex.upstream!.sticky === undefined || ex.target === undefined ? undefined : stickySetCookie(ex.upstream!, ex.target, ex.stickySent, !ex.plain);
+  // A response from the cache has its Cache-Status among its pairs and sets no sticky cookie.
+  const sticky = ex.upstream!.sticky === undefined || ex.replaying ? undefined : stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
   let cacheStatus: string | undefined;
   try {
     // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
@@ -88,8 +88,12 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       const page = pages.get(statusCode);
       if (page !== undefined) return interceptH1(ex, statusCode, pairsToHeaders(pairs), page);
     }
-    // An upstream's response to a request the cache could not answer may be stored (not one replaced by a page).
-    if (ex.cacheStatus !== undefined && ex.target !== undefined) cacheStatus = startFill(ex, statusCode, pairs);
+    if (ex.cacheStatus !== undefined && !ex.replaying) {
+      // A stale stored response the upstream confirmed (304) or failed to replace (5xx): it is sent instead.
+      if (ex.stale !== undefined && answerWithStale(ex, statusCode, pairs, (x) => releaseH1(x, statusCode, pairsToHeaders(pairs)))) return false;
+      // An upstream's response to a request the cache could not answer may be stored (not one replaced by a page).
+      cacheStatus = startFill(ex, statusCode, pairs);
+    }
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
       const received = pairsToHeaders(pairs);

@@ -33,9 +33,9 @@ import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
-import { answerFromCache, finishFill, headerObjectPairs, onFillData, startFill } from '../cache/cache-exchange.js';
+import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
-import { interceptH2 } from './intercept-errors.js';
+import { interceptH2, releaseH2 } from './intercept-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -86,6 +86,8 @@ export function createRequestHandler(state: ProxyState): (req: ClientRequest, re
 }
 
 export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: readonly [string, string]): void {
+  // A stale stored response for the request, within its stale-if-error window: sent instead of the error.
+  if (ex.stale !== undefined && serveStaleOnError(ex, code)) return;
   ex.error = code;
   ex.errorDetail = detail;
   if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
@@ -431,6 +433,8 @@ function forward2(ex: Exchange, target: Target): void {
     const rules = ex.route!.headerRules?.request;
     if (rules !== undefined) applyToObject(ex.headers, rules);
     if (ex.authHeaders !== undefined) applyAuthHeaders(ex.headers, ex.route!.forwardAuth!, ex.authHeaders);
+    // A stale stored response is revalidated with its own validators.
+    if (ex.stale !== undefined) addValidators(ex.headers, ex.stale);
   }
   if (!h2up) return dispatchH1(ex, target);
   let up: UpstreamRequest;
@@ -538,6 +542,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
       }
     }
   }
+  if (ex.stale !== undefined && answerWithStale(ex, ex.status, headerObjectPairs(upRes.headers), (x) => releaseH2(x, upRes))) return;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   if (ex.cacheStatus !== undefined) headers['cache-status'] = startFill(ex, ex.status, headerObjectPairs(upRes.headers));
   const rules = ex.route!.headerRules?.response;

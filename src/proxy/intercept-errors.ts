@@ -71,21 +71,31 @@ function sendPage(ex: Exchange, status: number, received: IncomingHttpHeaders, p
 
 /**
  * An HTTP/1.1 upstream's error response with a page (forward-h1.ts, in its head's parser callback):
- * the page goes to the client, and the exchange lets go of the connection. It is kept for the next
- * exchange when it can be: the request went out whole, the upstream keeps it alive, and the body is
- * declared (or chunked) and short, read and dropped by a {@link DiscardBody}; else it is closed.
+ * the page goes to the client, and the exchange lets go of the connection ({@link releaseH1}).
  * Returns false when the connection was closed. Throws as {@link sendPage}, the exchange still
  * holding the connection.
  */
 export function interceptH1(ex: Exchange, status: number, received: IncomingHttpHeaders, page: ErrorPage): boolean {
   sendPage(ex, status, received, page);
+  return releaseH1(ex, status, received);
+}
+
+/**
+ * Lets go of an HTTP/1.1 upstream response whose head arrived and whose body is not wanted (the client
+ * was answered otherwise: an error page, a response from the cache). The connection is kept for the next
+ * exchange when it can be: the request went out whole, the upstream keeps it alive, and the body is
+ * declared (or chunked) and short, read and dropped by a {@link DiscardBody}; else it is closed. A
+ * request body still arriving is dropped. Returns false when the connection was closed.
+ */
+export function releaseH1(ex: Exchange, status: number, received: IncomingHttpHeaders): boolean {
   // The exchange is the connection's handler, so it holds the connection here; a response from the
   // response cache (stored before the setting was turned on) has none.
   const conn = ex.upstreamConn;
   if (conn === undefined) return true;
   ex.upstreamConn = undefined;
   let keep = conn.keepAlive && conn.requestDone;
-  if (keep && !conn.isHead) {
+  // HEAD, 204 and 304 responses have no body (RFC 9112 §6.3): their head was all of them.
+  if (keep && !conn.isHead && status !== 204 && status !== 304) {
     const length = received['content-length'];
     keep = length === undefined ? received['transfer-encoding'] !== undefined : Number(length) <= DISCARD_MAX_BYTES;
   }
@@ -99,12 +109,19 @@ export function interceptH1(ex: Exchange, status: number, received: IncomingHttp
 
 /**
  * An HTTP/2 upstream's error response with a page (handle-request.ts): the page goes to the client and
- * the upstream's stream is cancelled (RST_STREAM), which leaves its connection to the other streams.
- * Throws as {@link sendPage}, having cancelled nothing.
+ * the upstream's stream is cancelled ({@link releaseH2}). Throws as {@link sendPage}, having cancelled nothing.
  */
 export function interceptH2(ex: Exchange, upRes: IncomingMessage, page: ErrorPage): void {
   sendPage(ex, ex.status, upRes.headers, page);
-  // With the client answered and no upstream response kept, an 'error' from the cancelled stream is ignored.
+  releaseH2(ex, upRes);
+}
+
+/**
+ * Lets go of an HTTP/2 upstream's response whose body is not wanted: its stream is cancelled
+ * (RST_STREAM), which leaves its connection to the other streams; a request body still arriving is dropped.
+ */
+export function releaseH2(ex: Exchange, upRes: IncomingMessage): void {
+  // With the client answered otherwise and no upstream response kept, an 'error' from the cancelled stream is ignored.
   ex.upstreamRes = undefined;
   const up = ex.upstreamReq;
   ex.upstreamReq = undefined;
