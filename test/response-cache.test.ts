@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import https from 'node:https';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -546,4 +547,71 @@ test('cache: with staleIfError a stale response is served while the upstream ans
   assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; detail=PORTICO_UPSTREAM_UNREACHABLE; ttl=-\d+$/);
   r = await get('/plain');
   assert.equal(r.status, 502, 'a route without staleIfError answers the error');
+});
+
+test('cache: concurrent requests for a response being fetched wait for it and take it from the cache (lockTimeout), and go on at once when it is not stored', async (t) => {
+  const pki = await makePki();
+  const asked = new Map<string, number>();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    const url = req.url ?? '/';
+    asked.set(url, (asked.get(url) ?? 0) + 1);
+    const cc = url.startsWith('/private') ? 'no-store' : 'max-age=60';
+    // Slow enough that every request below arrives while the first is still being answered.
+    setTimeout(() => {
+      res.writeHead(200, { 'cache-control': cc, 'content-type': 'text/plain' });
+      res.end(`${url} answer ${asked.get(url)}`);
+    }, url.startsWith('/slow') ? 1500 : 300);
+  });
+  const cert = await pki.issue('c8', ['c8.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'c8.test': {
+          tls: cert,
+          cache: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/slow', upstream: up.url, cache: { lockTimeout: '200ms' } },
+            { path: '/nolock', upstream: up.url, cache: { lockTimeout: '0s' } },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c8.test', path, ca: pki.caPem });
+  const burst = (path: string, n: number) => Promise.all(Array.from({ length: n }, () => get(path)));
+
+  let rs = await burst('/page', 10);
+  assert.equal(asked.get('/page'), 1, 'ten concurrent requests, one upstream request');
+  assert.deepEqual(new Set(rs.map((r) => r.text)), new Set(['/page answer 1']));
+  assert.equal(rs.filter((r) => r.headers['cache-status'] === 'Portico; fwd=uri-miss; stored').length, 1);
+  assert.equal(rs.filter((r) => /^Portico; hit/.test(String(r.headers['cache-status']))).length, 9);
+
+  rs = await burst('/private', 5);
+  assert.equal(asked.get('/private'), 5, 'a response that is not stored: the waiters went upstream themselves');
+  assert.ok(rs.every((r) => r.status === 200));
+
+  rs = await burst('/slow/x', 3);
+  assert.equal(asked.get('/slow/x'), 3, 'past lockTimeout the waiters went upstream on their own');
+  rs = await burst('/nolock/y', 3);
+  assert.equal(asked.get('/nolock/y'), 3, 'lockTimeout "0s": nobody waits');
+
+  // A waiting client that leaves does not hold up the others or the lock.
+  const controller = new AbortController();
+  const first = get('/left');
+  const leaving = new Promise<void>((resolve) => {
+    const req = https.request({ host: '127.0.0.1', port: proxy.httpsPort, path: '/left', servername: 'c8.test', headers: { host: 'c8.test' }, ca: pki.caPem, agent: false, signal: controller.signal });
+    req.on('error', () => resolve());
+    req.end();
+    setTimeout(() => controller.abort(), 100);
+  });
+  const after = get('/left');
+  const [a, , b] = await Promise.all([first, leaving, after]);
+  assert.equal(a.text, '/left answer 1');
+  assert.equal(b.text, '/left answer 1');
+  assert.equal(asked.get('/left'), 1);
 });

@@ -11,6 +11,7 @@ import fresh from 'fresh';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
+import { sendToUpstream } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
 import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleIfErrorMs } from './cache-control.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
@@ -63,8 +64,15 @@ function requestKey(ex: Exchange): string {
 }
 
 /**
- * Answers a request from the cache when it holds a fresh response for it; otherwise notes on the
- * Exchange what its response may be stored as (a GET), and returns false so that it is forwarded.
+ * Requests for a key whose response one of them (the lock's holder, not listed) is fetching, by key
+ * (nginx's proxy_cache_lock): they wait for it, then take it from the cache.
+ */
+const locks = new Map<string, Exchange[]>();
+
+/**
+ * Answers a request from the cache when it holds a fresh response for it, or makes it wait while another
+ * request fetches that response; otherwise notes on the Exchange what its response may be stored as (a GET),
+ * and returns false so that it is forwarded.
  */
 export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   const method = ex.method;
@@ -72,8 +80,7 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     if (!SAFE.has(method)) responseCache.invalidate(requestKey(ex));
     return false;
   }
-  const headers = ex.req.headers;
-  const mode = requestCacheMode(headers);
+  const mode = requestCacheMode(ex.req.headers);
   if (mode === 'bypass') {
     ex.cacheResult = 'bypass';
     ex.cacheStatus = 'Portico; fwd=bypass';
@@ -82,27 +89,99 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   const base = requestKey(ex);
   let fwd = 'request';
   if (mode === 'lookup') {
-    const found = responseCache.lookup(base, headers);
-    fwd = 'uri-miss';
-    if (found !== undefined) {
-      const now = Date.now();
-      if (now < found.expiresAt) {
-        responseCache.counters.hits++;
-        replay(ex, found, hitStatus(found, now), 'hit');
+    fwd = lookUp(ex, base);
+    if (fwd === 'hit') return true;
+    if (plan.lockTimeoutMs > 0) {
+      const waiters = locks.get(base);
+      if (waiters !== undefined) {
+        waiters.push(ex);
+        ex.cacheLock = base;
+        ex.lockTimer = setTimeout(onLockTimeout, plan.lockTimeoutMs, ex);
         return true;
       }
-      fwd = 'stale';
-      // Kept for a revalidation (it has a validator) or for the upstream failing (within its window); else gone.
-      if (found.etag !== undefined || found.lastModified !== undefined || now < found.staleUntil) ex.stale = found;
-      else responseCache.remove(found);
+      // This GET fetches the response; others for it wait until it is stored (or turns out not to be).
+      if (method === 'GET') {
+        locks.set(base, []);
+        ex.cacheLock = base;
+      }
     }
   }
+  noteMiss(ex, base, plan, fwd);
+  return false;
+}
+
+/**
+ * Answers from a fresh stored response ("hit"), or keeps a stale one on the Exchange for a revalidation
+ * (it has a validator) or for the upstream failing (within its window); returns the RFC 9211 fwd reason.
+ */
+function lookUp(ex: Exchange, base: string): string {
+  const found = responseCache.lookup(base, ex.req.headers);
+  if (found === undefined) return 'uri-miss';
+  const now = Date.now();
+  if (now < found.expiresAt) {
+    responseCache.counters.hits++;
+    replay(ex, found, hitStatus(found, now), 'hit');
+    return 'hit';
+  }
+  if (found.etag !== undefined || found.lastModified !== undefined || now < found.staleUntil) ex.stale = found;
+  else responseCache.remove(found);
+  return 'stale';
+}
+
+/** A request the cache did not answer goes upstream: its Cache-Status, and for a GET what to store its response as. */
+function noteMiss(ex: Exchange, base: string, plan: CachePlan, fwd: string): void {
   ex.cacheResult = fwd === 'uri-miss' ? 'miss' : fwd === 'request' ? 'refresh' : fwd;
   responseCache.counters.misses++;
   ex.cacheStatus = `Portico; fwd=${fwd}`;
   // A HEAD's response has no body to store; a GET's may be stored.
-  if (method === 'GET') ex.cacheMiss = { base, plan };
-  return false;
+  if (ex.method === 'GET') ex.cacheMiss = { base, plan };
+}
+
+/** The lock's holder is done with it (its response stored, not storable, or failed): its waiters go on. */
+function unlock(ex: Exchange): void {
+  const base = ex.cacheLock!;
+  ex.cacheLock = undefined;
+  const waiters = locks.get(base);
+  locks.delete(base);
+  // On the next tick: a waiter that misses again is forwarded, which is not for the holder's call stack.
+  if (waiters !== undefined && waiters.length > 0) process.nextTick(resumeAll, waiters);
+}
+
+function resumeAll(waiters: readonly Exchange[]): void {
+  for (let i = 0; i < waiters.length; i++) resume(waiters[i] as Exchange);
+}
+
+/** A waiting request goes on: from the cache when the response it waited for is there, else upstream on its own. */
+function resume(ex: Exchange): void {
+  clearTimeout(ex.lockTimer);
+  ex.lockTimer = undefined;
+  const base = ex.cacheLock!;
+  ex.cacheLock = undefined;
+  if (ex.res.destroyed || ex.res.writableEnded) return;
+  const fwd = lookUp(ex, base);
+  if (fwd === 'hit') return;
+  noteMiss(ex, base, ex.route!.cache!, fwd);
+  sendToUpstream(ex);
+}
+
+/** A request waited the route's lockTimeout: it goes upstream on its own, as nginx's proxy_cache_lock_timeout lets it. */
+function onLockTimeout(ex: Exchange): void {
+  const waiters = locks.get(ex.cacheLock!);
+  if (waiters !== undefined) waiters.splice(waiters.indexOf(ex), 1);
+  resume(ex);
+}
+
+/** The client response of a request holding or waiting on a lock closed: the lock is given up, or the wait. */
+export function leaveCacheLock(ex: Exchange): void {
+  if (ex.lockTimer === undefined) return unlock(ex);
+  clearTimeout(ex.lockTimer);
+  ex.lockTimer = undefined;
+  const waiters = locks.get(ex.cacheLock!);
+  ex.cacheLock = undefined;
+  if (waiters !== undefined) {
+    const at = waiters.indexOf(ex);
+    if (at !== -1) waiters.splice(at, 1);
+  }
 }
 
 /** Cache-Status of a fresh stored response: a hit, with the seconds it stays fresh. */
@@ -148,9 +227,12 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
   const cacheStatus = ex.cacheStatus!;
   if (miss === undefined) return cacheStatus;
   const d = describe(status, pairs, miss.plan, NOT_STORED);
-  if (d === undefined) return cacheStatus;
-  const length = d.byName.get('content-length');
-  if (length !== undefined && Number(length) > miss.plan.maxObjectBytes) return cacheStatus;
+  const length = d?.byName.get('content-length');
+  if (d === undefined || (length !== undefined && Number(length) > miss.plan.maxObjectBytes)) {
+    // Nothing will be stored for the requests waiting on this one: they go upstream now.
+    if (ex.cacheLock !== undefined) unlock(ex);
+    return cacheStatus;
+  }
   const names = varyNames(d.byName.get('vary'));
   ex.cacheFill = {
     base: miss.base,
@@ -249,6 +331,7 @@ export function answerWithStale(ex: Exchange, status: number, pairs: readonly st
     const updated = revalidated(e, pairs, ex.route!.cache!);
     if (updated === undefined) responseCache.remove(e);
     else responseCache.store(updated, varyNames(headerOf(updated.pairs, 'vary')));
+    if (ex.cacheLock !== undefined) unlock(ex);
     replay(ex, updated ?? e, `Portico; fwd=stale; fwd-status=304${updated === undefined ? '' : `; ttl=${Math.floor((updated.expiresAt - now) / 1000)}`}`, 'revalidated');
     return true;
   }
@@ -333,6 +416,7 @@ export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boole
   const pairs = f.pairs;
   if (f.status !== 204) pairs.push('content-length', String(body.length));
   responseCache.store(entry(f.base, f.variant, ex.host, ex.url, f.status, pairs, body, f), f.names);
+  if (ex.cacheLock !== undefined) unlock(ex);
 }
 
 /** A chunk of an HTTP/2 upstream's response being stored ('data' listener, bound to the Exchange). */

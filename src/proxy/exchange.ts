@@ -103,6 +103,10 @@ export class Exchange implements H1Handler {
   stale: CachedResponse | undefined = undefined;
   /** "cache" routes: a stored response is being sent (not an upstream's). */
   replaying = false;
+  /** "cache" routes: the request key whose lock this request holds (its response will be stored) or waits on (another's is being fetched). */
+  cacheLock: string | undefined = undefined;
+  /** "cache" routes: while waiting on another request's lock, the timer that gives up on it. */
+  lockTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;

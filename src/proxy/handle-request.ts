@@ -33,7 +33,7 @@ import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
-import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
+import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
 
@@ -223,6 +223,13 @@ function dispatch(ex: Exchange): void {
     if (len > r.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
   if (r.cache !== undefined && answerFromCache(ex, r.cache)) return;
+  sendToUpstream(ex);
+}
+
+/** Picks a target of the route's upstream for a request and forwards it there (or queues it, or answers 503). */
+export function sendToUpstream(ex: Exchange): void {
+  const { req } = ex;
+  const u = ex.upstream!;
   let affinity = -1;
   if (u.sticky !== undefined) {
     const sent = readCookie(req.headers.cookie, u.sticky.cookie);
@@ -620,6 +627,7 @@ function countInFlight(ex: Exchange, target: Target): void {
 
 function onClientClose(this: Exchange): void {
   const ex = this;
+  if (ex.cacheLock !== undefined) leaveCacheLock(ex);
   if (ex.slot !== undefined) releaseSlot(ex);
   if (ex.queueTimer !== undefined) leaveQueue(ex);
   if (ex.authReq !== undefined) {
