@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -508,6 +509,7 @@ test('cache: with staleIfError a stale response is served while the upstream ans
     res.end(`good ${req.url}`);
   });
   const cert = await pki.issue('c7', ['c7.test']);
+  await writeFile(join(pki.dir, '5xx.html'), '<h1>our error page</h1>');
   const proxy = await startProxyFor(
     t,
     pki,
@@ -516,6 +518,9 @@ test('cache: with staleIfError a stale response is served while the upstream ans
         'c7.test': {
           tls: cert,
           cache: { staleIfError: '1m' },
+          // A stale response wins over the error page that would replace the upstream's 503.
+          errorPages: { '5xx': '5xx.html' },
+          interceptErrors: true,
           routes: [
             { path: '/', upstream: up.url },
             { path: '/plain', upstream: up.url, cache: true },
@@ -537,7 +542,7 @@ test('cache: with staleIfError a stale response is served while the upstream ans
   for (const p of ['/strict', '/own', '/plain']) {
     r = await get(p);
     assert.equal(r.status, 503, `${p}: not served stale`);
-    assert.equal(r.text, 'upstream trouble');
+    assert.equal(r.text, '<h1>our error page</h1>', `${p}: the error page, as without a cache`);
   }
   failWith = 0;
   await up.close();
@@ -614,4 +619,34 @@ test('cache: concurrent requests for a response being fetched wait for it and ta
   assert.equal(a.text, '/left answer 1');
   assert.equal(b.text, '/left answer 1');
   assert.equal(asked.get('/left'), 1);
+});
+
+test('cache: the scheme is part of the key, so an http-to-https redirect stored for plain HTTP is never served over HTTPS', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (req.headers['x-forwarded-proto'] === 'http') {
+      res.writeHead(301, { location: `https://c9.test${req.url ?? '/'}`, 'cache-control': 'max-age=600' });
+      return void res.end();
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' });
+    res.end('secure page');
+  });
+  const cert = await pki.issue('c9', ['c9.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c9.test': { tls: cert, plainHttp: 'serve', cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const plain = (): Promise<{ status: number; cacheStatus: string | undefined }> =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: proxy.httpPort, path: '/page', headers: { host: 'c9.test' }, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, cacheStatus: res.headers['cache-status'] as string | undefined }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  assert.equal((await plain()).status, 301);
+  assert.match(String((await plain()).cacheStatus), /^Portico; hit/, 'the redirect is stored for plain HTTP');
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'c9.test', path: '/page', ca: pki.caPem });
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'secure page');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
 });

@@ -59,8 +59,13 @@ const STALE_ON_STATUS = new Set([500, 502, 503, 504]);
 /** Portico's own answers after which a stale response is served instead (the upstream failed, is out or full). */
 const STALE_ON_ERROR = new Set<ErrorCode>(['PORTICO_UPSTREAM_UNREACHABLE', 'PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_TIMEOUT', 'PORTICO_NO_HEALTHY_UPSTREAM', 'PORTICO_UPSTREAM_BUSY']);
 
+/**
+ * The request's key: its route, scheme, host and normalised path with query (nginx's default
+ * proxy_cache_key is $scheme$proxy_host$request_uri). The scheme keeps apart what a host served over
+ * plain HTTP too ("plainHttp": "serve") answers each, such as an upstream's redirect of http to https.
+ */
 function requestKey(ex: Exchange): string {
-  return `${ex.route!.id}\n${ex.host}\n${ex.url}`;
+  return `${ex.route!.id}\n${ex.plain ? 'http' : 'https'}://${ex.host}\n${ex.url}`;
 }
 
 /**

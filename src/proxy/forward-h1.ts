@@ -82,18 +82,17 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
   const sticky = ex.upstream!.sticky === undefined || ex.replaying ? undefined : stickySetCookie(ex.upstream!, ex.target!, ex.stickySent, !ex.plain);
   let cacheStatus: string | undefined;
   try {
+    // A stale stored response the upstream confirmed (304) or failed to replace (5xx) is sent instead,
+    // before an error page would be: stale content is better than an error.
+    if (ex.stale !== undefined && !ex.replaying && answerWithStale(ex, statusCode, pairs, (x) => releaseH1(x, statusCode, pairsToHeaders(pairs)))) return false;
     // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
     const pages = ex.route!.upstreamErrorPages;
     if (pages !== undefined) {
       const page = pages.get(statusCode);
       if (page !== undefined) return interceptH1(ex, statusCode, pairsToHeaders(pairs), page);
     }
-    if (ex.cacheStatus !== undefined && !ex.replaying) {
-      // A stale stored response the upstream confirmed (304) or failed to replace (5xx): it is sent instead.
-      if (ex.stale !== undefined && answerWithStale(ex, statusCode, pairs, (x) => releaseH1(x, statusCode, pairsToHeaders(pairs)))) return false;
-      // An upstream's response to a request the cache could not answer may be stored (not one replaced by a page).
-      cacheStatus = startFill(ex, statusCode, pairs);
-    }
+    // An upstream's response to a request the cache could not answer may be stored (not one replaced by a page).
+    if (ex.cacheStatus !== undefined && !ex.replaying) cacheStatus = startFill(ex, statusCode, pairs);
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
       const received = pairsToHeaders(pairs);

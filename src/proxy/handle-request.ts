@@ -535,6 +535,8 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     return;
   }
   ex.status = upRes.statusCode ?? 502;
+  // A stale stored response the upstream confirmed (304) or failed to replace (5xx), before an error page.
+  if (ex.stale !== undefined && answerWithStale(ex, ex.status, headerObjectPairs(upRes.headers), (x) => releaseH2(x, upRes))) return;
   // interceptErrors: an error with a page of the host's is answered with the page (the one check routes without it pay).
   const pages = ex.route!.upstreamErrorPages;
   if (pages !== undefined) {
@@ -549,7 +551,6 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
       }
     }
   }
-  if (ex.stale !== undefined && answerWithStale(ex, ex.status, headerObjectPairs(upRes.headers), (x) => releaseH2(x, upRes))) return;
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
   if (ex.cacheStatus !== undefined) headers['cache-status'] = startFill(ex, ex.status, headerObjectPairs(upRes.headers));
   const rules = ex.route!.headerRules?.response;
