@@ -47,6 +47,9 @@ function keptAliveClient(port: number, ca: string): { request(method: string, pa
 test('HEAD, 204 and 304 answers carry no body, and the same upstream connection serves every request after them', async (t) => {
   const up = await startRawUpstream((path, s) => {
     if (path === '/head') s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n');
+    // As Node's own HTTP server answers HEAD: neither Content-Length nor Transfer-Encoding.
+    else if (path === '/head-bare') s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n');
+    else if (path === '/head-close') s.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n');
     else if (path === '/204') s.write('HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n');
     else if (path === '/304') s.write('HTTP/1.1 304 Not Modified\r\netag: "x"\r\n\r\n');
     else s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello');
@@ -56,10 +59,15 @@ test('HEAD, 204 and 304 answers carry no body, and the same upstream connection 
   const client = keptAliveClient(proxy.httpsPort, pki.caPem);
   t.after(() => client.close());
   assert.deepEqual(await client.request('HEAD', '/head'), { status: 200, body: '' });
+  assert.deepEqual(await client.request('HEAD', '/head-bare'), { status: 200, body: '' });
   assert.deepEqual(await client.request('GET', '/204'), { status: 204, body: '' });
   assert.deepEqual(await client.request('GET', '/304'), { status: 304, body: '' });
   assert.deepEqual(await client.request('GET', '/ok'), { status: 200, body: 'hello' });
   assert.equal(up.connections(), 1, 'the bodiless answers left the upstream connection reusable');
+  // A HEAD answer that says Connection: close still closes it.
+  assert.deepEqual(await client.request('HEAD', '/head-close'), { status: 200, body: '' });
+  assert.deepEqual(await client.request('GET', '/ok'), { status: 200, body: 'hello' });
+  assert.equal(up.connections(), 2);
 });
 
 test('100 Continue and 103 Early Hints from the upstream are passed over and the final response is forwarded', async (t) => {

@@ -529,10 +529,18 @@ function parserOnHeaders(this: OwnedParser, headers: string[]): void {
   else c.partHeaders.push(...headers);
 }
 
+/** Whether response header pairs carry Connection: close. */
+function saysClose(pairs: readonly string[]): boolean {
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    if ((pairs[i] as string).toLowerCase() === 'connection' && /(?:^|,)\s*close\s*(?:,|$)/i.test(pairs[i + 1] as string)) return true;
+  }
+  return false;
+}
+
 function parserOnHeadersComplete(
   this: OwnedParser,
-  _versionMajor: number,
-  _versionMinor: number,
+  versionMajor: number,
+  versionMinor: number,
   headers: string[] | undefined,
   _method: number | undefined,
   _url: string | undefined,
@@ -559,7 +567,9 @@ function parserOnHeadersComplete(
     return 1;
   }
   c.headersDone = true;
-  c.keepAlive = shouldKeepAlive;
+  // llhttp judges keep-alive before it learns that a HEAD answer has no body, so an HTTP/1.1 answer to HEAD
+  // without Content-Length (as Node's own server sends) reads as "close-delimited"; it is complete here.
+  c.keepAlive = shouldKeepAlive || (c.isHead && versionMajor === 1 && versionMinor === 1 && all !== undefined && !saysClose(all));
   const pairs = all ?? [];
   if (shouldKeepAlive) c.keepAliveMs = keepAliveHint(pairs);
   if (c.rawCapable && !c.isHead && statusCode !== 204 && statusCode !== 304) c.rawCandidate = declaredLength(pairs);
