@@ -173,7 +173,7 @@ export async function waitCpuQuiet(cpu: string, timeoutMs = 5000, maxShare = 0.1
   }
 }
 
-/** Sum of VmRSS in bytes over `root` and its live descendants. */
+/** Sum of VmRSS in bytes over `root` and its live descendants (those of memoryPids). */
 export function readTreeRssBytes(root: number): number {
   return readTreeStatusKb(root, 'VmRSS') * 1024;
 }
@@ -187,10 +187,25 @@ export function readTreeAnonRssBytes(root: number): number {
   return readTreeStatusKb(root, 'RssAnon') * 1024;
 }
 
+/**
+ * The processes whose memory counts for a server: its tree, without nginx's cache manager and cache
+ * loader, which exist only because S6 gives nginx a proxy_cache_path; the memory row compares servers
+ * configured as plain TLS-terminating proxies, as issue 4 sets it.
+ */
+export function memoryPids(root: number): number[] {
+  return [root, ...listDescendants(root)].filter((pid) => {
+    try {
+      return !/^nginx: cache (manager|loader) process/.test(readFileSync(`/proc/${pid}/cmdline`, 'latin1'));
+    } catch {
+      return false;
+    }
+  });
+}
+
 function readTreeStatusKb(root: number, field: string): number {
   const re = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm');
   let kb = 0;
-  for (const pid of [root, ...listDescendants(root)]) {
+  for (const pid of memoryPids(root)) {
     try {
       const m = re.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
       if (m) kb += Number(m[1]);
@@ -201,9 +216,9 @@ function readTreeStatusKb(root: number, field: string): number {
   return kb;
 }
 
-/** Number of processes in the tree rooted at `root`. */
+/** Number of processes in the tree rooted at `root` whose memory counts (memoryPids). */
 export function countTree(root: number): number {
-  return 1 + listDescendants(root).length;
+  return memoryPids(root).length;
 }
 
 /** Resolve once 127.0.0.1:port accepts a TCP connection; throws after timeoutMs. */

@@ -352,7 +352,9 @@ test('cache: POST /cache/purge drops stored responses in every worker, and /metr
   const stored = counts.get('/fresh')!;
   assert.ok(stored >= 2 && stored <= 3, `each worker asked once for c5.test/fresh (and one for other.test): ${stored}`);
   let page = await metrics();
-  assert.equal(metricValue(page, 'portico_cache_requests_total{result="hit"}'), 9 - (stored + counts.get('/assets/fresh')!));
+  assert.equal(metricValue(page, 'portico_cache_requests_total{host="c5.test",route="/",result="hit"}'), 8 - (stored - 1 + counts.get('/assets/fresh')!));
+  assert.equal(metricValue(page, 'portico_cache_requests_total{host="c5.test",route="/",result="miss"}'), stored - 1 + counts.get('/assets/fresh')!);
+  assert.equal(metricValue(page, 'portico_cache_requests_total{host="other.test",route="/",result="miss"}'), 1);
   assert.equal(metricValue(page, 'portico_cache_stores_total'), stored + counts.get('/assets/fresh')!);
   const entries = metricValue(page, 'portico_cache_entries')!;
   assert.equal(entries, stored + counts.get('/assets/fresh')!);

@@ -34,12 +34,15 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const requests = new Family('portico_requests_total', 'counter', 'Requests answered, by host, route path and status class ("none": the client went away before a response; host "" for requests no route took).');
   const duration = new Family('portico_request_duration_seconds', 'histogram', 'Time from request head to the end of the response.');
   const upgrades = new Family('portico_open_upgraded_connections', 'gauge', 'Upgraded connections (WebSockets) open now, by host and route path, summed over the processes.');
-  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[]; openUpgrades: number }>();
+  const cacheRequests = new Family('portico_cache_requests_total', 'counter', 'GET and HEAD requests on routes with a response cache, by host, route path and result ("hit": answered from the cache without asking the upstream; "miss": forwarded, as it had no fresh response, had a stale one to revalidate, or the request asked for a new one), summed over the processes.');
+  const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[]; openUpgrades: number; cacheHits: number; cacheMisses: number }>();
   for (const s of snapshots) {
     for (const r of s.routes) {
       const key = `${r.host} ${r.path}`;
-      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0), openUpgrades: 0 };
+      const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0), openUpgrades: 0, cacheHits: 0, cacheMisses: 0 };
       acc.openUpgrades += r.openUpgrades;
+      acc.cacheHits += r.cacheHits;
+      acc.cacheMisses += r.cacheMisses;
       r.byClass.forEach((n, i) => (acc.byClass[i] = (acc.byClass[i] ?? 0) + n));
       r.durationBuckets.forEach((n, i) => (acc.buckets[i] = (acc.buckets[i] ?? 0) + n));
       acc.sumMs += r.durationSumMs;
@@ -62,6 +65,11 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     duration.add('portico_request_duration_seconds_count', { host: r.host, route: r.path }, count);
     // Only routes that ever took an upgrade (1xx answers), so plain routes add no lines.
     if ((r.byClass[1] ?? 0) > 0) upgrades.add('portico_open_upgraded_connections', { host: r.host, route: r.path }, r.openUpgrades);
+    // Only routes the cache has seen requests on.
+    if (r.cacheHits + r.cacheMisses > 0) {
+      cacheRequests.add('portico_cache_requests_total', { host: r.host, route: r.path, result: 'hit' }, r.cacheHits);
+      cacheRequests.add('portico_cache_requests_total', { host: r.host, route: r.path, result: 'miss' }, r.cacheMisses);
+    }
   }
 
   const up = new Family('portico_upstream_up', 'gauge', 'Whether an upstream target is healthy (1) or out of rotation by its health checks or passive health (0) in some process. A drained target keeps its health here; see portico_upstream_drained.');
@@ -126,14 +134,11 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
     streamBytes.add('portico_stream_bytes_total', { port: String(port), direction: 'out' }, st.bytesOut);
   }
 
-  const cacheRequests = new Family('portico_cache_requests_total', 'counter', 'GET and HEAD requests on routes with a response cache, by result ("hit": answered from the cache; "miss": forwarded, as it had no fresh response or the request asked for a new one), summed over the processes.');
   const cacheStores = new Family('portico_cache_stores_total', 'counter', 'Responses stored in the response cache, summed over the processes.');
   const cacheEvictions = new Family('portico_cache_evictions_total', 'counter', 'Stored responses dropped to stay within limits.cacheSize, summed over the processes.');
   const cacheEntries = new Family('portico_cache_entries', 'gauge', 'Responses held in the response cache now, summed over the processes (each keeps its own).');
   const cacheBytes = new Family('portico_cache_bytes', 'gauge', 'Memory the response cache holds now (bodies and headers), summed over the processes.');
   const sum = (f: (c: Snapshot['cache']) => number): number => snapshots.reduce((a, s) => a + f(s.cache), 0);
-  cacheRequests.add('portico_cache_requests_total', { result: 'hit' }, sum((c) => c.hits));
-  cacheRequests.add('portico_cache_requests_total', { result: 'miss' }, sum((c) => c.misses));
   cacheStores.add('portico_cache_stores_total', {}, sum((c) => c.stores));
   cacheEvictions.add('portico_cache_evictions_total', {}, sum((c) => c.evictions));
   cacheEntries.add('portico_cache_entries', {}, sum((c) => c.entries));

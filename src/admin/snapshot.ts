@@ -20,6 +20,9 @@ export interface RouteSnapshot {
   readonly durationBuckets: readonly number[];
   /** Upgraded connections (WebSockets) open now. */
   readonly openUpgrades: number;
+  /** Response cache: requests answered from it, and those it could not answer. */
+  readonly cacheHits: number;
+  readonly cacheMisses: number;
 }
 
 export interface UpstreamSnapshot {
@@ -105,7 +108,7 @@ function queuedFor(t: Target): number {
 /** The snapshot of this process. */
 export function takeSnapshot(p: Portico): Snapshot {
   const routes: RouteSnapshot[] = [];
-  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets], openUpgrades: s.openUpgrades });
+  for (const s of p.requestStats.all()) routes.push({ host: s.host, path: s.path, byClass: [...s.byClass], durationSumMs: s.durationSumMs, durationBuckets: [...s.durationBuckets], openUpgrades: s.openUpgrades, cacheHits: s.cacheHits, cacheMisses: s.cacheMisses });
   const upstreams: UpstreamSnapshot[] = [];
   for (const t of p.targets.all()) {
     upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0, limitedRequests: t.limitedInFlight, queued: queuedFor(t) });

@@ -125,6 +125,7 @@ function lookUp(ex: Exchange, base: string): string {
   const now = Date.now();
   if (now < found.expiresAt) {
     responseCache.counters.hits++;
+    ex.route!.stats.cacheHits++;
     replay(ex, found, hitStatus(found, now), 'hit');
     return 'hit';
   }
@@ -137,6 +138,7 @@ function lookUp(ex: Exchange, base: string): string {
 function noteMiss(ex: Exchange, base: string, plan: CachePlan, fwd: string): void {
   ex.cacheResult = fwd === 'uri-miss' ? 'miss' : fwd === 'request' ? 'refresh' : fwd;
   responseCache.counters.misses++;
+  ex.route!.stats.cacheMisses++;
   ex.cacheStatus = `Portico; fwd=${fwd}`;
   // A HEAD's response has no body to store; a GET's may be stored.
   if (ex.method === 'GET') ex.cacheMiss = { base, plan };
@@ -407,6 +409,20 @@ function addChunk(f: CacheFill, chunk: Buffer, copy: boolean): boolean {
   return true;
 }
 
+/**
+ * A stored body in a memory block of its own: a chunk that already is one is kept, others are copied into
+ * one (Buffer.concat would take small ones from Node's shared 8 KiB pool, and a stored view keeps a whole
+ * pool block, or a larger read buffer, alive for as long as it is stored).
+ */
+function ownBody(chunks: readonly Buffer[], size: number): Buffer {
+  const one = chunks[0];
+  if (chunks.length === 1 && one !== undefined && one.byteOffset === 0 && one.byteLength === one.buffer.byteLength) return one;
+  const out = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (let i = 0; i < chunks.length; i++) at += (chunks[i] as Buffer).copy(out, at);
+  return out;
+}
+
 /** A body chunk of a response being stored; `copy` for a read buffer that goes back to the upstream side once written. */
 export function fillChunk(ex: Exchange, chunk: Buffer, copy: boolean): void {
   if (!addChunk(ex.cacheFill!, chunk, copy)) ex.cacheFill = undefined;
@@ -417,7 +433,7 @@ export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boole
   const f = ex.cacheFill!;
   ex.cacheFill = undefined;
   if (hasTrailers || (last !== null && !addChunk(f, last, false))) return;
-  const body = f.chunks.length === 1 ? (f.chunks[0] as Buffer) : Buffer.concat(f.chunks, f.size);
+  const body = ownBody(f.chunks, f.size);
   const pairs = f.pairs;
   if (f.status !== 204) pairs.push('content-length', String(body.length));
   responseCache.store(entry(f.base, f.variant, ex.host, ex.url, f.status, pairs, body, f), f.names);

@@ -19,6 +19,9 @@ export class RequestStats {
   readonly durationBuckets: number[] = new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0);
   /** Upgraded connections (WebSockets) open now, bytes flowing both ways. */
   openUpgrades = 0;
+  /** Response cache: GET and HEAD requests answered from it, and those it could not answer (routes with "cache"). */
+  cacheHits = 0;
+  cacheMisses = 0;
 
   constructor(host: string, path: string) {
     this.host = host;
