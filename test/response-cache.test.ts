@@ -395,7 +395,7 @@ test('cache: past its size the store drops a response not used since the hand la
   cache.setMaxBytes(3000);
   const entry = (url: string): CachedResponse => ({
     base: `r\nh\n${url}`, variant: '', host: 'h', url, status: 200, pairs: [], body: Buffer.alloc(0), storedAt: 0, initialAgeS: 0,
-    expiresAt: Number.MAX_SAFE_INTEGER, staleUntil: Number.MAX_SAFE_INTEGER, etag: undefined, lastModified: undefined, size: 1000, used: false,
+    expiresAt: Number.MAX_SAFE_INTEGER, staleUntil: Number.MAX_SAFE_INTEGER, refreshUntil: 0, etag: undefined, lastModified: undefined, size: 1000, used: false,
   });
   const has = (url: string): boolean => cache.lookup(`r\nh\n${url}`, {}) !== undefined;
   for (const u of ['/a', '/b', '/c']) cache.store(entry(u), []);
@@ -651,4 +651,66 @@ test('cache: the scheme is part of the key, so an http-to-https redirect stored 
   assert.equal(r.status, 200);
   assert.equal(r.text, 'secure page');
   assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+});
+
+test('cache: with staleWhileRevalidate a stale response is sent at once while one background request fetches a new copy', async (t) => {
+  const pki = await makePki();
+  let version = 1;
+  let requests = 0;
+  const seen: (string | undefined)[] = [];
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    requests++;
+    seen.push(req.headers['if-none-match'] as string | undefined);
+    const etag = `"v${version}"`;
+    const cc = req.url === '/strict' ? 'max-age=1, must-revalidate' : 'max-age=1';
+    // Slow, so that a client that waited for it would show.
+    setTimeout(() => {
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag, 'cache-control': cc, 'x-checked': String(requests) });
+        return void res.end();
+      }
+      res.writeHead(200, { etag, 'cache-control': cc, 'content-type': 'text/plain' });
+      res.end(`${req.url} v${version}`);
+    }, 300);
+  });
+  const cert = await pki.issue('c10', ['c10.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c10.test': { tls: cert, cache: { staleWhileRevalidate: '1m' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c10.test', path, ca: pki.caPem });
+  const timed = async (path: string) => {
+    const t0 = performance.now();
+    const r = await get(path);
+    return { r, ms: performance.now() - t0 };
+  };
+
+  await get('/page');
+  await new Promise((res) => setTimeout(res, 1100));
+  version = 2;
+  // Three requests while stale: each answered at once with the stored copy; one background request upstream.
+  const answers = await Promise.all([timed('/page'), timed('/page'), timed('/page')]);
+  for (const { r, ms } of answers) {
+    assert.equal(r.text, '/page v1');
+    assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=-\d+; detail=stale-while-revalidate$/);
+    assert.ok(ms < 250, `answered without waiting for the upstream (${Math.round(ms)} ms)`);
+  }
+  await new Promise((res) => setTimeout(res, 600));
+  assert.equal(requests, 2, 'one background request for the three');
+  assert.equal(seen[1], '"v1"', 'it revalidates with the stored ETag');
+  const r = await get('/page');
+  assert.equal(r.text, '/page v2', 'the new copy, fetched in the background');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=\d+$/);
+  assert.equal(requests, 2);
+
+  // A 304 in the background makes the stored copy fresh again; must-revalidate forbids serving stale.
+  await new Promise((res) => setTimeout(res, 1100));
+  await get('/page');
+  await new Promise((res) => setTimeout(res, 600));
+  const again = await get('/page');
+  assert.match(String(again.headers['cache-status']), /^Portico; hit; ttl=\d+$/, 'fresh after the background 304');
+  assert.equal(again.headers['x-checked'], '3');
+  await get('/strict');
+  await new Promise((res) => setTimeout(res, 1100));
+  const strict = await timed('/strict');
+  assert.ok(strict.ms >= 250, 'must-revalidate: the client waits for the revalidation');
+  assert.match(String(strict.r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304/);
 });

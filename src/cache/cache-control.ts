@@ -99,3 +99,16 @@ export function staleIfErrorMs(headers: ReadonlyMap<string, string>, configuredM
   const own = deltaSeconds(cc.get('stale-if-error'));
   return own >= 0 ? own * 1000 : configuredMs;
 }
+
+/**
+ * How long past its freshness a response may be served while a new copy is fetched in the background:
+ * its own `stale-while-revalidate` (RFC 5861 §3), else the route's `staleWhileRevalidate`; never for
+ * must-revalidate, proxy-revalidate or s-maxage (RFC 9111 §5.2.2).
+ */
+export function staleWhileRevalidateMs(headers: ReadonlyMap<string, string>, configuredMs: number): number {
+  const cc = parseCacheControl(headers.get('cache-control'));
+  if (cc === undefined) return configuredMs;
+  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return 0;
+  const own = deltaSeconds(cc.get('stale-while-revalidate'));
+  return own >= 0 ? own * 1000 : configuredMs;
+}

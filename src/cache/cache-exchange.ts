@@ -11,9 +11,11 @@ import fresh from 'fresh';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { sendToUpstream } from '../proxy/handle-request.js';
+import { pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
-import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleIfErrorMs } from './cache-control.js';
+import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleIfErrorMs, staleWhileRevalidateMs } from './cache-control.js';
+import { giveBackReadBuffer } from '../upstream/read-buffers.js';
+import type { H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
 import type { CachePlan } from './cache-plan.js';
 
@@ -31,6 +33,7 @@ export interface CacheFill {
   readonly initialAgeS: number;
   readonly lifetimeMs: number;
   readonly staleMs: number;
+  readonly refreshMs: number;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
 }
@@ -129,6 +132,13 @@ function lookUp(ex: Exchange, base: string): string {
     replay(ex, found, hitStatus(found, now), 'hit');
     return 'hit';
   }
+  // stale-while-revalidate: sent at once, and a new copy fetched in the background (once at a time).
+  if (now < found.refreshUntil && (locks.has(base) || refreshInBackground(ex, found, base))) {
+    responseCache.counters.hits++;
+    ex.route!.stats.cacheHits++;
+    replay(ex, found, `Portico; hit; ttl=${Math.floor((found.expiresAt - now) / 1000)}; detail=stale-while-revalidate`, 'stale');
+    return 'hit';
+  }
   if (found.etag !== undefined || found.lastModified !== undefined || now < found.staleUntil) ex.stale = found;
   else responseCache.remove(found);
   return 'stale';
@@ -148,6 +158,11 @@ function noteMiss(ex: Exchange, base: string, plan: CachePlan, fwd: string): voi
 function unlock(ex: Exchange): void {
   const base = ex.cacheLock!;
   ex.cacheLock = undefined;
+  unlockKey(base);
+}
+
+/** The lock on `base` is given up: the requests waiting on it go on. */
+function unlockKey(base: string): void {
   const waiters = locks.get(base);
   locks.delete(base);
   // On the next tick: a waiter that misses again is forwarded, which is not for the holder's call stack.
@@ -254,6 +269,7 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
     initialAgeS: d.initialAgeS,
     lifetimeMs: d.lifetimeMs,
     staleMs: d.staleMs,
+    refreshMs: d.refreshMs,
     etag: d.byName.get('etag'),
     lastModified: d.byName.get('last-modified'),
   };
@@ -271,6 +287,8 @@ interface Described {
   readonly initialAgeS: number;
   /** How long past its freshness it may be served while the upstream fails. */
   readonly staleMs: number;
+  /** How long past its freshness it may be served while a new copy is fetched in the background. */
+  readonly refreshMs: number;
 }
 
 /** A response's headers as the store keeps them (without the names in `drop`), or undefined when it may not be stored. */
@@ -290,13 +308,29 @@ function describe(status: number, pairs: readonly string[], plan: CachePlan, dro
   const storedAt = Date.now();
   // A response without Date gets the time it was received (RFC 9110 §6.6.1), so that a hit says how old it is.
   if (!byName.has('date')) kept.push('date', new Date(storedAt).toUTCString());
-  return { kept, byName, storedAt, lifetimeMs, initialAgeS, staleMs: staleIfErrorMs(byName, plan.staleIfErrorMs) };
+  return {
+    kept,
+    byName,
+    storedAt,
+    lifetimeMs,
+    initialAgeS,
+    staleMs: staleIfErrorMs(byName, plan.staleIfErrorMs),
+    refreshMs: staleWhileRevalidateMs(byName, plan.staleWhileRevalidateMs),
+  };
 }
 
 /** A stored response as the cache keeps it, its size counted. */
 function entry(
   base: string, variant: string, host: string, url: string, status: number, pairs: string[], body: Buffer,
-  t: { readonly storedAt: number; readonly lifetimeMs: number; readonly initialAgeS: number; readonly staleMs: number; readonly etag: string | undefined; readonly lastModified: string | undefined },
+  t: {
+    readonly storedAt: number;
+    readonly lifetimeMs: number;
+    readonly initialAgeS: number;
+    readonly staleMs: number;
+    readonly refreshMs: number;
+    readonly etag: string | undefined;
+    readonly lastModified: string | undefined;
+  },
 ): CachedResponse {
   let size = body.length + base.length + variant.length + 256;
   for (let i = 0; i < pairs.length; i++) size += (pairs[i] as string).length;
@@ -307,6 +341,7 @@ function entry(
     initialAgeS: t.initialAgeS,
     expiresAt,
     staleUntil: expiresAt + t.staleMs,
+    refreshUntil: expiresAt + t.refreshMs,
     etag: t.etag,
     lastModified: t.lastModified,
     size,
@@ -456,4 +491,110 @@ export function headerObjectPairs(h: IncomingHttpHeaders): string[] {
     else pairs.push(name, String(v));
   }
   return pairs;
+}
+
+/**
+ * Starts fetching a new copy of a stale stored response without a client waiting for it
+ * (stale-while-revalidate), on a connection of an HTTP/1.1 target of the route: a GET with the request's
+ * headers and the stored response's validators, which holds the key's lock until it ends. Returns false,
+ * having started nothing, when no HTTP/1.1 target is available (the request then revalidates in the foreground).
+ */
+function refreshInBackground(ex: Exchange, e: CachedResponse, base: string): boolean {
+  const u = ex.upstream!;
+  const target = pickTarget(u, ex.req.remoteAddress);
+  if (target === undefined || (target.kind !== 'h1' && target.kind !== 'h1-tls') || target.h1Pool === undefined) return false;
+  if (u.maxRequests !== 0 && target.limitedInFlight >= u.maxRequests) return false;
+  ex.stale = e;
+  const headers = upstreamRequestHeaders(ex, target, false);
+  ex.stale = undefined;
+  const job = new BackgroundRefresh(e, ex.route!.cache!);
+  const pool = target.h1Pool;
+  const conn = pool.acquire();
+  locks.set(base, []);
+  try {
+    conn.send(job, 'GET', ex.path, headers, null, -1, u.responseTimeoutMs);
+  } catch {
+    // Nothing was written: the connection stays good, and the request revalidates in the foreground.
+    pool.release(conn);
+    locks.delete(base);
+    return false;
+  }
+  return true;
+}
+
+/**
+ * The upstream's answer to a background refresh, as an HTTP/1.1 connection's handler: a 304 makes the
+ * stored response fresh again, a storable response replaces it; anything else (an error, a 5xx, a
+ * response too large) leaves it as it is. The lock on its key is given up when the exchange ends.
+ */
+class BackgroundRefresh implements H1Handler {
+  readonly #stale: CachedResponse;
+  readonly #plan: CachePlan;
+  #fill: CacheFill | undefined;
+
+  constructor(stale: CachedResponse, plan: CachePlan) {
+    this.#stale = stale;
+    this.#plan = plan;
+  }
+
+  onUpstreamHeaders(status: number, pairs: string[]): boolean {
+    const e = this.#stale;
+    if (status === 304 && (e.etag !== undefined || e.lastModified !== undefined)) {
+      const updated = revalidated(e, pairs, this.#plan);
+      if (updated === undefined) responseCache.remove(e);
+      else responseCache.store(updated, varyNames(headerOf(updated.pairs, 'vary')));
+      return true;
+    }
+    const d = describe(status, pairs, this.#plan, NOT_STORED);
+    const length = d?.byName.get('content-length');
+    if (d === undefined || (length !== undefined && Number(length) > this.#plan.maxObjectBytes)) return true;
+    const names = varyNames(d.byName.get('vary'));
+    // The variant is the stale one's: the refresh went out with the headers of the request that found it.
+    this.#fill = {
+      base: e.base,
+      variant: e.variant,
+      names,
+      status,
+      pairs: d.kept,
+      chunks: [],
+      size: 0,
+      max: this.#plan.maxObjectBytes,
+      storedAt: d.storedAt,
+      initialAgeS: d.initialAgeS,
+      lifetimeMs: d.lifetimeMs,
+      staleMs: d.staleMs,
+      refreshMs: d.refreshMs,
+      etag: d.byName.get('etag'),
+      lastModified: d.byName.get('last-modified'),
+    };
+    return true;
+  }
+
+  onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {
+    const f = this.#fill;
+    if (f !== undefined && !addChunk(f, chunk, recyclable)) this.#fill = undefined;
+    // Nothing writes a read buffer here: it goes back at once, copied if it was kept.
+    if (recyclable) giveBackReadBuffer(chunk);
+    return true;
+  }
+
+  onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
+    const f = this.#fill;
+    this.#fill = undefined;
+    if (f !== undefined && (trailers === null || trailers.length === 0) && (last === null || addChunk(f, last, false))) {
+      const body = ownBody(f.chunks, f.size);
+      if (f.status !== 204) f.pairs.push('content-length', String(body.length));
+      responseCache.store(entry(f.base, f.variant, this.#stale.host, this.#stale.url, f.status, f.pairs, body, f), f.names);
+    }
+    unlockKey(this.#stale.base);
+  }
+
+  onUpstreamError(_err: UpstreamError): void {
+    this.#fill = undefined;
+    unlockKey(this.#stale.base);
+  }
+
+  clientBehind(): boolean {
+    return false;
+  }
 }

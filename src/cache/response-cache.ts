@@ -27,6 +27,8 @@ export interface CachedResponse {
   readonly expiresAt: number;
   /** Date.now() until which it may be served stale while the upstream fails (stale-if-error). */
   readonly staleUntil: number;
+  /** Date.now() until which it may be served stale while a new copy is fetched in the background (stale-while-revalidate). */
+  readonly refreshUntil: number;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
   /** Bytes it counts against the cache's size. */

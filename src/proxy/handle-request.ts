@@ -415,34 +415,40 @@ export function forward(ex: Exchange, target: Target): void {
   forward2(ex, target);
 }
 
-function forward2(ex: Exchange, target: Target): void {
+/** The headers of the request to `target`: the client's, with forwarding headers, request ID, header rules, forwardAuth's and a revalidation's validators. */
+export function upstreamRequestHeaders(ex: Exchange, target: Target, h2up: boolean): OutgoingHttpHeaders {
   const { req, plan } = ex;
+  const upstream = ex.upstream!;
+  const remote = req.remoteAddress;
+  const trusted = isTrustedPeer(plan, remote);
+  const rawHost = (ex.h2 ? (req.headers[':authority'] as string | undefined) ?? req.headers.host : req.headers.host) ?? ex.host;
+  const hh = upstream.hostHeader;
+  const headers = buildRequestHeaders(req.headers as IncomingHttpHeaders, {
+    remoteAddress: remote,
+    trusted,
+    host: rawHost,
+    upstreamHost: hh === 'preserve' ? rawHost : hh === 'target' ? target.authority : hh,
+    via: plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined,
+    forwarded: plan.sendForwarded,
+    proto: ex.plain ? 'http' : 'https',
+    upstreamH2: h2up,
+    prefix: ex.route!.stripLength > 0 ? ex.route!.path : '',
+  });
+  if (plan.requestId) headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
+  const rules = ex.route!.headerRules?.request;
+  if (rules !== undefined) applyToObject(headers, rules);
+  if (ex.authHeaders !== undefined) applyAuthHeaders(headers, ex.route!.forwardAuth!, ex.authHeaders);
+  // A stale stored response is revalidated with its own validators.
+  if (ex.stale !== undefined) addValidators(headers, ex.stale);
+  return headers;
+}
+
+function forward2(ex: Exchange, target: Target): void {
+  const { req } = ex;
   if (ex.res.writableEnded || ex.res.destroyed) return;
   const upstream = ex.upstream!;
   const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
-  if (ex.headers === undefined || h2up) {
-    const remote = req.remoteAddress;
-    const trusted = isTrustedPeer(plan, remote);
-    const rawHost = (ex.h2 ? (req.headers[':authority'] as string | undefined) ?? req.headers.host : req.headers.host) ?? ex.host;
-    const hh = upstream.hostHeader;
-    ex.headers = buildRequestHeaders(req.headers as IncomingHttpHeaders, {
-      remoteAddress: remote,
-      trusted,
-      host: rawHost,
-      upstreamHost: hh === 'preserve' ? rawHost : hh === 'target' ? target.authority : hh,
-      via: plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined,
-      forwarded: plan.sendForwarded,
-      proto: ex.plain ? 'http' : 'https',
-      upstreamH2: h2up,
-      prefix: ex.route!.stripLength > 0 ? ex.route!.path : '',
-    });
-    if (plan.requestId) ex.headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
-    const rules = ex.route!.headerRules?.request;
-    if (rules !== undefined) applyToObject(ex.headers, rules);
-    if (ex.authHeaders !== undefined) applyAuthHeaders(ex.headers, ex.route!.forwardAuth!, ex.authHeaders);
-    // A stale stored response is revalidated with its own validators.
-    if (ex.stale !== undefined) addValidators(ex.headers, ex.stale);
-  }
+  if (ex.headers === undefined || h2up) ex.headers = upstreamRequestHeaders(ex, target, h2up);
   if (!h2up) return dispatchH1(ex, target);
   let up: UpstreamRequest;
   try {
