@@ -116,6 +116,13 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   const h2 = await h2Request(session, { path: '/fresh' });
   assert.equal(h2.text, '/fresh #1', 'an HTTP/2 client gets the stored response too');
   assert.match(String(h2.headers['cache-status']), /^Portico; hit/);
+  const h2head = await h2Request(session, { path: '/fresh', method: 'HEAD' });
+  assert.equal(h2head.status, 200);
+  assert.equal(h2head.body.length, 0);
+  assert.equal(h2head.headers['content-length'], String('/fresh #1'.length));
+  const h2cond = await h2Request(session, { path: '/fresh', headers: { 'if-none-match': '"v1"' } });
+  assert.equal(h2cond.status, 304, 'over HTTP/2 too');
+  assert.equal(h2cond.body.length, 0);
 
   r = await get('/fresh', {}, 'HEAD');
   assert.equal(r.status, 200);
