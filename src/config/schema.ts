@@ -707,7 +707,7 @@ const Limits = z
     maxBodySize: Size.optional().describe(
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),
-    cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"): past it, the least recently used responses are dropped.'),
+    cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"), bodies and headers counted; with "workers", each worker has its own. Past it, responses not used lately are dropped first (second chance, an approximation of least recently used).'),
     shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
     maxConnections: z
       .number()
