@@ -16,6 +16,7 @@ import { validateConfig } from '../src/config/load.js';
 import { ERRORS } from '../src/errors.js';
 import { takeSnapshot } from '../src/admin/snapshot.js';
 import { renderMetrics } from '../src/admin/metrics.js';
+import { setDrainedInProcess } from '../src/admin/drain.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, startUpstream, type TestResponse } from './helpers/net.js';
@@ -131,6 +132,39 @@ test('a request that waits past queueTimeout gets 503 PORTICO_UPSTREAM_BUSY with
   assert.equal((await held).status, 200);
   const line = proxy.logs.find((l) => l.msg === 'access' && l.path === '/late');
   assert.equal(line?.error, 'PORTICO_UPSTREAM_BUSY');
+});
+
+test('queued requests learn of targets leaving and entering rotation: none left, 503 PORTICO_NO_HEALTHY_UPSTREAM at once; one back, it takes them', async (t) => {
+  const { pki, proxy, a, b } = await setup(t, (a, b) => ({ targets: [a.url, b.url], maxRequests: 1, queueTimeout: '10s' }));
+  const get = (path: string): Promise<TestResponse> => h1Request({ port: proxy.httpsPort, sni: 'q.test', path, ca: pki.caPem });
+  setDrainedInProcess(proxy.portico, b.url, true);
+  const held = get('/held');
+  await waitUntil('one held at a', () => a.held.length === 1);
+  const queued = get('/queued');
+  await delay(100);
+  assert.equal(a.held.length + b.held.length, 1, 'the second request waits in the queue');
+  // b back in rotation: the queued request goes to it now, not when a's slot frees.
+  setDrainedInProcess(proxy.portico, b.url, false);
+  await waitUntil('the queued request sent to b', () => b.held.some((h) => h.path === '/queued'));
+  b.release('/queued');
+  assert.equal((await queued).status, 200);
+
+  // Every target out of rotation while a request waits: it is answered at once, not after queueTimeout.
+  const second = get('/second');
+  await waitUntil('one held at b', () => b.held.length === 1);
+  const waiting = get('/waiting');
+  await delay(100);
+  const started = performance.now();
+  setDrainedInProcess(proxy.portico, a.url, true);
+  setDrainedInProcess(proxy.portico, b.url, true);
+  const r = await waiting;
+  assert.equal(r.status, 503);
+  assert.equal(r.headers['x-portico-error'], 'PORTICO_NO_HEALTHY_UPSTREAM');
+  assert.ok(performance.now() - started < 1000, 'well before the 10 s queueTimeout');
+  a.release('/held');
+  b.release('/second');
+  assert.equal((await held).status, 200, 'requests already on a drained target run to their end');
+  assert.equal((await second).status, 200);
 });
 
 test('queueTimeout "0s": no queue, 503 at once; a route that shares the target shares its count, and a slot freed by one route wakes the other\'s queue', async (t) => {

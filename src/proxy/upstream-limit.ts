@@ -14,7 +14,7 @@
  * finds every available target full gets 503 at once.
  */
 import type { UpstreamPlan } from '../config/plan.js';
-import type { Target } from '../upstream/target.js';
+import { onAvailabilityChange, type Target } from '../upstream/target.js';
 import type { Exchange } from './exchange.js';
 import { fail, forward, pickTarget } from './handle-request.js';
 
@@ -82,6 +82,24 @@ function queueExpired(ex: Exchange): void {
   const u = ex.upstream!;
   fail(ex, 'PORTICO_UPSTREAM_BUSY', `no target below maxRequests ${u.maxRequests} within queueTimeout ${u.queueTimeoutMs} ms`, BUSY_RETRY_AFTER);
 }
+
+/**
+ * A target of upstreams with queued requests came into rotation (it may take them now, instead of
+ * when a slot frees) or went out of it: an upstream with no available target left answers its queue
+ * with 503 PORTICO_NO_HEALTHY_UPSTREAM at once, instead of after queueTimeout.
+ */
+function onTargetAvailability(t: Target): void {
+  if (t.available) return wake(t);
+  for (const u of [...t.waiting!]) {
+    if (anyAvailable(u)) continue;
+    for (const ex of [...u.queue]) {
+      leaveQueue(ex);
+      fail(ex, 'PORTICO_NO_HEALTHY_UPSTREAM', 'no target left in rotation while the request waited for a slot');
+    }
+  }
+}
+
+onAvailabilityChange(onTargetAvailability);
 
 function stopWaiting(u: UpstreamPlan): void {
   for (const t of u.targets) {

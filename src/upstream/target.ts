@@ -36,6 +36,14 @@ export function targetUrlOf(url: URL): string {
 }
 
 /** One upstream server and its pool. */
+/** Called when a target with queued requests (maxRequests) comes into or goes out of rotation; set by src/proxy/upstream-limit.ts. */
+let availabilityListener: ((t: Target) => void) | undefined;
+
+/** Sets the one listener for targets with queued requests changing availability. */
+export function onAvailabilityChange(listener: (t: Target) => void): void {
+  availabilityListener = listener;
+}
+
 export class Target {
   /** Registry key: URL + protocol + connect timeout + TLS identity + health settings. */
   readonly key: string;
@@ -220,13 +228,20 @@ export class Target {
   /** Health's verdict changed (src/upstream/health.ts). */
   setHealthy(healthy: boolean): void {
     this.#healthy = healthy;
-    this.available = healthy && !this.#drained;
+    this.#setAvailable(healthy && !this.#drained);
   }
 
   /** Drains it (no new requests or upgrades; those in flight go on) or puts it back; health checks run on either way. */
   setDrained(drained: boolean): void {
     this.#drained = drained;
-    this.available = this.#healthy && !drained;
+    this.#setAvailable(this.#healthy && !drained);
+  }
+
+  #setAvailable(available: boolean): void {
+    if (available === this.available) return;
+    this.available = available;
+    // Requests queued for a slot (maxRequests) learn of it: one back in rotation may take them, and with none left they need not wait.
+    if (this.waiting !== undefined) availabilityListener?.(this);
   }
 
   /** Starts its health checks, if it has any (once the Plan it is in is about to serve); idempotent. */
