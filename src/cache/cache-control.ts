@@ -88,27 +88,15 @@ export function freshnessLifetimeMs(status: number, headers: ReadonlyMap<string,
 }
 
 /**
- * How long past its freshness a response may be served while its upstream fails: its own
- * `stale-if-error` (RFC 5861 §4), else the route's `staleIfError`; never for must-revalidate,
- * proxy-revalidate or s-maxage, which forbid a shared cache to serve it stale (RFC 9111 §5.2.2).
+ * How long past its freshness a response may be served stale under `directive`: "stale-if-error" (while
+ * its upstream fails, RFC 5861 §4) or "stale-while-revalidate" (while a new copy is fetched, §3). The
+ * response's own directive wins over the route's `configuredMs`; must-revalidate, proxy-revalidate and
+ * s-maxage forbid a shared cache to serve it stale at all (RFC 9111 §5.2.2).
  */
-export function staleIfErrorMs(headers: ReadonlyMap<string, string>, configuredMs: number): number {
+export function staleWindowMs(headers: ReadonlyMap<string, string>, directive: 'stale-if-error' | 'stale-while-revalidate', configuredMs: number): number {
   const cc = parseCacheControl(headers.get('cache-control'));
   if (cc === undefined) return configuredMs;
   if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return 0;
-  const own = deltaSeconds(cc.get('stale-if-error'));
-  return own >= 0 ? own * 1000 : configuredMs;
-}
-
-/**
- * How long past its freshness a response may be served while a new copy is fetched in the background:
- * its own `stale-while-revalidate` (RFC 5861 §3), else the route's `staleWhileRevalidate`; never for
- * must-revalidate, proxy-revalidate or s-maxage (RFC 9111 §5.2.2).
- */
-export function staleWhileRevalidateMs(headers: ReadonlyMap<string, string>, configuredMs: number): number {
-  const cc = parseCacheControl(headers.get('cache-control'));
-  if (cc === undefined) return configuredMs;
-  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return 0;
-  const own = deltaSeconds(cc.get('stale-while-revalidate'));
+  const own = deltaSeconds(cc.get(directive));
   return own >= 0 ? own * 1000 : configuredMs;
 }

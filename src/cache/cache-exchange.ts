@@ -13,7 +13,7 @@ import type { Exchange } from '../proxy/exchange.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
 import { pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
-import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleIfErrorMs, staleWhileRevalidateMs } from './cache-control.js';
+import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleWindowMs } from './cache-control.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
 import type { H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
@@ -249,30 +249,13 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
   const cacheStatus = ex.cacheStatus!;
   if (miss === undefined) return cacheStatus;
   const d = describe(status, pairs, miss.plan, NOT_STORED);
-  const length = d?.byName.get('content-length');
-  if (d === undefined || (length !== undefined && Number(length) > miss.plan.maxObjectBytes)) {
+  if (d === undefined || !fitsIn(d, miss.plan)) {
     // Nothing will be stored for the requests waiting on this one: they go upstream now.
     if (ex.cacheLock !== undefined) unlock(ex);
     return cacheStatus;
   }
   const names = varyNames(d.byName.get('vary'));
-  ex.cacheFill = {
-    base: miss.base,
-    variant: variantKey(names, ex.req.headers),
-    names,
-    status,
-    pairs: d.kept,
-    chunks: [],
-    size: 0,
-    max: miss.plan.maxObjectBytes,
-    storedAt: d.storedAt,
-    initialAgeS: d.initialAgeS,
-    lifetimeMs: d.lifetimeMs,
-    staleMs: d.staleMs,
-    refreshMs: d.refreshMs,
-    etag: d.byName.get('etag'),
-    lastModified: d.byName.get('last-modified'),
-  };
+  ex.cacheFill = newFill(d, miss.base, variantKey(names, ex.req.headers), names, status, miss.plan);
   return `${cacheStatus}; stored`;
 }
 
@@ -314,8 +297,8 @@ function describe(status: number, pairs: readonly string[], plan: CachePlan, dro
     storedAt,
     lifetimeMs,
     initialAgeS,
-    staleMs: staleIfErrorMs(byName, plan.staleIfErrorMs),
-    refreshMs: staleWhileRevalidateMs(byName, plan.staleWhileRevalidateMs),
+    staleMs: staleWindowMs(byName, 'stale-if-error', plan.staleIfErrorMs),
+    refreshMs: staleWindowMs(byName, 'stale-while-revalidate', plan.staleWhileRevalidateMs),
   };
 }
 
@@ -467,12 +450,43 @@ export function fillChunk(ex: Exchange, chunk: Buffer, copy: boolean): void {
 export function finishFill(ex: Exchange, last: Buffer | null, hasTrailers: boolean): void {
   const f = ex.cacheFill!;
   ex.cacheFill = undefined;
+  commitFill(f, ex.host, ex.url, last, hasTrailers);
+  if (ex.cacheLock !== undefined) unlock(ex);
+}
+
+/** Stores a response whose body has all arrived (with `last`, its final chunk), unless it ended with trailers or grew too large. */
+function commitFill(f: CacheFill, host: string, url: string, last: Buffer | null, hasTrailers: boolean): void {
   if (hasTrailers || (last !== null && !addChunk(f, last, false))) return;
   const body = ownBody(f.chunks, f.size);
-  const pairs = f.pairs;
-  if (f.status !== 204) pairs.push('content-length', String(body.length));
-  responseCache.store(entry(f.base, f.variant, ex.host, ex.url, f.status, pairs, body, f), f.names);
-  if (ex.cacheLock !== undefined) unlock(ex);
+  if (f.status !== 204) f.pairs.push('content-length', String(body.length));
+  responseCache.store(entry(f.base, f.variant, host, url, f.status, f.pairs, body, f), f.names);
+}
+
+/** Whether a response declares a body the route may store (one without Content-Length is counted as it arrives). */
+function fitsIn(d: Described, plan: CachePlan): boolean {
+  const length = d.byName.get('content-length');
+  return length === undefined || Number(length) <= plan.maxObjectBytes;
+}
+
+/** A response to be copied into the store as it arrives. */
+function newFill(d: Described, base: string, variant: string, names: readonly string[], status: number, plan: CachePlan): CacheFill {
+  return {
+    base,
+    variant,
+    names,
+    status,
+    pairs: d.kept,
+    chunks: [],
+    size: 0,
+    max: plan.maxObjectBytes,
+    storedAt: d.storedAt,
+    initialAgeS: d.initialAgeS,
+    lifetimeMs: d.lifetimeMs,
+    staleMs: d.staleMs,
+    refreshMs: d.refreshMs,
+    etag: d.byName.get('etag'),
+    lastModified: d.byName.get('last-modified'),
+  };
 }
 
 /** A chunk of an HTTP/2 upstream's response being stored ('data' listener, bound to the Exchange). */
@@ -546,27 +560,9 @@ class BackgroundRefresh implements H1Handler {
       return true;
     }
     const d = describe(status, pairs, this.#plan, NOT_STORED);
-    const length = d?.byName.get('content-length');
-    if (d === undefined || (length !== undefined && Number(length) > this.#plan.maxObjectBytes)) return true;
-    const names = varyNames(d.byName.get('vary'));
+    if (d === undefined || !fitsIn(d, this.#plan)) return true;
     // The variant is the stale one's: the refresh went out with the headers of the request that found it.
-    this.#fill = {
-      base: e.base,
-      variant: e.variant,
-      names,
-      status,
-      pairs: d.kept,
-      chunks: [],
-      size: 0,
-      max: this.#plan.maxObjectBytes,
-      storedAt: d.storedAt,
-      initialAgeS: d.initialAgeS,
-      lifetimeMs: d.lifetimeMs,
-      staleMs: d.staleMs,
-      refreshMs: d.refreshMs,
-      etag: d.byName.get('etag'),
-      lastModified: d.byName.get('last-modified'),
-    };
+    this.#fill = newFill(d, e.base, e.variant, varyNames(d.byName.get('vary')), status, this.#plan);
     return true;
   }
 
@@ -581,11 +577,7 @@ class BackgroundRefresh implements H1Handler {
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     const f = this.#fill;
     this.#fill = undefined;
-    if (f !== undefined && (trailers === null || trailers.length === 0) && (last === null || addChunk(f, last, false))) {
-      const body = ownBody(f.chunks, f.size);
-      if (f.status !== 204) f.pairs.push('content-length', String(body.length));
-      responseCache.store(entry(f.base, f.variant, this.#stale.host, this.#stale.url, f.status, f.pairs, body, f), f.names);
-    }
+    if (f !== undefined) commitFill(f, this.#stale.host, this.#stale.url, last, trailers !== null && trailers.length > 0);
     unlockKey(this.#stale.base);
   }
 
