@@ -94,8 +94,8 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
   r = await get('/fresh');
   assert.equal(r.text, '/fresh #1', 'the second request is answered from the cache');
-  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=(59|60)$/);
-  assert.match(String(r.headers.age), /^[01]$/);
+  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=(5[7-9]|60)$/);
+  assert.match(String(r.headers.age), /^[0-3]$/);
   assert.equal(r.headers.etag, '"v1"');
   assert.equal(r.headers['content-type'], 'text/plain');
   assert.equal(r.headers['content-length'], String('/fresh #1'.length));
@@ -147,8 +147,8 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   await get('/aged');
   r = await get('/aged');
   assert.equal(r.text, '/aged #1');
-  assert.match(String(r.headers.age), /^4[01]$/);
-  assert.match(String(r.headers['cache-status']), /ttl=(59|60)$/);
+  assert.match(String(r.headers.age), /^4[0-3]$/);
+  assert.match(String(r.headers['cache-status']), /ttl=(5[7-9]|60)$/);
   await get('/expires');
   assert.equal((await get('/expires')).text, '/expires #1', 'Expires minus Date is a lifetime too');
 
@@ -477,7 +477,7 @@ test('cache: a stale response with an ETag is revalidated upstream, and a 304 ma
     assert.equal(r.status, 200);
     assert.equal(r.text, 'version 1', `${path}: the stored body, confirmed by a 304`);
     assert.deepEqual(seen, [undefined, '"r1"'], `${path}: the revalidation carried the stored ETag`);
-    assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304; ttl=[01]$/);
+    assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304; ttl=[0-1]$/);
     assert.equal(r.headers['x-gen'], 'checked 2', `${path}: the 304's headers replace the stored ones`);
     assert.equal(r.headers['content-type'], 'text/plain');
     r = await get(path);
@@ -547,7 +547,7 @@ test('cache: with staleIfError a stale response is served while the upstream ans
   let r = await get('/page');
   assert.equal(r.status, 200);
   assert.equal(r.text, 'good /page', 'the stale response instead of the 503');
-  assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=503; ttl=-[12]$/);
+  assert.match(String(r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=503; ttl=-\d+$/);
   for (const p of ['/strict', '/own', '/plain']) {
     r = await get(p);
     assert.equal(r.status, 503, `${p}: not served stale`);
@@ -671,7 +671,7 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
     seen.push(req.headers['if-none-match'] as string | undefined);
     const etag = `"v${version}"`;
     const cc = req.url === '/strict' ? 'max-age=1, must-revalidate' : 'max-age=1';
-    // Slow, so that a client that waited for it would show.
+    // Slow (1 s), so that a client that waited for it would show, even on a loaded machine.
     setTimeout(() => {
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, { etag, 'cache-control': cc, 'x-checked': String(requests) });
@@ -679,7 +679,7 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
       }
       res.writeHead(200, { etag, 'cache-control': cc, 'content-type': 'text/plain' });
       res.end(`${req.url} v${version}`);
-    }, 300);
+    }, 1000);
   });
   const cert = await pki.issue('c10', ['c10.test']);
   const proxy = await startProxyFor(t, pki, { hosts: { 'c10.test': { tls: cert, cache: { staleWhileRevalidate: '1m' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
@@ -698,9 +698,9 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
   for (const { r, ms } of answers) {
     assert.equal(r.text, '/page v1');
     assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=-\d+; detail=stale-while-revalidate$/);
-    assert.ok(ms < 250, `answered without waiting for the upstream (${Math.round(ms)} ms)`);
+    assert.ok(ms < 800, `answered without waiting for the upstream (${Math.round(ms)} ms)`);
   }
-  await new Promise((res) => setTimeout(res, 600));
+  await new Promise((res) => setTimeout(res, 1300));
   assert.equal(requests, 2, 'one background request for the three');
   assert.equal(seen[1], '"v1"', 'it revalidates with the stored ETag');
   const r = await get('/page');
@@ -711,13 +711,13 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
   // A 304 in the background makes the stored copy fresh again; must-revalidate forbids serving stale.
   await new Promise((res) => setTimeout(res, 1100));
   await get('/page');
-  await new Promise((res) => setTimeout(res, 600));
+  await new Promise((res) => setTimeout(res, 1300));
   const again = await get('/page');
   assert.match(String(again.headers['cache-status']), /^Portico; hit; ttl=\d+$/, 'fresh after the background 304');
   assert.equal(again.headers['x-checked'], '3');
   await get('/strict');
   await new Promise((res) => setTimeout(res, 1100));
   const strict = await timed('/strict');
-  assert.ok(strict.ms >= 250, 'must-revalidate: the client waits for the revalidation');
+  assert.ok(strict.ms >= 950, 'must-revalidate: the client waits for the revalidation');
   assert.match(String(strict.r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304/);
 });
