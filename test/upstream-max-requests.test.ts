@@ -286,6 +286,7 @@ test('a WebSocket holds a slot of its target while open: with maxRequests 1 a re
   const busy = await second.response();
   assert.equal(busy.status, 503);
   assert.equal(busy.text, `${ERRORS.PORTICO_UPSTREAM_BUSY.message}\n`);
+  assert.equal(busy.headers['x-portico-error'], 'PORTICO_UPSTREAM_BUSY', 'a refused upgrade names its error as a refused request does');
   assert.equal(busy.headers['retry-after'], '1');
   assert.ok(performance.now() - started < 1000, 'an upgrade does not queue');
   assert.equal(up.wss.clients.size, 1, 'the refused upgrade reached no target');

@@ -30,7 +30,7 @@ function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   const spec = ERRORS[code];
   const body = `${spec.message}\n`;
   socket.end(
-    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra === undefined ? '' : `${extra}\r\n`}Connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Portico-Error: ${code}\r\n${extra === undefined ? '' : `${extra}\r\n`}Connection: close\r\n\r\n${body}`,
   );
 }
 
