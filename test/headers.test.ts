@@ -101,12 +101,12 @@ test('forwarding headers from a trusted proxy are kept and extended, with Forwar
     port: trusting.httpsPort,
     sni: 'h.test',
     ca: pki.caPem,
-    headers: { 'x-forwarded-for': '127.203.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.test', forwarded: 'for=127.203.113.7', via: '1.1 edge' },
+    headers: { 'x-forwarded-for': '127.3.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.test', forwarded: 'for=127.3.113.7', via: '1.1 edge' },
   });
   const h = lastSeen().headers;
-  assert.equal(h['x-forwarded-for'], '127.203.113.7, 127.0.0.1');
+  assert.equal(h['x-forwarded-for'], '127.3.113.7, 127.0.0.1');
   assert.equal(h['x-forwarded-host'], 'public.test');
-  assert.equal(h.forwarded, 'for=127.203.113.7, for=127.0.0.1;host="h.test";proto=https');
+  assert.equal(h.forwarded, 'for=127.3.113.7, for=127.0.0.1;host="h.test";proto=https');
   assert.equal(h.via, '1.1 edge, 1.1 portico');
 });
 
