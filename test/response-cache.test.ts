@@ -9,6 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.js';
+import { checkConfigFile } from '../src/cli/check-config.js';
 import { ResponseCache, type CachedResponse } from '../src/cache/response-cache.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
@@ -264,7 +265,7 @@ test('cache: large and chunked bodies byte for byte from HTTP/1.1 and HTTP/2 ups
       hosts: {
         'c3.test': {
           tls: cert,
-          cache: true,
+          cache: { maxObjectSize: '400kb' },
           routes: [
             { path: '/', upstream: up.url },
             { path: '/small', upstream: up.url, stripPrefix: true, cache: { maxObjectSize: '100kb' } },
@@ -372,8 +373,9 @@ test('cache: POST /cache/purge drops stored responses in every worker, and /metr
     ['{"host": 5}', /"host" must be a host name/],
     ['{"path": "/x"}', /"path" needs a "host"/],
     ['{"host": "c5.test", "path": "x"}', /path prefix starting with/],
-    ['{"hots": "c5.test"}', /unknown field "hots"/],
-    ['not json', /not JSON/],
+    ['{"hots": "c5.test"}', /unknown key "hots"/],
+    ['not json', /not valid JSON/],
+    ['[]', /an array, not a JSON object/],
   ] as const) {
     const r = await admin('POST', '/cache/purge', body);
     assert.equal(r.status, 400, body);
@@ -720,4 +722,33 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
   const strict = await timed('/strict');
   assert.ok(strict.ms >= 950, 'must-revalidate: the client waits for the revalidation');
   assert.match(String(strict.r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304/);
+});
+
+test('cache: a cache whose largest response would not fit in limits.cacheSize is a config problem at its path', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('c11', ['c11.test']);
+  const file = join(pki.dir, 'portico.json');
+  await writeFile(
+    file,
+    JSON.stringify({
+      certsDir: pki.dir,
+      limits: { cacheSize: '512kb' },
+      hosts: {
+        'c11.test': {
+          tls: cert,
+          cache: true,
+          routes: [
+            { path: '/', upstream: 'http://127.0.0.1:1' },
+            { path: '/big', upstream: 'http://127.0.0.1:1', cache: { maxObjectSize: '2mb' } },
+            { path: '/fits', upstream: 'http://127.0.0.1:1', cache: { maxObjectSize: '256kb' } },
+          ],
+        },
+      },
+    }),
+  );
+  const issues = (await checkConfigFile(file)).issues.map((i) => `${i.path}: ${i.message}`);
+  assert.equal(issues.length, 2, issues.join('\n'));
+  assert.match(issues[0]!, /^hosts\["c11\.test"\]\.cache: responses up to 1048576 bytes would be stored, but limits\.cacheSize holds 524288 bytes in all; raise limits\.cacheSize or lower "maxObjectSize"$/);
+  assert.match(issues[1]!, /^hosts\["c11\.test"\]\.routes\[1\]\.cache\.maxObjectSize: responses up to 2097152 bytes/);
 });

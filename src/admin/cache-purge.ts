@@ -4,6 +4,7 @@
  * request path.
  */
 import { responseCache } from '../cache/response-cache.js';
+import { parseJsonObject } from './json-body.js';
 
 /** What the purge endpoint takes, as shown in its error messages. */
 export const PURGE_BODY_EXAMPLE = '{"host": "example.com", "path": "/assets/"}';
@@ -27,16 +28,9 @@ export interface ProcessPurge {
 /** The purge a body asks for (an empty body or {} purges everything), or what is wrong with it. */
 export function parsePurgeRequest(text: string): ({ readonly ok: true } & PurgeRequest) | { readonly ok: false; readonly error: string } {
   if (text.trim() === '') return { ok: true, host: undefined, path: undefined };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return { ok: false, error: `the request body is not JSON; send an object such as ${PURGE_BODY_EXAMPLE}, or {} for everything` };
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { ok: false, error: `the request body must be a JSON object such as ${PURGE_BODY_EXAMPLE}` };
-  const o = body as Record<string, unknown>;
-  const extra = Object.keys(o).filter((k) => k !== 'host' && k !== 'path');
-  if (extra.length > 0) return { ok: false, error: `unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => JSON.stringify(k)).join(', ')}; the fields are "host" and "path", such as ${PURGE_BODY_EXAMPLE}` };
+  const parsed = parseJsonObject(text, ['host', 'path'], '"host" and "path", or neither for everything', PURGE_BODY_EXAMPLE);
+  if (!parsed.ok) return parsed;
+  const o = parsed.body;
   const { host, path } = o;
   if (host !== undefined && (typeof host !== 'string' || host === '')) return { ok: false, error: '"host" must be a host name as the client sends it, such as "example.com"' };
   if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) return { ok: false, error: '"path" must be a path prefix starting with "/", such as "/assets/"' };

@@ -11,6 +11,7 @@ import type { RoutePlan, UpstreamPlan } from '../config/plan.js';
 import type { Portico } from '../server/portico.js';
 import { targetUrlOf } from '../upstream/target.js';
 import { checkTargetUrl } from '../config/target-url.js';
+import { describeJson, parseJsonObject } from './json-body.js';
 
 /** What the drain endpoints take, as shown in their error messages. */
 export const DRAIN_BODY_EXAMPLE = '{"target": "http://10.0.0.5:8080"}';
@@ -36,13 +37,6 @@ export interface ProcessDrain {
 /** A drain request's target, normalised as the config's target URLs are, or what is wrong with the request. */
 export type ParsedDrainRequest = { readonly ok: true; readonly url: string } | { readonly ok: false; readonly error: string };
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}`;
-  return `a ${typeof value}`;
-}
-
 /** The target URL in the form Portico names targets (targetUrlOf), or why `s` is not an upstream target URL. */
 function normaliseTargetUrl(s: string): ParsedDrainRequest {
   const shown = JSON.stringify(s.length > 200 ? `${s.slice(0, 200)}…` : s);
@@ -65,21 +59,12 @@ function normaliseTargetUrl(s: string): ParsedDrainRequest {
 /** Reads a drain request's body: exactly `{"target": "<URL>"}`. Every error says what was wrong and what to send. */
 export function parseDrainRequest(text: string): ParsedDrainRequest {
   if (text.trim() === '') return { ok: false, error: `the request has no body; send JSON such as ${DRAIN_BODY_EXAMPLE}` };
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    return { ok: false, error: `the request body is not valid JSON (${(err as Error).message}); send JSON such as ${DRAIN_BODY_EXAMPLE}` };
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return { ok: false, error: `the request body is ${describe(value)}, not a JSON object; send JSON such as ${DRAIN_BODY_EXAMPLE}` };
-  }
-  const body = value as Record<string, unknown>;
-  const unknownKey = Object.keys(body).find((k) => k !== 'target');
-  if (unknownKey !== undefined) return { ok: false, error: `unknown key ${JSON.stringify(unknownKey)} in the request body; it takes one key, "target": ${DRAIN_BODY_EXAMPLE}` };
+  const parsed = parseJsonObject(text, ['target'], 'one key, "target"', DRAIN_BODY_EXAMPLE);
+  if (!parsed.ok) return parsed;
+  const body = parsed.body;
   if (!('target' in body)) return { ok: false, error: `the request body has no "target"; send the target's URL as the config writes it: ${DRAIN_BODY_EXAMPLE}` };
   const target = body['target'];
-  if (typeof target !== 'string') return { ok: false, error: `"target" must be a string, the target's URL as the config writes it, not ${describe(target)}: ${DRAIN_BODY_EXAMPLE}` };
+  if (typeof target !== 'string') return { ok: false, error: `"target" must be a string, the target's URL as the config writes it, not ${describeJson(target)}: ${DRAIN_BODY_EXAMPLE}` };
   return normaliseTargetUrl(target);
 }
 

@@ -10,6 +10,8 @@
 import fresh from 'fresh';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
+import { DROP_RESPONSE } from '../proxy/forward-headers.js';
+import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
 import { pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
@@ -50,8 +52,8 @@ const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 /** Response headers a 304 carries (RFC 9110 §15.4.5), besides Age and Cache-Status. */
 const NOT_MODIFIED_HEADERS = new Set(['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary']);
 
-/** Response headers the store drops: hop-by-hop and framing ones (Content-Length is set from the body), and Age (recomputed). */
-const NOT_STORED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings', 'content-length', 'age', 'trailer']);
+/** Response headers the store drops: those never forwarded (hop-by-hop), framing ones (Content-Length is set from the body), and Age (recomputed). */
+const NOT_STORED: ReadonlySet<string> = new Set([...DROP_RESPONSE, 'content-length', 'age', 'trailer']);
 
 /** Headers a 304 does not update in the stored response (RFC 9111 §3.2): its framing and the body's own. */
 const NOT_UPDATED = new Set([...NOT_STORED, 'content-encoding', 'content-range', 'content-type']);
@@ -355,7 +357,7 @@ export function answerWithStale(ex: Exchange, status: number, pairs: readonly st
     ex.cacheMiss = undefined;
     const updated = revalidated(e, pairs, ex.route!.cache!);
     if (updated === undefined) responseCache.remove(e);
-    else responseCache.store(updated, varyNames(headerOf(updated.pairs, 'vary')));
+    else responseCache.store(updated, varyNames(pairsGetter(updated.pairs)('vary')));
     if (ex.cacheLock !== undefined) unlock(ex);
     replay(ex, updated ?? e, `Portico; fwd=stale; fwd-status=304${updated === undefined ? '' : `; ttl=${Math.floor((updated.expiresAt - now) / 1000)}`}`, 'revalidated');
     return true;
@@ -385,11 +387,6 @@ export function serveStaleOnError(ex: Exchange, code: ErrorCode): boolean {
   return true;
 }
 
-/** The first value of a header among pairs. */
-function headerOf(pairs: readonly string[], lowerName: string): string | undefined {
-  for (let i = 0; i + 1 < pairs.length; i += 2) if ((pairs[i] as string).toLowerCase() === lowerName) return pairs[i + 1];
-  return undefined;
-}
 
 /** The stored response `e` updated by a 304's headers, fresh from now; undefined when those headers forbid storing it. */
 function revalidated(e: CachedResponse, notModified: readonly string[], plan: CachePlan): CachedResponse | undefined {
@@ -407,7 +404,7 @@ function revalidated(e: CachedResponse, notModified: readonly string[], plan: Ca
     if (update.has((notModified[i] as string).toLowerCase())) merged.push(notModified[i] as string, notModified[i + 1] as string);
   }
   // The 304's Age counts from now, as a fresh response's does.
-  const age = headerOf(notModified, 'age');
+  const age = pairsGetter(notModified)('age');
   if (age !== undefined) merged.push('age', age);
   const d = describe(e.status, merged, plan, NOT_STORED);
   if (d === undefined) return undefined;
@@ -556,7 +553,7 @@ class BackgroundRefresh implements H1Handler {
     if (status === 304 && (e.etag !== undefined || e.lastModified !== undefined)) {
       const updated = revalidated(e, pairs, this.#plan);
       if (updated === undefined) responseCache.remove(e);
-      else responseCache.store(updated, varyNames(headerOf(updated.pairs, 'vary')));
+      else responseCache.store(updated, varyNames(pairsGetter(updated.pairs)('vary')));
       return true;
     }
     const d = describe(status, pairs, this.#plan, NOT_STORED);

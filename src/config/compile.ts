@@ -22,7 +22,7 @@ import type { StreamHealthRegistry, StreamTargetHealth } from '../stream/stream-
 import { compileHeaderRules } from '../proxy/header-rules.js';
 import { compileAnswer } from '../proxy/route-answer.js';
 import { compileCompress } from '../proxy/compress.js';
-import { compileCache } from '../cache/cache-plan.js';
+import { compileCache, type CachePlan } from '../cache/cache-plan.js';
 import { RateLimitRegistry, type RateLimiter, type RateLimitSetting } from '../proxy/rate-limit.js';
 import { RouteMatch } from '../proxy/route-match.js';
 import { compileForwardAuth } from '../proxy/forward-auth.js';
@@ -235,6 +235,19 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   };
 
   const trustedProxies = compileAddressList(config.forwarding.trustedProxies);
+  const cacheBytes = parseSizeBytes(config.limits.cacheSize);
+  /** A "cache" setting compiled; one whose largest response would not fit in limits.cacheSize is a problem at its path. */
+  const cacheAt = (value: Parameters<typeof compileCache>[0], at: readonly (string | number)[]): CachePlan | undefined => {
+    const c = compileCache(value);
+    if (c !== undefined && c.maxObjectBytes > cacheBytes) {
+      const own = typeof value === 'object' && value !== null && 'maxObjectSize' in value;
+      issues.push({
+        path: formatPath(own ? [...at, 'maxObjectSize'] : [...at]),
+        message: `responses up to ${c.maxObjectBytes} bytes would be stored, but limits.cacheSize holds ${cacheBytes} bytes in all; raise limits.cacheSize or lower "maxObjectSize"`,
+      });
+    }
+    return c;
+  };
   const maxBodyBytes = config.limits.maxBodySize === undefined ? 0 : bodyLimitBytes(config.limits.maxBodySize);
   const exact = new Map<string, HostPlan>();
   const wildcard = new Map<string, HostPlan>();
@@ -242,7 +255,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   for (const [name, host] of Object.entries(config.hosts)) {
     const routes = new Map<string, RoutePlan>();
     const hostCompress = compileCompress(host.compress);
-    const hostCache = compileCache(host.cache);
+    const hostCache = cacheAt(host.cache, ['hosts', name, 'cache']);
     const hostLimit = host.rateLimit === undefined ? undefined : limitFor(`host ${name}`, host.rateLimit);
     const hostAllow = compileAddressList(host.allowFrom);
     const hostDeny = compileAddressList(host.denyFrom);
@@ -286,7 +299,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         allow: r.allowFrom === undefined ? hostAllow : compileAddressList(r.allowFrom),
         deny: r.denyFrom === undefined ? hostDeny : compileAddressList([...(host.denyFrom ?? []), ...r.denyFrom]),
         compress: r.compress === undefined ? hostCompress : compileCompress(r.compress),
-        cache: r.upstream === undefined ? undefined : r.cache === undefined ? hostCache : compileCache(r.cache),
+        cache: r.upstream === undefined ? undefined : r.cache === undefined ? hostCache : cacheAt(r.cache, ['hosts', name, 'routes', i, 'cache']),
         limit: r.rateLimit === undefined ? hostLimit : r.rateLimit === false ? undefined : limitFor(`route ${id}`, r.rateLimit),
         auth: r.basicAuth === undefined ? hostAuth : r.basicAuth === false ? undefined : new BasicAuth(r.basicAuth.realm, r.basicAuth.users),
         headerRules: compileHeaderRules(host.headers, r.headers),
@@ -365,7 +378,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
       maxConnections: limits.maxConnections,
-      cacheBytes: parseSizeBytes(limits.cacheSize),
+      cacheBytes,
     },
     trustedProxies,
     sendForwarded: config.forwarding.forwarded,

@@ -28,7 +28,7 @@ const DROP_REQUEST = new Set([
 ]);
 
 /** Response headers never forwarded (hop-by-hop). */
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
+export const DROP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
 
 /** What the request rules need to know about the exchange. */
 export interface ForwardFacts {
@@ -106,7 +106,7 @@ export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): Ou
   }
   if (f.via !== undefined) {
     const prev = joinValue(h.via);
-    out.via = prev === undefined ? `${f.via} portico` : `${prev}, ${f.via} portico`;
+    out.via = appendVia(prev, f.via);
   }
   return out;
 }
@@ -123,7 +123,7 @@ export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undef
   }
   if (via !== undefined) {
     const prev = joinValue(h.via);
-    out.via = prev === undefined ? `${via} portico` : `${prev}, ${via} portico`;
+    out.via = appendVia(prev, via);
   }
   return out;
 }
@@ -159,6 +159,11 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
     if (via !== undefined && name === 'via') continue;
     out.push(pairs[i] as string, pairs[i + 1] as string);
   }
-  if (via !== undefined) out.push('via', prevVia === undefined ? `${via} portico` : `${prevVia}, ${via} portico`);
+  if (via !== undefined) out.push('via', appendVia(prevVia, via));
   return out;
+}
+
+/** A Via value with Portico's hop ("1.1 portico", "2 portico") after the ones a message already had (RFC 9110 §7.6.3). */
+export function appendVia(prev: string | undefined, via: string): string {
+  return prev === undefined ? `${via} portico` : `${prev}, ${via} portico`;
 }

@@ -12,6 +12,7 @@ import type { ErrorPage } from './error-pages.js';
 import type { Exchange } from './exchange.js';
 import { dropRequestBody } from './handle-request.js';
 import { applyToObject } from './header-rules.js';
+import { appendVia } from './forward-headers.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 
 /**
@@ -52,7 +53,7 @@ function sendPage(ex: Exchange, status: number, received: IncomingHttpHeaders, p
   const via = ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined;
   if (via !== undefined) {
     const prev = received.via;
-    headers.via = prev === undefined ? `${via} portico` : `${Array.isArray(prev) ? prev.join(', ') : prev}, ${via} portico`;
+    headers.via = appendVia(Array.isArray(prev) ? prev.join(', ') : prev, via);
   }
   // Still a proxied response of this route: its header rules apply, and a sticky session keeps its target.
   const rules = ex.route!.headerRules?.response;
