@@ -14,6 +14,7 @@
  * Prints one JSON line: HandshakeResult.
  */
 import { connect, createSecureContext, type TLSSocket } from 'node:tls';
+import { CLIENT_CIPHERS } from './client-tls.js';
 import { createResponseReader, formatRequest } from './http1-response.js';
 
 interface Options {
@@ -39,7 +40,8 @@ export interface HandshakeResult {
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
-const context = createSecureContext({ minVersion: 'TLSv1.2' });
+// TLS 1.3 suites in browsers' order, as every bench client offers them (client-tls.ts).
+const context = createSecureContext({ minVersion: 'TLSv1.2', ciphers: CLIENT_CIPHERS });
 const request = formatRequest(opts.host, true);
 const started = performance.now();
 const deadline = started + opts.durationMs;

@@ -44,7 +44,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
 }
 
 const https = createHttpsServer(
-  { cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), minVersion: 'TLSv1.2' },
+  { cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), minVersion: 'TLSv1.2', honorCipherOrder: false },
   handle,
 );
 https.keepAliveTimeout = settings.keepAliveTimeoutMs;

@@ -7,6 +7,7 @@
  * Prints one JSON line when all connections are idle: IdleResult.
  */
 import { connect, createSecureContext, type TLSSocket } from 'node:tls';
+import { CLIENT_CIPHERS } from './client-tls.js';
 import { createResponseReader, formatRequest } from './http1-response.js';
 
 interface Options {
@@ -25,7 +26,8 @@ export interface IdleResult {
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
-const context = createSecureContext({ minVersion: 'TLSv1.2' });
+// TLS 1.3 suites in browsers' order, as every bench client offers them (client-tls.ts).
+const context = createSecureContext({ minVersion: 'TLSv1.2', ciphers: CLIENT_CIPHERS });
 const request = formatRequest(opts.host, false);
 const sockets: TLSSocket[] = [];
 let launched = 0;

@@ -4,6 +4,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CLIENT_TLS13_SUITES, EXPECTED_CIPHER } from './client-tls.js';
 import { LOAD_CPU, runBounded } from './procs.js';
 import { BENCH_HOST, type Workspace } from './workspace.js';
 import type { HandshakeResult } from './handshake-client.js';
@@ -86,14 +87,16 @@ export interface WrkRun {
   readonly connections: number;
   readonly durationSec: number;
   readonly script: string;
+  /** OPENSSL_CONF for wrk, which has no cipher option: TLS 1.3 suites in browsers' order (client-tls.ts). */
+  readonly opensslConf: string;
 }
 
 /** Run wrk with one thread on LOAD_CPU. Units are requests. */
 export async function runWrk(run: WrkRun): Promise<LoadResult> {
   const url = `${run.scheme}://${BENCH_HOST}:${run.port}${run.path}`;
   const args = ['-t1', `-c${run.connections}`, `-d${run.durationSec}s`, '--latency', '-s', run.script, url];
-  const r = await runBounded('wrk', args, LOAD_CPU, run.durationSec * 1000 + KILL_SLACK_MS);
-  const command = `taskset -c ${LOAD_CPU} wrk ${args.join(' ')}`;
+  const r = await runBounded('wrk', args, LOAD_CPU, run.durationSec * 1000 + KILL_SLACK_MS, undefined, { OPENSSL_CONF: run.opensslConf });
+  const command = `OPENSSL_CONF=${run.opensslConf} taskset -c ${LOAD_CPU} wrk ${args.join(' ')}`;
   if (r.timedOut) throw new Error('wrk did not stop in time and was killed');
   const parsed = parseWrk(r.stdout + r.stderr);
   return { ...parsed, units: parsed.requests, command };
@@ -125,7 +128,7 @@ export async function runH2load(run: H2loadRun): Promise<LoadResult> {
     // -N: close a connection silent for 3 s, so unanswered streams end as
     // counted errors instead of keeping h2load waiting past the run.
     '-t1', `-c${run.clients}`, `-m${run.streams}`, `-D${run.durationSec}`, '-N3s',
-    `--connect-to=127.0.0.1:${run.port}`, `--log-file=${run.logFile}`, url,
+    `--connect-to=127.0.0.1:${run.port}`, `--log-file=${run.logFile}`, `--tls13-ciphers=${CLIENT_TLS13_SUITES}`, url,
   ];
   writeFileSync(run.logFile, '');
   const r = await runBounded('h2load', args, LOAD_CPU, run.durationSec * 1000 + KILL_SLACK_MS);
@@ -142,6 +145,8 @@ export async function runH2load(run: H2loadRun): Promise<LoadResult> {
   const notes: string[] = [];
   const proto = /Application protocol: (\S+)/.exec(out)?.[1];
   if (proto !== 'h2') notes.push(`application protocol ${proto ?? 'none'}`);
+  const cipher = /Cipher: (\S+)/.exec(out)?.[1];
+  if (cipher !== EXPECTED_CIPHER) notes.push(`cipher ${cipher ?? 'not reported'}, not ${EXPECTED_CIPHER}`);
   const latenciesMs: number[] = [];
   for (const line of readFileSync(run.logFile, 'utf8').split('\n')) {
     const f = line.split('\t');

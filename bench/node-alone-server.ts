@@ -44,7 +44,7 @@ function handleStream(stream: ServerHttp2Stream, headers: H2Headers): void {
   stream.end(big ? large : small);
 }
 
-const https = createSecureServer({ cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), minVersion: 'TLSv1.2', allowHTTP1: true });
+const https = createSecureServer({ cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), minVersion: 'TLSv1.2', allowHTTP1: true, honorCipherOrder: false });
 // HTTP/1.1 (allowHTTP1) arrives as 'request'. Adding that listener also makes node:http2 answer HTTP/2
 // streams through its compatibility layer; that listener is replaced by the core API's.
 https.on('request', handle);

@@ -5,6 +5,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { TLSSocket } from 'node:tls';
+import { CLIENT_CIPHERS } from './client-tls.js';
 import { BENCH_HOST } from './workspace.js';
 
 /** The outcome of one probe request. */
@@ -29,7 +30,7 @@ export function probe(scheme: 'http' | 'https', port: number, path = '/', timeou
     };
     const req =
       scheme === 'https'
-        ? httpsRequest({ ...opts, servername: BENCH_HOST, rejectUnauthorized: false })
+        ? httpsRequest({ ...opts, servername: BENCH_HOST, rejectUnauthorized: false, ciphers: CLIENT_CIPHERS })
         : httpRequest(opts);
     req.once('timeout', () => req.destroy(new Error(`no response within ${timeoutMs} ms`)));
     req.once('error', reject);

@@ -271,9 +271,10 @@ export async function runBounded(
   cpus: string | null,
   timeoutMs: number,
   input?: string,
+  env?: Readonly<Record<string, string>>,
 ): Promise<CommandResult> {
   const argv = ['taskset', '-c', cpus ?? ALL_CPUS, cmd, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: env === undefined ? process.env : { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -17,6 +17,7 @@ import { LOAD_CPU, PROXY_CPU, hasExited, readCpuBusyUs, readTreeCpuUs, stopProce
 import { prepareWorkspace, PORTS, subdir, type Workspace } from './workspace.js';
 import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type ProxyPorts, type RunningTarget, type TargetSpec } from './targets.js';
 import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
+import { EXPECTED_CIPHER } from './client-tls.js';
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
 import { FOREIGN_CPU_WARN, fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
@@ -50,18 +51,18 @@ interface Context {
 async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: number): Promise<LoadResult> {
   switch (id) {
     case 'S1':
-      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
     case 'S2':
       // h2load's per-request log goes in a folder of its own: Portico watches the certificates' folder.
       return runH2load({ port: t.httpsPort, clients: 32, streams: 10, durationSec: seconds, logFile: join(subdir(ctx.ws, 'load'), 'h2load.log') });
     case 'S3':
       return runHandshakes({ port: t.httpsPort, durationSec: seconds, concurrency: 16, script: join(ctx.distBench, 'handshake-client.js') });
     case 'S4':
-      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/1m', connections: 16, durationSec: seconds, script: ctx.wrkScript });
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/1m', connections: 16, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
     case 'S5':
-      return runWrk({ scheme: 'http', port: t.httpPort!, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+      return runWrk({ scheme: 'http', port: t.httpPort!, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
     case 'S6':
-      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/cached', connections: 64, durationSec: seconds, script: ctx.wrkScript });
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/cached', connections: 64, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
   }
 }
 
@@ -98,7 +99,9 @@ async function preflight(t: RunningTarget, row: Row): Promise<void> {
   }
   const big = await probe('https', t.httpsPort, '/1m');
   if (big.status !== 200 || big.bodyBytes !== 1024 * 1024) throw new Error(`HTTPS /1m probe got ${big.status}, ${big.bodyBytes} bytes`);
-  row.notes.push(`TLS: ${https.tls ?? '?'}`);
+  // Every server should take the cipher browsers put first (client-tls.ts); one that does not is marked.
+  const tls = https.tls ?? '?';
+  row.notes.push(`TLS: ${tls}${tls.endsWith(` ${EXPECTED_CIPHER}`) ? '' : ` ⚠ not ${EXPECTED_CIPHER}, the cipher the other servers negotiate`}`);
   if (t.noCache !== undefined) row.cells.set('S6', { runs: [], na: t.noCache });
   else {
     const cached = await probe('https', t.httpsPort, '/cached');

@@ -203,7 +203,7 @@ const haproxyTarget: TargetSpec = {
     const conf = `global
   nbthread 1
   maxconn 9000
-  ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers
   tune.ssl.default-dh-param 2048
 
 # S6's cache: one small response, so it is kept small (HAProxy allocates it whole at start, in the memory row's RSS).

@@ -4,6 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeClientOpensslConf } from './client-tls.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,6 +35,8 @@ export interface Workspace {
   readonly pemFile: string;
   readonly docRoot: string;
   readonly smallBody: string;
+  /** OpenSSL config for wrk and h2load (OPENSSL_CONF): TLS 1.3 suites in browsers' order (client-tls.ts). */
+  readonly clientOpensslConf: string;
 }
 
 /** Repository root, from dist/bench/workspace.js or bench/workspace.ts alike. */
@@ -69,7 +72,8 @@ export function prepareWorkspace(): Workspace {
   writeFileSync(join(docRoot, '1m'), Buffer.alloc(LARGE_BODY_BYTES, 0x61));
   // Exactly SMALL_BODY_BYTES, no characters nginx would need escaped.
   const smallBody = 'portico-bench-'.padEnd(SMALL_BODY_BYTES - 1, 'x') + '\n';
-  return { repoRoot, dir, certFile, keyFile, pemFile, docRoot, smallBody };
+  const clientOpensslConf = writeClientOpensslConf(dir);
+  return { repoRoot, dir, certFile, keyFile, pemFile, docRoot, smallBody, clientOpensslConf };
 }
 
 /** Make (if needed) and return a subdirectory of the workspace. */

@@ -17,7 +17,10 @@ set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
 CONFIG=${PORTICO_CONFIG:-$W/portico/portico.json}; OUT=${PORTICO_STDOUT:-/dev/null}
-[[ -f $W/backend/nginx.conf ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+[[ -f $W/backend/nginx.conf && -f $W/client-openssl.cnf ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+# The TLS 1.3 suites every bench client offers, in browsers' order (bench/client-tls.ts; wrk reads them from
+# the workspace's client-openssl.cnf).
+SUITES=$(sed -n 's/^Ciphersuites = //p' "$W/client-openssl.cnf")
 [[ -f $CONFIG ]] || { echo "no Portico config at $CONFIG (PORTICO_CONFIG, or bench/.work/portico/portico.json from npm run bench:quick)" >&2; exit 2; }
 for bin in "${NODE_BEFORE:-node}" "${NODE_AFTER:-node}"; do
   command -v "$bin" >/dev/null || { echo "no node binary at '$bin' (NODE_BEFORE / NODE_AFTER)" >&2; exit 2; }
@@ -54,9 +57,9 @@ one() {
 # One bounded load run of $1 seconds on CPU 1: wrk, or h2load with H2=1 (-N3s: a silent connection ends as an error).
 load() {
   if [[ -n ${H2:-} ]]; then
-    taskset -c 1 h2load -t1 -c"$CONNS" -m"${STREAMS:-10}" -D"$1" -N3s --connect-to="127.0.0.1:$PORT" "https://bench.localhost:$PORT$URLPATH"
+    taskset -c 1 h2load -t1 -c"$CONNS" -m"${STREAMS:-10}" -D"$1" -N3s --connect-to="127.0.0.1:$PORT" --tls13-ciphers="$SUITES" "https://bench.localhost:$PORT$URLPATH"
   else
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
+    OPENSSL_CONF=$W/client-openssl.cnf taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
   fi
 }
 declare -A CPU
