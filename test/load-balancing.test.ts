@@ -1,8 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import type http from 'node:http';
+import { setTimeout as delay } from 'node:timers/promises';
+import WebSocket from 'ws';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, startUpstream } from './helpers/net.js';
+import { upgradeUpstream } from './helpers/upgrade-upstream.js';
 
 test('least-connections sends requests past a target that is still busy; client-ip keeps a client on one target', async (t) => {
   const pki = await makePki();
@@ -53,4 +57,30 @@ test('least-connections sends requests past a target that is still busy; client-
 
   for (let i = 0; i < 6; i++) assert.equal((await get(`/sticky/${i}`)).status, 200);
   assert.deepEqual([rr1.seen.length, rr2.seen.length].sort(), [0, 6], 'one client address, one target');
+});
+
+test('least-connections counts an open WebSocket against its target: requests go to the other target until the tunnel closes', async (t) => {
+  const pki = await makePki();
+  const a = await upgradeUpstream();
+  const b = await upgradeUpstream();
+  const cert = await pki.issue('ws', ['ws.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'ws.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [a.url, b.url], loadBalancing: 'least-connections' } }] } } }, [a.close, b.close]);
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'ws.test', path, ca: pki.caPem });
+
+  const ws = new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}/ws`, { servername: 'ws.test', headers: { host: 'ws.test' }, ca: pki.caPem } as WebSocket.ClientOptions);
+  await once(ws, 'open');
+  const [busy, idle] = a.wss.clients.size === 1 ? [a, b] : [b, a];
+  assert.equal(busy.wss.clients.size, 1, 'the tunnel went to one target');
+  for (let i = 0; i < 4; i++) assert.equal((await get(`/open${i}`)).status, 200);
+  assert.deepEqual(busy.plain, [], 'no request went to the target holding the tunnel (in turn, two of four would have)');
+  assert.deepEqual(idle.plain, ['/open0', '/open1', '/open2', '/open3']);
+
+  const closed = once(ws, 'close');
+  ws.close(1000, 'done');
+  await closed;
+  // The upstream side of the tunnel closes just after the client's: wait until the target is free again.
+  for (let i = 0; i < 100 && busy.wss.clients.size > 0; i++) await delay(10);
+  await delay(200);
+  for (let i = 0; i < 2; i++) assert.equal((await get(`/closed${i}`)).status, 200);
+  assert.deepEqual([busy.plain.length, idle.plain.length], [1, 5], 'with the tunnel closed, both targets take requests in turn');
 });

@@ -8,10 +8,9 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { validateConfig } from '../src/config/load.js';
 import { ERRORS } from '../src/errors.js';
 import { takeSnapshot } from '../src/admin/snapshot.js';
@@ -22,6 +21,7 @@ import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/
 import { freePort, h1Request, h2Connect, startUpstream, type TestResponse } from './helpers/net.js';
 import { metricValue } from './helpers/admin.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
+import { upgradeUpstream, type UpgradeUpstream } from './helpers/upgrade-upstream.js';
 
 /** An upstream that holds every request until the test releases it, and records how many it held at once. */
 async function gated(name: string): Promise<{ url: string; held: { path: string; res: http.ServerResponse }[]; most: () => number; release: (path?: string) => void; close: () => Promise<void> }> {
@@ -200,51 +200,6 @@ test('maxRequests and queueTimeout are checked with their paths', () => {
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[0].upstream.queueTimeout: ')), lines.join('\n'));
 });
 
-/**
- * An upstream for upgrades: plain requests get 200; upgrades to /ws become WebSockets (echo), /decline gets
- * a 403, /hold is never answered (kept in `held`), /hangup has its connection closed before any answer.
- */
-async function upgradeUpstream(): Promise<{ url: string; wss: WebSocketServer; held: Socket[]; plain: string[]; close: () => Promise<void> }> {
-  const plain: string[] = [];
-  const held: Socket[] = [];
-  const server = http.createServer((req, res) => {
-    plain.push(req.url ?? '');
-    req.resume();
-    res.end('plain');
-  });
-  const wss = new WebSocketServer({ noServer: true });
-  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
-  server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
-    socket.on('error', () => {});
-    if (req.url === '/ws') return wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
-    if (req.url === '/decline') return void socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nnope');
-    if (req.url === '/hold') {
-      held.push(socket);
-      // Read on, so that the proxy's close (its FIN) is seen: the socket is then destroyed.
-      socket.once('end', () => socket.destroy());
-      return void socket.resume();
-    }
-    socket.destroy();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    wss,
-    held,
-    plain,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const c of wss.clients) c.terminate();
-        for (const c of held) c.destroy();
-        wss.close();
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
-
-type UpgradeUpstream = Awaited<ReturnType<typeof upgradeUpstream>>;
 
 async function setupUpgrades(
   t: TestContext,

@@ -5,6 +5,8 @@
  * upgrade holds a slot of its target from when it is sent until its tunnel
  * (or the declined answer) has closed, as HAProxy's maxconn counts a tunnel
  * for its whole life; one that finds every target full gets 503 at once.
+ * Under "least-connections" it counts as in flight on its target for as
+ * long, so that new requests go to the targets with fewer open tunnels.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -86,24 +88,34 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       const trusted = isTrustedPeer(plan, remote);
       const requestId = plan.requestId ? requestIdFor(req.headers, trusted) : undefined;
       const started = performance.now();
-      // maxRequests: the target whose slot the upgrade holds, or undefined. Taken when the upgrade is sent
-      // (moved by a retry), freed once: when it fails, when the declined answer has been relayed, when the
-      // client leaves before the upstream answered, or when the tunnel's upstream side has closed.
-      let slot: Target | undefined;
+      // The target the upgrade counts against, or undefined: one of its maxRequests slots and, with
+      // least-connections, one of its connections in flight, so that a target holding long-lived tunnels gets
+      // fewer new requests (HAProxy's leastconn counts tunnels too). Taken when the upgrade is sent (moved by a
+      // retry), given back once: when it fails, when the declined answer has been relayed, when the client
+      // leaves before the upstream answered, or when the tunnel's upstream side has closed.
+      let held: Target | undefined;
+      let heldIndex = -1;
       const hold = (target: Target): void => {
-        const before = slot;
-        slot = undefined;
-        if (u.maxRequests !== 0) {
-          takeTargetSlot(target);
-          slot = target;
+        const before = held;
+        const beforeIndex = heldIndex;
+        held = target;
+        if (u.maxRequests !== 0) takeTargetSlot(target);
+        if (u.inFlight !== undefined) {
+          heldIndex = u.targets.indexOf(target);
+          u.inFlight[heldIndex]!++;
+          if (beforeIndex >= 0) u.inFlight[beforeIndex]!--;
         }
-        if (before !== undefined) freeTargetSlot(before);
+        if (before !== undefined && u.maxRequests !== 0) freeTargetSlot(before);
       };
       const release = (): void => {
-        const t = slot;
+        const t = held;
         if (t === undefined) return;
-        slot = undefined;
-        freeTargetSlot(t);
+        held = undefined;
+        if (heldIndex >= 0) {
+          u.inFlight![heldIndex]!--;
+          heldIndex = -1;
+        }
+        if (u.maxRequests !== 0) freeTargetSlot(t);
       };
       // The upstream request until its exchange is over (a 101, or a declined answer relayed), and whether the tunnel is up.
       let pending: http.ClientRequest | undefined;
@@ -177,7 +189,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
         });
         up.on('response', (res) => {
           answered = true;
-          // The slot is held until the answer has been relayed (or the client left, above).
+          // The target is held until the answer has been relayed (or the client left, above).
           res.once('close', () => {
             pending = undefined;
             release();
@@ -199,7 +211,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           answered = true;
           tunnelled = true;
           pending = undefined;
-          // The slot is the upstream connection's: held until it has closed (a client that leaves closes it below).
+          // The tunnel holds its target until the upstream connection has closed (a client that leaves closes it below).
           upSocket.once('close', release);
           up.setTimeout(0);
           upSocket.setTimeout(0);
