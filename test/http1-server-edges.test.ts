@@ -23,8 +23,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { startRawUpstream, startUpstream, type SeenRequest } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
+import type { ConfigInput } from '../src/config/schema.js';
 
 const HOST = 'edge.test';
+const REDIRECTED = 'tls-only.edge.test';
 const MiB = 1024 * 1024;
 /** The size of the bodies that must stream through with flat memory. */
 const BIG = 32 * MiB;
@@ -252,8 +254,10 @@ function rawAnswer(path: string, socket: net.Socket): void {
   else socket.write('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
 }
 
-function hostsConfig(cert: { cert: string; key: string }): { [name: string]: { tls: { cert: string; key: string }; plainHttp: 'serve'; routes: { path: string; upstream: string }[] } } {
+function hostsConfig(cert: { cert: string; key: string }): ConfigInput['hosts'] {
   return {
+    // Not served over plain HTTP: its plain requests and upgrades get a 308 to https.
+    [REDIRECTED]: { tls: cert, routes: [{ path: '/', upstream: upg.url }] },
     [HOST]: {
       tls: cert,
       plainHttp: 'serve',
@@ -273,7 +277,7 @@ before(async () => {
   raw = await startRawUpstream(rawAnswer);
   upg = await startUpgradeUpstream();
   h2up = await startH2Upstream();
-  const cert = await pki.issue('edge', [HOST]);
+  const cert = await pki.issue('edge', [HOST, REDIRECTED]);
   proxy = await startProxy(pki, { hosts: hostsConfig(cert), limits: { shutdownTimeout: '2s' }, log: { access: false, level: 'warn' } });
   ka7 = await startProxy(pki, { hosts: hostsConfig(cert), limits: { keepAliveTimeout: '7s', shutdownTimeout: '1s' } });
   ka0 = await startProxy(pki, { hosts: hostsConfig(cert), limits: { keepAliveTimeout: '0s', shutdownTimeout: '1s' } });
@@ -539,19 +543,33 @@ test('an upgrade followed in the same TLS write by 200 KiB: every byte reaches t
   assert.ok(upGot.equals(early), 'the upstream got exactly the bytes after the head');
 });
 
-test('an upgrade over the plain HTTP listener (upgrades are https-only) gets 400 and the connection closes, with nothing sent upstream', async (t) => {
+test('an upgrade over the plain HTTP listener for a plainHttp "serve" host is proxied (X-Forwarded-Proto: http, early bytes raw); another host\'s gets a 308 to https and reaches no upstream', async (t) => {
   const c = await openRaw(t, proxy.httpPort, false);
-  const before = upg.connections();
+  const before = upg.after.length;
   await c.write(`${UPGRADE_HEAD('/ws/plain')}EARLY-PLAIN`);
-  const r = await c.response();
-  assert.equal(r.status, 400);
-  assert.equal(r.headers.connection?.toLowerCase(), 'close');
-  assert.equal(await c.closesWithin(1000), true, 'the connection closes after the 400');
-  assert.equal(upg.connections(), before, 'the upgrade upstream was never contacted');
-  // And the plain listener serves this host otherwise.
-  const d = await openRaw(t, proxy.httpPort, false);
-  await d.write(get('/plain-ok'));
-  assert.equal((await d.response()).text, 'GET /plain-ok 0');
+  const ok = await c.until(() => {
+    const p = c.pending;
+    const end = p.indexOf('\r\n\r\n');
+    return end !== -1 && p.length >= end + 4 + 'EARLY-PLAIN'.length;
+  }, 3000);
+  const p = c.pending.toString('latin1');
+  assert.ok(ok, `no 101 and echo; got ${JSON.stringify(p.slice(0, 300))}`);
+  assert.match(p, /^HTTP\/1\.1 101 /);
+  assert.equal(p.slice(p.indexOf('\r\n\r\n') + 4), 'EARLY-PLAIN', 'the early bytes came back through the tunnel');
+  assert.equal(Buffer.concat(upg.after[before] ?? []).toString('latin1'), 'EARLY-PLAIN');
+  const head = (upg.heads[before] ?? '').toLowerCase();
+  assert.match(head, /^get \/ws\/plain http\/1\.1\r\n/);
+  assert.match(head, /\r\nx-forwarded-proto: http\r\n/, 'the upstream learns the client spoke plain HTTP');
+  assert.match(head, /\r\nupgrade: websocket(\r\n|$)/);
+
+  const r = await openRaw(t, proxy.httpPort, false);
+  const connections = upg.connections();
+  await r.write(rawUpgradeRequest(REDIRECTED, '/ws/x?y=1'));
+  const res = await r.response();
+  assert.equal(res.status, 308);
+  assert.equal(res.headers.location, `https://${REDIRECTED}:${proxy.httpsPort}/ws/x?y=1`);
+  assert.equal(await r.closesWithin(1000), true, 'the connection closes after the 308');
+  assert.equal(upg.connections(), connections, 'the upgrade upstream was never contacted');
 });
 
 test('a client that half-closes after a whole request (TLS, and plain TCP) still gets the whole response, then the connection closes', async (t) => {

@@ -607,7 +607,7 @@ const HostEntry = z
     plainHttp: z
       .enum(['redirect', 'serve'])
       .default('redirect')
-      .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS. WebSocket upgrades stay https-only.'),
+      .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS; its WebSocket upgrades too.'),
     headers: HeaderRules.optional(),
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),

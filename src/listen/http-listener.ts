@@ -13,6 +13,8 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
+import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
+import { httpsLocation } from '../proxy/https-location.js';
 import { capConnections, listenOptions } from './listen-options.js';
 import { kClientAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
@@ -63,11 +65,11 @@ export class HttpListener {
       const hostPlan = host === undefined ? undefined : lookupHost(plan, host);
       if (host === undefined || hostPlan === undefined) return plain(res, 404, 'Not Found: this host is not served here\n');
       if (hostPlan.servePlain) return proxy(req, res);
-      const hostPart = host.includes(':') ? `[${host}]` : host;
-      const location = `https://${hostPart}${plan.httpsPortSuffix}${url.startsWith('/') ? url : '/'}`;
+      const location = httpsLocation(plan, host, url);
       plain(res, 308, `Permanent Redirect: ${location}\n`, { location });
     };
-    this.h1 = new H1Server({ log: deps.log, onRequest: handle });
+    // Upgrades (WebSockets) of the hosts with plainHttp "serve" are proxied too; other hosts' get the same 308.
+    this.h1 = new H1Server({ log: deps.log, onRequest: handle, onUpgrade: createUpgradeHandler(deps.state, 'http') });
     this.h1.applyLimits(deps.state.plan.limits);
   }
 

@@ -12,7 +12,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { H1ServerRequest } from '../http1/server-request.js';
-import { lookupHost, lookupRoute, rewritePath } from '../config/plan.js';
+import { lookupHost, lookupRoute, rewritePath, type Plan } from '../config/plan.js';
+import { httpsLocation } from './https-location.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
@@ -36,6 +37,13 @@ function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   );
 }
 
+/** The 308 to https that a plain HTTP request for a host without `plainHttp: "serve"` gets (http-listener.ts), as a raw answer. */
+function redirectToHttps(plan: Plan, host: string, url: string): string {
+  const location = httpsLocation(plan, host, url);
+  const body = `Permanent Redirect: ${location}\n`;
+  return `HTTP/1.1 308 Permanent Redirect\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nLocation: ${location}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
 
@@ -45,18 +53,23 @@ function rawHead(status: number, message: string, rawHeaders: readonly string[])
   return `${head}\r\n`;
 }
 
-/** Builds the `upgrade` listener for the HTTPS server. */
-export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, socket: Socket, head: Buffer) => void {
+/**
+ * Builds the `upgrade` listener for the HTTPS server, or (`scheme` "http") for the plain HTTP listener: there
+ * a host with `plainHttp: "serve"` has its upgrades proxied as its requests are (no Host/SNI check, as there
+ * is no TLS; `X-Forwarded-Proto: http`), and any other host's get the 308 to https its requests get.
+ */
+export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http' = 'https'): (req: H1ServerRequest, socket: Socket, head: Buffer) => void {
   return function handleUpgrade(req, socket, head) {
     socket.on('error', () => socket.destroy());
     const plan = state.plan;
     const rawHost = req.headers.host;
     const host = normalizeHost(rawHost);
     if (host === undefined || rawHost === undefined) return reject(socket, 'PORTICO_BAD_HOST');
-    const connName = (req.socket as Socket & Tagged)[kConnName] ?? '';
+    const connName = scheme === 'https' ? ((req.socket as Socket & Tagged)[kConnName] ?? '') : '';
     const hostPlan = lookupHost(plan, host);
-    if (!isAllowedOnConnection(plan, host, hostPlan, connName)) return reject(socket, 'PORTICO_SNI_HOST_MISMATCH');
+    if (scheme === 'https' && !isAllowedOnConnection(plan, host, hostPlan, connName)) return reject(socket, 'PORTICO_SNI_HOST_MISMATCH');
     if (hostPlan === undefined) return reject(socket, 'PORTICO_UNKNOWN_HOST');
+    if (scheme === 'http' && !hostPlan.servePlain) return void socket.end(redirectToHttps(plan, host, req.url));
     const url = (req.url ?? '/').startsWith('/') ? normalizePath(req.url ?? '/') : undefined;
     if (url === undefined) return reject(socket, 'PORTICO_BAD_REQUEST');
     const route = lookupRoute(hostPlan, url, req);
@@ -140,7 +153,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
           via: plan.sendVia ? '1.1' : undefined,
           forwarded: plan.sendForwarded,
-          proto: 'https',
+          proto: scheme,
           upstreamH2: false,
           prefix: route.stripLength > 0 ? route.path : '',
         });
@@ -238,7 +251,7 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
       if (fa === undefined) return proceed();
       const authReq = askForwardAuth(
         fa,
-        { method: req.method, headers: req.headers, uri: url, host, proto: 'https', client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
+        { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
         (v) => {
           socket.off('close', cancel);
           if (socket.destroyed) return;
