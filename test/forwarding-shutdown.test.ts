@@ -7,10 +7,12 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import pino from 'pino';
-import { makePki, proxyOneHost } from './helpers/proxy.js';
+import WebSocket from 'ws';
+import { makePki, proxyOneHost, startProxyFor } from './helpers/proxy.js';
 import { spawnProxy } from './helpers/child-proxy.js';
 import { canConnect, freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { Portico } from '../src/server/portico.js';
+import { upgradeUpstream } from './helpers/upgrade-upstream.js';
 
 const BODY = 'slow-but-complete:'.padEnd(64 * 1024, '.');
 
@@ -105,4 +107,30 @@ test('a start that cannot open its http port throws PORTICO_LISTEN_FAILED and cl
   });
   // The https port was opened first; nothing may be left listening on it.
   assert.equal(await canConnect(httpsPort), false, 'the https listener was left open');
+});
+
+test('stop() keeps a WebSocket tunnel on the plain HTTP listener working until the shutdown deadline, then closes it, and returns once it is closed', async (t) => {
+  const pki = await makePki();
+  const up = await upgradeUpstream();
+  const tls = await pki.issue('plain.test', ['plain.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'plain.test': { tls, plainHttp: 'serve', routes: [{ path: '/', upstream: up.url }] } }, limits: { shutdownTimeout: '1s' } }, [up.close]);
+  const ws = new WebSocket(`ws://127.0.0.1:${proxy.httpPort}/ws`, { headers: { host: 'plain.test' } });
+  await once(ws, 'open');
+  const closed = once(ws, 'close');
+  const echo = (text: string): Promise<string> => {
+    const got = once(ws, 'message').then(([m]) => String(m));
+    ws.send(text);
+    return got;
+  };
+  assert.equal(await echo('before'), 'before');
+  const started = performance.now();
+  const stopped = proxy.stop();
+  await delay(300);
+  assert.equal(await canConnect(proxy.httpPort), false, 'new connections are refused while stopping');
+  assert.equal(await echo('while stopping'), 'while stopping', 'the tunnel still works before the deadline');
+  await stopped;
+  const ms = performance.now() - started;
+  assert.ok(ms >= 800, `stop() returned after ${Math.round(ms)} ms, before the 1 s deadline closed the tunnel`);
+  assert.ok(ms < 5000, `stop() returned after ${Math.round(ms)} ms`);
+  await Promise.race([closed, delay(1000).then(() => assert.fail('the tunnel is still open after stop() returned'))]);
 });

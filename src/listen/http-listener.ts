@@ -45,6 +45,8 @@ export class HttpListener {
   readonly netServers: net.Server[] = [];
   readonly h1: H1Server;
   readonly #deps: HttpListenerDeps;
+  /** Every open connection, upgraded ones (WebSocket tunnels) too, for the shutdown deadline. */
+  readonly #sockets = new Set<net.Socket>();
 
   constructor(deps: HttpListenerDeps) {
     this.#deps = deps;
@@ -83,6 +85,8 @@ export class HttpListener {
   listen(port: number, address: string, reusePort = false): Promise<void> {
     const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
     const server = net.createServer({ noDelay: true }, (socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
       if (refused === undefined) return this.h1.accept(socket);
       readProxyHeader(
         socket,
@@ -105,14 +109,19 @@ export class HttpListener {
     });
   }
 
-  /** Stops accepting; idle connections close now, busy ones after their response. */
-  close(): void {
-    for (const s of this.netServers) s.close();
+  /**
+   * Stops accepting; idle connections close now, busy ones after their response, and tunnels when either
+   * side closes them. Whatever is still open after `deadlineMs` is closed. Resolves when every connection is.
+   */
+  async close(deadlineMs: number): Promise<void> {
+    const closed = Promise.all(this.netServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     this.h1.closeIdle();
-  }
-
-  /** Closes what is still open (the shutdown deadline passed). */
-  destroy(): void {
-    this.h1.destroyAll();
+    const timer = setTimeout(() => {
+      this.h1.destroyAll();
+      for (const s of this.#sockets) s.destroy();
+    }, deadlineMs);
+    timer.unref();
+    await closed;
+    clearTimeout(timer);
   }
 }

@@ -301,11 +301,7 @@ export class Portico {
     this.#tickets.stop();
     await this.admin?.close();
     await this.acme?.stop();
-    this.http?.close();
-    const late = setTimeout(() => this.http?.destroy(), deadline);
-    late.unref();
-    await Promise.all([this.https?.close(deadline), ...this.streams.map((s) => s.close(deadline))]);
-    clearTimeout(late);
+    await Promise.all([this.https?.close(deadline), this.http?.close(deadline), ...this.streams.map((s) => s.close(deadline))]);
     this.targets.closeAll();
     this.streamHealth.retain(new Set());
   }
