@@ -29,6 +29,7 @@ import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { RateLimitRegistry } from '../proxy/rate-limit.js';
 import type { AdminServer } from '../admin/admin-server.js';
 import { StreamListener } from '../stream/stream-listener.js';
+import { checkOpenFileLimit } from './open-file-limit.js';
 
 /** Formats config issues one per line: `path: reason`. */
 export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
@@ -237,6 +238,8 @@ export class Portico {
       this.admin = await startAdminServer(localBackend(this), config.admin, this.log);
     }
     this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation, ...(this.#reusePort ? { reusePort: true } : {}) }, 'listening');
+    // One process says it for all: the workers share the limit (a restarted worker has a new id and stays quiet).
+    if (!cluster.isWorker || cluster.worker?.id === 1) checkOpenFileLimit(this.log, plan.limits.maxConnections);
     this.certWatcher.start(this.#services.signal);
     this.#servicesStarted = true;
     if (plan.hosts.some((h) => h.acme)) await this.#loadAcme();
@@ -277,7 +280,9 @@ export class Portico {
         this.log.warn({}, 'admin API port and address changes take effect after a restart');
       }
       this.config = config;
+      const before = this.state?.plan.limits.maxConnections;
       if (this.state !== undefined) this.state.plan = plan;
+      if (before !== plan.limits.maxConnections && (!cluster.isWorker || cluster.worker?.id === 1)) checkOpenFileLimit(this.log, plan.limits.maxConnections);
       responseCache.setMaxBytes(plan.limits.cacheBytes);
       this.https?.applyLimits(plan);
       this.http?.applyLimits(plan);

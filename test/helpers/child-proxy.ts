@@ -40,13 +40,17 @@ export function readRssBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
-/** Writes a config (HTTPS on a free port of 127.0.0.1, no HTTP listener) and starts the CLI; resolves once its port accepts connections. */
-export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number } = {}): Promise<ChildProxy> {
+/**
+ * Writes a config (HTTPS on a free port of 127.0.0.1, no HTTP listener) and starts the CLI; resolves once its port accepts connections.
+ * `prefix`: a command that execs the CLI in its own process (say `prlimit --nofile=512:512 --`), so that `pid` is still Portico's.
+ */
+export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number; prefix?: readonly string[] } = {}): Promise<ChildProxy> {
   const httpsPort = await freePort();
   const configFile = join(pki.dir, `portico-child-${httpsPort}.json`);
   const full = (c: Omit<ConfigInput, 'listen'>): ConfigInput => ({ listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, ...c });
   await writeFile(configFile, JSON.stringify(full(config)));
-  const proc = spawn(process.execPath, [MAIN, '--config', configFile, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...(opts.prefix ?? []), process.execPath, MAIN, '--config', configFile, '--no-watch'];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   let pending = '';
