@@ -304,7 +304,9 @@ test('lenient but unambiguous shapes go upstream as one request with Portico\'s 
     ['Transfer-Encoding:<tab>chunked', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding:\tchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`, chunkedHello],
     ['Transfer-Encoding: CHUNKED', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n`, chunkedHello],
     ['a zero-padded chunk size', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n${'0'.repeat(20)}5\r\nhello\r\n0\r\n\r\n`, chunkedHello],
-    ['Content-Length with spaces around it', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length:  5 \r\n\r\nhello`, `POST /ok HTTP/1.1\r\ncontent-length: 5\r\nhost: ${HOST}\r\n${ADDED}\r\nhello`],
+    ['Content-Length with spaces around it', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length:  5 \r\n\r\nhello`, `POST /ok HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}content-length: 5\r\n\r\nhello`],
+    ['a zero-padded Content-Length', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 005\r\n\r\nhello`, `POST /ok HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}content-length: 5\r\n\r\nhello`],
+    ['Content-Length: 0 on a POST', `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 0\r\n\r\n`, `POST /ok HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}content-length: 0\r\n\r\n`],
     ['two spaces in the request line', `GET  /ok HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, `GET /ok HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}\r\n`],
   ];
   for (const [what, text, expected] of cases) {
@@ -312,4 +314,14 @@ test('lenient but unambiguous shapes go upstream as one request with Portico\'s 
     assert.equal(r.status, 200, what);
     assert.deepEqual(r.upstream.map((u) => u.bytes), [expected], what);
   }
+});
+
+test('a client that lists Content-Length or Transfer-Encoding in Connection cannot strip the framing of the body Portico forwards: the upstream gets one request, never the body as a second one', async (t) => {
+  const smuggled = `GET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+  const byLength = await exchange(t, `POST /conn HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: ${smuggled.length}\r\nConnection: content-length\r\n\r\n${smuggled}`);
+  assert.equal(byLength.status, 200);
+  assert.deepEqual(byLength.upstream.map((u) => u.bytes), [`POST /conn HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}content-length: ${smuggled.length}\r\n\r\n${smuggled}`]);
+  const chunked = await exchange(t, `POST /conn HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding, content-length\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+  assert.equal(chunked.status, 200);
+  assert.deepEqual(chunked.upstream.map((u) => u.bytes), [`POST /conn HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`]);
 });
