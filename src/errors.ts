@@ -25,6 +25,7 @@ export const ERRORS = {
     status: 400,
     message: 'Bad Request: the request target must be a path starting with "/", or an http:// or https:// URL without user info',
   },
+  PORTICO_UPGRADE_WITH_BODY: { status: 400, message: 'Bad Request: an upgrade request (WebSocket) may not carry a body' },
   PORTICO_BAD_TRANSFER_ENCODING: { status: 400, message: 'Bad Request: an HTTP/1.0 request may not carry Transfer-Encoding' },
   PORTICO_TRANSFER_ENCODING_UNSUPPORTED: { status: 501, message: 'Not Implemented: the only transfer coding accepted on a request is "chunked"' },
   PORTICO_HTTP_VERSION: { status: 505, message: 'HTTP Version Not Supported: send HTTP/1.1 or HTTP/1.0 (or HTTP/2 negotiated by ALPN)' },

@@ -325,3 +325,19 @@ test('a client that lists Content-Length or Transfer-Encoding in Connection cann
   assert.equal(chunked.status, 200);
   assert.deepEqual(chunked.upstream.map((u) => u.bytes), [`POST /conn HTTP/1.1\r\nhost: ${HOST}\r\n${ADDED}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`]);
 });
+
+test('bytes sent behind a WebSocket upgrade head go upstream only after its 101: an upstream that declines the upgrade never reads them as a request', async (t) => {
+  const r = await exchange(t, `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\n${WS_HEAD}\r\nGET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+  assert.equal(r.status, 200, 'the upstream declined the upgrade with its own answer');
+  assert.equal(r.upstream.length, 1);
+  assert.doesNotMatch(r.upstream[0]!.bytes, /smuggled/);
+  assert.match(r.upstream[0]!.bytes, /^GET \/ws HTTP\/1\.1\r\n[^]*\r\n\r\n$/);
+});
+
+test('an upgrade request with a body (Content-Length or chunked) gets 400 PORTICO_UPGRADE_WITH_BODY and reaches no upstream', async (t) => {
+  for (const rest of ['Content-Length: 5\r\n\r\nhello', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n']) {
+    const r = await exchange(t, `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\n${WS_HEAD}${rest}GET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+    assertRefused(rest, r, 400, 'PORTICO_UPGRADE_WITH_BODY');
+    assert.deepEqual(r.upstream, [], rest);
+  }
+});

@@ -421,6 +421,14 @@ function parserOnHeadersComplete(
   // Upgrades get the same head checks as requests (Host lines, Transfer-Encoding, absolute-form target).
   if (!c.server.acceptable(c, req, all)) return 1;
   if (upgrade) {
+    // llhttp reads an upgrade request's body before it hands the socket over (and Portico would drop
+    // it), and its declared length would go upstream on a request sent without one. WebSocket upgrades
+    // have none (RFC 6455 §4.1).
+    const h = req.headers;
+    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
+      c.refuse(400, 'PORTICO_UPGRADE_WITH_BODY');
+      return 1;
+    }
     c.upgrade = req;
     return 0;
   }

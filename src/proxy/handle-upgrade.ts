@@ -205,6 +205,10 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           upSocket.setTimeout(0);
           socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
           if (upHead.length > 0) socket.write(upHead);
+          // The client's bytes that came after its head are the new protocol's: they go only now. Sent
+          // with the request, an upstream that declines the upgrade would read them as a request of its
+          // own ("GET /admin" behind an upgrade for "/ws": smuggled past routing and auth).
+          if (head.length > 0) upSocket.write(head);
           upSocket.on('error', () => socket.destroy());
           socket.on('close', () => upSocket.destroy());
           upSocket.on('close', () => socket.destroy());
@@ -215,7 +219,6 @@ export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, 
           socket.once('close', () => stats.openUpgrades--);
           finish(101);
         });
-        if (head.length > 0) up.write(head);
         up.end();
       };
       attempt(first, 1);
