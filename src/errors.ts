@@ -20,6 +20,11 @@ export const ERRORS = {
   // Request path (see docs in README "Errors and status codes").
   PORTICO_BAD_HOST: { status: 400, message: 'Bad Request: missing or invalid Host header' },
   PORTICO_BAD_REQUEST: { status: 400, message: 'Bad Request: the request headers are invalid' },
+  PORTICO_MALFORMED_REQUEST: {
+    status: 400,
+    message: 'Bad Request: the request is not valid HTTP/1.1 (its request line, a header line or its chunked body is malformed or ambiguous)',
+  },
+  PORTICO_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large: the request line and headers exceed the size limit' },
   PORTICO_DUPLICATE_HOST: { status: 400, message: 'Bad Request: the request has more than one Host header' },
   PORTICO_BAD_TARGET: {
     status: 400,

@@ -232,33 +232,33 @@ test('a request target with a "#" fragment gets 400 and reaches no upstream, so 
   }
 });
 
-/** Smuggling shapes refused outright: [what, request bytes, status, code or undefined for llhttp's own 400]. */
-const REFUSED: [string, string, number, string | undefined][] = [
-  ['Content-Length and Transfer-Encoding', 'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['two Content-Length lines, the same value', 'Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello', 400, undefined],
-  ['two Content-Length lines, different values', 'Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!', 400, undefined],
-  ['Content-Length: +5', 'Content-Length: +5\r\n\r\nhello', 400, undefined],
-  ['Content-Length: 5, 5', 'Content-Length: 5, 5\r\n\r\nhello', 400, undefined],
-  ['Content-Length: 0x5', 'Content-Length: 0x5\r\n\r\nhello', 400, undefined],
-  ['Transfer-Encoding: chunked, identity', 'Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['Transfer-Encoding twice', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['Transfer-Encoding : chunked (space before the colon)', 'Transfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, undefined],
+/** Smuggling shapes refused outright: [what, request bytes, status, code]. */
+const REFUSED: [string, string, number, string][] = [
+  ['Content-Length and Transfer-Encoding', 'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['two Content-Length lines, the same value', 'Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['two Content-Length lines, different values', 'Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Content-Length: +5', 'Content-Length: +5\r\n\r\nhello', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Content-Length: 5, 5', 'Content-Length: 5, 5\r\n\r\nhello', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Content-Length: 0x5', 'Content-Length: 0x5\r\n\r\nhello', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Transfer-Encoding: chunked, identity', 'Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Transfer-Encoding twice', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Transfer-Encoding : chunked (space before the colon)', 'Transfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
   ['Transfer-Encoding: identity', 'Transfer-Encoding: identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 501, 'PORTICO_TRANSFER_ENCODING_UNSUPPORTED'],
   ['Transfer-Encoding: xchunked', 'Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 501, 'PORTICO_TRANSFER_ENCODING_UNSUPPORTED'],
   ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 501, 'PORTICO_TRANSFER_ENCODING_UNSUPPORTED'],
-  ['obs-fold hiding Transfer-Encoding', 'X-A: a\r\n Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['obs-fold with a tab', 'X-A: a\r\n\tb\r\nContent-Length: 0\r\n\r\n', 400, undefined],
-  ['a bare LF between header lines', 'X-A: 1\nContent-Length: 0\r\n\r\n', 400, undefined],
-  ['a bare CR in a header line', 'X-A: 1\rContent-Length: 0\r\n\r\n', 400, undefined],
-  ['a NUL in a header value', 'X-A: a\x00b\r\nContent-Length: 0\r\n\r\n', 400, undefined],
-  ['a header name with a space', 'X A: 1\r\nContent-Length: 0\r\n\r\n', 400, undefined],
-  ['a chunk size with 0x', 'Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['a chunk size with trailing junk', 'Transfer-Encoding: chunked\r\n\r\n5 junk\r\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['a chunk extension ended by a bare LF', 'Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['a chunk size ended by a bare LF', 'Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n', 400, undefined],
-  ['chunk data longer than its size', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n', 400, undefined],
-  ['a chunk size that overflows 64 bits', `Transfer-Encoding: chunked\r\n\r\n${'f'.repeat(17)}\r\nhello\r\n0\r\n\r\n`, 400, undefined],
-  ['Content-Length in the trailer', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n', 400, undefined],
+  ['obs-fold hiding Transfer-Encoding', 'X-A: a\r\n Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['obs-fold with a tab', 'X-A: a\r\n\tb\r\nContent-Length: 0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a bare LF between header lines', 'X-A: 1\nContent-Length: 0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a bare CR in a header line', 'X-A: 1\rContent-Length: 0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a NUL in a header value', 'X-A: a\x00b\r\nContent-Length: 0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a header name with a space', 'X A: 1\r\nContent-Length: 0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a chunk size with 0x', 'Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a chunk size with trailing junk', 'Transfer-Encoding: chunked\r\n\r\n5 junk\r\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a chunk extension ended by a bare LF', 'Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a chunk size ended by a bare LF', 'Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['chunk data longer than its size', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['a chunk size that overflows 64 bits', `Transfer-Encoding: chunked\r\n\r\n${'f'.repeat(17)}\r\nhello\r\n0\r\n\r\n`, 400, 'PORTICO_MALFORMED_REQUEST'],
+  ['Content-Length in the trailer', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n', 400, 'PORTICO_MALFORMED_REQUEST'],
 ];
 
 test('each smuggling shape of the head or the chunked body is refused and closed, and no request reaches the upstream whole', async (t) => {
@@ -281,10 +281,10 @@ test('Transfer-Encoding in an HTTP/1.0 request gets 400 and a close, even with a
 });
 
 test('a request line with a tab, or a version other than HTTP/1.x, is refused (HTTP/2.0 and HTTP/0.9 get 505), and the proxy keeps serving', async (t) => {
-  const cases: [string, number, string | undefined][] = [
-    [`GET\t/line HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 400, undefined],
-    [`GET /line\tHTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 400, undefined],
-    [`GET /line HTTP/1.2\r\nHost: ${HOST}\r\n\r\n`, 400, undefined],
+  const cases: [string, number, string][] = [
+    [`GET\t/line HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 400, 'PORTICO_MALFORMED_REQUEST'],
+    [`GET /line\tHTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 400, 'PORTICO_MALFORMED_REQUEST'],
+    [`GET /line HTTP/1.2\r\nHost: ${HOST}\r\n\r\n`, 400, 'PORTICO_MALFORMED_REQUEST'],
     [`GET /line HTTP/2.0\r\nHost: ${HOST}\r\n\r\n`, 505, 'PORTICO_HTTP_VERSION'],
     [`GET /line HTTP/2.0\r\nHost: ${HOST}\r\n${WS_HEAD}\r\n`, 505, 'PORTICO_HTTP_VERSION'],
     [`GET /line\r\nHost: ${HOST}\r\n\r\n`, 505, 'PORTICO_HTTP_VERSION'],
@@ -340,4 +340,13 @@ test('an upgrade request with a body (Content-Length or chunked) gets 400 PORTIC
     assertRefused(rest, r, 400, 'PORTICO_UPGRADE_WITH_BODY');
     assert.deepEqual(r.upstream, [], rest);
   }
+});
+
+test('a head llhttp cannot read gets 400 with PORTICO_MALFORMED_REQUEST and its message, and one over maxHeaderSize 431 with PORTICO_HEADERS_TOO_LARGE', async (t) => {
+  const bad = await exchange(t, `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nX-A: a\r\n b\r\n\r\n`);
+  assertRefused('obs-fold', bad, 400, 'PORTICO_MALFORMED_REQUEST');
+  assert.match(bad.body, /not valid HTTP\/1\.1/);
+  const big = await exchange(t, `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+  assertRefused('a 20 kB request target', big, 431, 'PORTICO_HEADERS_TOO_LARGE');
+  assert.match(big.body, /exceed the size limit/);
 });

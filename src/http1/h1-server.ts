@@ -121,16 +121,16 @@ export class H1Server {
       }
     }
     if (hosts === 0 ? req.atLeast11 : hosts > 1) {
-      conn.refuse(400, hosts === 0 ? 'PORTICO_BAD_HOST' : 'PORTICO_DUPLICATE_HOST');
+      conn.refuse(hosts === 0 ? 'PORTICO_BAD_HOST' : 'PORTICO_DUPLICATE_HOST');
       return false;
     }
     if (te) {
       if (!req.atLeast11) {
-        conn.refuse(400, 'PORTICO_BAD_TRANSFER_ENCODING');
+        conn.refuse('PORTICO_BAD_TRANSFER_ENCODING');
         return false;
       }
       if (teOther) {
-        conn.refuse(501, 'PORTICO_TRANSFER_ENCODING_UNSUPPORTED');
+        conn.refuse('PORTICO_TRANSFER_ENCODING_UNSUPPORTED');
         return false;
       }
     }
@@ -235,12 +235,12 @@ function toOriginForm(conn: H1ServerConnection, req: H1ServerRequest, pairs: str
   const authority = m?.[2];
   const rest = m?.[3] ?? '';
   if (m === null || authority === undefined || authority.includes('@') || (rest !== '' && rest.charCodeAt(0) !== 47 && rest.charCodeAt(0) !== 63)) {
-    conn.refuse(400, 'PORTICO_BAD_TARGET');
+    conn.refuse('PORTICO_BAD_TARGET');
     return false;
   }
   const https = (m[1] as string).length === 5;
   if (https !== ((conn.socket as { encrypted?: boolean }).encrypted === true)) {
-    conn.refuse(421, 'PORTICO_SCHEME_MISMATCH');
+    conn.refuse('PORTICO_SCHEME_MISMATCH');
     return false;
   }
   req.url = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* '?' */ ? `/${rest}` : rest;

@@ -232,14 +232,14 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   }
 
   /**
-   * Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. With a
-   * `code`, the answer is that error's status, its message as the body and the code in X-Portico-Error,
-   * as the request handler's errors are; without one, an empty answer with `status`. Cold path.
+   * Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. Given an
+   * error code, the answer is that error's status, its message as the body and the code in
+   * X-Portico-Error, as the request handler's errors are; given a status, an empty answer. Cold path.
    */
-  refuse(status: number, code?: ErrorCode): void {
+  refuse(why: number | ErrorCode): void {
     if (this.closed || this.closing || this.refusal !== null) return;
     const res = this.active;
-    const answer = code === undefined ? `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n` : refusalWithBody(code);
+    const answer = typeof why === 'number' ? `HTTP/1.1 ${why} ${STATUS_CODES[why] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n` : refusalWithBody(why);
     if ((res !== null && res.req !== this.incoming) || (res === null && this.queue.length > 0)) {
       // The error is a later request's: the ones read before it are answered first (RFC 9112 §9.3.2),
       // and the broken one, if it was queued, never reaches the handler.
@@ -274,8 +274,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     if (r instanceof Error) {
       const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
       this.server.log.debug({ code, remote: this.socket.remoteAddress }, 'bad http/1.1 request');
-      if (code === 'HPE_HEADER_OVERFLOW') this.refuse(431);
-      else this.refuse(400);
+      this.refuse(code === 'HPE_HEADER_OVERFLOW' ? 'PORTICO_HEADERS_TOO_LARGE' : 'PORTICO_MALFORMED_REQUEST');
       return;
     }
     const up = this.upgrade;
@@ -411,7 +410,7 @@ function parserOnHeadersComplete(
   // Only HTTP/1.x is spoken here (llhttp also takes "HTTP/0.9" and "HTTP/2.0" request lines): everything
   // after this point takes a request of major version 2 for an HTTP/2 stream (RFC 9110 §15.6.6: 505).
   if (versionMajor !== 1) {
-    c.refuse(505, 'PORTICO_HTTP_VERSION');
+    c.refuse('PORTICO_HTTP_VERSION');
     return 1;
   }
   if (upgrade && name === 'CONNECT') {
@@ -426,7 +425,7 @@ function parserOnHeadersComplete(
     // have none (RFC 6455 §4.1).
     const h = req.headers;
     if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
-      c.refuse(400, 'PORTICO_UPGRADE_WITH_BODY');
+      c.refuse('PORTICO_UPGRADE_WITH_BODY');
       return 1;
     }
     c.upgrade = req;
