@@ -350,3 +350,11 @@ test('a head llhttp cannot read gets 400 with PORTICO_MALFORMED_REQUEST and its 
   assertRefused('a 20 kB request target', big, 431, 'PORTICO_HEADERS_TOO_LARGE');
   assert.match(big.body, /exceed the size limit/);
 });
+
+test('an upgrade to h2c gets 400 and reaches no upstream: an upstream that took it would serve HTTP/2 requests Portico never routes', async (t) => {
+  for (const upgrade of ['h2c', 'websocket, h2c', 'H2C']) {
+    const r = await exchange(t, `GET / HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: ${upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n`);
+    assertRefused(upgrade, r, 400, 'PORTICO_BAD_REQUEST');
+    assert.deepEqual(r.upstream, [], upgrade);
+  }
+});

@@ -34,6 +34,9 @@ function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   );
 }
 
+/** An Upgrade header that names the h2c protocol. */
+const H2C = /(?:^|,)\s*h2c\s*(?:,|$)/i;
+
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
 
@@ -47,6 +50,10 @@ function rawHead(status: number, message: string, rawHeaders: readonly string[])
 export function createUpgradeHandler(state: ProxyState): (req: H1ServerRequest, socket: Socket, head: Buffer) => void {
   return function handleUpgrade(req, socket, head) {
     socket.on('error', () => socket.destroy());
+    // "h2c" is HTTP/2 over cleartext TCP (RFC 9113 §3.1), never over the TLS this connection is. Forwarded,
+    // an upstream that took it would give the client an HTTP/2 connection of its own, whose requests
+    // Portico never routes or checks (h2c smuggling).
+    if (H2C.test(req.headers.upgrade ?? '')) return reject(socket, 'PORTICO_BAD_REQUEST');
     const plan = state.plan;
     const rawHost = req.headers.host;
     const host = normalizeHost(rawHost);
