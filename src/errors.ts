@@ -20,9 +20,27 @@ export const ERRORS = {
   // Request path (see docs in README "Errors and status codes").
   PORTICO_BAD_HOST: { status: 400, message: 'Bad Request: missing or invalid Host header' },
   PORTICO_BAD_REQUEST: { status: 400, message: 'Bad Request: the request headers are invalid' },
+  PORTICO_MALFORMED_REQUEST: {
+    status: 400,
+    message: 'Bad Request: the request is not valid HTTP/1.1 (its request line, a header line or its chunked body is malformed or ambiguous)',
+  },
+  PORTICO_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large: the request line and headers exceed the size limit' },
+  PORTICO_DUPLICATE_HOST: { status: 400, message: 'Bad Request: the request has more than one Host header' },
+  PORTICO_BAD_TARGET: {
+    status: 400,
+    message: 'Bad Request: the request target must be a path starting with "/", or an http:// or https:// URL without user info',
+  },
+  PORTICO_UPGRADE_WITH_BODY: { status: 400, message: 'Bad Request: an upgrade request (WebSocket) may not carry a body' },
+  PORTICO_BAD_TRANSFER_ENCODING: { status: 400, message: 'Bad Request: an HTTP/1.0 request may not carry Transfer-Encoding' },
+  PORTICO_TRANSFER_ENCODING_UNSUPPORTED: { status: 501, message: 'Not Implemented: the only transfer coding accepted on a request is "chunked"' },
+  PORTICO_HTTP_VERSION: { status: 505, message: 'HTTP Version Not Supported: send HTTP/1.1 or HTTP/1.0 (or HTTP/2 negotiated by ALPN)' },
   PORTICO_SNI_HOST_MISMATCH: {
     status: 421,
     message: 'Misdirected Request: the Host does not match the TLS server name of this connection',
+  },
+  PORTICO_SCHEME_MISMATCH: {
+    status: 421,
+    message: 'Misdirected Request: the request target names an https:// URL on the plain HTTP port, or an http:// URL on the HTTPS port',
   },
   PORTICO_UNAUTHORIZED: { status: 401, message: 'Unauthorized: this site needs a user name and password' },
   PORTICO_FORBIDDEN: { status: 403, message: 'Forbidden: this client address may not use this site' },

@@ -245,8 +245,8 @@ test('a chunked request body sent in several writes reaches the upstream whole, 
 });
 
 test('a malformed request line or garbage gets 400 and a close, and Transfer-Encoding with Content-Length gets 400 without reaching the upstream', async (t) => {
-  // Not listed: a request line without a version ("GET /x\r\n" then headers). node:http's llhttp takes it
-  // as HTTP/0.9 and proxies it (200, Connection: close); that leniency is left unpinned on purpose.
+  // A request line without a version ("GET /x\r\n" then headers), which llhttp takes as HTTP/0.9, gets 505:
+  // see http1-request-framing.test.ts.
   const cases: [string, string][] = [
     ['extra token after the version', `GET /bad1 HTTP/1.1 extra\r\nHost: ${HOST}\r\n\r\n`],
     ['garbage', '\x16\x03\x01garbage \x00\xff bytes\r\n\r\n'],

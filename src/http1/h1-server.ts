@@ -87,21 +87,55 @@ export class H1Server {
   }
 
   /**
-   * Requests the server refuses before any handler sees them; notes `Expect` on the request on the
-   * way (one pass over the head).
+   * Requests the server refuses before any handler sees them, in one pass over the head's header
+   * pairs (which also notes `Expect` on the request). Hot path: an origin-form request with one Host
+   * and no Transfer-Encoding pays one length check per header name.
+   *
+   * - RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one Host line, is
+   *   400 (node:http, and this server before, let the first Host win: a request that two readers can
+   *   route to two hosts).
+   * - RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (400, as nginx); a
+   *   transfer coding other than a lone "chunked" is not implemented (501): llhttp takes
+   *   "gzip, chunked" as chunked, and the upstream would get the still-gzipped bytes as the body.
+   * - RFC 9112 §3.2.2: an absolute-form target is accepted, and becomes origin-form with the Host
+   *   taken from its authority (see toOriginForm).
    */
-  acceptable(conn: H1ServerConnection, req: H1ServerRequest, pairs: readonly string[]): boolean {
-    let host = false;
+  acceptable(conn: H1ServerConnection, req: H1ServerRequest, pairs: string[]): boolean {
+    let hosts = 0;
+    let hostAt = -1;
+    let te = false;
+    let teOther = false;
     for (let i = 0; i < pairs.length; i += 2) {
       const n = pairs[i] as string;
-      if (n.length === 4 && n.toLowerCase() === 'host') host = true;
-      else if (n.length === 6 && n.toLowerCase() === 'expect') req.expect = (pairs[i + 1] as string).trim().toLowerCase();
+      const len = n.length;
+      if (len === 4) {
+        if (n.toLowerCase() === 'host') {
+          hosts++;
+          hostAt = i + 1;
+        }
+      } else if (len === 6) {
+        if (n.toLowerCase() === 'expect') req.expect = (pairs[i + 1] as string).trim().toLowerCase();
+      } else if (len === 17 && n.toLowerCase() === 'transfer-encoding') {
+        te = true;
+        if (!isChunked(pairs[i + 1] as string)) teOther = true;
+      }
     }
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a bad request (node:http's requireHostHeader).
-    if (!host && req.atLeast11) {
-      conn.refuse(400);
+    if (hosts === 0 ? req.atLeast11 : hosts > 1) {
+      conn.refuse(hosts === 0 ? 'PORTICO_BAD_HOST' : 'PORTICO_DUPLICATE_HOST');
       return false;
     }
+    if (te) {
+      if (!req.atLeast11) {
+        conn.refuse('PORTICO_BAD_TRANSFER_ENCODING');
+        return false;
+      }
+      if (teOther) {
+        conn.refuse('PORTICO_TRANSFER_ENCODING_UNSUPPORTED');
+        return false;
+      }
+    }
+    const url = req.url;
+    if (url.charCodeAt(0) !== 47 /* '/' */ && url !== '*') return toOriginForm(conn, req, pairs, hostAt);
     return true;
   }
 
@@ -171,6 +205,48 @@ export class H1Server {
       }
     }
   }
+}
+
+/** A Transfer-Encoding value that is exactly "chunked" (any case, surrounding spaces allowed). */
+function isChunked(v: string): boolean {
+  if (v.length === 7) return v.toLowerCase() === 'chunked';
+  return v.trim().toLowerCase() === 'chunked';
+}
+
+/**
+ * An absolute-form request target: scheme, then the authority up to the first "/", "?" or "#", then
+ * the rest. The scheme is matched here; the authority becomes the Host, which the handlers check as
+ * any Host (RFC 9110 §7.2 syntax, then the Host/SNI rule).
+ */
+const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)(.*)$/i;
+
+/**
+ * RFC 9112 §3.2.2: "a server MUST accept the absolute-form", and an origin server MUST ignore the Host
+ * header of such a request and use the target's authority instead. The request is rewritten once,
+ * here, to what an origin-form request for that authority looks like (path and query as its target,
+ * the authority as its Host), so routing, the Host/SNI check (421 for an authority the TLS server name
+ * does not cover), redirects, files, the access log and the upstream request all see one host. A
+ * scheme other than http or https, or user info, is 400; https:// on the plain HTTP port or http:// on
+ * the HTTPS port is 421 (RFC 9110 §7.4: that origin is not served on this connection). Cold path: only
+ * a target that does not start with "/" gets here.
+ */
+function toOriginForm(conn: H1ServerConnection, req: H1ServerRequest, pairs: string[], hostAt: number): boolean {
+  const m = ABSOLUTE_FORM.exec(req.url);
+  const authority = m?.[2];
+  const rest = m?.[3] ?? '';
+  if (m === null || authority === undefined || authority.includes('@') || (rest !== '' && rest.charCodeAt(0) !== 47 && rest.charCodeAt(0) !== 63)) {
+    conn.refuse('PORTICO_BAD_TARGET');
+    return false;
+  }
+  const https = (m[1] as string).length === 5;
+  if (https !== ((conn.socket as { encrypted?: boolean }).encrypted === true)) {
+    conn.refuse('PORTICO_SCHEME_MISMATCH');
+    return false;
+  }
+  req.url = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* '?' */ ? `/${rest}` : rest;
+  if (hostAt >= 0) pairs[hostAt] = authority;
+  else pairs.push('Host', authority);
+  return true;
 }
 
 function checkDeadlines(server: H1Server): void {

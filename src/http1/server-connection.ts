@@ -24,6 +24,7 @@ import {
 import { H1ServerRequest, type BodySource } from './server-request.js';
 import { H1ServerResponse, type ResponseOwner } from './server-response.js';
 import type { H1Server } from './h1-server.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
 
 interface OwnedParser extends NodeHttpParser {
   conn: H1ServerConnection;
@@ -230,11 +231,15 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     return this.lingerUntil !== 0 && now > this.lingerUntil;
   }
 
-  /** Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. */
-  refuse(status: number): void {
+  /**
+   * Answers a request the server can't take (bad syntax, oversized head, timeout) and closes. Given an
+   * error code, the answer is that error's status, its message as the body and the code in
+   * X-Portico-Error, as the request handler's errors are; given a status, an empty answer. Cold path.
+   */
+  refuse(why: number | ErrorCode): void {
     if (this.closed || this.closing || this.refusal !== null) return;
     const res = this.active;
-    const answer = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`;
+    const answer = typeof why === 'number' ? `HTTP/1.1 ${why} ${STATUS_CODES[why] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n` : refusalWithBody(why);
     if ((res !== null && res.req !== this.incoming) || (res === null && this.queue.length > 0)) {
       // The error is a later request's: the ones read before it are answered first (RFC 9112 §9.3.2),
       // and the broken one, if it was queued, never reaches the handler.
@@ -269,8 +274,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     if (r instanceof Error) {
       const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
       this.server.log.debug({ code, remote: this.socket.remoteAddress }, 'bad http/1.1 request');
-      if (code === 'HPE_HEADER_OVERFLOW') this.refuse(431);
-      else this.refuse(400);
+      this.refuse(code === 'HPE_HEADER_OVERFLOW' ? 'PORTICO_HEADERS_TOO_LARGE' : 'PORTICO_MALFORMED_REQUEST');
       return;
     }
     const up = this.upgrade;
@@ -337,6 +341,13 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   }
 }
 
+/** A refusal's whole answer for an error of the table: its status, its message as a plain-text body, its code. */
+function refusalWithBody(code: ErrorCode): string {
+  const { status, message } = ERRORS[code];
+  const body = `${message}\n`;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Portico-Error: ${code}\r\n\r\n${body}`;
+}
+
 function dispatchNext(conn: H1ServerConnection): void {
   if (conn.closing || conn.closed || conn.active !== null) return;
   const req = conn.queue.shift();
@@ -396,15 +407,30 @@ function parserOnHeadersComplete(
   const name = METHODS[method] ?? 'GET';
   const req = new H1ServerRequest(c, c.socket, name, target, versionMajor, versionMinor, all, shouldKeepAlive && !c.closing);
   c.incoming = req;
+  // Only HTTP/1.x is spoken here (llhttp also takes "HTTP/0.9" and "HTTP/2.0" request lines): everything
+  // after this point takes a request of major version 2 for an HTTP/2 stream (RFC 9110 §15.6.6: 505).
+  if (versionMajor !== 1) {
+    c.refuse('PORTICO_HTTP_VERSION');
+    return 1;
+  }
+  if (upgrade && name === 'CONNECT') {
+    c.refuse(405);
+    return 1;
+  }
+  // Upgrades get the same head checks as requests (Host lines, Transfer-Encoding, absolute-form target).
+  if (!c.server.acceptable(c, req, all)) return 1;
   if (upgrade) {
-    if (name === 'CONNECT') {
-      c.refuse(405);
+    // llhttp reads an upgrade request's body before it hands the socket over (and Portico would drop
+    // it), and its declared length would go upstream on a request sent without one. WebSocket upgrades
+    // have none (RFC 6455 §4.1).
+    const h = req.headers;
+    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
+      c.refuse('PORTICO_UPGRADE_WITH_BODY');
       return 1;
     }
     c.upgrade = req;
     return 0;
   }
-  if (!c.server.acceptable(c, req, all)) return 1;
   c.admit(req);
   return 0;
 }

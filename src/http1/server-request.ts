@@ -16,7 +16,8 @@ export interface BodySource {
 
 export class H1ServerRequest extends Readable {
   readonly method: string;
-  readonly url: string;
+  /** The request target; an absolute-form one (RFC 9112 §3.2.2) is turned into origin-form when the head is checked (H1Server#acceptable). */
+  url: string;
   readonly httpVersionMajor: number;
   readonly httpVersionMinor: number;
   readonly rawHeaders: string[];

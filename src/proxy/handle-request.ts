@@ -128,7 +128,7 @@ function route(ex: Exchange): void {
   const target = req.url ?? '';
   if (target.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
   const url = normalizePath(target);
-  if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, or hides a dot segment behind an escaped slash');
+  if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, hides a dot segment behind an escaped slash, or has a # fragment');
   ex.url = url;
   const r = lookupRoute(hostPlan, url, req);
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');

@@ -44,6 +44,9 @@ function redirectToHttps(plan: Plan, host: string, url: string): string {
   return `HTTP/1.1 308 Permanent Redirect\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nLocation: ${location}\r\nConnection: close\r\n\r\n${body}`;
 }
 
+/** An Upgrade header that names the h2c protocol. */
+const H2C = /(?:^|,)\s*h2c\s*(?:,|$)/i;
+
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
 
@@ -61,6 +64,10 @@ function rawHead(status: number, message: string, rawHeaders: readonly string[])
 export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http' = 'https'): (req: H1ServerRequest, socket: Socket, head: Buffer) => void {
   return function handleUpgrade(req, socket, head) {
     socket.on('error', () => socket.destroy());
+    // "h2c" is HTTP/2 over cleartext TCP (RFC 9113 §3.1), never over the TLS this connection is. Forwarded,
+    // an upstream that took it would give the client an HTTP/2 connection of its own, whose requests
+    // Portico never routes or checks (h2c smuggling).
+    if (H2C.test(req.headers.upgrade ?? '')) return reject(socket, 'PORTICO_BAD_REQUEST');
     const plan = state.plan;
     const rawHost = req.headers.host;
     const host = normalizeHost(rawHost);
@@ -230,6 +237,10 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           upSocket.setTimeout(0);
           socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
           if (upHead.length > 0) socket.write(upHead);
+          // The client's bytes that came after its head are the new protocol's: they go only now. Sent
+          // with the request, an upstream that declines the upgrade would read them as a request of its
+          // own ("GET /admin" behind an upgrade for "/ws": smuggled past routing and auth).
+          if (head.length > 0) upSocket.write(head);
           upSocket.on('error', () => socket.destroy());
           socket.on('close', () => upSocket.destroy());
           upSocket.on('close', () => socket.destroy());
@@ -240,7 +251,6 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           socket.once('close', () => stats.openUpgrades--);
           finish(101);
         });
-        if (head.length > 0) up.write(head);
         up.end();
       };
       attempt(first, 1);

@@ -77,6 +77,12 @@ interface OwnedParser extends NodeHttpParser {
   conn: H1Connection;
 }
 
+/** Content-Length or Transfer-Encoding (the caller has checked the length is 14 or 17). */
+function isFramingHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return lower === 'content-length' || lower === 'transfer-encoding';
+}
+
 export class H1Connection {
   readonly pool: H1Pool;
   readonly socket: Socket;
@@ -180,9 +186,17 @@ export class H1Connection {
   ): void {
     if (UNSAFE_PATH.test(path)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', 'request path has a space or control character', false);
     let head = `${method} ${path} HTTP/1.1\r\n`;
+    let lengthZero = false;
     for (const name in headers) {
       const v = headers[name];
       if (v === undefined) continue;
+      // The body's framing is written below from what Portico sends, never copied: a client's
+      // "Connection: content-length" once removed the header while the body still went, and the
+      // upstream read that body as a request of its own (smuggled past routing, on a pooled connection).
+      if ((name.length === 14 || name.length === 17) && isFramingHeader(name)) {
+        if (name.length === 14) lengthZero = String(v) === '0';
+        continue;
+      }
       if (typeof v === 'string') {
         if (UNSAFE_VALUE.test(v)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${name} has CR, LF or NUL`, false);
         head += `${name}: ${v}\r\n`;
@@ -212,13 +226,14 @@ export class H1Connection {
     this.#responseTimeoutMs = timeoutMs;
     if (body === null) {
       this.requestDone = true;
-      this.socket.write(`${head}\r\n`, 'latin1');
+      // No body: a "Content-Length: 0" the request had is kept (some servers want one on a POST); nothing else.
+      this.socket.write(lengthZero ? `${head}content-length: 0\r\n\r\n` : `${head}\r\n`, 'latin1');
       return;
     }
     this.requestDone = false;
     this.bodyLeft = bodyLength;
     this.bodyChunked = bodyLength < 0;
-    this.socket.write(this.bodyChunked ? `${head}transfer-encoding: chunked\r\n\r\n` : `${head}\r\n`, 'latin1');
+    this.socket.write(this.bodyChunked ? `${head}transfer-encoding: chunked\r\n\r\n` : `${head}content-length: ${bodyLength}\r\n\r\n`, 'latin1');
     this.bodySrc = body;
     body.on('data', this.#onBodyData);
     body.on('end', this.#onBodyEnd);
