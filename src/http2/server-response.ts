@@ -7,7 +7,8 @@
  * Header names need no check of their own here: they come from llhttp or
  * nghttp2, which accept only valid names, or from Portico itself.
  */
-import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { constants, type Http2Session, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { StreamWatch } from './stream-watch.js';
 
 const KEEP_OPEN = { endStream: false, waitForTrailers: false } as const;
 const KEEP_OPEN_FOR_TRAILERS = { endStream: false, waitForTrailers: true } as const;
@@ -33,9 +34,27 @@ export class H2ServerResponse {
   #trailers: OutgoingHttpHeaders | undefined = undefined;
   /** end() was called. Not the stream's writableEnded: node:http2 ends a HEAD request's stream before any response. */
   #ended = false;
+  /** The stream's session, kept: node:http2 forgets it once the stream is destroyed, before its 'close'. */
+  readonly session: Http2Session | undefined;
+  /** Portico reset the stream itself (reset()): its close is not counted as the client's reset. */
+  resetHere = false;
+  // The listener's StreamWatch (src/http2/stream-watch.ts): its list links and the sendTimeout record.
+  watch: StreamWatch | undefined = undefined;
+  prevWatched: H2ServerResponse | undefined = undefined;
+  nextWatched: H2ServerResponse | undefined = undefined;
+  /** Unsent response bytes at the last sweep, and since when that figure has not moved. */
+  unsent = 0;
+  unsentSince = 0;
 
   constructor(stream: ServerHttp2Stream) {
     this.stream = stream;
+    this.session = stream.session;
+  }
+
+  /** Resets the stream with `code` (RST_STREAM), so the client cannot take what it got as a whole response. */
+  reset(code: number): void {
+    this.resetHere = true;
+    this.stream.close(code);
   }
 
   get headersSent(): boolean {
@@ -121,7 +140,7 @@ export class H2ServerResponse {
     } catch {
       // A trailer HTTP/2 cannot carry (a connection-specific or pseudo-header): the body is whole but
       // its trailers are not, so the client must not take the response as complete.
-      stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      this.reset(constants.NGHTTP2_INTERNAL_ERROR);
     }
   }
 }

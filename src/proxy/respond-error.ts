@@ -45,6 +45,6 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
  * of a complete response (RFC 9113 §8.1).
  */
 export function resetResponse(res: ClientResponse): void {
-  if ('stream' in res) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+  if ('stream' in res) res.reset(h2constants.NGHTTP2_INTERNAL_ERROR);
   else res.destroy();
 }
