@@ -7,14 +7,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, proxyOneHost } from './helpers/proxy.js';
 import { h2Connect, h2Request, startUpstream } from './helpers/net.js';
-import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, requestFields } from './helpers/raw-h2.js';
+import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, indexedLiteral, requestFields } from './helpers/raw-h2.js';
 
 const HOST = 'h2-abuse.test';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** An upstream that counts its open exchanges and answers after `delayMs` (so resets land mid-exchange), or streams 64 MiB for /big. */
+/** An upstream that counts its open exchanges and answers after `delayMs` (so resets land mid-exchange), /quick at once, and streams 64 MiB for /big. */
 async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, delayMs = 100) {
   const open = { n: 0 };
   const up = await startUpstream((req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -35,9 +39,12 @@ async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, 
       pump();
       return;
     }
-    setTimeout(() => {
-      if (!res.destroyed) res.end('ok');
-    }, delayMs);
+    setTimeout(
+      () => {
+        if (!res.destroyed) res.end('ok');
+      },
+      req.url === '/quick' ? 0 : delayMs,
+    );
   });
   const pki = await makePki();
   const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()], config: { limits } });
@@ -101,4 +108,162 @@ test('a client resetting streams it opened after they reached the upstream gets 
   t.after(() => other.close());
   const r = await h2Request(other, { path: '/' });
   assert.equal(r.status, 200, 'another client is served');
+});
+
+/** Sends `make()` frames in batches of `batch` until the connection closes or `max` were sent; returns how many went. */
+async function flood(c: RawH2, make: () => Buffer, max: number, batch = 1000): Promise<number> {
+  const one = make();
+  const block = Buffer.concat(Array.from({ length: batch }, () => one));
+  let sent = 0;
+  while (sent < max && c.send(block)) {
+    sent += batch;
+    await sleep(1);
+  }
+  return sent;
+}
+
+test('a CONTINUATION flood ends the connection: header blocks past maxHeaderSize, and endless empty CONTINUATION frames, are not buffered', async (t) => {
+  const { up, connect } = await setup(t);
+  // Non-empty: 1 KiB fragments of one header block; the limit is 16 KiB.
+  const big = await connect();
+  t.after(() => big.close());
+  big.send(frame(FRAME.HEADERS, FLAG.END_STREAM, 1, headerBlock(requestFields(HOST))));
+  const fragment = headerBlock([['x-pad', 'a'.repeat(1000)]]);
+  const sentBig = await flood(big, () => frame(FRAME.CONTINUATION, 0, 1, fragment), 100_000, 100);
+  assert.equal(await big.waitClosed(5000), true, 'the connection closes');
+  assert.ok(sentBig < 100_000, `it closed while the flood went on (after ${sentBig} frames)`);
+  // Empty: CVE-2024-28182's variant, which costs the server nothing per frame but its time.
+  const empty = await connect();
+  t.after(() => empty.close());
+  empty.send(frame(FRAME.HEADERS, FLAG.END_STREAM, 1, headerBlock(requestFields(HOST))));
+  const sentEmpty = await flood(empty, () => frame(FRAME.CONTINUATION, 0, 1), 1_000_000);
+  assert.equal(await empty.waitClosed(5000), true, 'the connection closes');
+  assert.ok(sentEmpty < 1_000_000, `it closed while the flood went on (after ${sentEmpty} frames)`);
+  assert.equal(up.seen.length, 0, 'no request went upstream');
+});
+
+test('an HPACK bomb (one large dynamic-table entry referenced thousands of times) is refused without decoding it whole, and the upstream gets nothing', async (t) => {
+  const { up, proxy, pki, connect } = await setup(t);
+  const c = await connect();
+  t.after(() => c.close());
+  // A 4 KiB header added to the dynamic table (literal with incremental indexing, new name), then
+  // 10,000 one-byte references to it (index 62): 10 KiB on the wire, 40 MiB decoded.
+  const add = indexedLiteral('x-bomb', 'b'.repeat(4000));
+  const block = Buffer.concat([headerBlock(requestFields(HOST)), add, Buffer.alloc(10_000, 0xbe)]);
+  const before = process.memoryUsage().rss;
+  for (let at = 0, first = true; at < block.length; at += 16_000, first = false) {
+    const last = at + 16_000 >= block.length;
+    c.send(frame(first ? FRAME.HEADERS : FRAME.CONTINUATION, (first ? FLAG.END_STREAM : 0) | (last ? FLAG.END_HEADERS : 0), 1, block.subarray(at, at + 16_000)));
+  }
+  const answer = await c.answer(1, 5000);
+  const closed = await c.waitClosed(1000);
+  assert.ok(closed || answer?.rst !== undefined || answer?.status === 431, `refused: ${JSON.stringify(answer)}, closed ${closed}`);
+  assert.ok(process.memoryUsage().rss - before < 32 * 1024 * 1024, 'memory did not grow by the decoded size');
+  assert.equal(up.seen.length, 0);
+  const other = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => other.close());
+  assert.equal((await h2Request(other, { path: '/' })).status, 200, 'other clients are served');
+});
+
+test('SETTINGS, PING and empty DATA floods from a client that does not read the acknowledgements end its connection', async (t) => {
+  const { up, connect } = await setup(t);
+  const floods: [string, () => Buffer, boolean][] = [
+    ['SETTINGS', () => frame(FRAME.SETTINGS, 0, 0), false],
+    ['PING', () => frame(FRAME.PING, 0, 0, Buffer.alloc(8)), false],
+    ['empty DATA', () => frame(FRAME.DATA, 0, 1), true],
+  ];
+  for (const [what, make, needsStream] of floods) {
+    const c = await connect();
+    t.after(() => c.close());
+    if (needsStream) c.request(1, requestFields(HOST, '/upload', 'POST'), false);
+    else c.socket.pause();
+    const sent = await flood(c, make, 1_000_000);
+    c.socket.resume();
+    assert.equal(await c.waitClosed(5000), true, `${what}: the connection closes`);
+    assert.ok(sent < 1_000_000, `${what}: it closed while the flood went on (after ${sent} frames)`);
+  }
+  assert.ok(up.seen.length <= 1);
+});
+
+test('a client opening more streams than SETTINGS_MAX_CONCURRENT_STREAMS gets the excess refused, and no more than the limit reach the upstream', async (t) => {
+  const { up, open, connect } = await setup(t, {}, 60_000);
+  const c = await connect();
+  t.after(() => c.close());
+  const batch: Buffer[] = [];
+  for (let i = 0; i < 400; i++) batch.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, headerBlock(requestFields(HOST, '/upload', 'POST'))));
+  c.send(Buffer.concat(batch));
+  await waitUntil('the streams to be refused', () => c.frames.filter((f) => f.type === FRAME.RST_STREAM).length >= 144);
+  await sleep(300);
+  assert.equal(up.seen.length, 256, 'SETTINGS_MAX_CONCURRENT_STREAMS (256) went upstream');
+  const refused = c.frames.filter((f) => f.type === FRAME.RST_STREAM);
+  assert.equal(refused.length, 144);
+  assert.ok(refused.every((f) => f.payload.readUInt32BE(0) === H2_ERROR.REFUSED_STREAM || f.payload.readUInt32BE(0) === H2_ERROR.PROTOCOL_ERROR));
+  c.close();
+  await waitUntil('the upstream exchanges to be cancelled when the client goes', () => open.n === 0);
+});
+
+test('limits.maxConcurrentStreams and maxHeaderSize are announced and enforced on HTTP/2, and a reload applies them to new connections', async (t) => {
+  const { up, proxy, connect } = await setup(t, { maxConcurrentStreams: 8, maxHeaderSize: '8kb' }, 60_000);
+  /** Opens `n` streams at once: the SETTINGS_MAX_CONCURRENT_STREAMS announced, how many went upstream, how many were refused. */
+  const openStreams = async (n: number): Promise<{ settings: number | undefined; upstream: number; refused: number }> => {
+    const c = await connect();
+    const before = up.seen.length;
+    const batch: Buffer[] = [];
+    for (let i = 0; i < n; i++) batch.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, headerBlock(requestFields(HOST, '/upload', 'POST'))));
+    c.send(Buffer.concat(batch));
+    const settings = await c.waitFor((f) => f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0);
+    await waitUntil('the excess streams to be refused', () => c.frames.filter((f) => f.type === FRAME.RST_STREAM).length >= n / 2);
+    await sleep(200);
+    const result = { settings: settingOf(settings, 3), upstream: up.seen.length - before, refused: c.frames.filter((f) => f.type === FRAME.RST_STREAM).length };
+    c.close();
+    return result;
+  };
+  /** A 12 KiB header block (in fragments), sent once the client has acknowledged the server's SETTINGS (nghttp2 enforces them from then on). */
+  const bigHeader = async (): Promise<{ announced: number | undefined; answer: { status?: number; rst?: number } | undefined }> => {
+    const c = await connect();
+    const settings = await c.waitFor((f) => f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0);
+    const block = headerBlock(requestFields(HOST, '/quick', 'GET', [['x-big', 'a'.repeat(12 * 1024)]]));
+    for (let at = 0, first = true; at < block.length; at += 8000, first = false) {
+      const last = at + 8000 >= block.length;
+      c.send(frame(first ? FRAME.HEADERS : FRAME.CONTINUATION, (first ? FLAG.END_STREAM : 0) | (last ? FLAG.END_HEADERS : 0), 1, block.subarray(at, at + 8000)));
+    }
+    const answer = await c.answer(1);
+    c.close();
+    return { announced: settingOf(settings, 6), answer };
+  };
+  assert.deepEqual(await openStreams(20), { settings: 8, upstream: 8, refused: 12 });
+  assert.deepEqual(await bigHeader(), { announced: 8 * 1024, answer: { rst: H2_ERROR.ENHANCE_YOUR_CALM } });
+  await proxy.reconfigure({
+    limits: { maxConcurrentStreams: 4, maxHeaderSize: '16kb' },
+    hosts: (JSON.parse(await readFile(proxy.configFile, 'utf8')) as ConfigInput).hosts,
+  });
+  assert.deepEqual(await openStreams(10), { settings: 4, upstream: 4, refused: 6 });
+  assert.deepEqual(await bigHeader(), { announced: 16 * 1024, answer: { status: 200 } });
+});
+
+/** A SETTINGS frame's value for parameter `id` (RFC 9113 §6.5.2). */
+function settingOf(f: { payload: Buffer } | undefined, id: number): number | undefined {
+  for (let at = 0; f !== undefined && at + 6 <= f.payload.length; at += 6) if (f.payload.readUInt16BE(at) === id) return f.payload.readUInt32BE(at + 2);
+  return undefined;
+}
+
+test('a client holding 256 large responses unread on one connection pins about 16 KiB of buffer per stream, not 128 KiB', async (t) => {
+  const { open, connect } = await setup(t);
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  const c = await connect(Buffer.from([0, 4, 0, 0, 0, 0]));
+  t.after(() => c.close());
+  const batch: Buffer[] = [];
+  for (let i = 0; i < 256; i++) batch.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1 + 2 * i, headerBlock(requestFields(HOST, '/big'))));
+  c.send(Buffer.concat(batch));
+  await waitUntil('every response to start', () => open.n === 256 && c.frames.filter((f) => f.type === FRAME.HEADERS).length === 256, 15_000);
+  await sleep(500);
+  gc();
+  const held = process.memoryUsage().arrayBuffers - before;
+  // Each stream: its 16 KiB mark, crossed by up to one 64 KiB upstream read. At 128 KiB each it was 66 MiB.
+  assert.ok(held < 48 * 1024 * 1024, `response buffers held: ${Math.round(held / 1024 / 1024)} MiB`);
+  c.close();
+  await waitUntil('the upstream exchanges to be cancelled', () => open.n === 0);
 });

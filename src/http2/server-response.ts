@@ -22,6 +22,15 @@ const END_NOW = { endStream: true, waitForTrailers: false } as const;
  */
 const STREAM_BUFFER = 128 * 1024;
 
+/**
+ * Streams open on a session past which each gets only the stream's own 16 KiB ({@link CROWDED_BUFFER}):
+ * a client holding 256 streams open without reading would otherwise pin about 256 KiB each (the buffer,
+ * plus the upstream read that crossed it), 66 MiB per connection; with it, about a third of that.
+ * Sixteen keeps the large buffer for a handful of parallel downloads (the ten of section 20).
+ */
+const CROWD = 16;
+const CROWDED_BUFFER = 16 * 1024;
+
 export class H2ServerResponse {
   readonly stream: ServerHttp2Stream;
   statusCode = 200;
@@ -95,13 +104,16 @@ export class H2ServerResponse {
   }
 
   /**
-   * Writes one body chunk; false once the stream holds {@link STREAM_BUFFER} or more unsent, and
+   * Writes one body chunk; false once the stream holds {@link STREAM_BUFFER} or more unsent (16 KiB
+   * when its session has more than {@link CROWD} streams open), and
    * 'drain' follows (the stream's own 16 KiB mark is lower, so it has asked for the drain too).
    */
   write(chunk: Buffer | string, written?: (err?: Error | null) => void): boolean {
     const stream = this.stream;
     stream.write(chunk, written);
-    return stream.writableLength < STREAM_BUFFER;
+    const unsent = stream.writableLength;
+    if (unsent < CROWDED_BUFFER) return true;
+    return unsent < STREAM_BUFFER && (this.watch === undefined || this.watch.openOn(this.session) <= CROWD);
   }
 
   /** Trailers to send after the body; only a response with `trailersExpected` carries them. */

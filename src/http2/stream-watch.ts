@@ -37,11 +37,16 @@ export const MAX_RESET_BURST = 512;
 export const RESETS_PER_SECOND = 16;
 
 const kWatch = Symbol('portico.streamWatch');
+const kOpenStreams = Symbol('portico.openStreams');
 const kResetBudget = Symbol('portico.resetBudget');
 const kResetAt = Symbol('portico.resetAt');
 
 interface WatchedStream {
   [kWatch]?: H2ServerResponse;
+}
+
+interface OpenCount {
+  [kOpenStreams]?: number;
 }
 
 interface ResetBucket {
@@ -69,6 +74,8 @@ export class StreamWatch {
     if (head !== undefined) head.prevWatched = res;
     this.#head = res;
     res.watch = this;
+    const session = res.session as (Http2Session & OpenCount) | undefined;
+    if (session !== undefined) session[kOpenStreams] = (session[kOpenStreams] ?? 0) + 1;
     (res.stream as ServerHttp2Stream & WatchedStream)[kWatch] = res;
     res.stream.on('close', onStreamClose);
     if (this.#timer === undefined) {
@@ -88,10 +95,17 @@ export class StreamWatch {
     res.prevWatched = undefined;
     res.nextWatched = undefined;
     res.watch = undefined;
+    const session = res.session as (Http2Session & OpenCount) | undefined;
+    if (session !== undefined) session[kOpenStreams] = (session[kOpenStreams] as number) - 1;
     if (this.#head === undefined && this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
+  }
+
+  /** Streams of `session` in flight (handed to the proxy, not yet closed). */
+  openOn(session: Http2Session | undefined): number {
+    return (session as (Http2Session & OpenCount) | undefined)?.[kOpenStreams] ?? 0;
   }
 
   /** Once a second: resets the streams whose response has not moved for sendTimeout. */

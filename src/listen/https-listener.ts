@@ -87,7 +87,7 @@ export class HttpsListener {
       // HTTP/1.1 connections never reach it: #onSecureConnection hands them to this.h1.
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { maxConcurrentStreams: 256, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
     } as http2.SecureServerOptions);
     const onRequest = createRequestHandler(deps.state);
     // The core stream API, not the compatibility layer's 'request' (src/http2/stream-handler.ts).
@@ -163,6 +163,8 @@ export class HttpsListener {
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
     this.#streams.sendTimeoutMs = plan.limits.sendTimeoutMs;
+    // New sessions take these; open ones keep what they were told.
+    this.h2Server.updateSettings({ maxConcurrentStreams: plan.limits.maxConcurrentStreams, maxHeaderListSize: plan.limits.maxHeaderBytes });
     for (const s of this.netServers) s.maxConnections = plan.limits.maxConnections;
   }
 

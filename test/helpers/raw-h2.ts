@@ -47,6 +47,11 @@ export function headerBlock(fields: readonly (readonly [string, string])[]): Buf
   return Buffer.concat(parts);
 }
 
+/** One field as a literal with incremental indexing and a new name (RFC 7541 §6.2.1): it enters the dynamic table, at index 62. */
+export function indexedLiteral(name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0x40]), hpackString(name), hpackString(value)]);
+}
+
 /** The usual request pseudo-headers for `authority`, then `extra`. */
 export function requestFields(authority: string, path = '/', method = 'GET', extra: readonly [string, string][] = []): [string, string][] {
   return [[':method', method], [':scheme', 'https'], [':authority', authority], [':path', path], ...extra];
