@@ -18,7 +18,7 @@ import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, indexedLiteral, reque
 const HOST = 'h2-abuse.test';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** An upstream that counts its open exchanges and answers after `delayMs` (so resets land mid-exchange), /quick at once, and streams 64 MiB for /big. */
+/** An upstream that counts its open exchanges and answers after `delayMs` (so resets land mid-exchange), /quick at once, cuts /fail off mid-body, and streams 64 MiB for /big. */
 async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, delayMs = 100) {
   const open = { n: 0 };
   const up = await startUpstream((req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -37,6 +37,13 @@ async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, 
         if (!res.destroyed) res.end();
       };
       pump();
+      return;
+    }
+    if (req.url === '/fail') {
+      // A response cut off mid-body: Portico resets the client's stream itself (INTERNAL_ERROR).
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('partial');
+      setTimeout(() => res.socket?.destroy(), 5);
       return;
     }
     setTimeout(
@@ -121,6 +128,25 @@ async function flood(c: RawH2, make: () => Buffer, max: number, batch = 1000): P
   }
   return sent;
 }
+
+test('streams Portico resets itself (an upstream failing mid-response) do not count as the client\'s resets: the session serves on', async (t) => {
+  const { proxy, pki } = await setup(t);
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  /** The RST_STREAM code a /fail request's stream closed with. */
+  const rstCodeOfFail = (): Promise<number | undefined> =>
+    new Promise((resolve) => {
+      const stream = session.request({ ':path': '/fail' });
+      stream.on('error', () => {});
+      stream.resume();
+      stream.on('close', () => resolve(stream.rstCode));
+      stream.end();
+    });
+  const codes: (number | undefined)[] = [];
+  for (let round = 0; round < 7; round++) codes.push(...(await Promise.all(Array.from({ length: 100 }, rstCodeOfFail))));
+  assert.equal(codes.filter((c) => c === H2_ERROR.INTERNAL_ERROR).length, 700, 'every cut-off response was reset');
+  assert.equal((await h2Request(session, { path: '/quick' })).status, 200, 'the session was not closed as abusive');
+});
 
 test('a CONTINUATION flood ends the connection: header blocks past maxHeaderSize, and endless empty CONTINUATION frames, are not buffered', async (t) => {
   const { up, connect } = await setup(t);

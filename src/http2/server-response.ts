@@ -10,6 +10,9 @@
 import { constants, type Http2Session, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { StreamWatch } from './stream-watch.js';
 
+/** The error a reset stream is destroyed with: node:http2 sends RST_STREAM INTERNAL_ERROR for it (its 'error' is ignored, src/http2/stream-handler.ts). */
+const RESET = new Error('response reset by Portico');
+
 const KEEP_OPEN = { endStream: false, waitForTrailers: false } as const;
 const KEEP_OPEN_FOR_TRAILERS = { endStream: false, waitForTrailers: true } as const;
 const END_NOW = { endStream: true, waitForTrailers: false } as const;
@@ -60,10 +63,23 @@ export class H2ServerResponse {
     this.session = stream.session;
   }
 
-  /** Resets the stream with `code` (RST_STREAM), so the client cannot take what it got as a whole response. */
-  reset(code: number): void {
+  /**
+   * Resets the stream with INTERNAL_ERROR, so the client cannot take what it got as a whole response.
+   * Through destroy(), not close(code): close() first ends the writable side, and with nothing left to
+   * write that sends END_STREAM before the RST_STREAM (whose code then reads NO_ERROR), so a response
+   * cut short without trailers pending reached the client as complete. A destroyed stream skips the end.
+   */
+  reset(): void {
     this.resetHere = true;
-    this.stream.close(code);
+    this.stream.destroy(RESET);
+  }
+
+  /** Resets the stream with CANCEL (RFC 9113 §8.7): it is no longer wanted (sendTimeout, or its session is closed as abusive). */
+  cancel(): void {
+    this.resetHere = true;
+    // With response bytes still queued, END_STREAM cannot overtake the RST_STREAM; without, destroy() as reset() does.
+    if (this.stream.writableLength === 0) this.stream.destroy(RESET);
+    else this.stream.close(constants.NGHTTP2_CANCEL);
   }
 
   get headersSent(): boolean {
@@ -152,7 +168,7 @@ export class H2ServerResponse {
     } catch {
       // A trailer HTTP/2 cannot carry (a connection-specific or pseudo-header): the body is whole but
       // its trailers are not, so the client must not take the response as complete.
-      this.reset(constants.NGHTTP2_INTERNAL_ERROR);
+      this.reset();
     }
   }
 }

@@ -22,7 +22,7 @@ import type { Socket } from 'node:net';
 import type { H2ServerResponse } from './server-response.js';
 import { kRawSocket, type SessionFacts } from './server-request.js';
 
-const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = constants;
+const { NGHTTP2_ENHANCE_YOUR_CALM } = constants;
 
 const CHECK_INTERVAL_MS = 1000;
 /** How long a connection closed for too many resets may stay half-open, reading and dropping what still arrives. */
@@ -123,7 +123,7 @@ export class StreamWatch {
       } else if (now - res.unsentSince > limit && !stream.closed) {
         this.#onAbuse('send-timeout', res.session);
         // CANCEL: the stream is no longer wanted (RFC 9113 §7); its 'close' cancels the upstream exchange.
-        res.reset(NGHTTP2_CANCEL);
+        res.cancel();
       }
       res = next;
     }
@@ -151,7 +151,7 @@ export class StreamWatch {
     let res = this.#head;
     while (res !== undefined) {
       const next = res.nextWatched;
-      if (res.session === session) res.reset(NGHTTP2_CANCEL);
+      if (res.session === session) res.cancel();
       res = next;
     }
     session.close();
