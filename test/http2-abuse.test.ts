@@ -129,6 +129,27 @@ async function flood(c: RawH2, make: () => Buffer, max: number, batch = 1000): P
   return sent;
 }
 
+test('a client sending each HEADERS with its RST_STREAM in one burst gets GOAWAY ENHANCE_YOUR_CALM and its connection closed, with nothing sent upstream', async (t) => {
+  const { up, connect } = await setup(t);
+  const c = await connect();
+  t.after(() => c.close());
+  let sid = 1;
+  for (let b = 0; b < 30 && !c.closed; b++) {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 100; i++, sid += 2) {
+      parts.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, sid, headerBlock(requestFields(HOST))));
+      parts.push(frame(FRAME.RST_STREAM, 0, sid, Buffer.from([0, 0, 0, H2_ERROR.CANCEL])));
+    }
+    if (!c.send(Buffer.concat(parts))) break;
+    await sleep(5);
+  }
+  // nghttp2 alone would answer only after 1,000 resets, with INTERNAL_ERROR, and keep the connection open.
+  assert.equal(await c.goaway(5000), H2_ERROR.ENHANCE_YOUR_CALM);
+  assert.equal(await c.waitClosed(5000), true);
+  assert.ok(sid < 2 * 1000, `closed after ${(sid - 1) / 2} streams`);
+  assert.equal(up.seen.length, 0);
+});
+
 test('streams Portico resets itself (an upstream failing mid-response) do not count as the client\'s resets: the session serves on', async (t) => {
   const { proxy, pki } = await setup(t);
   const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);

@@ -60,6 +60,7 @@ test('malformed HTTP/2 requests are refused and never reach the upstream, while 
     ['an absolute :path', fields('https://h2-conformance.test/a'), { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['no :method', [[':scheme', 'https'], [':authority', HOST], [':path', '/a']], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['no :scheme', [[':method', 'GET'], [':authority', HOST], [':path', '/a']], { rst: H2_ERROR.PROTOCOL_ERROR }],
+    ['no :path', [[':method', 'GET'], [':scheme', 'https'], [':authority', HOST]], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['a pseudo-header after a regular one', [[':method', 'GET'], [':scheme', 'https'], ['x-a', '1'], [':authority', HOST], [':path', '/a']], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['an unknown pseudo-header', [...fields('/a'), [':tunnel', '1']], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['two :path', [...fields('/a'), [':path', '/b']], { rst: H2_ERROR.PROTOCOL_ERROR }],
@@ -80,6 +81,27 @@ test('malformed HTTP/2 requests are refused and never reach the upstream, while 
   assert.deepEqual(await c.answer(sid), { status: 200 }, 'TE: trailers, and a Host that agrees with :authority, are fine');
   assert.equal(got.length, 1);
   assert.equal(got[0]?.url, '/fine');
+});
+
+test('HTTP/2 header fields with a forbidden character in their name or value are dropped, never forwarded', async (t) => {
+  const { got, connect } = await setup(t);
+  const c = await connect();
+  t.after(() => c.close());
+  c.request(
+    1,
+    requestFields(HOST, '/fields', 'GET', [
+      ['x-cr', 'a\rInjected: 1'],
+      ['x-lf', 'a\nInjected: 2'],
+      ['x-nul', 'a\0b'],
+      ['x-space', ' padded'],
+      ['x bad', 'name with a space'],
+      ['x-kept', 'fine'],
+    ]),
+  );
+  assert.deepEqual(await c.answer(1), { status: 200 });
+  const h = got[0]?.headers ?? {};
+  assert.equal(h['x-kept'], 'fine');
+  for (const name of ['x-cr', 'x-lf', 'x-nul', 'x-space', 'x bad', 'injected']) assert.equal(h[name], undefined, name);
 });
 
 test('an HTTP/2 request body shorter or longer than its content-length is reset and the upstream never gets it as a complete request', async (t) => {
