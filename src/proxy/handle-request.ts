@@ -76,18 +76,6 @@ export function isAllowedOnConnection(plan: Plan, reqHostName: string, reqHost: 
   return connHost !== undefined && connHost.sharing && connHost.certId === reqHost.certId;
 }
 
-/**
- * An HTTP/2 request's target parts agree with its connection: `:scheme` is `https`, since HTTP/2
- * reaches Portico only over TLS and an `http` URI is another origin (RFC 9110 §4.3.3, §7.4); and a
- * `Host` sent beside `:authority` names the same host (RFC 9113 §8.3.1), as it is dropped and the
- * upstream and the Host/SNI check only see `:authority`. Hot path: one comparison when there is no Host.
- */
-function isH2TargetConsistent(headers: IncomingHttpHeaders, host: string): boolean {
-  if (headers[':scheme'] !== 'https') return false;
-  const h = headers.host;
-  return h === undefined || headers[':authority'] === undefined || normalizeHost(h) === host;
-}
-
 /** Builds the `request` listener for the HTTPS server. */
 export function createRequestHandler(state: ProxyState): (req: ClientRequest, res: ClientResponse) => void {
   return function handleRequest(req, res) {
@@ -131,7 +119,8 @@ function route(ex: Exchange): void {
   const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
   const host = normalizeHost(rawHost);
   if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
-  if (ex.h2 && !isH2TargetConsistent(req.headers, host)) return fail(ex, 'PORTICO_BAD_REQUEST', 'the :scheme is not https, or Host names another host than :authority');
+  // HTTP/2 reaches Portico only over TLS: an `http` (or other) :scheme names another origin (RFC 9110 §4.3.3, §7.4).
+  if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
   ex.host = host;
   ex.connName = connectionName(req);
   const hostPlan = lookupHost(plan, host);
