@@ -54,6 +54,8 @@ export class H2ServerResponse {
   watch: StreamWatch | undefined = undefined;
   prevWatched: H2ServerResponse | undefined = undefined;
   nextWatched: H2ServerResponse | undefined = undefined;
+  /** The 'close' listener registered through on() while watched; the StreamWatch calls it. */
+  onClose: (() => void) | undefined = undefined;
   /** Unsent response bytes at the last sweep, and since when that figure has not moved. */
   unsent = 0;
   unsentSince = 0;
@@ -155,8 +157,14 @@ export class H2ServerResponse {
     return this;
   }
 
+  /**
+   * 'drain' goes straight to the stream. 'close' (one listener: the proxy's) is called by the
+   * StreamWatch's own listener once it has done its bookkeeping, so a stream carries one 'close'
+   * listener, not two (two make node's emitter allocate an array per stream, and a copy per emit).
+   */
   on(event: 'close' | 'drain', listener: () => void): this {
-    this.stream.on(event, listener);
+    if (event === 'close' && this.watch !== undefined) this.onClose = listener;
+    else this.stream.on(event, listener);
     return this;
   }
 

@@ -174,15 +174,18 @@ function sweep(watch: StreamWatch): void {
   watch.check(performance.now());
 }
 
-/** A watched stream closed: unlinked; counted when its client reset it mid-exchange (`aborted`, and not Portico's own reset). */
+/** A watched stream closed: unlinked; counted when its client reset it mid-exchange (`aborted`, and not Portico's own reset); then the proxy's listener. */
 function onStreamClose(this: ServerHttp2Stream & WatchedStream): void {
   const res = this[kWatch];
   if (res === undefined) return;
   const watch = res.watch;
-  if (watch === undefined) return;
-  watch.remove(res);
-  if (this.aborted && !res.resetHere) {
-    const session = res.session;
-    if (session !== undefined && !session.destroyed && !session.closed) watch.noteClientReset(session);
+  if (watch !== undefined) {
+    watch.remove(res);
+    if (this.aborted && !res.resetHere) {
+      const session = res.session;
+      if (session !== undefined && !session.destroyed && !session.closed) watch.noteClientReset(session);
+    }
   }
+  // The proxy's own 'close' listener (H2ServerResponse.on).
+  res.onClose?.();
 }
