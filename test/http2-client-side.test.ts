@@ -10,6 +10,7 @@ import http2 from 'node:http2';
 import { once } from 'node:events';
 import { makePki, proxyOneHost } from './helpers/proxy.js';
 import { h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { FLAG, FRAME, H2_ERROR, RawH2, requestFields } from './helpers/raw-h2.js';
 
 const HOST = 'h2c-side.test';
 
@@ -155,4 +156,26 @@ test('the access log marks an HTTP/2 response the client reset as aborted, and n
   assert.equal(byPath.get('/')?.status, 421);
   assert.equal(byPath.get('/')?.aborted, undefined, 'a complete error response is not aborted');
   assert.equal(byPath.get('/slow')?.aborted, true, 'the reset response is');
+});
+
+test('an HTTP/2 response whose Content-Length upstream closes mid-body is reset with INTERNAL_ERROR and never ended with END_STREAM', async (t) => {
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': '100' });
+    res.write('partial');
+    setTimeout(() => res.socket?.destroy(), 20);
+  });
+  const pki = await makePki();
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()] });
+  const c = await RawH2.connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => c.close());
+  c.request(1, requestFields(HOST, '/cut'));
+  const rst = await c.waitFor((f) => f.stream === 1 && f.type === FRAME.RST_STREAM);
+  assert.equal(rst?.payload.readUInt32BE(0), H2_ERROR.INTERNAL_ERROR);
+  const data = c.frames.filter((f) => f.stream === 1 && f.type === FRAME.DATA);
+  assert.equal(Buffer.concat(data.map((f) => f.payload)).toString(), 'partial');
+  assert.ok(
+    c.frames.every((f) => f.stream !== 1 || (f.flags & FLAG.END_STREAM) === 0 || f.type === FRAME.RST_STREAM),
+    'no frame of the stream carried END_STREAM: the client cannot take the 7 bytes for the whole body',
+  );
 });

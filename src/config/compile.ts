@@ -376,6 +376,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       keepAliveTimeoutMs: parseDurationMs(limits.keepAliveTimeout),
       sendTimeoutMs: parseDurationMs(limits.sendTimeout),
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),
+      maxConcurrentStreams: limits.maxConcurrentStreams,
       shutdownTimeoutMs: parseDurationMs(limits.shutdownTimeout),
       maxConnections: limits.maxConnections,
       cacheBytes,

@@ -125,6 +125,8 @@ export interface LimitsPlan {
   readonly keepAliveTimeoutMs: number;
   readonly sendTimeoutMs: number;
   readonly maxHeaderBytes: number;
+  /** HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS. */
+  readonly maxConcurrentStreams: number;
   readonly shutdownTimeoutMs: number;
   /** Client connections per listening socket per process. */
   readonly maxConnections: number;

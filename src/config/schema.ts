@@ -701,9 +701,18 @@ const Limits = z
     requestTimeout: Duration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
     keepAliveTimeout: Duration.default('60s').describe('Idle time before a client connection is closed.'),
     sendTimeout: Duration.default('60s').describe(
-      'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and its upstream exchange cancelled (nginx send_timeout). "0s" disables.',
+      'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and an HTTP/2 stream\'s is reset (its connection serves on); either way its upstream exchange is cancelled (nginx send_timeout). "0s" disables.',
     ),
-    maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431.'),
+    maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431 (on HTTP/2 too, where it is also announced as SETTINGS_MAX_HEADER_LIST_SIZE).'),
+    maxConcurrentStreams: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(256)
+      .describe(
+        'HTTP/2 streams (requests) a client may have open at once on one connection, announced as SETTINGS_MAX_CONCURRENT_STREAMS; streams past it are refused (nginx http2_max_concurrent_streams, HAProxy tune.h2.fe.max-concurrent-streams). Each open stream may hold up to about 128 KiB of response its client has not read yet (16 KiB each when more than 16 are open), so this bounds a connection\'s memory. A reload applies it to new connections.',
+      ),
     maxBodySize: Size.optional().describe(
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),

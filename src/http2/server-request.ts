@@ -7,14 +7,19 @@
  * section 15). The request body is the stream's readable side.
  */
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 
 /** Symbol under which an HTTP/2 session carries its client's address, read once from its socket. */
 export const kRemoteAddress = Symbol('portico.remoteAddress');
 
+/** Symbol under which an HTTP/2 session carries its TLS socket (node:http2 hands out only a proxy of it). */
+export const kRawSocket = Symbol('portico.rawSocket');
+
 /** What the listener notes on each session when it starts. */
 export interface SessionFacts {
   [kRemoteAddress]?: string;
+  [kRawSocket]?: Socket;
 }
 
 export class H2ServerRequest {

@@ -7,7 +7,11 @@
  * Header names need no check of their own here: they come from llhttp or
  * nghttp2, which accept only valid names, or from Portico itself.
  */
-import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { constants, type Http2Session, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { StreamWatch } from './stream-watch.js';
+
+/** The error a reset stream is destroyed with: node:http2 sends RST_STREAM INTERNAL_ERROR for it (its 'error' is ignored, src/http2/stream-handler.ts). */
+const RESET = new Error('response reset by Portico');
 
 const KEEP_OPEN = { endStream: false, waitForTrailers: false } as const;
 const KEEP_OPEN_FOR_TRAILERS = { endStream: false, waitForTrailers: true } as const;
@@ -21,6 +25,15 @@ const END_NOW = { endStream: true, waitForTrailers: false } as const;
  */
 const STREAM_BUFFER = 128 * 1024;
 
+/**
+ * Streams open on a session past which each gets only the stream's own 16 KiB ({@link CROWDED_BUFFER}):
+ * a client holding 256 streams open without reading would otherwise pin about 256 KiB each (the buffer,
+ * plus the upstream read that crossed it), 66 MiB per connection; with it, about a third of that.
+ * Sixteen keeps the large buffer for a handful of parallel downloads (the ten of section 20).
+ */
+const CROWD = 16;
+const CROWDED_BUFFER = 16 * 1024;
+
 export class H2ServerResponse {
   readonly stream: ServerHttp2Stream;
   statusCode = 200;
@@ -33,9 +46,42 @@ export class H2ServerResponse {
   #trailers: OutgoingHttpHeaders | undefined = undefined;
   /** end() was called. Not the stream's writableEnded: node:http2 ends a HEAD request's stream before any response. */
   #ended = false;
+  /** The stream's session, kept: node:http2 forgets it once the stream is destroyed, before its 'close'. */
+  readonly session: Http2Session | undefined;
+  /** Portico reset the stream itself (reset()): its close is not counted as the client's reset. */
+  resetHere = false;
+  // The listener's StreamWatch (src/http2/stream-watch.ts): its list links and the sendTimeout record.
+  watch: StreamWatch | undefined = undefined;
+  prevWatched: H2ServerResponse | undefined = undefined;
+  nextWatched: H2ServerResponse | undefined = undefined;
+  /** The 'close' listener registered through on() while watched; the StreamWatch calls it. */
+  onClose: (() => void) | undefined = undefined;
+  /** Unsent response bytes at the last sweep, and since when that figure has not moved. */
+  unsent = 0;
+  unsentSince = 0;
 
   constructor(stream: ServerHttp2Stream) {
     this.stream = stream;
+    this.session = stream.session;
+  }
+
+  /**
+   * Resets the stream with INTERNAL_ERROR, so the client cannot take what it got as a whole response.
+   * Through destroy(), not close(code): close() first ends the writable side, and with nothing left to
+   * write that sends END_STREAM before the RST_STREAM (whose code then reads NO_ERROR), so a response
+   * cut short without trailers pending reached the client as complete. A destroyed stream skips the end.
+   */
+  reset(): void {
+    this.resetHere = true;
+    this.stream.destroy(RESET);
+  }
+
+  /** Resets the stream with CANCEL (RFC 9113 §8.7): it is no longer wanted (sendTimeout, or its session is closed as abusive). */
+  cancel(): void {
+    this.resetHere = true;
+    // With response bytes still queued, END_STREAM cannot overtake the RST_STREAM; without, destroy() as reset() does.
+    if (this.stream.writableLength === 0) this.stream.destroy(RESET);
+    else this.stream.close(constants.NGHTTP2_CANCEL);
   }
 
   get headersSent(): boolean {
@@ -76,13 +122,16 @@ export class H2ServerResponse {
   }
 
   /**
-   * Writes one body chunk; false once the stream holds {@link STREAM_BUFFER} or more unsent, and
+   * Writes one body chunk; false once the stream holds {@link STREAM_BUFFER} or more unsent (16 KiB
+   * when its session has more than {@link CROWD} streams open), and
    * 'drain' follows (the stream's own 16 KiB mark is lower, so it has asked for the drain too).
    */
   write(chunk: Buffer | string, written?: (err?: Error | null) => void): boolean {
     const stream = this.stream;
     stream.write(chunk, written);
-    return stream.writableLength < STREAM_BUFFER;
+    const unsent = stream.writableLength;
+    if (unsent < CROWDED_BUFFER) return true;
+    return unsent < STREAM_BUFFER && (this.watch === undefined || this.watch.openOn(this.session) <= CROWD);
   }
 
   /** Trailers to send after the body; only a response with `trailersExpected` carries them. */
@@ -108,8 +157,14 @@ export class H2ServerResponse {
     return this;
   }
 
+  /**
+   * 'drain' goes straight to the stream. 'close' (one listener: the proxy's) is called by the
+   * StreamWatch's own listener once it has done its bookkeeping, so a stream carries one 'close'
+   * listener, not two (two make node's emitter allocate an array per stream, and a copy per emit).
+   */
   on(event: 'close' | 'drain', listener: () => void): this {
-    this.stream.on(event, listener);
+    if (event === 'close' && this.watch !== undefined) this.onClose = listener;
+    else this.stream.on(event, listener);
     return this;
   }
 
@@ -121,7 +176,7 @@ export class H2ServerResponse {
     } catch {
       // A trailer HTTP/2 cannot carry (a connection-specific or pseudo-header): the body is whole but
       // its trailers are not, so the client must not take the response as complete.
-      stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      this.reset();
     }
   }
 }

@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { H2ServerRequest } from './server-request.js';
 import { H2ServerResponse } from './server-response.js';
+import type { StreamWatch } from './stream-watch.js';
 
 export type H2RequestListener = (req: H2ServerRequest, res: H2ServerResponse) => void;
 
@@ -21,7 +22,8 @@ function sendContinue(this: ServerHttp2Stream): void {
   if (!this.headersSent && !this.destroyed) this.additionalHeaders({ ':status': 100 });
 }
 
-export function createStreamHandler(onRequest: H2RequestListener): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
+/** The 'stream' listener; `watch` applies sendTimeout to each stream and counts the streams its client resets. */
+export function createStreamHandler(onRequest: H2RequestListener, watch: StreamWatch): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
   return function onStream(stream, headers) {
     stream.on('error', ignoreStreamError);
     if (headers[':method'] === 'CONNECT') {
@@ -38,6 +40,8 @@ export function createStreamHandler(onRequest: H2RequestListener): (stream: Serv
       // first (413 by content-length, 401, 403, no route) gets its answer and never sends the body.
       if (!stream.endAfterHeaders) stream.once('resume', sendContinue);
     }
-    onRequest(new H2ServerRequest(stream, headers), new H2ServerResponse(stream));
+    const res = new H2ServerResponse(stream);
+    watch.add(res);
+    onRequest(new H2ServerRequest(stream, headers), res);
   };
 }

@@ -17,7 +17,8 @@ import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '.
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
-import { kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
+import { StreamWatch } from '../http2/stream-watch.js';
+import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, listenOptions } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
@@ -64,6 +65,8 @@ export class HttpsListener {
   readonly #defaultServer: tls.Server;
   #defaultContext: tls.SecureContextOptions | undefined;
   readonly h2Server: http2.Http2SecureServer;
+  /** HTTP/2 streams in flight: sendTimeout, and the bound on streams a client resets (src/http2/stream-watch.ts). */
+  readonly #streams: StreamWatch;
   /** HTTP/1.1 connections (ALPN http/1.1, or none). */
   readonly h1: H1Server;
   readonly #deps: HttpsListenerDeps;
@@ -84,11 +87,16 @@ export class HttpsListener {
       // HTTP/1.1 connections never reach it: #onSecureConnection hands them to this.h1.
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { maxConcurrentStreams: 256, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
     } as http2.SecureServerOptions);
     const onRequest = createRequestHandler(deps.state);
     // The core stream API, not the compatibility layer's 'request' (src/http2/stream-handler.ts).
-    this.h2Server.on('stream', createStreamHandler(onRequest));
+    this.#streams = new StreamWatch((what, session) => {
+      const remote = (session as (http2.Http2Session & SessionFacts) | undefined)?.[kRemoteAddress];
+      if (what === 'send-timeout') deps.log.debug({ remote }, 'http2 response not read within sendTimeout');
+      else deps.log.warn({ remote }, 'http2 client reset too many streams, connection closed');
+    });
+    this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams));
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
     this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
     this.h1 = new H1Server({ log: deps.log, onRequest, onUpgrade: createUpgradeHandler(deps.state) });
@@ -154,6 +162,9 @@ export class HttpsListener {
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
+    this.#streams.sendTimeoutMs = plan.limits.sendTimeoutMs;
+    // New sessions take these; open ones keep what they were told.
+    this.h2Server.updateSettings({ maxConcurrentStreams: plan.limits.maxConcurrentStreams, maxHeaderListSize: plan.limits.maxHeaderBytes });
     for (const s of this.netServers) s.maxConnections = plan.limits.maxConnections;
   }
 
@@ -220,6 +231,8 @@ export class HttpsListener {
     if (socket.alpnProtocol !== 'h2') return this.h1.accept(socket);
     // The engine reads its settings from socket.server: point it at the engine, not the TLS front.
     (socket as TLSSocket & { server: unknown }).server = this.h2Server;
+    // Read back in #onSession through the session's socket proxy, which refuses destroy() and end().
+    (socket as TLSSocket & SessionFacts)[kRawSocket] = socket;
     this.h2Server.emit('secureConnection', socket);
   }
 
@@ -228,6 +241,7 @@ export class HttpsListener {
     const name = socket[kConnName] ?? '';
     (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
     (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = peerAddress(socket);
+    (session as http2.ServerHttp2Session & SessionFacts)[kRawSocket] = (socket as TLSSocket & SessionFacts)[kRawSocket];
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
@@ -293,5 +307,6 @@ export class HttpsListener {
     timer.unref();
     await closed;
     clearTimeout(timer);
+    this.#streams.stop();
   }
 }

@@ -119,6 +119,8 @@ function route(ex: Exchange): void {
   const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
   const host = normalizeHost(rawHost);
   if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
+  // HTTP/2 reaches Portico only over TLS: an `http` (or other) :scheme names another origin (RFC 9110 §4.3.3, §7.4).
+  if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
   ex.host = host;
   ex.connName = connectionName(req);
   const hostPlan = lookupHost(plan, host);

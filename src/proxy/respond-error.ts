@@ -2,7 +2,6 @@
  * The one place a request error becomes a response: status and short body
  * from the error table; the client never sees internals.
  */
-import { constants as h2constants } from 'node:http2';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
@@ -45,6 +44,6 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
  * of a complete response (RFC 9113 §8.1).
  */
 export function resetResponse(res: ClientResponse): void {
-  if ('stream' in res) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+  if ('stream' in res) res.reset();
   else res.destroy();
 }
