@@ -112,11 +112,15 @@ test('forwardAuth: the service\'s refusal goes to the client as given; its 2xx l
   assert.equal(asked.headers.host, new URL(auth.url).host);
 
   // A session: through, with the service's Remote-User and Remote-Groups in place of the client's, and the body.
-  const ok = await h1Request({ port, sni: HOST, path: '/app/save', method: 'POST', body: 'data', ca: pki.caPem, headers: { cookie: 'session=ok', 'remote-user': 'mallory', 'remote-groups': 'root' } });
+  const ok = await h1Request({ port, sni: HOST, path: '/app/save', method: 'POST', body: 'data', ca: pki.caPem, headers: { cookie: 'session=ok', 'remote-user': 'mallory', 'remote-groups': 'root', Remote_User: 'mallory', 'Remote_Groups': 'root', 'remote-groups_x': 'kept' } });
   assert.equal(ok.status, 200);
   const saved = up.seen.find((s) => s.url === '/app/save')!;
   assert.equal(saved.headers['remote-user'], 'alice');
   assert.equal(saved.headers['remote-groups'], 'admins');
+  // CGI, WSGI and Rack read Remote_User as Remote-User: the client's "_" spellings of the copied names are dropped too.
+  assert.equal(saved.headers['remote_user'], undefined);
+  assert.equal(saved.headers['remote_groups'], undefined);
+  assert.equal(saved.headers['remote-groups_x'], 'kept', 'other names with "_" pass');
   assert.equal(saved.body.toString(), 'data');
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(proxy.logs.find((l) => l.msg === 'access' && l.path === '/app/save')?.user, 'alice', 'the access line names the user the service named');

@@ -68,6 +68,23 @@ test('X-Forwarded-For, -Proto and -Host are set from the connection and the Host
   assert.equal(h.via, undefined);
 });
 
+test('a client\'s "_" spellings of the headers Portico sets never reach the upstream (CGI/WSGI/Rack would read them as those headers); other names with "_" do', async () => {
+  for (const proxy of [plain, trusting]) {
+    const res = await h1Request({
+      port: proxy.httpsPort,
+      sni: 'h.test',
+      ca: pki.caPem,
+      headers: { X_Forwarded_For: '10.6.6.6', 'x-forwarded_proto': 'gopher', X_Forwarded_Host: 'evil.test', 'X_Forwarded-Prefix': '/evil', X_Request_Id: 'forged', X_Api_Key: 'k1' },
+    });
+    assert.equal(res.status, 200);
+    const h = lastSeen().headers;
+    for (const name of ['x_forwarded_for', 'x-forwarded_proto', 'x_forwarded_host', 'x_forwarded-prefix', 'x_request_id']) assert.equal(h[name], undefined, `${name} reached the upstream`);
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'https');
+    assert.equal(h['x_api_key'], 'k1', 'a name with "_" that Portico does not set passes');
+  }
+});
+
 test('forwarding headers from an untrusted peer are dropped and rebuilt', async () => {
   await h1Request({
     port: plain.httpsPort,

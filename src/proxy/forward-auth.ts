@@ -12,6 +12,7 @@
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
+import { underscoreSpellings } from './forward-headers.js';
 
 /** Request headers never sent to the authentication service: hop-by-hop, framing, and what Portico sets itself. */
 const NOT_SENT = new Set([
@@ -56,6 +57,8 @@ export interface ForwardAuthPlan {
   readonly requestHeaders: readonly string[] | undefined;
   /** Headers copied from a 2xx answer into the upstream request (lower case); the client's copies are always removed. */
   readonly responseHeaders: readonly string[];
+  /** What the client sent under a copied name is dropped: those names and their "_" spellings (forward-headers.ts). */
+  readonly dropFromClient: readonly string[];
   readonly timeoutMs: number;
 }
 
@@ -88,6 +91,7 @@ export function compileForwardAuth(c: ForwardAuthConfig, timeoutMs: number): For
     secure,
     requestHeaders: c.requestHeaders?.map((h) => h.toLowerCase()),
     responseHeaders: c.responseHeaders.map((h) => h.toLowerCase()),
+    dropFromClient: c.responseHeaders.flatMap((h) => [h.toLowerCase(), ...underscoreSpellings(h.toLowerCase())]),
     timeoutMs,
   };
 }
@@ -167,8 +171,11 @@ export function verdictUser(copied: readonly (readonly [string, string])[]): str
   return undefined;
 }
 
-/** Puts a 2xx verdict's headers into the upstream request: the names it copies are the service's alone, never the client's. */
+/**
+ * Puts a 2xx verdict's headers into the upstream request: the names it copies are the service's alone, never
+ * the client's, in any spelling an upstream could take for them (`Remote_User` for `Remote-User`).
+ */
 export function applyAuthHeaders(headers: OutgoingHttpHeaders, fa: ForwardAuthPlan, copied: readonly (readonly [string, string])[]): void {
-  for (const name of fa.responseHeaders) delete headers[name];
+  for (const name of fa.dropFromClient) delete headers[name];
   for (const [name, value] of copied) headers[name] = value;
 }

@@ -6,8 +6,28 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-/** Request headers never forwarded as received (hop-by-hop, or rebuilt by Portico). */
+/**
+ * Every spelling of a header name with some of its "-" written "_" (the name itself left out). CGI, WSGI
+ * and Rack servers turn both into one variable (`HTTP_X_FORWARDED_FOR`), so a client sending
+ * `X_Forwarded_For` could have such an upstream take its value for the one Portico sets; nginx drops every
+ * header with "_" by default for this reason (`underscores_in_headers`). Portico drops those spellings of
+ * the headers it sets, and lets other names with "_" through. At most 2^dashes spellings, built once.
+ */
+export function underscoreSpellings(name: string): string[] {
+  let spellings = [''];
+  for (const ch of name) {
+    if (ch === '-') spellings = spellings.flatMap((s) => [`${s}-`, `${s}_`]);
+    else spellings = spellings.map((s) => s + ch);
+  }
+  return spellings.filter((s) => s !== name);
+}
+
+/** The headers Portico sets on every forwarded request (or may: X-Request-Id), whose "_" spellings are dropped. */
+const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id'];
+
+/** Request headers never forwarded as received (hop-by-hop, rebuilt by Portico, or a "_" spelling of one it sets). */
 const DROP_REQUEST = new Set([
+  ...SET_BY_PORTICO.flatMap(underscoreSpellings),
   'connection',
   'keep-alive',
   'proxy-connection',
