@@ -15,7 +15,7 @@ import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { httpsLocation } from '../proxy/https-location.js';
-import { capConnections, listenOptions } from './listen-options.js';
+import { capConnections, closeServers, listenOptions } from './listen-options.js';
 import { kClientAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
@@ -113,15 +113,12 @@ export class HttpListener {
    * Stops accepting; idle connections close now, busy ones after their response, and tunnels when either
    * side closes them. Whatever is still open after `deadlineMs` is closed. Resolves when every connection is.
    */
-  async close(deadlineMs: number): Promise<void> {
-    const closed = Promise.all(this.netServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-    this.h1.closeIdle();
-    const timer = setTimeout(() => {
+  close(deadlineMs: number): Promise<void> {
+    const done = closeServers(this.netServers, deadlineMs, () => {
       this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();
-    }, deadlineMs);
-    timer.unref();
-    await closed;
-    clearTimeout(timer);
+    });
+    this.h1.closeIdle();
+    return done;
   }
 }

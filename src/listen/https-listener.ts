@@ -19,7 +19,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
-import { capConnections, listenOptions } from './listen-options.js';
+import { capConnections, closeServers, listenOptions } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
@@ -296,17 +296,14 @@ export class HttpsListener {
 
   /** Stops accepting, lets in-flight requests finish, closes what remains after `deadlineMs`. */
   async close(deadlineMs: number): Promise<void> {
-    const closed = Promise.all(this.netServers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-    for (const s of this.#sessions) s.close();
-    this.h1.closeIdle();
-    const timer = setTimeout(() => {
+    const done = closeServers(this.netServers, deadlineMs, () => {
       for (const s of this.#sessions) s.destroy();
       this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();
-    }, deadlineMs);
-    timer.unref();
-    await closed;
-    clearTimeout(timer);
+    });
+    for (const s of this.#sessions) s.close();
+    this.h1.closeIdle();
+    await done;
     this.#streams.stop();
   }
 }

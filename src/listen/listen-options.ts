@@ -68,3 +68,15 @@ export function capConnections(server: Server, max: number, log: Logger, port: n
     }, 60_000).unref();
   });
 }
+
+/**
+ * Stops `servers` accepting and resolves once every connection they accepted has closed; `atDeadline`
+ * runs if some are still open after `deadlineMs` (it closes them, so the wait ends).
+ */
+export async function closeServers(servers: readonly Server[], deadlineMs: number, atDeadline: () => void): Promise<void> {
+  const closed = Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+  const timer = setTimeout(atDeadline, deadlineMs);
+  timer.unref();
+  await closed;
+  clearTimeout(timer);
+}
