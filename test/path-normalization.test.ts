@@ -22,6 +22,13 @@ test('normalizePath: escapes of unreserved characters decoded, slashes merged, d
     ['/a/../../b', undefined],
     ['/public%2F..%2Fadmin', undefined],
     ['/public\\..\\admin', undefined],
+    // Tomcat and Spring drop a segment's ";parameters" before resolving dot segments: "..;" is their "..".
+    ['/public/..;/admin', undefined],
+    ['/public/.;x/admin', undefined],
+    ['/public/%2e%2e;/admin', undefined],
+    ['/public%2F..;%2Fadmin', undefined],
+    ['/a;b/c.;d/e', '/a;b/c.;d/e'],
+    ['/.;', undefined],
   ];
   for (const [input, output] of cases) assert.equal(normalizePath(input), output, input);
 });
@@ -58,7 +65,7 @@ test('routes match the normalised path, so dot segments, doubled slashes and esc
   for (const sneaky of ['/public/../admin', '//admin', '/%61dmin/x', '/public/%2e%2e/admin', '/./admin']) {
     assert.equal((await ask(sneaky)).status, 403, `${sneaky} is the /admin route`);
   }
-  for (const refused of ['/public%2F..%2Fadmin', '/../admin', '/public\\..\\admin']) {
+  for (const refused of ['/public%2F..%2Fadmin', '/../admin', '/public\\..\\admin', '/public/..;/admin', '/public/.;/admin']) {
     const r = await ask(refused);
     assert.equal(r.status, 400, refused);
   }

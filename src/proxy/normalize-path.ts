@@ -8,8 +8,9 @@
  * route "/public" and reach an upstream that resolves it to "/admin" (nginx and
  * Caddy match on a normalised path for the same reason). A path that climbs
  * above the root, or hides a dot segment behind an escaped slash or a
- * backslash ("/public%2F..%2Fadmin"), or that carries a "#" fragment, is refused:
- * no browser sends one.
+ * backslash ("/public%2F..%2Fadmin"), or behind a path parameter ("/public/..;/admin",
+ * which Tomcat and Spring resolve to "/admin"), or that carries a "#" fragment, is
+ * refused: no browser sends one.
  * The query string is left as it is.
  */
 
@@ -17,6 +18,8 @@
 const NEEDS_WORK = /%|\/\/|\/\.|\\|#/;
 const ESCAPE = /%([0-9A-Fa-f]{2})/g;
 const HIDDEN_SEPARATOR = /\\|%2F|%5C/;
+/** A dot segment followed by a path parameter (RFC 3986 §3.3's ";"). */
+const PARAMETER_DOT_SEGMENT = /^\.\.?;/;
 
 function unescapeUnreserved(_m: string, hex: string): string {
   const c = parseInt(hex, 16);
@@ -49,9 +52,13 @@ export function normalizePath(url: string): string | undefined {
       if (last) out.push('');
     } else if (seg === '' && !last) {
       continue;
+    } else if (seg.charCodeAt(0) === 46 /* '.' */ && PARAMETER_DOT_SEGMENT.test(seg)) {
+      // "..;x" or ".;x": a dot segment with a path parameter, which Tomcat and Spring resolve as ".."
+      // or "." ("/public/..;/admin" is their "/admin") while routing here saw "/public".
+      return undefined;
     } else {
       if (HIDDEN_SEPARATOR.test(seg)) {
-        for (const part of seg.split(/\\|%2F|%5C/)) if (part === '.' || part === '..') return undefined;
+        for (const part of seg.split(/\\|%2F|%5C/)) if (part === '.' || part === '..' || PARAMETER_DOT_SEGMENT.test(part)) return undefined;
       }
       out.push(seg);
     }
