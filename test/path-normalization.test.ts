@@ -76,3 +76,42 @@ test('routes match the normalised path, so dot segments, doubled slashes and esc
   assert.equal((await h2Request(s, { path: '/x/../admin' })).status, 403, 'HTTP/2 too');
   s.close();
 });
+
+test('path parameters take no part in route matching: "/admin;x" meets the "/admin" route (as Tomcat and Spring serve it), and a stripped prefix takes its parameters along', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end(`upstream got ${req.url ?? ''}`);
+  });
+  const cert = await pki.issue('pp', ['pp.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'pp.test': {
+          tls: cert,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] },
+            { path: '/api', upstream: up.url, stripPrefix: true },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'pp.test', ca: pki.caPem } });
+  const ask = async (path: string): Promise<{ status: number; body: string }> => {
+    await c.write(`GET ${path} HTTP/1.1\r\nHost: pp.test\r\n\r\n`);
+    const r = await c.response();
+    return { status: r.status, body: r.body.toString() };
+  };
+  for (const sneaky of ['/admin;jsessionid=1', '/admin;x/users', '/admin;/']) {
+    assert.equal((await ask(sneaky)).status, 403, `${sneaky} is the /admin route`);
+  }
+  assert.equal(up.seen.length, 0, 'none of them reached the upstream');
+  assert.equal((await ask('/adminx;y')).body, 'upstream got /adminx;y', 'another segment stays another route, parameters and all');
+  assert.equal((await ask('/api;v=2/users;page=3?q=1')).body, 'upstream got /users;page=3?q=1', 'the stripped segment takes its parameters along; later ones are kept');
+  assert.equal((await ask('/api/users?x=a;b')).body, 'upstream got /users?x=a;b', 'a ";" in the query is the query\'s');
+});

@@ -186,8 +186,10 @@ export function normalizeRoutePath(p: string): string {
 
 /**
  * Finds the route for a path by longest whole-segment prefix; of the routes with one path, the first whose
- * "match" the request meets (a prefix where none does is passed over for shorter ones). Hot path: one Map
- * lookup per segment, and the match conditions of routes that have them.
+ * "match" the request meets (a prefix where none does is passed over for shorter ones). A segment's path
+ * parameters (";jsessionid=…", RFC 3986 §3.3) take no part in the match: Tomcat and Spring drop them, so
+ * "/admin;x" is their "/admin" and must meet the "/admin" route's allowFrom or basicAuth here too. Hot path:
+ * one Map lookup per segment, and the match conditions of routes that have them.
  */
 export function lookupRoute(host: HostPlan, path: string, req: MatchInput): RoutePlan | undefined {
   const routes = host.routes;
@@ -195,6 +197,7 @@ export function lookupRoute(host: HostPlan, path: string, req: MatchInput): Rout
   const q = path.indexOf('?');
   if (q !== -1) end = q;
   let candidate = end === path.length ? path : path.slice(0, end);
+  if (candidate.includes(';')) candidate = candidate.replace(PATH_PARAMETERS, '');
   for (;;) {
     for (let r = routes.get(candidate); r !== undefined; r = r.orElse) {
       if (r.match === undefined || r.match.test(req, path)) return r;
@@ -213,11 +216,33 @@ export function lookupRoute(host: HostPlan, path: string, req: MatchInput): Rout
 export function rewritePath(route: RoutePlan, url: string): string {
   let path = url;
   if (route.stripLength > 0) {
-    path = url.slice(route.stripLength);
+    // A stripped segment's path parameters (lookupRoute) go with it: "/api;v=1/x" less "/api" is "/x".
+    const semi = url.indexOf(';');
+    path = semi !== -1 && semi <= route.stripLength ? stripWithParameters(route.stripLength, url) : url.slice(route.stripLength);
     if (path.charCodeAt(0) !== 47 /* '/' */) path = `/${path}`;
   }
   if (route.addPrefix !== '') path = path === '/' || path.charCodeAt(1) === 63 /* '?' */ ? route.addPrefix + path.slice(1) : route.addPrefix + path;
   return route.rewrite === undefined ? path : rewriteRegex(route.rewrite, path);
+}
+
+/** Segment path parameters: ";" up to the next "/" (lookupRoute matches without them). */
+const PATH_PARAMETERS = /;[^/?]*/g;
+
+/** `url` less its first segments up to `length` characters of their parameter-free form (see lookupRoute). */
+function stripWithParameters(length: number, url: string): string {
+  let kept = 0;
+  let i = 0;
+  while (i < url.length && kept < length) {
+    if (url.charCodeAt(i) === 59 /* ';' */) {
+      while (i < url.length && url.charCodeAt(i) !== 47 && url.charCodeAt(i) !== 63) i++;
+      continue;
+    }
+    kept++;
+    i++;
+  }
+  // The stripped segment's own parameters, right after it.
+  if (url.charCodeAt(i) === 59) while (i < url.length && url.charCodeAt(i) !== 47 && url.charCodeAt(i) !== 63) i++;
+  return url.slice(i);
 }
 
 /** "rewrite" on a path with its query: the pattern replaces in the path alone; the result always starts with "/". */

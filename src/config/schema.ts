@@ -485,8 +485,9 @@ const Route = z
     path: z
       .string()
       .startsWith('/', { message: 'a route path must start with "/"' })
+      .refine((p) => !p.includes(';') && !p.includes('?') && !p.includes('#'), { message: 'a route path is a path alone: no ";" (path parameters take no part in matching), "?" or "#"' })
       .default('/')
-      .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins.'),
+      .describe('Path prefix this route serves, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix"). The longest matching prefix wins. A segment\'s path parameters take no part ("/admin;jsessionid=1" is "/admin", as Tomcat and Spring read it).'),
     match: RouteMatchObject.optional(),
     upstream: Upstream.optional().describe('Where requests go. A route has exactly one of "upstream", "redirect", "respond" and "files".'),
     redirect: Redirect.optional().describe('Answer every request with a redirect instead of forwarding it (nginx\'s "return 301 …", Caddy\'s "redir"): a "to" string, or {"to", "status"}. Default status 302.'),
