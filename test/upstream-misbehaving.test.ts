@@ -100,6 +100,21 @@ test('a 204 that carries a Content-Length reaches HTTP/1.1 and HTTP/2 clients as
   assert.equal(r2.headers['content-length'], undefined);
 });
 
+test('trailers with connection-specific, framing or routing fields reach the client without those fields, the response whole', async (t) => {
+  const up = await startRawUpstream((_path, s) =>
+    s.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n2\r\nok\r\n0\r\nconnection: close\r\nkeep-alive: timeout=1\r\nhost: elsewhere.test\r\nupgrade: h2c\r\nx-checksum: abc\r\n\r\n'),
+  );
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r = await h2Request(session, { path: '/' });
+  assert.equal(r.text, 'ok');
+  assert.deepEqual(Object.keys(r.trailers), ['x-checksum']);
+  assert.equal(r.trailers['x-checksum'], 'abc');
+  assert.equal(await h1Outcome(proxy, pki, '/'), '200 ok');
+});
+
 test('responseTimeout bounds the whole wait for a response head: a head trickled a byte at a time, or endless 100 Continue, gets 504', { timeout: 20_000 }, async (t) => {
   const head = `HTTP/1.1 200 OK\r\nx-pad: ${'p'.repeat(60)}\r\ncontent-length: 2\r\n\r\nok`;
   const up = await startRawUpstream((path, s) => {

@@ -50,6 +50,19 @@ const DROP_REQUEST = new Set([
 /** Response headers never forwarded (hop-by-hop). */
 export const DROP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
 
+/**
+ * Fields an upstream's trailers may not carry on to a client (RFC 9110 §6.5.1): connection-specific
+ * ones, framing and routing. Passed on, a connection-specific one makes node:http2 refuse the trailers,
+ * and a whole response reaches an HTTP/2 client reset.
+ */
+const DROP_TRAILER: ReadonlySet<string> = new Set([...DROP_RESPONSE, 'content-length', 'host', 'trailer']);
+
+/** Removes from upstream trailers (lower-case names) the fields a trailer section may not carry. Cold path: only responses with trailers. */
+export function dropTrailerFields(trailers: IncomingHttpHeaders): IncomingHttpHeaders {
+  for (const name in trailers) if (DROP_TRAILER.has(name)) delete trailers[name];
+  return trailers;
+}
+
 /** What the request rules need to know about the exchange. */
 export interface ForwardFacts {
   /** Client address as seen on the socket. */

@@ -17,7 +17,7 @@ import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type Up
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
-import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
+import { buildRequestHeaders, buildResponseHeaders, dropTrailerFields } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -643,7 +643,7 @@ function onUpstreamEnd(this: Exchange): void {
     break;
   }
   if (this.cacheFill !== undefined) finishFill(this, null, hasTrailers);
-  if (hasTrailers) this.res.addTrailers(trailers as OutgoingHttpHeaders);
+  if (hasTrailers) this.res.addTrailers(dropTrailerFields(trailers) as OutgoingHttpHeaders);
   // With an encoder, the response ends when it has given out its last bytes.
   if (this.encoder === undefined) this.res.end();
 }
