@@ -85,6 +85,25 @@ test('a status outside 100–599, or a status line of another HTTP version, gets
   assert.equal(proxy.logs.filter((l) => l.msg === 'upstream error' && /PORTICO_INVALID_STATUS_LINE/.test(String(l.detail))).length, 4);
 });
 
+test('a transfer coding other than chunked (gzip, chunked; gzip to the close) gets 502 rather than its coded bytes passed on as the body', async (t) => {
+  const up = await startRawUpstream((path, s) => {
+    if (path === '/gzip-chunked') s.write('HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n');
+    else if (path === '/gzip') s.end('HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nzz');
+    else s.write('HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  for (const path of ['/gzip-chunked', '/gzip']) {
+    assert.match(await h1Outcome(proxy, pki, path), /^502 /, path);
+    assert.equal((await h2Request(session, { path })).status, 502, path);
+  }
+  assert.equal(await h1Outcome(proxy, pki, '/chunked'), '200 ok');
+  assert.equal((await h2Request(session, { path: '/chunked' })).text, 'ok');
+  assert.ok(proxy.logs.some((l) => l.msg === 'upstream error' && /PORTICO_UNSUPPORTED_TRANSFER_CODING/.test(String(l.detail))));
+});
+
 test('a 204 that carries a Content-Length reaches HTTP/1.1 and HTTP/2 clients as a 204 without one', async (t) => {
   const up = await startRawUpstream((_path, s) => s.write('HTTP/1.1 204 No Content\r\ncontent-length: 100\r\nx-a: 1\r\n\r\n'));
   t.after(() => up.close());

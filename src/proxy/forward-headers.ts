@@ -63,6 +63,17 @@ export function dropTrailerFields(trailers: IncomingHttpHeaders): IncomingHttpHe
   return trailers;
 }
 
+/**
+ * Throws (code PORTICO_UNSUPPORTED_TRANSFER_CODING) unless an HTTP/1.1 upstream's Transfer-Encoding is
+ * `chunked` alone: the header is dropped on the way to the client, so another coding (`gzip, chunked`,
+ * or `gzip` with the body ending at the close) would reach it as the body's own bytes, still coded.
+ * nginx answers such a response 502 too. Called only where the header is found.
+ */
+export function checkTransferCoding(value: string | string[] | undefined): void {
+  if (typeof value === 'string' && value.trim().toLowerCase() === 'chunked') return;
+  throw Object.assign(new Error('transfer coding other than chunked'), { code: 'PORTICO_UNSUPPORTED_TRANSFER_CODING' });
+}
+
 /** What the request rules need to know about the exchange. */
 export interface ForwardFacts {
   /** Client address as seen on the socket. */
@@ -164,7 +175,8 @@ export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undef
 /**
  * The response headers for an HTTP/1.1 client, straight from the upstream's header pairs to the
  * flat [name, value, …] list `writeHead` takes: one pass, no header object, names as the upstream
- * wrote them, repeated headers kept as separate lines. Hot path.
+ * wrote them, repeated headers kept as separate lines. Throws on a transfer coding other than chunked
+ * ({@link checkTransferCoding}). Hot path.
  */
 export function buildResponsePairs(pairs: string[], via: string | undefined): string[] {
   const n = pairs.length;
@@ -187,7 +199,10 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
   const out: string[] = [];
   for (let i = 0; i < n; i += 2) {
     const name = lower[i >> 1] as string;
-    if (DROP_RESPONSE.has(name)) continue;
+    if (DROP_RESPONSE.has(name)) {
+      if (name === 'transfer-encoding') checkTransferCoding(pairs[i + 1]);
+      continue;
+    }
     if (listed !== undefined && listed.has(name)) continue;
     if (via !== undefined && name === 'via') continue;
     out.push(pairs[i] as string, pairs[i + 1] as string);
