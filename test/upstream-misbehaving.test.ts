@@ -7,6 +7,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import http2 from 'node:http2';
+import https from 'node:https';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
@@ -134,6 +136,84 @@ test('trailers with connection-specific, framing or routing fields reach the cli
   assert.equal(await h1Outcome(proxy, pki, '/'), '200 ok');
 });
 
+test('several Set-Cookie lines and a 304 with its Content-Length reach HTTP/1.1 and HTTP/2 clients as sent', async (t) => {
+  const up = await startRawUpstream((path, s) =>
+    s.write(path === '/304' ? 'HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 1234\r\n\r\n' : 'HTTP/1.1 200 OK\r\nset-cookie: a=1; Path=/\r\nset-cookie: b=2, c=3\r\ncontent-length: 2\r\n\r\nok'),
+  );
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r1 = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/cookies' });
+  const r2 = await h2Request(session, { path: '/cookies' });
+  for (const r of [r1, r2]) assert.deepEqual(r.headers['set-cookie'], ['a=1; Path=/', 'b=2, c=3']);
+  const n1 = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/304' });
+  const n2 = await h2Request(session, { path: '/304' });
+  for (const r of [n1, n2]) {
+    assert.equal(r.status, 304);
+    assert.equal(r.headers['content-length'], '1234', 'the length the 200 would have had (RFC 9110 §8.6)');
+    assert.equal(r.text, '');
+  }
+  assert.equal(await h1Outcome(proxy, pki, '/cookies'), '200 ok');
+});
+
+test('an upstream that answers before reading the request body is relayed, and its connection, the body cut short on it, is not reused', async (t) => {
+  const up = await startRawUpstream((path, s) => {
+    if (path === '/upload') s.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig');
+    else if (path === '/upload-close') s.end('HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig');
+    else s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  // The client holds back the rest of its body until the answer came, so the upstream surely answered early.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = https.request(
+      { host: '127.0.0.1', port: proxy.httpsPort, path: '/upload', method: 'POST', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST, 'content-length': '100000' } },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+        req.destroy();
+      },
+    );
+    req.on('error', reject);
+    req.write(Buffer.alloc(1000, 'x'));
+  });
+  assert.equal(status, 413);
+  assert.equal(await h1Outcome(proxy, pki, '/next'), '200 ok');
+  assert.equal(up.connections(), 2, 'the GET went over a new connection');
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const r = await h2Request(session, { path: '/upload-close', method: 'POST', body: Buffer.alloc(1_000_000, 'x') });
+  assert.equal(`${r.status} ${r.text}`, '413 big');
+});
+
+test('an HTTP/2 upstream that allows one stream at a time answers concurrent requests one after another', async (t) => {
+  const server = http2.createServer({ settings: { maxConcurrentStreams: 1 } });
+  let open = 0;
+  let most = 0;
+  server.on('stream', (stream) => {
+    open++;
+    most = Math.max(most, open);
+    setTimeout(() => {
+      open--;
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    }, 50);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s: http2.ServerHttp2Session) => sessions.add(s));
+  t.after(() => {
+    for (const s of sessions) s.destroy();
+    server.close();
+  });
+  const { pki, proxy } = await proxyRoutes(t, { '/': `h2c://127.0.0.1:${(server.address() as net.AddressInfo).port}` }, '5s');
+  const all = await Promise.all([1, 2, 3, 4].map(() => h1Outcome(proxy, pki, '/')));
+  assert.deepEqual(all, ['200 ok', '200 ok', '200 ok', '200 ok']);
+  assert.equal(most, 1);
+});
+
 test('responseTimeout bounds the whole wait for a response head: a head trickled a byte at a time, or endless 100 Continue, gets 504', { timeout: 20_000 }, async (t) => {
   const head = `HTTP/1.1 200 OK\r\nx-pad: ${'p'.repeat(60)}\r\ncontent-length: 2\r\n\r\nok`;
   const up = await startRawUpstream((path, s) => {
@@ -191,7 +271,8 @@ test('an upstream that closes a kept-alive connection as a request arrives: a GE
     s.destroy();
   });
   t.after(() => up.close());
-  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  // responseTimeout well past the test: its timer would close an idle upstream connection on a slow machine.
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url }, '10s');
   // One client connection at a time, so each request after /warm finds the one idle upstream connection.
   const warm = (): Promise<string> => h1Outcome(proxy, pki, '/warm');
   await warm();
@@ -223,9 +304,11 @@ test('bytes an upstream sends a moment after a complete response retire its conn
     }
   });
   t.after(() => up.close());
-  const { pki, proxy } = await proxyRoutes(t, { '/': up.url });
+  // responseTimeout past the wait below: its timer would close the idle connection too.
+  const { pki, proxy } = await proxyRoutes(t, { '/': up.url }, '10s');
   assert.equal(await h1Outcome(proxy, pki, '/1'), '200 one');
-  await delay(150);
+  // Portico closes the connection when the stray bytes arrive (waited for, at most 2 s, so a loaded machine can't turn this into a race).
+  for (let waited = 0; up.closed() === 0 && waited < 2000; waited += 20) await delay(20);
   assert.equal(await h1Outcome(proxy, pki, '/2'), '200 two');
   assert.equal(up.connections(), 2);
 });
