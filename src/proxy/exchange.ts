@@ -13,6 +13,7 @@ import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-conn
 import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
 import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
+import { dropTrailerFields } from './forward-headers.js';
 import type { ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 import { flushEncoder, type Encoder, type Encoding } from './compress.js';
@@ -173,7 +174,7 @@ export class Exchange implements H1Handler {
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void {
     this.upstreamConn = undefined;
     if (this.cacheFill !== undefined) finishFill(this, last, trailers !== null && trailers.length > 0);
-    if (trailers !== null && trailers.length > 0) this.res.addTrailers(pairsToHeaders(trailers));
+    if (trailers !== null && trailers.length > 0) this.res.addTrailers(dropTrailerFields(pairsToHeaders(trailers)));
     if (this.encoder !== undefined) {
       // The client's response ends when the encoder has given out its last bytes ('end', see startEncoder).
       if (last !== null) this.bytes += last.length;

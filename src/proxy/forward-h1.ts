@@ -11,7 +11,7 @@ import type { Target } from '../upstream/target.js';
 import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
-import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
+import { buildResponseHeaders, buildResponsePairs, checkTransferCoding } from './forward-headers.js';
 import { applyToObject, applyToPairs } from './header-rules.js';
 import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
@@ -98,7 +98,9 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       const received = pairsToHeaders(pairs);
       const h2res = res as H2ServerResponse;
       // Only a chunked body can end with trailers.
-      h2res.trailersExpected = received['transfer-encoding'] !== undefined;
+      const te = received['transfer-encoding'];
+      if (te !== undefined) checkTransferCoding(te);
+      h2res.trailersExpected = te !== undefined;
       const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
       if (rules !== undefined) applyToObject(headers, rules);
       if (sticky !== undefined) addSetCookie(headers, sticky);

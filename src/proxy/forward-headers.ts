@@ -50,6 +50,30 @@ const DROP_REQUEST = new Set([
 /** Response headers never forwarded (hop-by-hop). */
 export const DROP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
 
+/**
+ * Fields an upstream's trailers may not carry on to a client (RFC 9110 §6.5.1): connection-specific
+ * ones, framing and routing. Passed on, a connection-specific one makes node:http2 refuse the trailers,
+ * and a whole response reaches an HTTP/2 client reset.
+ */
+const DROP_TRAILER: ReadonlySet<string> = new Set([...DROP_RESPONSE, 'content-length', 'host', 'trailer']);
+
+/** Removes from upstream trailers (lower-case names) the fields a trailer section may not carry. Cold path: only responses with trailers. */
+export function dropTrailerFields(trailers: IncomingHttpHeaders): IncomingHttpHeaders {
+  for (const name in trailers) if (DROP_TRAILER.has(name)) delete trailers[name];
+  return trailers;
+}
+
+/**
+ * Throws (code PORTICO_UNSUPPORTED_TRANSFER_CODING) unless an HTTP/1.1 upstream's Transfer-Encoding is
+ * `chunked` alone: the header is dropped on the way to the client, so another coding (`gzip, chunked`,
+ * or `gzip` with the body ending at the close) would reach it as the body's own bytes, still coded.
+ * nginx answers such a response 502 too. Called only where the header is found.
+ */
+export function checkTransferCoding(value: string | string[] | undefined): void {
+  if (typeof value === 'string' && value.trim().toLowerCase() === 'chunked') return;
+  throw Object.assign(new Error('transfer coding other than chunked'), { code: 'PORTICO_UNSUPPORTED_TRANSFER_CODING' });
+}
+
 /** What the request rules need to know about the exchange. */
 export interface ForwardFacts {
   /** Client address as seen on the socket. */
@@ -151,7 +175,8 @@ export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undef
 /**
  * The response headers for an HTTP/1.1 client, straight from the upstream's header pairs to the
  * flat [name, value, …] list `writeHead` takes: one pass, no header object, names as the upstream
- * wrote them, repeated headers kept as separate lines. Hot path.
+ * wrote them, repeated headers kept as separate lines. Throws on a transfer coding other than chunked
+ * ({@link checkTransferCoding}). Hot path.
  */
 export function buildResponsePairs(pairs: string[], via: string | undefined): string[] {
   const n = pairs.length;
@@ -174,7 +199,10 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
   const out: string[] = [];
   for (let i = 0; i < n; i += 2) {
     const name = lower[i >> 1] as string;
-    if (DROP_RESPONSE.has(name)) continue;
+    if (DROP_RESPONSE.has(name)) {
+      if (name === 'transfer-encoding') checkTransferCoding(pairs[i + 1]);
+      continue;
+    }
     if (listed !== undefined && listed.has(name)) continue;
     if (via !== undefined && name === 'via') continue;
     out.push(pairs[i] as string, pairs[i + 1] as string);

@@ -17,7 +17,7 @@ import { lookupHost, lookupRoute, rewritePath, type HostPlan, type Plan, type Up
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
-import { buildRequestHeaders, buildResponseHeaders } from './forward-headers.js';
+import { buildRequestHeaders, buildResponseHeaders, dropTrailerFields } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -39,7 +39,17 @@ import { interceptH2, releaseH2 } from './intercept-errors.js';
 
 export type { ClientRequest } from './exchange.js';
 
-const { NGHTTP2_NO_ERROR } = h2constants;
+const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = h2constants;
+
+/** The node:http2 stream under an http2-wrapper request: its RST_STREAM code tells how it closed. */
+interface WrappedStream {
+  readonly _request?: { readonly rstCode?: number } | undefined;
+}
+
+/** The RST_STREAM code of an HTTP/2 upstream request's stream (0 while open or closed cleanly). Cold path. */
+function upstreamRstCode(up: UpstreamRequest | undefined): number {
+  return (up as unknown as WrappedStream | undefined)?._request?.rstCode ?? 0;
+}
 
 /** Symbol under which a TLS socket (HTTP/1.1) or an HTTP/2 session carries its connection name. */
 export const kConnName = Symbol('portico.connName');
@@ -516,7 +526,14 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   if (ex.upstreamRes === undefined && isTargetFailure(code)) target.reportFailure(code);
   // A kept-alive connection the upstream closed while the request was on its way (RFC 9112 §9.3.1):
   // the request was never processed, so a request without a body is sent again on a fresh connection.
-  if (ex.upstreamRes === undefined && code === 'ECONNRESET' && ex.upstreamReq?.reusedSocket === true && !ex.retriedStale && !hasRequestBody(ex.req)) {
+  // A stream the upstream refused (RST_STREAM REFUSED_STREAM, or above a GOAWAY's last stream) was not
+  // processed (RFC 9113 §8.7): a request without a body is sent once more, on a session that takes it.
+  if (
+    ex.upstreamRes === undefined &&
+    !ex.retriedStale &&
+    !hasRequestBody(ex.req) &&
+    ((code === 'ECONNRESET' && ex.upstreamReq?.reusedSocket === true) || (code === 'ERR_HTTP2_STREAM_ERROR' && upstreamRstCode(ex.upstreamReq) === NGHTTP2_REFUSED_STREAM))
+  ) {
     ex.retriedStale = true;
     ex.attempts--;
     return forward(ex, target);
@@ -607,6 +624,17 @@ function countResponse(this: Exchange, chunk: Buffer): void {
 
 function onUpstreamEnd(this: Exchange): void {
   const upRes = this.upstreamRes!;
+  // node:http2 ends a response whose stream closed without END_STREAM as if it were whole when the
+  // upstream's connection dropped (the stream is then cancelled, CANCEL): that is a cut-off body, and
+  // the client's response is reset, never ended.
+  if (upstreamRstCode(this.upstreamReq) !== NGHTTP2_NO_ERROR) {
+    this.error = 'PORTICO_UPSTREAM_FAILED';
+    this.errorDetail = `${this.target!.url}: stream closed before the response was complete`;
+    this.state.log.warn({ code: this.error, upstream: this.target!.url, route: this.route?.id, detail: this.errorDetail }, 'upstream error');
+    this.cacheFill = undefined;
+    resetResponse(this.res);
+    return;
+  }
   const trailers = upRes.trailers;
   // Trailers (gRPC status and the like) pass through when the client can carry them.
   let hasTrailers = false;
@@ -615,7 +643,7 @@ function onUpstreamEnd(this: Exchange): void {
     break;
   }
   if (this.cacheFill !== undefined) finishFill(this, null, hasTrailers);
-  if (hasTrailers) this.res.addTrailers(trailers as OutgoingHttpHeaders);
+  if (hasTrailers) this.res.addTrailers(dropTrailerFields(trailers) as OutgoingHttpHeaders);
   // With an encoder, the response ends when it has given out its last bytes.
   if (this.encoder === undefined) this.res.end();
 }

@@ -320,7 +320,10 @@ export class H1Connection {
 
   /** After the parser read and parsed one chunk from the socket. */
   onExecuted(r: number | Error): void {
-    this.#internals._unrefTimer();
+    // responseTimeout bounds the wait for the head as a whole (from the request's last byte written),
+    // and only the silences of the body after it: a head trickled a byte at a time, or an endless
+    // run of 1xx responses, must not keep the idle timer fresh.
+    if (this.headersDone) this.#internals._unrefTimer();
     if (this.done) {
       // Released only now, so bytes after the response in this read can't reach the next exchange.
       this.done = false;
@@ -457,7 +460,8 @@ export class H1Connection {
   fail(code: string, message: string): void {
     const h = this.handler;
     this.handler = null;
-    const stale = this.reused && !this.gotBytes;
+    // A timeout is no sign of a connection closed under the request: the request may be at work upstream.
+    const stale = this.reused && !this.gotBytes && code !== 'PORTICO_RESPONSE_TIMEOUT';
     this.close();
     h?.onUpstreamError(new UpstreamError(code, message, stale));
   }
@@ -544,6 +548,16 @@ function parserOnHeaders(this: OwnedParser, headers: string[]): void {
   else c.partHeaders.push(...headers);
 }
 
+/** Header pairs without Content-Length (a 204's; cold path). */
+function withoutLength(pairs: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const name = pairs[i] as string;
+    if (name.length !== 14 || name.toLowerCase() !== 'content-length') out.push(name, pairs[i + 1] as string);
+  }
+  return out;
+}
+
 /** Whether response header pairs carry Connection: close. */
 function saysClose(pairs: readonly string[]): boolean {
   for (let i = 0; i + 1 < pairs.length; i += 2) {
@@ -572,6 +586,12 @@ function parserOnHeadersComplete(
     all = headers === undefined ? c.partHeaders : c.partHeaders.concat(headers);
     c.partHeaders = [];
   }
+  // llhttp takes any three digits and any HTTP/x.y: a status outside 100–599 (RFC 9110 §15) or a version
+  // other than 1.x is not an HTTP/1.1 answer, and nothing of it may reach a client.
+  if (statusCode > 599 || statusCode < 100 || versionMajor !== 1) {
+    c.fail('PORTICO_INVALID_STATUS_LINE', `status line with HTTP/${versionMajor}.${versionMinor} ${statusCode}`);
+    return 1;
+  }
   if (statusCode < 200) {
     if (statusCode === 101) {
       c.fail('PORTICO_UNEXPECTED_UPGRADE', 'the upstream switched protocols on a request that did not ask to');
@@ -585,7 +605,9 @@ function parserOnHeadersComplete(
   // llhttp judges keep-alive before it learns that a HEAD answer has no body, so an HTTP/1.1 answer to HEAD
   // without Content-Length (as Node's own server sends) reads as "close-delimited"; it is complete here.
   c.keepAlive = shouldKeepAlive || (c.isHead && versionMajor === 1 && versionMinor === 1 && all !== undefined && !saysClose(all));
-  const pairs = all ?? [];
+  // A 204 has no body, and a Content-Length on one is forbidden (RFC 9110 §8.6): passed on, it makes an
+  // HTTP/2 client reset the stream, and an HTTP/1.1 client that believes it wait for a body that never comes.
+  const pairs = statusCode === 204 && all !== undefined ? withoutLength(all) : (all ?? []);
   if (shouldKeepAlive) c.keepAliveMs = keepAliveHint(pairs);
   if (c.rawCapable && !c.isHead && statusCode !== 204 && statusCode !== 304) c.rawCandidate = declaredLength(pairs);
   h.onUpstreamHeaders(statusCode, pairs);
