@@ -214,3 +214,27 @@ test('a Kubernetes secret volume swapped again and again is followed each time, 
   }
   assert.equal(proxy.logs.filter((l) => l.level === 50).length, 0, JSON.stringify(proxy.logs.filter((l) => l.level === 50)));
 });
+
+test('a certificate folder replaced whole (the new folder renamed over the old) is served, and later writes in it are seen at once', async (t) => {
+  const pki = await makePki();
+  const dir = join(pki.dir, 'app');
+  const fill = async (where: string): Promise<void> => {
+    const pair = await freshPair(pki, ['app.test']);
+    await mkdir(where, { recursive: true });
+    await writeFile(join(where, 'privkey.pem'), pair.key);
+    await writeFile(join(where, 'fullchain.pem'), pair.cert);
+  };
+  await fill(dir);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'app.test': { tls: { cert: 'app/fullchain.pem', key: 'app/privkey.pem' }, routes: [{ respond: {} }] } } });
+  const first = await served(proxy.httpsPort, 'app.test', pki.caPem);
+  await fill(`${dir}.new`);
+  await rm(dir, { recursive: true });
+  await rename(`${dir}.new`, dir);
+  const second = await waitFor('the replaced folder', async () => {
+    const fp = await served(proxy.httpsPort, 'app.test', pki.caPem);
+    return fp !== first ? fp : undefined;
+  }, 5000);
+  // The watch follows the new folder: a plain write in it is seen well before the once-a-minute poll.
+  await fill(dir);
+  await waitFor('a write in the new folder', async () => ((await served(proxy.httpsPort, 'app.test', pki.caPem)) !== second ? true : undefined), 5000);
+});

@@ -13,7 +13,7 @@
  * poll backs up the file events.
  */
 import { createHash } from 'node:crypto';
-import { readFile, realpath } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
@@ -78,6 +78,8 @@ export class CertWatcher {
   #targets = new Map<string, CertTarget>();
   #watcher: FSWatcher | undefined;
   readonly #watched = new Set<string>();
+  /** Per watched folder, the identity (device:inode) it had when last checked: a folder replaced whole gets a new one. */
+  readonly #dirIds = new Map<string, string>();
   #debounce: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   readonly #dirty = new Set<string>();
@@ -146,6 +148,7 @@ export class CertWatcher {
       if (!dirs.has(d)) {
         this.#watcher?.unwatch(d);
         this.#watched.delete(d);
+        this.#dirIds.delete(d);
       }
     }
     this.#indexRelevant();
@@ -237,6 +240,12 @@ export class CertWatcher {
       this.#watchDirs(this.#linkDirs(t));
     }
 
+    if (await this.#rearmReplacedDirs([dirname(t.certFile), dirname(t.keyFile), ...this.#linkDirs(t)])) {
+      // What lands between the swap and the new watch being set up sends no event: look once more a little later.
+      const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
+      timer.unref();
+    }
+
     let certPem: Buffer;
     let keyPem: Buffer;
     try {
@@ -284,6 +293,27 @@ export class CertWatcher {
     this.#o.log.info({ certFile: t.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer, fingerprint256: pair.fingerprint256 }, 'certificate reloaded');
     if (t.kind === 'file') this.#warnExpiry(t, pair, true);
     this.#o.onChange?.(t.id);
+  }
+
+  /**
+   * Watches again the folders that were replaced whole since the last look (`mv app.new app`, a deploy tool
+   * swapping the folder): the OS watch follows the old folder, so without this later changes in the new
+   * one would only be seen by the slow poll. Says whether it watched any folder again.
+   */
+  async #rearmReplacedDirs(dirs: readonly string[]): Promise<boolean> {
+    let rearmed = false;
+    for (const d of new Set(dirs)) {
+      if (!this.#watched.has(d)) continue;
+      const id = await stat(d).then((st) => `${st.dev}:${st.ino}`, () => undefined);
+      if (id === undefined) continue;
+      const known = this.#dirIds.get(d);
+      this.#dirIds.set(d, id);
+      if (known === undefined || known === id || this.#watcher === undefined) continue;
+      this.#watcher.unwatch(d);
+      this.#watcher.add(d);
+      rearmed = true;
+    }
+    return rearmed;
   }
 
   /**
