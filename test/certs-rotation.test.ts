@@ -147,3 +147,94 @@ test('files changing next to a certificate (a busy log, say) cost no certificate
   await waitFor('the new pair', async () => ((await served(proxy.httpsPort, 'site.test', pki.caPem)) !== old ? true : undefined), 5000);
   assert.ok(watcher.checks > before);
 });
+
+test('a certificate copied in place and seen half-written, or deleted and then re-created, is served once complete with no refusal logged', async (t) => {
+  const pki = await makePki();
+  await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'site.test': { tls: { cert: 'site.pem', key: 'site-key.pem' }, routes: [{ respond: {} }] } } });
+  const port = proxy.httpsPort;
+  const certFile = join(pki.dir, 'site.pem');
+  const keyFile = join(pki.dir, 'site-key.pem');
+  const refusals = (): Record<string, unknown>[] => proxy.logs.filter((l) => l.level === 50 && /refused|unreadable/.test(String(l.msg)));
+
+  // A slow copy: the key, then half the chain, a pause past the watcher's debounce, then the rest.
+  const before = await served(port, 'site.test', pki.caPem);
+  const next = await freshPair(pki, ['site.test']);
+  await writeFile(keyFile, next.key);
+  await writeFile(certFile, next.cert.slice(0, 300));
+  await new Promise((r) => setTimeout(r, 250));
+  await writeFile(certFile, next.cert);
+  const copied = await waitFor('the copied pair', async () => {
+    const fp = await served(port, 'site.test', pki.caPem);
+    return fp !== before ? fp : undefined;
+  }, 5000);
+  // Past the settle re-read of the half-written file: still nothing refused.
+  await new Promise((r) => setTimeout(r, 700));
+  assert.deepEqual(refusals(), []);
+
+  // Deleted, then re-created a moment later (rm; cp): the old pair serves meanwhile, the new one after.
+  const third = await freshPair(pki, ['site.test']);
+  await rm(certFile);
+  await rm(keyFile);
+  await new Promise((r) => setTimeout(r, 250));
+  assert.equal(await served(port, 'site.test', pki.caPem), copied, 'the served pair stays while its files are gone');
+  await writeFile(keyFile, third.key);
+  await writeFile(certFile, third.cert);
+  await waitFor('the re-created pair', async () => ((await served(port, 'site.test', pki.caPem)) !== copied ? true : undefined), 5000);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.deepEqual(refusals(), []);
+});
+
+test('a Kubernetes secret volume swapped again and again is followed each time, its old data folders gone', async (t) => {
+  const pki = await makePki();
+  const k8s = join(pki.dir, 'secret');
+  const write = async (v: number): Promise<void> => {
+    const pair = await freshPair(pki, ['k8s.test']);
+    await mkdir(join(k8s, `..2026_12_06_17_0${v}_00.000000001`), { recursive: true });
+    await writeFile(join(k8s, `..2026_12_06_17_0${v}_00.000000001`, 'tls.key'), pair.key);
+    await writeFile(join(k8s, `..2026_12_06_17_0${v}_00.000000001`, 'tls.crt'), pair.cert);
+  };
+  await write(1);
+  await symlink('..2026_12_06_17_01_00.000000001', join(k8s, '..data'));
+  await symlink('..data/tls.crt', join(k8s, 'tls.crt'));
+  await symlink('..data/tls.key', join(k8s, 'tls.key'));
+  const proxy = await startProxyFor(t, pki, { hosts: { 'k8s.test': { tls: { cert: 'secret/tls.crt', key: 'secret/tls.key' }, routes: [{ respond: {} }] } } });
+  let current = await served(proxy.httpsPort, 'k8s.test', pki.caPem);
+  for (let v = 2; v <= 4; v++) {
+    // As the kubelet does: a new timestamped folder, a ..data_tmp link renamed over ..data, the old folder removed.
+    await write(v);
+    await symlink(`..2026_12_06_17_0${v}_00.000000001`, join(k8s, '..data_tmp'));
+    await rename(join(k8s, '..data_tmp'), join(k8s, '..data'));
+    await rm(join(k8s, `..2026_12_06_17_0${v - 1}_00.000000001`), { recursive: true });
+    const was = current;
+    current = await waitFor(`swap ${v}`, async () => {
+      const fp = await served(proxy.httpsPort, 'k8s.test', pki.caPem);
+      return fp !== was ? fp : undefined;
+    }, 5000);
+  }
+  assert.equal(proxy.logs.filter((l) => l.level === 50).length, 0, JSON.stringify(proxy.logs.filter((l) => l.level === 50)));
+});
+
+test('a certificate folder replaced whole (the new folder renamed over the old) is served, and later writes in it are seen at once', async (t) => {
+  const pki = await makePki();
+  const dir = join(pki.dir, 'app');
+  const fill = async (where: string): Promise<void> => {
+    const pair = await freshPair(pki, ['app.test']);
+    await mkdir(where, { recursive: true });
+    await writeFile(join(where, 'privkey.pem'), pair.key);
+    await writeFile(join(where, 'fullchain.pem'), pair.cert);
+  };
+  await fill(dir);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'app.test': { tls: { cert: 'app/fullchain.pem', key: 'app/privkey.pem' }, routes: [{ respond: {} }] } } });
+  const first = await served(proxy.httpsPort, 'app.test', pki.caPem);
+  await fill(`${dir}.new`);
+  await rm(dir, { recursive: true });
+  await rename(`${dir}.new`, dir);
+  const second = await waitFor('the replaced folder', async () => {
+    const fp = await served(proxy.httpsPort, 'app.test', pki.caPem);
+    return fp !== first ? fp : undefined;
+  }, 5000);
+  // The watch follows the new folder: a plain write in it is seen well before the once-a-minute poll.
+  await fill(dir);
+  await waitFor('a write in the new folder', async () => ((await served(proxy.httpsPort, 'app.test', pki.caPem)) !== second ? true : undefined), 5000);
+});

@@ -112,13 +112,31 @@ test('a server name is matched case-insensitively', async () => {
   assert.equal(a.fingerprint256, fp.exact);
 });
 
-test('an unknown server name is refused in the handshake', async () => {
+test('an unknown server name is refused in the handshake with a TLS alert, not a dropped connection', async () => {
   await assert.rejects(handshake(strict.httpsPort, pki.caPem, 'unknown.test'), (err: NodeJS.ErrnoException) => {
-    assert.match(String(err.code), /ERR_SSL_|ECONNRESET/);
+    // A fatal handshake_failure alert the client can report as a TLS refusal (before: a bare ECONNRESET).
+    assert.equal(err.code, 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE');
     return true;
   });
   // The listener is still up for known names.
   assert.equal((await handshake(strict.httpsPort, pki.caPem, 'rsa.test')).fingerprint256, fp.rsa);
+});
+
+test('a server name with a trailing dot gets the certificate of the name without it, and its request is served', async () => {
+  assert.equal((await handshake(strict.httpsPort, pki.caPem, 'a.example.test.')).fingerprint256, fp.exact);
+  assert.equal((await handshake(strict.httpsPort, pki.caPem, 'Z.Example.Test.')).fingerprint256, fp.wild);
+  // The Host check drops the dot from the request host: the connection name must be without it too, or this is a 421.
+  for (const host of ['a.example.test.', 'a.example.test']) {
+    const res = await h1Request({ port: strict.httpsPort, sni: 'a.example.test.', host, path: '/dot', ca: pki.caPem });
+    assert.equal(res.status, 200, `Host ${host}: ${res.text}`);
+  }
+  // Two dots are no name of ours.
+  await assert.rejects(handshake(strict.httpsPort, pki.caPem, 'a.example.test..'));
+});
+
+test('an IP address sent as the server name is an unknown name: refused, or the default host with defaultHost', async () => {
+  await assert.rejects(handshake(strict.httpsPort, pki.caPem, '127.0.0.1'), (err: NodeJS.ErrnoException) => err.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE');
+  assert.equal((await handshake(withDefault.httpsPort, pki.caPem, '127.0.0.1')).fingerprint256, fp.exact);
 });
 
 test('a client without SNI is refused when no defaultHost is configured', async () => {
@@ -194,6 +212,10 @@ test('openssl s_client verifies the certificate for -servername and is refused T
   const unknown = await runTool('openssl', [...base, '-servername', 'unknown.test']);
   assert.notEqual(unknown.code, 0);
   assert.match(unknown.stdout, /no peer certificate available/);
+  assert.match(unknown.stderr, /alert handshake failure/);
+  const dot = await runTool('openssl', [...base, '-servername', 'a.example.test.', '-verify_hostname', 'a.example.test']);
+  assert.equal(dot.code, 0, dot.stderr);
+  assert.match(dot.stdout, /subject=CN\s?=\s?a\.example\.test/);
 });
 
 /** The first bytes (the ClientHello) a Node TLS client sends, with or without SNI. */

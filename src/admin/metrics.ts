@@ -98,14 +98,15 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   }
 
   const certs = new Family('portico_certificate_expiry_timestamp_seconds', 'gauge', 'When a certificate in use expires (Unix time).');
-  const seen = new Set<string>();
+  const refused = new Family('portico_certificate_replacement_refused', 'gauge', 'Whether the files of a certificate in use hold a replacement that was refused (1) in some process, the previous one serving on.');
+  const seen = new Map<string, boolean>();
   for (const s of snapshots) {
     for (const c of s.certificates) {
-      if (seen.has(c.id)) continue;
-      seen.add(c.id);
-      certs.add('portico_certificate_expiry_timestamp_seconds', { certificate: c.id, names: c.subjectAltName }, Math.floor(Date.parse(c.notAfter) / 1000));
+      if (!seen.has(c.id)) certs.add('portico_certificate_expiry_timestamp_seconds', { certificate: c.id, names: c.subjectAltName }, Math.floor(Date.parse(c.notAfter) / 1000));
+      seen.set(c.id, (seen.get(c.id) ?? false) || c.refused !== undefined);
     }
   }
+  for (const [id, isRefused] of seen) refused.add('portico_certificate_replacement_refused', { certificate: id }, isRefused ? 1 : 0);
 
   const streamUp = new Family('portico_stream_target_up', 'gauge', 'Whether a stream target with health checks is in rotation (1) or out (0) in some process.');
   const streamTargetsUp = new Map<string, boolean>();
@@ -155,5 +156,5 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
   cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, refused, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

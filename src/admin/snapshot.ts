@@ -49,6 +49,8 @@ export interface CertificateSnapshot {
   readonly subjectAltName: string;
   readonly issuer: string;
   readonly notAfter: string;
+  /** Set while a replacement of its files is refused (this certificate serving on): why, and since when. */
+  readonly refused?: { readonly code: string; readonly reason: string; readonly at: string };
 }
 
 export interface StreamSnapshot {
@@ -114,7 +116,16 @@ export function takeSnapshot(p: Portico): Snapshot {
     upstreams.push({ url: t.url, available: t.available, healthy: t.healthy, drained: t.drained, reason: t.health?.state.reason, healthChecked: t.health !== undefined, openConnections: t.h1Pool?.open ?? 0, limitedRequests: t.limitedInFlight, queued: queuedFor(t) });
   }
   const certificates: CertificateSnapshot[] = [];
-  for (const [id, pair] of p.certs.entries()) certificates.push({ id, subjectAltName: pair.leaf.subjectAltName ?? '', issuer: pair.issuer, notAfter: pair.notAfter.toISOString() });
+  for (const [id, pair] of p.certs.entries()) {
+    const problem = p.certs.problem(id);
+    certificates.push({
+      id,
+      subjectAltName: pair.leaf.subjectAltName ?? '',
+      issuer: pair.issuer,
+      notAfter: pair.notAfter.toISOString(),
+      ...(problem === undefined ? {} : { refused: { code: problem.code, reason: problem.reason, at: problem.at.toISOString() } }),
+    });
+  }
   const cpu = process.cpuUsage();
   return {
     pid: process.pid,

@@ -49,6 +49,16 @@ interface AlpnTagged {
 /** Time a client has to send its ClientHello. */
 const HELLO_TIMEOUT_MS = 10_000;
 
+/**
+ * A server name as hosts are looked up by: lower-cased, without one trailing dot. RFC 6066 §3 forbids the
+ * dot, but some clients (openssl s_client, scripts given "example.com.") send it, and the Host check drops
+ * it from the request's host too (README, the Host/SNI rule), so both sides of that check agree. Handshakes only.
+ */
+export function sniName(servername: string): string {
+  const lower = servername.toLowerCase();
+  return lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
 /** The HTTPS listener: TLS front plus the HTTP/2+HTTP/1.1 engine. */
 export class HttpsListener {
   /** One TCP server per bound address; each hands connections to a TLS server below. */
@@ -186,23 +196,29 @@ export class HttpsListener {
 
   #hostFor(servername: string): HostPlan | undefined {
     const plan = this.#deps.state.plan;
-    return lookupHost(plan, servername.toLowerCase()) ?? plan.defaultHost;
+    return lookupHost(plan, sniName(servername)) ?? plan.defaultHost;
   }
 
   #sni(socket: TLSSocket, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
     if ((socket as TLSSocket & AlpnTagged)[kAcmeAlpn] === true) {
       // OpenSSL chooses ALPN before the certificate: a client that asked for acme-tls/1 gets the challenge certificate.
-      const ctx = this.#deps.alpnChallenges?.contextFor(servername.toLowerCase());
+      const ctx = this.#deps.alpnChallenges?.contextFor(sniName(servername));
       if (ctx !== undefined) return cb(null, ctx);
     }
     const host = this.#hostFor(servername);
     const ctx = host === undefined ? undefined : this.#deps.certs.context(host.certId);
-    if (ctx === undefined) return cb(new Error(host === undefined ? `unknown server name ${servername}` : `no certificate yet for ${host.name}`));
+    if (ctx === undefined) {
+      // No context: OpenSSL goes on with this server's, which has no certificate, and ends the handshake with a
+      // handshake_failure alert, as for a client without SNI. (Failing the callback would only drop the connection,
+      // which clients report as a network error rather than a TLS refusal.)
+      this.#deps.log.debug({ servername, remote: socket.remoteAddress, reason: host === undefined ? 'unknown server name' : `no certificate yet for ${host.name}` }, 'tls handshake refused');
+      return cb(null);
+    }
     cb(null, ctx);
   }
 
   #alpn(socket: TLSSocket, servername: string, protocols: string[]): string | undefined {
-    if (protocols.includes('acme-tls/1') && this.#deps.alpnChallenges?.contextFor(servername.toLowerCase()) !== undefined) {
+    if (protocols.includes('acme-tls/1') && this.#deps.alpnChallenges?.contextFor(sniName(servername)) !== undefined) {
       (socket as TLSSocket & AlpnTagged)[kAcmeAlpn] = true;
       return 'acme-tls/1';
     }
@@ -218,7 +234,7 @@ export class HttpsListener {
       return;
     }
     const plan = this.#deps.state.plan;
-    const sni = typeof socket.servername === 'string' ? socket.servername.toLowerCase() : '';
+    const sni = typeof socket.servername === 'string' ? sniName(socket.servername) : '';
     const name = sni !== '' && lookupHost(plan, sni) !== undefined ? sni : (plan.defaultHost?.name ?? sni);
     (socket as TLSSocket & Tagged)[kConnName] = name;
     if (this.#proxied.size > 0) {

@@ -288,6 +288,8 @@ export class Portico {
       this.http?.applyLimits(plan);
       for (const st of this.streams) st.applyLimits(plan);
       this.https?.setDefaultContext(plan);
+      // Certificates of hosts that left the config are no longer "in use" (admin API, metrics).
+      this.certs.retain(new Set(plan.hosts.map((h) => h.certId)));
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);
       this.log.info({ generation: plan.generation, hosts: plan.hosts.map((h) => h.names.join(',')) }, 'config reloaded');

@@ -2,8 +2,9 @@
  * Loading one certificate + key pair from PEM files into a validated
  * SecureContext. Validation uses Node's X509Certificate (no hand-written X.509).
  */
-import { X509Certificate, createPrivateKey, createHash } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createHash, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { PorticoError } from '../errors.js';
 import { SERVER_TLS_OPTIONS } from './tls-settings.js';
@@ -30,10 +31,71 @@ function invalid(file: string, reason: string, fix: string, cause?: unknown): Po
   return new PorticoError('PORTICO_CERT_INVALID', `${file}: ${reason}; ${fix}`, { cause });
 }
 
-/** Checks a certificate covers a configured name; `*.x` names are checked with a sample label. */
+/** Checks a certificate covers a configured name; `*.x` names are checked with a sample label, IP addresses against its IP SANs. */
 export function certCovers(leaf: X509Certificate, name: string): boolean {
+  if (isIP(name) !== 0) return leaf.checkIP(name) !== undefined;
   const probe = name.startsWith('*.') ? `portico-probe${name.slice(1)}` : name;
   return leaf.checkHost(probe, { wildcards: true, singleLabelSubdomains: false }) !== undefined;
+}
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+const PEM_ANY_KEY = /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
+const PEM_ENCRYPTED_KEY = /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m;
+
+/** What a file holds that is not what it should be, in words, with the fix (never throws). */
+function describeNotCert(file: string, pem: Buffer): { reason: string; fix: string } {
+  const text = pem.toString('latin1');
+  if (pem.length === 0 || text.trim() === '') return { reason: 'the file is empty', fix: 'write the certificate chain (PEM, leaf first) into it' };
+  if (PEM_ANY_KEY.test(text)) return { reason: 'the file holds a private key, not a certificate', fix: 'check that "cert" and "key" are not swapped, or that the chain was written to this file' };
+  if (!text.includes('-----BEGIN ')) {
+    try {
+      new X509Certificate(pem);
+      return { reason: 'the certificate is DER (binary), not PEM', fix: `convert it: openssl x509 -inform der -in ${file} -out ${file}.pem` };
+    } catch {
+      // Neither PEM nor DER: the generic answer below.
+    }
+  }
+  if (text.includes('-----BEGIN CERTIFICATE-----') && !text.includes('-----END CERTIFICATE-----')) {
+    return { reason: 'the certificate is cut short (no "-----END CERTIFICATE-----")', fix: 'write the whole chain' };
+  }
+  if (/-----END CERTIFICATE-----[^\r\n]/.test(text)) {
+    return { reason: 'two PEM blocks are joined on one line ("-----END CERTIFICATE----------BEGIN …"), as when a file without a final newline is concatenated', fix: 'put a line break after each "-----END CERTIFICATE-----"' };
+  }
+  return { reason: 'not a PEM certificate', fix: 'the file must hold "-----BEGIN CERTIFICATE-----" blocks, leaf first' };
+}
+
+/** What a key file holds that is not a usable key, in words, with the fix (never throws). */
+function describeNotKey(file: string, pem: Buffer): { reason: string; fix: string } {
+  const text = pem.toString('latin1');
+  if (pem.length === 0 || text.trim() === '') return { reason: 'the file is empty', fix: 'write the private key (PEM) into it' };
+  if (PEM_ENCRYPTED_KEY.test(text)) {
+    return { reason: 'the private key is encrypted with a passphrase, which Portico cannot ask for', fix: `store it unencrypted, readable by Portico only: openssl pkey -in ${file} -out ${file}.plain (then chmod 600)` };
+  }
+  if (text.includes('-----BEGIN CERTIFICATE-----') && !PEM_ANY_KEY.test(text)) {
+    return { reason: 'the file holds a certificate, not a private key', fix: 'check that "cert" and "key" are not swapped' };
+  }
+  if (!text.includes('-----BEGIN ')) {
+    try {
+      createPrivateKey({ key: pem, format: 'der', type: 'pkcs8' });
+      return { reason: 'the private key is DER (binary), not PEM', fix: `convert it: openssl pkey -inform der -in ${file} -out ${file}.pem` };
+    } catch {
+      // Neither PEM nor DER PKCS#8: the generic answer below.
+    }
+  }
+  return { reason: 'not a PEM private key', fix: 'the file must hold an unencrypted RSA or ECDSA key ("-----BEGIN PRIVATE KEY-----")' };
+}
+
+/** When the key belongs to a certificate of the file other than the first, the 1-based place of that certificate. */
+function keyMatchesLaterCert(certPem: Buffer, key: KeyObject): number | undefined {
+  const blocks = certPem.toString('latin1').match(PEM_CERT) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    try {
+      if (new X509Certificate(blocks[i]!).checkPrivateKey(key)) return i + 1;
+    } catch {
+      // An unparsable later block: not this one.
+    }
+  }
+  return undefined;
 }
 
 /** Builds a CertPair from PEM bytes; throws PORTICO_CERT_INVALID naming the file and the reason. */
@@ -45,19 +107,31 @@ export function buildCertPair(
   names: readonly string[],
   now = Date.now(),
 ): CertPair {
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(certPem);
-  } catch (err) {
-    throw invalid(certFile, 'not a PEM certificate', 'the file must hold "-----BEGIN CERTIFICATE-----" blocks, leaf first', err);
+  // X509Certificate also takes DER, which OpenSSL's context would refuse later with a cryptic error: PEM only.
+  let leaf: X509Certificate | undefined;
+  if (certPem.includes('-----BEGIN CERTIFICATE-----') && certPem.includes('-----END CERTIFICATE-----')) {
+    try {
+      leaf = new X509Certificate(certPem);
+    } catch {
+      leaf = undefined;
+    }
   }
-  let key;
+  if (leaf === undefined) {
+    const { reason, fix } = describeNotCert(certFile, certPem);
+    throw invalid(certFile, reason, fix);
+  }
+  let key: KeyObject;
   try {
     key = createPrivateKey(keyPem);
   } catch (err) {
-    throw invalid(keyFile, 'not a PEM private key', 'the file must hold an unencrypted RSA or ECDSA key ("-----BEGIN PRIVATE KEY-----")', err);
+    const { reason, fix } = describeNotKey(keyFile, keyPem);
+    throw invalid(keyFile, reason, fix, err);
   }
   if (!leaf.checkPrivateKey(key)) {
+    const at = keyMatchesLaterCert(certPem, key);
+    if (at !== undefined) {
+      throw invalid(certFile, `the chain is in the wrong order: the key ${keyFile} belongs to certificate ${at} of the file, but the first must be the server's own (leaf) certificate`, 'put the leaf first, then its intermediates (as fullchain.pem is)');
+    }
     throw invalid(keyFile, `this key does not match the certificate ${certFile}`, 'install the key the certificate was issued for');
   }
   const notBefore = new Date(leaf.validFrom);

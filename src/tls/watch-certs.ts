@@ -7,12 +7,13 @@
  * replaces the served one for new handshakes (open connections keep theirs).
  * A broken pair (unparsable, key not matching, expired, not yet valid, names
  * not covered) is refused with one log line naming the file and the reason,
- * and the old pair keeps serving. A key that does not match yet is re-read
- * once after `settleMs`: the two files of a pair are rarely replaced at the
- * same instant. A slow poll backs up the file events.
+ * and the old pair keeps serving. A pair that fails is re-read once after
+ * `settleMs` before it is refused: the two files of a pair are rarely
+ * replaced at the same instant, and a copy may be seen half-written. A slow
+ * poll backs up the file events.
  */
 import { createHash } from 'node:crypto';
-import { readFile, realpath } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
@@ -41,7 +42,7 @@ export interface CertWatcherOptions {
   readonly onChange?: (id: string) => void;
   /** Quiet time after the last file event before reading. @default 100 */
   readonly debounceMs?: number;
-  /** Wait before re-reading a pair whose key does not match its certificate yet. @default 500 */
+  /** Wait before re-reading a pair that failed its checks (half-way through a rotation, perhaps). @default 500 */
   readonly settleMs?: number;
   /** Safety-net re-read of every pair, and expiry check. @default 60_000 */
   readonly pollMs?: number;
@@ -77,6 +78,8 @@ export class CertWatcher {
   #targets = new Map<string, CertTarget>();
   #watcher: FSWatcher | undefined;
   readonly #watched = new Set<string>();
+  /** Per watched folder, the identity (device:inode) it had when last checked: a folder replaced whole gets a new one. */
+  readonly #dirIds = new Map<string, string>();
   #debounce: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   readonly #dirty = new Set<string>();
@@ -145,6 +148,7 @@ export class CertWatcher {
       if (!dirs.has(d)) {
         this.#watcher?.unwatch(d);
         this.#watched.delete(d);
+        this.#dirIds.delete(d);
       }
     }
     this.#indexRelevant();
@@ -236,6 +240,12 @@ export class CertWatcher {
       this.#watchDirs(this.#linkDirs(t));
     }
 
+    if (await this.#rearmReplacedDirs([dirname(t.certFile), dirname(t.keyFile), ...this.#linkDirs(t)])) {
+      // What lands between the swap and the new watch being set up sends no event: look once more a little later.
+      const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
+      timer.unref();
+    }
+
     let certPem: Buffer;
     let keyPem: Buffer;
     try {
@@ -244,38 +254,79 @@ export class CertWatcher {
       const code = (err as NodeJS.ErrnoException).code;
       if (t.kind === 'acme' && code === 'ENOENT') return;
       const key = `unreadable:${code ?? ''}`;
-      if (this.#refused.get(t.id) !== key) {
+      if (this.#refused.get(t.id) !== key && !this.#settleOnce(t, key)) {
         this.#refused.set(t.id, key);
-        this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, code }, 'certificate files unreadable, keeping the current certificate');
+        const file = (err as NodeJS.ErrnoException).path ?? t.certFile;
+        const reason = `${file}: cannot be read (${code ?? 'error'}); check that it exists and that Portico may read it`;
+        this.#o.certs.setProblem(t.id, { code: code ?? 'error', reason, certFile: t.certFile, keyFile: t.keyFile, at: new Date() });
+        this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, code, reason }, 'certificate files unreadable, keeping the current certificate');
       }
       return;
     }
     const digest = createHash('sha256').update(certPem).update(keyPem).digest('hex');
     const current = this.#o.certs.get(t.id);
-    if (current?.digest === digest || this.#refused.get(t.id) === digest) return;
+    if (current?.digest === digest) {
+      // Back to the files being served (a refused change undone): nothing is wrong any more.
+      this.#refused.delete(t.id);
+      this.#settling.delete(t.id);
+      this.#o.certs.clearProblem(t.id);
+      return;
+    }
+    if (this.#refused.get(t.id) === digest) return;
     let pair: CertPair;
     try {
       pair = buildCertPair(t.certFile, t.keyFile, certPem, keyPem, t.names);
     } catch (err) {
       const reason = (err as Error).message;
-      if (/does not match/.test(reason) && this.#settling.get(t.id) !== digest) {
-        // Probably half-way through a rotation: look again once the other file had time to land.
-        this.#settling.set(t.id, digest);
-        const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
-        timer.unref();
-        return;
-      }
+      if (this.#settleOnce(t, digest)) return;
       this.#refused.set(t.id, digest);
-      this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, reason, code: (err as { code?: string }).code }, 'certificate change refused, keeping the current certificate');
+      const code = (err as { code?: string }).code ?? 'PORTICO_CERT_INVALID';
+      this.#o.certs.setProblem(t.id, { code, reason, certFile: t.certFile, keyFile: t.keyFile, at: new Date() });
+      this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, reason, code }, 'certificate change refused, keeping the current certificate');
       return;
     }
     this.#refused.delete(t.id);
     this.#settling.delete(t.id);
+    this.#o.certs.clearProblem(t.id);
     if (current !== undefined && t.kind === 'acme' && pair.notAfter < current.notAfter) return;
     this.#o.certs.set(t.id, pair);
     this.#o.log.info({ certFile: t.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer, fingerprint256: pair.fingerprint256 }, 'certificate reloaded');
     if (t.kind === 'file') this.#warnExpiry(t, pair, true);
     this.#o.onChange?.(t.id);
+  }
+
+  /**
+   * Watches again the folders that were replaced whole since the last look (`mv app.new app`, a deploy tool
+   * swapping the folder): the OS watch follows the old folder, so without this later changes in the new
+   * one would only be seen by the slow poll. Says whether it watched any folder again.
+   */
+  async #rearmReplacedDirs(dirs: readonly string[]): Promise<boolean> {
+    let rearmed = false;
+    for (const d of new Set(dirs)) {
+      if (!this.#watched.has(d)) continue;
+      const id = await stat(d).then((st) => `${st.dev}:${st.ino}`, () => undefined);
+      if (id === undefined) continue;
+      const known = this.#dirIds.get(d);
+      this.#dirIds.set(d, id);
+      if (known === undefined || known === id || this.#watcher === undefined) continue;
+      this.#watcher.unwatch(d);
+      this.#watcher.add(d);
+      rearmed = true;
+    }
+    return rearmed;
+  }
+
+  /**
+   * Schedules one more look at a pair whose files failed, unless these very contents (or this read error) already had
+   * it; says whether it did. A rotation is often caught half-way: the key written but not yet the certificate, a file
+   * deleted before its new copy lands, a slow copy seen half-written. Only what still fails then is refused.
+   */
+  #settleOnce(t: CertTarget, what: string): boolean {
+    if (this.#settling.get(t.id) === what) return false;
+    this.#settling.set(t.id, what);
+    const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
+    timer.unref();
+    return true;
   }
 
   #warnExpiry(t: CertTarget, pair: CertPair, force = false): void {
