@@ -130,6 +130,13 @@ test('TLS passthrough routes by the ClientHello server name without terminating 
   // The client's TLS session is with the backend itself: its certificate, its greeting.
   assert.deepEqual(await via('a.pass.test'), { peer: 'DNS:a.pass.test', line: 'I am a.pass.test' });
   assert.deepEqual(await via('x.wild.test'), { peer: 'DNS:x.wild.test', line: 'I am x.wild.test' });
+  // A name sent with a trailing dot or in capitals is the same name, as on the HTTPS listener.
+  for (const spelled of ['a.pass.test.', 'A.Pass.TEST']) {
+    const s = tls.connect({ host: '127.0.0.1', port, servername: spelled, rejectUnauthorized: false });
+    await once(s, 'secureConnect');
+    assert.equal((await readBytes(s, 5)).toString().split('\n')[0], 'I am a.pass.test', spelled);
+    s.destroy();
+  }
   // A name not listed goes to "upstream": here a plain TCP server, which the client's TLS can't talk to, but it got the bytes.
   const raw = net.connect({ host: '127.0.0.1', port });
   await once(raw, 'connect');

@@ -18,6 +18,7 @@ import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
+import { sniName } from '../tls/sni-name.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, closeServers, listenOptions } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
@@ -49,15 +50,6 @@ interface AlpnTagged {
 /** Time a client has to send its ClientHello. */
 const HELLO_TIMEOUT_MS = 10_000;
 
-/**
- * A server name as hosts are looked up by: lower-cased, without one trailing dot. RFC 6066 §3 forbids the
- * dot, but some clients (openssl s_client, scripts given "example.com.") send it, and the Host check drops
- * it from the request's host too (README, the Host/SNI rule), so both sides of that check agree. Handshakes only.
- */
-export function sniName(servername: string): string {
-  const lower = servername.toLowerCase();
-  return lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower;
-}
 
 /** The HTTPS listener: TLS front plus the HTTP/2+HTTP/1.1 engine. */
 export class HttpsListener {

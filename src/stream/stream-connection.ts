@@ -9,6 +9,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
+import { sniName } from '../tls/sni-name.js';
 import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
 import { buildProxyHeader, kClientPort, peerAddress, type ProxiedSocket } from '../listen/proxy-protocol.js';
@@ -84,7 +85,7 @@ export class StreamConnection {
     this.#client.off('data', this.#onHello);
     this.#client.pause();
     this.#sni = name;
-    const g = streamGroupFor(this.#sp, name);
+    const g = streamGroupFor(this.#sp, sniName(name));
     if (g === undefined) return this.#fail(name === '' ? 'no server name in the ClientHello, and no "upstream" for that' : `no target for server name ${JSON.stringify(name)}`);
     this.#connect(g);
   };
