@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { normalizePath } from '../src/proxy/normalize-path.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
@@ -33,35 +33,32 @@ test('normalizePath: escapes of unreserved characters decoded, slashes merged, d
   for (const [input, output] of cases) assert.equal(normalizePath(input), output, input);
 });
 
-test('routes match the normalised path, so dot segments, doubled slashes and escapes cannot walk around a route\'s allowFrom or basicAuth', async (t) => {
+/**
+ * Portico serving `host` with an open "/" route, an "/admin" route only 127.8.0.0/13 may use (so this client
+ * gets 403 there), and the routes in `more`, all to one upstream that answers with the path it got; `ask`
+ * sends a raw HTTP/1.1 GET on one TLS connection.
+ */
+async function guardedHost(t: TestContext, host: string, more: { path: string; stripPrefix?: boolean }[] = []) {
   const pki = await makePki();
   const up = await startUpstream((req, res) => {
     req.resume();
     res.end(`upstream got ${req.url ?? ''}`);
   });
-  const cert = await pki.issue('pn', ['pn.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    {
-      hosts: {
-        'pn.test': {
-          tls: cert,
-          routes: [
-            { path: '/', upstream: up.url },
-            { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] },
-          ],
-        },
-      },
-    },
-    [up.close],
-  );
-  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'pn.test', ca: pki.caPem } });
+  const cert = await pki.issue(host, [host]);
+  const routes = [{ path: '/', upstream: up.url }, { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] }, ...more.map((r) => ({ ...r, upstream: up.url }))];
+  const proxy = await startProxyFor(t, pki, { hosts: { [host]: { tls: cert, routes } } }, [up.close]);
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: host, ca: pki.caPem } });
   const ask = async (path: string): Promise<{ status: number; body: string }> => {
-    await c.write(`GET ${path} HTTP/1.1\r\nHost: pn.test\r\n\r\n`);
+    await c.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
     const r = await c.response();
     return { status: r.status, body: r.body.toString() };
   };
+  return { pki, up, proxy, ask };
+}
+
+test('routes match the normalised path, so dot segments, doubled slashes and escapes cannot walk around a route\'s allowFrom or basicAuth', async (t) => {
+  const { pki, up, proxy, ask } = await guardedHost(t, 'pn.test');
+
   for (const sneaky of ['/public/../admin', '//admin', '/%61dmin/x', '/public/%2e%2e/admin', '/./admin']) {
     assert.equal((await ask(sneaky)).status, 403, `${sneaky} is the /admin route`);
   }
@@ -78,35 +75,8 @@ test('routes match the normalised path, so dot segments, doubled slashes and esc
 });
 
 test('path parameters take no part in route matching: "/admin;x" meets the "/admin" route (as Tomcat and Spring serve it), and a stripped prefix takes its parameters along', async (t) => {
-  const pki = await makePki();
-  const up = await startUpstream((req, res) => {
-    req.resume();
-    res.end(`upstream got ${req.url ?? ''}`);
-  });
-  const cert = await pki.issue('pp', ['pp.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    {
-      hosts: {
-        'pp.test': {
-          tls: cert,
-          routes: [
-            { path: '/', upstream: up.url },
-            { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] },
-            { path: '/api', upstream: up.url, stripPrefix: true },
-          ],
-        },
-      },
-    },
-    [up.close],
-  );
-  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'pp.test', ca: pki.caPem } });
-  const ask = async (path: string): Promise<{ status: number; body: string }> => {
-    await c.write(`GET ${path} HTTP/1.1\r\nHost: pp.test\r\n\r\n`);
-    const r = await c.response();
-    return { status: r.status, body: r.body.toString() };
-  };
+  const { up, ask } = await guardedHost(t, 'pp.test', [{ path: '/api', stripPrefix: true }]);
+
   for (const sneaky of ['/admin;jsessionid=1', '/admin;x/users', '/admin;/']) {
     assert.equal((await ask(sneaky)).status, 403, `${sneaky} is the /admin route`);
   }
