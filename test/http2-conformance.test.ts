@@ -47,7 +47,8 @@ test('malformed HTTP/2 requests are refused and never reach the upstream, while 
   t.after(() => c.close());
   const fields = (path: string, extra: [string, string][] = []): [string, string][] => requestFields(HOST, path, 'GET', extra);
   // Each: what is wrong, the header block, and the answer expected (a reset code, or a status).
-  const cases: [string, [string, string][], { rst?: number; status?: number }][] = [
+  type Answer = { rst?: number; status?: number };
+  const cases: [string, [string, string][], Answer | Answer[]][] = [
     ['connection', fields('/a', [['connection', 'keep-alive']]), { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['transfer-encoding', fields('/a', [['transfer-encoding', 'chunked']]), { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['keep-alive', fields('/a', [['keep-alive', 'timeout=5']]), { rst: H2_ERROR.PROTOCOL_ERROR }],
@@ -64,14 +65,17 @@ test('malformed HTTP/2 requests are refused and never reach the upstream, while 
     ['a pseudo-header after a regular one', [[':method', 'GET'], [':scheme', 'https'], ['x-a', '1'], [':authority', HOST], [':path', '/a']], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['an unknown pseudo-header', [...fields('/a'), [':tunnel', '1']], { rst: H2_ERROR.PROTOCOL_ERROR }],
     ['two :path', [...fields('/a'), [':path', '/b']], { rst: H2_ERROR.PROTOCOL_ERROR }],
-    ['userinfo in :authority', requestFields(`user:secret@${HOST}`, '/a'), { status: 400 }],
+    // Portico's 400 where nghttp2 passes the field on (Node 20), nghttp2's own reset where it checks :authority (Node 26).
+    ['userinfo in :authority', requestFields(`user:secret@${HOST}`, '/a'), [{ status: 400 }, { rst: H2_ERROR.PROTOCOL_ERROR }]],
     ['the http :scheme over TLS', [[':method', 'GET'], [':scheme', 'http'], [':authority', HOST], [':path', '/a']], { status: 400 }],
     ['an unknown :scheme', [[':method', 'GET'], [':scheme', 'gopher'], [':authority', HOST], [':path', '/a']], { status: 400 }],
   ];
   let sid = 1;
   for (const [what, block, expected] of cases) {
     c.request(sid, block);
-    assert.deepEqual(await c.answer(sid), expected, what);
+    const answer = await c.answer(sid);
+    const allowed = Array.isArray(expected) ? expected : [expected];
+    assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(answer)), `${what}: got ${JSON.stringify(answer)}, want ${allowed.map((a) => JSON.stringify(a)).join(' or ')}`);
     sid += 2;
   }
   assert.equal(got.length, 0, `nothing reached the upstream (got ${got.map((g) => g.url).join(', ')})`);
@@ -118,7 +122,10 @@ test('an HTTP/2 request body shorter or longer than its content-length is reset 
     while (got.length === before && Date.now() < deadline) await sleep(10);
     assert.equal(got.length, before + 1, 'the request head went upstream');
     c.send(frame(FRAME.DATA, FLAG.END_STREAM, 1, Buffer.from(sent)));
-    assert.deepEqual(await c.answer(1), { rst: H2_ERROR.PROTOCOL_ERROR }, `content-length ${declared} with ${sent.length} bytes`);
+    const answer = await c.answer(1);
+    // A stream reset, or (Node 26) a connection error: a GOAWAY with an error code, and the connection closed.
+    if (answer === undefined) assert.ok(((await c.goaway(100)) ?? 0) > 0, `content-length ${declared} with ${sent.length} bytes: neither a reset nor a GOAWAY with an error`);
+    else assert.deepEqual(answer, { rst: H2_ERROR.PROTOCOL_ERROR }, `content-length ${declared} with ${sent.length} bytes`);
     await sleep(300);
     const view = got.at(-1)!;
     assert.equal(view.headers['content-length'], String(declared));

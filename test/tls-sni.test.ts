@@ -79,6 +79,9 @@ after(async () => {
   await pki?.cleanup();
 });
 
+
+/** A handshake_failure alert as Node reports it: OpenSSL 3.0 (Node 20) names it SSLV3_ALERT_…, 3.5 (Node 26) SSL/TLS_ALERT_…. */
+const HANDSHAKE_FAILURE = /^ERR_SSL_(SSLV3|SSL\/TLS)_ALERT_HANDSHAKE_FAILURE$/;
 test('each server name gets the certificate of its host, checked by fingerprint and SAN', async () => {
   const a = await handshake(strict.httpsPort, pki.caPem, 'a.example.test');
   assert.equal(a.fingerprint256, fp.exact);
@@ -115,7 +118,7 @@ test('a server name is matched case-insensitively', async () => {
 test('an unknown server name is refused in the handshake with a TLS alert, not a dropped connection', async () => {
   await assert.rejects(handshake(strict.httpsPort, pki.caPem, 'unknown.test'), (err: NodeJS.ErrnoException) => {
     // A fatal handshake_failure alert the client can report as a TLS refusal (before: a bare ECONNRESET).
-    assert.equal(err.code, 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE');
+    assert.match(String(err.code), HANDSHAKE_FAILURE);
     return true;
   });
   // The listener is still up for known names.
@@ -134,9 +137,18 @@ test('a server name with a trailing dot gets the certificate of the name without
   await assert.rejects(handshake(strict.httpsPort, pki.caPem, 'a.example.test..'));
 });
 
-test('an IP address sent as the server name is an unknown name: refused, or the default host with defaultHost', async () => {
-  await assert.rejects(handshake(strict.httpsPort, pki.caPem, '127.0.0.1'), (err: NodeJS.ErrnoException) => err.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE');
-  assert.equal((await handshake(withDefault.httpsPort, pki.caPem, '127.0.0.1')).fingerprint256, fp.exact);
+test('an IP address sent as the server name is an unknown name: refused, or the default host with defaultHost', async (t) => {
+  // Node 26's client refuses to send an IP address as the server name (RFC 6066 §3 forbids it); openssl sends it.
+  if (!requireTool(t, 'openssl')) return;
+  const ask = (port: number) => runTool('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', '127.0.0.1']);
+  const refused = await ask(strict.httpsPort);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /alert handshake failure/);
+  const served = await ask(withDefault.httpsPort);
+  assert.equal(served.code, 0, served.stderr);
+  const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(served.stdout)?.[0];
+  assert.ok(pem !== undefined, 'no certificate in the openssl output');
+  assert.equal(new X509Certificate(pem).fingerprint256, fp.exact);
 });
 
 test('a client without SNI is refused when no defaultHost is configured', async () => {
