@@ -74,7 +74,7 @@ test('a client\'s "_" spellings of the headers Portico sets never reach the upst
       port: proxy.httpsPort,
       sni: 'h.test',
       ca: pki.caPem,
-      headers: { X_Forwarded_For: '10.6.6.6', 'x-forwarded_proto': 'gopher', X_Forwarded_Host: 'evil.test', 'X_Forwarded-Prefix': '/evil', X_Request_Id: 'forged', X_Api_Key: 'k1' },
+      headers: { X_Forwarded_For: '::1', 'x-forwarded_proto': 'gopher', X_Forwarded_Host: 'evil.test', 'X_Forwarded-Prefix': '/evil', X_Request_Id: 'forged', X_Api_Key: 'k1' },
     });
     assert.equal(res.status, 200);
     const h = lastSeen().headers;
