@@ -22,6 +22,7 @@ import type { LimitsPlan } from '../config/plan.js';
 import { H1ServerConnection } from './server-connection.js';
 import type { H1ServerRequest } from './server-request.js';
 import type { H1ServerResponse } from './server-response.js';
+import { isChunkedAlone } from './transfer-coding.js';
 
 export type H1RequestHandler = (req: H1ServerRequest, res: H1ServerResponse) => void;
 export type H1UpgradeHandler = (req: H1ServerRequest, socket: Socket, head: Buffer) => void;
@@ -117,7 +118,7 @@ export class H1Server {
         if (n.toLowerCase() === 'expect') req.expect = (pairs[i + 1] as string).trim().toLowerCase();
       } else if (len === 17 && n.toLowerCase() === 'transfer-encoding') {
         te = true;
-        if (!isChunked(pairs[i + 1] as string)) teOther = true;
+        if (!isChunkedAlone(pairs[i + 1] as string)) teOther = true;
       }
     }
     if (hosts === 0 ? req.atLeast11 : hosts > 1) {
@@ -207,11 +208,6 @@ export class H1Server {
   }
 }
 
-/** A Transfer-Encoding value that is exactly "chunked" (any case, surrounding spaces allowed). */
-function isChunked(v: string): boolean {
-  if (v.length === 7) return v.toLowerCase() === 'chunked';
-  return v.trim().toLowerCase() === 'chunked';
-}
 
 /**
  * An absolute-form request target: scheme, then the authority up to the first "/", "?" or "#", then

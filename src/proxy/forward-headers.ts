@@ -5,6 +5,7 @@
  * nor forge them.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { isChunkedAlone } from '../http1/transfer-coding.js';
 
 /**
  * Every spelling of a header name with some of its "-" written "_" (the name itself left out). CGI, WSGI
@@ -70,7 +71,7 @@ export function dropTrailerFields(trailers: IncomingHttpHeaders): IncomingHttpHe
  * nginx answers such a response 502 too. Called only where the header is found.
  */
 export function checkTransferCoding(value: string | string[] | undefined): void {
-  if (typeof value === 'string' && value.trim().toLowerCase() === 'chunked') return;
+  if (typeof value === 'string' && isChunkedAlone(value)) return;
   throw Object.assign(new Error('transfer coding other than chunked'), { code: 'PORTICO_UNSUPPORTED_TRANSFER_CODING' });
 }
 
