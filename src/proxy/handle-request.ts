@@ -655,11 +655,19 @@ function isCutShort(ex: Exchange): boolean {
 
 /** least-connections: the request is now in flight to `target` (and no longer to the one it tried before). */
 function countInFlight(ex: Exchange, target: Target): void {
-  const u = ex.upstream!;
+  ex.inFlightIndex = moveInFlight(ex.upstream!, ex.inFlightIndex, target);
+}
+
+/**
+ * least-connections (`u.inFlight` set): one in flight moves from the target at index `from` (-1: none) to
+ * `target`; returns `target`'s index, to be given back later. Requests and upgrades both count this way.
+ */
+export function moveInFlight(u: UpstreamPlan, from: number, target: Target): number {
   const inFlight = u.inFlight!;
-  if (ex.inFlightIndex >= 0) inFlight[ex.inFlightIndex]!--;
-  ex.inFlightIndex = u.targets.indexOf(target);
-  inFlight[ex.inFlightIndex]!++;
+  if (from >= 0) inFlight[from]!--;
+  const to = u.targets.indexOf(target);
+  inFlight[to]!++;
+  return to;
 }
 
 function onClientClose(this: Exchange): void {

@@ -19,7 +19,7 @@ import { buildRequestHeaders } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
-import { isAllowedOnConnection, isTrustedPeer, kConnName, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, moveInFlight, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -41,7 +41,7 @@ function reject(socket: Socket, code: ErrorCode, extra?: string): void {
 function redirectToHttps(plan: Plan, host: string, url: string): string {
   const location = httpsLocation(plan, host, url);
   const body = `Permanent Redirect: ${location}\n`;
-  return `HTTP/1.1 308 Permanent Redirect\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nLocation: ${location}\r\nConnection: close\r\n\r\n${body}`;
+  return rawHead(308, 'Permanent Redirect', ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Location', location, 'Connection', 'close']) + body;
 }
 
 /** An Upgrade header that names the h2c protocol. */
@@ -117,14 +117,9 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
       let heldIndex = -1;
       const hold = (target: Target): void => {
         const before = held;
-        const beforeIndex = heldIndex;
         held = target;
         if (u.maxRequests !== 0) takeTargetSlot(target);
-        if (u.inFlight !== undefined) {
-          heldIndex = u.targets.indexOf(target);
-          u.inFlight[heldIndex]!++;
-          if (beforeIndex >= 0) u.inFlight[beforeIndex]!--;
-        }
+        if (u.inFlight !== undefined) heldIndex = moveInFlight(u, heldIndex, target);
         if (before !== undefined && u.maxRequests !== 0) freeTargetSlot(before);
       };
       const release = (): void => {
