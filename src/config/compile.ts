@@ -12,7 +12,8 @@ import { acmeCertId, fileCertId } from '../tls/cert-store.js';
 import { type Target, type TargetRegistry, type TargetTls } from '../upstream/target.js';
 import type { ConfigIssue } from './load.js';
 import { formatPath } from './json-path.js';
-import { normalizeRoutePath, type HostPlan, type Plan, type RoutePlan, type UpstreamPlan } from './plan.js';
+import { normalizeRoutePath, type ClientAuthPlan, type HostPlan, type Plan, type RoutePlan, type UpstreamPlan } from './plan.js';
+import { compileClientAuth } from '../tls/client-auth.js';
 import type { Config, HealthCheckConfig, PassiveHealthConfig, UpstreamConfig } from './schema.js';
 import type { HealthSettings } from '../upstream/health.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
@@ -322,6 +323,16 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     const certId = 'cert' in host.tls
       ? fileCertId(certPath(certsDir, host.tls.cert), certPath(certsDir, host.tls.key))
       : acmeCertId(name);
+    let clientAuth: ClientAuthPlan | undefined;
+    if (host.clientAuth !== undefined) {
+      const where = formatPath(['hosts', name, 'clientAuth', 'ca']);
+      const pem = await readCa(host.clientAuth.ca, where);
+      try {
+        if (pem !== undefined) clientAuth = compileClientAuth(name, certPath(certsDir, host.clientAuth.ca), pem, host.clientAuth.mode);
+      } catch (err) {
+        issues.push({ path: where, message: (err as Error).message });
+      }
+    }
     const plan: HostPlan = {
       name,
       names: [name, ...host.aliases],
@@ -332,6 +343,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       errorPages,
       routes,
       sharedNames: [],
+      clientAuth,
     };
     hosts.push(plan);
     for (const n of plan.names) {

@@ -116,6 +116,21 @@ export interface HostPlan {
   readonly errorPages: ReadonlyMap<number, ErrorPage> | undefined;
   /** Other names served on a connection made for this host (ORIGIN frame). */
   readonly sharedNames: readonly string[];
+  /** Client certificates this host asks for (mutual TLS); undefined for none. */
+  readonly clientAuth: ClientAuthPlan | undefined;
+}
+
+/** A host's client certificate check (hosts.*.clientAuth), compiled. */
+export interface ClientAuthPlan {
+  /** The CA certificates (PEM) that client certificates must chain to. */
+  readonly caPem: Buffer;
+  /** "require": no certificate, no connection; otherwise ("optional") one is asked for, and checked if sent. */
+  readonly required: boolean;
+  /**
+   * TLS session id context (32 hex digits) of the host's connections: a hash of its name, its CAs and the mode,
+   * so a session from another host, or from before the CAs changed, never resumes without a certificate check.
+   */
+  readonly sessionContext: string;
 }
 
 /** Compiled limits in ms and bytes. */

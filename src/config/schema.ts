@@ -596,6 +596,22 @@ const HostTls = z.union([
   z.strictObject({ acme: z.literal(true).describe('Obtain and renew the certificate over ACME (see "acme").') }),
 ]);
 
+/** Client certificates (mutual TLS) a host asks for. */
+const ClientAuth = z
+  .strictObject({
+    ca: z
+      .string()
+      .min(1)
+      .describe('PEM file (relative to the certs directory) with the CA certificates that sign the client certificates this host accepts; only these are trusted, never the system store.'),
+    mode: z
+      .enum(['require', 'optional'])
+      .default('require')
+      .describe('"require": a handshake without a client certificate signed by "ca" fails (nginx\'s ssl_verify_client on). "optional": clients without a certificate are served too, without Client-Cert; a certificate that does not verify still fails the connection (nginx\'s optional).'),
+  })
+  .describe(
+    'Ask clients of this host for a TLS client certificate (mutual TLS; nginx\'s ssl_verify_client, Caddy\'s client_auth). A verified certificate reaches the upstream as the Client-Cert header (RFC 9440: the DER certificate in base64 between colons); a client\'s own Client-Cert and Client-Cert-Chain headers are always dropped. Connections for this host get TLS sessions of their own: a session from another host never resumes here. Other hosts on the same listener are not asked for certificates. Not with plainHttp "serve" or connectionSharing "same-certificate".',
+  );
+
 const HostEntry = z
   .strictObject({
     aliases: z.array(HostName).default([]).describe('More names served by this host (same certificate, same routes).'),
@@ -609,6 +625,7 @@ const HostEntry = z
       .enum(['redirect', 'serve'])
       .default('redirect')
       .describe('What the plain HTTP listener does for this host: "redirect" answers 308 to https (the default); "serve" proxies its routes over plain HTTP too (for a host behind a TLS-terminating load balancer, or an internal one), with X-Forwarded-Proto "http" and no Host/SNI check, since there is no TLS; its WebSocket upgrades too.'),
+    clientAuth: ClientAuth.optional(),
     headers: HeaderRules.optional(),
     basicAuth: BasicAuthObject.optional(),
     compress: Compress.optional(),
@@ -646,6 +663,12 @@ const HostEntry = z
     h.routes.forEach((r, i) => {
       if (r.interceptErrors === true) ctx.addIssue({ code: 'custom', path: ['routes', i, 'interceptErrors'], message: `"interceptErrors" ${message}` });
     });
+  })
+  .superRefine((h, ctx) => {
+    // Either would let a request reach the host without the certificate its connections must show.
+    if (h.clientAuth === undefined) return;
+    if (h.plainHttp === 'serve') ctx.addIssue({ code: 'custom', path: ['plainHttp'], message: 'a host with "clientAuth" cannot be served over plain HTTP, which has no client certificate: remove "plainHttp": "serve", or "clientAuth"' });
+    if (h.connectionSharing === 'same-certificate') ctx.addIssue({ code: 'custom', path: ['connectionSharing'], message: 'a host with "clientAuth" cannot take requests on connections made for other names, which were not asked for a client certificate: use "connectionSharing": "strict"' });
   })
   .describe('A site: its names, certificate and routes.');
 

@@ -12,7 +12,9 @@ import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
 import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
-import { hasServerName, MAX_HELLO_BYTES } from '../tls/client-hello.js';
+import { hasServerName, MAX_HELLO_BYTES, offersAlpn, readServerName } from '../tls/client-hello.js';
+import { clientCertValue, kClientCert, type WithClientCert } from '../tls/client-auth.js';
+import type { ClientAuthPlan } from '../config/plan.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { H1Server } from '../http1/h1-server.js';
@@ -42,6 +44,23 @@ export interface HttpsListenerDeps {
 }
 
 const kAcmeAlpn = Symbol('portico.acmeAlpn');
+/** The host (HostPlan name) whose client-certificate server a connection's handshake went through. */
+const kClientAuthHost = Symbol('portico.clientAuthHost');
+
+interface ClientAuthTagged {
+  [kClientAuthHost]?: string;
+}
+
+/**
+ * The TLS server of one host with "clientAuth": the host's certificate as its own (no SNI callback), its CAs,
+ * `requestCert`, and a session id context of its own, so that no session made elsewhere resumes here.
+ */
+interface ClientAuthServer {
+  readonly server: tls.Server;
+  /** What its secure context was last built from: rebuilt when the settings or the certificate change. */
+  settings: ClientAuthPlan;
+  pair: object | undefined;
+}
 
 interface AlpnTagged {
   [kAcmeAlpn]?: boolean;
@@ -78,6 +97,8 @@ export class HttpsListener {
   readonly #sockets = new Set<TLSSocket>();
   /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
   readonly #proxied = new Map<string, string>();
+  /** The TLS servers of hosts with "clientAuth", by host name (setClientAuth()). */
+  readonly #clientAuth = new Map<string, ClientAuthServer>();
 
   constructor(deps: HttpsListenerDeps) {
     this.#deps = deps;
@@ -109,6 +130,7 @@ export class HttpsListener {
     this.#sniServer = this.#createTlsServer();
     this.#defaultServer = this.#createTlsServer();
     this.setDefaultContext(plan);
+    this.setClientAuth(plan);
   }
 
   #createTlsServer(): tls.Server {
@@ -137,15 +159,14 @@ export class HttpsListener {
     let buf: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      const sni = hasServerName(buf);
-      if (sni === undefined && buf.length < MAX_HELLO_BYTES) return;
+      const name = readServerName(buf);
+      if (name === undefined && buf.length < MAX_HELLO_BYTES) return;
       socket.off('data', onData);
       socket.off('error', onError);
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(buf);
-      const engine = sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
-      engine.emit('connection', socket);
+      this.#engineFor(buf, name ?? '').emit('connection', socket);
     };
     const onError = (): void => {
       socket.destroy();
@@ -155,10 +176,34 @@ export class HttpsListener {
     socket.setTimeout(HELLO_TIMEOUT_MS, () => socket.destroy());
   }
 
-  /** Only a default host makes the ClientHello worth reading; otherwise every connection goes straight to TLS. */
+  /**
+   * The TLS server for a ClientHello (`buf`) naming `name` ('' for none or unreadable): the client-certificate
+   * server of its host, if it has one (an ACME TLS-ALPN-01 validation for it aside); else the default host's
+   * server for a hello without SNI; else the SNI server.
+   */
+  #engineFor(buf: Buffer, name: string): tls.Server {
+    const sni = name === '' ? hasServerName(buf) : true;
+    if (this.#clientAuth.size > 0) {
+      const plan = this.#deps.state.plan;
+      const host = (name === '' ? undefined : lookupHost(plan, sniName(name))) ?? plan.defaultHost;
+      const own = host === undefined ? undefined : this.#clientAuth.get(host.name);
+      if (own !== undefined) {
+        const acme = name !== '' && offersAlpn(buf, 'acme-tls/1') && this.#deps.alpnChallenges?.contextFor(sniName(name)) !== undefined;
+        if (!acme) return own.server;
+      }
+    }
+    return sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
+  }
+
+  /** Whether the ClientHello must be read before TLS starts: for a default host, or hosts asking for client certificates. */
+  #peeks(): boolean {
+    return this.#defaultContext !== undefined || this.#clientAuth.size > 0;
+  }
+
+  /** Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes straight to TLS. */
   #route(socket: net.Socket): void {
-    if (this.#defaultContext === undefined) this.#sniServer.emit('connection', socket);
-    else this.#dispatch(socket);
+    if (this.#peeks()) this.#dispatch(socket);
+    else this.#sniServer.emit('connection', socket);
   }
 
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
@@ -179,11 +224,75 @@ export class HttpsListener {
     if (this.#defaultContext !== undefined) this.#defaultServer.setSecureContext({ ...this.#defaultContext, ticketKeys: this.#ticketKey });
   }
 
-  /** Replaces the session ticket key (48 bytes) of both TLS servers: tickets issued with the previous one no longer resume. */
+  /**
+   * Builds, updates or drops the TLS servers of hosts with "clientAuth": at start, at every reload, and when a
+   * certificate changes. A server whose settings and certificate are the same is left as it is.
+   */
+  setClientAuth(plan: Plan): void {
+    const seen = new Set<string>();
+    for (const host of plan.hosts) {
+      const settings = host.clientAuth;
+      if (settings === undefined) continue;
+      seen.add(host.name);
+      const pair = this.#deps.certs.get(host.certId);
+      const have = this.#clientAuth.get(host.name);
+      if (have !== undefined && have.settings === settings && have.pair === pair) continue;
+      const options: tls.TlsOptions = {
+        ...SERVER_TLS_OPTIONS,
+        ticketKeys: this.#ticketKey,
+        ca: settings.caPem,
+        requestCert: true,
+        rejectUnauthorized: settings.required,
+        sessionIdContext: settings.sessionContext,
+        ...(pair === undefined ? {} : { cert: pair.certPem, key: pair.keyPem }),
+      };
+      if (have !== undefined) {
+        have.server.setSecureContext(options);
+        have.settings = settings;
+        have.pair = pair;
+        continue;
+      }
+      const self = this;
+      const server = tls.createServer({
+        ...options,
+        ALPNCallback(this: TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }) {
+          return self.#alpn(this, servername, protocols);
+        },
+      });
+      const name = host.name;
+      server.on('secureConnection', (socket: TLSSocket) => this.#onClientAuthConnection(socket, name));
+      server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        this.#deps.log.debug({ code: err.code, msg: err.message, remote: socket.remoteAddress, host: name }, 'tls handshake failed');
+      });
+      this.#clientAuth.set(name, { server, settings, pair });
+    }
+    // Servers of hosts that left, or no longer ask: their open connections go on, new ones take the SNI server.
+    for (const name of this.#clientAuth.keys()) if (!seen.has(name)) this.#clientAuth.delete(name);
+  }
+
+  /**
+   * A handshake through a host's client-certificate server: a certificate that did not verify ends the connection
+   * (with "require", OpenSSL already refused one that is missing or unverified); a verified one is kept as the
+   * connection's Client-Cert value.
+   */
+  #onClientAuthConnection(socket: TLSSocket, hostName: string): void {
+    if (!socket.authorized && socket.getPeerX509Certificate() !== undefined) {
+      this.#deps.log.debug({ remote: socket.remoteAddress, host: hostName, reason: socket.authorizationError }, 'client certificate refused');
+      socket.destroy();
+      return;
+    }
+    (socket as TLSSocket & ClientAuthTagged)[kClientAuthHost] = hostName;
+    const cert = clientCertValue(socket);
+    if (cert !== undefined) (socket as TLSSocket & WithClientCert)[kClientCert] = cert;
+    this.#onSecureConnection(socket);
+  }
+
+  /** Replaces the session ticket key (48 bytes) of every TLS server: tickets issued with the previous one no longer resume. */
   setTicketKeys(key: Buffer): void {
     this.#ticketKey = key;
     this.#sniServer.setTicketKeys(key);
     this.#defaultServer.setTicketKeys(key);
+    for (const c of this.#clientAuth.values()) c.server.setTicketKeys(key);
   }
 
   #hostFor(servername: string): HostPlan | undefined {
@@ -227,7 +336,16 @@ export class HttpsListener {
     }
     const plan = this.#deps.state.plan;
     const sni = typeof socket.servername === 'string' ? sniName(socket.servername) : '';
-    const name = sni !== '' && lookupHost(plan, sni) !== undefined ? sni : (plan.defaultHost?.name ?? sni);
+    const known = sni === '' ? undefined : lookupHost(plan, sni);
+    const name = known !== undefined ? sni : (plan.defaultHost?.name ?? sni);
+    // A host asking for client certificates takes only connections whose handshake asked for one (a reload in
+    // between, or a hello read one way and finished another, must not get past it).
+    const host = known ?? plan.defaultHost;
+    if (host?.clientAuth !== undefined && (socket as TLSSocket & ClientAuthTagged)[kClientAuthHost] !== host.name) {
+      this.#deps.log.debug({ remote: socket.remoteAddress, host: host.name }, 'connection without the client certificate check of its host, closed');
+      socket.destroy();
+      return;
+    }
     (socket as TLSSocket & Tagged)[kConnName] = name;
     if (this.#proxied.size > 0) {
       const client = this.#proxied.get(connectionKey(socket));
@@ -250,6 +368,8 @@ export class HttpsListener {
     (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
     (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = peerAddress(socket);
     (session as http2.ServerHttp2Session & SessionFacts)[kRawSocket] = (socket as TLSSocket & SessionFacts)[kRawSocket];
+    const cert = (socket as TLSSocket & WithClientCert)[kClientCert];
+    if (cert !== undefined) (session as http2.ServerHttp2Session & WithClientCert)[kClientCert] = cert;
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
@@ -284,7 +404,7 @@ export class HttpsListener {
           }
           this.#route(socket);
           // #dispatch reads the ClientHello through 'data' events, which a paused socket does not emit.
-          if (this.#defaultContext !== undefined) socket.resume();
+          if (this.#peeks()) socket.resume();
         },
         (reason) => refused(reason, socket.remoteAddress),
       );

@@ -24,7 +24,7 @@ export function underscoreSpellings(name: string): string[] {
 }
 
 /** The headers Portico sets on every forwarded request (or may: X-Request-Id), whose "_" spellings are dropped. */
-const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id'];
+const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id', 'client-cert', 'client-cert-chain'];
 
 /** Request headers never forwarded as received (hop-by-hop, rebuilt by Portico, or a "_" spelling of one it sets). */
 const DROP_REQUEST = new Set([
@@ -46,6 +46,9 @@ const DROP_REQUEST = new Set([
   'x-forwarded-prefix',
   'forwarded',
   'via',
+  // RFC 9440: set by Portico from a verified client certificate (hosts with clientAuth), never taken from a client.
+  'client-cert',
+  'client-cert-chain',
 ]);
 
 /** Response headers never forwarded (hop-by-hop). */

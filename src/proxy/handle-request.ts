@@ -28,6 +28,7 @@ import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { requestIdFor } from './request-id.js';
+import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { serveFiles } from '../files/serve-files.js';
@@ -65,6 +66,12 @@ export interface ProxyState {
   readonly log: Logger;
   /** Writes the access lines (to the log's destination, when `plan.accessLog`). */
   readonly access: AccessLog;
+}
+
+/** The Client-Cert value (RFC 9440) of the request's connection: its verified client certificate, if it showed one. */
+export function connectionClientCert(req: ClientRequest): string | undefined {
+  if (req.httpVersionMajor === 2) return ((req as H2ServerRequest).stream.session as ServerHttp2Session & WithClientCert)[kClientCert];
+  return ((req as H1ServerRequest).socket as Socket & WithClientCert)[kClientCert];
 }
 
 /** The host a connection was opened for. Hot path. */
@@ -447,6 +454,10 @@ export function upstreamRequestHeaders(ex: Exchange, target: Target, h2up: boole
     prefix: ex.route!.stripLength > 0 ? ex.route!.path : '',
   });
   if (plan.requestId) headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
+  if (ex.hostPlan?.clientAuth !== undefined) {
+    const cert = connectionClientCert(req);
+    if (cert !== undefined) headers['client-cert'] = cert;
+  }
   const rules = ex.route!.headerRules?.request;
   if (rules !== undefined) applyToObject(headers, rules);
   if (ex.authHeaders !== undefined) applyAuthHeaders(headers, ex.route!.forwardAuth!, ex.authHeaders);

@@ -16,6 +16,7 @@ import { lookupHost, lookupRoute, rewritePath, type Plan } from '../config/plan.
 import { httpsLocation } from './https-location.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
+import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
@@ -160,6 +161,10 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           prefix: route.stripLength > 0 ? route.path : '',
         });
         if (requestId !== undefined) headers['x-request-id'] = requestId;
+        if (hostPlan.clientAuth !== undefined) {
+          const cert = (req.socket as Socket & WithClientCert)[kClientCert];
+          if (cert !== undefined) headers['client-cert'] = cert;
+        }
         const rules = route.headerRules?.request;
         if (rules !== undefined) applyToObject(headers, rules);
         if (authCopied !== undefined) applyAuthHeaders(headers, route.forwardAuth!, authCopied);

@@ -111,10 +111,12 @@ export class Portico {
     this.onPlan.push((plan, config) => this.#retargetCertificates(plan, config));
   }
 
-  /** Clients without SNI get the default host's certificate: refresh it when that pair changes. */
+  /** Clients without SNI get the default host's certificate, and hosts with clientAuth have servers of their own: refresh them when a pair changes. */
   #certificateChanged(id: string): void {
     const plan = this.state?.plan;
-    if (plan?.defaultHost?.certId === id) this.https?.setDefaultContext(plan);
+    if (plan === undefined) return;
+    if (plan.defaultHost?.certId === id) this.https?.setDefaultContext(plan);
+    if (plan.hosts.some((h) => h.certId === id && h.clientAuth !== undefined)) this.https?.setClientAuth(plan);
   }
 
   #retargetCertificates(plan: Plan, config: Config): void {
@@ -288,6 +290,7 @@ export class Portico {
       this.http?.applyLimits(plan);
       for (const st of this.streams) st.applyLimits(plan);
       this.https?.setDefaultContext(plan);
+      this.https?.setClientAuth(plan);
       // Certificates of hosts that left the config are no longer "in use" (admin API, metrics).
       this.certs.retain(new Set(plan.hosts.map((h) => h.certId)));
       this.lastReloadError = undefined;

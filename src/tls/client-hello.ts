@@ -83,3 +83,31 @@ export function readServerName(buf: Buffer): string | undefined {
   }
   return '';
 }
+
+/**
+ * Whether the ClientHello at the start of `buf` offers `protocol` in its ALPN extension (RFC 7301 §3.1).
+ * False while it is incomplete, malformed or has no such extension. Cold path: only where a host asks
+ * for client certificates and an ACME TLS-ALPN-01 challenge for it is pending.
+ */
+export function offersAlpn(buf: Buffer, protocol: string): boolean {
+  const ext = findExtensions(buf);
+  if (typeof ext === 'string') return false;
+  let p = ext.start;
+  while (p + 4 <= ext.end) {
+    const len = buf.readUInt16BE(p + 2);
+    if (buf.readUInt16BE(p) === 0x0010) {
+      // ProtocolNameList: a 2-byte length, then names of a 1-byte length each.
+      const listEnd = Math.min(p + 4 + len, ext.end);
+      let q = p + 6;
+      while (q < listEnd) {
+        const n = buf[q] as number;
+        if (q + 1 + n > listEnd) return false;
+        if (buf.toString('latin1', q + 1, q + 1 + n) === protocol) return true;
+        q += 1 + n;
+      }
+      return false;
+    }
+    p += 4 + len;
+  }
+  return false;
+}
