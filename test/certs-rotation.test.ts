@@ -76,6 +76,20 @@ test('a mounted pair replaced by plain write, atomic rename or symlink swap is s
   await rm(join(k8s, '..v1'), { recursive: true });
   await waitFor('symlink swap', async () => ((await served(port, 'k8s.test', ca)) !== k8sBefore ? true : undefined), 5000);
   assert.ok(proxy.logs.some((l) => l.msg === 'certificate reloaded' && String(l.certFile).endsWith('k8s/tls.crt')));
+  // Each update leaves its old folder unwatched: the count stays, however many updates come.
+  const watched = proxy.portico.certWatcher.watchedFolders;
+  for (let v = 3; v <= 6; v++) {
+    const was = await served(port, 'k8s.test', ca);
+    const pair = await freshPair(pki, ['k8s.test']);
+    await mkdir(join(k8s, `..v${v}`));
+    await writeFile(join(k8s, `..v${v}`, 'tls.crt'), pair.cert);
+    await writeFile(join(k8s, `..v${v}`, 'tls.key'), pair.key);
+    await symlink(`..v${v}`, join(k8s, '..data_tmp'));
+    await rename(join(k8s, '..data_tmp'), join(k8s, '..data'));
+    await rm(join(k8s, `..v${v - 1}`), { recursive: true });
+    await waitFor(`symlink swap ${v}`, async () => ((await served(port, 'k8s.test', ca)) !== was ? true : undefined), 5000);
+  }
+  assert.equal(proxy.portico.certWatcher.watchedFolders, watched);
 });
 
 test('a broken replacement (garbage, mismatched key, expired, wrong name) is refused with a log line naming the file and the old certificate keeps serving', async (t) => {

@@ -138,21 +138,8 @@ export class CertWatcher {
     this.#targets = new Map(targets.map((t) => [t.id, t]));
     for (const id of this.#refused.keys()) if (!this.#targets.has(id)) this.#refused.delete(id);
     for (const id of this.#realFiles.keys()) if (!this.#targets.has(id)) this.#realFiles.delete(id);
-    const dirs = new Set<string>();
-    for (const t of targets) {
-      dirs.add(dirname(t.certFile));
-      dirs.add(dirname(t.keyFile));
-      for (const d of this.#linkDirs(t)) dirs.add(d);
-    }
-    for (const d of this.#watched) {
-      if (!dirs.has(d)) {
-        this.#watcher?.unwatch(d);
-        this.#watched.delete(d);
-        this.#dirIds.delete(d);
-      }
-    }
     this.#indexRelevant();
-    this.#watchDirs(dirs);
+    this.#watchDirs(this.#unwatchUnused());
     for (const t of targets) {
       const pair = this.#o.certs.get(t.id);
       if (t.kind === 'file' && pair !== undefined) this.#warnExpiry(t, pair);
@@ -183,6 +170,33 @@ export class CertWatcher {
       add(t.keyFile);
       for (const f of this.#realFiles.get(t.id) ?? []) add(f);
     }
+  }
+
+  /**
+   * Stops watching folders no pair needs any more (a removed pair's, or the folder a symlink pointed into
+   * before it moved: each Kubernetes secret update leaves its old `..<timestamp>` folder behind), and
+   * returns the folders that are needed.
+   */
+  #unwatchUnused(): Set<string> {
+    const dirs = new Set<string>();
+    for (const t of this.#targets.values()) {
+      dirs.add(dirname(t.certFile));
+      dirs.add(dirname(t.keyFile));
+      for (const d of this.#linkDirs(t)) dirs.add(d);
+    }
+    for (const d of this.#watched) {
+      if (!dirs.has(d)) {
+        this.#watcher?.unwatch(d);
+        this.#watched.delete(d);
+        this.#dirIds.delete(d);
+      }
+    }
+    return dirs;
+  }
+
+  /** How many folders are watched; for tests. */
+  get watchedFolders(): number {
+    return this.#watched.size;
   }
 
   #watchDirs(dirs: Iterable<string>): void {
@@ -238,6 +252,7 @@ export class CertWatcher {
       this.#realFiles.set(t.id, real);
       this.#indexRelevant();
       this.#watchDirs(this.#linkDirs(t));
+      if (known !== undefined) this.#unwatchUnused();
     }
 
     if (await this.#rearmReplacedDirs([dirname(t.certFile), dirname(t.keyFile), ...this.#linkDirs(t)])) {
