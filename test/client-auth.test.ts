@@ -197,7 +197,22 @@ test('clientAuth added by a reload applies to new connections; removed, the host
   assert.equal((await handshake(port, 'secure.test', ca)).ok, true);
   await s.proxy.reconfigure({ hosts: hosts(true) } as never);
   assert.equal((await handshake(port, 'secure.test', ca)).ok, false);
-  assert.equal((await handshake(port, 'secure.test', ca, { cert: await readText(s.good.cert), key: await readText(s.good.key) })).ok, true);
+  const alice = { cert: await readText(s.good.cert), key: await readText(s.good.key) };
+  const mallory = { cert: await readText(s.rogue.cert), key: await readText(s.rogue.key) };
+  const aliceSession = await handshake(port, 'secure.test', ca, alice);
+  assert.equal(aliceSession.ok, true);
+  assert.equal((await handshake(port, 'secure.test', ca, mallory)).ok, false);
+  // Another CA file: its clients are let in, the old one's are not, and a session from before does not resume.
+  await writeFile(join(s.pki.dir, 'other-ca.pem'), s.pki.caPem);
+  const hostsWith = (caFile: string): Record<string, unknown> => ({
+    'secure.test': { tls: { cert: 'secure.pem', key: 'secure-key.pem' }, clientAuth: { ca: caFile }, routes: [{ path: '/', upstream: s.up.url }] },
+  });
+  await s.proxy.reconfigure({ hosts: hostsWith('other-ca.pem') } as never);
+  assert.equal((await handshake(port, 'secure.test', ca, mallory)).ok, true);
+  assert.equal((await handshake(port, 'secure.test', ca, alice)).ok, false);
+  const resumed = await handshake(port, 'secure.test', ca, { session: aliceSession.session });
+  assert.equal(resumed.reused, false);
+  assert.equal(resumed.ok, false);
 });
 
 test('clientAuth problems are config errors at their path', async () => {

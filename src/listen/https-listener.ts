@@ -236,7 +236,8 @@ export class HttpsListener {
       seen.add(host.name);
       const pair = this.#deps.certs.get(host.certId);
       const have = this.#clientAuth.get(host.name);
-      if (have !== undefined && have.settings === settings && have.pair === pair) continue;
+      // The session context hashes the name, the mode and the CAs: equal, nothing changed but the Plan object.
+      if (have !== undefined && have.settings.sessionContext === settings.sessionContext && have.pair === pair) continue;
       const options: tls.TlsOptions = {
         ...SERVER_TLS_OPTIONS,
         ticketKeys: this.#ticketKey,
