@@ -13,7 +13,7 @@ import type { Exchange } from '../proxy/exchange.js';
 import { DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
+import { isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
 import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleWindowMs } from './cache-control.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
@@ -65,12 +65,33 @@ const STALE_ON_STATUS = new Set([500, 502, 503, 504]);
 const STALE_ON_ERROR = new Set<ErrorCode>(['PORTICO_UPSTREAM_UNREACHABLE', 'PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_TIMEOUT', 'PORTICO_NO_HEALTHY_UPSTREAM', 'PORTICO_UPSTREAM_BUSY']);
 
 /**
- * The request's key: its route, scheme, host and normalised path with query (nginx's default
+ * The request's key: its route, scheme, Host and normalised path with query (nginx's default
  * proxy_cache_key is $scheme$proxy_host$request_uri). The scheme keeps apart what a host served over
  * plain HTTP too ("plainHttp": "serve") answers each, such as an upstream's redirect of http to https.
+ * The Host is the one the client sent, port and all, not the host name it routes by: the upstream gets
+ * it as X-Forwarded-Host (and as Host by default), and an app that builds links or redirects from it
+ * would otherwise have a "Host: example.com:1234" answer stored for every client (web cache poisoning
+ * by an unkeyed port). From a trusted proxy, the forwarding headers the upstream gets as they came are
+ * in the key too, for the same reason.
  */
 function requestKey(ex: Exchange): string {
-  return `${ex.route!.id}\n${ex.plain ? 'http' : 'https'}://${ex.host}\n${ex.url}`;
+  const h = ex.req.headers;
+  const sent = (ex.h2 ? ((h[':authority'] as string | undefined) ?? h.host) : h.host) ?? ex.host;
+  const key = `${ex.route!.id}\n${ex.plain ? 'http' : 'https'}://${sent}\n${ex.url}`;
+  return isTrustedPeer(ex.plan, ex.req.remoteAddress) ? key + forwardedByProxy(h) : key;
+}
+
+/** Request headers a trusted proxy's values of are forwarded to the upstream (kept or extended). */
+const TRUSTED_FORWARDING = ['x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-prefix', 'forwarded'];
+
+/** The forwarding headers a trusted proxy sent, which reach the upstream as they came (see buildRequestHeaders). */
+function forwardedByProxy(h: Exchange['req']['headers']): string {
+  let out = '';
+  for (let i = 0; i < TRUSTED_FORWARDING.length; i++) {
+    const v = h[TRUSTED_FORWARDING[i] as string];
+    out += `\n${v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v}`;
+  }
+  return out;
 }
 
 /**
