@@ -212,21 +212,29 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
   ex.fileBody = body;
   body.on('error', onFileError.bind(ex));
   body.on('data', countBytes.bind(ex));
+  // Before the pipe's own 'end' listener, so that a short file is caught before an encoder is ended.
+  body.on('end', endResponse.bind(ex, length));
   if (enc !== undefined && enc !== 'vary') {
     startEncoder(ex, enc, String(length));
     body.pipe(ex.encoder!);
     return;
   }
   body.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
-  body.on('end', endResponse.bind(ex));
 }
 
 function countBytes(this: Exchange, chunk: Buffer | string): void {
   this.bytes += chunk.length;
 }
 
-function endResponse(this: Exchange): void {
-  if (!this.res.destroyed) this.res.end();
+/**
+ * The file's body has been read: the response ends (an encoder's, when its last bytes are out). A file
+ * that shrank while it was sent (truncated, or rewritten in place by a deploy) ends its read early: the
+ * response is then cut short visibly, never ended, since a body shorter than its Content-Length would
+ * leave an HTTP/1.1 client reading the next response on the connection as the rest of this one.
+ */
+function endResponse(this: Exchange, length: number): void {
+  if (this.bytes < length) return onFileError.call(this, new Error('the file shrank while it was sent'));
+  if (this.encoder === undefined && !this.res.destroyed) this.res.end();
 }
 
 /** A read failed after the head went out: the response is cut short visibly. */
