@@ -288,6 +288,50 @@ test('files routes answer conditional and range requests, compress, and fall bac
   assert.equal(r.headers['content-type'], 'text/css; charset=utf-8');
 });
 
+test('files routes answer If-Match and If-Unmodified-Since (412 when the file is not the one named), before If-None-Match and Range', async (t) => {
+  const pki = await makePki();
+  const { site, data } = await makeSite(pki);
+  const cert = await pki.issue('p', ['files.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'files.test': { tls: cert, routes: [{ path: '/', files: site }] } } });
+  const get = (headers: Record<string, string>) => h1Request({ port: proxy.httpsPort, sni: 'files.test', path: '/data.bin', ca: pki.caPem, headers });
+  const first = await get({});
+  const etag = String(first.headers.etag);
+  const lastModified = String(first.headers['last-modified']);
+  assert.match(etag, /^"[0-9a-f]+-[0-9a-f]+"$/);
+
+  // If-Match (RFC 9110 §13.1.1): strong comparison; "*" holds for any file.
+  assert.equal((await get({ 'if-match': etag })).status, 200);
+  assert.equal((await get({ 'if-match': `"old", ${etag}` })).status, 200, 'any tag of the list');
+  assert.equal((await get({ 'if-match': '*' })).status, 200);
+  let r = await get({ 'if-match': '"old"' });
+  assert.equal(r.status, 412);
+  assert.equal(r.headers['x-portico-error'], 'PORTICO_PRECONDITION_FAILED');
+  assert.equal((await get({ 'if-match': `W/${etag}` })).status, 412, 'a weak tag never matches If-Match');
+  // A download resumed with Range and the ETag it started with: 412 once the file changed, never the new file's bytes.
+  r = await get({ range: 'bytes=1000-', 'if-match': '"old"' });
+  assert.equal(r.status, 412);
+  assert.equal(r.headers['content-range'], undefined);
+  r = await get({ range: 'bytes=1000-', 'if-match': etag });
+  assert.equal(r.status, 206);
+  assert.ok(r.body.equals(data.subarray(1000)));
+  // If-Match comes before If-None-Match (§13.2.2).
+  assert.equal((await get({ 'if-match': '"old"', 'if-none-match': etag })).status, 412);
+  assert.equal((await get({ 'if-match': etag, 'if-none-match': etag })).status, 304);
+
+  // If-Unmodified-Since (§13.1.4), ignored with If-Match or when it is not a date.
+  assert.equal((await get({ 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' })).status, 412);
+  assert.equal((await get({ 'if-unmodified-since': lastModified })).status, 200, 'not modified after its own Last-Modified');
+  assert.equal((await get({ 'if-unmodified-since': 'yesterday' })).status, 200);
+  assert.equal((await get({ 'if-match': etag, 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' })).status, 200);
+  r = await get({ range: 'bytes=0-9', 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' });
+  assert.equal(r.status, 412);
+
+  const session = await h2Connect(proxy.httpsPort, 'files.test', pki.caPem);
+  t.after(() => session.close());
+  const h2 = await h2Request(session, { path: '/data.bin', method: 'HEAD', headers: { 'if-match': '"old"' } });
+  assert.equal(h2.status, 412, 'HEAD over HTTP/2 too');
+});
+
 test('a client that leaves during a download closes the file', async (t) => {
   const pki = await makePki();
   const { site, big } = await makeSite(pki);
