@@ -633,6 +633,40 @@ test('cache: concurrent requests for a response being fetched wait for it and ta
   assert.equal(asked.get('/left'), 1);
 });
 
+test('cache: requests waiting on a response without Content-Length go upstream as soon as it grows past maxObjectSize, not after lockTimeout', async (t) => {
+  const pki = await makePki();
+  const arrivals: number[] = [];
+  const t0 = performance.now();
+  // A long streamed response (600 bytes every 300 ms for 4.5 s), storable by its headers, too large by its body.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    arrivals.push(performance.now() - t0);
+    res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+    let n = 0;
+    const timer = setInterval(() => {
+      res.write('x'.repeat(600));
+      if (++n === 15) {
+        clearInterval(timer);
+        res.end();
+      }
+    }, 300);
+    res.on('close', () => clearInterval(timer));
+  });
+  const cert = await pki.issue('c11', ['c11.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c11.test': { tls: cert, cache: { maxObjectSize: '1kb', lockTimeout: '5s' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = () => h1Request({ port: proxy.httpsPort, sni: 'c11.test', path: '/stream', ca: pki.caPem });
+  const holder = get();
+  await new Promise((r) => setTimeout(r, 150));
+  const waiter = get();
+  const [a, b] = await Promise.all([holder, waiter]);
+  assert.equal(a.body.length, 9000);
+  assert.equal(b.body.length, 9000);
+  assert.equal(arrivals.length, 2, 'the response was not stored: the waiter asked the upstream itself');
+  const waited = (arrivals[1] as number) - (arrivals[0] as number);
+  // Past 1 KiB after the second chunk (about 600 ms in); the holder's response ends at 4.5 s, lockTimeout is 5 s.
+  assert.ok(waited < 2000, `the waiter went upstream ${Math.round(waited)} ms after the first request, once the body was over maxObjectSize`);
+});
+
 test('cache: the scheme is part of the key, so an http-to-https redirect stored for plain HTTP is never served over HTTPS', async (t) => {
   const pki = await makePki();
   const up = await startUpstream((req, res) => {

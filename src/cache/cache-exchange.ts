@@ -459,9 +459,15 @@ function ownBody(chunks: readonly Buffer[], size: number): Buffer {
   return out;
 }
 
-/** A body chunk of a response being stored; `copy` for a read buffer that goes back to the upstream side once written. */
+/**
+ * A body chunk of a response being stored; `copy` for a read buffer that goes back to the upstream side once
+ * written. Past maxObjectSize (a body without Content-Length) the response will not be stored: the requests
+ * waiting on it go upstream now, not when its last byte has reached this client or their lockTimeout passed.
+ */
 export function fillChunk(ex: Exchange, chunk: Buffer, copy: boolean): void {
-  if (!addChunk(ex.cacheFill!, chunk, copy)) ex.cacheFill = undefined;
+  if (addChunk(ex.cacheFill!, chunk, copy)) return;
+  ex.cacheFill = undefined;
+  if (ex.cacheLock !== undefined) unlock(ex);
 }
 
 /** The response being stored is complete (trailers: a response that ends with them is not kept). */
