@@ -667,6 +667,39 @@ test('cache: requests waiting on a response without Content-Length go upstream a
   assert.ok(waited < 2000, `the waiter went upstream ${Math.round(waited)} ms after the first request, once the body was over maxObjectSize`);
 });
 
+test('cache: a POST drops what is stored for its URL again when it is answered, so a GET stored while the upstream acted on it is not served after', async (t) => {
+  const pki = await makePki();
+  let version = 1;
+  // The document changes when the POST's answer goes out, 400 ms after it arrived.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (req.method === 'POST') {
+      return void setTimeout(() => {
+        version++;
+        res.writeHead(204);
+        res.end();
+      }, 400);
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' });
+    res.end(`version ${version}`);
+  });
+  const cert = await pki.issue('c12', ['c12.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c12.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const request = (method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c12.test', path: '/doc', method, ca: pki.caPem });
+  assert.equal((await request()).text, 'version 1');
+  assert.match(String((await request()).headers['cache-status']), /^Portico; hit/);
+  const post = request('POST');
+  await new Promise((r) => setTimeout(r, 150));
+  // Another client's GET while the upstream is still acting on the POST: it gets (and stores) the old state.
+  const during = await request();
+  assert.equal(during.text, 'version 1');
+  assert.equal(during.headers['cache-status'], 'Portico; fwd=uri-miss; stored', 'the POST dropped the stored response as it came in');
+  assert.equal((await post).status, 204);
+  const after = await request();
+  assert.equal(after.text, 'version 2', 'after the POST was answered, the response stored while it ran is gone');
+  assert.equal(after.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+});
+
 test('cache: the scheme is part of the key, so an http-to-https redirect stored for plain HTTP is never served over HTTPS', async (t) => {
   const pki = await makePki();
   const up = await startUpstream((req, res) => {

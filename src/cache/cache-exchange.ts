@@ -108,7 +108,11 @@ const locks = new Map<string, Exchange[]>();
 export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   const method = ex.method;
   if (method !== 'GET' && method !== 'HEAD') {
-    if (!SAFE.has(method)) responseCache.invalidate(requestKey(ex));
+    if (!SAFE.has(method)) {
+      const key = requestKey(ex);
+      responseCache.invalidate(key);
+      ex.cacheInvalidate = key;
+    }
     return false;
   }
   const mode = requestCacheMode(ex.req.headers);
@@ -214,6 +218,17 @@ function onLockTimeout(ex: Exchange): void {
   const waiters = locks.get(ex.cacheLock!);
   if (waiters !== undefined) waiters.splice(waiters.indexOf(ex), 1);
   resume(ex);
+}
+
+/**
+ * An unsafe request's exchange is over: what is stored for its URL is dropped again (RFC 9111 §4.4 invalidates
+ * on the response). A GET that went upstream while the upstream was still acting on this request may have
+ * stored the state from before it; dropped only when the request came in, that answer would be served
+ * until it expired, to the client who made the change too.
+ */
+export function invalidateAnswered(ex: Exchange): void {
+  responseCache.invalidate(ex.cacheInvalidate!);
+  ex.cacheInvalidate = undefined;
 }
 
 /** The client response of a request holding or waiting on a lock closed: the lock is given up, or the wait. */
