@@ -57,6 +57,7 @@ export const ERRORS = {
   PORTICO_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed: this path serves files; use GET or HEAD' },
   PORTICO_FILE_NOT_FOUND: { status: 404, message: 'Not Found: no such file' },
   PORTICO_FILE_FORBIDDEN: { status: 403, message: 'Forbidden: this file may not be read' },
+  PORTICO_PRECONDITION_FAILED: { status: 412, message: 'Precondition Failed: the file is not the one If-Match or If-Unmodified-Since names; it has changed' },
   PORTICO_RANGE_NOT_SATISFIABLE: { status: 416, message: 'Range Not Satisfiable: the range is outside the file' },
   PORTICO_FILE_FAILED: { status: 500, message: 'Internal Server Error: the file could not be read' },
   PORTICO_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: the proxy is shutting down' },

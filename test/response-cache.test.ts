@@ -88,7 +88,8 @@ test('cache: a fresh response is stored and served again with Age and Cache-Stat
   const { up, counts } = await cacheableUpstream();
   const cert = await pki.issue('c1', ['c1.test']);
   const proxy = await startProxyFor(t, pki, { log: { access: true }, hosts: { 'c1.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
-  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c1.test', path, method, headers, ca: pki.caPem });
+  // The Host with the port, as clients (curl, and HTTP/2's :authority below) send it for a port other than 443: the port is part of the key.
+  const get = (path: string, headers: Record<string, string> = {}, method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c1.test', host: `c1.test:${proxy.httpsPort}`, path, method, headers, ca: pki.caPem });
 
   let r = await get('/fresh');
   assert.equal(r.text, '/fresh #1');
@@ -276,7 +277,7 @@ test('cache: large and chunked bodies byte for byte from HTTP/1.1 and HTTP/2 ups
     },
     [up.close, () => h2up.close()],
   );
-  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c3.test', path, ca: pki.caPem });
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c3.test', host: `c3.test:${proxy.httpsPort}`, path, ca: pki.caPem });
 
   let r = await get('/big');
   assert.ok(r.body.equals(BIG));
@@ -632,6 +633,73 @@ test('cache: concurrent requests for a response being fetched wait for it and ta
   assert.equal(asked.get('/left'), 1);
 });
 
+test('cache: requests waiting on a response without Content-Length go upstream as soon as it grows past maxObjectSize, not after lockTimeout', async (t) => {
+  const pki = await makePki();
+  const arrivals: number[] = [];
+  const t0 = performance.now();
+  // A long streamed response (600 bytes every 300 ms for 4.5 s), storable by its headers, too large by its body.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    arrivals.push(performance.now() - t0);
+    res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+    let n = 0;
+    const timer = setInterval(() => {
+      res.write('x'.repeat(600));
+      if (++n === 15) {
+        clearInterval(timer);
+        res.end();
+      }
+    }, 300);
+    res.on('close', () => clearInterval(timer));
+  });
+  const cert = await pki.issue('c11', ['c11.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c11.test': { tls: cert, cache: { maxObjectSize: '1kb', lockTimeout: '5s' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = () => h1Request({ port: proxy.httpsPort, sni: 'c11.test', path: '/stream', ca: pki.caPem });
+  const holder = get();
+  await new Promise((r) => setTimeout(r, 150));
+  const waiter = get();
+  const [a, b] = await Promise.all([holder, waiter]);
+  assert.equal(a.body.length, 9000);
+  assert.equal(b.body.length, 9000);
+  assert.equal(arrivals.length, 2, 'the response was not stored: the waiter asked the upstream itself');
+  const waited = (arrivals[1] as number) - (arrivals[0] as number);
+  // Past 1 KiB after the second chunk (about 600 ms in); the holder's response ends at 4.5 s, lockTimeout is 5 s.
+  assert.ok(waited < 2000, `the waiter went upstream ${Math.round(waited)} ms after the first request, once the body was over maxObjectSize`);
+});
+
+test('cache: a POST drops what is stored for its URL again when it is answered, so a GET stored while the upstream acted on it is not served after', async (t) => {
+  const pki = await makePki();
+  let version = 1;
+  // The document changes when the POST's answer goes out, 400 ms after it arrived.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (req.method === 'POST') {
+      return void setTimeout(() => {
+        version++;
+        res.writeHead(204);
+        res.end();
+      }, 400);
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' });
+    res.end(`version ${version}`);
+  });
+  const cert = await pki.issue('c12', ['c12.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c12.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const request = (method = 'GET') => h1Request({ port: proxy.httpsPort, sni: 'c12.test', path: '/doc', method, ca: pki.caPem });
+  assert.equal((await request()).text, 'version 1');
+  assert.match(String((await request()).headers['cache-status']), /^Portico; hit/);
+  const post = request('POST');
+  await new Promise((r) => setTimeout(r, 150));
+  // Another client's GET while the upstream is still acting on the POST: it gets (and stores) the old state.
+  const during = await request();
+  assert.equal(during.text, 'version 1');
+  assert.equal(during.headers['cache-status'], 'Portico; fwd=uri-miss; stored', 'the POST dropped the stored response as it came in');
+  assert.equal((await post).status, 204);
+  const after = await request();
+  assert.equal(after.text, 'version 2', 'after the POST was answered, the response stored while it ran is gone');
+  assert.equal(after.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+});
+
 test('cache: the scheme is part of the key, so an http-to-https redirect stored for plain HTTP is never served over HTTPS', async (t) => {
   const pki = await makePki();
   const up = await startUpstream((req, res) => {
@@ -660,6 +728,41 @@ test('cache: the scheme is part of the key, so an http-to-https redirect stored 
   assert.equal(r.status, 200);
   assert.equal(r.text, 'secure page');
   assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+});
+
+test('cache: a Host with another port, or a trusted proxy\'s X-Forwarded-Host, is part of the key, so an answer built from it is never served to other clients (cache poisoning)', async (t) => {
+  const pki = await makePki();
+  // An app that builds an absolute link from the host it was asked for, as many do for redirects and canonical links.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/html' });
+    res.end(`<script src="https://${String(req.headers['x-forwarded-host'])}/app.js"></script>`);
+  });
+  const cert = await pki.issue('c10', ['c10.test']);
+  // The test's client is a trusted proxy: its X-Forwarded-Host reaches the upstream as it came.
+  const proxy = await startProxyFor(t, pki, { forwarding: { trustedProxies: ['127.0.0.1'] }, hosts: { 'c10.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = (headers: Record<string, string> = {}, host?: string) => h1Request({ port: proxy.httpsPort, sni: 'c10.test', host, path: '/page', headers, ca: pki.caPem });
+  const poisoned = await get({}, 'c10.test:6666');
+  assert.equal(poisoned.status, 200);
+  assert.equal(poisoned.text, '<script src="https://c10.test:6666/app.js"></script>', 'the upstream builds the link from the Host with its port');
+  let r = await get();
+  assert.equal(r.text, '<script src="https://c10.test/app.js"></script>', 'a client sending the plain Host never gets the answer built for another port');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=uri-miss; stored');
+  r = await get({}, 'c10.test:6666');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit/, 'the same Host is still answered from the cache');
+  assert.equal(r.text, poisoned.text);
+  const forged = await get({ 'x-forwarded-host': 'attacker.test' });
+  assert.equal(forged.text, '<script src="https://attacker.test/app.js"></script>');
+  assert.equal(forged.headers['cache-status'], 'Portico; fwd=uri-miss; stored', 'an X-Forwarded-Host that reaches the upstream is in the key');
+  r = await get();
+  assert.equal(r.text, '<script src="https://c10.test/app.js"></script>', 'the response to the forged X-Forwarded-Host stays with it');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit/);
+  // Over HTTP/2 the :authority is the Host.
+  const session = await h2Connect(proxy.httpsPort, 'c10.test', pki.caPem);
+  t.after(() => session.close());
+  const h2 = await h2Request(session, { path: '/page', authority: 'c10.test:7777' });
+  assert.equal(h2.text, '<script src="https://c10.test:7777/app.js"></script>');
+  assert.equal((await get()).text, '<script src="https://c10.test/app.js"></script>');
 });
 
 test('cache: with staleWhileRevalidate a stale response is sent at once while one background request fetches a new copy', async (t) => {

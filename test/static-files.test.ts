@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import { join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
@@ -288,6 +288,50 @@ test('files routes answer conditional and range requests, compress, and fall bac
   assert.equal(r.headers['content-type'], 'text/css; charset=utf-8');
 });
 
+test('files routes answer If-Match and If-Unmodified-Since (412 when the file is not the one named), before If-None-Match and Range', async (t) => {
+  const pki = await makePki();
+  const { site, data } = await makeSite(pki);
+  const cert = await pki.issue('p', ['files.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'files.test': { tls: cert, routes: [{ path: '/', files: site }] } } });
+  const get = (headers: Record<string, string>) => h1Request({ port: proxy.httpsPort, sni: 'files.test', path: '/data.bin', ca: pki.caPem, headers });
+  const first = await get({});
+  const etag = String(first.headers.etag);
+  const lastModified = String(first.headers['last-modified']);
+  assert.match(etag, /^"[0-9a-f]+-[0-9a-f]+"$/);
+
+  // If-Match (RFC 9110 §13.1.1): strong comparison; "*" holds for any file.
+  assert.equal((await get({ 'if-match': etag })).status, 200);
+  assert.equal((await get({ 'if-match': `"old", ${etag}` })).status, 200, 'any tag of the list');
+  assert.equal((await get({ 'if-match': '*' })).status, 200);
+  let r = await get({ 'if-match': '"old"' });
+  assert.equal(r.status, 412);
+  assert.equal(r.headers['x-portico-error'], 'PORTICO_PRECONDITION_FAILED');
+  assert.equal((await get({ 'if-match': `W/${etag}` })).status, 412, 'a weak tag never matches If-Match');
+  // A download resumed with Range and the ETag it started with: 412 once the file changed, never the new file's bytes.
+  r = await get({ range: 'bytes=1000-', 'if-match': '"old"' });
+  assert.equal(r.status, 412);
+  assert.equal(r.headers['content-range'], undefined);
+  r = await get({ range: 'bytes=1000-', 'if-match': etag });
+  assert.equal(r.status, 206);
+  assert.ok(r.body.equals(data.subarray(1000)));
+  // If-Match comes before If-None-Match (§13.2.2).
+  assert.equal((await get({ 'if-match': '"old"', 'if-none-match': etag })).status, 412);
+  assert.equal((await get({ 'if-match': etag, 'if-none-match': etag })).status, 304);
+
+  // If-Unmodified-Since (§13.1.4), ignored with If-Match or when it is not a date.
+  assert.equal((await get({ 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' })).status, 412);
+  assert.equal((await get({ 'if-unmodified-since': lastModified })).status, 200, 'not modified after its own Last-Modified');
+  assert.equal((await get({ 'if-unmodified-since': 'yesterday' })).status, 200);
+  assert.equal((await get({ 'if-match': etag, 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' })).status, 200);
+  r = await get({ range: 'bytes=0-9', 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' });
+  assert.equal(r.status, 412);
+
+  const session = await h2Connect(proxy.httpsPort, 'files.test', pki.caPem);
+  t.after(() => session.close());
+  const h2 = await h2Request(session, { path: '/data.bin', method: 'HEAD', headers: { 'if-match': '"old"' } });
+  assert.equal(h2.status, 412, 'HEAD over HTTP/2 too');
+});
+
 test('a client that leaves during a download closes the file', async (t) => {
   const pki = await makePki();
   const { site, big } = await makeSite(pki);
@@ -317,6 +361,67 @@ test('a client that leaves during a download closes the file', async (t) => {
   const line = await waitFor('the access line', () => proxy.logs.find((l) => l.path === '/big.bin'));
   assert.equal(line.aborted, true);
   assert.equal(line.route, 'files.test /');
+});
+
+test('a file that shrinks while it is sent is cut short visibly, never ended as if whole, over HTTP/1.1 and HTTP/2', async (t) => {
+  const pki = await makePki();
+  const { site } = await makeSite(pki);
+  const cert = await pki.issue('s', ['files.test']);
+  const proxy = await startProxyFor(t, pki, { log: { access: true }, hosts: { 'files.test': { tls: cert, routes: [{ path: '/', files: site }] } } });
+  const SIZE = 64 * 1024 * 1024;
+  /** How a response ended: whole ('end'), cut short by the server ('cut'), or not at all within 5 s ('hung'). */
+  type Outcome = 'end' | 'cut' | 'hung';
+  /** Reads the first 64 KiB of `name` (a sparse 64 MiB file), truncates the file to 1000 bytes, then reads on. */
+  const shrinkWhileSent = async (name: string, body: import('node:stream').Readable & { on(e: 'data', l: (c: Buffer) => void): unknown }, done: Promise<Outcome>) => {
+    let received = 0;
+    body.on('data', (c: Buffer) => {
+      received += c.length;
+      if (received >= 64 * 1024 && received - c.length < 64 * 1024) {
+        body.pause();
+        void truncate(join(site, name), 1000).then(() => body.resume());
+      }
+    });
+    const outcome = await Promise.race([done, new Promise<Outcome>((r) => setTimeout(r, 5000, 'hung'))]);
+    return { outcome, received };
+  };
+
+  await writeFile(join(site, 'shrink1.bin'), '');
+  await truncate(join(site, 'shrink1.bin'), SIZE);
+  const h1 = await new Promise<{ outcome: Outcome; received: number; declared: number }>((resolve, reject) => {
+    const req = https.get({ host: '127.0.0.1', port: proxy.httpsPort, path: '/shrink1.bin', headers: { host: 'files.test' }, servername: 'files.test', ca: pki.caPem }, (res) => {
+      const done = new Promise<Outcome>((r) => {
+        res.on('end', () => r('end'));
+        res.on('aborted', () => r('cut'));
+        res.on('error', () => r('cut'));
+      });
+      shrinkWhileSent('shrink1.bin', res, done).then((o) => resolve({ ...o, declared: Number(res.headers['content-length']) }), reject);
+    });
+    req.on('error', () => undefined);
+    t.after(() => req.destroy());
+  });
+  assert.equal(h1.declared, SIZE);
+  assert.equal(h1.outcome, 'cut', 'HTTP/1.1: the connection is closed, not left open with the body short of its Content-Length');
+  assert.ok(h1.received < SIZE);
+
+  await writeFile(join(site, 'shrink2.bin'), '');
+  await truncate(join(site, 'shrink2.bin'), SIZE);
+  const session = await h2Connect(proxy.httpsPort, 'files.test', pki.caPem);
+  t.after(() => session.close());
+  const stream = session.request({ ':path': '/shrink2.bin' });
+  stream.on('error', () => undefined);
+  const done = new Promise<Outcome>((r) => stream.on('close', () => r(stream.rstCode === 0 ? 'end' : 'cut')));
+  const h2 = await shrinkWhileSent('shrink2.bin', stream, done);
+  assert.equal(h2.outcome, 'cut', 'HTTP/2: the stream is reset');
+  assert.equal(stream.rstCode, 2, 'by Portico (INTERNAL_ERROR), not by the client finding the body short');
+  assert.ok(h2.received < SIZE);
+
+  const lines = await waitFor('the access lines', () => {
+    const l = proxy.logs.filter((x) => x['msg'] === 'access' && String(x['path']).startsWith('/shrink'));
+    return l.length === 2 ? l : undefined;
+  });
+  for (const line of lines) assert.equal(line['error'], 'PORTICO_FILE_FAILED', JSON.stringify(line));
+  const warn = proxy.logs.find((l) => l['msg'] === 'file read failed');
+  assert.equal(warn?.['detail'], 'the file shrank while it was sent');
 });
 
 test('files settings are checked, each problem with its path', async () => {

@@ -13,7 +13,7 @@ import type { Exchange } from '../proxy/exchange.js';
 import { DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
+import { isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
 import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleWindowMs } from './cache-control.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
@@ -65,12 +65,33 @@ const STALE_ON_STATUS = new Set([500, 502, 503, 504]);
 const STALE_ON_ERROR = new Set<ErrorCode>(['PORTICO_UPSTREAM_UNREACHABLE', 'PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_TIMEOUT', 'PORTICO_NO_HEALTHY_UPSTREAM', 'PORTICO_UPSTREAM_BUSY']);
 
 /**
- * The request's key: its route, scheme, host and normalised path with query (nginx's default
+ * The request's key: its route, scheme, Host and normalised path with query (nginx's default
  * proxy_cache_key is $scheme$proxy_host$request_uri). The scheme keeps apart what a host served over
  * plain HTTP too ("plainHttp": "serve") answers each, such as an upstream's redirect of http to https.
+ * The Host is the one the client sent, port and all, not the host name it routes by: the upstream gets
+ * it as X-Forwarded-Host (and as Host by default), and an app that builds links or redirects from it
+ * would otherwise have a "Host: example.com:1234" answer stored for every client (web cache poisoning
+ * by an unkeyed port). From a trusted proxy, the forwarding headers the upstream gets as they came are
+ * in the key too, for the same reason.
  */
 function requestKey(ex: Exchange): string {
-  return `${ex.route!.id}\n${ex.plain ? 'http' : 'https'}://${ex.host}\n${ex.url}`;
+  const h = ex.req.headers;
+  const sent = (ex.h2 ? ((h[':authority'] as string | undefined) ?? h.host) : h.host) ?? ex.host;
+  const key = `${ex.route!.id}\n${ex.plain ? 'http' : 'https'}://${sent}\n${ex.url}`;
+  return isTrustedPeer(ex.plan, ex.req.remoteAddress) ? key + forwardedByProxy(h) : key;
+}
+
+/** Request headers a trusted proxy's values of are forwarded to the upstream (kept or extended). */
+const TRUSTED_FORWARDING = ['x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-prefix', 'forwarded'];
+
+/** The forwarding headers a trusted proxy sent, which reach the upstream as they came (see buildRequestHeaders). */
+function forwardedByProxy(h: Exchange['req']['headers']): string {
+  let out = '';
+  for (let i = 0; i < TRUSTED_FORWARDING.length; i++) {
+    const v = h[TRUSTED_FORWARDING[i] as string];
+    out += `\n${v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v}`;
+  }
+  return out;
 }
 
 /**
@@ -87,7 +108,11 @@ const locks = new Map<string, Exchange[]>();
 export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
   const method = ex.method;
   if (method !== 'GET' && method !== 'HEAD') {
-    if (!SAFE.has(method)) responseCache.invalidate(requestKey(ex));
+    if (!SAFE.has(method)) {
+      const key = requestKey(ex);
+      responseCache.invalidate(key);
+      ex.cacheInvalidate = key;
+    }
     return false;
   }
   const mode = requestCacheMode(ex.req.headers);
@@ -193,6 +218,17 @@ function onLockTimeout(ex: Exchange): void {
   const waiters = locks.get(ex.cacheLock!);
   if (waiters !== undefined) waiters.splice(waiters.indexOf(ex), 1);
   resume(ex);
+}
+
+/**
+ * An unsafe request's exchange is over: what is stored for its URL is dropped again (RFC 9111 §4.4 invalidates
+ * on the response). A GET that went upstream while the upstream was still acting on this request may have
+ * stored the state from before it; dropped only when the request came in, that answer would be served
+ * until it expired, to the client who made the change too.
+ */
+export function invalidateAnswered(ex: Exchange): void {
+  responseCache.invalidate(ex.cacheInvalidate!);
+  ex.cacheInvalidate = undefined;
 }
 
 /** The client response of a request holding or waiting on a lock closed: the lock is given up, or the wait. */
@@ -438,9 +474,15 @@ function ownBody(chunks: readonly Buffer[], size: number): Buffer {
   return out;
 }
 
-/** A body chunk of a response being stored; `copy` for a read buffer that goes back to the upstream side once written. */
+/**
+ * A body chunk of a response being stored; `copy` for a read buffer that goes back to the upstream side once
+ * written. Past maxObjectSize (a body without Content-Length) the response will not be stored: the requests
+ * waiting on it go upstream now, not when its last byte has reached this client or their lockTimeout passed.
+ */
 export function fillChunk(ex: Exchange, chunk: Buffer, copy: boolean): void {
-  if (!addChunk(ex.cacheFill!, chunk, copy)) ex.cacheFill = undefined;
+  if (addChunk(ex.cacheFill!, chunk, copy)) return;
+  ex.cacheFill = undefined;
+  if (ex.cacheLock !== undefined) unlock(ex);
 }
 
 /** The response being stored is complete (trailers: a response that ends with them is not kept). */

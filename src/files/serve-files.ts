@@ -1,7 +1,7 @@
 /**
  * Serving a "files" route: the request path names a file under the route's
  * root. GET and HEAD; Content-Type by extension; a strong ETag and
- * Last-Modified; conditional requests (304, via `fresh`) and one byte range
+ * Last-Modified; conditional requests (412 for If-Match and If-Unmodified-Since, 304 via `fresh`) and one byte range
  * (206, via `range-parser`); the body streamed from the file with
  * back-pressure, through the route's compression when it has one.
  */
@@ -137,6 +137,31 @@ function redirectToDirectory(ex: Exchange): void {
   ex.res.end();
 }
 
+/** An entity tag in an If-Match list, with its weakness prefix. */
+const ENTITY_TAG = /(W\/)?"[^"]*"/g;
+
+/**
+ * Whether a request's If-Match and If-Unmodified-Since hold for the file (RFC 9110 §13.2.2, steps 1 and 2,
+ * before If-None-Match, If-Modified-Since and If-Range): If-Match when it is "*" or lists the file's ETag
+ * (strong comparison, §8.8.3.2: a weak tag never matches); otherwise If-Unmodified-Since when the file was
+ * not modified after that date (one that does not parse is ignored, §13.1.4). A client resuming a download
+ * with Range and If-Match gets 412, not the bytes of a file that has changed since.
+ */
+function preconditionsHold(h: Exchange['req']['headers'], etag: string, mtimeMs: number): boolean {
+  const ifMatch = h['if-match'];
+  if (ifMatch !== undefined) {
+    const list = Array.isArray(ifMatch) ? ifMatch.join(',') : ifMatch;
+    if (list.trim() === '*') return true;
+    for (const m of list.matchAll(ENTITY_TAG)) if (m[1] === undefined && m[0] === etag) return true;
+    return false;
+  }
+  const since = h['if-unmodified-since'];
+  if (typeof since !== 'string') return true;
+  const at = Date.parse(since);
+  // Last-Modified has whole seconds: the file's time is compared as it was sent.
+  return Number.isNaN(at) || Math.floor(mtimeMs / 1000) * 1000 <= at;
+}
+
 /** Whether an If-Range (RFC 9110 §13.1.5) lets a Range apply: absent, or the file's strong ETag or exact date. */
 function ifRangeHolds(ifRange: string | string[] | undefined, etag: string, lastModified: string): boolean {
   if (ifRange === undefined) return true;
@@ -163,6 +188,10 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
     }
   }
   const rules = ex.route!.headerRules?.response;
+  if ((req.headers['if-match'] !== undefined || req.headers['if-unmodified-since'] !== undefined) && !preconditionsHold(req.headers, etag, st.mtimeMs)) {
+    void fh.close().catch(() => undefined);
+    return fail(ex, 'PORTICO_PRECONDITION_FAILED');
+  }
   if (fresh(req.headers, { etag, 'last-modified': lastModified })) {
     void fh.close().catch(() => undefined);
     delete headers['content-type'];
@@ -212,21 +241,29 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
   ex.fileBody = body;
   body.on('error', onFileError.bind(ex));
   body.on('data', countBytes.bind(ex));
+  // Before the pipe's own 'end' listener, so that a short file is caught before an encoder is ended.
+  body.on('end', endResponse.bind(ex, length));
   if (enc !== undefined && enc !== 'vary') {
     startEncoder(ex, enc, String(length));
     body.pipe(ex.encoder!);
     return;
   }
   body.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
-  body.on('end', endResponse.bind(ex));
 }
 
 function countBytes(this: Exchange, chunk: Buffer | string): void {
   this.bytes += chunk.length;
 }
 
-function endResponse(this: Exchange): void {
-  if (!this.res.destroyed) this.res.end();
+/**
+ * The file's body has been read: the response ends (an encoder's, when its last bytes are out). A file
+ * that shrank while it was sent (truncated, or rewritten in place by a deploy) ends its read early: the
+ * response is then cut short visibly, never ended, since a body shorter than its Content-Length would
+ * leave an HTTP/1.1 client reading the next response on the connection as the rest of this one.
+ */
+function endResponse(this: Exchange, length: number): void {
+  if (this.bytes < length) return onFileError.call(this, new Error('the file shrank while it was sent'));
+  if (this.encoder === undefined && !this.res.destroyed) this.res.end();
 }
 
 /** A read failed after the head went out: the response is cut short visibly. */

@@ -108,6 +108,8 @@ export class Exchange implements H1Handler {
   cacheLock: string | undefined = undefined;
   /** "cache" routes: while waiting on another request's lock, the timer that gives up on it. */
   lockTimer: NodeJS.Timeout | undefined = undefined;
+  /** "cache" routes: the request key an unsafe method (POST, PUT, …) invalidates again once it is answered. */
+  cacheInvalidate: string | undefined = undefined;
 
   constructor(req: ClientRequest, res: ClientResponse, state: ProxyState) {
     this.req = req;

@@ -34,7 +34,7 @@ import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
-import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
+import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, invalidateAnswered, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
 
@@ -684,6 +684,7 @@ export function moveInFlight(u: UpstreamPlan, from: number, target: Target): num
 function onClientClose(this: Exchange): void {
   const ex = this;
   if (ex.cacheLock !== undefined) leaveCacheLock(ex);
+  if (ex.cacheInvalidate !== undefined) invalidateAnswered(ex);
   if (ex.slot !== undefined) releaseSlot(ex);
   if (ex.queueTimer !== undefined) leaveQueue(ex);
   if (ex.authReq !== undefined) {
