@@ -255,3 +255,39 @@ test('GET /config redacts the ACME EAB key and every basicAuth hash, on hosts an
   assert.match(shown, /"bob":"\(redacted\)"/);
   assert.match(shown, /"kid":"kid-1"/);
 });
+
+test('GET /config redacts credential headers set by header rules or matched by routes, ${ENV} secrets included, while the upstream still gets them', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
+  const adminPort = await freePort();
+  const cert = await pki.issue('sec', ['sec.test']);
+  process.env.PORTICO_TEST_UPSTREAM_TOKEN = 'env-upstream-token-4711';
+  t.after(() => delete process.env.PORTICO_TEST_UPSTREAM_TOKEN);
+  const proxy = await startProxyFor(t, pki, {
+    admin: { port: adminPort, tokenFile: 'admin.token' },
+    hosts: {
+      'sec.test': {
+        tls: cert,
+        headers: { request: { set: { Authorization: 'Bearer ${PORTICO_TEST_UPSTREAM_TOKEN}', 'X-Tenant': 'blue' } } },
+        routes: [
+          { path: '/', upstream: up.url, headers: { request: { set: { 'X-Api-Key': 'route-api-key-0815' } }, response: { set: { 'Set-Cookie': 'gate=cookie-secret-99' } } } },
+          { path: '/internal', match: { headers: { 'X-Internal-Secret': 'match-secret-1234', 'X-Env': 'prod' } }, upstream: up.url },
+        ],
+      },
+    },
+  }, [up.close]);
+  const shown = await admin(adminPort, 'GET', '/config', TOKEN);
+  assert.equal(shown.status, 200);
+  for (const secret of ['env-upstream-token-4711', 'route-api-key-0815', 'cookie-secret-99', 'match-secret-1234']) assert.ok(!shown.text.includes(secret), `${secret} is not shown`);
+  const host = (JSON.parse(shown.text) as { hosts: Record<string, { headers: { request: { set: Record<string, string> } }; routes: { headers?: { request: { set: Record<string, string> }; response: { set: Record<string, string> } }; match?: { headers: Record<string, string> } }[] }> }).hosts['sec.test']!;
+  assert.deepEqual(host.headers.request.set, { Authorization: '(redacted)', 'X-Tenant': 'blue' }, 'other headers are shown as they are');
+  assert.deepEqual(host.routes[0]!.headers!.request.set, { 'X-Api-Key': '(redacted)' });
+  assert.deepEqual(host.routes[0]!.headers!.response.set, { 'Set-Cookie': '(redacted)' });
+  assert.deepEqual(host.routes[1]!.match!.headers, { 'X-Internal-Secret': '(redacted)', 'X-Env': 'prod' });
+  // Redacting the copy the admin API shows leaves the config being served alone.
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'sec.test', path: '/x', ca: pki.caPem });
+  assert.equal(r.status, 200);
+  assert.equal(up.seen.at(-1)!.headers.authorization, 'Bearer env-upstream-token-4711');
+  assert.equal(up.seen.at(-1)!.headers['x-api-key'], 'route-api-key-0815');
+});
