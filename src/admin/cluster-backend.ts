@@ -16,11 +16,10 @@ import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-ta
 import { readAdminTokenDigest } from './token.js';
 import { redactConfig } from './effective-config.js';
 import { purgeInProcess, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
+import { WORKER_READY, type WorkerMessage } from '../cluster/worker-messages.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
-/** A worker that sends this answers admin questions from then on; the primary asks no other. */
-const READY = 'portico:admin-ready';
 type Op = 'snapshot' | 'reload' | 'drain' | 'enable' | 'config' | 'purge';
 
 interface Ask {
@@ -47,7 +46,8 @@ function isAnswer(m: unknown): m is Answer {
 
 /** Worker: answers the primary's admin questions about this Portico (call once it serves). */
 export function answerAdminRequests(p: Portico): void {
-  process.send?.({ type: READY }, undefined, {}, () => {});
+  // The primary asks no worker that has not said this, and counts it as started (src/cluster/primary.ts).
+  process.send?.({ type: WORKER_READY } satisfies WorkerMessage, undefined, {}, () => {});
   process.on('message', (msg: unknown) => {
     if (!isAsk(msg)) return;
     const reply = (result: unknown): void => {
@@ -71,7 +71,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   const drained = primaryDrainedTargets();
   cluster.on('message', (worker, msg: unknown) => {
     if (isAnswer(msg)) pending.get(msg.id)?.(msg.result);
-    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) {
+    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === WORKER_READY) {
       ready.add(worker.id);
       // Drains made while it was starting reached the primary only: the whole set again, before any other question.
       sendDrainedTargets(worker);
