@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { nodeHasReusePort } from '../src/listen/listen-options.js';
 import { giveUpAfterFailedStarts, restartDelayMs, RESTART_DELAY_MAX_MS } from '../src/cluster/primary.js';
 import { makePki } from './helpers/proxy.js';
-import { spawnTwoWorkers } from './helpers/child-proxy.js';
+import { spawnProxy, spawnTwoWorkers } from './helpers/child-proxy.js';
 import { h1Request } from './helpers/net.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -136,4 +136,34 @@ test('restart delays: one restart per worker at once, then 250 ms doubling up to
   assert.equal(restartDelayMs(40, 2), RESTART_DELAY_MAX_MS);
   assert.equal(giveUpAfterFailedStarts(1), 3);
   assert.equal(giveUpAfterFailedStarts(4), 8);
+});
+
+test('SIGTERM with a worker that hangs: the primary kills it limits.shutdownTimeout + 5 s later and exits 1, naming it', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, limits: { shutdownTimeout: '1s' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  const pids = (): number[] => [...new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'] as number))];
+  for (let i = 0; i < 150 && pids().length < 2; i++) await sleep(100);
+  const [hung, other] = pids();
+  assert.ok(hung !== undefined && other !== undefined, 'both workers listen');
+  process.kill(hung, 'SIGSTOP');
+  t.after(() => {
+    try {
+      process.kill(hung, 'SIGKILL');
+    } catch {
+      // Gone already, as it should be.
+    }
+  });
+  const started = Date.now();
+  proxy.proc.kill('SIGTERM');
+  const code = await Promise.race([proxy.exited, sleep(20_000).then(() => 'still running after 20 s')]);
+  const tookMs = Date.now() - started;
+  assert.equal(code, 1, 'a forced stop is not a clean one');
+  assert.ok(tookMs >= 5_500 && tookMs < 12_000, `stopped after ${tookMs} ms: 1 s shutdownTimeout + 5 s grace`);
+  const killed = proxy.logs.filter((l) => l['msg'] === 'worker did not stop within limits.shutdownTimeout; killing it');
+  assert.deepEqual(killed.map((l) => l['pid']), [hung]);
+  assert.throws(() => process.kill(hung, 0), /ESRCH/, 'the hung worker is gone');
+  assert.throws(() => process.kill(other, 0), /ESRCH/, 'the other worker stopped');
 });

@@ -16,7 +16,7 @@ import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-ta
 import { readAdminTokenDigest } from './token.js';
 import { redactConfig } from './effective-config.js';
 import { purgeInProcess, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
-import { WORKER_READY, type WorkerMessage } from '../cluster/worker-messages.js';
+import { WORKER_READY, WORKER_SHUTDOWN_TIMEOUT, type WorkerMessage } from '../cluster/worker-messages.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
@@ -46,8 +46,9 @@ function isAnswer(m: unknown): m is Answer {
 
 /** Worker: answers the primary's admin questions about this Portico (call once it serves). */
 export function answerAdminRequests(p: Portico): void {
-  // The primary asks no worker that has not said this, and counts it as started (src/cluster/primary.ts).
-  process.send?.({ type: WORKER_READY } satisfies WorkerMessage, undefined, {}, () => {});
+  // The primary asks no worker that has not said this, counts it as started, and gives its stop this long (src/cluster/primary.ts).
+  process.send?.({ type: WORKER_READY, shutdownTimeoutMs: p.state?.plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {});
+  p.onPlan.push((plan) => process.send?.({ type: WORKER_SHUTDOWN_TIMEOUT, shutdownTimeoutMs: plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {}));
   process.on('message', (msg: unknown) => {
     if (!isAsk(msg)) return;
     const reply = (result: unknown): void => {

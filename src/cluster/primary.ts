@@ -3,7 +3,8 @@
  * own sockets with SO_REUSEPORT where Node can, else share the primary's through
  * node:cluster's round-robin), restarts a worker that dies (with a growing delay in a crash loop;
  * it gives up only when no worker serves), and
- * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them. It
+ * forwards SIGTERM/SIGINT (graceful stop; a worker still running limits.shutdownTimeout + 5 s
+ * later is killed and the primary exits 1) and SIGHUP (reload) to them. It
  * holds the secret that every worker's TLS session ticket keys derive from, and
  * the upstream targets drained over the admin API (drained-targets.ts).
  */
@@ -13,7 +14,7 @@ import type { Logger } from 'pino';
 import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
 import { primaryDrainedTargets } from './drained-targets.js';
-import { isWorkerMessage } from './worker-messages.js';
+import { isWorkerMessage, WORKER_READY } from './worker-messages.js';
 
 /** How the workers share the listeners. */
 export interface PrimaryOptions {
@@ -21,7 +22,12 @@ export interface PrimaryOptions {
   readonly reusePort: boolean;
   /** Called when the primary gets SIGHUP (after forwarding it): the admin API re-reads its token. */
   readonly onReload?: () => void;
+  /** limits.shutdownTimeout of the config at start, in ms; the workers' own value replaces it once they report it. */
+  readonly shutdownTimeoutMs: number;
 }
+
+/** After limits.shutdownTimeout, how long a stopping worker has left (closing sockets, flushing its log) before it is killed. */
+export const STOP_GRACE_MS = 5_000;
 
 /** Restarts in the first minute of a crash loop that go at once: one per worker. */
 const RESTART_DELAY_BASE_MS = 250;
@@ -47,6 +53,9 @@ export function giveUpAfterFailedStarts(count: number): number {
 export function runPrimary(count: number, log: Logger, options: PrimaryOptions): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
+    let shutdownTimeoutMs = options.shutdownTimeoutMs;
+    let stopCode = 0;
+    let killTimer: NodeJS.Timeout | undefined;
     const recentDeaths: number[] = [];
     // Workers that said they serve (WORKER_READY) and are alive; a start failed when a worker died before saying so.
     const serving = new Set<number>();
@@ -63,13 +72,18 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     log.info({ workers: count, balancing: options.reusePort ? 'reuseport' : 'round-robin' }, 'primary started workers');
     cluster.on('message', (worker, msg: unknown) => {
       if (!isWorkerMessage(msg) || !worker.isConnected()) return;
+      if (typeof msg.shutdownTimeoutMs === 'number') shutdownTimeoutMs = msg.shutdownTimeoutMs;
+      if (msg.type !== WORKER_READY) return;
       serving.add(worker.id);
       failedStarts = 0;
     });
     cluster.on('exit', (worker, code, signal) => {
       const wasServing = serving.delete(worker.id);
       if (stopping) {
-        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+        if (Object.keys(cluster.workers ?? {}).length === 0) {
+          clearTimeout(killTimer);
+          resolve(stopCode);
+        }
         return;
       }
       if (!wasServing) failedStarts++;
@@ -99,7 +113,16 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       for (const timer of restarts) clearTimeout(timer);
       restarts.clear();
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
-      if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) return resolve(0);
+      // A worker that hangs (a busy loop, a stuck close) must not keep the primary, and the port, forever.
+      killTimer = setTimeout(() => {
+        stopCode = 1;
+        for (const w of Object.values(cluster.workers ?? {})) {
+          if (w === undefined) continue;
+          log.error({ pid: w.process.pid, shutdownTimeoutMs, graceMs: STOP_GRACE_MS }, 'worker did not stop within limits.shutdownTimeout; killing it');
+          w.process.kill('SIGKILL');
+        }
+      }, shutdownTimeoutMs + STOP_GRACE_MS);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
