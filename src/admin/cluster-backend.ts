@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Portico } from '../server/portico.js';
 import type { AdminBackend, ProcessReload } from './admin-server.js';
-import { takeSnapshot, type Snapshot } from './snapshot.js';
+import { addRetiredCounters, takeSnapshot, type Snapshot } from './snapshot.js';
 import { setDrainedInProcess, type ProcessDrain } from './drain.js';
 import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
@@ -78,7 +78,16 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
       sendDrainedTargets(worker);
     }
   });
-  cluster.on('exit', (worker) => ready.delete(worker.id));
+  // Each worker's last snapshot, by worker id: when it exits, its counters go to `retired`, so /metrics never goes back.
+  const lastSnapshots = new Map<number, Snapshot>();
+  let retired: Snapshot | undefined;
+  cluster.on('exit', (worker) => {
+    ready.delete(worker.id);
+    const last = lastSnapshots.get(worker.id);
+    if (last === undefined) return;
+    lastSnapshots.delete(worker.id);
+    retired = addRetiredCounters(retired, last);
+  });
   const readyWorkers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
   const ask = async (op: Op, url?: string, purge?: PurgeRequest): Promise<unknown[]> => {
     const workers = readyWorkers();
@@ -95,6 +104,8 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
             pending.set(id, (result) => {
               clearTimeout(timer);
               pending.delete(id);
+              // Kept as the answer arrives, before the worker's 'exit' can come.
+              if (op === 'snapshot' && result !== undefined && result !== null) lastSnapshots.set(w!.id, result as Snapshot);
               resolve(result);
             });
             w!.send({ type: ASK, id, op, ...(url === undefined ? {} : { url }), ...(purge === undefined ? {} : { purge }) } satisfies Ask, undefined, () => {});
@@ -114,6 +125,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   };
   return {
     snapshots: async () => (await ask('snapshot')) as Snapshot[],
+    retiredCounters: () => retired,
     reload: async () => {
       const results = (await ask('reload')) as ProcessReload[];
       if (results.every((r) => r.ok)) await refreshToken();
