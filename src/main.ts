@@ -17,6 +17,7 @@ import { runPrimary } from './cluster/primary.js';
 import { requestTicketSecret } from './cluster/ticket-secret.js';
 import { probeListeners } from './cluster/probe-listeners.js';
 import { nodeHasReusePort } from './listen/listen-options.js';
+import { parseDurationMs } from './config/units.js';
 
 const HELP = `Usage:
   portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
@@ -136,7 +137,8 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
     }
-    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload });
+    const shutdownTimeoutMs = pre?.ok === true ? parseDurationMs(pre.config.limits.shutdownTimeout) : 10_000;
+    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs });
     await admin?.close();
     await new Promise<void>((r) => log.flush(() => r()));
     return code;

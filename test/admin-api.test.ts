@@ -255,3 +255,93 @@ test('GET /config redacts the ACME EAB key and every basicAuth hash, on hosts an
   assert.match(shown, /"bob":"\(redacted\)"/);
   assert.match(shown, /"kid":"kid-1"/);
 });
+
+test('GET /config redacts credential headers set by header rules or matched by routes, ${ENV} secrets included, while the upstream still gets them', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
+  const adminPort = await freePort();
+  const cert = await pki.issue('sec', ['sec.test']);
+  process.env.PORTICO_TEST_UPSTREAM_TOKEN = 'env-upstream-token-4711';
+  t.after(() => delete process.env.PORTICO_TEST_UPSTREAM_TOKEN);
+  const proxy = await startProxyFor(t, pki, {
+    admin: { port: adminPort, tokenFile: 'admin.token' },
+    hosts: {
+      'sec.test': {
+        tls: cert,
+        headers: { request: { set: { Authorization: 'Bearer ${PORTICO_TEST_UPSTREAM_TOKEN}', 'X-Tenant': 'blue' } } },
+        routes: [
+          { path: '/', upstream: up.url, headers: { request: { set: { 'X-Api-Key': 'route-api-key-0815' } }, response: { set: { 'Set-Cookie': 'gate=cookie-secret-99' } } } },
+          { path: '/internal', match: { headers: { 'X-Internal-Secret': 'match-secret-1234', 'X-Env': 'prod' } }, upstream: up.url },
+        ],
+      },
+    },
+  }, [up.close]);
+  const shown = await admin(adminPort, 'GET', '/config', TOKEN);
+  assert.equal(shown.status, 200);
+  for (const secret of ['env-upstream-token-4711', 'route-api-key-0815', 'cookie-secret-99', 'match-secret-1234']) assert.ok(!shown.text.includes(secret), `${secret} is not shown`);
+  const host = (JSON.parse(shown.text) as { hosts: Record<string, { headers: { request: { set: Record<string, string> } }; routes: { headers?: { request: { set: Record<string, string> }; response: { set: Record<string, string> } }; match?: { headers: Record<string, string> } }[] }> }).hosts['sec.test']!;
+  assert.deepEqual(host.headers.request.set, { Authorization: '(redacted)', 'X-Tenant': 'blue' }, 'other headers are shown as they are');
+  assert.deepEqual(host.routes[0]!.headers!.request.set, { 'X-Api-Key': '(redacted)' });
+  assert.deepEqual(host.routes[0]!.headers!.response.set, { 'Set-Cookie': '(redacted)' });
+  assert.deepEqual(host.routes[1]!.match!.headers, { 'X-Internal-Secret': '(redacted)', 'X-Env': 'prod' });
+  // Redacting the copy the admin API shows leaves the config being served alone.
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'sec.test', path: '/x', ca: pki.caPem });
+  assert.equal(r.status, 200);
+  assert.equal(up.seen.at(-1)!.headers.authorization, 'Bearer env-upstream-token-4711');
+  assert.equal(up.seen.at(-1)!.headers['x-api-key'], 'route-api-key-0815');
+});
+
+test('with workers, /metrics counters do not go back when a worker dies and is replaced', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  t.after(async () => {
+    await up.close();
+    await pki.cleanup();
+  });
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
+  const adminPort = await freePort();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  const pids = async (): Promise<number[]> => {
+    const r = await admin(adminPort, 'GET', '/status', TOKEN).catch(() => undefined);
+    return r?.status === 200 ? (JSON.parse(r.text) as { processes: { pid: number }[] }).processes.map((p) => p.pid) : [];
+  };
+  let before: number[] = [];
+  for (let i = 0; i < 100 && before.length < 2; i++) {
+    before = await pids();
+    if (before.length < 2) await sleep(100);
+  }
+  assert.equal(before.length, 2, 'both workers answer');
+  for (let i = 0; i < 6; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/m${i}`, ca: pki.caPem })).status, 200);
+  const REQUESTS = 'portico_requests_total{host="site.test",route="/",class="2xx"}';
+  const COUNT = 'portico_request_duration_seconds_count{host="site.test",route="/"}';
+  const INF = 'portico_request_duration_seconds_bucket{host="site.test",route="/",le="+Inf"}';
+  const page1 = (await admin(adminPort, 'GET', '/metrics', TOKEN)).text;
+  assert.equal(metric(page1, REQUESTS), 6);
+  const cpu1 = metric(page1, 'process_cpu_seconds_total') as number;
+  // The worker that served the most of them dies.
+  const status = JSON.parse((await admin(adminPort, 'GET', '/status', TOKEN)).text) as { processes: { pid: number; routes: { host: string; byClass: number[] }[] }[] };
+  const served = (p: (typeof status.processes)[number]): number => p.routes.find((r) => r.host === 'site.test')?.byClass[2] ?? 0;
+  const busiest = [...status.processes].sort((a, b) => served(b) - served(a))[0]!;
+  assert.ok(served(busiest) > 0);
+  before = [busiest.pid];
+  process.kill(before[0]!, 'SIGKILL');
+  let after: number[] = [];
+  for (let i = 0; i < 150; i++) {
+    after = await pids();
+    if (after.length === 2 && !after.includes(before[0]!)) break;
+    await sleep(100);
+  }
+  assert.equal(after.length, 2, 'a new worker replaced the dead one');
+  assert.ok(!after.includes(before[0]!));
+  const page2 = (await admin(adminPort, 'GET', '/metrics', TOKEN)).text;
+  assert.equal(metric(page2, REQUESTS), 6, 'the dead worker\'s requests still count');
+  assert.equal(metric(page2, COUNT), 6);
+  assert.equal(metric(page2, INF), 6);
+  assert.equal(metric(page2, 'portico_processes'), 2);
+  assert.ok((metric(page2, 'process_cpu_seconds_total') as number) >= cpu1, 'CPU time does not go back');
+  for (let i = 0; i < 2; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/n${i}`, ca: pki.caPem })).status, 200);
+  assert.equal(metric((await admin(adminPort, 'GET', '/metrics', TOKEN)).text, REQUESTS), 8);
+});

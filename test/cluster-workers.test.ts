@@ -12,9 +12,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { nodeHasReusePort } from '../src/listen/listen-options.js';
+import { giveUpAfterFailedStarts, restartDelayMs, RESTART_DELAY_MAX_MS } from '../src/cluster/primary.js';
 import { makePki } from './helpers/proxy.js';
-import { spawnTwoWorkers } from './helpers/child-proxy.js';
+import { spawnProxy, spawnTwoWorkers } from './helpers/child-proxy.js';
 import { h1Request } from './helpers/net.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -101,4 +103,67 @@ test('with workers, a config with problems exits 1 with every issue and starts n
   assert.match(stderr, /hosts\["site\.test"\]\.tls\.key: required/);
   assert.match(stderr, /hosts\["site\.test"\]\.routes\[0\]\.path: a route path must start with "\/"/);
   assert.doesNotMatch(stderr, /primary started workers/);
+});
+
+test('a restarted worker that cannot start (the config file edited into one it refuses) is retried with a growing delay, while the other worker serves on', async (t) => {
+  const { proxy, pki, up } = await spawnTwoWorkers(t);
+  const workerPids = [...new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'] as number))];
+  assert.equal(workerPids.length, 2);
+  // An edit the running workers would refuse (no host), then one worker crashes: its replacements cannot start.
+  await proxy.writeConfig({ workers: 2, hosts: {} });
+  process.kill(workerPids[0]!, 'SIGKILL');
+  const cert = { cert: 'site.pem', key: 'site-key.pem' };
+  for (let i = 0; i < 25; i++) {
+    await sleep(200);
+    assert.equal(proxy.proc.exitCode, null, `the primary runs on (${JSON.stringify(proxy.logs.filter((l) => (l['level'] as number) >= 50).slice(-2))})`);
+    assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/still${i}`, ca: pki.caPem })).status, 200, 'the other worker serves');
+  }
+  const deaths = proxy.logs.filter((l) => l['msg'] === 'worker died, restarting');
+  assert.ok(deaths.length >= 3 && deaths.length <= 8, `${deaths.length} restarts in 5 s, not a tight loop`);
+  assert.ok(deaths.some((l) => (l['restartInMs'] as number) >= 1000), 'the delay grows');
+  assert.ok(deaths.every((l) => l['serving'] === 1));
+  // A good config again: the next restart serves.
+  await proxy.writeConfig({ workers: 2, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
+  const listening = (): number => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'])).size;
+  for (let i = 0; i < 150 && listening() < 3; i++) await sleep(100);
+  assert.equal(listening(), 3, 'a new worker serves');
+  await proxy.kill(10_000);
+  assert.equal(await proxy.exited, 0);
+});
+
+test('restart delays: one restart per worker at once, then 250 ms doubling up to 30 s; giving up needs several failed starts', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => restartDelayMs(n, 2)), [0, 0, 250, 500, 1000, 2000]);
+  assert.equal(restartDelayMs(40, 2), RESTART_DELAY_MAX_MS);
+  assert.equal(giveUpAfterFailedStarts(1), 3);
+  assert.equal(giveUpAfterFailedStarts(4), 8);
+});
+
+test('SIGTERM with a worker that hangs: the primary kills it limits.shutdownTimeout + 5 s later and exits 1, naming it', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, limits: { shutdownTimeout: '1s' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  const pids = (): number[] => [...new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'] as number))];
+  for (let i = 0; i < 150 && pids().length < 2; i++) await sleep(100);
+  const [hung, other] = pids();
+  assert.ok(hung !== undefined && other !== undefined, 'both workers listen');
+  process.kill(hung, 'SIGSTOP');
+  t.after(() => {
+    try {
+      process.kill(hung, 'SIGKILL');
+    } catch {
+      // Gone already, as it should be.
+    }
+  });
+  const started = Date.now();
+  proxy.proc.kill('SIGTERM');
+  const code = await Promise.race([proxy.exited, sleep(20_000).then(() => 'still running after 20 s')]);
+  const tookMs = Date.now() - started;
+  assert.equal(code, 1, 'a forced stop is not a clean one');
+  assert.ok(tookMs >= 5_500 && tookMs < 12_000, `stopped after ${tookMs} ms: 1 s shutdownTimeout + 5 s grace`);
+  const killed = proxy.logs.filter((l) => l['msg'] === 'worker did not stop within limits.shutdownTimeout; killing it');
+  assert.deepEqual(killed.map((l) => l['pid']), [hung]);
+  assert.throws(() => process.kill(hung, 0), /ESRCH/, 'the hung worker is gone');
+  assert.throws(() => process.kill(other, 0), /ESRCH/, 'the other worker stopped');
 });

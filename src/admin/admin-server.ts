@@ -43,6 +43,8 @@ export interface AdminBackend {
   tokenDigest(): Buffer | undefined;
   /** How many processes serve requests now (this one, or the primary's ready workers). */
   serving(): number;
+  /** The counters of workers that exited, as last seen (a primary's); undefined when none did. */
+  retiredCounters?(): Snapshot | undefined;
 }
 
 const ROUTES: Record<string, string> = { '/status': 'GET', '/metrics': 'GET', '/config': 'GET', '/reload': 'POST', '/targets/drain': 'POST', '/targets/enable': 'POST', '/cache/purge': 'POST' };
@@ -149,7 +151,7 @@ export class AdminServer {
     }
     const snapshots = await this.#backend.snapshots();
     if (snapshots.length === 0) return noProcess(res);
-    if (path === '/metrics') return send(res, 200, renderMetrics(snapshots));
+    if (path === '/metrics') return send(res, 200, renderMetrics(snapshots, this.#backend.retiredCounters?.()));
     send(res, 200, { version: this.#version, processes: snapshots });
   }
 

@@ -10,17 +10,16 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Portico } from '../server/portico.js';
 import type { AdminBackend, ProcessReload } from './admin-server.js';
-import { takeSnapshot, type Snapshot } from './snapshot.js';
+import { addRetiredCounters, takeSnapshot, type Snapshot } from './snapshot.js';
 import { setDrainedInProcess, type ProcessDrain } from './drain.js';
 import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
 import { redactConfig } from './effective-config.js';
 import { purgeInProcess, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
+import { WORKER_READY, WORKER_SHUTDOWN_TIMEOUT, type WorkerMessage } from '../cluster/worker-messages.js';
 
 const ASK = 'portico:admin?';
 const ANSWER = 'portico:admin';
-/** A worker that sends this answers admin questions from then on; the primary asks no other. */
-const READY = 'portico:admin-ready';
 type Op = 'snapshot' | 'reload' | 'drain' | 'enable' | 'config' | 'purge';
 
 interface Ask {
@@ -47,7 +46,9 @@ function isAnswer(m: unknown): m is Answer {
 
 /** Worker: answers the primary's admin questions about this Portico (call once it serves). */
 export function answerAdminRequests(p: Portico): void {
-  process.send?.({ type: READY }, undefined, {}, () => {});
+  // The primary asks no worker that has not said this, counts it as started, and gives its stop this long (src/cluster/primary.ts).
+  process.send?.({ type: WORKER_READY, shutdownTimeoutMs: p.state?.plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {});
+  p.onPlan.push((plan) => process.send?.({ type: WORKER_SHUTDOWN_TIMEOUT, shutdownTimeoutMs: plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {}));
   process.on('message', (msg: unknown) => {
     if (!isAsk(msg)) return;
     const reply = (result: unknown): void => {
@@ -71,13 +72,22 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   const drained = primaryDrainedTargets();
   cluster.on('message', (worker, msg: unknown) => {
     if (isAnswer(msg)) pending.get(msg.id)?.(msg.result);
-    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === READY) {
+    else if (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === WORKER_READY) {
       ready.add(worker.id);
       // Drains made while it was starting reached the primary only: the whole set again, before any other question.
       sendDrainedTargets(worker);
     }
   });
-  cluster.on('exit', (worker) => ready.delete(worker.id));
+  // Each worker's last snapshot, by worker id: when it exits, its counters go to `retired`, so /metrics never goes back.
+  const lastSnapshots = new Map<number, Snapshot>();
+  let retired: Snapshot | undefined;
+  cluster.on('exit', (worker) => {
+    ready.delete(worker.id);
+    const last = lastSnapshots.get(worker.id);
+    if (last === undefined) return;
+    lastSnapshots.delete(worker.id);
+    retired = addRetiredCounters(retired, last);
+  });
   const readyWorkers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined && w.isConnected() && ready.has(w.id));
   const ask = async (op: Op, url?: string, purge?: PurgeRequest): Promise<unknown[]> => {
     const workers = readyWorkers();
@@ -94,6 +104,8 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
             pending.set(id, (result) => {
               clearTimeout(timer);
               pending.delete(id);
+              // Kept as the answer arrives, before the worker's 'exit' can come.
+              if (op === 'snapshot' && result !== undefined && result !== null) lastSnapshots.set(w!.id, result as Snapshot);
               resolve(result);
             });
             w!.send({ type: ASK, id, op, ...(url === undefined ? {} : { url }), ...(purge === undefined ? {} : { purge }) } satisfies Ask, undefined, () => {});
@@ -113,6 +125,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
   };
   return {
     snapshots: async () => (await ask('snapshot')) as Snapshot[],
+    retiredCounters: () => retired,
     reload: async () => {
       const results = (await ask('reload')) as ProcessReload[];
       if (results.every((r) => r.ok)) await refreshToken();

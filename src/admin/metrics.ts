@@ -29,14 +29,18 @@ class Family {
   }
 }
 
-/** The metrics page for these snapshots (one per process). */
-export function renderMetrics(snapshots: readonly Snapshot[]): string {
+/**
+ * The metrics page for these snapshots (one per process); `retired` holds the counters of workers
+ * that exited (addRetiredCounters), added to the counters so they never go back.
+ */
+export function renderMetrics(snapshots: readonly Snapshot[], retired?: Snapshot): string {
+  const counted = retired === undefined ? snapshots : [...snapshots, retired];
   const requests = new Family('portico_requests_total', 'counter', 'Requests answered, by host, route path and status class ("none": the client went away before a response; host "" for requests no route took).');
   const duration = new Family('portico_request_duration_seconds', 'histogram', 'Time from request head to the end of the response.');
   const upgrades = new Family('portico_open_upgraded_connections', 'gauge', 'Upgraded connections (WebSockets) open now, by host and route path, summed over the processes.');
   const cacheRequests = new Family('portico_cache_requests_total', 'counter', 'GET and HEAD requests on routes with a response cache, by host, route path and result ("hit": answered from the cache without asking the upstream; "miss": forwarded, as it had no fresh response, had a stale one to revalidate, or the request asked for a new one), summed over the processes.');
   const routes = new Map<string, { host: string; path: string; byClass: number[]; sumMs: number; buckets: number[]; openUpgrades: number; cacheHits: number; cacheMisses: number }>();
-  for (const s of snapshots) {
+  for (const s of counted) {
     for (const r of s.routes) {
       const key = `${r.host} ${r.path}`;
       const acc = routes.get(key) ?? { host: r.host, path: r.path, byClass: [0, 0, 0, 0, 0, 0], sumMs: 0, buckets: new Array<number>(DURATION_BOUNDS_MS.length + 1).fill(0), openUpgrades: 0, cacheHits: 0, cacheMisses: 0 };
@@ -116,7 +120,7 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const streamOpen = new Family('portico_stream_open_connections', 'gauge', 'Stream connections open now, by port.');
   const streamBytes = new Family('portico_stream_bytes_total', 'counter', 'Bytes through stream connections, by port and direction ("in": from clients).');
   const streams = new Map<number, { open: number; closed: number; failed: number; bytesIn: number; bytesOut: number }>();
-  for (const s of snapshots) {
+  for (const s of counted) {
     for (const st of s.streams) {
       const acc = streams.get(st.port) ?? { open: 0, closed: 0, failed: 0, bytesIn: 0, bytesOut: 0 };
       acc.open += st.open;
@@ -139,7 +143,7 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   const cacheEvictions = new Family('portico_cache_evictions_total', 'counter', 'Stored responses dropped to stay within limits.cacheSize, summed over the processes.');
   const cacheEntries = new Family('portico_cache_entries', 'gauge', 'Responses held in the response cache now, summed over the processes (each keeps its own).');
   const cacheBytes = new Family('portico_cache_bytes', 'gauge', 'Memory the response cache holds now (bodies and headers), summed over the processes.');
-  const sum = (f: (c: Snapshot['cache']) => number): number => snapshots.reduce((a, s) => a + f(s.cache), 0);
+  const sum = (f: (c: Snapshot['cache']) => number): number => counted.reduce((a, s) => a + f(s.cache), 0);
   cacheStores.add('portico_cache_stores_total', {}, sum((c) => c.stores));
   cacheEvictions.add('portico_cache_evictions_total', {}, sum((c) => c.evictions));
   cacheEntries.add('portico_cache_entries', {}, sum((c) => c.entries));
@@ -153,8 +157,8 @@ export function renderMetrics(snapshots: readonly Snapshot[]): string {
   processes.add('portico_processes', {}, snapshots.length);
   const rss = new Family('process_resident_memory_bytes', 'gauge', 'Resident memory of the Portico processes, summed.');
   rss.add('process_resident_memory_bytes', {}, snapshots.reduce((a, s) => a + s.rssBytes, 0));
-  const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed.');
-  cpu.add('process_cpu_seconds_total', {}, snapshots.reduce((a, s) => a + s.cpuSeconds, 0));
+  const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed (workers that exited included).');
+  cpu.add('process_cpu_seconds_total', {}, counted.reduce((a, s) => a + s.cpuSeconds, 0));
 
   return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, refused, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

@@ -142,3 +142,47 @@ export function takeSnapshot(p: Portico): Snapshot {
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
 }
+
+/**
+ * `total` (undefined for none yet) plus the counters of `s`, a process that has exited: the
+ * counters of what it served, so the primary's metrics do not go back when a worker is replaced
+ * (Prometheus reads a drop as a counter reset and counts the whole remaining total as new).
+ * Gauges (open connections, health, certificates) are left out: they end with the process.
+ */
+export function addRetiredCounters(total: Snapshot | undefined, s: Snapshot): Snapshot {
+  const routes = new Map<string, RouteSnapshot>();
+  for (const r of [...(total?.routes ?? []), ...s.routes]) {
+    const key = `${r.host} ${r.path}`;
+    const acc = routes.get(key);
+    routes.set(key, {
+      host: r.host,
+      path: r.path,
+      byClass: r.byClass.map((n, i) => n + (acc?.byClass[i] ?? 0)),
+      durationSumMs: r.durationSumMs + (acc?.durationSumMs ?? 0),
+      durationBuckets: r.durationBuckets.map((n, i) => n + (acc?.durationBuckets[i] ?? 0)),
+      openUpgrades: 0,
+      cacheHits: r.cacheHits + (acc?.cacheHits ?? 0),
+      cacheMisses: r.cacheMisses + (acc?.cacheMisses ?? 0),
+    });
+  }
+  const streams = new Map<number, StreamSnapshot>();
+  for (const st of [...(total?.streams ?? []), ...s.streams]) {
+    const acc = streams.get(st.port);
+    streams.set(st.port, { port: st.port, open: 0, closed: st.closed + (acc?.closed ?? 0), failed: st.failed + (acc?.failed ?? 0), bytesIn: st.bytesIn + (acc?.bytesIn ?? 0), bytesOut: st.bytesOut + (acc?.bytesOut ?? 0) });
+  }
+  const c = total?.cache;
+  return {
+    pid: 0,
+    startedAt: total?.startedAt ?? s.startedAt,
+    generation: 0,
+    lastReload: { ok: true, at: undefined, issues: undefined },
+    routes: [...routes.values()],
+    upstreams: [],
+    certificates: [],
+    streams: [...streams.values()],
+    streamTargets: [],
+    cache: { entries: 0, bytes: 0, maxBytes: 0, hits: s.cache.hits + (c?.hits ?? 0), misses: s.cache.misses + (c?.misses ?? 0), stores: s.cache.stores + (c?.stores ?? 0), evictions: s.cache.evictions + (c?.evictions ?? 0) },
+    rssBytes: 0,
+    cpuSeconds: s.cpuSeconds + (total?.cpuSeconds ?? 0),
+  };
+}

@@ -1,8 +1,10 @@
 /**
  * The primary process when `workers` > 1: forks the workers (which bind their
  * own sockets with SO_REUSEPORT where Node can, else share the primary's through
- * node:cluster's round-robin), restarts a worker that dies, and
- * forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to them. It
+ * node:cluster's round-robin), restarts a worker that dies (with a growing delay in a crash loop;
+ * it gives up only when no worker serves), and
+ * forwards SIGTERM/SIGINT (graceful stop; a worker still running limits.shutdownTimeout + 5 s
+ * later is killed and the primary exits 1) and SIGHUP (reload) to them. It
  * holds the secret that every worker's TLS session ticket keys derive from, and
  * the upstream targets drained over the admin API (drained-targets.ts).
  */
@@ -12,6 +14,7 @@ import type { Logger } from 'pino';
 import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
 import { primaryDrainedTargets } from './drained-targets.js';
+import { isWorkerMessage, WORKER_READY } from './worker-messages.js';
 
 /** How the workers share the listeners. */
 export interface PrimaryOptions {
@@ -19,13 +22,45 @@ export interface PrimaryOptions {
   readonly reusePort: boolean;
   /** Called when the primary gets SIGHUP (after forwarding it): the admin API re-reads its token. */
   readonly onReload?: () => void;
+  /** limits.shutdownTimeout of the config at start, in ms; the workers' own value replaces it once they report it. */
+  readonly shutdownTimeoutMs: number;
+}
+
+/** After limits.shutdownTimeout, how long a stopping worker has left (closing sockets, flushing its log) before it is killed. */
+export const STOP_GRACE_MS = 5_000;
+
+/** Restarts in the first minute of a crash loop that go at once: one per worker. */
+const RESTART_DELAY_BASE_MS = 250;
+/** Longest wait before a dead worker is restarted. */
+export const RESTART_DELAY_MAX_MS = 30_000;
+
+/**
+ * How long to wait before restarting a worker, when `deathsInMinute` workers (this one included) died in
+ * the last minute: the first `count` at once, then 250 ms doubling up to 30 s, so a worker that cannot
+ * start (a config edited into one it refuses, a port taken) is not forked in a tight loop.
+ */
+export function restartDelayMs(deathsInMinute: number, count: number): number {
+  if (deathsInMinute <= count) return 0;
+  return Math.min(RESTART_DELAY_BASE_MS * 2 ** (deathsInMinute - count - 1), RESTART_DELAY_MAX_MS);
+}
+
+/** Starts that failed in a row (workers that died before serving), with no worker serving, after which the primary gives up. */
+export function giveUpAfterFailedStarts(count: number): number {
+  return Math.max(3, count * 2);
 }
 
 /** Runs the primary until every worker has stopped; resolves with the exit code. */
 export function runPrimary(count: number, log: Logger, options: PrimaryOptions): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
+    let shutdownTimeoutMs = options.shutdownTimeoutMs;
+    let stopCode = 0;
+    let killTimer: NodeJS.Timeout | undefined;
     const recentDeaths: number[] = [];
+    // Workers that said they serve (WORKER_READY) and are alive; a start failed when a worker died before saying so.
+    const serving = new Set<number>();
+    let failedStarts = 0;
+    const restarts = new Set<NodeJS.Timeout>();
     // Workers restarted later get the same secret: their tickets resume on the others, and theirs on them.
     answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
     // Workers ask for the drained targets before their first Plan, with or without an admin API.
@@ -35,30 +70,59 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     const fork = (): Worker => cluster.fork(env);
     for (let i = 0; i < count; i++) fork();
     log.info({ workers: count, balancing: options.reusePort ? 'reuseport' : 'round-robin' }, 'primary started workers');
+    cluster.on('message', (worker, msg: unknown) => {
+      if (!isWorkerMessage(msg) || !worker.isConnected()) return;
+      if (typeof msg.shutdownTimeoutMs === 'number') shutdownTimeoutMs = msg.shutdownTimeoutMs;
+      if (msg.type !== WORKER_READY) return;
+      serving.add(worker.id);
+      failedStarts = 0;
+    });
     cluster.on('exit', (worker, code, signal) => {
+      const wasServing = serving.delete(worker.id);
       if (stopping) {
-        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+        if (Object.keys(cluster.workers ?? {}).length === 0) {
+          clearTimeout(killTimer);
+          resolve(stopCode);
+        }
         return;
       }
+      if (!wasServing) failedStarts++;
       const now = Date.now();
       recentDeaths.push(now);
       while (recentDeaths.length > 0 && (recentDeaths[0] as number) < now - 60_000) recentDeaths.shift();
-      if (recentDeaths.length > count * 5) {
-        log.fatal({ pid: worker.process.pid, code, signal }, 'workers keep dying; giving up');
+      // Only when none serves: while one does, the others are restarted (more slowly) rather than all stopped.
+      if (serving.size === 0 && failedStarts >= giveUpAfterFailedStarts(count)) {
+        log.fatal({ pid: worker.process.pid, code, signal, failedStarts }, 'workers fail to start and none serves; giving up (see the workers\' errors above)');
         stopping = true;
         for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
         resolve(1);
         return;
       }
-      log.error({ pid: worker.process.pid, code, signal }, 'worker died, restarting');
-      fork();
+      const delayMs = restartDelayMs(recentDeaths.length, count);
+      log.error({ pid: worker.process.pid, code, signal, restartInMs: delayMs, serving: serving.size }, 'worker died, restarting');
+      const timer = setTimeout(() => {
+        restarts.delete(timer);
+        fork();
+      }, delayMs);
+      restarts.add(timer);
     });
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping workers');
+      for (const timer of restarts) clearTimeout(timer);
+      restarts.clear();
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
-      if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) return resolve(0);
+      // A worker that hangs (a busy loop, a stuck close) must not keep the primary, and the port, forever.
+      killTimer = setTimeout(() => {
+        stopCode = 1;
+        for (const w of Object.values(cluster.workers ?? {})) {
+          if (w === undefined) continue;
+          log.error({ pid: w.process.pid, shutdownTimeoutMs, graceMs: STOP_GRACE_MS }, 'worker did not stop within limits.shutdownTimeout; killing it');
+          w.process.kill('SIGKILL');
+        }
+      }, shutdownTimeoutMs + STOP_GRACE_MS);
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

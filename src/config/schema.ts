@@ -741,7 +741,7 @@ const Limits = z
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),
     cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"), bodies and headers counted; with "workers", each worker has its own. Past it, responses not used lately are dropped first (second chance, an approximation of least recently used).'),
-    shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed.'),
+    shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed. With "workers", the primary kills a worker still running 5 s after that (a hung one) and exits 1.'),
     maxConnections: z
       .number()
       .int()

@@ -1,0 +1,22 @@
+/**
+ * Messages a worker sends its primary about itself, over the cluster's IPC channel.
+ */
+
+/** A worker serves (its listeners are open) and answers admin questions from then on; with its limits.shutdownTimeout. */
+export const WORKER_READY = 'portico:admin-ready';
+/** A reload changed the worker's config: its limits.shutdownTimeout now. */
+export const WORKER_SHUTDOWN_TIMEOUT = 'portico:shutdown-timeout';
+
+/** A worker's message about itself. */
+export interface WorkerMessage {
+  readonly type: typeof WORKER_READY | typeof WORKER_SHUTDOWN_TIMEOUT;
+  /** limits.shutdownTimeout of the config the worker serves, in ms: how long its stop may take. */
+  readonly shutdownTimeoutMs?: number;
+}
+
+/** Whether an IPC message is a WorkerMessage. */
+export function isWorkerMessage(m: unknown): m is WorkerMessage {
+  if (typeof m !== 'object' || m === null) return false;
+  const type = (m as { type?: unknown }).type;
+  return type === WORKER_READY || type === WORKER_SHUTDOWN_TIMEOUT;
+}
