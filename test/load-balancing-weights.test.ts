@@ -102,6 +102,7 @@ test('weights with least-connections and client-ip', () => {
     maxRequests: 0,
     queueTimeoutMs: 0,
     queue: [],
+    requestBufferBytes: 0,
   });
   const lc = plan('least-connections');
   lc.inFlight![0] = 2;

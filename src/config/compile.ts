@@ -231,6 +231,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       responseTimeoutMs: parseDurationMs('responseTimeout' in spec && spec.responseTimeout !== undefined ? spec.responseTimeout : '60s'),
       maxRequests: 'maxRequests' in spec && spec.maxRequests !== undefined ? spec.maxRequests : 0,
       queueTimeoutMs: parseDurationMs('queueTimeout' in spec && spec.queueTimeout !== undefined ? spec.queueTimeout : '5s'),
+      requestBufferBytes: 'requestBuffer' in spec && spec.requestBuffer !== undefined ? parseSizeBytes(spec.requestBuffer) : 0,
       queue: [],
     };
   };

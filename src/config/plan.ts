@@ -47,6 +47,8 @@ export interface UpstreamPlan {
   readonly maxRequests: number;
   /** "queueTimeout" in ms: how long a request waits in `queue` for a target below its limit; 0 for no queue. */
   readonly queueTimeoutMs: number;
+  /** "requestBuffer" in bytes: a request body is read up to this much before it is sent (src/proxy/request-buffer.ts); 0 for off. */
+  readonly requestBufferBytes: number;
   /** Requests waiting for a target below its limit, oldest first (src/proxy/upstream-limit.ts). Mutable, like `next`. */
   readonly queue: Exchange[];
 }

@@ -194,6 +194,9 @@ const UpstreamObject = z.strictObject({
       'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit. A WebSocket (any upgraded connection) holds a slot from its upgrade until its tunnel closes; an upgrade finding every target full gets 503 at once, without queueing. Default: no limit.',
     ),
   queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
+  requestBuffer: Size.optional().describe(
+    'Read a request\'s body, up to this size, before a target is picked and the request is sent (nginx\'s proxy_request_buffering, HAProxy\'s http-buffer-request), so a slow upload holds no connection and no worker of the app until it has arrived: for app servers with few workers (gunicorn\'s sync workers, unicorn, PHP-FPM). A body that fits goes upstream in one piece with its Content-Length (a chunked one too), and a request with it may be sent to the next target like one without a body (if it is idempotent). A larger body is sent as the first part arrives past the limit, and streams on. Each request holds up to this much memory while it is read; the client\'s pace is bounded by limits.bodyTimeout and limits.requestTimeout. Default: off (bodies stream as they arrive).',
+  ),
 }).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
   message: '"stickyCookie" only names the cookie of "loadBalancing": "cookie"; set that, or remove "stickyCookie"',
   path: ['stickyCookie'],

@@ -26,9 +26,12 @@ import { interceptH1, releaseH1 } from './intercept-errors.js';
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
   const { req } = ex;
-  let body: Readable | null = null;
+  let body: Readable | Buffer | null = null;
   let bodyLength = -1;
-  if (hasRequestBody(req)) {
+  if (ex.bodyBuffer !== undefined) {
+    body = ex.bodyBuffer;
+    bodyLength = body.length;
+  } else if (hasRequestBody(req)) {
     const cl = req.headers['content-length'];
     if (cl !== undefined) {
       bodyLength = Number(cl);

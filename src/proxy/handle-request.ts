@@ -28,6 +28,7 @@ import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { requestIdFor } from './request-id.js';
+import { bufferRequestBody } from './request-buffer.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
@@ -242,6 +243,7 @@ function dispatch(ex: Exchange): void {
     if (len > r.maxBodyBytes) return fail(ex, 'PORTICO_BODY_TOO_LARGE');
   }
   if (r.cache !== undefined && answerFromCache(ex, r.cache)) return;
+  if (u.requestBufferBytes !== 0 && hasRequestBody(req)) return bufferRequestBody(ex);
   sendToUpstream(ex);
 }
 
@@ -371,7 +373,8 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
  * available one other than the target that failed. Returns whether it did.
  */
 export function retryElsewhere(ex: Exchange, code: string): boolean {
-  if (hasRequestBody(ex.req)) return false;
+  // A body read whole before sending ("requestBuffer") can be sent again; one streamed from the client cannot.
+  if (ex.bodyBuffer === undefined && hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
   if (ex.attempts >= ex.upstream!.targets.length) return false;
   const next = nextTarget(ex.upstream!, ex.target!);
@@ -485,7 +488,9 @@ function forward2(ex: Exchange, target: Target): void {
   up.on('error', onUpstreamError.bind(ex));
   up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
-  if (hasRequestBody(req)) {
+  if (ex.bodyBuffer !== undefined) {
+    up.end(ex.bodyBuffer);
+  } else if (hasRequestBody(req)) {
     const body = req.body;
     if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
     // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.

@@ -180,7 +180,7 @@ export class H1Connection {
     method: string,
     path: string,
     headers: OutgoingHttpHeaders,
-    body: Readable | null,
+    body: Readable | Buffer | null,
     bodyLength: number,
     timeoutMs: number,
   ): void {
@@ -230,6 +230,15 @@ export class H1Connection {
       this.socket.write(lengthZero ? `${head}content-length: 0\r\n\r\n` : `${head}\r\n`, 'latin1');
       return;
     }
+    if (Buffer.isBuffer(body)) {
+      // A body read whole before sending ("requestBuffer"): head and body in one writev.
+      this.requestDone = true;
+      this.socket.cork();
+      this.socket.write(`${head}content-length: ${body.length}\r\n\r\n`, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+      return;
+    }
     this.requestDone = false;
     this.bodyLeft = bodyLength;
     this.bodyChunked = bodyLength < 0;
@@ -237,6 +246,8 @@ export class H1Connection {
     this.bodySrc = body;
     body.on('data', this.#onBodyData);
     body.on('end', this.#onBodyEnd);
+    // A body paused to be put back together ("requestBuffer" past its limit) flows from here.
+    if (body.readableFlowing === false) body.resume();
   }
 
   /** Resumes a response paused for back-pressure. */
