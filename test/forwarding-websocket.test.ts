@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
+import { execFileSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
@@ -152,6 +153,26 @@ test('a WebSocket connection dropped without a close frame on either side is dro
     assert.equal(code, 1006, `the ${dropper === 'client' ? 'upstream' : 'client'} saw an abnormal closure`);
     assert.ok(performance.now() - started < 1000, 'within a second');
   }
+});
+
+test('an open tunnel has TCP keep-alive on both of its connections, so a peer that vanished without a FIN is noticed', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const ws = connect(proxy, pki, 'ws.test', 'ws.test');
+  const greeting = nextMessages(ws, 1);
+  await once(ws, 'open');
+  await greeting;
+  const upPort = new URL(up.url).port;
+  // Portico's own two sockets of the tunnel, as the kernel sees them: the client's (local port: the HTTPS
+  // listener) and the upstream's (remote port: the upstream). ss -o shows a keep-alive timer on a socket with SO_KEEPALIVE.
+  const sockets = (filter: string): string[] =>
+    execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '');
+  for (const [side, filter] of [['client', `( sport = :${proxy.httpsPort} )`], ['upstream', `( dport = :${upPort} )`]] as const) {
+    const lines = sockets(filter);
+    assert.equal(lines.length, 1, `one ${side} socket: ${lines.join(' | ')}`);
+    assert.match(lines[0]!, /timer:\(keepalive,(59|60)sec,0\)/, `the ${side} side of the tunnel probes after 60 s idle`);
+  }
+  ws.close();
+  await once(ws, 'close');
 });
 
 test('a WebSocket upgrade whose Host differs from the SNI gets 421 and never reaches either upstream', async (t) => {

@@ -44,6 +44,9 @@ function redirectToHttps(plan: Plan, host: string, url: string): string {
   return rawHead(308, 'Permanent Redirect', ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Location', location, 'Connection', 'close']) + body;
 }
 
+/** Idle time before a tunnel's TCP keep-alive probes start (Go's servers, so Caddy and Traefik, use 15 s; the OS then probes until it gives up). */
+const TUNNEL_KEEPALIVE_MS = 60_000;
+
 /** An Upgrade header that names the h2c protocol. */
 const H2C = /(?:^|,)\s*h2c\s*(?:,|$)/i;
 
@@ -230,6 +233,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           upSocket.once('close', release);
           up.setTimeout(0);
           upSocket.setTimeout(0);
+          // TCP keep-alive on both connections: an idle tunnel whose peer vanished without a FIN (power lost, a
+          // NAT or firewall that forgot it) is otherwise never noticed, and holds its upstream connection, its
+          // maxRequests slot and its file descriptors forever. Live idle tunnels are not closed by it.
+          socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+          upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
           socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
           if (upHead.length > 0) socket.write(upHead);
           // The client's bytes that came after its head are the new protocol's: they go only now. Sent
