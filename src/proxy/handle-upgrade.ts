@@ -180,10 +180,13 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         hold(target);
         pending = up;
         let answered = false;
-        const finish = (status: number, error?: string): void => {
-          route.stats.record(status, performance.now() - started);
+        // The access line: at once for an answer, and for a tunnel when it has closed, with the bytes each way
+        // through it and its whole life (as nginx logs an upgraded request); the route's stats take the 101 at once.
+        const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }): void => {
+          const ms = performance.now() - started;
+          if (tunnel === undefined) route.stats.record(status, ms);
           if (plan.accessLog) {
-            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
           }
         };
         up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
@@ -239,6 +242,9 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
           upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
           socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+          // Counted from here: the tunnel's bytes, without the heads (the client's bytes after its head were read already).
+          const outFrom = socket.bytesWritten;
+          const inFrom = socket.bytesRead - head.length;
           if (upHead.length > 0) socket.write(upHead);
           // The client's bytes that came after its head are the new protocol's: they go only now. Sent
           // with the request, an upstream that declines the upgrade would read them as a request of its
@@ -251,8 +257,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           socket.pipe(upSocket);
           const stats = route.stats;
           stats.openUpgrades++;
-          socket.once('close', () => stats.openUpgrades--);
-          finish(101);
+          stats.record(101, performance.now() - started);
+          socket.once('close', () => {
+            stats.openUpgrades--;
+            finish(101, undefined, { out: socket.bytesWritten - outFrom, in: socket.bytesRead - inFrom });
+          });
         });
         up.end();
       };
