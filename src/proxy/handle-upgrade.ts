@@ -250,6 +250,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           // with the request, an upstream that declines the upgrade would read them as a request of its
           // own ("GET /admin" behind an upgrade for "/ws": smuggled past routing and auth).
           if (head.length > 0) upSocket.write(head);
+          // A half-close passes through, as on streams: a side that ends its sending (a FIN) still gets the
+          // other's answer (Docker's attach and exec end stdin so, then read the output). Each socket closes once
+          // both of its directions have ended.
+          socket.allowHalfOpen = true;
+          upSocket.allowHalfOpen = true;
           upSocket.on('error', () => socket.destroy());
           socket.on('close', () => upSocket.destroy());
           upSocket.on('close', () => socket.destroy());
