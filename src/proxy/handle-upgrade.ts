@@ -189,7 +189,18 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
             state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
           }
         };
-        up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+        // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
+        // request's head: a WebSocket app may take its time to accept (auth, a session lookup) before its 101.
+        let timeoutCode = 'PORTICO_CONNECT_TIMEOUT';
+        up.once('socket', (s: Socket) => {
+          const connected = (): void => {
+            timeoutCode = 'PORTICO_RESPONSE_TIMEOUT';
+            up.setTimeout(u.responseTimeoutMs);
+          };
+          if (s.connecting) s.once(target.kind === 'h1' ? 'connect' : 'secureConnect', connected);
+          else connected();
+        });
+        up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: timeoutCode })));
         up.on('error', (err: NodeJS.ErrnoException) => {
           // A declined answer cut short: the client sees the connection close, not a truncated answer (its slot is freed with the answer).
           if (answered) return void socket.destroy();
@@ -205,7 +216,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           }
           release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
-          reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
+          reject(socket, err.code === 'PORTICO_CONNECT_TIMEOUT' || err.code === 'PORTICO_RESPONSE_TIMEOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
           finish(502, err.code);
         });
         up.on('response', (res) => {
