@@ -71,3 +71,28 @@ test('an upgrade waits responseTimeout for its answer once connected (connectTim
   assert.equal(timedOut.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
   assert.ok(waited >= 1900 && waited < 4000, `504 after ${Math.round(waited)} ms: responseTimeout (2 s)`);
 });
+
+test('an upgrade whose upstream resets gets 502 PORTICO_UPSTREAM_FAILED, one that times out 504, and the access line has the status the client got', async (t) => {
+  const pki = await makePki();
+  const up = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', (d: Buffer) => {
+      if (d.toString('latin1').startsWith('GET /reset ')) s.resetAndDestroy();
+    });
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  const cert = await pki.issue('a', ['a.test']);
+  const upstream = { targets: [`http://127.0.0.1:${(up.address() as AddressInfo).port}`], responseTimeout: '1s' };
+  const proxy = await startProxyFor(t, pki, { log: { level: 'info', access: true }, hosts: { 'a.test': { tls: cert, routes: [{ path: '/', upstream }] } } }, [() => up.close()]);
+  for (const [path, status, code] of [['/reset', 502, 'PORTICO_UPSTREAM_FAILED'], ['/never', 504, 'PORTICO_UPSTREAM_TIMEOUT']] as const) {
+    const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'a.test', ca: pki.caPem } });
+    await c.write(rawUpgradeRequest('a.test', path));
+    const r = await c.response({ timeoutMs: 4000 });
+    assert.equal(r.status, status, path);
+    assert.equal(r.headers['x-portico-error'], code, path);
+    const line = (): Record<string, unknown> | undefined => proxy.logs.find((l) => l['msg'] === 'access' && l['path'] === path);
+    for (let i = 0; i < 50 && line() === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(line()?.['status'], status, `${path}: the access line's status is the one the client got`);
+  }
+});

@@ -26,7 +26,7 @@ import { normalizePath } from './normalize-path.js';
 import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
-import { isTargetFailure, RETRYABLE } from './upstream-errors.js';
+import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import type { Target } from '../upstream/target.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
@@ -216,8 +216,10 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           }
           release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
-          reject(socket, err.code === 'PORTICO_CONNECT_TIMEOUT' || err.code === 'PORTICO_RESPONSE_TIMEOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
-          finish(502, err.code);
+          // As for a request: 504 for a timeout, 502 unreachable for a refusal, 502 failed for a reset or a close; the access line says the same status.
+          const answer = upstreamErrorCode(err.code ?? '');
+          reject(socket, answer);
+          finish(ERRORS[answer].status, err.code);
         });
         up.on('response', (res) => {
           answered = true;
