@@ -410,3 +410,34 @@ test('a 16 KiB ClientHello trickled a byte at a time is read in linear time and 
   // Joined again on every read, such a hello costs Portico about 2.5 s of CPU (a fifth of a core for each slow client); gathered linearly, about 0.3 s.
   assert.ok(spent < 1200, `Portico spent ${spent} ms of CPU on one trickled ClientHello`);
 });
+
+test('a client that ends its sending before its ClientHello is whole is closed at once, not at helloTimeout; a whole one sent with its FIN is still routed', async (t) => {
+  const pki = await makePki();
+  const target = await echoServer();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(t, pki, { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], sni: { 'a.pass.test': target.url } }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } }, [target.close]);
+  const hello = await captureHello('a.pass.test');
+  const cut = net.connect({ host: '127.0.0.1', port });
+  cut.on('error', () => {});
+  await once(cut, 'connect');
+  const started = performance.now();
+  cut.end(hello.subarray(0, 40));
+  cut.resume();
+  await once(cut, 'close');
+  const waited = performance.now() - started;
+  assert.ok(waited < 2000, `closed after ${Math.round(waited)} ms (helloTimeout is 10 s)`);
+  for (let i = 0; i < 50 && !proxy.logs.some((l) => l['msg'] === 'stream'); i++) await new Promise((r) => setTimeout(r, 20));
+  const line = proxy.logs.find((l) => l['msg'] === 'stream');
+  assert.equal(line?.['error'], 'client ended before its TLS ClientHello was whole', 'an info line, the client\'s doing, not a failed stream');
+  assert.equal(proxy.logs.filter((l) => l['msg'] === 'stream failed').length, 0);
+  assert.equal(target.connections(), 0);
+  // The whole hello in the same write as the FIN: routed, and the target's echo comes back before the close.
+  const whole = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  whole.on('error', () => {});
+  await once(whole, 'connect');
+  whole.end(hello);
+  const echoed = await readBytes(whole, hello.length);
+  assert.deepEqual(echoed, hello);
+  assert.equal(target.connections(), 1);
+});

@@ -65,7 +65,11 @@ export class StreamConnection {
     if (this.#sp.sniExact === undefined) return this.#connect(this.#sp.upstream!);
     this.#timer = setTimeout(() => this.#fail('no TLS ClientHello in time'), this.#sp.helloTimeoutMs);
     this.#client.on('data', this.#onHello);
+    this.#client.once('end', this.#onHelloEnd);
   }
+
+  /** A client that ends its sending before its ClientHello is whole will never finish it: closed now, not at helloTimeout. */
+  readonly #onHelloEnd = (): void => this.#fail('client ended before its TLS ClientHello was whole');
 
   /** Ends both sides now. */
   destroy(): void {
@@ -85,6 +89,7 @@ export class StreamConnection {
     this.#hello = undefined;
     clearTimeout(this.#timer);
     this.#client.off('data', this.#onHello);
+    this.#client.off('end', this.#onHelloEnd);
     this.#client.pause();
     this.#sni = name;
     const g = streamGroupFor(this.#sp, sniName(name));
