@@ -96,3 +96,31 @@ test('an upgrade whose upstream resets gets 502 PORTICO_UPSTREAM_FAILED, one tha
     assert.equal(line()?.['status'], status, `${path}: the access line's status is the one the client got`);
   }
 });
+
+test('a 101 reaches the client without the upstream\'s hop-by-hop headers, with Connection: Upgrade, its Upgrade and its other headers', async (t) => {
+  const pki = await makePki();
+  const up = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () =>
+      s.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nConnection: X-Other-Hop\r\nX-Hop: for the proxy\r\nX-Other-Hop: also\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n',
+      ),
+    );
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  const proxy = await proxyOneHost(t, pki, 'a.test', `http://127.0.0.1:${(up.address() as AddressInfo).port}`, { also: [() => up.close()] });
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'a.test', ca: pki.caPem } });
+  await c.write(rawUpgradeRequest('a.test', '/chat'));
+  const r = await c.response({ head: true });
+  assert.equal(r.status, 101);
+  assert.deepEqual(
+    r.lines.map(([name]) => name.toLowerCase()).sort(),
+    ['connection', 'sec-websocket-accept', 'sec-websocket-protocol', 'upgrade'],
+    'Keep-Alive, Proxy-Connection and the headers Connection lists are not relayed',
+  );
+  assert.equal(r.headers['connection'], 'Upgrade');
+  assert.equal(r.headers['upgrade'], 'websocket');
+  assert.equal(r.headers['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
+  assert.equal(r.headers['sec-websocket-protocol'], 'chat');
+});

@@ -15,7 +15,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import { lookupHost, lookupRoute, rewritePath, type Plan } from '../config/plan.js';
 import { httpsLocation } from './https-location.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
-import { buildRequestHeaders } from './forward-headers.js';
+import { buildRequestHeaders, connectionTokens, DROP_RESPONSE } from './forward-headers.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
@@ -52,6 +52,27 @@ const H2C = /(?:^|,)\s*h2c\s*(?:,|$)/i;
 
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
+
+/**
+ * A 101's headers for the client: the upstream's, less the hop-by-hop ones and those its Connection lists
+ * (RFC 9110 §7.6.1: a Keep-Alive, a Proxy-Connection, a header meant for Portico alone), then the two a
+ * switch needs, Connection: Upgrade and the upstream's Upgrade.
+ */
+function switchingHeaders(raw: readonly string[], upgrade: string | undefined): string[] {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() !== 'connection') continue;
+    for (const t of connectionTokens(raw[i + 1]) ?? []) (listed ??= new Set()).add(t);
+  }
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (!DROP_RESPONSE.has(name) && listed?.has(name) !== true) out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  out.push('Connection', 'Upgrade');
+  if (upgrade !== undefined) out.push('Upgrade', upgrade);
+  return out;
+}
 
 function rawHead(status: number, message: string, rawHeaders: readonly string[]): string {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -254,7 +275,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           // maxRequests slot and its file descriptors forever. Live idle tunnels are not closed by it.
           socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
           upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
-          socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+          socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', switchingHeaders(res.rawHeaders, res.headers.upgrade)));
           // Counted from here: the tunnel's bytes, without the heads (the client's bytes after its head were read already).
           const outFrom = socket.bytesWritten;
           const inFrom = socket.bytesRead - head.length;
