@@ -9,7 +9,8 @@ import pino from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import { once } from 'node:events';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { AccessLog, type AccessFields } from '../src/log/access-line.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
@@ -53,6 +54,8 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
     { ...BASE, path: `/${'long'.repeat(200)}` },
     { ...BASE, host: undefined, sni: undefined, route: undefined, upstream: undefined, path: undefined, status: 0, aborted: true, error: 'PORTICO_NO_ROUTE', detail: 'no route for /x' },
     { ...BASE, bytes: undefined, upgrade: 'websocket', status: 101, durationMs: 12 },
+    // A closed tunnel: "bytesIn" right after "bytes", as the proxy passes it.
+    Object.fromEntries(Object.entries({ ...BASE, bytes: 300_010, upgrade: 'websocket', status: 101, durationMs: 61_000 }).flatMap(([k, v]) => (k === 'bytes' ? [[k, v], ['bytesIn', 123_461]] : [[k, v]]))) as unknown as AccessFields,
     // In the order the proxy passes them (pino writes keys in object order).
     (({ client: _c, ...rest }) => ({ client: '::ffff:127.0.0.9', user: 'al"ice', ...rest }))(BASE),
     (({ client: _c, ...rest }) => ({ client: '127.3.0.7', peer: '127.10.0.2', ...rest }))(BASE),
@@ -189,4 +192,45 @@ test('behind a trusted proxy the access line\'s client is the one its X-Forwarde
   assert.equal(direct['client'], '127.0.0.1', 'a trusted peer without X-Forwarded-For is the client itself');
   assert.equal(direct['peer'], undefined);
   assert.equal(direct['headers'], undefined);
+});
+
+test('a tunnel\'s access line is written when it closes, with its whole duration and the bytes it carried each way', async (t) => {
+  const pki = await makePki();
+  let upstreamGot = 0;
+  // An upgrade upstream that switches protocols with 10 bytes right behind its 101, sends 300,000 more, and counts what it receives.
+  const up = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => {
+      s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n${'U'.repeat(10)}`);
+      s.write(Buffer.alloc(300_000, 0x41));
+      s.on('data', (d: Buffer) => (upstreamGot += d.length));
+    });
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, { log: { level: 'info', access: true }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: `http://127.0.0.1:${(up.address() as AddressInfo).port}` }] } } }, [() => up.close()]);
+  const c = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'site.test', ca: pki.caPem });
+  await once(c, 'secureConnect');
+  let clientGot = 0;
+  c.on('data', (d: Buffer) => (clientGot += d.length));
+  // 5 bytes of the new protocol in the same write as the head, then 123,456 more.
+  c.write('GET /tunnel HTTP/1.1\r\nHost: site.test\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\nEARLY');
+  while (clientGot < 300_010) await new Promise((r) => setTimeout(r, 20));
+  c.write(Buffer.alloc(123_456));
+  while (upstreamGot < 123_461) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 700));
+  const lineFor = (): Record<string, unknown> | undefined => proxy.logs.find((l) => l['msg'] === 'access' && l['path'] === '/tunnel');
+  // Open tunnels have no line yet: it is written with what it carried once it has closed.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(lineFor(), undefined, 'no access line while the tunnel is open');
+  c.destroy();
+  for (let i = 0; i < 100 && lineFor() === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+  const line = lineFor();
+  assert.ok(line !== undefined, 'an access line once the tunnel closed');
+  assert.equal(line['status'], 101);
+  assert.equal(line['upgrade'], 'x-test');
+  assert.equal(line['bytes'], 300_010, 'bytes sent to the client through the tunnel, the 101 head left out');
+  assert.equal(line['bytesIn'], 123_461, 'bytes from the client through the tunnel, those behind its head included');
+  assert.ok((line['durationMs'] as number) >= 900, `durationMs ${String(line['durationMs'])}: the tunnel's life, not the wait for the 101`);
 });

@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { metricValue } from './helpers/admin.js';
@@ -152,6 +154,63 @@ test('a WebSocket connection dropped without a close frame on either side is dro
     assert.equal(code, 1006, `the ${dropper === 'client' ? 'upstream' : 'client'} saw an abnormal closure`);
     assert.ok(performance.now() - started < 1000, 'within a second');
   }
+});
+
+test('an open tunnel has TCP keep-alive on both of its connections, so a peer that vanished without a FIN is noticed', async (t) => {
+  const { pki, proxy, up } = await setup(t);
+  const ws = connect(proxy, pki, 'ws.test', 'ws.test');
+  const greeting = nextMessages(ws, 1);
+  await once(ws, 'open');
+  await greeting;
+  const upPort = new URL(up.url).port;
+  // Portico's own two sockets of the tunnel, as the kernel sees them: the client's (local port: the HTTPS
+  // listener) and the upstream's (remote port: the upstream). ss -o shows a keep-alive timer on a socket with SO_KEEPALIVE.
+  const sockets = (filter: string): string[] =>
+    execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '');
+  for (const [side, filter] of [['client', `( sport = :${proxy.httpsPort} )`], ['upstream', `( dport = :${upPort} )`]] as const) {
+    const lines = sockets(filter);
+    assert.equal(lines.length, 1, `one ${side} socket: ${lines.join(' | ')}`);
+    assert.match(lines[0]!, /timer:\(keepalive,(59|60)sec,0\)/, `the ${side} side of the tunnel probes after 60 s idle`);
+  }
+  ws.close();
+  await once(ws, 'close');
+});
+
+test('a half-close passes through a tunnel: a client that ends its sending still gets the upstream\'s answer, then both close', async (t) => {
+  const pki = await makePki();
+  // As Docker's attach: the upstream reads until the client's FIN, then answers and ends.
+  const up = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    let got = '';
+    s.once('data', () => {
+      s.write('HTTP/1.1 101 UPGRADED\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n');
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.once('end', () => setTimeout(() => s.end(`you sent: ${got}`), 100));
+    });
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  const cert = await pki.issue('ws', ['ws.test']);
+  const proxy = await startProxyFor(t, pki, { log: { level: 'info', access: true }, hosts: { 'ws.test': { tls: cert, routes: [{ path: '/', upstream: `http://127.0.0.1:${(up.address() as AddressInfo).port}` }] } } }, [() => up.close()]);
+  const c = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'ws.test', ca: pki.caPem });
+  // It keeps reading after its own end (tls.connect takes this option, its types do not list it).
+  c.allowHalfOpen = true;
+  await once(c, 'secureConnect');
+  let got = '';
+  c.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  c.write('POST /containers/x/attach HTTP/1.1\r\nHost: ws.test\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n');
+  while (!got.includes('\r\n\r\n')) await new Promise((r) => setTimeout(r, 10));
+  const ended = once(c, 'end');
+  const closed = once(c, 'close');
+  c.end('stdin data');
+  await Promise.race([ended, new Promise((_, reject) => setTimeout(() => reject(new Error(`no end from Portico; got ${JSON.stringify(got)}`)), 3000))]);
+  assert.equal(got.slice(got.indexOf('\r\n\r\n') + 4), 'you sent: stdin data', 'the answer sent after the client\'s FIN reached it');
+  await closed;
+  // Portico's side of the tunnel closed too: its access line is written then.
+  for (let i = 0; i < 100 && !proxy.logs.some((l) => l['msg'] === 'access' && l['status'] === 101); i++) await new Promise((r) => setTimeout(r, 20));
+  const line = proxy.logs.find((l) => l['msg'] === 'access' && l['status'] === 101);
+  assert.ok(line !== undefined, 'the tunnel closed at Portico once both sides had ended');
+  assert.equal(line['bytesIn'], 'stdin data'.length);
 });
 
 test('a WebSocket upgrade whose Host differs from the SNI gets 421 and never reaches either upstream', async (t) => {

@@ -5,12 +5,14 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import { randomBytes, createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
 import { readServerName } from '../src/tls/client-hello.js';
 import { makePki, startProxy, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { freePort } from './helpers/net.js';
 import { metricValue } from './helpers/admin.js';
+import { spawnProxy } from './helpers/child-proxy.js';
 import { takeSnapshot } from '../src/admin/snapshot.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 
@@ -339,4 +341,106 @@ test('stream healthCheck settings are checked with their paths', () => {
   assert.match(lines({ unhealthyAfter: 0 }).join('\n'), /^streams\[0\]\.healthCheck\.unhealthyAfter: /);
   assert.deepEqual(lines({ interval: '1s', timeout: '2s' }), ['streams[0].healthCheck.timeout: the health check "timeout" must not exceed its "interval", got "2s"']);
   assert.deepEqual(lines({}), [], 'defaults: every 10 s, 2 s to connect');
+});
+
+/** `hello` (one record, one ClientHello) with a padding extension (RFC 7685) of `pad` bytes put before its other extensions, lengths mended. */
+function padHello(hello: Buffer, pad: number): Buffer {
+  let p = 9 + 2 + 32;
+  p += 1 + hello[p]!;
+  p += 2 + hello.readUInt16BE(p);
+  p += 1 + hello[p]!;
+  const extLen = hello.readUInt16BE(p);
+  const padding = Buffer.alloc(4 + pad);
+  padding.writeUInt16BE(0x0015, 0);
+  padding.writeUInt16BE(pad, 2);
+  const out = Buffer.concat([hello.subarray(0, p), Buffer.from([0, 0]), padding, hello.subarray(p + 2)]);
+  out.writeUInt16BE(extLen + padding.length, p);
+  out.writeUInt16BE(out.length - 5, 3);
+  out.writeUIntBE(out.length - 9, 6, 3);
+  return out;
+}
+
+/** User and system CPU time of a process so far, in ms, from /proc/PID/stat (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+test('a 16 KiB ClientHello trickled a byte at a time is read in linear time and routed whole by its server name', async (t) => {
+  const pki = await makePki();
+  const target = await echoServer();
+  const received: Buffer[] = [];
+  const sink = net.createServer((s) => s.on('data', (d: Buffer) => received.push(d)).on('error', () => {}));
+  sink.listen(0, '127.0.0.1');
+  await once(sink, 'listening');
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const sinkUrl = `tcp://127.0.0.1:${(sink.address() as net.AddressInfo).port}`;
+  const proxy = await spawnProxy(pki, { streams: [{ port, addresses: ['127.0.0.1'], sni: { 'big.pass.test': sinkUrl }, upstream: target.url, helloTimeout: '30s' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } });
+  t.after(async () => {
+    await proxy.kill();
+    await target.close();
+    sink.close();
+    await pki.cleanup();
+  });
+  // The server name comes last, after padding up to a 16,300-byte record (a record holds at most 16 KiB; Node 26's own
+  // hello is larger than Node 20's): nothing can be routed before the whole record is in.
+  const plain = await captureHello('big.pass.test');
+  const hello = padHello(plain, 5 + 16_300 - 4 - plain.length);
+  assert.equal(hello.length, 5 + 16_300);
+  assert.equal(readServerName(hello), 'big.pass.test');
+  const before = cpuMs(proxy.pid);
+  const trickle = async (): Promise<void> => {
+    const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    s.on('error', () => {});
+    await once(s, 'connect');
+    // One byte per write, 250 µs apart (about 4 s in all, as a slow attacker would send them): each reaches Portico as a read of its own.
+    for (let i = 0; i < hello.length; i++) {
+      s.write(hello.subarray(i, i + 1));
+      const next = performance.now() + 0.25;
+      while (performance.now() < next) await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    s.destroy();
+  };
+  await trickle();
+  const spent = cpuMs(proxy.pid) - before;
+  t.diagnostic(`cpu ${spent} ms`);
+  for (let i = 0; i < 50 && Buffer.concat(received).length < hello.length; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(Buffer.concat(received), hello, 'the target got the ClientHello byte for byte');
+  assert.equal(target.connections(), 0, 'nothing went to the fallback upstream');
+  // Joined again on every read, such a hello costs Portico about 2.5 s of CPU (a fifth of a core for each slow client); gathered linearly, 0.3 to 0.6 s.
+  assert.ok(spent < 1400, `Portico spent ${spent} ms of CPU on one trickled ClientHello`);
+});
+
+test('a client that ends its sending before its ClientHello is whole is closed at once, not at helloTimeout; a whole one sent with its FIN is still routed', async (t) => {
+  const pki = await makePki();
+  const target = await echoServer();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(t, pki, { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], sni: { 'a.pass.test': target.url } }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } }, [target.close]);
+  const hello = await captureHello('a.pass.test');
+  const cut = net.connect({ host: '127.0.0.1', port });
+  cut.on('error', () => {});
+  await once(cut, 'connect');
+  const started = performance.now();
+  cut.end(hello.subarray(0, 40));
+  cut.resume();
+  await once(cut, 'close');
+  const waited = performance.now() - started;
+  assert.ok(waited < 2000, `closed after ${Math.round(waited)} ms (helloTimeout is 10 s)`);
+  for (let i = 0; i < 50 && !proxy.logs.some((l) => l['msg'] === 'stream'); i++) await new Promise((r) => setTimeout(r, 20));
+  const line = proxy.logs.find((l) => l['msg'] === 'stream');
+  assert.equal(line?.['error'], 'client ended before its TLS ClientHello was whole', 'an info line, the client\'s doing, not a failed stream');
+  assert.equal(proxy.logs.filter((l) => l['msg'] === 'stream failed').length, 0);
+  assert.equal(target.connections(), 0);
+  // The whole hello in the same write as the FIN: routed, and the target's echo comes back before the close.
+  const whole = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  whole.on('error', () => {});
+  await once(whole, 'connect');
+  whole.end(hello);
+  const echoed = await readBytes(whole, hello.length);
+  assert.deepEqual(echoed, hello);
+  assert.equal(target.connections(), 1);
 });

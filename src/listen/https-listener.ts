@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
 import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
-import { hasServerName, MAX_HELLO_BYTES, offersAlpn, readServerName } from '../tls/client-hello.js';
+import { hasServerName, HelloBytes, MAX_HELLO_BYTES, offersAlpn, readServerName } from '../tls/client-hello.js';
 import { clientCertValue, kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import type { ClientAuthPlan } from '../config/plan.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
@@ -156,9 +156,10 @@ export class HttpsListener {
 
   /** Reads the ClientHello far enough to pick the TLS server, then hands the socket over with the bytes put back. */
   #dispatch(socket: net.Socket): void {
-    let buf: Buffer = Buffer.alloc(0);
+    const hello = new HelloBytes();
     const onData = (chunk: Buffer): void => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      const buf = hello.push(chunk);
+      if (buf === undefined) return;
       const name = readServerName(buf);
       if (name === undefined && buf.length < MAX_HELLO_BYTES) return;
       socket.off('data', onData);

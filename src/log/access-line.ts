@@ -28,6 +28,8 @@ export interface AccessFields {
   readonly cache?: string | undefined;
   readonly status: number;
   readonly bytes: number | undefined;
+  /** An upgraded connection (tunnel): the bytes the client sent through it (`bytes`: those it was sent). */
+  readonly bytesIn?: number | undefined;
   readonly durationMs: number;
   /** Written as it is, unescaped: one of these constants. */
   readonly proto: 'h2' | 'http/1.1';
@@ -93,7 +95,7 @@ export class AccessLog {
     if (this.#log.levelVal > INFO) return;
     this.#stream.write(
       `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${f.peer === f.client ? '' : field('peer', f.peer)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
-        `${field('route', f.route)}${field('upstream', f.upstream)}${field('cache', f.cache)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
+        `${field('route', f.route)}${field('upstream', f.upstream)}${field('cache', f.cache)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`}${f.bytesIn === undefined ? '' : `,"bytesIn":${f.bytesIn}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
         `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${headersField(f.headerNames, f.requestHeaders)},"msg":"access"}\n`,
     );
   }

@@ -99,7 +99,8 @@ export interface ForwardFacts {
   readonly prefix: string;
 }
 
-function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+/** The header names a Connection header lists (hop-by-hop by that listing), or undefined for none. */
+export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   if (text === '' || text === 'keep-alive' || text === 'close') return undefined;

@@ -15,7 +15,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import { lookupHost, lookupRoute, rewritePath, type Plan } from '../config/plan.js';
 import { httpsLocation } from './https-location.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
-import { buildRequestHeaders } from './forward-headers.js';
+import { buildRequestHeaders, connectionTokens, DROP_RESPONSE } from './forward-headers.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
@@ -27,7 +27,7 @@ import { normalizePath } from './normalize-path.js';
 import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
-import { isTargetFailure, RETRYABLE } from './upstream-errors.js';
+import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import type { Target } from '../upstream/target.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
@@ -45,11 +45,35 @@ function redirectToHttps(plan: Plan, host: string, url: string): string {
   return rawHead(308, 'Permanent Redirect', ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Location', location, 'Connection', 'close']) + body;
 }
 
+/** Idle time before a tunnel's TCP keep-alive probes start (Go's servers, so Caddy and Traefik, use 15 s; the OS then probes until it gives up). */
+const TUNNEL_KEEPALIVE_MS = 60_000;
+
 /** An Upgrade header that names the h2c protocol. */
 const H2C = /(?:^|,)\s*h2c\s*(?:,|$)/i;
 
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
+
+/**
+ * A 101's headers for the client: the upstream's, less the hop-by-hop ones and those its Connection lists
+ * (RFC 9110 §7.6.1: a Keep-Alive, a Proxy-Connection, a header meant for Portico alone), then the two a
+ * switch needs, Connection: Upgrade and the upstream's Upgrade.
+ */
+function switchingHeaders(raw: readonly string[], upgrade: string | undefined): string[] {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() !== 'connection') continue;
+    for (const t of connectionTokens(raw[i + 1]) ?? []) (listed ??= new Set()).add(t);
+  }
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (!DROP_RESPONSE.has(name) && listed?.has(name) !== true) out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  out.push('Connection', 'Upgrade');
+  if (upgrade !== undefined) out.push('Upgrade', upgrade);
+  return out;
+}
 
 function rawHead(status: number, message: string, rawHeaders: readonly string[]): string {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -182,13 +206,27 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         hold(target);
         pending = up;
         let answered = false;
-        const finish = (status: number, error?: string): void => {
-          route.stats.record(status, performance.now() - started);
+        // The access line: at once for an answer, and for a tunnel when it has closed, with the bytes each way
+        // through it and its whole life (as nginx logs an upgraded request); the route's stats take the 101 at once.
+        const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }): void => {
+          const ms = performance.now() - started;
+          if (tunnel === undefined) route.stats.record(status, ms);
           if (plan.accessLog) {
-            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: undefined, durationMs: Math.round(performance.now() - started), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
           }
         };
-        up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+        // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
+        // request's head: a WebSocket app may take its time to accept (auth, a session lookup) before its 101.
+        let timeoutCode = 'PORTICO_CONNECT_TIMEOUT';
+        up.once('socket', (s: Socket) => {
+          const connected = (): void => {
+            timeoutCode = 'PORTICO_RESPONSE_TIMEOUT';
+            up.setTimeout(u.responseTimeoutMs);
+          };
+          if (s.connecting) s.once(target.kind === 'h1' ? 'connect' : 'secureConnect', connected);
+          else connected();
+        });
+        up.on('timeout', () => up.destroy(Object.assign(new Error('timeout'), { code: timeoutCode })));
         up.on('error', (err: NodeJS.ErrnoException) => {
           // A declined answer cut short: the client sees the connection close, not a truncated answer (its slot is freed with the answer).
           if (answered) return void socket.destroy();
@@ -204,8 +242,10 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           }
           release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
-          reject(socket, err.code === 'ETIMEDOUT' ? 'PORTICO_UPSTREAM_TIMEOUT' : 'PORTICO_UPSTREAM_UNREACHABLE');
-          finish(502, err.code);
+          // As for a request: 504 for a timeout, 502 unreachable for a refusal, 502 failed for a reset or a close; the access line says the same status.
+          const answer = upstreamErrorCode(err.code ?? '');
+          reject(socket, answer);
+          finish(ERRORS[answer].status, err.code);
         });
         up.on('response', (res) => {
           answered = true;
@@ -235,12 +275,25 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           upSocket.once('close', release);
           up.setTimeout(0);
           upSocket.setTimeout(0);
-          socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', res.rawHeaders));
+          // TCP keep-alive on both connections: an idle tunnel whose peer vanished without a FIN (power lost, a
+          // NAT or firewall that forgot it) is otherwise never noticed, and holds its upstream connection, its
+          // maxRequests slot and its file descriptors forever. Live idle tunnels are not closed by it.
+          socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+          upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+          socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', switchingHeaders(res.rawHeaders, res.headers.upgrade)));
+          // Counted from here: the tunnel's bytes, without the heads (the client's bytes after its head were read already).
+          const outFrom = socket.bytesWritten;
+          const inFrom = socket.bytesRead - head.length;
           if (upHead.length > 0) socket.write(upHead);
           // The client's bytes that came after its head are the new protocol's: they go only now. Sent
           // with the request, an upstream that declines the upgrade would read them as a request of its
           // own ("GET /admin" behind an upgrade for "/ws": smuggled past routing and auth).
           if (head.length > 0) upSocket.write(head);
+          // A half-close passes through, as on streams: a side that ends its sending (a FIN) still gets the
+          // other's answer (Docker's attach and exec end stdin so, then read the output). Each socket closes once
+          // both of its directions have ended.
+          socket.allowHalfOpen = true;
+          upSocket.allowHalfOpen = true;
           upSocket.on('error', () => socket.destroy());
           socket.on('close', () => upSocket.destroy());
           upSocket.on('close', () => socket.destroy());
@@ -248,8 +301,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           socket.pipe(upSocket);
           const stats = route.stats;
           stats.openUpgrades++;
-          socket.once('close', () => stats.openUpgrades--);
-          finish(101);
+          stats.record(101, performance.now() - started);
+          socket.once('close', () => {
+            stats.openUpgrades--;
+            finish(101, undefined, { out: socket.bytesWritten - outFrom, in: socket.bytesRead - inFrom });
+          });
         });
         up.end();
       };

@@ -8,7 +8,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
+import { HelloBytes, MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';
 import { sniName } from '../tls/sni-name.js';
 import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
@@ -41,8 +41,9 @@ export class StreamConnection {
   #up: net.Socket | undefined;
   #target: StreamTarget | undefined;
   #sni: string | undefined;
-  #head: Buffer[] = [];
-  #headBytes = 0;
+  /** The client's bytes read before a target was connected (TLS passthrough: the ClientHello), sent to it first. */
+  #head: Buffer | undefined;
+  #hello: HelloBytes | undefined;
   #timer: NodeJS.Timeout | undefined;
   #attempts = 0;
   #error: string | undefined;
@@ -64,7 +65,11 @@ export class StreamConnection {
     if (this.#sp.sniExact === undefined) return this.#connect(this.#sp.upstream!);
     this.#timer = setTimeout(() => this.#fail('no TLS ClientHello in time'), this.#sp.helloTimeoutMs);
     this.#client.on('data', this.#onHello);
+    this.#client.once('end', this.#onHelloEnd);
   }
+
+  /** A client that ends its sending before its ClientHello is whole will never finish it: closed now, not at helloTimeout. */
+  readonly #onHelloEnd = (): void => this.#fail('client ended before its TLS ClientHello was whole');
 
   /** Ends both sides now. */
   destroy(): void {
@@ -73,16 +78,18 @@ export class StreamConnection {
   }
 
   readonly #onHello = (chunk: Buffer): void => {
-    this.#head.push(chunk);
-    this.#headBytes += chunk.length;
-    const buf = this.#head.length === 1 ? chunk : Buffer.concat(this.#head);
+    const buf = (this.#hello ??= new HelloBytes()).push(chunk);
+    if (buf === undefined) return;
     let name = readServerName(buf);
     if (name === undefined) {
-      if (this.#headBytes < MAX_HELLO_BYTES) return;
+      if (buf.length < MAX_HELLO_BYTES) return;
       name = '';
     }
+    this.#head = buf;
+    this.#hello = undefined;
     clearTimeout(this.#timer);
     this.#client.off('data', this.#onHello);
+    this.#client.off('end', this.#onHelloEnd);
     this.#client.pause();
     this.#sni = name;
     const g = streamGroupFor(this.#sp, sniName(name));
@@ -133,8 +140,8 @@ export class StreamConnection {
         const c = this.#client as net.Socket & ProxiedSocket;
         up.write(buildProxyHeader(send, peerAddress(c), c[kClientPort] ?? c.remotePort ?? 0, c.localAddress ?? '', c.localPort ?? 0));
       }
-      for (const b of this.#head) up.write(b);
-      this.#head = [];
+      if (this.#head !== undefined) up.write(this.#head);
+      this.#head = undefined;
       this.#client.pipe(up);
       up.pipe(this.#client);
       this.#client.resume();

@@ -7,6 +7,34 @@
 /** Largest first record worth waiting for: a TLS record holds at most 2^14 bytes (RFC 8446 §5.1). */
 export const MAX_HELLO_BYTES = 5 + 16_384 + 256;
 
+/**
+ * A connection's first bytes, gathered until its first TLS record is whole (by the length in its
+ * 5-byte header) or MAX_HELLO_BYTES have come: they are joined and handed back only then, so a
+ * ClientHello trickled in a byte per read costs linear time, not a join and a parse per read
+ * (quadratic: about 2 s of CPU for 16 KiB in 1-byte reads).
+ */
+export class HelloBytes {
+  readonly #chunks: Buffer[] = [];
+  #length = 0;
+  /** Bytes wanted before a parse is worth it: the record header, then the whole first record. */
+  #need = 5;
+
+  /** Adds a read: all the bytes so far, joined, once they are worth parsing; otherwise undefined. */
+  push(chunk: Buffer): Buffer | undefined {
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+    if (this.#length < this.#need && this.#length < MAX_HELLO_BYTES) return undefined;
+    const buf = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks, this.#length);
+    this.#chunks.length = 0;
+    this.#chunks.push(buf);
+    if (this.#need === 5 && buf[0] === 0x16) {
+      this.#need = 5 + buf.readUInt16BE(3);
+      if (this.#length < this.#need && this.#length < MAX_HELLO_BYTES) return undefined;
+    }
+    return buf;
+  }
+}
+
 /** Where a ClientHello's extensions are, or why there are none to read. */
 type Extensions = { readonly start: number; readonly end: number } | 'incomplete' | 'malformed' | 'none';
 
