@@ -43,3 +43,38 @@ test('a CA answering 503 with Retry-After is retried no earlier than it asked, a
   assert.match(String(untrusted.err), /certificate/i);
   t.diagnostic(String(untrusted.err));
 });
+
+test('a reload while a request to the CA is in flight does not cut it: the order sees the CA\'s own answer', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
+  let arrived: () => void = () => {};
+  const requestArrived = new Promise<void>((r) => (arrived = r));
+  let answer: () => void = () => {};
+  const answerNow = new Promise<void>((r) => (answer = r));
+  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+    arrived();
+    // The CA answers only after the reload: its connection must still be open by then.
+    void answerNow.then(() => {
+      res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
+      res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
+    });
+  });
+  ca.listen(0, '127.0.0.1');
+  await once(ca, 'listening');
+  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
+  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
+  const config = (path: string) => ({
+    acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
+    hosts: { 'a.portico.test': { tls: { acme: true as const }, routes: [{ path, upstream: up.url }] } },
+  });
+  const proxy = await startProxyFor(t, pki, config('/'), [() => ca.closeAllConnections(), () => ca.close(), () => up.close()]);
+  await requestArrived;
+  // An unrelated change (a route's path): the ACME settings, and the CA's trust, are the same.
+  await proxy.reconfigure(config('/app/'));
+  await waitFor('the reload applied to acme', () => (proxy.portico.state?.plan.generation ?? 0) >= 2 ? true : undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  answer();
+  const failed = await waitFor('the failed order', () => proxy.logs.find((l) => l.msg === 'acme order failed'));
+  assert.match(String(failed.err), /HTTP 503 from the directory/, 'the request to the CA was cut by the reload');
+});
