@@ -217,6 +217,12 @@ export class AcmeManager {
     return s === undefined ? undefined : { names: s.names, orders: s.orders, failures: s.failures, lastError: s.lastError, renewAt: s.renewFor === '' ? undefined : (s.ariAt ?? s.renewAt) };
   }
 
+  /** Every ACME host's status, for the admin API's /status. */
+  statuses(): { host: string; orderer: boolean; status: AcmeHostStatus }[] {
+    const orderer = this.#lock?.held ?? false;
+    return [...this.#hosts.keys()].map((host) => ({ host, orderer, status: this.status(host)! }));
+  }
+
   /** Re-checks every host now (e.g. after the CA came back); resolves when done. */
   checkNow(): Promise<void> {
     for (const s of this.#hosts.values()) {
