@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AlpnResponder, Http01Responder, OrdererLock } from '../src/acme/index.js';
@@ -57,6 +57,14 @@ test('a lock left by a dead process is taken over, a live one is not', async (t)
   // The parent of this test process is alive: its lock stands.
   await writeFile(file, JSON.stringify({ pid: process.ppid, host: hostname(), token: 'live', since: new Date().toISOString() }));
   assert.equal(await new OrdererLock(file).tryAcquire(), false);
+  // …unless its heartbeat is old: the holder refreshes it, so that pid is another process now (a restarted
+  // container gives the same small pids again), and the lock would otherwise stand forever.
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  await utimes(file, longAgo, longAgo);
+  const heir = new OrdererLock(file);
+  assert.equal(await heir.tryAcquire(), true, 'a lock whose pid is alive but whose heartbeat is 10 minutes old is taken over');
+  assert.equal(JSON.parse(await readFile(file, 'utf8')).pid, process.pid);
+  await heir.release();
   // A lock from another host is stale only once its heartbeat is old.
   await writeFile(file, JSON.stringify({ pid: 1, host: 'elsewhere', token: 'x', since: new Date().toISOString() }));
   assert.equal(await new OrdererLock(file, { staleMs: 60_000 }).tryAcquire(), false);
