@@ -28,7 +28,7 @@ import type { Http01Responder } from './http01.js';
 import { OrdererLock, type OrdererLockOptions } from './lock.js';
 import { orderCertificate, type ChallengeType, type IssuedPair } from './order.js';
 import { ariCertId, backoffMs, parseRenewalInfo, parseRenewBefore, pickInWindow, renewalAt, type RenewBefore } from './schedule.js';
-import { accountKeyPath, acmeDir, loadStored, saveIssued, storedPaths, type StoredPaths } from './storage.js';
+import { accountKeyPath, acmeDir, challengeDirs, loadStored, saveIssued, storedPaths, type StoredPaths } from './storage.js';
 import { getJson, installAcmeTransport, isMaskedNetworkError, probeDirectory, retryAfterMs, trustCaFor } from './transport.js';
 import type { AlpnResponder } from './tls-alpn01.js';
 
@@ -173,8 +173,9 @@ export class AcmeManager {
       await this.#lock?.release();
       this.#certsDir = plan.certsDir;
       // Workers share the listening sockets: pending challenges go where every worker can read them.
-      this.#o.http01.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'http-01'));
-      this.#o.alpn.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'tls-alpn-01'));
+      const shared = challengeDirs(plan.certsDir);
+      this.#o.http01.setSharedDir(shared.http01);
+      this.#o.alpn.setSharedDir(shared.alpn);
       this.#lock = new OrdererLock(join(acmeDir(plan.certsDir), 'orderer.lock'), {
         ...this.#o.lock,
         onLost: () => this.#o.log.warn({}, 'acme orderer lock taken over by another process'),

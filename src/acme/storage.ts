@@ -19,6 +19,12 @@ function safeName(name: string): string {
   return name.replace(/^\*\./, '_wildcard.').replace(/[^a-z0-9._-]/gi, '_');
 }
 
+/** Where pending challenges are shared between processes: `<certsDir>/acme/challenges/{http-01,tls-alpn-01}`. */
+export function challengeDirs(certsDir: string): { http01: string; alpn: string } {
+  const base = join(acmeDir(certsDir), 'challenges');
+  return { http01: join(base, 'http-01'), alpn: join(base, 'tls-alpn-01') };
+}
+
 /** `<certsDir>/acme/<directory host>/account.key`: one account per CA. */
 export function accountKeyPath(certsDir: string, directoryUrl: string): string {
   return join(acmeDir(certsDir), safeName(new URL(directoryUrl).host), 'account.key');
