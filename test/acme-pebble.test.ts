@@ -186,3 +186,23 @@ test('a certificate the disk refuses is served from memory and its save retried,
   assert.equal(status?.lastError, undefined);
   assert.equal(proxy.logs.filter((l) => l.msg === 'acme order started').length, 1);
 });
+
+test('a damaged stored certificate is reported with its reason at start, and a new one is ordered and served', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config());
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  await proxy.stop();
+  const paths = storedPaths(s.dir, 'a.portico.test');
+  // A crash or a bad copy left half of the certificate.
+  const pem = await readFile(paths.certFile, 'utf8');
+  await writeFile(paths.certFile, pem.slice(0, 40));
+  const again = await startPorticoOn(t, s.dir, s.ports, s.config());
+  const warned = await waitFor('the warning', () => logged(again.logs, 'stored acme certificate not usable, a new one will be ordered', 'a.portico.test'));
+  assert.equal(warned.level, 40);
+  assert.match(String(warned.reason), /cert\.pem: the certificate is cut short/);
+  const issued = await waitFor('the new certificate', () => logged(again.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  const served = await handshake(s.ports.httpsPort, 'a.portico.test', await s.pebble.root());
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(served.fingerprint256, issued.fingerprint256);
+});

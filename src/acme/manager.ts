@@ -70,6 +70,8 @@ interface HostState {
   announced: string;
   /** An issued pair served from memory because writing it to disk failed; saved again before anything else. */
   unsaved: IssuedPair | undefined;
+  /** The last "stored acme certificate not usable" reason logged, so a follower says it once. */
+  storedProblem: string | undefined;
 }
 
 /** A host's ACME status, for the admin API and tests. */
@@ -205,6 +207,7 @@ export class AcmeManager {
         ariRecheckAt: 0,
         announced: '',
         unsaved: undefined,
+        storedProblem: undefined,
       };
       this.#hosts.set(h.name, state);
       this.#schedule(state, 0);
@@ -292,8 +295,12 @@ export class AcmeManager {
       pair = stored.pair;
       this.#install(state, pair);
       this.#o.log.info({ host: state.name, file: state.paths.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer }, 'acme certificate loaded from disk');
-    } else if (pair === undefined) {
+    } else if (pair === undefined && stored.missing === true) {
       this.#o.log.debug({ host: state.name, reason: stored.reason }, 'no usable stored acme certificate');
+    } else if (pair === undefined && stored.reason !== undefined && stored.reason !== state.storedProblem) {
+      // Files that are there but not used (damaged, expired, for other names or another CA): say why a new order comes.
+      state.storedProblem = stored.reason;
+      this.#o.log.warn({ host: state.name, dir: state.paths.dir, reason: stored.reason }, 'stored acme certificate not usable, a new one will be ordered');
     }
     const lock = this.#lock;
     if (lock === undefined || !(await lock.tryAcquire())) {

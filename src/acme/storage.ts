@@ -81,14 +81,16 @@ export async function loadStored(
   paths: StoredPaths,
   directory: string,
   names: readonly string[],
-): Promise<{ pair: CertPair; reason?: undefined; otherDirectory?: undefined } | { pair?: undefined; reason: string; otherDirectory?: boolean }> {
+): Promise<{ pair: CertPair; reason?: undefined; otherDirectory?: undefined; missing?: undefined } | { pair?: undefined; reason: string; otherDirectory?: boolean; missing?: boolean }> {
   let certPem: Buffer;
   let keyPem: Buffer;
   let meta: StoredMeta | undefined;
   try {
     [certPem, keyPem] = await Promise.all([readFile(paths.certFile), readFile(paths.keyFile)]);
-  } catch {
-    return { reason: 'no stored certificate' };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { reason: 'no stored certificate', missing: true };
+    return { reason: `the stored certificate or key cannot be read (${code ?? (err as Error).message})` };
   }
   try {
     meta = JSON.parse(await readFile(paths.metaFile, 'utf8')) as StoredMeta;
