@@ -114,3 +114,23 @@ test('/status shows each ACME host: the orderer, its orders, its failures and th
   assert.equal(entry.renewAt, null);
   assert.deepEqual(body.processes[0]!.certificates, []);
 });
+
+test('a certs directory ACME cannot write to is reported in the host\'s status and retried with backoff', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  // A file where <certsDir>/acme goes: the orderer lock cannot be created (as on a read-only volume).
+  await writeFile(join(pki.dir, 'acme'), 'in the way');
+  const proxy = await startProxyFor(t, pki, {
+    acme: { directory: 'https://127.0.0.1:9/dir', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '400ms' },
+    hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  }, [() => up.close()]);
+  const checks = await waitFor('three failed checks', () => {
+    const failed = proxy.logs.filter((l) => l.msg === 'acme check failed');
+    return failed.length >= 3 ? failed : undefined;
+  });
+  assert.deepEqual(checks.map((l) => l.attempt), [1, 2, 3]);
+  assert.ok(Number(checks[2]!.retryInMs) > Number(checks[0]!.retryInMs), `backs off: ${checks.map((l) => String(l.retryInMs)).join(', ')}`);
+  const status = proxy.portico.acme?.status('a.portico.test');
+  assert.ok((status?.failures ?? 0) >= 3);
+  assert.match(String(status?.lastError), /checking the certificate failed: .*(EEXIST|ENOTDIR).*check that .*acme is a writable folder/);
+});

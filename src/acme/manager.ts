@@ -264,8 +264,15 @@ export class AcmeManager {
   #enqueue(state: HostState): void {
     // One evaluation at a time: orders are serialised, which also spares the CA's rate limits.
     this.#queue = this.#queue.then(() => this.#evaluate(state)).catch((err: unknown) => {
-      this.#o.log.error({ host: state.name, err: (err as Error).message }, 'acme check failed');
-      this.#schedule(state, this.#settings?.retryDelayMs ?? 60_000);
+      // Not the CA: the certs directory (the lock file, a read) failed. Shown in /status and backed off like an order.
+      if (this.#stopped || state.removed) return;
+      const e = err as NodeJS.ErrnoException;
+      state.failures++;
+      state.lastError = `checking the certificate failed: ${e.message}; check that ${acmeDir(this.#certsDir)} is a writable folder`;
+      const settings = this.#settings;
+      const delay = settings === undefined ? 60_000 : backoffMs(state.failures, settings.retryDelayMs, settings.retryMaxDelayMs);
+      this.#o.log.error({ host: state.name, code: e.code, err: e.message, attempt: state.failures, retryInMs: delay }, 'acme check failed');
+      this.#schedule(state, delay);
     });
   }
 
