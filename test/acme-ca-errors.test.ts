@@ -6,7 +6,8 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePki, startProxyFor } from './helpers/proxy.js';
-import { startUpstream } from './helpers/net.js';
+import { freePort, startUpstream } from './helpers/net.js';
+import { adminRequest } from './helpers/admin.js';
 import { waitFor } from './helpers/pebble.js';
 
 test('a CA answering 503 with Retry-After is retried no earlier than it asked, and an untrusted CA is reported as such', async (t) => {
@@ -42,4 +43,94 @@ test('a CA answering 503 with Retry-After is retried no earlier than it asked, a
   const untrusted = await waitFor('the untrusted failure', () => proxy.logs.find((l) => l.msg === 'acme order failed' && /other/.test(String(l.err))));
   assert.match(String(untrusted.err), /certificate/i);
   t.diagnostic(String(untrusted.err));
+});
+
+test('a reload while a request to the CA is in flight does not cut it: the order sees the CA\'s own answer', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
+  let arrived: () => void = () => {};
+  const requestArrived = new Promise<void>((r) => (arrived = r));
+  let answer: () => void = () => {};
+  const answerNow = new Promise<void>((r) => (answer = r));
+  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+    arrived();
+    // The CA answers only after the reload: its connection must still be open by then.
+    void answerNow.then(() => {
+      res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
+      res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
+    });
+  });
+  ca.listen(0, '127.0.0.1');
+  await once(ca, 'listening');
+  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
+  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
+  const config = (path: string) => ({
+    acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
+    hosts: { 'a.portico.test': { tls: { acme: true as const }, routes: [{ path, upstream: up.url }] } },
+  });
+  const proxy = await startProxyFor(t, pki, config('/'), [() => ca.closeAllConnections(), () => ca.close(), () => up.close()]);
+  await requestArrived;
+  // An unrelated change (a route's path): the ACME settings, and the CA's trust, are the same.
+  await proxy.reconfigure(config('/app/'));
+  await waitFor('the reload applied to acme', () => (proxy.portico.state?.plan.generation ?? 0) >= 2 ? true : undefined);
+  await new Promise((r) => setTimeout(r, 200));
+  answer();
+  const failed = await waitFor('the failed order', () => proxy.logs.find((l) => l.msg === 'acme order failed'));
+  assert.match(String(failed.err), /HTTP 503 from the directory/, 'the request to the CA was cut by the reload');
+});
+
+test('/status shows each ACME host: the orderer, its orders, its failures and the last error, while it has no certificate', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
+  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+    res.writeHead(500, { 'content-type': 'text/plain' });
+    res.end('down');
+  });
+  ca.listen(0, '127.0.0.1');
+  await once(ca, 'listening');
+  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
+  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
+  const token = 'c'.repeat(40);
+  await writeFile(join(pki.dir, 'admin.token'), token);
+  const adminPort = await freePort();
+  const proxy = await startProxyFor(t, pki, {
+    admin: { port: adminPort, tokenFile: 'admin.token' },
+    acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '200ms' },
+    hosts: { 'a.portico.test': { aliases: ['www.a.portico.test'], tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  }, [() => ca.close(), () => up.close()]);
+  await waitFor('two failed orders', () => (proxy.logs.filter((l) => l.msg === 'acme order failed').length >= 2 ? true : undefined));
+  const r = await adminRequest(adminPort, 'GET', '/status', { token });
+  assert.equal(r.status, 200);
+  const body = JSON.parse(r.text) as { processes: { certificates: unknown[]; acme: { host: string; names: string[]; orderer: boolean; orders: number; failures: number; lastError: string | null; renewAt: string | null }[] }[] };
+  const [entry] = body.processes[0]!.acme;
+  assert.equal(entry?.host, 'a.portico.test');
+  assert.deepEqual(entry.names, ['a.portico.test', 'www.a.portico.test']);
+  assert.equal(entry.orderer, true);
+  assert.ok(entry.failures >= 2, `failures: ${entry.failures}`);
+  assert.equal(entry.orders, 0, 'the directory failed before any order');
+  assert.match(String(entry.lastError), /cannot reach the ACME directory .*: HTTP 500 from the directory/);
+  assert.equal(entry.renewAt, null);
+  assert.deepEqual(body.processes[0]!.certificates, []);
+});
+
+test('a certs directory ACME cannot write to is reported in the host\'s status and retried with backoff', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  // A file where <certsDir>/acme goes: the orderer lock cannot be created (as on a read-only volume).
+  await writeFile(join(pki.dir, 'acme'), 'in the way');
+  const proxy = await startProxyFor(t, pki, {
+    acme: { directory: 'https://127.0.0.1:9/dir', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '400ms' },
+    hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  }, [() => up.close()]);
+  const checks = await waitFor('three failed checks', () => {
+    const failed = proxy.logs.filter((l) => l.msg === 'acme check failed');
+    return failed.length >= 3 ? failed : undefined;
+  });
+  assert.deepEqual(checks.map((l) => l.attempt), [1, 2, 3]);
+  assert.ok(Number(checks[2]!.retryInMs) > Number(checks[0]!.retryInMs), `backs off: ${checks.map((l) => String(l.retryInMs)).join(', ')}`);
+  const status = proxy.portico.acme?.status('a.portico.test');
+  assert.ok((status?.failures ?? 0) >= 3);
+  assert.match(String(status?.lastError), /checking the certificate failed: .*(EEXIST|ENOTDIR).*check that .*acme is a writable folder/);
 });

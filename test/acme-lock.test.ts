@@ -2,10 +2,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import http from 'node:http';
 import { AlpnResponder, Http01Responder, OrdererLock } from '../src/acme/index.js';
+import { challengeDirs } from '../src/acme/storage.js';
+import { startUpstream } from './helpers/net.js';
+import { startProxyFor, makePki } from './helpers/proxy.js';
 
 test('only one of two lock holders orders; the other takes over once it is released', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'portico-lock-'));
@@ -57,6 +61,14 @@ test('a lock left by a dead process is taken over, a live one is not', async (t)
   // The parent of this test process is alive: its lock stands.
   await writeFile(file, JSON.stringify({ pid: process.ppid, host: hostname(), token: 'live', since: new Date().toISOString() }));
   assert.equal(await new OrdererLock(file).tryAcquire(), false);
+  // …unless its heartbeat is old: the holder refreshes it, so that pid is another process now (a restarted
+  // container gives the same small pids again), and the lock would otherwise stand forever.
+  const longAgo = new Date(Date.now() - 10 * 60_000);
+  await utimes(file, longAgo, longAgo);
+  const heir = new OrdererLock(file);
+  assert.equal(await heir.tryAcquire(), true, 'a lock whose pid is alive but whose heartbeat is 10 minutes old is taken over');
+  assert.equal(JSON.parse(await readFile(file, 'utf8')).pid, process.pid);
+  await heir.release();
   // A lock from another host is stale only once its heartbeat is old.
   await writeFile(file, JSON.stringify({ pid: 1, host: 'elsewhere', token: 'x', since: new Date().toISOString() }));
   assert.equal(await new OrdererLock(file, { staleMs: 60_000 }).tryAcquire(), false);
@@ -104,4 +116,36 @@ test('pending challenges written by the orderer are answered by another process 
   assert.equal(alpnWorker.contextFor('other.test'), undefined);
   await alpnOrderer.remove('shared.test');
   assert.equal(alpnWorker.contextFor('shared.test'), undefined);
+});
+
+test('a process serves the challenges another process writes from its first request, before its own ACME module is ready', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  // What the orderer (another worker) has written for a pending HTTP-01 challenge.
+  const shared = challengeDirs(pki.dir);
+  await mkdir(shared.http01, { recursive: true });
+  await writeFile(join(shared.http01, 'tok_en-2'), 'tok_en-2.thumb');
+  // acme.caFile as a FIFO: this process's ACME update blocks on reading it until the test writes it, as a
+  // slow start (loading acme-client takes hundreds of ms) would leave it unfinished.
+  const fifo = join(pki.dir, 'slow-ca.pem');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const proxy = await startProxyFor(t, pki, {
+    acme: { directory: 'https://127.0.0.1:9/dir', caFile: 'slow-ca.pem', termsOfServiceAgreed: true },
+    hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
+  }, [() => up.close()]);
+  try {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: proxy.httpPort, path: '/.well-known/acme-challenge/tok_en-2', headers: { host: 'a.portico.test' }, agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        })
+        .on('error', reject);
+    });
+    assert.deepEqual(answer, { status: 200, body: 'tok_en-2.thumb' });
+  } finally {
+    await writeFile(fifo, pki.caPem);
+  }
 });

@@ -1,7 +1,8 @@
 /** ACME against a real Pebble on loopback: issuance over HTTP-01 and TLS-ALPN-01, renewal, CA outages, nonce rejection, restart reuse. */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { accountKeyPath, storedPaths } from '../src/acme/index.js';
@@ -156,4 +157,52 @@ test('two instances sharing a certs directory: one orders, the other serves what
   assert.equal(served.authorized, true, served.error);
   assert.equal(logged(follower.logs, 'acme order started'), undefined);
   assert.equal(follower.portico.acme?.status('a.portico.test')?.orders, 0);
+});
+
+test('a certificate the disk refuses is served from memory and its save retried, without ordering it again', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const paths = storedPaths(s.dir, 'a.portico.test');
+  // A file where the host's folder goes: every write there fails (as on a full or read-only disk).
+  await mkdir(join(s.dir, 'acme'), { recursive: true });
+  await writeFile(paths.dir, 'in the way');
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config());
+  const unsaved = await waitFor('the failed save', () => logged(proxy.logs, 'acme certificate issued but not saved, serving it from memory; retrying the save'), 15_000);
+  assert.equal(unsaved.dir, paths.dir);
+  const issued = logged(proxy.logs, 'acme certificate issued', 'a.portico.test');
+  const root = await s.pebble.root();
+  const served = await handshake(s.ports.httpsPort, 'a.portico.test', root);
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(served.fingerprint256, issued?.fingerprint256);
+  assert.match(String(proxy.portico.acme?.status('a.portico.test')?.lastError), /issued but cannot be written to .*a\.portico\.test.*make that folder writable/);
+  // A few retries later, the obstacle goes away.
+  await waitFor('a second failed save', () => (proxy.logs.filter((l) => l.msg === unsaved.msg).length >= 2 ? true : undefined), 5000);
+  await rm(paths.dir);
+  await waitFor('the save', () => logged(proxy.logs, 'acme certificate saved', 'a.portico.test'), 5000);
+  assert.equal((await stat(paths.keyFile)).mode & 0o777, 0o600);
+  assert.equal(new X509Certificate(await readFile(paths.certFile)).fingerprint256, served.fingerprint256);
+  const status = proxy.portico.acme?.status('a.portico.test');
+  assert.equal(status?.orders, 1, 'ordered once');
+  assert.equal(status?.lastError, undefined);
+  assert.equal(proxy.logs.filter((l) => l.msg === 'acme order started').length, 1);
+});
+
+test('a damaged stored certificate is reported with its reason at start, and a new one is ordered and served', async (t) => {
+  const s = await setup(t);
+  if (s === undefined) return;
+  const proxy = await startPorticoOn(t, s.dir, s.ports, s.config());
+  await waitFor('issuance', () => logged(proxy.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  await proxy.stop();
+  const paths = storedPaths(s.dir, 'a.portico.test');
+  // A crash or a bad copy left half of the certificate.
+  const pem = await readFile(paths.certFile, 'utf8');
+  await writeFile(paths.certFile, pem.slice(0, 40));
+  const again = await startPorticoOn(t, s.dir, s.ports, s.config());
+  const warned = await waitFor('the warning', () => logged(again.logs, 'stored acme certificate not usable, a new one will be ordered', 'a.portico.test'));
+  assert.equal(warned.level, 40);
+  assert.match(String(warned.reason), /cert\.pem: the certificate is cut short/);
+  const issued = await waitFor('the new certificate', () => logged(again.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
+  const served = await handshake(s.ports.httpsPort, 'a.portico.test', await s.pebble.root());
+  assert.equal(served.authorized, true, served.error);
+  assert.equal(served.fingerprint256, issued.fingerprint256);
 });

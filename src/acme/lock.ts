@@ -7,8 +7,9 @@
  * A lock is stale when its owner is on this host and its pid is gone (or is
  * our own pid but no lock of this process holds it: a restarted container
  * reusing pid 1), or
- * when its heartbeat (mtime) is older than `staleMs` (owner on another host
- * sharing the volume). Takeover is best effort: the holder re-reads the file
+ * when its heartbeat (mtime) is older than `staleMs`, whichever host the
+ * owner is on (another host sharing the volume, or a pid of this host now
+ * reused by another process). Takeover is best effort: the holder re-reads the file
  * at each heartbeat and steps down if the token is no longer its own.
  */
 import { randomBytes } from 'node:crypto';
@@ -124,7 +125,9 @@ export class OrdererLock {
     if (owner === undefined || typeof owner.pid !== 'number') return old;
     if (owner.host === hostname()) {
       if (owner.pid === process.pid) return !liveTokens.has(owner.token);
-      return !isProcessAlive(owner.pid);
+      // A live pid is not proof enough: after a container restart the dead holder's pid may belong to
+      // another process (pids are small and reused there). A holder refreshes the heartbeat, so an old one is stale.
+      return old || !isProcessAlive(owner.pid);
     }
     return old;
   }

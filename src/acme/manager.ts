@@ -26,9 +26,9 @@ import { createAcmeClient, loadAccountKey } from './account.js';
 import { Dns01Hook } from './dns01.js';
 import type { Http01Responder } from './http01.js';
 import { OrdererLock, type OrdererLockOptions } from './lock.js';
-import { orderCertificate, type ChallengeType } from './order.js';
+import { orderCertificate, type ChallengeType, type IssuedPair } from './order.js';
 import { ariCertId, backoffMs, parseRenewalInfo, parseRenewBefore, pickInWindow, renewalAt, type RenewBefore } from './schedule.js';
-import { accountKeyPath, acmeDir, loadStored, saveIssued, storedPaths, type StoredPaths } from './storage.js';
+import { accountKeyPath, acmeDir, challengeDirs, loadStored, saveIssued, storedPaths, type StoredPaths } from './storage.js';
 import { getJson, installAcmeTransport, isMaskedNetworkError, probeDirectory, retryAfterMs, trustCaFor } from './transport.js';
 import type { AlpnResponder } from './tls-alpn01.js';
 
@@ -68,6 +68,10 @@ interface HostState {
   ariRecheckAt: number;
   /** Whether "acme certificate valid" was logged for the current pair. */
   announced: string;
+  /** An issued pair served from memory because writing it to disk failed; saved again before anything else. */
+  unsaved: IssuedPair | undefined;
+  /** The last "stored acme certificate not usable" reason logged, so a follower says it once. */
+  storedProblem: string | undefined;
 }
 
 /** A host's ACME status, for the admin API and tests. */
@@ -171,8 +175,9 @@ export class AcmeManager {
       await this.#lock?.release();
       this.#certsDir = plan.certsDir;
       // Workers share the listening sockets: pending challenges go where every worker can read them.
-      this.#o.http01.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'http-01'));
-      this.#o.alpn.setSharedDir(join(acmeDir(plan.certsDir), 'challenges', 'tls-alpn-01'));
+      const shared = challengeDirs(plan.certsDir);
+      this.#o.http01.setSharedDir(shared.http01);
+      this.#o.alpn.setSharedDir(shared.alpn);
       this.#lock = new OrdererLock(join(acmeDir(plan.certsDir), 'orderer.lock'), {
         ...this.#o.lock,
         onLost: () => this.#o.log.warn({}, 'acme orderer lock taken over by another process'),
@@ -201,6 +206,8 @@ export class AcmeManager {
         ariAt: undefined,
         ariRecheckAt: 0,
         announced: '',
+        unsaved: undefined,
+        storedProblem: undefined,
       };
       this.#hosts.set(h.name, state);
       this.#schedule(state, 0);
@@ -212,6 +219,12 @@ export class AcmeManager {
   status(name: string): AcmeHostStatus | undefined {
     const s = this.#hosts.get(name);
     return s === undefined ? undefined : { names: s.names, orders: s.orders, failures: s.failures, lastError: s.lastError, renewAt: s.renewFor === '' ? undefined : (s.ariAt ?? s.renewAt) };
+  }
+
+  /** Every ACME host's status, for the admin API's /status. */
+  statuses(): { host: string; orderer: boolean; status: AcmeHostStatus }[] {
+    const orderer = this.#lock?.held ?? false;
+    return [...this.#hosts.keys()].map((host) => ({ host, orderer, status: this.status(host)! }));
   }
 
   /** Re-checks every host now (e.g. after the CA came back); resolves when done. */
@@ -251,8 +264,15 @@ export class AcmeManager {
   #enqueue(state: HostState): void {
     // One evaluation at a time: orders are serialised, which also spares the CA's rate limits.
     this.#queue = this.#queue.then(() => this.#evaluate(state)).catch((err: unknown) => {
-      this.#o.log.error({ host: state.name, err: (err as Error).message }, 'acme check failed');
-      this.#schedule(state, this.#settings?.retryDelayMs ?? 60_000);
+      // Not the CA: the certs directory (the lock file, a read) failed. Shown in /status and backed off like an order.
+      if (this.#stopped || state.removed) return;
+      const e = err as NodeJS.ErrnoException;
+      state.failures++;
+      state.lastError = `checking the certificate failed: ${e.message}; check that ${acmeDir(this.#certsDir)} is a writable folder`;
+      const settings = this.#settings;
+      const delay = settings === undefined ? 60_000 : backoffMs(state.failures, settings.retryDelayMs, settings.retryMaxDelayMs);
+      this.#o.log.error({ host: state.name, code: e.code, err: e.message, attempt: state.failures, retryInMs: delay }, 'acme check failed');
+      this.#schedule(state, delay);
     });
   }
 
@@ -282,14 +302,20 @@ export class AcmeManager {
       pair = stored.pair;
       this.#install(state, pair);
       this.#o.log.info({ host: state.name, file: state.paths.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer }, 'acme certificate loaded from disk');
-    } else if (pair === undefined) {
+    } else if (pair === undefined && stored.missing === true) {
       this.#o.log.debug({ host: state.name, reason: stored.reason }, 'no usable stored acme certificate');
+    } else if (pair === undefined && stored.reason !== undefined && stored.reason !== state.storedProblem) {
+      // Files that are there but not used (damaged, expired, for other names or another CA): say why a new order comes.
+      state.storedProblem = stored.reason;
+      this.#o.log.warn({ host: state.name, dir: state.paths.dir, reason: stored.reason }, 'stored acme certificate not usable, a new one will be ordered');
     }
     const lock = this.#lock;
     if (lock === undefined || !(await lock.tryAcquire())) {
       this.#schedule(state, this.#o.followerRetryMs ?? 30_000);
       return;
     }
+    // The orderer's last certificate could not be written: save it before anything else, never order it again.
+    if (state.unsaved !== undefined && !(await this.#save(state, settings, true))) return;
     const now = Date.now();
     if (pair !== undefined) {
       const { renewAt, wakeAt } = await this.#due(state, pair, settings, now);
@@ -302,21 +328,12 @@ export class AcmeManager {
         return;
       }
     }
+    let issued: IssuedPair;
+    let fresh: CertPair;
     try {
-      const issued = await this.#order(state, settings);
+      issued = await this.#order(state, settings);
       if (this.#stopped || state.removed) return;
-      await saveIssued(state.paths, settings.directory, state.names, issued.certPem, issued.keyPem);
-      const fresh = buildCertPair(state.paths.certFile, state.paths.keyFile, Buffer.from(issued.certPem), Buffer.from(issued.keyPem), state.names);
-      this.#install(state, fresh);
-      state.announced = fresh.fingerprint256;
-      state.failures = 0;
-      state.lastError = undefined;
-      this.#o.log.info(
-        { host: state.name, names: state.names, renewal: pair !== undefined, notAfter: fresh.notAfter.toISOString(), issuer: fresh.issuer, fingerprint256: fresh.fingerprint256 },
-        'acme certificate issued',
-      );
-      const { renewAt, wakeAt } = await this.#due(state, fresh, settings, Date.now());
-      this.#schedule(state, Math.min(renewAt, wakeAt) - Date.now());
+      fresh = buildCertPair(state.paths.certFile, state.paths.keyFile, Buffer.from(issued.certPem), Buffer.from(issued.keyPem), state.names);
     } catch (err) {
       if (this.#stopped || state.removed) return;
       state.failures++;
@@ -327,7 +344,44 @@ export class AcmeManager {
         pair === undefined ? 'acme order failed' : 'acme renewal failed, keeping the current certificate',
       );
       this.#schedule(state, delay);
+      return;
     }
+    // Served at once, saved after: a certificate the disk refuses (full, read-only, a file in the way) is
+    // kept and its save retried, not ordered again on every retry (which would use up the CA's
+    // duplicate-certificate limit, 5 a week at Let's Encrypt, and keep the host without a certificate).
+    this.#install(state, fresh);
+    state.announced = fresh.fingerprint256;
+    this.#o.log.info(
+      { host: state.name, names: state.names, renewal: pair !== undefined, notAfter: fresh.notAfter.toISOString(), issuer: fresh.issuer, fingerprint256: fresh.fingerprint256 },
+      'acme certificate issued',
+    );
+    state.unsaved = issued;
+    if (!(await this.#save(state, settings, false))) return;
+    const { renewAt, wakeAt } = await this.#due(state, fresh, settings, Date.now());
+    this.#schedule(state, Math.min(renewAt, wakeAt) - Date.now());
+  }
+
+  /** Writes `state.unsaved` to disk (`retry`: after a failed write); on failure logs why, schedules a retry with backoff and returns false. */
+  async #save(state: HostState, settings: AcmeSettings, retry: boolean): Promise<boolean> {
+    const issued = state.unsaved;
+    if (issued === undefined) return true;
+    try {
+      await saveIssued(state.paths, settings.directory, state.names, issued.certPem, issued.keyPem);
+    } catch (err) {
+      if (this.#stopped || state.removed) return false;
+      const e = err as NodeJS.ErrnoException;
+      state.failures++;
+      state.lastError = `the certificate for ${state.names.join(', ')} was issued but cannot be written to ${state.paths.dir} (${e.code ?? e.message}); it is served from this process's memory meanwhile, and ordered again after a restart: make that folder writable, with free space`;
+      const delay = backoffMs(state.failures, settings.retryDelayMs, settings.retryMaxDelayMs);
+      this.#o.log.error({ host: state.name, code: e.code, err: e.message, dir: state.paths.dir, attempt: state.failures, retryInMs: delay }, 'acme certificate issued but not saved, serving it from memory; retrying the save');
+      this.#schedule(state, delay);
+      return false;
+    }
+    state.unsaved = undefined;
+    state.failures = 0;
+    state.lastError = undefined;
+    if (retry) this.#o.log.info({ host: state.name, dir: state.paths.dir }, 'acme certificate saved');
+    return true;
   }
 
   /** When `pair` is due for renewal, and when to look again (ARI re-polls). */

@@ -19,6 +19,12 @@ function safeName(name: string): string {
   return name.replace(/^\*\./, '_wildcard.').replace(/[^a-z0-9._-]/gi, '_');
 }
 
+/** Where pending challenges are shared between processes: `<certsDir>/acme/challenges/{http-01,tls-alpn-01}`. */
+export function challengeDirs(certsDir: string): { http01: string; alpn: string } {
+  const base = join(acmeDir(certsDir), 'challenges');
+  return { http01: join(base, 'http-01'), alpn: join(base, 'tls-alpn-01') };
+}
+
 /** `<certsDir>/acme/<directory host>/account.key`: one account per CA. */
 export function accountKeyPath(certsDir: string, directoryUrl: string): string {
   return join(acmeDir(certsDir), safeName(new URL(directoryUrl).host), 'account.key');
@@ -75,14 +81,16 @@ export async function loadStored(
   paths: StoredPaths,
   directory: string,
   names: readonly string[],
-): Promise<{ pair: CertPair; reason?: undefined; otherDirectory?: undefined } | { pair?: undefined; reason: string; otherDirectory?: boolean }> {
+): Promise<{ pair: CertPair; reason?: undefined; otherDirectory?: undefined; missing?: undefined } | { pair?: undefined; reason: string; otherDirectory?: boolean; missing?: boolean }> {
   let certPem: Buffer;
   let keyPem: Buffer;
   let meta: StoredMeta | undefined;
   try {
     [certPem, keyPem] = await Promise.all([readFile(paths.certFile), readFile(paths.keyFile)]);
-  } catch {
-    return { reason: 'no stored certificate' };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { reason: 'no stored certificate', missing: true };
+    return { reason: `the stored certificate or key cannot be read (${code ?? (err as Error).message})` };
   }
   try {
     meta = JSON.parse(await readFile(paths.metaFile, 'utf8')) as StoredMeta;

@@ -20,6 +20,8 @@ import acme from 'acme-client';
 import type { AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 
 const agents = new Map<string, https.Agent>();
+/** The CA PEM each agent trusts, to keep the agent when a reload brings the same one. */
+const agentPems = new Map<string, string>();
 const retryAfterUntil = new Map<string, number>();
 let installed = false;
 
@@ -62,12 +64,23 @@ export function installAcmeTransport(): void {
   });
 }
 
-/** Trusts `caPem` (in addition to nothing else: a private CA) for requests to `directoryUrl`'s origin. */
+/**
+ * Trusts `caPem` (in addition to nothing else: a private CA) for requests to `directoryUrl`'s origin.
+ * Called on every reload: the same CA keeps its agent, and a replaced agent is not destroyed, so a
+ * request to the CA in flight (an order takes seconds) finishes instead of failing with ECONNRESET.
+ * The agents keep no idle sockets (keepAlive off), so a dropped one holds nothing once its requests end.
+ */
 export function trustCaFor(directoryUrl: string, caPem: string | Buffer | undefined): void {
   const origin = originOf(directoryUrl);
-  agents.get(origin)?.destroy();
-  if (caPem === undefined) agents.delete(origin);
-  else agents.set(origin, new https.Agent({ ca: caPem, keepAlive: false }));
+  const pem = caPem?.toString();
+  if (pem === agentPems.get(origin)) return;
+  if (pem === undefined) {
+    agents.delete(origin);
+    agentPems.delete(origin);
+  } else {
+    agents.set(origin, new https.Agent({ ca: pem, keepAlive: false }));
+    agentPems.set(origin, pem);
+  }
 }
 
 /** How long the CA at `directoryUrl` asked us to wait (Retry-After), in ms from now; 0 when it did not. */

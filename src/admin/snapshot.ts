@@ -78,6 +78,8 @@ export interface Snapshot {
   readonly routes: readonly RouteSnapshot[];
   readonly upstreams: readonly UpstreamSnapshot[];
   readonly certificates: readonly CertificateSnapshot[];
+  /** Hosts with tls.acme: their orders and the last failure, as this process sees them. */
+  readonly acme: readonly AcmeSnapshot[];
   readonly streams: readonly StreamSnapshot[];
   /** Stream targets with health checks. */
   readonly streamTargets: readonly StreamTargetSnapshot[];
@@ -85,6 +87,21 @@ export interface Snapshot {
   readonly cache: CacheSnapshot;
   readonly rssBytes: number;
   readonly cpuSeconds: number;
+}
+
+/** One ACME host in one process. */
+export interface AcmeSnapshot {
+  readonly host: string;
+  readonly names: readonly string[];
+  /** This process holds the orderer lock (the others only load what it writes). */
+  readonly orderer: boolean;
+  /** Orders started by this process, and failures in a row (orders, renewals or saves). */
+  readonly orders: number;
+  readonly failures: number;
+  /** Why the last attempt failed, while failures > 0. */
+  readonly lastError: string | null;
+  /** When the served certificate is due for renewal (known to the orderer only). */
+  readonly renewAt: string | null;
 }
 
 /** One process's response cache. */
@@ -135,6 +152,15 @@ export function takeSnapshot(p: Portico): Snapshot {
     routes,
     upstreams,
     certificates,
+    acme: (p.acme?.statuses() ?? []).map(({ host, orderer, status }) => ({
+      host,
+      names: status.names,
+      orderer,
+      orders: status.orders,
+      failures: status.failures,
+      lastError: status.lastError ?? null,
+      renewAt: status.renewAt === undefined ? null : new Date(status.renewAt).toISOString(),
+    })),
     streams: p.streams.map((l) => ({ port: l.port, open: l.open, closed: l.stats.closed, failed: l.stats.failed, bytesIn: l.stats.bytesIn, bytesOut: l.stats.bytesOut })),
     streamTargets: [...p.streamHealth.all()].map((h) => ({ url: h.url, available: h.available, reason: h.reason })),
     cache: { entries: responseCache.entries, bytes: responseCache.bytes, maxBytes: responseCache.maxBytes, ...responseCache.counters },
@@ -179,6 +205,7 @@ export function addRetiredCounters(total: Snapshot | undefined, s: Snapshot): Sn
     routes: [...routes.values()],
     upstreams: [],
     certificates: [],
+    acme: [],
     streams: [...streams.values()],
     streamTargets: [],
     cache: { entries: 0, bytes: 0, maxBytes: 0, hits: s.cache.hits + (c?.hits ?? 0), misses: s.cache.misses + (c?.misses ?? 0), stores: s.cache.stores + (c?.stores ?? 0), evictions: s.cache.evictions + (c?.evictions ?? 0) },

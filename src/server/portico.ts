@@ -21,6 +21,7 @@ import type { ProxyState } from '../proxy/handle-request.js';
 import type { AcmeManager } from '../acme/manager.js';
 import { Http01Responder } from '../acme/http01.js';
 import { AlpnResponder } from '../acme/tls-alpn01.js';
+import { challengeDirs } from '../acme/storage.js';
 import { CertStore } from '../tls/cert-store.js';
 import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { SessionTicketKeys } from '../tls/session-tickets.js';
@@ -120,9 +121,16 @@ export class Portico {
   }
 
   #retargetCertificates(plan: Plan, config: Config): void {
+    const hasAcme = plan.hosts.some((h) => h.acme);
+    if (hasAcme) {
+      // Before the listeners open, not once the ACME module has loaded (hundreds of ms): with workers, the
+      // CA's challenge request may reach this process while another one orders, and must find its files.
+      const shared = challengeDirs(plan.certsDir);
+      this.http01.setSharedDir(shared.http01);
+      this.alpn.setSharedDir(shared.alpn);
+    }
     // Before the listeners are open the CA could not reach the challenge responders: start() calls this again.
     if (!this.#servicesStarted) return;
-    const hasAcme = plan.hosts.some((h) => h.acme);
     if (this.acme === undefined && !hasAcme) {
       this.certWatcher.setTargets(fileCertTargets(plan, config));
       return;
