@@ -21,11 +21,9 @@ interface Arrival {
   length: number;
 }
 
-async function setup(t: TestContext, more: Record<string, unknown> = {}): Promise<{ pki: TestPki; proxy: TestProxy; arrivals: Arrival[] }> {
-  const pki = await makePki();
-  const arrivals: Arrival[] = [];
-  // Records when each request reached the upstream (its head), and the body it got.
-  const up = await startUpstream((req, res) => {
+/** An upstream that records when each request reached it (its head) and the body it got, then answers "ok". */
+function recordingUpstream(arrivals: Arrival[]): ReturnType<typeof startUpstream> {
+  return startUpstream((req, res) => {
     const at = performance.now();
     const hash = createHash('sha256');
     let length = 0;
@@ -38,6 +36,12 @@ async function setup(t: TestContext, more: Record<string, unknown> = {}): Promis
       res.end('ok');
     });
   });
+}
+
+async function setup(t: TestContext, more: Record<string, unknown> = {}): Promise<{ pki: TestPki; proxy: TestProxy; arrivals: Arrival[] }> {
+  const pki = await makePki();
+  const arrivals: Arrival[] = [];
+  const up = await recordingUpstream(arrivals);
   const cert = await pki.issue('b', ['b.test']);
   const proxy = await startProxyFor(
     t,
@@ -142,15 +146,8 @@ test('requestBuffer over HTTP/2 (curl): the body arrives whole with its Content-
 test('a buffered PUT whose first target refuses the connection is sent to the next; a streamed one gets 502', async (t) => {
   const dead = `http://127.0.0.1:${await freePort()}`;
   const pki = await makePki();
-  const arrivals: string[] = [];
-  const up = await startUpstream((req, res) => {
-    const hash = createHash('sha256');
-    req.on('data', (c: Buffer) => hash.update(c));
-    req.on('end', () => {
-      arrivals.push(hash.digest('hex'));
-      res.end('ok');
-    });
-  });
+  const arrivals: Arrival[] = [];
+  const up = await recordingUpstream(arrivals);
   const cert = await pki.issue('b', ['b.test']);
   const proxy = await startProxyFor(
     t,
@@ -177,7 +174,7 @@ test('a buffered PUT whose first target refuses the connection is sent to the ne
   // Round-robin: the dead target comes first for one of the two requests of each route; send two each.
   const buffered = [await put('/buffered'), await put('/buffered')];
   assert.deepEqual(buffered, [200, 200]);
-  assert.deepEqual(arrivals, [sha(body), sha(body)]);
+  assert.deepEqual(arrivals.map((a) => a.sha), [sha(body), sha(body)]);
   const streamed = [await put('/streamed'), await put('/streamed')];
   assert.deepEqual([...streamed].sort(), [200, 502]);
 });
