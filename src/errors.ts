@@ -54,6 +54,7 @@ export const ERRORS = {
   PORTICO_FORWARD_AUTH_FAILED: { status: 502, message: 'Bad Gateway: the authentication service could not be asked' },
   PORTICO_UPSTREAM_BUSY: { status: 503, message: 'Service Unavailable: every upstream target is at its request limit; retry after the time Retry-After gives' },
   PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
+  PORTICO_BODY_TIMEOUT: { status: 408, message: 'Request Timeout: the request body stopped arriving (no bytes for longer than the body timeout)' },
   PORTICO_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed: this path serves files; use GET or HEAD' },
   PORTICO_FILE_NOT_FOUND: { status: 404, message: 'Not Found: no such file' },
   PORTICO_FILE_FORBIDDEN: { status: 403, message: 'Forbidden: this file may not be read' },

@@ -67,6 +67,10 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   /** Unsent response bytes at the last check, and since when that figure has not moved (sendTimeout). */
   unsent = 0;
   unsentSince = 0;
+  /** Request body bytes read on this connection, the figure at the last check, and since when Portico has waited for more without any coming (bodyTimeout). */
+  bodyBytes = 0;
+  bodySeen = 0;
+  bodySince = 0;
   partHeaders: string[] = [];
   partUrl = '';
   // Socket listeners, kept so an upgrade can take exactly these off (the socket has others: net's own, the listener's).
@@ -203,6 +207,36 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
       return false;
     }
     return now - this.unsentSince > limitMs;
+  }
+
+  /**
+   * Whether the body of the request being read has not moved for longer than `limitMs` while Portico
+   * waited for it: the body is wanted (its reader is flowing, nothing buffered) and the socket is read.
+   * A body not wanted yet, or held back because the upstream is slow to take it (reading paused), is
+   * not waiting on the client: its clock restarts. Called once a second.
+   */
+  bodyStalled(now: number, limitMs: number): boolean {
+    const req = this.incoming;
+    const bytes = this.bodyBytes;
+    if (req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && (req.readableFlowing !== true || req.readableLength > 0))) {
+      this.bodySeen = bytes;
+      this.bodySince = now;
+      return false;
+    }
+    return now - this.bodySince > limitMs;
+  }
+
+  /**
+   * bodyTimeout: the request being answered hands it to its exchange (408 if nothing was sent yet, else
+   * the connection closes; its upstream exchange is cancelled); the rest of a body whose request was
+   * answered already (read and dropped) ends the connection; any other gets the 408 refusal.
+   */
+  bodyTimedOut(): void {
+    const res = this.active;
+    const req = this.incoming;
+    if (res !== null && res.req === req && res.exchange !== undefined) res.exchange.bodyTimedOut();
+    else if (res === null && req !== null && req.dumped) this.endSoon();
+    else this.refuse('PORTICO_BODY_TIMEOUT');
   }
 
   /**
@@ -437,6 +471,7 @@ function parserOnHeadersComplete(
 
 function parserOnBody(this: OwnedParser, chunk: Buffer): void {
   const c = this.conn;
+  c.bodyBytes += chunk.length;
   const req = c.incoming;
   if (req === null || req.dumped) return;
   if (!req.push(chunk)) c.pauseReading();

@@ -90,6 +90,7 @@ export function isAllowedOnConnection(plan: Plan, reqHostName: string, reqHost: 
 export function createRequestHandler(state: ProxyState): (req: ClientRequest, res: ClientResponse) => void {
   return function handleRequest(req, res) {
     const ex = new Exchange(req, res, state);
+    res.exchange = ex;
     res.on('close', onClientClose.bind(ex));
     route(ex);
   };
@@ -100,12 +101,13 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   if (ex.stale !== undefined && serveStaleOnError(ex, code)) return;
   ex.error = code;
   ex.errorDetail = detail;
-  if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
+  if (ex.target !== undefined && code !== 'PORTICO_BODY_TIMEOUT') ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it. So does a 413
   // with the body still arriving, as nginx does: rather than read the rest of a body that is too large,
-  // the connection closes (lingering a moment, so the client reads the answer; src/http1/server-connection.ts).
+  // the connection closes (lingering a moment, so the client reads the answer; src/http1/server-connection.ts);
+  // and a 408 for a body that stopped arriving (bodyTimeout), whose rest is not worth waiting for.
   const pages = ex.hostPlan?.errorPages;
-  const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || (code === 'PORTICO_BODY_TOO_LARGE' && !ex.req.complete));
+  const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || ((code === 'PORTICO_BODY_TOO_LARGE' || code === 'PORTICO_BODY_TIMEOUT') && !ex.req.complete));
   respondError(ex.res, code, close, extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
   dropRequestBody(ex);
 }
@@ -491,6 +493,26 @@ export function onClientAbort(this: Exchange): void {
   if (up === undefined) return;
   this.req.body.unpipe(up);
   up.destroy();
+}
+
+/**
+ * limits.bodyTimeout: the client stopped sending its request body while Portico read it (checked once a
+ * second by src/http2/stream-watch.ts and src/http1/h1-server.ts). The upstream exchange is cancelled, as
+ * for a body too large, and 408 answers if no response has started; else the response is cut (HTTP/2
+ * stream reset with CANCEL, HTTP/1.1 connection closed), which cancels the exchange. The access line
+ * carries PORTICO_BODY_TIMEOUT. Cold path.
+ */
+export function onBodyTimeout(ex: Exchange): void {
+  const res = ex.res;
+  if (!res.headersSent && !res.writableEnded && !res.destroyed) {
+    ex.upstreamReq?.destroy();
+    ex.cancelUpstream();
+    return fail(ex, 'PORTICO_BODY_TIMEOUT');
+  }
+  // The response's 'close' (onClientClose) cancels the upstream exchange of a response cut short.
+  ex.error = 'PORTICO_BODY_TIMEOUT';
+  if ('stream' in res) res.cancel();
+  else res.destroy();
 }
 
 export function countBody(this: Exchange, chunk: Buffer): void {
