@@ -24,7 +24,8 @@ export const ERRORS = {
     status: 400,
     message: 'Bad Request: the request is not valid HTTP/1.1 (its request line, a header line or its chunked body is malformed or ambiguous)',
   },
-  PORTICO_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large: the request line and headers exceed the size limit' },
+  PORTICO_URI_TOO_LONG: { status: 414, message: 'URI Too Long: the request line exceeds the size limit; shorten the URL (send large data in the body)' },
+  PORTICO_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large: the request headers exceed the size limit' },
   PORTICO_DUPLICATE_HOST: { status: 400, message: 'Bad Request: the request has more than one Host header' },
   PORTICO_BAD_TARGET: {
     status: 400,
