@@ -29,7 +29,7 @@ export const ERRORS = {
   PORTICO_DUPLICATE_HOST: { status: 400, message: 'Bad Request: the request has more than one Host header' },
   PORTICO_BAD_TARGET: {
     status: 400,
-    message: 'Bad Request: the request target must be a path starting with "/", or an http:// or https:// URL without user info',
+    message: 'Bad Request: the request target must be a path starting with "/", an http:// or https:// URL without user info, or "*" for OPTIONS',
   },
   PORTICO_UPGRADE_WITH_BODY: { status: 400, message: 'Bad Request: an upgrade request (WebSocket) may not carry a body' },
   PORTICO_BAD_TRANSFER_ENCODING: { status: 400, message: 'Bad Request: an HTTP/1.0 request may not carry Transfer-Encoding' },

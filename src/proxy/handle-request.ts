@@ -140,7 +140,10 @@ function route(ex: Exchange): void {
   if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
   ex.hostPlan = hostPlan;
   const target = req.url ?? '';
-  if (target.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
+  if (target.charCodeAt(0) !== 47 /* '/' */) {
+    if (target === '*') return answerAsterisk(ex);
+    return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
+  }
   const url = normalizePath(target);
   if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, hides a dot segment behind an escaped slash, or has a # fragment');
   ex.url = url;
@@ -167,6 +170,27 @@ function route(ex: Exchange): void {
     ex.user = user;
   }
   admitted(ex);
+}
+
+/**
+ * The methods Portico passes on to upstreams, for `OPTIONS *`: every method but CONNECT (405, no
+ * tunnels), the standard ones listed (RFC 9110 §9, PATCH of RFC 5789). An upstream may still refuse one.
+ */
+const SERVER_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE';
+
+/**
+ * An asterisk-form target (RFC 9112 §3.2.4, HTTP/2's `:path` "*", RFC 9113 §8.3.1): `OPTIONS *` asks
+ * about the server as a whole, not a resource (RFC 9110 §9.3.7), so Portico answers it itself, after the
+ * Host and Host/SNI checks like any request: 200, Allow, no body, as Apache does (nginx answers 400). No
+ * route or upstream is involved. Any other method with "*" is 400. Cold path: only a target that does
+ * not start with "/" gets here.
+ */
+function answerAsterisk(ex: Exchange): void {
+  if (ex.method !== 'OPTIONS') return fail(ex, 'PORTICO_BAD_TARGET', 'the asterisk-form target "*" is only for OPTIONS (RFC 9112 §3.2.4)');
+  ex.status = 200;
+  ex.res.writeHead(200, { allow: SERVER_ALLOW, 'content-length': 0 });
+  ex.res.end();
+  dropRequestBody(ex);
 }
 
 /** Continues a request whose credentials were checked off-thread. */
