@@ -190,7 +190,9 @@ function answerAsterisk(ex: Exchange): void {
   ex.status = 200;
   ex.res.writeHead(200, { allow: SERVER_ALLOW, 'content-length': 0 });
   ex.res.end();
-  dropRequestBody(ex);
+  // A body (none is expected) is read and dropped, bounded by bodyTimeout; not dropRequestBody(): on
+  // Node 26 its RST_STREAM right after an answer without DATA cancels that answer's HEADERS unsent.
+  if (!ex.req.complete) ex.req.body.resume();
 }
 
 /** Continues a request whose credentials were checked off-thread. */
