@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type http from 'node:http';
 import http2 from 'node:http2';
+import type net from 'node:net';
 import tls from 'node:tls';
 import { makePki, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h2Connect, h2Request, startUpstream } from './helpers/net.js';
@@ -236,4 +237,63 @@ test('an HTTP/1.1 body that is slow but keeps moving is not cut by bodyTimeout',
   }
   await waitUntil('the response', () => received.includes('got 8'), 3000);
   assert.equal(parseRawResponse(received).status, 200);
+});
+
+/** An h2c upstream on 127.0.0.1 that reads each request body and notes whether it ended or was reset; never answers. */
+async function startH2cUpstream(): Promise<{ url: string; seen: { ended: boolean; closed: boolean }[]; close: () => Promise<void> }> {
+  const seen: { ended: boolean; closed: boolean }[] = [];
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const server = http2.createServer();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+  });
+  server.on('stream', (stream) => {
+    const s = { ended: false, closed: false };
+    seen.push(s);
+    stream.on('error', () => {});
+    stream.on('data', () => {});
+    stream.on('end', () => (s.ended = true));
+    stream.on('close', () => (s.closed = true));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  const close = (): Promise<void> =>
+    new Promise((resolve) => {
+      for (const session of sessions) session.destroy();
+      server.close(() => resolve());
+    });
+  return { url: `h2c://127.0.0.1:${port}`, seen, close };
+}
+
+test('with an HTTP/2 (h2c) upstream, a stalled client body gets 408 and the upstream stream is reset, not ended', async (t) => {
+  const up = await startH2cUpstream();
+  const pki = await makePki();
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [up.close], config: { limits: { bodyTimeout: '1s' } } });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const { stream, done } = h2Upload(session, '/h2c-stall');
+  stream.write('part');
+  const r = await done;
+  assert.equal(r.status, 408);
+  assert.equal(r.headers['x-portico-error'], 'PORTICO_BODY_TIMEOUT');
+  await waitUntil('the upstream stream to close', () => up.seen[0]?.closed === true);
+  assert.equal(up.seen[0]?.ended, false, 'the upstream request was reset, not ended as if whole');
+});
+
+test('with an HTTP/2 (h2c) upstream, a client that resets its upload mid-body has the upstream request reset, never ended as if whole', async (t) => {
+  const up = await startH2cUpstream();
+  const pki = await makePki();
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [up.close] });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const { stream } = h2Upload(session, '/h2c-reset');
+  stream.write('part of an upload');
+  await waitUntil('the request to reach the upstream', () => up.seen.length === 1);
+  await sleep(100);
+  // destroy(), not close(): node's close() sends END_STREAM before its RST_STREAM, which would end the body whole.
+  stream.destroy(new Error('client gives up'));
+  await waitUntil('the upstream stream to close', () => up.seen[0]?.closed === true);
+  assert.equal(up.seen[0]?.ended, false, 'the upstream request was reset, not ended as if whole');
 });

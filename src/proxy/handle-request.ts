@@ -43,7 +43,25 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = h2constants;
 
 /** The node:http2 stream under an http2-wrapper request: its RST_STREAM code tells how it closed. */
 interface WrappedStream {
-  readonly _request?: { readonly rstCode?: number } | undefined;
+  readonly _request?: { readonly rstCode?: number; readonly destroyed: boolean; destroy(err?: Error): void } | undefined;
+}
+
+/** What an HTTP/2 upstream request's stream is destroyed with when Portico gives the exchange up: node:http2 sends RST_STREAM INTERNAL_ERROR. */
+const UPSTREAM_CANCELLED = Object.assign(new Error('upstream request cancelled by Portico'), { code: 'PORTICO_UPSTREAM_CANCELLED' });
+
+/**
+ * Gives up an HTTP/2 upstream request (the client went away, its body is too large or stalled, the
+ * upstream did not answer in time; `err` is what its 'error' then carries, none for Portico's own cancel).
+ * http2-wrapper's destroy() destroys its stream without an error, which node:http2 sends as
+ * RST_STREAM NO_ERROR, and a node:http2 upstream then ends the request body as if it were whole: a
+ * cut-off upload was processed as complete. Its stream is destroyed with an error first, so the reset
+ * says INTERNAL_ERROR and the upstream sees the request aborted. Cold path.
+ */
+export function abortUpstreamRequest(up: UpstreamRequest | undefined, err: Error = UPSTREAM_CANCELLED): void {
+  if (up === undefined) return;
+  const stream = (up as unknown as WrappedStream)._request;
+  if (stream !== undefined && !stream.destroyed) stream.destroy(err);
+  up.destroy(err === UPSTREAM_CANCELLED ? undefined : err);
 }
 
 /** The RST_STREAM code of an HTTP/2 upstream request's stream (0 while open or closed cleanly). Cold path. */
@@ -518,20 +536,20 @@ export function onClientAbort(this: Exchange): void {
   const up = this.upstreamReq;
   if (up === undefined) return;
   this.req.body.unpipe(up);
-  up.destroy();
+  abortUpstreamRequest(up);
 }
 
 /**
  * limits.bodyTimeout: the client stopped sending its request body while Portico read it (checked once a
  * second by src/http2/stream-watch.ts and src/http1/h1-server.ts). The upstream exchange is cancelled, as
  * for a body too large, and 408 answers if no response has started; else the response is cut (HTTP/2
- * stream reset with CANCEL, HTTP/1.1 connection closed), which cancels the exchange. The access line
+ * stream reset, HTTP/1.1 connection closed), which cancels the exchange. The access line
  * carries PORTICO_BODY_TIMEOUT. Cold path.
  */
 export function onBodyTimeout(ex: Exchange): void {
   const res = ex.res;
   if (!res.headersSent && !res.writableEnded && !res.destroyed) {
-    ex.upstreamReq?.destroy();
+    abortUpstreamRequest(ex.upstreamReq);
     ex.cancelUpstream();
     return fail(ex, 'PORTICO_BODY_TIMEOUT');
   }
@@ -544,7 +562,7 @@ export function onBodyTimeout(ex: Exchange): void {
 export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
   if (this.requestBytes > this.route!.maxBodyBytes) {
-    this.upstreamReq?.destroy();
+    abortUpstreamRequest(this.upstreamReq);
     this.cancelUpstream();
     fail(this, 'PORTICO_BODY_TOO_LARGE');
   }
@@ -563,11 +581,13 @@ function onUpstreamSocket(this: Exchange, socket: Socket): void {
 
 function onUpstreamTimeout(this: Exchange): void {
   this.timedOut = true;
-  this.upstreamReq?.destroy(Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
+  // The request body may still be on its way: the upstream must see it aborted, not ended.
+  abortUpstreamRequest(this.upstreamReq, Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
 }
 
 function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const ex = this;
+  if (err === UPSTREAM_CANCELLED) return; // Portico gave the exchange up itself (abortUpstreamRequest)
   if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
   const code = err.code ?? 'ERROR';
   const target = ex.target!;
@@ -733,7 +753,7 @@ function onClientClose(this: Exchange): void {
   }
   if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.
-    ex.upstreamReq?.destroy();
+    abortUpstreamRequest(ex.upstreamReq);
     ex.upstreamRes?.destroy();
     ex.cancelUpstream();
     if (ex.encoder !== undefined) dropEncoder(ex);
