@@ -236,6 +236,17 @@ test('an oversized HTTP/2 header block is refused without reaching the upstream,
   s.destroy();
   assert.ok(outcome === 431 || typeof outcome === 'string', `unexpected outcome ${String(outcome)}`);
   assert.equal(echo.seen.some((r) => r.url === '/big2'), false);
+  // An overlong :path is part of the header block: refused the same way, by node:http2 before Portico
+  // sees the request (so no 414 on HTTP/2).
+  const s2 = await h2Connect(plain.httpsPort, 'h.test', pki.caPem);
+  const longPath = `/longpath/${'p'.repeat(20_000)}`;
+  const pathOutcome = await h2Request(s2, { path: longPath }).then(
+    (r) => `${r.status} ${String(r.headers['x-portico-error'])}`,
+    (err: NodeJS.ErrnoException) => err.code,
+  );
+  s2.destroy();
+  assert.ok(pathOutcome === '431 undefined' || pathOutcome === 'ERR_HTTP2_STREAM_ERROR', `unexpected outcome ${String(pathOutcome)}`);
+  assert.equal(echo.seen.some((r) => r.url.startsWith('/longpath/')), false);
   await assertStillServing(plain);
 });
 

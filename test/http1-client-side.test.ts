@@ -324,7 +324,7 @@ test('a proxied response carries a Date (added when the upstream sends none, the
   assert.equal(r2.headers.server, UPSTREAM_SERVER);
 });
 
-test('an 8 KiB request target split over several TLS writes is proxied, and one past maxHeaderSize gets 431', async (t) => {
+test('an 8 KiB request target split over several TLS writes is proxied, one past maxHeaderSize gets 414 PORTICO_URI_TOO_LONG, and a header field past it after a short request line 431', async (t) => {
   /** Writes `text` in ~1000-byte TLS writes. */
   const writeSplit = async (c: RawClient, text: string): Promise<void> => {
     for (let i = 0; i < text.length; i += 1000) {
@@ -345,9 +345,19 @@ test('an 8 KiB request target split over several TLS writes is proxied, and one 
   const bad = await open(t);
   await writeSplit(bad, get(tooLong)).catch(() => {}); // the server may close before the last write
   const rb = await bad.response();
-  assert.equal(rb.status, 431);
-  assert.equal(await bad.closesWithin(1000), true, 'closed after the 431');
+  assert.equal(rb.status, 414, 'the request line alone is over the limit (RFC 9112 §3)');
+  assert.equal(rb.headers['x-portico-error'], 'PORTICO_URI_TOO_LONG');
+  assert.match(rb.text, /^URI Too Long: /);
+  assert.equal(await bad.closesWithin(1000), true, 'closed after the 414');
   assert.equal(up.seen.some((s) => s.url.startsWith('/toolong/')), false);
+
+  // The request line ends in the first write; the overflow comes writes later, inside a header field.
+  const bigHeader = await open(t);
+  await writeSplit(bigHeader, get('/bigheader', `X-Big: ${'c'.repeat(13 * 1024)}\r\n`)).catch(() => {});
+  const rh = await bigHeader.response();
+  assert.equal(rh.status, 431, 'header fields over the limit stay 431 (RFC 6585 §5)');
+  assert.equal(rh.headers['x-portico-error'], 'PORTICO_HEADERS_TOO_LARGE');
+  assert.equal(up.seen.some((s) => s.url === '/bigheader'), false);
 });
 
 test('a request head written one byte at a time is parsed and proxied', async (t) => {

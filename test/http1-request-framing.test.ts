@@ -342,13 +342,16 @@ test('an upgrade request with a body (Content-Length or chunked) gets 400 PORTIC
   }
 });
 
-test('a head llhttp cannot read gets 400 with PORTICO_MALFORMED_REQUEST and its message, and one over maxHeaderSize 431 with PORTICO_HEADERS_TOO_LARGE', async (t) => {
+test('a head llhttp cannot read gets 400 with PORTICO_MALFORMED_REQUEST and its message; over maxHeaderSize, a request line gets 414 PORTICO_URI_TOO_LONG and header fields 431 PORTICO_HEADERS_TOO_LARGE', async (t) => {
   const bad = await exchange(t, `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nX-A: a\r\n b\r\n\r\n`);
   assertRefused('obs-fold', bad, 400, 'PORTICO_MALFORMED_REQUEST');
   assert.match(bad.body, /not valid HTTP\/1\.1/);
   const big = await exchange(t, `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
-  assertRefused('a 20 kB request target', big, 431, 'PORTICO_HEADERS_TOO_LARGE');
-  assert.match(big.body, /exceed the size limit/);
+  assertRefused('a 20 kB request target', big, 414, 'PORTICO_URI_TOO_LONG');
+  assert.match(big.body, /^URI Too Long: the request line exceeds the size limit/);
+  const header = await exchange(t, `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assertRefused('a 20 kB header field', header, 431, 'PORTICO_HEADERS_TOO_LARGE');
+  assert.match(header.body, /headers exceed the size limit/);
 });
 
 test('an upgrade to h2c gets 400 and reaches no upstream: an upstream that took it would serve HTTP/2 requests Portico never routes', async (t) => {

@@ -386,6 +386,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     limits: {
       headersTimeoutMs: parseDurationMs(limits.headersTimeout),
       requestTimeoutMs: parseDurationMs(limits.requestTimeout),
+      bodyTimeoutMs: parseDurationMs(limits.bodyTimeout),
       keepAliveTimeoutMs: parseDurationMs(limits.keepAliveTimeout),
       sendTimeoutMs: parseDurationMs(limits.sendTimeout),
       maxHeaderBytes: parseSizeBytes(limits.maxHeaderSize),

@@ -139,6 +139,8 @@ export interface ClientAuthPlan {
 export interface LimitsPlan {
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /** limits.bodyTimeout: longest silence while a request body is read; 0 for none. */
+  readonly bodyTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly sendTimeoutMs: number;
   readonly maxHeaderBytes: number;

@@ -726,6 +726,9 @@ const Limits = z
   .strictObject({
     headersTimeout: Duration.default('30s').describe('Time a client has to send complete request headers (HTTP/1.1).'),
     requestTimeout: Duration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
+    bodyTimeout: Duration.default('60s').describe(
+      'Longest silence while a request body is read (nginx client_body_timeout): the time between two successive reads of the body, not for the whole body, so a slow upload that keeps moving, or a long gRPC or streaming request, is never cut. It runs only while Portico waits for the client: not while the upstream is slow to take the body (that back-pressure stops the reading), nor before the body is wanted (forwardAuth, a maxRequests queue). On HTTP/1.1 and HTTP/2 alike; HTTP/1.1 bodies stay bound by requestTimeout as a whole too. A body that stalls gets 408 (PORTICO_BODY_TIMEOUT) if no response has started (HTTP/1.1 then closes the connection, HTTP/2 ends the stream), else the HTTP/1.1 connection is closed or the HTTP/2 stream reset; either way its upstream exchange is cancelled. Checked once a second. A reload applies it at once. "0s" disables.',
+    ),
     keepAliveTimeout: Duration.default('60s').describe('Idle time before a client connection is closed.'),
     sendTimeout: Duration.default('60s').describe(
       'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and an HTTP/2 stream\'s is reset (its connection serves on); either way its upstream exchange is cancelled (nginx send_timeout). "0s" disables.',

@@ -11,7 +11,8 @@
  * `Keep-Alive: timeout` hint, pipelined requests answered in order, HTTP/1.0
  * clients (no chunked encoding; close-delimited bodies), `Expect:
  * 100-continue`, Host required on HTTP/1.1, 400/431 for bad or oversized
- * heads, 408 after headersTimeout or requestTimeout, idle connections closed
+ * heads, 408 after headersTimeout or requestTimeout, or when a body stops
+ * arriving for bodyTimeout, idle connections closed
  * after keepAliveTimeout, and (as nginx's send_timeout) connections whose
  * client stopped reading closed after sendTimeout, a Date header, and upgrades handed over with the
  * bytes that followed their head.
@@ -45,6 +46,7 @@ export class H1Server {
   maxHeaderBytes = 16 * 1024;
   headersTimeoutMs = 60_000;
   requestTimeoutMs = 300_000;
+  bodyTimeoutMs = 60_000;
   keepAliveTimeoutMs = 5_000;
   sendTimeoutMs = 60_000;
   keepAliveHint = 'timeout=5';
@@ -63,6 +65,7 @@ export class H1Server {
     this.maxHeaderBytes = limits.maxHeaderBytes;
     this.headersTimeoutMs = limits.headersTimeoutMs;
     this.requestTimeoutMs = limits.requestTimeoutMs;
+    this.bodyTimeoutMs = limits.bodyTimeoutMs;
     this.keepAliveTimeoutMs = limits.keepAliveTimeoutMs;
     this.sendTimeoutMs = limits.sendTimeoutMs;
     this.keepAliveHint = limits.keepAliveTimeoutMs > 0 ? `timeout=${Math.max(1, Math.floor(limits.keepAliveTimeoutMs / 1000))}` : '';
@@ -181,7 +184,7 @@ export class H1Server {
     this.#timer = undefined;
   }
 
-  /** Once a second: 408 for heads or requests that take too long, close for idle keep-alive connections and for clients that stopped reading. */
+  /** Once a second: 408 for heads, requests or bodies that take too long, close for idle keep-alive connections and for clients that stopped reading. */
   checkDeadlines(): void {
     const now = Date.now();
     for (const c of this.#conns) {
@@ -197,6 +200,9 @@ export class H1Server {
       } else if (c.requestStart !== 0 && this.requestTimeoutMs > 0 && now - c.requestStart > this.requestTimeoutMs) {
         this.log.debug({ remote: c.socket.remoteAddress }, 'request not received within requestTimeout');
         c.refuse(408);
+      } else if (this.bodyTimeoutMs > 0 && c.bodyStalled(now, this.bodyTimeoutMs)) {
+        this.log.debug({ remote: c.socket.remoteAddress }, 'request body not received within bodyTimeout');
+        c.bodyTimedOut();
       } else if (c.idleSince !== 0 && this.keepAliveTimeoutMs > 0 && now - c.idleSince > this.keepAliveTimeoutMs) {
         c.endSoon();
       } else if (this.sendTimeoutMs > 0 && c.sendStalled(now, this.sendTimeoutMs)) {

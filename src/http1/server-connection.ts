@@ -67,6 +67,16 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   /** Unsent response bytes at the last check, and since when that figure has not moved (sendTimeout). */
   unsent = 0;
   unsentSince = 0;
+  /** Request body bytes read on this connection, the figure at the last check, and since when Portico has waited for more without any coming (bodyTimeout). */
+  bodyBytes = 0;
+  bodySeen = 0;
+  bodySince = 0;
+  /**
+   * A line feed was read since the current head began, in a read before the one being parsed: its
+   * request line is complete (414 or 431 on overflow, see isRequestLineOverflow). Noted only for a head
+   * that spans reads.
+   */
+  headLineSeen = false;
   partHeaders: string[] = [];
   partUrl = '';
   // Socket listeners, kept so an upgrade can take exactly these off (the socket has others: net's own, the listener's).
@@ -111,10 +121,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   #parseBuffered(): void {
     const buf = this.socket.read() as Buffer | null;
     if (buf === null || this.closed) return;
-    const r = this.parser.execute(buf);
-    if (r instanceof Error) return this.onExecuted(r);
-    const up = this.upgrade;
-    if (up !== null) this.leaveForUpgrade(up, buf.subarray(r));
+    this.onExecuted(this.parser.execute(buf), buf);
   }
 
   get keepAliveHint(): string {
@@ -206,6 +213,36 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   }
 
   /**
+   * Whether the body of the request being read has not moved for longer than `limitMs` while Portico
+   * waited for it: the body is wanted (its reader is flowing, nothing buffered) and the socket is read.
+   * A body not wanted yet, or held back because the upstream is slow to take it (reading paused), is
+   * not waiting on the client: its clock restarts. Called once a second.
+   */
+  bodyStalled(now: number, limitMs: number): boolean {
+    const req = this.incoming;
+    const bytes = this.bodyBytes;
+    if (req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && (req.readableFlowing !== true || req.readableLength > 0))) {
+      this.bodySeen = bytes;
+      this.bodySince = now;
+      return false;
+    }
+    return now - this.bodySince > limitMs;
+  }
+
+  /**
+   * bodyTimeout: the request being answered hands it to its exchange (408 if nothing was sent yet, else
+   * the connection closes; its upstream exchange is cancelled); the rest of a body whose request was
+   * answered already (read and dropped) ends the connection; any other gets the 408 refusal.
+   */
+  bodyTimedOut(): void {
+    const res = this.active;
+    const req = this.incoming;
+    if (res !== null && res.req === req && res.exchange !== undefined) res.exchange.bodyTimedOut();
+    else if (res === null && req !== null && req.dumped) this.endSoon();
+    else this.refuse('PORTICO_BODY_TIMEOUT');
+  }
+
+  /**
    * Closes once what was written is flushed. While a request's body is still arriving (answered early:
    * a 413, an expectation refused), the connection lingers, as nginx's lingering close does: Portico
    * sends its FIN and reads and drops what comes until the client closes or LINGER_MS pass. Closing at
@@ -270,15 +307,39 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     this.endSoon();
   }
 
-  onExecuted(r: number | Error): void {
+  onExecuted(r: number | Error, buf?: Buffer): void {
     if (r instanceof Error) {
       const code = (r as NodeJS.ErrnoException).code ?? 'HPE_ERROR';
       this.server.log.debug({ code, remote: this.socket.remoteAddress }, 'bad http/1.1 request');
-      this.refuse(code === 'HPE_HEADER_OVERFLOW' ? 'PORTICO_HEADERS_TOO_LARGE' : 'PORTICO_MALFORMED_REQUEST');
+      if (code !== 'HPE_HEADER_OVERFLOW') this.refuse('PORTICO_MALFORMED_REQUEST');
+      else this.refuse(this.isRequestLineOverflow(r, buf) ? 'PORTICO_URI_TOO_LONG' : 'PORTICO_HEADERS_TOO_LARGE');
       return;
     }
+    // A head still incomplete after this read (rare: most arrive whole): note whether its request line ended.
+    if (this.headersStart !== 0 && !this.headLineSeen) this.noteHeadLine(buf);
     const up = this.upgrade;
-    if (up !== null) this.leaveForUpgrade(up, this.parser.getCurrentBuffer().subarray(r));
+    if (up !== null) this.leaveForUpgrade(up, (buf ?? this.parser.getCurrentBuffer()).subarray(r));
+  }
+
+  /** Whether the read just parsed holds a line feed: the head in progress has its request line (or an earlier message's end: then 431 stays the answer). Cold path. */
+  noteHeadLine(buf: Buffer | undefined): void {
+    if ((buf ?? this.parser.getCurrentBuffer()).indexOf(10) !== -1) this.headLineSeen = true;
+  }
+
+  /**
+   * llhttp reports one error, HPE_HEADER_OVERFLOW, when the head passes maxHeaderSize, whether in the
+   * request line or in a header field (Node's parser counts both). RFC 9112 §3 asks for 414 when the
+   * request target is longer than the server accepts, and RFC 6585 §5 for 431 for header fields: the
+   * overflow is in the request line when no line feed came before it in this head, neither in an earlier
+   * read (headLineSeen) nor in this one up to where llhttp stopped. llhttp has read and checked those
+   * bytes; this only tells where it stopped. Cold path.
+   */
+  isRequestLineOverflow(err: Error, buf: Buffer | undefined): boolean {
+    if (this.headLineSeen) return false;
+    const b = buf ?? this.parser.getCurrentBuffer();
+    const parsed = (err as Error & { bytesParsed?: number }).bytesParsed;
+    const end = typeof parsed === 'number' && parsed >= 0 && parsed <= b.length ? parsed : b.length;
+    return b.subarray(0, end).indexOf(10) === -1;
   }
 
   /** The socket stops being HTTP: the parser lets go of it and the upgrade handler gets it with the bytes after the head. */
@@ -370,6 +431,7 @@ function parserOnMessageBegin(this: OwnedParser): void {
   const c = this.conn;
   const now = Date.now();
   c.headersStart = now;
+  c.headLineSeen = false;
   c.requestStart = now;
   c.idleSince = 0;
 }
@@ -437,6 +499,7 @@ function parserOnHeadersComplete(
 
 function parserOnBody(this: OwnedParser, chunk: Buffer): void {
   const c = this.conn;
+  c.bodyBytes += chunk.length;
   const req = c.incoming;
   if (req === null || req.dumped) return;
   if (!req.push(chunk)) c.pauseReading();

@@ -20,6 +20,12 @@ export interface ResponseOwner {
   responseDone(res: H1ServerResponse): void;
 }
 
+/** Who answers for a request whose body stopped arriving (limits.bodyTimeout): the proxy's Exchange. */
+export interface BodyTimeoutHandler {
+  /** The request body has not moved for bodyTimeout while it was being read: answer 408 or close, and cancel the upstream exchange. */
+  bodyTimedOut(): void;
+}
+
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
@@ -112,6 +118,8 @@ export class H1ServerResponse extends EventEmitter {
   writableEnded = false;
   writableFinished = false;
   destroyed = false;
+  /** Answers for the request when its body stalls (set by the request handler). */
+  exchange: BodyTimeoutHandler | undefined = undefined;
   /** The connection stays open after this response. */
   keepAlive: boolean;
   #head: string | null = null;

@@ -34,6 +34,12 @@ const STREAM_BUFFER = 128 * 1024;
 const CROWD = 16;
 const CROWDED_BUFFER = 16 * 1024;
 
+/** Who answers for a request whose body stopped arriving (limits.bodyTimeout): the proxy's Exchange. */
+export interface BodyTimeoutHandler {
+  /** The request body has not moved for bodyTimeout while it was being read: answer 408 or reset, and cancel the upstream exchange. */
+  bodyTimedOut(): void;
+}
+
 export class H2ServerResponse {
   readonly stream: ServerHttp2Stream;
   statusCode = 200;
@@ -59,6 +65,15 @@ export class H2ServerResponse {
   /** Unsent response bytes at the last sweep, and since when that figure has not moved. */
   unsent = 0;
   unsentSince = 0;
+  /** Answers for the request when its body stalls (set by the request handler). */
+  exchange: BodyTimeoutHandler | undefined = undefined;
+  /**
+   * bodyTimeout: request body bytes read since the sweep started counting them (-1: not yet, no 'data'
+   * listener), the figure at the last sweep, and since when Portico has waited for more without any coming.
+   */
+  bodyBytes = -1;
+  bodySeen = 0;
+  bodySince = 0;
 
   constructor(stream: ServerHttp2Stream) {
     this.stream = stream;

@@ -1,5 +1,5 @@
 /**
- * What HTTP/2 streams owe the server besides their exchange: `limits.sendTimeout` per stream, and a
+ * What HTTP/2 streams owe the server besides their exchange: `limits.sendTimeout` and `limits.bodyTimeout` per stream, and a
  * bound on streams a client resets while Portico works on them (CVE-2023-44487, "rapid reset").
  *
  * - sendTimeout: a stream whose response bytes have not moved for that long (its client stopped
@@ -7,6 +7,13 @@
  *   upstream exchange, as an HTTP/1.1 connection that stops reading is closed (src/http1/h1-server.ts).
  *   The session's own timeout cannot do it: any frame (a PING) keeps the session alive, and the
  *   GOAWAY it sends waits for the open streams, the stalled one included.
+ * - bodyTimeout (nginx's client_body_timeout): a stream whose request body has not moved for that long
+ *   while Portico waited for it (its body is being read: flowing, nothing buffered) gets 408 from the
+ *   proxy, or is reset once its response has started; its upstream exchange is cancelled. A stream
+ *   whose body Portico is not reading (not wanted yet, or held back because the upstream is slow to
+ *   take it) is not waiting on its client, and its clock stands still. The bytes are counted by a
+ *   'data' listener the sweep adds once it first finds the body being read, so a body read whole within
+ *   a second costs nothing, and none is counted on the request path.
  * - Rapid reset: nghttp2 sends GOAWAY after about 1,000 resets in a burst (33 a second after that) but
  *   leaves the connection open. Portico counts the streams a client resets after they reached the
  *   proxy (each cost an upstream request) in a token bucket per session, and past it sends GOAWAY
@@ -36,6 +43,9 @@ export const MAX_RESET_BURST = 512;
 /** The sustained rate of mid-exchange resets a session is allowed after its burst. */
 export const RESETS_PER_SECOND = 16;
 
+/** What the watch reports, for a log line. */
+export type StreamAbuse = 'send-timeout' | 'body-timeout' | 'rapid-reset';
+
 const kWatch = Symbol('portico.streamWatch');
 const kOpenStreams = Symbol('portico.openStreams');
 const kResetBudget = Symbol('portico.resetBudget');
@@ -54,16 +64,18 @@ interface ResetBucket {
   [kResetAt]?: number;
 }
 
-/** The HTTP/2 streams in flight on one listener, checked once a second against sendTimeout. */
+/** The HTTP/2 streams in flight on one listener, checked once a second against sendTimeout and bodyTimeout. */
 export class StreamWatch {
   /** limits.sendTimeout; 0 turns it off. */
   sendTimeoutMs = 60_000;
+  /** limits.bodyTimeout; 0 turns it off. */
+  bodyTimeoutMs = 60_000;
   #head: H2ServerResponse | undefined = undefined;
   #timer: NodeJS.Timeout | undefined = undefined;
-  /** Called when a stream is reset for sendTimeout or a session for too many resets (for a log line). */
-  readonly #onAbuse: (what: 'send-timeout' | 'rapid-reset', session: Http2Session | undefined) => void;
+  /** Called when a stream is given up for sendTimeout or bodyTimeout, or a session for too many resets (for a log line). */
+  readonly #onAbuse: (what: StreamAbuse, session: Http2Session | undefined) => void;
 
-  constructor(onAbuse: (what: 'send-timeout' | 'rapid-reset', session: Http2Session | undefined) => void) {
+  constructor(onAbuse: (what: StreamAbuse, session: Http2Session | undefined) => void) {
     this.#onAbuse = onAbuse;
   }
 
@@ -108,22 +120,33 @@ export class StreamWatch {
     return (session as (Http2Session & OpenCount) | undefined)?.[kOpenStreams] ?? 0;
   }
 
-  /** Once a second: resets the streams whose response has not moved for sendTimeout. */
+  /** Once a second: resets the streams whose response has not moved for sendTimeout; gives up on those whose request body has not for bodyTimeout. */
   check(now: number): void {
     const limit = this.sendTimeoutMs;
-    if (limit <= 0) return;
+    const bodyLimit = this.bodyTimeoutMs;
+    if (limit <= 0 && bodyLimit <= 0) return;
     let res = this.#head;
     while (res !== undefined) {
       const next = res.nextWatched;
       const stream = res.stream;
-      const unsent = stream.writableLength;
-      if (unsent === 0 || unsent !== res.unsent) {
-        res.unsent = unsent;
-        res.unsentSince = now;
-      } else if (now - res.unsentSince > limit && !stream.closed) {
-        this.#onAbuse('send-timeout', res.session);
-        // CANCEL: the stream is no longer wanted (RFC 9113 §7); its 'close' cancels the upstream exchange.
-        res.cancel();
+      if (limit > 0) {
+        const unsent = stream.writableLength;
+        if (unsent === 0 || unsent !== res.unsent) {
+          res.unsent = unsent;
+          res.unsentSince = now;
+        } else if (now - res.unsentSince > limit && !stream.closed) {
+          this.#onAbuse('send-timeout', res.session);
+          // CANCEL: the stream is no longer wanted (RFC 9113 §7); its 'close' cancels the upstream exchange.
+          res.cancel();
+          res = next;
+          continue;
+        }
+      }
+      if (bodyLimit > 0 && isBodyStalled(res, now, bodyLimit)) {
+        this.#onAbuse('body-timeout', res.session);
+        // The proxy answers 408 (or resets a started response) and cancels the upstream exchange.
+        if (res.exchange !== undefined) res.exchange.bodyTimedOut();
+        else res.cancel();
       }
       res = next;
     }
@@ -164,6 +187,41 @@ export class StreamWatch {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/**
+ * Whether `res`'s request body has not moved for longer than `limitMs` while Portico waited for it.
+ * Waiting: the body is being read (flowing) with nothing buffered; otherwise (no body, read whole, not
+ * wanted yet, or paused because the upstream is slow to take it) the clock restarts. Called once a second.
+ */
+function isBodyStalled(res: H2ServerResponse, now: number, limitMs: number): boolean {
+  const stream = res.stream;
+  if (stream.endAfterHeaders || stream.readableEnded || stream.closed || stream.destroyed) return false;
+  if (stream.readableFlowing !== true || stream.readableLength > 0) {
+    res.bodySince = now;
+    return false;
+  }
+  const bytes = res.bodyBytes;
+  if (bytes < 0) {
+    // First found waiting: from now on its bytes are counted (a listener added to a flowing stream leaves it flowing).
+    res.bodyBytes = 0;
+    res.bodySeen = 0;
+    res.bodySince = now;
+    stream.on('data', countBodyBytes);
+    return false;
+  }
+  if (bytes !== res.bodySeen) {
+    res.bodySeen = bytes;
+    res.bodySince = now;
+    return false;
+  }
+  return now - res.bodySince > limitMs;
+}
+
+/** 'data' on a stream whose body the sweep watches: its bytes counted. */
+function countBodyBytes(this: ServerHttp2Stream & WatchedStream, chunk: Buffer): void {
+  const res = this[kWatch];
+  if (res !== undefined) res.bodyBytes += chunk.length;
 }
 
 function destroySocket(socket: Socket): void {

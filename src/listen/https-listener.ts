@@ -86,7 +86,7 @@ export class HttpsListener {
   readonly #defaultServer: tls.Server;
   #defaultContext: tls.SecureContextOptions | undefined;
   readonly h2Server: http2.Http2SecureServer;
-  /** HTTP/2 streams in flight: sendTimeout, and the bound on streams a client resets (src/http2/stream-watch.ts). */
+  /** HTTP/2 streams in flight: sendTimeout, bodyTimeout, and the bound on streams a client resets (src/http2/stream-watch.ts). */
   readonly #streams: StreamWatch;
   /** HTTP/1.1 connections (ALPN http/1.1, or none). */
   readonly h1: H1Server;
@@ -117,6 +117,7 @@ export class HttpsListener {
     this.#streams = new StreamWatch((what, session) => {
       const remote = (session as (http2.Http2Session & SessionFacts) | undefined)?.[kRemoteAddress];
       if (what === 'send-timeout') deps.log.debug({ remote }, 'http2 response not read within sendTimeout');
+      else if (what === 'body-timeout') deps.log.debug({ remote }, 'http2 request body not received within bodyTimeout');
       else deps.log.warn({ remote }, 'http2 client reset too many streams, connection closed');
     });
     this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams));
@@ -211,6 +212,7 @@ export class HttpsListener {
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
     this.#streams.sendTimeoutMs = plan.limits.sendTimeoutMs;
+    this.#streams.bodyTimeoutMs = plan.limits.bodyTimeoutMs;
     // New sessions take these; open ones keep what they were told.
     this.h2Server.updateSettings({ maxConcurrentStreams: plan.limits.maxConcurrentStreams, maxHeaderListSize: plan.limits.maxHeaderBytes });
     for (const s of this.netServers) s.maxConnections = plan.limits.maxConnections;

@@ -14,7 +14,7 @@ import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
 import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import { dropTrailerFields } from './forward-headers.js';
-import type { ProxyState } from './handle-request.js';
+import { onBodyTimeout, type ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 import { flushEncoder, type Encoder, type Encoding } from './compress.js';
 import { fillChunk, finishFill, type CacheFill, type CacheMiss } from '../cache/cache-exchange.js';
@@ -198,6 +198,11 @@ export class Exchange implements H1Handler {
   onUpstreamError(err: UpstreamError): void {
     this.upstreamConn = undefined;
     onH1Error(this, err);
+  }
+
+  /** limits.bodyTimeout: the request body stopped arriving while it was read (the client's server calls this). */
+  bodyTimedOut(): void {
+    onBodyTimeout(this);
   }
 
   /** More than the chunk just handed over still waits for its write (write callbacks come a loop turn later, even when the socket took it at once). */

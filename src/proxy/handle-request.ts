@@ -45,7 +45,25 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = h2constants;
 
 /** The node:http2 stream under an http2-wrapper request: its RST_STREAM code tells how it closed. */
 interface WrappedStream {
-  readonly _request?: { readonly rstCode?: number } | undefined;
+  readonly _request?: { readonly rstCode?: number; readonly destroyed: boolean; destroy(err?: Error): void } | undefined;
+}
+
+/** What an HTTP/2 upstream request's stream is destroyed with when Portico gives the exchange up: node:http2 sends RST_STREAM INTERNAL_ERROR. */
+const UPSTREAM_CANCELLED = Object.assign(new Error('upstream request cancelled by Portico'), { code: 'PORTICO_UPSTREAM_CANCELLED' });
+
+/**
+ * Gives up an HTTP/2 upstream request (the client went away, its body is too large or stalled, the
+ * upstream did not answer in time; `err` is what its 'error' then carries, none for Portico's own cancel).
+ * http2-wrapper's destroy() destroys its stream without an error, which node:http2 sends as
+ * RST_STREAM NO_ERROR, and a node:http2 upstream then ends the request body as if it were whole: a
+ * cut-off upload was processed as complete. Its stream is destroyed with an error first, so the reset
+ * says INTERNAL_ERROR and the upstream sees the request aborted. Cold path.
+ */
+export function abortUpstreamRequest(up: UpstreamRequest | undefined, err: Error = UPSTREAM_CANCELLED): void {
+  if (up === undefined) return;
+  const stream = (up as unknown as WrappedStream)._request;
+  if (stream !== undefined && !stream.destroyed) stream.destroy(err);
+  up.destroy(err === UPSTREAM_CANCELLED ? undefined : err);
 }
 
 /** The RST_STREAM code of an HTTP/2 upstream request's stream (0 while open or closed cleanly). Cold path. */
@@ -98,6 +116,7 @@ export function isAllowedOnConnection(plan: Plan, reqHostName: string, reqHost: 
 export function createRequestHandler(state: ProxyState): (req: ClientRequest, res: ClientResponse) => void {
   return function handleRequest(req, res) {
     const ex = new Exchange(req, res, state);
+    res.exchange = ex;
     res.on('close', onClientClose.bind(ex));
     route(ex);
   };
@@ -108,12 +127,13 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   if (ex.stale !== undefined && serveStaleOnError(ex, code)) return;
   ex.error = code;
   ex.errorDetail = detail;
-  if (ex.target !== undefined) ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
+  if (ex.target !== undefined && code !== 'PORTICO_BODY_TIMEOUT') ex.state.log.warn({ code, upstream: ex.target.url, route: ex.route?.id, detail }, 'upstream error');
   // 421 on HTTP/1.1 closes the connection: a client must not send more requests on it. So does a 413
   // with the body still arriving, as nginx does: rather than read the rest of a body that is too large,
-  // the connection closes (lingering a moment, so the client reads the answer; src/http1/server-connection.ts).
+  // the connection closes (lingering a moment, so the client reads the answer; src/http1/server-connection.ts);
+  // and a 408 for a body that stopped arriving (bodyTimeout), whose rest is not worth waiting for.
   const pages = ex.hostPlan?.errorPages;
-  const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || (code === 'PORTICO_BODY_TOO_LARGE' && !ex.req.complete));
+  const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || ((code === 'PORTICO_BODY_TOO_LARGE' || code === 'PORTICO_BODY_TIMEOUT') && !ex.req.complete));
   respondError(ex.res, code, close, extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
   dropRequestBody(ex);
 }
@@ -146,7 +166,10 @@ function route(ex: Exchange): void {
   if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
   ex.hostPlan = hostPlan;
   const target = req.url ?? '';
-  if (target.charCodeAt(0) !== 47 /* '/' */) return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
+  if (target.charCodeAt(0) !== 47 /* '/' */) {
+    if (target === '*') return answerAsterisk(ex);
+    return fail(ex, 'PORTICO_BAD_REQUEST', 'request target is not origin-form');
+  }
   const url = normalizePath(target);
   if (url === undefined) return fail(ex, 'PORTICO_BAD_REQUEST', 'the path climbs above the root, hides a dot segment behind an escaped slash, or has a # fragment');
   ex.url = url;
@@ -173,6 +196,29 @@ function route(ex: Exchange): void {
     ex.user = user;
   }
   admitted(ex);
+}
+
+/**
+ * The methods Portico passes on to upstreams, for `OPTIONS *`: every method but CONNECT (405, no
+ * tunnels), the standard ones listed (RFC 9110 §9, PATCH of RFC 5789). An upstream may still refuse one.
+ */
+const SERVER_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE';
+
+/**
+ * An asterisk-form target (RFC 9112 §3.2.4, HTTP/2's `:path` "*", RFC 9113 §8.3.1): `OPTIONS *` asks
+ * about the server as a whole, not a resource (RFC 9110 §9.3.7), so Portico answers it itself, after the
+ * Host and Host/SNI checks like any request: 200, Allow, no body, as Apache does (nginx answers 400). No
+ * route or upstream is involved. Any other method with "*" is 400. Cold path: only a target that does
+ * not start with "/" gets here.
+ */
+function answerAsterisk(ex: Exchange): void {
+  if (ex.method !== 'OPTIONS') return fail(ex, 'PORTICO_BAD_TARGET', 'the asterisk-form target "*" is only for OPTIONS (RFC 9112 §3.2.4)');
+  ex.status = 200;
+  ex.res.writeHead(200, { allow: SERVER_ALLOW, 'content-length': 0 });
+  ex.res.end();
+  // A body (none is expected) is read and dropped, bounded by bodyTimeout; not dropRequestBody(): on
+  // Node 26 its RST_STREAM right after an answer without DATA cancels that answer's HEADERS unsent.
+  if (!ex.req.complete) ex.req.body.resume();
 }
 
 /** Continues a request whose credentials were checked off-thread. */
@@ -506,13 +552,33 @@ export function onClientAbort(this: Exchange): void {
   const up = this.upstreamReq;
   if (up === undefined) return;
   this.req.body.unpipe(up);
-  up.destroy();
+  abortUpstreamRequest(up);
+}
+
+/**
+ * limits.bodyTimeout: the client stopped sending its request body while Portico read it (checked once a
+ * second by src/http2/stream-watch.ts and src/http1/h1-server.ts). The upstream exchange is cancelled, as
+ * for a body too large, and 408 answers if no response has started; else the response is cut (HTTP/2
+ * stream reset, HTTP/1.1 connection closed), which cancels the exchange. The access line
+ * carries PORTICO_BODY_TIMEOUT. Cold path.
+ */
+export function onBodyTimeout(ex: Exchange): void {
+  const res = ex.res;
+  if (!res.headersSent && !res.writableEnded && !res.destroyed) {
+    abortUpstreamRequest(ex.upstreamReq);
+    ex.cancelUpstream();
+    return fail(ex, 'PORTICO_BODY_TIMEOUT');
+  }
+  // The response's 'close' (onClientClose) cancels the upstream exchange of a response cut short.
+  ex.error = 'PORTICO_BODY_TIMEOUT';
+  if ('stream' in res) res.cancel();
+  else res.destroy();
 }
 
 export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
   if (this.requestBytes > this.route!.maxBodyBytes) {
-    this.upstreamReq?.destroy();
+    abortUpstreamRequest(this.upstreamReq);
     this.cancelUpstream();
     fail(this, 'PORTICO_BODY_TOO_LARGE');
   }
@@ -531,11 +597,13 @@ function onUpstreamSocket(this: Exchange, socket: Socket): void {
 
 function onUpstreamTimeout(this: Exchange): void {
   this.timedOut = true;
-  this.upstreamReq?.destroy(Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
+  // The request body may still be on its way: the upstream must see it aborted, not ended.
+  abortUpstreamRequest(this.upstreamReq, Object.assign(new Error('response timeout'), { code: 'PORTICO_RESPONSE_TIMEOUT' }));
 }
 
 function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const ex = this;
+  if (err === UPSTREAM_CANCELLED) return; // Portico gave the exchange up itself (abortUpstreamRequest)
   if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
   const code = err.code ?? 'ERROR';
   const target = ex.target!;
@@ -702,7 +770,7 @@ function onClientClose(this: Exchange): void {
   }
   if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.
-    ex.upstreamReq?.destroy();
+    abortUpstreamRequest(ex.upstreamReq);
     ex.upstreamRes?.destroy();
     ex.cancelUpstream();
     if (ex.encoder !== undefined) dropEncoder(ex);
