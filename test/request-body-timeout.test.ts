@@ -297,3 +297,29 @@ test('with an HTTP/2 (h2c) upstream, a client that resets its upload mid-body ha
   await waitUntil('the upstream stream to close', () => up.seen[0]?.closed === true);
   assert.equal(up.seen[0]?.ended, false, 'the upstream request was reset, not ended as if whole');
 });
+
+test('HTTP/1.1: a body that starts a moment after its head on a new connection is not taken for a stalled one (the clock starts when the body is first found waited for)', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const proxy = await proxyOneHost(t, pki, 'late.test', up.url, { also: [up.close] });
+  // Several connections, so that the once-a-second sweep falls into the pause of some of them.
+  const results = await Promise.all(
+    [0, 1, 2, 3].map(async (i) => {
+      await new Promise((r) => setTimeout(r, i * 250));
+      const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'late.test', ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+      await once(socket, 'secureConnect');
+      socket.write('POST / HTTP/1.1\r\nhost: late.test\r\ncontent-length: 5\r\n\r\n');
+      await new Promise((r) => setTimeout(r, 1100));
+      socket.write('hello');
+      let raw = '';
+      socket.setEncoding('latin1');
+      socket.on('data', (d: string) => {
+        raw += d;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      socket.destroy();
+      return parseRawResponse(raw).status;
+    }),
+  );
+  assert.deepEqual(results, [200, 200, 200, 200]);
+});

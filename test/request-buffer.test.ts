@@ -178,3 +178,16 @@ test('a buffered PUT whose first target refuses the connection is sent to the ne
   const streamed = [await put('/streamed'), await put('/streamed')];
   assert.deepEqual([...streamed].sort(), [200, 502]);
 });
+
+test('a buffered body that stops arriving gets 408 after limits.bodyTimeout, and nothing reaches the upstream', async (t) => {
+  const pki = await makePki();
+  const arrivals: Arrival[] = [];
+  const up = await recordingUpstream(arrivals);
+  const cert = await pki.issue('b', ['b.test']);
+  const proxy = await startProxyFor(t, pki, { limits: { bodyTimeout: '1s' }, hosts: { 'b.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [up.url], requestBuffer: '1mb' } }] } } }, [up.close]);
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'b.test', ca: pki.caPem } });
+  await c.write('POST /stall HTTP/1.1\r\nhost: b.test\r\ncontent-length: 1000\r\n\r\nonly a part');
+  const res = await c.response({ timeoutMs: 5000 });
+  assert.equal(res.status, 408);
+  assert.equal(arrivals.length, 0);
+});

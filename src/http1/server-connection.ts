@@ -216,12 +216,13 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
    * Whether the body of the request being read has not moved for longer than `limitMs` while Portico
    * waited for it: the body is wanted (its reader is flowing, nothing buffered) and the socket is read.
    * A body not wanted yet, or held back because the upstream is slow to take it (reading paused), is
-   * not waiting on the client: its clock restarts. Called once a second.
+   * not waiting on the client: its clock restarts, as it starts when a request's body is first found
+   * waited for (bodySince 0: a new request, or a new connection). Called once a second.
    */
   bodyStalled(now: number, limitMs: number): boolean {
     const req = this.incoming;
     const bytes = this.bodyBytes;
-    if (req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && (req.readableFlowing !== true || req.readableLength > 0))) {
+    if (this.bodySince === 0 || req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && (req.readableFlowing !== true || req.readableLength > 0))) {
       this.bodySeen = bytes;
       this.bodySince = now;
       return false;
@@ -469,6 +470,8 @@ function parserOnHeadersComplete(
   const name = METHODS[method] ?? 'GET';
   const req = new H1ServerRequest(c, c.socket, name, target, versionMajor, versionMinor, all, shouldKeepAlive && !c.closing);
   c.incoming = req;
+  // bodyTimeout's clock starts when the sweep first finds this request's body waited for, not at an earlier check.
+  c.bodySince = 0;
   // Only HTTP/1.x is spoken here (llhttp also takes "HTTP/0.9" and "HTTP/2.0" request lines): everything
   // after this point takes a request of major version 2 for an HTTP/2 stream (RFC 9110 §15.6.6: 505).
   if (versionMajor !== 1) {
