@@ -36,6 +36,7 @@ import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from 
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, invalidateAnswered, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -164,8 +165,9 @@ function route(ex: Exchange): void {
   ex.path = rewritePath(r, url);
   if (r.auth !== undefined) {
     const user = r.auth.check(req.headers.authorization);
-    if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', r.auth.challenge]);
     if (typeof user !== 'string') {
+      if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', r.auth.challenge]);
+      if (user === AUTH_BUSY) return fail(ex, 'PORTICO_AUTH_BUSY', undefined, ['retry-after', '1']);
       user.then(onAuthChecked.bind(ex), onAuthChecked.bind(ex, undefined));
       return;
     }

@@ -28,6 +28,7 @@ import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure, RETRYABLE } from './upstream-errors.js';
+import { AUTH_BUSY } from './basic-auth.js';
 import type { Target } from '../upstream/target.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
@@ -289,6 +290,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
     if (route.auth !== undefined) {
       const checked = route.auth.check(req.headers.authorization);
       if (checked === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
+      if (checked === AUTH_BUSY) return reject(socket, 'PORTICO_AUTH_BUSY', 'Retry-After: 1');
       if (typeof checked !== 'string') {
         void checked.then((u) => {
           if (socket.destroyed) return;
