@@ -259,7 +259,9 @@ export function sendToUpstream(ex: Exchange): void {
       affinity = u.sticky.byValue.get(sent) ?? -1;
     }
   }
-  const target = pickTarget(u, req.remoteAddress, affinity);
+  // "client-ip" hashes the client behind trusted proxies, as allowFrom and rateLimit judge it (kept on the Exchange for a queued request).
+  const client = u.policy === 'client-ip' ? (ex.client ??= clientAddress(req.remoteAddress, req.headers, ex.plan.trustedProxies)) : req.remoteAddress;
+  const target = pickTarget(u, client, affinity);
   if (target !== undefined) return forward(ex, target);
   // Every available target at its maxRequests: wait for one; none available at all: 503.
   if (u.maxRequests !== 0 && anyAvailable(u)) return waitForSlot(ex, affinity);

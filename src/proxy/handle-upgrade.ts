@@ -102,7 +102,8 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
       const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
-      const first = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
+      const balanceBy = u.policy === 'client-ip' ? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) : req.remoteAddress;
+      const first = pickTarget(u, balanceBy, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
       // Every available target at its maxRequests: no queue for upgrades, 503 at once (with a request's Retry-After).
       if (first === undefined) return u.maxRequests !== 0 && anyAvailable(u) ? reject(socket, 'PORTICO_UPSTREAM_BUSY', 'Retry-After: 1') : reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       const path = rewritePath(route, url);
