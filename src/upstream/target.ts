@@ -284,6 +284,10 @@ export class TargetRegistry {
     if (t === undefined) {
       t = new Target(key, url, protocol, tls, connectTimeoutMs, health);
       if (this.#drained.has(t.url)) t.setDrained(true);
+      // A reload that changed its settings: the new target starts from the old one's health, never healthy by default.
+      if (t.health !== undefined) {
+        for (const prev of this.#targets.values()) if (prev.url === t.url && prev.health !== undefined && !prev.healthy) t.health.inherit(prev.health);
+      }
       this.#targets.set(key, t);
     }
     return t;
