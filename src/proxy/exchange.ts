@@ -57,6 +57,8 @@ export class Exchange implements H1Handler {
   error: ErrorCode | undefined = undefined;
   errorDetail: string | undefined = undefined;
   attempts = 0;
+  /** Retries: the targets that failed this request (targetBit of each), so that none is tried twice. */
+  failedTargets = 0;
   /** least-connections: the index of the target this request counts against, or -1. */
   inFlightIndex = -1;
   /** maxRequests: the target whose slot this request holds (src/proxy/upstream-limit.ts). */

@@ -377,8 +377,10 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
 export function retryElsewhere(ex: Exchange, code: string): boolean {
   if (hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
-  if (ex.attempts >= ex.upstream!.targets.length) return false;
-  const next = nextTarget(ex.upstream!, ex.target!);
+  const u = ex.upstream!;
+  if (ex.attempts >= u.targets.length) return false;
+  ex.failedTargets |= targetBit(u, ex.target!);
+  const next = nextTarget(u, ex.target!, ex.failedTargets);
   if (next === undefined) return false;
   ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
   ex.timedOut = false;
@@ -387,12 +389,19 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
   return true;
 }
 
+/** A target's bit in a set of targets already tried (targetBit of each, or-ed); 0, untracked, past the 31st target. */
+export function targetBit(u: UpstreamPlan, t: Target): number {
+  const i = u.targets.indexOf(t);
+  return i >= 0 && i < 31 ? 1 << i : 0;
+}
+
 /**
  * The available target after `failed` in the upstream's order (nginx's "next upstream"), whatever
  * the policy: a sticky cookie, a client's hash or the round-robin cursor may all point at the one
- * that just failed. Undefined when no other is available.
+ * that just failed. Targets in `tried` (targetBit) failed this request already and are passed over,
+ * so that a request goes to each target once. Undefined when no other is available.
  */
-export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined {
+export function nextTarget(u: UpstreamPlan, failed: Target, tried = 0): Target | undefined {
   const targets = u.targets;
   const n = targets.length;
   const at = targets.indexOf(failed);
@@ -402,7 +411,7 @@ export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined 
     for (let k = 1; k < n; k++) {
       const i = (at + k) % n;
       const t = targets[i] as Target;
-      if (!canTake(u, t) || t === failed || (backup !== undefined && backup[i] !== (pass === 1))) continue;
+      if (!canTake(u, t) || t === failed || (i < 31 && (tried & (1 << i)) !== 0) || (backup !== undefined && backup[i] !== (pass === 1))) continue;
       // The cursor moves past it, as when a request picks a target in turn.
       if (u.policy !== 'client-ip') u.next = i + 1;
       return t;

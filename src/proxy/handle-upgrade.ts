@@ -20,7 +20,7 @@ import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
-import { isAllowedOnConnection, isTrustedPeer, kConnName, moveInFlight, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, moveInFlight, nextTarget, pickTarget, targetBit, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -146,7 +146,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         release();
       });
       // One attempt per target: a target that was never reached (refused, no socket file) passes the upgrade on to the next.
-      const attempt = (target: Target, attempts: number): void => {
+      const attempt = (target: Target, attempts: number, failed: number): void => {
         if (target.kind === 'h2c' || target.kind === 'h2-tls') {
           release();
           return reject(socket, 'PORTICO_UPSTREAM_FAILED');
@@ -199,10 +199,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
             release();
             return finish(502, err.code);
           }
-          const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target) : undefined;
+          const tried = failed | targetBit(u, target);
+          const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target, tried) : undefined;
           if (next !== undefined) {
             state.log.warn({ upstream: target.url, code: err.code, route: route.id, next: next.url }, 'upstream failed, trying the next target');
-            return attempt(next, attempts + 1);
+            return attempt(next, attempts + 1, tried);
           }
           release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
@@ -255,7 +256,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         });
         up.end();
       };
-      attempt(first, 1);
+      attempt(first, 1, 0);
     };
     // forwardAuth: the authentication service is asked before the upgrade goes on; its refusal is the client's answer.
     const authorized = (): void => {
