@@ -309,18 +309,18 @@ export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1
   const n = targets.length;
   const policy = u.policy;
   const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
-  const inFlight = u.inFlight;
+  const counting = policy === 'least-connections';
   const max = u.maxRequests;
   let best = -1;
   for (let k = 0; k < n; k++) {
     const i = first + k < n ? first + k : first + k - n;
     const t = targets[i] as Target;
     if (!t.available || (max !== 0 && t.limitedInFlight >= max)) continue;
-    if (inFlight === undefined) {
+    if (!counting) {
       best = i;
       break;
     }
-    if (best === -1 || (inFlight[i] as number) < (inFlight[best] as number)) best = i;
+    if (best === -1 || t.leastConnInFlight < (targets[best] as Target).leastConnInFlight) best = i;
   }
   if (best === -1) return undefined;
   if (policy !== 'client-ip') u.next = best + 1;
@@ -345,8 +345,8 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
       if (w.backup[i] !== backup || !canTake(u, targets[i] as Target)) continue;
       total += w.weights[i] as number;
       if (u.policy === 'least-connections') {
-        const load = (u.inFlight![i] as number) / (w.weights[i] as number);
-        if (best === -1 || load < (u.inFlight![best] as number) / (w.weights[best] as number)) best = i;
+        const load = (targets[i] as Target).leastConnInFlight / (w.weights[i] as number);
+        if (best === -1 || load < (targets[best] as Target).leastConnInFlight / (w.weights[best] as number)) best = i;
       } else if (u.policy !== 'client-ip') {
         w.credit[i]! += w.weights[i] as number;
         if (best === -1 || (w.credit[i] as number) > (w.credit[best] as number)) best = i;
@@ -430,7 +430,7 @@ export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
   if (ex.upstream!.maxRequests !== 0) takeSlot(ex, target);
-  if (ex.upstream!.inFlight !== undefined) countInFlight(ex, target);
+  if (ex.upstream!.policy === 'least-connections') ex.inFlightTarget = moveInFlight(ex.inFlightTarget, target);
   const pending = target.resolveProtocol();
   if (pending !== undefined) {
     pending.then(
@@ -677,20 +677,13 @@ function isCutShort(ex: Exchange): boolean {
   return !ex.res.writableFinished || (ex.h2 && (ex.req as H2ServerRequest).aborted);
 }
 
-/** least-connections: the request is now in flight to `target` (and no longer to the one it tried before). */
-function countInFlight(ex: Exchange, target: Target): void {
-  ex.inFlightIndex = moveInFlight(ex.upstream!, ex.inFlightIndex, target);
-}
-
 /**
- * least-connections (`u.inFlight` set): one in flight moves from the target at index `from` (-1: none) to
- * `target`; returns `target`'s index, to be given back later. Requests and upgrades both count this way.
+ * least-connections: one in flight moves from `from` (undefined: none) to `to`, which is returned, to be
+ * given back later. Requests and upgrades both count this way, on the Target, so the count outlives a reload.
  */
-export function moveInFlight(u: UpstreamPlan, from: number, target: Target): number {
-  const inFlight = u.inFlight!;
-  if (from >= 0) inFlight[from]!--;
-  const to = u.targets.indexOf(target);
-  inFlight[to]!++;
+export function moveInFlight(from: Target | undefined, to: Target): Target {
+  if (from !== undefined) from.leastConnInFlight--;
+  to.leastConnInFlight++;
   return to;
 }
 
@@ -704,9 +697,9 @@ function onClientClose(this: Exchange): void {
     ex.authReq.destroy();
     ex.authReq = undefined;
   }
-  if (ex.inFlightIndex >= 0) {
-    ex.upstream!.inFlight![ex.inFlightIndex]!--;
-    ex.inFlightIndex = -1;
+  if (ex.inFlightTarget !== undefined) {
+    ex.inFlightTarget.leastConnInFlight--;
+    ex.inFlightTarget = undefined;
   }
   if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.

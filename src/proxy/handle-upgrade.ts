@@ -117,21 +117,21 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
       // retry), given back once: when it fails, when the declined answer has been relayed, when the client
       // leaves before the upstream answered, or when the tunnel's upstream side has closed.
       let held: Target | undefined;
-      let heldIndex = -1;
+      let counted: Target | undefined;
       const hold = (target: Target): void => {
         const before = held;
         held = target;
         if (u.maxRequests !== 0) takeTargetSlot(target);
-        if (u.inFlight !== undefined) heldIndex = moveInFlight(u, heldIndex, target);
+        if (u.policy === 'least-connections') counted = moveInFlight(counted, target);
         if (before !== undefined && u.maxRequests !== 0) freeTargetSlot(before);
       };
       const release = (): void => {
         const t = held;
         if (t === undefined) return;
         held = undefined;
-        if (heldIndex >= 0) {
-          u.inFlight![heldIndex]!--;
-          heldIndex = -1;
+        if (counted !== undefined) {
+          counted.leastConnInFlight--;
+          counted = undefined;
         }
         if (u.maxRequests !== 0) freeTargetSlot(t);
       };
