@@ -45,6 +45,7 @@ export const ERRORS = {
   },
   PORTICO_UNAUTHORIZED: { status: 401, message: 'Unauthorized: this site needs a user name and password' },
   PORTICO_FORBIDDEN: { status: 403, message: 'Forbidden: this client address may not use this site' },
+  PORTICO_AUTH_BUSY: { status: 503, message: 'Service Unavailable: too many password checks are waiting; retry after the time Retry-After gives' },
   PORTICO_RATE_LIMITED: { status: 429, message: 'Too Many Requests: slow down, then retry after the time Retry-After gives' },
   PORTICO_NO_ROUTE: { status: 404, message: 'Not Found: no route for this host and path' },
   PORTICO_UNKNOWN_HOST: { status: 404, message: 'Not Found: this host is not served here' },

@@ -4,7 +4,8 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
-import { BasicAuth, hashPassword } from '../src/proxy/basic-auth.js';
+import { scryptSync } from 'node:crypto';
+import { AUTH_BUSY, BasicAuth, hashPassword } from '../src/proxy/basic-auth.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
@@ -111,9 +112,49 @@ test('BasicAuth checks new credentials off-thread once, then answers from memory
   const wrong = auth.check(basic('carol', 'nope'));
   assert.ok(wrong instanceof Promise);
   assert.equal(await wrong, undefined);
-  assert.ok(auth.check(basic('carol', 'nope')) instanceof Promise, 'failures are not remembered');
+  const again = auth.check(basic('carol', 'nope'));
+  assert.ok(again instanceof Promise, 'failures are not remembered');
+  await again;
   assert.equal(auth.check(undefined), undefined);
   assert.equal(auth.check(`Basic ${Buffer.from('no-colon').toString('base64')}`), undefined);
+});
+
+/** A valid hash at the lowest cost the config allows (ln=10), so that tests can make many checks quickly. */
+function cheapHash(password: string): string {
+  const salt = Buffer.alloc(16, 7);
+  const b64 = (b: Buffer): string => b.toString('base64').replace(/=+$/, '');
+  return `$scrypt$ln=10,r=8,p=1$${b64(salt)}$${b64(scryptSync(password, salt, 32, { N: 1024, r: 8, p: 1 }))}`;
+}
+
+test('BasicAuth runs 2 password checks at once and queues 32; past that a check is refused at once (AUTH_BUSY) instead of queueing on the thread pool without bound', async () => {
+  const auth = new BasicAuth('r', { dave: cheapHash('pw') });
+  // An attacker's flood of made-up passwords, all arriving before any check ends.
+  const results = Array.from({ length: 50 }, (_, i) => auth.check(basic(i % 2 === 0 ? 'dave' : 'nobody', `guess${i}`)));
+  assert.ok(results.slice(0, 34).every((r) => r instanceof Promise), 'the first 2 run and 32 wait');
+  assert.deepEqual(results.slice(34), Array(16).fill(AUTH_BUSY), 'the rest are refused, known user or not');
+  assert.deepEqual(await Promise.all(results.slice(0, 34)), Array(34).fill(undefined));
+  // The queue drained: checks run again.
+  assert.equal(await auth.check(basic('dave', 'pw')), 'dave');
+});
+
+test('basicAuth: a flood of new credentials gets 503 PORTICO_AUTH_BUSY with Retry-After past the check queue; a valid login works once it drains', async (t) => {
+  const pki = await makePki();
+  const cert = await pki.issue('bb', ['busy.test']);
+  const proxy = await startProxyFor(t, pki, {
+    hosts: { 'busy.test': { tls: cert, basicAuth: { users: { erin: cheapHash('pw') } }, routes: [{ path: '/', respond: { body: 'in' } }] } },
+  });
+  const session = await h2Connect(proxy.httpsPort, 'busy.test', pki.caPem);
+  t.after(() => session.close());
+  // On one HTTP/2 connection the streams arrive together, before any check can end.
+  const flood = await Promise.all(Array.from({ length: 80 }, (_, i) => h2Request(session, { headers: { authorization: basic('erin', `guess${i}`) } })));
+  const busy = flood.filter((r) => r.status === 503);
+  assert.ok(busy.length > 0, `some requests past the queue are refused (statuses: ${flood.map((r) => r.status).join(' ')})`);
+  assert.equal(busy.length + flood.filter((r) => r.status === 401).length, 80);
+  assert.equal(busy[0]!.headers['x-portico-error'], 'PORTICO_AUTH_BUSY');
+  assert.equal(busy[0]!.headers['retry-after'], '1');
+  const ok = await h2Request(session, { headers: { authorization: basic('erin', 'pw') } });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.text, 'in');
 });
 
 test('basicAuth settings are checked with their paths', () => {

@@ -169,6 +169,35 @@ test('compress: a streamed body is flushed chunk by chunk, and a client that lea
   assert.equal(again.status, 200);
 });
 
+test('compress: a no-transform in a second Cache-Control line, or a second Content-Encoding line, is honoured for HTTP/1.1 clients as for HTTP/2 ones', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    // Two header lines each: what a framework that appends headers sends (RFC 9110 §5.3: one list).
+    if (req.url === '/split-cc') res.writeHead(200, ['content-type', 'text/plain', 'cache-control', 'public, max-age=60', 'cache-control', 'no-transform']);
+    else res.writeHead(200, ['content-type', 'text/plain', 'content-encoding', 'identity', 'content-encoding', 'gzip']);
+    res.end(req.url === '/split-cc' ? JSON_BODY : gzipSync(JSON_BODY));
+  });
+  const cert = await pki.issue('cz', ['split.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'split.test': { tls: cert, compress: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const session = await h2Connect(proxy.httpsPort, 'split.test', pki.caPem);
+  t.after(() => session.close());
+  for (const path of ['/split-cc', '/split-ce']) {
+    const h1 = await h1Request({ port: proxy.httpsPort, sni: 'split.test', path, headers: { 'accept-encoding': 'br, gzip' }, ca: pki.caPem });
+    const h2 = await h2Request(session, { path, headers: { 'accept-encoding': 'br, gzip' } });
+    for (const [proto, r] of [['http/1.1', h1], ['h2', h2]] as const) {
+      assert.equal(r.status, 200);
+      if (path === '/split-cc') {
+        assert.equal(r.headers['content-encoding'], undefined, `${proto}: no-transform forbids encoding`);
+        assert.equal(r.text, JSON_BODY, proto);
+      } else {
+        assert.equal(r.headers['content-encoding'], 'identity, gzip', `${proto}: encoded by the upstream already, passed on as it is`);
+        assert.equal(gunzipSync(r.body).toString(), JSON_BODY, proto);
+      }
+    }
+  }
+});
+
 test('negotiateEncoding follows q-values, then the configured order; compress settings are checked with their paths', () => {
   const both = { encodings: ['br', 'gzip'] as const, minBytes: 512 };
   assert.equal(negotiateEncoding(both, 'gzip, br'), 'br');

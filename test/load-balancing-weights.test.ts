@@ -87,14 +87,13 @@ test('weighted targets share requests by weight, spread evenly; a backup serves 
 });
 
 test('weights with least-connections and client-ip', () => {
-  const target = (name: string): Target => ({ url: name, available: true }) as unknown as Target;
+  const target = (name: string): Target => ({ url: name, available: true, leastConnInFlight: 0 }) as unknown as Target;
   const [a, b] = [target('a'), target('b')];
   const plan = (policy: UpstreamPlan['policy']): UpstreamPlan => ({
     targets: [a, b],
     next: 0,
     policy,
     sticky: undefined,
-    inFlight: [0, 0],
     weighted: { weights: [3, 1], backup: [false, false], credit: [0, 0] },
     hostHeader: 'preserve',
     connectTimeoutMs: 1000,
@@ -105,10 +104,10 @@ test('weights with least-connections and client-ip', () => {
     requestBufferBytes: 0,
   });
   const lc = plan('least-connections');
-  lc.inFlight![0] = 2;
-  lc.inFlight![1] = 1;
+  a.leastConnInFlight = 2;
+  b.leastConnInFlight = 1;
   assert.equal(pickTarget(lc, '127.0.0.1'), a, '2 in flight over weight 3 is less load than 1 over weight 1');
-  lc.inFlight![0] = 4;
+  a.leastConnInFlight = 4;
   assert.equal(pickTarget(lc, '127.0.0.1'), b);
   const ip = plan('client-ip');
   const counts = new Map<Target, number>();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
 import type { ConfigInput } from '../src/config/schema.js';
-import { RateLimiter, RateLimitRegistry } from '../src/proxy/rate-limit.js';
+import { MAX_TRACKED_ADDRESSES, RateLimiter, RateLimitRegistry } from '../src/proxy/rate-limit.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { adminRequest } from './helpers/admin.js';
@@ -158,6 +158,15 @@ test('RateLimiter forgets clients whose bucket has refilled, so its memory stays
   for (let i = 0; i < 5000; i++) slow.take(`127.12.${i >> 8}.${i & 255}`);
   assert.equal(slow.size, 5000, 'clients still limited are kept');
   assert.equal(slow.take('127.12.0.0'), 60);
+});
+
+test('RateLimiter tracks at most MAX_TRACKED_ADDRESSES even when every client is still limited (rotating addresses), forgetting those seen first', () => {
+  const slow = new RateLimiter(1, 3_600_000, 1); // one request per hour: no bucket refills during the test
+  const n = MAX_TRACKED_ADDRESSES * 2.5;
+  for (let i = 0; i < n; i++) assert.equal(slow.take(`client-${i}`), 0);
+  assert.ok(slow.size <= MAX_TRACKED_ADDRESSES && slow.size >= MAX_TRACKED_ADDRESSES / 2, `tracks ${slow.size} clients`);
+  assert.equal(slow.take(`client-${n - 1}`), 3600, 'the latest clients are still limited');
+  assert.equal(slow.take('client-0'), 0, 'the first ones were forgotten');
 });
 
 test('rateLimit settings are checked with their paths', () => {

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
 import { ERRORS } from '../src/errors.js';
+import { TargetRegistry } from '../src/upstream/target.js';
 import { makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream, type SeenRequest } from './helpers/net.js';
 
@@ -135,6 +136,46 @@ test('health survives a reload that keeps the upstream, and checks stop when the
   await sleep(600);
   assert.ok(a.checks() <= aChecks + 1, 'a check in flight at the reload may still land, no more');
   assert.ok(b.checks() <= bChecks + 1);
+});
+
+test('a reload that changes a down target\'s health settings keeps it out until its new checks pass', async (t) => {
+  const pki = await makePki();
+  const a = await checkedUpstream();
+  const b = await checkedUpstream();
+  b.health.status = 503;
+  const cert = await pki.issue('hc', ['edit.test']);
+  const config = (healthCheck: typeof FAST) => ({ hosts: { 'edit.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [a.url, b.url], healthCheck } }] } } });
+  const proxy = await startProxyFor(t, pki, config(FAST), [a.close, b.close]);
+  await logLine(proxy, 'upstream target down', b.url);
+
+  // New settings make new targets; with three failures needed to take b out, a fresh start would send it requests for a while.
+  const from = proxy.logs.length;
+  await proxy.reconfigure(config({ ...FAST, interval: '300ms', unhealthyAfter: 3 }));
+  for (let i = 0; i < 4; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'edit.test', path: `/e/${i}`, ca: pki.caPem })).status, 200);
+  assert.deepEqual(b.proxied(), [], 'the known-dead target got no request after the reload');
+  assert.equal(a.proxied().length, 4);
+
+  // Its new checks bring it back once they pass (healthyAfter 1).
+  b.health.status = 200;
+  await logLine(proxy, 'upstream target up', b.url, from);
+  for (let i = 0; i < 4; i++) await h1Request({ port: proxy.httpsPort, sni: 'edit.test', path: `/back/${i}`, ca: pki.caPem });
+  assert.equal(b.proxied().length, 2);
+});
+
+test('TargetRegistry: a target made for new settings takes over the old one\'s passive verdict for its own failTimeout', () => {
+  const reg = new TargetRegistry();
+  const url = new URL('http://127.0.0.1:1');
+  const passive = (failTimeoutMs: number) => ({ active: undefined, passive: { maxFails: 1, failTimeoutMs } });
+  const old = reg.get(url, 'auto', undefined, 5000, passive(60_000));
+  old.reportFailure('ECONNREFUSED');
+  assert.equal(old.available, false);
+  const next = reg.get(url, 'auto', undefined, 5000, passive(30_000));
+  assert.notEqual(next, old);
+  assert.equal(next.available, false, 'still out after the reload');
+  assert.equal(next.health!.state.passiveDown, true);
+  const other = reg.get(new URL('http://127.0.0.1:2'), 'auto', undefined, 5000, passive(30_000));
+  assert.equal(other.available, true, 'another URL starts healthy');
+  reg.closeAll();
 });
 
 test('passive health: a target that refuses connections is out for failTimeout, then tried again', async (t) => {

@@ -2,8 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { adminRequest } from './helpers/admin.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
-import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
+import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
 /** A TCP server that reads each request and then resets the connection (`hang`: never answers at all). */
 async function brokenUpstream(mode: 'reset' | 'hang'): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
@@ -89,4 +93,50 @@ test('a GET whose target does not answer within responseTimeout is answered by t
   // A POST with a body meeting the silent target waits its timeout and gets 504: it may have been processed.
   const post = await h1Request({ port: proxy.httpsPort, sni: 'slow.test', path: '/p', method: 'POST', body: 'x', ca: pki.caPem });
   assert.equal(post.status, 504);
+});
+
+test('a retried request goes to each target at most once, even when one target is out of rotation', async (t) => {
+  const pki = await makePki();
+  const a = await brokenUpstream('reset');
+  const b = await brokenUpstream('reset');
+  const closed = `http://127.0.0.1:${await freePort()}`; // refuses: passive health takes it out
+  const cert = await pki.issue('r', ['once.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { hosts: { 'once.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [a.url, b.url, closed], passiveHealth: { maxFails: 1, failTimeout: '60s' } } }] } } },
+    [a.close, b.close],
+  );
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'once.test', path, ca: pki.caPem });
+  assert.equal((await get('/first')).status, 502);
+  assert.ok(proxy.logs.some((l) => l.msg === 'upstream target down' && l.upstream === closed), 'the refusing target is out');
+  const before = a.requests() + b.requests();
+  for (let i = 0; i < 3; i++) assert.equal((await get(`/again${i}`)).status, 502);
+  // Two targets left in rotation, both failing: two attempts per request, never a second one to the same target.
+  assert.equal(a.requests() + b.requests() - before, 6);
+  assert.equal(proxy.logs.filter((l) => l.msg === 'upstream failed, trying the next target').length, 2 + 3);
+});
+
+test('a WebSocket upgrade refused by its targets tries each at most once, a drained one aside', async (t) => {
+  const pki = await makePki();
+  const token = 'r'.repeat(40);
+  await writeFile(join(pki.dir, 'admin.token'), `${token}\n`);
+  const adminPort = await freePort();
+  const [refusedA, refusedB] = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`];
+  const live = await startUpstream();
+  const cert = await pki.issue('r', ['ws-once.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'ws-once.test': { tls: cert, routes: [{ path: '/', upstream: [refusedA, refusedB, live.url] }] } } },
+    [live.close],
+  );
+  assert.equal((await adminRequest(adminPort, 'POST', '/targets/drain', { token, body: { target: live.url } })).status, 200);
+  const ws = new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}/ws`, { servername: 'ws-once.test', headers: { host: 'ws-once.test' }, ca: pki.caPem } as WebSocket.ClientOptions);
+  const [, res] = (await once(ws, 'unexpected-response')) as [unknown, { statusCode: number; resume(): void }];
+  res.resume();
+  assert.equal(res.statusCode, 502);
+  const retries = proxy.logs.filter((l) => l.msg === 'upstream failed, trying the next target');
+  assert.equal(retries.length, 1, 'one refused target, then the other, then none: the first is not tried again');
+  assert.deepEqual([retries[0]!.upstream, retries[0]!.next].sort(), [refusedA, refusedB].sort());
 });

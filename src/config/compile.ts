@@ -223,7 +223,6 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       targets,
       next: 0,
       policy,
-      inFlight: policy === 'least-connections' ? targets.map(() => 0) : undefined,
       weighted: weights.some((w) => w !== 1) || backup.some((b) => b) ? { weights, backup, credit: weights.map(() => 0) } : undefined,
       sticky: policy === 'cookie' ? stickyFor(targets, 'stickyCookie' in spec && spec.stickyCookie !== undefined ? spec.stickyCookie : 'portico_upstream') : undefined,
       hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',

@@ -30,13 +30,11 @@ export interface WeightedTargets {
 /** Where a route sends requests. */
 export interface UpstreamPlan {
   readonly targets: readonly Target[];
-  /** Round-robin cursor; with `inFlight`, the only mutable fields of a Plan. */
+  /** Round-robin cursor; with the weighted credits, the only mutable fields of a Plan (in-flight counts live on the Targets). */
   next: number;
   readonly policy: 'round-robin' | 'least-connections' | 'client-ip' | 'cookie';
   /** "cookie": the cookie's name, each target's value (same index as `targets`) and the index by value. */
   readonly sticky: { readonly cookie: string; readonly values: readonly string[]; readonly byValue: ReadonlyMap<string, number> } | undefined;
-  /** least-connections: requests in flight per target (same index as `targets`). */
-  readonly inFlight: number[] | undefined;
   /** Weights and backups, when any target has a weight other than 1 or is a backup; undefined keeps the plain policies. */
   readonly weighted: WeightedTargets | undefined;
   /** "preserve", "target", or a literal Host value. */

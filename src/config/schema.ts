@@ -175,7 +175,7 @@ const UpstreamObject = z.strictObject({
     .enum(['round-robin', 'least-connections', 'client-ip', 'cookie'])
     .default('round-robin')
     .describe(
-      'How a request picks among the available targets: "round-robin" in turn; "least-connections" the one with the fewest requests in flight from this upstream, an open WebSocket counting as one until it closes (ties in turn); "client-ip" by a hash of the client address, so one client keeps its target while the set of available targets is unchanged (nginx\'s ip_hash); "cookie" sticky sessions: the first response sets a cookie ("stickyCookie") naming its target, and later requests (WebSocket upgrades too) with that cookie go to the same target while it is available, round-robin otherwise.',
+      'How a request picks among the available targets: "round-robin" in turn; "least-connections" the one with the fewest requests in flight (counted per target over every route with this policy, and kept across reloads), an open WebSocket counting as one until it closes (ties in turn); "client-ip" by a hash of the client address, so one client keeps its target while the set of available targets is unchanged (nginx\'s ip_hash); "cookie" sticky sessions: the first response sets a cookie ("stickyCookie") naming its target, and later requests (WebSocket upgrades too) with that cookie go to the same target while it is available, round-robin otherwise.',
     ),
   stickyCookie: z
     .string()

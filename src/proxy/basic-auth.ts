@@ -5,7 +5,11 @@
  * `portico hash-password`. A hash costs tens of milliseconds on purpose, so a
  * verified Authorization value is remembered (per Plan, at most MAX_REMEMBERED)
  * and the same credentials are checked once, not on every request; checks run
- * on libuv's thread pool, never on the thread that serves requests.
+ * on libuv's thread pool, never on the thread that serves requests. That pool
+ * (4 threads by default) also reads files and resolves host names, so at most
+ * MAX_RUNNING checks run at once in a process and MAX_WAITING wait their turn;
+ * past that a new check is refused (AUTH_BUSY, a 503), and a flood of made-up
+ * passwords cannot stall every other host's file reads and lookups.
  */
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
@@ -53,6 +57,40 @@ export async function hashPassword(password: string): Promise<string> {
   return `$scrypt$ln=15,r=8,p=1$${b64(salt)}$${b64(key)}`;
 }
 
+/** Password checks (scrypt) running at once in the process: half of libuv's default thread pool. */
+const MAX_RUNNING = 2;
+/** Checks waiting for a free turn, oldest first; at tens of milliseconds each, under a couple of seconds of waiting. */
+const MAX_WAITING = 32;
+let running = 0;
+const waiting: (() => void)[] = [];
+
+/** What check() returns when MAX_WAITING checks already wait: the request gets 503 PORTICO_AUTH_BUSY. */
+export const AUTH_BUSY: unique symbol = Symbol('portico basicAuth busy');
+
+/** A check's turn ended: the oldest waiting one starts. */
+function finishedCheck(): void {
+  const next = waiting.shift();
+  if (next === undefined) running--;
+  else next();
+}
+
+/** derive() within MAX_RUNNING and MAX_WAITING; undefined when the queue is full. */
+function deriveInTurn(password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> | undefined {
+  if (running >= MAX_RUNNING && waiting.length >= MAX_WAITING) return undefined;
+  return new Promise((resolve, reject) => {
+    const run = (): void =>
+      scrypt(password, salt, length, options, (err, key) => {
+        finishedCheck();
+        if (err === null) resolve(key);
+        else reject(err);
+      });
+    if (running < MAX_RUNNING) {
+      running++;
+      run();
+    } else waiting.push(run);
+  });
+}
+
 /** Verified Authorization values a Plan remembers; past it the memory starts over. */
 const MAX_REMEMBERED = 1024;
 
@@ -75,10 +113,10 @@ export class BasicAuth {
 
   /**
    * The user an Authorization header proves: a string when known at once (remembered), undefined
-   * when it proves nobody (missing, malformed), or a promise while its hash is computed. Hot path
-   * for remembered values: one Map lookup.
+   * when it proves nobody (missing, malformed), a promise while its hash is computed, or AUTH_BUSY
+   * when too many checks already wait. Hot path for remembered values: one Map lookup.
    */
-  check(header: string | undefined): string | undefined | Promise<string | undefined> {
+  check(header: string | undefined): string | undefined | typeof AUTH_BUSY | Promise<string | undefined> {
     if (header === undefined) return undefined;
     const known = this.#verified.get(header);
     if (known !== undefined) return known;
@@ -89,7 +127,9 @@ export class BasicAuth {
     const name = decoded.slice(0, colon);
     const user = this.#users.get(name);
     const spec = user ?? this.#decoy;
-    const pending = derive(decoded.slice(colon + 1), spec.salt, spec.hash.length, spec.options).then(
+    const derived = deriveInTurn(decoded.slice(colon + 1), spec.salt, spec.hash.length, spec.options);
+    if (derived === undefined) return AUTH_BUSY;
+    const pending = derived.then(
       (key) => {
         const ok = user !== undefined && timingSafeEqual(key, spec.hash);
         if (ok) {

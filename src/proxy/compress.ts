@@ -159,6 +159,22 @@ export function pairsGetter(pairs: readonly string[]): HeaderGetter {
   };
 }
 
+/**
+ * A header getter over [name, value, …] pairs for list headers: every line of the header, joined with
+ * ", " (RFC 9110 §5.3), as HTTP/2 clients get them folded; so a no-transform in a second Cache-Control
+ * line, or a second Content-Encoding line, counts when deciding whether to compress.
+ */
+export function pairsListGetter(pairs: readonly string[]): HeaderGetter {
+  return (lowerName) => {
+    let value: string | undefined;
+    for (let i = 0; i + 1 < pairs.length; i += 2) {
+      if ((pairs[i] as string).toLowerCase() !== lowerName) continue;
+      value = value === undefined ? pairs[i + 1] : `${value}, ${pairs[i + 1] as string}`;
+    }
+    return value;
+  };
+}
+
 /** A header getter over a header object with lower-case names. */
 export function objectGetter(h: OutgoingHttpHeaders): HeaderGetter {
   return (lowerName) => {

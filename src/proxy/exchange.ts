@@ -61,8 +61,10 @@ export class Exchange implements H1Handler {
   error: ErrorCode | undefined = undefined;
   errorDetail: string | undefined = undefined;
   attempts = 0;
-  /** least-connections: the index of the target this request counts against, or -1. */
-  inFlightIndex = -1;
+  /** Retries: the targets that failed this request (targetBit of each), so that none is tried twice. */
+  failedTargets = 0;
+  /** least-connections: the target this request counts against (Target.leastConnInFlight). */
+  inFlightTarget: Target | undefined = undefined;
   /** maxRequests: the target whose slot this request holds (src/proxy/upstream-limit.ts). */
   slot: Target | undefined = undefined;
   /** maxRequests: while the request waits in its upstream's queue, the timer that gives up on it. */

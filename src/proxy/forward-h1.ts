@@ -17,7 +17,7 @@ import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere
 import { resetResponse } from './respond-error.js';
 import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
-import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsGetter, type Encoding } from './compress.js';
+import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsListGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 import { answerWithStale, startFill } from '../cache/cache-exchange.js';
@@ -124,7 +124,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       if (sticky !== undefined) out.push('set-cookie', sticky);
       if (cacheStatus !== undefined) out.push('cache-status', cacheStatus);
       if (cp !== undefined) {
-        const get = pairsGetter(out);
+        const get = pairsListGetter(out);
         const d = decideEncoding(ex, cp, statusCode, get);
         if (d !== undefined) {
           if (d !== 'vary') {

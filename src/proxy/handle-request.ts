@@ -37,6 +37,7 @@ import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from 
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
 import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, invalidateAnswered, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
 
 export type { ClientRequest } from './exchange.js';
@@ -188,8 +189,9 @@ function route(ex: Exchange): void {
   ex.path = rewritePath(r, url);
   if (r.auth !== undefined) {
     const user = r.auth.check(req.headers.authorization);
-    if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', r.auth.challenge]);
     if (typeof user !== 'string') {
+      if (user === undefined) return fail(ex, 'PORTICO_UNAUTHORIZED', undefined, ['www-authenticate', r.auth.challenge]);
+      if (user === AUTH_BUSY) return fail(ex, 'PORTICO_AUTH_BUSY', undefined, ['retry-after', '1']);
       user.then(onAuthChecked.bind(ex), onAuthChecked.bind(ex, undefined));
       return;
     }
@@ -305,7 +307,9 @@ export function sendToUpstream(ex: Exchange): void {
       affinity = u.sticky.byValue.get(sent) ?? -1;
     }
   }
-  const target = pickTarget(u, req.remoteAddress, affinity);
+  // "client-ip" hashes the client behind trusted proxies, as allowFrom and rateLimit judge it (kept on the Exchange for a queued request).
+  const client = u.policy === 'client-ip' ? (ex.client ??= clientAddress(req.remoteAddress, req.headers, ex.plan.trustedProxies)) : req.remoteAddress;
+  const target = pickTarget(u, client, affinity);
   if (target !== undefined) return forward(ex, target);
   // Every available target at its maxRequests: wait for one; none available at all: 503.
   if (u.maxRequests !== 0 && anyAvailable(u)) return waitForSlot(ex, affinity);
@@ -353,18 +357,18 @@ export function pickTarget(u: UpstreamPlan, clientAddress: string, affinity = -1
   const n = targets.length;
   const policy = u.policy;
   const first = policy === 'client-ip' ? hashAddress(clientAddress) % n : u.next % n;
-  const inFlight = u.inFlight;
+  const counting = policy === 'least-connections';
   const max = u.maxRequests;
   let best = -1;
   for (let k = 0; k < n; k++) {
     const i = first + k < n ? first + k : first + k - n;
     const t = targets[i] as Target;
     if (!t.available || (max !== 0 && t.limitedInFlight >= max)) continue;
-    if (inFlight === undefined) {
+    if (!counting) {
       best = i;
       break;
     }
-    if (best === -1 || (inFlight[i] as number) < (inFlight[best] as number)) best = i;
+    if (best === -1 || t.leastConnInFlight < (targets[best] as Target).leastConnInFlight) best = i;
   }
   if (best === -1) return undefined;
   if (policy !== 'client-ip') u.next = best + 1;
@@ -389,8 +393,8 @@ function pickWeighted(u: UpstreamPlan, w: WeightedTargets, clientAddress: string
       if (w.backup[i] !== backup || !canTake(u, targets[i] as Target)) continue;
       total += w.weights[i] as number;
       if (u.policy === 'least-connections') {
-        const load = (u.inFlight![i] as number) / (w.weights[i] as number);
-        if (best === -1 || load < (u.inFlight![best] as number) / (w.weights[best] as number)) best = i;
+        const load = (targets[i] as Target).leastConnInFlight / (w.weights[i] as number);
+        if (best === -1 || load < (targets[best] as Target).leastConnInFlight / (w.weights[best] as number)) best = i;
       } else if (u.policy !== 'client-ip') {
         w.credit[i]! += w.weights[i] as number;
         if (best === -1 || (w.credit[i] as number) > (w.credit[best] as number)) best = i;
@@ -422,8 +426,10 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
   // A body read whole before sending ("requestBuffer") can be sent again; one streamed from the client cannot.
   if (ex.bodyBuffer === undefined && hasRequestBody(ex.req)) return false;
   if (!RETRYABLE.has(code) && !(IDEMPOTENT.has(ex.method) && FAILED_BEFORE_RESPONSE.has(code))) return false;
-  if (ex.attempts >= ex.upstream!.targets.length) return false;
-  const next = nextTarget(ex.upstream!, ex.target!);
+  const u = ex.upstream!;
+  if (ex.attempts >= u.targets.length) return false;
+  ex.failedTargets |= targetBit(u, ex.target!);
+  const next = nextTarget(u, ex.target!, ex.failedTargets);
   if (next === undefined) return false;
   ex.state.log.warn({ upstream: ex.target!.url, code, route: ex.route!.id, next: next.url }, 'upstream failed, trying the next target');
   ex.timedOut = false;
@@ -432,12 +438,19 @@ export function retryElsewhere(ex: Exchange, code: string): boolean {
   return true;
 }
 
+/** A target's bit in a set of targets already tried (targetBit of each, or-ed); 0, untracked, past the 31st target. */
+export function targetBit(u: UpstreamPlan, t: Target): number {
+  const i = u.targets.indexOf(t);
+  return i >= 0 && i < 31 ? 1 << i : 0;
+}
+
 /**
  * The available target after `failed` in the upstream's order (nginx's "next upstream"), whatever
  * the policy: a sticky cookie, a client's hash or the round-robin cursor may all point at the one
- * that just failed. Undefined when no other is available.
+ * that just failed. Targets in `tried` (targetBit) failed this request already and are passed over,
+ * so that a request goes to each target once. Undefined when no other is available.
  */
-export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined {
+export function nextTarget(u: UpstreamPlan, failed: Target, tried = 0): Target | undefined {
   const targets = u.targets;
   const n = targets.length;
   const at = targets.indexOf(failed);
@@ -447,7 +460,7 @@ export function nextTarget(u: UpstreamPlan, failed: Target): Target | undefined 
     for (let k = 1; k < n; k++) {
       const i = (at + k) % n;
       const t = targets[i] as Target;
-      if (!canTake(u, t) || t === failed || (backup !== undefined && backup[i] !== (pass === 1))) continue;
+      if (!canTake(u, t) || t === failed || (i < 31 && (tried & (1 << i)) !== 0) || (backup !== undefined && backup[i] !== (pass === 1))) continue;
       // The cursor moves past it, as when a request picks a target in turn.
       if (u.policy !== 'client-ip') u.next = i + 1;
       return t;
@@ -466,7 +479,7 @@ export function forward(ex: Exchange, target: Target): void {
   ex.target = target;
   ex.attempts++;
   if (ex.upstream!.maxRequests !== 0) takeSlot(ex, target);
-  if (ex.upstream!.inFlight !== undefined) countInFlight(ex, target);
+  if (ex.upstream!.policy === 'least-connections') ex.inFlightTarget = moveInFlight(ex.inFlightTarget, target);
   const pending = target.resolveProtocol();
   if (pending !== undefined) {
     pending.then(
@@ -737,20 +750,13 @@ function isCutShort(ex: Exchange): boolean {
   return !ex.res.writableFinished || (ex.h2 && (ex.req as H2ServerRequest).aborted);
 }
 
-/** least-connections: the request is now in flight to `target` (and no longer to the one it tried before). */
-function countInFlight(ex: Exchange, target: Target): void {
-  ex.inFlightIndex = moveInFlight(ex.upstream!, ex.inFlightIndex, target);
-}
-
 /**
- * least-connections (`u.inFlight` set): one in flight moves from the target at index `from` (-1: none) to
- * `target`; returns `target`'s index, to be given back later. Requests and upgrades both count this way.
+ * least-connections: one in flight moves from `from` (undefined: none) to `to`, which is returned, to be
+ * given back later. Requests and upgrades both count this way, on the Target, so the count outlives a reload.
  */
-export function moveInFlight(u: UpstreamPlan, from: number, target: Target): number {
-  const inFlight = u.inFlight!;
-  if (from >= 0) inFlight[from]!--;
-  const to = u.targets.indexOf(target);
-  inFlight[to]!++;
+export function moveInFlight(from: Target | undefined, to: Target): Target {
+  if (from !== undefined) from.leastConnInFlight--;
+  to.leastConnInFlight++;
   return to;
 }
 
@@ -764,9 +770,9 @@ function onClientClose(this: Exchange): void {
     ex.authReq.destroy();
     ex.authReq = undefined;
   }
-  if (ex.inFlightIndex >= 0) {
-    ex.upstream!.inFlight![ex.inFlightIndex]!--;
-    ex.inFlightIndex = -1;
+  if (ex.inFlightTarget !== undefined) {
+    ex.inFlightTarget.leastConnInFlight--;
+    ex.inFlightTarget = undefined;
   }
   if (isCutShort(ex)) {
     // The client went away (or the response was reset): cancel the upstream exchange.

@@ -20,7 +20,7 @@ import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { applyToObject } from './header-rules.js';
 import { anyAvailable, freeTargetSlot, takeTargetSlot } from './upstream-limit.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser } from './forward-auth.js';
-import { isAllowedOnConnection, isTrustedPeer, kConnName, moveInFlight, nextTarget, pickTarget, type ProxyState, type Tagged } from './handle-request.js';
+import { isAllowedOnConnection, isTrustedPeer, kConnName, moveInFlight, nextTarget, pickTarget, targetBit, type ProxyState, type Tagged } from './handle-request.js';
 import { requestIdFor } from './request-id.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
@@ -28,6 +28,7 @@ import { readCookie } from './sticky-cookie.js';
 import { answerHeaders, answerUpgrade } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
+import { AUTH_BUSY } from './basic-auth.js';
 import type { Target } from '../upstream/target.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
@@ -125,7 +126,8 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         return answerUpgrade(socket, a, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD');
       }
       const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
-      const first = pickTarget(u, req.remoteAddress, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
+      const balanceBy = u.policy === 'client-ip' ? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) : req.remoteAddress;
+      const first = pickTarget(u, balanceBy, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
       // Every available target at its maxRequests: no queue for upgrades, 503 at once (with a request's Retry-After).
       if (first === undefined) return u.maxRequests !== 0 && anyAvailable(u) ? reject(socket, 'PORTICO_UPSTREAM_BUSY', 'Retry-After: 1') : reject(socket, 'PORTICO_NO_HEALTHY_UPSTREAM');
       const path = rewritePath(route, url);
@@ -139,21 +141,21 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
       // retry), given back once: when it fails, when the declined answer has been relayed, when the client
       // leaves before the upstream answered, or when the tunnel's upstream side has closed.
       let held: Target | undefined;
-      let heldIndex = -1;
+      let counted: Target | undefined;
       const hold = (target: Target): void => {
         const before = held;
         held = target;
         if (u.maxRequests !== 0) takeTargetSlot(target);
-        if (u.inFlight !== undefined) heldIndex = moveInFlight(u, heldIndex, target);
+        if (u.policy === 'least-connections') counted = moveInFlight(counted, target);
         if (before !== undefined && u.maxRequests !== 0) freeTargetSlot(before);
       };
       const release = (): void => {
         const t = held;
         if (t === undefined) return;
         held = undefined;
-        if (heldIndex >= 0) {
-          u.inFlight![heldIndex]!--;
-          heldIndex = -1;
+        if (counted !== undefined) {
+          counted.leastConnInFlight--;
+          counted = undefined;
         }
         if (u.maxRequests !== 0) freeTargetSlot(t);
       };
@@ -168,7 +170,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         release();
       });
       // One attempt per target: a target that was never reached (refused, no socket file) passes the upgrade on to the next.
-      const attempt = (target: Target, attempts: number): void => {
+      const attempt = (target: Target, attempts: number, failed: number): void => {
         if (target.kind === 'h2c' || target.kind === 'h2-tls') {
           release();
           return reject(socket, 'PORTICO_UPSTREAM_FAILED');
@@ -235,10 +237,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
             release();
             return finish(502, err.code);
           }
-          const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target) : undefined;
+          const tried = failed | targetBit(u, target);
+          const next = err.code !== undefined && RETRYABLE.has(err.code) && attempts < u.targets.length ? nextTarget(u, target, tried) : undefined;
           if (next !== undefined) {
             state.log.warn({ upstream: target.url, code: err.code, route: route.id, next: next.url }, 'upstream failed, trying the next target');
-            return attempt(next, attempts + 1);
+            return attempt(next, attempts + 1, tried);
           }
           release();
           state.log.warn({ upstream: target.url, code: err.code, route: route.id }, 'upstream error');
@@ -309,7 +312,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         });
         up.end();
       };
-      attempt(first, 1);
+      attempt(first, 1, 0);
     };
     // forwardAuth: the authentication service is asked before the upgrade goes on; its refusal is the client's answer.
     const authorized = (): void => {
@@ -345,6 +348,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
     if (route.auth !== undefined) {
       const checked = route.auth.check(req.headers.authorization);
       if (checked === undefined) return reject(socket, 'PORTICO_UNAUTHORIZED', `WWW-Authenticate: ${route.auth.challenge}`);
+      if (checked === AUTH_BUSY) return reject(socket, 'PORTICO_AUTH_BUSY', 'Retry-After: 1');
       if (typeof checked !== 'string') {
         void checked.then((u) => {
           if (socket.destroyed) return;

@@ -3,7 +3,8 @@
  * Traefik's rateLimit): a token bucket per address that holds `burst` requests
  * and refills at `requests` per `per`. Counted in each process on its own.
  * Hot path for limited routes: one Map lookup and a little arithmetic; idle
- * buckets are swept when the map grows, so no timer outlives a Plan.
+ * buckets are swept when the map grows, so no timer outlives a Plan, and the
+ * map never holds more than MAX_TRACKED_ADDRESSES.
  *
  * Limiters live in a registry keyed by where they apply and their settings
  * (RateLimitRegistry), as upstream targets do, so a reload that keeps a limit
@@ -21,6 +22,14 @@ interface Bucket {
 
 /** The smallest number of addresses kept before idle ones are swept. */
 const SWEEP_FLOOR = 4096;
+
+/**
+ * The most addresses one limiter tracks (about 12 MB). Clients that rotate addresses (an IPv6 /64
+ * holds 2^64) keep every bucket below full under a slow limit ("5 per 1h"), so sweeping full ones
+ * alone would let the map grow without bound; past this, after a sweep, the addresses seen first
+ * are forgotten (they start again with a full bucket) until a quarter of the room is free.
+ */
+export const MAX_TRACKED_ADDRESSES = 100_000;
 
 export class RateLimiter {
   readonly #perMs: number;
@@ -56,12 +65,21 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((1 - b.tokens) / this.#perMs / 1000));
   }
 
-  /** Drops the buckets that have refilled completely (their addresses are as good as new). */
+  /** Drops the buckets that have refilled completely (their addresses are as good as new), then the oldest past MAX_TRACKED_ADDRESSES. */
   #sweep(now: number): void {
-    for (const [address, b] of this.#buckets) {
-      if (b.tokens + (now - b.at) * this.#perMs >= this.#burst) this.#buckets.delete(address);
+    const buckets = this.#buckets;
+    for (const [address, b] of buckets) {
+      if (b.tokens + (now - b.at) * this.#perMs >= this.#burst) buckets.delete(address);
     }
-    this.#sweepAt = Math.max(SWEEP_FLOOR, this.#buckets.size * 2);
+    if (buckets.size >= MAX_TRACKED_ADDRESSES) {
+      // Insertion order: the addresses seen first go first.
+      let drop = buckets.size - (MAX_TRACKED_ADDRESSES * 3) / 4;
+      for (const address of buckets.keys()) {
+        if (drop-- <= 0) break;
+        buckets.delete(address);
+      }
+    }
+    this.#sweepAt = Math.min(MAX_TRACKED_ADDRESSES, Math.max(SWEEP_FLOOR, buckets.size * 2));
   }
 
   /** Addresses tracked now (tests, status). */

@@ -113,7 +113,7 @@ function wake(t: Target): void {
   for (const u of [...t.waiting!]) {
     while (u.queue.length > 0) {
       const ex = u.queue[0]!;
-      const target = pickTarget(u, ex.req.remoteAddress, ex.affinity);
+      const target = pickTarget(u, ex.client ?? ex.req.remoteAddress, ex.affinity);
       if (target === undefined) break;
       // Leaving the queue, the last one also takes the upstream off its targets' waiting lists.
       leaveQueue(ex);

@@ -119,11 +119,35 @@ export class TargetHealth {
     this.#reason = `${p.maxFails} failed request(s) within ${p.failTimeoutMs} ms, the last ${code}`;
     this.#apply();
     this.#log?.warn({ upstream: this.#target.url, check: 'passive', reason: this.#reason, retryInMs: p.failTimeoutMs }, 'upstream target down');
-    this.#passiveTimer = setTimeout(() => {
-      this.#passiveDown = false;
-      this.#apply();
-      if (this.#target.healthy) this.#log?.info({ upstream: this.#target.url, check: 'passive' }, 'upstream target up');
-    }, p.failTimeoutMs).unref();
+    this.#passiveTimer = setTimeout(this.#passiveUp.bind(this), p.failTimeoutMs).unref();
+  }
+
+  /** failTimeout passed since passive counting took the target out: it is tried again. */
+  #passiveUp(): void {
+    this.#passiveDown = false;
+    this.#apply();
+    if (this.#target.healthy) this.#log?.info({ upstream: this.#target.url, check: 'passive' }, 'upstream target up');
+  }
+
+  /**
+   * Takes over the verdict of `prev`, the health of the target this one replaces (same URL, other
+   * settings: a reload changed its health, TLS or connect settings), so that a reload never puts a
+   * target known to be down back into rotation. Out by active checks: out until this one's checks
+   * pass healthyAfter times in a row. Out by passive counting: out for this one's failTimeout. A
+   * part this one does not configure is not taken over.
+   */
+  inherit(prev: TargetHealth): void {
+    if (this.#streak !== undefined && prev.#activeDown) {
+      this.#streak.healthy = false;
+      this.#reason = prev.#reason;
+    }
+    const p = this.#passive;
+    if (p !== undefined && prev.#passiveDown && !this.#passiveDown) {
+      this.#passiveDown = true;
+      this.#reason ??= prev.#reason;
+      this.#passiveTimer = setTimeout(this.#passiveUp.bind(this), p.failTimeoutMs).unref();
+    }
+    if (this.#activeDown || this.#passiveDown) this.#apply();
   }
 
   #schedule(delayMs: number): void {

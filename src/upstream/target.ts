@@ -82,6 +82,11 @@ export class Target {
   available = true;
   /** Requests in flight to it from upstreams with "maxRequests" (src/proxy/upstream-limit.ts). */
   limitedInFlight = 0;
+  /**
+   * Requests and tunnels in flight to it from upstreams with "least-connections" (src/proxy/handle-request.ts):
+   * on the Target, so that a reload, which keeps the Target, keeps the count of what is still open on it.
+   */
+  leastConnInFlight = 0;
   /** Upstreams with requests queued for a target below its limit, this one among their targets; undefined when none. */
   waiting: Set<UpstreamPlan> | undefined = undefined;
   /** Health's verdict (active checks and passive counting), drain aside. */
@@ -284,6 +289,10 @@ export class TargetRegistry {
     if (t === undefined) {
       t = new Target(key, url, protocol, tls, connectTimeoutMs, health);
       if (this.#drained.has(t.url)) t.setDrained(true);
+      // A reload that changed its settings: the new target starts from the old one's health, never healthy by default.
+      if (t.health !== undefined) {
+        for (const prev of this.#targets.values()) if (prev.url === t.url && prev.health !== undefined && !prev.healthy) t.health.inherit(prev.health);
+      }
       this.#targets.set(key, t);
     }
     return t;
