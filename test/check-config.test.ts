@@ -19,8 +19,13 @@ interface CliResult {
 
 /** Runs the real CLI: `node dist/src/main.js ...args`. */
 function cli(...args: string[]): Promise<CliResult> {
+  return cliWithEnv({}, ...args);
+}
+
+/** Runs the real CLI with these variables added to its environment. */
+function cliWithEnv(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, timeout: 20_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       if (err !== null && typeof err.code !== 'number') return reject(err);
       resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr });
     });
@@ -101,6 +106,12 @@ before(async () => {
   runs.version = cli('--version');
   runs.nofile = cli('check');
   runs.schemaOut = cli('schema');
+  runs.unknownOption = cli('--frobnicate', 'check', files.valid as string);
+  runs.unknownShort = cli('-x');
+  runs.missingValue = cli('--config');
+  runs.badLevel = cli('--log-level', 'verbose', '--config', files.valid as string);
+  runs.badLevelEnv = cliWithEnv({ PORTICO_LOG_LEVEL: 'loud' }, 'check', files.valid as string);
+  runs.twoFiles = cli('check', files.valid as string, files.json as string);
   await Promise.all(Object.values(runs));
 });
 
@@ -192,6 +203,21 @@ test('portico --help prints the usage and --version the package version', async 
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   assert.equal(version.code, 0);
   assert.equal(version.stdout, `portico ${pkg.version}\n`);
+});
+
+test('an unknown option, an option without its value, a log level that does not exist and a second file to check each get one line saying so, and exit 2 without a stack trace', async () => {
+  const expected: Record<string, string> = {
+    unknownOption: 'portico: unknown option --frobnicate; see portico --help\n',
+    unknownShort: 'portico: unknown option -x; see portico --help\n',
+    missingValue: 'portico: option --config needs a value; see portico --help\n',
+    badLevel: 'portico: --log-level must be one of trace, debug, info, warn, error, fatal, silent, got "verbose"; see portico --help\n',
+    badLevelEnv: 'portico: PORTICO_LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, silent, got "loud"; see portico --help\n',
+    twoFiles: `portico: check takes one file, got 2 (${files.valid} ${files.json}); see portico --help\n`,
+  };
+  for (const [name, stderr] of Object.entries(expected)) {
+    const r = await runs[name]!;
+    assert.deepEqual({ name, code: r.code, stderr: r.stderr, stdout: r.stdout }, { name, code: 2, stderr, stdout: '' });
+  }
 });
 
 test('the committed config/portico.schema.json is what `portico schema` prints (run `npm run schema` after changing the config schema)', async () => {
