@@ -99,9 +99,15 @@ before(async () => {
       'uncovered.example.com': { tls: other, routes: route },
     },
   });
+  // Saved by Windows Notepad: a byte order mark, then the JSON.
+  files.bom = join(dir, 'bom.json');
+  await writeFile(files.bom, `\uFEFF${JSON.stringify({ certsDir: '.', hosts: { 'app.example.com': { tls: good, routes: route } } })}`);
+  await write('empty', '\n');
   await write('json', '{\n  "hosts": {\n    "a.example.com": { "tls": { "acme": true }, }\n  }\n}\n');
   // Every run at once: each is a Node start-up, and the tests only read the results.
   for (const name of Object.keys(files)) runs[name] = cli('check', files[name] as string);
+  runs.directory = cli('check', dir);
+  runs.missing = cli('check', join(dir, 'nope.json'));
   runs.help = cli('--help');
   runs.version = cli('--version');
   runs.nofile = cli('check');
@@ -186,6 +192,20 @@ test('portico check points at the line and column of invalid JSON', async () => 
   const lines = issueLines(r);
   assert.equal(lines.length, 1);
   assert.match(lines[0] as string, /^\(line 3, column 49\): invalid JSON: /);
+});
+
+test('portico check accepts a config that starts with a byte order mark, and says plainly that a file is empty, a directory or missing', async () => {
+  const bom = await runs.bom!;
+  assert.deepEqual([bom.code, bom.stdout, bom.stderr], [0, `${files.bom}: ok (1 host)\n`, '']);
+  const expected: Record<string, string> = {
+    empty: `${files.empty}: 1 problem\n  (file): the file is empty; a config is a JSON object with at least "hosts" (see the config reference in README.md)\n`,
+    directory: `${pki.dir}: 1 problem\n  (file): cannot read ${pki.dir} (EISDIR): it is a directory; name the config file in it\n`,
+    missing: `${join(pki.dir, 'nope.json')}: 1 problem\n  (file): cannot read ${join(pki.dir, 'nope.json')} (ENOENT): there is no such file; check the path (a relative one is taken from the working directory)\n`,
+  };
+  for (const [name, stderr] of Object.entries(expected)) {
+    const r = await runs[name]!;
+    assert.deepEqual({ name, code: r.code, stderr: r.stderr }, { name, code: 1, stderr });
+  }
 });
 
 test('portico check without a file explains its usage and exits 2', async () => {

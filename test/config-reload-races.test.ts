@@ -80,7 +80,7 @@ test('a config file removed and re-created serves the old config while it is gon
   const p = await startWatched(t, pki, file, (text) => writeFile(file, text));
   await rm(file);
   await waitFor('the failed reload', () => (p.portico.lastReloadError !== undefined ? true : undefined), 5000);
-  assert.match(p.portico.lastReloadError![0]!.message, /cannot read .*portico\.json: ENOENT/);
+  assert.match(p.portico.lastReloadError![0]!.message, /cannot read .*portico\.json \(ENOENT\): there is no such file/);
   assert.equal(await p.body(), 'v1');
   await writeFile(file, p.text('recreated'));
   await waitFor('the re-created config', async () => ((await p.body()) === 'recreated' ? true : undefined), 5000);

@@ -207,6 +207,19 @@ function jsonErrorIssue(text: string, err: unknown): ConfigIssue {
   return { path: '(file)', message: `invalid JSON: ${message}` };
 }
 
+/** Why the config file could not be read, and what to do about it. */
+function readErrorMessage(abs: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code ?? 'error';
+  const why: Record<string, string> = {
+    ENOENT: 'there is no such file; check the path (a relative one is taken from the working directory)',
+    EISDIR: 'it is a directory; name the config file in it',
+    EACCES: `permission denied; let the user Portico runs as${process.getuid === undefined ? '' : ` (uid ${process.getuid()})`} read it`,
+    ENOTDIR: 'a directory in its path is a file; check the path',
+    ELOOP: 'its symbolic links form a loop; check where they point',
+  };
+  return `cannot read ${abs} (${code}): ${why[code] ?? (err as Error).message}`;
+}
+
 /** Reads, parses and validates a config file. */
 export async function loadConfigFile(file: string): Promise<LoadResult> {
   const abs = resolve(file);
@@ -214,9 +227,11 @@ export async function loadConfigFile(file: string): Promise<LoadResult> {
   try {
     text = await readFile(abs, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    return { ok: false, file: abs, issues: [{ path: '(file)', message: `cannot read ${abs}: ${code}` }] };
+    return { ok: false, file: abs, issues: [{ path: '(file)', message: readErrorMessage(abs, err) }] };
   }
+  // A byte order mark (Windows Notepad, PowerShell's Out-File) is not JSON, but says nothing: drop it, as jq does.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (text.trim() === '') return { ok: false, file: abs, issues: [{ path: '(file)', message: 'the file is empty; a config is a JSON object with at least "hosts" (see the config reference in README.md)' }] };
   let json: unknown;
   try {
     json = JSON.parse(text);
