@@ -81,6 +81,18 @@ before(async () => {
       'notls.example.com': { tls: {}, routes: route },
     },
   });
+  await write('typos', {
+    certsDir: '.',
+    lgo: { level: 'info' },
+    hosts: {
+      'app.example.com': {
+        tls: good,
+        routes: [{ path: '/', stripprefix: true, upstream: { targets: ['http://127.0.0.1:3000'], zzz: 1 }, rateLimit: { requests: 1, pre: '1s' } }],
+      },
+      // tls has two shapes: the keys allowed are those of the one the object uses ("acme"), not cert/key's
+      'acme.example.com': { tls: { acme: true, kye: 'k.pem' }, routes: route },
+    },
+  });
   await write('cross', {
     certsDir: '.',
     defaultHost: 'missing.example.com',
@@ -138,11 +150,11 @@ test('portico check lists every schema problem at once, each with its JSON path,
     // bad port
     'listen.https.port: Too big: expected number to be <=65535, got 70000',
     // unknown key (a typo)
-    'listen.htpp: unknown key (check the spelling; see the config reference in README.md)',
+    'listen.htpp: unknown key, did you mean "http"?',
     // an upstream that is not a URL
     'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got "localhost:3000"',
     // a missing required field beside its misspelt key
-    'hosts["app.example.com"].routes[2].upstrem: unknown key (check the spelling; see the config reference in README.md)',
+    'hosts["app.example.com"].routes[2].upstrem: unknown key, did you mean "upstream"?',
     'hosts["app.example.com"].routes[2]: a route needs one of "upstream" (forward), "redirect", "respond" or "files", got {"path":"/x","upstrem":"http://127.0.0.1:3001"}',
     // a route path without its slash, and an upstream URL with a path
     'hosts["app.example.com"].routes[3].path: a route path must start with "/", got "nested"',
@@ -160,6 +172,22 @@ test('portico check lists every schema problem at once, each with its JSON path,
     // bad duration and size
     'limits.headersTimeout: expected a duration such as "500ms", "30s", "5m", "1h" or "90d", got "30 seconds"',
     'limits.maxHeaderSize: expected a size such as "16kb", "10mb" or "1gb", got "16 kilobytes"',
+  ].sort());
+});
+
+test('portico check answers an unknown key with the key it most likely misspells, or else with the keys allowed where it stands', async () => {
+  const r = await runs.typos!;
+  assert.equal(r.code, 1);
+  assert.deepEqual(issueLines(r).sort(), [
+    // two letters swapped
+    'lgo: unknown key, did you mean "log"?',
+    // the case alone differs
+    'hosts["app.example.com"].routes[0].stripprefix: unknown key, did you mean "stripPrefix"?',
+    // one letter wrong, in an object nested in a route
+    'hosts["app.example.com"].routes[0].rateLimit.pre: unknown key, did you mean "per"?',
+    'hosts["acme.example.com"].tls.kye: unknown key; allowed here: "acme" (see docs/config-reference.md)',
+    // nothing close: the keys an upstream takes
+    'hosts["app.example.com"].routes[0].upstream.zzz: unknown key; allowed here: "targets", "hostHeader", "protocol", "connectTimeout", "responseTimeout", "tls", "loadBalancing", "stickyCookie", "healthCheck", "passiveHealth", "maxRequests", "queueTimeout", "requestBuffer" (see docs/config-reference.md)',
   ].sort());
 });
 

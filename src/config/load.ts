@@ -11,6 +11,7 @@ import { ConfigSchema, type Config } from './schema.js';
 import { formatPath } from './json-path.js';
 import { normalizeRoutePath } from './plan.js';
 import { substituteEnv } from './env-vars.js';
+import { closestKey, knownKeysAt } from './known-keys.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -39,14 +40,22 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
+/** An unknown key: the key it most likely misspells, or else the keys allowed where it stands. */
+function unknownKeyMessage(key: string, known: readonly string[]): string {
+  const meant = closestKey(key, known);
+  if (meant !== undefined) return `unknown key, did you mean ${JSON.stringify(meant)}?`;
+  const allowed = known.filter((k) => k !== '$schema');
+  if (allowed.length === 0) return 'unknown key (check the spelling; see docs/config-reference.md)';
+  return `unknown key; allowed here: ${allowed.map((k) => JSON.stringify(k)).join(', ')} (see docs/config-reference.md)`;
+}
+
 function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
   const path = issue.path;
   switch (issue.code) {
-    case 'unrecognized_keys':
-      return issue.keys.map((key) => ({
-        path: formatPath([...path, key]),
-        message: 'unknown key (check the spelling; see the config reference in README.md)',
-      }));
+    case 'unrecognized_keys': {
+      const known = knownKeysAt(ConfigSchema, path, valueAt(input, path));
+      return issue.keys.map((key) => ({ path: formatPath([...path, key]), message: unknownKeyMessage(key, known) }));
+    }
     case 'invalid_key': {
       // A record key (a host name) failed: report the key's own problem, not the whole value under it.
       const key = path.at(-1);
