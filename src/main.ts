@@ -46,20 +46,51 @@ async function reportStartFailure(log: Logger, err: Error & { code?: string }): 
   process.stderr.write(`${err.message}\n`);
 }
 
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  demo: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  'no-watch': { type: 'boolean' },
+  markdown: { type: 'boolean' },
+} as const;
+
+/** The levels --log-level and PORTICO_LOG_LEVEL take: log.level's in the schema. */
+const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** A command line that cannot run (an unknown option, an option without its value): the reason, on one line. */
+function usageError(message: string): number {
+  process.stderr.write(`portico: ${message}; see portico --help\n`);
+  return 2;
+}
+
+/** What parseArgs refused, said as the operator typed it, not as a stack trace. */
+function describeArgsError(err: Error & { code?: string }): string {
+  const option = /'(-[^']*)'/.exec(err.message)?.[1];
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return `unknown option ${option}`;
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    const long = /--[\w-]+/.exec(err.message)?.[0];
+    if (long !== undefined && err.message.includes('argument missing')) return `option ${long} needs a value`;
+    if (long !== undefined) return `option ${long} takes no value`;
+  }
+  return err.message;
+}
+
+function parseCommandLine(argv: string[]) {
+  return parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+}
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-      demo: { type: 'boolean' },
-      'log-level': { type: 'string' },
-      'no-watch': { type: 'boolean' },
-      markdown: { type: 'boolean' },
-    },
-  });
+  let parsed: ReturnType<typeof parseCommandLine>;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    if (e.code?.startsWith('ERR_PARSE_ARGS_') !== true) throw err;
+    return usageError(describeArgsError(e));
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -68,8 +99,14 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`portico ${version()}\n`);
     return 0;
   }
+  const levelFlag = values['log-level'] ?? (process.env.PORTICO_LOG_LEVEL || undefined);
+  if (levelFlag !== undefined && !LOG_LEVELS.includes(levelFlag)) {
+    const from = values['log-level'] !== undefined ? '--log-level' : 'PORTICO_LOG_LEVEL';
+    return usageError(`${from} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(levelFlag)}`);
+  }
   const command = positionals[0];
   if (command === 'check') {
+    if (positionals.length > 2) return usageError(`check takes one file, got ${positionals.length - 1} (${positionals.slice(1).join(' ')})`);
     const file = positionals[1] ?? values.config;
     if (file === undefined) {
       process.stderr.write('portico check: which file? usage: portico check FILE\n');
@@ -107,7 +144,7 @@ async function main(argv: string[]): Promise<number> {
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
   // With workers, every process writes to the same stdout: lines go out in writes a pipe keeps whole.
-  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
+  const log = createLogger(levelFlag ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
   if (workers > 1 && cluster.isPrimary && !demo) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
     const checked = await checkConfigFile(configFile as string, pre);

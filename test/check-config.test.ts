@@ -19,8 +19,13 @@ interface CliResult {
 
 /** Runs the real CLI: `node dist/src/main.js ...args`. */
 function cli(...args: string[]): Promise<CliResult> {
+  return cliWithEnv({}, ...args);
+}
+
+/** Runs the real CLI with these variables added to its environment. */
+function cliWithEnv(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, timeout: 20_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       if (err !== null && typeof err.code !== 'number') return reject(err);
       resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr });
     });
@@ -76,6 +81,18 @@ before(async () => {
       'notls.example.com': { tls: {}, routes: route },
     },
   });
+  await write('typos', {
+    certsDir: '.',
+    lgo: { level: 'info' },
+    hosts: {
+      'app.example.com': {
+        tls: good,
+        routes: [{ path: '/', stripprefix: true, upstream: { targets: ['http://127.0.0.1:3000'], zzz: 1 }, rateLimit: { requests: 1, pre: '1s' } }],
+      },
+      // tls has two shapes: the keys allowed are those of the one the object uses ("acme"), not cert/key's
+      'acme.example.com': { tls: { acme: true, kye: 'k.pem' }, routes: route },
+    },
+  });
   await write('cross', {
     certsDir: '.',
     defaultHost: 'missing.example.com',
@@ -94,13 +111,25 @@ before(async () => {
       'uncovered.example.com': { tls: other, routes: route },
     },
   });
+  // Saved by Windows Notepad: a byte order mark, then the JSON.
+  files.bom = join(dir, 'bom.json');
+  await writeFile(files.bom, `\uFEFF${JSON.stringify({ certsDir: '.', hosts: { 'app.example.com': { tls: good, routes: route } } })}`);
+  await write('empty', '\n');
   await write('json', '{\n  "hosts": {\n    "a.example.com": { "tls": { "acme": true }, }\n  }\n}\n');
   // Every run at once: each is a Node start-up, and the tests only read the results.
   for (const name of Object.keys(files)) runs[name] = cli('check', files[name] as string);
+  runs.directory = cli('check', dir);
+  runs.missing = cli('check', join(dir, 'nope.json'));
   runs.help = cli('--help');
   runs.version = cli('--version');
   runs.nofile = cli('check');
   runs.schemaOut = cli('schema');
+  runs.unknownOption = cli('--frobnicate', 'check', files.valid as string);
+  runs.unknownShort = cli('-x');
+  runs.missingValue = cli('--config');
+  runs.badLevel = cli('--log-level', 'verbose', '--config', files.valid as string);
+  runs.badLevelEnv = cliWithEnv({ PORTICO_LOG_LEVEL: 'loud' }, 'check', files.valid as string);
+  runs.twoFiles = cli('check', files.valid as string, files.json as string);
   await Promise.all(Object.values(runs));
 });
 
@@ -121,11 +150,11 @@ test('portico check lists every schema problem at once, each with its JSON path,
     // bad port
     'listen.https.port: Too big: expected number to be <=65535, got 70000',
     // unknown key (a typo)
-    'listen.htpp: unknown key (check the spelling; see the config reference in README.md)',
+    'listen.htpp: unknown key, did you mean "http"?',
     // an upstream that is not a URL
     'hosts["app.example.com"].routes[1].upstream: expected a URL with scheme http://, https:// or h2c://, or a Unix socket "unix:/path.sock", got "localhost:3000"',
     // a missing required field beside its misspelt key
-    'hosts["app.example.com"].routes[2].upstrem: unknown key (check the spelling; see the config reference in README.md)',
+    'hosts["app.example.com"].routes[2].upstrem: unknown key, did you mean "upstream"?',
     'hosts["app.example.com"].routes[2]: a route needs one of "upstream" (forward), "redirect", "respond" or "files", got {"path":"/x","upstrem":"http://127.0.0.1:3001"}',
     // a route path without its slash, and an upstream URL with a path
     'hosts["app.example.com"].routes[3].path: a route path must start with "/", got "nested"',
@@ -143,6 +172,22 @@ test('portico check lists every schema problem at once, each with its JSON path,
     // bad duration and size
     'limits.headersTimeout: expected a duration such as "500ms", "30s", "5m", "1h" or "90d", got "30 seconds"',
     'limits.maxHeaderSize: expected a size such as "16kb", "10mb" or "1gb", got "16 kilobytes"',
+  ].sort());
+});
+
+test('portico check answers an unknown key with the key it most likely misspells, or else with the keys allowed where it stands', async () => {
+  const r = await runs.typos!;
+  assert.equal(r.code, 1);
+  assert.deepEqual(issueLines(r).sort(), [
+    // two letters swapped
+    'lgo: unknown key, did you mean "log"?',
+    // the case alone differs
+    'hosts["app.example.com"].routes[0].stripprefix: unknown key, did you mean "stripPrefix"?',
+    // one letter wrong, in an object nested in a route
+    'hosts["app.example.com"].routes[0].rateLimit.pre: unknown key, did you mean "per"?',
+    'hosts["acme.example.com"].tls.kye: unknown key; allowed here: "acme" (see docs/config-reference.md)',
+    // nothing close: the keys an upstream takes
+    'hosts["app.example.com"].routes[0].upstream.zzz: unknown key; allowed here: "targets", "hostHeader", "protocol", "connectTimeout", "responseTimeout", "tls", "loadBalancing", "stickyCookie", "healthCheck", "passiveHealth", "maxRequests", "queueTimeout", "requestBuffer" (see docs/config-reference.md)',
   ].sort());
 });
 
@@ -177,6 +222,20 @@ test('portico check points at the line and column of invalid JSON', async () => 
   assert.match(lines[0] as string, /^\(line 3, column 49\): invalid JSON: /);
 });
 
+test('portico check accepts a config that starts with a byte order mark, and says plainly that a file is empty, a directory or missing', async () => {
+  const bom = await runs.bom!;
+  assert.deepEqual([bom.code, bom.stdout, bom.stderr], [0, `${files.bom}: ok (1 host)\n`, '']);
+  const expected: Record<string, string> = {
+    empty: `${files.empty}: 1 problem\n  (file): the file is empty; a config is a JSON object with at least "hosts" (see the config reference in README.md)\n`,
+    directory: `${pki.dir}: 1 problem\n  (file): cannot read ${pki.dir} (EISDIR): it is a directory; name the config file in it\n`,
+    missing: `${join(pki.dir, 'nope.json')}: 1 problem\n  (file): cannot read ${join(pki.dir, 'nope.json')} (ENOENT): there is no such file; check the path (a relative one is taken from the working directory)\n`,
+  };
+  for (const [name, stderr] of Object.entries(expected)) {
+    const r = await runs[name]!;
+    assert.deepEqual({ name, code: r.code, stderr: r.stderr }, { name, code: 1, stderr });
+  }
+});
+
 test('portico check without a file explains its usage and exits 2', async () => {
   const r = await runs.nofile!;
   assert.equal(r.code, 2);
@@ -192,6 +251,21 @@ test('portico --help prints the usage and --version the package version', async 
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   assert.equal(version.code, 0);
   assert.equal(version.stdout, `portico ${pkg.version}\n`);
+});
+
+test('an unknown option, an option without its value, a log level that does not exist and a second file to check each get one line saying so, and exit 2 without a stack trace', async () => {
+  const expected: Record<string, string> = {
+    unknownOption: 'portico: unknown option --frobnicate; see portico --help\n',
+    unknownShort: 'portico: unknown option -x; see portico --help\n',
+    missingValue: 'portico: option --config needs a value; see portico --help\n',
+    badLevel: 'portico: --log-level must be one of trace, debug, info, warn, error, fatal, silent, got "verbose"; see portico --help\n',
+    badLevelEnv: 'portico: PORTICO_LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, silent, got "loud"; see portico --help\n',
+    twoFiles: `portico: check takes one file, got 2 (${files.valid} ${files.json}); see portico --help\n`,
+  };
+  for (const [name, stderr] of Object.entries(expected)) {
+    const r = await runs[name]!;
+    assert.deepEqual({ name, code: r.code, stderr: r.stderr, stdout: r.stdout }, { name, code: 2, stderr, stdout: '' });
+  }
 });
 
 test('the committed config/portico.schema.json is what `portico schema` prints (run `npm run schema` after changing the config schema)', async () => {

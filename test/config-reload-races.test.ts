@@ -8,7 +8,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, open, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pino from 'pino';
+import { Writable } from 'node:stream';
+import pino, { type Logger } from 'pino';
 import { Portico } from '../src/server/portico.js';
 import { watchConfigFile } from '../src/config/watch.js';
 import { makePki, type TestPki } from './helpers/proxy.js';
@@ -25,12 +26,12 @@ interface Running {
 }
 
 /** Starts Portico on `file` (written by `place`) and watches it as main.ts does; stopped after the test. */
-async function startWatched(t: TestContext, pki: TestPki, file: string, place: (text: string) => Promise<void>): Promise<Running> {
+async function startWatched(t: TestContext, pki: TestPki, file: string, place: (text: string) => Promise<void>, log: Logger = pino({ level: 'silent' })): Promise<Running> {
   const tls = await pki.issue('site', ['site.test']);
   const port = await freePort();
   const text = (body: string): string => JSON.stringify({ listen: { https: { port, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, hosts: { 'site.test': { tls, routes: [{ respond: { body } }] } } });
   await place(text('v1'));
-  const portico = new Portico(file, pino({ level: 'silent' }));
+  const portico = new Portico(file, log);
   await portico.start();
   const abort = new AbortController();
   watchConfigFile(file, () => void portico.reload(), abort.signal);
@@ -80,7 +81,7 @@ test('a config file removed and re-created serves the old config while it is gon
   const p = await startWatched(t, pki, file, (text) => writeFile(file, text));
   await rm(file);
   await waitFor('the failed reload', () => (p.portico.lastReloadError !== undefined ? true : undefined), 5000);
-  assert.match(p.portico.lastReloadError![0]!.message, /cannot read .*portico\.json: ENOENT/);
+  assert.match(p.portico.lastReloadError![0]!.message, /cannot read .*portico\.json \(ENOENT\): there is no such file/);
   assert.equal(await p.body(), 'v1');
   await writeFile(file, p.text('recreated'));
   await waitFor('the re-created config', async () => ((await p.body()) === 'recreated' ? true : undefined), 5000);
@@ -109,4 +110,45 @@ test("a config mounted from a Kubernetes configMap is reloaded at each swap of i
     await rm(join(dir, `..v${version - 1}`), { recursive: true });
     await waitFor(body, async () => ((await p.body()) === body ? true : undefined), 5000);
   }
+});
+
+test('a failed reload says why once: a retry that finds the same problems gets a short line, and the reload that fixes them says so', async (t) => {
+  const lines: { msg: string; issues?: unknown[]; problems?: number; fixedProblems?: number }[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as (typeof lines)[number]);
+      done();
+    },
+  });
+  const pki = await makePki();
+  const file = join(pki.dir, 'portico.json');
+  const p = await startWatched(t, pki, file, (text) => writeFile(file, text), pino({ level: 'info' }, sink));
+  const reloads = (): typeof lines => lines.filter((l) => l.msg.startsWith('config reload'));
+  const until = (n: number): Promise<boolean> => waitFor(`${n} reload lines`, () => (reloads().length >= n ? true : undefined), 5000);
+
+  // Half a file, seen by the watcher; then SIGHUP twice (main.ts calls reload()) with the file as it is.
+  await writeFile(file, p.text('v2').slice(0, 40));
+  await until(1);
+  await p.portico.reload();
+  await p.portico.reload();
+  // Other problems are new: their list is given.
+  await writeFile(file, p.text('v3').replace('"respond"', '"respnd"'));
+  await until(4);
+  await writeFile(file, p.text('v4'));
+  await until(5);
+  await p.portico.reload();
+  assert.equal(await p.body(), 'v4');
+  const got = reloads();
+  assert.deepEqual(
+    got.map((l) => [l.msg, l.issues?.length, l.problems, l.fixedProblems]),
+    [
+      ['config reload failed, keeping the previous config', 1, undefined, undefined],
+      ['config reload failed again with the same problems, keeping the previous config', undefined, 1, undefined],
+      ['config reload failed again with the same problems, keeping the previous config', undefined, 1, undefined],
+      ['config reload failed, keeping the previous config', got[3]?.issues?.length, undefined, undefined],
+      ['config reloaded, the problems of the last failed reload are fixed', undefined, undefined, got[3]?.issues?.length],
+      ['config reloaded', undefined, undefined, undefined],
+    ],
+  );
+  assert.match(JSON.stringify(got[3]?.issues), /respnd/);
 });

@@ -11,6 +11,7 @@ import { ConfigSchema, type Config } from './schema.js';
 import { formatPath } from './json-path.js';
 import { normalizeRoutePath } from './plan.js';
 import { substituteEnv } from './env-vars.js';
+import { closestKey, knownKeysAt } from './known-keys.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -39,14 +40,22 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
+/** An unknown key: the key it most likely misspells, or else the keys allowed where it stands. */
+function unknownKeyMessage(key: string, known: readonly string[]): string {
+  const meant = closestKey(key, known);
+  if (meant !== undefined) return `unknown key, did you mean ${JSON.stringify(meant)}?`;
+  const allowed = known.filter((k) => k !== '$schema');
+  if (allowed.length === 0) return 'unknown key (check the spelling; see docs/config-reference.md)';
+  return `unknown key; allowed here: ${allowed.map((k) => JSON.stringify(k)).join(', ')} (see docs/config-reference.md)`;
+}
+
 function describeIssue(issue: z.core.$ZodIssue, input: unknown): ConfigIssue[] {
   const path = issue.path;
   switch (issue.code) {
-    case 'unrecognized_keys':
-      return issue.keys.map((key) => ({
-        path: formatPath([...path, key]),
-        message: 'unknown key (check the spelling; see the config reference in README.md)',
-      }));
+    case 'unrecognized_keys': {
+      const known = knownKeysAt(ConfigSchema, path, valueAt(input, path));
+      return issue.keys.map((key) => ({ path: formatPath([...path, key]), message: unknownKeyMessage(key, known) }));
+    }
     case 'invalid_key': {
       // A record key (a host name) failed: report the key's own problem, not the whole value under it.
       const key = path.at(-1);
@@ -207,6 +216,19 @@ function jsonErrorIssue(text: string, err: unknown): ConfigIssue {
   return { path: '(file)', message: `invalid JSON: ${message}` };
 }
 
+/** Why the config file could not be read, and what to do about it. */
+function readErrorMessage(abs: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code ?? 'error';
+  const why: Record<string, string> = {
+    ENOENT: 'there is no such file; check the path (a relative one is taken from the working directory)',
+    EISDIR: 'it is a directory; name the config file in it',
+    EACCES: `permission denied; let the user Portico runs as${process.getuid === undefined ? '' : ` (uid ${process.getuid()})`} read it`,
+    ENOTDIR: 'a directory in its path is a file; check the path',
+    ELOOP: 'its symbolic links form a loop; check where they point',
+  };
+  return `cannot read ${abs} (${code}): ${why[code] ?? (err as Error).message}`;
+}
+
 /** Reads, parses and validates a config file. */
 export async function loadConfigFile(file: string): Promise<LoadResult> {
   const abs = resolve(file);
@@ -214,9 +236,11 @@ export async function loadConfigFile(file: string): Promise<LoadResult> {
   try {
     text = await readFile(abs, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    return { ok: false, file: abs, issues: [{ path: '(file)', message: `cannot read ${abs}: ${code}` }] };
+    return { ok: false, file: abs, issues: [{ path: '(file)', message: readErrorMessage(abs, err) }] };
   }
+  // A byte order mark (Windows Notepad, PowerShell's Out-File) is not JSON, but says nothing: drop it, as jq does.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (text.trim() === '') return { ok: false, file: abs, issues: [{ path: '(file)', message: 'the file is empty; a config is a JSON object with at least "hosts" (see the config reference in README.md)' }] };
   let json: unknown;
   try {
     json = JSON.parse(text);

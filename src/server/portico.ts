@@ -275,9 +275,16 @@ export class Portico {
     const run = async (): Promise<ReloadResult> => {
       const built = await this.#build();
       this.lastReloadAt = new Date();
+      const failedBefore = this.lastReloadError;
       if (!built.ok) {
         this.lastReloadError = built.issues;
-        this.log.error({ file: this.configFile, issues: built.issues }, 'config reload failed, keeping the previous config');
+        // Why is said once: a retry (SIGHUP, the admin API, the file saved again as it was) that finds the same
+        // problems says so in a line of its own, not the whole list again.
+        if (failedBefore !== undefined && JSON.stringify(failedBefore) === JSON.stringify(built.issues)) {
+          this.log.error({ file: this.configFile, problems: built.issues.length }, 'config reload failed again with the same problems, keeping the previous config');
+        } else {
+          this.log.error({ file: this.configFile, issues: built.issues }, 'config reload failed, keeping the previous config');
+        }
         return { ok: false, issues: built.issues };
       }
       const { plan, config } = built;
@@ -303,7 +310,10 @@ export class Portico {
       this.certs.retain(new Set(plan.hosts.map((h) => h.certId)));
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);
-      this.log.info({ generation: plan.generation, hosts: plan.hosts.map((h) => h.names.join(',')) }, 'config reloaded');
+      // After a failed reload, the line that follows it says that its problems are over, not only that a config loaded.
+      const hosts = plan.hosts.map((h) => h.names.join(','));
+      if (failedBefore === undefined) this.log.info({ generation: plan.generation, hosts }, 'config reloaded');
+      else this.log.info({ generation: plan.generation, hosts, fixedProblems: failedBefore.length }, 'config reloaded, the problems of the last failed reload are fixed');
       return { ok: true, generation: plan.generation };
     };
     const prev = this.#reloading ?? Promise.resolve({ ok: true, generation: 0 } as ReloadResult);
