@@ -6,9 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type http from 'node:http';
-import { makePki, proxyOneHost } from './helpers/proxy.js';
+import { makePki, proxyOneHost, startProxyFor } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
-import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, requestFields } from './helpers/raw-h2.js';
+import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, requestFields, statusOf } from './helpers/raw-h2.js';
 
 const HOST = 'h2-conformance.test';
 
@@ -145,4 +145,20 @@ test('HTTP/2 request trailers are dropped: the body reaches the upstream whole, 
   assert.equal(got[0]?.body, 'payload');
   assert.equal(got[0]?.complete, true);
   assert.deepEqual(got[0]?.trailers, {});
+});
+
+test('an answer without a body to an HTTP/2 request whose body is still coming is sent, then the stream is closed with NO_ERROR (RFC 9113 §8.1)', async (t) => {
+  const pki = await makePki();
+  const cert = await pki.issue('early', ['early.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'early.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } });
+  const c = await RawH2.connect(proxy.httpsPort, 'early.test', pki.caPem);
+  t.after(() => c.close());
+  c.request(1, requestFields('early.test', '/', 'POST', [['content-length', '100000']]), false);
+  c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(1000)));
+  const rst = await c.waitFor((f) => f.stream === 1 && f.type === FRAME.RST_STREAM);
+  const ofStream = c.frames.filter((f) => f.stream === 1).map((f) => f.type);
+  // Node 26's nghttp2 dropped the HEADERS of a 204 for a reset sent right after it: the client saw only the reset.
+  assert.deepEqual(ofStream, [FRAME.HEADERS, FRAME.RST_STREAM]);
+  assert.equal(statusOf(c.frames.find((f) => f.stream === 1)!.payload), 204);
+  assert.equal(rst!.payload.readUInt32BE(0), H2_ERROR.NO_ERROR);
 });

@@ -6,7 +6,7 @@
  */
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { ServerHttp2Session } from 'node:http2';
+import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
@@ -150,7 +150,13 @@ export function dropRequestBody(ex: Exchange): void {
   // A request without a body (GET, HEAD) has nothing to stop; closing its stream could even overtake the
   // answer (Node 26 resets a HEAD request's stream before its HEADERS frame went out).
   const stream = (ex.req as H2ServerRequest).stream;
-  if (!stream.endAfterHeaders) stream.close(NGHTTP2_NO_ERROR);
+  // After the frames of the answer went out: Node writes them in a native immediate, which runs before this
+  // one. Closed at once, Node 26's nghttp2 drops the HEADERS of an answer without a body (a 204) for the reset.
+  if (!stream.endAfterHeaders) setImmediate(closeStreamNoError, stream);
+}
+
+function closeStreamNoError(stream: ServerHttp2Stream): void {
+  if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
 }
 
 function route(ex: Exchange): void {
