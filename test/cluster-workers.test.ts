@@ -83,6 +83,8 @@ test('with workers, a port another process holds (here, a running Portico) ends 
   const [code] = (await once(second, 'exit')) as [number | null];
   assert.equal(code, 1);
   assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${proxy.httpsPort} \\(EADDRINUSE\\); another process holds the port`));
+  // What to do about it: how to find the holder, and where the port is set.
+  assert.match(stderr, new RegExp(`ss -ltnp 'sport = :${proxy.httpsPort}'.*listen\\.https\\.port`));
   assert.doesNotMatch(stdout, /primary started workers/);
   // The first one still holds the port alone.
   assert.equal(listeningSockets(proxy.httpsPort), nodeHasReusePort() ? 2 : 1);

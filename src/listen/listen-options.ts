@@ -43,7 +43,12 @@ export function isIpv6Unavailable(address: string, err: unknown): boolean {
 /** The error for a listener that could not be opened, saying why and what to do. */
 export function listenFailed(address: string, port: number, err: unknown): PorticoError {
   const code = (err as NodeJS.ErrnoException).code;
-  const fix = code === 'EADDRINUSE' ? 'another process holds the port' : code === 'EACCES' ? 'ports below 1024 need privileges (CAP_NET_BIND_SERVICE)' : 'check listen.addresses';
+  const fix =
+    code === 'EADDRINUSE'
+      ? `another process holds the port (\`ss -ltnp 'sport = :${port}'\` names it): stop it, or give this listener another port in the config (listen.https.port, listen.http.port, or the stream's port)`
+      : code === 'EACCES'
+        ? 'ports below 1024 need privileges: run as root, give Node CAP_NET_BIND_SERVICE (`setcap cap_net_bind_service=+ep "$(command -v node)"`, or systemd\'s AmbientCapabilities=CAP_NET_BIND_SERVICE), or listen on a port of 1024 or more'
+        : 'check listen.addresses (an address this host does not have?)';
   return new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${address}:${port} (${code ?? (err as Error).message}); ${fix}`, { cause: err });
 }
 
