@@ -30,7 +30,7 @@ const HELP = `Usage:
 
 Options:
   -c, --config FILE            config file (JSON)
-      --log-level LEVEL        override log.level (trace, debug, info, warn, error)
+      --log-level LEVEL        override log.level (trace, debug, info, warn, error, fatal, silent)
       --no-watch               do not reload the config when it changes (SIGHUP still reloads)
 `;
 
@@ -46,20 +46,30 @@ async function reportStartFailure(log: Logger, err: Error & { code?: string }): 
   process.stderr.write(`${err.message}\n`);
 }
 
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  demo: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  'no-watch': { type: 'boolean' },
+  markdown: { type: 'boolean' },
+} as const;
+
+/** The levels --log-level and PORTICO_LOG_LEVEL accept: log.level's. */
+const LOG_LEVELS: ReadonlySet<string> = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-      demo: { type: 'boolean' },
-      'log-level': { type: 'string' },
-      'no-watch': { type: 'boolean' },
-      markdown: { type: 'boolean' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (err) {
+    // A mistyped option (--confg, --config without its FILE): say so with the usage, not a stack trace.
+    if (!String((err as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS_')) throw err;
+    process.stderr.write(`portico: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -95,6 +105,11 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const levelOverride = values['log-level'] ?? (process.env.PORTICO_LOG_LEVEL || undefined);
+  if (levelOverride !== undefined && !LOG_LEVELS.has(levelOverride)) {
+    process.stderr.write(`portico: unknown log level ${JSON.stringify(levelOverride)} (--log-level or PORTICO_LOG_LEVEL); use one of ${[...LOG_LEVELS].join(', ')}\n`);
+    return 2;
+  }
   let configFile = values.config ?? (process.env.PORTICO_CONFIG || undefined);
   let demo = values.demo === true;
   if (configFile === undefined && !demo) {
@@ -107,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
   // With workers, every process writes to the same stdout: lines go out in writes a pipe keeps whole.
-  const log = createLogger(values['log-level'] ?? process.env.PORTICO_LOG_LEVEL ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
+  const log = createLogger(levelOverride ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
   if (workers > 1 && cluster.isPrimary && !demo) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
     const checked = await checkConfigFile(configFile as string, pre);

@@ -194,6 +194,19 @@ test('portico --help prints the usage and --version the package version', async 
   assert.equal(version.stdout, `portico ${pkg.version}\n`);
 });
 
+test('a mistyped option, an option without its value or an unknown log level gets a one-line reason and the usage, exit 2, never a stack trace', async () => {
+  const [typo, missing, level] = await Promise.all([cli('--confg', 'x.json'), cli('--config'), cli('--log-level', 'verbose', '--config', 'nowhere.json')]);
+  for (const r of [typo, missing, level]) {
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^portico: /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  assert.match(typo.stderr, /--confg/);
+  assert.match(typo.stderr, /\nUsage:\n/);
+  assert.match(missing.stderr, /--config/);
+  assert.match(level.stderr, /unknown log level "verbose".*trace, debug, info, warn, error, fatal, silent/);
+});
+
 test('the committed config/portico.schema.json is what `portico schema` prints (run `npm run schema` after changing the config schema)', async () => {
   const printed = await runs.schemaOut!;
   const committed = readFileSync(join(ROOT, 'config/portico.schema.json'), 'utf8');
