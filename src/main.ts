@@ -30,7 +30,7 @@ const HELP = `Usage:
 
 Options:
   -c, --config FILE            config file (JSON)
-      --log-level LEVEL        override log.level (trace, debug, info, warn, error)
+      --log-level LEVEL        override log.level (trace, debug, info, warn, error, fatal, silent)
       --no-watch               do not reload the config when it changes (SIGHUP still reloads)
 `;
 

@@ -234,3 +234,37 @@ test('a tunnel\'s access line is written when it closes, with its whole duration
   assert.equal(line['bytesIn'], 123_461, 'bytes from the client through the tunnel, those behind its head included');
   assert.ok((line['durationMs'] as number) >= 900, `durationMs ${String(line['durationMs'])}: the tunnel's life, not the wait for the 101`);
 });
+
+test('the access line counts the body of a respond answer and of an error answer in bytes, over HTTP/1.1 and HTTP/2, and none for HEAD', async (t) => {
+  const pki = await makePki();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await startProxyFor(t, pki, {
+    log: { level: 'info', access: true },
+    hosts: { 'site.test': { tls: cert, routes: [
+      { path: '/robots.txt', respond: { body: 'User-agent: *\nDisallow:\n' } },
+      { path: '/private', respond: { body: 'never' }, allowFrom: ['10.0.0.0/8'] },
+    ] } },
+  });
+  const robots = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/robots.txt', ca: pki.caPem });
+  assert.equal(robots.text, 'User-agent: *\nDisallow:\n');
+  const head = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/robots.txt?head', method: 'HEAD', ca: pki.caPem });
+  assert.equal(head.status, 200);
+  const session = await h2Connect(proxy.httpsPort, 'site.test', pki.caPem);
+  const forbidden = await h2Request(session, { path: '/private' });
+  assert.equal(forbidden.status, 403);
+  session.close();
+  const missing = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/nowhere', ca: pki.caPem });
+  assert.equal(missing.status, 404);
+
+  let access: Record<string, unknown>[] = [];
+  for (let i = 0; i < 50 && access.length < 4; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    access = proxy.logs.filter((l) => l['msg'] === 'access');
+  }
+  const byPath = new Map(access.map((l) => [l['path'], l]));
+  assert.equal(byPath.get('/robots.txt')?.['bytes'], Buffer.byteLength(robots.text));
+  assert.equal(byPath.get('/robots.txt?head')?.['bytes'], 0);
+  assert.equal(byPath.get('/private')?.['bytes'], Buffer.byteLength(forbidden.text));
+  assert.ok(forbidden.text.length > 0);
+  assert.equal(byPath.get('/nowhere')?.['bytes'], Buffer.byteLength(missing.text));
+});

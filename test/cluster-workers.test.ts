@@ -124,6 +124,7 @@ test('a restarted worker that cannot start (the config file edited into one it r
   assert.ok(deaths.length >= 3 && deaths.length <= 8, `${deaths.length} restarts in 5 s, not a tight loop`);
   assert.ok(deaths.some((l) => (l['restartInMs'] as number) >= 1000), 'the delay grows');
   assert.ok(deaths.every((l) => l['serving'] === 1));
+  assert.ok(deaths.every((l) => l['pid'] === proxy.proc.pid && typeof l['worker'] === 'number' && l['worker'] !== proxy.proc.pid), 'pid is the primary\'s, worker the dead one\'s');
   // A good config again: the next restart serves.
   await proxy.writeConfig({ workers: 2, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } });
   const listening = (): number => new Set(proxy.logs.filter((l) => l['msg'] === 'listening').map((l) => l['pid'])).size;
@@ -165,7 +166,9 @@ test('SIGTERM with a worker that hangs: the primary kills it limits.shutdownTime
   assert.equal(code, 1, 'a forced stop is not a clean one');
   assert.ok(tookMs >= 5_500 && tookMs < 12_000, `stopped after ${tookMs} ms: 1 s shutdownTimeout + 5 s grace`);
   const killed = proxy.logs.filter((l) => l['msg'] === 'worker did not stop within limits.shutdownTimeout; killing it');
-  assert.deepEqual(killed.map((l) => l['pid']), [hung]);
+  // The worker's pid under "worker": a second "pid" key would hide the primary's (pino writes its own), and log stores refuse duplicate keys.
+  assert.deepEqual(killed.map((l) => l['worker']), [hung]);
+  assert.deepEqual(killed.map((l) => l['pid']), [proxy.proc.pid]);
   assert.throws(() => process.kill(hung, 0), /ESRCH/, 'the hung worker is gone');
   assert.throws(() => process.kill(other, 0), /ESRCH/, 'the other worker stopped');
 });

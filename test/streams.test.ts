@@ -101,6 +101,36 @@ test('a TCP stream forwards bytes both ways, 4 MiB byte-exact, and passes a half
   assert.equal(line.bytesOut, payload.length);
 });
 
+test('the stream line and the stream failed line name the client address, though the line is written after its socket closed', async (t) => {
+  const pki = await makePki();
+  const echo = await echoServer('hi\n');
+  const dead = await freePort();
+  const port = await freePort();
+  const deadPort = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(t, pki, {
+    log: { access: true },
+    streams: [
+      { port, addresses: ['127.0.0.1'], upstream: echo.url },
+      { port: deadPort, addresses: ['127.0.0.1'], upstream: `tcp://127.0.0.1:${dead}` },
+    ],
+    hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } },
+  }, [echo.close]);
+  const c = net.connect({ host: '127.0.0.1', port });
+  assert.equal((await readBytes(c, 3)).toString(), 'hi\n');
+  c.destroy();
+  const d = net.connect({ host: '127.0.0.1', port: deadPort });
+  d.on('error', () => {});
+  await once(d, 'close');
+  for (let i = 0; i < 50 && !(proxy.logs.some((l) => l.msg === 'stream') && proxy.logs.some((l) => l.msg === 'stream failed')); i++) await new Promise((r) => setTimeout(r, 20));
+  const line = proxy.logs.find((l) => l.msg === 'stream');
+  assert.equal(line?.['stream'], port);
+  assert.equal(line?.['client'], '127.0.0.1');
+  const failed = proxy.logs.find((l) => l.msg === 'stream failed');
+  assert.equal(failed?.['stream'], deadPort);
+  assert.equal(failed?.['client'], '127.0.0.1');
+});
+
 test('TLS passthrough routes by the ClientHello server name without terminating TLS', async (t) => {
   const pki = await makePki();
   const a = await tlsServer(pki, 'a.pass.test');

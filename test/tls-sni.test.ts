@@ -123,6 +123,9 @@ test('an unknown server name is refused in the handshake with a TLS alert, not a
   });
   // The listener is still up for known names.
   assert.equal((await handshake(strict.httpsPort, pki.caPem, 'rsa.test')).fingerprint256, fp.rsa);
+  // The debug line gives the reason under "reason": a "msg" field would be a second "msg" key beside pino's.
+  const line = strict.logs.find((l) => l['msg'] === 'tls handshake failed');
+  assert.equal(typeof line?.['reason'], 'string', JSON.stringify(line));
 });
 
 test('a server name with a trailing dot gets the certificate of the name without it, and its request is served', async () => {

@@ -98,7 +98,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
             const id = nextId++;
             const timer = setTimeout(() => {
               pending.delete(id);
-              log.warn({ pid: w!.process.pid, op }, 'a worker did not answer the admin API in time');
+              log.warn({ worker: w!.process.pid, op }, 'a worker did not answer the admin API in time');
               resolve(undefined);
             }, timeoutMs);
             pending.set(id, (result) => {

@@ -92,14 +92,14 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       while (recentDeaths.length > 0 && (recentDeaths[0] as number) < now - 60_000) recentDeaths.shift();
       // Only when none serves: while one does, the others are restarted (more slowly) rather than all stopped.
       if (serving.size === 0 && failedStarts >= giveUpAfterFailedStarts(count)) {
-        log.fatal({ pid: worker.process.pid, code, signal, failedStarts }, 'workers fail to start and none serves; giving up (see the workers\' errors above)');
+        log.fatal({ worker: worker.process.pid, code, signal, failedStarts }, 'workers fail to start and none serves; giving up (see the workers\' errors above)');
         stopping = true;
         for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
         resolve(1);
         return;
       }
       const delayMs = restartDelayMs(recentDeaths.length, count);
-      log.error({ pid: worker.process.pid, code, signal, restartInMs: delayMs, serving: serving.size }, 'worker died, restarting');
+      log.error({ worker: worker.process.pid, code, signal, restartInMs: delayMs, serving: serving.size }, 'worker died, restarting');
       const timer = setTimeout(() => {
         restarts.delete(timer);
         fork();
@@ -119,7 +119,7 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
         stopCode = 1;
         for (const w of Object.values(cluster.workers ?? {})) {
           if (w === undefined) continue;
-          log.error({ pid: w.process.pid, shutdownTimeoutMs, graceMs: STOP_GRACE_MS }, 'worker did not stop within limits.shutdownTimeout; killing it');
+          log.error({ worker: w.process.pid, shutdownTimeoutMs, graceMs: STOP_GRACE_MS }, 'worker did not stop within limits.shutdownTimeout; killing it');
           w.process.kill('SIGKILL');
         }
       }, shutdownTimeoutMs + STOP_GRACE_MS);

@@ -150,7 +150,7 @@ export class HttpsListener {
     });
     server.on('secureConnection', (socket: TLSSocket) => this.#onSecureConnection(socket));
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-      this.#deps.log.debug({ code: err.code, msg: err.message, remote: socket.remoteAddress }, 'tls handshake failed');
+      this.#deps.log.debug({ code: err.code, reason: err.message, remote: socket.remoteAddress }, 'tls handshake failed');
     });
     return server;
   }
@@ -266,7 +266,7 @@ export class HttpsListener {
       const name = host.name;
       server.on('secureConnection', (socket: TLSSocket) => this.#onClientAuthConnection(socket, name));
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-        this.#deps.log.debug({ code: err.code, msg: err.message, remote: socket.remoteAddress, host: name }, 'tls handshake failed');
+        this.#deps.log.debug({ code: err.code, reason: err.message, remote: socket.remoteAddress, host: name }, 'tls handshake failed');
       });
       this.#clientAuth.set(name, { server, settings, pair });
     }

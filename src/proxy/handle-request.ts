@@ -22,7 +22,7 @@ import { applyToObject } from './header-rules.js';
 import { normalizeHost } from './normalize-host.js';
 import { normalizePath } from './normalize-path.js';
 import { addSetCookie, readCookie, stickySetCookie } from './sticky-cookie.js';
-import { resetResponse, respondError, type ClientResponse } from './respond-error.js';
+import { errorBody, resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
@@ -135,7 +135,10 @@ export function fail(ex: Exchange, code: ErrorCode, detail?: string, extra?: rea
   // and a 408 for a body that stopped arriving (bodyTimeout), whose rest is not worth waiting for.
   const pages = ex.hostPlan?.errorPages;
   const close = !ex.h2 && (code === 'PORTICO_SNI_HOST_MISMATCH' || ((code === 'PORTICO_BODY_TOO_LARGE' || code === 'PORTICO_BODY_TIMEOUT') && !ex.req.complete));
-  respondError(ex.res, code, close, extra, pages === undefined ? undefined : pages.get(ERRORS[code].status));
+  const page = pages === undefined ? undefined : pages.get(ERRORS[code].status);
+  // Counted before the answer is sent: an HTTP/1.1 response writes its access line as it ends.
+  if (!ex.res.headersSent && ex.method !== 'HEAD') ex.bytes = errorBody(code, page).length;
+  respondError(ex.res, code, close, extra, page);
   dropRequestBody(ex);
 }
 
@@ -332,6 +335,7 @@ function answer(ex: Exchange, a: AnswerPlan): void {
     // A Location filled with a path HTTP/2 would not carry (node:http2 checks header values).
     return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
   }
+  if (ex.method !== 'HEAD') ex.bytes = a.body.length;
   ex.res.end(ex.method === 'HEAD' ? undefined : a.body);
   dropRequestBody(ex);
 }

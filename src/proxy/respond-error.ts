@@ -13,6 +13,11 @@ export type ClientResponse = H1ServerResponse | H2ServerResponse;
 const BODIES = new Map<ErrorCode, Buffer>();
 for (const [code, spec] of Object.entries(ERRORS)) BODIES.set(code as ErrorCode, Buffer.from(`${spec.message}\n`));
 
+/** The body of the error response for `code`: the host's page for its status, or the error table's message. */
+export function errorBody(code: ErrorCode, page?: ErrorPage): Buffer {
+  return page === undefined ? (BODIES.get(code) as Buffer) : page.body;
+}
+
 /**
  * Sends the error response for `code`; when the response has already started,
  * resets it instead so the client cannot mistake a truncated body for a whole one.
@@ -22,7 +27,7 @@ export function respondError(res: ClientResponse, code: ErrorCode, closeConnecti
     resetResponse(res);
     return;
   }
-  const body = page === undefined ? (BODIES.get(code) as Buffer) : page.body;
+  const body = errorBody(code, page);
   const headers: Record<string, string | number> = {
     'content-type': page === undefined ? 'text/plain; charset=utf-8' : page.contentType,
     'content-length': body.length,

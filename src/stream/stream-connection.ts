@@ -35,6 +35,8 @@ export interface StreamContext {
 
 export class StreamConnection {
   readonly #client: net.Socket;
+  /** The client's address, read now: a closed socket no longer has its remoteAddress, and the line is written on close. */
+  readonly #clientAddress: string;
   readonly #sp: StreamPlan;
   readonly #ctx: StreamContext;
   readonly #start = performance.now();
@@ -53,6 +55,7 @@ export class StreamConnection {
 
   constructor(client: net.Socket, sp: StreamPlan, ctx: StreamContext) {
     this.#client = client;
+    this.#clientAddress = peerAddress(client);
     this.#sp = sp;
     this.#ctx = ctx;
     client.setNoDelay(true);
@@ -162,7 +165,7 @@ export class StreamConnection {
     if (this.#closed < (this.#connected ? 2 : 1)) return;
     const line = {
       stream: this.#sp.port,
-      client: peerAddress(this.#client),
+      client: this.#clientAddress,
       sni: this.#sni,
       upstream: this.#target?.url,
       bytesIn: this.#client.bytesRead,
