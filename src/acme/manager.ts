@@ -118,6 +118,8 @@ export class AcmeManager {
   #lock: OrdererLock | undefined;
   #queue: Promise<void> = Promise.resolve();
   #stopped = false;
+  /** The write of an issued certificate under way, which stop() waits for. */
+  #saving: Promise<unknown> | undefined = undefined;
   #directory: Record<string, unknown> | undefined;
 
   constructor(options: AcmeManagerOptions) {
@@ -244,6 +246,8 @@ export class AcmeManager {
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const s of this.#hosts.values()) clearTimeout(s.timer);
+    // A certificate being written is waited for (a local write, quick): lost, it would be ordered again at the next start.
+    await this.#saving?.catch(() => undefined);
     await this.#lock?.release();
   }
 
@@ -366,8 +370,10 @@ export class AcmeManager {
     const issued = state.unsaved;
     if (issued === undefined) return true;
     try {
-      await saveIssued(state.paths, settings.directory, state.names, issued.certPem, issued.keyPem);
+      this.#saving = saveIssued(state.paths, settings.directory, state.names, issued.certPem, issued.keyPem);
+      await this.#saving;
     } catch (err) {
+      this.#saving = undefined;
       if (this.#stopped || state.removed) return false;
       const e = err as NodeJS.ErrnoException;
       state.failures++;
@@ -377,6 +383,7 @@ export class AcmeManager {
       this.#schedule(state, delay);
       return false;
     }
+    this.#saving = undefined;
     state.unsaved = undefined;
     state.failures = 0;
     state.lastError = undefined;
