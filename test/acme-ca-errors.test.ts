@@ -1,29 +1,43 @@
 /** What the operator sees when the ACME CA refuses service or cannot be trusted: the real cause, and Retry-After honoured. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makePki, startProxyFor } from './helpers/proxy.js';
+import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { freePort, startUpstream } from './helpers/net.js';
 import { adminRequest } from './helpers/admin.js';
 import { waitFor } from './helpers/pebble.js';
 
+/**
+ * A stand-in ACME CA on 127.0.0.1 over HTTPS (a certificate from the test CA, which fake-ca.pem in the certs
+ * directory trusts), answering every request with `answer`; its directory URL.
+ */
+async function fakeCa(pki: TestPki, answer: (res: http.ServerResponse) => void): Promise<{ ca: https.Server; directory: string }> {
+  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
+  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => answer(res));
+  ca.listen(0, '127.0.0.1');
+  await once(ca, 'listening');
+  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
+  return { ca, directory: `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir` };
+}
+
+/** A CA's 503 for maintenance, asking to come back in two minutes. */
+function answerMaintenance(res: http.ServerResponse): void {
+  res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
+  res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
+}
+
 test('a CA answering 503 with Retry-After is retried no earlier than it asked, and an untrusted CA is reported as such', async (t) => {
   const pki = await makePki();
   const up = await startUpstream();
-  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
   let hits = 0;
-  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+  const { ca, directory } = await fakeCa(pki, (res) => {
     hits++;
-    res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
-    res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
+    answerMaintenance(res);
   });
-  ca.listen(0, '127.0.0.1');
-  await once(ca, 'listening');
-  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
-  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
   const proxy = await startProxyFor(t, pki, {
     acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
     hosts: { 'a.portico.test': { tls: { acme: true }, routes: [{ upstream: up.url }] } },
@@ -48,23 +62,15 @@ test('a CA answering 503 with Retry-After is retried no earlier than it asked, a
 test('a reload while a request to the CA is in flight does not cut it: the order sees the CA\'s own answer', async (t) => {
   const pki = await makePki();
   const up = await startUpstream();
-  const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
   let arrived: () => void = () => {};
   const requestArrived = new Promise<void>((r) => (arrived = r));
   let answer: () => void = () => {};
   const answerNow = new Promise<void>((r) => (answer = r));
-  const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => {
+  const { ca, directory } = await fakeCa(pki, (res) => {
     arrived();
     // The CA answers only after the reload: its connection must still be open by then.
-    void answerNow.then(() => {
-      res.writeHead(503, { 'retry-after': '120', 'content-type': 'application/problem+json' });
-      res.end('{"type":"urn:ietf:params:acme:error:serverInternal","detail":"maintenance"}');
-    });
+    void answerNow.then(() => answerMaintenance(res));
   });
-  ca.listen(0, '127.0.0.1');
-  await once(ca, 'listening');
-  const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
-  await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
   const config = (path: string) => ({
     acme: { directory, caFile: 'fake-ca.pem', termsOfServiceAgreed: true, retryDelay: '100ms', retryMaxDelay: '1s' },
     hosts: { 'a.portico.test': { tls: { acme: true as const }, routes: [{ path, upstream: up.url }] } },

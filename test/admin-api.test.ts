@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -12,8 +12,8 @@ import { hashPassword } from '../src/proxy/basic-auth.js';
 import { redactConfig } from '../src/admin/effective-config.js';
 import { validateConfig } from '../src/config/load.js';
 import { checkConfigFile } from '../src/cli/check-config.js';
-import { makePki, startProxyFor } from './helpers/proxy.js';
-import { spawnProxy } from './helpers/child-proxy.js';
+import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
+import { spawnProxy, type ChildProxy } from './helpers/child-proxy.js';
 import { freePort, h1Request, startUpstream } from './helpers/net.js';
 import { adminRequest, metricValue as metric, type AdminResponse } from './helpers/admin.js';
 
@@ -23,6 +23,22 @@ const TOKEN2 = 'b'.repeat(40);
 /** One request to the admin API on 127.0.0.1. */
 function admin(port: number, method: string, path: string, token?: string): Promise<AdminResponse> {
   return adminRequest(port, method, path, token === undefined ? {} : { token });
+}
+
+/** Portico in a child process with 2 workers, the admin API on a port of its own and host site.test to an echo upstream; all stopped after the test. */
+async function spawnWorkersWithAdmin(t: TestContext): Promise<{ pki: TestPki; up: Awaited<ReturnType<typeof startUpstream>>; adminPort: number; proxy: ChildProxy }> {
+  const pki = await makePki();
+  const up = await startUpstream();
+  t.after(async () => {
+    await up.close();
+    await pki.cleanup();
+  });
+  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
+  const adminPort = await freePort();
+  const cert = await pki.issue('site', ['site.test']);
+  const proxy = await spawnProxy(pki, { workers: 2, admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  return { pki, up, adminPort, proxy };
 }
 
 test('admin API: token required, status, metrics, reload (refused and accepted), token rotation', async (t) => {
@@ -188,17 +204,7 @@ test('admin settings: loopback unless allowRemote, a readable token of 32 charac
 });
 
 test('admin API with workers: the primary answers for every worker and reloads them all', async (t) => {
-  const pki = await makePki();
-  const up = await startUpstream();
-  t.after(async () => {
-    await up.close();
-    await pki.cleanup();
-  });
-  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
-  const adminPort = await freePort();
-  const cert = await pki.issue('site', ['site.test']);
-  const proxy = await spawnProxy(pki, { workers: 2, admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
-  t.after(() => proxy.kill());
+  const { pki, adminPort, proxy } = await spawnWorkersWithAdmin(t);
   let processes: { pid: number }[] = [];
   for (let i = 0; i < 100; i++) {
     const r = await admin(adminPort, 'GET', '/status', TOKEN).catch(() => undefined);
@@ -293,17 +299,7 @@ test('GET /config redacts credential headers set by header rules or matched by r
 });
 
 test('with workers, /metrics counters do not go back when a worker dies and is replaced', async (t) => {
-  const pki = await makePki();
-  const up = await startUpstream();
-  t.after(async () => {
-    await up.close();
-    await pki.cleanup();
-  });
-  await writeFile(join(pki.dir, 'admin.token'), TOKEN);
-  const adminPort = await freePort();
-  const cert = await pki.issue('site', ['site.test']);
-  const proxy = await spawnProxy(pki, { workers: 2, admin: { port: adminPort, tokenFile: 'admin.token' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, { startTimeoutMs: 20_000 });
-  t.after(() => proxy.kill());
+  const { pki, adminPort, proxy } = await spawnWorkersWithAdmin(t);
   const pids = async (): Promise<number[]> => {
     const r = await admin(adminPort, 'GET', '/status', TOKEN).catch(() => undefined);
     return r?.status === 200 ? (JSON.parse(r.text) as { processes: { pid: number }[] }).processes.map((p) => p.pid) : [];

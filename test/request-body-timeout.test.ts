@@ -97,6 +97,17 @@ function accessLine(proxy: TestProxy, path: string): Record<string, unknown> | u
   return proxy.logs.find((l) => l.msg === 'access' && l.path === path);
 }
 
+/** An HTTP/1.1 connection over TLS to the test host, destroyed after the test; `received()` is what it has read so far. */
+async function h1Connection(t: TestContext, proxy: TestProxy, pki: TestPki): Promise<{ socket: tls.TLSSocket; received: () => string }> {
+  const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+  socket.on('error', () => {});
+  t.after(() => socket.destroy());
+  await once(socket, 'secureConnect');
+  let text = '';
+  socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+  return { socket, received: () => text };
+}
+
 test('an HTTP/2 request body that stops arriving gets 408 PORTICO_BODY_TIMEOUT after bodyTimeout, its upstream exchange is cancelled and an access line written; the session serves on', async (t) => {
   const { proxy, pki, seen } = await setup(t, { bodyTimeout: '1s' });
   const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
@@ -202,18 +213,13 @@ test('a reload applies bodyTimeout to new HTTP/2 streams; "0s" turns it off', as
 
 test('an HTTP/1.1 request body that stops arriving gets 408 PORTICO_BODY_TIMEOUT and the connection closes; the upstream exchange is cancelled', async (t) => {
   const { proxy, pki, seen } = await setup(t, { bodyTimeout: '1s' });
-  const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'secureConnect');
-  let received = '';
-  socket.on('data', (c: Buffer) => (received += c.toString('latin1')));
+  const { socket, received } = await h1Connection(t, proxy, pki);
   const started = performance.now();
   socket.write(`POST /h1 HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 100\r\n\r\nfirst`);
   await Promise.race([once(socket, 'end'), sleep(6000)]);
   const ms = performance.now() - started;
-  const r = parseRawResponse(received);
-  assert.equal(r.status, 408, received);
+  const r = parseRawResponse(received());
+  assert.equal(r.status, 408, received());
   assert.equal(r.headers['x-portico-error'], 'PORTICO_BODY_TIMEOUT');
   assert.equal(r.headers.connection, 'close');
   assert.ok(ms >= 1000 && ms < 4500, `answered after ${Math.round(ms)} ms`);
@@ -224,19 +230,14 @@ test('an HTTP/1.1 request body that stops arriving gets 408 PORTICO_BODY_TIMEOUT
 
 test('an HTTP/1.1 body that is slow but keeps moving is not cut by bodyTimeout', async (t) => {
   const { proxy, pki } = await setup(t, { bodyTimeout: '1s' });
-  const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: HOST, ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'secureConnect');
-  let received = '';
-  socket.on('data', (c: Buffer) => (received += c.toString('latin1')));
+  const { socket, received } = await h1Connection(t, proxy, pki);
   socket.write(`POST /h1slow HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 8\r\n\r\n`);
   for (let i = 0; i < 8; i++) {
     await sleep(400);
     socket.write('y');
   }
-  await waitUntil('the response', () => received.includes('got 8'), 3000);
-  assert.equal(parseRawResponse(received).status, 200);
+  await waitUntil('the response', () => received().includes('got 8'), 3000);
+  assert.equal(parseRawResponse(received()).status, 200);
 });
 
 /** An h2c upstream on 127.0.0.1 that reads each request body and notes whether it ended or was reset; never answers. */
@@ -299,26 +300,17 @@ test('with an HTTP/2 (h2c) upstream, a client that resets its upload mid-body ha
 });
 
 test('HTTP/1.1: a body that starts a moment after its head on a new connection is not taken for a stalled one (the clock starts when the body is first found waited for)', async (t) => {
-  const pki = await makePki();
-  const up = await startUpstream();
-  const proxy = await proxyOneHost(t, pki, 'late.test', up.url, { also: [up.close] });
+  const { proxy, pki } = await setup(t, {});
   // Several connections, so that the once-a-second sweep falls into the pause of some of them.
   const results = await Promise.all(
     [0, 1, 2, 3].map(async (i) => {
-      await new Promise((r) => setTimeout(r, i * 250));
-      const socket = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'late.test', ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
-      await once(socket, 'secureConnect');
-      socket.write('POST / HTTP/1.1\r\nhost: late.test\r\ncontent-length: 5\r\n\r\n');
-      await new Promise((r) => setTimeout(r, 1100));
+      await sleep(i * 250);
+      const { socket, received } = await h1Connection(t, proxy, pki);
+      socket.write(`POST /late HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 5\r\n\r\n`);
+      await sleep(1100);
       socket.write('hello');
-      let raw = '';
-      socket.setEncoding('latin1');
-      socket.on('data', (d: string) => {
-        raw += d;
-      });
-      await new Promise((r) => setTimeout(r, 300));
-      socket.destroy();
-      return parseRawResponse(raw).status;
+      await sleep(300);
+      return parseRawResponse(received()).status;
     }),
   );
   assert.deepEqual(results, [200, 200, 200, 200]);

@@ -12,6 +12,7 @@ import { freePort, startUpstream } from './helpers/net.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { RawClient } from './helpers/raw-http1.js';
 import { curl, requireTool } from './helpers/real-peers.js';
+import type { ConfigInput } from '../src/config/schema.js';
 
 interface Arrival {
   path: string;
@@ -38,30 +39,23 @@ function recordingUpstream(arrivals: Arrival[]): ReturnType<typeof startUpstream
   });
 }
 
-async function setup(t: TestContext, more: Record<string, unknown> = {}): Promise<{ pki: TestPki; proxy: TestProxy; arrivals: Arrival[] }> {
+/** The routes of most tests: buffered with room, buffered with 16 KiB, buffered with a body limit, and streamed. */
+function standardRoutes(up: string): object[] {
+  return [
+    { path: '/buffered', upstream: { targets: [up], requestBuffer: '1mb' } },
+    { path: '/small-buffer', upstream: { targets: [up], requestBuffer: '16kb' } },
+    { path: '/limited', upstream: { targets: [up], requestBuffer: '1mb' }, maxBodySize: '10kb' },
+    { path: '/streamed', upstream: up },
+  ];
+}
+
+/** Portico with host b.test, `routes` given the recording upstream's URL, and `config` besides. */
+async function setup(t: TestContext, routes: (up: string) => object[] = standardRoutes, config: Record<string, unknown> = {}): Promise<{ pki: TestPki; proxy: TestProxy; arrivals: Arrival[] }> {
   const pki = await makePki();
   const arrivals: Arrival[] = [];
   const up = await recordingUpstream(arrivals);
   const cert = await pki.issue('b', ['b.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    {
-      hosts: {
-        'b.test': {
-          tls: cert,
-          routes: [
-            { path: '/buffered', upstream: { targets: [up.url], requestBuffer: '1mb' } },
-            { path: '/small-buffer', upstream: { targets: [up.url], requestBuffer: '16kb' } },
-            { path: '/limited', upstream: { targets: [up.url], requestBuffer: '1mb' }, maxBodySize: '10kb' },
-            { path: '/streamed', upstream: up.url },
-            ...((more.routes as object[] | undefined) ?? []),
-          ],
-        },
-      },
-    },
-    [up.close],
-  );
+  const proxy = await startProxyFor(t, pki, { ...config, hosts: { 'b.test': { tls: cert, routes: routes(up.url) } } } as Omit<ConfigInput, 'listen'>, [up.close]);
   return { pki, proxy, arrivals };
 }
 
@@ -145,26 +139,10 @@ test('requestBuffer over HTTP/2 (curl): the body arrives whole with its Content-
 
 test('a buffered PUT whose first target refuses the connection is sent to the next; a streamed one gets 502', async (t) => {
   const dead = `http://127.0.0.1:${await freePort()}`;
-  const pki = await makePki();
-  const arrivals: Arrival[] = [];
-  const up = await recordingUpstream(arrivals);
-  const cert = await pki.issue('b', ['b.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    {
-      hosts: {
-        'b.test': {
-          tls: cert,
-          routes: [
-            { path: '/buffered', upstream: { targets: [dead, up.url], requestBuffer: '64kb' } },
-            { path: '/streamed', upstream: { targets: [dead, up.url] } },
-          ],
-        },
-      },
-    },
-    [up.close],
-  );
+  const { pki, proxy, arrivals } = await setup(t, (up) => [
+    { path: '/buffered', upstream: { targets: [dead, up], requestBuffer: '64kb' } },
+    { path: '/streamed', upstream: { targets: [dead, up] } },
+  ]);
   const body = randomBytes(10_000);
   const put = async (path: string): Promise<number> => {
     const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'b.test', ca: pki.caPem } });
@@ -180,11 +158,7 @@ test('a buffered PUT whose first target refuses the connection is sent to the ne
 });
 
 test('a buffered body that stops arriving gets 408 after limits.bodyTimeout, and nothing reaches the upstream', async (t) => {
-  const pki = await makePki();
-  const arrivals: Arrival[] = [];
-  const up = await recordingUpstream(arrivals);
-  const cert = await pki.issue('b', ['b.test']);
-  const proxy = await startProxyFor(t, pki, { limits: { bodyTimeout: '1s' }, hosts: { 'b.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [up.url], requestBuffer: '1mb' } }] } } }, [up.close]);
+  const { pki, proxy, arrivals } = await setup(t, (up) => [{ path: '/', upstream: { targets: [up], requestBuffer: '1mb' } }], { limits: { bodyTimeout: '1s' } });
   const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'b.test', ca: pki.caPem } });
   await c.write('POST /stall HTTP/1.1\r\nhost: b.test\r\ncontent-length: 1000\r\n\r\nonly a part');
   const res = await c.response({ timeoutMs: 5000 });
