@@ -70,6 +70,8 @@ test('an upgrade waits responseTimeout for its answer once connected (connectTim
   assert.equal(timedOut.status, 504);
   assert.equal(timedOut.headers['x-portico-error'], 'PORTICO_UPSTREAM_TIMEOUT');
   assert.ok(waited >= 1900 && waited < 4000, `504 after ${Math.round(waited)} ms: responseTimeout (2 s)`);
+  // The open tunnel closed here, or the proxy's stop would wait shutdownTimeout for it.
+  slow.destroy();
 });
 
 test('an upgrade whose upstream resets gets 502 PORTICO_UPSTREAM_FAILED, one that times out 504, and the access line has the status the client got', async (t) => {
@@ -123,4 +125,6 @@ test('a 101 reaches the client without the upstream\'s hop-by-hop headers, with 
   assert.equal(r.headers['upgrade'], 'websocket');
   assert.equal(r.headers['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
   assert.equal(r.headers['sec-websocket-protocol'], 'chat');
+  // The open tunnel closed here, or the proxy's stop would wait shutdownTimeout for it.
+  c.destroy();
 });
