@@ -341,3 +341,20 @@ test('with workers, /metrics counters do not go back when a worker dies and is r
   for (let i = 0; i < 2; i++) assert.equal((await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: `/n${i}`, ca: pki.caPem })).status, 200);
   assert.equal(metric((await admin(adminPort, 'GET', '/metrics', TOKEN)).text, REQUESTS), 8);
 });
+
+test('requests refused for their token get one warn line a minute, not one each: the first at once, then a count', async (t) => {
+  const digest = createHash('sha256').update(TOKEN).digest();
+  const lines: { msg: string; count?: number; remote?: string }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) });
+  const server = new AdminServer({ snapshots: async () => [], reload: async () => [], setTargetDrained: async () => [], purgeCache: async () => [], effectiveConfig: async () => undefined, tokenDigest: () => digest, serving: () => 1 }, log, '0.0.0');
+  await server.listen(0, '127.0.0.1');
+  t.after(() => server.close());
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  for (let i = 0; i < 20; i++) assert.equal((await admin(server.port, 'GET', '/status', `guess-${i}`)).status, 401);
+  const refused = (): typeof lines => lines.filter((l) => l.msg.includes('refused'));
+  assert.equal(refused().length, 1, 'one line for the first refusal');
+  t.mock.timers.tick(60_000);
+  assert.equal(refused().length, 2);
+  assert.equal(refused()[1]!.count, 19);
+  assert.equal(refused()[1]!.remote, '127.0.0.1');
+});

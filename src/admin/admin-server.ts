@@ -84,11 +84,18 @@ function noProcess(res: http.ServerResponse): void {
   send(res, 503, { error: 'no worker process is serving yet (starting or restarting); try again in a moment' }, { 'retry-after': '1' });
 }
 
+/** At most one warn line a minute about requests refused for their token, besides the first of each minute. */
+const REFUSED_LOG_INTERVAL_MS = 60_000;
+
 export class AdminServer {
   readonly #server: http.Server;
   readonly #backend: AdminBackend;
   readonly #log: Logger;
   readonly #version: string;
+  /** Refused requests (no or a wrong token) since the last warn line, and the timer that writes their count. */
+  #refused = 0;
+  #refusedLast: { remote: string | undefined; path: string | undefined } | undefined = undefined;
+  #refusedTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(backend: AdminBackend, log: Logger, version: string) {
     this.#backend = backend;
@@ -121,7 +128,27 @@ export class AdminServer {
     return a !== null && typeof a === 'object' ? a.port : 0;
   }
 
+  /**
+   * A request refused for its token: the first one of a minute gets a warn line at once, the others of that
+   * minute one line with their count when it ends, so a client guessing tokens cannot flood the log.
+   */
+  #noteRefused(remote: string | undefined, path: string | undefined): void {
+    if (this.#refusedTimer !== undefined) {
+      this.#refused++;
+      this.#refusedLast = { remote, path };
+      return;
+    }
+    this.#log.warn({ remote, path }, 'admin request refused: missing or wrong token');
+    this.#refused = 0;
+    this.#refusedTimer = setTimeout(() => {
+      this.#refusedTimer = undefined;
+      if (this.#refused > 0) this.#log.warn({ count: this.#refused, ...this.#refusedLast }, 'more admin requests refused in the last minute: missing or wrong token');
+    }, REFUSED_LOG_INTERVAL_MS);
+    this.#refusedTimer.unref();
+  }
+
   close(): Promise<void> {
+    clearTimeout(this.#refusedTimer);
     return new Promise((resolve) => {
       this.#server.closeAllConnections();
       this.#server.close(() => resolve());
@@ -136,7 +163,7 @@ export class AdminServer {
     if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) return this.#health(res);
     if (!isAuthorized(req.headers.authorization, this.#backend.tokenDigest())) {
       req.resume();
-      this.#log.warn({ remote: req.socket.remoteAddress, path: req.url }, 'admin request refused: missing or wrong token');
+      this.#noteRefused(req.socket.remoteAddress, req.url);
       return send(res, 401, { error: 'missing or wrong token: send "Authorization: Bearer <token>" with the token from admin.tokenFile' }, { 'www-authenticate': 'Bearer realm="portico-admin"' });
     }
     const method = ROUTES[path];
