@@ -19,12 +19,12 @@ test('allowFrom: a host\'s and a route\'s client lists, over HTTP/1.1, HTTP/2 an
       allowFrom: hostAllow,
       routes: [
         { path: '/', upstream: up.url },
-        { path: '/open', upstream: up.url, allowFrom: ['127.0.0.0/8', '::1'] },
+        { path: '/open', upstream: up.url, allowFrom: ['127.0.0.1', '::1'] },
         { path: '/status', respond: { body: 'up' } },
       ],
     },
   });
-  const proxy = await startProxyFor(t, pki, { hosts: hosts(['127.8.0.0/13']) }, [up.close]);
+  const proxy = await startProxyFor(t, pki, { hosts: hosts(['::1/128']) }, [up.close]);
   const get = (path: string, headers: Record<string, string> = {}) => h1Request({ port: proxy.httpsPort, sni: 'acl.test', path, headers, ca: pki.caPem });
 
   let r = await get('/');
@@ -35,8 +35,8 @@ test('allowFrom: a host\'s and a route\'s client lists, over HTTP/1.1, HTTP/2 an
   r = await get('/open/x');
   assert.equal(r.status, 200, "a route's list replaces its host's");
   assert.equal(r.text, 'served');
-  // Without trusted proxies, a client's X-Forwarded-For changes nothing.
-  assert.equal((await get('/', { 'x-forwarded-for': '127.11.2.3' })).status, 403);
+  // Without trusted proxies, a client's X-Forwarded-For changes nothing, even naming an allowed address.
+  assert.equal((await get('/', { 'x-forwarded-for': '::1' })).status, 403);
 
   const s = await h2Connect(proxy.httpsPort, 'acl.test', pki.caPem);
   assert.equal((await h2Request(s, { path: '/' })).status, 403);
@@ -48,10 +48,10 @@ test('allowFrom: a host\'s and a route\'s client lists, over HTTP/1.1, HTTP/2 an
   assert.equal((await ws.response()).status, 403);
 
   // Behind a trusted proxy (here the test client itself), the client is the rightmost untrusted X-Forwarded-For entry.
-  await proxy.reconfigure({ hosts: hosts(['127.8.0.0/13']), forwarding: { trustedProxies: ['127.0.0.1'] } });
-  assert.equal((await get('/', { 'x-forwarded-for': '127.11.2.3' })).status, 200);
-  assert.equal((await get('/', { 'x-forwarded-for': '127.11.2.3, 127.0.0.1' })).status, 200, 'trusted hops are skipped');
-  assert.equal((await get('/', { 'x-forwarded-for': '127.11.2.3, 127.2.2.7' })).status, 403, 'a forged entry on the left is not believed');
+  await proxy.reconfigure({ hosts: hosts(['::1/128']), forwarding: { trustedProxies: ['127.0.0.1'] } });
+  assert.equal((await get('/', { 'x-forwarded-for': '::1' })).status, 200);
+  assert.equal((await get('/', { 'x-forwarded-for': '::1, 127.0.0.1' })).status, 200, 'trusted hops are skipped');
+  assert.equal((await get('/', { 'x-forwarded-for': '::1, unknown' })).status, 403, 'a forged entry on the left is not believed');
   assert.equal((await get('/', { 'x-forwarded-for': 'unknown' })).status, 403);
   assert.equal((await get('/')).status, 403, 'no X-Forwarded-For: the peer itself');
 
@@ -75,28 +75,28 @@ test('denyFrom: a host\'s list refuses on every route, a route\'s adds to it, an
       hosts: {
         'deny.test': {
           tls: cert,
-          denyFrom: ['127.3.0.0/16'],
+          denyFrom: ['::1/128'],
           routes: [
             { path: '/', upstream: up.url },
-            { path: '/api', upstream: up.url, denyFrom: ['127.4.0.7'] },
-            { path: '/open', upstream: up.url, allowFrom: ['0.0.0.0/0'] },
+            { path: '/api', upstream: up.url, denyFrom: ['127.0.0.1'] },
+            { path: '/open', upstream: up.url, allowFrom: ['0.0.0.0/0', '::/0'] },
           ],
         },
       },
     },
     [up.close],
   );
-  const from = async (path: string, client: string): Promise<number> =>
-    (await h1Request({ port: proxy.httpsPort, sni: 'deny.test', path, headers: { 'x-forwarded-for': client }, ca: pki.caPem })).status;
-  assert.equal(await from('/', '127.3.0.9'), 403);
-  assert.equal(await from('/api/x', '127.3.0.9'), 403, 'a route with its own list keeps its host\'s');
-  assert.equal(await from('/open', '127.3.0.9'), 403, 'denyFrom wins over allowFrom');
-  assert.equal(await from('/api/x', '127.4.0.7'), 403);
-  assert.equal(await from('/', '127.4.0.7'), 200, 'a route\'s list is its own');
-  assert.equal(await from('/', '127.2.0.1'), 200);
-  assert.ok(!up.seen.some((s) => s.headers['x-forwarded-for']?.toString().startsWith('127.3.0.9')), 'nothing from a denied client reached the upstream');
+  // The client is ::1 when the trusted proxy (the test itself, 127.0.0.1) names it, else 127.0.0.1 itself.
+  const from = async (path: string, client?: string): Promise<number> =>
+    (await h1Request({ port: proxy.httpsPort, sni: 'deny.test', path, headers: client === undefined ? {} : { 'x-forwarded-for': client }, ca: pki.caPem })).status;
+  assert.equal(await from('/', '::1'), 403);
+  assert.equal(await from('/api/x', '::1'), 403, 'a route with its own list keeps its host\'s');
+  assert.equal(await from('/open', '::1'), 403, 'denyFrom wins over allowFrom');
+  assert.equal(await from('/api/x'), 403);
+  assert.equal(await from('/'), 200, 'a route\'s list is its own; a client no list names is served');
+  assert.ok(!up.seen.some((s) => s.headers['x-forwarded-for']?.toString().startsWith('::1')), 'nothing from a denied client reached the upstream');
   const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'deny.test', ca: pki.caPem } });
-  await ws.write(rawUpgradeRequest('deny.test', '/chat', 'X-Forwarded-For: 127.3.0.50\r\n'));
+  await ws.write(rawUpgradeRequest('deny.test', '/chat', 'X-Forwarded-For: ::1\r\n'));
   assert.equal((await ws.response()).status, 403);
 });
 
@@ -121,8 +121,8 @@ test('allowFrom entries are checked with their paths', () => {
     const r = validateConfig({ hosts: { 'a.test': host } });
     return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   };
-  assert.match(issues(['127.8.0.0/33'], 'host')[0]!, /^hosts\["a\.test"\]\.allowFrom\[0\]: expected an IP address or CIDR/);
+  assert.match(issues(['127.0.0.1/33'], 'host')[0]!, /^hosts\["a\.test"\]\.allowFrom\[0\]: expected an IP address or CIDR/);
   assert.match(issues(['office'], 'route')[0]!, /^hosts\["a\.test"\]\.routes\[0\]\.allowFrom\[0\]: expected an IP address or CIDR/);
   assert.match(issues([], 'host')[0]!, /allowFrom: list at least one address or CIDR/);
-  assert.deepEqual(issues(['127.8.0.0/13', '::ffff:127.0.0.0/104', '127.2.2.1'], 'route'), []);
+  assert.deepEqual(issues(['127.0.0.0/8', '::ffff:127.0.0.0/104', '127.0.0.1', '::1'], 'route'), []);
 });

@@ -242,7 +242,7 @@ test('the access line counts the body of a respond answer and of an error answer
     log: { level: 'info', access: true },
     hosts: { 'site.test': { tls: cert, routes: [
       { path: '/robots.txt', respond: { body: 'User-agent: *\nDisallow:\n' } },
-      { path: '/private', respond: { body: 'never' }, allowFrom: ['10.0.0.0/8'] },
+      { path: '/private', respond: { body: 'never' }, allowFrom: ['::1/128'] },
     ] } },
   });
   const robots = await h1Request({ port: proxy.httpsPort, sni: 'site.test', path: '/robots.txt', ca: pki.caPem });

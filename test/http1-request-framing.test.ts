@@ -82,7 +82,7 @@ before(async () => {
         routes: [
           { path: '/', upstream: up.url },
           // Closed to every client of these tests (all on 127.0.0.1).
-          { path: '/admin', allowFrom: ['127.8.0.0/13'], upstream: up.url },
+          { path: '/admin', allowFrom: ['::1/128'], upstream: up.url },
         ],
       },
       [OTHER]: { tls: otherCert, routes: [{ path: '/', upstream: up.url }] },

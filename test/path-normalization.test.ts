@@ -34,7 +34,7 @@ test('normalizePath: escapes of unreserved characters decoded, slashes merged, d
 });
 
 /**
- * Portico serving `host` with an open "/" route, an "/admin" route only 127.8.0.0/13 may use (so this client
+ * Portico serving `host` with an open "/" route, an "/admin" route only ::1 may use (so this client
  * gets 403 there), and the routes in `more`, all to one upstream that answers with the path it got; `ask`
  * sends a raw HTTP/1.1 GET on one TLS connection.
  */
@@ -45,7 +45,7 @@ async function guardedHost(t: TestContext, host: string, more: { path: string; s
     res.end(`upstream got ${req.url ?? ''}`);
   });
   const cert = await pki.issue(host, [host]);
-  const routes = [{ path: '/', upstream: up.url }, { path: '/admin', upstream: up.url, allowFrom: ['127.8.0.0/13'] }, ...more.map((r) => ({ ...r, upstream: up.url }))];
+  const routes = [{ path: '/', upstream: up.url }, { path: '/admin', upstream: up.url, allowFrom: ['::1/128'] }, ...more.map((r) => ({ ...r, upstream: up.url }))];
   const proxy = await startProxyFor(t, pki, { hosts: { [host]: { tls: cert, routes } } }, [up.close]);
   const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: host, ca: pki.caPem } });
   const ask = async (path: string): Promise<{ status: number; body: string }> => {

@@ -38,39 +38,40 @@ test('rateLimit: a burst, then the rate; a host\'s budget shared by its routes; 
     },
     [up.close],
   );
-  const get = (path: string, client: string) => h1Request({ port: proxy.httpsPort, sni: 'rl.test', path, headers: { 'x-forwarded-for': client }, ca: pki.caPem });
+  // Clients behind the trusted proxy 127.0.0.1: the one its X-Forwarded-For names, or the proxy itself when it names none.
+  const get = (path: string, client?: string) => h1Request({ port: proxy.httpsPort, sni: 'rl.test', path, headers: client === undefined ? {} : { 'x-forwarded-for': client }, ca: pki.caPem });
 
   const statuses: number[] = [];
-  for (const path of ['/', '/b', '/', '/b']) statuses.push((await get(path, '127.10.0.1')).status);
+  for (const path of ['/', '/b', '/', '/b']) statuses.push((await get(path, '::1')).status);
   assert.deepEqual(statuses, [200, 200, 200, 429], 'a burst of 3 across the host\'s routes, then 429');
-  const limited = await get('/', '127.10.0.1');
+  const limited = await get('/', '::1');
   assert.equal(limited.status, 429);
   assert.equal(limited.headers['retry-after'], '1');
   assert.equal(limited.headers['x-portico-error'], 'PORTICO_RATE_LIMITED');
   assert.equal(up.seen.length, 3, 'limited requests reach no upstream');
-  assert.equal((await get('/', '127.10.0.2')).status, 200, 'another client has its own budget');
-  for (let i = 0; i < 5; i++) assert.equal((await get('/free', '127.10.0.1')).status, 200, 'rateLimit: false');
-  assert.equal((await get('/own', '127.10.0.3')).status, 200);
-  const own = await get('/own', '127.10.0.3');
+  assert.equal((await get('/')).status, 200, 'another client (the peer 127.0.0.1 itself) has its own budget');
+  for (let i = 0; i < 5; i++) assert.equal((await get('/free', '::1')).status, 200, 'rateLimit: false');
+  assert.equal((await get('/own', '::1')).status, 200, "a route's own limit is not its host's, which ::1 has spent");
+  const own = await get('/own', '::1');
   assert.equal(own.status, 429, "a route's own limit");
   assert.equal(own.headers['retry-after'], '60');
 
   const s = await h2Connect(proxy.httpsPort, 'rl.test', pki.caPem);
-  const h = await h2Request(s, { path: '/', headers: { 'x-forwarded-for': '127.10.0.1' } });
+  const h = await h2Request(s, { path: '/', headers: { 'x-forwarded-for': '::1' } });
   assert.equal(h.status, 429);
   assert.equal(h.headers['retry-after'], '1');
   s.close();
   const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'rl.test', ca: pki.caPem } });
-  await ws.write(rawUpgradeRequest('rl.test', '/chat', 'X-Forwarded-For: 127.10.0.1\r\n'));
+  await ws.write(rawUpgradeRequest('rl.test', '/chat', 'X-Forwarded-For: ::1\r\n'));
   const w = await ws.response();
   assert.equal(w.status, 429);
   assert.equal(w.headers['retry-after'], '1');
 
   // The rate refills the bucket: 2 per second.
   await sleep(1100);
-  assert.equal((await get('/', '127.10.0.1')).status, 200);
-  assert.equal((await get('/', '127.10.0.1')).status, 200);
-  assert.equal((await get('/', '127.10.0.1')).status, 429);
+  assert.equal((await get('/', '::1')).status, 200);
+  assert.equal((await get('/', '::1')).status, 200);
+  assert.equal((await get('/', '::1')).status, 429);
 });
 
 test('rateLimit buckets survive a reload that keeps the limit (admin API or a rewritten file); a changed limit starts afresh, and limits left out are dropped', async (t) => {
@@ -90,7 +91,8 @@ test('rateLimit buckets survive a reload that keeps the limit (admin API or a re
   }) as Omit<ConfigInput, 'listen'>;
   const first = config({ rateLimit: { requests: 1, per: '1m', burst: 2 } }, [{ path: '/own', upstream: up.url, rateLimit: { requests: 1, per: '1m' } }]);
   const proxy = await startProxyFor(t, pki, first, [up.close]);
-  const get = (path: string, client = '127.10.1.1') => h1Request({ port: proxy.httpsPort, sni: 'rl.test', path, headers: { 'x-forwarded-for': client }, ca: pki.caPem });
+  // The client is ::1 behind the trusted proxy 127.0.0.1; `null`: the proxy itself (no X-Forwarded-For), another client.
+  const get = (path: string, client: string | null = '::1') => h1Request({ port: proxy.httpsPort, sni: 'rl.test', path, headers: client === null ? {} : { 'x-forwarded-for': client }, ca: pki.caPem });
   const limited = async (path: string, why: string): Promise<void> => {
     const r = await get(path);
     assert.equal(r.status, 429, why);
@@ -113,11 +115,11 @@ test('rateLimit buckets survive a reload that keeps the limit (admin API or a re
   await writeFile(proxy.configFile, JSON.stringify({ listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] } }, certsDir: pki.dir, ...second }));
   const reloaded = await adminRequest(adminPort, 'POST', '/reload', { token });
   assert.equal(reloaded.status, 200, reloaded.text);
-  assert.equal((await get('/more', '127.10.1.2')).headers['x-generation'], '2', 'the new config serves');
+  assert.equal((await get('/more', null)).headers['x-generation'], '2', 'the new config serves');
   await limited('/', 'no fresh burst after a reload');
   await limited('/more', 'a new route of the host shares its kept budget');
   await limited('/own', 'a route\'s own bucket is kept too');
-  assert.equal(up.seen.filter((r) => String(r.headers['x-forwarded-for'] ?? '').startsWith('127.10.1.1')).length, 3, 'limited requests reached no upstream');
+  assert.equal(up.seen.filter((r) => String(r.headers['x-forwarded-for'] ?? '').startsWith('::1')).length, 3, 'limited requests reached no upstream');
 
   // Rewritten file and reload: the host's limit spelled "60s" is the same limit; the route's new burst is a new one.
   await proxy.reconfigure(config({ rateLimit: { requests: 1, per: '60s', burst: 2 } }, [{ path: '/own', upstream: up.url, rateLimit: { requests: 1, per: '1m', burst: 2 } }]));
@@ -152,12 +154,12 @@ test('RateLimitRegistry: one limiter per scope and settings, the same after a re
 
 test('RateLimiter forgets clients whose bucket has refilled, so its memory stays bounded', () => {
   const fast = new RateLimiter(1_000_000, 1, 1); // refills at once
-  for (let i = 0; i < 20_000; i++) assert.equal(fast.take(`127.11.${i >> 8}.${i & 255}`), 0);
+  for (let i = 0; i < 20_000; i++) assert.equal(fast.take(`client-${i}`), 0);
   assert.ok(fast.size <= 4096 + 1, `tracks ${fast.size} addresses`);
   const slow = new RateLimiter(1, 60_000, 1);
-  for (let i = 0; i < 5000; i++) slow.take(`127.12.${i >> 8}.${i & 255}`);
+  for (let i = 0; i < 5000; i++) slow.take(`client-${i}`);
   assert.equal(slow.size, 5000, 'clients still limited are kept');
-  assert.equal(slow.take('127.12.0.0'), 60);
+  assert.equal(slow.take('client-0'), 60);
 });
 
 test('RateLimiter tracks at most MAX_TRACKED_ADDRESSES even when every client is still limited (rotating addresses), forgetting those seen first', () => {
