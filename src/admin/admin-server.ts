@@ -25,6 +25,7 @@ import { MAX_PURGE_BODY_BYTES, parsePurgeRequest, type ProcessPurge, type PurgeR
 import { renderMetrics } from './metrics.js';
 import type { Snapshot } from './snapshot.js';
 import { isAuthorized } from './token.js';
+import { throttledWarn } from '../log/throttled-warn.js';
 
 /** One process's answer to a reload. */
 export type ProcessReload = { readonly pid: number } & ({ readonly ok: true; readonly generation: number } | { readonly ok: false; readonly issues: readonly ConfigIssue[] });
@@ -84,22 +85,18 @@ function noProcess(res: http.ServerResponse): void {
   send(res, 503, { error: 'no worker process is serving yet (starting or restarting); try again in a moment' }, { 'retry-after': '1' });
 }
 
-/** At most one warn line a minute about requests refused for their token, besides the first of each minute. */
-const REFUSED_LOG_INTERVAL_MS = 60_000;
-
 export class AdminServer {
   readonly #server: http.Server;
   readonly #backend: AdminBackend;
   readonly #log: Logger;
   readonly #version: string;
-  /** Refused requests (no or a wrong token) since the last warn line, and the timer that writes their count. */
-  #refused = 0;
-  #refusedLast: { remote: string | undefined; path: string | undefined } | undefined = undefined;
-  #refusedTimer: NodeJS.Timeout | undefined = undefined;
+  /** Requests refused for their token: a warn line for the first, then their count at most once a minute. */
+  readonly #noteRefused: (facts: object) => void;
 
   constructor(backend: AdminBackend, log: Logger, version: string) {
     this.#backend = backend;
     this.#log = log;
+    this.#noteRefused = throttledWarn(log, 'admin request refused: missing or wrong token', 'more admin requests refused in the last minute: missing or wrong token', 'count');
     this.#version = version;
     this.#server = http.createServer({ headersTimeout: 5_000, requestTimeout: 30_000, maxHeaderSize: 8192 }, (req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
@@ -128,27 +125,7 @@ export class AdminServer {
     return a !== null && typeof a === 'object' ? a.port : 0;
   }
 
-  /**
-   * A request refused for its token: the first one of a minute gets a warn line at once, the others of that
-   * minute one line with their count when it ends, so a client guessing tokens cannot flood the log.
-   */
-  #noteRefused(remote: string | undefined, path: string | undefined): void {
-    if (this.#refusedTimer !== undefined) {
-      this.#refused++;
-      this.#refusedLast = { remote, path };
-      return;
-    }
-    this.#log.warn({ remote, path }, 'admin request refused: missing or wrong token');
-    this.#refused = 0;
-    this.#refusedTimer = setTimeout(() => {
-      this.#refusedTimer = undefined;
-      if (this.#refused > 0) this.#log.warn({ count: this.#refused, ...this.#refusedLast }, 'more admin requests refused in the last minute: missing or wrong token');
-    }, REFUSED_LOG_INTERVAL_MS);
-    this.#refusedTimer.unref();
-  }
-
   close(): Promise<void> {
-    clearTimeout(this.#refusedTimer);
     return new Promise((resolve) => {
       this.#server.closeAllConnections();
       this.#server.close(() => resolve());
@@ -163,7 +140,7 @@ export class AdminServer {
     if (req.url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) return this.#health(res);
     if (!isAuthorized(req.headers.authorization, this.#backend.tokenDigest())) {
       req.resume();
-      this.#noteRefused(req.socket.remoteAddress, req.url);
+      this.#noteRefused({ remote: req.socket.remoteAddress, path: req.url });
       return send(res, 401, { error: 'missing or wrong token: send "Authorization: Bearer <token>" with the token from admin.tokenFile' }, { 'www-authenticate': 'Bearer realm="portico-admin"' });
     }
     const method = ROUTES[path];

@@ -11,6 +11,7 @@
 import type { ListenOptions, Server } from 'node:net';
 import type { Logger } from 'pino';
 import { PorticoError } from '../errors.js';
+import { throttledWarn } from '../log/throttled-warn.js';
 
 /**
  * Whether workers here bind with SO_REUSEPORT: Node accepts `reusePort` in `listen()` from 22.12 and 23.1
@@ -58,20 +59,8 @@ export function listenFailed(address: string, port: number, err: unknown): Porti
  */
 export function capConnections(server: Server, max: number, log: Logger, port: number): void {
   server.maxConnections = max;
-  let dropped = 0;
-  let timer: NodeJS.Timeout | undefined;
-  server.on('drop', () => {
-    if (timer !== undefined) {
-      dropped++;
-      return;
-    }
-    log.warn({ port, maxConnections: server.maxConnections }, 'connection refused: limits.maxConnections reached');
-    timer = setTimeout(() => {
-      if (dropped > 0) log.warn({ port, dropped, maxConnections: server.maxConnections }, 'more connections refused in the minute after: limits.maxConnections reached');
-      dropped = 0;
-      timer = undefined;
-    }, 60_000).unref();
-  });
+  const note = throttledWarn(log, 'connection refused: limits.maxConnections reached', 'more connections refused in the minute after: limits.maxConnections reached', 'dropped');
+  server.on('drop', () => note({ port, maxConnections: server.maxConnections }));
 }
 
 /**

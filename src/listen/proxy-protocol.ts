@@ -7,6 +7,7 @@
  */
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import { stripAddress } from '../proxy/forward-headers.js';
+import { throttledWarn, type WarnLog } from '../log/throttled-warn.js';
 
 /** The v2 signature (spec §2.2). */
 const V2_SIG = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -167,21 +168,9 @@ export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source
  * Logs refused PROXY headers without flooding: the first at warn with its reason (a load balancer
  * that does not send the header makes every connection fail), then a count at most once a minute.
  */
-export function proxyRefusalLog(log: { warn(obj: object, msg: string): void }, port: number): (reason: string, remote: string | undefined) => void {
-  let refused = 0;
-  let timer: NodeJS.Timeout | undefined;
-  return (reason, remote) => {
-    if (timer !== undefined) {
-      refused++;
-      return;
-    }
-    log.warn({ port, remote, reason }, 'connection closed: no valid PROXY protocol header (listen.*.proxyProtocol is on)');
-    timer = setTimeout(() => {
-      if (refused > 0) log.warn({ port, refused }, 'more connections closed in the minute after: no valid PROXY protocol header');
-      refused = 0;
-      timer = undefined;
-    }, 60_000).unref();
-  };
+export function proxyRefusalLog(log: WarnLog, port: number): (reason: string, remote: string | undefined) => void {
+  const note = throttledWarn(log, 'connection closed: no valid PROXY protocol header (listen.*.proxyProtocol is on)', 'more connections closed in the minute after: no valid PROXY protocol header', 'refused');
+  return (reason, remote) => note({ port, remote, reason });
 }
 
 /** A connection's identity, the same on a TCP socket and on the TLS socket wrapping it. */
