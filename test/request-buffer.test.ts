@@ -13,6 +13,7 @@ import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/
 import { RawClient } from './helpers/raw-http1.js';
 import { curl, requireTool } from './helpers/real-peers.js';
 import type { ConfigInput } from '../src/config/schema.js';
+import { validateConfig } from '../src/config/load.js';
 
 interface Arrival {
   path: string;
@@ -164,4 +165,13 @@ test('a buffered body that stops arriving gets 408 after limits.bodyTimeout, and
   const res = await c.response({ timeoutMs: 5000 });
   assert.equal(res.status, 408);
   assert.equal(arrivals.length, 0);
+});
+
+test('requestBuffer is a size from 1b to 64mb, refused otherwise at its path', () => {
+  const issues = (requestBuffer: string): string[] => {
+    const r = validateConfig({ hosts: { 'b.test': { tls: { cert: 'c', key: 'k' }, routes: [{ upstream: { targets: ['http://127.0.0.1:1'], requestBuffer } }] } } });
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  assert.deepEqual(issues('64mb'), []);
+  for (const bad of ['0b', '65mb', '1gb']) assert.match(issues(bad)[0] ?? '', /^hosts\["b\.test"\]\.routes\[0\]\.upstream\.requestBuffer: expected a size from 1b to 64mb/, bad);
 });

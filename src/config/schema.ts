@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { isIP } from 'node:net';
-import { parseDurationMs } from './units.js';
+import { parseDurationMs, parseSizeBytes } from './units.js';
 import { checkTargetUrl } from './target-url.js';
 import { hashProblem } from '../proxy/basic-auth.js';
 
@@ -89,6 +89,18 @@ const UpstreamTls = z
   })
   .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'a client certificate needs both "cert" and "key"; set both, or neither', path: ['cert'] })
   .describe('TLS settings for https:// upstream targets.');
+
+/** The largest "requestBuffer": every request with a body may hold this much memory while it is read. */
+const MAX_REQUEST_BUFFER_BYTES = 64 * 1024 * 1024;
+
+/** Bytes of a size, NaN when it is not one (refinements run even after the format check failed). */
+function sizeBytes(s: string): number {
+  try {
+    return parseSizeBytes(s);
+  } catch {
+    return Number.NaN;
+  }
+}
 
 /** A duration of at least `minMs`, as the message says. */
 function durationAtLeast(minMs: number, min: string) {
@@ -194,7 +206,10 @@ const UpstreamObject = z.strictObject({
       'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit. A WebSocket (any upgraded connection) holds a slot from its upgrade until its tunnel closes; an upgrade finding every target full gets 503 at once, without queueing. Default: no limit.',
     ),
   queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
-  requestBuffer: Size.optional().describe(
+  requestBuffer: Size.refine((v) => {
+    const n = sizeBytes(v);
+    return Number.isNaN(n) || (n >= 1 && n <= MAX_REQUEST_BUFFER_BYTES);
+  }, { message: 'expected a size from 1b to 64mb: each request with a body holds this much memory while it is read (leave it out to stream bodies)' }).optional().describe(
     'Read a request\'s body, up to this size, before a target is picked and the request is sent (nginx\'s proxy_request_buffering, HAProxy\'s http-buffer-request), so a slow upload holds no connection and no worker of the app until it has arrived: for app servers with few workers (gunicorn\'s sync workers, unicorn, PHP-FPM). A body that fits goes upstream in one piece with its Content-Length (a chunked one too), and a request with it may be sent to the next target like one without a body (if it is idempotent). A larger body is sent as the first part arrives past the limit, and streams on. Each request holds up to this much memory while it is read; limits.bodyTimeout bounds the client\'s pauses, and over HTTP/1.1 limits.requestTimeout the whole request. Default: off (bodies stream as they arrive).',
   ),
 }).refine((u) => u.stickyCookie === undefined || u.loadBalancing === 'cookie', {
