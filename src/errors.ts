@@ -63,6 +63,7 @@ export const ERRORS = {
   PORTICO_PRECONDITION_FAILED: { status: 412, message: 'Precondition Failed: the file is not the one If-Match or If-Unmodified-Since names; it has changed' },
   PORTICO_RANGE_NOT_SATISFIABLE: { status: 416, message: 'Range Not Satisfiable: the range is outside the file' },
   PORTICO_FILE_FAILED: { status: 500, message: 'Internal Server Error: the file could not be read' },
+  PORTICO_NOT_CACHED: { status: 504, message: 'Gateway Timeout: the request asked for a stored response only (Cache-Control: only-if-cached), and none that it accepts is stored' },
   PORTICO_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: the proxy is shutting down' },
   // Configuration and startup (status is the CLI's view: not sent to clients).
   PORTICO_CONFIG_INVALID: { status: 500, message: 'the configuration is invalid' },

@@ -38,6 +38,9 @@ async function cacheableUpstream() {
       case '/short':
         h['cache-control'] = 'max-age=1';
         break;
+      case '/strict':
+        h['cache-control'] = 'max-age=1, must-revalidate';
+        break;
       case '/aged':
         Object.assign(h, { 'cache-control': 'max-age=100', age: '40' });
         break;
@@ -245,6 +248,51 @@ test('cache: what is not stored, and what a request can ask of the cache', async
   assert.equal(counts.get('/short'), 2);
 });
 
+test('cache: a request\'s max-age, min-fresh, max-stale and only-if-cached bound what it is answered from the cache (RFC 9111 §5.2.1)', async (t) => {
+  const pki = await makePki();
+  const { up, counts } = await cacheableUpstream();
+  const cert = await pki.issue('c9', ['c9.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c9.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = (path: string, cc?: string) => h1Request({ port: proxy.httpsPort, sni: 'c9.test', path, headers: cc === undefined ? {} : { 'cache-control': cc }, ca: pki.caPem });
+
+  // /aged is 40 s old when it comes (Age: 40) and fresh for 60 s more.
+  assert.equal((await get('/aged')).text, '/aged #1');
+  let r = await get('/aged', 'max-age=30');
+  assert.equal(r.text, '/aged #2', 'older than the request\'s max-age: fetched again');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=request; stored');
+  r = await get('/aged', 'max-age=50');
+  assert.equal(r.text, '/aged #2', 'young enough for max-age=50');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=\d+$/);
+  assert.equal((await get('/aged', 'min-fresh=70')).text, '/aged #3', 'not fresh for 70 s more');
+  assert.equal((await get('/aged', 'min-fresh=30')).text, '/aged #3', 'fresh for 30 s more');
+  assert.equal((await get('/aged')).text, '/aged #3');
+
+  // max-stale takes a stale copy, unless the response says must-revalidate.
+  await get('/short');
+  await get('/strict');
+  await new Promise((res) => setTimeout(res, 1100));
+  r = await get('/short', 'max-stale');
+  assert.equal(r.text, '/short #1');
+  assert.match(String(r.headers['cache-status']), /^Portico; hit; ttl=-\d+; detail=max-stale$/);
+  assert.equal((await get('/short', 'max-stale=60')).text, '/short #1');
+  r = await get('/strict', 'max-stale');
+  assert.equal(r.text, '/strict #2', 'must-revalidate: never served stale');
+  assert.equal(r.headers['cache-status'], 'Portico; fwd=stale; stored');
+  assert.equal((await get('/short', 'max-stale=0')).text, '/short #2', 'max-stale=0 takes nothing stale');
+
+  // only-if-cached: what is stored, or 504 without asking the upstream.
+  r = await get('/aged', 'only-if-cached');
+  assert.deepEqual([r.status, r.text], [200, '/aged #3']);
+  for (const [path, cc] of [['/plain', 'only-if-cached'], ['/aged', 'only-if-cached, no-cache'], ['/aged', 'only-if-cached, max-age=10']] as const) {
+    r = await get(path, cc);
+    assert.equal(r.status, 504, `${path} ${cc}`);
+    assert.equal(r.headers['x-portico-error'], 'PORTICO_NOT_CACHED');
+    assert.equal(r.headers['cache-status'], 'Portico; fwd=miss; detail=only-if-cached');
+  }
+  assert.equal(counts.get('/plain'), undefined, 'only-if-cached never reached the upstream');
+  assert.equal(counts.get('/aged'), 3);
+});
+
 test('cache: large and chunked bodies byte for byte from HTTP/1.1 and HTTP/2 upstreams, maxObjectSize, and limits.cacheSize', async (t) => {
   const pki = await makePki();
   const { up, counts } = await cacheableUpstream();
@@ -405,7 +453,7 @@ test('cache: past its size the store drops a response not used since the hand la
   cache.setMaxBytes(3000);
   const entry = (url: string): CachedResponse => ({
     base: `r\nh\n${url}`, variant: '', host: 'h', url, status: 200, pairs: [], body: Buffer.alloc(0), storedAt: 0, initialAgeS: 0,
-    expiresAt: Number.MAX_SAFE_INTEGER, staleUntil: Number.MAX_SAFE_INTEGER, refreshUntil: 0, etag: undefined, lastModified: undefined, size: 1000, used: false,
+    expiresAt: Number.MAX_SAFE_INTEGER, staleUntil: Number.MAX_SAFE_INTEGER, refreshUntil: 0, mayServeStale: true, etag: undefined, lastModified: undefined, size: 1000, used: false,
   });
   const has = (url: string): boolean => cache.lookup(`r\nh\n${url}`, {}) !== undefined;
   for (const u of ['/a', '/b', '/c']) cache.store(entry(u), []);

@@ -33,24 +33,54 @@ export type RequestCacheMode =
   /** Not for the cache at all: neither answered from it nor stored (Authorization, Range, no-store). */
   | 'bypass';
 
+/** A request's Cache-Control as the cache applies it (RFC 9111 §5.2.1). */
+export interface CacheRequest {
+  readonly mode: RequestCacheMode;
+  /** The greatest age, in ms, of a stored response the request accepts (max-age), or -1: any age. */
+  readonly maxAgeMs: number;
+  /** How long a stored response must still stay fresh for the request, in ms (min-fresh); 0 when not asked. */
+  readonly minFreshMs: number;
+  /** How long past its freshness a stored response may be for the request, in ms (max-stale; Infinity without an argument); 0 when not asked. */
+  readonly maxStaleMs: number;
+  /** Answer only from the cache, else 504 (only-if-cached, §5.2.1.7). */
+  readonly onlyIfCached: boolean;
+}
+
+/** A request with no Cache-Control directive that limits the cache: the common case, shared. */
+export const PLAIN_LOOKUP: CacheRequest = Object.freeze({ mode: 'lookup', maxAgeMs: -1, minFreshMs: 0, maxStaleMs: 0, onlyIfCached: false });
+const PLAIN_REFRESH: CacheRequest = Object.freeze({ mode: 'refresh', maxAgeMs: -1, minFreshMs: 0, maxStaleMs: 0, onlyIfCached: false });
+const PLAIN_BYPASS: CacheRequest = Object.freeze({ mode: 'bypass', maxAgeMs: -1, minFreshMs: 0, maxStaleMs: 0, onlyIfCached: false });
+
 /**
  * What the cache may do for a GET or HEAD request. A request with credentials is neither answered
  * from the cache nor stored (RFC 9111 §3.5), as HAProxy's cache does; a range request goes to the
  * upstream whole; no-store keeps its response out (§5.2.1.5); no-cache or max-age=0 skips the stored
  * response but may refresh it (§5.2.1.4, §5.2.1.1), as Pragma: no-cache does without Cache-Control (§5.4).
+ * max-age=N, min-fresh and max-stale bound which stored responses the request accepts (§5.2.1.1–3), and
+ * only-if-cached asks for a stored response or a 504 (§5.2.1.7). Hot path for cache routes: a request
+ * without Cache-Control gets the shared PLAIN_LOOKUP.
  */
-export function requestCacheMode(headers: Readonly<Record<string, string | string[] | undefined>>): RequestCacheMode {
-  if (headers['authorization'] !== undefined || headers['range'] !== undefined) return 'bypass';
+export function readCacheRequest(headers: Readonly<Record<string, string | string[] | undefined>>): CacheRequest {
   const cc = headers['cache-control'];
+  const credentials = headers['authorization'] !== undefined || headers['range'] !== undefined;
   if (cc === undefined) {
+    if (credentials) return PLAIN_BYPASS;
     const pragma = headers['pragma'];
-    return pragma !== undefined && String(pragma).toLowerCase().includes('no-cache') ? 'refresh' : 'lookup';
+    return pragma !== undefined && String(pragma).toLowerCase().includes('no-cache') ? PLAIN_REFRESH : PLAIN_LOOKUP;
   }
   const d = parseCacheControl(Array.isArray(cc) ? cc.join(', ') : cc);
-  if (d === undefined) return 'lookup';
-  if (d.has('no-store')) return 'bypass';
-  if (d.has('no-cache') || deltaSeconds(d.get('max-age')) === 0) return 'refresh';
-  return 'lookup';
+  if (d === undefined) return credentials ? PLAIN_BYPASS : PLAIN_LOOKUP;
+  const maxAge = deltaSeconds(d.get('max-age'));
+  const mode: RequestCacheMode = credentials || d.has('no-store') ? 'bypass' : d.has('no-cache') || maxAge === 0 ? 'refresh' : 'lookup';
+  const onlyIfCached = d.has('only-if-cached');
+  const minFresh = deltaSeconds(d.get('min-fresh'));
+  const staleArg = d.get('max-stale');
+  // max-stale without an argument accepts any staleness; with a malformed one, none (§5.2.1.2).
+  const maxStaleMs = staleArg === undefined ? 0 : staleArg === '' ? Infinity : Math.max(0, deltaSeconds(staleArg)) * 1000;
+  if (maxAge < 0 && minFresh <= 0 && maxStaleMs === 0 && !onlyIfCached) {
+    return mode === 'lookup' ? PLAIN_LOOKUP : mode === 'refresh' ? PLAIN_REFRESH : PLAIN_BYPASS;
+  }
+  return { mode, maxAgeMs: maxAge < 0 ? -1 : maxAge * 1000, minFreshMs: Math.max(0, minFresh) * 1000, maxStaleMs, onlyIfCached };
 }
 
 /** Statuses stored when the response says how long they stay fresh (RFC 9110 §15.1's heuristically cacheable ones that Portico can replay). */
@@ -96,7 +126,15 @@ export function freshnessLifetimeMs(status: number, headers: ReadonlyMap<string,
 export function staleWindowMs(headers: ReadonlyMap<string, string>, directive: 'stale-if-error' | 'stale-while-revalidate', configuredMs: number): number {
   const cc = parseCacheControl(headers.get('cache-control'));
   if (cc === undefined) return configuredMs;
-  if (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage')) return 0;
+  if (forbidsStale(cc)) return 0;
   const own = deltaSeconds(cc.get(directive));
   return own >= 0 ? own * 1000 : configuredMs;
+}
+
+/**
+ * Whether a response's directives forbid a shared cache to send it stale without revalidating it:
+ * must-revalidate (RFC 9111 §5.2.2.2), proxy-revalidate (§5.2.2.8), or s-maxage, which implies it (§5.2.2.10).
+ */
+export function forbidsStale(cc: ReadonlyMap<string, string> | undefined): boolean {
+  return cc !== undefined && (cc.has('must-revalidate') || cc.has('proxy-revalidate') || cc.has('s-maxage'));
 }

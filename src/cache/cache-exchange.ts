@@ -13,9 +13,9 @@ import type { Exchange } from '../proxy/exchange.js';
 import { DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
+import { fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
 import type { ErrorCode } from '../errors.js';
-import { deltaSeconds, freshnessLifetimeMs, requestCacheMode, staleWindowMs } from './cache-control.js';
+import { deltaSeconds, forbidsStale, freshnessLifetimeMs, parseCacheControl, PLAIN_LOOKUP, readCacheRequest, staleWindowMs, type CacheRequest } from './cache-control.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
 import type { H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
@@ -36,6 +36,7 @@ export interface CacheFill {
   readonly lifetimeMs: number;
   readonly staleMs: number;
   readonly refreshMs: number;
+  readonly mayServeStale: boolean;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
 }
@@ -115,17 +116,19 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     }
     return false;
   }
-  const mode = requestCacheMode(ex.req.headers);
-  if (mode === 'bypass') {
+  const rq = readCacheRequest(ex.req.headers);
+  if (rq.mode === 'bypass') {
+    if (rq.onlyIfCached) return notCached(ex);
     ex.cacheResult = 'bypass';
     ex.cacheStatus = 'Portico; fwd=bypass';
     return false;
   }
   const base = requestKey(ex);
   let fwd = 'request';
-  if (mode === 'lookup') {
-    fwd = lookUp(ex, base);
+  if (rq.mode === 'lookup') {
+    fwd = lookUp(ex, base, rq);
     if (fwd === 'hit') return true;
+    if (rq.onlyIfCached) return notCached(ex);
     if (plan.lockTimeoutMs > 0) {
       const waiters = locks.get(base);
       if (waiters !== undefined) {
@@ -140,27 +143,55 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
         ex.cacheLock = base;
       }
     }
+  } else if (rq.onlyIfCached) {
+    return notCached(ex);
   }
   noteMiss(ex, base, plan, fwd);
   return false;
 }
 
+const NOT_CACHED_STATUS: readonly [string, string] = ['cache-status', 'Portico; fwd=miss; detail=only-if-cached'];
+
+/** only-if-cached and nothing stored the request accepts: 504 without asking the upstream (RFC 9111 §5.2.1.7). */
+function notCached(ex: Exchange): true {
+  ex.stale = undefined;
+  ex.cacheResult = 'miss';
+  ex.cacheStatus = NOT_CACHED_STATUS[1];
+  responseCache.counters.misses++;
+  ex.route!.stats.cacheMisses++;
+  fail(ex, 'PORTICO_NOT_CACHED', undefined, NOT_CACHED_STATUS);
+  return true;
+}
+
 /**
  * Answers from a fresh stored response ("hit"), or keeps a stale one on the Exchange for a revalidation
  * (it has a validator) or for the upstream failing (within its window); returns the RFC 9211 fwd reason.
+ * A request's max-age and min-fresh can turn down a fresh response ("request"), and its max-stale accept
+ * a stale one that does not forbid it.
  */
-function lookUp(ex: Exchange, base: string): string {
+function lookUp(ex: Exchange, base: string, rq: CacheRequest): string {
   const found = responseCache.lookup(base, ex.req.headers);
   if (found === undefined) return 'uri-miss';
   const now = Date.now();
   if (now < found.expiresAt) {
+    if (rq === PLAIN_LOOKUP || accepts(rq, found, now)) {
+      responseCache.counters.hits++;
+      ex.route!.stats.cacheHits++;
+      replay(ex, found, hitStatus(found, now), 'hit');
+      return 'hit';
+    }
+    // Fresh, but too old for this request: fetched again (or revalidated); it stays stored for others.
+    if (found.etag !== undefined || found.lastModified !== undefined) ex.stale = found;
+    return 'request';
+  }
+  if (rq.maxStaleMs > 0 && found.mayServeStale && now < found.expiresAt + rq.maxStaleMs && accepts(rq, found, now)) {
     responseCache.counters.hits++;
     ex.route!.stats.cacheHits++;
-    replay(ex, found, hitStatus(found, now), 'hit');
+    replay(ex, found, `Portico; hit; ttl=${Math.floor((found.expiresAt - now) / 1000)}; detail=max-stale`, 'stale');
     return 'hit';
   }
   // stale-while-revalidate: sent at once, and a new copy fetched in the background (once at a time).
-  if (now < found.refreshUntil && (locks.has(base) || refreshInBackground(ex, found, base))) {
+  if (now < found.refreshUntil && rq.maxAgeMs < 0 && rq.minFreshMs === 0 && (locks.has(base) || refreshInBackground(ex, found, base))) {
     responseCache.counters.hits++;
     ex.route!.stats.cacheHits++;
     replay(ex, found, `Portico; hit; ttl=${Math.floor((found.expiresAt - now) / 1000)}; detail=stale-while-revalidate`, 'stale');
@@ -169,6 +200,12 @@ function lookUp(ex: Exchange, base: string): string {
   if (found.etag !== undefined || found.lastModified !== undefined || now < found.staleUntil) ex.stale = found;
   else responseCache.remove(found);
   return 'stale';
+}
+
+/** Whether a stored response is young enough for a request's max-age and fresh long enough for its min-fresh (RFC 9111 §5.2.1.1, §5.2.1.3). */
+function accepts(rq: CacheRequest, e: CachedResponse, now: number): boolean {
+  if (rq.maxAgeMs >= 0 && e.initialAgeS * 1000 + (now - e.storedAt) > rq.maxAgeMs) return false;
+  return rq.minFreshMs === 0 || e.expiresAt - now >= rq.minFreshMs;
 }
 
 /** A request the cache did not answer goes upstream: its Cache-Status, and for a GET what to store its response as. */
@@ -207,7 +244,7 @@ function resume(ex: Exchange): void {
   const base = ex.cacheLock!;
   ex.cacheLock = undefined;
   if (ex.res.destroyed || ex.res.writableEnded) return;
-  const fwd = lookUp(ex, base);
+  const fwd = lookUp(ex, base, readCacheRequest(ex.req.headers));
   if (fwd === 'hit') return;
   noteMiss(ex, base, ex.route!.cache!, fwd);
   sendToUpstream(ex);
@@ -310,6 +347,8 @@ interface Described {
   readonly staleMs: number;
   /** How long past its freshness it may be served while a new copy is fetched in the background. */
   readonly refreshMs: number;
+  /** A client's max-stale may have it stale. */
+  readonly mayServeStale: boolean;
 }
 
 /** A response's headers as the store keeps them (without the names in `drop`), or undefined when it may not be stored. */
@@ -337,6 +376,7 @@ function describe(status: number, pairs: readonly string[], plan: CachePlan, dro
     initialAgeS,
     staleMs: staleWindowMs(byName, 'stale-if-error', plan.staleIfErrorMs),
     refreshMs: staleWindowMs(byName, 'stale-while-revalidate', plan.staleWhileRevalidateMs),
+    mayServeStale: !forbidsStale(parseCacheControl(byName.get('cache-control'))),
   };
 }
 
@@ -349,6 +389,7 @@ function entry(
     readonly initialAgeS: number;
     readonly staleMs: number;
     readonly refreshMs: number;
+    readonly mayServeStale: boolean;
     readonly etag: string | undefined;
     readonly lastModified: string | undefined;
   },
@@ -363,6 +404,7 @@ function entry(
     expiresAt,
     staleUntil: expiresAt + t.staleMs,
     refreshUntil: expiresAt + t.refreshMs,
+    mayServeStale: t.mayServeStale,
     etag: t.etag,
     lastModified: t.lastModified,
     size,
@@ -523,6 +565,7 @@ function newFill(d: Described, base: string, variant: string, names: readonly st
     lifetimeMs: d.lifetimeMs,
     staleMs: d.staleMs,
     refreshMs: d.refreshMs,
+    mayServeStale: d.mayServeStale,
     etag: d.byName.get('etag'),
     lastModified: d.byName.get('last-modified'),
   };

@@ -29,6 +29,8 @@ export interface CachedResponse {
   readonly staleUntil: number;
   /** Date.now() until which it may be served stale while a new copy is fetched in the background (stale-while-revalidate). */
   readonly refreshUntil: number;
+  /** Its directives let a client's max-stale have it stale (no must-revalidate, proxy-revalidate or s-maxage). */
+  readonly mayServeStale: boolean;
   readonly etag: string | undefined;
   readonly lastModified: string | undefined;
   /** Bytes it counts against the cache's size. */
