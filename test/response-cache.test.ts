@@ -86,6 +86,14 @@ async function cacheableUpstream() {
   return { up, counts };
 }
 
+/** An h2c upstream on 127.0.0.1 (node:http2's compatibility API), closed with the proxy. */
+async function startH2cUpstream(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http2.createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `h2c://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
 test('cache: a fresh response is stored and served again with Age and Cache-Status, over HTTP/1.1 and HTTP/2, HEAD and 304 included', async (t) => {
   const pki = await makePki();
   const { up, counts } = await cacheableUpstream();
@@ -813,12 +821,13 @@ test('cache: a Host with another port, or a trusted proxy\'s X-Forwarded-Host, i
   assert.equal((await get()).text, '<script src="https://c10.test/app.js"></script>');
 });
 
-test('cache: with staleWhileRevalidate a stale response is sent at once while one background request fetches a new copy', async (t) => {
+for (const protocol of ['HTTP/1.1', 'HTTP/2 (h2c)'] as const) {
+test(`cache: with staleWhileRevalidate a stale response is sent at once while one background request fetches a new copy, from an ${protocol} upstream`, async (t) => {
   const pki = await makePki();
   let version = 1;
   let requests = 0;
   const seen: (string | undefined)[] = [];
-  const up = await startUpstream((req, res) => {
+  const answer = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void => {
     req.resume();
     requests++;
     seen.push(req.headers['if-none-match'] as string | undefined);
@@ -833,10 +842,13 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
       res.writeHead(200, { etag, 'cache-control': cc, 'content-type': 'text/plain' });
       res.end(`${req.url} v${version}`);
     }, 1000);
-  });
-  const cert = await pki.issue('c10', ['c10.test']);
-  const proxy = await startProxyFor(t, pki, { hosts: { 'c10.test': { tls: cert, cache: { staleWhileRevalidate: '1m' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
-  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: 'c10.test', path, ca: pki.caPem });
+  };
+  const up = protocol === 'HTTP/1.1' ? await startUpstream(answer) : await startH2cUpstream(answer);
+  // A host of its own per protocol: the store is the test process's, shared by both runs.
+  const host = protocol === 'HTTP/1.1' ? 'c10.test' : 'c10-h2.test';
+  const cert = await pki.issue('c10', [host]);
+  const proxy = await startProxyFor(t, pki, { hosts: { [host]: { tls: cert, cache: { staleWhileRevalidate: '1m' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const get = (path: string) => h1Request({ port: proxy.httpsPort, sni: host, path, ca: pki.caPem });
   const timed = async (path: string) => {
     const t0 = performance.now();
     const r = await get(path);
@@ -874,6 +886,7 @@ test('cache: with staleWhileRevalidate a stale response is sent at once while on
   assert.ok(strict.ms >= 950, 'must-revalidate: the client waits for the revalidation');
   assert.match(String(strict.r.headers['cache-status']), /^Portico; fwd=stale; fwd-status=304/);
 });
+}
 
 test('cache: a cache whose largest response would not fit in limits.cacheSize is a config problem at its path', async (t) => {
   const pki = await makePki();

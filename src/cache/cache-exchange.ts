@@ -8,16 +8,18 @@
  * Routes without a cache pay one field check in dispatch and one per response.
  */
 import fresh from 'fresh';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
 import { DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders } from '../proxy/handle-request.js';
+import { abortUpstreamRequest, fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders, upstreamRstCode } from '../proxy/handle-request.js';
+import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
+import type { Target } from '../upstream/target.js';
 import type { ErrorCode } from '../errors.js';
 import { deltaSeconds, forbidsStale, freshnessLifetimeMs, parseCacheControl, PLAIN_LOOKUP, readCacheRequest, staleWindowMs, type CacheRequest } from './cache-control.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
-import type { H1Handler, UpstreamError } from '../upstream/h1-connection.js';
+import { UpstreamError, type H1Handler } from '../upstream/h1-connection.js';
 import { responseCache, variantKey, varyNames, type CachedResponse } from './response-cache.js';
 import type { CachePlan } from './cache-plan.js';
 
@@ -591,20 +593,25 @@ export function headerObjectPairs(h: IncomingHttpHeaders): string[] {
 
 /**
  * Starts fetching a new copy of a stale stored response without a client waiting for it
- * (stale-while-revalidate), on a connection of an HTTP/1.1 target of the route: a GET with the request's
- * headers and the stored response's validators, which holds the key's lock until it ends. Returns false,
- * having started nothing, when no HTTP/1.1 target is available (the request then revalidates in the foreground).
+ * (stale-while-revalidate), on a target of the route (a kept HTTP/1.1 connection, or a stream of an HTTP/2
+ * session): a GET with the request's headers and the stored response's validators, which holds the key's
+ * lock until it ends. Returns false, having started nothing, when no target can take it now (none in
+ * rotation, at maxRequests, or one whose protocol ALPN has yet to settle); the request then revalidates
+ * in the foreground.
  */
 function refreshInBackground(ex: Exchange, e: CachedResponse, base: string): boolean {
   const u = ex.upstream!;
   const target = pickTarget(u, ex.req.remoteAddress);
-  if (target === undefined || (target.kind !== 'h1' && target.kind !== 'h1-tls') || target.h1Pool === undefined) return false;
+  if (target === undefined) return false;
   if (u.maxRequests !== 0 && target.limitedInFlight >= u.maxRequests) return false;
+  const h2 = target.kind === 'h2-tls' || target.kind === 'h2c';
+  if (!h2 && ((target.kind !== 'h1' && target.kind !== 'h1-tls') || target.h1Pool === undefined)) return false;
   ex.stale = e;
-  const headers = upstreamRequestHeaders(ex, target, false);
+  const headers = upstreamRequestHeaders(ex, target, h2);
   ex.stale = undefined;
   const job = new BackgroundRefresh(e, ex.route!.cache!);
-  const pool = target.h1Pool;
+  if (h2) return refreshOverH2(job, target, ex.path, headers, u.responseTimeoutMs, base);
+  const pool = target.h1Pool!;
   const conn = pool.acquire();
   locks.set(base, []);
   try {
@@ -619,10 +626,47 @@ function refreshInBackground(ex: Exchange, e: CachedResponse, base: string): boo
 }
 
 /**
- * The upstream's answer to a background refresh, as an HTTP/1.1 connection's handler: a 304 makes the
- * stored response fresh again, a storable response replaces it; anything else (an error, a 5xx, a
- * response too large) leaves it as it is. The lock on its key is given up when the exchange ends.
+ * The background GET of refreshInBackground on an HTTP/2 target: a stream of the target's session, its
+ * response handed to `job` as an HTTP/1.1 connection would hand it. A stream cut before END_STREAM, an
+ * error or `timeoutMs` without an answer stores nothing. Cold path (one per stale key at a time).
  */
+function refreshOverH2(job: BackgroundRefresh, target: Target, path: string, headers: OutgoingHttpHeaders, timeoutMs: number, base: string): boolean {
+  let up: UpstreamRequest;
+  try {
+    up = openUpstreamRequest(target, 'GET', path, { ...headers });
+  } catch {
+    return false; // a header Node refuses: the request revalidates in the foreground, where it gets its 400
+  }
+  locks.set(base, []);
+  let done = false;
+  const failed = (code: string): void => {
+    if (done) return;
+    done = true;
+    job.onUpstreamError(new UpstreamError(code, `background refresh: ${code}`, false));
+  };
+  up.on('error', (err: NodeJS.ErrnoException) => failed(err.code ?? 'ERROR'));
+  if (timeoutMs > 0) {
+    up.setTimeout(timeoutMs, () => {
+      abortUpstreamRequest(up);
+      failed('PORTICO_RESPONSE_TIMEOUT');
+    });
+  }
+  up.on('response', (res: IncomingMessage) => {
+    job.onUpstreamHeaders(res.statusCode ?? 502, headerObjectPairs(res.headers));
+    res.on('data', (chunk: Buffer) => job.onUpstreamData(chunk, false));
+    res.on('error', (err: NodeJS.ErrnoException) => failed(err.code ?? 'ERROR'));
+    res.on('end', () => {
+      // A stream reset before END_STREAM ends the response as if whole (see onUpstreamEnd): not stored.
+      if (upstreamRstCode(up) !== 0) return failed('ERR_HTTP2_STREAM_ERROR');
+      if (done) return;
+      done = true;
+      job.onUpstreamEnd(null, headerObjectPairs(res.trailers));
+    });
+  });
+  up.end();
+  return true;
+}
+
 class BackgroundRefresh implements H1Handler {
   readonly #stale: CachedResponse;
   readonly #plan: CachePlan;

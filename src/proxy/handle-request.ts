@@ -68,7 +68,7 @@ export function abortUpstreamRequest(up: UpstreamRequest | undefined, err: Error
 }
 
 /** The RST_STREAM code of an HTTP/2 upstream request's stream (0 while open or closed cleanly). Cold path. */
-function upstreamRstCode(up: UpstreamRequest | undefined): number {
+export function upstreamRstCode(up: UpstreamRequest | undefined): number {
   return (up as unknown as WrappedStream | undefined)?._request?.rstCode ?? 0;
 }
 
