@@ -31,6 +31,12 @@ import { RateLimitRegistry } from '../proxy/rate-limit.js';
 import type { AdminServer } from '../admin/admin-server.js';
 import { StreamListener } from '../stream/stream-listener.js';
 import { checkOpenFileLimit } from './open-file-limit.js';
+import { hostChangeFields, hostFields } from '../log/host-list.js';
+
+/** Each host of a Plan as the log names it: its names, aliases after the first, comma-separated. */
+function hostNames(plan: Plan): string[] {
+  return plan.hosts.map((h) => h.names.join(','));
+}
 
 /** Formats config issues one per line: `path: reason`. */
 export function formatIssues(file: string, issues: readonly ConfigIssue[]): string {
@@ -247,7 +253,7 @@ export class Portico {
       const { startAdminServer, localBackend } = await import('../admin/start-admin.js');
       this.admin = await startAdminServer(localBackend(this), config.admin, this.log);
     }
-    this.log.info({ listeners: opened, hosts: plan.hosts.map((h) => h.names.join(',')), generation: plan.generation, ...(this.#reusePort ? { reusePort: true } : {}) }, 'listening');
+    this.log.info({ listeners: opened, ...hostFields(hostNames(plan)), generation: plan.generation, ...(this.#reusePort ? { reusePort: true } : {}) }, 'listening');
     // One process says it for all: the workers share the limit (a restarted worker has a new id and stays quiet).
     if (!cluster.isWorker || cluster.worker?.id === 1) checkOpenFileLimit(this.log, plan.limits.maxConnections);
     this.certWatcher.start(this.#services.signal);
@@ -298,6 +304,7 @@ export class Portico {
       }
       this.config = config;
       const before = this.state?.plan.limits.maxConnections;
+      const namesBefore = this.state === undefined ? [] : hostNames(this.state.plan);
       if (this.state !== undefined) this.state.plan = plan;
       if (before !== plan.limits.maxConnections && (!cluster.isWorker || cluster.worker?.id === 1)) checkOpenFileLimit(this.log, plan.limits.maxConnections);
       responseCache.setMaxBytes(plan.limits.cacheBytes);
@@ -311,9 +318,9 @@ export class Portico {
       this.lastReloadError = undefined;
       for (const hook of this.onPlan) hook(plan, config);
       // After a failed reload, the line that follows it says that its problems are over, not only that a config loaded.
-      const hosts = plan.hosts.map((h) => h.names.join(','));
-      if (failedBefore === undefined) this.log.info({ generation: plan.generation, hosts }, 'config reloaded');
-      else this.log.info({ generation: plan.generation, hosts, fixedProblems: failedBefore.length }, 'config reloaded, the problems of the last failed reload are fixed');
+      const hosts = hostChangeFields(namesBefore, hostNames(plan));
+      if (failedBefore === undefined) this.log.info({ generation: plan.generation, ...hosts }, 'config reloaded');
+      else this.log.info({ generation: plan.generation, ...hosts, fixedProblems: failedBefore.length }, 'config reloaded, the problems of the last failed reload are fixed');
       return { ok: true, generation: plan.generation };
     };
     const prev = this.#reloading ?? Promise.resolve({ ok: true, generation: 0 } as ReloadResult);
