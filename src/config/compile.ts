@@ -38,8 +38,9 @@ export interface CompileDeps {
   readonly targets: TargetRegistry;
   /** Request counters by route, kept across reloads; a fresh registry when absent (portico check). */
   readonly stats?: RequestStatsRegistry;
-  /** Pairs already loaded, by id: reused when their files' digest is unchanged. */
   readonly generation: number;
+  /** Pairs already loaded, by id (the serving store): one whose files hold the same bytes is reused, not parsed again. */
+  readonly certs?: { get(id: string): CertPair | undefined };
   /** Stream targets' health checks, kept across reloads; a fresh registry when absent (portico check). */
   readonly streamHealth?: StreamHealthRegistry;
   /** Rate limiters with their buckets, kept across reloads; a fresh registry when absent (portico check). */
@@ -132,7 +133,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
   await Promise.all(
     [...pairNames].map(async ([id, p]) => {
       try {
-        certs.set(id, await loadCertPair(p.cert, p.key, p.names));
+        certs.set(id, await loadCertPair(p.cert, p.key, p.names, deps.certs?.get(id)));
       } catch (err) {
         issues.push({ path: p.where, message: (err as Error).message });
       }

@@ -172,6 +172,7 @@ export class Portico {
       stats: this.requestStats,
       streamHealth: this.streamHealth,
       rateLimits: this.rateLimits,
+      certs: this.certs,
       generation: this.#generation + 1,
     });
     if (!compiled.ok) return { ok: false, issues: compiled.issues };

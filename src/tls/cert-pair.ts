@@ -136,17 +136,7 @@ export function buildCertPair(
   }
   const notBefore = new Date(leaf.validFrom);
   const notAfter = new Date(leaf.validTo);
-  if (notAfter.getTime() <= now) {
-    throw invalid(certFile, `the certificate expired on ${notAfter.toISOString()}`, 'renew it');
-  }
-  if (notBefore.getTime() > now + 60_000) {
-    throw invalid(certFile, `the certificate is not valid before ${notBefore.toISOString()}`, 'check the clock or the certificate');
-  }
-  for (const name of names) {
-    if (!certCovers(leaf, name)) {
-      throw invalid(certFile, `the certificate does not cover ${JSON.stringify(name)} (its names: ${leaf.subjectAltName ?? leaf.subject})`, 'issue a certificate whose SAN lists this name');
-    }
-  }
+  checkServes(certFile, leaf, notBefore, notAfter, names, now);
   let context: SecureContext;
   try {
     context = createSecureContext({ ...SERVER_TLS_OPTIONS, cert: certPem, key: keyPem });
@@ -169,8 +159,28 @@ export function buildCertPair(
   };
 }
 
-/** Reads and validates a pair of PEM files. */
-export async function loadCertPair(certFile: string, keyFile: string, names: readonly string[]): Promise<CertPair> {
+/** Throws PORTICO_CERT_INVALID when a certificate is out of its validity period now, or does not cover one of `names`. */
+function checkServes(certFile: string, leaf: X509Certificate, notBefore: Date, notAfter: Date, names: readonly string[], now: number): void {
+  if (notAfter.getTime() <= now) {
+    throw invalid(certFile, `the certificate expired on ${notAfter.toISOString()}`, 'renew it');
+  }
+  if (notBefore.getTime() > now + 60_000) {
+    throw invalid(certFile, `the certificate is not valid before ${notBefore.toISOString()}`, 'check the clock or the certificate');
+  }
+  for (const name of names) {
+    if (!certCovers(leaf, name)) {
+      throw invalid(certFile, `the certificate does not cover ${JSON.stringify(name)} (its names: ${leaf.subjectAltName ?? leaf.subject})`, 'issue a certificate whose SAN lists this name');
+    }
+  }
+}
+
+/**
+ * Reads and validates a pair of PEM files. When `loaded` (the pair serving under the same files) holds the
+ * same bytes, it is reused after the checks that depend on the time and the names: a reload of a config with
+ * a thousand certificates parses none of the unchanged ones again (key, X.509 and OpenSSL context: about
+ * 2 ms of CPU each) and keeps their contexts.
+ */
+export async function loadCertPair(certFile: string, keyFile: string, names: readonly string[], loaded?: CertPair): Promise<CertPair> {
   let certPem: Buffer;
   let keyPem: Buffer;
   try {
@@ -182,6 +192,10 @@ export async function loadCertPair(certFile: string, keyFile: string, names: rea
     keyPem = await readFile(keyFile);
   } catch (err) {
     throw invalid(keyFile, `cannot read the key (${(err as NodeJS.ErrnoException).code ?? 'error'})`, 'check the path (relative to certsDir) and permissions', err);
+  }
+  if (loaded !== undefined && loaded.certPem.equals(certPem) && loaded.keyPem.equals(keyPem)) {
+    checkServes(certFile, loaded.leaf, loaded.notBefore, loaded.notAfter, names, Date.now());
+    return loaded;
   }
   return buildCertPair(certFile, keyFile, certPem, keyPem, names);
 }
