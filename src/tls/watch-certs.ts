@@ -159,17 +159,18 @@ export class CertWatcher {
   /** Rebuilds #relevant from the targets and the real locations of their files. */
   #indexRelevant(): void {
     this.#relevant.clear();
-    const add = (file: string): void => {
-      const dir = dirname(file);
-      const names = this.#relevant.get(dir) ?? new Set<string>();
-      names.add(basename(file));
-      this.#relevant.set(dir, names);
-    };
     for (const t of this.#targets.values()) {
-      add(t.certFile);
-      add(t.keyFile);
-      for (const f of this.#realFiles.get(t.id) ?? []) add(f);
+      this.#addRelevant(t.certFile);
+      this.#addRelevant(t.keyFile);
+      for (const f of this.#realFiles.get(t.id) ?? []) this.#addRelevant(f);
     }
+  }
+
+  #addRelevant(file: string): void {
+    const dir = dirname(file);
+    const names = this.#relevant.get(dir) ?? new Set<string>();
+    names.add(basename(file));
+    this.#relevant.set(dir, names);
   }
 
   /**
@@ -250,7 +251,10 @@ export class CertWatcher {
     const known = this.#realFiles.get(t.id);
     if (known === undefined || known[0] !== real[0] || known[1] !== real[1]) {
       this.#realFiles.set(t.id, real);
-      this.#indexRelevant();
+      // Learnt for the first time (every pair, after a start or reload): added, not the whole index rebuilt,
+      // which made a start with 1,000 pairs rebuild it 1,000 times. A pair whose files moved drops its old ones.
+      if (known === undefined) for (const f of real) this.#addRelevant(f);
+      else this.#indexRelevant();
       this.#watchDirs(this.#linkDirs(t));
       if (known !== undefined) this.#unwatchUnused();
     }
