@@ -151,9 +151,7 @@ test('two instances sharing a certs directory: one orders, the other serves what
   const issued = await waitFor('issuance', () => logged(orderer.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
   const root = await s.pebble.root();
   const served = await waitFor('the follower serving it', async () => {
-    // The follower sees the files through its certificate watcher; when the host's folder did not exist yet as it
-    // set up its watches (a race seen once under CI load), its once-a-minute re-read is what finds them: run it now.
-    await follower.portico.certWatcher.checkNow();
+    // The follower sees the files through its certificate watcher, which waits for the host's folder to appear.
     const r = await handshake(otherPorts.httpsPort, 'a.portico.test', root).catch(() => undefined);
     return r?.fingerprint256 === issued.fingerprint256 ? r : undefined;
   }, 5000);

@@ -243,23 +243,41 @@ test('admin API with no worker serving yet: 503 with Retry-After, not an empty a
   assert.equal(live.headers['retry-after'], '1');
 });
 
-test('GET /config redacts the ACME EAB key and every basicAuth hash, on hosts and routes', () => {
+test('GET /config redacts the ACME EAB key, the DNS-01 program\'s arguments, every basicAuth hash and the cookie values routes match, on hosts and routes', () => {
   const r = validateConfig({
-    acme: { email: 'ops@example.com', termsOfServiceAgreed: true, eab: { kid: 'kid-1', hmacKey: 'c2VjcmV0LWtleQ' } },
+    acme: {
+      email: 'ops@example.com',
+      termsOfServiceAgreed: true,
+      eab: { kid: 'kid-1', hmacKey: 'c2VjcmV0LWtleQ' },
+      dns01: { command: ['/usr/local/bin/dns-hook', '--api-token', 'dns-api-token-4242'] },
+    },
     hosts: {
       'a.test': {
         tls: { acme: true },
         basicAuth: { users: { bob: '$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$' + 'A'.repeat(86) } },
-        routes: [{ upstream: 'http://127.0.0.1:1' }, { path: '/open', basicAuth: false, upstream: 'http://127.0.0.1:1' }],
+        routes: [
+          { path: '/preview', match: { cookies: { preview: 'preview-token-7781', beta: ['beta-one-55', 'beta-two-66'] }, methods: ['GET'] }, upstream: 'http://127.0.0.1:1' },
+          { upstream: 'http://127.0.0.1:1' },
+          { path: '/open', basicAuth: false, upstream: 'http://127.0.0.1:1' },
+        ],
       },
     },
   });
   assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
-  const shown = JSON.stringify(redactConfig(r.config));
-  assert.doesNotMatch(shown, /c2VjcmV0LWtleQ|\$scrypt\$/);
+  const redacted = redactConfig(r.config);
+  const shown = JSON.stringify(redacted);
+  assert.doesNotMatch(shown, /c2VjcmV0LWtleQ|\$scrypt\$|dns-api-token-4242|preview-token-7781|beta-one-55|beta-two-66/);
   assert.match(shown, /"hmacKey":"\(redacted\)"/);
   assert.match(shown, /"bob":"\(redacted\)"/);
   assert.match(shown, /"kid":"kid-1"/);
+  // The structure stays: the program, how many arguments, which cookies and how many values each.
+  assert.deepEqual(redacted.acme?.dns01?.command, ['/usr/local/bin/dns-hook', '(redacted)', '(redacted)']);
+  const preview = redacted.hosts['a.test']!.routes[0]!.match;
+  assert.deepEqual(preview?.cookies, { preview: '(redacted)', beta: ['(redacted)', '(redacted)'] });
+  assert.deepEqual(preview?.methods, ['GET']);
+  // The config being served keeps its values.
+  assert.deepEqual(r.config.acme?.dns01?.command, ['/usr/local/bin/dns-hook', '--api-token', 'dns-api-token-4242']);
+  assert.equal(r.config.hosts['a.test']!.routes[0]!.match?.cookies?.preview, 'preview-token-7781');
 });
 
 test('GET /config redacts credential headers set by header rules or matched by routes, ${ENV} secrets included, while the upstream still gets them', async (t) => {
@@ -279,18 +297,20 @@ test('GET /config redacts credential headers set by header rules or matched by r
         routes: [
           { path: '/', upstream: up.url, headers: { request: { set: { 'X-Api-Key': 'route-api-key-0815' } }, response: { set: { 'Set-Cookie': 'gate=cookie-secret-99' } } } },
           { path: '/internal', match: { headers: { 'X-Internal-Secret': 'match-secret-1234', 'X-Env': 'prod' } }, upstream: up.url },
+          { path: '/preview', match: { cookies: { preview: 'cookie-match-token-5150' } }, upstream: up.url },
         ],
       },
     },
   }, [up.close]);
   const shown = await admin(adminPort, 'GET', '/config', TOKEN);
   assert.equal(shown.status, 200);
-  for (const secret of ['env-upstream-token-4711', 'route-api-key-0815', 'cookie-secret-99', 'match-secret-1234']) assert.ok(!shown.text.includes(secret), `${secret} is not shown`);
-  const host = (JSON.parse(shown.text) as { hosts: Record<string, { headers: { request: { set: Record<string, string> } }; routes: { headers?: { request: { set: Record<string, string> }; response: { set: Record<string, string> } }; match?: { headers: Record<string, string> } }[] }> }).hosts['sec.test']!;
+  for (const secret of ['env-upstream-token-4711', 'route-api-key-0815', 'cookie-secret-99', 'match-secret-1234', 'cookie-match-token-5150']) assert.ok(!shown.text.includes(secret), `${secret} is not shown`);
+  const host = (JSON.parse(shown.text) as { hosts: Record<string, { headers: { request: { set: Record<string, string> } }; routes: { headers?: { request: { set: Record<string, string> }; response: { set: Record<string, string> } }; match?: { headers?: Record<string, string>; cookies?: Record<string, string> } }[] }> }).hosts['sec.test']!;
   assert.deepEqual(host.headers.request.set, { Authorization: '(redacted)', 'X-Tenant': 'blue' }, 'other headers are shown as they are');
   assert.deepEqual(host.routes[0]!.headers!.request.set, { 'X-Api-Key': '(redacted)' });
   assert.deepEqual(host.routes[0]!.headers!.response.set, { 'Set-Cookie': '(redacted)' });
   assert.deepEqual(host.routes[1]!.match!.headers, { 'X-Internal-Secret': '(redacted)', 'X-Env': 'prod' });
+  assert.deepEqual(host.routes[2]!.match!.cookies, { preview: '(redacted)' });
   // Redacting the copy the admin API shows leaves the config being served alone.
   const r = await h1Request({ port: proxy.httpsPort, sni: 'sec.test', path: '/x', ca: pki.caPem });
   assert.equal(r.status, 200);

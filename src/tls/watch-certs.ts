@@ -9,8 +9,11 @@
  * not covered) is refused with one log line naming the file and the reason,
  * and the old pair keeps serving. A pair that fails is re-read once after
  * `settleMs` before it is refused: the two files of a pair are rarely
- * replaced at the same instant, and a copy may be seen half-written. A slow
- * poll backs up the file events.
+ * replaced at the same instant, and a copy may be seen half-written. A folder
+ * that does not exist yet (an ACME host's folder on a follower instance
+ * started before the orderer wrote it, a mounted pair's folder deleted and
+ * created again) is awaited through its nearest existing parent and watched
+ * as soon as it appears. A slow poll backs up the file events.
  */
 import { createHash } from 'node:crypto';
 import { readFile, realpath, stat } from 'node:fs/promises';
@@ -22,6 +25,7 @@ import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { buildCertPair, type CertPair } from './cert-pair.js';
 import { fileCertId, type CertStore } from './cert-store.js';
+import { FolderArrivals } from './folder-arrivals.js';
 
 /** One watched pair. */
 export interface CertTarget {
@@ -49,6 +53,8 @@ export interface CertWatcherOptions {
 }
 
 const DAY_MS = 86_400_000;
+/** In #dirIds: the folder did not exist when last looked at (it is awaited through its parent). */
+const MISSING = 'missing';
 
 /** The mounted pairs a Plan uses, with the names each must cover. */
 export function fileCertTargets(plan: Plan, config: Config): CertTarget[] {
@@ -77,9 +83,15 @@ export class CertWatcher {
   readonly #o: CertWatcherOptions;
   #targets = new Map<string, CertTarget>();
   #watcher: FSWatcher | undefined;
+  /** The folders the pairs need watched; each is watched once a check has found it on disk, else awaited. */
   readonly #watched = new Set<string>();
-  /** Per watched folder, the identity (device:inode) it had when last checked: a folder replaced whole gets a new one. */
+  /**
+   * Per needed folder, the identity (device:inode) it had when last checked, or MISSING: a folder replaced whole
+   * gets a new one. A folder without an entry has not been looked at yet, and is not watched.
+   */
   readonly #dirIds = new Map<string, string>();
+  /** Needed folders that do not exist yet, each awaited through its nearest existing parent. */
+  readonly #arrivals = new FolderArrivals((dir) => this.#onEvent(dir));
   #debounce: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   readonly #dirty = new Set<string>();
@@ -122,7 +134,9 @@ export class CertWatcher {
     }, pollMs);
     this.#poll.unref();
     signal.addEventListener('abort', () => this.#stop(), { once: true });
-    for (const dir of this.#watched) this.#watcher.add(dir);
+    // The check of each pair looks at its folders and watches (or awaits) them.
+    this.#dirIds.clear();
+    this.#queueCheck([...this.#targets.keys()]);
   }
 
   #stop(): void {
@@ -131,6 +145,7 @@ export class CertWatcher {
     clearInterval(this.#poll);
     void this.#watcher?.close();
     this.#watcher = undefined;
+    this.#arrivals.close();
   }
 
   /** Replaces the set of watched pairs (called on each Plan). */
@@ -187,7 +202,9 @@ export class CertWatcher {
     }
     for (const d of this.#watched) {
       if (!dirs.has(d)) {
-        this.#watcher?.unwatch(d);
+        const id = this.#dirIds.get(d);
+        if (id !== undefined && id !== MISSING) this.#watcher?.unwatch(d);
+        this.#arrivals.drop(d);
         this.#watched.delete(d);
         this.#dirIds.delete(d);
       }
@@ -195,17 +212,19 @@ export class CertWatcher {
     return dirs;
   }
 
-  /** How many folders are watched; for tests. */
+  /** How many folders the pairs need watched (whether they exist yet or not); for tests. */
   get watchedFolders(): number {
     return this.#watched.size;
   }
 
+  /** How many parent folders are watched for needed folders that do not exist yet; for tests (0 once they all exist). */
+  get awaitedThroughParents(): number {
+    return this.#arrivals.watchedParents;
+  }
+
+  /** Adds needed folders; the next check of their pair watches them (or awaits them if they are not there yet). */
   #watchDirs(dirs: Iterable<string>): void {
-    for (const d of dirs) {
-      if (this.#watched.has(d)) continue;
-      this.#watched.add(d);
-      this.#watcher?.add(d);
-    }
+    for (const d of dirs) this.#watched.add(d);
   }
 
   #onEvent(path: string): void {
@@ -259,8 +278,8 @@ export class CertWatcher {
       if (known !== undefined) this.#unwatchUnused();
     }
 
-    if (await this.#rearmReplacedDirs([dirname(t.certFile), dirname(t.keyFile), ...this.#linkDirs(t)])) {
-      // What lands between the swap and the new watch being set up sends no event: look once more a little later.
+    if (await this.#armDirs([dirname(t.certFile), dirname(t.keyFile), ...this.#linkDirs(t)])) {
+      // What lands between the swap (or the folder's creation) and the new watch being set up sends no event: look once more a little later.
       const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
       timer.unref();
     }
@@ -315,22 +334,33 @@ export class CertWatcher {
   }
 
   /**
-   * Watches again the folders that were replaced whole since the last look (`mv app.new app`, a deploy tool
-   * swapping the folder): the OS watch follows the old folder, so without this later changes in the new
-   * one would only be seen by the slow poll. Says whether it watched any folder again.
+   * Brings the watches of these folders in step with the disk. A folder looked at for the first time is watched. One
+   * replaced whole since the last look (`mv app.new app`, a deploy tool swapping the folder) is watched again: the OS
+   * watch follows the old folder, so later changes in the new one would only be seen by the slow poll. One that does
+   * not exist (not yet created, or deleted) is awaited through its nearest existing parent, and watched once it
+   * appears (the arrival runs a check of its pairs, which comes here). Says whether a folder was watched again or
+   * appeared, so the caller looks once more a little later.
    */
-  async #rearmReplacedDirs(dirs: readonly string[]): Promise<boolean> {
+  async #armDirs(dirs: readonly string[]): Promise<boolean> {
     let rearmed = false;
     for (const d of new Set(dirs)) {
       if (!this.#watched.has(d)) continue;
-      const id = await stat(d).then((st) => `${st.dev}:${st.ino}`, () => undefined);
-      if (id === undefined) continue;
+      const id = await stat(d).then(
+        (st) => `${st.dev}:${st.ino}`,
+        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' || err.code === 'ENOTDIR' ? MISSING : undefined),
+      );
+      // Unreadable for another reason (permissions): left as it is; reading the pair says what is wrong.
+      if (id === undefined || this.#watcher === undefined || !this.#watched.has(d)) continue;
       const known = this.#dirIds.get(d);
       this.#dirIds.set(d, id);
-      if (known === undefined || known === id || this.#watcher === undefined) continue;
-      this.#watcher.unwatch(d);
+      // Awaited again at each look (nothing if it is already): a wait that found a file in the way has ended.
+      if (id === MISSING) this.#arrivals.wait(d);
+      if (known === id) continue;
+      if (known !== undefined && known !== MISSING) this.#watcher.unwatch(d);
+      if (id === MISSING) continue;
+      this.#arrivals.drop(d);
       this.#watcher.add(d);
-      rearmed = true;
+      if (known !== undefined) rearmed = true;
     }
     return rearmed;
   }
