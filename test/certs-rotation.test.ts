@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { handshake, waitFor } from './helpers/pebble.js';
@@ -251,4 +252,27 @@ test('a certificate folder replaced whole (the new folder renamed over the old) 
   // The watch follows the new folder: a plain write in it is seen well before the once-a-minute poll.
   await fill(dir);
   await waitFor('a write in the new folder', async () => ((await served(proxy.httpsPort, 'app.test', pki.caPem)) !== second ? true : undefined), 5000);
+});
+
+test('one pair replaced in a folder of many is the only one read again', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream();
+  const hosts: NonNullable<ConfigInput['hosts']> = {};
+  for (let i = 0; i < 30; i++) {
+    await pki.issue(`s${i}`, [`s${i}.test`]);
+    hosts[`s${i}.test`] = { tls: { cert: `s${i}.pem`, key: `s${i}-key.pem` }, routes: [{ upstream: up.url }] };
+  }
+  const proxy = await startProxyFor(t, pki, { hosts }, [() => up.close()]);
+  const watcher = proxy.portico.certWatcher;
+  await waitFor('the initial checks', () => (watcher.checks >= 30 ? true : undefined), 5000);
+  await new Promise((r) => setTimeout(r, 700));
+  const before = watcher.checks;
+  const next = await freshPair(pki, ['s7.test']);
+  const old = await served(proxy.httpsPort, 's7.test', pki.caPem);
+  await writeFile(join(pki.dir, 's7-key.pem'), next.key);
+  await writeFile(join(pki.dir, 's7.pem'), next.cert);
+  await waitFor('the new pair', async () => ((await served(proxy.httpsPort, 's7.test', pki.caPem)) !== old ? true : undefined), 5000);
+  await new Promise((r) => setTimeout(r, 700));
+  // Its two files may each be seen on their own (and a half-written pair looked at again): a few checks, not 30.
+  assert.ok(watcher.checks - before <= 4, `${watcher.checks - before} pair checks for one replaced pair`);
 });

@@ -228,9 +228,24 @@ export class CertWatcher {
   }
 
   #onEvent(path: string): void {
-    // Any entry changing in a watched folder may be one of our files, a symlink to it, or the folder a link points into.
-    for (const t of this.#targets.values()) {
-      if (path.startsWith(dirname(t.certFile)) || path.startsWith(dirname(t.keyFile)) || this.#linkDirs(t).some((d) => path.startsWith(d))) this.#dirty.add(t.id);
+    // A pair's own file (or the real file behind its link) changed: that pair alone is read again, so one
+    // renewed certificate in a folder of a thousand costs one check, not a thousand.
+    const name = basename(path);
+    let own = false;
+    if (!name.startsWith('..') && this.#relevant.get(dirname(path))?.has(name) === true) {
+      for (const t of this.#targets.values()) {
+        if (path === t.certFile || path === t.keyFile || this.#realFiles.get(t.id)?.includes(path) === true) {
+          this.#dirty.add(t.id);
+          own = true;
+        }
+      }
+    }
+    // Anything else changing in a watched folder (a `..data` link swapped, the folder itself replaced) may
+    // concern every pair in it: each is read again.
+    if (!own) {
+      for (const t of this.#targets.values()) {
+        if (path.startsWith(dirname(t.certFile)) || path.startsWith(dirname(t.keyFile)) || this.#linkDirs(t).some((d) => path.startsWith(d))) this.#dirty.add(t.id);
+      }
     }
     if (this.#dirty.size === 0) return;
     clearTimeout(this.#debounce);
