@@ -249,10 +249,10 @@ export async function waitForPort(port: number, proc: ChildProcess, what: string
   }
 }
 
-/** Whether a TCP connection to `port` on 127.0.0.1 is accepted (false: refused or reset). */
-export function canConnect(port: number): Promise<boolean> {
+/** Whether a TCP connection to `port` on `host` is accepted (false: refused or reset). */
+export function canConnect(port: number, host: '127.0.0.1' | '::1' = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = net.connect(port, host);
     s.once('connect', () => {
       s.destroy();
       resolve(true);
