@@ -154,9 +154,10 @@ export interface TestResponse {
   text: string;
 }
 
-/** One HTTP/1.1 request over TLS with SNI and Host chosen separately. */
+/** One HTTP/1.1 request over TLS with SNI and Host chosen separately, to 127.0.0.1 or `address`. */
 export function h1Request(opts: {
   port: number;
+  address?: '127.0.0.1' | '::1';
   sni: string;
   host?: string;
   path?: string;
@@ -168,7 +169,7 @@ export function h1Request(opts: {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
-        host: '127.0.0.1',
+        host: opts.address ?? '127.0.0.1',
         port: opts.port,
         path: opts.path ?? '/',
         method: opts.method ?? 'GET',
