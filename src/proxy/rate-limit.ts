@@ -36,7 +36,7 @@ const keyBytes = Buffer.alloc(16);
  * as "::ffff:127.0.0.1" included: that client is an IPv4 one, not every IPv4 client in ::/64), an IPv6
  * address as its first `ipv6PrefixBits` bits ("<hex>/<bits>"; 128: the address as it is), and
  * anything else (an X-Forwarded-For entry such as "unknown") as it is. Hot path: IPv4 costs one
- * character scan; IPv6 one validity check and one parse into a reused buffer.
+ * character scan; IPv6 one validity check and one pass over its text into a reused buffer.
  */
 export function rateLimitKey(address: string, ipv6PrefixBits: number): string {
   if (!address.includes(':')) return address;
