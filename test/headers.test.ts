@@ -90,7 +90,7 @@ test('forwarding headers from an untrusted peer are dropped and rebuilt', async 
     port: plain.httpsPort,
     sni: 'h.test',
     ca: pki.caPem,
-    headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'evil.test', forwarded: 'for=6.6.6.6' },
+    headers: { 'x-forwarded-for': '::1', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'evil.test', forwarded: 'for="[::1]"' },
   });
   const h = lastSeen().headers;
   assert.equal(h['x-forwarded-for'], '127.0.0.1');
@@ -118,12 +118,12 @@ test('forwarding headers from a trusted proxy are kept and extended, with Forwar
     port: trusting.httpsPort,
     sni: 'h.test',
     ca: pki.caPem,
-    headers: { 'x-forwarded-for': '127.3.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.test', forwarded: 'for=127.3.113.7', via: '1.1 edge' },
+    headers: { 'x-forwarded-for': '::1', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.test', forwarded: 'for="[::1]"', via: '1.1 edge' },
   });
   const h = lastSeen().headers;
-  assert.equal(h['x-forwarded-for'], '127.3.113.7, 127.0.0.1');
+  assert.equal(h['x-forwarded-for'], '::1, 127.0.0.1');
   assert.equal(h['x-forwarded-host'], 'public.test');
-  assert.equal(h.forwarded, 'for=127.3.113.7, for=127.0.0.1;host="h.test";proto=https');
+  assert.equal(h.forwarded, 'for="[::1]", for=127.0.0.1;host="h.test";proto=https');
   assert.equal(h.via, '1.1 edge, 1.1 portico');
 });
 
@@ -142,7 +142,7 @@ test('a client cannot remove the forwarding headers by listing them in Connectio
     port: plain.httpsPort,
     sni: 'h.test',
     ca: pki.caPem,
-    text: 'GET /conn HTTP/1.1\r\nHost: h.test\r\nConnection: close, X-Forwarded-For, X-Forwarded-Proto\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n',
+    text: 'GET /conn HTTP/1.1\r\nHost: h.test\r\nConnection: close, X-Forwarded-For, X-Forwarded-Proto\r\nX-Forwarded-For: ::1\r\n\r\n',
   });
   const h = lastSeen().headers;
   assert.equal(lastSeen().url, '/conn');

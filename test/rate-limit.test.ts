@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
 import type { ConfigInput } from '../src/config/schema.js';
-import { MAX_TRACKED_ADDRESSES, RateLimiter, RateLimitRegistry } from '../src/proxy/rate-limit.js';
+import { MAX_TRACKED_ADDRESSES, RateLimiter, RateLimitRegistry, rateLimitKey } from '../src/proxy/rate-limit.js';
+import pino from 'pino';
+import { Portico } from '../src/server/portico.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { adminRequest } from './helpers/admin.js';
@@ -146,7 +148,9 @@ test('RateLimitRegistry: one limiter per scope and settings, the same after a re
   assert.notEqual(reg.get('host a.test', { requests: 6, per: '1s' }), host);
   assert.notEqual(reg.get('host a.test', { requests: 5, per: '2s' }), host);
   assert.notEqual(reg.get('route a.test /', { requests: 5, per: '1s' }), host, "a route's own limit is not its host's");
-  assert.equal(reg.size, 6);
+  assert.equal(reg.get('host a.test', { requests: 5, per: '1s', ipv6Prefix: 64 }), host, 'ipv6Prefix 64 is the default');
+  assert.notEqual(reg.get('host a.test', { requests: 5, per: '1s', ipv6Prefix: 128 }), host, 'another ipv6Prefix is another limiter');
+  assert.equal(reg.size, 7);
   reg.retain(new Set([host]));
   assert.equal(reg.size, 1);
   assert.equal(reg.get('host a.test', { requests: 5, per: '1s' }), host);
@@ -181,4 +185,68 @@ test('rateLimit settings are checked with their paths', () => {
   assert.match(issues({ requests: 10, per: 'minute' })[0]!, /rateLimit\.per: expected a duration/);
   assert.match(issues({ requests: 10, burst: 1.5 })[0]!, /rateLimit\.burst/);
   assert.match(issues({ rate: 10 })[0]!, /rateLimit\.requests: required|rateLimit\.rate: unknown key/);
+  assert.deepEqual(issues({ requests: 10, ipv6Prefix: 48 }), []);
+  assert.match(issues({ requests: 10, ipv6Prefix: 0 })[0]!, /^hosts\["a\.test"\]\.rateLimit\.ipv6Prefix: expected a prefix length from 1 to 128 bits/);
+  assert.match(issues({ requests: 10, ipv6Prefix: 129 })[0]!, /^hosts\["a\.test"\]\.rateLimit\.ipv6Prefix: an IPv6 prefix is at most 128 bits/);
+  assert.match(issues({ requests: 10, ipv6Prefix: 56.5 })[0]!, /rateLimit\.ipv6Prefix/);
+});
+
+test('rateLimitKey: an IPv6 client is its prefix (one /64 by default), an IPv4 one its address, IPv4-mapped IPv6 included', () => {
+  // Addresses as strings only: nothing is dialled.
+  assert.equal(rateLimitKey('::1', 64), rateLimitKey('::2', 64), 'one /64: one client');
+  assert.notEqual(rateLimitKey('::1', 64), rateLimitKey('1::1', 64), 'another /64: another client');
+  assert.equal(rateLimitKey('::1', 64), rateLimitKey('0:0:0:0:0:0:0:1', 64), 'however the address is written');
+  assert.equal(rateLimitKey('1::1', 15), rateLimitKey('::1', 15), 'a prefix off a byte boundary: the 16th bit is past it');
+  assert.notEqual(rateLimitKey('1::1', 16), rateLimitKey('::1', 16));
+  assert.notEqual(rateLimitKey('::1', 128), rateLimitKey('::2', 128), '128: each address on its own');
+  assert.equal(rateLimitKey('::1', 128), '::1');
+  assert.equal(rateLimitKey('127.0.0.1', 64), '127.0.0.1');
+  assert.equal(rateLimitKey('::ffff:127.0.0.1', 64), '127.0.0.1', 'IPv4-mapped: the IPv4 client, not ::ffff:0:0/64 with every IPv4 client');
+  assert.equal(rateLimitKey('::ffff:7f00:1', 64), '127.0.0.1', 'IPv4-mapped in hexadecimal too');
+  assert.equal(rateLimitKey('::ffff:127.0.0.1', 128), '127.0.0.1');
+  assert.notEqual(rateLimitKey('::ffff:127.0.0.1', 64), rateLimitKey('::1', 64), '::1 shares ::/64 with the mapped addresses, not their key');
+  assert.equal(rateLimitKey('unknown', 64), 'unknown', 'an X-Forwarded-For entry that is no address: as it is');
+
+  const limiter = new RateLimiter(1, 3_600_000, 1); // one request per hour, ipv6Prefix 64
+  assert.equal(limiter.take('::1'), 0);
+  assert.equal(limiter.take('::2'), 3600, 'another address of the same /64 gets no fresh bucket');
+  assert.equal(limiter.take('1::1'), 0);
+  assert.equal(limiter.take('127.0.0.1'), 0);
+  assert.equal(limiter.take('::ffff:127.0.0.1'), 3600, 'the IPv4 client, mapped or not');
+  const each = new RateLimiter(1, 3_600_000, 1, 128);
+  assert.equal(each.take('::1'), 0);
+  assert.equal(each.take('::2'), 0, '128: every address on its own');
+});
+
+test('rateLimit holds for a client over ::1, and counts it as its /64 however a trusted proxy writes its address', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  t.after(() => up.close());
+  const cert = await pki.issue('rl6', ['rl6.test']);
+  const [port, httpPort] = [await freePort(), await freePort()];
+  const configFile = join(pki.dir, 'rl6.json');
+  const config: ConfigInput = {
+    listen: { https: { port, addresses: ['127.0.0.1', '::1'] }, http: { port: httpPort, addresses: ['127.0.0.1'] } },
+    certsDir: pki.dir,
+    forwarding: { trustedProxies: ['127.0.0.1'] },
+    hosts: { 'rl6.test': { tls: cert, rateLimit: { requests: 1, per: '1h', burst: 2 }, routes: [{ path: '/', upstream: up.url }] } },
+  };
+  await writeFile(configFile, JSON.stringify(config));
+  const portico = new Portico(configFile, pino({ level: 'silent' }));
+  await portico.start();
+  t.after(() => portico.stop());
+  const get = (address: '127.0.0.1' | '::1', xff?: string) =>
+    h1Request({ port, address, sni: 'rl6.test', ca: pki.caPem, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } });
+
+  assert.equal((await get('::1')).status, 200);
+  assert.equal((await get('::1')).status, 200);
+  const limited = await get('::1');
+  assert.equal(limited.status, 429, 'the burst of 2 spent over ::1');
+  assert.equal(limited.headers['retry-after'], '3600');
+  assert.equal((await get('127.0.0.1', '0:0:0:0:0:0:0:1')).status, 429, 'the same client named by the trusted proxy 127.0.0.1 in another spelling: the same /64, the same bucket');
+  assert.equal((await get('127.0.0.1')).status, 200, 'the proxy itself, an IPv4 client, has its own');
+  assert.equal(up.seen.length, 3, 'limited requests reach no upstream');
 });

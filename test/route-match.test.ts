@@ -149,7 +149,7 @@ test('"match" is checked with its path: empty, lower-case methods, Host, bad val
   assert.match(problems([{ match: { headers: { Host: 'b.test' } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.headers\.Host: .*put the route under that host/);
   assert.match(problems([{ match: { query: { v: [] } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.query\.v: /);
   assert.match(problems([{ match: { cookies: { 'a b': 'x' } }, upstream: up }]).join('\n'), /routes\[0\]\.match\.cookies/);
-  assert.match(problems([{ match: { clientAddresses: ['127.0.0.0/33'] }, upstream: up }]).join('\n'), /routes\[0\]\.match\.clientAddresses\[0\]: /);
+  assert.match(problems([{ match: { clientAddresses: ['127.0.0.1/33'] }, upstream: up }]).join('\n'), /routes\[0\]\.match\.clientAddresses\[0\]: /);
   // Two routes without a match on one path (trailing slash or not): the second would never be used.
   assert.match(problems([{ path: '/api', upstream: up }, { path: '/api/', upstream: up }]).join('\n'), /^hosts\["a\.test"\]\.routes\[1\]\.path: hosts\["a\.test"\]\.routes\[0\] already serves the path "\/api\/"/);
   // The same match written another way.
@@ -178,17 +178,34 @@ test('match.clientAddresses: the client address allowFrom judges (behind a trust
           tls: cert,
           routes: [
             { path: '/', upstream: outside.url },
-            { path: '/', match: { clientAddresses: ['127.10.0.0/16', '::ffff:127.20.0.0/112'] }, upstream: inside.url },
+            { path: '/', match: { clientAddresses: ['::1/128'] }, upstream: inside.url },
           ],
         },
       },
     },
     [() => inside.close(), () => outside.close()],
   );
+  // The peer is always the trusted proxy 127.0.0.1; the clients it names are ::1 and 127.0.0.1 (IPv4-mapped or not).
   const from = async (xff: string | undefined): Promise<string> =>
     (await h1Request({ port: proxy.httpsPort, sni: HOST, path: '/', ca: pki.caPem, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } })).text;
-  assert.equal(await from('127.10.2.3'), 'inside');
-  assert.equal(await from('::ffff:127.20.0.7'), 'inside');
-  assert.equal(await from('127.10.2.3, 127.30.0.5'), 'outside', 'the rightmost untrusted entry counts, not one the client wrote first');
+  assert.equal(await from('::1'), 'inside');
+  assert.equal(await from('::1, 127.0.0.1'), 'inside', 'a trusted hop on the right is passed over');
+  assert.equal(await from('::1, unknown'), 'outside', 'the rightmost untrusted entry counts (here "unknown", which no list holds), not the ::1 the client wrote first');
   assert.equal(await from(undefined), 'outside', 'the trusted peer itself, 127.0.0.1');
+
+  // An IPv4-mapped entry: the IPv4 client matches it; ::1 is now the one outside.
+  await proxy.reconfigure({
+    forwarding: { trustedProxies: ['127.0.0.1'] },
+    hosts: {
+      [HOST]: {
+        tls: cert,
+        routes: [
+          { path: '/', upstream: outside.url },
+          { path: '/', match: { clientAddresses: ['::ffff:127.0.0.1/128'] }, upstream: inside.url },
+        ],
+      },
+    },
+  });
+  assert.equal(await from(undefined), 'inside', 'the peer 127.0.0.1 matches ::ffff:127.0.0.1/128');
+  assert.equal(await from('127.0.0.1, ::1'), 'outside', 'the rightmost untrusted entry counts, not the leftmost');
 });

@@ -10,9 +10,9 @@ import { requireNginx, startNginx } from './helpers/nginx.js';
 test('buildProxyHeader writes v1 and v2 headers that parseProxyHeader reads back', () => {
   // Loopback addresses only: the header carries them as data, nothing is dialled.
   const cases: [string, number, string, number, string][] = [
-    ['127.0.0.5', 40000, '127.0.0.1', 443, '127.0.0.5'],
+    ['127.0.0.1', 40000, '127.0.0.1', 443, '127.0.0.1'],
     ['::1', 40001, '::1', 8443, '::1'],
-    ['::ffff:127.0.0.7', 1, '::ffff:127.0.0.1', 2, '127.0.0.7'],
+    ['::ffff:127.0.0.1', 1, '::ffff:127.0.0.1', 2, '127.0.0.1'],
     ['::1', 65535, '::1', 0, '::1'],
   ];
   for (const [src, sport, dst, dport, expected] of cases) {
@@ -29,17 +29,21 @@ test('buildProxyHeader writes v1 and v2 headers that parseProxyHeader reads back
   assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '127.0.0.1', 1, '::1', 2)), { source: undefined, length: 16 }, 'two families: LOCAL');
 });
 
-/** A plain HTTP GET over a stream port from `localAddress`, with optional bytes before it; the body nginx answers. */
-async function getThrough(port: number, localAddress: string, prefix = ''): Promise<string> {
-  const s = net.connect({ port, host: '127.0.0.1', localAddress });
+/**
+ * A plain HTTP GET over a stream port of `host`, with optional bytes before it: the body nginx
+ * answers, and the client's own port (to tell the client from Portico, which dials nginx from 127.0.0.1).
+ */
+async function getThrough(port: number, host: '127.0.0.1' | '::1', prefix = ''): Promise<{ body: string; localPort: number }> {
+  const s = net.connect({ port, host });
   await once(s, 'connect');
+  const localPort = s.localPort ?? 0;
   const chunks: Buffer[] = [];
   s.on('data', (c: Buffer) => chunks.push(c));
   s.on('error', () => {});
   s.write(`${prefix}GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
   await new Promise((r) => s.once('close', r));
   const text = Buffer.concat(chunks).toString();
-  return text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { body: text.slice(text.indexOf('\r\n\r\n') + 4), localPort };
 }
 
 test('streams send the client to nginx in a PROXY header (v1 and v2), and take one from a load balancer in front', async (t) => {
@@ -56,16 +60,21 @@ test('streams send the client to nginx in a PROXY header (v1 and v2), and take o
     pki,
     {
       streams: [
-        { port: v1Port, addresses: ['127.0.0.1'], upstream: target, sendProxyProtocol: 'v1' },
-        { port: v2Port, addresses: ['127.0.0.1'], upstream: target, sendProxyProtocol: 'v2' },
-        { port: chainPort, addresses: ['127.0.0.1'], upstream: target, proxyProtocol: true, sendProxyProtocol: 'v2' },
+        // The clients come over ::1; Portico dials nginx from 127.0.0.1, so nginx's answer tells them apart.
+        { port: v1Port, addresses: ['::1'], upstream: target, sendProxyProtocol: 'v1' },
+        { port: v2Port, addresses: ['::1'], upstream: target, sendProxyProtocol: 'v2' },
+        { port: chainPort, addresses: ['::1'], upstream: target, proxyProtocol: true, sendProxyProtocol: 'v2' },
       ],
       hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { body: 'x' } }] } },
     },
     [() => nginx.stop()],
   );
-  assert.match(await getThrough(v1Port, '127.0.0.3'), /^127\.0\.0\.3 \d+\n$/, 'v1: nginx sees the client, not Portico');
-  assert.match(await getThrough(v2Port, '127.0.0.4'), /^127\.0\.0\.4 \d+\n$/, 'v2');
-  assert.equal(await getThrough(chainPort, '127.0.0.1', 'PROXY TCP4 127.0.0.9 127.0.0.1 41234 443\r\n'), '127.0.0.9 41234\n', 'passed on from the balancer in front');
-  assert.equal(await getThrough(chainPort, '127.0.0.1'), '', 'no header from the front: closed');
+  const v1 = await getThrough(v1Port, '::1');
+  assert.equal(v1.body, `::1 ${v1.localPort}\n`, 'v1: nginx sees the client, not Portico');
+  const v2 = await getThrough(v2Port, '::1');
+  assert.equal(v2.body, `::1 ${v2.localPort}\n`, 'v2');
+  // The balancer in front (this ::1 client) names its client ::1 port 1234 (below Linux's ephemeral ports, so not
+  // the balancer's own): that, not the balancer, reaches nginx.
+  assert.equal((await getThrough(chainPort, '::1', 'PROXY TCP6 ::1 ::1 1234 443\r\n')).body, '::1 1234\n', 'passed on from the balancer in front');
+  assert.equal((await getThrough(chainPort, '::1')).body, '', 'no header from the front: closed');
 });

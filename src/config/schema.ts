@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 import { checkTargetUrl } from './target-url.js';
 import { hashProblem } from '../proxy/basic-auth.js';
+import { DEFAULT_IPV6_PREFIX } from '../proxy/rate-limit.js';
 
 const DURATION_RE = /^\d+(\.\d+)?(ms|s|m|h|d)$/;
 const SIZE_RE = /^\d+(\.\d+)?(b|kb|mb|gb)$/i;
@@ -328,9 +329,18 @@ const RateLimitObject = z
     requests: z.number().int().min(1).max(1_000_000).describe('Requests a client may make per "per", on average.'),
     per: durationAtLeast(1, '1ms').default('1s').describe('The period "requests" are counted over.'),
     burst: z.number().int().min(1).max(1_000_000).optional().describe('Requests a client may make at once before the rate applies (the bucket\'s size). Default: "requests".'),
+    ipv6Prefix: z
+      .number()
+      .int()
+      .min(1, { message: 'expected a prefix length from 1 to 128 bits, such as 64 (one subscriber\'s network) or 128 (each address on its own)' })
+      .max(128, { message: 'an IPv6 prefix is at most 128 bits (128: each address on its own)' })
+      .default(DEFAULT_IPV6_PREFIX)
+      .describe(
+        `IPv6 clients are counted by the first this many bits of their address, so that every address in one such network shares one budget. Default: ${DEFAULT_IPV6_PREFIX}: a /64 is one subscriber's network (ISPs hand each home a /64 to /48, RFC 6177), whose hosts pick and rotate the last 64 bits themselves (RFC 8981), so counting each address on its own lets one client take a fresh bucket per request. 128: each address on its own (nginx's and Traefik's default). Below 64 (56 or 48: a subscriber's whole allocation) catches clients that rotate through their /64s too, at the risk of counting several subscribers as one where an ISP hands out smaller networks. IPv4 clients, IPv4-mapped IPv6 ones (::ffff:a.b.c.d) included, are always counted by their address. A changed value starts the limit with full buckets.`,
+      ),
   })
   .describe(
-    'A request rate limit per client address (nginx\'s limit_req, Traefik\'s rateLimit): each client may make "burst" requests at once, then "requests" per "per"; past it, requests and WebSocket upgrades get 429 (PORTICO_RATE_LIMITED) with Retry-After and reach no upstream. The client address is the one "allowFrom" uses. A host\'s limit is one budget for all its routes; a route\'s own replaces it (false: no limit). Each worker process counts on its own, so with "workers": N a client may get up to N times the rate. Reloads keep the counts while the limit\'s settings are unchanged (a host\'s by its name, a route\'s own by its path and "match"); a changed limit starts with full buckets.',
+    'A request rate limit per client address (nginx\'s limit_req, Traefik\'s rateLimit): each client may make "burst" requests at once, then "requests" per "per"; past it, requests and WebSocket upgrades get 429 (PORTICO_RATE_LIMITED) with Retry-After and reach no upstream. The client address is the one "allowFrom" uses; IPv6 clients are counted by their network ("ipv6Prefix", /64 by default). A host\'s limit is one budget for all its routes; a route\'s own replaces it (false: no limit). Each worker process counts on its own, so with "workers": N a client may get up to N times the rate. Reloads keep the counts while the limit\'s settings are unchanged (a host\'s by its name, a route\'s own by its path and "match"); a changed limit starts with full buckets.',
   );
 
 const AllowFrom = z.array(Cidr).min(1, { message: 'list at least one address or CIDR; to refuse everyone, remove the route' });

@@ -7,6 +7,7 @@
  */
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import { stripAddress } from '../proxy/forward-headers.js';
+import { ipv6Bytes } from '../proxy/ipv6-bytes.js';
 import { throttledWarn, type WarnLog } from '../log/throttled-warn.js';
 
 /** The v2 signature (spec §2.2). */
@@ -176,28 +177,6 @@ export function proxyRefusalLog(log: WarnLog, port: number): (reason: string, re
 /** A connection's identity, the same on a TCP socket and on the TLS socket wrapping it. */
 export function connectionKey(s: Socket): string {
   return `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
-}
-
-
-/** The 16 bytes of a valid IPv6 address (as net.isIPv6 accepts it, dotted IPv4 tail included). */
-function ipv6Bytes(addr: string): Buffer {
-  const out = Buffer.alloc(16);
-  let text = addr;
-  const zone = text.indexOf('%');
-  if (zone !== -1) text = text.slice(0, zone);
-  const tail: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  if (text.includes('.', lastColon)) {
-    for (const p of text.slice(lastColon + 1).split('.')) tail.push(Number(p));
-    text = `${text.slice(0, lastColon + 1)}0:0`;
-  }
-  const [head = '', rest] = text.split('::');
-  const left = head === '' ? [] : head.split(':');
-  const right = rest === undefined || rest === '' ? [] : rest.split(':');
-  const words = rest === undefined ? left : [...left, ...new Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  words.forEach((w, i) => out.writeUInt16BE(parseInt(w, 16), 2 * i));
-  if (tail.length === 4) tail.forEach((b, i) => (out[12 + i] = b));
-  return out;
 }
 
 /**

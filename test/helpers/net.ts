@@ -154,9 +154,10 @@ export interface TestResponse {
   text: string;
 }
 
-/** One HTTP/1.1 request over TLS with SNI and Host chosen separately. */
+/** One HTTP/1.1 request over TLS with SNI and Host chosen separately, to 127.0.0.1 or `address`. */
 export function h1Request(opts: {
   port: number;
+  address?: '127.0.0.1' | '::1';
   sni: string;
   host?: string;
   path?: string;
@@ -168,7 +169,7 @@ export function h1Request(opts: {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
-        host: '127.0.0.1',
+        host: opts.address ?? '127.0.0.1',
         port: opts.port,
         path: opts.path ?? '/',
         method: opts.method ?? 'GET',
@@ -249,10 +250,10 @@ export async function waitForPort(port: number, proc: ChildProcess, what: string
   }
 }
 
-/** Whether a TCP connection to `port` on 127.0.0.1 is accepted (false: refused or reset). */
-export function canConnect(port: number): Promise<boolean> {
+/** Whether a TCP connection to `port` on `host` is accepted (false: refused or reset). */
+export function canConnect(port: number, host: '127.0.0.1' | '::1' = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = net.connect(port, host);
     s.once('connect', () => {
       s.destroy();
       resolve(true);
