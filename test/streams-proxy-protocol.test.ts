@@ -25,8 +25,14 @@ test('buildProxyHeader writes v1 and v2 headers that parseProxyHeader reads back
       assert.equal(back.length, h.length);
     }
   }
-  assert.equal(buildProxyHeader('v1', '127.0.0.1', 1, '::1', 2).toString(), 'PROXY UNKNOWN\r\n', 'two families: UNKNOWN');
-  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '127.0.0.1', 1, '::1', 2)), { source: undefined, length: 16 }, 'two families: LOCAL');
+  // Two families (an IPv4 client at an IPv6 listener, or the reverse): TCP6 with the IPv4 side mapped, as HAProxy sends.
+  assert.equal(buildProxyHeader('v1', '127.0.0.1', 1, '::1', 2).toString(), 'PROXY TCP6 ::ffff:127.0.0.1 ::1 1 2\r\n');
+  assert.equal(buildProxyHeader('v1', '::1', 1, '127.0.0.1', 2).toString(), 'PROXY TCP6 ::1 ::ffff:127.0.0.1 1 2\r\n');
+  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '127.0.0.1', 1, '::1', 2)), { source: '::ffff:127.0.0.1', sourcePort: 1, length: 52 }, 'two families, v2');
+  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', '::1', 7, '127.0.0.1', 2)), { source: '::1', sourcePort: 7, length: 52 });
+  // Not an address at all: UNKNOWN (v1) or LOCAL (v2), and the receiver uses the connection's own.
+  assert.equal(buildProxyHeader('v1', 'unknown', 1, '::1', 2).toString(), 'PROXY UNKNOWN\r\n');
+  assert.deepEqual(parseProxyHeader(buildProxyHeader('v2', 'unknown', 1, '::1', 2)), { source: undefined, length: 16 });
 });
 
 /**
@@ -76,5 +82,7 @@ test('streams send the client to nginx in a PROXY header (v1 and v2), and take o
   // The balancer in front (this ::1 client) names its client ::1 port 1234 (below Linux's ephemeral ports, so not
   // the balancer's own): that, not the balancer, reaches nginx.
   assert.equal((await getThrough(chainPort, '::1', 'PROXY TCP6 ::1 ::1 1234 443\r\n')).body, '::1 1234\n', 'passed on from the balancer in front');
+  // An IPv4 client named by the balancer, at this IPv6 listener: passed on as TCP6 with the address mapped.
+  assert.equal((await getThrough(chainPort, '::1', 'PROXY TCP4 127.0.0.1 127.0.0.1 1235 443\r\n')).body, '::ffff:127.0.0.1 1235\n', 'an IPv4 client through an IPv6 listener');
   assert.equal((await getThrough(chainPort, '::1')).body, '', 'no header from the front: closed');
 });

@@ -181,19 +181,25 @@ export function connectionKey(s: Socket): string {
 
 /**
  * The PROXY header Portico sends ahead of a stream's bytes (streams[].sendProxyProtocol), for the
- * client at `src`:`srcPort` that connected to `dst`:`dstPort`. Addresses of two families (which a
- * header cannot carry) give UNKNOWN (v1) or LOCAL (v2): the receiver then uses the connection's own.
+ * client at `src`:`srcPort` that connected to `dst`:`dstPort`. An IPv4 client that reached an IPv6 address
+ * (or the reverse: a client named by a PROXY header in front, a dual-stack listener) is sent as TCP6 with the
+ * IPv4 side mapped (::ffff:a.b.c.d), as HAProxy does, so the receiver still learns the client; only what is
+ * not an IP address at all gives UNKNOWN (v1) or LOCAL (v2), and the receiver uses the connection's own.
  */
 export function buildProxyHeader(version: 'v1' | 'v2', src: string, srcPort: number, dst: string, dstPort: number): Buffer {
-  const s = stripAddress(src);
-  const d = stripAddress(dst);
-  const v4 = isIPv4(s) && isIPv4(d);
-  const v6 = isIPv6(s) && isIPv6(d);
-  if (version === 'v1') {
-    if (!v4 && !v6) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
-    return Buffer.from(`PROXY ${v4 ? 'TCP4' : 'TCP6'} ${s} ${d} ${srcPort} ${dstPort}\r\n`, 'latin1');
+  let s = stripAddress(src);
+  let d = stripAddress(dst);
+  const s4 = isIPv4(s);
+  const d4 = isIPv4(d);
+  if ((!s4 && !isIPv6(s)) || (!d4 && !isIPv6(d))) {
+    return version === 'v1' ? Buffer.from('PROXY UNKNOWN\r\n', 'latin1') : Buffer.concat([V2_SIG, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
   }
-  if (!v4 && !v6) return Buffer.concat([V2_SIG, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+  const v4 = s4 && d4;
+  if (!v4) {
+    if (s4) s = `::ffff:${s}`;
+    if (d4) d = `::ffff:${d}`;
+  }
+  if (version === 'v1') return Buffer.from(`PROXY ${v4 ? 'TCP4' : 'TCP6'} ${s} ${d} ${srcPort} ${dstPort}\r\n`, 'latin1');
   const addrs = v4 ? Buffer.alloc(12) : Buffer.alloc(36);
   if (v4) {
     s.split('.').forEach((b, i) => (addrs[i] = Number(b)));
