@@ -2,7 +2,8 @@
  * WebSockets over HTTP/2 (RFC 8441, extended CONNECT) through the proxy to a real `ws` server: the
  * SETTINGS_ENABLE_CONNECT_PROTOCOL announcement, frames both ways, the subprotocol, the Host/SNI check,
  * an upstream that is down, the access line, plain requests beside an open WebSocket, the refusal
- * of a plain CONNECT and of another :protocol, a 101 with the wrong proof, and an upstream cut off.
+ * of a plain CONNECT and of another :protocol, a 101 with the wrong proof, an upstream cut off, the route
+ * gates, and WebSockets opened and reset in a flood (rapid reset).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { makePki, startProxyFor, type TestProxy, type TestPki } from './helpers/
 import { freePort, h2Connect, h2Request } from './helpers/net.js';
 import { webSocketAccept } from '../src/proxy/websocket-key.js';
 import { RawClient } from './helpers/raw-http1.js';
+import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, requestFields } from './helpers/raw-h2.js';
 
 /** A `ws` echo server on 127.0.0.1 that takes the subprotocol "chat.v2" when offered; plain requests get "plain". */
 async function startWsUpstream(): Promise<{ url: string; upgrades: http.IncomingMessage[]; wss: WebSocketServer; close(): Promise<void> }> {
@@ -293,4 +295,51 @@ test('the route gates of an HTTP/1.1 upgrade apply to a WebSocket over HTTP/2: a
     again.close();
   }
   assert.equal(third?.[':status'], 200, 'the slot is free once the WebSocket closed');
+});
+
+test('a client opening WebSockets over HTTP/2 and resetting them before their answer gets GOAWAY ENHANCE_YOUR_CALM and its connection closed; upstream connections stay bounded', async (t) => {
+  // An upstream that takes each upgrade and never answers it, so every reset lands while Portico waits.
+  const sockets = new Set<net.Socket>();
+  let seen = 0;
+  const raw = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('data', () => seen++);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  raw.listen(0, '127.0.0.1');
+  await once(raw, 'listening');
+  const pki = await makePki();
+  const cert = await pki.issue('ws', ['ws.test']);
+  const upstream = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
+  const proxy = await startProxyFor(t, pki, { hosts: { 'ws.test': { tls: cert, routes: [{ path: '/', upstream }] } } }, [
+    () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy();
+        raw.close(r);
+      }),
+  ]);
+  const c = await RawH2.connect(proxy.httpsPort, 'ws.test', pki.caPem);
+  t.after(() => c.close());
+  const fields = headerBlock(requestFields('ws.test', '/chat', 'CONNECT', [[':protocol', 'websocket'], ['sec-websocket-version', '13']]));
+  let sid = 1;
+  let opened = 0;
+  while (!c.closed && opened < 3000) {
+    const first = sid;
+    const seenBefore = seen;
+    const batch: Buffer[] = [];
+    for (let i = 0; i < 100; i++, sid += 2) batch.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, sid, fields));
+    if (!c.send(Buffer.concat(batch))) break;
+    opened += 100;
+    const deadline = Date.now() + 2000;
+    while (seen < seenBefore + 100 && Date.now() < deadline && !c.closed) await new Promise((r) => setTimeout(r, 5));
+    const resets: Buffer[] = [];
+    for (let s = first; s < sid; s += 2) resets.push(frame(FRAME.RST_STREAM, 0, s, Buffer.from([0, 0, 0, H2_ERROR.CANCEL])));
+    c.send(Buffer.concat(resets));
+  }
+  assert.equal(await c.goaway(5000), H2_ERROR.ENHANCE_YOUR_CALM);
+  assert.equal(await c.waitClosed(5000), true, 'the connection is closed, not left open after its GOAWAY');
+  assert.ok(seen <= 700, `at most about 512 reset WebSockets reach the upstream (saw ${seen} of ${opened} opened)`);
+  for (let i = 0; i < 250 && sockets.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(sockets.size, 0, 'every upstream connection of a reset WebSocket is closed');
 });

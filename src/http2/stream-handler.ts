@@ -27,6 +27,20 @@ function sendContinue(this: ServerHttp2Stream): void {
 }
 
 /**
+ * A CONNECT stream its client resets before it was answered (a WebSocket whose upstream was being asked, a
+ * connection opened for it) counts against the session's reset budget as a request's does (CVE-2023-44487):
+ * opening and resetting WebSockets cannot make Portico open upstream connections without bound. Resets of an
+ * open WebSocket are how clients close one, and are not counted. Cold path: one closure per CONNECT stream.
+ */
+function watchConnectReset(watch: StreamWatch, stream: ServerHttp2Stream): void {
+  // Kept: node:http2 forgets a stream's session once it is destroyed, before its 'close'.
+  const session = stream.session;
+  stream.once('close', () => {
+    if (stream.aborted && !stream.headersSent && session !== undefined && !session.destroyed && !session.closed) watch.noteClientReset(session);
+  });
+}
+
+/**
  * The 'stream' listener; `watch` applies sendTimeout to each stream and counts the streams its client resets.
  * CONNECT streams go to `onConnect` (without it, 405).
  */
@@ -34,7 +48,10 @@ export function createStreamHandler(onRequest: H2RequestListener, watch: StreamW
   return function onStream(stream, headers) {
     stream.on('error', ignoreStreamError);
     if (headers[':method'] === 'CONNECT') {
-      if (onConnect !== undefined) return onConnect(stream, headers);
+      if (onConnect !== undefined) {
+        watchConnectReset(watch, stream);
+        return onConnect(stream, headers);
+      }
       stream.respond({ ':status': 405 }, END_NOW);
       return;
     }

@@ -140,13 +140,9 @@ export class H2WebSocketClient implements UpgradeClient {
     const headers: OutgoingHttpHeaders = { ':status': 200 };
     const relayed = buildResponseHeaders(res.headers, undefined);
     for (const name in relayed) if (!NOT_RELAYED_ON_SWITCH.has(name)) headers[name] = relayed[name];
-    stream.respond(headers);
-    // TCP keep-alive on the client's connection too (see TUNNEL_KEEPALIVE_MS): the tunnel may be its only stream.
-    (stream.session as (ServerHttp2Session & SessionFacts) | undefined)?.[kRawSocket]?.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
     // Counted on the upstream connection, without its 101 head: what went to the client and what came from it.
     const outFrom = upSocket.bytesRead - upHead.length;
     const inFrom = upSocket.bytesWritten;
-    if (upHead.length > 0) stream.write(upHead);
     // A half-close passes through: the client's END_STREAM becomes a FIN to the upstream, the upstream's FIN the
     // stream's END_STREAM, and the other direction carries on. The stream closes once both have ended.
     upSocket.allowHalfOpen = true;
@@ -160,6 +156,16 @@ export class H2WebSocketClient implements UpgradeClient {
       upSocket.destroy();
       closed({ out: upSocket.bytesRead - outFrom, in: upSocket.bytesWritten - inFrom });
     });
+    try {
+      stream.respond(headers);
+    } catch {
+      // A 101 header HTTP/2 cannot carry (the stream checks the head as it serialises it): no tunnel.
+      stream.close(NGHTTP2_CANCEL);
+      return ERRORS.PORTICO_UPSTREAM_FAILED.status;
+    }
+    // TCP keep-alive on the client's connection too (see TUNNEL_KEEPALIVE_MS): the tunnel may be its only stream.
+    (stream.session as (ServerHttp2Session & SessionFacts) | undefined)?.[kRawSocket]?.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
+    if (upHead.length > 0) stream.write(upHead);
     upSocket.pipe(stream);
     stream.pipe(upSocket);
     return 200;
