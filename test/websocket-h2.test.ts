@@ -89,6 +89,7 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
             { path: '/down', upstream: down },
             { path: '/private', upstream: up.url, allowFrom: ['::1/128'] },
             { path: '/one', upstream: { targets: [up.url], maxRequests: 1 } },
+            { path: '/fixed', respond: { status: 200, body: 'fixed' } },
           ],
         },
         'other.test': { tls: b, routes: [{ path: '/', upstream: up.url }] },
@@ -267,7 +268,7 @@ test('a 101 whose Sec-WebSocket-Accept was not made from the key sent gets 502, 
   assert.equal(cut.rstCode, http2.constants.NGHTTP2_CANCEL);
 });
 
-test('the route gates of an HTTP/1.1 upgrade apply to a WebSocket over HTTP/2: allowFrom, and maxRequests holding a slot while it is open', async (t) => {
+test('the route gates of an HTTP/1.1 upgrade apply to a WebSocket over HTTP/2: allowFrom, a fixed 2xx answer refused with 501, and maxRequests holding a slot while it is open', async (t) => {
   const { pki, proxy, up } = await setup(t);
   const s = await session(t, proxy, pki);
   const outside = openWebSocket(s, { ':path': '/private/chat' });
@@ -275,6 +276,12 @@ test('the route gates of an HTTP/1.1 upgrade apply to a WebSocket over HTTP/2: a
   assert.equal(outsideHead[':status'], 403, 'a client outside allowFrom');
   assert.equal(outsideHead['x-portico-error'], 'PORTICO_FORBIDDEN');
   outside.close();
+  // A fixed 2xx answer would tell an HTTP/2 client its WebSocket is open: 501 instead.
+  const fixed = openWebSocket(s, { ':path': '/fixed' });
+  const fixedHead = await responseOf(fixed);
+  assert.equal(fixedHead[':status'], 501);
+  assert.equal(fixedHead['x-portico-error'], 'PORTICO_PROTOCOL_UNSUPPORTED');
+  fixed.close();
   assert.equal(up.upgrades.length, 0);
 
   const first = openWebSocket(s, { ':path': '/one/chat' });
