@@ -57,6 +57,14 @@ export const ERRORS = {
   PORTICO_UPSTREAM_BUSY: { status: 503, message: 'Service Unavailable: every upstream target is at its request limit; retry after the time Retry-After gives' },
   PORTICO_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large: the request body exceeds the limit' },
   PORTICO_BODY_TIMEOUT: { status: 408, message: 'Request Timeout: the request body stopped arriving (no bytes for longer than the body timeout)' },
+  PORTICO_CONNECT_REFUSED: {
+    status: 405,
+    message: 'Method Not Allowed: Portico opens no CONNECT tunnels; over HTTP/2 it proxies WebSockets only (extended CONNECT with :protocol websocket, RFC 8441)',
+  },
+  PORTICO_PROTOCOL_UNSUPPORTED: {
+    status: 501,
+    message: 'Not Implemented: extended CONNECT (RFC 8441) is proxied only for :protocol websocket, on a route with an upstream',
+  },
   PORTICO_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed: this path serves files; use GET or HEAD' },
   PORTICO_FILE_NOT_FOUND: { status: 404, message: 'Not Found: no such file' },
   PORTICO_FILE_FORBIDDEN: { status: 403, message: 'Forbidden: this file may not be read' },

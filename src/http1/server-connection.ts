@@ -479,7 +479,7 @@ function parserOnHeadersComplete(
     return 1;
   }
   if (upgrade && name === 'CONNECT') {
-    c.refuse(405);
+    c.refuse('PORTICO_CONNECT_REFUSED');
     return 1;
   }
   // Upgrades get the same head checks as requests (Host lines, Transfer-Encoding, absolute-form target).

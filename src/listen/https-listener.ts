@@ -17,6 +17,7 @@ import { clientCertValue, kClientCert, type WithClientCert } from '../tls/client
 import type { ClientAuthPlan } from '../config/plan.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
+import { createConnectHandler } from '../proxy/upgrade-client-h2.js';
 import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
@@ -110,7 +111,7 @@ export class HttpsListener {
       // HTTP/1.1 connections never reach it: #onSecureConnection hands them to this.h1.
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: false },
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: true },
     } as http2.SecureServerOptions);
     const onRequest = createRequestHandler(deps.state);
     // The core stream API, not the compatibility layer's 'request' (src/http2/stream-handler.ts).
@@ -120,7 +121,7 @@ export class HttpsListener {
       else if (what === 'body-timeout') deps.log.debug({ remote }, 'http2 request body not received within bodyTimeout');
       else deps.log.warn({ remote }, 'http2 client reset too many streams, connection closed');
     });
-    this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams));
+    this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams, createConnectHandler(deps.state)));
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
     this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
     this.h1 = new H1Server({ log: deps.log, onRequest, onUpgrade: createUpgradeHandler(deps.state) });

@@ -4,8 +4,6 @@
  * routes: the template is filled by concatenation, the body is a ready Buffer.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Socket } from 'node:net';
-import { STATUS_CODES } from 'node:http';
 import type { RedirectConfig, RespondConfig } from '../config/schema.js';
 import { applyToObject, type HeaderChanges } from './header-rules.js';
 
@@ -75,13 +73,4 @@ export function answerHeaders(a: AnswerPlan, host: string, uri: string, rules: H
   if (a.contentType !== undefined) headers['content-type'] = a.contentType;
   if (rules !== undefined) applyToObject(headers, rules);
   return headers;
-}
-
-/** Answers an upgrade request (WebSocket) on a "redirect" or "respond" route over its raw socket, then closes it. */
-export function answerUpgrade(socket: Socket, a: AnswerPlan, headers: OutgoingHttpHeaders, head: boolean): void {
-  let text = `HTTP/1.1 ${a.status} ${STATUS_CODES[a.status] ?? ''}\r\n`;
-  for (const name in headers) text += `${name}: ${String(headers[name])}\r\n`;
-  text += 'connection: close\r\n\r\n';
-  socket.write(text, 'latin1');
-  socket.end(head ? EMPTY : a.body);
 }
