@@ -6,42 +6,17 @@ import http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
+import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { metricValue } from './helpers/admin.js';
 import { takeSnapshot } from '../src/admin/snapshot.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 
-/** A ws echo server on 127.0.0.1 that also says "hello" first; counts upgrade requests it received. */
-async function startWsUpstream(): Promise<{ url: string; wss: WebSocketServer; upgrades: http.IncomingMessage[]; close(): Promise<void> }> {
-  const server = http.createServer((_req, res) => res.end('not a websocket'));
-  const wss = new WebSocketServer({ server });
-  const upgrades: http.IncomingMessage[] = [];
-  server.on('upgrade', (req: http.IncomingMessage) => upgrades.push(req));
-  wss.on('connection', (ws) => {
-    ws.send('hello');
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    wss,
-    upgrades,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
-
-async function setup(t: import('node:test').TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: Awaited<ReturnType<typeof startWsUpstream>>; other: Awaited<ReturnType<typeof startWsUpstream>> }> {
+async function setup(t: import('node:test').TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: WsEchoUpstream; other: WsEchoUpstream }> {
   const pki = await makePki();
-  const up = await startWsUpstream();
-  const other = await startWsUpstream();
+  const up = await wsEchoUpstream({ greeting: 'hello' });
+  const other = await wsEchoUpstream({ greeting: 'hello' });
   const a = await pki.issue('ws', ['ws.test']);
   const b = await pki.issue('other', ['other.test']);
   const proxy = await startProxyFor(t, pki, {

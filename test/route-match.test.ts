@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
+import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
@@ -165,26 +166,15 @@ test('"match" is checked with its path: empty, lower-case methods, Host, bad val
 
 test('match.clientAddresses: the client address allowFrom judges (behind a trusted proxy, its X-Forwarded-For) picks the route', async (t) => {
   const pki = await makePki();
-  const inside = await named('inside');
+  const insideUp = await named('inside');
   const outside = await named('outside');
   const cert = await pki.issue('m', [HOST]);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    {
-      forwarding: { trustedProxies: ['127.0.0.1'] },
-      hosts: {
-        [HOST]: {
-          tls: cert,
-          routes: [
-            { path: '/', upstream: outside.url },
-            { path: '/', match: { clientAddresses: ['::1/128'] }, upstream: inside.url },
-          ],
-        },
-      },
-    },
-    [() => inside.close(), () => outside.close()],
-  );
+  /** Requests from the clients in `inside` go to "inside", the rest to "outside"; 127.0.0.1 is the trusted proxy. */
+  const config = (inside: string[]): ConfigInput => ({
+    forwarding: { trustedProxies: ['127.0.0.1'] },
+    hosts: { [HOST]: { tls: cert, routes: [{ path: '/', upstream: outside.url }, { path: '/', match: { clientAddresses: inside }, upstream: insideUp.url }] } },
+  });
+  const proxy = await startProxyFor(t, pki, config(['::1/128']), [() => insideUp.close(), () => outside.close()]);
   // The peer is always the trusted proxy 127.0.0.1; the clients it names are ::1 and 127.0.0.1 (IPv4-mapped or not).
   const from = async (xff: string | undefined): Promise<string> =>
     (await h1Request({ port: proxy.httpsPort, sni: HOST, path: '/', ca: pki.caPem, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } })).text;
@@ -194,18 +184,7 @@ test('match.clientAddresses: the client address allowFrom judges (behind a trust
   assert.equal(await from(undefined), 'outside', 'the trusted peer itself, 127.0.0.1');
 
   // An IPv4-mapped entry: the IPv4 client matches it; ::1 is now the one outside.
-  await proxy.reconfigure({
-    forwarding: { trustedProxies: ['127.0.0.1'] },
-    hosts: {
-      [HOST]: {
-        tls: cert,
-        routes: [
-          { path: '/', upstream: outside.url },
-          { path: '/', match: { clientAddresses: ['::ffff:127.0.0.1/128'] }, upstream: inside.url },
-        ],
-      },
-    },
-  });
+  await proxy.reconfigure(config(['::ffff:127.0.0.1/128']));
   assert.equal(await from(undefined), 'inside', 'the peer 127.0.0.1 matches ::ffff:127.0.0.1/128');
   assert.equal(await from('127.0.0.1, ::1'), 'outside', 'the rightmost untrusted entry counts, not the leftmost');
 });

@@ -8,38 +8,14 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import { WebSocketServer } from 'ws';
+import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
 import { makePki, startProxyFor, type TestProxy, type TestPki } from './helpers/proxy.js';
 import { freePort, h2Connect, h2Request } from './helpers/net.js';
 import { webSocketAccept } from '../src/proxy/websocket-key.js';
 import { RawClient } from './helpers/raw-http1.js';
 import { FLAG, FRAME, H2_ERROR, RawH2, frame, headerBlock, requestFields } from './helpers/raw-h2.js';
-
-/** A `ws` echo server on 127.0.0.1 that takes the subprotocol "chat.v2" when offered; plain requests get "plain". */
-async function startWsUpstream(): Promise<{ url: string; upgrades: http.IncomingMessage[]; wss: WebSocketServer; close(): Promise<void> }> {
-  const server = http.createServer((_req, res) => res.end('plain'));
-  const wss = new WebSocketServer({ server, handleProtocols: (offered) => (offered.has('chat.v2') ? 'chat.v2' : false) });
-  const upgrades: http.IncomingMessage[] = [];
-  server.on('upgrade', (req: http.IncomingMessage) => upgrades.push(req));
-  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    upgrades,
-    wss,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
 
 /** One masked text frame (RFC 6455 §5.2), as a client sends it; `text` under 126 bytes. */
 function maskedTextFrame(text: string): Buffer {
@@ -70,9 +46,9 @@ function readTextFrame(stream: http2.ClientHttp2Stream): Promise<string> {
   });
 }
 
-async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: Awaited<ReturnType<typeof startWsUpstream>> }> {
+async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: WsEchoUpstream }> {
   const pki = await makePki();
-  const up = await startWsUpstream();
+  const up = await wsEchoUpstream({ subprotocol: 'chat.v2' });
   const down = `http://127.0.0.1:${await freePort()}`;
   const a = await pki.issue('ws', ['ws.test']);
   const b = await pki.issue('other', ['other.test']);
