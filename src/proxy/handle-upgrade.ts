@@ -7,6 +7,8 @@
  * for its whole life; one that finds every target full gets 503 at once.
  * Under "least-connections" it counts as in flight on its target for as
  * long, so that new requests go to the targets with fewer open tunnels.
+ * A tunnel with no bytes either way for its upstream's "tunnelIdleTimeout"
+ * is closed on both sides.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -30,6 +32,7 @@ import { clientAddress, isInList } from './client-address.js';
 import { isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { AUTH_BUSY } from './basic-auth.js';
 import type { Target } from '../upstream/target.js';
+import { watchTunnelIdle } from './tunnel-idle.js';
 
 function reject(socket: Socket, code: ErrorCode, extra?: string): void {
   const spec = ERRORS[code];
@@ -210,11 +213,11 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
         let answered = false;
         // The access line: at once for an answer, and for a tunnel when it has closed, with the bytes each way
         // through it and its whole life (as nginx logs an upgraded request); the route's stats take the 101 at once.
-        const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }): void => {
+        const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }, reason?: string): void => {
           const ms = performance.now() - started;
           if (tunnel === undefined) route.stats.record(status, ms);
           if (plan.accessLog) {
-            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+            state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.method, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: 'http/1.1', upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
           }
         };
         // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
@@ -278,6 +281,8 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           upSocket.once('close', release);
           up.setTimeout(0);
           upSocket.setTimeout(0);
+          // The request's own timeout handler would destroy the upstream socket when the tunnel's idle timer fires on it.
+          up.removeAllListeners('timeout');
           // TCP keep-alive on both connections: an idle tunnel whose peer vanished without a FIN (power lost, a
           // NAT or firewall that forgot it) is otherwise never noticed, and holds its upstream connection, its
           // maxRequests slot and its file descriptors forever. Live idle tunnels are not closed by it.
@@ -302,12 +307,19 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
           upSocket.on('close', () => socket.destroy());
           upSocket.pipe(socket);
           socket.pipe(upSocket);
+          // tunnelIdleTimeout: no byte either way for that long closes both sides (src/proxy/tunnel-idle.ts).
+          let reason: string | undefined;
+          watchTunnelIdle(socket, upSocket, u.tunnelIdleTimeoutMs, () => {
+            reason = 'idle timeout';
+            socket.destroy();
+            upSocket.destroy();
+          });
           const stats = route.stats;
           stats.openUpgrades++;
           stats.record(101, performance.now() - started);
           socket.once('close', () => {
             stats.openUpgrades--;
-            finish(101, undefined, { out: socket.bytesWritten - outFrom, in: socket.bytesRead - inFrom });
+            finish(101, undefined, { out: socket.bytesWritten - outFrom, in: socket.bytesRead - inFrom }, reason);
           });
         });
         up.end();
