@@ -230,3 +230,25 @@ test('a stream port closes a connection with no bytes either way for idleTimeout
   const lines = proxy.logs.filter((l) => l['msg'] === 'stream');
   assert.deepEqual(lines.map((l) => l['reason']).sort(), ['idle timeout', undefined, undefined].sort());
 });
+
+test('on a stream port with proxyProtocol, a connection closed by idleTimeout is not taken for one without a PROXY header', async (t) => {
+  const pki = await makePki();
+  const up = await startTcpUpstream();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s', proxyProtocol: true }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
+    [() => up.close()],
+  );
+  const c = net.connect({ host: '127.0.0.1', port });
+  c.on('error', () => {});
+  await once(c, 'connect');
+  c.write('PROXY TCP4 127.0.0.1 127.0.0.1 5000 6000\r\nquiet');
+  c.resume();
+  await within(c, 'close', 5000, 'the quiet stream connection');
+  for (let i = 0; i < 100 && !proxy.logs.some((l) => l['msg'] === 'stream'); i++) await delay(20);
+  assert.equal(proxy.logs.find((l) => l['msg'] === 'stream')?.['reason'], 'idle timeout');
+  assert.deepEqual(proxy.logs.filter((l) => String(l['msg']).includes('PROXY protocol header')), [], 'no refused PROXY header is logged');
+});
