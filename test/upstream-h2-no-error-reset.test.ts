@@ -39,6 +39,16 @@ function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHead
     setTimeout(() => stream.destroy(), 50);
     return;
   }
+  if (path === '/cut-upload') {
+    // As /cut, while the request body is still arriving (never read).
+    stream.pause();
+    stream.once('readable', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+      stream.write('part of the body');
+      setTimeout(() => stream.destroy(), 50);
+    });
+    return;
+  }
   if (path === '/whole-then-reset') {
     // Answered whole once the upload has begun, never reading it; then told to stop the upload with NO_ERROR,
     // once the answer's frames are out (as RFC 9113 §8.1 says a server may).
@@ -123,20 +133,22 @@ for (const path of ['/cut', '/cut-length', '/cut-queued']) {
   });
 }
 
-/** An HTTP/1.1 POST whose body keeps coming (64 KiB every 20 ms) until its response has ended; the response as it arrived. */
+/** An HTTP/1.1 POST whose body keeps coming (64 KiB every 20 ms) until its response has closed; the response as it arrived (a request error once it was answered is the cut connection). */
 function h1SlowUpload(proxy: TestProxy, pki: TestPki, path: string): Promise<{ status: number; text: string; complete: boolean }> {
   return new Promise((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: proxy.httpsPort, path, method: 'POST', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST } });
     let done = false;
+    let answered = false;
     const chunk = Buffer.alloc(64 * 1024, 'u');
     const timer = setInterval(() => {
       if (!done && !req.destroyed) req.write(chunk);
     }, 20);
     req.on('error', (err) => {
       clearInterval(timer);
-      if (!done) reject(err);
+      if (!answered) reject(err);
     });
     req.on('response', (res) => {
+      answered = true;
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -191,4 +203,16 @@ test('a response an HTTP/2 upstream completes and then resets with NO_ERROR whil
   const { warns, access } = linesFor(proxy, '/whole-then-reset');
   assert.equal(warns.length, 0, 'no upstream error is logged');
   assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined], [200, undefined]], JSON.stringify(access));
+});
+
+test('a response an HTTP/2 upstream resets with NO_ERROR before its END_STREAM while the client still uploads fails at HTTP/1.1 and HTTP/2 clients, rather than staying open', async (t) => {
+  const { pki, proxy } = await setup(t);
+  const h1 = await Promise.race([h1SlowUpload(proxy, pki, '/cut-upload'), delay(5000).then(() => 'still open after 5 s')]);
+  assert.deepEqual(h1, { status: 200, text: 'part of the body', complete: false }, 'HTTP/1.1: cut off');
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const h2 = await Promise.race([h2SlowUpload(session, '/cut-upload'), delay(5000).then(() => 'still open after 5 s')]);
+  assert.deepEqual(h2, { status: 200, text: 'part of the body', ended: false }, 'HTTP/2: reset, never ended');
+  await waitForAccess(proxy, '/cut-upload', 2);
+  assert.equal(linesFor(proxy, '/cut-upload').warns.length, 2, 'each is logged as an upstream error');
 });
