@@ -187,7 +187,7 @@ test('portico check answers an unknown key with the key it most likely misspells
     'hosts["app.example.com"].routes[0].rateLimit.pre: unknown key, did you mean "per"?',
     'hosts["acme.example.com"].tls.kye: unknown key; allowed here: "acme" (see docs/config-reference.md)',
     // nothing close: the keys an upstream takes
-    'hosts["app.example.com"].routes[0].upstream.zzz: unknown key; allowed here: "targets", "hostHeader", "protocol", "connectTimeout", "responseTimeout", "tls", "loadBalancing", "stickyCookie", "healthCheck", "passiveHealth", "maxRequests", "queueTimeout", "requestBuffer" (see docs/config-reference.md)',
+    'hosts["app.example.com"].routes[0].upstream.zzz: unknown key; allowed here: "targets", "hostHeader", "protocol", "connectTimeout", "responseTimeout", "tunnelIdleTimeout", "tls", "loadBalancing", "stickyCookie", "healthCheck", "passiveHealth", "maxRequests", "queueTimeout", "requestBuffer" (see docs/config-reference.md)',
   ].sort());
 });
 

@@ -98,6 +98,7 @@ test('weights with least-connections and client-ip', () => {
     hostHeader: 'preserve',
     connectTimeoutMs: 1000,
     responseTimeoutMs: 1000,
+    tunnelIdleTimeoutMs: 0,
     maxRequests: 0,
     queueTimeoutMs: 0,
     queue: [],

@@ -66,6 +66,7 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
             { path: '/private', upstream: up.url, allowFrom: ['::1/128'] },
             { path: '/one', upstream: { targets: [up.url], maxRequests: 1 } },
             { path: '/fixed', respond: { status: 200, body: 'fixed' } },
+            { path: '/quiet', upstream: { targets: [up.url], tunnelIdleTimeout: '1s' } },
           ],
         },
         'other.test': { tls: b, routes: [{ path: '/', upstream: up.url }] },
@@ -325,4 +326,34 @@ test('a client opening WebSockets over HTTP/2 and resetting them before their an
   assert.ok(seen <= 700, `at most about 512 reset WebSockets reach the upstream (saw ${seen} of ${opened} opened)`);
   for (let i = 0; i < 250 && sockets.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(sockets.size, 0, 'every upstream connection of a reset WebSocket is closed');
+});
+
+test('tunnelIdleTimeout closes a WebSocket over HTTP/2 that moved no byte for that long, and keeps one with traffic', async (t) => {
+  const { pki, proxy } = await setup(t);
+  const s = await session(t, proxy, pki);
+  const quiet = openWebSocket(s, { ':path': '/quiet/a' });
+  const busy = openWebSocket(s, { ':path': '/quiet/b' });
+  assert.equal((await responseOf(quiet))[':status'], 200);
+  assert.equal((await responseOf(busy))[':status'], 200);
+  const quietClosed = once(quiet, 'close').then(() => performance.now());
+  const started = performance.now();
+  // A frame every 250 ms on the busy one for 2.5 s: never idle for the second the route allows.
+  for (let i = 0; i < 10; i++) {
+    busy.write(maskedTextFrame(`tick ${i}`));
+    assert.equal(await readTextFrame(busy), `tick ${i}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const closedAt = await Promise.race([quietClosed, new Promise<number>((r) => setTimeout(r, 1500, Number.NaN))]);
+  assert.ok(!Number.isNaN(closedAt), 'the quiet one closed within 4 s');
+  assert.ok(closedAt - started >= 900 && closedAt - started < 2600, `the quiet one closed after ${Math.round(closedAt - started)} ms`);
+  assert.equal(busy.closed, false, 'the busy one is still open');
+  busy.write(maskedTextFrame('still here'));
+  assert.equal(await readTextFrame(busy), 'still here');
+  let line: (typeof proxy.logs)[number] | undefined;
+  for (let i = 0; i < 50 && line === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    line = proxy.logs.find((l) => l.msg === 'access' && l.path === '/quiet/a');
+  }
+  assert.equal(line?.reason, 'idle timeout');
+  busy.close();
 });

@@ -229,6 +229,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
       hostHeader: 'hostHeader' in spec && spec.hostHeader !== undefined ? spec.hostHeader : 'preserve',
       connectTimeoutMs: parseDurationMs('connectTimeout' in spec && spec.connectTimeout !== undefined ? spec.connectTimeout : '5s'),
       responseTimeoutMs: parseDurationMs('responseTimeout' in spec && spec.responseTimeout !== undefined ? spec.responseTimeout : '60s'),
+      tunnelIdleTimeoutMs: parseDurationMs('tunnelIdleTimeout' in spec && spec.tunnelIdleTimeout !== undefined ? spec.tunnelIdleTimeout : '1h'),
       maxRequests: 'maxRequests' in spec && spec.maxRequests !== undefined ? spec.maxRequests : 0,
       queueTimeoutMs: parseDurationMs('queueTimeout' in spec && spec.queueTimeout !== undefined ? spec.queueTimeout : '5s'),
       requestBufferBytes: 'requestBuffer' in spec && spec.requestBuffer !== undefined ? parseSizeBytes(spec.requestBuffer) : 0,

@@ -41,6 +41,8 @@ export interface UpstreamPlan {
   readonly hostHeader: string;
   readonly connectTimeoutMs: number;
   readonly responseTimeoutMs: number;
+  /** "tunnelIdleTimeout": an upgraded connection with no bytes either way for this long is closed; 0 for never. */
+  readonly tunnelIdleTimeoutMs: number;
   /** "maxRequests": requests in flight per target (Target.limitedInFlight) at most; 0 for no limit. */
   readonly maxRequests: number;
   /** "queueTimeout" in ms: how long a request waits in `queue` for a target below its limit; 0 for no queue. */

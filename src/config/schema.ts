@@ -103,6 +103,15 @@ function sizeBytes(s: string): number {
   }
 }
 
+/** The longest idle timeout a socket timer takes: Node caps its timers at 2^31-1 ms (24.8 days) and warns on every socket past it. */
+const MAX_IDLE_TIMEOUT_MS = 24 * 86_400_000;
+
+/** "0s" (none), or a duration from 1s to 24d: an idle timeout under a second would cut a tunnel between any two messages. */
+const TunnelIdleTimeout = Duration.refine((s) => {
+  const ms = durationMs(s);
+  return Number.isNaN(ms) || ms === 0 || (ms >= 1000 && ms <= MAX_IDLE_TIMEOUT_MS);
+}, { message: 'expected "0s" (no idle timeout) or a duration from "1s" to "24d", such as "1h"' });
+
 /** A duration of at least `minMs`, as the message says. */
 function durationAtLeast(minMs: number, min: string) {
   return Duration.refine((s) => !(durationMs(s) < minMs), { message: `expected a duration of at least ${min}` });
@@ -183,6 +192,9 @@ const UpstreamObject = z.strictObject({
     .describe('For https:// targets: "auto" negotiates h2 or HTTP/1.1 by ALPN, "http1" and "h2" force one. http:// and unix:/path are always HTTP/1.1, h2c:// always HTTP/2.'),
   connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
   responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
+  tunnelIdleTimeout: TunnelIdleTimeout.default('1h').describe(
+    'A WebSocket (any upgraded connection) with no bytes in either direction for this long is closed on both sides, its access line saying "reason": "idle timeout" (HAProxy\'s timeout tunnel, nginx\'s proxy_read_timeout). Bytes either way count, WebSocket pings and pongs too, so an app that pings more often than this is never cut; the default, an hour, leaves room for apps that ping rarely or never (nginx\'s 60 s is known to cut those), and is what HAProxy setups commonly use. "0s": none (TCP keep-alive still finds vanished peers). From "1s" to "24d". A reload applies it to tunnels opened after it.',
+  ),
   tls: UpstreamTls.optional(),
   loadBalancing: z
     .enum(['round-robin', 'least-connections', 'client-ip', 'cookie'])

@@ -134,9 +134,12 @@ export function peerAddress(socket: Socket & ProxiedSocket): string {
  */
 export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source: string | undefined, sourcePort: number | undefined) => void, fail: (reason: string) => void): void {
   let buf: Buffer = Buffer.alloc(0);
+  // The timeout's listener comes off with the timer: left on, it would fire with any later idle timer of the
+  // socket (a stream's or a tunnel's idle timeout), closing the connection as if its header had never come.
   const finish = (): void => {
     socket.off('data', onData);
     socket.off('error', onError);
+    socket.off('timeout', onTimeout);
     socket.setTimeout(0);
   };
   const onData = (chunk: Buffer): void => {
@@ -158,11 +161,12 @@ export function readProxyHeader(socket: Socket, timeoutMs: number, done: (source
   };
   socket.on('data', onData);
   socket.on('error', onError);
-  socket.setTimeout(timeoutMs, () => {
+  const onTimeout = (): void => {
     finish();
     socket.destroy();
     fail(`no PROXY protocol header within ${timeoutMs} ms`);
-  });
+  };
+  socket.setTimeout(timeoutMs, onTimeout);
 }
 
 /**

@@ -37,6 +37,8 @@ export interface AccessFields {
   readonly aborted: boolean;
   readonly error: string | undefined;
   readonly detail: string | undefined;
+  /** Why a tunnel (upgraded connection) was closed by Portico, such as "idle timeout"; undefined when a peer closed it. */
+  readonly reason?: string | undefined;
   /** log.accessHeaders (lower-case names): those of them the request has are written under "headers". */
   readonly headerNames?: readonly string[] | undefined;
   /** The request's headers, read for `headerNames`. */
@@ -96,7 +98,7 @@ export class AccessLog {
     this.#stream.write(
       `{"level":30,"time":${Date.now()}${this.#bindings},"client":${jsonString(f.client)}${f.peer === f.client ? '' : field('peer', f.peer)}${field('requestId', f.requestId)}${field('user', f.user)}${field('host', f.host)}${field('sni', f.sni)},"method":${jsonString(f.method)}${field('path', f.path)}` +
         `${field('route', f.route)}${field('upstream', f.upstream)}${field('cache', f.cache)},"status":${f.status}${f.bytes === undefined ? '' : `,"bytes":${f.bytes}`}${f.bytesIn === undefined ? '' : `,"bytesIn":${f.bytesIn}`},"durationMs":${f.durationMs},"proto":"${f.proto}"` +
-        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${headersField(f.headerNames, f.requestHeaders)},"msg":"access"}\n`,
+        `${field('upgrade', f.upgrade)}${f.aborted ? ',"aborted":true' : ''}${field('error', f.error)}${field('detail', f.detail)}${field('reason', f.reason)}${headersField(f.headerNames, f.requestHeaders)},"msg":"access"}\n`,
     );
   }
 }

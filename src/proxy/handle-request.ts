@@ -39,6 +39,7 @@ import { addValidators, answerFromCache, answerWithStale, finishFill, headerObje
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
+import { hasEndStream, isEndedByReset } from '../upstream/h2-end-stream.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -715,6 +716,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   if (ex.cacheFill !== undefined) upRes.on('data', onFillData.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
+  if (ex.target!.kind === 'h2c' || ex.target!.kind === 'h2-tls') upRes.once('aborted', onUpstreamAborted.bind(ex));
   if (enc !== undefined) {
     const length = upRes.headers['content-length'];
     startEncoder(ex, enc, length);
@@ -725,6 +727,26 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   upRes.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
 }
 
+/** An upstream response that ended before it was complete: logged as an upstream error, and the client's response reset (HTTP/1.1: connection closed before the end; HTTP/2: RST_STREAM INTERNAL_ERROR). Cold path. */
+function cutOff(ex: Exchange, why: string): void {
+  ex.error = 'PORTICO_UPSTREAM_FAILED';
+  ex.errorDetail = `${ex.target!.url}: ${why}`;
+  ex.state.log.warn({ code: ex.error, upstream: ex.target!.url, route: ex.route?.id, detail: ex.errorDetail }, 'upstream error');
+  ex.cacheFill = undefined;
+  resetResponse(ex.res);
+}
+
+/**
+ * An HTTP/2 upstream closed the stream while Portico was still sending the request body: http2-wrapper then
+ * destroys the response without ending it ('aborted', and no 'end' or 'error' follows), which left the
+ * client's response open. A response already ended (its END_STREAM relayed) is whole (RFC 9113 §8.1: a
+ * NO_ERROR reset after it only stops the upload); any other is cut off. Cold path.
+ */
+function onUpstreamAborted(this: Exchange): void {
+  if (this.res.destroyed || this.upstreamRes?.complete === true || this.res.writableEnded) return;
+  cutOff(this, hasEndStream(this.upstreamReq) ? 'stream reset while the response was still being relayed' : 'stream reset (NO_ERROR) before the response was complete');
+}
+
 function countResponse(this: Exchange, chunk: Buffer): void {
   this.bytes += chunk.length;
 }
@@ -732,16 +754,11 @@ function countResponse(this: Exchange, chunk: Buffer): void {
 function onUpstreamEnd(this: Exchange): void {
   const upRes = this.upstreamRes!;
   // node:http2 ends a response whose stream closed without END_STREAM as if it were whole when the
-  // upstream's connection dropped (the stream is then cancelled, CANCEL): that is a cut-off body, and
-  // the client's response is reset, never ended.
-  if (upstreamRstCode(this.upstreamReq) !== NGHTTP2_NO_ERROR) {
-    this.error = 'PORTICO_UPSTREAM_FAILED';
-    this.errorDetail = `${this.target!.url}: stream closed before the response was complete`;
-    this.state.log.warn({ code: this.error, upstream: this.target!.url, route: this.route?.id, detail: this.errorDetail }, 'upstream error');
-    this.cacheFill = undefined;
-    resetResponse(this.res);
-    return;
-  }
+  // upstream's connection dropped (the stream is then cancelled, CANCEL), or when the upstream reset it
+  // with NO_ERROR before its END_STREAM (RFC 9113 §8.1 allows that reset only after a complete response;
+  // src/upstream/h2-end-stream.ts): that is a cut-off body, and the client's response is reset, never ended.
+  if (upstreamRstCode(this.upstreamReq) !== NGHTTP2_NO_ERROR) return cutOff(this, 'stream closed before the response was complete');
+  if (isEndedByReset(this.upstreamReq)) return cutOff(this, 'stream reset (NO_ERROR) before the response was complete');
   const trailers = upRes.trailers;
   // Trailers (gRPC status and the like) pass through when the client can carry them.
   let hasTrailers = false;

@@ -8,6 +8,8 @@
  * for its whole life; one that finds every target full gets 503 at once.
  * Under "least-connections" it counts as in flight on its target for as
  * long, so that new requests go to the targets with fewer open tunnels.
+ * A tunnel with no bytes either way for its upstream's "tunnelIdleTimeout"
+ * is closed on both sides.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -33,6 +35,7 @@ import { AUTH_BUSY } from './basic-auth.js';
 import type { Target } from '../upstream/target.js';
 import { H1UpgradeClient, TUNNEL_KEEPALIVE_MS } from './upgrade-client-h1.js';
 import type { UpgradeClient, UpgradeRequest } from './upgrade-client.js';
+import { watchTunnelIdle } from './tunnel-idle.js';
 
 /** The 308 to https that a plain HTTP request for a host without `plainHttp: "serve"` gets (http-listener.ts). */
 function redirectToHttps(client: UpgradeClient, plan: Plan, host: string, url: string): void {
@@ -195,11 +198,11 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
       let answered = false;
       // The access line: at once for an answer, and for a tunnel when it has closed, with the bytes each way
       // through it and its whole life (as nginx logs an upgraded request); the route's stats take the 101 at once.
-      const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }): void => {
+      const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }, reason?: string): void => {
         const ms = performance.now() - started;
         if (tunnel === undefined) route.stats.record(status, ms);
         if (plan.accessLog) {
-          state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+          state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
         }
       };
       // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
@@ -263,12 +266,22 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         upSocket.once('close', release);
         up.setTimeout(0);
         upSocket.setTimeout(0);
+        // The request's own timeout handler would destroy the upstream socket when the tunnel's idle timer fires on it.
+        up.removeAllListeners('timeout');
         // TCP keep-alive (TUNNEL_KEEPALIVE_MS) on the upstream connection; the client's side sets its own.
         upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
         const stats = route.stats;
+        let reason: string | undefined;
         const status = client.openTunnel(res, upSocket, upHead, (bytes) => {
           stats.openUpgrades--;
-          finish(status, undefined, bytes);
+          finish(status, undefined, bytes, reason);
+        });
+        // tunnelIdleTimeout: no byte either way for that long closes both sides (src/proxy/tunnel-idle.ts). Every
+        // byte of an HTTP/2 client's WebSocket passes the upstream socket too, which then watches alone.
+        watchTunnelIdle(client.tunnelSocket ?? upSocket, upSocket, u.tunnelIdleTimeoutMs, () => {
+          reason = 'idle timeout';
+          client.destroy();
+          upSocket.destroy();
         });
         stats.openUpgrades++;
         stats.record(status, performance.now() - started);

@@ -44,9 +44,11 @@ export class H1UpgradeClient implements UpgradeClient {
   readonly proto = 'http/1.1';
   readonly #socket: Socket;
   readonly #head: Buffer;
+  readonly tunnelSocket: Socket;
 
   constructor(socket: Socket, head: Buffer) {
     this.#socket = socket;
+    this.tunnelSocket = socket;
     this.#head = head;
     socket.on('error', () => socket.destroy());
   }

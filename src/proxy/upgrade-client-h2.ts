@@ -59,6 +59,8 @@ function refuseStream(stream: ServerHttp2Stream, code: ErrorCode, extra?: readon
 /** The client side of a WebSocket opened on an HTTP/2 stream with extended CONNECT. */
 export class H2WebSocketClient implements UpgradeClient {
   readonly proto = 'h2';
+  /** A stream of a shared connection: the upstream socket watches the tunnel's idle time alone. */
+  readonly tunnelSocket = undefined;
   readonly #stream: ServerHttp2Stream;
   /** The Sec-WebSocket-Key sent upstream (every attempt the same). */
   readonly #key = newWebSocketKey();

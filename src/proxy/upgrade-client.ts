@@ -58,6 +58,8 @@ export interface UpgradeClient {
    * `upHead` first; `closed` is called once the client side has closed. Returns the status the client got.
    */
   openTunnel(res: IncomingMessage, upSocket: Socket, upHead: Buffer, closed: (bytes: TunnelBytes) => void): number;
-  /** Drops the client at once (an answer cut short). */
+  /** The client's own socket, watched with the upstream's for tunnelIdleTimeout; undefined when the tunnel is a stream of a shared connection (HTTP/2). */
+  readonly tunnelSocket: Socket | undefined;
+  /** Drops the client at once (an answer cut short, an idle tunnel). */
   destroy(): void;
 }

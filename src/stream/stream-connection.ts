@@ -13,6 +13,7 @@ import { sniName } from '../tls/sni-name.js';
 import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
 import { buildProxyHeader, kClientPort, peerAddress, type ProxiedSocket } from '../listen/proxy-protocol.js';
+import { watchTunnelIdle } from '../proxy/tunnel-idle.js';
 
 /** Counters of one stream port (admin API metrics), kept for the life of its listener. */
 export class StreamStats {
@@ -61,8 +62,14 @@ export class StreamConnection {
     client.setNoDelay(true);
     client.on('error', (err: NodeJS.ErrnoException) => this.#fail(`client ${err.code ?? err.message}`));
     client.once('close', () => this.#onClose());
-    if (sp.idleTimeoutMs > 0) client.setTimeout(sp.idleTimeoutMs, () => this.#fail('idle timeout'));
+    // Until a target is connected, the client alone; then both sockets together (src/proxy/tunnel-idle.ts).
+    if (sp.idleTimeoutMs > 0) {
+      client.setTimeout(sp.idleTimeoutMs);
+      client.on('timeout', this.#onIdle);
+    }
   }
+
+  readonly #onIdle = (): void => this.#fail('idle timeout');
 
   start(): void {
     if (this.#sp.sniExact === undefined) return this.#connect(this.#sp.upstream!);
@@ -137,7 +144,10 @@ export class StreamConnection {
       up.off('error', onConnectError);
       up.on('error', (err: NodeJS.ErrnoException) => this.#fail(`upstream ${err.code ?? err.message}`));
       up.once('close', () => this.#onClose());
-      if (this.#sp.idleTimeoutMs > 0) up.setTimeout(this.#sp.idleTimeoutMs, () => this.#fail('idle timeout'));
+      // Idle only when neither socket has moved a byte for idleTimeout: a one-way flow under back-pressure (a slow
+      // reader) leaves the other socket still, and used to close a connection whose bytes were still moving.
+      this.#client.off('timeout', this.#onIdle);
+      watchTunnelIdle(this.#client, up, this.#sp.idleTimeoutMs, this.#onIdle);
       const send = this.#sp.sendProxy;
       if (send !== undefined) {
         const c = this.#client as net.Socket & ProxiedSocket;
@@ -172,6 +182,8 @@ export class StreamConnection {
       bytesOut: this.#client.bytesWritten,
       durationMs: Math.round(performance.now() - this.#start),
       error: this.#error,
+      // As on a WebSocket's access line: why Portico closed a connection that did not fail.
+      reason: this.#error === 'idle timeout' ? this.#error : undefined,
     };
     const stats = this.#ctx.stats;
     stats.closed++;

@@ -1,13 +1,15 @@
 /**
  * Opening one request to an HTTP/2 target through http2-wrapper, which gives
  * an object with node:http ClientRequest's shape ('response', 'error',
- * write/end, setTimeout, destroy). HTTP/1.1 targets go through their H1Pool
+ * write/end, setTimeout, destroy), its stream noting how its response ends
+ * (h2-end-stream.ts). HTTP/1.1 targets go through their H1Pool
  * (proxy/forward-h1.ts).
  */
 import type http from 'node:http';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { http2Client } from './http2-client.js';
 import type { Target } from './target.js';
+import { noteEndOfStream } from './h2-end-stream.js';
 
 /** The parts of a client request Portico uses, common to both transports. */
 export type UpstreamRequest = http.ClientRequest;
@@ -30,7 +32,7 @@ export function openUpstreamRequest(
     case 'h2-tls': {
       headers[':authority'] = headers.host;
       delete headers.host;
-      return http2Client().request({
+      const req = http2Client().request({
         agent: target.h2Agent,
         hostname: target.hostname,
         port: target.port,
@@ -38,12 +40,16 @@ export function openUpstreamRequest(
         path,
         headers,
         ...target.tlsOptions(),
-      }) as unknown as UpstreamRequest;
+      });
+      req.once('socket', noteEndOfStream);
+      return req as unknown as UpstreamRequest;
     }
     case 'h2c': {
       headers[':authority'] = headers.host;
       delete headers.host;
-      return http2Client().request({ h2session: target.h2cSession(), method, path, headers }) as unknown as UpstreamRequest;
+      const req = http2Client().request({ h2session: target.h2cSession(), method, path, headers });
+      req.once('socket', noteEndOfStream);
+      return req as unknown as UpstreamRequest;
     }
   }
 }

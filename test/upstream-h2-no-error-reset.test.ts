@@ -1,0 +1,218 @@
+/**
+ * An HTTP/2 upstream that resets a stream with RST_STREAM NO_ERROR (RFC 9113 §8.1 allows it only after a
+ * complete response, to stop the request's upload). Before its END_STREAM, the response is cut off: the
+ * client must see it fail (curl over HTTP/1.1 and HTTP/2, Node clients), never a clean end. After its
+ * END_STREAM, with the client still uploading, the response is whole and must arrive whole.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { h2Connect } from './helpers/net.js';
+import { curl, requireTool } from './helpers/real-peers.js';
+
+const HOST = 'reset.test';
+const { NGHTTP2_NO_ERROR } = http2.constants;
+
+/** What the h2c upstream does, by path. */
+function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+  stream.on('error', () => {});
+  const path = headers[':path'] ?? '';
+  if (path.startsWith('/cut')) {
+    // Part of a body, then RST_STREAM NO_ERROR before END_STREAM: node:http2's destroy() without an error
+    // sends that (node/issues/35302), and so does close(NO_ERROR) while body bytes are still queued (the reset
+    // overtakes them). close(NO_ERROR) once all was sent ends the stream first: a whole response, not this case.
+    stream.respond({ ':status': 200, 'content-type': 'text/plain', ...(path === '/cut-length' ? { 'content-length': '1000' } : {}) });
+    if (path === '/cut-queued') {
+      stream.write('part of the body');
+      stream.write(Buffer.alloc(1024 * 1024, 'q'));
+      stream.close(NGHTTP2_NO_ERROR);
+      return;
+    }
+    stream.write('part of the body');
+    setTimeout(() => stream.destroy(), 50);
+    return;
+  }
+  if (path === '/cut-upload') {
+    // As /cut, while the request body is still arriving (never read).
+    stream.pause();
+    stream.once('readable', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+      stream.write('part of the body');
+      setTimeout(() => stream.destroy(), 50);
+    });
+    return;
+  }
+  if (path === '/whole-then-reset') {
+    // Answered whole once the upload has begun, never reading it; then told to stop the upload with NO_ERROR,
+    // once the answer's frames are out (as RFC 9113 §8.1 says a server may).
+    stream.pause();
+    stream.once('readable', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+      stream.end('the whole answer', () => setTimeout(() => stream.close(NGHTTP2_NO_ERROR), 50));
+    });
+    return;
+  }
+  stream.respond({ ':status': 200 });
+  stream.end('ok');
+}
+
+async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; caFile: string }> {
+  const server = http2.createServer();
+  server.on('stream', answer);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s: http2.ServerHttp2Session) => {
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const pki = await makePki();
+  const caFile = join(pki.dir, 'test-ca.pem');
+  await writeFile(caFile, pki.caPem);
+  const tls = await pki.issue(HOST, [HOST]);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: `h2c://127.0.0.1:${(server.address() as AddressInfo).port}` }] } } },
+    [
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sessions) s.destroy();
+          server.close(() => r());
+        }),
+    ],
+  );
+  return { pki, proxy, caFile };
+}
+
+/** The warn lines Portico logged for upstream failures on `path`'s exchanges, and the access lines of `path`. */
+function linesFor(proxy: TestProxy, path: string): { warns: Record<string, unknown>[]; access: Record<string, unknown>[] } {
+  return {
+    warns: proxy.logs.filter((l) => l['msg'] === 'upstream error' && String(l['detail'] ?? '').includes('before the response was complete')),
+    access: proxy.logs.filter((l) => l['msg'] === 'access' && l['path'] === path),
+  };
+}
+
+async function waitForAccess(proxy: TestProxy, path: string, n: number): Promise<void> {
+  for (let i = 0; i < 100 && linesFor(proxy, path).access.length < n; i++) await delay(20);
+}
+
+for (const path of ['/cut', '/cut-length', '/cut-queued']) {
+  test(`a response an HTTP/2 upstream resets with NO_ERROR before its END_STREAM (${path.slice(1)}) fails at curl over HTTP/1.1 and HTTP/2, and at a Node HTTP/2 client`, async (t) => {
+    if (!requireTool(t, 'curl')) return;
+    const { pki, proxy, caFile } = await setup(t);
+    for (const proto of ['--http1.1', '--http2']) {
+      const r = await curl({ host: HOST, port: proxy.httpsPort, caFile, path, args: [proto] });
+      assert.match(r.stdout, /^HTTP\/(1\.1|2) 200/, `${proto}: the response had started`);
+      assert.ok(r.stdout.includes('\r\n\r\npart of the body'), `${proto}: the part sent reached the client: ${JSON.stringify(r.stdout.slice(-40))}`);
+      // 18: transfer closed with outstanding read data remaining (HTTP/1.1); 92: stream not closed cleanly (HTTP/2).
+      assert.equal(r.code, proto === '--http1.1' ? 18 : 92, `${proto}: curl sees a cut-off transfer: ${r.stderr}`);
+    }
+    const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+    t.after(() => session.close());
+    const stream = session.request({ ':path': path });
+    stream.end();
+    let body = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (c: string) => (body += c));
+    const [err] = (await once(stream, 'error').catch((e: unknown) => [e])) as [Error];
+    assert.match(err.message, /NGHTTP2_INTERNAL_ERROR/, 'the HTTP/2 client\'s stream is reset with INTERNAL_ERROR');
+    assert.ok(body.startsWith('part of the body') && body.length < 16 + 1024 * 1024, `a part of the body reached the client (${body.length} bytes)`);
+    await waitForAccess(proxy, path, 3);
+    const { warns, access } = linesFor(proxy, path);
+    assert.equal(warns.length, 3, 'each failure is logged as an upstream error');
+    assert.equal(warns[0]?.['code'], 'PORTICO_UPSTREAM_FAILED');
+    assert.deepEqual(access.map((l) => l['error']), ['PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_FAILED', 'PORTICO_UPSTREAM_FAILED']);
+  });
+}
+
+/** An HTTP/1.1 POST whose body keeps coming (64 KiB every 20 ms) until its response has closed; the response as it arrived (a request error once it was answered is the cut connection). */
+function h1SlowUpload(proxy: TestProxy, pki: TestPki, path: string): Promise<{ status: number; text: string; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: proxy.httpsPort, path, method: 'POST', servername: HOST, ca: pki.caPem, agent: false, headers: { host: HOST } });
+    let done = false;
+    let answered = false;
+    const chunk = Buffer.alloc(64 * 1024, 'u');
+    const timer = setInterval(() => {
+      if (!done && !req.destroyed) req.write(chunk);
+    }, 20);
+    req.on('error', (err) => {
+      clearInterval(timer);
+      if (!answered) reject(err);
+    });
+    req.on('response', (res) => {
+      answered = true;
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('error', () => {});
+      res.on('close', () => {
+        done = true;
+        clearInterval(timer);
+        resolve({ status: res.statusCode ?? 0, text, complete: res.complete });
+        req.destroy();
+      });
+    });
+    req.write(chunk);
+  });
+}
+
+/** The same over HTTP/2: the response once it has ended (END_STREAM) or its stream closed, and whether it ended. */
+async function h2SlowUpload(session: http2.ClientHttp2Session, path: string): Promise<{ status: number; text: string; ended: boolean }> {
+  const stream = session.request({ ':path': path, ':method': 'POST' });
+  stream.on('error', () => {});
+  const chunk = Buffer.alloc(64 * 1024, 'u');
+  const timer = setInterval(() => {
+    if (!stream.destroyed && !stream.writableEnded) stream.write(chunk);
+  }, 20);
+  stream.write(chunk);
+  let status = 0;
+  let text = '';
+  let ended = false;
+  stream.on('response', (h) => (status = Number(h[':status'])));
+  stream.setEncoding('utf8');
+  stream.on('data', (c: string) => (text += c));
+  await new Promise<void>((resolve) => {
+    stream.once('end', () => {
+      ended = true;
+      resolve();
+    });
+    stream.once('close', resolve);
+  });
+  clearInterval(timer);
+  stream.close();
+  return { status, text, ended };
+}
+
+test('a response an HTTP/2 upstream completes and then resets with NO_ERROR while the client still uploads reaches HTTP/1.1 and HTTP/2 clients whole', async (t) => {
+  const { pki, proxy } = await setup(t);
+  const h1 = await h1SlowUpload(proxy, pki, '/whole-then-reset');
+  assert.deepEqual(h1, { status: 200, text: 'the whole answer', complete: true }, 'HTTP/1.1');
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const h2 = await h2SlowUpload(session, '/whole-then-reset');
+  assert.deepEqual(h2, { status: 200, text: 'the whole answer', ended: true }, 'HTTP/2');
+  await waitForAccess(proxy, '/whole-then-reset', 2);
+  const { warns, access } = linesFor(proxy, '/whole-then-reset');
+  assert.equal(warns.length, 0, 'no upstream error is logged');
+  assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined], [200, undefined]], JSON.stringify(access));
+});
+
+test('a response an HTTP/2 upstream resets with NO_ERROR before its END_STREAM while the client still uploads fails at HTTP/1.1 and HTTP/2 clients, rather than staying open', async (t) => {
+  const { pki, proxy } = await setup(t);
+  const h1 = await Promise.race([h1SlowUpload(proxy, pki, '/cut-upload'), delay(5000).then(() => 'still open after 5 s')]);
+  assert.deepEqual(h1, { status: 200, text: 'part of the body', complete: false }, 'HTTP/1.1: cut off');
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const h2 = await Promise.race([h2SlowUpload(session, '/cut-upload'), delay(5000).then(() => 'still open after 5 s')]);
+  assert.deepEqual(h2, { status: 200, text: 'part of the body', ended: false }, 'HTTP/2: reset, never ended');
+  await waitForAccess(proxy, '/cut-upload', 2);
+  assert.equal(linesFor(proxy, '/cut-upload').warns.length, 2, 'each is logged as an upstream error');
+});
