@@ -15,6 +15,7 @@ import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
 import { abortUpstreamRequest, fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders, upstreamRstCode } from '../proxy/handle-request.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
+import { isEndedByReset } from '../upstream/h2-end-stream.js';
 import type { Target } from '../upstream/target.js';
 import type { ErrorCode } from '../errors.js';
 import { deltaSeconds, forbidsStale, freshnessLifetimeMs, parseCacheControl, PLAIN_LOOKUP, readCacheRequest, staleWindowMs, type CacheRequest } from './cache-control.js';
@@ -657,7 +658,7 @@ function refreshOverH2(job: BackgroundRefresh, target: Target, path: string, hea
     res.on('error', (err: NodeJS.ErrnoException) => failed(err.code ?? 'ERROR'));
     res.on('end', () => {
       // A stream reset before END_STREAM ends the response as if whole (see onUpstreamEnd): not stored.
-      if (upstreamRstCode(up) !== 0) return failed('ERR_HTTP2_STREAM_ERROR');
+      if (upstreamRstCode(up) !== 0 || isEndedByReset(up)) return failed('ERR_HTTP2_STREAM_ERROR');
       if (done) return;
       done = true;
       job.onUpstreamEnd(null, headerObjectPairs(res.trailers));
