@@ -165,7 +165,8 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         trusted,
         host: rawHost,
         upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
-        via: plan.sendVia ? '1.1' : undefined,
+        // Via names the protocol the client's request came in (RFC 9110 §7.6.3): "2" for an RFC 8441 WebSocket.
+        via: plan.sendVia ? (client.proto === 'h2' ? '2' : '1.1') : undefined,
         forwarded: plan.sendForwarded,
         proto: scheme,
         upstreamH2: false,
