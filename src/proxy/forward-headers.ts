@@ -62,6 +62,14 @@ const DROP_REQUEST = new Set([
   'client-cert-chain',
 ]);
 
+/**
+ * What a peer outside trustedProxies may not tell a service behind Portico about the client, besides the
+ * X-Forwarded-For/-Proto/-Host and Forwarded that are rebuilt: the CLIENT_CLAIMS, X-Forwarded-Port and
+ * -Prefix, with their "_" spellings. Also kept from the forwardAuth service's request (src/proxy/forward-auth.ts):
+ * oauth2-proxy, for one, takes X-Real-IP as the client's address in its trusted-IP check.
+ */
+export const UNTRUSTED_CLAIMS: readonly string[] = [...CLIENT_CLAIMS, 'x-forwarded-port', 'x-forwarded-prefix'].flatMap((n) => [n, ...underscoreSpellings(n)]);
+
 /** What is dropped from an untrusted peer's request: DROP_REQUEST and the CLIENT_CLAIMS (one lookup per header either way). */
 const DROP_UNTRUSTED_REQUEST: ReadonlySet<string> = new Set([...DROP_REQUEST, ...CLIENT_CLAIMS, ...CLIENT_CLAIMS.flatMap(underscoreSpellings)]);
 

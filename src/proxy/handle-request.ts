@@ -256,6 +256,7 @@ function admitted(ex: Exchange): void {
       host: ex.host,
       proto: ex.plain ? 'http' : 'https',
       client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
+      trusted: isTrustedPeer(plan, req.remoteAddress),
     },
     onForwardAuth.bind(ex),
   );

@@ -284,7 +284,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
     if (fa === undefined) return proceed();
     const authReq = askForwardAuth(
       fa,
-      { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
+      { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
       (v) => {
         client.offClose(cancel);
         if (client.destroyed) return;
