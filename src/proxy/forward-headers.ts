@@ -24,17 +24,19 @@ export function underscoreSpellings(name: string): string[] {
 }
 
 /** The headers Portico sets on every forwarded request (or may: X-Request-Id), whose "_" spellings are dropped. */
-const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix', 'x-request-id', 'client-cert', 'client-cert-chain'];
+const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id', 'client-cert', 'client-cert-chain'];
 
 /**
  * Headers that also tell an app who the client is or which scheme it used, that Portico does not set,
  * and that apps and their frameworks believe: `X-Real-IP` and `True-Client-IP` (nginx's
  * `proxy_set_header X-Real-IP`, Akamai; chi's and Echo's real-IP middleware read them before
  * X-Forwarded-For), `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` (Rack reads both before
- * X-Forwarded-Proto), `Front-End-Https: on` (IIS/OWA), `X-Forwarded-Server`. Dropped, with their "_"
- * spellings, when the peer is not a trusted proxy, as Traefik does; a trusted proxy's pass.
+ * X-Forwarded-Proto), `Front-End-Https: on` (IIS/OWA), `X-Forwarded-Server`, and `X-Forwarded-Port`
+ * (Symfony and Spring read it before the port in X-Forwarded-Host, which already carries the client's).
+ * Dropped, with their "_" spellings, when the peer is not a trusted proxy, as Traefik does; a trusted
+ * proxy's pass.
  */
-const CLIENT_CLAIMS = ['x-real-ip', 'true-client-ip', 'x-forwarded-ssl', 'x-forwarded-scheme', 'front-end-https', 'x-forwarded-server'];
+const CLIENT_CLAIMS = ['x-real-ip', 'true-client-ip', 'x-forwarded-ssl', 'x-forwarded-scheme', 'front-end-https', 'x-forwarded-server', 'x-forwarded-port'];
 
 /** Request headers never forwarded as received (hop-by-hop, rebuilt by Portico, or a "_" spelling of one it sets). */
 const DROP_REQUEST = new Set([
@@ -53,7 +55,6 @@ const DROP_REQUEST = new Set([
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',
-  'x-forwarded-port',
   'x-forwarded-prefix',
   'forwarded',
   'via',
@@ -64,11 +65,11 @@ const DROP_REQUEST = new Set([
 
 /**
  * What a peer outside trustedProxies may not tell a service behind Portico about the client, besides the
- * X-Forwarded-For/-Proto/-Host and Forwarded that are rebuilt: the CLIENT_CLAIMS, X-Forwarded-Port and
- * -Prefix, with their "_" spellings. Also kept from the forwardAuth service's request (src/proxy/forward-auth.ts):
+ * X-Forwarded-For/-Proto/-Host and Forwarded that are rebuilt: the CLIENT_CLAIMS and X-Forwarded-Prefix,
+ * with their "_" spellings. Also kept from the forwardAuth service's request (src/proxy/forward-auth.ts):
  * oauth2-proxy, for one, takes X-Real-IP as the client's address in its trusted-IP check.
  */
-export const UNTRUSTED_CLAIMS: readonly string[] = [...CLIENT_CLAIMS, 'x-forwarded-port', 'x-forwarded-prefix'].flatMap((n) => [n, ...underscoreSpellings(n)]);
+export const UNTRUSTED_CLAIMS: readonly string[] = [...CLIENT_CLAIMS, 'x-forwarded-prefix'].flatMap((n) => [n, ...underscoreSpellings(n)]);
 
 /** What is dropped from an untrusted peer's request: DROP_REQUEST and the CLIENT_CLAIMS (one lookup per header either way). */
 const DROP_UNTRUSTED_REQUEST: ReadonlySet<string> = new Set([...DROP_REQUEST, ...CLIENT_CLAIMS, ...CLIENT_CLAIMS.flatMap(underscoreSpellings)]);
@@ -139,17 +140,6 @@ export function stripAddress(addr: string): string {
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
 }
 
-/**
- * The port of the URL the client used, for X-Forwarded-Port: the one in its Host (validated by
- * routing, so digits), or the scheme's default (Traefik's rule). One or two scans of a short string,
- * a slice only when Host names a port.
- */
-export function hostPort(host: string, proto: 'http' | 'https'): string {
-  const colon = host.lastIndexOf(':');
-  if (colon === -1 || colon < host.lastIndexOf(']')) return proto === 'https' ? '443' : '80';
-  return host.slice(colon + 1);
-}
-
 function forwardedNode(addr: string): string {
   return addr.includes(':') ? `"[${addr}]"` : addr;
 }
@@ -178,8 +168,6 @@ export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): Ou
   out['x-forwarded-proto'] = prevProto === undefined || prevProto === '' ? f.proto : prevProto;
   const prevHost = f.trusted ? joinValue(h['x-forwarded-host']) : undefined;
   out['x-forwarded-host'] = prevHost === undefined || prevHost === '' ? f.host : prevHost;
-  const prevPort = f.trusted ? joinValue(h['x-forwarded-port']) : undefined;
-  out['x-forwarded-port'] = prevPort === undefined || prevPort === '' ? hostPort(f.host, f.proto) : prevPort;
   // The public path prefix an app is mounted under: a trusted proxy's, then the one this route strips.
   const prevPrefix = f.trusted ? joinValue(h['x-forwarded-prefix']) : undefined;
   const prefix = prevPrefix === undefined ? f.prefix : prevPrefix.replace(/\/+$/, '') + f.prefix;
