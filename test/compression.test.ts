@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import https from 'node:https';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { brotliDecompressSync, createGunzip, gunzipSync, gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
@@ -217,4 +217,65 @@ test('negotiateEncoding follows q-values, then the configured order; compress se
   assert.match(issues({ encodings: ['gzip', 'gzip'] })[0]!, /compress\.encodings: each encoding once/);
   assert.match(issues({ minLength: 'big' })[0]!, /compress\.minLength: expected a size/);
   assert.match(issues('yes')[0]!, /compress: expected boolean or object/);
+});
+
+test('compress: a 304 to a client holding the encoded variant carries its weak ETag and Vary (RFC 9110 §15.4.5), from HTTP/1.1 and HTTP/2 upstreams and files, to HTTP/1.1 and HTTP/2 clients', async (t) => {
+  const pki = await makePki();
+  // Upstreams that answer If-None-Match by weak comparison (RFC 9110 §13.1.2), as Express, Go and nginx do.
+  const notModified = (inm: string | undefined): boolean => inm !== undefined && inm.split(',').some((v) => v.trim().replace(/^W\//, '') === '"v1"');
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    if (notModified(req.headers['if-none-match'])) return res.writeHead(304, { etag: '"v1"', vary: 'Origin' }).end();
+    res.writeHead(200, { 'content-type': 'application/json', etag: '"v1"', vary: 'Origin' }).end(JSON_BODY);
+  });
+  const h2up = http2.createServer((req, res) => {
+    if (notModified(req.headers['if-none-match'])) return res.writeHead(304, { etag: '"v1"', vary: 'Origin' }).end();
+    res.writeHead(200, { 'content-type': 'application/json', etag: '"v1"', vary: 'Origin' }).end(JSON_BODY);
+  });
+  h2up.listen(0, '127.0.0.1');
+  await once(h2up, 'listening');
+  const site = join(pki.dir, 'site');
+  await mkdir(site);
+  await writeFile(join(site, 'data.json'), JSON_BODY);
+  const cert = await pki.issue('cz', ['etag.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      hosts: {
+        'etag.test': {
+          tls: cert,
+          compress: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/h2', upstream: `h2c://127.0.0.1:${(h2up.address() as AddressInfo).port}`, stripPrefix: true },
+            { path: '/files', stripPrefix: true, files: site },
+          ],
+        },
+      },
+    },
+    [up.close, () => h2up.close()],
+  );
+  const session = await h2Connect(proxy.httpsPort, 'etag.test', pki.caPem);
+  t.after(() => session.close());
+  for (const path of ['/json', '/h2/json', '/files/data.json']) {
+    const first = await h1Request({ port: proxy.httpsPort, sni: 'etag.test', path, headers: { 'accept-encoding': 'gzip' }, ca: pki.caPem });
+    assert.equal(first.status, 200);
+    assert.equal(first.headers['content-encoding'], 'gzip', path);
+    const weak = first.headers.etag as string;
+    assert.ok(weak.startsWith('W/"'), `${path}: the encoded 200's ETag is weak`);
+    const strong = weak.slice(2);
+    const again = { 'accept-encoding': 'gzip', 'if-none-match': weak };
+    const h1 = await h1Request({ port: proxy.httpsPort, sni: 'etag.test', path, headers: again, ca: pki.caPem });
+    const h2 = await h2Request(session, { path, headers: again });
+    for (const [proto, r] of [['http/1.1', h1], ['h2', h2]] as const) {
+      assert.equal(r.status, 304, `${proto} ${path}`);
+      assert.equal(r.headers.etag, weak, `${proto} ${path}: the ETag of the variant the client holds`);
+      assert.match(String(r.headers.vary), /Accept-Encoding/, `${proto} ${path}: and its Vary`);
+    }
+    // A client holding the unencoded variant (strong ETag) gets the strong ETag back.
+    const plain = await h1Request({ port: proxy.httpsPort, sni: 'etag.test', path, headers: { 'if-none-match': strong }, ca: pki.caPem });
+    assert.equal(plain.status, 304, path);
+    assert.equal(plain.headers.etag, strong, `${path}: unencoded variant keeps its strong ETag`);
+  }
 });

@@ -184,6 +184,22 @@ test('forwardAuth asks about WebSocket upgrades: refused ones get the service\'s
   assert.equal(upgraded.headers['x-saw-user'], 'alice');
 });
 
+test('forwardAuth: a client outside trustedProxies cannot tell the service its address or scheme (X-Real-IP, X-Forwarded-Port, X_Forwarded_For, …), over HTTP/1.1 and HTTP/2', async (t) => {
+  const { pki, proxy, auth } = await setup(t);
+  const claims = { 'x-real-ip': '::1', 'true-client-ip': '::1', 'x-forwarded-port': '8443', 'x-forwarded-ssl': 'on', x_forwarded_for: '::1', x_real_ip: '::1', 'x-forwarded-prefix': '/admin' };
+  const names = Object.keys(claims);
+  await h1Request({ port: proxy.httpsPort, sni: HOST, path: '/app', ca: pki.caPem, headers: { ...claims, 'x-kept': 'yes' } });
+  let asked = auth.seen.at(-1)!;
+  for (const name of names) assert.equal(asked.headers[name], undefined, `${name} over HTTP/1.1`);
+  assert.equal(asked.headers['x-kept'], 'yes');
+  assert.equal(asked.headers['x-forwarded-for'], '127.0.0.1');
+  const s = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => s.close());
+  await h2Request(s, { path: '/app', headers: claims });
+  asked = auth.seen.at(-1)!;
+  for (const name of names) assert.equal(asked.headers[name], undefined, `${name} over HTTP/2`);
+});
+
 test('curl: the login redirect without a session, the page with one', async (t) => {
   if (!requireTool(t, 'curl')) return;
   const { pki, proxy } = await setup(t);

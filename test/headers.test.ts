@@ -99,6 +99,33 @@ test('forwarding headers from an untrusted peer are dropped and rebuilt', async 
   assert.equal(h.forwarded, undefined);
 });
 
+test('headers claiming the client\'s address, port or scheme (X-Real-IP, True-Client-IP, X-Forwarded-Port, X-Forwarded-Ssl, X-Forwarded-Scheme, Front-End-Https, X-Forwarded-Server) are dropped from an untrusted peer over HTTP/1.1 and HTTP/2, kept from a trusted proxy', async () => {
+  const claims = {
+    'x-real-ip': '::1',
+    'true-client-ip': '::1',
+    'x-forwarded-ssl': 'on',
+    'x-forwarded-scheme': 'https',
+    'front-end-https': 'on',
+    'x-forwarded-server': 'edge',
+    'x-forwarded-port': '8443',
+    x_real_ip: '::1',
+    x_forwarded_port: '8443',
+  };
+  const names = Object.keys(claims);
+  await h1Request({ port: plain.httpsPort, sni: 'h.test', ca: pki.caPem, headers: { ...claims, 'x-kept': 'yes' } });
+  let h = lastSeen().headers;
+  for (const name of names) assert.equal(h[name], undefined, `${name} from an untrusted HTTP/1.1 client`);
+  assert.equal(h['x-kept'], 'yes');
+  const s = await h2Connect(plain.httpsPort, 'h.test', pki.caPem);
+  await h2Request(s, { path: '/', headers: claims });
+  s.close();
+  h = lastSeen().headers;
+  for (const name of names) assert.equal(h[name], undefined, `${name} from an untrusted HTTP/2 client`);
+  await h1Request({ port: trusting.httpsPort, sni: 'h.test', ca: pki.caPem, headers: claims });
+  h = lastSeen().headers;
+  for (const name of names) assert.equal(h[name], claims[name as keyof typeof claims], `${name} from a trusted proxy`);
+});
+
 test('X-Forwarded-Prefix names the path a stripPrefix route removed; a client\'s own is dropped, a trusted proxy\'s is extended', async () => {
   await h1Request({ port: plain.httpsPort, sni: 'h.test', path: '/mounted/page?q=1', ca: pki.caPem, headers: { 'x-forwarded-prefix': '/forged' } });
   let seen = lastSeen();

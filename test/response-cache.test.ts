@@ -916,3 +916,27 @@ test('cache: a cache whose largest response would not fit in limits.cacheSize is
   assert.match(issues[0]!, /^hosts\["c11\.test"\]\.cache: responses up to 1048576 bytes would be stored, but limits\.cacheSize holds 524288 bytes in all; raise limits\.cacheSize or lower "maxObjectSize"$/);
   assert.match(issues[1]!, /^hosts\["c11\.test"\]\.routes\[1\]\.cache\.maxObjectSize: responses up to 2097152 bytes/);
 });
+
+test('cache: headers an upstream named in Connection are not stored, so a hit never passes them on (RFC 9110 §7.6.1), over HTTP/1.1 and HTTP/2', async (t) => {
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, ['content-type', 'text/plain', 'cache-control', 'max-age=60', 'connection', 'keep-alive, X-Internal', 'x-internal', 'secret', 'x-public', 'yes']);
+    res.end('hop');
+  });
+  const cert = await pki.issue('ch', ['ch.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'ch.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const session = await h2Connect(proxy.httpsPort, 'ch.test', pki.caPem);
+  t.after(() => session.close());
+  for (const path of ['/a', '/b']) {
+    // Stored from an HTTP/1.1 client's request, then from an HTTP/2 client's.
+    const first = path === '/a' ? await h1Request({ port: proxy.httpsPort, sni: 'ch.test', host: `ch.test:${proxy.httpsPort}`, path, ca: pki.caPem }) : await h2Request(session, { path });
+    assert.equal(first.headers['x-internal'], undefined, 'the upstream\'s own answer drops it');
+    const hits = [await h1Request({ port: proxy.httpsPort, sni: 'ch.test', host: `ch.test:${proxy.httpsPort}`, path, ca: pki.caPem }), await h2Request(session, { path })];
+    for (const hit of hits) {
+      assert.match(String(hit.headers['cache-status']), /hit/);
+      assert.equal(hit.headers['x-internal'], undefined, `${path}: a hit does not carry a header the upstream made hop-by-hop`);
+      assert.equal(hit.headers['x-public'], 'yes');
+    }
+  }
+});

@@ -357,3 +357,21 @@ test('tunnelIdleTimeout closes a WebSocket over HTTP/2 that moved no byte for th
   assert.equal(line?.reason, 'idle timeout');
   busy.close();
 });
+
+test('a WebSocket over HTTP/2 reaches the upstream with the forwarding headers of a request over HTTP/2: Via "2 portico", Forwarded, X-Forwarded-*', async (t) => {
+  const pki = await makePki();
+  const up = await wsEchoUpstream();
+  const cert = await pki.issue('ws', ['ws.test']);
+  const proxy = await startProxyFor(t, pki, { forwarding: { via: true, forwarded: true }, hosts: { 'ws.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } } }, [() => up.close()]);
+  const s = await session(t, proxy, pki);
+  const ws = openWebSocket(s, { 'x-real-ip': '::1', 'x-forwarded-for': '::1', 'x-forwarded-port': '8443' });
+  assert.equal((await responseOf(ws))[':status'], 200);
+  const upgrade = up.upgrades[0];
+  assert.ok(upgrade !== undefined);
+  assert.equal(upgrade.headers.via, '2 portico', 'the protocol the client spoke, as for a request over HTTP/2');
+  assert.equal(upgrade.headers.forwarded, 'for=127.0.0.1;host="ws.test";proto=https');
+  assert.equal(upgrade.headers['x-forwarded-for'], '127.0.0.1');
+  assert.equal(upgrade.headers['x-forwarded-port'], undefined);
+  assert.equal(upgrade.headers['x-real-ip'], undefined);
+  ws.close(http2.constants.NGHTTP2_CANCEL);
+});

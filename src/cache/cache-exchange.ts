@@ -10,7 +10,7 @@
 import fresh from 'fresh';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Exchange } from '../proxy/exchange.js';
-import { DROP_RESPONSE } from '../proxy/forward-headers.js';
+import { connectionTokens, DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
 import { abortUpstreamRequest, fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders, upstreamRstCode } from '../proxy/handle-request.js';
@@ -358,12 +358,13 @@ interface Described {
 function describe(status: number, pairs: readonly string[], plan: CachePlan, drop: ReadonlySet<string>): Described | undefined {
   const kept: string[] = [];
   const byName = new Map<string, string>();
+  const listed = connectionListed(pairs);
   for (let i = 0; i + 1 < pairs.length; i += 2) {
     const name = (pairs[i] as string).toLowerCase();
     const value = pairs[i + 1] as string;
     const prev = byName.get(name);
     byName.set(name, prev === undefined ? value : `${prev}, ${value}`);
-    if (!drop.has(name)) kept.push(pairs[i] as string, value);
+    if (!drop.has(name) && (listed === undefined || !listed.has(name))) kept.push(pairs[i] as string, value);
   }
   const lifetimeMs = freshnessLifetimeMs(status, byName, plan.defaultTtlMs);
   const initialAgeS = Math.max(0, deltaSeconds(byName.get('age')));
@@ -381,6 +382,23 @@ function describe(status: number, pairs: readonly string[], plan: CachePlan, dro
     refreshMs: staleWindowMs(byName, 'stale-while-revalidate', plan.staleWhileRevalidateMs),
     mayServeStale: !forbidsStale(parseCacheControl(byName.get('cache-control'))),
   };
+}
+
+/**
+ * The names an upstream's Connection lines list (hop-by-hop by that listing, RFC 9110 §7.6.1), or
+ * undefined. The Connection header itself is not stored, so a hit could no longer tell that they are
+ * hop-by-hop and would pass them on: they are left out when stored. Once per stored response.
+ */
+function connectionListed(pairs: readonly string[]): Set<string> | undefined {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    if ((pairs[i] as string).length !== 10 || (pairs[i] as string).toLowerCase() !== 'connection') continue;
+    const tokens = connectionTokens(pairs[i + 1]);
+    if (tokens === undefined) continue;
+    listed ??= new Set();
+    for (const t of tokens) listed.add(t);
+  }
+  return listed;
 }
 
 /** A stored response as the cache keeps it, its size counted. */

@@ -802,7 +802,7 @@ const Forwarding = z
     trustedProxies: z
       .array(Cidr)
       .default([])
-      .describe('Peers (IPs or CIDRs) whose X-Forwarded-*/Forwarded headers are kept and extended. From any other peer they are dropped and rebuilt from the connection.'),
+      .describe('Peers (IPs or CIDRs) whose X-Forwarded-*/Forwarded headers are kept and extended, and whose X-Real-IP, True-Client-IP, X-Forwarded-Port, X-Forwarded-Ssl, X-Forwarded-Scheme, X-Forwarded-Server and Front-End-Https pass. From any other peer the first are dropped and rebuilt from the connection, the others dropped.'),
     forwarded: z.boolean().default(false).describe('Also send the RFC 7239 Forwarded header.'),
     via: z.boolean().default(false).describe('Add a Via header ("1.1 portico" / "2 portico") to requests and responses.'),
     requestId: z

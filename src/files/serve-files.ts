@@ -14,7 +14,7 @@ import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Exchange } from '../proxy/exchange.js';
 import { fail } from '../proxy/handle-request.js';
 import { applyToObject } from '../proxy/header-rules.js';
-import { markEncodedObject, markVaryObject, negotiateEncoding, objectGetter, type CompressPlan, type Encoding } from '../proxy/compress.js';
+import { isEncodedVariantValidated, markEncodedObject, markVaryObject, markWeakObject, negotiateEncoding, objectGetter, type CompressPlan, type Encoding } from '../proxy/compress.js';
 import { decideEncoding, startEncoder } from '../proxy/encode-response.js';
 import { normalizePath } from '../proxy/normalize-path.js';
 import { resetResponse } from '../proxy/respond-error.js';
@@ -196,6 +196,8 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
     void fh.close().catch(() => undefined);
     delete headers['content-type'];
     delete headers['accept-ranges'];
+    // The client holds the copy this route encoded (weak ETag): the 304 says so (RFC 9110 §15.4.5).
+    if (ex.route!.compress !== undefined && (stored === undefined || stored === 'vary') && isEncodedVariantValidated(req.headers['if-none-match'], etag)) markWeakObject(headers);
     if (rules !== undefined) applyToObject(headers, rules);
     ex.status = 304;
     res.writeHead(304, headers);
@@ -224,11 +226,12 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
   headers['content-length'] = length;
   if (rules !== undefined) applyToObject(headers, rules);
   const cp = ex.route!.compress;
-  let enc: ReturnType<typeof decideEncoding>;
+  let enc: Encoding | undefined;
   if (cp !== undefined && status === 200 && (stored === undefined || stored === 'vary')) {
-    enc = decideEncoding(ex, cp, status, objectGetter(headers));
-    if (enc === 'vary') markVaryObject(headers);
-    else if (enc !== undefined) markEncodedObject(headers, enc);
+    // A 200: never "weak" (that is for 304s, answered above).
+    const d = decideEncoding(ex, cp, status, objectGetter(headers));
+    if (d === 'vary') markVaryObject(headers);
+    else if (d !== undefined && d !== 'weak') markEncodedObject(headers, (enc = d));
   }
   ex.status = status;
   res.writeHead(status, headers);
@@ -243,7 +246,7 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
   body.on('data', countBytes.bind(ex));
   // Before the pipe's own 'end' listener, so that a short file is caught before an encoder is ended.
   body.on('end', endResponse.bind(ex, length));
-  if (enc !== undefined && enc !== 'vary') {
+  if (enc !== undefined) {
     startEncoder(ex, enc, String(length));
     body.pipe(ex.encoder!);
     return;

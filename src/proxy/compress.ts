@@ -119,6 +119,29 @@ function weakEtag(etag: string): string {
   return etag.startsWith('W/') ? etag : `W/${etag}`;
 }
 
+/**
+ * Whether a 304 answers a client that holds the encoded variant of this response: the 304's ETag is
+ * strong and the client's If-None-Match names it weak (`W/"v1"`), as Portico sent it on the encoded 200
+ * (the upstream matched it by weak comparison, RFC 9110 §13.1.2). Such a 304 must carry the ETag and
+ * Vary that 200 had (RFC 9110 §15.4.5): with the strong one, a cache finds no stored response with that
+ * strong validator to update (RFC 9111 §4.3.4) and the client's copy is taken for another. Only for
+ * 304s on routes with "compress": one or two substring searches of If-None-Match.
+ */
+export function isEncodedVariantValidated(ifNoneMatch: string | string[] | undefined, etag: string | undefined): boolean {
+  if (ifNoneMatch === undefined || etag === undefined || etag.charCodeAt(0) !== 34 /* '"' */) return false;
+  const inm = Array.isArray(ifNoneMatch) ? ifNoneMatch.join(', ') : ifNoneMatch;
+  for (let at = inm.indexOf(etag, 2); at !== -1; at = inm.indexOf(etag, at + 1)) {
+    if (inm.charCodeAt(at - 1) === 47 /* '/' */ && inm.charCodeAt(at - 2) === 87 /* 'W' */) return true;
+  }
+  return false;
+}
+
+/** A 304 for the encoded variant ({@link isEncodedVariantValidated}) gets its weak ETag and Vary: Accept-Encoding. */
+export function markWeakObject(h: OutgoingHttpHeaders): void {
+  if (typeof h.etag === 'string') h.etag = weakEtag(h.etag);
+  h.vary = addVary(h.vary === undefined ? undefined : String(h.vary));
+}
+
 /** The response is encoded: a header object (HTTP/2 clients) gets Content-Encoding and Vary, loses its length and ranges. */
 export function markEncodedObject(h: OutgoingHttpHeaders, enc: Encoding): void {
   delete h['content-length'];
@@ -133,8 +156,11 @@ export function markVaryObject(h: OutgoingHttpHeaders): void {
   h.vary = addVary(h.vary === undefined ? undefined : String(h.vary));
 }
 
-/** As markEncodedObject, for [name, value, …] pairs (HTTP/1.1 clients); `enc` undefined adds Vary only. */
-export function markEncodedPairs(pairs: readonly string[], enc: Encoding | undefined): string[] {
+/**
+ * As markEncodedObject, for [name, value, …] pairs (HTTP/1.1 clients); `enc` undefined adds Vary only,
+ * and with `weak` (a 304 for the encoded variant, {@link isEncodedVariantValidated}) a weak ETag too.
+ */
+export function markEncodedPairs(pairs: readonly string[], enc: Encoding | undefined, weak = enc !== undefined): string[] {
   const out: string[] = [];
   let vary: string | undefined;
   for (let i = 0; i + 1 < pairs.length; i += 2) {
@@ -143,7 +169,7 @@ export function markEncodedPairs(pairs: readonly string[], enc: Encoding | undef
     const lower = name.toLowerCase();
     if (lower === 'vary') vary = vary === undefined ? value : `${vary}, ${value}`;
     else if (enc !== undefined && (lower === 'content-length' || lower === 'accept-ranges')) continue;
-    else if (enc !== undefined && lower === 'etag') out.push(name, weakEtag(value));
+    else if (weak && lower === 'etag') out.push(name, weakEtag(value));
     else out.push(name, value);
   }
   if (enc !== undefined) out.push('content-encoding', enc);

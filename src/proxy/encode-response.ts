@@ -5,15 +5,17 @@
  */
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Exchange } from './exchange.js';
-import { createEncoder, flushEncoder, isCompressibleResponse, negotiateEncoding, type CompressPlan, type Encoding } from './compress.js';
+import { createEncoder, flushEncoder, isCompressibleResponse, isEncodedVariantValidated, negotiateEncoding, type CompressPlan, type Encoding } from './compress.js';
 import { forgetReadBuffer } from '../upstream/read-buffers.js';
 
 /**
  * What to do with a response on a route with "compress": an encoding to apply, "vary" when it could
- * have been encoded for a client that accepts one (so caches must key on Accept-Encoding), or
+ * have been encoded for a client that accepts one (so caches must key on Accept-Encoding), "weak" for
+ * a 304 to a client holding the encoded variant (its ETag made weak again, and the Vary), or
  * undefined when it is not a candidate at all.
  */
-export function decideEncoding(ex: Exchange, cp: CompressPlan, status: number, get: (lowerName: string) => string | undefined): Encoding | 'vary' | undefined {
+export function decideEncoding(ex: Exchange, cp: CompressPlan, status: number, get: (lowerName: string) => string | undefined): Encoding | 'vary' | 'weak' | undefined {
+  if (status === 304) return isEncodedVariantValidated(ex.req.headers['if-none-match'], get('etag')) ? 'weak' : undefined;
   if (!isCompressibleResponse(cp, ex.method, status, get)) return undefined;
   return negotiateEncoding(cp, ex.req.headers['accept-encoding']) ?? 'vary';
 }

@@ -12,7 +12,7 @@
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import https from 'node:https';
-import { underscoreSpellings } from './forward-headers.js';
+import { UNTRUSTED_CLAIMS, underscoreSpellings } from './forward-headers.js';
 
 /** Request headers never sent to the authentication service: hop-by-hop, framing, and what Portico sets itself. */
 const NOT_SENT = new Set([
@@ -32,6 +32,17 @@ const NOT_SENT = new Set([
   'x-forwarded-uri',
   'x-forwarded-for',
   'forwarded',
+]);
+
+/**
+ * What is not sent when the peer is not a trusted proxy: also the headers that would tell the service
+ * about the client (X-Real-IP, X-Forwarded-Port, …), and the "_" spellings of the X-Forwarded-* Portico
+ * sets here, which a CGI-style service reads as those.
+ */
+const NOT_SENT_UNTRUSTED: ReadonlySet<string> = new Set([
+  ...NOT_SENT,
+  ...UNTRUSTED_CLAIMS,
+  ...['x-forwarded-method', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-uri', 'x-forwarded-for'].flatMap(underscoreSpellings),
 ]);
 
 /** Headers of the service's answer not passed to the client: hop-by-hop and framing (Portico frames the body itself). */
@@ -72,6 +83,8 @@ export interface AuthRequestFacts {
   readonly proto: 'http' | 'https';
   /** The client's address (behind a trusted proxy, the one its X-Forwarded-For names). */
   readonly client: string;
+  /** Whether the peer is in forwarding.trustedProxies (its claims about the client pass to the service). */
+  readonly trusted: boolean;
 }
 
 /** The service's verdict: through (with the headers to copy), an answer for the client, or a failure. */
@@ -100,8 +113,9 @@ export function compileForwardAuth(c: ForwardAuthConfig, timeoutMs: number): For
 function authHeaders(fa: ForwardAuthPlan, f: AuthRequestFacts): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const names = fa.requestHeaders ?? Object.keys(f.headers);
+  const notSent = f.trusted ? NOT_SENT : NOT_SENT_UNTRUSTED;
   for (const name of names) {
-    if (name.charCodeAt(0) === 58 /* ':' */ || NOT_SENT.has(name)) continue;
+    if (name.charCodeAt(0) === 58 /* ':' */ || notSent.has(name)) continue;
     const v = f.headers[name];
     if (v !== undefined) out[name] = v;
   }

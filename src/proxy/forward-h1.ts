@@ -17,7 +17,7 @@ import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere
 import { resetResponse } from './respond-error.js';
 import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
-import { markEncodedObject, markEncodedPairs, markVaryObject, objectGetter, pairsListGetter, type Encoding } from './compress.js';
+import { markEncodedObject, markEncodedPairs, markVaryObject, markWeakObject, objectGetter, pairsListGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 import { answerWithStale, startFill } from '../cache/cache-exchange.js';
@@ -111,6 +111,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       if (cp !== undefined) {
         const d = decideEncoding(ex, cp, statusCode, objectGetter(headers));
         if (d === 'vary') markVaryObject(headers);
+        else if (d === 'weak') markWeakObject(headers);
         else if (d !== undefined) {
           enc = d;
           length = received['content-length'];
@@ -127,11 +128,11 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
         const get = pairsListGetter(out);
         const d = decideEncoding(ex, cp, statusCode, get);
         if (d !== undefined) {
-          if (d !== 'vary') {
+          if (d !== 'vary' && d !== 'weak') {
             enc = d;
             length = get('content-length');
           }
-          out = markEncodedPairs(out, enc);
+          out = markEncodedPairs(out, enc, enc !== undefined || d === 'weak');
         }
       }
       (res as H1ServerResponse).writeHead(statusCode, out);

@@ -26,6 +26,18 @@ export function underscoreSpellings(name: string): string[] {
 /** The headers Portico sets on every forwarded request (or may: X-Request-Id), whose "_" spellings are dropped. */
 const SET_BY_PORTICO = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id', 'client-cert', 'client-cert-chain'];
 
+/**
+ * Headers that also tell an app who the client is or which scheme it used, that Portico does not set,
+ * and that apps and their frameworks believe: `X-Real-IP` and `True-Client-IP` (nginx's
+ * `proxy_set_header X-Real-IP`, Akamai; chi's and Echo's real-IP middleware read them before
+ * X-Forwarded-For), `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` (Rack reads both before
+ * X-Forwarded-Proto), `Front-End-Https: on` (IIS/OWA), `X-Forwarded-Server`, and `X-Forwarded-Port`
+ * (Symfony and Spring read it before the port in X-Forwarded-Host, which already carries the client's).
+ * Dropped, with their "_" spellings, when the peer is not a trusted proxy, as Traefik does; a trusted
+ * proxy's pass.
+ */
+const CLIENT_CLAIMS = ['x-real-ip', 'true-client-ip', 'x-forwarded-ssl', 'x-forwarded-scheme', 'front-end-https', 'x-forwarded-server', 'x-forwarded-port'];
+
 /** Request headers never forwarded as received (hop-by-hop, rebuilt by Portico, or a "_" spelling of one it sets). */
 const DROP_REQUEST = new Set([
   ...SET_BY_PORTICO.flatMap(underscoreSpellings),
@@ -50,6 +62,17 @@ const DROP_REQUEST = new Set([
   'client-cert',
   'client-cert-chain',
 ]);
+
+/**
+ * What a peer outside trustedProxies may not tell a service behind Portico about the client, besides the
+ * X-Forwarded-For/-Proto/-Host and Forwarded that are rebuilt: the CLIENT_CLAIMS and X-Forwarded-Prefix,
+ * with their "_" spellings. Also kept from the forwardAuth service's request (src/proxy/forward-auth.ts):
+ * oauth2-proxy, for one, takes X-Real-IP as the client's address in its trusted-IP check.
+ */
+export const UNTRUSTED_CLAIMS: readonly string[] = [...CLIENT_CLAIMS, 'x-forwarded-prefix'].flatMap((n) => [n, ...underscoreSpellings(n)]);
+
+/** What is dropped from an untrusted peer's request: DROP_REQUEST and the CLIENT_CLAIMS (one lookup per header either way). */
+const DROP_UNTRUSTED_REQUEST: ReadonlySet<string> = new Set([...DROP_REQUEST, ...CLIENT_CLAIMS, ...CLIENT_CLAIMS.flatMap(underscoreSpellings)]);
 
 /** Response headers never forwarded (hop-by-hop). */
 export const DROP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
@@ -129,9 +152,10 @@ function joinValue(v: string | string[] | undefined): string | undefined {
 export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const listed = connectionTokens(h.connection);
+  const drop = f.trusted ? DROP_REQUEST : DROP_UNTRUSTED_REQUEST;
   for (const name in h) {
     if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue;
-    if (DROP_REQUEST.has(name)) continue;
+    if (drop.has(name)) continue;
     if (listed !== undefined && listed.has(name)) continue;
     out[name] = h[name];
   }

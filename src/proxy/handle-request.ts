@@ -30,7 +30,7 @@ import { clientAddress, isInList } from './client-address.js';
 import { requestIdFor } from './request-id.js';
 import { bufferRequestBody } from './request-buffer.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
-import { markEncodedObject, markVaryObject, objectGetter, type Encoding } from './compress.js';
+import { markEncodedObject, markVaryObject, markWeakObject, objectGetter, type Encoding } from './compress.js';
 import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode-response.js';
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
@@ -257,6 +257,7 @@ function admitted(ex: Exchange): void {
       host: ex.host,
       proto: ex.plain ? 'http' : 'https',
       client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
+      trusted: isTrustedPeer(plan, req.remoteAddress),
     },
     onForwardAuth.bind(ex),
   );
@@ -697,6 +698,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
   if (cp !== undefined) {
     const d = decideEncoding(ex, cp, ex.status, objectGetter(headers));
     if (d === 'vary') markVaryObject(headers);
+    else if (d === 'weak') markWeakObject(headers);
     else if (d !== undefined) {
       enc = d;
       markEncodedObject(headers, d);

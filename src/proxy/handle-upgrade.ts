@@ -168,7 +168,8 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         trusted,
         host: rawHost,
         upstreamHost: u.hostHeader === 'preserve' ? rawHost : u.hostHeader === 'target' ? target.authority : u.hostHeader,
-        via: plan.sendVia ? '1.1' : undefined,
+        // Via names the protocol the client's request came in (RFC 9110 §7.6.3): "2" for an RFC 8441 WebSocket.
+        via: plan.sendVia ? (client.proto === 'h2' ? '2' : '1.1') : undefined,
         forwarded: plan.sendForwarded,
         proto: scheme,
         upstreamH2: false,
@@ -296,7 +297,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
     if (fa === undefined) return proceed();
     const authReq = askForwardAuth(
       fa,
-      { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) },
+      { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
       (v) => {
         client.offClose(cancel);
         if (client.destroyed) return;
