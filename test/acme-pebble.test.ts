@@ -53,7 +53,9 @@ test('a host with tls.acme gets a certificate over http-01 that verifies against
   assert.equal(served.authorized, true, served.error);
   assert.ok(logged(proxy.logs, 'acme http-01 challenge answered'), 'the CA fetched the token from the http listener');
   const paths = storedPaths(s.dir, 'a.portico.test');
-  assert.equal((await stat(paths.keyFile)).mode & 0o777, 0o600);
+  // Served first, written after (so a full disk cannot keep a new certificate from serving): wait for the files.
+  const keyStat = await waitFor('the saved key', () => stat(paths.keyFile).catch(() => undefined), 5000);
+  assert.equal(keyStat.mode & 0o777, 0o600);
   assert.equal((await stat(accountKeyPath(s.dir, s.pebble.directoryUrl))).mode & 0o777, 0o600);
   await proxy.stop();
 
