@@ -6,9 +6,9 @@ import http2 from 'node:http2';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { ERRORS } from '../src/errors.js';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
-import { curl, rawTlsExchange, requireTool } from './helpers/real-peers.js';
+import { curl, rawTlsExchange, requireTool, runTool } from './helpers/real-peers.js';
 
 const MISDIRECTED = `${ERRORS.PORTICO_SNI_HOST_MISMATCH.message}\n`;
 
@@ -173,4 +173,62 @@ test('curl over HTTP/1.1 and HTTP/2 gets 421 for a Host that is not its SNI, and
     assert.match(ok.stdout, proto === '--http2' ? /^HTTP\/2 200/ : /^HTTP\/1\.1 200/);
   }
   assert.equal(up.b.seen.length, 0);
+});
+
+/** One TLS connection with one HTTP/1.1 request for `host`, offering `session`: whether it resumed, the status and error code, the next ticket. */
+async function resumeVisit(port: number, ca: string, sni: string, host: string, session: Buffer | undefined, maxVersion: tls.SecureVersion) {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: sni, session, maxVersion, ALPNProtocols: ['http/1.1'] });
+  let ticket: Buffer | undefined;
+  let text = '';
+  socket.on('session', (s: Buffer) => (ticket = s));
+  socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+  await once(socket, 'secureConnect');
+  const reused = socket.isSessionReused();
+  socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  await once(socket, 'close');
+  return { reused, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), error: /x-portico-error: (\S+)/i.exec(text)?.[1], ticket };
+}
+
+// Regression: OpenSSL reports no server name for a resumed TLS 1.2 session, so such a connection had no name:
+// every request on it got 421 (its own host too), and with a defaultHost it was taken for the default host's
+// connection, serving the default host's Host on a connection made (SNI, certificate) for another host.
+test('a resumed TLS 1.2 or 1.3 session keeps the server name its ClientHello sent: its own host is served, another gets 421, with or without a defaultHost', async (t) => {
+  const pki2 = await makePki();
+  const own = await pki2.issue('own', ['own.test']);
+  const dflt = await pki2.issue('dflt', ['dflt.test']);
+  const withDefault = await startProxyFor(t, pki2, {
+    defaultHost: 'dflt.test',
+    hosts: { 'own.test': { tls: own, routes: [{ upstream: up.a.url }] }, 'dflt.test': { tls: dflt, routes: [{ upstream: up.b.url }] } },
+  });
+  const cases = [
+    { port: proxy.httpsPort, ca: pki.caPem, own: 'a.test', other: 'b.test' },
+    { port: withDefault.httpsPort, ca: pki2.caPem, own: 'own.test', other: 'dflt.test' },
+  ];
+  for (const c of cases) {
+    for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+      const where = `${c.own}, ${maxVersion}`;
+      const first = await resumeVisit(c.port, c.ca, c.own, c.own, undefined, maxVersion);
+      assert.equal(first.status, 200, where);
+      const again = await resumeVisit(c.port, c.ca, c.own, c.own, first.ticket, maxVersion);
+      assert.equal(again.reused, true, `${where}: resumed`);
+      assert.equal(again.status, 200, `${where}: its own host on the resumed session`);
+      const other = await resumeVisit(c.port, c.ca, c.own, c.other, first.ticket, maxVersion);
+      assert.equal(other.reused, true, `${where}: resumed`);
+      assert.equal(other.status, 421, `${where}: ${c.other} on a resumed session for ${c.own}`);
+      assert.equal(other.error, 'PORTICO_SNI_HOST_MISMATCH', where);
+    }
+  }
+});
+
+test('openssl s_client resuming a TLS 1.2 session (-sess_out, then -sess_in) gets its host served on the resumed connection', async (t) => {
+  if (!requireTool(t, 'openssl')) return;
+  const sessFile = join(pki.dir, 'a-tls12-session.pem');
+  const args = ['s_client', '-connect', `127.0.0.1:${proxy.httpsPort}`, '-servername', 'a.test', '-CAfile', caFile, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
+  const request = 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n';
+  const first = await runTool('openssl', [...args, '-sess_out', sessFile], request);
+  assert.match(first.stdout, /^New, TLSv1\.2/m, first.stdout);
+  assert.match(first.stdout, /^HTTP\/1\.1 200 /m);
+  const again = await runTool('openssl', [...args, '-sess_in', sessFile], request);
+  assert.match(again.stdout, /^Reused, TLSv1\.2/m, again.stdout);
+  assert.match(again.stdout, /^HTTP\/1\.1 200 /m, again.stdout);
 });

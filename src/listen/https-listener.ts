@@ -98,6 +98,11 @@ export class HttpsListener {
   readonly #sockets = new Set<TLSSocket>();
   /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
   readonly #proxied = new Map<string, string>();
+  /**
+   * The server name each connection's ClientHello asked for, by connection (connectionKey), until it closes:
+   * the connection's name when OpenSSL reports none for a resumed TLS 1.2 session (#onSecureConnection).
+   */
+  readonly #helloNames = new Map<string, string>();
   /** The TLS servers of hosts with "clientAuth", by host name (setClientAuth()). */
   readonly #clientAuth = new Map<string, ClientAuthServer>();
 
@@ -156,7 +161,10 @@ export class HttpsListener {
     return server;
   }
 
-  /** Reads the ClientHello far enough to pick the TLS server, then hands the socket over with the bytes put back. */
+  /**
+   * Reads the ClientHello far enough to pick the TLS server and to learn the server name it asks for (kept in
+   * #helloNames for #onSecureConnection), then hands the socket over with the bytes put back.
+   */
   #dispatch(socket: net.Socket): void {
     const hello = new HelloBytes();
     const onData = (chunk: Buffer): void => {
@@ -169,6 +177,11 @@ export class HttpsListener {
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(buf);
+      if (name !== undefined && name !== '') {
+        const key = connectionKey(socket);
+        this.#helloNames.set(key, name);
+        socket.once('close', () => this.#helloNames.delete(key));
+      }
       this.#engineFor(buf, name ?? '').emit('connection', socket);
     };
     const onError = (): void => {
@@ -198,16 +211,6 @@ export class HttpsListener {
     return sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
   }
 
-  /** Whether the ClientHello must be read before TLS starts: for a default host, or hosts asking for client certificates. */
-  #peeks(): boolean {
-    return this.#defaultContext !== undefined || this.#clientAuth.size > 0;
-  }
-
-  /** Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes straight to TLS. */
-  #route(socket: net.Socket): void {
-    if (this.#peeks()) this.#dispatch(socket);
-    else this.#sniServer.emit('connection', socket);
-  }
 
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
@@ -340,7 +343,11 @@ export class HttpsListener {
       return;
     }
     const plan = this.#deps.state.plan;
-    const sni = typeof socket.servername === 'string' ? sniName(socket.servername) : '';
+    // OpenSSL reports no server name for a resumed TLS 1.2 session (it keeps the name in the session only when
+    // the servername callback accepts it, which Node's does not): the ClientHello's name is taken then. Without
+    // it, every request on such a connection got 421, or, with a defaultHost, was judged as the default host's.
+    const servername = typeof socket.servername === 'string' && socket.servername !== '' ? socket.servername : (this.#helloNames.get(connectionKey(socket)) ?? '');
+    const sni = servername === '' ? '' : sniName(servername);
     const known = sni === '' ? undefined : lookupHost(plan, sni);
     const name = known !== undefined ? sni : (plan.defaultHost?.name ?? sni);
     // A host asking for client certificates takes only connections whose handshake asked for one (a reload in
@@ -397,7 +404,7 @@ export class HttpsListener {
   listen(port: number, address: string, reusePort = false): Promise<void> {
     const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
     const server = net.createServer((socket) => {
-      if (refused === undefined) return this.#route(socket);
+      if (refused === undefined) return this.#dispatch(socket);
       readProxyHeader(
         socket,
         PROXY_HEADER_TIMEOUT_MS,
@@ -407,9 +414,9 @@ export class HttpsListener {
             this.#proxied.set(key, client);
             socket.once('close', () => this.#proxied.delete(key));
           }
-          this.#route(socket);
+          this.#dispatch(socket);
           // #dispatch reads the ClientHello through 'data' events, which a paused socket does not emit.
-          if (this.#peeks()) socket.resume();
+          socket.resume();
         },
         (reason) => refused(reason, socket.remoteAddress),
       );
