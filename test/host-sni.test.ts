@@ -9,6 +9,7 @@ import { ERRORS } from '../src/errors.js';
 import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { curl, rawTlsExchange, requireTool, runTool } from './helpers/real-peers.js';
+import { RawH2 } from './helpers/raw-h2.js';
 
 const MISDIRECTED = `${ERRORS.PORTICO_SNI_HOST_MISMATCH.message}\n`;
 
@@ -231,4 +232,22 @@ test('openssl s_client resuming a TLS 1.2 session (-sess_out, then -sess_in) get
   const again = await runTool('openssl', [...args, '-sess_in', sessFile], request);
   assert.match(again.stdout, /^Reused, TLSv1\.2/m, again.stdout);
   assert.match(again.stdout, /^HTTP\/1\.1 200 /m, again.stdout);
+});
+
+// RFC 9113 §8.3.1: a server SHOULD treat a request whose Host names another host than its :authority as
+// malformed. Portico served it for :authority (the Host was dropped), answering one host for a request that names two.
+test('an HTTP/2 request whose host header names another host than its :authority gets 400 and reaches no upstream; the same host spelt otherwise is served', async () => {
+  const before = seenCount();
+  const c = await RawH2.connect(proxy.httpsPort, 'a.test', pki.caPem);
+  const fields = (authority: string, host: string): [string, string][] => [[':method', 'GET'], [':scheme', 'https'], [':path', '/two-hosts'], [':authority', authority], ['host', host]];
+  c.request(1, fields('a.test', 'b.test'));
+  c.request(3, fields('b.test', 'a.test'));
+  c.request(5, fields('a.test', `A.TEST.:${proxy.httpsPort}`));
+  const answers = [await c.answer(1), await c.answer(3), await c.answer(5)];
+  c.close();
+  assert.deepEqual(answers, [{ status: 400 }, { status: 400 }, { status: 200 }]);
+  assert.equal(seenCount(), before + 1);
+  assert.equal(up.a.seen.at(-1)?.headers.host, 'a.test');
+  const refused = proxy.logs.filter((l) => l.msg === 'access' && l.path === '/two-hosts' && l.status === 400);
+  assert.deepEqual(refused.map((l) => l.error), ['PORTICO_HOST_AUTHORITY_MISMATCH', 'PORTICO_HOST_AUTHORITY_MISMATCH']);
 });
