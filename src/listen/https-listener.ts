@@ -349,7 +349,7 @@ export class HttpsListener {
     const servername = typeof socket.servername === 'string' && socket.servername !== '' ? socket.servername : (this.#helloNames.get(connectionKey(socket)) ?? '');
     const sni = servername === '' ? '' : sniName(servername);
     const known = sni === '' ? undefined : lookupHost(plan, sni);
-    const name = known !== undefined ? sni : (plan.defaultHost?.name ?? sni);
+    const name = known !== undefined ? sni : (plan.defaultName ?? sni);
     // A host asking for client certificates takes only connections whose handshake asked for one (a reload in
     // between, or a hello read one way and finished another, must not get past it).
     const host = known ?? plan.defaultHost;
