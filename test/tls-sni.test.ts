@@ -208,6 +208,14 @@ test('with defaultHost naming an alias, a connection without SNI serves that ali
   assert.equal(up.seen.length, 1);
 });
 
+test('names under one wildcard host are names like any other: a request for one on a connection made for another gets 421', async () => {
+  const own = await h1Request({ port: strict.httpsPort, sni: 'x.example.test', ca: pki.caPem });
+  assert.equal(own.status, 200);
+  const other = await h1Request({ port: strict.httpsPort, sni: 'x.example.test', host: 'y.example.test', ca: pki.caPem });
+  assert.equal(other.status, 421);
+  assert.equal(other.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
+});
+
 test('ECDSA and RSA certificates are both served', async () => {
   assert.equal((await handshake(strict.httpsPort, pki.caPem, 'a.example.test')).keyKind, 'ecdsa');
   assert.equal((await handshake(strict.httpsPort, pki.caPem, 'rsa.test')).keyKind, 'rsa');
