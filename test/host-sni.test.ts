@@ -251,3 +251,25 @@ test('an HTTP/2 request whose host header names another host than its :authority
   const refused = proxy.logs.filter((l) => l.msg === 'access' && l.path === '/two-hosts' && l.status === 400);
   assert.deepEqual(refused.map((l) => l.error), ['PORTICO_HOST_AUTHORITY_MISMATCH', 'PORTICO_HOST_AUTHORITY_MISMATCH']);
 });
+
+// Regression: an upgrade refused at the Host/SNI check wrote no access line, so attempts to reach a host
+// through another's connection with a WebSocket left no trace, while the same request without Upgrade did.
+test('a WebSocket upgrade whose Host differs from the SNI gets 421, reaches no upstream, and has an access line naming host, sni and the error', async () => {
+  const before = seenCount();
+  const res = await rawTlsExchange({
+    port: proxy.httpsPort,
+    sni: 'a.test',
+    ca: pki.caPem,
+    text: 'GET /ws-misdirected HTTP/1.1\r\nHost: b.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  });
+  assert.equal(res.status, 421);
+  assert.equal(res.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(seenCount(), before);
+  const line = proxy.logs.find((l) => l.msg === 'access' && l.path === '/ws-misdirected');
+  assert.ok(line !== undefined, 'an access line for the refused upgrade');
+  assert.equal(line.host, 'b.test');
+  assert.equal(line.sni, 'a.test');
+  assert.equal(line.status, 421);
+  assert.equal(line.error, 'PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(line.upgrade, 'websocket');
+});
