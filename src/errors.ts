@@ -27,7 +27,6 @@ export const ERRORS = {
   PORTICO_URI_TOO_LONG: { status: 414, message: 'URI Too Long: the request line exceeds the size limit; shorten the URL (send large data in the body)' },
   PORTICO_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large: the request headers exceed the size limit' },
   PORTICO_DUPLICATE_HOST: { status: 400, message: 'Bad Request: the request has more than one Host header' },
-  PORTICO_HOST_AUTHORITY_MISMATCH: { status: 400, message: 'Bad Request: the Host header names another host than :authority; send :authority alone, or the same host in both' },
   PORTICO_BAD_TARGET: {
     status: 400,
     message: 'Bad Request: the request target must be a path starting with "/", an http:// or https:// URL without user info, or "*" for OPTIONS',

@@ -212,6 +212,22 @@ export class HttpsListener {
   }
 
 
+  /** Whether the ClientHello must be read before TLS starts: for a default host, or hosts asking for client certificates. */
+  #peeks(): boolean {
+    return this.#defaultContext !== undefined || this.#clientAuth.size > 0;
+  }
+
+  /**
+   * Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes
+   * straight to TLS. (Reading it for every connection would also name resumed TLS 1.2 sessions without a default
+   * host, but a connection handed over that way loses HTTP/2's SETTINGS and PING flood protection: see
+   * test/http2-abuse.test.ts with a defaultHost.)
+   */
+  #route(socket: net.Socket): void {
+    if (this.#peeks()) this.#dispatch(socket);
+    else this.#sniServer.emit('connection', socket);
+  }
+
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
   applyLimits(plan: Plan): void {
     this.h1.applyLimits(plan.limits);
@@ -344,8 +360,8 @@ export class HttpsListener {
     }
     const plan = this.#deps.state.plan;
     // OpenSSL reports no server name for a resumed TLS 1.2 session (it keeps the name in the session only when
-    // the servername callback accepts it, which Node's does not): the ClientHello's name is taken then. Without
-    // it, every request on such a connection got 421, or, with a defaultHost, was judged as the default host's.
+    // the servername callback accepts it, which Node's does not): the ClientHello's name is taken then, when it
+    // was read (#peeks). Without it, such a connection was judged as the default host's.
     const servername = typeof socket.servername === 'string' && socket.servername !== '' ? socket.servername : (this.#helloNames.get(connectionKey(socket)) ?? '');
     const sni = servername === '' ? '' : sniName(servername);
     const known = sni === '' ? undefined : lookupHost(plan, sni);
@@ -404,7 +420,7 @@ export class HttpsListener {
   listen(port: number, address: string, reusePort = false): Promise<void> {
     const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
     const server = net.createServer((socket) => {
-      if (refused === undefined) return this.#dispatch(socket);
+      if (refused === undefined) return this.#route(socket);
       readProxyHeader(
         socket,
         PROXY_HEADER_TIMEOUT_MS,
@@ -414,9 +430,9 @@ export class HttpsListener {
             this.#proxied.set(key, client);
             socket.once('close', () => this.#proxied.delete(key));
           }
-          this.#dispatch(socket);
+          this.#route(socket);
           // #dispatch reads the ClientHello through 'data' events, which a paused socket does not emit.
-          socket.resume();
+          if (this.#peeks()) socket.resume();
         },
         (reason) => refused(reason, socket.remoteAddress),
       );

@@ -165,14 +165,9 @@ function closeStreamNoError(stream: ServerHttp2Stream): void {
 
 function route(ex: Exchange): void {
   const { req, plan } = ex;
-  const authority = ex.h2 ? (req.headers[':authority'] as string | undefined) : undefined;
-  const rawHost = authority ?? req.headers.host;
+  const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
   const host = normalizeHost(rawHost);
   if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
-  // RFC 9113 §8.3.1: a Host beside :authority must name the same host (compared normalised), else the request
-  // is malformed. Portico routes and forwards by :authority alone (a client's Host never goes upstream), so a
-  // request naming two hosts is refused rather than served for one of them. Hot path: one field read.
-  if (authority !== undefined && req.headers.host !== undefined && normalizeHost(req.headers.host) !== host) return fail(ex, 'PORTICO_HOST_AUTHORITY_MISMATCH');
   // HTTP/2 reaches Portico only over TLS: an `http` (or other) :scheme names another origin (RFC 9110 §4.3.3, §7.4).
   if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
   ex.host = host;

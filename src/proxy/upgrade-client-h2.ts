@@ -13,7 +13,6 @@ import type { Socket } from 'node:net';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
-import { normalizeHost } from './normalize-host.js';
 import { buildResponseHeaders, DROP_RESPONSE } from './forward-headers.js';
 import { errorBody } from './respond-error.js';
 import { kConnName, type ProxyState, type Tagged } from './handle-request.js';
@@ -196,11 +195,7 @@ export function createConnectHandler(state: ProxyState): (stream: ServerHttp2Str
     const h: IncomingHttpHeaders = {};
     for (const name in headers) if (name.charCodeAt(0) !== 58 /* ':' */) h[name] = headers[name];
     const authority = headers[':authority'];
-    if (authority !== undefined) {
-      // RFC 9113 §8.3.1: a host header beside :authority naming another host makes the request malformed (as for requests, handle-request.ts).
-      if (h.host !== undefined && normalizeHost(h.host) !== normalizeHost(authority)) return refuseStream(stream, 'PORTICO_HOST_AUTHORITY_MISMATCH');
-      h.host = authority;
-    }
+    if (authority !== undefined) h.host = authority;
     h.upgrade = 'websocket';
     const session = stream.session as (ServerHttp2Session & SessionFacts & Tagged & WithClientCert) | undefined;
     const req: UpgradeRequest = {
