@@ -6,9 +6,9 @@ import http2 from 'node:http2';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { ERRORS } from '../src/errors.js';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
-import { curl, rawTlsExchange, requireTool } from './helpers/real-peers.js';
+import { curl, rawTlsExchange, requireTool, runTool } from './helpers/real-peers.js';
 
 const MISDIRECTED = `${ERRORS.PORTICO_SNI_HOST_MISMATCH.message}\n`;
 
@@ -173,4 +173,77 @@ test('curl over HTTP/1.1 and HTTP/2 gets 421 for a Host that is not its SNI, and
     assert.match(ok.stdout, proto === '--http2' ? /^HTTP\/2 200/ : /^HTTP\/1\.1 200/);
   }
   assert.equal(up.b.seen.length, 0);
+});
+
+/** One TLS connection with one HTTP/1.1 request for `host`, offering `session`: whether it resumed, the status and error code, the next ticket. */
+async function resumeVisit(port: number, ca: string, sni: string, host: string, session: Buffer | undefined, maxVersion: tls.SecureVersion) {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: sni, session, maxVersion, ALPNProtocols: ['http/1.1'] });
+  let ticket: Buffer | undefined;
+  let text = '';
+  socket.on('session', (s: Buffer) => (ticket = s));
+  socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+  await once(socket, 'secureConnect');
+  const reused = socket.isSessionReused();
+  socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  await once(socket, 'close');
+  return { reused, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), error: /x-portico-error: (\S+)/i.exec(text)?.[1], ticket };
+}
+
+// Regression: OpenSSL reports no server name for a resumed TLS 1.2 session, so with a defaultHost such a connection
+// was taken for the default host's: a request for its own host got 421, and the default host was served on a
+// connection made (SNI, certificate) for another host.
+test('with a defaultHost, a resumed TLS 1.2 or 1.3 session keeps the server name its ClientHello sent: its own host is served, the default host gets 421 (Node client and openssl s_client)', async (t) => {
+  const pki2 = await makePki();
+  const own = await pki2.issue('own', ['own.test']);
+  const dflt = await pki2.issue('dflt', ['dflt.test']);
+  const caFile2 = join(pki2.dir, 'ca.pem');
+  await writeFile(caFile2, pki2.caPem);
+  const withDefault = await startProxyFor(t, pki2, {
+    defaultHost: 'dflt.test',
+    hosts: { 'own.test': { tls: own, routes: [{ upstream: up.a.url }] }, 'dflt.test': { tls: dflt, routes: [{ upstream: up.b.url }] } },
+  });
+  const port = withDefault.httpsPort;
+  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+    const first = await resumeVisit(port, pki2.caPem, 'own.test', 'own.test', undefined, maxVersion);
+    assert.equal(first.status, 200, maxVersion);
+    const again = await resumeVisit(port, pki2.caPem, 'own.test', 'own.test', first.ticket, maxVersion);
+    assert.equal(again.reused, true, `${maxVersion}: resumed`);
+    assert.equal(again.status, 200, `${maxVersion}: its own host on the resumed session`);
+    const other = await resumeVisit(port, pki2.caPem, 'own.test', 'dflt.test', first.ticket, maxVersion);
+    assert.equal(other.reused, true, `${maxVersion}: resumed`);
+    assert.equal(other.status, 421, `${maxVersion}: the default host on a resumed session for own.test`);
+    assert.equal(other.error, 'PORTICO_SNI_HOST_MISMATCH', maxVersion);
+  }
+  if (!requireTool(t, 'openssl')) return;
+  const sessFile = join(pki2.dir, 'own-tls12-session.pem');
+  const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'own.test', '-CAfile', caFile2, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
+  const request = 'GET / HTTP/1.1\r\nHost: own.test\r\nConnection: close\r\n\r\n';
+  const newSession = await runTool('openssl', [...args, '-sess_out', sessFile], request);
+  assert.match(newSession.stdout, /^New, TLSv1\.2/m, newSession.stdout);
+  assert.match(newSession.stdout, /^HTTP\/1\.1 200 /m);
+  const resumed = await runTool('openssl', [...args, '-sess_in', sessFile], request);
+  assert.match(resumed.stdout, /^Reused, TLSv1\.2/m, resumed.stdout);
+  assert.match(resumed.stdout, /^HTTP\/1\.1 200 /m, resumed.stdout);
+});
+
+// Regression: an upgrade refused at the Host/SNI check wrote no access line, so attempts to reach a host
+// through another's connection with a WebSocket left no trace, while the same request without Upgrade did.
+test('a WebSocket upgrade whose Host differs from the SNI gets 421, reaches no upstream, and has an access line naming host, sni and the error', async () => {
+  const before = seenCount();
+  const res = await rawTlsExchange({
+    port: proxy.httpsPort,
+    sni: 'a.test',
+    ca: pki.caPem,
+    text: 'GET /ws-misdirected HTTP/1.1\r\nHost: b.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  });
+  assert.equal(res.status, 421);
+  assert.equal(res.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(seenCount(), before);
+  const line = proxy.logs.find((l) => l.msg === 'access' && l.path === '/ws-misdirected');
+  assert.ok(line !== undefined, 'an access line for the refused upgrade');
+  assert.equal(line.host, 'b.test');
+  assert.equal(line.sni, 'a.test');
+  assert.equal(line.status, 421);
+  assert.equal(line.error, 'PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(line.upgrade, 'websocket');
 });

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { makePki, startProxy, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, startUpstream } from './helpers/net.js';
 import { requireTool, runTool } from './helpers/real-peers.js';
 
@@ -183,6 +183,37 @@ test('with defaultHost, a request on a connection without SNI is served when its
     socket.on('end', () => resolve(Number(text.slice(9, 12))));
   });
   assert.equal(res, 200);
+});
+
+/** One HTTP/1.1 request for `host` on a TLS connection without SNI; the status and the x-portico-error code. */
+async function requestWithoutSni(port: number, ca: string, host: string): Promise<string> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, checkServerIdentity: () => undefined, ALPNProtocols: ['http/1.1'] });
+  let text = '';
+  socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+  await once(socket, 'secureConnect');
+  socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  await once(socket, 'close');
+  return `${text.slice(9, 12)} ${/x-portico-error: (\S+)/i.exec(text)?.[1] ?? ''}`.trim();
+}
+
+// Regression: the connection name of a client without SNI was the default host's key (its first name), so with
+// "defaultHost" set to an alias, requests naming that alias got 421 while the other name was served.
+test('with defaultHost naming an alias, a connection without SNI serves that alias, and its host\'s other name gets 421', async (t) => {
+  const pki2 = await makePki();
+  const up = await startUpstream();
+  const cert = await pki2.issue('site', ['site.test', 'www.site.test']);
+  const proxy = await startProxyFor(t, pki2, { defaultHost: 'www.site.test', hosts: { 'site.test': { tls: cert, aliases: ['www.site.test'], routes: [{ upstream: up.url }] } } }, [() => up.close()]);
+  assert.equal(await requestWithoutSni(proxy.httpsPort, pki2.caPem, 'www.site.test'), '200');
+  assert.equal(await requestWithoutSni(proxy.httpsPort, pki2.caPem, 'site.test'), '421 PORTICO_SNI_HOST_MISMATCH');
+  assert.equal(up.seen.length, 1);
+});
+
+test('names under one wildcard host are names like any other: a request for one on a connection made for another gets 421', async () => {
+  const own = await h1Request({ port: strict.httpsPort, sni: 'x.example.test', ca: pki.caPem });
+  assert.equal(own.status, 200);
+  const other = await h1Request({ port: strict.httpsPort, sni: 'x.example.test', host: 'y.example.test', ca: pki.caPem });
+  assert.equal(other.status, 421);
+  assert.equal(other.headers['x-portico-error'], 'PORTICO_SNI_HOST_MISMATCH');
 });
 
 test('ECDSA and RSA certificates are both served', async () => {

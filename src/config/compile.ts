@@ -382,6 +382,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     wildcard,
     hosts,
     defaultHost: config.defaultHost === undefined ? undefined : (exact.get(config.defaultHost) ?? wildcard.get(config.defaultHost.slice(2))),
+    defaultName: config.defaultHost,
     httpsPort: port,
     httpsPortSuffix: port === 443 ? '' : `:${port}`,
     limits: {

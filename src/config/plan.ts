@@ -161,6 +161,11 @@ export interface Plan {
   readonly wildcard: ReadonlyMap<string, HostPlan>;
   readonly hosts: readonly HostPlan[];
   readonly defaultHost: HostPlan | undefined;
+  /**
+   * The name "defaultHost" gives (an alias, say), as written: the name of the connections it serves (clients
+   * without SNI or with an unknown one), which requests on them must name. Not `defaultHost.name`, the host's key.
+   */
+  readonly defaultName: string | undefined;
   readonly httpsPort: number;
   /** ":8443", or "" for 443: appended to redirect and origin URLs. */
   readonly httpsPortSuffix: string;

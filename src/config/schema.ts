@@ -934,7 +934,7 @@ export const ConfigSchema = z
       .default(1)
       .describe('Worker processes sharing the listeners; "auto" = one per CPU core. A crashed worker is restarted. Changes take effect after a restart.'),
     certsDir: z.string().default('certs').describe('Directory with certificate files and ACME state, relative to the config file.'),
-    defaultHost: HostName.optional().describe('Host whose certificate is served to clients that send no or an unknown TLS server name. Default: such handshakes are refused.'),
+    defaultHost: HostName.optional().describe('A host name (an alias too) whose certificate is served to clients that send no TLS server name or one no host serves. Their requests must name it, as if they had sent it as their SNI (the Host/SNI rule), else 421; a "*." name gives its certificate but no request can name it. Default: such handshakes are refused.'),
     hosts: z
       .record(HostName, HostEntry)
       .refine((h) => Object.keys(h).length > 0, { message: 'at least one host is required' })

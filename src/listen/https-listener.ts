@@ -98,6 +98,11 @@ export class HttpsListener {
   readonly #sockets = new Set<TLSSocket>();
   /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
   readonly #proxied = new Map<string, string>();
+  /**
+   * The server name each connection's ClientHello asked for, by connection (connectionKey), until it closes:
+   * the connection's name when OpenSSL reports none for a resumed TLS 1.2 session (#onSecureConnection).
+   */
+  readonly #helloNames = new Map<string, string>();
   /** The TLS servers of hosts with "clientAuth", by host name (setClientAuth()). */
   readonly #clientAuth = new Map<string, ClientAuthServer>();
 
@@ -156,7 +161,10 @@ export class HttpsListener {
     return server;
   }
 
-  /** Reads the ClientHello far enough to pick the TLS server, then hands the socket over with the bytes put back. */
+  /**
+   * Reads the ClientHello far enough to pick the TLS server and to learn the server name it asks for (kept in
+   * #helloNames for #onSecureConnection), then hands the socket over with the bytes put back.
+   */
   #dispatch(socket: net.Socket): void {
     const hello = new HelloBytes();
     const onData = (chunk: Buffer): void => {
@@ -169,6 +177,11 @@ export class HttpsListener {
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(buf);
+      if (name !== undefined && name !== '') {
+        const key = connectionKey(socket);
+        this.#helloNames.set(key, name);
+        socket.once('close', () => this.#helloNames.delete(key));
+      }
       this.#engineFor(buf, name ?? '').emit('connection', socket);
     };
     const onError = (): void => {
@@ -198,12 +211,18 @@ export class HttpsListener {
     return sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
   }
 
+
   /** Whether the ClientHello must be read before TLS starts: for a default host, or hosts asking for client certificates. */
   #peeks(): boolean {
     return this.#defaultContext !== undefined || this.#clientAuth.size > 0;
   }
 
-  /** Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes straight to TLS. */
+  /**
+   * Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes
+   * straight to TLS. (Reading it for every connection would also name resumed TLS 1.2 sessions without a default
+   * host, but a connection handed over that way loses HTTP/2's SETTINGS and PING flood protection: see
+   * test/http2-abuse.test.ts with a defaultHost.)
+   */
   #route(socket: net.Socket): void {
     if (this.#peeks()) this.#dispatch(socket);
     else this.#sniServer.emit('connection', socket);
@@ -340,9 +359,13 @@ export class HttpsListener {
       return;
     }
     const plan = this.#deps.state.plan;
-    const sni = typeof socket.servername === 'string' ? sniName(socket.servername) : '';
+    // OpenSSL reports no server name for a resumed TLS 1.2 session (it keeps the name in the session only when
+    // the servername callback accepts it, which Node's does not): the ClientHello's name is taken then, when it
+    // was read (#peeks). Without it, such a connection was judged as the default host's.
+    const servername = typeof socket.servername === 'string' && socket.servername !== '' ? socket.servername : (this.#helloNames.get(connectionKey(socket)) ?? '');
+    const sni = servername === '' ? '' : sniName(servername);
     const known = sni === '' ? undefined : lookupHost(plan, sni);
-    const name = known !== undefined ? sni : (plan.defaultHost?.name ?? sni);
+    const name = known !== undefined ? sni : (plan.defaultName ?? sni);
     // A host asking for client certificates takes only connections whose handshake asked for one (a reload in
     // between, or a hello read one way and finished another, must not get past it).
     const host = known ?? plan.defaultHost;

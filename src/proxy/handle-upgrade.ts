@@ -17,7 +17,7 @@ import type { Socket } from 'node:net';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import { lookupHost, lookupRoute, rewritePath, type Plan } from '../config/plan.js';
 import { httpsLocation } from './https-location.js';
-import { ERRORS } from '../errors.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
 import { buildRequestHeaders } from './forward-headers.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { applyToObject } from './header-rules.js';
@@ -76,6 +76,18 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
 }
 
 /**
+ * Refuses an upgrade at its Host, Host/SNI, routing or address checks, with its access line, as a request refused
+ * there has one (an attempt to reach a host through another's connection shows in the log). Cold path.
+ */
+function refuseLogged(state: ProxyState, req: UpgradeRequest, client: UpgradeClient, code: ErrorCode, host: string | undefined, route?: string, extra?: readonly [string, string]): void {
+  const plan = state.plan;
+  if (plan.accessLog) {
+    state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, host, sni: req.connName, method: req.loggedMethod, path: req.url, route, upstream: undefined, status: ERRORS[code].status, bytes: undefined, durationMs: 0, proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error: code, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+  }
+  client.reject(code, extra);
+}
+
+/**
  * Proxies one upgrade, from an HTTP/1.1 client or an HTTP/2 one (RFC 8441), to an HTTP/1.1 upstream: the
  * Host/SNI check (421), routing, the route's gates (denyFrom, allowFrom, rateLimit, basicAuth, forwardAuth),
  * a target within maxRequests (503 at once when all are full), retries on a refused connection, the
@@ -85,22 +97,22 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
   const plan = state.plan;
   const rawHost = req.headers.host;
   const host = normalizeHost(rawHost);
-  if (host === undefined || rawHost === undefined) return client.reject('PORTICO_BAD_HOST');
+  if (host === undefined || rawHost === undefined) return refuseLogged(state, req, client, 'PORTICO_BAD_HOST', undefined);
   const connName = req.connName;
   const hostPlan = lookupHost(plan, host);
-  if (scheme === 'https' && !isAllowedOnConnection(plan, host, hostPlan, connName)) return client.reject('PORTICO_SNI_HOST_MISMATCH');
-  if (hostPlan === undefined) return client.reject('PORTICO_UNKNOWN_HOST');
+  if (scheme === 'https' && !isAllowedOnConnection(plan, host, hostPlan, connName)) return refuseLogged(state, req, client, 'PORTICO_SNI_HOST_MISMATCH', host);
+  if (hostPlan === undefined) return refuseLogged(state, req, client, 'PORTICO_UNKNOWN_HOST', host);
   if (scheme === 'http' && !hostPlan.servePlain) return redirectToHttps(client, plan, host, req.url);
   const url = req.url.startsWith('/') ? normalizePath(req.url) : undefined;
-  if (url === undefined) return client.reject('PORTICO_BAD_REQUEST');
+  if (url === undefined) return refuseLogged(state, req, client, 'PORTICO_BAD_REQUEST', host);
   const route = lookupRoute(hostPlan, url, req);
-  if (route === undefined) return client.reject('PORTICO_NO_ROUTE');
+  if (route === undefined) return refuseLogged(state, req, client, 'PORTICO_NO_ROUTE', host);
   if (route.allow !== undefined || route.deny !== undefined || route.limit !== undefined) {
     const from = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
-    if (route.deny !== undefined && isInList(route.deny, from)) return client.reject('PORTICO_FORBIDDEN');
-    if (route.allow !== undefined && !isInList(route.allow, from)) return client.reject('PORTICO_FORBIDDEN');
+    if (route.deny !== undefined && isInList(route.deny, from)) return refuseLogged(state, req, client, 'PORTICO_FORBIDDEN', host, route.id);
+    if (route.allow !== undefined && !isInList(route.allow, from)) return refuseLogged(state, req, client, 'PORTICO_FORBIDDEN', host, route.id);
     const wait = route.limit === undefined ? 0 : route.limit.take(from);
-    if (wait > 0) return client.reject('PORTICO_RATE_LIMITED', ['Retry-After', String(wait)]);
+    if (wait > 0) return refuseLogged(state, req, client, 'PORTICO_RATE_LIMITED', host, route.id, ['Retry-After', String(wait)]);
   }
   let user: string | undefined;
   let authCopied: readonly (readonly [string, string])[] | undefined;

@@ -90,7 +90,8 @@ export function hasServerName(buf: Buffer): boolean | undefined {
 /**
  * The host_name a ClientHello at the start of `buf` asks for (RFC 6066 §3), lower-cased: `undefined`
  * while its first record is incomplete, `''` when it names none or is not a well-formed single-record
- * ClientHello. For TLS passthrough, where Portico routes a connection by this name without terminating it.
+ * ClientHello. For TLS passthrough, where Portico routes a connection by this name without terminating it, and
+ * for the HTTPS listener, whose TLS server it picks and which names a resumed TLS 1.2 connection (https-listener.ts).
  */
 export function readServerName(buf: Buffer): string | undefined {
   const ext = findExtensions(buf);
