@@ -648,6 +648,10 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
     return forward(ex, target);
   }
   if (ex.upstreamRes === undefined && !ex.res.destroyed && retryElsewhere(ex, code)) return;
+  // The response was relayed whole and has ended: what failed is the rest of the request's upload (a write after
+  // the upstream's stream closed), which an upstream may stop once it has answered (RFC 9113 §8.1). Resetting the
+  // client's stream now would cut an answer already given: on Node 26 its END_STREAM was not yet out.
+  if (ex.upstreamRes !== undefined && ex.upstreamRes.complete && ex.res.writableEnded) return;
   if (ex.upstreamRes !== undefined) {
     // The response had started: reset the client's response so truncation is visible.
     ex.error = 'PORTICO_UPSTREAM_FAILED';
