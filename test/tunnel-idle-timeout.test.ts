@@ -191,6 +191,16 @@ async function startTcpUpstream(): Promise<{ url: string; close(): Promise<void>
   };
 }
 
+/** A client of the stream port on 127.0.0.1:`port` that sends `first`, then reads (and drops) what comes. */
+async function connectStream(port: number, first: string): Promise<net.Socket> {
+  const c = net.connect({ host: '127.0.0.1', port });
+  c.on('error', () => {});
+  await once(c, 'connect');
+  c.write(first);
+  c.resume();
+  return c;
+}
+
 test('a stream port closes a connection with no bytes either way for idleTimeout, and keeps one with bytes in either direction', async (t) => {
   const pki = await makePki();
   const up = await startTcpUpstream();
@@ -202,17 +212,9 @@ test('a stream port closes a connection with no bytes either way for idleTimeout
     { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
     [() => up.close()],
   );
-  const connect = async (first: string): Promise<net.Socket> => {
-    const c = net.connect({ host: '127.0.0.1', port });
-    c.on('error', () => {});
-    await once(c, 'connect');
-    c.write(first);
-    c.resume();
-    return c;
-  };
-  const quiet = await connect('quiet');
-  const ticks = await connect('ticks');
-  const sending = await connect('sending');
+  const quiet = await connectStream(port, 'quiet');
+  const ticks = await connectStream(port, 'ticks');
+  const sending = await connectStream(port, 'sending');
   const closedEarly: string[] = [];
   ticks.once('close', () => closedEarly.push('ticks'));
   sending.once('close', () => closedEarly.push('sending'));
@@ -242,11 +244,7 @@ test('on a stream port with proxyProtocol, a connection closed by idleTimeout is
     { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s', proxyProtocol: true }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
     [() => up.close()],
   );
-  const c = net.connect({ host: '127.0.0.1', port });
-  c.on('error', () => {});
-  await once(c, 'connect');
-  c.write('PROXY TCP4 127.0.0.1 127.0.0.1 5000 6000\r\nquiet');
-  c.resume();
+  const c = await connectStream(port, 'PROXY TCP4 127.0.0.1 127.0.0.1 5000 6000\r\nquiet');
   await within(c, 'close', 5000, 'the quiet stream connection');
   for (let i = 0; i < 100 && !proxy.logs.some((l) => l['msg'] === 'stream'); i++) await delay(20);
   assert.equal(proxy.logs.find((l) => l['msg'] === 'stream')?.['reason'], 'idle timeout');
