@@ -10,6 +10,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pino from 'pino';
+import { Portico } from '../src/server/portico.js';
 import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
 import { makePki, startProxyFor, type TestProxy, type TestPki } from './helpers/proxy.js';
 import { freePort, h2Connect, h2Request } from './helpers/net.js';
@@ -374,4 +378,24 @@ test('a WebSocket over HTTP/2 reaches the upstream with the forwarding headers o
   assert.equal(upgrade.headers['x-forwarded-port'], undefined);
   assert.equal(upgrade.headers['x-real-ip'], undefined);
   ws.close(http2.constants.NGHTTP2_CANCEL);
+});
+
+test('listen.https.websocketsOverHttp2: false announces no extended CONNECT, and HTTP/2 requests are served as before', async (t) => {
+  const pki = await makePki();
+  const cert = await pki.issue('ws', ['ws.test']);
+  const port = await freePort();
+  const file = join(pki.dir, 'portico.json');
+  await writeFile(file, JSON.stringify({ listen: { https: { port, addresses: ['127.0.0.1'], websocketsOverHttp2: false }, http: null }, certsDir: pki.dir, hosts: { 'ws.test': { tls: cert, routes: [{ respond: { body: 'plain' } }] } } }));
+  const portico = new Portico(file, pino({ level: 'silent' }));
+  t.after(async () => {
+    await portico.stop();
+    await pki.cleanup();
+  });
+  await portico.start();
+  const s = await h2Connect(port, 'ws.test', pki.caPem);
+  t.after(() => s.destroy());
+  await new Promise((resolve) => s.ping(resolve));
+  assert.equal(s.remoteSettings.enableConnectProtocol, false, 'SETTINGS_ENABLE_CONNECT_PROTOCOL not announced');
+  const r = await h2Request(s, { path: '/' });
+  assert.deepEqual([r.status, r.body.toString()], [200, 'plain']);
 });

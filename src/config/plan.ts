@@ -174,6 +174,8 @@ export interface Plan {
   readonly trustedProxies: BlockList | undefined;
   readonly sendForwarded: boolean;
   readonly sendVia: boolean;
+  /** listen.https.websocketsOverHttp2: HTTP/2 clients may open WebSockets with extended CONNECT (read when the listener opens). */
+  readonly websocketsOverHttp2: boolean;
   /** forwarding.requestId: every request gets an X-Request-ID. */
   readonly requestId: boolean;
   readonly accessLog: boolean;

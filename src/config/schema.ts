@@ -77,6 +77,15 @@ const Listener = z
   })
   .describe('One listening port and the addresses it binds.');
 
+const HttpsListener = Listener.extend({
+  websocketsOverHttp2: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Announce SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so that HTTP/2 clients (Firefox, Chrome) open WebSockets on the HTTP/2 connection they have, as Caddy and HAProxy let them. false: they open an HTTP/1.1 connection for each WebSocket instead, and an extended CONNECT gets 405 (HAProxy\'s h2-workaround-bogus-websocket-clients, for clients whose WebSockets over HTTP/2 misbehave). Takes effect after a restart, as other listener settings.',
+    ),
+}).describe('The HTTPS listener: a port, the addresses it binds, and its HTTP/2 options.');
+
 const UpstreamTls = z
   .strictObject({
     ca: z.string().optional().describe('PEM file (relative to the certs directory) with the CA that signs the upstream certificate. Default: the system trust store.'),
@@ -922,7 +931,7 @@ export const ConfigSchema = z
     $schema: z.string().optional().describe('Path to portico.schema.json, for editors.'),
     listen: z
       .strictObject({
-        https: Listener.default({ port: 443, addresses: ['0.0.0.0', '::'], proxyProtocol: false }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
+        https: HttpsListener.default({ port: 443, addresses: ['0.0.0.0', '::'], proxyProtocol: false, websocketsOverHttp2: true }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
         http: Listener.nullable()
           .default({ port: 80, addresses: ['0.0.0.0', '::'], proxyProtocol: false })
           .describe('The plain HTTP listener: redirects configured hosts to https (308) and answers ACME HTTP-01 challenges. null disables it.'),

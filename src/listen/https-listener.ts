@@ -116,7 +116,7 @@ export class HttpsListener {
       // HTTP/1.1 connections never reach it: #onSecureConnection hands them to this.h1.
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: true },
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes, enableConnectProtocol: plan.websocketsOverHttp2 },
     } as http2.SecureServerOptions);
     const onRequest = createRequestHandler(deps.state);
     // The core stream API, not the compatibility layer's 'request' (src/http2/stream-handler.ts).
@@ -126,7 +126,8 @@ export class HttpsListener {
       else if (what === 'body-timeout') deps.log.debug({ remote }, 'http2 request body not received within bodyTimeout');
       else deps.log.warn({ remote }, 'http2 client reset too many streams, connection closed');
     });
-    this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams, createConnectHandler(deps.state)));
+    // WebSockets over HTTP/2 (RFC 8441) unless turned off: then CONNECT gets 405, as any CONNECT did before.
+    this.h2Server.on('stream', createStreamHandler(onRequest, this.#streams, plan.websocketsOverHttp2 ? createConnectHandler(deps.state) : undefined));
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.#onSession(session));
     this.h2Server.on('sessionError', (err: Error) => deps.log.debug({ err: err.message }, 'http2 session error'));
     this.h1 = new H1Server({ log: deps.log, onRequest, onUpgrade: createUpgradeHandler(deps.state) });
