@@ -6,11 +6,10 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { listenH2 } from './helpers/h2-upstream.js';
 import { makePki, startProxyFor, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
@@ -41,7 +40,7 @@ async function startH2cUpstream(): Promise<{ url: string; seen: SeenStream[]; cl
   const seen: SeenStream[] = [];
   const server = http2.createServer();
   server.on('stream', answerGrpcStyle(seen));
-  return listenH2(server, 'h2c', seen);
+  return { ...(await listenH2(server, 'h2c')), seen };
 }
 
 async function startH2TlsUpstream(pki: TestPki): Promise<{ url: string; seen: SeenStream[]; close(): Promise<void> }> {
@@ -49,26 +48,7 @@ async function startH2TlsUpstream(pki: TestPki): Promise<{ url: string; seen: Se
   const leaf = await pki.ca.issue(['up.test'], { ips: ['127.0.0.1'] });
   const server = http2.createSecureServer({ cert: leaf.chain, key: leaf.key, allowHTTP1: false });
   server.on('stream', answerGrpcStyle(seen));
-  return listenH2(server, 'https', seen);
-}
-
-async function listenH2(server: http2.Http2Server | http2.Http2SecureServer, scheme: string, seen: SeenStream[]): Promise<{ url: string; seen: SeenStream[]; close(): Promise<void> }> {
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on('session', (s: http2.ServerHttp2Session) => {
-    sessions.add(s);
-    s.once('close', () => sessions.delete(s));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sessions) s.destroy();
-        server.close(() => r());
-      }),
-  };
+  return { ...(await listenH2(server, 'https')), seen };
 }
 
 interface Setup {

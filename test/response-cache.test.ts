@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.js';
 import { checkConfigFile } from '../src/cli/check-config.js';
 import { ResponseCache, type CachedResponse } from '../src/cache/response-cache.js';
+import { listenH2 } from './helpers/h2-upstream.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { spawnProxy } from './helpers/child-proxy.js';
@@ -84,14 +85,6 @@ async function cacheableUpstream() {
     res.end(req.method === 'HEAD' ? undefined : body);
   });
   return { up, counts };
-}
-
-/** An h2c upstream on 127.0.0.1 (node:http2's compatibility API), closed with the proxy. */
-async function startH2cUpstream(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void): Promise<{ url: string; close: () => Promise<void> }> {
-  const server = http2.createServer(handler);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { url: `h2c://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 test('cache: a fresh response is stored and served again with Age and Cache-Status, over HTTP/1.1 and HTTP/2, HEAD and 304 included', async (t) => {
@@ -843,7 +836,7 @@ test(`cache: with staleWhileRevalidate a stale response is sent at once while on
       res.end(`${req.url} v${version}`);
     }, 1000);
   };
-  const up = protocol === 'HTTP/1.1' ? await startUpstream(answer) : await startH2cUpstream(answer);
+  const up = protocol === 'HTTP/1.1' ? await startUpstream(answer) : await listenH2(http2.createServer(answer), 'h2c');
   // A host of its own per protocol: the store is the test process's, shared by both runs.
   const host = protocol === 'HTTP/1.1' ? 'c10.test' : 'c10-h2.test';
   const cert = await pki.issue('c10', [host]);

@@ -10,9 +10,9 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { listenH2 } from './helpers/h2-upstream.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h2Connect } from './helpers/net.js';
 import { curl, requireTool } from './helpers/real-peers.js';
@@ -64,15 +64,7 @@ function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHead
 }
 
 async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; caFile: string }> {
-  const server = http2.createServer();
-  server.on('stream', answer);
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on('session', (s: http2.ServerHttp2Session) => {
-    sessions.add(s);
-    s.once('close', () => sessions.delete(s));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const up = await listenH2(http2.createServer().on('stream', answer), 'h2c');
   const pki = await makePki();
   const caFile = join(pki.dir, 'test-ca.pem');
   await writeFile(caFile, pki.caPem);
@@ -80,14 +72,8 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
   const proxy = await startProxyFor(
     t,
     pki,
-    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: `h2c://127.0.0.1:${(server.address() as AddressInfo).port}` }] } } },
-    [
-      () =>
-        new Promise<void>((r) => {
-          for (const s of sessions) s.destroy();
-          server.close(() => r());
-        }),
-    ],
+    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: up.url }] } } },
+    [() => up.close()],
   );
   return { pki, proxy, caFile };
 }
