@@ -6,42 +6,29 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { validateConfig } from '../src/config/load.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { freePort } from './helpers/net.js';
+import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
 
 const HOST = 'idle.test';
 const TICK_MS = 250;
 
 /** A ws server: "/echo" echoes, "/ticks" sends "tick" every TICK_MS and reads nothing, "/sink" reads and never sends. */
-async function startWsUpstream(): Promise<{ url: string; wss: WebSocketServer; close(): Promise<void> }> {
-  const server = http.createServer();
-  const wss = new WebSocketServer({ server });
-  wss.on('connection', (ws, req) => {
-    if (req.url === '/echo') ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-    if (req.url === '/ticks') {
-      const timer = setInterval(() => ws.send('tick'), TICK_MS);
-      ws.once('close', () => clearInterval(timer));
-    }
+function startWsUpstream(): Promise<WsEchoUpstream> {
+  return wsEchoUpstream({
+    serve(ws, req) {
+      if (req.url === '/echo') ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      if (req.url === '/ticks') {
+        const timer = setInterval(() => ws.send('tick'), TICK_MS);
+        ws.once('close', () => clearInterval(timer));
+      }
+    },
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    wss,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
 }
 
 function hostsFor(cert: { cert: string; key: string }, upstream: string, tunnelIdleTimeout: string): ConfigInput['hosts'] {
@@ -191,6 +178,21 @@ async function startTcpUpstream(): Promise<{ url: string; close(): Promise<void>
   };
 }
 
+/** Portico with a stream port (idleTimeout 1 s, access lines on) to a TCP upstream; `proxyProtocol`: it takes a PROXY header. */
+async function startStreamPort(t: TestContext, proxyProtocol: boolean): Promise<{ proxy: TestProxy; port: number }> {
+  const pki = await makePki();
+  const up = await startTcpUpstream();
+  const port = await freePort();
+  const cert = await pki.issue('s', ['s.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s', proxyProtocol }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
+    [() => up.close()],
+  );
+  return { proxy, port };
+}
+
 /** A client of the stream port on 127.0.0.1:`port` that sends `first`, then reads (and drops) what comes. */
 async function connectStream(port: number, first: string): Promise<net.Socket> {
   const c = net.connect({ host: '127.0.0.1', port });
@@ -202,16 +204,7 @@ async function connectStream(port: number, first: string): Promise<net.Socket> {
 }
 
 test('a stream port closes a connection with no bytes either way for idleTimeout, and keeps one with bytes in either direction', async (t) => {
-  const pki = await makePki();
-  const up = await startTcpUpstream();
-  const port = await freePort();
-  const cert = await pki.issue('s', ['s.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
-    [() => up.close()],
-  );
+  const { proxy, port } = await startStreamPort(t, false);
   const quiet = await connectStream(port, 'quiet');
   const ticks = await connectStream(port, 'ticks');
   const sending = await connectStream(port, 'sending');
@@ -234,16 +227,7 @@ test('a stream port closes a connection with no bytes either way for idleTimeout
 });
 
 test('on a stream port with proxyProtocol, a connection closed by idleTimeout is not taken for one without a PROXY header', async (t) => {
-  const pki = await makePki();
-  const up = await startTcpUpstream();
-  const port = await freePort();
-  const cert = await pki.issue('s', ['s.test']);
-  const proxy = await startProxyFor(
-    t,
-    pki,
-    { log: { level: 'info', access: true }, streams: [{ port, addresses: ['127.0.0.1'], upstream: up.url, idleTimeout: '1s', proxyProtocol: true }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } },
-    [() => up.close()],
-  );
+  const { proxy, port } = await startStreamPort(t, true);
   const c = await connectStream(port, 'PROXY TCP4 127.0.0.1 127.0.0.1 5000 6000\r\nquiet');
   await within(c, 'close', 5000, 'the quiet stream connection');
   for (let i = 0; i < 100 && !proxy.logs.some((l) => l['msg'] === 'stream'); i++) await delay(20);

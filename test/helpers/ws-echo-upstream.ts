@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 
 export interface WsEchoUpstream {
   url: string;
@@ -15,14 +15,18 @@ export interface WsEchoUpstream {
   close(): Promise<void>;
 }
 
-/** `greeting`: a message sent to each client first; `subprotocol`: taken when a client offers it. */
-export async function wsEchoUpstream(opts: { greeting?: string; subprotocol?: string } = {}): Promise<WsEchoUpstream> {
+/**
+ * `greeting`: a message sent to each client first; `subprotocol`: taken when a client offers it; `serve`:
+ * what each WebSocket does instead of echoing (by its request, say its path).
+ */
+export async function wsEchoUpstream(opts: { greeting?: string; subprotocol?: string; serve?: (ws: WebSocket, req: http.IncomingMessage) => void } = {}): Promise<WsEchoUpstream> {
   const server = http.createServer((_req, res) => res.end('plain'));
   const { greeting, subprotocol } = opts;
   const wss = new WebSocketServer({ server, ...(subprotocol === undefined ? {} : { handleProtocols: (offered: Set<string>) => (offered.has(subprotocol) ? subprotocol : false) }) });
   const upgrades: http.IncomingMessage[] = [];
   server.on('upgrade', (req: http.IncomingMessage) => upgrades.push(req));
-  wss.on('connection', (ws) => {
+  wss.on('connection', (ws, req) => {
+    if (opts.serve !== undefined) return opts.serve(ws, req);
     if (greeting !== undefined) ws.send(greeting);
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
