@@ -629,7 +629,10 @@ function onUpstreamTimeout(this: Exchange): void {
 function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   const ex = this;
   if (err === UPSTREAM_CANCELLED) return; // Portico gave the exchange up itself (abortUpstreamRequest)
-  if (ex.res.writableEnded && ex.upstreamRes === undefined) return; // client already answered (e.g. 413)
+  // The client has its whole answer already (an early 413, or a response relayed whole after which the rest of the
+  // upload failed, as when an upstream that answered stops it, RFC 9113 §8.1): nothing to answer or cut. Resetting
+  // the client's stream then would cut an answer already given (on Node 26 its END_STREAM was not yet out).
+  if (ex.res.writableEnded) return;
   const code = err.code ?? 'ERROR';
   const target = ex.target!;
   if (ex.upstreamRes === undefined && isTargetFailure(code)) target.reportFailure(code);
@@ -648,10 +651,6 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
     return forward(ex, target);
   }
   if (ex.upstreamRes === undefined && !ex.res.destroyed && retryElsewhere(ex, code)) return;
-  // The response was relayed whole and has ended: what failed is the rest of the request's upload (a write after
-  // the upstream's stream closed), which an upstream may stop once it has answered (RFC 9113 §8.1). Resetting the
-  // client's stream now would cut an answer already given: on Node 26 its END_STREAM was not yet out.
-  if (ex.upstreamRes !== undefined && ex.upstreamRes.complete && ex.res.writableEnded) return;
   if (ex.upstreamRes !== undefined) {
     // The response had started: reset the client's response so truncation is visible.
     ex.error = 'PORTICO_UPSTREAM_FAILED';
