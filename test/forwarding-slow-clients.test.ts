@@ -3,6 +3,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
+import net from 'node:net';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxy, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
@@ -80,6 +81,35 @@ test('an idle HTTP/2 connection is closed after keepAliveTimeout', async (t) => 
   const ms = performance.now() - idleFrom;
   assert.equal(session.closed || session.destroyed, true, 'the idle session was closed');
   assert.ok(ms < 2500, `closed after ${Math.round(ms)} ms idle, expected about 500 ms`);
+});
+
+test('an idle HTTP/2 connection whose client never closes its side after GOAWAY is closed sendTimeout later', async (t) => {
+  const { pki, proxy } = await setup(t, { keepAliveTimeout: '500ms', sendTimeout: '1s' });
+  // allowHalfOpen: this client keeps its side open after the server's FIN, as a careless client may.
+  const tcp = net.connect({ host: '127.0.0.1', port: proxy.httpsPort, allowHalfOpen: true });
+  const socket = tls.connect({ socket: tcp, servername: 'slow.test', ca: pki.caPem, ALPNProtocols: ['h2'] });
+  t.after(() => socket.destroy());
+  const errors: string[] = [];
+  socket.on('error', (err: NodeJS.ErrnoException) => errors.push(String(err.code)));
+  await once(socket, 'secureConnect');
+  // The connection preface, an empty SETTINGS, and the ACK of the server's.
+  socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]), Buffer.from([0, 0, 0, 4, 1, 0, 0, 0, 0])]));
+  socket.resume();
+  const started = performance.now();
+  await Promise.race([once(socket, 'end'), delay(4000)]);
+  assert.equal(socket.readableEnded, true, 'the server ended its side after keepAliveTimeout');
+  // A PING every 200 ms: once the server has let go of the connection, one of them is answered with a reset.
+  const ping = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+  const pinger = setInterval(() => {
+    if (!socket.destroyed) socket.write(ping);
+  }, 200);
+  t.after(() => clearInterval(pinger));
+  await Promise.race([new Promise((resolve) => socket.once('close', resolve)), delay(5000)]);
+  clearInterval(pinger);
+  const ms = performance.now() - started;
+  assert.equal(socket.destroyed, true, `the server still held the connection ${Math.round(ms)} ms after it went idle`);
+  assert.ok(ms > 1400, `closed after ${Math.round(ms)} ms: not before keepAliveTimeout and sendTimeout`);
+  assert.ok(errors.some((c) => c === 'ECONNRESET' || c === 'EPIPE'), `reset by the server (${errors.join(', ')})`);
 });
 
 test('a body over maxBodySize gets 413, by Content-Length up front or while it streams, and never completes upstream', async (t) => {

@@ -19,7 +19,7 @@ const HOST = 'h2-abuse.test';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** An upstream that counts its open exchanges and answers after `delayMs` (so resets land mid-exchange), /quick at once, cuts /fail off mid-body, and streams 64 MiB for /big. */
-async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, delayMs = 100) {
+async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, delayMs = 100, config: Omit<ConfigInput, 'listen' | 'hosts' | 'limits'> = {}) {
   const open = { n: 0 };
   const up = await startUpstream((req: http.IncomingMessage, res: http.ServerResponse) => {
     open.n++;
@@ -54,7 +54,7 @@ async function setup(t: test.TestContext, limits: Record<string, unknown> = {}, 
     );
   });
   const pki = await makePki();
-  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()], config: { limits } });
+  const proxy = await proxyOneHost(t, pki, HOST, up.url, { also: [() => up.close()], config: { ...config, limits } });
   const connect = (settings?: Buffer): Promise<RawH2> => RawH2.connect(proxy.httpsPort, HOST, pki.caPem, settings);
   return { up, open, pki, proxy, connect };
 }
@@ -215,23 +215,43 @@ test('an HPACK bomb (one large dynamic-table entry referenced thousands of times
   assert.equal((await h2Request(other, { path: '/' })).status, 200, 'other clients are served');
 });
 
-test('SETTINGS, PING and empty DATA floods from a client that does not read the acknowledgements end its connection', async (t) => {
+// With a defaultHost the ClientHello is read before TLS starts, and Node then stops reading a client whose
+// acknowledgements back up instead of failing it as flooded; the connection is ended by the timeouts.
+for (const defaultHost of [false, true]) {
+  test(`a client flooding SETTINGS or PING frames without reading the acknowledgements has its connection closed, at the latest after keepAliveTimeout and sendTimeout${defaultHost ? ' (with a defaultHost)' : ''}`, async (t) => {
+    const { up, connect } = await setup(t, { keepAliveTimeout: '1s', sendTimeout: '1s' }, 100, defaultHost ? { defaultHost: HOST } : {});
+    const floods: [string, Buffer][] = [
+      ['SETTINGS', frame(FRAME.SETTINGS, 0, 0)],
+      ['PING', frame(FRAME.PING, 0, 0, Buffer.alloc(8))],
+    ];
+    for (const [what, one] of floods) {
+      const c = await connect();
+      t.after(() => c.close());
+      c.socket.pause();
+      const block = Buffer.concat(Array.from({ length: 1000 }, () => one));
+      // Bounded: 10 s, and never more than 1 MiB waiting in this client once the server stops reading.
+      const started = Date.now();
+      while (!c.closed && Date.now() - started < 10_000) {
+        const backlog = c.socket.writableLength;
+        if (backlog < 1 << 20) c.send(block);
+        await sleep(backlog < 1 << 20 ? 1 : 50);
+      }
+      // The acknowledgements it never reads fill the sockets; the session goes idle, gets GOAWAY after
+      // keepAliveTimeout (1 s), and as that cannot be delivered either, the connection goes sendTimeout (1 s) later.
+      assert.equal(c.closed, true, `${what}: the connection is closed within 10 s`);
+    }
+    assert.equal(up.seen.length, 0);
+  });
+}
+
+test('an empty DATA flood ends its connection while it goes on', async (t) => {
   const { up, connect } = await setup(t);
-  const floods: [string, () => Buffer, boolean][] = [
-    ['SETTINGS', () => frame(FRAME.SETTINGS, 0, 0), false],
-    ['PING', () => frame(FRAME.PING, 0, 0, Buffer.alloc(8)), false],
-    ['empty DATA', () => frame(FRAME.DATA, 0, 1), true],
-  ];
-  for (const [what, make, needsStream] of floods) {
-    const c = await connect();
-    t.after(() => c.close());
-    if (needsStream) c.request(1, requestFields(HOST, '/upload', 'POST'), false);
-    else c.socket.pause();
-    const sent = await flood(c, make, 1_000_000);
-    c.socket.resume();
-    assert.equal(await c.waitClosed(5000), true, `${what}: the connection closes`);
-    assert.ok(sent < 1_000_000, `${what}: it closed while the flood went on (after ${sent} frames)`);
-  }
+  const c = await connect();
+  t.after(() => c.close());
+  c.request(1, requestFields(HOST, '/upload', 'POST'), false);
+  const sent = await flood(c, () => frame(FRAME.DATA, 0, 1), 1_000_000);
+  assert.equal(await c.waitClosed(5000), true, 'the connection closes');
+  assert.ok(sent < 1_000_000, `it closed while the flood went on (after ${sent} frames)`);
   assert.ok(up.seen.length <= 1);
 });
 

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { lookupHost, type HostPlan, type Plan } from '../config/plan.js';
 import type { CertStore } from '../tls/cert-store.js';
 import { SERVER_TLS_OPTIONS } from '../tls/tls-settings.js';
-import { hasServerName, HelloBytes, MAX_HELLO_BYTES, offersAlpn, readServerName } from '../tls/client-hello.js';
+import { hasServerName, HelloBytes, MAX_HELLO_BYTES, offersAlpn, offersSessionTicket, readServerName } from '../tls/client-hello.js';
 import { clientCertValue, kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import type { ClientAuthPlan } from '../config/plan.js';
 import { createRequestHandler, kConnName, type ProxyState, type Tagged } from '../proxy/handle-request.js';
@@ -22,6 +22,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
 import { sniName } from '../tls/sni-name.js';
+import { closeIdleSession } from '../http2/idle-close.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, closeServers, listenOptions } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
@@ -99,8 +100,9 @@ export class HttpsListener {
   /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
   readonly #proxied = new Map<string, string>();
   /**
-   * The server name each connection's ClientHello asked for, by connection (connectionKey), until it closes:
-   * the connection's name when OpenSSL reports none for a resumed TLS 1.2 session (#onSecureConnection).
+   * The server name asked for by each connection whose ClientHello (when it is read: #peeks) offered a TLS 1.2
+   * session ticket, by connection (connectionKey), until it closes: the connection's name if the session resumes,
+   * as OpenSSL then reports none (#onSecureConnection).
    */
   readonly #helloNames = new Map<string, string>();
   /** The TLS servers of hosts with "clientAuth", by host name (setClientAuth()). */
@@ -178,7 +180,7 @@ export class HttpsListener {
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(buf);
-      if (name !== undefined && name !== '') {
+      if (name !== undefined && name !== '' && offersSessionTicket(buf)) {
         const key = connectionKey(socket);
         this.#helloNames.set(key, name);
         socket.once('close', () => this.#helloNames.delete(key));
@@ -396,14 +398,20 @@ export class HttpsListener {
     const name = socket[kConnName] ?? '';
     (session as http2.ServerHttp2Session & Tagged)[kConnName] = name;
     (session as http2.ServerHttp2Session & SessionFacts)[kRemoteAddress] = peerAddress(socket);
-    (session as http2.ServerHttp2Session & SessionFacts)[kRawSocket] = (socket as TLSSocket & SessionFacts)[kRawSocket];
+    const raw = (socket as TLSSocket & SessionFacts)[kRawSocket];
+    (session as http2.ServerHttp2Session & SessionFacts)[kRawSocket] = raw;
     const cert = (socket as TLSSocket & WithClientCert)[kClientCert];
     if (cert !== undefined) (session as http2.ServerHttp2Session & WithClientCert)[kClientCert] = cert;
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
-    // keepAliveTimeout covers HTTP/2 too: an idle session gets GOAWAY; close() lets open streams finish.
-    session.setTimeout(this.#deps.state.plan.limits.keepAliveTimeoutMs, () => session.close());
+    // keepAliveTimeout covers HTTP/2 too: an idle session gets GOAWAY; open streams may finish. A connection
+    // whose client reads nothing cannot end gracefully: it goes sendTimeout later (keepAliveTimeout if that is off).
+    session.setTimeout(this.#deps.state.plan.limits.keepAliveTimeoutMs, () => {
+      const limits = this.#deps.state.plan.limits;
+      if (raw === undefined) session.close();
+      else closeIdleSession(session, raw, limits.sendTimeoutMs > 0 ? limits.sendTimeoutMs : limits.keepAliveTimeoutMs);
+    });
     // RFC 8336: announce the origins this connection serves, so clients coalesce only onto those.
     const plan = this.#deps.state.plan;
     const host = lookupHost(plan, name);

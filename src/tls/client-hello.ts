@@ -62,12 +62,17 @@ function findExtensions(buf: Buffer): Extensions {
   return { start: p + 2, end: Math.min(helloEnd, p + 2 + buf.readUInt16BE(p)) };
 }
 
-/** The offset and length of the server_name extension's data, or undefined. */
-function findServerNameExtension(buf: Buffer, ext: { readonly start: number; readonly end: number }): { readonly at: number; readonly len: number } | undefined {
+/** Extension types (IANA TLS ExtensionType registry). */
+const SERVER_NAME = 0x0000;
+const ALPN = 0x0010;
+const SESSION_TICKET = 0x0023;
+
+/** The offset and length of the data of the first extension of `type` (RFC 8446 §4.2), or undefined. */
+function findExtension(buf: Buffer, ext: { readonly start: number; readonly end: number }, type: number): { readonly at: number; readonly len: number } | undefined {
   let p = ext.start;
   while (p + 4 <= ext.end) {
     const len = buf.readUInt16BE(p + 2);
-    if (buf.readUInt16BE(p) === 0x0000) return { at: p + 4, len };
+    if (buf.readUInt16BE(p) === type) return { at: p + 4, len: Math.min(len, ext.end - p - 4) };
     p += 4 + len;
   }
   return undefined;
@@ -84,7 +89,7 @@ export function hasServerName(buf: Buffer): boolean | undefined {
   if (ext === 'incomplete') return undefined;
   if (ext === 'malformed') return true;
   if (ext === 'none') return false;
-  return findServerNameExtension(buf, ext) !== undefined;
+  return findExtension(buf, ext, SERVER_NAME) !== undefined;
 }
 
 /**
@@ -97,7 +102,7 @@ export function readServerName(buf: Buffer): string | undefined {
   const ext = findExtensions(buf);
   if (ext === 'incomplete') return undefined;
   if (typeof ext === 'string') return '';
-  const sn = findServerNameExtension(buf, ext);
+  const sn = findExtension(buf, ext, SERVER_NAME);
   if (sn === undefined) return '';
   // ServerNameList: a 2-byte length, then entries of a 1-byte type (0 = host_name) and a 2-byte length.
   const listEnd = Math.min(sn.at + sn.len, ext.end);
@@ -121,22 +126,28 @@ export function readServerName(buf: Buffer): string | undefined {
 export function offersAlpn(buf: Buffer, protocol: string): boolean {
   const ext = findExtensions(buf);
   if (typeof ext === 'string') return false;
-  let p = ext.start;
-  while (p + 4 <= ext.end) {
-    const len = buf.readUInt16BE(p + 2);
-    if (buf.readUInt16BE(p) === 0x0010) {
-      // ProtocolNameList: a 2-byte length, then names of a 1-byte length each.
-      const listEnd = Math.min(p + 4 + len, ext.end);
-      let q = p + 6;
-      while (q < listEnd) {
-        const n = buf[q] as number;
-        if (q + 1 + n > listEnd) return false;
-        if (buf.toString('latin1', q + 1, q + 1 + n) === protocol) return true;
-        q += 1 + n;
-      }
-      return false;
-    }
-    p += 4 + len;
+  const alpn = findExtension(buf, ext, ALPN);
+  if (alpn === undefined) return false;
+  // ProtocolNameList: a 2-byte length, then names of a 1-byte length each.
+  const listEnd = alpn.at + alpn.len;
+  let q = alpn.at + 2;
+  while (q < listEnd) {
+    const n = buf[q] as number;
+    if (q + 1 + n > listEnd) return false;
+    if (buf.toString('latin1', q + 1, q + 1 + n) === protocol) return true;
+    q += 1 + n;
   }
   return false;
+}
+
+/**
+ * Whether the ClientHello at the start of `buf` offers a TLS 1.2 session ticket to resume (RFC 5077 §3.1: a
+ * session_ticket extension with data; an empty one only asks for a new ticket). Such a connection may resume
+ * without OpenSSL learning its server name, so the HTTPS listener keeps the name this hello asked for.
+ */
+export function offersSessionTicket(buf: Buffer): boolean {
+  const ext = findExtensions(buf);
+  if (typeof ext === 'string') return false;
+  const ticket = findExtension(buf, ext, SESSION_TICKET);
+  return ticket !== undefined && ticket.len > 0;
 }
