@@ -30,7 +30,12 @@ interface Setup {
 }
 
 /** secure.test asks for client certificates (clients' CA in clients-ca.pem); open.test does not. */
-async function setup(t: TestContext, clientAuth: { ca: string; mode?: 'require' | 'optional' } = { ca: 'clients-ca.pem' }, more: { defaultHost?: string } = {}): Promise<Setup> {
+async function setup(
+  t: TestContext,
+  clientAuth: { ca: string; mode?: 'require' | 'optional' } = { ca: 'clients-ca.pem' },
+  more: { defaultHost?: string } = {},
+  secureRoute: Record<string, unknown> = {},
+): Promise<Setup> {
   const pki = await makePki();
   const up = await startUpstream();
   const clients = await LocalCa.create('Portico Test Clients CA');
@@ -49,7 +54,7 @@ async function setup(t: TestContext, clientAuth: { ca: string; mode?: 'require' 
     pki,
     {
       hosts: {
-        'secure.test': { tls: secure, clientAuth, routes: [{ path: '/', upstream: up.url }] },
+        'secure.test': { tls: secure, clientAuth, routes: [{ path: '/', upstream: up.url, ...secureRoute }] },
         'open.test': { tls: open, routes: [{ path: '/', upstream: up.url }] },
       },
       ...more,
@@ -172,6 +177,32 @@ test('"optional" serves clients without a certificate (no Client-Cert) and refus
   const rogue = await curlAs(s, 'secure.test', s.rogue);
   assert.notEqual(rogue.code, 0, rogue.stdout);
   assert.equal(s.up.seen.length, count);
+});
+
+// Regression: the response cache keyed nothing on the client certificate, so on a cache route the answer the
+// upstream gave one client (which it may tailor to the Client-Cert it gets) was replayed to the next.
+test('a client certificate is a credential for the response cache, as Authorization is: such requests are neither answered from it nor stored; clients without one are cached', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const s = await setup(t, { ca: 'clients-ca.pem', mode: 'optional' }, {}, { cache: { defaultTtl: '1m' } });
+  const statusOf = (r: { stdout: string }): string | undefined => /^cache-status: (.*)\r?$/im.exec(r.stdout)?.[1];
+  for (const proto of ['--http1.1', '--http2']) {
+    const path = `/page${proto}`;
+    for (let i = 0; i < 2; i++) {
+      const before = s.up.seen.length;
+      const r = await curl({ host: 'secure.test', port: s.proxy.httpsPort, caFile: s.caFile, path, args: [proto, '--cert', s.good.cert, '--key', s.good.key] });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(s.up.seen.length, before + 1, `${proto}: request ${i + 1} with a certificate went upstream`);
+      assert.equal(s.up.seen.at(-1)!.headers['client-cert'], `:${s.good.der.toString('base64')}:`);
+      assert.equal(statusOf(r), 'Portico; fwd=bypass', proto);
+    }
+    // Without a certificate the route caches as usual: the second request is a hit.
+    const first = await curl({ host: 'secure.test', port: s.proxy.httpsPort, caFile: s.caFile, path: `${path}-anon`, args: [proto] });
+    assert.match(String(statusOf(first)), /stored/, first.stdout);
+    const before = s.up.seen.length;
+    const again = await curl({ host: 'secure.test', port: s.proxy.httpsPort, caFile: s.caFile, path: `${path}-anon`, args: [proto] });
+    assert.match(String(statusOf(again)), /^Portico; hit/, again.stdout);
+    assert.equal(s.up.seen.length, before, `${proto}: the anonymous repeat was answered from the cache`);
+  }
 });
 
 test('a default host with clientAuth asks clients without SNI (or with an unknown name) for a certificate too', async (t) => {

@@ -30,7 +30,7 @@ export type RequestCacheMode =
   | 'lookup'
   /** Must go to the upstream (no-cache, max-age=0), whose answer may be stored. */
   | 'refresh'
-  /** Not for the cache at all: neither answered from it nor stored (Authorization, Range, no-store). */
+  /** Not for the cache at all: neither answered from it nor stored (Authorization, a client certificate, Range, no-store). */
   | 'bypass';
 
 /** A request's Cache-Control as the cache applies it (RFC 9111 §5.2.1). */
@@ -52,17 +52,18 @@ const PLAIN_REFRESH: CacheRequest = Object.freeze({ mode: 'refresh', maxAgeMs: -
 const PLAIN_BYPASS: CacheRequest = Object.freeze({ mode: 'bypass', maxAgeMs: -1, minFreshMs: 0, maxStaleMs: 0, onlyIfCached: false });
 
 /**
- * What the cache may do for a GET or HEAD request. A request with credentials is neither answered
- * from the cache nor stored (RFC 9111 §3.5), as HAProxy's cache does; a range request goes to the
+ * What the cache may do for a GET or HEAD request. A request with credentials (Authorization, or a
+ * client certificate its connection showed: `clientCert`) is neither answered from the cache nor
+ * stored (RFC 9111 §3.5), as HAProxy's cache does; a range request goes to the
  * upstream whole; no-store keeps its response out (§5.2.1.5); no-cache or max-age=0 skips the stored
  * response but may refresh it (§5.2.1.4, §5.2.1.1), as Pragma: no-cache does without Cache-Control (§5.4).
  * max-age=N, min-fresh and max-stale bound which stored responses the request accepts (§5.2.1.1–3), and
  * only-if-cached asks for a stored response or a 504 (§5.2.1.7). Hot path for cache routes: a request
  * without Cache-Control gets the shared PLAIN_LOOKUP.
  */
-export function readCacheRequest(headers: Readonly<Record<string, string | string[] | undefined>>): CacheRequest {
+export function readCacheRequest(headers: Readonly<Record<string, string | string[] | undefined>>, clientCert = false): CacheRequest {
   const cc = headers['cache-control'];
-  const credentials = headers['authorization'] !== undefined || headers['range'] !== undefined;
+  const credentials = clientCert || headers['authorization'] !== undefined || headers['range'] !== undefined;
   if (cc === undefined) {
     if (credentials) return PLAIN_BYPASS;
     const pragma = headers['pragma'];

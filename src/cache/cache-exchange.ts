@@ -13,7 +13,7 @@ import type { Exchange } from '../proxy/exchange.js';
 import { connectionTokens, DROP_RESPONSE } from '../proxy/forward-headers.js';
 import { pairsGetter } from '../proxy/compress.js';
 import { onH1Headers } from '../proxy/forward-h1.js';
-import { abortUpstreamRequest, fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders, upstreamRstCode } from '../proxy/handle-request.js';
+import { abortUpstreamRequest, connectionClientCert, fail, isTrustedPeer, pickTarget, sendToUpstream, upstreamRequestHeaders, upstreamRstCode } from '../proxy/handle-request.js';
 import { openUpstreamRequest, type UpstreamRequest } from '../upstream/open-request.js';
 import { isEndedByReset } from '../upstream/h2-end-stream.js';
 import type { Target } from '../upstream/target.js';
@@ -119,7 +119,7 @@ export function answerFromCache(ex: Exchange, plan: CachePlan): boolean {
     }
     return false;
   }
-  const rq = readCacheRequest(ex.req.headers);
+  const rq = cacheRequestOf(ex);
   if (rq.mode === 'bypass') {
     if (rq.onlyIfCached) return notCached(ex);
     ex.cacheResult = 'bypass';
@@ -247,10 +247,18 @@ function resume(ex: Exchange): void {
   const base = ex.cacheLock!;
   ex.cacheLock = undefined;
   if (ex.res.destroyed || ex.res.writableEnded) return;
-  const fwd = lookUp(ex, base, readCacheRequest(ex.req.headers));
+  const fwd = lookUp(ex, base, cacheRequestOf(ex));
   if (fwd === 'hit') return;
   noteMiss(ex, base, ex.route!.cache!, fwd);
   sendToUpstream(ex);
+}
+
+/**
+ * The request's Cache-Control as the cache applies it. A client certificate is a credential like Authorization
+ * (RFC 9111 §3.5): the upstream gets it as Client-Cert and may answer each client its own way.
+ */
+function cacheRequestOf(ex: Exchange): CacheRequest {
+  return readCacheRequest(ex.req.headers, ex.hostPlan?.clientAuth !== undefined && connectionClientCert(ex.req) !== undefined);
 }
 
 /** A request waited the route's lockTimeout: it goes upstream on its own, as nginx's proxy_cache_lock_timeout lets it. */
