@@ -274,3 +274,28 @@ test('the committed config/portico.schema.json is what `portico schema` prints (
   assert.equal(printed.code, 0);
   assert.equal(committed, printed.stdout);
 });
+
+// Regression: a duration past Node's timer limit (2^31-1 ms, 24.8 days) was taken, and Node then fires such a timer
+// after 1 ms: "keepAliveTimeout": "30d" sent every idle HTTP/2 connection its GOAWAY at once.
+test('durations that set timers are refused past "24d" with their path; cache lifetimes may be longer', async () => {
+  const { validateConfig } = await import('../src/config/load.js');
+  const tls = { cert: 'c', key: 'k' };
+  const issues = (config: Record<string, unknown>): string[] => {
+    const r = validateConfig({ hosts: { 'b.test': { tls, routes: [{ upstream: 'http://127.0.0.1:1' }] } }, ...config });
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  const tooLong: [Record<string, unknown>, RegExp][] = [
+    [{ limits: { keepAliveTimeout: '30d' } }, /^limits\.keepAliveTimeout: expected a duration of at most "24d"/],
+    [{ limits: { shutdownTimeout: '25d' } }, /^limits\.shutdownTimeout: expected a duration of at most "24d"/],
+    [{ streams: [{ port: 7000, upstream: 'tcp://127.0.0.1:1', idleTimeout: '25d' }] }, /^streams\[0\]\.idleTimeout: expected a duration of at most "24d"/],
+    [{ hosts: { 'b.test': { tls, routes: [{ upstream: { targets: ['http://127.0.0.1:1'], responseTimeout: '800h' } }] } } }, /^hosts\["?b\.test"?\]\.routes\[0\]\.upstream\.responseTimeout: expected a duration of at most "24d"/],
+    [{ hosts: { 'b.test': { tls, routes: [{ upstream: { targets: ['http://127.0.0.1:1'], healthCheck: { path: '/health', interval: '30d' } } }] } } }, /healthCheck\.interval: expected a duration of at most "24d"/],
+  ];
+  for (const [config, want] of tooLong) {
+    const got = issues(config);
+    assert.equal(got.length, 1, `${JSON.stringify(config)}: ${got.join(' | ')}`);
+    assert.match(got[0]!, want);
+  }
+  assert.deepEqual(issues({ limits: { keepAliveTimeout: '24d' }, streams: [{ port: 7000, upstream: 'tcp://127.0.0.1:1', idleTimeout: '24d' }] }), []);
+  assert.deepEqual(issues({ hosts: { 'b.test': { tls, routes: [{ upstream: 'http://127.0.0.1:1', cache: { defaultTtl: '90d' } }] } } }), [], 'a cache lifetime is not a timer');
+});

@@ -112,8 +112,18 @@ function sizeBytes(s: string): number {
   }
 }
 
-/** The longest idle timeout a socket timer takes: Node caps its timers at 2^31-1 ms (24.8 days) and warns on every socket past it. */
-const MAX_IDLE_TIMEOUT_MS = 24 * 86_400_000;
+/**
+ * The longest wait a Node timer takes: one past 2^31-1 ms (24.8 days) fires after 1 ms instead, with a warning (so a
+ * keepAliveTimeout of "30d" would close every idle HTTP/2 connection at once). nginx refuses such times too.
+ */
+const MAX_TIMER_MS = 24 * 86_400_000;
+/** The longest idle timeout a socket timer takes (MAX_TIMER_MS). */
+const MAX_IDLE_TIMEOUT_MS = MAX_TIMER_MS;
+
+/** A duration that sets a timer: at most "24d" (MAX_TIMER_MS). */
+const TimerDuration = Duration.refine((s) => !(durationMs(s) > MAX_TIMER_MS), {
+  message: 'expected a duration of at most "24d" (Node cannot wait longer on a timer)',
+});
 
 /** "0s" (none), or a duration from 1s to 24d: an idle timeout under a second would cut a tunnel between any two messages. */
 const TunnelIdleTimeout = Duration.refine((s) => {
@@ -123,7 +133,7 @@ const TunnelIdleTimeout = Duration.refine((s) => {
 
 /** A duration of at least `minMs`, as the message says. */
 function durationAtLeast(minMs: number, min: string) {
-  return Duration.refine((s) => !(durationMs(s) < minMs), { message: `expected a duration of at least ${min}` });
+  return TimerDuration.refine((s) => !(durationMs(s) < minMs), { message: `expected a duration of at least ${min}` });
 }
 
 /** Milliseconds of a duration, NaN when it is not one (refinements run even after the format check failed). */
@@ -199,8 +209,8 @@ const UpstreamObject = z.strictObject({
     .enum(['auto', 'http1', 'h2'])
     .default('auto')
     .describe('For https:// targets: "auto" negotiates h2 or HTTP/1.1 by ALPN, "http1" and "h2" force one. http:// and unix:/path are always HTTP/1.1, h2c:// always HTTP/2.'),
-  connectTimeout: Duration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
-  responseTimeout: Duration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
+  connectTimeout: TimerDuration.default('5s').describe('Time allowed to open a connection to a target; past it the client gets 504.'),
+  responseTimeout: TimerDuration.default('60s').describe('Time allowed between sending the request and receiving response headers, and the longest silence while the response streams; past it the client gets 504 (or a reset, once the response has started).'),
   tunnelIdleTimeout: TunnelIdleTimeout.default('1h').describe(
     'A WebSocket (any upgraded connection) with no bytes in either direction for this long is closed on both sides, its access line saying "reason": "idle timeout" (HAProxy\'s timeout tunnel, nginx\'s proxy_read_timeout). Bytes either way count, WebSocket pings and pongs too, so an app that pings more often than this is never cut; the default, an hour, leaves room for apps that ping rarely or never (nginx\'s 60 s is known to cut those), and is what HAProxy setups commonly use. "0s": none (TCP keep-alive still finds vanished peers). From "1s" to "24d". A reload applies it to tunnels opened after it.',
   ),
@@ -227,7 +237,7 @@ const UpstreamObject = z.strictObject({
     .describe(
       'Requests in flight to each target at most (HAProxy\'s maxconn, nginx\'s max_conns, Caddy\'s max_requests): a target at its limit is passed over, and while every available target is, a request waits in this upstream\'s queue for a free one, at most "queueTimeout", then gets 503 (PORTICO_UPSTREAM_BUSY). Counted per target in each process, over every route whose upstream sets a limit. A WebSocket (any upgraded connection) holds a slot from its upgrade until its tunnel closes; an upgrade finding every target full gets 503 at once, without queueing. Default: no limit.',
     ),
-  queueTimeout: Duration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
+  queueTimeout: TimerDuration.default('5s').describe('With "maxRequests": how long a request may wait for a free target before it gets 503 (HAProxy\'s timeout queue). "0s": no queue, 503 at once.'),
   requestBuffer: Size.refine((v) => {
     const n = sizeBytes(v);
     return Number.isNaN(n) || (n >= 1 && n <= MAX_REQUEST_BUFFER_BYTES);
@@ -327,7 +337,7 @@ const CacheObject = z
       'How long a response that says nothing of its freshness (no Cache-Control max-age or s-maxage, no Expires) is kept (nginx\'s proxy_cache_valid). Default: such responses are not stored.',
     ),
     maxObjectSize: Size.default('1mb').describe('Largest response body stored; larger responses are forwarded and not kept.'),
-    lockTimeout: Duration.default('5s').describe(
+    lockTimeout: TimerDuration.default('5s').describe(
       'While one request fetches a response the cache does not hold, other requests for it wait for that one (nginx\'s proxy_cache_lock, Varnish\'s request coalescing) at most this long, then go upstream on their own; so a popular page that expires reaches the upstream once, not once per client. "0s": they do not wait.',
     ),
     staleWhileRevalidate: Duration.optional().describe(
@@ -520,7 +530,7 @@ const ForwardAuthObject = z
       .array(PlainHeaderName)
       .default([])
       .describe('Headers of the service\'s 2xx answer copied into the request that goes upstream, such as ["Remote-User", "Remote-Groups"]. Copies the client sent of these are always removed, so a client cannot claim them.'),
-    timeout: Duration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
+    timeout: TimerDuration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
   })
   .describe(
     'Ask an authentication service about every request before serving it (Traefik\'s ForwardAuth, nginx\'s auth_request, Caddy\'s forward_auth): a GET to "url" with the request\'s headers and X-Forwarded-Method, -Proto, -Host, -Uri and -For. A 2xx answer lets the request through (with "responseHeaders" copied into it); any other answer (a redirect to a login page, 401, 403) is sent to the client as it is. An unreachable or slow service gets 502 (PORTICO_FORWARD_AUTH_FAILED): it fails closed. WebSocket upgrades are asked about too.',
@@ -751,8 +761,8 @@ const Acme = z
           .describe(
             'The program (and its first arguments) that sets and removes a TXT record: run as <command…> present <record name> <value>, then <command…> cleanup <record name> <value>, where the record name is "_acme-challenge.<domain>" (no trailing dot). The record may have to hold two values at once (for "example.com" and "*.example.com"), so add the value rather than replace the record, and remove only that value. It must exit 0 once the record is set; its standard error is logged when it fails. A path with a "/" that is relative is taken from the config file\'s directory; a bare name is looked up in PATH.',
           ),
-        propagationDelay: Duration.default('0s').describe('Time to wait after "present" succeeded before the CA is asked to look, for DNS providers whose servers take a while to agree.'),
-        timeout: Duration.default('2m').describe('Longest run of one "present" or "cleanup"; past it the program is killed and the order fails (and is retried later).'),
+        propagationDelay: TimerDuration.default('0s').describe('Time to wait after "present" succeeded before the CA is asked to look, for DNS providers whose servers take a while to agree.'),
+        timeout: TimerDuration.default('2m').describe('Longest run of one "present" or "cleanup"; past it the program is killed and the order fails (and is retried later).'),
       })
       .optional()
       .describe('DNS-01 (RFC 8555 §8.4), needed for wildcard names ("*.example.com"): a program of yours sets the TXT record with your DNS provider\'s API or nsupdate (RFC 2136). Examples: docs/certificates.md.'),
@@ -762,21 +772,21 @@ const Acme = z
       .regex(/^(\d+(\.\d+)?(ms|s|m|h|d)|\d+(\.\d+)?%)$/, { message: 'expected a duration such as "30d" or a share of the lifetime such as "33%"' })
       .default('33%')
       .describe('Renew when this much of the certificate lifetime remains ("33%" = a third) or this long before expiry ("30d"). A random jitter of up to 2% of the lifetime (at most 1h) moves each renewal earlier, so many hosts do not renew at the same second. When the CA offers ACME Renewal Information (RFC 9773), its suggested window wins.'),
-    retryDelay: Duration.default('1m').describe('Delay before retrying a failed order or renewal; doubles on each consecutive failure up to "retryMaxDelay". A CA\'s Retry-After (rate limits) is honoured when longer. The old certificate keeps serving meanwhile.'),
-    retryMaxDelay: Duration.default('6h').describe('Longest delay between retries of a failed order or renewal.'),
-    pollInterval: Duration.default('1s').describe('First delay between polls of a pending challenge or order; doubles up to 30s. Lower only for a local test CA.'),
+    retryDelay: TimerDuration.default('1m').describe('Delay before retrying a failed order or renewal; doubles on each consecutive failure up to "retryMaxDelay". A CA\'s Retry-After (rate limits) is honoured when longer. The old certificate keeps serving meanwhile.'),
+    retryMaxDelay: TimerDuration.default('6h').describe('Longest delay between retries of a failed order or renewal.'),
+    pollInterval: TimerDuration.default('1s').describe('First delay between polls of a pending challenge or order; doubles up to 30s. Lower only for a local test CA.'),
   })
   .describe('Automatic certificates over ACME, for hosts whose tls is {"acme": true}.');
 
 const Limits = z
   .strictObject({
-    headersTimeout: Duration.default('30s').describe('Time a client has to send complete request headers (HTTP/1.1).'),
-    requestTimeout: Duration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
-    bodyTimeout: Duration.default('60s').describe(
+    headersTimeout: TimerDuration.default('30s').describe('Time a client has to send complete request headers (HTTP/1.1).'),
+    requestTimeout: TimerDuration.default('5m').describe('Time a client has to send a complete request, body included (HTTP/1.1). "0s" disables.'),
+    bodyTimeout: TimerDuration.default('60s').describe(
       'Longest silence while a request body is read (nginx client_body_timeout): the time between two successive reads of the body, not for the whole body, so a slow upload that keeps moving, or a long gRPC or streaming request, is never cut. It runs only while Portico waits for the client: not while the upstream is slow to take the body (that back-pressure stops the reading), nor before the body is wanted (forwardAuth, a maxRequests queue). On HTTP/1.1 and HTTP/2 alike; HTTP/1.1 bodies stay bound by requestTimeout as a whole too. A body that stalls gets 408 (PORTICO_BODY_TIMEOUT) if no response has started (HTTP/1.1 then closes the connection, HTTP/2 ends the stream), else the HTTP/1.1 connection is closed or the HTTP/2 stream reset; either way its upstream exchange is cancelled. Checked once a second. A reload applies it at once. "0s" disables.',
     ),
-    keepAliveTimeout: Duration.default('60s').describe('Idle time before a client connection is closed.'),
-    sendTimeout: Duration.default('60s').describe(
+    keepAliveTimeout: TimerDuration.default('60s').describe('Idle time before a client connection is closed.'),
+    sendTimeout: TimerDuration.default('60s').describe(
       'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and an HTTP/2 stream\'s is reset (its connection serves on); either way its upstream exchange is cancelled (nginx send_timeout). "0s" disables.',
     ),
     maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431 (on HTTP/2 too, where it is also announced as SETTINGS_MAX_HEADER_LIST_SIZE).'),
@@ -793,7 +803,7 @@ const Limits = z
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),
     cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"), bodies and headers counted; with "workers", each worker has its own. Past it, responses not used lately are dropped first (second chance, an approximation of least recently used).'),
-    shutdownTimeout: Duration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed. With "workers", the primary kills a worker still running 5 s after that (a hung one) and exits 1.'),
+    shutdownTimeout: TimerDuration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed. With "workers", the primary kills a worker still running 5 s after that (a hung one) and exits 1.'),
     maxConnections: z
       .number()
       .int()
@@ -874,9 +884,9 @@ const Stream = z
       .describe(
         'TLS passthrough: connections are routed by the server name of their TLS ClientHello (exact names first, then "*." wildcards for one label) to targets that terminate TLS themselves; Portico never decrypts them. A name not listed goes to "upstream" if set, else the connection is closed.',
       ),
-    connectTimeout: Duration.default('5s').describe('Time allowed to connect to a target; past it the next target is tried, or the connection closed.'),
-    idleTimeout: Duration.default('10m').describe('A connection with no bytes either way for this long is closed. "0s": never.'),
-    helloTimeout: Duration.default('10s').describe('With "sni": time a client has to send its TLS ClientHello.'),
+    connectTimeout: TimerDuration.default('5s').describe('Time allowed to connect to a target; past it the next target is tried, or the connection closed.'),
+    idleTimeout: TimerDuration.default('10m').describe('A connection with no bytes either way for this long is closed. "0s": never.'),
+    helloTimeout: TimerDuration.default('10s').describe('With "sni": time a client has to send its TLS ClientHello.'),
     proxyProtocol: z
       .boolean()
       .default(false)
