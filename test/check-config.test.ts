@@ -276,7 +276,7 @@ test('the committed config/portico.schema.json is what `portico schema` prints (
 });
 
 // Regression: a duration past Node's timer limit (2^31-1 ms, 24.8 days) was taken, and Node then fires such a timer
-// after 1 ms: "keepAliveTimeout": "30d" sent every idle HTTP/2 connection its GOAWAY at once.
+// after 1 ms (a healthCheck interval of "30d" checked every millisecond) or cuts a socket timeout with a warning.
 test('durations that set timers are refused past "24d" with their path; cache lifetimes may be longer', async () => {
   const { validateConfig } = await import('../src/config/load.js');
   const tls = { cert: 'c', key: 'k' };

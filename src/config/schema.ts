@@ -113,8 +113,9 @@ function sizeBytes(s: string): number {
 }
 
 /**
- * The longest wait a Node timer takes: one past 2^31-1 ms (24.8 days) fires after 1 ms instead, with a warning (so a
- * keepAliveTimeout of "30d" would close every idle HTTP/2 connection at once). nginx refuses such times too.
+ * The longest wait a Node timer takes: setTimeout past 2^31-1 ms (24.8 days) fires after 1 ms instead (a healthCheck
+ * interval of "30d" would check every millisecond, a queueTimeout of "30d" give up at once), and a socket's timeout
+ * is cut to 24.8 days with a warning per socket. nginx refuses such times too.
  */
 const MAX_TIMER_MS = 24 * 86_400_000;
 /** The longest idle timeout a socket timer takes (MAX_TIMER_MS). */
