@@ -50,7 +50,7 @@ function readTextFrame(stream: http2.ClientHttp2Stream): Promise<string> {
   });
 }
 
-async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; up: WsEchoUpstream }> {
+async function setup(t: TestContext, limits: Record<string, string> = {}): Promise<{ pki: TestPki; proxy: TestProxy; up: WsEchoUpstream }> {
   const pki = await makePki();
   const up = await wsEchoUpstream({ subprotocol: 'chat.v2' });
   const down = `http://127.0.0.1:${await freePort()}`;
@@ -61,6 +61,7 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
     pki,
     {
       log: { level: 'info', access: true },
+      limits,
       hosts: {
         'ws.test': {
           tls: a,
@@ -360,6 +361,23 @@ test('tunnelIdleTimeout closes a WebSocket over HTTP/2 that moved no byte for th
   }
   assert.equal(line?.reason, 'idle timeout');
   busy.close();
+});
+
+test('a quiet WebSocket over HTTP/2 outlives its session\'s idle GOAWAY and the grace after it, in which a session that cannot end is closed', async (t) => {
+  const { pki, proxy } = await setup(t, { keepAliveTimeout: '500ms', sendTimeout: '1s' });
+  const s = await session(t, proxy, pki);
+  const goaway = new Promise<number>((resolve) => s.once('goaway', (code: number) => resolve(code)));
+  const ws = openWebSocket(s);
+  assert.equal((await responseOf(ws))[':status'], 200);
+  ws.write(maskedTextFrame('before'));
+  assert.equal(await readTextFrame(ws), 'before');
+  // keepAliveTimeout (0.5 s) sends GOAWAY; sendTimeout (1 s) later, and a second after, the session is looked at again.
+  assert.equal(await Promise.race([goaway, new Promise((r) => setTimeout(r, 3000, 'none'))]), http2.constants.NGHTTP2_NO_ERROR, 'GOAWAY after keepAliveTimeout');
+  await new Promise((r) => setTimeout(r, 2600));
+  assert.equal(ws.closed, false, 'the WebSocket is still open');
+  ws.write(maskedTextFrame('after'));
+  assert.equal(await readTextFrame(ws), 'after');
+  ws.close();
 });
 
 test('a WebSocket over HTTP/2 reaches the upstream with the forwarding headers of a request over HTTP/2: Via "2 portico", Forwarded, X-Forwarded-*', async (t) => {
