@@ -117,6 +117,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${formatIssues(result.file, result.issues)}\n`);
       return 1;
     }
+    for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
     process.stdout.write(`${result.file}: ok (${result.hosts} host${result.hosts === 1 ? '' : 's'})\n`);
     return 0;
   }

@@ -5,7 +5,7 @@
 import { X509Certificate, createPrivateKey, createHash, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { PorticoError } from '../errors.js';
 import { SERVER_TLS_OPTIONS } from './tls-settings.js';
 
@@ -25,6 +25,14 @@ export interface CertPair {
   readonly fingerprint256: string;
   /** Hash of cert + key bytes: unchanged files give the same digest. */
   readonly digest: string;
+  /** The intermediate the file lacks, when clients would have to fetch it (incompleteChain); undefined when the chain is whole. */
+  readonly missingIssuer?: MissingIssuer;
+}
+
+/** The certificate that issued a leaf, missing from its file: its subject, and where clients could fetch it (AIA). */
+export interface MissingIssuer {
+  readonly issuer: string;
+  readonly url: string;
 }
 
 function invalid(file: string, reason: string, fix: string, cause?: unknown): PorticoError {
@@ -98,6 +106,47 @@ function keyMatchesLaterCert(certPem: Buffer, key: KeyObject): number | undefine
   return undefined;
 }
 
+/** What Portico says of a certificate file without the intermediate that issued its certificate (also `portico check`). */
+export const CHAIN_WARNING =
+  'certificate chain incomplete: the file lacks the intermediate certificate that issued it; browsers fetch that, but curl, Node, Java and most apps fail with "unable to verify the first certificate": serve the full chain (certbot\'s fullchain.pem, leaf first)';
+
+/** The system's trusted roots (Node's bundled store), parsed once when first needed. */
+let roots: X509Certificate[] | undefined;
+
+function isIssuedByRoot(leaf: X509Certificate): boolean {
+  roots ??= rootCertificates.flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem)];
+    } catch {
+      return [];
+    }
+  });
+  return roots.some((root) => leaf.checkIssued(root));
+}
+
+/**
+ * The certificate that issued the leaf, when the file lacks it and clients would have to fetch it: served without
+ * its intermediate (certbot's cert.pem instead of fullchain.pem), a chain verifies in browsers, which fetch the
+ * intermediate from the leaf's AIA URL, but fails in curl, Node, Java and most apps ("unable to verify the first
+ * certificate"). Only a leaf that names such a URL counts: a leaf a private root signed directly (whose clients
+ * hold that root) names none, and one a public root signed needs nothing more. Cold path: once per pair loaded.
+ */
+export function incompleteChain(certPem: Buffer, leaf: X509Certificate): MissingIssuer | undefined {
+  if (leaf.checkIssued(leaf)) return undefined;
+  const url = /CA Issuers - URI:(\S+)/.exec(leaf.infoAccess ?? '')?.[1];
+  if (url === undefined) return undefined;
+  const blocks = certPem.toString('latin1').match(PEM_CERT) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    try {
+      if (leaf.checkIssued(new X509Certificate(blocks[i]!))) return undefined;
+    } catch {
+      // An unparsable later block issued nothing.
+    }
+  }
+  if (isIssuedByRoot(leaf)) return undefined;
+  return { issuer: leaf.issuer.replace(/\n/g, ', '), url };
+}
+
 /** Builds a CertPair from PEM bytes; throws PORTICO_CERT_INVALID naming the file and the reason. */
 export function buildCertPair(
   certFile: string,
@@ -144,7 +193,9 @@ export function buildCertPair(
     throw invalid(certFile, `OpenSSL refused the pair (${(err as Error).message})`, 'check the files', err);
   }
   const digest = createHash('sha256').update(certPem).update(keyPem).digest('hex');
+  const missingIssuer = incompleteChain(certPem, leaf);
   return {
+    ...(missingIssuer === undefined ? {} : { missingIssuer }),
     certFile,
     keyFile,
     context,

@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { certPath } from '../config/compile.js';
 import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
-import { buildCertPair, type CertPair } from './cert-pair.js';
+import { buildCertPair, CHAIN_WARNING, type CertPair } from './cert-pair.js';
 import { fileCertId, type CertStore } from './cert-store.js';
 import { FolderArrivals } from './folder-arrivals.js';
 
@@ -100,6 +100,8 @@ export class CertWatcher {
   /** Digest that got its one settle re-read per id. */
   readonly #settling = new Map<string, string>();
   readonly #warnedAt = new Map<string, number>();
+  /** Pairs whose incomplete chain was logged: once per pair loaded. */
+  readonly #chainWarned = new WeakSet<CertPair>();
   #running: Promise<void> = Promise.resolve();
   #stopped = true;
   /** Per pair id, where its two files really are once symlinks are resolved (learnt at each check). */
@@ -157,7 +159,10 @@ export class CertWatcher {
     this.#watchDirs(this.#unwatchUnused());
     for (const t of targets) {
       const pair = this.#o.certs.get(t.id);
-      if (t.kind === 'file' && pair !== undefined) this.#warnExpiry(t, pair);
+      if (t.kind === 'file' && pair !== undefined) {
+        this.#warnExpiry(t, pair);
+        this.#warnChain(t, pair);
+      }
     }
     // Catch changes made between the Plan's load and now, and learn where the symlinks point.
     this.#queueCheck([...this.#targets.keys()]);
@@ -344,7 +349,10 @@ export class CertWatcher {
     if (current !== undefined && t.kind === 'acme' && pair.notAfter < current.notAfter) return;
     this.#o.certs.set(t.id, pair);
     this.#o.log.info({ certFile: t.certFile, notAfter: pair.notAfter.toISOString(), issuer: pair.issuer, fingerprint256: pair.fingerprint256 }, 'certificate reloaded');
-    if (t.kind === 'file') this.#warnExpiry(t, pair, true);
+    if (t.kind === 'file') {
+      this.#warnExpiry(t, pair, true);
+      this.#warnChain(t, pair);
+    }
     this.#o.onChange?.(t.id);
   }
 
@@ -391,6 +399,14 @@ export class CertWatcher {
     const timer = setTimeout(() => this.#queueCheck([t.id]), this.#o.settleMs ?? 500);
     timer.unref();
     return true;
+  }
+
+  /** Logs, once per pair loaded, that its file lacks the intermediate clients need (cert-pair.ts incompleteChain). */
+  #warnChain(t: CertTarget, pair: CertPair): void {
+    const missing = pair.missingIssuer;
+    if (missing === undefined || this.#chainWarned.has(pair)) return;
+    this.#chainWarned.add(pair);
+    this.#o.log.warn({ certFile: t.certFile, issuer: missing.issuer, issuerUrl: missing.url }, CHAIN_WARNING);
   }
 
   #warnExpiry(t: CertTarget, pair: CertPair, force = false): void {
