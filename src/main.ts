@@ -175,6 +175,14 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
     }
+    // admin.stateFile: the primary holds the drained set, so it reads the file before its workers ask for the set.
+    if (pre?.ok === true && pre.config.admin?.stateFile !== undefined) {
+      const { openDrainState } = await import('./admin/drain-state.js');
+      const { onPrimaryDrainsChanged, primaryDrainedTargets } = await import('./cluster/drained-targets.js');
+      const set = primaryDrainedTargets();
+      const writer = await openDrainState(resolve(pre.baseDir, pre.config.admin.stateFile), log, (urls) => urls.forEach((u) => set.add(u)));
+      onPrimaryDrainsChanged((drained) => writer.save(drained));
+    }
     const shutdownTimeoutMs = pre?.ok === true ? parseDurationMs(pre.config.limits.shutdownTimeout) : 10_000;
     const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs });
     await admin?.close();

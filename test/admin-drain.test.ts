@@ -3,7 +3,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import type http from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,7 +14,7 @@ import { TargetRegistry } from '../src/upstream/target.js';
 import { adminRequest, metricValue, type AdminResponse } from './helpers/admin.js';
 import { spawnProxy } from './helpers/child-proxy.js';
 import { freePort, h1Request, startUpstream, type TestResponse } from './helpers/net.js';
-import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 
 const TOKEN = 'd'.repeat(24) + '0123456789abcdef';
 
@@ -454,4 +454,108 @@ test('with workers, the primary drains in every worker, a restarted worker start
   process.kill(second, 'SIGKILL');
   ps = await until('another new worker answers', (s) => s.length === 2 && !s.some((p) => p.pid === second));
   assert.ok(ps.every((p) => drainedIn(p, a.url) === false), 'and in the restarted one');
+});
+
+/** The drained URLs admin.stateFile holds, once it holds `want` (it is written just after the change). */
+async function stateFileHolds(file: string, want: readonly string[]): Promise<void> {
+  let last = '';
+  for (let i = 0; i < 100; i++) {
+    last = await readFile(file, 'utf8').catch(() => '');
+    let drained: unknown;
+    try {
+      drained = (JSON.parse(last) as { drained?: unknown }).drained;
+    } catch {
+      drained = undefined;
+    }
+    if (JSON.stringify(drained) === JSON.stringify(want)) return;
+    await sleep(20);
+  }
+  throw new Error(`${file} holds ${last}, not ${JSON.stringify(want)}`);
+}
+
+test('admin.stateFile keeps drains across a restart: written on drain, enable and a reload that drops the target; read before the first request; an unusable file is logged and replaced', async (t) => {
+  const { pki, adminPort, cert, admin } = await adminSetup();
+  const a = await namedUpstream('a');
+  const b = await namedUpstream('b');
+  t.after(async () => {
+    await a.close();
+    await b.close();
+    await pki.cleanup();
+  });
+  const stateFile = join(pki.dir, 'drains.json');
+  const config = (targets: string[]): Omit<ConfigInput, 'listen'> => ({ admin: { ...admin, stateFile: 'drains.json' }, hosts: { 'drain.test': { tls: cert, routes: [{ path: '/', upstream: targets }] } } });
+  let proxy = await startProxy(pki, config([a.url, b.url]));
+  t.after(() => proxy.stop());
+  assert.equal((await drain(adminPort, { target: a.url })).status, 200);
+  await stateFileHolds(stateFile, [a.url]);
+  await proxy.stop();
+
+  // Restarted: a is drained before the first request.
+  proxy = await startProxy(pki, config([a.url, b.url]));
+  const line = proxy.logs.find((l) => l['msg'] === 'upstream targets drained before the restart stay drained');
+  assert.deepEqual(line?.['drained'], [a.url]);
+  assert.deepEqual(await bodies(proxy, pki, '/', 6), new Array(6).fill('b'), 'every request goes to b');
+  assert.equal(a.proxied(), 0);
+  assert.equal((await status(adminPort))[0]!.upstreams.find((u) => u.url === a.url)?.drained, true);
+
+  // Enabled, and restarted again: in rotation.
+  assert.equal((await enable(adminPort, { target: a.url })).status, 200);
+  await stateFileHolds(stateFile, []);
+  await proxy.stop();
+  proxy = await startProxy(pki, config([a.url, b.url]));
+  assert.deepEqual(new Set(await bodies(proxy, pki, '/', 6)), new Set(['a', 'b']), 'both in rotation');
+
+  // A reload that drops a drained target forgets its drain, on disk too: it comes back in rotation later.
+  assert.equal((await drain(adminPort, { target: a.url })).status, 200);
+  await stateFileHolds(stateFile, [a.url]);
+  await proxy.reconfigure(config([b.url]));
+  await stateFileHolds(stateFile, []);
+  await proxy.stop();
+
+  // A file that is not what Portico writes: logged with its path and reason, no target drained, replaced at the next change.
+  await writeFile(stateFile, '{"drained": "http://x"');
+  proxy = await startProxy(pki, config([a.url, b.url]));
+  const bad = proxy.logs.find((l) => l['msg'] === 'admin.stateFile not read, starting with no target drained');
+  assert.equal(bad?.['stateFile'], stateFile);
+  assert.equal(bad?.['reason'], 'it is not JSON');
+  assert.equal(bad?.['level'], 50);
+  assert.deepEqual(new Set(await bodies(proxy, pki, '/', 6)), new Set(['a', 'b']));
+  assert.equal((await drain(adminPort, { target: b.url })).status, 200);
+  await stateFileHolds(stateFile, [b.url]);
+});
+
+test('with workers, admin.stateFile is kept by the primary: a drain survives a restart of the whole Portico, in every worker', async (t) => {
+  const { pki, adminPort, cert, admin } = await adminSetup();
+  const a = await namedUpstream('a');
+  const b = await namedUpstream('b');
+  t.after(async () => {
+    await a.close();
+    await b.close();
+    await pki.cleanup();
+  });
+  const stateFile = join(pki.dir, 'drains.json');
+  const config: Omit<ConfigInput, 'listen'> = { workers: 2, admin: { ...admin, stateFile: 'drains.json' }, hosts: { 'drain.test': { tls: cert, routes: [{ path: '/', upstream: [a.url, b.url] }] } } };
+  const workersAnswer = async (): Promise<ProcessStatus[]> => {
+    for (let i = 0; i < 200; i++) {
+      const r = await adminRequest(adminPort, 'GET', '/status', { token: TOKEN }).catch(() => undefined);
+      const ps = r?.status === 200 ? (JSON.parse(r.text) as { processes: ProcessStatus[] }).processes : [];
+      if (ps.length === 2) return ps;
+      await sleep(100);
+    }
+    throw new Error('two workers never answered');
+  };
+  let proxy = await spawnProxy(pki, config, { startTimeoutMs: 20_000 });
+  t.after(() => proxy.kill());
+  await workersAnswer();
+  assert.equal((await drain(adminPort, { target: a.url })).status, 200);
+  await stateFileHolds(stateFile, [a.url]);
+  await proxy.kill();
+
+  proxy = await spawnProxy(pki, config, { startTimeoutMs: 20_000 });
+  const ps = await workersAnswer();
+  assert.ok(ps.every((p) => p.upstreams.find((u) => u.url === a.url)?.drained === true), 'drained in both workers');
+  assert.deepEqual(await bodies(proxy, pki, '/', 8), new Array(8).fill('b'));
+  assert.equal(a.proxied(), 0);
+  assert.equal((await enable(adminPort, { target: a.url })).status, 200);
+  await stateFileHolds(stateFile, []);
 });

@@ -12,7 +12,7 @@ import type { Portico } from '../server/portico.js';
 import type { AdminBackend, ProcessReload } from './admin-server.js';
 import { addRetiredCounters, takeSnapshot, type Snapshot } from './snapshot.js';
 import { setDrainedInProcess, type ProcessDrain } from './drain.js';
-import { primaryDrainedTargets, sendDrainedTargets } from '../cluster/drained-targets.js';
+import { primaryDrainedTargets, primaryDrainsChanged, sendDrainedTargets } from '../cluster/drained-targets.js';
 import { readAdminTokenDigest } from './token.js';
 import { redactConfig } from './effective-config.js';
 import { purgeInProcess, type ProcessPurge, type PurgeRequest } from './cache-purge.js';
@@ -142,6 +142,7 @@ export async function clusterBackend(configFile: string, tokenFile: string, log:
         if (had) drained.add(url);
         else drained.delete(url);
       }
+      if (drained.has(url) !== had) primaryDrainsChanged();
       return results;
     },
     purgeCache: async (r) => (await ask('purge', undefined, r)) as ProcessPurge[],

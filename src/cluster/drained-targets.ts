@@ -37,6 +37,18 @@ function isUrls(msg: unknown, type: UrlsMessage['type']): msg is UrlsMessage {
 }
 
 let primarySet: Set<string> | undefined;
+const primaryListeners: ((drained: ReadonlySet<string>) => void)[] = [];
+
+/** Primary: calls `fn` with the whole drained set after each change of it (admin.stateFile keeps it on disk). */
+export function onPrimaryDrainsChanged(fn: (drained: ReadonlySet<string>) => void): void {
+  primaryListeners.push(fn);
+}
+
+/** Primary: tells the listeners of onPrimaryDrainsChanged that the set changed. */
+export function primaryDrainsChanged(): void {
+  const set = primaryDrainedTargets();
+  for (const fn of primaryListeners) fn(set);
+}
 
 /**
  * Primary: the drained URLs. The first call starts answering workers that ask for them and forgetting
@@ -48,7 +60,11 @@ export function primaryDrainedTargets(): Set<string> {
   primarySet = set;
   cluster.on('message', (worker, msg: unknown) => {
     if (typeOf(msg) === ASK) sendDrainedTargets(worker);
-    else if (isUrls(msg, FORGOTTEN)) for (const url of msg.urls) set.delete(url);
+    else if (isUrls(msg, FORGOTTEN)) {
+      const before = set.size;
+      for (const url of msg.urls) set.delete(url);
+      if (set.size !== before) primaryDrainsChanged();
+    }
   });
   return set;
 }

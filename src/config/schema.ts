@@ -920,6 +920,13 @@ const Admin = z
       .describe(
         'File (relative to the config file) holding the token every admin request must send as "Authorization: Bearer <token>"; at least 32 characters, surrounding whitespace ignored. Re-read on reload, so a token is rotated by changing the file. Make one with: openssl rand -hex 32',
       ),
+    stateFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'File (relative to the config file) where the targets drained with POST /targets/drain are kept, so they stay drained after a restart (HAProxy\'s server-state-file): read at start, rewritten after every drain, enable, or reload that drops a drained target from the config. Without it, drains last until the process stops.',
+      ),
     allowRemote: z
       .boolean()
       .default(false)

@@ -5,6 +5,7 @@
  */
 import { responseCache } from '../cache/response-cache.js';
 import cluster from 'node:cluster';
+import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
 import type { ConfigIssue, LoadResult } from '../config/load.js';
@@ -183,6 +184,7 @@ export class Portico {
     } catch (err) {
       return { ok: false, issues: [{ path: 'upstream', message: (err as Error).message }] };
     }
+    await this.#followDrainState(loaded.config, loaded.baseDir);
     this.#generation++;
     for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
     this.targets.retain(compiled.usedTargets);
@@ -191,6 +193,21 @@ export class Portico {
     for (const h of compiled.usedStreamHealth) h.start(this.log);
     this.rateLimits.retain(compiled.usedRateLimits);
     return { ok: true, plan: compiled.plan, config: loaded.config };
+  }
+
+  /**
+   * admin.stateFile, in a process without workers (with them, the primary keeps the file: main.ts). Once the first
+   * Plan is compiled, before it serves, the drains the file holds are taken up, so a restarted Portico never sends a
+   * drained target a request; from then on every change of the drained set is written to it. The file the config
+   * names at start is the one used until the process stops, as the admin API's port is.
+   */
+  async #followDrainState(config: Config, baseDir: string): Promise<void> {
+    const name = config.admin?.stateFile;
+    if (cluster.isWorker || this.#generation !== 0 || name === undefined) return;
+    const file = resolve(baseDir, name);
+    const { openDrainState } = await import('../admin/drain-state.js');
+    const writer = await openDrainState(file, this.log, (urls) => this.targets.replaceDrained(urls));
+    this.targets.onDrainsChanged((drained) => writer.save(drained));
   }
 
   /**

@@ -275,12 +275,14 @@ function noop(): void {}
  * Targets by identity, shared by successive Plans. It also holds the URLs drained over the admin API:
  * every target with such a URL is drained, including one made by a later reload (new health or TLS
  * settings make a new Target). A drained URL that no target in use has any more (a reload removed it
- * from the config) is forgotten, and the listeners of onDrainForgotten are told.
+ * from the config) is forgotten, and the listeners of onDrainForgotten are told. Every change of the drained
+ * set is told to the listeners of onDrainsChanged (admin.stateFile keeps it on disk).
  */
 export class TargetRegistry {
   readonly #targets = new Map<string, Target>();
   readonly #drained = new Set<string>();
   readonly #forgotten: ((urls: readonly string[]) => void)[] = [];
+  readonly #changed: ((drained: ReadonlySet<string>) => void)[] = [];
 
   /** Returns the target for this identity, creating it once (drained if its URL is). */
   get(url: URL, protocol: 'auto' | 'http1' | 'h2', tls: TargetTls | undefined, connectTimeoutMs = 5000, health?: HealthSettings): Target {
@@ -309,8 +311,10 @@ export class TargetRegistry {
    * primary's drained URLs before its first Plan); retain() then forgets it if the Plan lacks it.
    */
   setDrained(url: string, drained: boolean): Target[] {
+    const had = this.#drained.has(url);
     if (drained) this.#drained.add(url);
     else this.#drained.delete(url);
+    if (had !== drained) this.#tellChanged();
     const changed: Target[] = [];
     for (const t of this.#targets.values()) {
       if (t.url !== url || t.drained === drained) continue;
@@ -327,6 +331,15 @@ export class TargetRegistry {
     for (const url of next) this.setDrained(url, true);
   }
 
+  /** Calls `fn` with the whole drained set after each change of it (a drain, an enable, a reload forgetting some). */
+  onDrainsChanged(fn: (drained: ReadonlySet<string>) => void): void {
+    this.#changed.push(fn);
+  }
+
+  #tellChanged(): void {
+    for (const fn of this.#changed) fn(this.#drained);
+  }
+
   /** Calls `fn` with the drained URLs a reload removed from the config, each time some are. */
   onDrainForgotten(fn: (urls: readonly string[]) => void): void {
     this.#forgotten.push(fn);
@@ -341,6 +354,7 @@ export class TargetRegistry {
     if (gone.length === 0) return;
     for (const url of gone) this.#drained.delete(url);
     for (const fn of this.#forgotten) fn(gone);
+    this.#tellChanged();
   }
 
   /** Closes and forgets targets not in `keep`, and the drained URLs none of those kept has. */
