@@ -226,6 +226,43 @@ test('with a defaultHost, a resumed TLS 1.2 or 1.3 session keeps the server name
   assert.match(resumed.stdout, /^HTTP\/1\.1 200 /m, resumed.stdout);
 });
 
+// Regression: without a defaultHost (or clientAuth) the ClientHello was not read, so a resumed TLS 1.2 session had
+// no name at all and every request on it got 421: clients limited to TLS 1.2 failed on every resumed connection.
+test('without a defaultHost, a resumed TLS 1.2 session is named by its ClientHello\'s SNI on HTTP/1.1 and HTTP/2: its own host is served, another gets 421 (Node client and openssl s_client)', async (t) => {
+  const port = proxy.httpsPort;
+  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+    const first = await resumeVisit(port, pki.caPem, 'a.test', 'a.test', undefined, maxVersion);
+    assert.equal(first.status, 200, maxVersion);
+    const again = await resumeVisit(port, pki.caPem, 'a.test', 'a.test', first.ticket, maxVersion);
+    assert.equal(again.reused, true, `${maxVersion}: resumed`);
+    assert.equal(again.status, 200, `${maxVersion}: its own host on the resumed session`);
+    const other = await resumeVisit(port, pki.caPem, 'a.test', 'b.test', first.ticket, maxVersion);
+    assert.equal(other.reused, true, `${maxVersion}: resumed`);
+    assert.equal(other.status, 421, `${maxVersion}: another host on a resumed session for a.test`);
+    assert.equal(other.error, 'PORTICO_SNI_HOST_MISMATCH', maxVersion);
+    // HTTP/2 on a session resumed from that ticket.
+    const session = http2.connect(`https://a.test:${port}`, { host: '127.0.0.1', servername: 'a.test', ca: pki.caPem, maxVersion, session: first.ticket });
+    try {
+      await once(session, 'connect');
+      assert.equal((session.socket as tls.TLSSocket).isSessionReused(), true, `${maxVersion}: HTTP/2 resumed`);
+      assert.equal((await h2Request(session, { path: '/resumed-h2', authority: 'a.test' })).status, 200, `${maxVersion}: HTTP/2, its own host`);
+      assert.equal((await h2Request(session, { path: '/resumed-h2', authority: 'b.test' })).status, 421, `${maxVersion}: HTTP/2, another host`);
+    } finally {
+      session.destroy();
+    }
+  }
+  if (!requireTool(t, 'openssl')) return;
+  const sessFile = join(pki.dir, 'a-tls12-session.pem');
+  const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'a.test', '-CAfile', caFile, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
+  const request = 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n';
+  const newSession = await runTool('openssl', [...args, '-sess_out', sessFile], request);
+  assert.match(newSession.stdout, /^New, TLSv1\.2/m, newSession.stdout);
+  assert.match(newSession.stdout, /^HTTP\/1\.1 200 /m);
+  const resumed = await runTool('openssl', [...args, '-sess_in', sessFile], request);
+  assert.match(resumed.stdout, /^Reused, TLSv1\.2/m, resumed.stdout);
+  assert.match(resumed.stdout, /^HTTP\/1\.1 200 /m, resumed.stdout);
+});
+
 // Regression: an upgrade refused at the Host/SNI check wrote no access line, so attempts to reach a host
 // through another's connection with a WebSocket left no trace, while the same request without Upgrade did.
 test('a WebSocket upgrade whose Host differs from the SNI gets 421, reaches no upstream, and has an access line naming host, sni and the error', async () => {

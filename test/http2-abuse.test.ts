@@ -215,8 +215,9 @@ test('an HPACK bomb (one large dynamic-table entry referenced thousands of times
   assert.equal((await h2Request(other, { path: '/' })).status, 200, 'other clients are served');
 });
 
-// With a defaultHost the ClientHello is read before TLS starts, and Node then stops reading a client whose
-// acknowledgements back up instead of failing it as flooded; the connection is ended by the timeouts.
+// The ClientHello of every connection is read before TLS starts (with or without a defaultHost, which picks another
+// TLS server), and Node then stops reading a client whose acknowledgements back up instead of failing it as
+// flooded; the connection is ended by the timeouts.
 for (const defaultHost of [false, true]) {
   test(`a client flooding SETTINGS or PING frames without reading the acknowledgements has its connection closed, at the latest after keepAliveTimeout and sendTimeout${defaultHost ? ' (with a defaultHost)' : ''}`, async (t) => {
     const { up, connect } = await setup(t, { keepAliveTimeout: '1s', sendTimeout: '1s' }, 100, defaultHost ? { defaultHost: HOST } : {});

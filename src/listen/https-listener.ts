@@ -100,9 +100,9 @@ export class HttpsListener {
   /** PROXY protocol: client addresses by connection (connectionKey), until the TCP connection closes. */
   readonly #proxied = new Map<string, string>();
   /**
-   * The server name asked for by each connection whose ClientHello (when it is read: #peeks) offered a TLS 1.2
-   * session ticket, by connection (connectionKey), until it closes: the connection's name if the session resumes,
-   * as OpenSSL then reports none (#onSecureConnection).
+   * The server name asked for by each connection whose ClientHello offered a TLS 1.2 session ticket, by connection
+   * (connectionKey), until it closes: the connection's name if the session resumes, as OpenSSL then reports none
+   * (#onSecureConnection).
    */
   readonly #helloNames = new Map<string, string>();
   /** The TLS servers of hosts with "clientAuth", by host name (setClientAuth()). */
@@ -165,8 +165,16 @@ export class HttpsListener {
   }
 
   /**
-   * Reads the ClientHello far enough to pick the TLS server and to learn the server name it asks for (kept in
-   * #helloNames for #onSecureConnection), then hands the socket over with the bytes put back.
+   * Reads every connection's ClientHello before TLS starts, far enough to pick the TLS server (the default host's,
+   * a client-certificate host's: #engineFor) and, for a hello offering a TLS 1.2 session ticket, to keep the server
+   * name it asks for (#helloNames), then hands the socket over with the bytes put back.
+   *
+   * Every connection, not only with a default host or client certificates: a resumed TLS 1.2 session has no server
+   * name otherwise (#onSecureConnection), and each of its requests got 421. A socket handed over this way is read by
+   * TLS in smaller pieces than one given to it directly (at most 16 KiB, with 1 KiB reads between, instead of up to
+   * 64 KiB: its input buffer starts at the hello's size), which changes the timing of what arrives: an HTTP/2 request
+   * body left paused when its upstream stopped it showed as a stream that never closed on Node 20
+   * (onUpstreamRequestClose in src/proxy/handle-request.ts). The CPU it costs per new connection is in the CHANGELOG.
    */
   #dispatch(socket: net.Socket): void {
     const hello = new HelloBytes();
@@ -212,23 +220,6 @@ export class HttpsListener {
       }
     }
     return sni === false && this.#defaultContext !== undefined ? this.#defaultServer : this.#sniServer;
-  }
-
-
-  /** Whether the ClientHello must be read before TLS starts: for a default host, or hosts asking for client certificates. */
-  #peeks(): boolean {
-    return this.#defaultContext !== undefined || this.#clientAuth.size > 0;
-  }
-
-  /**
-   * Only a default host or client certificates make the ClientHello worth reading; otherwise every connection goes
-   * straight to TLS. (Reading it for every connection would also name resumed TLS 1.2 sessions without a default
-   * host, but a connection handed over that way loses HTTP/2's SETTINGS and PING flood protection: see
-   * test/http2-abuse.test.ts with a defaultHost.)
-   */
-  #route(socket: net.Socket): void {
-    if (this.#peeks()) this.#dispatch(socket);
-    else this.#sniServer.emit('connection', socket);
   }
 
   /** Applies a Plan's limits to the engine; called at start and on every reload. */
@@ -363,8 +354,8 @@ export class HttpsListener {
     }
     const plan = this.#deps.state.plan;
     // OpenSSL reports no server name for a resumed TLS 1.2 session (it keeps the name in the session only when
-    // the servername callback accepts it, which Node's does not): the ClientHello's name is taken then, when it
-    // was read (#peeks). Without it, such a connection was judged as the default host's.
+    // the servername callback accepts it, which Node's does not): the name its ClientHello asked for is taken then
+    // (#dispatch keeps it for every hello offering a ticket).
     const servername = typeof socket.servername === 'string' && socket.servername !== '' ? socket.servername : (this.#helloNames.get(connectionKey(socket)) ?? '');
     const sni = servername === '' ? '' : sniName(servername);
     const known = sni === '' ? undefined : lookupHost(plan, sni);
@@ -429,7 +420,7 @@ export class HttpsListener {
   listen(port: number, address: string, reusePort = false): Promise<void> {
     const refused = this.#deps.proxyProtocol === true ? proxyRefusalLog(this.#deps.log, port) : undefined;
     const server = net.createServer((socket) => {
-      if (refused === undefined) return this.#route(socket);
+      if (refused === undefined) return this.#dispatch(socket);
       readProxyHeader(
         socket,
         PROXY_HEADER_TIMEOUT_MS,
@@ -439,9 +430,9 @@ export class HttpsListener {
             this.#proxied.set(key, client);
             socket.once('close', () => this.#proxied.delete(key));
           }
-          this.#route(socket);
+          this.#dispatch(socket);
           // #dispatch reads the ClientHello through 'data' events, which a paused socket does not emit.
-          if (this.#peeks()) socket.resume();
+          socket.resume();
         },
         (reason) => refused(reason, socket.remoteAddress),
       );

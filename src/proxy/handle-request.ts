@@ -565,11 +565,31 @@ function forward2(ex: Exchange, target: Target): void {
     const body = req.body;
     if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
     // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.
-    if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
+    if (ex.h2) {
+      body.once('aborted', onClientAbort.bind(ex));
+      up.once('close', onUpstreamRequestClose.bind(ex, up));
+    }
     body.pipe(up);
   } else {
     up.end();
   }
+}
+
+/**
+ * An HTTP/2 client's upstream request closed while the client's body was still arriving: an upstream that
+ * answered whole and then reset its stream with NO_ERROR to stop the upload (RFC 9113 §8.1), or one Portico gave
+ * up. pipe() leaves the body paused on what it had buffered, and node:http2 destroys a stream that then closes
+ * with NO_ERROR (the client's END_STREAM or reset, or Portico's) only once its readable side has been read to
+ * the end: the stream stayed open, with no 'close' and so no access line, until its session went. The rest of
+ * the body is read and dropped, and the stream is closed with NO_ERROR once the answer is out (dropRequestBody).
+ * Cold path.
+ */
+function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
+  if (this.req.complete) return;
+  // Unpiped here: pipe()'s own 'close' listener, which runs after this one, would otherwise pause the body again.
+  this.req.body.unpipe(up);
+  this.req.body.resume();
+  if (this.res.writableEnded) dropRequestBody(this);
 }
 
 export function onClientAbort(this: Exchange): void {
