@@ -49,6 +49,22 @@ function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHead
     });
     return;
   }
+  if (path === '/big-then-reset') {
+    // A 1 MiB answer, whole, once the upload has begun (never read); then the upload is stopped with NO_ERROR.
+    stream.pause();
+    stream.once('readable', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
+      stream.end(Buffer.alloc(1024 * 1024, 'b'));
+      // Only once END_STREAM has gone out (flow control holds the body until the proxy takes it): a whole answer.
+      const poll = setInterval(() => {
+        if (stream.destroyed) return clearInterval(poll);
+        if (stream.state.localClose !== 1) return;
+        clearInterval(poll);
+        stream.close(NGHTTP2_NO_ERROR);
+      }, 5);
+    });
+    return;
+  }
   if (path === '/whole-then-reset') {
     // Answered whole once the upload has begun, never reading it; then told to stop the upload with NO_ERROR,
     // once the answer's frames are out (as RFC 9113 §8.1 says a server may).
@@ -72,7 +88,7 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
   const proxy = await startProxyFor(
     t,
     pki,
-    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: up.url }] } } },
+    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: up.url }, { path: '/big-then-reset', upstream: up.url, maxBodySize: '256kb' }] } } },
     [() => up.close()],
   );
   return { pki, proxy, caFile };
@@ -202,3 +218,51 @@ test('a response an HTTP/2 upstream resets with NO_ERROR before its END_STREAM w
   await waitForAccess(proxy, '/cut-upload', 2);
   assert.equal(linesFor(proxy, '/cut-upload').warns.length, 2, 'each is logged as an upstream error');
 });
+
+// Regression: an upstream that answered whole (END_STREAM) and then reset NO_ERROR to stop the upload, as Go's HTTP/2
+// server does, while the answer was still on its way to a slower client: http2-wrapper dropped what it held and
+// the client's response was cut off. And the rest of the client's body, read only to be dropped, still counted
+// against maxBodySize, whose 413 would cut the answer too.
+test('an HTTP/2 client that goes on uploading past maxBodySize after the upstream answered whole and stopped the upload gets the whole answer', async (t) => {
+  const { pki, proxy } = await setup(t);
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const stream = session.request({ ':path': '/big-then-reset', ':method': 'POST' });
+  stream.on('error', () => {});
+  const chunk = Buffer.alloc(64 * 1024, 'u');
+  let sent = 0;
+  // 64 KiB every 10 ms, while the answer is read slowly: it is still on its way when the upstream stops the upload.
+  const timer = setInterval(() => {
+    if (!stream.destroyed && !stream.writableEnded && sent < 4 * 1024 * 1024) {
+      stream.write(chunk);
+      sent += chunk.length;
+    }
+  }, 10);
+  t.after(() => clearInterval(timer));
+  stream.write(chunk);
+  let status = 0;
+  let received = 0;
+  let ended = false;
+  stream.on('response', (h) => (status = Number(h[':status'])));
+  stream.pause();
+  const slowRead = setInterval(() => {
+    let c: Buffer | null;
+    for (let i = 0; i < 2 && (c = stream.read() as Buffer | null) !== null; i++) received += c.length;
+  }, 25);
+  t.after(() => clearInterval(slowRead));
+  await new Promise<void>((resolve) => {
+    stream.once('end', () => {
+      ended = true;
+      resolve();
+    });
+    stream.once('close', resolve);
+  });
+  clearInterval(timer);
+  clearInterval(slowRead);
+  assert.ok(sent > 256 * 1024, `the client sent ${sent} bytes, past maxBodySize`);
+  assert.deepEqual({ status, received, ended }, { status: 200, received: 1024 * 1024, ended: true });
+  await waitForAccess(proxy, '/big-then-reset', 1);
+  const { access } = linesFor(proxy, '/big-then-reset');
+  assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined]], JSON.stringify(access));
+});
+

@@ -7,6 +7,7 @@
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import type { Writable } from 'node:stream';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
@@ -39,7 +40,7 @@ import { addValidators, answerFromCache, answerWithStale, finishFill, headerObje
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
-import { hasEndStream, isEndedByReset } from '../upstream/h2-end-stream.js';
+import { hasEndStream, isEndedByReset, rawStreamOf } from '../upstream/h2-end-stream.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -622,7 +623,9 @@ export function onBodyTimeout(ex: Exchange): void {
 
 export function countBody(this: Exchange, chunk: Buffer): void {
   this.requestBytes += chunk.length;
-  if (this.requestBytes > this.route!.maxBodyBytes) {
+  // Not once the upstream has stopped the upload (its request closed: onUpstreamRequestClose): the rest of the
+  // body is read only to be dropped, and the answer the upstream gave stands.
+  if (this.requestBytes > this.route!.maxBodyBytes && this.upstreamReq?.destroyed !== true) {
     abortUpstreamRequest(this.upstreamReq);
     this.cancelUpstream();
     fail(this, 'PORTICO_BODY_TOO_LARGE');
@@ -765,11 +768,41 @@ function cutOff(ex: Exchange, why: string): void {
  * An HTTP/2 upstream closed the stream while Portico was still sending the request body: http2-wrapper then
  * destroys the response without ending it ('aborted', and no 'end' or 'error' follows), which left the
  * client's response open. A response already ended (its END_STREAM relayed) is whole (RFC 9113 §8.1: a
- * NO_ERROR reset after it only stops the upload); any other is cut off. Cold path.
+ * NO_ERROR reset after it only stops the upload), and so is one whose END_STREAM came but whose bytes are still
+ * on their way to a slower client (relayRest); any other is cut off. Cold path.
  */
 function onUpstreamAborted(this: Exchange): void {
   if (this.res.destroyed || this.upstreamRes?.complete === true || this.res.writableEnded) return;
-  cutOff(this, hasEndStream(this.upstreamReq) ? 'stream reset while the response was still being relayed' : 'stream reset (NO_ERROR) before the response was complete');
+  if (hasEndStream(this.upstreamReq)) return relayRest(this);
+  cutOff(this, 'stream reset (NO_ERROR) before the response was complete');
+}
+
+/**
+ * The upstream sent its whole response (END_STREAM), then reset the stream with NO_ERROR to stop the upload, as Go's
+ * HTTP/2 server does when its handler did not read the body, while the client was still being sent the response.
+ * http2-wrapper destroys its response right after the 'aborted' this runs in, and node:http2's stream with it,
+ * with the bytes they hold: every byte of the response has arrived (END_STREAM came), so what both still hold is
+ * handed to the client now, and the response ended. The cache does not store such a response. Cold path.
+ */
+function relayRest(ex: Exchange): void {
+  const upRes = ex.upstreamRes!;
+  const raw = rawStreamOf(ex.upstreamReq);
+  if (raw === undefined) return cutOff(ex, 'stream reset while the response was still being relayed');
+  const dest = (ex.encoder ?? (ex.h2 ? (ex.res as H2ServerResponse).stream : ex.res)) as unknown as Writable;
+  ex.cacheFill = undefined;
+  upRes.unpipe(dest);
+  // http2-wrapper's own 'data' listener would push the stream's bytes into its response again.
+  raw.removeAllListeners('data');
+  let chunk: Buffer | null;
+  // The wrapper's response counts its bytes for the access line itself ('data'); the stream's are counted here.
+  while ((chunk = upRes.read() as Buffer | null) !== null) dest.write(chunk);
+  while ((chunk = raw.read() as Buffer | null) !== null) {
+    ex.bytes += chunk.length;
+    dest.write(chunk);
+  }
+  // An encoder ends the client's response once it has given out its last bytes; otherwise onUpstreamEnd does.
+  ex.encoder?.end();
+  onUpstreamEnd.call(ex);
 }
 
 function countResponse(this: Exchange, chunk: Buffer): void {

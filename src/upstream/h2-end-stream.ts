@@ -48,3 +48,9 @@ export function isEndedByReset(up: unknown): boolean {
 export function hasEndStream(up: unknown): boolean {
   return ((up as WrappedRequest | undefined)?._request as NotedStream | undefined)?.[kEndedBy] === BY_END_STREAM;
 }
+
+/** The node:http2 stream under an http2-wrapper request, while it has one. Cold path. */
+export function rawStreamOf(up: unknown): ClientHttp2Stream | undefined {
+  return (up as WrappedRequest | undefined)?._request;
+}
+
