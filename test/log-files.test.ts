@@ -13,6 +13,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
+import { BatchedDestination } from '../src/log/batched-destination.js';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { makePki, type TestPki } from './helpers/proxy.js';
 import { spawnProxy, type ChildProxy } from './helpers/child-proxy.js';
 import type { ConfigInput } from '../src/config/schema.js';
@@ -121,6 +126,8 @@ async function rotateUnderLoad(proxy: ChildProxy, pki: TestPki, pid: number, reo
   const main = join(pki.dir, 'portico.log');
   const access = join(pki.dir, 'access.log');
   const n = 240;
+  // Lines wait up to 250 ms before they are written: those still waiting at the reopen go to the new file.
+  await waitFor('"listening" written', () => readLines(main).some((l) => l['msg'] === 'listening'));
   const load = requests(proxy, pki, n);
   await waitFor('some access lines', () => readLines(access).length >= 40, 20_000);
   await rename(main, `${main}.1`);
@@ -234,4 +241,87 @@ test('log.file and log.accessFile are validated: a path, not a directory, and no
   assert.match(issues({ accessFile: 'logs/' })[0] ?? '', /^log\.accessFile: expected a file, not a directory/);
   assert.match(issues({ file: 'a.log', format: 'pretty' })[0] ?? '', /^log\.format: "pretty" writes human-readable lines to a terminal/);
   assert.deepEqual(issues({ accessFile: 'a.log', format: 'pretty' }), [], 'access lines go to their file as JSON beside a pretty terminal');
+});
+
+test('a destination moved to another descriptor ends the write in progress on the old one and releases it only then', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-logfd-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const [a, b] = [join(dir, 'a.log'), join(dir, 'b.log')];
+  const fdA = openSync(a, 'a');
+  const fdB = openSync(b, 'a');
+  const dest = new BatchedDestination(fdA, { flushMs: 10_000 });
+  for (let i = 0; i < 100; i++) dest.write(`{"n":${i}}\n`);
+  const firstDone = new Promise<void>((r) => dest.flush(r)); // the write of lines 0-99 is now with the thread pool
+  const released: number[] = [];
+  dest.setFd(fdB, (fd) => {
+    released.push(fd);
+    closeSync(fd);
+  });
+  assert.equal(released.length, 0, 'the old descriptor is kept while a write to it is in progress');
+  for (let i = 100; i < 150; i++) dest.write(`{"n":${i}}\n`);
+  await firstDone;
+  await new Promise<void>((r) => dest.flush(r));
+  assert.deepEqual(released, [fdA]);
+  assert.deepEqual(readLines(a).map((l) => l['n']), Array.from({ length: 100 }, (_, i) => i));
+  assert.deepEqual(readLines(b).map((l) => l['n']), Array.from({ length: 50 }, (_, i) => 100 + i));
+  // With no write in progress, the old descriptor is released at once.
+  const fdC = openSync(a, 'a');
+  dest.setFd(fdC, (fd) => released.push(fd));
+  assert.deepEqual(released, [fdA, fdB]);
+  closeSync(fdB);
+  closeSync(fdC);
+});
+
+function noopRelease(): void {}
+
+test('a write cut short by a full pipe ends on that pipe after the destination moved, so no line is split between two outputs', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portico-logfifo-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const fifo = join(dir, 'out.fifo');
+  execFileSync('mkfifo', [fifo]);
+  // Read-write and non-blocking: the open does not wait for a reader, and a full pipe answers EAGAIN.
+  const pipeFd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const file = join(dir, 'new.log');
+  const fileFd = openSync(file, 'a');
+  const dest = new BatchedDestination(pipeFd, { flushMs: 10_000 });
+  // 200 KB of lines in one write: more than the pipe holds (64 KiB), so it is written in part, then waits.
+  const lines = Array.from({ length: 2000 }, (_, i) => `{"n":${i},"pad":"${'x'.repeat(90)}"}\n`);
+  for (const l of lines) dest.write(l);
+  const done = new Promise<void>((r) => dest.flush(r));
+  await delay(50);
+  dest.setFd(fileFd, noopRelease);
+  for (let i = 2000; i < 2010; i++) dest.write(`{"n":${i}}\n`);
+  // Drain the pipe until the destination has written everything.
+  let fromPipe = '';
+  const buf = Buffer.alloc(65536);
+  let finished = false;
+  void done.then(() => (finished = true));
+  for (let rounds = 0; !finished && rounds < 500; rounds++) {
+    try {
+      const n = readSync(readFd, buf, 0, buf.length, null);
+      fromPipe += buf.subarray(0, n).toString();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+    }
+    await delay(10);
+  }
+  await done;
+  await new Promise<void>((r) => dest.flush(r));
+  // What the last writes left in the pipe.
+  for (;;) {
+    try {
+      const n = readSync(readFd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      fromPipe += buf.subarray(0, n).toString();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      break;
+    }
+  }
+  closeSync(readFd);
+  closeSync(pipeFd);
+  assert.equal(fromPipe, lines.join(''), 'the batch begun on the pipe ended there, whole');
+  assert.deepEqual(readLines(file).map((l) => l['n']), Array.from({ length: 10 }, (_, i) => 2000 + i));
+  closeSync(fileFd);
 });
