@@ -174,6 +174,8 @@ test('a reload to a log file that cannot be opened is refused naming log.file, a
   const main = join(pki.dir, 'portico.log');
   const access = join(pki.dir, 'access.log');
   const missing = join(pki.dir, 'no-such-dir', 'portico.log');
+  // The port opens before the CLI handles SIGHUP (a SIGHUP then would end it): wait for the start's line.
+  await waitFor('"listening" written', () => readLines(main).some((l) => l['msg'] === 'listening'));
   await proxy.writeConfig({ hosts, log: { file: missing, accessFile: 'access.log' } });
   proxy.proc.kill('SIGHUP');
   await waitFor('the failed reload', () => readLines(main).some((l) => l['msg'] === 'config reload failed, keeping the previous config'));
@@ -193,8 +195,14 @@ test('a reload to a log file that cannot be opened is refused naming log.file, a
   const newMain = join(pki.dir, 'logs', 'portico.log');
   await waitFor('the reload in the new file', () => readLines(newMain).some((l) => l['msg'] === 'config reloaded, the problems of the last failed reload are fixed'));
   await requests(proxy, pki, 4, 100);
+  await waitFor('access lines in the new file', () => readLines(join(pki.dir, 'logs', 'access.log')).length === 4);
+  // Without accessFile, access lines go with the others again.
+  await proxy.writeConfig({ hosts, log: { file: 'logs/portico.log' } });
+  proxy.proc.kill('SIGHUP');
+  await waitFor('the third reload', () => readLines(newMain).some((l) => l['msg'] === 'config reloaded'));
+  await requests(proxy, pki, 2, 200);
   await proxy.kill();
-  assert.equal(readLines(join(pki.dir, 'logs', 'access.log')).length, 4);
+  assert.equal(readLines(newMain).filter((l) => l['msg'] === 'access').length, 2);
   assert.equal(readLines(access).length, 3, 'the old access file got no more lines');
   assert.ok(!readLines(main).some((l) => l['msg'] === 'stopped'), 'the old log.file got no more lines');
   assert.ok(readLines(newMain).some((l) => l['msg'] === 'stopped'));

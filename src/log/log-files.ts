@@ -88,6 +88,8 @@ export class LogFiles {
   readonly main: BatchedDestination | undefined;
   readonly #shared: boolean;
   #access: BatchedDestination | undefined;
+  /** Access destinations a reload left, writing their last lines before their file is closed. */
+  readonly #closing = new Set<BatchedDestination>();
   #paths: LogFilePaths = { file: undefined, accessFile: undefined };
   /** Called when the access lines' destination changes (AccessLog.setStream). */
   onAccessChange: ((destination: BatchedDestination | undefined) => void) | undefined;
@@ -96,6 +98,11 @@ export class LogFiles {
   constructor(options: { readonly pretty: boolean; readonly shared: boolean }) {
     this.#shared = options.shared;
     this.main = options.pretty ? undefined : new BatchedDestination(1, { shared: options.shared });
+    // The access file's lines still waiting at exit are written then (the main destination's by its logger).
+    process.once('exit', () => {
+      this.#access?.flushSync();
+      for (const d of this.#closing) d.flushSync();
+    });
   }
 
   /** The paths in use. */
@@ -151,10 +158,15 @@ export class LogFiles {
         const old = this.#access;
         this.#access = undefined;
         this.onAccessChange?.(undefined);
-        old?.flush(() => closeFd(old.fd));
+        if (old !== undefined) {
+          this.#closing.add(old);
+          old.flush(() => {
+            this.#closing.delete(old);
+            closeFd(old.fd);
+          });
+        }
       } else if (this.#access === undefined) {
         const access = new BatchedDestination(fds.accessFile, { shared: this.#shared });
-        process.once('exit', () => access.flushSync());
         this.#access = access;
         this.onAccessChange?.(access);
       } else {
