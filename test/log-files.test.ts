@@ -169,6 +169,23 @@ test('with two workers, SIGUSR1 to the primary makes every process open its file
   for (const l of newAccess) assert.ok(workers.has(l['pid']));
 });
 
+test('with two workers, a reload that changes log.file moves the workers\' lines and the primary\'s to the new file', async (t) => {
+  const { proxy, pki, hosts } = await spawnWithLog(t, { file: 'portico.log' }, { workers: 2 });
+  const main = join(pki.dir, 'portico.log');
+  await waitFor('both workers listening', () => new Set(readLines(main).filter((l) => l['msg'] === 'listening').map((l) => l['pid'])).size === 2, 20_000);
+  await proxy.writeConfig({ hosts, workers: 2, log: { file: 'second.log' } });
+  proxy.proc.kill('SIGHUP');
+  const second = join(pki.dir, 'second.log');
+  await waitFor('both workers reloaded', () => new Set(readLines(second).filter((l) => l['msg'] === 'config reloaded').map((l) => l['pid'])).size === 2, 10_000);
+  await requests(proxy, pki, 6);
+  await proxy.kill(10_000);
+  assert.equal(await proxy.exited, 0);
+  const lines = readLines(second);
+  assert.equal(lines.filter((l) => l['msg'] === 'access').length, 6);
+  assert.ok(lines.some((l) => l['msg'] === 'stopping workers' && l['pid'] === proxy.pid), 'the primary\'s own lines follow');
+  assert.ok(!readLines(main).some((l) => l['msg'] === 'stopping workers' || l['msg'] === 'access'), 'nothing more in the old file');
+});
+
 test('a reload to a log file that cannot be opened is refused naming log.file, and logging goes on in the old file; a good path is then switched to', async (t) => {
   const { proxy, pki, hosts } = await spawnWithLog(t, { file: 'portico.log', accessFile: 'access.log' });
   const main = join(pki.dir, 'portico.log');
