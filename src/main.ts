@@ -7,7 +7,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkConfigFile } from './cli/check-config.js';
 import { watchConfigFile } from './config/watch.js';
-import { createLogger, type Logger } from './log/logger.js';
+import { createLoggerTo, createPrettyLogger, isPrettyLog, type Logger } from './log/logger.js';
+import { LogFiles, LogFilesError, resolveLogFilePaths } from './log/log-files.js';
 import { Portico, formatIssues } from './server/portico.js';
 import { hasCode } from './errors.js';
 import cluster from 'node:cluster';
@@ -44,6 +45,14 @@ async function reportStartFailure(log: Logger, err: Error & { code?: string }): 
   log.fatal({ code: err.code }, err.message);
   await new Promise<void>((r) => log.flush(() => r()));
   process.stderr.write(`${err.message}\n`);
+}
+
+/** SIGUSR1: each log file's path opened again (logrotate renamed the file); one that cannot be keeps its old file, with an error line. */
+function reopenLogFiles(logFiles: LogFiles, log: Logger): void {
+  const { file, accessFile } = logFiles.paths;
+  if (file === undefined && accessFile === undefined) return;
+  for (const issue of logFiles.reopen()) log.error({ path: issue.path, code: 'PORTICO_LOG_FILE_FAILED', err: issue.message }, 'log file not reopened, writing on to the file open before');
+  log.info({ file, accessFile }, 'log files reopened');
 }
 
 const OPTIONS = {
@@ -144,8 +153,23 @@ async function main(argv: string[]): Promise<number> {
   const logConfig = pre?.ok === true ? pre.config.log : undefined;
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;
-  // With workers, every process writes to the same stdout: lines go out in writes a pipe keeps whole.
-  const log = createLogger(levelFlag ?? logConfig?.level ?? 'info', logConfig?.format ?? 'auto', 1, workers > 1 || cluster.isWorker);
+  // With workers, every process writes to the same stdout (or appends to the same files): lines go out in writes a pipe keeps whole.
+  const logPaths = pre?.ok === true ? resolveLogFilePaths(pre.config.log, pre.baseDir) : { file: undefined, accessFile: undefined };
+  const logFiles = new LogFiles({ pretty: isPrettyLog(logConfig?.format ?? 'auto', logPaths.file !== undefined), shared: workers > 1 || cluster.isWorker });
+  try {
+    logFiles.apply(logFiles.open(logPaths));
+  } catch (err) {
+    if (!(err instanceof LogFilesError)) throw err;
+    // Every problem of the config at once, as for any invalid config (the log file's among them).
+    const checked = await checkConfigFile(configFile as string, pre);
+    process.stderr.write(`${formatIssues(checked.file, checked.issues.length > 0 ? checked.issues : err.issues)}\n`);
+    return 1;
+  }
+  const level = levelFlag ?? logConfig?.level ?? 'info';
+  const log = logFiles.main === undefined ? createPrettyLogger(level) : createLoggerTo(level, logFiles.main);
+  // SIGUSR1 opens the log files again, as nginx and Traefik do (logrotate's postrotate). Installed in every
+  // process, before any is forked: a SIGUSR1 without a handler would start Node's inspector instead.
+  process.on('SIGUSR1', () => reopenLogFiles(logFiles, log));
   if (workers > 1 && cluster.isPrimary && !demo) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
     const checked = await checkConfigFile(configFile as string, pre);
@@ -184,7 +208,7 @@ async function main(argv: string[]): Promise<number> {
       onPrimaryDrainsChanged((drained) => writer.save(drained));
     }
     const shutdownTimeoutMs = pre?.ok === true ? parseDurationMs(pre.config.limits.shutdownTimeout) : 10_000;
-    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs });
+    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs, logFiles });
     await admin?.close();
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
@@ -209,7 +233,7 @@ async function main(argv: string[]): Promise<number> {
   }
   // A worker binds its own listeners with SO_REUSEPORT when its primary says this Node can (listen-options.ts).
   const reusePort = cluster.isWorker && process.env.PORTICO_REUSE_PORT === '1';
-  const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort, serveAdmin: !cluster.isWorker });
+  const portico = new Portico(resolve(configFile as string), log, { ticketSecret, reusePort, serveAdmin: !cluster.isWorker, logFiles });
   try {
     await portico.start(pre); // used only when it is this file (not with --demo)
   } catch (err) {

@@ -47,8 +47,9 @@ function isAnswer(m: unknown): m is Answer {
 /** Worker: answers the primary's admin questions about this Portico (call once it serves). */
 export function answerAdminRequests(p: Portico): void {
   // The primary asks no worker that has not said this, counts it as started, and gives its stop this long (src/cluster/primary.ts).
-  process.send?.({ type: WORKER_READY, shutdownTimeoutMs: p.state?.plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {});
-  p.onPlan.push((plan) => process.send?.({ type: WORKER_SHUTDOWN_TIMEOUT, shutdownTimeoutMs: plan.limits.shutdownTimeoutMs } satisfies WorkerMessage, undefined, {}, () => {}));
+  // The primary follows log.file too, so its own lines go where the workers' go after a reload changed it.
+  process.send?.({ type: WORKER_READY, shutdownTimeoutMs: p.state?.plan.limits.shutdownTimeoutMs, logFile: p.state?.plan.logFiles.file ?? null } satisfies WorkerMessage, undefined, {}, () => {});
+  p.onPlan.push((plan) => process.send?.({ type: WORKER_SHUTDOWN_TIMEOUT, shutdownTimeoutMs: plan.limits.shutdownTimeoutMs, logFile: plan.logFiles.file ?? null } satisfies WorkerMessage, undefined, {}, () => {}));
   process.on('message', (msg: unknown) => {
     if (!isAsk(msg)) return;
     const reply = (result: unknown): void => {

@@ -4,7 +4,7 @@
  * node:cluster's round-robin), restarts a worker that dies (with a growing delay in a crash loop;
  * it gives up only when no worker serves), and
  * forwards SIGTERM/SIGINT (graceful stop; a worker still running limits.shutdownTimeout + 5 s
- * later is killed and the primary exits 1) and SIGHUP (reload) to them. It
+ * later is killed and the primary exits 1), SIGHUP (reload) and SIGUSR1 (reopen the log files) to them. It
  * holds the secret that every worker's TLS session ticket keys derive from, and
  * the upstream targets drained over the admin API (drained-targets.ts).
  */
@@ -15,6 +15,7 @@ import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
 import { primaryDrainedTargets } from './drained-targets.js';
 import { isWorkerMessage, WORKER_READY } from './worker-messages.js';
+import type { LogFiles } from '../log/log-files.js';
 
 /** How the workers share the listeners. */
 export interface PrimaryOptions {
@@ -24,6 +25,8 @@ export interface PrimaryOptions {
   readonly onReload?: () => void;
   /** limits.shutdownTimeout of the config at start, in ms; the workers' own value replaces it once they report it. */
   readonly shutdownTimeoutMs: number;
+  /** The primary's log outputs: it reopens its own log.file on SIGUSR1 (main.ts), and moves to the one the workers report after a reload. */
+  readonly logFiles?: LogFiles;
 }
 
 /** After limits.shutdownTimeout, how long a stopping worker has left (closing sockets, flushing its log) before it is killed. */
@@ -65,6 +68,16 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
     // Workers ask for the drained targets before their first Plan, with or without an admin API.
     primaryDrainedTargets();
+    // A worker whose reload changed log.file says so: the primary's lines (workers started, died, stopping) move there too.
+    const followLogFile = (file: string | undefined): void => {
+      const files = options.logFiles;
+      if (files === undefined || files.main === undefined || files.paths.file === file) return;
+      try {
+        files.apply(files.open({ file, accessFile: files.paths.accessFile }));
+      } catch (err) {
+        log.error({ file, err: (err as Error).message }, 'the primary could not open the workers\' log.file; its lines go on to the file open before');
+      }
+    };
     const env: Record<string, string> = { PORTICO_WORKER: '1' };
     if (options.reusePort) env['PORTICO_REUSE_PORT'] = '1';
     const fork = (): Worker => cluster.fork(env);
@@ -73,6 +86,7 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     cluster.on('message', (worker, msg: unknown) => {
       if (!isWorkerMessage(msg) || !worker.isConnected()) return;
       if (typeof msg.shutdownTimeoutMs === 'number') shutdownTimeoutMs = msg.shutdownTimeoutMs;
+      if (msg.logFile !== undefined) followLogFile(msg.logFile ?? undefined);
       if (msg.type !== WORKER_READY) return;
       serving.add(worker.id);
       failedStarts = 0;
@@ -126,6 +140,10 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // Each worker opens its own log files again; the primary's handler (main.ts) reopens the primary's.
+    process.on('SIGUSR1', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR1');
+    });
     process.on('SIGHUP', () => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
       options.onReload?.();

@@ -4,7 +4,7 @@
 
 /** A worker serves (its listeners are open) and answers admin questions from then on; with its limits.shutdownTimeout. */
 export const WORKER_READY = 'portico:admin-ready';
-/** A reload changed the worker's config: its limits.shutdownTimeout now. */
+/** A reload changed the worker's config: its limits.shutdownTimeout and log.file now. */
 export const WORKER_SHUTDOWN_TIMEOUT = 'portico:shutdown-timeout';
 
 /** A worker's message about itself. */
@@ -12,6 +12,8 @@ export interface WorkerMessage {
   readonly type: typeof WORKER_READY | typeof WORKER_SHUTDOWN_TIMEOUT;
   /** limits.shutdownTimeout of the config the worker serves, in ms: how long its stop may take. */
   readonly shutdownTimeoutMs?: number;
+  /** log.file of the config the worker serves, as an absolute path; null for standard output. The primary writes its own lines there too. */
+  readonly logFile?: string | null;
 }
 
 /** Whether an IPC message is a WorkerMessage. */

@@ -28,6 +28,7 @@ import { RateLimitRegistry, type RateLimiter, type RateLimitSetting } from '../p
 import { RouteMatch } from '../proxy/route-match.js';
 import { compileForwardAuth } from '../proxy/forward-auth.js';
 import { compileAddressList } from '../proxy/client-address.js';
+import { checkLogFiles, resolveLogFilePaths } from '../log/log-files.js';
 import { compileFiles, type FilesPlan } from '../files/files-plan.js';
 import { loadErrorPages } from '../proxy/error-pages.js';
 import { BasicAuth } from '../proxy/basic-auth.js';
@@ -373,6 +374,10 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     }
   }
 
+  // A log file that cannot be opened is refused here, so `portico check` and a reload say so with its path.
+  const logFiles = resolveLogFilePaths(config.log, baseDir);
+  issues.push(...checkLogFiles(logFiles));
+
   if (issues.length > 0) return { ok: false, issues };
   const port = config.listen.https.port;
   const limits = config.limits;
@@ -404,6 +409,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     requestId: config.forwarding.requestId,
     accessLog: config.log.access,
     accessHeaders: [...new Set(config.log.accessHeaders.map((h) => h.toLowerCase()))],
+    logFiles,
     certsDir,
     baseDir,
     unroutedStats: stats.get('', ''),

@@ -3,6 +3,7 @@
  * once published (except round-robin counters); replaced whole on reload, and
  * an in-flight request keeps the Plan it started with.
  */
+import type { LogFilePaths } from '../log/log-files.js';
 import type { BlockList } from 'node:net';
 import type { Target } from '../upstream/target.js';
 import type { RequestStats } from '../proxy/request-stats.js';
@@ -181,6 +182,8 @@ export interface Plan {
   readonly accessLog: boolean;
   /** log.accessHeaders, in lower case: request headers written in the access line. */
   readonly accessHeaders: readonly string[];
+  /** log.file and log.accessFile as absolute paths (undefined: standard output; access lines with the others). */
+  readonly logFiles: LogFilePaths;
   readonly certsDir: string;
   readonly baseDir: string;
   /** Counters of requests no route took (bad host, unknown host, no route). */

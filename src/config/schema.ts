@@ -832,6 +832,13 @@ const Forwarding = z
   })
   .describe('Headers that tell upstreams about the client.');
 
+/** A log file's path: absolute, or relative to the config file's directory. */
+const LogFilePath = z
+  .string()
+  .min(1, { message: 'expected a file path, absolute or relative to the config file\'s directory' })
+  .refine((s) => !s.includes('\0'), { message: 'a file path cannot contain a NUL character' })
+  .refine((s) => !/[/\\]$/.test(s), { message: 'expected a file, not a directory: name the file, such as "logs/access.log"' });
+
 const Log = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info').describe('Least severe level written. The --log-level flag and PORTICO_LOG_LEVEL override it.'),
@@ -840,7 +847,17 @@ const Log = z
       .array(z.string().regex(TOKEN_RE, { message: 'expected a header name (letters, digits and !#$%&\'*+-.^_`|~)' }))
       .default(['referer', 'user-agent'])
       .describe('Request headers written in each access line, under "headers" (as nginx\'s combined log writes Referer and User-Agent): those a request has, names in lower case. [] for none.'),
-    format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('"auto": human-readable on a TTY, JSON otherwise.'),
+    format: z.enum(['auto', 'json', 'pretty']).default('auto').describe('"auto": human-readable on a TTY (unless "file" is set), JSON otherwise.'),
+    file: LogFilePath.optional().describe(
+      'File every log line is appended to instead of standard output (nginx\'s error_log; with "accessFile", the lines other than access lines). Absolute, or relative to the config file\'s directory; created with mode 0640 if missing. SIGUSR1 opens the path again (after logrotate renamed the file: postrotate kill -USR1 <pid>), and a reload that changes it switches files. A file that cannot be opened stops the start, or fails the reload (the old files stay in use). With "workers", every process appends whole lines to it.',
+    ),
+    accessFile: LogFilePath.optional().describe(
+      'File the access lines are appended to (nginx\'s access_log, Traefik\'s accessLog.filePath), for fail2ban or GoAccess; the other lines stay on standard output or in "file". Paths, mode, SIGUSR1 and reloads as for "file". Hazard: with "access": false there are no access lines to write.',
+    ),
+  })
+  .refine((l) => !(l.format === 'pretty' && l.file !== undefined), {
+    message: '"pretty" writes human-readable lines to a terminal, but "file" sends the log to a file, whose lines are JSON; use "auto" or "json"',
+    path: ['format'],
   })
   .describe('Logging.');
 

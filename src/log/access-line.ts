@@ -45,7 +45,8 @@ export interface AccessFields {
   readonly requestHeaders?: IncomingHttpHeaders | undefined;
 }
 
-interface LineStream {
+/** Where access lines are written: a destination that takes whole lines. */
+export interface LineStream {
   write(line: string): unknown;
 }
 
@@ -78,7 +79,9 @@ function headersField(names: readonly string[] | undefined, headers: IncomingHtt
 /** Writes access lines for `log`, to its destination, while its level lets `info` through. */
 export class AccessLog {
   readonly #log: Logger;
-  readonly #stream: LineStream;
+  /** The logger's own destination: access lines go there unless setStream() names another. */
+  readonly #logStream: LineStream;
+  #stream: LineStream;
   /** The logger's bindings as pino serialises them (`,"pid":…`), put after the time. */
   readonly #bindings: string;
 
@@ -89,8 +92,14 @@ export class AccessLog {
       throw new Error('this pino version does not expose its destination and bindings as pino.symbols says; the access log cannot be written');
     }
     this.#log = log;
+    this.#logStream = stream;
     this.#stream = stream;
     this.#bindings = bindings;
+  }
+
+  /** Writes the access lines to `stream` (log.accessFile's destination), or with the logger's other lines when undefined. */
+  setStream(stream: LineStream | undefined): void {
+    this.#stream = stream ?? this.#logStream;
   }
 
   write(f: AccessFields): void {

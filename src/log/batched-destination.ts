@@ -13,6 +13,10 @@
  * - Memory is bounded: while the reader does not keep up, lines beyond `maxPendingChars` are dropped
  *   and counted, and once output resumes a warning line says how many were lost.
  * - `flushSync()` writes whatever is left, synchronously; it runs on process exit.
+ * - `setFd()` moves the output to another file descriptor (a log file reopened after logrotate renamed it,
+ *   or a reload naming another file): a write in progress ends on the old one, every line after it goes to
+ *   the new one, so each line lands whole in one file or the other, and the old descriptor is released
+ *   only once nothing is being written to it.
  */
 import { write, writeSync } from 'node:fs';
 
@@ -32,7 +36,11 @@ const RETRY_MS = 20;
 const ATOMIC_BYTES = 4096;
 
 export class BatchedDestination {
-  readonly fd: number;
+  #fd: number;
+  /** The descriptor the write in progress goes to: a write started before setFd() ends where it began. */
+  #writeFd: number;
+  /** Descriptors replaced by setFd() while a write to them was in progress, released once it ends. */
+  #retired: { readonly fd: number; readonly release: (fd: number) => void }[] = [];
   readonly #batchChars: number;
   readonly #maxWriteBytes: number;
   readonly #maxPendingChars: number;
@@ -56,11 +64,30 @@ export class BatchedDestination {
   };
 
   constructor(fd: number, options: BatchedDestinationOptions = {}) {
-    this.fd = fd;
+    this.#fd = fd;
+    this.#writeFd = fd;
     this.#batchChars = options.batchChars ?? 16 * 1024;
     this.#maxWriteBytes = options.shared === true ? ATOMIC_BYTES : Number.POSITIVE_INFINITY;
     this.#maxPendingChars = options.maxPendingChars ?? 8 * 1024 * 1024;
     this.#flushMs = options.flushMs ?? 250;
+  }
+
+  /** The file descriptor lines go to. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /**
+   * Sends the lines from now on to `fd`; `release(old)` is called once the old descriptor is no longer
+   * written to (at once when no write is in progress), to close it. An output that had failed is tried again.
+   */
+  setFd(fd: number, release?: (oldFd: number) => void): void {
+    const old = this.#fd;
+    this.#fd = fd;
+    this.#failed = false;
+    if (old === fd || release === undefined) return;
+    if (this.#writing !== undefined && this.#writeFd === old) this.#retired.push({ fd: old, release });
+    else release(old);
   }
 
   /** Lines dropped so far because the output did not keep up (or failed). */
@@ -101,10 +128,12 @@ export class BatchedDestination {
     const waiting = this.#submitted ? undefined : this.#writing;
     if (waiting !== undefined) {
       this.#writing = undefined;
-      if (!writeAllSync(this.fd, waiting)) return;
+      const ok = writeAllSync(this.#writeFd, waiting);
+      this.#releaseRetired();
+      if (!ok) return;
     }
     for (let data = this.#take(); data !== undefined; data = this.#take()) {
-      if (!writeAllSync(this.fd, Buffer.from(data))) return;
+      if (!writeAllSync(this.#fd, Buffer.from(data))) return;
     }
   }
 
@@ -150,13 +179,14 @@ export class BatchedDestination {
     const data = this.#take();
     if (data === undefined) return this.#settle();
     this.#writing = Buffer.from(data);
+    this.#writeFd = this.#fd;
     this.#submit();
   }
 
   #submit(): void {
     const buf = this.#writing!;
     this.#submitted = true;
-    write(this.fd, buf, 0, buf.length, null, this.#onWritten);
+    write(this.#writeFd, buf, 0, buf.length, null, this.#onWritten);
   }
 
   #written(err: NodeJS.ErrnoException | null, bytes: number): void {
@@ -169,9 +199,12 @@ export class BatchedDestination {
         setTimeout(this.#onRetry, RETRY_MS);
         return;
       }
-      // The output is gone (EPIPE, EBADF…): nothing more can be logged; keep the process serving.
-      this.#failed = true;
       this.#writing = undefined;
+      this.#releaseRetired();
+      // The output that was replaced failed: the lines go on to the new one.
+      if (this.#writeFd !== this.#fd) return this.#continue();
+      // The output is gone (EPIPE, EBADF…): nothing more can be logged (until setFd()); keep the process serving.
+      this.#failed = true;
       this.#dropped += this.#parts.length - this.#head;
       this.#parts = [];
       this.#head = 0;
@@ -183,10 +216,22 @@ export class BatchedDestination {
       return this.#submit();
     }
     this.#writing = undefined;
+    if (this.#retired.length > 0) this.#releaseRetired();
+    this.#continue();
+  }
+
+  /** After a write: the next one, a timer for a partial batch, or release of flush() callers. */
+  #continue(): void {
     const waiting = this.#parts.length - this.#head;
     if (this.#pendingChars >= this.#batchChars || (this.#waiters.length > 0 && waiting > 0)) this.#startWrite();
     else if (waiting > 0) this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
     else this.#settle();
+  }
+
+  #releaseRetired(): void {
+    const retired = this.#retired;
+    this.#retired = [];
+    for (const r of retired) r.release(r.fd);
   }
 
   #timerFired(): void {

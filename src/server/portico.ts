@@ -15,6 +15,7 @@ import type { Config } from '../config/schema.js';
 import { StreamHealthRegistry } from '../stream/stream-health.js';
 import { PorticoError } from '../errors.js';
 import { AccessLog } from '../log/access-line.js';
+import { LogFilesError, type LogFiles, type OpenedLogFiles } from '../log/log-files.js';
 import { HttpsListener } from '../listen/https-listener.js';
 import { HttpListener } from '../listen/http-listener.js';
 import { isIpv6Unavailable, listenFailed } from '../listen/listen-options.js';
@@ -55,6 +56,8 @@ export interface PorticoOptions {
   readonly reusePort?: boolean;
   /** Serve the admin API when the config has one (default); a worker leaves it to its primary. */
   readonly serveAdmin?: boolean;
+  /** The process's log outputs (main.ts): a config's log.file and log.accessFile are opened and switched to through them. */
+  readonly logFiles?: LogFiles;
 }
 
 /** A running proxy. */
@@ -105,6 +108,7 @@ export class Portico {
   readonly #tickets: SessionTicketKeys;
   readonly #reusePort: boolean;
   readonly #serveAdmin: boolean;
+  readonly #logFiles: LogFiles | undefined;
 
   constructor(configFile: string, log: Logger, options: PorticoOptions = {}) {
     this.configFile = configFile;
@@ -112,6 +116,7 @@ export class Portico {
     this.#tickets = new SessionTicketKeys(options.ticketSecret);
     this.#reusePort = options.reusePort === true;
     this.#serveAdmin = options.serveAdmin !== false;
+    this.#logFiles = options.logFiles;
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
@@ -165,7 +170,7 @@ export class Portico {
     return this.#acmeLoading;
   }
 
-  async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config } | { ok: false; issues: readonly ConfigIssue[] }> {
+  async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config; logFiles: OpenedLogFiles | undefined } | { ok: false; issues: readonly ConfigIssue[] }> {
     const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
     const compiled = await compilePlan(loaded.config, loaded.baseDir, {
@@ -184,6 +189,14 @@ export class Portico {
     } catch (err) {
       return { ok: false, issues: [{ path: 'upstream', message: (err as Error).message }] };
     }
+    // The new log files are opened before anything changes, so one that cannot be opened fails the build.
+    let logFiles: OpenedLogFiles | undefined;
+    try {
+      logFiles = this.#logFiles?.open(compiled.plan.logFiles);
+    } catch (err) {
+      if (err instanceof LogFilesError) return { ok: false, issues: err.issues };
+      throw err;
+    }
     await this.#followDrainState(loaded.config, loaded.baseDir);
     this.#generation++;
     for (const [id, pair] of compiled.certs) this.certs.set(id, pair);
@@ -192,7 +205,17 @@ export class Portico {
     this.streamHealth.retain(compiled.usedStreamHealth);
     for (const h of compiled.usedStreamHealth) h.start(this.log);
     this.rateLimits.retain(compiled.usedRateLimits);
-    return { ok: true, plan: compiled.plan, config: loaded.config };
+    return { ok: true, plan: compiled.plan, config: loaded.config, logFiles };
+  }
+
+  /** Switches to the log files a build opened; says so when pino-pretty's output cannot move to log.file before a restart. */
+  #applyLogFiles(opened: OpenedLogFiles | undefined): void {
+    const files = this.#logFiles;
+    if (files === undefined || opened === undefined) return;
+    files.apply(opened);
+    if (files.paths.file !== opened.paths.file) {
+      this.log.warn({ file: opened.paths.file }, 'log.file takes effect after a restart: this process writes human-readable lines to its terminal');
+    }
   }
 
   /**
@@ -232,7 +255,13 @@ export class Portico {
     if (!built.ok) throw new PorticoError('PORTICO_CONFIG_INVALID', formatIssues(this.configFile, built.issues));
     const { plan, config } = built;
     this.config = config;
-    this.state = { plan, log: this.log, access: new AccessLog(this.log) };
+    const access = new AccessLog(this.log);
+    this.state = { plan, log: this.log, access };
+    if (this.#logFiles !== undefined) {
+      this.#logFiles.onAccessChange = (destination) => access.setStream(destination);
+      access.setStream(this.#logFiles.access);
+      this.#applyLogFiles(built.logFiles);
+    }
     responseCache.setMaxBytes(plan.limits.cacheBytes);
     for (const hook of this.onPlan) hook(plan, config);
     const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current(), proxyProtocol: config.listen.https.proxyProtocol });
@@ -321,6 +350,7 @@ export class Portico {
         this.log.warn({}, 'admin API port and address changes take effect after a restart');
       }
       this.config = config;
+      this.#applyLogFiles(built.logFiles);
       const before = this.state?.plan.limits.maxConnections;
       const namesBefore = this.state === undefined ? [] : hostNames(this.state.plan);
       if (this.state !== undefined) this.state.plan = plan;
