@@ -43,6 +43,8 @@ export function runTool(tool: string, args: readonly string[], input?: string, t
       if (err !== null && typeof (err as NodeJS.ErrnoException).code === 'string') return reject(err);
       resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? 1), stdout, stderr });
     });
+    // A tool that exits without reading its input (openssl x509, curl) closes the pipe first: EPIPE, not a failure.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
   });
 }
