@@ -83,6 +83,31 @@ async function status(port: number): Promise<ProcessStatus[]> {
   return (JSON.parse(r.text) as { processes: ProcessStatus[] }).processes;
 }
 
+/** adminSetup() with upstreams a and b, closed (and the PKI removed) after the test: for tests that start and stop their proxies themselves. */
+async function ownSetup(t: TestContext) {
+  const s = await adminSetup();
+  const a = await namedUpstream('a');
+  const b = await namedUpstream('b');
+  t.after(async () => {
+    await a.close();
+    await b.close();
+    await s.pki.cleanup();
+  });
+  return { ...s, a, b };
+}
+
+/** The processes' status once `ok` holds for it (two workers answering, say), asking every 100 ms for up to 20 s. */
+async function untilStatus(adminPort: number, what: string, ok: (ps: ProcessStatus[]) => boolean): Promise<ProcessStatus[]> {
+  let last: ProcessStatus[] = [];
+  for (let i = 0; i < 200; i++) {
+    const r = await adminRequest(adminPort, 'GET', '/status', { token: TOKEN }).catch(() => undefined);
+    if (r?.status === 200) last = (JSON.parse(r.text) as { processes: ProcessStatus[] }).processes;
+    if (ok(last)) return last;
+    await sleep(100);
+  }
+  throw new Error(`${what}: ${JSON.stringify(last.map((p) => ({ pid: p.pid, upstreams: p.upstreams })))}`);
+}
+
 function get(proxy: { httpsPort: number }, pki: TestPki, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<TestResponse> {
   return h1Request({ port: proxy.httpsPort, sni: 'drain.test', path, headers, ca: pki.caPem });
 }
@@ -376,29 +401,12 @@ test('sticky clients, retries to the next target and WebSocket upgrades skip a d
 });
 
 test('with workers, the primary drains in every worker, a restarted worker starts drained, and a reload keeps it', async (t) => {
-  const { pki, adminPort, cert, admin } = await adminSetup();
-  const a = await namedUpstream('a');
-  const b = await namedUpstream('b');
-  t.after(async () => {
-    await a.close();
-    await b.close();
-    await pki.cleanup();
-  });
+  const { pki, adminPort, cert, admin, a, b } = await ownSetup(t);
   const config = (targets: string[]): Omit<ConfigInput, 'listen'> => ({ workers: 2, admin, hosts: { 'drain.test': { tls: cert, routes: [{ path: '/', upstream: targets }] } } });
   const proxy = await spawnProxy(pki, config([a.url, b.url]), { startTimeoutMs: 20_000 });
   t.after(() => proxy.kill());
 
-  /** The workers' status once `ok` holds for it (two workers answering, say). */
-  const until = async (what: string, ok: (ps: ProcessStatus[]) => boolean): Promise<ProcessStatus[]> => {
-    let last: ProcessStatus[] = [];
-    for (let i = 0; i < 200; i++) {
-      const r = await adminRequest(adminPort, 'GET', '/status', { token: TOKEN }).catch(() => undefined);
-      if (r?.status === 200) last = (JSON.parse(r.text) as { processes: ProcessStatus[] }).processes;
-      if (ok(last)) return last;
-      await sleep(100);
-    }
-    throw new Error(`${what}: ${JSON.stringify(last.map((p) => ({ pid: p.pid, upstreams: p.upstreams })))}`);
-  };
+  const until = (what: string, ok: (ps: ProcessStatus[]) => boolean): Promise<ProcessStatus[]> => untilStatus(adminPort, what, ok);
   const served = (p: ProcessStatus): number => p.routes.find((r) => r.host === 'drain.test' && r.path === '/')?.byClass[2] ?? 0;
   const drainedIn = (p: ProcessStatus, url: string): boolean | undefined => p.upstreams.find((u) => u.url === url)?.drained;
 
@@ -474,14 +482,7 @@ async function stateFileHolds(file: string, want: readonly string[]): Promise<vo
 }
 
 test('admin.stateFile keeps drains across a restart: written on drain, enable and a reload that drops the target; read before the first request; an unusable file is logged and replaced', async (t) => {
-  const { pki, adminPort, cert, admin } = await adminSetup();
-  const a = await namedUpstream('a');
-  const b = await namedUpstream('b');
-  t.after(async () => {
-    await a.close();
-    await b.close();
-    await pki.cleanup();
-  });
+  const { pki, adminPort, cert, admin, a, b } = await ownSetup(t);
   const stateFile = join(pki.dir, 'drains.json');
   const config = (targets: string[]): Omit<ConfigInput, 'listen'> => ({ admin: { ...admin, stateFile: 'drains.json' }, hosts: { 'drain.test': { tls: cert, routes: [{ path: '/', upstream: targets }] } } });
   let proxy = await startProxy(pki, config([a.url, b.url]));
@@ -525,25 +526,10 @@ test('admin.stateFile keeps drains across a restart: written on drain, enable an
 });
 
 test('with workers, admin.stateFile is kept by the primary: a drain survives a restart of the whole Portico, in every worker', async (t) => {
-  const { pki, adminPort, cert, admin } = await adminSetup();
-  const a = await namedUpstream('a');
-  const b = await namedUpstream('b');
-  t.after(async () => {
-    await a.close();
-    await b.close();
-    await pki.cleanup();
-  });
+  const { pki, adminPort, cert, admin, a, b } = await ownSetup(t);
   const stateFile = join(pki.dir, 'drains.json');
   const config: Omit<ConfigInput, 'listen'> = { workers: 2, admin: { ...admin, stateFile: 'drains.json' }, hosts: { 'drain.test': { tls: cert, routes: [{ path: '/', upstream: [a.url, b.url] }] } } };
-  const workersAnswer = async (): Promise<ProcessStatus[]> => {
-    for (let i = 0; i < 200; i++) {
-      const r = await adminRequest(adminPort, 'GET', '/status', { token: TOKEN }).catch(() => undefined);
-      const ps = r?.status === 200 ? (JSON.parse(r.text) as { processes: ProcessStatus[] }).processes : [];
-      if (ps.length === 2) return ps;
-      await sleep(100);
-    }
-    throw new Error('two workers never answered');
-  };
+  const workersAnswer = (): Promise<ProcessStatus[]> => untilStatus(adminPort, 'both workers answer', (ps) => ps.length === 2);
   let proxy = await spawnProxy(pki, config, { startTimeoutMs: 20_000 });
   t.after(() => proxy.kill());
   await workersAnswer();

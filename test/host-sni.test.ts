@@ -203,45 +203,46 @@ test('with a defaultHost, a resumed TLS 1.2 or 1.3 session keeps the server name
     hosts: { 'own.test': { tls: own, routes: [{ upstream: up.a.url }] }, 'dflt.test': { tls: dflt, routes: [{ upstream: up.b.url }] } },
   });
   const port = withDefault.httpsPort;
-  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
-    const first = await resumeVisit(port, pki2.caPem, 'own.test', 'own.test', undefined, maxVersion);
-    assert.equal(first.status, 200, maxVersion);
-    const again = await resumeVisit(port, pki2.caPem, 'own.test', 'own.test', first.ticket, maxVersion);
-    assert.equal(again.reused, true, `${maxVersion}: resumed`);
-    assert.equal(again.status, 200, `${maxVersion}: its own host on the resumed session`);
-    const other = await resumeVisit(port, pki2.caPem, 'own.test', 'dflt.test', first.ticket, maxVersion);
-    assert.equal(other.reused, true, `${maxVersion}: resumed`);
-    assert.equal(other.status, 421, `${maxVersion}: the default host on a resumed session for own.test`);
-    assert.equal(other.error, 'PORTICO_SNI_HOST_MISMATCH', maxVersion);
-  }
+  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) await resumesOnlyForItsHost(port, pki2.caPem, 'own.test', 'dflt.test', maxVersion);
   if (!requireTool(t, 'openssl')) return;
-  const sessFile = join(pki2.dir, 'own-tls12-session.pem');
-  const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'own.test', '-CAfile', caFile2, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
-  const request = 'GET / HTTP/1.1\r\nHost: own.test\r\nConnection: close\r\n\r\n';
+  await opensslResumesTls12(port, pki2.dir, caFile2, 'own.test');
+});
+
+/** Over TLS `maxVersion`, a session made for `own` resumes for it (200), and resumed refuses `other` (421); its ticket. */
+async function resumesOnlyForItsHost(port: number, ca: string, own: string, other: string, maxVersion: tls.SecureVersion): Promise<Buffer | undefined> {
+  const first = await resumeVisit(port, ca, own, own, undefined, maxVersion);
+  assert.equal(first.status, 200, maxVersion);
+  const again = await resumeVisit(port, ca, own, own, first.ticket, maxVersion);
+  assert.equal(again.reused, true, `${maxVersion}: resumed`);
+  assert.equal(again.status, 200, `${maxVersion}: its own host on the resumed session`);
+  const refused = await resumeVisit(port, ca, own, other, first.ticket, maxVersion);
+  assert.equal(refused.reused, true, `${maxVersion}: resumed`);
+  assert.equal(refused.status, 421, `${maxVersion}: ${other} on a resumed session for ${own}`);
+  assert.equal(refused.error, 'PORTICO_SNI_HOST_MISMATCH', maxVersion);
+  return first.ticket;
+}
+
+/** openssl s_client over TLS 1.2: a new session for `host`, then one resumed from it; both served (200). */
+async function opensslResumesTls12(port: number, dir: string, caFile: string, host: string): Promise<void> {
+  const sessFile = join(dir, `${host}-tls12-session.pem`);
+  const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', host, '-CAfile', caFile, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
+  const request = `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
   const newSession = await runTool('openssl', [...args, '-sess_out', sessFile], request);
   assert.match(newSession.stdout, /^New, TLSv1\.2/m, newSession.stdout);
   assert.match(newSession.stdout, /^HTTP\/1\.1 200 /m);
   const resumed = await runTool('openssl', [...args, '-sess_in', sessFile], request);
   assert.match(resumed.stdout, /^Reused, TLSv1\.2/m, resumed.stdout);
   assert.match(resumed.stdout, /^HTTP\/1\.1 200 /m, resumed.stdout);
-});
+}
 
 // Regression: without a defaultHost (or clientAuth) the ClientHello was not read, so a resumed TLS 1.2 session had
 // no name at all and every request on it got 421: clients limited to TLS 1.2 failed on every resumed connection.
 test('without a defaultHost, a resumed TLS 1.2 session is named by its ClientHello\'s SNI on HTTP/1.1 and HTTP/2: its own host is served, another gets 421 (Node client and openssl s_client)', async (t) => {
   const port = proxy.httpsPort;
   for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
-    const first = await resumeVisit(port, pki.caPem, 'a.test', 'a.test', undefined, maxVersion);
-    assert.equal(first.status, 200, maxVersion);
-    const again = await resumeVisit(port, pki.caPem, 'a.test', 'a.test', first.ticket, maxVersion);
-    assert.equal(again.reused, true, `${maxVersion}: resumed`);
-    assert.equal(again.status, 200, `${maxVersion}: its own host on the resumed session`);
-    const other = await resumeVisit(port, pki.caPem, 'a.test', 'b.test', first.ticket, maxVersion);
-    assert.equal(other.reused, true, `${maxVersion}: resumed`);
-    assert.equal(other.status, 421, `${maxVersion}: another host on a resumed session for a.test`);
-    assert.equal(other.error, 'PORTICO_SNI_HOST_MISMATCH', maxVersion);
+    const ticket = await resumesOnlyForItsHost(port, pki.caPem, 'a.test', 'b.test', maxVersion);
     // HTTP/2 on a session resumed from that ticket.
-    const session = http2.connect(`https://a.test:${port}`, { host: '127.0.0.1', servername: 'a.test', ca: pki.caPem, maxVersion, session: first.ticket });
+    const session = http2.connect(`https://a.test:${port}`, { host: '127.0.0.1', servername: 'a.test', ca: pki.caPem, maxVersion, session: ticket });
     try {
       await once(session, 'connect');
       assert.equal((session.socket as tls.TLSSocket).isSessionReused(), true, `${maxVersion}: HTTP/2 resumed`);
@@ -252,15 +253,7 @@ test('without a defaultHost, a resumed TLS 1.2 session is named by its ClientHel
     }
   }
   if (!requireTool(t, 'openssl')) return;
-  const sessFile = join(pki.dir, 'a-tls12-session.pem');
-  const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'a.test', '-CAfile', caFile, '-tls1_2', '-alpn', 'http/1.1', '-ign_eof'];
-  const request = 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n';
-  const newSession = await runTool('openssl', [...args, '-sess_out', sessFile], request);
-  assert.match(newSession.stdout, /^New, TLSv1\.2/m, newSession.stdout);
-  assert.match(newSession.stdout, /^HTTP\/1\.1 200 /m);
-  const resumed = await runTool('openssl', [...args, '-sess_in', sessFile], request);
-  assert.match(resumed.stdout, /^Reused, TLSv1\.2/m, resumed.stdout);
-  assert.match(resumed.stdout, /^HTTP\/1\.1 200 /m, resumed.stdout);
+  await opensslResumesTls12(port, pki.dir, caFile, 'a.test');
 });
 
 // Regression: an upgrade refused at the Host/SNI check wrote no access line, so attempts to reach a host

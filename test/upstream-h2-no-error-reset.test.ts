@@ -166,6 +166,14 @@ function h1SlowUpload(proxy: TestProxy, pki: TestPki, path: string): Promise<{ s
   });
 }
 
+/** Resolves once an HTTP/2 stream has ended (END_STREAM: true) or closed without (false). */
+function endOrClose(stream: http2.ClientHttp2Stream): Promise<boolean> {
+  return new Promise((resolve) => {
+    stream.once('end', () => resolve(true));
+    stream.once('close', () => resolve(false));
+  });
+}
+
 /** The same over HTTP/2: the response once it has ended (END_STREAM) or its stream closed, and whether it ended. */
 async function h2SlowUpload(session: http2.ClientHttp2Session, path: string): Promise<{ status: number; text: string; ended: boolean }> {
   const stream = session.request({ ':path': path, ':method': 'POST' });
@@ -177,17 +185,11 @@ async function h2SlowUpload(session: http2.ClientHttp2Session, path: string): Pr
   stream.write(chunk);
   let status = 0;
   let text = '';
-  let ended = false;
+  let ended: boolean;
   stream.on('response', (h) => (status = Number(h[':status'])));
   stream.setEncoding('utf8');
   stream.on('data', (c: string) => (text += c));
-  await new Promise<void>((resolve) => {
-    stream.once('end', () => {
-      ended = true;
-      resolve();
-    });
-    stream.once('close', resolve);
-  });
+  ended = await endOrClose(stream);
   clearInterval(timer);
   stream.close();
   return { status, text, ended };
@@ -242,7 +244,7 @@ test('an HTTP/2 client that goes on uploading past maxBodySize after the upstrea
   stream.write(chunk);
   let status = 0;
   let received = 0;
-  let ended = false;
+  let ended: boolean;
   stream.on('response', (h) => (status = Number(h[':status'])));
   stream.pause();
   const slowRead = setInterval(() => {
@@ -250,13 +252,7 @@ test('an HTTP/2 client that goes on uploading past maxBodySize after the upstrea
     for (let i = 0; i < 2 && (c = stream.read() as Buffer | null) !== null; i++) received += c.length;
   }, 25);
   t.after(() => clearInterval(slowRead));
-  await new Promise<void>((resolve) => {
-    stream.once('end', () => {
-      ended = true;
-      resolve();
-    });
-    stream.once('close', resolve);
-  });
+  ended = await endOrClose(stream);
   clearInterval(timer);
   clearInterval(slowRead);
   assert.ok(sent > 256 * 1024, `the client sent ${sent} bytes, past maxBodySize`);
