@@ -259,6 +259,6 @@ test('an HTTP/2 client that goes on uploading past maxBodySize after the upstrea
   assert.deepEqual({ status, received, ended }, { status: 200, received: 1024 * 1024, ended: true });
   await waitForAccess(proxy, '/big-then-reset', 1);
   const { access } = linesFor(proxy, '/big-then-reset');
-  assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined]], JSON.stringify(access));
+  assert.deepEqual(access.map((l) => [l['status'], l['error'], l['bytes']]), [[200, undefined, 1024 * 1024]], JSON.stringify(access));
 });
 

@@ -118,8 +118,6 @@ function sizeBytes(s: string): number {
  * is cut to 24.8 days with a warning per socket. nginx refuses such times too.
  */
 const MAX_TIMER_MS = 24 * 86_400_000;
-/** The longest idle timeout a socket timer takes (MAX_TIMER_MS). */
-const MAX_IDLE_TIMEOUT_MS = MAX_TIMER_MS;
 
 /** A duration that sets a timer: at most "24d" (MAX_TIMER_MS). */
 const TimerDuration = Duration.refine((s) => !(durationMs(s) > MAX_TIMER_MS), {
@@ -129,7 +127,7 @@ const TimerDuration = Duration.refine((s) => !(durationMs(s) > MAX_TIMER_MS), {
 /** "0s" (none), or a duration from 1s to 24d: an idle timeout under a second would cut a tunnel between any two messages. */
 const TunnelIdleTimeout = Duration.refine((s) => {
   const ms = durationMs(s);
-  return Number.isNaN(ms) || ms === 0 || (ms >= 1000 && ms <= MAX_IDLE_TIMEOUT_MS);
+  return Number.isNaN(ms) || ms === 0 || (ms >= 1000 && ms <= MAX_TIMER_MS);
 }, { message: 'expected "0s" (no idle timeout) or a duration from "1s" to "24d", such as "1h"' });
 
 /** A duration of at least `minMs`, as the message says. */

@@ -40,7 +40,7 @@ import { addValidators, answerFromCache, answerWithStale, finishFill, headerObje
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
-import { hasEndStream, isEndedByReset, rawStreamOf } from '../upstream/h2-end-stream.js';
+import { hasEndStream, isEndedByReset, takeRestOfBody } from '../upstream/h2-end-stream.js';
 
 export type { ClientRequest } from './exchange.js';
 
@@ -786,17 +786,14 @@ function onUpstreamAborted(this: Exchange): void {
  */
 function relayRest(ex: Exchange): void {
   const upRes = ex.upstreamRes!;
-  const raw = rawStreamOf(ex.upstreamReq);
-  if (raw === undefined) return cutOff(ex, 'stream reset while the response was still being relayed');
   const dest = (ex.encoder ?? (ex.h2 ? (ex.res as H2ServerResponse).stream : ex.res)) as unknown as Writable;
-  ex.cacheFill = undefined;
   upRes.unpipe(dest);
-  // http2-wrapper's own 'data' listener would push the stream's bytes into its response again.
-  raw.removeAllListeners('data');
-  let chunk: Buffer | null;
-  // The wrapper's response counts its bytes for the access line itself ('data'); the stream's are counted here.
-  while ((chunk = upRes.read() as Buffer | null) !== null) dest.write(chunk);
-  while ((chunk = raw.read() as Buffer | null) !== null) {
+  // Its bytes are counted here, with the stream's: not again by the 'data' listeners (access line, cache fill, flush).
+  upRes.removeAllListeners('data');
+  const rest = takeRestOfBody(ex.upstreamReq, upRes);
+  if (rest === undefined) return cutOff(ex, 'stream reset while the response was still being relayed');
+  ex.cacheFill = undefined;
+  for (const chunk of rest) {
     ex.bytes += chunk.length;
     dest.write(chunk);
   }

@@ -49,8 +49,22 @@ export function hasEndStream(up: unknown): boolean {
   return ((up as WrappedRequest | undefined)?._request as NotedStream | undefined)?.[kEndedBy] === BY_END_STREAM;
 }
 
-/** The node:http2 stream under an http2-wrapper request, while it has one. Cold path. */
-export function rawStreamOf(up: unknown): ClientHttp2Stream | undefined {
-  return (up as WrappedRequest | undefined)?._request;
+/**
+ * Takes every byte of a response whose END_STREAM has arrived (hasEndStream) that http2-wrapper's response `res` and
+ * the node:http2 stream under it still hold, for a response whose stream the upstream then reset with NO_ERROR:
+ * http2-wrapper destroys `res`, and the stream with it, right after the 'aborted' this is called in. Undefined when
+ * there is no stream to take them from. Cold path.
+ */
+export function takeRestOfBody(up: unknown, res: Readable): Buffer[] | undefined {
+  const raw = (up as WrappedRequest | undefined)?._request;
+  if (raw === undefined) return undefined;
+  // http2-wrapper's own 'data' listener would push the stream's bytes into its response again.
+  raw.removeAllListeners('data');
+  const chunks: Buffer[] = [];
+  for (const from of [res, raw]) {
+    let chunk: Buffer | null;
+    while ((chunk = from.read() as Buffer | null) !== null) chunks.push(chunk);
+  }
+  return chunks;
 }
 
