@@ -14,7 +14,7 @@ import { TargetRegistry } from '../src/upstream/target.js';
 import { adminRequest, metricValue, type AdminResponse } from './helpers/admin.js';
 import { spawnProxy } from './helpers/child-proxy.js';
 import { freePort, h1Request, startUpstream, type TestResponse } from './helpers/net.js';
-import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxy, startProxyFor, waitForLog, type TestPki, type TestProxy } from './helpers/proxy.js';
 
 const TOKEN = 'd'.repeat(24) + '0123456789abcdef';
 
@@ -124,13 +124,8 @@ async function bodies(proxy: { httpsPort: number }, pki: TestPki, path: string, 
 }
 
 /** The first log line after `from` with this message (and upstream), waiting for it. */
-async function logLine(proxy: TestProxy, msg: string, from = 0): Promise<Record<string, unknown>> {
-  for (let i = 0; i < 200; i++) {
-    const line = proxy.logs.slice(from).find((l) => l['msg'] === msg);
-    if (line !== undefined) return line;
-    await sleep(20);
-  }
-  throw new Error(`no log line "${msg}"`);
+function logLine(proxy: TestProxy, msg: string, from = 0): Promise<Record<string, unknown>> {
+  return waitForLog(proxy, `"${msg}"`, (l) => l['msg'] === msg, from);
 }
 
 test('the drain endpoints need the token, POST, and a JSON body naming a target of the config', async (t) => {

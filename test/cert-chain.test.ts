@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makePki, startProxyFor, type TestPki } from './helpers/proxy.js';
+import { makePki, startProxyFor, waitForLog, type TestPki } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { curl, requireTool, runTool } from './helpers/real-peers.js';
 
@@ -95,7 +95,7 @@ test('Portico logs the incomplete chain at start and serves it; curl, which does
   const up = await startUpstream();
   const proxy = await startProxyFor(t, pki, { hosts: { ...hostsWith('leaf.pem'), 'chain.test': { tls: { cert: 'leaf.pem', key: 'leaf-key.pem' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
   const chainLines = (): Record<string, unknown>[] => proxy.logs.filter((l) => String(l['msg']).startsWith('certificate chain incomplete'));
-  for (let i = 0; i < 40 && chainLines().length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitForLog(proxy, 'of the incomplete chain', (l) => String(l['msg']).startsWith('certificate chain incomplete'), 0, 2000);
   const warned = chainLines();
   assert.equal(warned.length, 1, JSON.stringify(warned));
   assert.equal(warned[0]!['certFile'], join(pki.dir, 'leaf.pem'));

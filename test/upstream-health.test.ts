@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { validateConfig } from '../src/config/load.js';
 import { ERRORS } from '../src/errors.js';
 import { TargetRegistry } from '../src/upstream/target.js';
-import { makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
+import { makePki, startProxyFor, waitForLog, type TestProxy } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream, type SeenRequest } from './helpers/net.js';
 
 type Upstream = Awaited<ReturnType<typeof startUpstream>>;
@@ -42,14 +42,8 @@ async function checkedUpstream(): Promise<Upstream & { health: { status: number;
 }
 
 /** Waits until a log line with `msg` for `upstream` appears after index `from`; returns it. */
-async function logLine(proxy: TestProxy, msg: string, upstream: string, from = 0, timeoutMs = 4000): Promise<Record<string, unknown>> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const line = proxy.logs.slice(from).find((l) => l.msg === msg && l.upstream === upstream);
-    if (line !== undefined) return line;
-    if (Date.now() > end) throw new Error(`no "${msg}" log line for ${upstream} within ${timeoutMs} ms`);
-    await sleep(20);
-  }
+function logLine(proxy: TestProxy, msg: string, upstream: string, from = 0, timeoutMs = 4000): Promise<Record<string, unknown>> {
+  return waitForLog(proxy, `"${msg}" for ${upstream}`, (l) => l.msg === msg && l.upstream === upstream, from, timeoutMs);
 }
 
 const FAST = { path: '/healthz', interval: '150ms', timeout: '150ms', unhealthyAfter: 1, healthyAfter: 1 };

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { Portico } from '../src/server/portico.js';
 import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
-import { makePki, startProxyFor, type TestProxy, type TestPki } from './helpers/proxy.js';
+import { makePki, startProxyFor, waitForLog, type TestProxy, type TestPki } from './helpers/proxy.js';
 import { freePort, h2Connect, h2Request } from './helpers/net.js';
 import { webSocketAccept } from '../src/proxy/websocket-key.js';
 import { RawClient } from './helpers/raw-http1.js';
@@ -132,12 +132,8 @@ test('an HTTP/2 client opens a WebSocket with extended CONNECT: frames pass both
   const serverClosed = once(serverSide, 'close');
   ws.close(http2.constants.NGHTTP2_CANCEL);
   await serverClosed;
-  let line: Record<string, unknown> | undefined;
-  for (let i = 0; i < 100 && line === undefined; i++) {
-    line = proxy.logs.find((l) => l.msg === 'access' && l.method === 'CONNECT');
-    if (line === undefined) await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(line !== undefined, 'the tunnel has an access line once it closed');
+  // The tunnel has an access line once it closed.
+  const line = await waitForLog(proxy, 'for the CONNECT', (l) => l.msg === 'access' && l.method === 'CONNECT');
   assert.equal(line.proto, 'h2');
   assert.equal(line.upgrade, 'websocket');
   assert.equal(line.status, 200);
@@ -354,12 +350,8 @@ test('tunnelIdleTimeout closes a WebSocket over HTTP/2 that moved no byte for th
   assert.equal(busy.closed, false, 'the busy one is still open');
   busy.write(maskedTextFrame('still here'));
   assert.equal(await readTextFrame(busy), 'still here');
-  let line: (typeof proxy.logs)[number] | undefined;
-  for (let i = 0; i < 50 && line === undefined; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    line = proxy.logs.find((l) => l.msg === 'access' && l.path === '/quiet/a');
-  }
-  assert.equal(line?.reason, 'idle timeout');
+  const line = await waitForLog(proxy, 'for /quiet/a', (l) => l.msg === 'access' && l.path === '/quiet/a', 0, 2500);
+  assert.equal(line.reason, 'idle timeout');
   busy.close();
 });
 

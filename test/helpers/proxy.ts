@@ -80,6 +80,23 @@ export async function startProxy(pki: TestPki, config: Omit<ConfigInput, 'listen
   };
 }
 
+/** The first log line after index `from` that `pred` accepts, waiting up to `timeoutMs` for it; throws naming `what`. */
+export async function waitForLog(
+  proxy: { readonly logs: readonly Record<string, unknown>[] },
+  what: string,
+  pred: (line: Record<string, unknown>) => boolean,
+  from = 0,
+  timeoutMs = 4000,
+): Promise<Record<string, unknown>> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const line = proxy.logs.slice(from).find(pred);
+    if (line !== undefined) return line;
+    if (Date.now() > end) throw new Error(`no log line ${what} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Something a test tears down once the proxy has stopped: an upstream, an nginx, a client. */
 export type Closer = () => unknown;
 
