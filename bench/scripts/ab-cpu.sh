@@ -13,6 +13,8 @@
 # instead (S2: connections × 10 streams; use 32 connections, as the bench does). NODE_BEFORE=<node binary>
 # and NODE_AFTER=<node binary> run each side on its own Node (the same repo twice compares Node versions).
 # STREAMS=<n> (with H2=1): concurrent streams per connection, 10 by default (1: one download per connection).
+# BODY=<KiB>: every request is a POST uploading that many KiB (the backend reads and drops it; with path "/" its
+# answer is the 100-byte one), to compare upload paths: µs per request is then per BODY KiB uploaded.
 set -euo pipefail
 BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-4}; URLPATH=${4:-/}; CONNS=${5:-64}
 W=$(cd "$(dirname "$0")/../.work" && pwd)
@@ -25,9 +27,17 @@ SUITES=$(sed -n 's/^Ciphersuites = //p' "$W/client-openssl.cnf")
 for bin in "${NODE_BEFORE:-node}" "${NODE_AFTER:-node}"; do
   command -v "$bin" >/dev/null || { echo "no node binary at '$bin' (NODE_BEFORE / NODE_AFTER)" >&2; exit 2; }
 done
+[[ -z ${BODY:-} || $BODY =~ ^[1-9][0-9]*$ ]] || { echo "BODY must be a positive whole number of KiB, got '$BODY'" >&2; exit 2; }
 [[ ${STREAMS:-10} =~ ^[1-9][0-9]*$ ]] || { echo "STREAMS must be a positive whole number of streams per connection, got '$STREAMS'" >&2; exit 2; }
 PORT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).listen.https.port)' "$CONFIG")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
+WRK_SCRIPT=$W/resolve-127.lua; H2_BODY=()
+if [[ -n ${BODY:-} ]]; then
+  head -c $((BODY * 1024)) /dev/zero | tr '\0' x >"$W/load/upload.bin"
+  WRK_SCRIPT=$W/load/upload.lua
+  { cat "$W/resolve-127.lua"; printf 'wrk.method = "POST"\nlocal f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n' "$W/load/upload.bin"; } >"$WRK_SCRIPT"
+  H2_BODY=(-d "$W/load/upload.bin")
+fi
 taskset -c 1 nginx -c "$W/backend/nginx.conf" -p "$W/backend" >/dev/null 2>&1 &
 
 trap 'kill "$(cat "$W/backend/nginx.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
@@ -57,9 +67,9 @@ one() {
 # One bounded load run of $1 seconds on CPU 1: wrk, or h2load with H2=1 (-N3s: a silent connection ends as an error).
 load() {
   if [[ -n ${H2:-} ]]; then
-    taskset -c 1 h2load -t1 -c"$CONNS" -m"${STREAMS:-10}" -D"$1" -N3s --connect-to="127.0.0.1:$PORT" --tls13-ciphers="$SUITES" "https://bench.localhost:$PORT$URLPATH"
+    taskset -c 1 h2load -t1 -c"$CONNS" -m"${STREAMS:-10}" -D"$1" "${H2_BODY[@]}" -N3s --connect-to="127.0.0.1:$PORT" --tls13-ciphers="$SUITES" "https://bench.localhost:$PORT$URLPATH"
   else
-    OPENSSL_CONF=$W/client-openssl.cnf taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$W/resolve-127.lua" "https://bench.localhost:$PORT$URLPATH"
+    OPENSSL_CONF=$W/client-openssl.cnf taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s -s "$WRK_SCRIPT" "https://bench.localhost:$PORT$URLPATH"
   fi
 }
 declare -A CPU
