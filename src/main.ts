@@ -19,6 +19,8 @@ import { requestTicketSecret } from './cluster/ticket-secret.js';
 import { probeListeners } from './cluster/probe-listeners.js';
 import { nodeHasReusePort } from './listen/listen-options.js';
 import { parseDurationMs } from './config/units.js';
+import { StartupSignals } from './cli/startup-signals.js';
+import { WORKER_SIGNALS_READY } from './cluster/worker-messages.js';
 
 const HELP = `Usage:
   portico [--config FILE]      run the proxy (default: $PORTICO_CONFIG, else config/portico.json;
@@ -142,6 +144,17 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
+  // Before any socket is bound (the primary's probe, the admin port, the demo's backends, the listeners):
+  // a signal from now on is held until what handles it is ready, never Node's default action.
+  const signals = new StartupSignals();
+  signals.onHeld = (signal, repeat) => {
+    const stopHeld = (signal === 'SIGTERM' && (repeat || signals.isHeld('SIGINT'))) || (signal === 'SIGINT' && (repeat || signals.isHeld('SIGTERM')));
+    if (!stopHeld) return;
+    process.stderr.write(`portico: second signal (${signal}) while starting: exiting now\n`);
+    process.exit(1);
+  };
+  // A worker's primary holds the signals it forwards until the worker says it can take them.
+  if (cluster.isWorker) process.send?.({ type: WORKER_SIGNALS_READY }, undefined, {}, () => {});
   let configFile = values.config ?? (process.env.PORTICO_CONFIG || undefined);
   let demo = values.demo === true;
   if (configFile === undefined && !demo) {
@@ -156,8 +169,11 @@ async function main(argv: string[]): Promise<number> {
   // With workers, every process writes to the same stdout (or appends to the same files): lines go out in writes a pipe keeps whole.
   const logPaths = pre?.ok === true ? resolveLogFilePaths(pre.config.log, pre.baseDir) : { file: undefined, accessFile: undefined };
   const logFiles = new LogFiles({ pretty: isPrettyLog(logConfig?.format ?? 'auto', logPaths.file !== undefined), shared: workers > 1 || cluster.isWorker });
+  const runsWorkers = workers > 1 && cluster.isPrimary && !demo;
   try {
-    logFiles.apply(logFiles.open(logPaths));
+    // A primary writes no access line (its workers do): it leaves log.accessFile to them. Its checkConfigFile
+    // below still opens the file once (as portico check does), so a path that cannot be used ends the start, named.
+    logFiles.apply(logFiles.open(runsWorkers ? { file: logPaths.file, accessFile: undefined } : logPaths));
   } catch (err) {
     if (!(err instanceof LogFilesError)) throw err;
     // Every problem of the config at once, as for any invalid config (the log file's among them).
@@ -167,10 +183,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const level = levelFlag ?? logConfig?.level ?? 'info';
   const log = logFiles.main === undefined ? createPrettyLogger(level) : createLoggerTo(level, logFiles.main);
-  // SIGUSR1 opens the log files again, as nginx and Traefik do (logrotate's postrotate). Installed in every
-  // process, before any is forked: a SIGUSR1 without a handler would start Node's inspector instead.
-  process.on('SIGUSR1', () => reopenLogFiles(logFiles, log));
-  if (workers > 1 && cluster.isPrimary && !demo) {
+  // SIGUSR1 opens the log files again, as nginx and Traefik do (logrotate's postrotate), in every process;
+  // one that came earlier in the start is acted on now (StartupSignals holds it, not Node's inspector).
+  signals.handle('SIGUSR1', () => reopenLogFiles(logFiles, log));
+  if (runsWorkers) {
     // Validate once here, so a bad config exits with its issues instead of a crash loop of workers.
     const checked = await checkConfigFile(configFile as string, pre);
     if (checked.issues.length > 0) {
@@ -208,7 +224,7 @@ async function main(argv: string[]): Promise<number> {
       onPrimaryDrainsChanged((drained) => writer.save(drained));
     }
     const shutdownTimeoutMs = pre?.ok === true ? parseDurationMs(pre.config.limits.shutdownTimeout) : 10_000;
-    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs, logFiles });
+    const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs, logFiles, signals });
     await admin?.close();
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
@@ -250,7 +266,8 @@ async function main(argv: string[]): Promise<number> {
 
   const abort = new AbortController();
   if (values['no-watch'] !== true) watchConfigFile(portico.configFile, () => void portico.reload(), abort.signal);
-  process.on('SIGHUP', () => void portico.reload());
+  // A SIGHUP held during the start reloads now: the file may have changed after the start read it.
+  signals.handle('SIGHUP', () => void portico.reload());
   await new Promise<void>((resolveStop) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -268,8 +285,9 @@ async function main(argv: string[]): Promise<number> {
         resolveStop();
       });
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    // A SIGTERM held during the start stops the proxy now, as gracefully as one sent later.
+    signals.handle('SIGTERM', stop);
+    signals.handle('SIGINT', stop);
   });
   await new Promise<void>((r) => log.flush(() => r()));
   return 0;

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -169,6 +169,52 @@ test('with two workers, SIGUSR1 to the primary makes every process open its file
   for (const l of newAccess) assert.ok(workers.has(l['pid']));
 });
 
+/** The files a process has open, from /proc/PID/fd. */
+function openFiles(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return ''; // closed meanwhile
+    }
+  });
+}
+
+test('with two workers, log.accessFile is open in each worker and not in the primary, which writes no access line', async (t) => {
+  const { proxy, pki } = await spawnWithLog(t, { file: 'portico.log', accessFile: 'access.log' }, { workers: 2 });
+  const main = join(pki.dir, 'portico.log');
+  const access = join(pki.dir, 'access.log');
+  const listeningPids = (): Set<unknown> => new Set(readLines(main).filter((l) => l['msg'] === 'listening').map((l) => l['pid']));
+  await waitFor('both workers listening', () => listeningPids().size === 2, 20_000);
+  await requests(proxy, pki, 4);
+  assert.ok(openFiles(proxy.pid).includes(main), 'the primary writes its own lines to log.file');
+  assert.equal(openFiles(proxy.pid).filter((f) => f === access).length, 0, 'the primary has no descriptor for log.accessFile');
+  for (const pid of listeningPids()) assert.equal(openFiles(pid as number).filter((f) => f === access).length, 1, `worker ${String(pid)} has log.accessFile open once`);
+  // SIGUSR1 makes the primary reopen its files: still not the access file.
+  proxy.proc.kill('SIGUSR1');
+  await waitFor('the primary reopened', () => readLines(main).some((l) => l['msg'] === 'log files reopened' && l['pid'] === proxy.pid));
+  assert.equal(openFiles(proxy.pid).filter((f) => f === access).length, 0, 'nor after SIGUSR1');
+});
+
+test('with two workers, a log.accessFile that cannot be opened still ends the start before any worker, naming it with the OS reason', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('site', ['site.test']);
+  const file = join(pki.dir, 'bad-access.json');
+  const missing = join(pki.dir, 'gone', 'access.log');
+  await writeFile(file, JSON.stringify({ listen: { https: { port: 1, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, workers: 2, log: { accessFile: 'gone/access.log' }, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }));
+  const proc = spawn(process.execPath, [MAIN, '--config', file, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let stdout = '';
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const [code] = (await once(proc, 'exit')) as [number];
+  assert.equal(code, 1);
+  assert.match(stderr, /log\.accessFile: cannot open "[^"]+" for appending: ENOENT/);
+  assert.ok(stderr.includes(missing), stderr);
+  assert.doesNotMatch(stdout, /primary started workers/);
+});
+
 test('with two workers, a reload that changes log.file moves the workers\' lines and the primary\'s to the new file', async (t) => {
   const { proxy, pki, hosts } = await spawnWithLog(t, { file: 'portico.log' }, { workers: 2 });
   const main = join(pki.dir, 'portico.log');
@@ -191,7 +237,7 @@ test('a reload to a log file that cannot be opened is refused naming log.file, a
   const main = join(pki.dir, 'portico.log');
   const access = join(pki.dir, 'access.log');
   const missing = join(pki.dir, 'no-such-dir', 'portico.log');
-  // The port opens before the CLI handles SIGHUP (a SIGHUP then would end it): wait for the start's line.
+  // The start's line first, so that the lines below are the reload's.
   await waitFor('"listening" written', () => readLines(main).some((l) => l['msg'] === 'listening'));
   await proxy.writeConfig({ hosts, log: { file: missing, accessFile: 'access.log' } });
   proxy.proc.kill('SIGHUP');

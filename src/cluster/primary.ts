@@ -14,8 +14,9 @@ import type { Logger } from 'pino';
 import { TICKET_SECRET_BYTES } from '../tls/session-tickets.js';
 import { answerTicketSecretRequests } from './ticket-secret.js';
 import { primaryDrainedTargets } from './drained-targets.js';
-import { isWorkerMessage, WORKER_READY } from './worker-messages.js';
+import { isWorkerMessage, WORKER_READY, WORKER_SIGNALS_READY } from './worker-messages.js';
 import type { LogFiles } from '../log/log-files.js';
+import type { HandledSignal, SignalRouter } from '../cli/startup-signals.js';
 
 /** How the workers share the listeners. */
 export interface PrimaryOptions {
@@ -27,6 +28,8 @@ export interface PrimaryOptions {
   readonly shutdownTimeoutMs: number;
   /** The primary's log outputs: it reopens its own log.file on SIGUSR1 (main.ts), and moves to the one the workers report after a reload. */
   readonly logFiles?: LogFiles;
+  /** The CLI's signal handlers, installed before the primary bound anything (main.ts); signals held until now are acted on. */
+  readonly signals: SignalRouter;
 }
 
 /** After limits.shutdownTimeout, how long a stopping worker has left (closing sockets, flushing its log) before it is killed. */
@@ -64,6 +67,17 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     const serving = new Set<number>();
     let failedStarts = 0;
     const restarts = new Set<NodeJS.Timeout>();
+    // A worker forked a moment ago has no handler for SIGHUP or SIGUSR1 yet (either would end it): what the
+    // primary forwards waits until the worker says it takes signals (WORKER_SIGNALS_READY), repeats coalesced.
+    const takesSignals = new Set<number>();
+    const heldSignals = new Map<number, Set<HandledSignal>>();
+    const forward = (signal: HandledSignal): void => {
+      for (const w of Object.values(cluster.workers ?? {})) {
+        if (w === undefined) continue;
+        if (takesSignals.has(w.id)) w.process.kill(signal);
+        else heldSignals.set(w.id, (heldSignals.get(w.id) ?? new Set<HandledSignal>()).add(signal));
+      }
+    };
     // Workers restarted later get the same secret: their tickets resume on the others, and theirs on them.
     answerTicketSecretRequests(randomBytes(TICKET_SECRET_BYTES));
     // Workers ask for the drained targets before their first Plan, with or without an admin API.
@@ -87,12 +101,21 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       if (!isWorkerMessage(msg) || !worker.isConnected()) return;
       if (typeof msg.shutdownTimeoutMs === 'number') shutdownTimeoutMs = msg.shutdownTimeoutMs;
       if (msg.logFile !== undefined) followLogFile(msg.logFile ?? undefined);
+      if (msg.type === WORKER_SIGNALS_READY) {
+        takesSignals.add(worker.id);
+        const held = heldSignals.get(worker.id);
+        heldSignals.delete(worker.id);
+        for (const signal of held ?? []) worker.process.kill(signal);
+        return;
+      }
       if (msg.type !== WORKER_READY) return;
       serving.add(worker.id);
       failedStarts = 0;
     });
     cluster.on('exit', (worker, code, signal) => {
       const wasServing = serving.delete(worker.id);
+      takesSignals.delete(worker.id);
+      heldSignals.delete(worker.id);
       if (stopping) {
         if (Object.keys(cluster.workers ?? {}).length === 0) {
           clearTimeout(killTimer);
@@ -120,7 +143,7 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       }, delayMs);
       restarts.add(timer);
     });
-    const stop = (signal: NodeJS.Signals): void => {
+    const stop = (signal: HandledSignal): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping workers');
@@ -138,14 +161,15 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
         }
       }, shutdownTimeoutMs + STOP_GRACE_MS);
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    // Each worker opens its own log files again; the primary's handler (main.ts) reopens the primary's.
-    process.on('SIGUSR1', () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR1');
-    });
-    process.on('SIGHUP', () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    // A worker still starting that gets SIGTERM from here ends at once (nothing to finish) or, if it takes
+    // signals already, stops as soon as it has started.
+    options.signals.handle('SIGTERM', stop);
+    options.signals.handle('SIGINT', stop);
+    // Each worker opens its own log files again; the primary's own handler (main.ts) reopens the primary's.
+    options.signals.handle('SIGUSR1', forward);
+    // A SIGHUP held while the primary started (before the workers were forked) reloads them once they serve.
+    options.signals.handle('SIGHUP', (signal) => {
+      forward(signal);
       options.onReload?.();
     });
   });
