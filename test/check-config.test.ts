@@ -63,6 +63,7 @@ before(async () => {
     listen: { https: { port: 70000 }, htpp: { port: 80 } },
     limits: { headersTimeout: '30 seconds', maxHeaderSize: '16 kilobytes' },
     workers: 'many',
+    acme: { email: 'ops.example.com', termsOfServiceAgreed: true },
     hosts: {
       'app.example.com': {
         tls: good,
@@ -145,7 +146,7 @@ test('portico check accepts a valid config with exit code 0', async () => {
 test('portico check lists every schema problem at once, each with its JSON path, and exits 1', async () => {
   const r = await runs.schema!;
   assert.equal(r.code, 1);
-  assert.equal(r.stderr.split('\n')[0], `${files.schema}: 15 problems`);
+  assert.equal(r.stderr.split('\n')[0], `${files.schema}: 16 problems`);
   assert.deepEqual(issueLines(r).sort(), [
     // bad port
     'listen.https.port: Too big: expected number to be <=65535, got 70000',
@@ -169,6 +170,8 @@ test('portico check lists every schema problem at once, each with its JSON path,
     'hosts["notls.example.com"].tls: required: set "cert" and "key", or "acme"',
     // a value of neither type a choice allows: both are named
     'workers: expected number or "auto", got "many"',
+    // an ACME contact that is not an email address: what one looks like, not the library's "Invalid email address"
+    'acme.email: expected an email address such as "ops@example.com" (the CA sends expiry notices there), got "ops.example.com"',
     // bad duration and size
     'limits.headersTimeout: expected a duration such as "500ms", "30s", "5m", "1h" or "90d", got "30 seconds"',
     'limits.maxHeaderSize: expected a size such as "16kb", "10mb" or "1gb", got "16 kilobytes"',

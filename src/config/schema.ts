@@ -737,7 +737,7 @@ const Acme = z
       .url()
       .default('https://acme-v02.api.letsencrypt.org/directory')
       .describe('ACME directory URL. Let\'s Encrypt production by default; "https://acme-staging-v02.api.letsencrypt.org/directory" for staging; any RFC 8555 directory.'),
-    email: z.string().email().optional().describe('Contact email for the ACME account (expiry notices from the CA). Recommended.'),
+    email: z.string().email({ message: 'expected an email address such as "ops@example.com" (the CA sends expiry notices there)' }).optional().describe('Contact email for the ACME account (expiry notices from the CA). Recommended.'),
     termsOfServiceAgreed: z.boolean().default(false).describe('Agree to the CA\'s terms of service (required by most CAs).'),
     eab: z
       .strictObject({
