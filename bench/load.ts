@@ -53,6 +53,21 @@ function toMs(value: string, unit: string): number {
   return Number.NaN;
 }
 
+/**
+ * wrk's script for S7: the resolve script's override, then every request a POST of the workspace's
+ * 1 MiB file (read once when wrk starts; wrk sends it with a Content-Length).
+ */
+export function writeWrkUploadScript(ws: Workspace): string {
+  const path = join(ws.dir, 'upload.lua');
+  const body = join(ws.docRoot, '1m');
+  writeFileSync(
+    path,
+    `wrk.resolve = function(host, service)\n  wrk.addrs = wrk.lookup("127.0.0.1", service)\nend\n` +
+      `wrk.method = "POST"\nlocal f = assert(io.open(${JSON.stringify(body)}, "rb"))\nwrk.body = f:read("*a")\nf:close()\n`,
+  );
+  return path;
+}
+
 /** Parse wrk's summary (with --latency). */
 export function parseWrk(out: string): Omit<LoadResult, 'command' | 'units'> & { requests: number } {
   const summary = /(\d+) requests in ([\d.]+)(us|ms|s|m),/.exec(out);

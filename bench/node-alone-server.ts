@@ -31,8 +31,18 @@ const large = readFileSync(settings.largeFile);
 const smallLength = String(small.length);
 const largeLength = String(large.length);
 
-// The same headers the backend nginx sends that matter to a client: type and length.
+// The same headers the backend nginx sends that matter to a client: type and length. An upload (S7's POST) is
+// read to its end and dropped before the answer, as the backend does.
 function handle(req: IncomingMessage, res: ServerResponse): void {
+  if (req.method === 'POST') {
+    req.on('end', () => answer(req, res));
+    req.resume();
+    return;
+  }
+  answer(req, res);
+}
+
+function answer(req: IncomingMessage, res: ServerResponse): void {
   const big = req.url === '/1m';
   res.writeHead(200, { 'content-type': big ? 'application/octet-stream' : 'text/plain', 'content-length': big ? largeLength : smallLength });
   res.end(big ? large : small);

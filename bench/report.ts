@@ -5,7 +5,7 @@
 import type { TargetId } from './targets.js';
 
 /** Identifiers of the scenarios. */
-export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6';
+export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7';
 
 /** How a scenario is labelled and what its unit is. */
 export interface ScenarioInfo {
@@ -292,8 +292,8 @@ export function renderTargets(scenarios: readonly ScenarioInfo[], rows: readonly
   }
   const milestone = ['', 'First milestone, every scenario ahead of Caddy and node-http-proxy (CPU × nginx, same round, medians; lower is better):', ''];
   milestone.push('| Scenario | Portico | Caddy | node-http-proxy | Ahead of both |', '|---|---|---|---|---|');
-  // S6 (a response cache) is not one of the issue's scenarios, and neither Caddy nor node-http-proxy caches.
-  for (const info of scenarios.filter((s) => s.id !== 'S6')) {
+  // S6 (a response cache) and S7 (uploads) are not among the issue's scenarios; neither Caddy nor node-http-proxy caches.
+  for (const info of scenarios.filter((s) => s.id !== 'S6' && s.id !== 'S7')) {
     const med = (id: TargetId): number | undefined => pairedCpuSpread(cellOf(id, info.id), cellOf('nginx', info.id))?.median;
     const [p, c, h] = [med('portico'), med('caddy'), med('http-proxy')];
     const f = (x: number | undefined): string => (x === undefined ? 'n/a' : `${x.toFixed(2)}×`);

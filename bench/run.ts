@@ -16,7 +16,7 @@ import { checkTools, readMachine } from './tools.js';
 import { LOAD_CPU, PROXY_CPU, hasExited, readCpuBusyUs, readTreeCpuUs, stopProcess, waitCpuQuiet } from './procs.js';
 import { prepareWorkspace, PORTS, subdir, type Workspace } from './workspace.js';
 import { startBackend, startPortico, PROXY_TARGETS, QUICK_TARGETS, type ProxyPorts, type RunningTarget, type TargetSpec } from './targets.js';
-import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, type LoadResult } from './load.js';
+import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, writeWrkUploadScript, type LoadResult } from './load.js';
 import { EXPECTED_CIPHER } from './client-tls.js';
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
@@ -38,12 +38,15 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   { id: 'S4', title: 'S4 — 1 MiB responses over HTTPS, 16 connections (wrk)', rateUnit: 'MiB/s', cpuUnit: 'MiB', hasLatency: false },
   { id: 'S5', title: 'S5 — plain HTTP/1.1 keep-alive, 100-byte response, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
   { id: 'S6', title: 'S6 — a cached 100-byte response, HTTPS HTTP/1.1 keep-alive, 64 connections (wrk)', rateUnit: 'req/s', cpuUnit: 'req', hasLatency: true },
+  { id: 'S7', title: 'S7 — 1 MiB uploads over HTTPS, 16 connections (wrk POST)', rateUnit: 'MiB/s', cpuUnit: 'MiB', hasLatency: false },
 ];
 
 interface Context {
   readonly ws: Workspace;
   readonly backendPid: number;
   readonly wrkScript: string;
+  /** wrk's script for S7: the resolve script's override, and a POST of the 1 MiB body. */
+  readonly uploadScript: string;
   readonly distBench: string;
 }
 
@@ -63,6 +66,9 @@ async function runOnce(ctx: Context, t: RunningTarget, id: ScenarioId, seconds: 
       return runWrk({ scheme: 'http', port: t.httpPort!, path: '/', connections: 64, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
     case 'S6':
       return runWrk({ scheme: 'https', port: t.httpsPort, path: '/cached', connections: 64, durationSec: seconds, script: ctx.wrkScript, opensslConf: ctx.ws.clientOpensslConf });
+    case 'S7':
+      // Every request POSTs the 1 MiB body; the backend reads all of it before it answers (targets.ts).
+      return runWrk({ scheme: 'https', port: t.httpsPort, path: '/upload', connections: 16, durationSec: seconds, script: ctx.uploadScript, opensslConf: ctx.ws.clientOpensslConf });
   }
 }
 
@@ -275,7 +281,7 @@ async function main(): Promise<void> {
   execFileSync('taskset', ['-a', '-p', '-c', LOAD_CPU, String(process.pid)], { stdio: 'ignore' });
   const ws = prepareWorkspace();
   const backend = await startBackend(ws);
-  const ctx: Context = { ws, backendPid: backend.proc.pid, wrkScript: writeWrkResolveScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
+  const ctx: Context = { ws, backendPid: backend.proc.pid, wrkScript: writeWrkResolveScript(ws), uploadScript: writeWrkUploadScript(ws), distBench: join(ws.repoRoot, 'dist', 'bench') };
   const onSignal = (): void => {
     void stopProcess(backend.proc).finally(() => process.exit(130));
   };
@@ -321,7 +327,7 @@ async function main(): Promise<void> {
       row.notes.push(
         'as the Portico row, with "log": {"level": "info", "access": true} (one JSON access line per request: host, route, upstream, status, duration, formatted by pino and written in batches into a file) and header rules on the host (a request header set; a response header set and "Server" removed)',
       );
-      for (const id of ['S3', 'S4', 'S6'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
+      for (const id of ['S3', 'S4', 'S6', 'S7'] as const) row.cells.set(id, { runs: [], na: 'the access-log row measures S1, S2 and S5' });
       const ports = nextPorts();
       add(row, () => startPortico(ws, ports, { cpus: PROXY_CPU, accessLog: true, ...(workers ? { workers: 1 } : {}) }), { memory: false, pinned: true });
     }
@@ -329,7 +335,7 @@ async function main(): Promise<void> {
       const row = newRow({ id: 'portico-all', label: `Portico, ${machine.nproc} workers, unpinned` });
       if (workers) {
         row.notes.push(`all cores: workers = ${machine.nproc}, not pinned; the load generator and backend still run on CPU ${LOAD_CPU}, so they compete with Portico for it; "× nginx" compares with the single-worker nginx row`);
-        for (const id of ['S4', 'S5', 'S6'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
+        for (const id of ['S4', 'S5', 'S6', 'S7'] as const) row.cells.set(id, { runs: [], na: 'the all-cores row measures S1–S3 only' });
         const ports = nextPorts();
         add(row, () => startPortico(ws, ports, { cpus: null, workers: machine.nproc }), { memory, pinned: false });
       } else {

@@ -54,7 +54,12 @@ export interface TargetSpec {
 const nginxTempPaths = (dir: string): string =>
   ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/tmp-${t};`).join('\n');
 
-/** Start the backend: nginx, one worker on LOAD_CPU, 100-byte body at / (and at /cached, for an hour's caching) and 1 MiB at /1m. */
+/**
+ * Start the backend: nginx, one worker on LOAD_CPU, 100-byte body at / (and at /cached, for an hour's caching) and 1 MiB at /1m.
+ * /upload (S7) reads the whole request body into memory and then answers the 100-byte body (by passing the request, body
+ * and all, to its own /): nginx's `return` alone would answer before the body is read, and a proxy seeing that early
+ * answer may close the client's connection (nginx did), which would measure that instead of the upload.
+ */
 export async function startBackend(ws: Workspace): Promise<{ proc: Started; configText: string }> {
   const dir = subdir(ws, 'backend');
   const conf = `daemon off;
@@ -71,6 +76,10 @@ ${nginxTempPaths(dir)}
   keepalive_requests 1000000;
   keepalive_timeout 60s;
   ssl_protocols TLSv1.2 TLSv1.3;
+  upstream self {
+    server 127.0.0.1:${PORTS.backendHttp};
+    keepalive 16;
+  }
   server {
     listen 127.0.0.1:${PORTS.backendHttp};
     listen 127.0.0.1:${PORTS.backendHttps} ssl http2;
@@ -79,6 +88,13 @@ ${nginxTempPaths(dir)}
     ssl_certificate_key ${ws.keyFile};
     location = /1m { root ${ws.docRoot}; default_type application/octet-stream; }
     location = /cached { default_type text/plain; add_header Cache-Control "max-age=3600" always; return 200 "${ws.smallBody.trimEnd()}\\n"; }
+    location = /upload {
+      client_max_body_size 0;
+      client_body_buffer_size 1m;
+      proxy_pass http://self/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
     location / { default_type text/plain; return 200 "${ws.smallBody.trimEnd()}\\n"; }
   }
 }
@@ -169,6 +185,9 @@ ${nginxTempPaths(dir)}
     server_name ${BENCH_HOST};
     ssl_certificate ${ws.certFile};
     ssl_certificate_key ${ws.keyFile};
+    # S7: bodies of any size, streamed to the backend as they arrive, as Portico, HAProxy and Caddy do by default.
+    client_max_body_size 0;
+    proxy_request_buffering off;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;

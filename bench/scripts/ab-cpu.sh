@@ -33,7 +33,7 @@ PORT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 WRK_SCRIPT=$W/resolve-127.lua; H2_BODY=()
 if [[ -n ${BODY:-} ]]; then
-  head -c $((BODY * 1024)) /dev/zero | tr '\0' x >"$W/load/upload.bin"
+  mkdir -p "$W/load"; head -c $((BODY * 1024)) /dev/zero | tr '\0' x >"$W/load/upload.bin"
   WRK_SCRIPT=$W/load/upload.lua
   { cat "$W/resolve-127.lua"; printf 'wrk.method = "POST"\nlocal f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n' "$W/load/upload.bin"; } >"$WRK_SCRIPT"
   H2_BODY=(-d "$W/load/upload.bin")
