@@ -205,3 +205,76 @@ test('a large HTTP/2 upload streams through the proxy to an HTTP/1.1 upstream in
   assert.ok(growth < MAX_RSS_GROWTH, `proxy RSS grew by ${(growth / MiB).toFixed(1)} MiB during the upload`);
   session.close();
 });
+
+/** Bytes of the upload in the stalled-upstream tests: more than every buffer on the way holds. */
+const STALL_TOTAL = 160 * MiB;
+/** How long their upstream reads nothing. */
+const STALL_MS = 3000;
+/** What the client may have written by the time the upstream reads again: kernel buffers and the proxy's, with room. */
+const MAX_WRITTEN_WHILE_STALLED = 48 * MiB;
+
+/** An upstream that reads nothing of a PUT for STALL_MS, then counts it; `resumed` settles when it starts reading. */
+async function startStallingUpstream(): Promise<{ url: string; resumed: Promise<void>; close(): Promise<void> }> {
+  let onResume!: () => void;
+  const resumed = new Promise<void>((r) => (onResume = r));
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'PUT') return void res.end('warm');
+    req.pause();
+    setTimeout(() => {
+      onResume();
+      const tally: Tally = { bytes: 0, crc: 0 };
+      req.on('data', (c: Buffer) => {
+        tally.bytes += c.length;
+        tally.crc = zlib.crc32(c, tally.crc);
+      });
+      req.on('end', () => res.end(JSON.stringify(tally)));
+      req.resume();
+    }, STALL_MS);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    resumed,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+for (const framing of ['content-length', 'chunked'] as const) {
+  test(`an HTTP/1.1 upload (${framing}) to an upstream that stops reading is held back at the client, and arrives whole once it reads again`, { timeout: 60_000 }, async (t) => {
+    const pki = await makePki();
+    const up = await startStallingUpstream();
+    const cert = await pki.issue('stall', ['stall.test']);
+    const child = await spawnProxy(pki, {
+      hosts: { 'stall.test': { tls: cert, routes: [{ path: '/', upstream: up.url }] } },
+      log: { access: false, level: 'warn' },
+    });
+    const agent = new https.Agent({ keepAlive: true, ca: pki.caPem, servername: 'stall.test' });
+    t.after(async () => {
+      agent.destroy();
+      await child.kill();
+      await up.close();
+      await pki.cleanup();
+    });
+    const base = child.rssBytes();
+    const rss = sampleRss(child);
+    const headers: http.OutgoingHttpHeaders = { host: 'stall.test' };
+    if (framing === 'content-length') headers['content-length'] = STALL_TOTAL;
+    const req = https.request({ host: '127.0.0.1', port: child.httpsPort, method: 'PUT', path: '/upload', headers, agent });
+    const response = once(req, 'response') as Promise<[http.IncomingMessage]>;
+    let writtenWhenResumed = -1;
+    void up.resumed.then(() => (writtenWhenResumed = req.socket?.bytesWritten ?? -1));
+    const sent = await writeStream(req, STALL_TOTAL);
+    const [res] = await response;
+    const seen = JSON.parse(Buffer.concat(await res.toArray()).toString()) as Tally;
+    const growth = rss.stop() - base;
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(seen, sent, 'the upstream received every byte, in order');
+    assert.ok(writtenWhenResumed >= 0 && writtenWhenResumed < MAX_WRITTEN_WHILE_STALLED, `the client had written ${(writtenWhenResumed / MiB).toFixed(1)} MiB while the upstream read nothing`);
+    assert.ok(growth < MAX_RSS_GROWTH, `proxy RSS grew by ${(growth / MiB).toFixed(1)} MiB during the upload`);
+  });
+}

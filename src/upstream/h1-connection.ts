@@ -114,6 +114,12 @@ export class H1Connection {
   pending: Buffer | null = null;
   paused = false;
   bodySrc: Readable | null = null;
+  /**
+   * Whether the request body's chunks wait in the corked socket until {@link flushBody} (on setImmediate): the chunks
+   * one turn of the event loop reads from the client (a TLS read decrypts into pieces of at most 16 KiB, each its own
+   * chunk) then leave in one writev instead of a write each. Uploads only; a request without a body never corks.
+   */
+  bodyCorked = false;
   bodyChunked = false;
   /** Request body bytes still expected when its length was declared; -1 when chunked. */
   bodyLeft = -1;
@@ -295,19 +301,30 @@ export class H1Connection {
       if (chunk.length > this.bodyLeft) return this.fail('PORTICO_BODY_LENGTH_MISMATCH', 'request body is longer than its Content-Length');
       this.bodyLeft -= chunk.length;
     }
-    let ok: boolean;
-    if (this.bodyChunked) {
-      if (chunk.length === 0) return;
-      const s = this.socket;
+    if (chunk.length === 0) return;
+    const s = this.socket;
+    // Back-pressure is judged once the batch is written (flushBody): while corked, every write reports a full buffer.
+    if (!this.bodyCorked) {
+      this.bodyCorked = true;
       s.cork();
+      setImmediate(flushBodyOf, this);
+    }
+    if (this.bodyChunked) {
       s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
       s.write(chunk);
-      ok = s.write('\r\n', 'latin1');
-      s.uncork();
+      s.write('\r\n', 'latin1');
     } else {
-      ok = this.socket.write(chunk);
+      s.write(chunk);
     }
-    if (!ok) this.bodySrc?.pause();
+  }
+
+  /** Writes the body chunks batched since the last turn of the event loop, in one writev; pauses the body if the socket could not take them all. */
+  flushBody(): void {
+    this.bodyCorked = false;
+    const s = this.socket;
+    if (s.destroyed) return;
+    s.uncork();
+    if (s.writableLength > s.writableHighWaterMark) this.bodySrc?.pause();
   }
 
   private onBodyEnd(): void {
@@ -500,6 +517,11 @@ export class H1Connection {
     this.done = true;
     h.onUpstreamEnd(last, trailers);
   }
+}
+
+/** setImmediate's callback for a connection's batched body chunks (one function for every connection: no closure per batch). */
+function flushBodyOf(conn: H1Connection): void {
+  conn.flushBody();
 }
 
 const DIGITS = /^\d{1,15}$/;
