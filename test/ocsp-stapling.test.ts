@@ -37,7 +37,7 @@ interface OcspCa {
 
 /**
  * ca.pem (the CA); responder.pem (a delegated OCSP responder, id-kp-OCSPSigning); plain-signer.pem (a certificate
- * of the same CA without that usage); leaves <name>.pem (leaf + CA, so the issuer is in the chain) for good.test,
+ * of the same CA without that usage); impostor-leaf.pem (a self-signed CA named as the real one, another key); leaves <name>.pem (leaf + CA, so the issuer is in the chain) for good.test,
  * other.test, revoked.test, and renewed.pem (good.test again, a new serial), each naming the responder in its AIA;
  * index.txt lists them all valid but revoked.test.
  */
@@ -54,6 +54,8 @@ async function makeCa(t: TestContext): Promise<OcspCa | undefined> {
     await openssl(['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-set_serial', `0x${serial}`, '-out', f(`${name}-leaf.pem`), '-days', '2', '-extfile', f(`${name}.ext`)]);
     await writeFile(f(`${name}.pem`), Buffer.concat([await readFile(f(`${name}-leaf.pem`)), await readFile(f('ca.pem'))]));
   };
+  // An impostor: a CA of the same name as the real one, with a key of its own.
+  await openssl(['req', '-x509', ...ec, '-keyout', f('impostor-key.pem'), '-out', f('impostor-leaf.pem'), '-subj', '/CN=OCSP Test CA', '-days', '3']);
   await issue('responder', '/CN=OCSP Test Responder', '2001', 'basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n');
   await issue('plain-signer', '/CN=Not An OCSP Responder', '2002', 'basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
   const leafExt = (name: string): string => `basicConstraints=critical,CA:false\nsubjectAltName=DNS:${name}\nextendedKeyUsage=serverAuth\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:${port}\n`;
@@ -78,10 +80,14 @@ interface Responder {
 
 /**
  * Answers OCSP POSTs on 127.0.0.1:<ca.port> with `openssl ocsp -index index.txt`, signing with `signer` (the
- * delegated responder by default) and a nextUpdate 10 minutes on; closed after the test.
+ * delegated responder by default) and a nextUpdate 10 minutes on; closed after the test. `answerFor`: a leaf whose
+ * request (made by `openssl ocsp -reqout`) is answered in place of every request received, as a confused or
+ * hostile responder would.
  */
-async function startResponder(t: TestContext, ca: OcspCa, signer = 'responder'): Promise<Responder> {
+async function startResponder(t: TestContext, ca: OcspCa, signer = 'responder', answerFor?: string): Promise<Responder> {
   const state: Responder = { requests: 0 };
+  const substitute = answerFor === undefined ? undefined : ca.file(`${answerFor}-request.der`);
+  if (answerFor !== undefined) await openssl(['ocsp', '-issuer', ca.file('ca.pem'), '-cert', ca.file(`${answerFor}-leaf.pem`), '-no_nonce', '-reqout', substitute!]);
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -89,7 +95,7 @@ async function startResponder(t: TestContext, ca: OcspCa, signer = 'responder'):
       const n = ++state.requests;
       const reqFile = ca.file(`req-${n}.der`);
       const respFile = ca.file(`resp-${n}.der`);
-      const args = ['ocsp', '-index', ca.file('index.txt'), '-CA', ca.file('ca.pem'), '-rsigner', ca.file(`${signer}-leaf.pem`), '-rkey', ca.file(`${signer}-key.pem`), '-reqin', reqFile, '-respout', respFile, '-nmin', '10'];
+      const args = ['ocsp', '-index', ca.file('index.txt'), '-CA', ca.file('ca.pem'), '-rsigner', ca.file(`${signer}-leaf.pem`), '-rkey', ca.file(`${signer}-key.pem`), '-reqin', substitute ?? reqFile, '-respout', respFile, '-nmin', '10'];
       writeFile(reqFile, Buffer.concat(chunks))
         .then(() => openssl(args))
         .then(() => readFile(respFile))
@@ -146,9 +152,14 @@ test('each SNI name gets the good OCSP response of its own certificate stapled, 
   const ca = await makeCa(t);
   if (ca === undefined) return;
   await startResponder(t, ca);
-  const proxy = await startProxyFor(t, ca.pki, { hosts: hostsOf(['good', 'other']) });
+  const proxy = await startProxyFor(t, ca.pki, { hosts: hostsOf(['good', 'other']), defaultHost: 'other.test' });
   await waitForLog(proxy, 'stapling good.test', stapledFor('good.test'), 0, 10_000);
   await waitForLog(proxy, 'stapling other.test', stapledFor('other.test'), 0, 10_000);
+  // A client without SNI reaches the default host's own TLS server, which staples too.
+  const noSni = await runTool('openssl', ['s_client', '-connect', `127.0.0.1:${proxy.httpsPort}`, '-noservername', '-status', '-CAfile', ca.file('ca.pem'), '-verify_return_error']);
+  assert.equal(noSni.code, 0, noSni.stderr);
+  assert.match(noSni.stdout, /Cert Status: good/, noSni.stdout);
+  assert.match(noSni.stdout, new RegExp(`Serial Number: ${SERIAL.other}\\b`), 'the default host\'s response');
   for (const [host, serial] of [['good.test', SERIAL.good], ['other.test', SERIAL.other]] as const) {
     const out = await sClientStatus(proxy, ca, host);
     assert.match(out, /OCSP Response Status: successful \(0x0\)/, out);
@@ -196,14 +207,29 @@ test('with the OCSP responder down, the site is served without a staple and a wa
   assert.equal(await nodeStaple(proxy, ca, 'good.test'), null);
 });
 
-test('a response signed by a certificate of the CA without the OCSP-signing usage is refused: not stapled, and a warning says why', async (t) => {
+/** Serves good.test from a responder started with `signer` and `answerFor`; asserts the warning's reason matches and nothing is stapled. */
+async function assertRefused(t: TestContext, signer: string, answerFor: string | undefined, reason: RegExp): Promise<void> {
   const ca = await makeCa(t);
   if (ca === undefined) return;
-  await startResponder(t, ca, 'plain-signer');
+  const responder = await startResponder(t, ca, signer, answerFor);
   const proxy = await startProxyFor(t, ca.pki, { hosts: hostsOf(['good']) });
   const warn = await waitForLog(proxy, 'of the refused response', (l) => l['msg'] === 'ocsp response not fetched, serving on', 0, 10_000);
-  assert.match(String(warn['reason']), /signed neither by the issuer nor by a responder certificate the issuer signed for OCSP/);
+  assert.equal(responder.requests, 1, 'the responder was asked, and answered');
+  assert.match(String(warn['reason']), reason);
   assert.match(await sClientStatus(proxy, ca, 'good.test'), /OCSP response: no response sent/);
+  assert.equal(await nodeStaple(proxy, ca, 'good.test'), null);
+}
+
+test('a response signed by a certificate of the CA without the OCSP-signing usage is refused: not stapled, and a warning says why', async (t) => {
+  await assertRefused(t, 'plain-signer', undefined, /signed neither by the issuer nor by a responder certificate the issuer signed for OCSP/);
+});
+
+test('a response signed by an impostor bearing the issuer\'s name but another key is refused: not stapled, and a warning says why', async (t) => {
+  await assertRefused(t, 'impostor', undefined, /the response signature does not verify/);
+});
+
+test('a good response about another certificate of the same CA is refused: not stapled, and a warning says why', async (t) => {
+  await assertRefused(t, 'responder', 'other', new RegExp(`does not answer for this certificate \\(serial ${SERIAL.good}\\)`));
 });
 
 test('with listen.https.ocspStapling false nothing is fetched or stapled, and a reload that turns it on staples', async (t) => {
