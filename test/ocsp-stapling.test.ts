@@ -235,9 +235,8 @@ test('a good response about another certificate of the same CA is refused: not s
 test('with listen.https.ocspStapling false nothing is fetched or stapled, and a reload that turns it on staples', async (t) => {
   const ca = await makeCa(t);
   if (ca === undefined) return;
-  await startResponder(t, ca);
-  const config = { hosts: hostsOf(['good']) };
-  const proxy = await startProxyFor(t, ca.pki, config);
+  const responder = await startResponder(t, ca);
+  const proxy = await startProxyFor(t, ca.pki, { hosts: hostsOf(['good']) });
   await waitForLog(proxy, 'stapling good.test', stapledFor('good.test'), 0, 10_000);
   // Off by a reload: the held response is dropped at once.
   const raw = JSON.parse(await readFile(proxy.configFile, 'utf8')) as { listen: { https: Record<string, unknown> } };
@@ -249,6 +248,7 @@ test('with listen.https.ocspStapling false nothing is fetched or stapled, and a 
   assert.match(await sClientStatus(proxy, ca, 'good.test'), /OCSP response: no response sent/);
   assert.equal(await nodeStaple(proxy, ca, 'good.test'), null);
   assert.equal(proxy.logs.some((l) => l['msg'] === 'listener changes take effect after a restart'), false, 'a reload applies ocspStapling');
+  assert.equal(responder.requests, 1, 'nothing is fetched while it is off');
   // And on again.
   const from = proxy.logs.length;
   raw.listen.https['ocspStapling'] = true;
@@ -273,4 +273,19 @@ test('a certificate replaced on disk gets a response for its own serial, and the
   const staple = await nodeStaple(proxy, ca, 'good.test');
   assert.ok(staple !== null);
   assert.deepEqual(readStaple(staple), { serial: SERIAL.renewed, status: 'good' });
+});
+
+test('a host asking for client certificates, which has a TLS server of its own, staples its response too', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  await startResponder(t, ca);
+  const hosts = hostsOf(['good']);
+  const proxy = await startProxyFor(t, ca.pki, { hosts: { 'good.test': { ...hosts['good.test']!, clientAuth: { ca: 'ca.pem', mode: 'optional' } } } });
+  await waitForLog(proxy, 'stapling good.test', stapledFor('good.test'), 0, 10_000);
+  const out = await sClientStatus(proxy, ca, 'good.test');
+  assert.match(out, /Acceptable client certificate CA names/, 'the handshake went through the client-certificate server');
+  assert.match(out, /Cert Status: good/, out);
+  const staple = await nodeStaple(proxy, ca, 'good.test');
+  assert.ok(staple !== null);
+  assert.deepEqual(readStaple(staple), { serial: SERIAL.good, status: 'good' });
 });
