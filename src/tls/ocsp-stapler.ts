@@ -12,7 +12,10 @@ import type { Plan } from '../config/plan.js';
 import type { CertPair } from './cert-pair.js';
 import type { CertStore } from './cert-store.js';
 import { fetchOcspResponse } from './ocsp-fetch.js';
-import { checkOcspResponse, ocspTargetOf, type OcspTarget } from './ocsp.js';
+import type { OcspTarget, OcspVerdict } from './ocsp.js';
+
+/** ocsp.ts, with @peculiar's ASN.1 and X.509 stack (about 20 MiB of RSS): loaded once a served certificate names a responder. */
+type OcspModule = typeof import('./ocsp.js');
 
 /** What the stapler needs. */
 export interface OcspStaplerOptions {
@@ -77,6 +80,10 @@ export class OcspStapler {
   readonly #skipped = new Map<string, CertPair>();
   /** Good responses by leaf (leafKey): what handshakes get. */
   readonly #staples = new Map<string, Staple>();
+  /** The last Plan given to update(), taken up again once ocsp.ts has loaded. */
+  #plan: Plan | undefined;
+  #ocsp: OcspModule | undefined;
+  #loading: Promise<void> | undefined;
 
   constructor(options: OcspStaplerOptions) {
     this.#o = options;
@@ -104,6 +111,7 @@ export class OcspStapler {
    */
   update(plan: Plan): void {
     if (this.#o.signal.aborted) return;
+    this.#plan = plan;
     this.#enabled = plan.ocspStapling;
     if (!this.#enabled) return this.#dropAll();
     const hostsById = new Map<string, string[]>();
@@ -119,7 +127,10 @@ export class OcspStapler {
       }
       if (have !== undefined) this.#drop(id);
       if (pair === undefined || this.#skipped.get(id) === pair) continue;
-      const target = ocspTargetOf(pair.certPem, pair.leaf);
+      // Node's own reading of the AIA extension says whether there is anything to do, without loading ocsp.ts.
+      const ocsp = pair.leaf.infoAccess?.includes('OCSP - URI:') === true ? this.#load() : undefined;
+      if (ocsp === null) continue;
+      const target = ocsp === undefined ? 'no OCSP responder URL in the certificate' : ocsp.ocspTargetOf(pair.certPem, pair.leaf);
       if (typeof target === 'string') {
         this.#skipped.set(id, pair);
         // A certificate without a responder URL is the common case (Let's Encrypt has none since 2025): said at debug.
@@ -132,6 +143,19 @@ export class OcspStapler {
       this.#entries.set(id, entry);
       this.#schedule(entry, 0);
     }
+  }
+
+  /** ocsp.ts once loaded; else null, after starting to load it (update() runs again with the last Plan when it has). */
+  #load(): OcspModule | null {
+    if (this.#ocsp !== undefined) return this.#ocsp;
+    this.#loading ??= import('./ocsp.js').then(
+      (m) => {
+        this.#ocsp = m;
+        if (this.#plan !== undefined) this.update(this.#plan);
+      },
+      (err: unknown) => this.#o.log.error({ err: (err as Error).message }, 'ocsp stapling unavailable: its module did not load'),
+    );
+    return null;
   }
 
   /** How many certificates have a response stapled now; for tests and the admin API. */
@@ -157,9 +181,10 @@ export class OcspStapler {
     }
     if (e.abort.signal.aborted) return;
     const now = Date.now();
-    let verdict;
+    let verdict: OcspVerdict;
     try {
-      verdict = checkOcspResponse(der, e.target, now);
+      // Loaded: the entry was made with it.
+      verdict = this.#ocsp!.checkOcspResponse(der, e.target, now);
     } catch (err) {
       return this.#failed(e, (err as Error).message);
     }
