@@ -130,11 +130,17 @@ export class OcspStapler {
       // Node's own reading of the AIA extension says whether there is anything to do, without loading ocsp.ts.
       const ocsp = pair.leaf.infoAccess?.includes('OCSP - URI:') === true ? this.#load() : undefined;
       if (ocsp === null) continue;
-      const target = ocsp === undefined ? 'no OCSP responder URL in the certificate' : ocsp.ocspTargetOf(pair.certPem, pair.leaf);
+      let target: OcspTarget | string;
+      try {
+        target = ocsp === undefined ? 'no OCSP responder URL in the certificate' : ocsp.ocspTargetOf(pair.certPem, pair.leaf);
+      } catch (err) {
+        // A certificate Node and OpenSSL accepted but whose ASN.1 the OCSP request cannot be made from: served unstapled.
+        target = `its OCSP request cannot be made (${(err as Error).message})`;
+      }
       if (typeof target === 'string') {
         this.#skipped.set(id, pair);
         // A certificate without a responder URL is the common case (Let's Encrypt has none since 2025): said at debug.
-        const level = target === 'the issuer certificate is not in the chain' ? 'info' : 'debug';
+        const level = target === 'no OCSP responder URL in the certificate' ? 'debug' : 'info';
         this.#o.log[level]({ host: hosts[0], certFile: pair.certFile, reason: target }, 'ocsp stapling skipped for this certificate');
         continue;
       }
