@@ -406,6 +406,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
     sendForwarded: config.forwarding.forwarded,
     sendVia: config.forwarding.via,
     websocketsOverHttp2: config.listen.https.websocketsOverHttp2,
+    ocspStapling: config.listen.https.ocspStapling,
     requestId: config.forwarding.requestId,
     accessLog: config.log.access,
     accessHeaders: [...new Set(config.log.accessHeaders.map((h) => h.toLowerCase()))],

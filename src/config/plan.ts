@@ -177,6 +177,8 @@ export interface Plan {
   readonly sendVia: boolean;
   /** listen.https.websocketsOverHttp2: HTTP/2 clients may open WebSockets with extended CONNECT (read when the listener opens). */
   readonly websocketsOverHttp2: boolean;
+  /** listen.https.ocspStapling: fetch and staple OCSP responses (src/tls/ocsp-stapler.ts); a reload applies it. */
+  readonly ocspStapling: boolean;
   /** forwarding.requestId: every request gets an X-Request-ID. */
   readonly requestId: boolean;
   readonly accessLog: boolean;

@@ -84,6 +84,12 @@ const HttpsListener = Listener.extend({
     .describe(
       'Announce SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so that HTTP/2 clients (Firefox, Chrome) open WebSockets on the HTTP/2 connection they have, as Caddy and HAProxy let them. false: they open an HTTP/1.1 connection for each WebSocket instead, and an extended CONNECT gets 405 (HAProxy\'s h2-workaround-bogus-websocket-clients, for clients whose WebSockets over HTTP/2 misbehave). Takes effect after a restart, as other listener settings.',
     ),
+  ocspStapling: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Staple OCSP responses (RFC 6066 §8), as Caddy does by default and nginx with ssl_stapling on: for every certificate whose leaf names an OCSP responder (Authority Information Access) and whose file holds its issuer, Portico POSTs an OCSP request to the responder in the background (10 s timeout), checks the answer (this certificate, signed by the issuer or a responder it delegated to, within thisUpdate/nextUpdate), and sends it in the handshakes of clients that ask (status_request), so they need not ask the CA themselves. Refreshed at half its validity, retried with backoff (1 min doubling to 1 h) when that fails; the last good response is stapled until its nextUpdate. A certificate reported "revoked" is logged as an error and gets no staple; a responder that cannot be reached is logged as a warning; either way the site is served. Certificates without a responder URL (Let\'s Encrypt\'s since 2025) get none. With "workers", each worker fetches for itself. false: nothing is fetched or stapled. Unlike the other listener settings, a reload applies it.',
+    ),
 }).describe('The HTTPS listener: a port, the addresses it binds, and its HTTP/2 options.');
 
 const UpstreamTls = z
@@ -964,7 +970,7 @@ export const ConfigSchema = z
     $schema: z.string().optional().describe('Path to portico.schema.json, for editors.'),
     listen: z
       .strictObject({
-        https: HttpsListener.default({ port: 443, addresses: ['0.0.0.0', '::'], proxyProtocol: false, websocketsOverHttp2: true }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
+        https: HttpsListener.default({ port: 443, addresses: ['0.0.0.0', '::'], proxyProtocol: false, websocketsOverHttp2: true, ocspStapling: true }).describe('The HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).'),
         http: Listener.nullable()
           .default({ port: 80, addresses: ['0.0.0.0', '::'], proxyProtocol: false })
           .describe('The plain HTTP listener: redirects configured hosts to https (308) and answers ACME HTTP-01 challenges. null disables it.'),

@@ -32,6 +32,14 @@ export interface AlpnChallengeSource {
   contextFor(servername: string): SecureContext | undefined;
 }
 
+/**
+ * Stapled OCSP responses (src/tls/ocsp-stapler.ts): the handler of each TLS server's 'OCSPRequest' event, given the
+ * served certificate's DER; it calls back with the response held for it, or null.
+ */
+export interface StapleSource {
+  readonly onOcspRequest: (certificate: Buffer, issuer: Buffer, callback: (err: Error | null, response: Buffer | null) => void) => void;
+}
+
 /** What the HTTPS listener needs. */
 export interface HttpsListenerDeps {
   readonly state: ProxyState;
@@ -43,6 +51,8 @@ export interface HttpsListenerDeps {
   readonly ticketKey: Buffer;
   /** Every connection starts with a PROXY protocol header (listen.https.proxyProtocol). */
   readonly proxyProtocol?: boolean;
+  /** OCSP responses to staple (listen.https.ocspStapling); none without it. */
+  readonly staples?: StapleSource;
 }
 
 const kAcmeAlpn = Symbol('portico.acmeAlpn');
@@ -161,7 +171,18 @@ export class HttpsListener {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
       this.#deps.log.debug({ code: err.code, reason: err.message, remote: socket.remoteAddress }, 'tls handshake failed');
     });
+    this.#listenForOcsp(server);
     return server;
+  }
+
+  /**
+   * Staples OCSP responses on a TLS server. Node asks only while a server has an 'OCSPRequest' listener when a
+   * connection starts (it then runs OpenSSL's certificate callback, after the SNI callback), and only for clients
+   * that sent status_request; the certificate it passes is the one the SNI callback chose (or the server's own).
+   */
+  #listenForOcsp(server: tls.Server): void {
+    const staples = this.#deps.staples;
+    if (staples !== undefined) server.on('OCSPRequest', staples.onOcspRequest as (cert: Buffer, issuer: Buffer, cb: (err: Error | null, resp: Buffer) => void) => void);
   }
 
   /**
@@ -278,6 +299,7 @@ export class HttpsListener {
         },
       });
       const name = host.name;
+      this.#listenForOcsp(server);
       server.on('secureConnection', (socket: TLSSocket) => this.#onClientAuthConnection(socket, name));
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
         this.#deps.log.debug({ code: err.code, reason: err.message, remote: socket.remoteAddress, host: name }, 'tls handshake failed');

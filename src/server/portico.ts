@@ -27,6 +27,7 @@ import { challengeDirs } from '../acme/storage.js';
 import { CertStore } from '../tls/cert-store.js';
 import { CertWatcher, fileCertTargets } from '../tls/watch-certs.js';
 import { SessionTicketKeys } from '../tls/session-tickets.js';
+import { OcspStapler } from '../tls/ocsp-stapler.js';
 import { TargetRegistry } from '../upstream/target.js';
 import { RequestStatsRegistry } from '../proxy/request-stats.js';
 import { RateLimitRegistry } from '../proxy/rate-limit.js';
@@ -99,6 +100,8 @@ export class Portico {
    * acme-client and its X.509 stack cost about 30 MiB of RSS that configs without ACME never pay.
    */
   acme: AcmeManager | undefined;
+  /** Fetched OCSP responses, stapled by the HTTPS listener (listen.https.ocspStapling). */
+  readonly ocsp: OcspStapler;
   #acmeLoading: Promise<AcmeManager> | undefined;
   readonly #onCertificate: (id: string) => void;
   /** Stops the certificate services (watcher, ACME) on stop(). */
@@ -120,14 +123,18 @@ export class Portico {
     const onCertificate = (id: string): void => this.#certificateChanged(id);
     this.#onCertificate = onCertificate;
     this.certWatcher = new CertWatcher({ certs: this.certs, log, onChange: onCertificate });
+    this.ocsp = new OcspStapler({ certs: this.certs, log, signal: this.#services.signal });
     this.targets.onDrainForgotten((urls) => log.info({ upstreams: urls }, 'drained upstream target left the config, its drain is dropped'));
     this.onPlan.push((plan, config) => this.#retargetCertificates(plan, config));
+    this.onPlan.push((plan) => this.ocsp.update(plan));
   }
 
   /** Clients without SNI get the default host's certificate, and hosts with clientAuth have servers of their own: refresh them when a pair changes. */
   #certificateChanged(id: string): void {
     const plan = this.state?.plan;
     if (plan === undefined) return;
+    // A new certificate needs its own OCSP response: the old one's is dropped.
+    this.ocsp.update(plan);
     if (plan.defaultHost?.certId === id) this.https?.setDefaultContext(plan);
     if (plan.hosts.some((h) => h.certId === id && h.clientAuth !== undefined)) this.https?.setClientAuth(plan);
   }
@@ -264,7 +271,7 @@ export class Portico {
     }
     responseCache.setMaxBytes(plan.limits.cacheBytes);
     for (const hook of this.onPlan) hook(plan, config);
-    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current(), proxyProtocol: config.listen.https.proxyProtocol });
+    const https = new HttpsListener({ state: this.state, certs: this.certs, log: this.log, alpnChallenges: this.alpn, ticketKey: this.#tickets.current(), proxyProtocol: config.listen.https.proxyProtocol, staples: this.ocsp });
     this.https = https;
     // Node puts the certificate the SNI callback picks into the connection itself, so the server's
     // context, and with it the server's ticket key, serves every host.
@@ -342,7 +349,8 @@ export class Portico {
       }
       const { plan, config } = built;
       const old = this.config;
-      const ports = (c: Config): string => JSON.stringify([c.listen, c.streams.map((st) => [st.port, st.addresses])]);
+      // ocspStapling is the listener setting a reload applies (the stapler follows each Plan).
+      const ports = (c: Config): string => JSON.stringify([{ ...c.listen, https: { ...c.listen.https, ocspStapling: undefined } }, c.streams.map((st) => [st.port, st.addresses])]);
       if (old !== undefined && ports(old) !== ports(config)) {
         this.log.warn({}, 'listener changes take effect after a restart');
       }
