@@ -38,7 +38,8 @@ test("the README's minimal config is a valid config", async () => {
  * the real loader (JSON parse, ${ENV} substitution, schema and cross-references), so that no example rots.
  * How a block becomes a config, with no markup needed:
  * - a JSON object with "hosts" is a whole config, validated as it is;
- * - a JSON object with "level" and "msg" is a log line, not a config, and is skipped;
+ * - a log line, or several (a JSON object with "level" and "msg", on one line each or printed whole), is not a
+ *   config, and is skipped;
  * - anything else is a fragment, members as they stand in an object (`"key": value, …`): wrapped in braces
  *   and placed by its first key: a top-level key of the config (`"acme"`, `"log"`, `"hosts"`, …) at the top,
  *   `"upstream"` as the one route's upstream, a host name (it has a dot, `"app.example.com": {…}`) under
@@ -66,9 +67,20 @@ function jsonBlocks(markdown: string): { line: number; text: string; skipped: bo
   return blocks;
 }
 
-/** A block as a whole config, or undefined for a log line. */
+/** Whether a line of a block is a JSON log line (an object with "level" and "msg"). */
+function isLogLine(line: string): boolean {
+  try {
+    const o = JSON.parse(line) as unknown;
+    return typeof o === 'object' && o !== null && 'level' in o && 'msg' in o;
+  } catch {
+    return false;
+  }
+}
+
+/** A block as a whole config, or undefined for log lines. */
 function blockAsConfig(text: string): Record<string, unknown> | undefined {
   const trimmed = text.trim();
+  if (trimmed.split('\n').every(isLogLine)) return undefined;
   if (trimmed.startsWith('{')) {
     const whole = JSON.parse(trimmed) as Record<string, unknown>;
     if ('level' in whole && 'msg' in whole) return undefined;
