@@ -71,6 +71,20 @@ function sampleRss(child: ChildProxy): { stop(): number } {
   };
 }
 
+/** Starts an upstream on 127.0.0.1: its URL, and a close that ends its connections too. */
+async function listenLocal(server: http.Server): Promise<{ url: string; close(): Promise<void> }> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
 /** An upstream that counts (PUT /upload) or produces (GET /download) bytes without keeping them; `downloads` has what each download sent. */
 async function startCountingUpstream(): Promise<{ url: string; downloads: Promise<Tally>[]; close(): Promise<void> }> {
   const downloads: Promise<Tally>[] = [];
@@ -94,17 +108,7 @@ async function startCountingUpstream(): Promise<{ url: string; downloads: Promis
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': TOTAL });
     downloads.push(writeStream(res, TOTAL));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    downloads,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return { ...(await listenLocal(server)), downloads };
 }
 
 /** Reads a response stream to its end, tallying it. */
@@ -231,17 +235,7 @@ async function startStallingUpstream(): Promise<{ url: string; resumed: Promise<
       req.resume();
     }, STALL_MS);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    resumed,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return { ...(await listenLocal(server)), resumed };
 }
 
 for (const framing of ['content-length', 'chunked'] as const) {
