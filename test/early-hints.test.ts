@@ -17,7 +17,7 @@ const HOST = 'hints.test';
 const CSS = '</style.css>; rel=preload; as=style';
 const JS = '</app.js>; rel=preload; as=script';
 
-/** HTTP/1.1 upstream: `/hints` sends two 103s (Node's writeEarlyHints) then 200; `/hop` a 103 with hop-by-hop fields; `/102` a 102 and a 100 first. */
+/** HTTP/1.1 upstream: `/hints` sends two 103s (Node's writeEarlyHints) then 200; `/hop` a 103 with hop-by-hop fields; `/102` a 102 and a 100 first; `/broken` a 103, then the connection closed. */
 function answerH1(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
   const path = (req.url ?? '/').replace(/^\/[a-z0-9]+/, '');
   if (path.startsWith('/hop')) {
@@ -26,6 +26,10 @@ function answerH1(req: import('node:http').IncomingMessage, res: import('node:ht
     res.writeProcessing();
     res.writeContinue();
     res.writeEarlyHints({ link: CSS });
+  } else if (path.startsWith('/broken')) {
+    res.writeEarlyHints({ link: CSS });
+    setTimeout(() => req.socket.destroy(), 30);
+    return;
   } else if (path.startsWith('/hints')) {
     res.writeEarlyHints({ link: CSS });
     res.writeEarlyHints({ link: JS });
@@ -36,12 +40,15 @@ function answerH1(req: import('node:http').IncomingMessage, res: import('node:ht
   }, 30);
 }
 
-/** HTTP/2 upstream (h2c): two 103 HEADERS frames, then 200; `/hop` a 103 with a field its Connection-like header would name. */
+/** HTTP/2 upstream (h2c): `/hints` sends two 103 HEADERS frames, `/102` a 102 and a 103, then 200. */
 function answerH2(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
   const path = String(headers[':path']);
   if (path.endsWith('/hints')) {
     stream.additionalHeaders({ ':status': 103, link: CSS });
     stream.additionalHeaders({ ':status': 103, link: JS });
+  } else if (path.endsWith('/102')) {
+    stream.additionalHeaders({ ':status': 102 });
+    stream.additionalHeaders({ ':status': 103, link: CSS });
   }
   setTimeout(() => {
     if (stream.destroyed) return;
@@ -214,9 +221,11 @@ test('a 103\'s hop-by-hop headers and the fields its Connection names are stripp
 
 test('an upstream\'s 102 and 100 are dropped while its 103 goes on', async (t) => {
   const { proxy, ca } = await setup(t);
-  const got = await h2Hints(proxy.httpsPort, ca, '/h1/102');
-  assert.equal(got.status, 200);
-  assert.deepEqual(got.hints.map((h) => h[':status']), [103]);
+  for (const path of ['/h1/102', '/h2/102']) {
+    const got = await h2Hints(proxy.httpsPort, ca, path);
+    assert.equal(got.status, 200);
+    assert.deepEqual(got.hints.map((h) => [h[':status'], h['link']]), [[103, CSS]], path);
+  }
   const r = await rawTlsExchange({ port: proxy.httpsPort, sni: HOST, ca, text: `GET /h1/102 HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n` });
   assert.match(r.raw, /^HTTP\/1\.1 103 Early Hints\r\n/, r.raw);
   assert.doesNotMatch(r.raw, /HTTP\/1\.1 10[02]/, r.raw);
@@ -232,4 +241,15 @@ test('the response cache stores the final response only: a hit comes without the
   assert.deepEqual(second.hints, []);
   const lines = proxy.logs.filter((l) => l['msg'] === 'access' && l['path'] === '/cached/hints');
   assert.deepEqual(lines.map((l) => [l['status'], l['cache']]), [[200, 'miss'], [200, 'hit']]);
+});
+
+test('an upstream that fails after its 103 gets the client a 502, the 103 having gone before it', async (t) => {
+  const { proxy, ca } = await setup(t);
+  const got = await h2Hints(proxy.httpsPort, ca, '/h1/broken');
+  assert.deepEqual(got.hints.map((h) => [h[':status'], h['link']]), [[103, CSS]]);
+  assert.equal(got.status, 502);
+  const r = await rawTlsExchange({ port: proxy.httpsPort, sni: HOST, ca, text: `GET /h1/broken HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n` });
+  assert.match(r.raw, /^HTTP\/1\.1 103 Early Hints\r\n[^]*\r\n\r\nHTTP\/1\.1 502 Bad Gateway\r\n/, r.raw);
+  const line = proxy.logs.find((l) => l['msg'] === 'access' && l['path'] === '/h1/broken');
+  assert.equal(line?.['status'], 502);
 });
