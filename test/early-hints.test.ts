@@ -9,11 +9,13 @@ import http2 from 'node:http2';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { listenH2 } from './helpers/h2-upstream.js';
-import { makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
+import { checkHosts, makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
 import { h2Connect, startUpstream } from './helpers/net.js';
 import { curl, rawTlsExchange, requireTool } from './helpers/real-peers.js';
 
 const HOST = 'hints.test';
+/** A host with "earlyHints": false, its one route inheriting it. */
+const QUIET = 'quiet.test';
 const CSS = '</style.css>; rel=preload; as=style';
 const JS = '</app.js>; rel=preload; as=script';
 
@@ -73,6 +75,7 @@ async function setup(t: TestContext): Promise<Setup> {
   h2server.on('stream', answerH2);
   const h2 = await listenH2(h2server, 'h2c');
   const tls = await pki.issue('hints', [HOST]);
+  const quietTls = await pki.issue('quiet', [QUIET]);
   const proxy = await startProxyFor(t, pki, {
     hosts: {
       [HOST]: {
@@ -85,6 +88,7 @@ async function setup(t: TestContext): Promise<Setup> {
           { path: '/cached', upstream: h1.url, cache: true },
         ],
       },
+      [QUIET]: { tls: quietTls, earlyHints: false, routes: [{ path: '/', upstream: h1.url }] },
     },
   }, [() => h1.close(), () => h2.close()]);
   return { proxy, ca: pki.caPem, caFile };
@@ -103,8 +107,8 @@ function curlHeads(stderr: string): { status: string; fields: string[] }[] {
 }
 
 /** Each 1xx HEADERS block (status and fields) Node's HTTP/2 client got before the response, and the response's status and body. */
-async function h2Hints(port: number, ca: string, path: string): Promise<{ hints: http2.IncomingHttpHeaders[]; status: number; body: string }> {
-  const session = await h2Connect(port, HOST, ca);
+async function h2Hints(port: number, ca: string, path: string, host = HOST): Promise<{ hints: http2.IncomingHttpHeaders[]; status: number; body: string }> {
+  const session = await h2Connect(port, host, ca);
   try {
     return await new Promise((resolve, reject) => {
       const stream = session.request({ ':path': path });
@@ -187,13 +191,13 @@ test('an HTTP/1.0 client never gets a 103, from either kind of upstream', async 
   }
 });
 
-test('"earlyHints": false on a route keeps its upstream\'s 103s from HTTP/2 and HTTP/1.1 clients', async (t) => {
+test('"earlyHints": false on a route or a host keeps the upstream\'s 103s from HTTP/2 and HTTP/1.1 clients', async (t) => {
   const { proxy, ca } = await setup(t);
-  for (const path of ['/off/hints', '/h2off/hints']) {
-    const got = await h2Hints(proxy.httpsPort, ca, path);
+  for (const [host, path] of [[HOST, '/off/hints'], [HOST, '/h2off/hints'], [QUIET, '/quiet/hints']] as const) {
+    const got = await h2Hints(proxy.httpsPort, ca, path, host);
     assert.equal(got.status, 200);
     assert.deepEqual(got.hints, [], path);
-    const r = await rawTlsExchange({ port: proxy.httpsPort, sni: HOST, ca, text: `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n` });
+    const r = await rawTlsExchange({ port: proxy.httpsPort, sni: host, ca, text: `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n` });
     assert.match(r.raw, /^HTTP\/1\.1 200 OK\r\n/, `${path}: ${r.raw}`);
     assert.doesNotMatch(r.raw, /103/, r.raw);
   }
@@ -252,4 +256,12 @@ test('an upstream that fails after its 103 gets the client a 502, the 103 having
   assert.match(r.raw, /^HTTP\/1\.1 103 Early Hints\r\n[^]*\r\n\r\nHTTP\/1\.1 502 Bad Gateway\r\n/, r.raw);
   const line = proxy.logs.find((l) => l['msg'] === 'access' && l['path'] === '/h1/broken');
   assert.equal(line?.['status'], 502);
+});
+
+test('"earlyHints" on a route that answers itself is refused, naming the route', async (t) => {
+  const pki = await makePki();
+  t.after(() => pki.cleanup());
+  const tls = await pki.issue('cfg', [HOST]);
+  const issues = await checkHosts(pki, { [HOST]: { tls, earlyHints: false, routes: [{ path: '/', respond: { status: 204 }, earlyHints: true }] } });
+  assert.deepEqual(issues, [`hosts["${HOST}"].routes[0].earlyHints: a "respond" route sends nothing upstream, so there are no upstream 103 Early Hints to pass on; remove "earlyHints", got true`]);
 });
