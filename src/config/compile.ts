@@ -310,6 +310,7 @@ export async function compilePlan(config: Config, baseDir: string, deps: Compile
         maxBodyBytes: r.maxBodySize === undefined ? hostMaxBody : bodyLimitBytes(r.maxBodySize),
         forwardAuth: r.forwardAuth === undefined ? hostForwardAuth : r.forwardAuth === false ? undefined : compileForwardAuth(r.forwardAuth, parseDurationMs(r.forwardAuth.timeout)),
         upstreamErrorPages: r.upstream !== undefined && (r.interceptErrors ?? host.interceptErrors) ? upstreamErrorPages : undefined,
+        earlyHints: r.upstream !== undefined && (r.earlyHints ?? host.earlyHints),
         match,
         orElse: undefined,
       };

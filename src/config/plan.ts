@@ -96,6 +96,8 @@ export interface RoutePlan {
    * with a page; undefined when upstream responses pass on as they are (the one field the request path reads).
    */
   readonly upstreamErrorPages: ReadonlyMap<number, ErrorPage> | undefined;
+  /** "earlyHints" (its own or its host's): an upstream's 103 Early Hints are passed on to the client. */
+  readonly earlyHints: boolean;
   /** Its "match" conditions, or undefined for a route that serves every request under its path. */
   readonly match: RouteMatch | undefined;
   /** The next route with the same path, tried when this one's match fails (matched routes in config order, then the plain one). */

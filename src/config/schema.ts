@@ -618,6 +618,10 @@ const Route = z
       .boolean()
       .optional()
       .describe('This route\'s own "interceptErrors", replacing its host\'s: true sends the host\'s "errorPages" in place of its upstream\'s error bodies, false passes them on as they are (an API whose clients read its JSON errors, say). Routes with an "upstream" only. Default: the host\'s.'),
+    earlyHints: z
+      .boolean()
+      .optional()
+      .describe('This route\'s own "earlyHints", replacing its host\'s: false keeps its upstream\'s 103 Early Hints from clients. Routes with an "upstream" only. Default: the host\'s.'),
   })
   .superRefine((r, ctx) => {
     const kinds = (['upstream', 'redirect', 'respond', 'files'] as const).filter((k) => r[k] !== undefined);
@@ -632,6 +636,9 @@ const Route = z
     if (kinds[0] === 'upstream') return;
     if (r.headers?.request !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['headers', 'request'], message: `a "${kinds[0]}" route sends nothing upstream, so request header rules have no effect here; remove them` });
+    }
+    if (r.earlyHints !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['earlyHints'], message: `a "${kinds[0]}" route sends nothing upstream, so there are no upstream 103 Early Hints to pass on; remove "earlyHints"` });
     }
     if (r.interceptErrors === true) {
       ctx.addIssue({ code: 'custom', path: ['interceptErrors'], message: `a "${kinds[0]}" route sends nothing upstream, so there is no upstream error to replace (its own errors get the host's "errorPages" anyway); remove "interceptErrors"` });
@@ -713,6 +720,12 @@ const HostEntry = z
       .default(false)
       .describe(
         'Send this host\'s "errorPages" in place of upstream error responses too (nginx\'s proxy_intercept_errors with error_page, Traefik\'s errors middleware): an upstream\'s 4xx or 5xx answer whose status has a page ("500", or "5xx") reaches the client with that status and the page (its Content-Type, Cache-Control: no-store; HEAD gets the head alone). The upstream\'s body is discarded; of its headers only those a client needs to act on the status are kept (WWW-Authenticate, Proxy-Authenticate, Retry-After, Allow, Accept-Patch, Accept-Post); response header rules still apply, compression does not. Statuses without a page pass on as they are, and so do declined WebSocket upgrades. The access line keeps the upstream\'s status, with "detail": "replaced by the error page". Needs "errorPages". A route\'s own "interceptErrors" replaces this. Hazard: clients that read an API\'s error bodies (JSON problem details, say) get the page instead; set "interceptErrors": false on such routes. Default: false.',
+      ),
+    earlyHints: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Pass an upstream\'s 103 Early Hints (RFC 8297) on to clients before its final response (Caddy does by default; nginx 1.29\'s early_hints): each 103 from an HTTP/1.1 or HTTP/2 upstream, hop-by-hop headers removed, reaches an HTTP/2 client as a 103 HEADERS frame and an HTTP/1.1 client as an "HTTP/1.1 103 Early Hints" head, so a browser starts fetching the Link headers\' preloads and preconnects while the upstream still builds the page. Never to HTTP/1.0 clients (RFC 9110 §15.2), nor once the final head has been sent; response header rules do not apply to them (rules are written for the final response, which gets them; a 103 carries only what the upstream hints), the cache stores only the final response, and the access line\'s status is the final one. Other 1xx (100 Continue, 102) are never passed on: Portico answers a client\'s Expect: 100-continue itself. On by default: a 103 is something the upstream chose to send, and browsers act on it only over HTTP/2 and later. Hazard: an old HTTP/1.1 client that mishandles 1xx responses (RFC 9110 §15.2 requires clients to read them) may take the 103 for the answer; set false for such a host or route. Default: true.',
       ),
     denyFrom: DenyFrom.optional().describe(
       'Client addresses (IPs or CIDRs) refused with 403 (PORTICO_FORBIDDEN) on every route of this host, WebSocket upgrades included (nginx\'s deny): abusive clients, say. The client address is the one "allowFrom" judges. A route\'s own "denyFrom" adds to this list; "denyFrom" wins over "allowFrom".',

@@ -179,6 +179,19 @@ export class H1ServerResponse extends EventEmitter {
   }
 
   /**
+   * Writes a `103 Early Hints` interim response (RFC 8297) at once, before the final head: header pairs or an
+   * object, checked as writeHead checks them (throws, writing nothing, on an invalid one). Nothing is written
+   * once the final head is sent, nor to an HTTP/1.0 client, which must not get a 1xx (RFC 9110 §15.2). Cold path.
+   */
+  writeEarlyHints(headers: OutgoingHttpHeaders | readonly string[]): void {
+    if (this.headersSent || this.destroyed || !this.req.atLeast11) return;
+    const pairs = Array.isArray(headers) ? (headers as readonly string[]) : objectPairs(headers as OutgoingHttpHeaders);
+    let head = `HTTP/1.1 103 Early Hints${CRLF}`;
+    for (let i = 0; i + 1 < pairs.length; i += 2) head += fieldLine(pairs[i] as string, pairs[i + 1] as string, 'header');
+    this.socket.write(`${head}${CRLF}`, 'latin1');
+  }
+
+  /**
    * Writes one body chunk (with the head, the first time); false when the socket's buffer is full ('drain'
    * follows). `written` is called once the socket has written the chunk (with an error if it could not).
    */

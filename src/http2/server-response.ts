@@ -137,6 +137,18 @@ export class H2ServerResponse {
   }
 
   /**
+   * Sends a `103 Early Hints` HEADERS frame (RFC 8297) before the final response. Takes `headers` over (its
+   * `:status` is set here); throws, sending nothing, on a head HTTP/2 cannot carry. Nothing is sent once the
+   * final head is. Cold path.
+   */
+  writeEarlyHints(headers: OutgoingHttpHeaders): void {
+    const stream = this.stream;
+    if (stream.headersSent || stream.destroyed || stream.closed) return;
+    headers[':status'] = 103;
+    stream.additionalHeaders(headers);
+  }
+
+  /**
    * Writes one body chunk; false once the stream holds {@link STREAM_BUFFER} or more unsent (16 KiB
    * when its session has more than {@link CROWD} streams open), and
    * 'drain' follows (the stream's own 16 KiB mark is lower, so it has asked for the drain too).

@@ -14,6 +14,7 @@ import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
 import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import { dropTrailerFields } from './forward-headers.js';
+import { forwardH1Hints } from './early-hints.js';
 import { onBodyTimeout, type ProxyState } from './handle-request.js';
 import type { ClientResponse } from './respond-error.js';
 import { flushEncoder, type Encoder, type Encoding } from './compress.js';
@@ -139,6 +140,10 @@ export class Exchange implements H1Handler {
   // H1Handler (HTTP/1.1 upstreams): methods on the prototype, no per-request closures.
   onUpstreamHeaders(statusCode: number, headers: string[]): boolean {
     return onH1Headers(this, statusCode, headers);
+  }
+
+  onUpstreamHints(headers: string[]): void {
+    forwardH1Hints(this, headers);
   }
 
   onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {

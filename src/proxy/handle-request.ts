@@ -26,6 +26,7 @@ import { addSetCookie, readCookie, stickySetCookie } from './sticky-cookie.js';
 import { errorBody, resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
 import { dispatchH1 } from './forward-h1.js';
+import { wantsHints, watchH2Hints } from './early-hints.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
 import { clientAddress, isInList } from './client-address.js';
 import { requestIdFor } from './request-id.js';
@@ -560,6 +561,7 @@ function forward2(ex: Exchange, target: Target): void {
   up.on('error', onUpstreamError.bind(ex));
   up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
+  if (wantsHints(ex)) up.once('socket', watchH2Hints.bind(ex, up));
   if (ex.bodyBuffer !== undefined) {
     up.end(ex.bodyBuffer);
   } else if (hasRequestBody(req)) {

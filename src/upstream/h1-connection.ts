@@ -38,6 +38,8 @@ export interface H1Handler {
    * view of a read buffer: give it back with `giveBackReadBuffer` once it is written (never before).
    */
   onUpstreamData(chunk: Buffer, recyclable: boolean): boolean;
+  /** A 103 Early Hints (RFC 8297) before the final response; header pairs as received. Optional: handlers without it (a background refresh) drop them. Cold path. */
+  onUpstreamHints?(headers: string[]): void;
   /** The response is complete; `last` is its final body chunk, held back so head and body can go out in one write. */
   onUpstreamEnd(last: Buffer | null, trailers: string[] | null): void;
   onUpstreamError(err: UpstreamError): void;
@@ -630,8 +632,10 @@ function parserOnHeadersComplete(
       c.fail('PORTICO_UNEXPECTED_UPGRADE', 'the upstream switched protocols on a request that did not ask to');
       return 1;
     }
-    // 100 Continue, 103 Early Hints: informational, the final response follows.
+    // 100 Continue, 102, 103 Early Hints: informational, the final response follows. A 103 is offered to the
+    // handler (the route may pass it on); 100 and 102 are dropped: Portico answers a client's Expect itself.
     c.informational = true;
+    if (statusCode === 103 && h.onUpstreamHints !== undefined) h.onUpstreamHints(all ?? []);
     return 1;
   }
   c.headersDone = true;
