@@ -3,6 +3,8 @@
 # runs it the way users do, with /config and /certs mounted, then checks that
 #   1. an HTTPS request for e2e.localhost (SNI == Host) reaches a backend on 127.0.0.1 and returns its body,
 #   2. the proxy process runs as a non-root user,
+#   2b. a config edit on the host (a new file renamed over the old, as editors save) and a Kubernetes-style
+#      certificate update (a new timestamped folder, the `..data` link swapped to it) reach it through the mounts,
 #   3. `podman stop` (SIGTERM, then SIGKILL at the `--stop-timeout` README's `docker run` line gives) lets a request
 #      in flight finish with its answer and exits 0; every line of `podman logs` is JSON, the last one `stopped`,
 # once with one process (the proxy is PID 1) and once with "workers": 2 (PID 1 is the primary). With workers, a
@@ -126,11 +128,30 @@ mkdir -p "$TMP/pki" "$TMP/config" "$TMP/certs"
   printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOSTNAME_" >leaf.ext
   openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext \
     -out leaf.crt 2>/dev/null
+  # A second certificate for the same name, for the rotation check.
+  openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext \
+    -out leaf2.crt 2>/dev/null
 )
-cp "$TMP/pki/leaf.crt" "$TMP/certs/e2e.crt"
-cp "$TMP/pki/leaf.key" "$TMP/certs/e2e.key"
-write_config() { # WORKERS
-  cat >"$TMP/config/portico.json" <<EOF
+# The certificate as a Kubernetes secret volume lays it out: tls.crt and tls.key link into ..data/, a link to a
+# timestamped folder that an update replaces by swapping the link (kubelet's AtomicWriter).
+swap_cert() { # CERT-FILE: a new folder with it, ..data swapped to it, the old folder removed
+  local d="..$(date +%Y_%m_%d_%H_%M_%S.%N)" old
+  mkdir "$TMP/certs/e2e/$d"
+  cp "$1" "$TMP/certs/e2e/$d/tls.crt"
+  cp "$TMP/pki/leaf.key" "$TMP/certs/e2e/$d/tls.key"
+  chmod 600 "$TMP/certs/e2e/$d/tls.key"
+  chown -R 1000:1000 "$TMP/certs/e2e/$d"
+  old=$(readlink "$TMP/certs/e2e/..data" || true)
+  ln -s "$d" "$TMP/certs/e2e/..data_tmp"
+  mv -T "$TMP/certs/e2e/..data_tmp" "$TMP/certs/e2e/..data"
+  [[ -z $old ]] || rm -rf "${TMP:?}/certs/e2e/$old"
+}
+mkdir -p "$TMP/certs/e2e"
+swap_cert "$TMP/pki/leaf.crt"
+ln -s ..data/tls.crt "$TMP/certs/e2e/tls.crt"
+ln -s ..data/tls.key "$TMP/certs/e2e/tls.key"
+write_config() { # WORKERS [VERSION]: written to a new file renamed over the old, as most editors save
+  cat >"$TMP/config/portico.json.new" <<EOF
 {
   "listen": {
     "https": { "port": $HTTPS_PORT, "addresses": ["127.0.0.1"] },
@@ -140,18 +161,22 @@ write_config() { # WORKERS
   "certsDir": "/certs",
   "hosts": {
     "$HOSTNAME_": {
-      "tls": { "cert": "e2e.crt", "key": "e2e.key" },
-      "routes": [ { "path": "/", "upstream": "http://127.0.0.1:$BACKEND_PORT" } ]
+      "tls": { "cert": "e2e/tls.crt", "key": "e2e/tls.key" },
+      "routes": [
+        { "path": "/e2e/version", "respond": { "body": "${2:-v1}" } },
+        { "path": "/", "upstream": "http://127.0.0.1:$BACKEND_PORT" }
+      ]
     }
   }
 }
 EOF
-  chmod 644 "$TMP/config/portico.json"
+  chmod 644 "$TMP/config/portico.json.new"
+  mv "$TMP/config/portico.json.new" "$TMP/config/portico.json"
 }
 write_config 1
 # As a user would: the config readable by all, the certificate directory owned by the image's uid 1000.
 chmod 755 "$TMP" "$TMP/config"
-chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs" && chmod 600 "$TMP/certs/e2e.key"
+chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs"
 
 # ---- run: one case per worker count (1: the proxy is PID 1; 2: PID 1 is the primary, forwarding signals) ----
 URL="https://$HOSTNAME_:$HTTPS_PORT/e2e/check?x=1"
@@ -192,6 +217,33 @@ run_case() { # WORKERS
   cmd=$("$PODMAN" exec "$name" cat /proc/1/cmdline | tr '\0' ' ')
   ((nodes == (workers == 1 ? 1 : workers + 1))) || die "[workers=$workers] $nodes node processes, expected $((workers == 1 ? 1 : workers + 1))"
   say "[workers=$workers] ok: $procs processes, none as root; PID 1 '$cmd', $nodes node processes"
+
+  # 2b. day-2 changes through the mounts: the config edited on the host, the certificate rotated Kubernetes-style
+  local got= serial want_serial
+  write_config "$workers" "edited-$workers"
+  for _ in $(seq 1 40); do
+    got=$("${CURL[@]}" "https://$HOSTNAME_:$HTTPS_PORT/e2e/version" 2>/dev/null || true)
+    [[ $got == "edited-$workers" ]] && break
+    sleep 0.25
+  done
+  [[ $got == "edited-$workers" ]] || die "[workers=$workers] config edit not picked up within 10s (still: $got)"
+  local next=$TMP/pki/leaf2.crt
+  ((workers == 1)) || next=$TMP/pki/leaf.crt
+  want_serial=$(openssl x509 -noout -serial -in "$next")
+  swap_cert "$next"
+  for _ in $(seq 1 40); do
+    serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true)
+    [[ $serial == "$want_serial" ]] && break
+    sleep 0.25
+  done
+  [[ $serial == "$want_serial" ]] || die "[workers=$workers] certificate swapped through ..data not served within 10s (serving $serial, want $want_serial)"
+  # Every worker serves it: new connections spread over them (SO_REUSEPORT), each one must see the new serial.
+  for _ in 1 2 3 4 5 6; do
+    serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true)
+    [[ $serial == "$want_serial" ]] || { sleep 1; serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true); }
+    [[ $serial == "$want_serial" ]] || die "[workers=$workers] a connection still got the old certificate a second after another got the new one ($serial)"
+  done
+  say "[workers=$workers] ok: config edit (renamed over) and ..data certificate swap picked up through the mounts"
 
   # 3. graceful stop on SIGTERM: `podman stop` as users run it (the container's --stop-timeout), with a request in
   # flight that must get its answer and, with workers, one that outlasts limits.shutdownTimeout (10 s) and is cut.
