@@ -1,7 +1,7 @@
 # Portico: TLS-terminating multi-host reverse proxy.
 #
 #   docker build -t portico .
-#   docker run -d --name portico -p 80:80 -p 443:443 \
+#   docker run -d --name portico -p 80:80 -p 443:443 --stop-timeout 20 \
 #     -v "$PWD/config:/config:ro" -v "$PWD/certs:/certs" portico
 #
 # /config/portico.json is the config; in it, "certsDir": "/certs" (relative paths resolve against the config
@@ -35,6 +35,8 @@ RUN mkdir -p /config /certs && chown node:node /certs
 USER node
 EXPOSE 80 443
 VOLUME ["/config", "/certs"]
-# Portico drains connections and exits on SIGTERM; `docker stop` waits 10 s by default before SIGKILL.
+# Portico drains connections and exits on SIGTERM within limits.shutdownTimeout (10 s by default). `docker stop`
+# sends SIGKILL after 10 s by default, the same 10 s: run with --stop-timeout 20 (Compose: stop_grace_period) so a
+# slow request at the stop does not get the container killed (exit 137). An image cannot set this itself.
 STOPSIGNAL SIGTERM
 CMD ["node", "dist/src/main.js", "--config", "/config/portico.json"]

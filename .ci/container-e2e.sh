@@ -3,8 +3,13 @@
 # runs it the way users do, with /config and /certs mounted, then checks that
 #   1. an HTTPS request for e2e.localhost (SNI == Host) reaches a backend on 127.0.0.1 and returns its body,
 #   2. the proxy process runs as a non-root user,
-#   3. `podman stop -t 15` (SIGTERM, then SIGKILL at 15 s) ends it well before the timeout, with exit code 0,
-# once with one process (the proxy is PID 1) and once with "workers": 2 (PID 1 is the primary).
+#   2b. a config edit on the host (a new file renamed over the old, as editors save) and a Kubernetes-style
+#      certificate update (a new timestamped folder, the `..data` link swapped to it) reach it through the mounts,
+#   3. `podman stop` (SIGTERM, then SIGKILL at the `--stop-timeout` README's `docker run` line gives) lets a request
+#      in flight finish with its answer and exits 0; every line of `podman logs` is JSON, the last one `stopped`,
+# once with one process (the proxy is PID 1) and once with "workers": 2 (PID 1 is the primary). With workers, a
+# request that outlasts limits.shutdownTimeout (the default 10 s, as long as docker stop's own default) is cut at
+# that deadline and the container still exits 0, before the stop timeout's SIGKILL (exit 137 without it).
 # Host networking (the only kind podman has here) means a non-root process cannot bind < 1024, so the config
 # listens on free high ports on 127.0.0.1. Everything it starts (backend, container, temp dir) it removes.
 # Usage: .ci/container-e2e.sh     Env: NODE_LTS_MAJOR (default 26), PORTICO_SHARED, PORTICO_REUSE_BASE=1,
@@ -23,6 +28,10 @@ START=$SECONDS
 say() { printf '[container-e2e %3ds] %s\n' "$((SECONDS - START))" "$*"; }
 die() { say "FAIL: $*" >&2; exit 1; }
 
+# The stop timeout users are told to give `docker run` (README, Docker): the runs here use the same.
+STOP_TIMEOUT=$(sed -n 's/^docker run .*--stop-timeout \([0-9][0-9]*\).*/\1/p' "$REPO/README.md" | head -1)
+[[ -n $STOP_TIMEOUT ]] || { echo "[container-e2e] FAIL: README's 'docker run' line has no --stop-timeout" >&2; exit 1; }
+
 # ---- tools: a missing one fails the run (installing what Debian has, if we are root) ---------------------
 need=()
 for t in podman runc debootstrap; do command -v "$t" >/dev/null || need+=("$t"); done
@@ -37,6 +46,7 @@ for t in podman runc debootstrap openssl curl node; do command -v "$t" >/dev/nul
 TMP=$(mktemp -d)
 backend_pid=
 STARTED=()
+CLIENTS=()
 cleanup() {
   local rc=$? name
   for name in "${STARTED[@]}"; do
@@ -48,6 +58,7 @@ cleanup() {
     "$PODMAN" rm -f -t 0 "$name" >/dev/null 2>&1 || true
   done
   [[ -n $backend_pid ]] && kill "$backend_pid" 2>/dev/null || true
+  for pid in "${CLIENTS[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$TMP"
   say "done, exit $rc"
 }
@@ -94,13 +105,14 @@ read -r HTTPS_PORT HTTP_PORT BACKEND_PORT < <(node -e '
   next();')
 [[ -n $BACKEND_PORT ]] || die "could not find free ports"
 
-# ---- backend: answers every request with a marker body and the path it saw ---------------------------------
+# ---- backend: answers every request with a marker body and the path it saw, after ?ms= milliseconds -------
 MARKER="portico-e2e-backend-$$-$RANDOM"
 node -e '
   const [port, marker] = process.argv.slice(1);
   require("node:http").createServer((req, res) => {
     res.setHeader("content-type", "text/plain");
-    res.end(`${marker} ${req.method} ${req.url} host=${req.headers.host}\n`);
+    const ms = Number(new URL(req.url, "http://x").searchParams.get("ms") ?? 0);
+    setTimeout(() => res.end(`${marker} ${req.method} ${req.url} host=${req.headers.host}\n`), ms);
   }).listen(Number(port), "127.0.0.1");
   process.on("SIGTERM", () => process.exit(0));' "$BACKEND_PORT" "$MARKER" &
 backend_pid=$!
@@ -116,11 +128,30 @@ mkdir -p "$TMP/pki" "$TMP/config" "$TMP/certs"
   printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOSTNAME_" >leaf.ext
   openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext \
     -out leaf.crt 2>/dev/null
+  # A second certificate for the same name, for the rotation check.
+  openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext \
+    -out leaf2.crt 2>/dev/null
 )
-cp "$TMP/pki/leaf.crt" "$TMP/certs/e2e.crt"
-cp "$TMP/pki/leaf.key" "$TMP/certs/e2e.key"
-write_config() { # WORKERS
-  cat >"$TMP/config/portico.json" <<EOF
+# The certificate as a Kubernetes secret volume lays it out: tls.crt and tls.key link into ..data/, a link to a
+# timestamped folder that an update replaces by swapping the link (kubelet's AtomicWriter).
+swap_cert() { # CERT-FILE: a new folder with it, ..data swapped to it, the old folder removed
+  local d="..$(date +%Y_%m_%d_%H_%M_%S.%N)" old
+  mkdir "$TMP/certs/e2e/$d"
+  cp "$1" "$TMP/certs/e2e/$d/tls.crt"
+  cp "$TMP/pki/leaf.key" "$TMP/certs/e2e/$d/tls.key"
+  chmod 600 "$TMP/certs/e2e/$d/tls.key"
+  chown -R 1000:1000 "$TMP/certs/e2e/$d"
+  old=$(readlink "$TMP/certs/e2e/..data" || true)
+  ln -s "$d" "$TMP/certs/e2e/..data_tmp"
+  mv -T "$TMP/certs/e2e/..data_tmp" "$TMP/certs/e2e/..data"
+  [[ -z $old ]] || rm -rf "${TMP:?}/certs/e2e/$old"
+}
+mkdir -p "$TMP/certs/e2e"
+swap_cert "$TMP/pki/leaf.crt"
+ln -s ..data/tls.crt "$TMP/certs/e2e/tls.crt"
+ln -s ..data/tls.key "$TMP/certs/e2e/tls.key"
+write_config() { # WORKERS [VERSION]: written to a new file renamed over the old, as most editors save
+  cat >"$TMP/config/portico.json.new" <<EOF
 {
   "listen": {
     "https": { "port": $HTTPS_PORT, "addresses": ["127.0.0.1"] },
@@ -130,18 +161,22 @@ write_config() { # WORKERS
   "certsDir": "/certs",
   "hosts": {
     "$HOSTNAME_": {
-      "tls": { "cert": "e2e.crt", "key": "e2e.key" },
-      "routes": [ { "path": "/", "upstream": "http://127.0.0.1:$BACKEND_PORT" } ]
+      "tls": { "cert": "e2e/tls.crt", "key": "e2e/tls.key" },
+      "routes": [
+        { "path": "/e2e/version", "respond": { "body": "${2:-v1}" } },
+        { "path": "/", "upstream": "http://127.0.0.1:$BACKEND_PORT" }
+      ]
     }
   }
 }
 EOF
-  chmod 644 "$TMP/config/portico.json"
+  chmod 644 "$TMP/config/portico.json.new"
+  mv "$TMP/config/portico.json.new" "$TMP/config/portico.json"
 }
 write_config 1
 # As a user would: the config readable by all, the certificate directory owned by the image's uid 1000.
 chmod 755 "$TMP" "$TMP/config"
-chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs" && chmod 600 "$TMP/certs/e2e.key"
+chown -R 1000:1000 "$TMP/certs" && chmod 700 "$TMP/certs"
 
 # ---- run: one case per worker count (1: the proxy is PID 1; 2: PID 1 is the primary, forwarding signals) ----
 URL="https://$HOSTNAME_:$HTTPS_PORT/e2e/check?x=1"
@@ -150,7 +185,7 @@ run_case() { # WORKERS
   local workers=$1 name=$NAME-w$1 body= state t0
   write_config "$workers"
   STARTED+=("$name")
-  "$PODMAN" run -d --name "$name" -v "$TMP/config:/config:ro" -v "$TMP/certs:/certs" "$IMAGE" >/dev/null
+  "$PODMAN" run -d --name "$name" --stop-timeout "$STOP_TIMEOUT" -v "$TMP/config:/config:ro" -v "$TMP/certs:/certs" "$IMAGE" >/dev/null
   t0=$SECONDS
   for _ in $(seq 1 120); do
     state=$("$PODMAN" inspect --format '{{.State.Status}}' "$name")
@@ -183,16 +218,72 @@ run_case() { # WORKERS
   ((nodes == (workers == 1 ? 1 : workers + 1))) || die "[workers=$workers] $nodes node processes, expected $((workers == 1 ? 1 : workers + 1))"
   say "[workers=$workers] ok: $procs processes, none as root; PID 1 '$cmd', $nodes node processes"
 
-  # 3. graceful stop on SIGTERM, well before the 15 s timeout
-  local start_ns stop_ms code
+  # 2b. day-2 changes through the mounts: the config edited on the host, the certificate rotated Kubernetes-style
+  local got= serial want_serial
+  write_config "$workers" "edited-$workers"
+  for _ in $(seq 1 40); do
+    got=$("${CURL[@]}" "https://$HOSTNAME_:$HTTPS_PORT/e2e/version" 2>/dev/null || true)
+    [[ $got == "edited-$workers" ]] && break
+    sleep 0.25
+  done
+  [[ $got == "edited-$workers" ]] || die "[workers=$workers] config edit not picked up within 10s (still: $got)"
+  local next=$TMP/pki/leaf2.crt
+  ((workers == 1)) || next=$TMP/pki/leaf.crt
+  want_serial=$(openssl x509 -noout -serial -in "$next")
+  swap_cert "$next"
+  for _ in $(seq 1 40); do
+    serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true)
+    [[ $serial == "$want_serial" ]] && break
+    sleep 0.25
+  done
+  [[ $serial == "$want_serial" ]] || die "[workers=$workers] certificate swapped through ..data not served within 10s (serving $serial, want $want_serial)"
+  # Every worker serves it: new connections spread over them (SO_REUSEPORT), each one must see the new serial.
+  for _ in 1 2 3 4 5 6; do
+    serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true)
+    [[ $serial == "$want_serial" ]] || { sleep 1; serial=$(openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "$HOSTNAME_" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null || true); }
+    [[ $serial == "$want_serial" ]] || die "[workers=$workers] a connection still got the old certificate a second after another got the new one ($serial)"
+  done
+  say "[workers=$workers] ok: config edit (renamed over) and ..data certificate swap picked up through the mounts"
+
+  # 3. graceful stop on SIGTERM: `podman stop` as users run it (the container's --stop-timeout), with a request in
+  # flight that must get its answer and, with workers, one that outlasts limits.shutdownTimeout (10 s) and is cut.
+  local drained=$TMP/drained-$workers cut=$TMP/cut-$workers start_ns stop_ms code min_ms
+  "${CURL[@]}" --max-time 30 -w ' %{http_code}' "https://$HOSTNAME_:$HTTPS_PORT/e2e/slow?ms=1500" >"$drained" 2>&1 &
+  CLIENTS+=($!)
+  min_ms=0
+  if ((workers > 1)); then
+    "${CURL[@]}" --max-time 60 "https://$HOSTNAME_:$HTTPS_PORT/e2e/stuck?ms=60000" >"$cut" 2>&1 &
+    CLIENTS+=($!)
+    min_ms=9500
+  fi
+  sleep 0.5
   start_ns=$(date +%s%N)
-  "$PODMAN" stop -t 15 "$name" >/dev/null
+  "$PODMAN" stop "$name" >/dev/null
   stop_ms=$((($(date +%s%N) - start_ns) / 1000000))
   code=$("$PODMAN" inspect --format '{{.State.ExitCode}}' "$name")
-  ((stop_ms < 10000)) || die "[workers=$workers] stop took ${stop_ms}ms (exit code $code): SIGTERM not handled, killed at the timeout?"
-  [[ $code == 0 ]] || die "[workers=$workers] exit code $code after SIGTERM (stop took ${stop_ms}ms)"
-  say "[workers=$workers] ok: stopped by SIGTERM in ${stop_ms}ms, exit code 0; last log lines:"
-  "$PODMAN" logs --tail 3 "$name" 2>&1 | cut -c1-200 | sed 's/^/  | /'
+  [[ $code == 0 ]] || die "[workers=$workers] exit code $code after SIGTERM (stop took ${stop_ms}ms; 137: killed at the ${STOP_TIMEOUT}s stop timeout)"
+  ((stop_ms >= min_ms && stop_ms < STOP_TIMEOUT * 1000 - 3000)) || die "[workers=$workers] stop took ${stop_ms}ms, expected ${min_ms}ms to $((STOP_TIMEOUT - 3))s"
+  wait "${CLIENTS[@]}" 2>/dev/null || true
+  [[ $(<"$drained") == "$MARKER GET /e2e/slow?ms=1500 "*$'\n 200' ]] || die "[workers=$workers] the request in flight at the stop was not answered: $(cat "$drained")"
+  say "[workers=$workers] ok: stopped by SIGTERM in ${stop_ms}ms, exit code 0, the request in flight answered"
+  # Logs: JSON lines on stdout, every one of them, the last one saying the stop completed; nothing on stderr.
+  "$PODMAN" logs "$name" >"$TMP/logs-$workers" 2>"$TMP/stderr-$workers"
+  [[ ! -s $TMP/stderr-$workers ]] || die "[workers=$workers] the container wrote to stderr: $(head -3 "$TMP/stderr-$workers")"
+  node -e '
+    process.on("uncaughtException", (err) => { console.error(err.message); process.exit(1); });
+    const lines = require("node:fs").readFileSync(process.argv[1], "utf8").trimEnd().split("\n");
+    for (const line of lines) {
+      const o = JSON.parse(line);
+      if (typeof o.level !== "number" || typeof o.msg !== "string" || typeof o.time !== "number") throw new Error(`not a log line: ${line}`);
+    }
+    const last = JSON.parse(lines.at(-1));
+    if (last.msg !== "stopped" || last.pid !== 1) throw new Error(`last line is not PID 1 saying stopped: ${lines.at(-1)}`);
+    if (process.argv[2] === "1" && !lines.some((l) => /"aborted":true/.test(l) && l.includes("/e2e/stuck")))
+      throw new Error("no access line for the request cut at limits.shutdownTimeout");
+    console.log(`${lines.length} lines`);' "$TMP/logs-$workers" "$((workers > 1))" >"$TMP/logcheck" 2>&1 ||
+    die "[workers=$workers] podman logs: $(tail -3 "$TMP/logcheck")"
+  say "[workers=$workers] ok: podman logs: $(cat "$TMP/logcheck") of JSON, the last PID 1's 'stopped':"
+  tail -2 "$TMP/logs-$workers" | cut -c1-200 | sed 's/^/  | /'
   "$PODMAN" rm "$name" >/dev/null
 }
 run_case 1

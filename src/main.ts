@@ -226,6 +226,10 @@ async function main(argv: string[]): Promise<number> {
     const shutdownTimeoutMs = pre?.ok === true ? parseDurationMs(pre.config.limits.shutdownTimeout) : 10_000;
     const code = await runPrimary(workers, log, { reusePort: nodeHasReusePort(), onReload, shutdownTimeoutMs, logFiles, signals });
     await admin?.close();
+    // The primary's last line, as a single process ends with 'stopped': `docker logs` shows that the stop
+    // completed and how (1: a worker was killed at the deadline, or none could start), not just the workers'.
+    if (code === 0) log.info({ exitCode: code }, 'stopped');
+    else log.error({ exitCode: code }, 'stopped');
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
   }

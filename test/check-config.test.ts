@@ -2,7 +2,8 @@ import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makePki, type TestPki } from './helpers/proxy.js';
@@ -301,4 +302,41 @@ test('durations that set timers are refused past "24d" with their path; cache li
   }
   assert.deepEqual(issues({ limits: { keepAliveTimeout: '24d' }, streams: [{ port: 7000, upstream: 'tcp://127.0.0.1:1', idleTimeout: '24d' }] }), []);
   assert.deepEqual(issues({ hosts: { 'b.test': { tls, routes: [{ upstream: 'http://127.0.0.1:1', cache: { defaultTtl: '90d' } }] } } }), [], 'a cache lifetime is not a timer');
+});
+
+test('portico check run as another user (uid 1000, as in the Docker image) names that uid for a root-owned 0600 key and admin token, instead of telling to create the token', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root, to make root-owned files and run the CLI as uid 1000');
+  // The CLI as uid 1000 must be able to run at all: a Node under /root (CI's LTS binary) is not reachable by it.
+  const probe = await new Promise<number | null>((done) => {
+    execFile(process.execPath, ['-e', '0'], { uid: 1000, gid: 1000, cwd: '/' }, (err) => done(err === null ? 0 : (typeof err.code === 'number' ? err.code : -1)));
+  });
+  if (probe !== 0) return t.skip(`uid 1000 cannot run ${process.execPath}`);
+  const dir = await mkdtemp(join(tmpdir(), 'portico-perm-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await chmod(dir, 0o755);
+  await copyFile(join(pki.dir, 'good.pem'), join(dir, 'good.pem'));
+  await copyFile(join(pki.dir, 'good-key.pem'), join(dir, 'good-key.pem'));
+  await writeFile(join(dir, 'admin.token'), 'a'.repeat(64));
+  await chmod(join(dir, 'good.pem'), 0o644);
+  await chmod(join(dir, 'good-key.pem'), 0o600);
+  await chmod(join(dir, 'admin.token'), 0o600);
+  const config = join(dir, 'portico.json');
+  await writeFile(config, JSON.stringify({
+    certsDir: '.',
+    admin: { port: 9, tokenFile: 'admin.token' },
+    hosts: { 'app.example.com': { tls: { cert: 'good.pem', key: 'good-key.pem' }, routes: [{ path: '/', upstream: 'http://127.0.0.1:3000' }] } },
+  }));
+  await chmod(config, 0o644);
+  const r = await new Promise<CliResult>((done, reject) => {
+    execFile(process.execPath, [MAIN, 'check', config], { uid: 1000, gid: 1000, cwd: ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err !== null && typeof err.code !== 'number') return reject(err);
+      done({ code: err === null ? 0 : (err.code as number), stdout, stderr });
+    });
+  });
+  assert.equal(r.code, 1, r.stderr);
+  const fix = 'let the user Portico runs as (uid 1000) read it: chown it to that uid, or give it a group the process has (docker run --group-add) and mode 0640';
+  assert.deepEqual(issueLines(r).sort(), [
+    `admin.tokenFile: cannot read the admin token file ${dir}/admin.token (EACCES); ${fix}`,
+    `hosts["app.example.com"].tls: ${dir}/good-key.pem: cannot read the key (EACCES); ${fix}`,
+  ]);
 });

@@ -60,6 +60,9 @@ test('two workers share the port and both serve; SIGTERM stops the primary and i
   assert.equal(up.seen.length, n);
   await proxy.kill(10_000);
   assert.equal(await proxy.exited, 0);
+  // The primary's own last line says the stop completed (what `docker logs` shows last), with the exit code.
+  const primaryLast = proxy.logs.filter((l) => l['pid'] === proxy.pid).at(-1);
+  assert.deepEqual([primaryLast?.['msg'], primaryLast?.['exitCode']], ['stopped', 0], JSON.stringify(primaryLast));
   // Workers flush their logs as they stop: the access lines name the worker that served each request.
   const access = proxy.logs.filter((l) => l['msg'] === 'access');
   assert.equal(access.length, n, JSON.stringify(proxy.logs.slice(-5)));
@@ -132,6 +135,9 @@ test('a restarted worker that cannot start (the config file edited into one it r
   assert.equal(listening(), 3, 'a new worker serves');
   await proxy.kill(10_000);
   assert.equal(await proxy.exited, 0);
+  // The primary's own last line says the stop completed (what `docker logs` shows last), with the exit code.
+  const primaryLast = proxy.logs.filter((l) => l['pid'] === proxy.pid).at(-1);
+  assert.deepEqual([primaryLast?.['msg'], primaryLast?.['exitCode']], ['stopped', 0], JSON.stringify(primaryLast));
 });
 
 test('restart delays: one restart per worker at once, then 250 ms doubling up to 30 s; giving up needs several failed starts', () => {
@@ -171,4 +177,6 @@ test('SIGTERM with a worker that hangs: the primary kills it limits.shutdownTime
   assert.deepEqual(killed.map((l) => l['pid']), [proxy.proc.pid]);
   assert.throws(() => process.kill(hung, 0), /ESRCH/, 'the hung worker is gone');
   assert.throws(() => process.kill(other, 0), /ESRCH/, 'the other worker stopped');
+  const primaryLast = proxy.logs.filter((l) => l['pid'] === proxy.proc.pid).at(-1);
+  assert.deepEqual([primaryLast?.['msg'], primaryLast?.['level'], primaryLast?.['exitCode']], ['stopped', 50, 1], JSON.stringify(primaryLast));
 });

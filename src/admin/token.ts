@@ -5,6 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { isPermissionError, permissionHint } from '../config/permission-hint.js';
 
 /** Shortest token accepted: 32 characters (`openssl rand -hex 32` makes 64). */
 export const MIN_TOKEN_LENGTH = 32;
@@ -16,7 +17,10 @@ export async function readAdminTokenDigest(baseDir: string, tokenFile: string): 
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read the admin token file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'}); create it, e.g. with: openssl rand -hex 32 > ${file}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    // A file that is there but unreadable needs its permissions fixed, not a new token.
+    const fix = isPermissionError(code) ? permissionHint() : `create it, e.g. with: openssl rand -hex 32 > ${file}`;
+    throw new Error(`cannot read the admin token file ${file} (${code ?? 'error'}); ${fix}`);
   }
   const token = text.trim();
   if (/\s/.test(token)) {

@@ -12,6 +12,7 @@ import { formatPath } from './json-path.js';
 import { normalizeRoutePath } from './plan.js';
 import { substituteEnv } from './env-vars.js';
 import { closestKey, knownKeysAt } from './known-keys.js';
+import { permissionHint } from './permission-hint.js';
 
 /** One problem found in a config file. */
 export interface ConfigIssue {
@@ -222,7 +223,7 @@ function readErrorMessage(abs: string, err: unknown): string {
   const why: Record<string, string> = {
     ENOENT: 'there is no such file; check the path (a relative one is taken from the working directory)',
     EISDIR: 'it is a directory; name the config file in it',
-    EACCES: `permission denied; let the user Portico runs as${process.getuid === undefined ? '' : ` (uid ${process.getuid()})`} read it`,
+    EACCES: `permission denied; ${permissionHint()}`,
     ENOTDIR: 'a directory in its path is a file; check the path',
     ELOOP: 'its symbolic links form a loop; check where they point',
   };

@@ -821,7 +821,7 @@ const Limits = z
       'Largest request body accepted; larger gets 413, by Content-Length before anything is sent upstream, or while the body streams. A host or route may set its own. Default: unlimited (streamed).',
     ),
     cacheSize: Size.default('64mb').describe('Memory each process may give the response cache (hosts\' and routes\' "cache"), bodies and headers counted; with "workers", each worker has its own. Past it, responses not used lately are dropped first (second chance, an approximation of least recently used).'),
-    shutdownTimeout: TimerDuration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed. With "workers", the primary kills a worker still running 5 s after that (a hung one) and exits 1.'),
+    shutdownTimeout: TimerDuration.default('10s').describe('On SIGTERM/SIGINT, time in-flight requests have to finish before connections are closed. With "workers", the primary kills a worker still running 5 s after that (a hung one) and exits 1. Whatever stops Portico must wait longer: docker stop sends SIGKILL after its own 10 s unless given --stop-timeout (Compose: stop_grace_period), so give it at least this + 5 s.'),
     maxConnections: z
       .number()
       .int()

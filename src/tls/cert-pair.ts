@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { PorticoError } from '../errors.js';
 import { SERVER_TLS_OPTIONS } from './tls-settings.js';
+import { isPermissionError, permissionHint } from '../config/permission-hint.js';
 
 /** A validated certificate pair, ready to serve. */
 export interface CertPair {
@@ -33,6 +34,11 @@ export interface CertPair {
 export interface MissingIssuer {
   readonly issuer: string;
   readonly url: string;
+}
+
+/** How to fix a certificate or key file that could not be read: its permissions, or its path. */
+function readFix(err: unknown): string {
+  return isPermissionError((err as NodeJS.ErrnoException).code) ? permissionHint() : 'check the path (relative to certsDir) and permissions';
 }
 
 function invalid(file: string, reason: string, fix: string, cause?: unknown): PorticoError {
@@ -237,12 +243,12 @@ export async function loadCertPair(certFile: string, keyFile: string, names: rea
   try {
     certPem = await readFile(certFile);
   } catch (err) {
-    throw invalid(certFile, `cannot read the certificate (${(err as NodeJS.ErrnoException).code ?? 'error'})`, 'check the path (relative to certsDir) and permissions', err);
+    throw invalid(certFile, `cannot read the certificate (${(err as NodeJS.ErrnoException).code ?? 'error'})`, readFix(err), err);
   }
   try {
     keyPem = await readFile(keyFile);
   } catch (err) {
-    throw invalid(keyFile, `cannot read the key (${(err as NodeJS.ErrnoException).code ?? 'error'})`, 'check the path (relative to certsDir) and permissions', err);
+    throw invalid(keyFile, `cannot read the key (${(err as NodeJS.ErrnoException).code ?? 'error'})`, readFix(err), err);
   }
   if (loaded !== undefined && loaded.certPem.equals(certPem) && loaded.keyPem.equals(keyPem)) {
     checkServes(certFile, loaded.leaf, loaded.notBefore, loaded.notAfter, names, Date.now());

@@ -26,6 +26,7 @@ import type { Config } from '../config/schema.js';
 import { buildCertPair, CHAIN_WARNING, type CertPair } from './cert-pair.js';
 import { fileCertId, type CertStore } from './cert-store.js';
 import { FolderArrivals } from './folder-arrivals.js';
+import { isPermissionError, permissionHint } from '../config/permission-hint.js';
 
 /** One watched pair. */
 export interface CertTarget {
@@ -315,7 +316,7 @@ export class CertWatcher {
       if (this.#refused.get(t.id) !== key && !this.#settleOnce(t, key)) {
         this.#refused.set(t.id, key);
         const file = (err as NodeJS.ErrnoException).path ?? t.certFile;
-        const reason = `${file}: cannot be read (${code ?? 'error'}); check that it exists and that Portico may read it`;
+        const reason = `${file}: cannot be read (${code ?? 'error'}); ${isPermissionError(code) ? permissionHint() : 'check that it exists and that Portico may read it'}`;
         this.#o.certs.setProblem(t.id, { code: code ?? 'error', reason, certFile: t.certFile, keyFile: t.keyFile, at: new Date() });
         this.#o.log.error({ certFile: t.certFile, keyFile: t.keyFile, code, reason }, 'certificate files unreadable, keeping the current certificate');
       }
