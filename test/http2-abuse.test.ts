@@ -261,6 +261,9 @@ test('with keepAliveTimeout "0s" an idle HTTP/2 connection stays open, but one w
   for (const [what, one] of CONTROL_FLOODS) {
     const c = await connect();
     t.after(() => c.close());
+    // Idle for longer than sendTimeout first: the session is looked at then, left open, and looked at again later.
+    await sleep(1500);
+    assert.equal(c.closed, false, `${what}: the connection is open after 1.5 s idle`);
     const tookMs = await floodUnread(c, one);
     // No idle GOAWAY: the output stuck in the sockets is what ends it, about sendTimeout (1 s) after it stopped moving.
     assert.equal(c.closed, true, `${what}: the connection is closed within 10 s`);

@@ -402,7 +402,9 @@ export class HttpsListener {
     // sendTimeout is destroyed (src/http2/idle-close.ts); with both off, nothing bounds it.
     const limits = this.#deps.state.plan.limits;
     if (limits.keepAliveTimeoutMs > 0) {
-      session.setTimeout(limits.keepAliveTimeoutMs, () => {
+      // once(): closeIdleSession sets the session's timeout again, for its own look.
+      session.setTimeout(limits.keepAliveTimeoutMs);
+      session.once('timeout', () => {
         const now = this.#deps.state.plan.limits;
         if (raw === undefined) session.close();
         else closeIdleSession(session, raw, now.sendTimeoutMs > 0 ? now.sendTimeoutMs : now.keepAliveTimeoutMs);
