@@ -215,28 +215,36 @@ test('an HPACK bomb (one large dynamic-table entry referenced thousands of times
   assert.equal((await h2Request(other, { path: '/' })).status, 200, 'other clients are served');
 });
 
+/**
+ * Floods `c` with `one` (SETTINGS or PING) without reading the acknowledgements, never more than 1 MiB waiting in
+ * this client once the server stops reading, until the connection closes or `forMs` passed.
+ */
+async function floodUnread(c: RawH2, one: Buffer, forMs = 10_000): Promise<void> {
+  c.socket.pause();
+  const block = Buffer.concat(Array.from({ length: 1000 }, () => one));
+  const started = Date.now();
+  while (!c.closed && Date.now() - started < forMs) {
+    const backlog = c.socket.writableLength;
+    if (backlog < 1 << 20) c.send(block);
+    await sleep(backlog < 1 << 20 ? 1 : 50);
+  }
+}
+
+const CONTROL_FLOODS: readonly (readonly [string, Buffer])[] = [
+  ['SETTINGS', frame(FRAME.SETTINGS, 0, 0)],
+  ['PING', frame(FRAME.PING, 0, 0, Buffer.alloc(8))],
+];
+
 // The ClientHello of every connection is read before TLS starts (with or without a defaultHost, which picks another
 // TLS server), and Node then stops reading a client whose acknowledgements back up instead of failing it as
 // flooded; the connection is ended by the timeouts.
 for (const defaultHost of [false, true]) {
   test(`a client flooding SETTINGS or PING frames without reading the acknowledgements has its connection closed, at the latest after keepAliveTimeout and sendTimeout${defaultHost ? ' (with a defaultHost)' : ''}`, async (t) => {
     const { up, connect } = await setup(t, { keepAliveTimeout: '1s', sendTimeout: '1s' }, 100, defaultHost ? { defaultHost: HOST } : {});
-    const floods: [string, Buffer][] = [
-      ['SETTINGS', frame(FRAME.SETTINGS, 0, 0)],
-      ['PING', frame(FRAME.PING, 0, 0, Buffer.alloc(8))],
-    ];
-    for (const [what, one] of floods) {
+    for (const [what, one] of CONTROL_FLOODS) {
       const c = await connect();
       t.after(() => c.close());
-      c.socket.pause();
-      const block = Buffer.concat(Array.from({ length: 1000 }, () => one));
-      // Bounded: 10 s, and never more than 1 MiB waiting in this client once the server stops reading.
-      const started = Date.now();
-      while (!c.closed && Date.now() - started < 10_000) {
-        const backlog = c.socket.writableLength;
-        if (backlog < 1 << 20) c.send(block);
-        await sleep(backlog < 1 << 20 ? 1 : 50);
-      }
+      await floodUnread(c, one);
       // The acknowledgements it never reads fill the sockets; the session goes idle, gets GOAWAY after
       // keepAliveTimeout (1 s), and as that cannot be delivered either, the connection goes sendTimeout (1 s) later.
       assert.equal(c.closed, true, `${what}: the connection is closed within 10 s`);
@@ -244,6 +252,27 @@ for (const defaultHost of [false, true]) {
     assert.equal(up.seen.length, 0);
   });
 }
+
+test('with keepAliveTimeout "0s" an idle HTTP/2 connection stays open, but one whose client floods SETTINGS or PING frames without reading is closed once its output has not moved for sendTimeout', async (t) => {
+  const { up, connect } = await setup(t, { keepAliveTimeout: '0s', sendTimeout: '1s' });
+  const idle = await connect();
+  t.after(() => idle.close());
+  for (const [what, one] of CONTROL_FLOODS) {
+    const c = await connect();
+    t.after(() => c.close());
+    // Idle for longer than sendTimeout first: the session is looked at then, left open, and looked at again later.
+    await sleep(1500);
+    assert.equal(c.closed, false, `${what}: the connection is open after 1.5 s idle`);
+    await floodUnread(c, one);
+    // No idle GOAWAY: on Node 20 the output stuck in the sockets is what ends it, sendTimeout (1 s) to twice that
+    // after it stopped moving (Node 26 may end such a flood itself, at once).
+    assert.equal(c.closed, true, `${what}: the connection is closed within 10 s`);
+  }
+  assert.equal(idle.closed, false, 'the idle connection is still open');
+  idle.send(frame(FRAME.PING, 0, 0, Buffer.alloc(8)));
+  assert.ok(await idle.waitFor((f) => f.type === FRAME.PING && (f.flags & FLAG.ACK) !== 0), 'and it still answers a PING');
+  assert.equal(up.seen.length, 0);
+});
 
 test('an empty DATA flood ends its connection while it goes on', async (t) => {
   const { up, connect } = await setup(t);

@@ -11,6 +11,8 @@ import { writeFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import https from 'node:https';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { setTimeout as delay } from 'node:timers/promises';
 import { listenH2 } from './helpers/h2-upstream.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
@@ -19,6 +21,8 @@ import { curl, requireTool } from './helpers/real-peers.js';
 
 const HOST = 'reset.test';
 const { NGHTTP2_NO_ERROR } = http2.constants;
+/** 256 KiB of random bytes sent as text/plain: compressed on the way (a route with "compress"), to about as much. */
+const TEXT_ANSWER = randomBytes(256 * 1024);
 
 /** What the h2c upstream does, by path. */
 function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -49,12 +53,14 @@ function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHead
     });
     return;
   }
-  if (path === '/big-then-reset') {
-    // A 1 MiB answer, whole, once the upload has begun (never read); then the upload is stopped with NO_ERROR.
+  if (path === '/big-then-reset' || path === '/text-then-reset') {
+    // A 1 MiB answer (256 KiB of text that does not compress), whole, once the upload has begun (never read); then
+    // the upload is stopped with NO_ERROR.
     stream.pause();
     stream.once('readable', () => {
-      stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
-      stream.end(Buffer.alloc(1024 * 1024, 'b'));
+      const text = path === '/text-then-reset';
+      stream.respond({ ':status': 200, 'content-type': text ? 'text/plain' : 'application/octet-stream' });
+      stream.end(text ? TEXT_ANSWER : Buffer.alloc(1024 * 1024, 'b'));
       // Only once END_STREAM has gone out (flow control holds the body until the proxy takes it): a whole answer.
       const poll = setInterval(() => {
         if (stream.destroyed) return clearInterval(poll);
@@ -79,7 +85,7 @@ function answer(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHead
   stream.end('ok');
 }
 
-async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; caFile: string }> {
+async function setup(t: TestContext, limits: Record<string, string> = {}): Promise<{ pki: TestPki; proxy: TestProxy; caFile: string }> {
   const up = await listenH2(http2.createServer().on('stream', answer), 'h2c');
   const pki = await makePki();
   const caFile = join(pki.dir, 'test-ca.pem');
@@ -88,7 +94,7 @@ async function setup(t: TestContext): Promise<{ pki: TestPki; proxy: TestProxy; 
   const proxy = await startProxyFor(
     t,
     pki,
-    { log: { level: 'info', access: true }, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: up.url }, { path: '/big-then-reset', upstream: up.url, maxBodySize: '256kb' }] } } },
+    { log: { level: 'info', access: true }, limits, hosts: { [HOST]: { tls, routes: [{ path: '/', upstream: up.url }, { path: '/big-then-reset', upstream: up.url, maxBodySize: '256kb' }, { path: '/text-then-reset', upstream: up.url, compress: true }] } } },
     [() => up.close()],
   );
   return { pki, proxy, caFile };
@@ -262,3 +268,43 @@ test('an HTTP/2 client that goes on uploading past maxBodySize after the upstrea
   assert.deepEqual(access.map((l) => [l['status'], l['error'], l['bytes']]), [[200, undefined, 1024 * 1024]], JSON.stringify(access));
 });
 
+
+// RFC 9113 §8.1: a server that answers without reading the whole body closes the stream with NO_ERROR once the answer
+// is out, so its client stops uploading. When the upstream stopped the upload before the client's response had ended
+// (a compressed answer ends after the upstream's, once the encoder has given out its last bytes), the rest of the
+// body was read and dropped but the client's stream was never closed: it went on uploading for nothing.
+// bodyTimeout is off here: the upload pauses from the start, which bodyTimeout would rightly cut (see the README).
+test('an HTTP/2 client whose upload the upstream stopped before its compressed answer ended gets the whole answer, then its stream closed with NO_ERROR', async (t) => {
+  const { pki, proxy } = await setup(t, { bodyTimeout: '0s' });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const stream = session.request({ ':path': '/text-then-reset', ':method': 'POST', 'accept-encoding': 'gzip' });
+  stream.on('error', () => {});
+  // One chunk, then nothing: the upload is left open.
+  stream.write(Buffer.alloc(16 * 1024, 'u'));
+  let status = 0;
+  let encoding: unknown;
+  const chunks: Buffer[] = [];
+  stream.on('response', (h) => {
+    status = Number(h[':status']);
+    encoding = h['content-encoding'];
+  });
+  stream.pause();
+  // 4 KiB every 100 ms: about 6 s for the answer, seconds of it after the upstream answered whole and stopped the upload.
+  const slowRead = setInterval(() => {
+    const c = (stream.read(4 * 1024) ?? stream.read()) as Buffer | null;
+    if (c !== null) chunks.push(c);
+  }, 100);
+  t.after(() => clearInterval(slowRead));
+  const closed = new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1)));
+  const ended = await endOrClose(stream);
+  clearInterval(slowRead);
+  const body = Buffer.concat(chunks);
+  assert.deepEqual({ status, encoding, ended }, { status: 200, encoding: 'gzip', ended: true }, 'an answer, ended');
+  assert.equal(gunzipSync(body).equals(TEXT_ANSWER), true, 'the whole answer');
+  const rst = await Promise.race([closed, delay(2000).then(() => 'still open 2 s after the answer ended')]);
+  assert.equal(rst, NGHTTP2_NO_ERROR, 'the stream is closed with NO_ERROR, the upload left unfinished');
+  await waitForAccess(proxy, '/text-then-reset', 1);
+  const { access } = linesFor(proxy, '/text-then-reset');
+  assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined]], JSON.stringify(access));
+});

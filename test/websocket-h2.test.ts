@@ -372,6 +372,49 @@ test('a quiet WebSocket over HTTP/2 outlives its session\'s idle GOAWAY and the 
   ws.close();
 });
 
+test('after the idle GOAWAY and its grace have passed with a quiet WebSocket open, a client that then stops reading has the connection closed once its output has not moved for sendTimeout (at most twice that), not kept for good', async (t) => {
+  // An upstream that answers "flood" with 16 MiB, more than the sockets between it and a client that stopped reading hold.
+  const up = await wsEchoUpstream({
+    serve: (ws) =>
+      ws.on('message', () => {
+        const chunk = Buffer.alloc(512 * 1024, 0x61);
+        for (let i = 0; i < 32; i++) ws.send(chunk);
+      }),
+  });
+  const pki = await makePki();
+  const cert = await pki.issue('ws', ['ws.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { limits: { keepAliveTimeout: '500ms', sendTimeout: '1s' }, hosts: { 'ws.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [up.url], tunnelIdleTimeout: '3s' } }] } } },
+    [() => up.close()],
+  );
+  // Windows wide open (SETTINGS_INITIAL_WINDOW_SIZE and the connection's), so flow control holds nothing back: the sockets do.
+  const c = await RawH2.connect(proxy.httpsPort, 'ws.test', pki.caPem, Buffer.from([0, 4, 0x7f, 0xff, 0xff, 0xff]));
+  t.after(() => c.close());
+  const increment = Buffer.alloc(4);
+  increment.writeUInt32BE(0x7fffffff - 65535);
+  c.send(frame(FRAME.WINDOW_UPDATE, 0, 0, increment));
+  c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, headerBlock(requestFields('ws.test', '/chat', 'CONNECT', [[':protocol', 'websocket'], ['sec-websocket-version', '13']]))));
+  assert.deepEqual(await c.answer(1), { status: 200 });
+  // Quiet: GOAWAY after keepAliveTimeout (0.5 s); the grace after it (sendTimeout, 1 s) passes with the WebSocket open.
+  assert.equal(await c.goaway(3000), H2_ERROR.NO_ERROR);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(c.closed, false, 'the session waits for its WebSocket, as its GOAWAY promised');
+  // Now the client stops reading and asks for more than the sockets hold. Node's session timeout has fired
+  // already (the grace) and is not re-armed by what the TLS socket writes; tunnelIdleTimeout (3 s) holds off while
+  // a write drains. Without another look the session stayed open for good with the rest of the 16 MiB unsent.
+  c.socket.pause();
+  c.send(frame(FRAME.DATA, 0, 1, maskedTextFrame('flood')));
+  await new Promise((r) => setTimeout(r, 4000));
+  // A client that reads nothing sees no FIN: it learns of the close from the reset its next writes meet.
+  for (let i = 0; i < 10 && !c.closed; i++) {
+    c.send(frame(FRAME.PING, 0, 0, Buffer.alloc(8)));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(c.closed, true, 'the connection was closed');
+});
+
 test('a WebSocket over HTTP/2 reaches the upstream with the forwarding headers of a request over HTTP/2: Via "2 portico", Forwarded, X-Forwarded-*', async (t) => {
   const pki = await makePki();
   const up = await wsEchoUpstream();

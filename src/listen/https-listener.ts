@@ -22,7 +22,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
 import { sniName } from '../tls/sni-name.js';
-import { closeIdleSession } from '../http2/idle-close.js';
+import { closeIdleSession, closeStuckSession } from '../http2/idle-close.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, closeServers, listenOptions } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
@@ -420,11 +420,20 @@ export class HttpsListener {
     session.on('error', () => {});
     // keepAliveTimeout covers HTTP/2 too: an idle session gets GOAWAY; open streams may finish. A connection
     // whose client reads nothing cannot end gracefully: it goes sendTimeout later (keepAliveTimeout if that is off).
-    session.setTimeout(this.#deps.state.plan.limits.keepAliveTimeoutMs, () => {
-      const limits = this.#deps.state.plan.limits;
-      if (raw === undefined) session.close();
-      else closeIdleSession(session, raw, limits.sendTimeoutMs > 0 ? limits.sendTimeoutMs : limits.keepAliveTimeoutMs);
-    });
+    // With keepAliveTimeout off, no session is closed for being idle, but one whose output has not moved for
+    // sendTimeout is destroyed (src/http2/idle-close.ts); with both off, nothing bounds it.
+    const limits = this.#deps.state.plan.limits;
+    if (limits.keepAliveTimeoutMs > 0) {
+      // once(): closeIdleSession sets the session's timeout again, for its own look.
+      session.setTimeout(limits.keepAliveTimeoutMs);
+      session.once('timeout', () => {
+        const now = this.#deps.state.plan.limits;
+        if (raw === undefined) session.close();
+        else closeIdleSession(session, raw, now.sendTimeoutMs > 0 ? now.sendTimeoutMs : now.keepAliveTimeoutMs);
+      });
+    } else if (raw !== undefined && limits.sendTimeoutMs > 0) {
+      closeStuckSession(session, limits.sendTimeoutMs);
+    }
     // RFC 8336: announce the origins this connection serves, so clients coalesce only onto those.
     const plan = this.#deps.state.plan;
     const host = lookupHost(plan, name);

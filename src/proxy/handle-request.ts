@@ -584,8 +584,9 @@ function forward2(ex: Exchange, target: Target): void {
  * up. pipe() leaves the body paused on what it had buffered, and node:http2 destroys a stream that then closes
  * with NO_ERROR (the client's END_STREAM or reset, or Portico's) only once its readable side has been read to
  * the end: the stream stayed open, with no 'close' and so no access line, until its session went. The rest of
- * the body is read and dropped, and the stream is closed with NO_ERROR once the answer is out (dropRequestBody).
- * Cold path.
+ * the body is read and dropped, and the stream is closed with NO_ERROR once the answer is out (dropRequestBody):
+ * now if the response has ended, else when it has (a compressed answer ends after the upstream's, once the
+ * encoder has given out its last bytes). Cold path.
  */
 function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   if (this.req.complete) return;
@@ -593,6 +594,7 @@ function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   this.req.body.unpipe(up);
   this.req.body.resume();
   if (this.res.writableEnded) dropRequestBody(this);
+  else (this.req as H2ServerRequest).stream.once('finish', dropRequestBody.bind(undefined, this));
 }
 
 export function onClientAbort(this: Exchange): void {
