@@ -111,6 +111,25 @@ export function renderMetrics(snapshots: readonly Snapshot[], retired?: Snapshot
     }
   }
   for (const [id, isRefused] of seen) refused.add('portico_certificate_replacement_refused', { certificate: id }, isRefused ? 1 : 0);
+  const stapled = new Family('portico_certificate_ocsp_stapled', 'gauge', 'Whether a certificate in use that names an OCSP responder has a good OCSP response stapled (1) in every process, or not in some process (0: not fetched yet, failing, expired, revoked, or impossible; /status says why).');
+  const nextUpdate = new Family('portico_certificate_ocsp_next_update_timestamp_seconds', 'gauge', 'When the stapled OCSP response of a certificate stops being valid (its nextUpdate, Unix time); the earliest over the processes. Absent for a certificate without one.');
+  const ocsp = new Map<string, { names: string; stapled: boolean; nextUpdateMs: number | undefined }>();
+  for (const s of snapshots) {
+    // Snapshots of workers from before OCSP stapling have none.
+    if (s.ocsp === undefined || s.ocsp.length === 0) continue;
+    // Labelled as portico_certificate_expiry_timestamp_seconds is, so that the two join.
+    const sans = new Map(s.certificates.map((c) => [c.id, c.subjectAltName]));
+    for (const o of s.ocsp) {
+      const acc = ocsp.get(o.certificate) ?? { names: sans.get(o.certificate) ?? '', stapled: true, nextUpdateMs: undefined };
+      acc.stapled &&= o.status === 'good';
+      if (o.status === 'good' && o.nextUpdate !== null) acc.nextUpdateMs = Math.min(acc.nextUpdateMs ?? Infinity, Date.parse(o.nextUpdate));
+      ocsp.set(o.certificate, acc);
+    }
+  }
+  for (const [id, o] of ocsp) {
+    stapled.add('portico_certificate_ocsp_stapled', { certificate: id, names: o.names }, o.stapled ? 1 : 0);
+    if (o.nextUpdateMs !== undefined) nextUpdate.add('portico_certificate_ocsp_next_update_timestamp_seconds', { certificate: id, names: o.names }, Math.floor(o.nextUpdateMs / 1000));
+  }
 
   const streamUp = new Family('portico_stream_target_up', 'gauge', 'Whether a stream target with health checks is in rotation (1) or out (0) in some process.');
   const streamTargetsUp = new Map<string, boolean>();
@@ -160,5 +179,5 @@ export function renderMetrics(snapshots: readonly Snapshot[], retired?: Snapshot
   const cpu = new Family('process_cpu_seconds_total', 'counter', 'CPU time (user and system) of the Portico processes, summed (workers that exited included).');
   cpu.add('process_cpu_seconds_total', {}, counted.reduce((a, s) => a + s.cpuSeconds, 0));
 
-  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, refused, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
+  return `${[requests, duration, upgrades, up, drained, conns, limited, queued, certs, refused, stapled, nextUpdate, streamUp, streamConns, streamOpen, streamBytes, cacheRequests, cacheStores, cacheEvictions, cacheEntries, cacheBytes, generation, reloadOk, processes, rss, cpu].map((f) => f.lines.join('\n')).join('\n')}\n`;
 }

@@ -8,6 +8,7 @@ import { responseCache } from '../cache/response-cache.js';
 import type { ConfigIssue } from '../config/load.js';
 import type { Portico } from '../server/portico.js';
 import type { Target } from '../upstream/target.js';
+import type { OcspStatus } from '../tls/ocsp-stapler.js';
 
 export interface RouteSnapshot {
   /** "" for requests no route took. */
@@ -78,6 +79,8 @@ export interface Snapshot {
   readonly routes: readonly RouteSnapshot[];
   readonly upstreams: readonly UpstreamSnapshot[];
   readonly certificates: readonly CertificateSnapshot[];
+  /** OCSP stapling of each certificate in use that names an OCSP responder, in this process (each fetches for itself). */
+  readonly ocsp: readonly OcspStatus[];
   /** Hosts with tls.acme: their orders and the last failure, as this process sees them. */
   readonly acme: readonly AcmeSnapshot[];
   readonly streams: readonly StreamSnapshot[];
@@ -152,6 +155,7 @@ export function takeSnapshot(p: Portico): Snapshot {
     routes,
     upstreams,
     certificates,
+    ocsp: p.ocsp.statuses(),
     acme: (p.acme?.statuses() ?? []).map(({ host, orderer, status }) => ({
       host,
       names: status.names,
@@ -205,6 +209,7 @@ export function addRetiredCounters(total: Snapshot | undefined, s: Snapshot): Sn
     routes: [...routes.values()],
     upstreams: [],
     certificates: [],
+    ocsp: [],
     acme: [],
     streams: [...streams.values()],
     streamTargets: [],

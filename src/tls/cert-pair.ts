@@ -28,6 +28,15 @@ export interface CertPair {
   readonly digest: string;
   /** The intermediate the file lacks, when clients would have to fetch it (incompleteChain); undefined when the chain is whole. */
   readonly missingIssuer?: MissingIssuer;
+  /** The OCSP responder the leaf names (its first http(s) one), and whether the file holds the issuer an OCSP request must name. */
+  readonly ocspResponder?: OcspResponder;
+}
+
+/** A leaf's OCSP responder, as Node reads its Authority Information Access extension. */
+export interface OcspResponder {
+  readonly url: string;
+  /** The file holds the certificate that issued the leaf; without it no OCSP request can be made, so nothing is stapled. */
+  readonly issuerInFile: boolean;
 }
 
 /** The certificate that issued a leaf, missing from its file: its subject, and where clients could fetch it (AIA). */
@@ -116,6 +125,31 @@ function keyMatchesLaterCert(certPem: Buffer, key: KeyObject): number | undefine
 export const CHAIN_WARNING =
   'certificate chain incomplete: the file lacks the intermediate certificate that issued it; browsers fetch that, but curl, Node, Java and most apps fail with "unable to verify the first certificate": serve the full chain (certbot\'s fullchain.pem, leaf first)';
 
+/** What Portico says of a certificate that names an OCSP responder but whose file lacks its issuer (also `portico check`). */
+export const OCSP_CHAIN_WARNING =
+  'ocsp stapling not possible: the certificate names an OCSP responder, but its file lacks the certificate that issued it, which an OCSP request must name: serve the full chain (leaf first, then its issuer)';
+
+/** The certificate of the chain (`certPem`, after the leaf) that issued `leaf` and whose key verifies its signature, if the file holds it. */
+export function issuerInChain(certPem: Buffer, leaf: X509Certificate): X509Certificate | undefined {
+  const blocks = certPem.toString('latin1').match(PEM_CERT) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    try {
+      const c = new X509Certificate(blocks[i]!);
+      if (leaf.checkIssued(c) && leaf.verify(c.publicKey)) return c;
+    } catch {
+      // An unparsable block issued nothing.
+    }
+  }
+  return undefined;
+}
+
+/** The OCSP responder the leaf names (RFC 5280 §4.2.2.1), read by Node, and whether stapling can ask it. Cold path: once per pair loaded. */
+function ocspResponderOf(certPem: Buffer, leaf: X509Certificate): OcspResponder | undefined {
+  const url = /OCSP - URI:(https?:\/\/\S+)/i.exec(leaf.infoAccess ?? '')?.[1];
+  if (url === undefined) return undefined;
+  return { url, issuerInFile: issuerInChain(certPem, leaf) !== undefined };
+}
+
 /** The system's trusted roots (Node's bundled store), parsed once when first needed. */
 let roots: X509Certificate[] | undefined;
 
@@ -200,8 +234,10 @@ export function buildCertPair(
   }
   const digest = createHash('sha256').update(certPem).update(keyPem).digest('hex');
   const missingIssuer = incompleteChain(certPem, leaf);
+  const ocspResponder = ocspResponderOf(certPem, leaf);
   return {
     ...(missingIssuer === undefined ? {} : { missingIssuer }),
+    ...(ocspResponder === undefined ? {} : { ocspResponder }),
     certFile,
     keyFile,
     context,

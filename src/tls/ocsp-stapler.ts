@@ -9,7 +9,7 @@
  */
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
-import type { CertPair } from './cert-pair.js';
+import { OCSP_CHAIN_WARNING, type CertPair } from './cert-pair.js';
 import type { CertStore } from './cert-store.js';
 import { fetchOcspResponse } from './ocsp-fetch.js';
 import type { OcspTarget, OcspVerdict } from './ocsp.js';
@@ -31,6 +31,25 @@ export interface OcspStaplerOptions {
   readonly maxRetryMs?: number;
 }
 
+/** One certificate with an OCSP responder, as the admin API shows it (plain JSON: a worker sends it over IPC). */
+export interface OcspStatus {
+  /** The certificate's id (as in the snapshot's certificates). */
+  readonly certificate: string;
+  /** The host names it serves. */
+  readonly hosts: readonly string[];
+  readonly url: string;
+  /** "good": a response is stapled; "revoked": the responder says so, nothing stapled; "none": nothing stapled (not fetched yet, failing, expired, or not possible). */
+  readonly status: 'good' | 'revoked' | 'none';
+  /** The thisUpdate and nextUpdate of the response held (good or revoked), ISO 8601; null without one. */
+  readonly thisUpdate: string | null;
+  readonly nextUpdate: string | null;
+  /** When the responder is asked next; null while a fetch is in flight or when it never is. */
+  readonly nextFetchAt: string | null;
+  /** Why the last fetch failed (failures in a row in `failures`), or why stapling is not possible; null after a success. */
+  readonly lastError: string | null;
+  readonly failures: number;
+}
+
 /** How long a response without nextUpdate (RFC 6960 §4.2.2.1: newer information is always available) is held. */
 const NO_NEXT_UPDATE_MS = 3_600_000;
 /** Shortest time between two fetches for one certificate after a success. */
@@ -50,10 +69,24 @@ interface Entry {
   response: Buffer | undefined;
   expiresAt: number;
   failures: number;
+  /** For the admin API (statuses()): the last verdict and its times, when the responder is asked next, the last failure. */
+  status: OcspStatus['status'];
+  thisUpdate: Date | undefined;
+  nextUpdate: Date | undefined;
+  nextFetchAt: number | undefined;
+  lastError: string | undefined;
   timer: NodeJS.Timeout | undefined;
   expiry: NodeJS.Timeout | undefined;
   /** Cancels its fetch in flight when the entry is dropped. */
   readonly abort: AbortController;
+}
+
+/** A certificate that gets no staple: the pair looked at (said once per pair), its hosts, and, when it names a responder, why not. */
+interface Skipped {
+  readonly pair: CertPair;
+  hosts: string[];
+  readonly url: string | undefined;
+  readonly reason: string;
 }
 
 /** A response held for one leaf: the leaf's DER, to tell apart two leaves whose key (its tail) were the same. */
@@ -77,7 +110,7 @@ export class OcspStapler {
   /** Stapling state by certificate id. */
   readonly #entries = new Map<string, Entry>();
   /** Certificates that get no staple, by id, with the pair that was looked at (said once per pair). */
-  readonly #skipped = new Map<string, CertPair>();
+  readonly #skipped = new Map<string, Skipped>();
   /** Good responses by leaf (leafKey): what handshakes get. */
   readonly #staples = new Map<string, Staple>();
   /** The last Plan given to update(), taken up again once ocsp.ts has loaded. */
@@ -126,26 +159,59 @@ export class OcspStapler {
         continue;
       }
       if (have !== undefined) this.#drop(id);
-      if (pair === undefined || this.#skipped.get(id) === pair) continue;
-      // Node's own reading of the AIA extension says whether there is anything to do, without loading ocsp.ts.
-      const ocsp = pair.leaf.infoAccess?.includes('OCSP - URI:') === true ? this.#load() : undefined;
+      if (pair === undefined) continue;
+      const skipped = this.#skipped.get(id);
+      if (skipped?.pair === pair) {
+        skipped.hosts = hosts;
+        continue;
+      }
+      // Node's own reading of the AIA extension (cert-pair.ts) says whether there is anything to do, without loading ocsp.ts.
+      const responder = pair.ocspResponder;
+      if (responder === undefined) {
+        // The common case (Let's Encrypt has no responder URL since 2025): said at debug.
+        this.#skipped.set(id, { pair, hosts, url: undefined, reason: 'no OCSP responder URL in the certificate' });
+        this.#o.log.debug({ host: hosts[0], certFile: pair.certFile, reason: 'no OCSP responder URL in the certificate' }, 'ocsp stapling skipped for this certificate');
+        continue;
+      }
+      if (!responder.issuerInFile) {
+        // A mistake of the operator's, as `portico check` says too: stapling was asked for (the default) and cannot work.
+        this.#skipped.set(id, { pair, hosts, url: responder.url, reason: 'the issuer certificate is not in the chain' });
+        this.#o.log.warn({ host: hosts[0], certFile: pair.certFile, url: responder.url, issuer: pair.issuer.replace(/\n/g, ', ') }, OCSP_CHAIN_WARNING);
+        continue;
+      }
+      const ocsp = this.#load();
       if (ocsp === null) continue;
       let target: OcspTarget | string;
       try {
-        target = ocsp === undefined ? 'no OCSP responder URL in the certificate' : ocsp.ocspTargetOf(pair.certPem, pair.leaf);
+        target = ocsp.ocspTargetOf(pair.certPem, pair.leaf);
       } catch (err) {
         // A certificate Node and OpenSSL accepted but whose ASN.1 the OCSP request cannot be made from: served unstapled.
         target = `its OCSP request cannot be made (${(err as Error).message})`;
       }
       if (typeof target === 'string') {
-        this.#skipped.set(id, pair);
-        // A certificate without a responder URL is the common case (Let's Encrypt has none since 2025): said at debug.
-        const level = target === 'no OCSP responder URL in the certificate' ? 'debug' : 'info';
-        this.#o.log[level]({ host: hosts[0], certFile: pair.certFile, reason: target }, 'ocsp stapling skipped for this certificate');
+        this.#skipped.set(id, { pair, hosts, url: responder.url, reason: target });
+        this.#o.log.info({ host: hosts[0], certFile: pair.certFile, reason: target }, 'ocsp stapling skipped for this certificate');
         continue;
       }
       this.#skipped.delete(id);
-      const entry: Entry = { id, pair, target, key: leafKey(target.leaf.raw), hosts, response: undefined, expiresAt: 0, failures: 0, timer: undefined, expiry: undefined, abort: new AbortController() };
+      const entry: Entry = {
+        id,
+        pair,
+        target,
+        key: leafKey(target.leaf.raw),
+        hosts,
+        response: undefined,
+        expiresAt: 0,
+        failures: 0,
+        status: 'none',
+        thisUpdate: undefined,
+        nextUpdate: undefined,
+        nextFetchAt: undefined,
+        lastError: undefined,
+        timer: undefined,
+        expiry: undefined,
+        abort: new AbortController(),
+      };
       this.#entries.set(id, entry);
       this.#schedule(entry, 0);
     }
@@ -169,14 +235,33 @@ export class OcspStapler {
     return this.#staples.size;
   }
 
+  /**
+   * The stapling state of every served certificate that names an OCSP responder, for the admin API's /status and
+   * /metrics. Cold path: built when the admin API asks.
+   */
+  statuses(): OcspStatus[] {
+    const out: OcspStatus[] = [];
+    const iso = (d: Date | number | undefined): string | null => (d === undefined ? null : new Date(d).toISOString());
+    for (const e of this.#entries.values()) {
+      out.push({ certificate: e.id, hosts: e.hosts, url: e.target.url, status: e.status, thisUpdate: iso(e.thisUpdate), nextUpdate: iso(e.nextUpdate), nextFetchAt: iso(e.nextFetchAt), lastError: e.lastError ?? null, failures: e.failures });
+    }
+    for (const [id, s] of this.#skipped) {
+      if (s.url !== undefined) out.push({ certificate: id, hosts: s.hosts, url: s.url, status: 'none', thisUpdate: null, nextUpdate: null, nextFetchAt: null, lastError: s.reason, failures: 0 });
+    }
+    return out;
+  }
+
   #schedule(e: Entry, delayMs: number): void {
     clearTimeout(e.timer);
-    e.timer = setTimeout(() => void this.#refresh(e), Math.min(Math.max(0, delayMs), MAX_TIMER_MS));
+    const ms = Math.min(Math.max(0, delayMs), MAX_TIMER_MS);
+    e.nextFetchAt = Date.now() + ms;
+    e.timer = setTimeout(() => void this.#refresh(e), ms);
     e.timer.unref();
   }
 
   async #refresh(e: Entry): Promise<void> {
     e.timer = undefined;
+    e.nextFetchAt = undefined;
     const { url } = e.target;
     let der: Buffer;
     try {
@@ -199,6 +284,10 @@ export class OcspStapler {
       // Stapling it would make clients refuse the site at once; serving on lets the operator replace the certificate.
       this.#unstaple(e);
       e.failures = 0;
+      e.status = 'revoked';
+      e.thisUpdate = verdict.thisUpdate;
+      e.nextUpdate = verdict.nextUpdate;
+      e.lastError = undefined;
       this.#o.log.error({ ...fields, revokedAt: verdict.revokedAt.toISOString(), revocationReason: verdict.reason }, 'certificate revoked according to its ocsp responder: not stapled, replace the certificate');
       return this.#schedule(e, this.#o.maxRetryMs ?? 3_600_000);
     }
@@ -208,6 +297,10 @@ export class OcspStapler {
     e.failures = 0;
     e.response = der;
     e.expiresAt = expiresAt;
+    e.status = 'good';
+    e.thisUpdate = verdict.thisUpdate;
+    e.nextUpdate = verdict.nextUpdate;
+    e.lastError = undefined;
     this.#staples.set(e.key, { leaf: e.target.leaf.raw, response: der });
     clearTimeout(e.expiry);
     e.expiry = setTimeout(() => this.#expire(e), Math.min(expiresAt - now, MAX_TIMER_MS));
@@ -220,6 +313,7 @@ export class OcspStapler {
   /** A fetch that failed or gave nothing usable: said, the last good response kept until it expires, retried later. */
   #failed(e: Entry, reason: string): void {
     e.failures++;
+    e.lastError = reason;
     const retryInMs = Math.min((this.#o.retryMs ?? 60_000) * 2 ** (e.failures - 1), this.#o.maxRetryMs ?? 3_600_000);
     this.#o.log.warn(
       { host: e.hosts[0], certFile: e.pair.certFile, url: e.target.url, reason, failures: e.failures, retryInMs, stapling: e.response === undefined ? 'nothing' : `the last good response, until ${new Date(e.expiresAt).toISOString()}` },
@@ -231,6 +325,9 @@ export class OcspStapler {
   #expire(e: Entry): void {
     if (this.#entries.get(e.id) !== e || e.response === undefined) return;
     this.#unstaple(e);
+    e.status = 'none';
+    e.thisUpdate = undefined;
+    e.nextUpdate = undefined;
     this.#o.log.warn({ host: e.hosts[0], certFile: e.pair.certFile, url: e.target.url }, 'ocsp response expired before a new one could be fetched, no longer stapled');
   }
 

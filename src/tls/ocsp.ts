@@ -8,6 +8,7 @@ import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_kp_OCSPSigning, id_pkix_ocsp_basic, type SingleResponse } from '@peculiar/asn1-ocsp';
 import { AlgorithmProvider, AuthorityInfoAccessExtension, ExtendedKeyUsageExtension, X509Certificate } from '@peculiar/x509';
+import { issuerInChain } from './cert-pair.js';
 
 /** SHA-1 (RFC 3279 §2.2.1): the CertID hash every responder answers for (RFC 5019 §2.1.1). */
 const ID_SHA1 = '1.3.14.3.2.26';
@@ -52,26 +53,10 @@ export type OcspVerdict =
 /** A response that cannot be trusted or used; `message` says why. */
 export class OcspResponseError extends Error {}
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
 /** The OCSP responder URL of a certificate (the first http(s) one), if it names one. */
 export function ocspUrlOf(leaf: NodeX509): string | undefined {
   const aia = new X509Certificate(leaf.raw).getExtension(AuthorityInfoAccessExtension);
   return aia?.ocsp.find((n) => n.type === 'url' && /^https?:\/\//i.test(n.value))?.value;
-}
-
-/** The certificate of the chain (`certPem`, after the leaf) that issued `leaf`, if the file holds it. */
-export function issuerInChain(certPem: Buffer, leaf: NodeX509): NodeX509 | undefined {
-  const blocks = certPem.toString('latin1').match(PEM_CERT) ?? [];
-  for (let i = 1; i < blocks.length; i++) {
-    try {
-      const c = new NodeX509(blocks[i]!);
-      if (leaf.checkIssued(c) && leaf.verify(c.publicKey)) return c;
-    } catch {
-      // An unparsable block issued nothing.
-    }
-  }
-  return undefined;
 }
 
 /** The OCSP request of a served chain (leaf first), or why it has none. */

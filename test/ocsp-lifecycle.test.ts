@@ -1,0 +1,206 @@
+/**
+ * OCSP stapling over time: refresh at half validity, backoff and recovery, expiry of a held response, and the
+ * thisUpdate/nextUpdate checks, against OpenSSL's own responder on loopback (test/helpers/ocsp.ts). Waiting is the
+ * point here, so the stapler's timers and clock are faked (t.mock.timers: setTimeout and Date only); the responder,
+ * its signatures and the HTTP exchange are real. The stapler is driven on its own, as Portico drives it (update()
+ * with a Plan, a certificate store that holds the loaded pair).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile } from 'node:fs/promises';
+import pino from 'pino';
+import { loadCertPair, type CertPair } from '../src/tls/cert-pair.js';
+import type { CertStore } from '../src/tls/cert-store.js';
+import type { Plan } from '../src/config/plan.js';
+import { OcspStapler, type OcspStatus } from '../src/tls/ocsp-stapler.js';
+import { makeCa, startResponder, type OcspCa } from './helpers/ocsp.js';
+
+type Line = Record<string, unknown>;
+
+/** A stapler serving good.test (good.pem, leaf + CA) from `ca`, with its log lines awaitable. */
+interface Harness {
+  readonly stapler: OcspStapler;
+  readonly pair: CertPair;
+  readonly logs: Line[];
+  /** The first line from index `from` on that `pred` accepts; rejects after 10 s of real time. */
+  line(what: string, pred: (l: Line) => boolean, from?: number): Promise<Line>;
+  /** good.test's stapling state. */
+  state(): OcspStatus;
+  /** What a handshake for good.test would get. */
+  staple(): Buffer | undefined;
+}
+
+/**
+ * Fakes setTimeout and Date from `clockOffsetMs` away from now, then starts a stapler for good.test and fires its
+ * first fetch. The pair is loaded before the clock is moved (the certificate's own validity is not under test).
+ */
+async function startStapler(t: TestContext, ca: OcspCa, clockOffsetMs = 0): Promise<Harness> {
+  const pair = await loadCertPair(ca.file('good.pem'), ca.file('good-key.pem'), ['good.test']);
+  // ocsp.ts loaded up front, so that the stapler's own import of it settles within a turn of the event loop.
+  await import('../src/tls/ocsp.js');
+  const logs: Line[] = [];
+  const waiters = new Set<() => void>();
+  const log = pino({ level: 'debug' }, {
+    write: (s: string) => {
+      logs.push(JSON.parse(s) as Line);
+      for (const w of waiters) w();
+    },
+  });
+  const stop = new AbortController();
+  t.after(() => stop.abort());
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() + clockOffsetMs });
+  const certs = { get: (id: string) => (id === 'good' ? pair : undefined) } as unknown as CertStore;
+  const stapler = new OcspStapler({ certs, log, signal: stop.signal });
+  stapler.update({ ocspStapling: true, hosts: [{ certId: 'good', names: ['good.test'] }] } as unknown as Plan);
+  for (let i = 0; stapler.statuses().length === 0; i++) {
+    assert.ok(i < 1000, 'the stapler took up the certificate');
+    await new Promise((r) => setImmediate(r));
+  }
+  // The first fetch, scheduled at once.
+  t.mock.timers.tick(0);
+  return {
+    stapler,
+    pair,
+    logs,
+    line: (what, pred, from = 0) =>
+      new Promise((resolve, reject) => {
+        // setInterval is real (only setTimeout is faked): a guard in real time.
+        const started = performance.now();
+        const check = (): void => {
+          const found = logs.slice(from).find(pred);
+          if (found !== undefined) {
+            waiters.delete(check);
+            clearInterval(guard);
+            resolve(found);
+          } else if (performance.now() - started > 10_000) {
+            waiters.delete(check);
+            clearInterval(guard);
+            reject(new Error(`no log line ${what} within 10 s`));
+          }
+        };
+        const guard = setInterval(check, 100);
+        waiters.add(check);
+        check();
+      }),
+    state: () => stapler.statuses()[0]!,
+    staple: () => stapler.responseFor(pair.leaf.raw),
+  };
+}
+
+const stapled = (l: Line): boolean => l['msg'] === 'ocsp response stapled';
+const notFetched = (l: Line): boolean => l['msg'] === 'ocsp response not fetched, serving on';
+
+test('a stapled response is fetched again at half its validity, and the new response is stapled in its place', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  const responder = await startResponder(t, ca);
+  const h = await startStapler(t, ca);
+  const first = await h.line('of the first response', stapled);
+  const firstDer = h.staple();
+  assert.ok(firstDer !== undefined);
+  // openssl ocsp -nmin 10: valid 10 minutes from thisUpdate, so fetched again about 5 minutes on.
+  const refreshInMs = first['refreshInMs'] as number;
+  const half = (Date.parse(first['nextUpdate'] as string) - Date.parse(first['thisUpdate'] as string)) / 2;
+  assert.ok(Math.abs(refreshInMs - half) < 5_000, `refresh in ${refreshInMs} ms, half the validity is ${half} ms`);
+  assert.ok(Math.abs(Date.parse(h.state().nextFetchAt!) - (Date.now() + refreshInMs)) <= 1, '/status shows when it is fetched next');
+  t.mock.timers.tick(refreshInMs - 1_000);
+  assert.notEqual(h.state().nextFetchAt, null, 'not fetched before half its validity');
+  // refreshInMs is rounded in the log: a millisecond more.
+  t.mock.timers.tick(1_001);
+  assert.equal(h.state().nextFetchAt, null, 'a fetch is in flight');
+  const from = h.logs.indexOf(first) + 1;
+  const second = await h.line('of the refreshed response', stapled, from);
+  assert.equal(responder.requests, 2);
+  const secondDer = h.staple();
+  assert.ok(secondDer !== undefined && !secondDer.equals(firstDer), 'the new response is the one stapled');
+  assert.equal(h.state().thisUpdate, second['thisUpdate']);
+  assert.equal(h.state().status, 'good');
+});
+
+test('with the responder down, a held response is stapled until its nextUpdate and then dropped, with a warning', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  const responder = await startResponder(t, ca);
+  const h = await startStapler(t, ca);
+  const first = await h.line('of the first response', stapled);
+  await responder.close();
+  t.mock.timers.tick((first['refreshInMs'] as number) + 1);
+  const warn = await h.line('of the failed refresh', notFetched);
+  // Refused, or the kept-alive connection to it reset.
+  assert.match(String(warn['reason']), /ECONNREFUSED|ECONNRESET|socket hang up/);
+  assert.equal(warn['stapling'], `the last good response, until ${first['nextUpdate'] as string}`);
+  assert.ok(h.staple() !== undefined, 'the last good response is still stapled');
+  assert.equal(h.state().status, 'good');
+  assert.equal(h.state().lastError, warn['reason'], '/status shows why the refresh failed');
+  const leftMs = Date.parse(first['nextUpdate'] as string) - Date.now();
+  t.mock.timers.tick(leftMs - 1);
+  assert.ok(h.staple() !== undefined, 'stapled until its nextUpdate');
+  t.mock.timers.tick(1);
+  assert.equal(h.staple(), undefined, 'no longer stapled at its nextUpdate');
+  const expired = await h.line('of the expiry', (l) => l['msg'] === 'ocsp response expired before a new one could be fetched, no longer stapled');
+  assert.equal(expired['level'], 40);
+  assert.equal(expired['host'], 'good.test');
+  assert.equal(h.state().status, 'none');
+  assert.equal(h.state().nextUpdate, null);
+  assert.equal(h.stapler.stapledCount, 0);
+});
+
+test('a failed fetch is retried after 1 minute, then 2, and the response is stapled once the responder answers again', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  const h = await startStapler(t, ca);
+  const first = await h.line('of the first failure', notFetched);
+  assert.equal(first['failures'], 1);
+  assert.equal(first['retryInMs'], 60_000);
+  assert.equal(first['stapling'], 'nothing');
+  assert.equal(h.state().failures, 1);
+  assert.equal(Date.parse(h.state().nextFetchAt!), Date.now() + 60_000);
+  t.mock.timers.tick(60_000);
+  const second = await h.line('of the second failure', (l) => notFetched(l) && l['failures'] === 2);
+  assert.equal(second['retryInMs'], 120_000, 'the delay doubles');
+  const responder = await startResponder(t, ca);
+  t.mock.timers.tick(119_000);
+  assert.notEqual(h.state().nextFetchAt, null, 'not asked again before the delay');
+  assert.equal(responder.requests, 0);
+  t.mock.timers.tick(1_000);
+  await h.line('once the responder is back', stapled);
+  assert.equal(responder.requests, 1);
+  assert.ok(h.staple() !== undefined);
+  const state = h.state();
+  assert.equal(state.status, 'good');
+  assert.equal(state.failures, 0);
+  assert.equal(state.lastError, null);
+});
+
+test('a response whose nextUpdate has passed is refused: not stapled, and a warning says it expired', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  await startResponder(t, ca);
+  // Portico's clock 11 minutes ahead of the responder's, whose answers are valid for 10.
+  const h = await startStapler(t, ca, 11 * 60_000);
+  const warn = await h.line('of the refused response', notFetched);
+  assert.match(String(warn['reason']), /^the response expired at .* \(nextUpdate\)$/);
+  assert.equal(h.staple(), undefined);
+  assert.equal(h.state().status, 'none');
+  assert.match(String(h.state().lastError), /expired/);
+});
+
+test('a response whose thisUpdate lies more than 5 minutes ahead is refused, and one 4 minutes ahead is stapled', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  // Signed by the CA itself: a delegated responder certificate, issued now, would not be valid yet on a clock 6 minutes behind.
+  await copyFile(ca.file('ca.pem'), ca.file('ca-signer-leaf.pem'));
+  await copyFile(ca.file('ca-key.pem'), ca.file('ca-signer-key.pem'));
+  await startResponder(t, ca, 'ca-signer');
+  await t.test('6 minutes ahead: refused', async (t) => {
+    const h = await startStapler(t, ca, -6 * 60_000);
+    const warn = await h.line('of the refused response', notFetched);
+    assert.match(String(warn['reason']), /^the response is not valid before .* \(thisUpdate\)$/);
+    assert.equal(h.staple(), undefined);
+  });
+  await t.test('4 minutes ahead: within the allowed clock skew', async (t) => {
+    const h = await startStapler(t, ca, -4 * 60_000);
+    await h.line('of the response', stapled);
+    assert.ok(h.staple() !== undefined);
+  });
+});
