@@ -269,18 +269,14 @@ test('an HTTP/2 client that goes on uploading past maxBodySize after the upstrea
 });
 
 
-// RFC 9113 §8.1: a server that answers without reading the whole body closes the stream with NO_ERROR once the answer
-// is out, so its client stops uploading. When the upstream stopped the upload before the client's response had ended
-// (a compressed answer ends after the upstream's, once the encoder has given out its last bytes), the rest of the
-// body was read and dropped but the client's stream was never closed: it went on uploading for nothing.
-// bodyTimeout is off here: the upload pauses from the start, which bodyTimeout would rightly cut (see the README).
-test('an HTTP/2 client whose upload the upstream stopped before its compressed answer ended gets the whole answer, then its stream closed with NO_ERROR', async (t) => {
-  const { pki, proxy } = await setup(t, { bodyTimeout: '0s' });
-  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
-  t.after(() => session.close());
+/**
+ * POSTs to /text-then-reset with one 16 KiB chunk of upload, then nothing (the upload is left open), and reads the
+ * compressed answer 4 KiB every 100 ms: about 6 s for the whole of it, seconds of which come after the upstream
+ * answered whole and stopped the upload. `closed` settles with the stream's RST code when it closes.
+ */
+async function pausedUploadSlowRead(t: TestContext, session: http2.ClientHttp2Session): Promise<{ status: number; encoding: unknown; ended: boolean; body: Buffer; closed: Promise<number> }> {
   const stream = session.request({ ':path': '/text-then-reset', ':method': 'POST', 'accept-encoding': 'gzip' });
   stream.on('error', () => {});
-  // One chunk, then nothing: the upload is left open.
   stream.write(Buffer.alloc(16 * 1024, 'u'));
   let status = 0;
   let encoding: unknown;
@@ -290,7 +286,6 @@ test('an HTTP/2 client whose upload the upstream stopped before its compressed a
     encoding = h['content-encoding'];
   });
   stream.pause();
-  // 4 KiB every 100 ms: about 6 s for the answer, seconds of it after the upstream answered whole and stopped the upload.
   const slowRead = setInterval(() => {
     const c = (stream.read(4 * 1024) ?? stream.read()) as Buffer | null;
     if (c !== null) chunks.push(c);
@@ -299,7 +294,19 @@ test('an HTTP/2 client whose upload the upstream stopped before its compressed a
   const closed = new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1)));
   const ended = await endOrClose(stream);
   clearInterval(slowRead);
-  const body = Buffer.concat(chunks);
+  return { status, encoding, ended, body: Buffer.concat(chunks), closed };
+}
+
+// RFC 9113 §8.1: a server that answers without reading the whole body closes the stream with NO_ERROR once the answer
+// is out, so its client stops uploading. When the upstream stopped the upload before the client's response had ended
+// (a compressed answer ends after the upstream's, once the encoder has given out its last bytes), the rest of the
+// body was read and dropped but the client's stream was never closed: it went on uploading for nothing.
+// bodyTimeout is off here: the upload pauses from the start, which bodyTimeout would rightly cut (see the README).
+test('an HTTP/2 client whose upload the upstream stopped before its compressed answer ended gets the whole answer, then its stream closed with NO_ERROR', async (t) => {
+  const { pki, proxy } = await setup(t, { bodyTimeout: '0s' });
+  const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => session.close());
+  const { status, encoding, ended, body, closed } = await pausedUploadSlowRead(t, session);
   assert.deepEqual({ status, encoding, ended }, { status: 200, encoding: 'gzip', ended: true }, 'an answer, ended');
   assert.equal(gunzipSync(body).equals(TEXT_ANSWER), true, 'the whole answer');
   const rst = await Promise.race([closed, delay(2000).then(() => 'still open 2 s after the answer ended')]);
@@ -307,4 +314,41 @@ test('an HTTP/2 client whose upload the upstream stopped before its compressed a
   await waitForAccess(proxy, '/text-then-reset', 1);
   const { access } = linesFor(proxy, '/text-then-reset');
   assert.deepEqual(access.map((l) => [l['status'], l['error']]), [[200, undefined]], JSON.stringify(access));
+});
+
+// With bodyTimeout on, the same exchange ends one of two ways, by which comes first: the upstream stopping the upload
+// (its END_STREAM waits on the slow client's flow control), after which the dropped rest of the body is no one's
+// business (the answer ends whole, the stream closes NO_ERROR), or bodyTimeout, which cuts the answer begun with
+// RST_STREAM (CANCEL). Cancelling used to close() the stream with the compressed answer still queued, and on Node 20
+// the session then sent empty DATA frames on it without end, allocating until std::bad_alloc ended the process
+// (in about one run in four); so three exchanges, each followed by a request that must be served.
+test('a bodyTimeout that cuts a compressed HTTP/2 answer still being written resets its stream with CANCEL, and the proxy serves on', { timeout: 90_000 }, async (t) => {
+  const { pki, proxy } = await setup(t, { bodyTimeout: '1s' });
+  for (let i = 1; i <= 3; i++) {
+    const session = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+    const { status, ended, body, closed } = await pausedUploadSlowRead(t, session);
+    const rst = await Promise.race([closed, delay(3000).then(() => -2)]);
+    session.close();
+    await waitForAccess(proxy, '/text-then-reset', i);
+    const line = linesFor(proxy, '/text-then-reset').access[i - 1]!;
+    assert.equal(status, 200);
+    if (ended) {
+      assert.equal(gunzipSync(body).equals(TEXT_ANSWER), true, `exchange ${i}: the whole answer`);
+      assert.deepEqual([rst, line['status'], line['error']], [NGHTTP2_NO_ERROR, 200, undefined], `exchange ${i}: ${JSON.stringify(line)}`);
+    } else {
+      // CANCEL while the answer waits to be sent (the slow reader's usual case), INTERNAL_ERROR if nothing did.
+      assert.ok([http2.constants.NGHTTP2_CANCEL, http2.constants.NGHTTP2_INTERNAL_ERROR].includes(rst), `exchange ${i}: reset with ${rst}`);
+      assert.equal(line['error'], 'PORTICO_BODY_TIMEOUT', `exchange ${i}: ${JSON.stringify(line)}`);
+    }
+    const next = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+    const req = next.request({ ':path': '/' });
+    req.end();
+    const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    req.resume();
+    await endOrClose(req);
+    next.close();
+    assert.equal(headers[':status'], 200, `exchange ${i}: the next request is served`);
+  }
+  const rssMiB = process.memoryUsage.rss() / 1024 / 1024;
+  assert.ok(rssMiB < 1024, `the process holds ${rssMiB.toFixed(0)} MiB`);
 });

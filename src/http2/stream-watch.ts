@@ -196,7 +196,7 @@ export class StreamWatch {
  */
 function isBodyStalled(res: H2ServerResponse, now: number, limitMs: number): boolean {
   const stream = res.stream;
-  if (stream.endAfterHeaders || stream.readableEnded || stream.closed || stream.destroyed) return false;
+  if (res.bodyDropped || stream.endAfterHeaders || stream.readableEnded || stream.closed || stream.destroyed) return false;
   if (stream.readableFlowing !== true || stream.readableLength > 0) {
     res.bodySince = now;
     return false;

@@ -593,6 +593,8 @@ function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   // Unpiped here: pipe()'s own 'close' listener, which runs after this one, would otherwise pause the body again.
   this.req.body.unpipe(up);
   this.req.body.resume();
+  // What the client still sends is dropped: waiting for it is nobody's business, bodyTimeout's included.
+  (this.res as H2ServerResponse).bodyDropped = true;
   if (this.res.writableEnded) dropRequestBody(this);
   else (this.req as H2ServerRequest).stream.once('finish', dropRequestBody.bind(undefined, this));
 }
