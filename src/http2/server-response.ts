@@ -7,27 +7,13 @@
  * Header names need no check of their own here: they come from llhttp or
  * nghttp2, which accept only valid names, or from Portico itself.
  */
-import { EventEmitter, on } from 'node:events';
 import { constants, type Http2Session, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { StreamWatch } from './stream-watch.js';
+import { cancelStream } from './cancel-stream.js';
 
 /** The error a reset stream is destroyed with: node:http2 sends RST_STREAM INTERNAL_ERROR for it (its 'error' is ignored, src/http2/stream-handler.ts). */
 const RESET = new Error('response reset by Portico');
 
-/**
- * The error a cancelled stream is destroyed with: node:http2 sends RST_STREAM CANCEL for a stream destroyed with
- * Node's own AbortError (as for a request whose AbortSignal fired), Node 20 to 26. Node keeps that class to itself;
- * events.on() throws one at once for a signal aborted already, so its constructor is taken from there.
- */
-const CANCELLED: Error = ((): Error => {
-  try {
-    on(new EventEmitter(), 'never', { signal: AbortSignal.abort() });
-  } catch (err) {
-    const AbortErrorClass = (err as Error).constructor as new (message: string) => Error;
-    return new AbortErrorClass('response cancelled by Portico');
-  }
-  throw new Error('events.on() did not throw for an aborted signal: no AbortError to cancel HTTP/2 streams with');
-})();
 
 const KEEP_OPEN = { endStream: false, waitForTrailers: false } as const;
 const KEEP_OPEN_FOR_TRAILERS = { endStream: false, waitForTrailers: true } as const;
@@ -111,15 +97,13 @@ export class H2ServerResponse {
 
   /**
    * Resets a stream that is no longer wanted (sendTimeout, a body timeout after the answer began, or its session
-   * closed as abusive): with CANCEL (RFC 9113 §8.7) while response bytes wait to be sent, else as reset() does.
-   * Always through destroy(): close(code) first ends the writable side, and on Node 20 a stream so closed while a
-   * compressed answer was still queued made the session send empty DATA frames on it without end, allocating until
-   * std::bad_alloc ended the process (test/upstream-h2-no-error-reset.test.ts). destroy() sends RST_STREAM at once
-   * and drops what is queued.
+   * closed as abusive): with CANCEL (RFC 9113 §8.7) while response bytes wait to be sent, dropping them
+   * (cancel-stream.ts says why never through close()), else as reset() does.
    */
   cancel(): void {
     this.resetHere = true;
-    this.stream.destroy(this.stream.writableLength === 0 ? RESET : CANCELLED);
+    if (this.stream.writableLength === 0) this.stream.destroy(RESET);
+    else cancelStream(this.stream);
   }
 
   get headersSent(): boolean {

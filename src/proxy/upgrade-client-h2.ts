@@ -11,6 +11,7 @@ import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Ser
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERRORS, type ErrorCode } from '../errors.js';
+import { cancelStream } from '../http2/cancel-stream.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { kClientCert, type WithClientCert } from '../tls/client-auth.js';
 import { buildResponseHeaders, DROP_RESPONSE } from './forward-headers.js';
@@ -21,7 +22,7 @@ import { TUNNEL_KEEPALIVE_MS } from './upgrade-client-h1.js';
 import type { TunnelBytes, UpgradeClient, UpgradeRequest } from './upgrade-client.js';
 import { newWebSocketKey, webSocketAccept } from './websocket-key.js';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = constants;
+const { NGHTTP2_NO_ERROR } = constants;
 
 /** The 101 headers that belong to the HTTP/1.1 handshake alone, or that a 2xx answer to CONNECT may not carry (RFC 9110 §8.6). */
 const NOT_RELAYED_ON_SWITCH: ReadonlySet<string> = new Set(['sec-websocket-accept', 'content-length']);
@@ -41,7 +42,7 @@ function closeStreamNoError(stream: ServerHttp2Stream): void {
 
 /** Answers a stream with Portico's error for `code`, as respondError does, then closes it. */
 function refuseStream(stream: ServerHttp2Stream, code: ErrorCode, extra?: readonly [string, string]): void {
-  if (stream.destroyed || stream.headersSent) return void stream.close(NGHTTP2_CANCEL);
+  if (stream.destroyed || stream.headersSent) return void cancelStream(stream);
   const body = errorBody(code);
   const headers: OutgoingHttpHeaders = {
     ':status': ERRORS[code].status,
@@ -151,8 +152,10 @@ export class H2WebSocketClient implements UpgradeClient {
     upSocket.on('error', () => {});
     upSocket.once('close', () => {
       if (stream.closed) return;
-      // Closed after a FIN: the END_STREAM it became goes out first. Cut off otherwise: the stream is reset.
-      stream.close(upSocket.readableEnded ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+      // Closed after a FIN: the END_STREAM it became goes out first. Cut off otherwise: the stream is reset, what
+      // it still held for the client dropped.
+      if (upSocket.readableEnded) stream.close(NGHTTP2_NO_ERROR);
+      else cancelStream(stream);
     });
     stream.once('close', () => {
       upSocket.destroy();
@@ -162,7 +165,7 @@ export class H2WebSocketClient implements UpgradeClient {
       stream.respond(headers);
     } catch {
       // A 101 header HTTP/2 cannot carry (the stream checks the head as it serialises it): no tunnel.
-      stream.close(NGHTTP2_CANCEL);
+      cancelStream(stream);
       return ERRORS.PORTICO_UPSTREAM_FAILED.status;
     }
     // TCP keep-alive on the client's connection too (see TUNNEL_KEEPALIVE_MS): the tunnel may be its only stream.
@@ -174,7 +177,7 @@ export class H2WebSocketClient implements UpgradeClient {
   }
 
   destroy(): void {
-    if (!this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
+    if (!this.#stream.closed) cancelStream(this.#stream);
   }
 }
 
