@@ -18,7 +18,9 @@ import { waitFor } from './helpers/pebble.js';
 async function fakeCa(pki: TestPki, answer: (res: http.ServerResponse) => void): Promise<{ ca: https.Server; directory: string }> {
   const leaf = await pki.ca.issue(['localhost'], { ips: ['127.0.0.1'] });
   const ca = https.createServer({ cert: leaf.chain, key: leaf.key }, (_req, res) => answer(res));
-  ca.listen(0, '127.0.0.1');
+  // A port no other CA of this run had: the CA's Retry-After (answerMaintenance: 120 s) is kept per origin for the
+  // process, and a later test's CA given the same port by listen(0) waited it out (a CI run timed out so).
+  ca.listen(await freePort(), '127.0.0.1');
   await once(ca, 'listening');
   await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
   return { ca, directory: `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir` };
@@ -94,7 +96,7 @@ test('/status shows each ACME host: the orderer, its orders, its failures and th
     res.writeHead(500, { 'content-type': 'text/plain' });
     res.end('down');
   });
-  ca.listen(0, '127.0.0.1');
+  ca.listen(await freePort(), '127.0.0.1');
   await once(ca, 'listening');
   const directory = `https://127.0.0.1:${(ca.address() as { port: number }).port}/dir`;
   await writeFile(join(pki.dir, 'fake-ca.pem'), pki.caPem);
