@@ -12,7 +12,7 @@ import pino from 'pino';
 import { loadCertPair, type CertPair } from '../src/tls/cert-pair.js';
 import type { CertStore } from '../src/tls/cert-store.js';
 import type { Plan } from '../src/config/plan.js';
-import { OcspStapler, type OcspStatus } from '../src/tls/ocsp-stapler.js';
+import { OcspStapler, refreshDelayMs, type OcspStatus } from '../src/tls/ocsp-stapler.js';
 import { makeCa, startResponder, type OcspCa } from './helpers/ocsp.js';
 
 type Line = Record<string, unknown>;
@@ -202,5 +202,62 @@ test('a response whose thisUpdate lies more than 5 minutes ahead is refused, and
     const h = await startStapler(t, ca, -4 * 60_000);
     await h.line('of the response', stapled);
     assert.ok(h.staple() !== undefined);
+  });
+});
+
+test('a response valid for one minute is fetched again at half of it, before it expires, and stapled without a gap', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  // openssl ocsp -nmin 1: nextUpdate one minute after thisUpdate (the old one-minute floor put the refresh at its expiry).
+  const responder = await startResponder(t, ca, 'responder', undefined, 1);
+  const h = await startStapler(t, ca);
+  const first = await h.line('of the first response', stapled);
+  const firstDer = h.staple();
+  assert.ok(firstDer !== undefined);
+  const refreshInMs = first['refreshInMs'] as number;
+  const leftMs = Date.parse(first['nextUpdate'] as string) - Date.now();
+  assert.ok(refreshInMs >= 1_000 && refreshInMs <= leftMs / 2 + 1_000, `refresh in ${refreshInMs} ms, with ${leftMs} ms of validity left`);
+  t.mock.timers.tick(refreshInMs + 1);
+  const second = await h.line('of the refreshed response', stapled, h.logs.indexOf(first) + 1);
+  assert.equal(responder.requests, 2);
+  assert.ok(Date.now() < Date.parse(first['nextUpdate'] as string), 'refreshed while the first response was still valid');
+  const secondDer = h.staple();
+  assert.ok(secondDer !== undefined && !secondDer.equals(firstDer), 'the new response is the one stapled');
+  assert.equal(h.state().thisUpdate, second['thisUpdate']);
+  assert.equal(h.logs.filter((l) => l['msg'] === 'ocsp response expired before a new one could be fetched, no longer stapled').length, 0);
+});
+
+test('the refresh delay is half the validity, at least a minute for long ones, half what is left for short ones, and never under a second', () => {
+  const now = 1_000_000_000;
+  // Ten minutes from now: at half, five minutes.
+  assert.equal(refreshDelayMs(now, now + 600_000, now), 300_000);
+  // A day-old response valid for a day and a minute more: half is long past; a minute later.
+  assert.equal(refreshDelayMs(now - 86_400_000, now + 60_000 + 120_000, now), 60_000);
+  // Thirty seconds of validity left, issued long ago: half of what is left.
+  assert.equal(refreshDelayMs(now - 3_600_000, now + 30_000, now), 15_000);
+  // Ten seconds from now, from now: five.
+  assert.equal(refreshDelayMs(now, now + 10_000, now), 5_000);
+  // Almost nothing left, or nothing at all: one second, never a busy loop.
+  assert.equal(refreshDelayMs(now - 60_000, now + 400, now), 1_000);
+  assert.equal(refreshDelayMs(now - 60_000, now, now), 1_000);
+});
+
+test('a response signed by a delegated responder certificate not yet valid, or expired, on this clock is refused with a reason naming its validity window', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  // The responder certificate is valid from now for 2 days (openssl x509 -days 2).
+  await startResponder(t, ca);
+  await t.test('10 minutes behind: not valid yet', async (t) => {
+    const h = await startStapler(t, ca, -10 * 60_000);
+    const warn = await h.line('of the refused response', notFetched);
+    assert.match(String(warn['reason']), /^the OCSP responder certificate that signed the response \("CN=OCSP Test Responder", serial 2001\) is not valid yet: valid from .+ to .+, and this machine's clock says .+$/);
+    assert.doesNotMatch(String(warn['reason']), /signed neither/);
+    assert.equal(h.staple(), undefined);
+  });
+  await t.test('3 days ahead: expired', async (t) => {
+    const h = await startStapler(t, ca, 3 * 86_400_000);
+    const warn = await h.line('of the refused response', notFetched);
+    assert.match(String(warn['reason']), /^the OCSP responder certificate that signed the response \("CN=OCSP Test Responder", serial 2001\) has expired: valid from .+ to .+, and this machine's clock says .+$/);
+    assert.equal(h.staple(), undefined);
   });
 });

@@ -5,7 +5,7 @@
  * (206, via `range-parser`); the body streamed from the file with
  * back-pressure, through the route's compression when it has one.
  */
-import { constants as fsConstants, type Stats } from 'node:fs';
+import { constants as fsConstants, type ReadStream, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { OutgoingHttpHeaders } from 'node:http';
 import fresh from 'fresh';
@@ -243,7 +243,8 @@ function send(ex: Exchange, fh: FileHandle, st: Stats, name: string, stored?: En
   const body = fh.createReadStream({ start, end, highWaterMark: READ_CHUNK });
   ex.fileBody = body;
   body.on('error', onFileError.bind(ex));
-  body.on('data', countBytes.bind(ex));
+  // Through an encoder, its output is counted (startEncoder): `bytes` is what the client is sent.
+  if (enc === undefined && ex.plan.accessLog) body.on('data', countBytes.bind(ex));
   // Before the pipe's own 'end' listener, so that a short file is caught before an encoder is ended.
   body.on('end', endResponse.bind(ex, length));
   if (enc !== undefined) {
@@ -265,7 +266,7 @@ function countBytes(this: Exchange, chunk: Buffer | string): void {
  * leave an HTTP/1.1 client reading the next response on the connection as the rest of this one.
  */
 function endResponse(this: Exchange, length: number): void {
-  if (this.bytes < length) return onFileError.call(this, new Error('the file shrank while it was sent'));
+  if ((this.fileBody as ReadStream).bytesRead < length) return onFileError.call(this, new Error('the file shrank while it was sent'));
   if (this.encoder === undefined && !this.res.destroyed) this.res.end();
 }
 

@@ -28,7 +28,14 @@ export function startEncoder(ex: Exchange, enc: Encoding, contentLength: string 
   ex.encoding = enc;
   ex.flushEach = contentLength === undefined;
   e.pipe(ex.h2 ? (ex.res as H2ServerResponse).stream : (ex.res as unknown as NodeJS.WritableStream), { end: false });
+  // The access line counts the encoded bytes the client is sent, not the upstream's (one listener per response, on
+  // the encoder's output, which the pipe above already reads as 'data'). After the pipe, so the pipe's flow control stands.
+  if (ex.plan.accessLog) e.on('data', countEncoded.bind(ex));
   e.once('end', endEncoded.bind(ex));
+}
+
+function countEncoded(this: Exchange, chunk: Buffer): void {
+  this.bytes += chunk.length;
 }
 
 function endEncoded(this: Exchange): void {

@@ -53,6 +53,11 @@ export class Exchange implements H1Handler {
   upstreamReq: UpstreamRequest | undefined = undefined;
   upstreamRes: IncomingMessage | undefined = undefined;
   status = 0;
+  /**
+   * The access line's `bytes`: response body bytes handed to the client's connection, as sent (after
+   * compression); 0 for HEAD, 304 and other answers without a body. Counted where the bytes pass: the
+   * upstream's chunks as they are written, the encoder's output, the file's chunks, a ready answer's body.
+   */
   bytes = 0;
   requestBytes = 0;
   /** "requestBuffer": the body being read before sending (src/proxy/request-buffer.ts), until it is read or the limit passed. */
@@ -147,9 +152,10 @@ export class Exchange implements H1Handler {
   }
 
   onUpstreamData(chunk: Buffer, recyclable: boolean): boolean {
-    this.bytes += chunk.length;
     if (this.cacheFill !== undefined) fillChunk(this, chunk, recyclable);
+    // An encoded body is counted as it leaves the encoder (startEncoder): `bytes` is what the client is sent.
     if (this.encoder !== undefined) return this.writeEncoded(chunk, recyclable);
+    this.bytes += chunk.length;
     let ok: boolean;
     if (recyclable) {
       // A read buffer goes back to the upstream side once the client's socket has written it (large bodies only).
@@ -189,8 +195,8 @@ export class Exchange implements H1Handler {
     if (this.cacheFill !== undefined) finishFill(this, last, trailers !== null && trailers.length > 0);
     if (trailers !== null && trailers.length > 0) this.res.addTrailers(dropTrailerFields(pairsToHeaders(trailers)));
     if (this.encoder !== undefined) {
-      // The client's response ends when the encoder has given out its last bytes ('end', see startEncoder).
-      if (last !== null) this.bytes += last.length;
+      // The client's response ends when the encoder has given out its last bytes ('end', see startEncoder),
+      // which counts them.
       this.encoder.end(last ?? undefined);
       return;
     }

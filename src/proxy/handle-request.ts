@@ -287,7 +287,7 @@ function onForwardAuth(this: Exchange, v: AuthVerdict): void {
   } catch (err) {
     return fail(ex, 'PORTICO_FORWARD_AUTH_FAILED', `invalid header from the authentication service: ${(err as NodeJS.ErrnoException).code ?? ''}`);
   }
-  ex.bytes = v.body.length;
+  if (ex.method !== 'HEAD') ex.bytes = v.body.length;
   ex.res.end(ex.method === 'HEAD' ? undefined : v.body);
   dropRequestBody(ex);
 }
@@ -746,7 +746,8 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     ex.cacheFill = undefined;
     return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
   }
-  if (ex.plan.accessLog) upRes.on('data', countResponse.bind(ex));
+  // An encoded body is counted as it leaves the encoder (startEncoder), not here: `bytes` is what the client is sent.
+  if (ex.plan.accessLog && enc === undefined) upRes.on('data', countResponse.bind(ex));
   if (ex.cacheFill !== undefined) upRes.on('data', onFillData.bind(ex));
   upRes.on('end', onUpstreamEnd.bind(ex));
   upRes.on('error', onUpstreamError.bind(ex));
@@ -799,8 +800,10 @@ function relayRest(ex: Exchange): void {
   const rest = takeRestOfBody(ex.upstreamReq, upRes);
   if (rest === undefined) return cutOff(ex, 'stream reset while the response was still being relayed');
   ex.cacheFill = undefined;
+  const counted = ex.encoder === undefined;
   for (const chunk of rest) {
-    ex.bytes += chunk.length;
+    // Through an encoder, its output is counted (startEncoder).
+    if (counted) ex.bytes += chunk.length;
     dest.write(chunk);
   }
   // An encoder ends the client's response once it has given out its last bytes; otherwise onUpstreamEnd does.

@@ -2,7 +2,7 @@
  * OCSP stapling (RFC 6066 §8, RFC 6961's single response): for each served certificate whose leaf names an OCSP
  * responder and whose issuer is in its chain, a verified "good" response is fetched in the background, held in
  * memory, and handed to every handshake that asks for it (status_request), as Caddy does by default and nginx with
- * `ssl_stapling on`. It is refreshed at half its validity (retried with backoff when that fails), and the last good
+ * `ssl_stapling on`. It is refreshed at half its validity (at least a minute apart, or half what is left of a shorter one; retried with backoff when that fails), and the last good
  * one is stapled until its nextUpdate. A "revoked" answer is logged as an error and never stapled; a responder that
  * cannot be reached is logged as a warning and never stops serving. A changed certificate (reload, the watcher,
  * ACME) starts afresh.
@@ -52,8 +52,20 @@ export interface OcspStatus {
 
 /** How long a response without nextUpdate (RFC 6960 §4.2.2.1: newer information is always available) is held. */
 const NO_NEXT_UPDATE_MS = 3_600_000;
-/** Shortest time between two fetches for one certificate after a success. */
+/** Shortest time between two fetches for one certificate after a success, for a response valid long enough. */
 const MIN_REFRESH_MS = 60_000;
+/** The floor under that for a response valid under two minutes: never a busy loop, whatever its nextUpdate. */
+const SHORT_REFRESH_FLOOR_MS = 1_000;
+
+/**
+ * When to fetch again after a good response: at half its validity (from its thisUpdate, or now if that lies ahead),
+ * and at least MIN_REFRESH_MS later; but a response with less validity left than twice that is fetched again at half
+ * what it has left, so it is replaced before it expires, never sooner than SHORT_REFRESH_FLOOR_MS.
+ */
+export function refreshDelayMs(from: number, expiresAt: number, now: number): number {
+  const floor = Math.max(SHORT_REFRESH_FLOOR_MS, Math.min(MIN_REFRESH_MS, (expiresAt - now) / 2));
+  return Math.max(floor, from + (expiresAt - from) / 2 - now);
+}
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -305,7 +317,7 @@ export class OcspStapler {
     clearTimeout(e.expiry);
     e.expiry = setTimeout(() => this.#expire(e), Math.min(expiresAt - now, MAX_TIMER_MS));
     e.expiry.unref();
-    const refreshIn = Math.max(MIN_REFRESH_MS, from + (expiresAt - from) / 2 - now);
+    const refreshIn = refreshDelayMs(from, expiresAt, now);
     this.#o.log.info({ ...fields, thisUpdate: verdict.thisUpdate.toISOString(), nextUpdate: verdict.nextUpdate?.toISOString(), refreshInMs: Math.round(refreshIn) }, 'ocsp response stapled');
     this.#schedule(e, refreshIn);
   }

@@ -112,13 +112,26 @@ function isResponder(basic: BasicOCSPResponse, cert: NodeX509): boolean {
 
 /**
  * Whether a certificate the response carries may sign it (RFC 6960 §4.2.2.2): issued and signed by the certificate's
- * issuer, with the id-kp-OCSPSigning extended key usage, and valid now.
+ * issuer, with the id-kp-OCSPSigning extended key usage. Its validity window is checked apart (responderValidityProblem).
  */
-function isDelegatedResponder(cert: NodeX509, issuer: NodeX509, now: number): boolean {
+function isDelegatedResponder(cert: NodeX509, issuer: NodeX509): boolean {
   if (!cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) return false;
-  if (new Date(cert.validFrom).getTime() > now + CLOCK_SKEW_MS || new Date(cert.validTo).getTime() <= now) return false;
   const eku = new X509Certificate(cert.raw).getExtension(ExtendedKeyUsageExtension);
   return eku !== null && eku.usages.includes(id_kp_OCSPSigning);
+}
+
+/**
+ * Why a delegated responder certificate is not valid at `now` (not yet valid, allowing the clock skew, or expired),
+ * or undefined when it is. Said as such: a response signed by it is otherwise a good one, and "signed by no
+ * responder" would send the operator looking at the CA instead of at a clock or an expired responder certificate.
+ */
+function responderValidityProblem(cert: NodeX509, now: number): string | undefined {
+  const from = new Date(cert.validFrom);
+  const to = new Date(cert.validTo);
+  const window = `${from.toISOString()} to ${to.toISOString()}, and this machine's clock says ${new Date(now).toISOString()}`;
+  if (from.getTime() > now + CLOCK_SKEW_MS) return `the OCSP responder certificate that signed the response ("${cert.subject.replace(/\n/g, ', ')}", serial ${cert.serialNumber}) is not valid yet: valid from ${window}`;
+  if (to.getTime() <= now) return `the OCSP responder certificate that signed the response ("${cert.subject.replace(/\n/g, ', ')}", serial ${cert.serialNumber}) has expired: valid from ${window}`;
+  return undefined;
 }
 
 /** Checks `signature` over `data` with `key`, by the response's signature algorithm (RSA PKCS#1 v1.5, RSA-PSS, ECDSA, EdDSA). */
@@ -172,10 +185,18 @@ export function checkOcspResponse(der: Buffer, target: OcspTarget, now = Date.no
   const signers = [target.issuer];
   for (const c of basic.certs ?? []) {
     const cert = new NodeX509(Buffer.from(AsnConvert.serialize(c)));
-    if (isDelegatedResponder(cert, target.issuer, now)) signers.push(cert);
+    if (isDelegatedResponder(cert, target.issuer)) signers.push(cert);
   }
-  const signer = signers.find((c) => isResponder(basic, c));
-  if (signer === undefined) throw new OcspResponseError('the response is signed neither by the issuer nor by a responder certificate the issuer signed for OCSP');
+  const named = signers.filter((c) => isResponder(basic, c));
+  // A delegated responder must be valid now (RFC 6960 §4.2.2.2): one that is, if the response carries several the
+  // ResponderID names; when the only one named is out of its validity window, the error says so (rather than calling
+  // it no responder at all, which sends the operator looking at the CA instead of at a clock or an expired certificate).
+  const signer = named.find((c) => c === target.issuer || responderValidityProblem(c, now) === undefined);
+  if (signer === undefined) {
+    const outOfWindow = named[0];
+    if (outOfWindow !== undefined) throw new OcspResponseError(responderValidityProblem(outOfWindow, now)!);
+    throw new OcspResponseError('the response is signed neither by the issuer nor by a responder certificate the issuer signed for OCSP');
+  }
   const tbs = basic.tbsResponseDataRaw;
   if (tbs === undefined || !signatureValid(basic.signatureAlgorithm, Buffer.from(tbs), signer.publicKey, Buffer.from(basic.signature))) {
     throw new OcspResponseError('the response signature does not verify');

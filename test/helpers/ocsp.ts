@@ -82,11 +82,11 @@ export interface Responder {
 
 /**
  * Answers OCSP POSTs on 127.0.0.1:<ca.port> with `openssl ocsp -index index.txt`, signing with `signer` (the
- * delegated responder by default) and a nextUpdate 10 minutes on; closed after the test. `answerFor`: a leaf whose
+ * delegated responder by default) and a nextUpdate `validMinutes` (10) on; closed after the test. `answerFor`: a leaf whose
  * request (made by `openssl ocsp -reqout`) is answered in place of every request received, as a confused or
  * hostile responder would.
  */
-export async function startResponder(t: TestContext, ca: OcspCa, signer = 'responder', answerFor?: string): Promise<Responder> {
+export async function startResponder(t: TestContext, ca: OcspCa, signer = 'responder', answerFor?: string, validMinutes = 10): Promise<Responder> {
   let closed: Promise<void> | undefined;
   const state: Responder = {
     requests: 0,
@@ -104,7 +104,7 @@ export async function startResponder(t: TestContext, ca: OcspCa, signer = 'respo
       const n = ++state.requests;
       const reqFile = ca.file(`req-${n}.der`);
       const respFile = ca.file(`resp-${n}.der`);
-      const args = ['ocsp', '-index', ca.file('index.txt'), '-CA', ca.file('ca.pem'), '-rsigner', ca.file(`${signer}-leaf.pem`), '-rkey', ca.file(`${signer}-key.pem`), '-reqin', substitute ?? reqFile, '-respout', respFile, '-nmin', '10'];
+      const args = ['ocsp', '-index', ca.file('index.txt'), '-CA', ca.file('ca.pem'), '-rsigner', ca.file(`${signer}-leaf.pem`), '-rkey', ca.file(`${signer}-key.pem`), '-reqin', substitute ?? reqFile, '-respout', respFile, '-nmin', String(validMinutes)];
       writeFile(reqFile, Buffer.concat(chunks))
         .then(() => openssl(args))
         .then(() => readFile(respFile))
