@@ -805,7 +805,7 @@ const Limits = z
     ),
     keepAliveTimeout: TimerDuration.default('60s').describe('Idle time before a client connection is closed.'),
     sendTimeout: TimerDuration.default('60s').describe(
-      'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and an HTTP/2 stream\'s is reset (its connection serves on); either way its upstream exchange is cancelled (nginx send_timeout). "0s" disables.',
+      'Time a client may leave a response unread: an HTTP/1.1 connection whose unsent response data does not move for this long is closed, and an HTTP/2 stream\'s is reset (its connection serves on); either way its upstream exchange is cancelled (nginx send_timeout). A WebSocket or other upgraded tunnel whose writes towards its client or its upstream do not move for this long while bytes wait (one side stopped reading) is closed on both sides, its access line saying "reason": "send timeout". Checked once a second; a reload applies it at once, open tunnels included. "0s" disables.',
     ),
     maxHeaderSize: Size.default('16kb').describe('Largest request header block accepted; larger gets 431 (on HTTP/2 too, where it is also announced as SETTINGS_MAX_HEADER_LIST_SIZE).'),
     maxConcurrentStreams: z

@@ -9,7 +9,8 @@
  * Under "least-connections" it counts as in flight on its target for as
  * long, so that new requests go to the targets with fewer open tunnels.
  * A tunnel with no bytes either way for its upstream's "tunnelIdleTimeout"
- * is closed on both sides.
+ * is closed on both sides, and so is one whose writes towards either side
+ * have not moved for limits.sendTimeout while bytes wait (tunnel-send.ts).
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -36,6 +37,7 @@ import type { Target } from '../upstream/target.js';
 import { H1UpgradeClient, TUNNEL_KEEPALIVE_MS } from './upgrade-client-h1.js';
 import type { UpgradeClient, UpgradeRequest } from './upgrade-client.js';
 import { watchTunnelIdle } from './tunnel-idle.js';
+import { watchTunnelSend } from './tunnel-send.js';
 
 /** The 308 to https that a plain HTTP request for a host without `plainHttp: "serve"` gets (http-listener.ts). */
 function redirectToHttps(client: UpgradeClient, plan: Plan, host: string, url: string): void {
@@ -211,11 +213,11 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
       let answered = false;
       // The access line: at once for an answer, and for a tunnel when it has closed, with the bytes each way
       // through it and its whole life (as nginx logs an upgraded request); the route's stats take the 101 at once.
-      const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }, reason?: string): void => {
+      const finish = (status: number, error?: string, tunnel?: { readonly out: number; readonly in: number }, reason?: string, detail?: string): void => {
         const ms = performance.now() - started;
         if (tunnel === undefined) route.stats.record(status, ms);
         if (plan.accessLog) {
-          state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail: undefined, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+          state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
         }
       };
       // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
@@ -285,14 +287,24 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         upSocket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
         const stats = route.stats;
         let reason: string | undefined;
+        let detail: string | undefined;
         const status = client.openTunnel(res, upSocket, upHead, (bytes) => {
           stats.openUpgrades--;
-          finish(status, undefined, bytes, reason);
+          finish(status, undefined, bytes, reason, detail);
         });
         // tunnelIdleTimeout: no byte either way for that long closes both sides (src/proxy/tunnel-idle.ts). Every
         // byte of an HTTP/2 client's WebSocket passes the upstream socket too, which then watches alone.
         watchTunnelIdle(client.tunnelSocket ?? upSocket, upSocket, u.tunnelIdleTimeoutMs, () => {
           reason = 'idle timeout';
+          client.destroy();
+          upSocket.destroy();
+        });
+        // sendTimeout: a side that stopped reading, its writes not moving for that long while bytes wait, would
+        // otherwise hold the tunnel for good, back-pressure pausing the other side (src/proxy/tunnel-send.ts).
+        // An HTTP/2 client's stream is cancelled (cancelStream(), through client.destroy()), its connection serving on.
+        watchTunnelSend(client.tunnelOutput, upSocket, state, (side) => {
+          reason ??= 'send timeout';
+          detail = side === 'client' ? 'the client stopped reading' : 'the upstream stopped reading';
           client.destroy();
           upSocket.destroy();
         });

@@ -45,10 +45,12 @@ export class H1UpgradeClient implements UpgradeClient {
   readonly #socket: Socket;
   readonly #head: Buffer;
   readonly tunnelSocket: Socket;
+  readonly tunnelOutput: Socket;
 
   constructor(socket: Socket, head: Buffer) {
     this.#socket = socket;
     this.tunnelSocket = socket;
+    this.tunnelOutput = socket;
     this.#head = head;
     socket.on('error', () => socket.destroy());
   }

@@ -62,12 +62,15 @@ export class H2WebSocketClient implements UpgradeClient {
   readonly proto = 'h2';
   /** A stream of a shared connection: the upstream socket watches the tunnel's idle time alone. */
   readonly tunnelSocket = undefined;
+  /** The stream: its writableLength holds what its client's flow-control window has not let out yet. */
+  readonly tunnelOutput: ServerHttp2Stream;
   readonly #stream: ServerHttp2Stream;
   /** The Sec-WebSocket-Key sent upstream (every attempt the same). */
   readonly #key = newWebSocketKey();
 
   constructor(stream: ServerHttp2Stream) {
     this.#stream = stream;
+    this.tunnelOutput = stream;
   }
 
   get destroyed(): boolean {

@@ -8,6 +8,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import type { ErrorCode } from '../errors.js';
 
 /** The request of an upgrade, as it is routed, checked and forwarded. */
@@ -60,6 +61,8 @@ export interface UpgradeClient {
   openTunnel(res: IncomingMessage, upSocket: Socket, upHead: Buffer, closed: (bytes: TunnelBytes) => void): number;
   /** The client's own socket, watched with the upstream's for tunnelIdleTimeout; undefined when the tunnel is a stream of a shared connection (HTTP/2). */
   readonly tunnelSocket: Socket | undefined;
+  /** What the upstream's bytes are written to on their way to the client (its socket, or its HTTP/2 stream): watched for sendTimeout. */
+  readonly tunnelOutput: Writable;
   /** Drops the client at once (an answer cut short, an idle tunnel). */
   destroy(): void;
 }
