@@ -10,11 +10,11 @@
  * `earlyHints` (the default) for clients that can take a 103.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { ClientHttp2Stream } from 'node:http2';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { UpstreamRequest } from '../upstream/open-request.js';
+import { nativeStreamOf } from '../upstream/h2-end-stream.js';
 import type { Exchange } from './exchange.js';
 import { buildResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { pairsToHeaders } from './forward-h1.js';
@@ -46,11 +46,6 @@ export function forwardH1Hints(ex: Exchange, pairs: string[]): void {
   }
 }
 
-/** http2-wrapper's request, with the node:http2 stream it opened. */
-interface WrappedRequest {
-  readonly _request?: ClientHttp2Stream | undefined;
-}
-
 /**
  * Whether an HTTP/2 upstream request's 103s are worth listening for: the route passes them on and its client can take
  * them. Checked once per request, before the request is opened.
@@ -64,7 +59,7 @@ export function wantsHints(ex: Exchange): boolean {
  * node:http2 stream reports each 1xx HEADERS block as 'headers' (http2-wrapper emits only the first one's status).
  */
 export function watchH2Hints(this: Exchange, up: UpstreamRequest): void {
-  const stream = (up as unknown as WrappedRequest)._request;
+  const stream = nativeStreamOf(up);
   if (stream !== undefined) stream.on('headers', onH2Informational.bind(this));
 }
 

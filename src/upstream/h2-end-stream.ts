@@ -27,6 +27,11 @@ interface WrappedRequest {
   readonly _request?: ClientHttp2Stream | undefined;
 }
 
+/** The node:http2 stream an http2-wrapper request opened (set by its 'socket' event), or undefined before that. */
+export function nativeStreamOf(up: unknown): ClientHttp2Stream | undefined {
+  return (up as WrappedRequest | undefined)?._request;
+}
+
 /** The stream's push(), noting whether the end of data came with the stream open (END_STREAM) or closed (a reset). Hot path: one check per chunk. */
 function pushNotingEnd(this: ClientHttp2Stream & NotedStream, chunk: unknown, encoding?: BufferEncoding): boolean {
   if (chunk === null && this[kEndedBy] === undefined) this[kEndedBy] = this.closed ? BY_RESET : BY_END_STREAM;
@@ -41,12 +46,12 @@ export function noteEndOfStream(this: WrappedRequest): void {
 
 /** Whether an HTTP/2 upstream request's response ended because its stream was reset (NO_ERROR) before the upstream's END_STREAM. Cold path. */
 export function isEndedByReset(up: unknown): boolean {
-  return ((up as WrappedRequest | undefined)?._request as NotedStream | undefined)?.[kEndedBy] === BY_RESET;
+  return (nativeStreamOf(up) as NotedStream | undefined)?.[kEndedBy] === BY_RESET;
 }
 
 /** Whether the upstream's END_STREAM was received: the response is whole, whatever reset followed it. Cold path. */
 export function hasEndStream(up: unknown): boolean {
-  return ((up as WrappedRequest | undefined)?._request as NotedStream | undefined)?.[kEndedBy] === BY_END_STREAM;
+  return (nativeStreamOf(up) as NotedStream | undefined)?.[kEndedBy] === BY_END_STREAM;
 }
 
 /**
@@ -56,7 +61,7 @@ export function hasEndStream(up: unknown): boolean {
  * there is no stream to take them from. Cold path.
  */
 export function takeRestOfBody(up: unknown, res: Readable): Buffer[] | undefined {
-  const raw = (up as WrappedRequest | undefined)?._request;
+  const raw = nativeStreamOf(up);
   if (raw === undefined) return undefined;
   // http2-wrapper's own 'data' listener would push the stream's bytes into its response again.
   raw.removeAllListeners('data');
