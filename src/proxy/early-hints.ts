@@ -54,22 +54,38 @@ export function wantsHints(ex: Exchange): boolean {
   return ex.route!.earlyHints && (ex.h2 || (ex.req as H1ServerRequest).atLeast11);
 }
 
+/** The Exchange an HTTP/2 upstream request, and then its node:http2 stream, passes 103s on for. */
+const kHintsFor = Symbol('portico.hintsFor');
+
+interface HintsFor {
+  [kHintsFor]?: Exchange;
+}
+
 /**
- * An HTTP/2 upstream request's 'socket' listener (bound to its Exchange, the request as argument): its
- * node:http2 stream reports each 1xx HEADERS block as 'headers' (http2-wrapper emits only the first one's status).
+ * Passes on the 103s of an HTTP/2 upstream request: once it has its node:http2 stream ('socket'), that stream reports
+ * each 1xx HEADERS block as 'headers' (http2-wrapper emits only the first one's status). Module-level listeners, the
+ * Exchange kept on the request and the stream: no closure per request.
  */
-export function watchH2Hints(this: Exchange, up: UpstreamRequest): void {
-  const stream = nativeStreamOf(up);
-  if (stream !== undefined) stream.on('headers', onH2Informational.bind(this));
+export function watchH2Hints(ex: Exchange, up: UpstreamRequest): void {
+  (up as UpstreamRequest & HintsFor)[kHintsFor] = ex;
+  up.once('socket', onHintedSocket);
+}
+
+function onHintedSocket(this: UpstreamRequest & HintsFor): void {
+  const stream = nativeStreamOf(this) as (ReturnType<typeof nativeStreamOf> & HintsFor) | undefined;
+  if (stream === undefined) return;
+  stream[kHintsFor] = this[kHintsFor];
+  stream.on('headers', onH2Informational);
 }
 
 /** A 1xx from an HTTP/2 upstream: a 103 goes on to the client, any other is dropped. */
-function onH2Informational(this: Exchange, headers: IncomingHttpHeaders & { ':status'?: number }): void {
-  if (headers[':status'] !== 103 || this.upstreamRes !== undefined || !canHint(this)) return;
+function onH2Informational(this: HintsFor, headers: IncomingHttpHeaders & { ':status'?: number }): void {
+  const ex = this[kHintsFor];
+  if (ex === undefined || headers[':status'] !== 103 || ex.upstreamRes !== undefined || !canHint(ex)) return;
   try {
-    const out: OutgoingHttpHeaders = buildResponseHeaders(headers, this.plan.sendVia ? (this.h2 ? '2' : '1.1') : undefined);
-    if (this.h2) (this.res as H2ServerResponse).writeEarlyHints(out);
-    else (this.res as H1ServerResponse).writeEarlyHints(out);
+    const out: OutgoingHttpHeaders = buildResponseHeaders(headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
+    if (ex.h2) (ex.res as H2ServerResponse).writeEarlyHints(out);
+    else (ex.res as H1ServerResponse).writeEarlyHints(out);
   } catch {
     // Not sent: the final response follows as usual.
   }

@@ -561,7 +561,7 @@ function forward2(ex: Exchange, target: Target): void {
   up.on('error', onUpstreamError.bind(ex));
   up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
   if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
-  if (wantsHints(ex)) up.once('socket', watchH2Hints.bind(ex, up));
+  if (wantsHints(ex)) watchH2Hints(ex, up);
   if (ex.bodyBuffer !== undefined) {
     up.end(ex.bodyBuffer);
   } else if (hasRequestBody(req)) {
