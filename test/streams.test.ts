@@ -226,6 +226,8 @@ test('ClientHello server names, and bad stream settings refused with their paths
   assert.match(first([{ port: 8443, upstream: 'tcp://127.0.0.1:1' }]), /^streams\[0\]\.port: port 8443 is already used by listen\.https/);
   assert.match(first([{ port: 9000, upstream: 'tcp://127.0.0.1:1' }, { port: 9000, upstream: 'tcp://127.0.0.1:2' }]), /^streams\[1\]\.port: port 9000 is already used by streams\[0\]/);
   assert.match(first([{ port: 9000, sni: { 'Not A Name': 'tcp://127.0.0.1:1' } }]), /^streams\[0\]\.sni/);
+  assert.match(first([{ port: 9000, upstream: 'tcp://127.0.0.1:1', sendTimeout: 'soon' }]), /^streams\[0\]\.sendTimeout: expected a duration such as "500ms"/);
+  assert.match(first([{ port: 9000, upstream: 'tcp://127.0.0.1:1', sendTimeout: '25d' }]), /^streams\[0\]\.sendTimeout: expected a duration of at most "24d"/);
   assert.equal(validateConfig({ ...base, streams: [{ port: 9000, sni: { '*.a.test': ['tcp://127.0.0.1:1', 'tcp://[::1]:2'] } }] }).ok, true);
 });
 

@@ -921,6 +921,9 @@ const Stream = z
       ),
     connectTimeout: TimerDuration.default('5s').describe('Time allowed to connect to a target; past it the next target is tried, or the connection closed.'),
     idleTimeout: TimerDuration.default('10m').describe('A connection with no bytes either way for this long is closed. "0s": never.'),
+    sendTimeout: TimerDuration.default('60s').describe(
+      'A connection whose writes towards its client or its target have not moved for this long while bytes wait (that side stopped reading, while the other may still be sending) is closed on both sides, its "stream" line saying "reason": "send timeout" and which side in "detail" (nginx send_timeout, HAProxy timeout client/server in mode tcp). Quiet connections and slowly read ones are not affected. Checked once a second, so it fires up to a second late; a reload applies it to connections opened after it. "0s": never.',
+    ),
     helloTimeout: TimerDuration.default('10s').describe('With "sni": time a client has to send its TLS ClientHello.'),
     proxyProtocol: z
       .boolean()

@@ -1,5 +1,6 @@
 /**
- * `limits.sendTimeout` for tunnels (WebSockets and other upgrades, over HTTP/1.1 or HTTP/2): a tunnel whose
+ * `limits.sendTimeout` for tunnels (WebSockets and other upgrades, over HTTP/1.1 or HTTP/2), and
+ * `streams[].sendTimeout` for a stream port's connections (src/stream/stream-connection.ts): a tunnel whose
  * writes towards one side have not moved for that long (bytes waiting, none written since) is closed, as
  * nginx closes a connection after `send_timeout` (and `proxy_send_timeout` towards the upstream) and HAProxy
  * after `timeout client`/`timeout tunnel`.
@@ -7,8 +8,8 @@
  * Why: a tunnel pipes each side into the other with back-pressure, so a client that stops reading (its TCP
  * window, or its HTTP/2 stream's flow-control window, shut) while the upstream keeps sending pauses the
  * upstream and holds both connections, the upstream's maxRequests slot and the buffered bytes; nothing else
- * ends it (tunnelIdleTimeout sees the client still sending, or a write still pending). Quiet tunnels have
- * nothing waiting and are never closed by this.
+ * ends it (tunnelIdleTimeout, or a stream's idleTimeout, sees the client still sending, or a write still
+ * pending). Quiet tunnels have nothing waiting and are never closed by this.
  *
  * No work per chunk: one sweep a second over the open tunnels (a Set, added to when a tunnel opens), which
  * reads each direction's counters. For each direction, "done" is the bytes whose write has completed:
@@ -16,8 +17,9 @@
  * - towards the client (its socket, or its HTTP/2 stream, which has no byte count): what the upstream socket
  *   has read and handed on (bytesRead less readableLength: every byte to the client comes from there, through
  *   the pipe) less what the client's writable still holds.
- * A direction with bytes waiting whose "done" has not changed between looks for sendTimeout is stuck. The
- * limit is read at each look, so a reload applies it to open tunnels at once, as to requests.
+ * A direction with bytes waiting whose "done" has not changed between looks for sendTimeout is stuck. An
+ * upgraded tunnel's limit is read at each look, so a reload applies it to open tunnels at once, as to
+ * requests; a stream connection's is fixed when it opens, as its other settings are.
  */
 import type { Socket } from 'node:net';
 
@@ -36,11 +38,14 @@ export interface SendTimeoutSource {
   readonly plan: { readonly limits: { readonly sendTimeoutMs: number } };
 }
 
+/** A tunnel's sendTimeout: read from a source at each look, or fixed for its life (in ms; 0 turns it off). */
+export type SendTimeout = SendTimeoutSource | number;
+
 /** One open tunnel and, per direction, its completed-bytes count at the last look and since when it has stood with bytes waiting. */
 interface WatchedTunnel {
   readonly toClient: TunnelOutput;
   readonly up: Socket;
-  readonly source: SendTimeoutSource;
+  readonly limit: SendTimeout;
   readonly onStalled: (side: StalledSide) => void;
   /** NaN while nothing waits, so that the first look with bytes waiting starts the clock. */
   clientDone: number;
@@ -61,12 +66,14 @@ let timer: NodeJS.Timeout | undefined;
 /**
  * Watches a tunnel between the client (its writable end `toClient`) and the upstream socket `up` until `up`
  * closes (every tunnel's close destroys its upstream socket): when the writes towards either side have not
- * moved for the source's sendTimeout while bytes wait, `onStalled` is called once with that side, and the
- * caller closes the tunnel. Cold path: once per tunnel.
+ * moved for `limit` (a source's sendTimeout, or a fixed one in ms) while bytes wait, `onStalled` is called
+ * once with that side, and the caller closes the tunnel. A fixed limit of 0 watches nothing. Cold path: once
+ * per tunnel.
  */
-export function watchTunnelSend(toClient: TunnelOutput, up: Socket, source: SendTimeoutSource, onStalled: (side: StalledSide) => void): void {
+export function watchTunnelSend(toClient: TunnelOutput, up: Socket, limit: SendTimeout, onStalled: (side: StalledSide) => void): void {
+  if (typeof limit === 'number' && limit <= 0) return;
   const now = performance.now();
-  const t: WatchedTunnel = { toClient, up, source, onStalled, clientDone: Number.NaN, clientSince: now, upDone: Number.NaN, upSince: now };
+  const t: WatchedTunnel = { toClient, up, limit, onStalled, clientDone: Number.NaN, clientSince: now, upDone: Number.NaN, upSince: now };
   tunnels.add(t);
   (up as WatchedSocket)[kWatched] = t;
   up.once('close', onUpstreamClose);
@@ -98,7 +105,7 @@ function checkTunnels(): void {
       unwatch(t);
       continue;
     }
-    const limit = t.source.plan.limits.sendTimeoutMs;
+    const limit = typeof t.limit === 'number' ? t.limit : t.limit.plan.limits.sendTimeoutMs;
     // Towards the client: what the upstream socket handed on, less what the client's end still holds.
     const toClient = t.toClient.writableLength;
     const clientDone = up.bytesRead - up.readableLength - toClient;

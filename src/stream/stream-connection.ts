@@ -3,8 +3,8 @@
  * (never answered) to learn the server name; then a target is connected, the
  * bytes read so far are sent first, and the two sockets are piped both ways
  * with back-pressure. A half-close passes through (each side may end its
- * writing and keep reading); an error, the idle timeout or a failed connect
- * closes both.
+ * writing and keep reading); an error, the idle timeout, the send timeout (a
+ * side that stopped reading) or a failed connect closes both.
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -14,6 +14,11 @@ import { RETRYABLE } from '../proxy/upstream-errors.js';
 import { streamGroupFor, type StreamGroup, type StreamPlan, type StreamTarget } from './stream-plan.js';
 import { buildProxyHeader, kClientPort, peerAddress, type ProxiedSocket } from '../listen/proxy-protocol.js';
 import { watchTunnelIdle } from '../proxy/tunnel-idle.js';
+import { watchTunnelSend, type StalledSide } from '../proxy/tunnel-send.js';
+
+/** Closes that Portico chose, not failures: their reason goes on the line, which is not a "stream failed" one. */
+const IDLE_TIMEOUT = 'idle timeout';
+const SEND_TIMEOUT = 'send timeout';
 
 /** Counters of one stream port (admin API metrics), kept for the life of its listener. */
 export class StreamStats {
@@ -50,6 +55,8 @@ export class StreamConnection {
   #timer: NodeJS.Timeout | undefined;
   #attempts = 0;
   #error: string | undefined;
+  /** With a send timeout: which side stopped reading. */
+  #detail: string | undefined;
   #closed = 0;
   /** The upstream socket connected (its 'close' will come too). */
   #connected = false;
@@ -69,7 +76,12 @@ export class StreamConnection {
     }
   }
 
-  readonly #onIdle = (): void => this.#fail('idle timeout');
+  readonly #onIdle = (): void => this.#fail(IDLE_TIMEOUT);
+
+  readonly #onSendStalled = (side: StalledSide): void => {
+    if (this.#error === undefined) this.#detail = side === 'client' ? 'the client stopped reading' : 'the upstream stopped reading';
+    this.#fail(SEND_TIMEOUT);
+  };
 
   start(): void {
     if (this.#sp.sniExact === undefined) return this.#connect(this.#sp.upstream!);
@@ -148,6 +160,9 @@ export class StreamConnection {
       // reader) leaves the other socket still, and used to close a connection whose bytes were still moving.
       this.#client.off('timeout', this.#onIdle);
       watchTunnelIdle(this.#client, up, this.#sp.idleTimeoutMs, this.#onIdle);
+      // sendTimeout: a side that stopped reading would otherwise hold the connection for good, back-pressure
+      // pausing the other side and bytes still moving the other way keeping idleTimeout off (src/proxy/tunnel-send.ts).
+      watchTunnelSend(this.#client, up, this.#sp.sendTimeoutMs, this.#onSendStalled);
       const send = this.#sp.sendProxy;
       if (send !== undefined) {
         const c = this.#client as net.Socket & ProxiedSocket;
@@ -183,13 +198,14 @@ export class StreamConnection {
       durationMs: Math.round(performance.now() - this.#start),
       error: this.#error,
       // As on a WebSocket's access line: why Portico closed a connection that did not fail.
-      reason: this.#error === 'idle timeout' ? this.#error : undefined,
+      reason: this.#error === IDLE_TIMEOUT || this.#error === SEND_TIMEOUT ? this.#error : undefined,
+      detail: this.#detail,
     };
     const stats = this.#ctx.stats;
     stats.closed++;
     stats.bytesIn += line.bytesIn;
     stats.bytesOut += line.bytesOut;
-    if (this.#error !== undefined && this.#error !== 'idle timeout' && !this.#error.startsWith('client ')) {
+    if (this.#error !== undefined && line.reason === undefined && !this.#error.startsWith('client ')) {
       stats.failed++;
       this.#ctx.log.warn(line, 'stream failed');
     } else if (this.#ctx.logConnections) this.#ctx.log.info(line, 'stream');

@@ -34,6 +34,8 @@ export interface StreamPlan {
   readonly connectTimeoutMs: number;
   /** 0: no idle timeout. */
   readonly idleTimeoutMs: number;
+  /** streams[].sendTimeout: writes towards one side stalled this long while bytes wait close the connection; 0: never. */
+  readonly sendTimeoutMs: number;
   readonly helloTimeoutMs: number;
   /** Connections start with a PROXY protocol header (streams[].proxyProtocol). */
   readonly acceptProxy: boolean;
@@ -74,6 +76,7 @@ export function compileStreams(streams: readonly StreamConfig[], health: StreamH
       sniWildcard: wildcard,
       connectTimeoutMs: parseDurationMs(st.connectTimeout),
       idleTimeoutMs: parseDurationMs(st.idleTimeout),
+      sendTimeoutMs: parseDurationMs(st.sendTimeout),
       helloTimeoutMs: parseDurationMs(st.helloTimeout),
       acceptProxy: st.proxyProtocol,
       sendProxy: st.sendProxyProtocol,
