@@ -156,7 +156,10 @@ test('a cache hit\'s access line counts the body sent: encoded when compressed, 
   before = proxy.logs.length;
   const head = await h1Request({ port: proxy.httpsPort, sni: 'cc.test', host: `cc.test:${proxy.httpsPort}`, path: '/doc?n=1', method: 'HEAD', headers: { 'accept-encoding': 'gzip' }, ca: pki.caPem });
   assert.equal(head.status, 200);
+  assert.equal(head.headers['content-encoding'], 'gzip', 'a HEAD the cache answers is marked as its GET would be');
+  assert.equal(head.headers['content-length'], undefined);
   line = await waitForAccess(proxy, before);
+  assert.equal(line['cache'], 'hit');
   assert.equal(line['bytes'], 0);
 });
 

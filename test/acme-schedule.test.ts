@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { ariCertId, backoffMs, parseRenewalInfo, parseRenewBefore, pickInWindow, renewalAt } from '../src/acme/schedule.js';
+import { ariCertId, parseRenewalInfo, parseRenewBefore, pickInWindow, renewalAt } from '../src/acme/schedule.js';
+import { backoffMs } from '../src/tls/backoff.js';
 import { parseRetryAfterMs } from '../src/acme/transport.js';
 import { parseDurationMs } from '../src/config/units.js';
 

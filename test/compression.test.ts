@@ -6,13 +6,15 @@ import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { brotliDecompressSync, createGunzip, gunzipSync, gzipSync } from 'node:zlib';
+import { createHook } from 'node:async_hooks';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.js';
 import { negotiateEncoding } from '../src/proxy/compress.js';
 import { largeReadBuffers } from '../src/upstream/read-buffers.js';
-import { makePki, startProxyFor } from './helpers/proxy.js';
+import { makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { curl, requireTool } from './helpers/real-peers.js';
+import { RawClient } from './helpers/raw-http1.js';
 
 const JSON_BODY = JSON.stringify({ items: Array.from({ length: 400 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['a', 'b', 'c'] })) });
 const BIG = Buffer.from('All work and no play makes Jack a dull boy.\n'.repeat(100_000)); // 4.4 MB
@@ -89,7 +91,10 @@ test('compress: negotiation, what is and is not encoded, the headers, over HTTP/
   assert.equal(r.headers.vary, 'Origin, Accept-Encoding', 'but caches learn that it varies');
   assert.equal((await get('/json', 'br;q=0, deflate')).headers['content-encoding'], undefined);
   assert.equal((await get('/json', '*')).headers['content-encoding'], 'br');
-  assert.equal((await get('/json', 'gzip', 'HEAD')).headers['content-encoding'], undefined, 'HEAD as is');
+  // HEAD: the GET's headers (test 'compress: a HEAD gets the headers its GET would …' below).
+  r = await get('/json', 'gzip', 'HEAD');
+  assert.equal(r.headers['content-encoding'], 'gzip', 'HEAD marked as its GET');
+  assert.equal(r.body.length, 0);
   for (const path of ['/small', '/png', '/no-transform']) {
     r = await get(path, 'gzip, br');
     assert.equal(r.headers['content-encoding'], undefined, `${path} as is`);
@@ -278,4 +283,146 @@ test('compress: a 304 to a client holding the encoded variant carries its weak E
     assert.equal(plain.status, 304, path);
     assert.equal(plain.headers.etag, strong, `${path}: unencoded variant keeps its strong ETag`);
   }
+});
+
+/** The access line of the request for `path` (with its query), waiting for it to be written. */
+async function accessLine(proxy: TestProxy, path: string): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 200; i++) {
+    const line = proxy.logs.find((l) => l['msg'] === 'access' && l['path'] === path);
+    if (line !== undefined) return line;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`no access line for ${path}`);
+}
+
+/**
+ * Counts the zlib streams made in this process (Portico runs in it), each of which makes a ZLIB handle: an
+ * async hook sees them, as zlib's factories cannot be wrapped. Off when the test ends.
+ */
+function countEncoders(t: import('node:test').TestContext): { created: number } {
+  const counter = { created: 0 };
+  const hook = createHook({
+    init(_id, type) {
+      if (type === 'ZLIB') counter.created++;
+    },
+  }).enable();
+  t.after(() => hook.disable());
+  return counter;
+}
+
+/** A curl head (`-i` or `-I`) as lower-case names → values, with its status. */
+function curlHead(stdout: string): { status: number; headers: Record<string, string> } {
+  const lines = stdout.slice(0, stdout.indexOf('\r\n\r\n')).split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { status: Number(lines[0]?.split(' ')[1]), headers };
+}
+
+test('compress: a HEAD gets the headers its GET would (RFC 9110 §9.3.2): Content-Encoding, Vary, weak ETag, no Content-Length, no body and bytes 0, from HTTP/1.1 and HTTP/2 upstreams and files, to curl -I over HTTP/1.1 and HTTP/2 and Node clients', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    // Node's server sends the head alone to a HEAD: the GET's Content-Length, no body.
+    if (req.url?.startsWith('/small') === true) res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 11 }).end('hello world');
+    else if (req.url?.startsWith('/stream') === true) res.writeHead(200, { 'content-type': 'text/plain' }).end(JSON_BODY);
+    else res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(JSON_BODY), etag: '"v1"', 'accept-ranges': 'bytes', vary: 'Origin' }).end(JSON_BODY);
+  });
+  const h2up = http2.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(JSON_BODY), etag: '"v1"' });
+    res.end(JSON_BODY);
+  });
+  h2up.listen(0, '127.0.0.1');
+  await once(h2up, 'listening');
+  const site = join(pki.dir, 'head-site');
+  await mkdir(site);
+  await writeFile(join(site, 'data.json'), JSON_BODY);
+  const cert = await pki.issue('ch', ['head.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      log: { level: 'info', access: true },
+      hosts: {
+        'head.test': {
+          tls: cert,
+          compress: true,
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/h2', upstream: `h2c://127.0.0.1:${(h2up.address() as AddressInfo).port}`, stripPrefix: true },
+            { path: '/files', stripPrefix: true, files: site },
+          ],
+        },
+      },
+    },
+    [up.close, () => new Promise<void>((r) => h2up.close(() => r()))],
+  );
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  const session = await h2Connect(proxy.httpsPort, 'head.test', pki.caPem);
+  t.after(() => session.close());
+  const encoders = countEncoders(t);
+
+  for (const path of ['/json', '/stream', '/h2/json', '/files/data.json']) {
+    for (const [proto, tag] of [['--http1.1', 'h1'], ['--http2', 'h2']] as const) {
+      let before = encoders.created;
+      const got = await curl({ host: 'head.test', port: proxy.httpsPort, caFile, path: `${path}?get=${tag}`, args: [proto, '--compressed', '-o', '-'] });
+      assert.equal(got.code, 0, got.stderr);
+      assert.equal(encoders.created, before + 1, `GET ${path} over ${proto}: one encoder (the count sees them)`);
+      const getHead = curlHead(got.stdout);
+      before = encoders.created;
+      const head = await curl({ host: 'head.test', port: proxy.httpsPort, caFile, path: `${path}?head=${tag}`, args: [proto, '--compressed', '-I'] });
+      assert.equal(head.code, 0, head.stderr);
+      // Nothing to encode: an encoder would cost a zlib context for nothing (over HTTP/2 its output would go nowhere).
+      assert.equal(encoders.created, before, `HEAD ${path} over ${proto}: no encoder`);
+      const { status, headers } = curlHead(head.stdout);
+      const what = `HEAD ${path} over ${proto}`;
+      assert.equal(status, 200, what);
+      assert.equal(getHead.headers['content-encoding'], 'br', `GET ${path} over ${proto}: curl accepts br, which comes first`);
+      assert.equal(headers['content-encoding'], getHead.headers['content-encoding'], `${what}: the Content-Encoding its GET has`);
+      assert.equal(headers['vary'], getHead.headers['vary'], `${what}: the Vary its GET has`);
+      assert.match(headers['vary'] ?? '', /Accept-Encoding/, what);
+      assert.equal(headers['etag'], getHead.headers['etag'], `${what}: the ETag its GET has`);
+      assert.equal(headers['content-length'], undefined, `${what}: no Content-Length of the unencoded body`);
+      assert.equal(headers['accept-ranges'], undefined, what);
+      assert.equal((await accessLine(proxy, `${path}?head=${tag}`))['bytes'], 0, `${what}: no body, none counted`);
+    }
+    // Node clients, which would see a body if one were sent; gzip chosen the same way as for GET.
+    const before = encoders.created;
+    const h1 = await h1Request({ port: proxy.httpsPort, sni: 'head.test', path: `${path}?node=h1`, method: 'HEAD', headers: { 'accept-encoding': 'gzip;q=1, br;q=0.5' }, ca: pki.caPem });
+    const h2 = await h2Request(session, { path: `${path}?node=h2`, method: 'HEAD', headers: { 'accept-encoding': 'gzip;q=1, br;q=0.5' } });
+    for (const [tag, r] of [['h1', h1], ['h2', h2]] as const) {
+      assert.equal(r.status, 200, `${path} ${tag}`);
+      assert.equal(r.headers['content-encoding'], 'gzip', `${path} ${tag}: the client's q-values, as for GET`);
+      assert.equal(r.headers['content-length'], undefined, `${path} ${tag}`);
+      assert.equal(r.body.length, 0, `${path} ${tag}: no body`);
+      assert.equal((await accessLine(proxy, `${path}?node=${tag}`))['bytes'], 0, `${path} ${tag}`);
+    }
+    assert.equal(encoders.created, before, `${path}: no encoder for HEAD`);
+    // No Accept-Encoding: as its GET, not encoded, with its length, but Vary tells caches that it varies.
+    const plain = await h2Request(session, { path, method: 'HEAD' });
+    assert.equal(plain.headers['content-encoding'], undefined, `${path} plain`);
+    assert.match(String(plain.headers.vary), /Accept-Encoding/, `${path} plain`);
+    if (path !== '/stream') assert.equal(plain.headers['content-length'], String(Buffer.byteLength(JSON_BODY)), `${path} plain`);
+  }
+  // Too short to encode: as its GET, as is and with its length.
+  const small = await h1Request({ port: proxy.httpsPort, sni: 'head.test', path: '/small', method: 'HEAD', headers: { 'accept-encoding': 'gzip' }, ca: pki.caPem });
+  assert.equal(small.headers['content-encoding'], undefined);
+  assert.equal(small.headers['content-length'], '11');
+  // On the wire: the HEAD's head and nothing after it (no gzip header and trailer of an empty body), so the
+  // HTTP/1.1 connection carries the next request intact.
+  const raw = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'head.test', ca: pki.caPem } });
+  await raw.write('HEAD /json?raw HTTP/1.1\r\nHost: head.test\r\nAccept-Encoding: gzip\r\n\r\n');
+  const rawHead = await raw.response({ head: true });
+  assert.equal(rawHead.headers['content-encoding'], 'gzip');
+  assert.equal(rawHead.headers['content-length'], undefined);
+  assert.equal(rawHead.headers['transfer-encoding'], undefined, 'no framing for a body that is not sent');
+  assert.equal(await raw.until(() => raw.pending.length > 0, 200), false, 'nothing follows the head');
+  await raw.write('GET /json?raw HTTP/1.1\r\nHost: head.test\r\nAccept-Encoding: gzip\r\n\r\n');
+  const rawGet = await raw.response();
+  assert.equal(rawGet.headers['content-encoding'], 'gzip');
+  assert.equal(gunzipSync(rawGet.body).toString(), JSON_BODY, 'the GET after the HEAD decodes whole');
 });

@@ -7,7 +7,9 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { loadCertPair, type CertPair } from '../src/tls/cert-pair.js';
 import type { CertStore } from '../src/tls/cert-store.js';
@@ -34,7 +36,7 @@ interface Harness {
  * Fakes setTimeout and Date from `clockOffsetMs` away from now, then starts a stapler for good.test and fires its
  * first fetch. The pair is loaded before the clock is moved (the certificate's own validity is not under test).
  */
-async function startStapler(t: TestContext, ca: OcspCa, clockOffsetMs = 0): Promise<Harness> {
+async function startStapler(t: TestContext, ca: OcspCa, clockOffsetMs = 0, random?: () => number): Promise<Harness> {
   const pair = await loadCertPair(ca.file('good.pem'), ca.file('good-key.pem'), ['good.test']);
   // ocsp.ts loaded up front, so that the stapler's own import of it settles within a turn of the event loop.
   await import('../src/tls/ocsp.js');
@@ -50,7 +52,7 @@ async function startStapler(t: TestContext, ca: OcspCa, clockOffsetMs = 0): Prom
   t.after(() => stop.abort());
   t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() + clockOffsetMs });
   const certs = { get: (id: string) => (id === 'good' ? pair : undefined) } as unknown as CertStore;
-  const stapler = new OcspStapler({ certs, log, signal: stop.signal });
+  const stapler = new OcspStapler({ certs, log, signal: stop.signal, ...(random === undefined ? {} : { random }) });
   stapler.update({ ocspStapling: true, hosts: [{ certId: 'good', names: ['good.test'] }] } as unknown as Plan);
   for (let i = 0; stapler.statuses().length === 0; i++) {
     assert.ok(i < 1000, 'the stapler took up the certificate');
@@ -145,21 +147,23 @@ test('with the responder down, a held response is stapled until its nextUpdate a
   assert.equal(h.stapler.stapledCount, 0);
 });
 
-test('a failed fetch is retried after 1 minute, then 2, and the response is stapled once the responder answers again', async (t) => {
+test('a failed fetch is retried after 1 minute, then 2, each ±25 % at random, and the response is stapled once the responder answers again', async (t) => {
   const ca = await makeCa(t);
   if (ca === undefined) return;
-  const h = await startStapler(t, ca);
+  // The jitter's two extremes, from the stapler's random source: 0.75 × 1 minute, then 1.25 × 2 minutes.
+  const draws = [0, 0.999_999];
+  const h = await startStapler(t, ca, 0, () => draws.shift() ?? assert.fail('one draw per failure'));
   const first = await h.line('of the first failure', notFetched);
   assert.equal(first['failures'], 1);
-  assert.equal(first['retryInMs'], 60_000);
+  assert.equal(first['retryInMs'], 45_000, '1 minute less 25 %');
   assert.equal(first['stapling'], 'nothing');
   assert.equal(h.state().failures, 1);
-  assert.equal(Date.parse(h.state().nextFetchAt!), Date.now() + 60_000);
-  t.mock.timers.tick(60_000);
+  assert.equal(Date.parse(h.state().nextFetchAt!), Date.now() + 45_000);
+  t.mock.timers.tick(45_000);
   const second = await h.line('of the second failure', (l) => notFetched(l) && l['failures'] === 2);
-  assert.equal(second['retryInMs'], 120_000, 'the delay doubles');
+  assert.equal(second['retryInMs'], 150_000, 'the delay doubles: 2 minutes and 25 %');
   const responder = await startResponder(t, ca);
-  t.mock.timers.tick(119_000);
+  t.mock.timers.tick(149_000);
   assert.notEqual(h.state().nextFetchAt, null, 'not asked again before the delay');
   assert.equal(responder.requests, 0);
   t.mock.timers.tick(1_000);
@@ -170,6 +174,25 @@ test('a failed fetch is retried after 1 minute, then 2, and the response is stap
   assert.equal(state.status, 'good');
   assert.equal(state.failures, 0);
   assert.equal(state.lastError, null);
+});
+
+test('with the default random source, failed fetches are retried within 45–75 s, then 90–150 s, and at the time the warning names', async (t) => {
+  const ca = await makeCa(t);
+  if (ca === undefined) return;
+  const h = await startStapler(t, ca);
+  let from = 0;
+  for (const [failures, lowMs, highMs] of [[1, 45_000, 75_000], [2, 90_000, 150_000], [3, 180_000, 300_000]] as const) {
+    const line = await h.line(`of failure ${failures}`, (l) => notFetched(l) && l['failures'] === failures, from);
+    from = h.logs.indexOf(line) + 1;
+    const retryInMs = line['retryInMs'] as number;
+    assert.ok(retryInMs >= lowMs && retryInMs <= highMs, `failure ${failures}: ${retryInMs} ms in [${lowMs}, ${highMs}]`);
+    assert.equal(Date.parse(h.state().nextFetchAt!), Date.now() + retryInMs, 'nextFetchAt is the delay logged');
+    // Whatever the draw: not asked before the delay, asked at it.
+    t.mock.timers.tick(retryInMs - 1);
+    assert.notEqual(h.state().nextFetchAt, null, `failure ${failures}: not asked again before the delay`);
+    t.mock.timers.tick(1);
+    assert.equal(h.state().nextFetchAt, null, `failure ${failures}: asked again at it`);
+  }
 });
 
 test('a response whose nextUpdate has passed is refused: not stapled, and a warning says it expired', async (t) => {
@@ -260,4 +283,25 @@ test('a response signed by a delegated responder certificate not yet valid, or e
     assert.match(String(warn['reason']), /^the OCSP responder certificate that signed the response \("CN=OCSP Test Responder", serial 2001\) has expired: valid from .+ to .+, and this machine's clock says .+$/);
     assert.equal(h.staple(), undefined);
   });
+});
+
+test('the stapler\'s static imports reach neither the ACME modules nor @peculiar\'s ASN.1 stack, which stay lazily loaded (the shared backoff included)', async () => {
+  // The compiled modules this one imports, followed through relative imports (type imports are gone from them).
+  const start = fileURLToPath(new URL('../src/tls/ocsp-stapler.js', import.meta.url));
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const queue = [start];
+  for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const text = await readFile(file, 'utf8');
+    for (const m of text.matchAll(/^\s*(?:import|export)\b[^'"]*?from\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]/gm)) {
+      const spec = (m[1] ?? m[2])!;
+      if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec));
+      else packages.add(spec);
+    }
+  }
+  assert.ok([...seen].some((f) => f.endsWith('/tls/backoff.js')), 'the walk sees the backoff module');
+  assert.deepEqual([...seen].filter((f) => f.includes('/acme/') || f.endsWith('/tls/ocsp.js')), []);
+  assert.deepEqual([...packages].filter((p) => p.startsWith('@peculiar/') || p === 'asn1js' || p === 'pkijs'), []);
 });

@@ -3,7 +3,8 @@
  * lifetime remains (a share such as "33%", or a duration such as "30d"),
  * moved earlier by a random jitter; when the CA offers ACME Renewal
  * Information (RFC 9773), a random moment in its suggested window is used
- * instead. Failures back off exponentially with a cap.
+ * instead. Failures back off exponentially with a cap (backoffMs, src/tls/backoff.ts,
+ * shared with OCSP stapling).
  */
 import { X509Certificate, AuthorityKeyIdentifierExtension } from '@peculiar/x509';
 
@@ -25,12 +26,6 @@ export function renewalAt(notBeforeMs: number, notAfterMs: number, before: Renew
   const ahead = 'share' in before ? lifetime * Math.min(1, Math.max(0, before.share)) : Math.min(before.ms, lifetime / 2);
   const jitter = random() * Math.min(lifetime * 0.02, 3_600_000);
   return Math.round(notAfterMs - ahead - jitter);
-}
-
-/** Delay before retry number `failures` (1 = first retry): base · 2^(failures-1), ±25 %, capped at `maxMs`. */
-export function backoffMs(failures: number, baseMs: number, maxMs: number, random = Math.random): number {
-  const raw = baseMs * 2 ** Math.min(30, Math.max(0, failures - 1));
-  return Math.round(Math.min(maxMs, raw * (0.75 + random() * 0.5)));
 }
 
 function base64url(bytes: Uint8Array): string {

@@ -96,9 +96,11 @@ type HeaderGetter = (lowerName: string) => string | undefined;
  * Whether a response may be encoded, apart from what the client accepts: a status with a body (not
  * 204, 206 or 304), no Content-Encoding of its own, a compressible type, no `Cache-Control:
  * no-transform` (RFC 9110 §7.7), and a Content-Length, when there is one, of at least `minBytes`.
+ * The request method plays no part: a response to HEAD is judged by its head as its GET would be
+ * (RFC 9110 §9.3.2), and only the encoder is left out (see decideEncoding).
  */
-export function isCompressibleResponse(plan: CompressPlan, method: string, status: number, get: HeaderGetter): boolean {
-  if (method === 'HEAD' || status < 200 || status === 204 || status === 206 || status === 304) return false;
+export function isCompressibleResponse(plan: CompressPlan, status: number, get: HeaderGetter): boolean {
+  if (status < 200 || status === 204 || status === 206 || status === 304) return false;
   const ce = get('content-encoding');
   if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') return false;
   if (!isCompressibleType(get('content-type'))) return false;

@@ -13,10 +13,15 @@ import { forgetReadBuffer } from '../upstream/read-buffers.js';
  * have been encoded for a client that accepts one (so caches must key on Accept-Encoding), "weak" for
  * a 304 to a client holding the encoded variant (its ETag made weak again, and the Vary), or
  * undefined when it is not a candidate at all.
+ *
+ * A HEAD gets the answer its GET would (RFC 9110 §9.3.2: the same header fields, Content-Encoding and
+ * Vary included, as nginx's gzip sends them), decided from the upstream's head alone; the caller marks
+ * the head with the encoding but starts no encoder, as there is no body (so `bytes` stays 0). The one
+ * test of the method is made by the caller, and only for a response about to be encoded.
  */
 export function decideEncoding(ex: Exchange, cp: CompressPlan, status: number, get: (lowerName: string) => string | undefined): Encoding | 'vary' | 'weak' | undefined {
   if (status === 304) return isEncodedVariantValidated(ex.req.headers['if-none-match'], get('etag')) ? 'weak' : undefined;
-  if (!isCompressibleResponse(cp, ex.method, status, get)) return undefined;
+  if (!isCompressibleResponse(cp, status, get)) return undefined;
   return negotiateEncoding(cp, ex.req.headers['accept-encoding']) ?? 'vary';
 }
 

@@ -113,9 +113,12 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
         if (d === 'vary') markVaryObject(headers);
         else if (d === 'weak') markWeakObject(headers);
         else if (d !== undefined) {
-          enc = d;
-          length = received['content-length'];
           markEncodedObject(headers, d);
+          // A HEAD's head is marked as its GET's would be; there is no body to encode.
+          if (ex.method !== 'HEAD') {
+            enc = d;
+            length = received['content-length'];
+          }
         }
       }
       h2res.writeHead(statusCode, headers);
@@ -128,11 +131,13 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
         const get = pairsListGetter(out);
         const d = decideEncoding(ex, cp, statusCode, get);
         if (d !== undefined) {
-          if (d !== 'vary' && d !== 'weak') {
-            enc = d;
+          const mark = d === 'vary' || d === 'weak' ? undefined : d;
+          // A HEAD's head is marked as its GET's would be; there is no body to encode.
+          if (mark !== undefined && ex.method !== 'HEAD') {
+            enc = mark;
             length = get('content-length');
           }
-          out = markEncodedPairs(out, enc, enc !== undefined || d === 'weak');
+          out = markEncodedPairs(out, mark, mark !== undefined || d === 'weak');
         }
       }
       (res as H1ServerResponse).writeHead(statusCode, out);

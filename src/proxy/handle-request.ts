@@ -732,8 +732,9 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     if (d === 'vary') markVaryObject(headers);
     else if (d === 'weak') markWeakObject(headers);
     else if (d !== undefined) {
-      enc = d;
       markEncodedObject(headers, d);
+      // A HEAD's head is marked as its GET's would be; there is no body to encode.
+      if (ex.method !== 'HEAD') enc = d;
     }
   }
   // An HTTP/2 upstream's response may end with trailers (gRPC's status does).

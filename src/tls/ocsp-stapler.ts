@@ -2,7 +2,7 @@
  * OCSP stapling (RFC 6066 §8, RFC 6961's single response): for each served certificate whose leaf names an OCSP
  * responder and whose issuer is in its chain, a verified "good" response is fetched in the background, held in
  * memory, and handed to every handshake that asks for it (status_request), as Caddy does by default and nginx with
- * `ssl_stapling on`. It is refreshed at half its validity (at least a minute apart, or half what is left of a shorter one; retried with backoff when that fails), and the last good
+ * `ssl_stapling on`. It is refreshed at half its validity (at least a minute apart, or half what is left of a shorter one; retried with jittered backoff when that fails), and the last good
  * one is stapled until its nextUpdate. A "revoked" answer is logged as an error and never stapled; a responder that
  * cannot be reached is logged as a warning and never stops serving. A changed certificate (reload, the watcher,
  * ACME) starts afresh.
@@ -12,6 +12,7 @@ import type { Plan } from '../config/plan.js';
 import { OCSP_CHAIN_WARNING, type CertPair } from './cert-pair.js';
 import type { CertStore } from './cert-store.js';
 import { fetchOcspResponse } from './ocsp-fetch.js';
+import { backoffMs } from './backoff.js';
 import type { OcspTarget, OcspVerdict } from './ocsp.js';
 
 /** ocsp.ts, with @peculiar's ASN.1 and X.509 stack (about 20 MiB of RSS): loaded once a served certificate names a responder. */
@@ -25,10 +26,15 @@ export interface OcspStaplerOptions {
   readonly signal: AbortSignal;
   /** Time one fetch may take. @default 10_000 */
   readonly fetchTimeoutMs?: number;
-  /** Delay before the first retry of a failed fetch; doubles on each failure in a row up to `maxRetryMs`. @default 60_000 */
+  /**
+   * Delay before the first retry of a failed fetch; doubles on each failure in a row up to `maxRetryMs`, each delay
+   * ±25 % at random (backoffMs, as ACME's retries), since every worker fetches for itself. @default 60_000
+   */
   readonly retryMs?: number;
   /** @default 3_600_000 */
   readonly maxRetryMs?: number;
+  /** Source of the retry jitter, in [0, 1); tests pass their own. @default Math.random */
+  readonly random?: () => number;
 }
 
 /** One certificate with an OCSP responder, as the admin API shows it (plain JSON: a worker sends it over IPC). */
@@ -326,7 +332,8 @@ export class OcspStapler {
   #failed(e: Entry, reason: string): void {
     e.failures++;
     e.lastError = reason;
-    const retryInMs = Math.min((this.#o.retryMs ?? 60_000) * 2 ** (e.failures - 1), this.#o.maxRetryMs ?? 3_600_000);
+    // Jittered: the workers, each fetching for itself, fail together when the responder is down, and should not all ask again at once.
+    const retryInMs = backoffMs(e.failures, this.#o.retryMs ?? 60_000, this.#o.maxRetryMs ?? 3_600_000, this.#o.random);
     this.#o.log.warn(
       { host: e.hosts[0], certFile: e.pair.certFile, url: e.target.url, reason, failures: e.failures, retryInMs, stapling: e.response === undefined ? 'nothing' : `the last good response, until ${new Date(e.expiresAt).toISOString()}` },
       'ocsp response not fetched, serving on',
