@@ -28,7 +28,7 @@ export interface AccessFields {
   readonly cache?: string | undefined;
   readonly status: number;
   readonly bytes: number | undefined;
-  /** An upgraded connection (tunnel): the bytes the client sent through it (`bytes`: those it was sent). */
+  /** An upgraded connection (tunnel): the bytes Portico received from the client after its head (`bytes`: those it handed to the client after the 101); see TunnelBytes. */
   readonly bytesIn?: number | undefined;
   readonly durationMs: number;
   /** Written as it is, unescaped: one of these constants. */

@@ -7,7 +7,7 @@ import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { connectionTokens, DROP_RESPONSE } from './forward-headers.js';
-import type { TunnelBytes, UpgradeClient } from './upgrade-client.js';
+import { queuedBytes, type TunnelBytes, type UpgradeClient } from './upgrade-client.js';
 
 /** Headers of a declined upgrade's answer that are not relayed (hop-by-hop and framing). */
 const DECLINED_DROP = /^(connection|transfer-encoding|keep-alive|upgrade|proxy-connection)$/i;
@@ -113,9 +113,10 @@ export class H1UpgradeClient implements UpgradeClient {
     const head = this.#head;
     socket.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
     socket.write(rawHead(101, res.statusMessage ?? 'Switching Protocols', switchingHeaders(res.rawHeaders, res.headers.upgrade)));
-    // Counted from here: the tunnel's bytes, without the heads (the client's bytes after its head were read already).
+    // Counted from here: the tunnel's bytes, without the heads. The client's bytes after its head were read already:
+    // `head`, and what came while the upstream had not answered yet, which waits in the socket (paused) for the pipe.
     const outFrom = socket.bytesWritten;
-    const inFrom = socket.bytesRead - head.length;
+    const inFrom = socket.bytesRead - head.length - socket.readableLength;
     if (upHead.length > 0) socket.write(upHead);
     // The client's bytes that came after its head are the new protocol's: they go only now. Sent
     // with the request, an upstream that declines the upgrade would read them as a request of its
@@ -131,7 +132,8 @@ export class H1UpgradeClient implements UpgradeClient {
     upSocket.on('close', () => socket.destroy());
     upSocket.pipe(socket);
     socket.pipe(upSocket);
-    socket.once('close', () => closed({ out: socket.bytesWritten - outFrom, in: socket.bytesRead - inFrom }));
+    // bytesWritten still counts the writes a destroyed socket had queued behind the one in progress: never sent.
+    socket.once('close', () => closed({ out: ((socket.bytesWritten as number | undefined) ?? outFrom) - queuedBytes(socket) - outFrom, in: socket.bytesRead - inFrom }));
     return 101;
   }
 

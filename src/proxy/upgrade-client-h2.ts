@@ -19,7 +19,7 @@ import { errorBody } from './respond-error.js';
 import { kConnName, type ProxyState, type Tagged } from './handle-request.js';
 import { proxyUpgrade } from './handle-upgrade.js';
 import { TUNNEL_KEEPALIVE_MS } from './upgrade-client-h1.js';
-import type { TunnelBytes, UpgradeClient, UpgradeRequest } from './upgrade-client.js';
+import { queuedBytes, type TunnelBytes, type UpgradeClient, type UpgradeRequest } from './upgrade-client.js';
 import { newWebSocketKey, webSocketAccept } from './websocket-key.js';
 
 const { NGHTTP2_NO_ERROR } = constants;
@@ -146,7 +146,8 @@ export class H2WebSocketClient implements UpgradeClient {
     const headers: OutgoingHttpHeaders = { ':status': 200 };
     const relayed = buildResponseHeaders(res.headers, undefined);
     for (const name in relayed) if (!NOT_RELAYED_ON_SWITCH.has(name)) headers[name] = relayed[name];
-    // Counted on the upstream connection, without its 101 head: what went to the client and what came from it.
+    // Counted on the upstream connection, which every byte of the tunnel passes (the stream has no byte counts),
+    // without its 101 head: what it read and handed on to the stream, and what it was given to write.
     const outFrom = upSocket.bytesRead - upHead.length;
     const inFrom = upSocket.bytesWritten;
     // A half-close passes through: the client's END_STREAM becomes a FIN to the upstream, the upstream's FIN the
@@ -161,8 +162,14 @@ export class H2WebSocketClient implements UpgradeClient {
       else cancelStream(stream);
     });
     stream.once('close', () => {
+      // Read before the upstream socket is destroyed. To the client: what the upstream socket read, less what it
+      // still holds (not yet piped) and what the stream holds queued (not yet handed to nghttp2), as a client that
+      // stopped reading leaves them when its stream is cancelled. From the client: what the upstream socket was
+      // given, and what the stream read that waits for it (back-pressure from an upstream that stopped reading).
+      const out = upSocket.bytesRead - upSocket.readableLength - queuedBytes(stream) - outFrom;
+      const fromClient = ((upSocket.bytesWritten as number | undefined) ?? inFrom) - inFrom + stream.readableLength;
       upSocket.destroy();
-      closed({ out: upSocket.bytesRead - outFrom, in: upSocket.bytesWritten - inFrom });
+      closed({ out, in: fromClient });
     });
     try {
       stream.respond(headers);

@@ -29,10 +29,37 @@ export interface UpgradeRequest {
   readonly clientCert: string | undefined;
 }
 
-/** The bytes a tunnel carried, without the heads: to the client and from it. */
+/**
+ * The bytes a tunnel carried, without the heads (the client's request head, the 101 or HTTP/2 200): `out` the
+ * bytes Portico handed to the client's connection (its TLS socket; HTTP/2: its stream, DATA payload without frame
+ * headers), `in` the bytes Portico received from the client. WebSocket frames are counted whole, their own headers
+ * included, as Portico does not parse them. Read from the connections' own counters when the tunnel closes.
+ */
 export interface TunnelBytes {
   readonly out: number;
   readonly in: number;
+}
+
+/** A writable's chunks that wait behind its write in progress: never handed to the connection. */
+interface WithWritableBuffer {
+  readonly writableBuffer?: readonly { readonly chunk: Buffer | string }[];
+}
+
+/**
+ * The bytes `w` holds that it has not yet handed to its connection: the writes queued behind the one in progress
+ * (which is counted as sent: it went to TLS, or to nghttp2's framing). A writable destroyed while a write is in
+ * progress keeps this queue until its 'close' (Node's errorBuffer() leaves it then), and net.Socket's bytesWritten
+ * counts it as written. Cold path: read once, when a tunnel closes.
+ */
+export function queuedBytes(w: Writable): number {
+  const queue = (w as Writable & WithWritableBuffer).writableBuffer;
+  if (queue === undefined) return 0;
+  let n = 0;
+  for (let i = 0; i < queue.length; i++) {
+    const chunk = (queue[i] as { readonly chunk: Buffer | string }).chunk;
+    n += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+  }
+  return n;
 }
 
 /** How the client of an upgrade is answered, and how its tunnel is opened. */
