@@ -290,6 +290,18 @@ export function renderTargets(scenarios: readonly ScenarioInfo[], rows: readonly
     const r = pm / nm;
     lines.push(`| Memory with 1,000 idle TLS connections ≤ 2× nginx's | – | ${r.toFixed(2)}× (${mib(pm)} against ${mib(nm)}) ≤ 2.00: ${r <= 2 ? '**met**' : 'not met'} |`);
   }
+  const floor = ['', "Portico's own work: its CPU against the Node floor proxy's (the least a Node proxy built from Portico's parts does to forward), same round (min–max):", ''];
+  floor.push('| Scenario | Portico CPU × floor proxy | floor proxy CPU × Node alone |', '|---|---|---|');
+  let floorRows = 0;
+  for (const sc of ['S1', 'S3', 'S5'] as const) {
+    const f = cellOf('floor', sc);
+    if (f === undefined) continue;
+    const pf = pairedCpuSpread(cellOf('portico', sc), f);
+    const fa = pairedCpuSpread(f, cellOf('node-alone', sc));
+    floor.push(`| ${sc} | ${pf === null ? '–' : fmtRatioSpread(pf)} | ${fa === null ? '–' : fmtRatioSpread(fa)} |`);
+    floorRows++;
+  }
+  if (floorRows > 0) lines.push(...floor);
   const milestone = ['', 'First milestone, every scenario ahead of Caddy and node-http-proxy (CPU × nginx, same round, medians; lower is better):', ''];
   milestone.push('| Scenario | Portico | Caddy | node-http-proxy | Ahead of both |', '|---|---|---|---|---|');
   // S6 (a response cache) and S7 (uploads) are not among the issue's scenarios; neither Caddy nor node-http-proxy caches.

@@ -2,9 +2,10 @@
  * The servers under test: the backend itself ("direct"), nginx, HAProxy,
  * Caddy, node-http-proxy and Portico, each configured here as a
  * TLS-terminating virtual-host proxy for bench.localhost with upstream
- * keep-alive, one worker, pinned to PROXY_CPU, access logs off; and one
- * reference row that forwards nothing: Node's own servers answering by
- * themselves, the floor under any Node proxy.
+ * keep-alive, one worker, pinned to PROXY_CPU, access logs off; and two
+ * reference rows: Node's own servers answering by themselves (forwarding
+ * nothing), and the least a Node proxy built from Portico's parts does to
+ * forward (bench/floor-proxy.ts).
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,7 +16,7 @@ import {
 import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
 
 /** Identifiers of the rows in the results. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'portico' | 'portico-log' | 'portico-all';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'floor' | 'portico' | 'portico-log' | 'portico-all';
 
 /** A started server under test. */
 export interface RunningTarget {
@@ -351,6 +352,20 @@ const nodeAloneTarget: TargetSpec = {
     }),
 };
 
+const floorTarget: TargetSpec = {
+  id: 'floor',
+  label: 'Node floor proxy (forwards, no features)',
+  start: (ws, ports) =>
+    startNodeScript(ws, ports, 'floor', 'floor-proxy', {
+      ...nodeServerSettings(ws, ports),
+      upstream,
+    }, {
+      h2: false,
+      notes: ['reference, not a proxy to run: bench/floor-proxy.ts, Portico\'s parts (tls.Server, llhttp consuming both sockets) forwarding with no routing, header rules, checks or timeouts; Portico ÷ this row is what Portico\'s own work costs (HTTP/1.1 only: S2 n/a; S4 and S7 not measured, their cost being the data path both share)'],
+      noCache: 'no response cache',
+    }),
+};
+
 /** Options for the Portico rows. */
 interface PorticoOptions {
   /** Value for the "workers" config key, or undefined to leave it out. */
@@ -417,7 +432,7 @@ const porticoTarget: TargetSpec = {
 };
 
 /** The pinned single-worker rows, in table order (direct first, then the proxies, Node alone, Portico last). */
-export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, nodeAloneTarget, porticoTarget];
+export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, nodeAloneTarget, floorTarget, porticoTarget];
 
 /** The nginx and Portico rows, for --quick. */
 export const QUICK_TARGETS: readonly TargetSpec[] = [nginxTarget, porticoTarget];

@@ -1,0 +1,208 @@
+/**
+ * A reference row, not a proxy anyone should run: the least an HTTP/1.1 reverse proxy on Node does, built from
+ * the same parts as Portico and nothing else. A `tls.Server` (Portico's TLS settings), one llhttp parser per
+ * client connection reading it in C++ (`consume`), kept upstream connections read the same way and pooled
+ * (a free list, as Portico keeps them), the request passed on with a fixed head (method, path and Host, nothing
+ * copied), and the response's status, length and body passed back as they arrive. No routing, no header rules,
+ * no Host check, no timeouts, no limits, one request at a time per connection, errors answered by closing: what
+ * forwarding costs in Node before any feature. Portico ÷ this row is what Portico's own work costs, and a target
+ * below this row is below what a Node proxy can do. Plain HTTP on `httpPort` works the same way (net.Server).
+ *
+ * Usage: node dist/bench/floor-proxy.js '<settings JSON>'
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import {
+  HTTPParser,
+  METHODS,
+  closeParser,
+  kOnBody,
+  kOnHeadersComplete,
+  kOnMessageComplete,
+  kOnExecute,
+  type ConsumableSocket,
+  type NodeHttpParser,
+} from '../src/http1/llhttp.js';
+import { SERVER_TLS_OPTIONS } from '../src/tls/tls-settings.js';
+
+interface Settings {
+  readonly httpsPort: number;
+  readonly httpPort: number;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** host:port of the backend. */
+  readonly upstream: string;
+}
+
+const settings = JSON.parse(process.argv[2] ?? '{}') as Settings;
+const [upHost, upPortText] = settings.upstream.split(':') as [string, string];
+const upPort = Number(upPortText);
+const hostLine = ` HTTP/1.1\r\nHost: ${settings.upstream}\r\n`;
+
+/** Idle upstream connections. */
+const free: Upstream[] = [];
+
+/** A parser with the object its callbacks work for. */
+type Owned<T> = NodeHttpParser & { owner: T };
+
+/** One kept upstream connection. */
+class Upstream {
+  readonly socket: net.Socket;
+  readonly parser: Owned<Upstream>;
+  /** The client connection whose request is in flight here. */
+  client: Client | null = null;
+  closed = false;
+
+  constructor() {
+    this.socket = net.connect({ host: upHost, port: upPort, noDelay: true });
+    (this.socket as net.Socket & { up: Upstream }).up = this;
+    const parser = new HTTPParser() as Owned<Upstream>;
+    parser.initialize(HTTPParser.RESPONSE, {}, 0, 0);
+    parser.owner = this;
+    const slots = parser as unknown as Record<number, unknown>;
+    slots[kOnHeadersComplete] = upstreamHead;
+    slots[kOnBody] = upstreamBody;
+    slots[kOnMessageComplete] = upstreamDone;
+    slots[kOnExecute] = upstreamExecuted;
+    this.parser = parser;
+    this.socket.once('connect', onUpstreamConnect);
+    this.socket.on('close', onUpstreamClose).on('error', onUpstreamClose);
+  }
+}
+
+function onUpstreamConnect(this: net.Socket): void {
+  const up = (this as net.Socket & { up: Upstream }).up;
+  const handle = (this as unknown as ConsumableSocket)._handle;
+  if (handle !== null) up.parser.consume(handle);
+}
+
+function onUpstreamClose(this: net.Socket): void {
+  const up = (this as net.Socket & { up: Upstream }).up;
+  if (up.closed) return;
+  up.closed = true;
+  const i = free.indexOf(up);
+  if (i >= 0) free.splice(i, 1);
+  up.client?.close();
+  up.client = null;
+  setImmediate(closeParser, up.parser);
+}
+
+function upstreamHead(this: Owned<Upstream>, _v: number, _m: number, headers: string[] | undefined, _method: number, _url: string, status: number): number {
+  const c = this.owner.client;
+  if (c === null) return 0;
+  let length = '';
+  const h = headers ?? [];
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i] as string;
+    if (name.length === 14 && name.toLowerCase() === 'content-length') length = h[i + 1] as string;
+  }
+  if (!c.corked) {
+    c.socket.cork();
+    c.corked = true;
+  }
+  c.socket.write(`HTTP/1.1 ${status} OK\r\nContent-Length: ${length}\r\nContent-Type: text/plain\r\n\r\n`, 'latin1');
+  return 0;
+}
+
+function upstreamBody(this: Owned<Upstream>, chunk: Buffer): void {
+  this.owner.client?.socket.write(chunk);
+}
+
+function upstreamDone(this: Owned<Upstream>): void {
+  const up = this.owner;
+  const c = up.client;
+  up.client = null;
+  if (c === null) return;
+  c.uncork();
+  c.upstream = null;
+  free.push(up);
+}
+
+function upstreamExecuted(this: Owned<Upstream>, ret: number | Error): void {
+  if (typeof ret !== 'number') this.owner.socket.destroy();
+  else this.owner.client?.uncork();
+}
+
+/** One client connection. */
+class Client {
+  readonly socket: net.Socket;
+  readonly parser: Owned<Client>;
+  upstream: Upstream | null = null;
+  corked = false;
+  closed = false;
+  /** The request in flight is a POST, its body sent chunked. */
+  posting = false;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    const parser = new HTTPParser() as Owned<Client>;
+    parser.initialize(HTTPParser.REQUEST, {}, 0, 0);
+    parser.owner = this;
+    const slots = parser as unknown as Record<number, unknown>;
+    slots[kOnHeadersComplete] = clientHead;
+    slots[kOnBody] = clientBody;
+    slots[kOnMessageComplete] = clientDone;
+    slots[kOnExecute] = clientExecuted;
+    this.parser = parser;
+    const handle = (socket as unknown as ConsumableSocket)._handle;
+    if (handle !== null) parser.consume(handle);
+    (socket as net.Socket & { client: Client }).client = this;
+    socket.on('close', onClientClose).on('error', onClientClose);
+  }
+
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** The end of a request: a POST's chunked body ends here. */
+function clientDone(this: Owned<Client>): void {
+  const up = this.owner.upstream;
+  if (up !== null && this.owner.posting) up.socket.write('0\r\n\r\n', 'latin1');
+}
+
+function clientHead(this: Owned<Client>, _v: number, _m: number, _h: unknown, method: number, url: string): number {
+  const c = this.owner;
+  let up = free.pop();
+  up ??= new Upstream();
+  up.client = c;
+  c.upstream = up;
+  c.posting = method === 3; // llhttp's POST
+  up.socket.write(`${METHODS[method]} ${url}${hostLine}${c.posting ? 'Transfer-Encoding: chunked\r\n' : ''}\r\n`, 'latin1');
+  return 0;
+}
+
+function clientBody(this: Owned<Client>, chunk: Buffer): void {
+  const up = this.owner.upstream;
+  if (up === null) return;
+  up.socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+  up.socket.write(chunk);
+  up.socket.write('\r\n', 'latin1');
+}
+
+function clientExecuted(this: Owned<Client>, ret: number | Error): void {
+  if (typeof ret !== 'number') this.owner.close();
+}
+
+function onClientClose(this: net.Socket): void {
+  const c = (this as net.Socket & { client: Client }).client;
+  if (c.closed) return;
+  c.closed = true;
+  // An exchange cut short leaves its upstream connection in an unknown state: not reused.
+  c.upstream?.socket.destroy();
+  setImmediate(closeParser, c.parser);
+}
+
+tls
+  .createServer({ ...SERVER_TLS_OPTIONS, cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), ALPNProtocols: ['http/1.1'] })
+  .on('secureConnection', (socket) => new Client(socket))
+  .listen(settings.httpsPort, '127.0.0.1');
+net.createServer((socket) => new Client(socket)).listen(settings.httpPort, '127.0.0.1');
