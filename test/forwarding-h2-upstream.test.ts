@@ -161,3 +161,32 @@ test('an HTTP/2 request reaches an HTTP/1.1 upstream with its cookies folded int
   assert.equal(seen.body.toString(), 'payload');
   assert.equal(JSON.parse(r.text).body, 'payload');
 });
+
+test('an HTTP/2 upstream that never answers gets the client a 504 after responseTimeout, and the stream is cancelled', async (t) => {
+  const pki = await makePki();
+  const silent = http2.createServer();
+  let opened = 0;
+  let closed = 0;
+  silent.on('stream', (stream) => {
+    opened++;
+    // Read (a node:http2 stream whose request side is never read does not close, reset or not).
+    stream.resume();
+    stream.on('error', () => {});
+    stream.on('close', () => closed++);
+  });
+  const up = await listenH2(silent, 'h2c');
+  const cert = await pki.issue('s', ['silent.test']);
+  const proxy = await startProxyFor(t, pki, {
+    hosts: { 'silent.test': { tls: cert, routes: [{ path: '/', upstream: { targets: [up.url], responseTimeout: '1s' } }] } },
+  }, [() => up.close()]);
+  const started = performance.now();
+  const r = await h1Request({ port: proxy.httpsPort, sni: 'silent.test', path: '/wait', ca: pki.caPem });
+  const took = performance.now() - started;
+  assert.equal(r.status, 504);
+  assert.match(r.text, /did not answer in time/);
+  assert.ok(took >= 900 && took < 5000, `answered after ${Math.round(took)} ms`);
+  assert.equal(opened, 1);
+  // The upstream stream Portico gave up is reset, not left open on the session.
+  for (let i = 0; i < 200 && closed < 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(closed, 1, `the upstream stream was closed (waited ${Math.round(performance.now() - started - took)} ms)`);
+});

@@ -121,7 +121,7 @@ export function createRequestHandler(state: ProxyState): (req: ClientRequest, re
   return function handleRequest(req, res) {
     const ex = new Exchange(req, res, state);
     res.exchange = ex;
-    res.on('close', onClientClose.bind(ex));
+    res.on('close', onResponseClose);
     route(ex);
   };
 }
@@ -557,10 +557,14 @@ function forward2(ex: Exchange, target: Target): void {
     return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
   }
   ex.upstreamReq = up;
-  up.on('response', onUpstreamResponse.bind(ex));
-  up.on('error', onUpstreamError.bind(ex));
-  up.setTimeout(upstream.responseTimeoutMs, onUpstreamTimeout.bind(ex));
-  if (upstream.connectTimeoutMs > 0) up.once('socket', onUpstreamSocket.bind(ex));
+  (up as UpstreamRequest & WithExchange)[kExchange] = ex;
+  up.on('response', upOnResponse);
+  up.on('error', upOnError);
+  // http2-wrapper arms the timeout on its native stream and passes the stream's 'timeout' on to the request (a
+  // callback given to setTimeout would be the stream's listener, run with the stream as `this`).
+  up.setTimeout(upstream.responseTimeoutMs);
+  up.on('timeout', upOnTimeout);
+  if (upstream.connectTimeoutMs > 0) up.once('socket', upOnSocket);
   if (wantsHints(ex)) watchH2Hints(ex, up);
   if (ex.bodyBuffer !== undefined) {
     up.end(ex.bodyBuffer);
@@ -570,7 +574,7 @@ function forward2(ex: Exchange, target: Target): void {
     // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.
     if (ex.h2) {
       body.once('aborted', onClientAbort.bind(ex));
-      up.once('close', onUpstreamRequestClose.bind(ex, up));
+      up.once('close', upOnClose);
     }
     body.pipe(up);
   } else {
@@ -597,6 +601,57 @@ function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   (this.res as H2ServerResponse).bodyDropped = true;
   if (this.res.writableEnded) dropRequestBody(this);
   else (this.req as H2ServerRequest).stream.once('finish', dropRequestBody.bind(undefined, this));
+}
+
+/**
+ * The Exchange an HTTP/2 upstream's request and response belong to, kept on them so that their listeners are
+ * module-level functions, not a bound function per request and event.
+ */
+const kExchange = Symbol('portico.exchange');
+
+interface WithExchange {
+  [kExchange]?: Exchange;
+}
+
+function exchangeOf(emitter: object): Exchange {
+  return (emitter as WithExchange)[kExchange]!;
+}
+
+// The HTTP/2 upstream request's and response's listeners (`this`: the emitter), each passing on to its handler.
+function upOnResponse(this: UpstreamRequest, upRes: IncomingMessage): void {
+  onUpstreamResponse.call(exchangeOf(this), upRes);
+}
+function upOnError(this: UpstreamRequest | IncomingMessage, err: NodeJS.ErrnoException): void {
+  onUpstreamError.call(exchangeOf(this), err);
+}
+function upOnTimeout(this: UpstreamRequest): void {
+  onUpstreamTimeout.call(exchangeOf(this));
+}
+function upOnSocket(this: UpstreamRequest, socket: Socket): void {
+  onUpstreamSocket.call(exchangeOf(this), socket);
+}
+function upOnClose(this: UpstreamRequest): void {
+  onUpstreamRequestClose.call(exchangeOf(this), this);
+}
+function upResOnCountedData(this: IncomingMessage, chunk: Buffer): void {
+  exchangeOf(this).bytes += chunk.length;
+}
+function upResOnFillData(this: IncomingMessage, chunk: Buffer): void {
+  onFillData.call(exchangeOf(this), chunk);
+}
+function upResOnEnd(this: IncomingMessage): void {
+  onUpstreamEnd.call(exchangeOf(this));
+}
+function upResOnAborted(this: IncomingMessage): void {
+  onUpstreamAborted.call(exchangeOf(this));
+}
+function upResOnFlushData(this: IncomingMessage): void {
+  flushOnData.call(exchangeOf(this));
+}
+
+/** A client response's 'close' (`this`: the response, whose `exchange` the request handler set). */
+function onResponseClose(this: ClientResponse): void {
+  onClientClose.call(this.exchange as Exchange);
 }
 
 export function onClientAbort(this: Exchange): void {
@@ -748,16 +803,17 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
   }
   // An encoded body is counted as it leaves the encoder (startEncoder), not here: `bytes` is what the client is sent.
-  if (ex.plan.accessLog && enc === undefined) upRes.on('data', countResponse.bind(ex));
-  if (ex.cacheFill !== undefined) upRes.on('data', onFillData.bind(ex));
-  upRes.on('end', onUpstreamEnd.bind(ex));
-  upRes.on('error', onUpstreamError.bind(ex));
-  if (ex.target!.kind === 'h2c' || ex.target!.kind === 'h2-tls') upRes.once('aborted', onUpstreamAborted.bind(ex));
+  (upRes as IncomingMessage & WithExchange)[kExchange] = ex;
+  if (ex.plan.accessLog && enc === undefined) upRes.on('data', upResOnCountedData);
+  if (ex.cacheFill !== undefined) upRes.on('data', upResOnFillData);
+  upRes.on('end', upResOnEnd);
+  upRes.on('error', upOnError);
+  if (ex.target!.kind === 'h2c' || ex.target!.kind === 'h2-tls') upRes.once('aborted', upResOnAborted);
   if (enc !== undefined) {
     const length = upRes.headers['content-length'];
     startEncoder(ex, enc, length);
     upRes.pipe(ex.encoder!);
-    if (length === undefined) upRes.on('data', flushOnData.bind(ex));
+    if (length === undefined) upRes.on('data', upResOnFlushData);
     return;
   }
   upRes.pipe(ex.h2 ? (res as H2ServerResponse).stream : (res as unknown as NodeJS.WritableStream), { end: false });
@@ -810,10 +866,6 @@ function relayRest(ex: Exchange): void {
   // An encoder ends the client's response once it has given out its last bytes; otherwise onUpstreamEnd does.
   ex.encoder?.end();
   onUpstreamEnd.call(ex);
-}
-
-function countResponse(this: Exchange, chunk: Buffer): void {
-  this.bytes += chunk.length;
 }
 
 function onUpstreamEnd(this: Exchange): void {
