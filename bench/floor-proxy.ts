@@ -7,11 +7,14 @@
  * no Host check, no timeouts, no limits, one request at a time per connection, errors answered by closing: what
  * forwarding costs in Node before any feature. Portico ÷ this row is what Portico's own work costs, and a target
  * below this row is below what a Node proxy can do. Plain HTTP on `httpPort` works the same way (net.Server).
+ * HTTP/2 clients (ALPN h2) are handed to a node:http2 server, as Portico hands them, and answered through its
+ * core stream API: `respond()` with the status, length and type, then the body.
  *
  * Usage: node dist/bench/floor-proxy.js '<settings JSON>'
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import {
   HTTPParser,
@@ -43,6 +46,17 @@ const hostLine = ` HTTP/1.1\r\nHost: ${settings.upstream}\r\n`;
 /** Idle upstream connections. */
 const free: Upstream[] = [];
 
+/** Where an upstream response goes: an HTTP/1.1 client connection, or an HTTP/2 stream. */
+interface Sink {
+  head(status: number, length: string): void;
+  body(chunk: Buffer): void;
+  /** The response is whole; `up` goes back to the free list. */
+  done(): void;
+  /** The end of one upstream read. */
+  flush(): void;
+  close(): void;
+}
+
 /** A parser with the object its callbacks work for. */
 type Owned<T> = NodeHttpParser & { owner: T };
 
@@ -50,8 +64,8 @@ type Owned<T> = NodeHttpParser & { owner: T };
 class Upstream {
   readonly socket: net.Socket;
   readonly parser: Owned<Upstream>;
-  /** The client connection whose request is in flight here. */
-  client: Client | null = null;
+  /** Where the response in flight here goes. */
+  client: Sink | null = null;
   closed = false;
 
   constructor() {
@@ -97,16 +111,12 @@ function upstreamHead(this: Owned<Upstream>, _v: number, _m: number, headers: st
     const name = h[i] as string;
     if (name.length === 14 && name.toLowerCase() === 'content-length') length = h[i + 1] as string;
   }
-  if (!c.corked) {
-    c.socket.cork();
-    c.corked = true;
-  }
-  c.socket.write(`HTTP/1.1 ${status} OK\r\nContent-Length: ${length}\r\nContent-Type: text/plain\r\n\r\n`, 'latin1');
+  c.head(status, length);
   return 0;
 }
 
 function upstreamBody(this: Owned<Upstream>, chunk: Buffer): void {
-  this.owner.client?.socket.write(chunk);
+  this.owner.client?.body(chunk);
 }
 
 function upstreamDone(this: Owned<Upstream>): void {
@@ -114,18 +124,17 @@ function upstreamDone(this: Owned<Upstream>): void {
   const c = up.client;
   up.client = null;
   if (c === null) return;
-  c.uncork();
-  c.upstream = null;
+  c.done();
   free.push(up);
 }
 
 function upstreamExecuted(this: Owned<Upstream>, ret: number | Error): void {
   if (typeof ret !== 'number') this.owner.socket.destroy();
-  else this.owner.client?.uncork();
+  else this.owner.client?.flush();
 }
 
-/** One client connection. */
-class Client {
+/** One HTTP/1.1 client connection. */
+class Client implements Sink {
   readonly socket: net.Socket;
   readonly parser: Owned<Client>;
   upstream: Upstream | null = null;
@@ -152,7 +161,24 @@ class Client {
     socket.on('close', onClientClose).on('error', onClientClose);
   }
 
-  uncork(): void {
+  head(status: number, length: string): void {
+    if (!this.corked) {
+      this.socket.cork();
+      this.corked = true;
+    }
+    this.socket.write(`HTTP/1.1 ${status} OK\r\nContent-Length: ${length}\r\nContent-Type: text/plain\r\n\r\n`, 'latin1');
+  }
+
+  body(chunk: Buffer): void {
+    this.socket.write(chunk);
+  }
+
+  done(): void {
+    this.flush();
+    this.upstream = null;
+  }
+
+  flush(): void {
     if (!this.corked) return;
     this.corked = false;
     this.socket.uncork();
@@ -169,11 +195,16 @@ function clientDone(this: Owned<Client>): void {
   if (up !== null && this.owner.posting) up.socket.write('0\r\n\r\n', 'latin1');
 }
 
+/** An upstream connection for a request: a free one, or a new one. */
+function takeUpstream(sink: Sink): Upstream {
+  const up = free.pop() ?? new Upstream();
+  up.client = sink;
+  return up;
+}
+
 function clientHead(this: Owned<Client>, _v: number, _m: number, _h: unknown, method: number, url: string): number {
   const c = this.owner;
-  let up = free.pop();
-  up ??= new Upstream();
-  up.client = c;
+  const up = takeUpstream(c);
   c.upstream = up;
   c.posting = method === 3; // llhttp's POST
   up.socket.write(`${METHODS[method]} ${url}${hostLine}${c.posting ? 'Transfer-Encoding: chunked\r\n' : ''}\r\n`, 'latin1');
@@ -201,8 +232,57 @@ function onClientClose(this: net.Socket): void {
   setImmediate(closeParser, c.parser);
 }
 
+/** One HTTP/2 stream's exchange. */
+class StreamSink implements Sink {
+  readonly stream: http2.ServerHttp2Stream;
+  readonly up: Upstream;
+
+  constructor(stream: http2.ServerHttp2Stream, path: string) {
+    this.stream = stream;
+    this.up = takeUpstream(this);
+    this.up.socket.write(`GET ${path}${hostLine}\r\n`, 'latin1');
+    stream.on('close', onStreamClose);
+    (stream as http2.ServerHttp2Stream & { sink: StreamSink }).sink = this;
+  }
+
+  head(status: number, length: string): void {
+    this.stream.respond({ ':status': status, 'content-length': length, 'content-type': 'text/plain' });
+  }
+
+  body(chunk: Buffer): void {
+    this.stream.write(chunk);
+  }
+
+  done(): void {
+    this.stream.end();
+  }
+
+  flush(): void {}
+
+  close(): void {
+    this.stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+}
+
+/** A stream that closed with its response in flight leaves its upstream connection in an unknown state: not reused. */
+function onStreamClose(this: http2.ServerHttp2Stream): void {
+  const sink = (this as http2.ServerHttp2Stream & { sink: StreamSink }).sink;
+  if (sink.up.client === sink) sink.up.socket.destroy();
+}
+
+const h2server = http2.createSecureServer({ maxSessionMemory: 64 });
+h2server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+  new StreamSink(stream, headers[':path'] ?? '/');
+});
+h2server.on('sessionError', () => {});
+
 tls
-  .createServer({ ...SERVER_TLS_OPTIONS, cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), ALPNProtocols: ['http/1.1'] })
-  .on('secureConnection', (socket) => new Client(socket))
+  .createServer({ ...SERVER_TLS_OPTIONS, cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile), ALPNProtocols: ['h2', 'http/1.1'] })
+  .on('secureConnection', (socket: tls.TLSSocket) => {
+    if (socket.alpnProtocol !== 'h2') return void new Client(socket);
+    // As Portico does: the HTTP/2 server reads its settings from socket.server.
+    (socket as tls.TLSSocket & { server: unknown }).server = h2server;
+    h2server.emit('secureConnection', socket);
+  })
   .listen(settings.httpsPort, '127.0.0.1');
 net.createServer((socket) => new Client(socket)).listen(settings.httpPort, '127.0.0.1');

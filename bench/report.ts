@@ -293,7 +293,7 @@ export function renderTargets(scenarios: readonly ScenarioInfo[], rows: readonly
   const floor = ['', "Portico's own work: its CPU against the Node floor proxy's (the least a Node proxy built from Portico's parts does to forward), same round (min–max):", ''];
   floor.push('| Scenario | Portico CPU × floor proxy | floor proxy CPU × Node alone |', '|---|---|---|');
   let floorRows = 0;
-  for (const sc of ['S1', 'S3', 'S5'] as const) {
+  for (const sc of ['S1', 'S2', 'S3', 'S5'] as const) {
     const f = cellOf('floor', sc);
     if (f === undefined) continue;
     const pf = pairedCpuSpread(cellOf('portico', sc), f);

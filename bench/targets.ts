@@ -360,8 +360,8 @@ const floorTarget: TargetSpec = {
       ...nodeServerSettings(ws, ports),
       upstream,
     }, {
-      h2: false,
-      notes: ['reference, not a proxy to run: bench/floor-proxy.ts, Portico\'s parts (tls.Server, llhttp consuming both sockets) forwarding with no routing, header rules, checks or timeouts; Portico ÷ this row is what Portico\'s own work costs (HTTP/1.1 only: S2 n/a; S4 and S7 not measured, their cost being the data path both share)'],
+      h2: true,
+      notes: ['reference, not a proxy to run: bench/floor-proxy.ts, Portico\'s parts (tls.Server handing h2 to node:http2\'s core stream API, llhttp consuming HTTP/1.1 client sockets and pooled upstream sockets) forwarding with no routing, header rules, checks or timeouts; Portico ÷ this row is what Portico\'s own work costs (S4 and S7 not measured: their cost is the data path both share)'],
       noCache: 'no response cache',
     }),
 };
