@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxyFor, waitForLog, type TestProxy } from './helpers/proxy.js';
-import { freePort } from './helpers/net.js';
+import { freePort, readSlowly } from './helpers/net.js';
 
 const SEND_TIMEOUT_MS = 1000;
 const CHUNK = Buffer.alloc(64 * 1024, 0x61);
@@ -170,18 +170,7 @@ test('slowly but steadily read and quiet stream connections stay open past sendT
   // keep moving. (What Portico sees move is what the kernel takes from it, which frees room a third of its send
   // buffer at a time: behind loopback's buffers, several MiB, a much slower reader shows no progress for seconds,
   // as it would to nginx's send_timeout.)
-  let slowBytes = 0;
-  let budget = READ_BUDGET_BYTES;
-  slow.on('data', (chunk: Buffer) => {
-    slowBytes += chunk.length;
-    budget -= chunk.length;
-    if (budget <= 0) slow.pause();
-  });
-  const reader = setInterval(() => {
-    budget = READ_BUDGET_BYTES;
-    slow.resume();
-  }, 100);
-  t.after(() => clearInterval(reader));
+  const reader = readSlowly(t, slow, READ_BUDGET_BYTES);
 
   // The control: the connection that reads nothing goes, so the watch is on for this port.
   await closedWithin(stalledUp, SEND_TIMEOUT_MS + 5000, 'the target side of the connection whose client reads nothing');
@@ -189,14 +178,14 @@ test('slowly but steadily read and quiet stream connections stay open past sendT
   await readsToItsEnd(stalled, 'the client that read nothing');
   // Two more checks (once a second) for the others, the slow reader still reading.
   await delay(2 * SEND_TIMEOUT_MS);
-  const before = slowBytes;
+  const before = reader.bytes;
   await delay(500);
-  assert.ok(slowBytes > before, `the slow reader still gets bytes (${before} then ${slowBytes})`);
+  assert.ok(reader.bytes > before, `the slow reader still gets bytes (${before} then ${reader.bytes})`);
   assert.ok(isOpen(slow) && isOpen(slowUp), `the slowly read connection is open: ${JSON.stringify(proxy.logs.filter((l) => l.msg === 'stream'))}`);
   assert.ok(isOpen(quiet) && isOpen(quietUp), 'the quiet connection is open');
   assert.equal(proxy.logs.filter((l) => l.msg === 'stream').length, 1, JSON.stringify(proxy.logs.filter((l) => l.msg === 'stream')));
   // Closed here, not on stop, which would give them shutdownTimeout.
-  clearInterval(reader);
+  reader.stop();
   slow.destroy();
   quiet.destroy();
 });

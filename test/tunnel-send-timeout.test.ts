@@ -14,7 +14,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { webSocketAccept } from '../src/proxy/websocket-key.js';
 import { makePki, startProxyFor, waitForLog, type TestPki, type TestProxy } from './helpers/proxy.js';
-import { h2Connect, h2Request } from './helpers/net.js';
+import { h2Connect, h2Request, readSlowly } from './helpers/net.js';
 import { wsEchoUpstream, type WsEchoUpstream } from './helpers/ws-echo-upstream.js';
 
 const HOST = 'send.test';
@@ -168,27 +168,16 @@ test('an HTTP/1.1 WebSocket read slowly, but read, stays open past sendTimeout w
   // bytes always wait for it in Portico, but they keep moving. (What Portico sees move is what the kernel takes
   // from it: behind loopback's socket buffers, several MiB, a reader much slower than this shows no progress
   // for seconds, as it would to nginx's send_timeout.)
-  let read = 0;
-  let budget = READ_BUDGET_BYTES;
-  slow.on('data', (chunk: Buffer) => {
-    read += chunk.length;
-    budget -= chunk.length;
-    if (budget <= 0) slow.pause();
-  });
-  const reader = setInterval(() => {
-    budget = READ_BUDGET_BYTES;
-    slow.resume();
-  }, 100);
-  t.after(() => clearInterval(reader));
+  const reader = readSlowly(t, slow, READ_BUDGET_BYTES);
   const stuckUpstreamSide = server.get('/flood')?.[1];
   assert.ok(stuckUpstreamSide !== undefined);
   await closedWithin(stuckUpstreamSide, SEND_TIMEOUT_MS + 6000, 'the upstream side of the WebSocket whose client stopped reading');
   await readsToItsEnd(stuck, 'its client side');
-  const readAtStuck = read;
+  const readAtStuck = reader.bytes;
   await delay(SEND_TIMEOUT_MS + 1500);
-  clearInterval(reader);
+  reader.stop();
   assert.ok(isOpen(slow), 'the slowly read WebSocket is open, more than sendTimeout after the stuck one closed');
-  assert.ok(read > readAtStuck, `and still moving (${readAtStuck} bytes read, then ${read})`);
+  assert.ok(reader.bytes > readAtStuck, `and still moving (${readAtStuck} bytes read, then ${reader.bytes})`);
   const lines = proxy.logs.filter((l) => l['msg'] === 'access' && l['path'] === '/flood');
   assert.deepEqual(
     lines.map((l) => l['reason']),

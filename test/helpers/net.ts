@@ -305,3 +305,30 @@ export async function startRawUpstream(
   };
 }
 
+
+/** A reader that takes at most `budget` bytes of `socket` every `everyMs`, pausing it between: bytes keep moving, slowly. */
+export interface SlowReader {
+  /** Bytes read so far. */
+  readonly bytes: number;
+  stop(): void;
+}
+
+/** Reads `socket` slowly (see SlowReader) until stop() or the end of the test. */
+export function readSlowly(t: { after(fn: () => void): void }, socket: net.Socket, budget: number, everyMs = 100): SlowReader {
+  let left = budget;
+  const reader = {
+    bytes: 0,
+    stop: (): void => clearInterval(timer),
+  };
+  socket.on('data', (chunk: Buffer) => {
+    reader.bytes += chunk.length;
+    left -= chunk.length;
+    if (left <= 0) socket.pause();
+  });
+  const timer = setInterval(() => {
+    left = budget;
+    socket.resume();
+  }, everyMs);
+  t.after(reader.stop);
+  return reader;
+}
