@@ -60,6 +60,19 @@ interface Sink {
 /** A parser with the object its callbacks work for. */
 type Owned<T> = NodeHttpParser & { owner: T };
 
+/** A parser of `type` (HTTPParser.REQUEST or RESPONSE) for `owner`, with its four callbacks. */
+function newParser<T>(type: number, owner: T, onHead: unknown, onBody: unknown, onDone: unknown, onExecuted: unknown): Owned<T> {
+  const parser = new HTTPParser() as Owned<T>;
+  parser.initialize(type, {}, 0, 0);
+  parser.owner = owner;
+  const slots = parser as unknown as Record<number, unknown>;
+  slots[kOnHeadersComplete] = onHead;
+  slots[kOnBody] = onBody;
+  slots[kOnMessageComplete] = onDone;
+  slots[kOnExecute] = onExecuted;
+  return parser;
+}
+
 /** One kept upstream connection. */
 class Upstream {
   readonly socket: net.Socket;
@@ -71,15 +84,7 @@ class Upstream {
   constructor() {
     this.socket = net.connect({ host: upHost, port: upPort, noDelay: true });
     (this.socket as net.Socket & { up: Upstream }).up = this;
-    const parser = new HTTPParser() as Owned<Upstream>;
-    parser.initialize(HTTPParser.RESPONSE, {}, 0, 0);
-    parser.owner = this;
-    const slots = parser as unknown as Record<number, unknown>;
-    slots[kOnHeadersComplete] = upstreamHead;
-    slots[kOnBody] = upstreamBody;
-    slots[kOnMessageComplete] = upstreamDone;
-    slots[kOnExecute] = upstreamExecuted;
-    this.parser = parser;
+    this.parser = newParser(HTTPParser.RESPONSE, this, upstreamHead, upstreamBody, upstreamDone, upstreamExecuted);
     this.socket.once('connect', onUpstreamConnect);
     this.socket.on('close', onUpstreamClose).on('error', onUpstreamClose);
   }
@@ -146,17 +151,9 @@ class Client implements Sink {
   constructor(socket: net.Socket) {
     this.socket = socket;
     socket.setNoDelay(true);
-    const parser = new HTTPParser() as Owned<Client>;
-    parser.initialize(HTTPParser.REQUEST, {}, 0, 0);
-    parser.owner = this;
-    const slots = parser as unknown as Record<number, unknown>;
-    slots[kOnHeadersComplete] = clientHead;
-    slots[kOnBody] = clientBody;
-    slots[kOnMessageComplete] = clientDone;
-    slots[kOnExecute] = clientExecuted;
-    this.parser = parser;
+    this.parser = newParser(HTTPParser.REQUEST, this, clientHead, clientBody, clientDone, clientExecuted);
     const handle = (socket as unknown as ConsumableSocket)._handle;
-    if (handle !== null) parser.consume(handle);
+    if (handle !== null) this.parser.consume(handle);
     (socket as net.Socket & { client: Client }).client = this;
     socket.on('close', onClientClose).on('error', onClientClose);
   }
