@@ -290,7 +290,8 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         let detail: string | undefined;
         const status = client.openTunnel(res, upSocket, upHead, (bytes) => {
           stats.openUpgrades--;
-          finish(status, undefined, bytes, reason, detail);
+          // At the shutdown deadline the listener closes the client's side: the line says so.
+          finish(status, undefined, bytes, reason ?? state.closeReason, detail);
         });
         // tunnelIdleTimeout: no byte either way for that long closes both sides (src/proxy/tunnel-idle.ts). Every
         // byte of an HTTP/2 client's WebSocket passes the upstream socket too, which then watches alone.

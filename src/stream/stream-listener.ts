@@ -7,7 +7,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
-import { capConnections, listenOptions } from '../listen/listen-options.js';
+import { capConnections, listenOptions, SHUTDOWN } from '../listen/listen-options.js';
 import { StreamConnection, StreamStats } from './stream-connection.js';
 import { kClientAddress, kClientPort, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
 
@@ -105,6 +105,6 @@ export class StreamListener {
       });
       clearTimeout(timer);
     }
-    for (const c of this.#live) c.destroy();
+    for (const c of this.#live) c.closeFor(SHUTDOWN);
   }
 }

@@ -1,0 +1,197 @@
+/**
+ * Graceful shutdown and reloads with long-lived work open: WebSockets over HTTP/1.1 and HTTP/2 (RFC 8441),
+ * stream ports, responses still streaming, HTTP/2 sessions with streams in flight, idle keep-alive connections.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
+import WebSocket from 'ws';
+import { makePki, startProxy, waitForLog, type TestProxy } from './helpers/proxy.js';
+import { canConnect, freePort, h2Connect, startUpstream } from './helpers/net.js';
+import { wsEchoUpstream } from './helpers/ws-echo-upstream.js';
+
+/** A TCP echo server; its sockets are destroyed on close. */
+async function echoServer(): Promise<{ url: string; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Bytes of `/upload` bodies the events upstream has received. */
+let uploaded = 0;
+
+/** Server-sent events: a short event every 100 ms for as long as the client stays (`/events`); `/upload` reads its body; other paths get "ok". */
+function eventsUpstream(): ReturnType<typeof startUpstream> {
+  return startUpstream((req, res) => {
+    if (req.url === '/upload') {
+      req.on('data', (c: Buffer) => (uploaded += c.length));
+      req.on('end', () => res.end('got it'));
+      return;
+    }
+    if (req.url !== '/events') return res.end('ok');
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const timer = setInterval(() => res.write('data: tick\n\n'), 100);
+    res.on('close', () => clearInterval(timer));
+  });
+}
+
+const accessLines = (proxy: TestProxy): Record<string, unknown>[] => proxy.logs.filter((l) => l.msg === 'access' || l.msg === 'stream');
+
+async function setup(limits: Record<string, string>, extra: Record<string, unknown> = {}): Promise<{ proxy: TestProxy; caPem: string; streamPort: number; config: (routes: unknown[], streams?: unknown[]) => Record<string, unknown>; cleanup: () => Promise<void> }> {
+  const pki = await makePki();
+  const ws = await wsEchoUpstream();
+  const sse = await eventsUpstream();
+  const echo = await echoServer();
+  const streamPort = await freePort();
+  const tlsFiles = await pki.issue('a', ['a.test']);
+  const config = (routes: unknown[], streams: unknown[] = [{ port: streamPort, addresses: ['127.0.0.1'], upstream: echo.url }]): Record<string, unknown> => ({
+    log: { level: 'info', access: true },
+    limits,
+    ...extra,
+    streams,
+    hosts: { 'a.test': { tls: tlsFiles, routes } },
+  });
+  const routes = [
+    { path: '/', upstream: sse.url },
+    { path: '/ws', upstream: ws.url },
+  ];
+  const proxy = await startProxy(pki, config(routes) as never);
+  return {
+    proxy,
+    caPem: pki.caPem,
+    streamPort,
+    config: (r, s) => config(r ?? routes, s),
+    cleanup: async () => {
+      await proxy.stop();
+      await ws.close();
+      await sse.close();
+      await echo.close();
+      await pki.cleanup();
+    },
+  };
+}
+
+function openWs(proxy: TestProxy, caPem: string): Promise<WebSocket> {
+  const ws = new WebSocket(`wss://127.0.0.1:${proxy.httpsPort}/ws`, { headers: { host: 'a.test' }, servername: 'a.test', ca: caPem } as WebSocket.ClientOptions);
+  ws.on('error', () => {});
+  return once(ws, 'open').then(() => ws);
+}
+
+function echoWs(ws: WebSocket, text: string): Promise<string> {
+  const got = once(ws, 'message').then(([m]) => String(m));
+  ws.send(text);
+  return got;
+}
+
+/** An RFC 8441 WebSocket on `s`, its 200 received. */
+async function openH2Ws(s: http2.ClientHttp2Session): Promise<http2.ClientHttp2Stream> {
+  const stream = s.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':path': '/ws', ':authority': 'a.test', 'sec-websocket-version': '13' });
+  stream.on('error', () => {});
+  const [head] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(head[':status'], 200);
+  return stream;
+}
+
+/** A TLS connection that got one whole HTTP/1.1 response and stays open (keep-alive). */
+async function idleKeepAlive(port: number, caPem: string): Promise<tls.TLSSocket> {
+  const s = tls.connect({ host: '127.0.0.1', port, servername: 'a.test', ca: caPem, ALPNProtocols: ['http/1.1'] });
+  s.on('error', () => {});
+  await once(s, 'secureConnect');
+  s.write('GET /ok HTTP/1.1\r\nHost: a.test\r\n\r\n');
+  await new Promise<void>((resolve) => {
+    let got = '';
+    const onData = (chunk: Buffer): void => {
+      got += String(chunk);
+      if (!got.endsWith('\r\n\r\nok')) return;
+      s.off('data', onData);
+      resolve();
+    };
+    s.on('data', onData);
+  });
+  return s;
+}
+
+test('stop(): idle keep-alive connections close at once; WebSockets (HTTP/1.1 and HTTP/2), a stream port connection and an event stream work on until limits.shutdownTimeout, then are cut, each access line saying "shutdown", and stop() returns', async () => {
+  const { proxy, caPem, streamPort, cleanup } = await setup({ shutdownTimeout: '1s' });
+  try {
+    const idle = await idleKeepAlive(proxy.httpsPort, caPem);
+    const idleClosed = once(idle, 'close');
+    const ws1 = await openWs(proxy, caPem);
+    const ws1Closed = once(ws1, 'close');
+    const session = await h2Connect(proxy.httpsPort, 'a.test', caPem);
+    session.on('error', () => {});
+    const goaway = once(session, 'goaway');
+    const ws2 = await openH2Ws(session);
+    const ws2Closed = once(ws2, 'close');
+    const events = session.request({ ':path': '/events', ':authority': 'a.test' });
+    events.on('error', () => {});
+    let ticks = 0;
+    events.on('data', () => ticks++);
+    await once(events, 'response');
+    // An upload in progress: a chunk every 100 ms that never ends.
+    const upload = tls.connect({ host: '127.0.0.1', port: proxy.httpsPort, servername: 'a.test', ca: caPem, ALPNProtocols: ['http/1.1'] });
+    upload.on('error', () => {});
+    await once(upload, 'secureConnect');
+    upload.write('POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const uploading = setInterval(() => upload.write('5\r\nhello\r\n'), 100);
+    const tcp = net.connect({ host: '127.0.0.1', port: streamPort });
+    tcp.on('error', () => {});
+    const tcpClosed = once(tcp, 'close');
+    tcp.write('x');
+    await once(tcp, 'data');
+    const from = proxy.logs.length;
+    const started = performance.now();
+    const stopped = proxy.stop();
+    await Promise.race([idleClosed, delay(500).then(() => assert.fail('the idle keep-alive connection is still open 500 ms into the stop'))]);
+    await Promise.race([goaway, delay(500).then(() => assert.fail('no GOAWAY'))]);
+    assert.equal(await canConnect(proxy.httpsPort), false, 'new connections are refused while stopping');
+    assert.equal(await canConnect(streamPort), false, 'new stream connections are refused while stopping');
+    await delay(300);
+    assert.equal(await echoWs(ws1, 'still'), 'still', 'the HTTP/1.1 WebSocket works before the deadline');
+    const ticksBefore = ticks;
+    const uploadedBefore = uploaded;
+    await delay(250);
+    assert.ok(ticks > ticksBefore, 'the event stream goes on before the deadline');
+    assert.ok(uploaded > uploadedBefore, 'the upload goes on before the deadline');
+    tcp.write('y');
+    await once(tcp, 'data');
+    await stopped;
+    clearInterval(uploading);
+    const ms = performance.now() - started;
+    assert.ok(ms >= 900 && ms < 3000, `stop() returned after ${Math.round(ms)} ms`);
+    await Promise.race([Promise.all([ws1Closed, ws2Closed, tcpClosed]), delay(1000).then(() => assert.fail('a tunnel is still open after stop()'))]);
+    await waitForLog(proxy, 'for the stream connection', (l) => l.msg === 'stream', from);
+    const lines = accessLines(proxy).slice(0);
+    const cut = (pred: (l: Record<string, unknown>) => boolean, what: string): Record<string, unknown> => {
+      const line = lines.find(pred);
+      assert.ok(line !== undefined, `no access line for ${what}: ${JSON.stringify(lines)}`);
+      return line;
+    };
+    assert.equal(cut((l) => l.upgrade === 'websocket' && l.proto === 'http/1.1', 'the HTTP/1.1 WebSocket').reason, 'shutdown');
+    assert.equal(cut((l) => l.upgrade === 'websocket' && l.proto === 'h2', 'the HTTP/2 WebSocket').reason, 'shutdown');
+    assert.equal(cut((l) => l.msg === 'stream', 'the stream connection').reason, 'shutdown');
+    assert.equal(cut((l) => l.path === '/events', 'the event stream').reason, 'shutdown');
+    assert.equal(cut((l) => l.path === '/upload', 'the upload').reason, 'shutdown');
+    session.destroy();
+  } finally {
+    await cleanup();
+  }
+});
