@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import tls from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import WebSocket from 'ws';
@@ -53,9 +55,19 @@ function eventsUpstream(): ReturnType<typeof startUpstream> {
   });
 }
 
+/** The first `n` access and stream lines after index `from`, waiting up to 2 s for them. */
+async function waitForLines(proxy: TestProxy, from: number, n: number): Promise<Record<string, unknown>[]> {
+  const end = Date.now() + 2000;
+  for (;;) {
+    const lines = accessLines({ logs: proxy.logs.slice(from) } as TestProxy);
+    if (lines.length >= n || Date.now() > end) return lines;
+    await delay(20);
+  }
+}
+
 const accessLines = (proxy: TestProxy): Record<string, unknown>[] => proxy.logs.filter((l) => l.msg === 'access' || l.msg === 'stream');
 
-async function setup(limits: Record<string, string>, extra: Record<string, unknown> = {}): Promise<{ proxy: TestProxy; caPem: string; streamPort: number; config: (routes: unknown[], streams?: unknown[]) => Record<string, unknown>; cleanup: () => Promise<void> }> {
+async function setup(limits: Record<string, string>, extra: Record<string, unknown> = {}): Promise<{ proxy: TestProxy; caPem: string; streamPort: number; wsUrl: string; sseUrl: string; config: (routes: unknown[], streams?: unknown[]) => Record<string, unknown>; cleanup: () => Promise<void> }> {
   const pki = await makePki();
   const ws = await wsEchoUpstream();
   const sse = await eventsUpstream();
@@ -78,6 +90,8 @@ async function setup(limits: Record<string, string>, extra: Record<string, unkno
     proxy,
     caPem: pki.caPem,
     streamPort,
+    wsUrl: ws.url,
+    sseUrl: sse.url,
     config: (r, s) => config(r ?? routes, s),
     cleanup: async () => {
       await proxy.stop();
@@ -95,8 +109,9 @@ function openWs(proxy: TestProxy, caPem: string): Promise<WebSocket> {
   return once(ws, 'open').then(() => ws);
 }
 
+/** Sends `text` and reads the echo; fails if the WebSocket closes first. */
 function echoWs(ws: WebSocket, text: string): Promise<string> {
-  const got = once(ws, 'message').then(([m]) => String(m));
+  const got = Promise.race([once(ws, 'message').then(([m]) => String(m)), once(ws, 'close').then(() => assert.fail('the WebSocket closed'))]);
   ws.send(text);
   return got;
 }
@@ -129,7 +144,7 @@ async function idleKeepAlive(port: number, caPem: string): Promise<tls.TLSSocket
   return s;
 }
 
-test('stop(): idle keep-alive connections close at once; WebSockets (HTTP/1.1 and HTTP/2), a stream port connection and an event stream work on until limits.shutdownTimeout, then are cut, each access line saying "shutdown", and stop() returns', async () => {
+test('stop(): idle keep-alive connections close at once; WebSockets (HTTP/1.1 and HTTP/2), a stream port connection and an event stream work on until limits.shutdownTimeout, then are cut, each access line saying "shutdown", and stop() returns', { timeout: 15_000 }, async () => {
   const { proxy, caPem, streamPort, cleanup } = await setup({ shutdownTimeout: '1s' });
   try {
     const idle = await idleKeepAlive(proxy.httpsPort, caPem);
@@ -190,6 +205,43 @@ test('stop(): idle keep-alive connections close at once; WebSockets (HTTP/1.1 an
     assert.equal(cut((l) => l.msg === 'stream', 'the stream connection').reason, 'shutdown');
     assert.equal(cut((l) => l.path === '/events', 'the event stream').reason, 'shutdown');
     assert.equal(cut((l) => l.path === '/upload', 'the upload').reason, 'shutdown');
+    session.destroy();
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a reload closes the WebSockets (HTTP/1.1 and HTTP/2) of a route it removed and the connections of a stream port it removed, saying "config reload"; a reload that keeps the route, or changes only its target, keeps them', { timeout: 15_000 }, async () => {
+  const { proxy, caPem, streamPort, wsUrl, sseUrl: sse, config, cleanup } = await setup({});
+  const reload = async (c: Record<string, unknown>): Promise<void> => {
+    await writeFile(proxy.configFile, JSON.stringify({ ...c, listen: { https: { port: proxy.httpsPort, addresses: ['127.0.0.1'] }, http: { port: proxy.httpPort, addresses: ['127.0.0.1'] } }, certsDir: dirname(proxy.configFile) }));
+    const r = await proxy.portico.reload();
+    assert.ok(r.ok, JSON.stringify(r));
+  };
+  try {
+    const ws1 = await openWs(proxy, caPem);
+    const session = await h2Connect(proxy.httpsPort, 'a.test', caPem);
+    session.on('error', () => {});
+    const ws2 = await openH2Ws(session);
+    const tcp = net.connect({ host: '127.0.0.1', port: streamPort });
+    tcp.on('error', () => {});
+    tcp.write('x');
+    await once(tcp, 'data');
+    // Another route added, then the WebSocket route's target changed: nothing open is closed.
+    await reload(config([{ path: '/', upstream: sse }, { path: '/ws', upstream: wsUrl }, { path: '/other', respond: { status: 204 } }]));
+    await reload(config([{ path: '/', upstream: sse }, { path: '/ws', upstream: sse }]));
+    assert.equal(await echoWs(ws1, 'kept'), 'kept', 'the HTTP/1.1 WebSocket survives reloads that keep its route');
+    assert.equal(ws2.destroyed, false, 'the HTTP/2 WebSocket survives them');
+    tcp.write('y');
+    assert.equal(String((await once(tcp, 'data'))[0]), 'y', 'the stream connection survives them');
+    const from = proxy.logs.length;
+    const closed = Promise.all([once(ws1, 'close'), once(ws2, 'close'), once(tcp, 'close')]);
+    // The /ws route removed ("/" now routes its path) and the stream port removed.
+    await reload(config([{ path: '/', upstream: sse }], []));
+    await Promise.race([closed, delay(1000).then(() => assert.fail('a tunnel of the removed route or port is still open 1 s after the reload'))]);
+    const lines = await waitForLines(proxy, from, 3);
+    assert.deepEqual(lines.map((l) => `${String(l.msg)} ${String(l.proto ?? '')} ${String(l.reason)}`).sort(), ['access h2 config reload', 'access http/1.1 config reload', 'stream  config reload']);
+    assert.ok(proxy.logs.slice(from).some((l) => l.msg === 'config reload closed connections it no longer serves' && l.tunnels === 2 && l.streamConnections === 1));
     session.destroy();
   } finally {
     await cleanup();

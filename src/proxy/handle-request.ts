@@ -5,6 +5,7 @@
  * proxied exchange.
  */
 import type { H1ServerRequest } from '../http1/server-request.js';
+import type { OpenTunnel } from './open-tunnels.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { Writable } from 'node:stream';
@@ -95,6 +96,8 @@ export interface ProxyState {
    * as their `reason`. Read only when a line is written for a cut request or a closed tunnel.
    */
   closeReason?: string | undefined;
+  /** The open tunnels (upgrades), which a reload looks through for those it no longer serves (open-tunnels.ts). */
+  readonly tunnels: Set<OpenTunnel>;
 }
 
 /** The Client-Cert value (RFC 9440) of the request's connection: its verified client certificate, if it showed one. */
