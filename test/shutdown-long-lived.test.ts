@@ -15,6 +15,8 @@ import WebSocket from 'ws';
 import { makePki, startProxy, waitForLog, type TestProxy } from './helpers/proxy.js';
 import { canConnect, freePort, h2Connect, startUpstream } from './helpers/net.js';
 import { wsEchoUpstream } from './helpers/ws-echo-upstream.js';
+import { spawnProxy } from './helpers/child-proxy.js';
+import type { ConfigInput } from '../src/config/schema.js';
 
 /** A TCP echo server; its sockets are destroyed on close. */
 async function echoServer(): Promise<{ url: string; close: () => Promise<void> }> {
@@ -246,4 +248,43 @@ test('a reload closes the WebSockets (HTTP/1.1 and HTTP/2) of a route it removed
   } finally {
     await cleanup();
   }
+});
+
+test('with two workers, SIGHUP closes the WebSockets of a route the new config removed, and SIGTERM keeps the others working until limits.shutdownTimeout, then cuts them and exits 0, their access lines saying why', { timeout: 30_000 }, async (t) => {
+  const pki = await makePki();
+  const ws = await wsEchoUpstream();
+  const tlsFiles = await pki.issue('a', ['a.test']);
+  const config = (routes: unknown[]): Omit<ConfigInput, 'listen'> => ({ workers: 2, log: { level: 'info', access: true }, limits: { shutdownTimeout: '1s' }, hosts: { 'a.test': { tls: tlsFiles, routes } } }) as Omit<ConfigInput, 'listen'>;
+  const both = [{ path: '/ws', upstream: ws.url }, { path: '/chat', upstream: ws.url }];
+  const child = await spawnProxy(pki, config(both));
+  t.after(async () => {
+    await child.kill();
+    await ws.close();
+    await pki.cleanup();
+  });
+  const open = (path: string): Promise<WebSocket> => {
+    const w = new WebSocket(`wss://127.0.0.1:${child.httpsPort}${path}`, { headers: { host: 'a.test' }, servername: 'a.test', ca: pki.caPem } as WebSocket.ClientOptions);
+    w.on('error', () => {});
+    return once(w, 'open').then(() => w);
+  };
+  // Two of each, so that both workers hold some (round-robin, or SO_REUSEPORT spreading them).
+  const kept = [await open('/ws'), await open('/ws')];
+  const removed = [await open('/chat'), await open('/chat')];
+  await writeFile(child.configFile, JSON.stringify({ ...config([both[0]]), listen: { https: { port: child.httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir }));
+  const removedClosed = Promise.all(removed.map((w) => once(w, 'close')));
+  child.proc.kill('SIGHUP');
+  await Promise.race([removedClosed, delay(5000).then(() => assert.fail('the WebSockets of the removed route are still open 5 s after SIGHUP'))]);
+  for (const w of kept) assert.equal(await echoWs(w, 'kept'), 'kept');
+  const keptClosed = Promise.all(kept.map((w) => once(w, 'close')));
+  const started = performance.now();
+  child.proc.kill('SIGTERM');
+  await delay(400);
+  assert.equal(await canConnect(child.httpsPort), false, 'new connections are refused after SIGTERM');
+  for (const w of kept) assert.equal(await echoWs(w, 'stopping'), 'stopping', 'a WebSocket works on before the deadline');
+  await keptClosed;
+  const ms = performance.now() - started;
+  assert.ok(ms >= 900, `the WebSockets were cut ${Math.round(ms)} ms after SIGTERM, before the 1 s deadline`);
+  assert.equal(await Promise.race([child.exited, delay(5000).then(() => 'still running')]), 0);
+  const reasons = child.logs.filter((l) => l.msg === 'access' && l.upgrade === 'websocket').map((l) => `${String(l.path)} ${String(l.reason)}`);
+  assert.deepEqual(reasons.sort(), ['/chat config reload', '/chat config reload', '/ws shutdown', '/ws shutdown']);
 });
