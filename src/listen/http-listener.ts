@@ -15,7 +15,7 @@ import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { httpsLocation } from '../proxy/https-location.js';
-import { capConnections, closeServers, listenOptions } from './listen-options.js';
+import { capConnections, closeServers, listenOptions, SHUTDOWN } from './listen-options.js';
 import { kClientAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
@@ -115,6 +115,7 @@ export class HttpListener {
    */
   close(deadlineMs: number): Promise<void> {
     const done = closeServers(this.netServers, deadlineMs, () => {
+      this.#deps.state.closeReason = SHUTDOWN;
       this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();
     });

@@ -24,7 +24,7 @@ import { StreamWatch } from '../http2/stream-watch.js';
 import { sniName } from '../tls/sni-name.js';
 import { closeIdleSession, closeStuckSession } from '../http2/idle-close.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
-import { capConnections, closeServers, listenOptions } from './listen-options.js';
+import { capConnections, closeServers, listenOptions, SHUTDOWN } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
@@ -484,6 +484,7 @@ export class HttpsListener {
   /** Stops accepting, lets in-flight requests finish, closes what remains after `deadlineMs`. */
   async close(deadlineMs: number): Promise<void> {
     const done = closeServers(this.netServers, deadlineMs, () => {
+      this.#deps.state.closeReason = SHUTDOWN;
       for (const s of this.#sessions) s.destroy();
       this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();

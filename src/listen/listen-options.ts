@@ -63,6 +63,9 @@ export function capConnections(server: Server, max: number, log: Logger, port: n
   server.on('drop', () => note({ port, maxConnections: server.maxConnections }));
 }
 
+/** The `reason` on the access and stream lines of what the shutdown deadline cut. */
+export const SHUTDOWN = 'shutdown';
+
 /**
  * Stops `servers` accepting and resolves once every connection they accepted has closed; `atDeadline`
  * runs if some are still open after `deadlineMs` (it closes them, so the wait ends).

@@ -5,6 +5,7 @@
  * proxied exchange.
  */
 import type { H1ServerRequest } from '../http1/server-request.js';
+import type { OpenTunnel } from './open-tunnels.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { Writable } from 'node:stream';
@@ -89,6 +90,14 @@ export interface ProxyState {
   readonly log: Logger;
   /** Writes the access lines (to the log's destination, when `plan.accessLog`). */
   readonly access: AccessLog;
+  /**
+   * Why Portico is closing every connection still open, set just before it does: `"shutdown"` once
+   * limits.shutdownTimeout has passed in a stop. The access lines of the requests and tunnels cut then say so
+   * as their `reason`. Read only when a line is written for a cut request or a closed tunnel.
+   */
+  closeReason?: string | undefined;
+  /** The open tunnels (upgrades), which a reload looks through for those it no longer serves (open-tunnels.ts). */
+  readonly tunnels: Set<OpenTunnel>;
 }
 
 /** The Client-Cert value (RFC 9440) of the request's connection: its verified client certificate, if it showed one. */
@@ -960,6 +969,7 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
     aborted: isCutShort(ex),
     error: ex.error,
     detail: ex.errorDetail,
+    reason: ex.state.closeReason,
     headerNames: plan.accessHeaders,
     requestHeaders: req.headers,
   });

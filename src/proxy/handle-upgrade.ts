@@ -38,6 +38,7 @@ import { H1UpgradeClient, TUNNEL_KEEPALIVE_MS } from './upgrade-client-h1.js';
 import type { UpgradeClient, UpgradeRequest } from './upgrade-client.js';
 import { watchTunnelIdle } from './tunnel-idle.js';
 import { watchTunnelSend } from './tunnel-send.js';
+import type { OpenTunnel } from './open-tunnels.js';
 
 /** The 308 to https that a plain HTTP request for a host without `plainHttp: "serve"` gets (http-listener.ts). */
 function redirectToHttps(client: UpgradeClient, plan: Plan, host: string, url: string): void {
@@ -288,9 +289,24 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         const stats = route.stats;
         let reason: string | undefined;
         let detail: string | undefined;
+        // Known to reloads until it closes: one the new config no longer routes here is closed (open-tunnels.ts).
+        const open: OpenTunnel = {
+          host,
+          url,
+          req,
+          routeId: route.id,
+          close: (why) => {
+            reason ??= why;
+            client.destroy();
+            upSocket.destroy();
+          },
+        };
+        state.tunnels.add(open);
         const status = client.openTunnel(res, upSocket, upHead, (bytes) => {
           stats.openUpgrades--;
-          finish(status, undefined, bytes, reason, detail);
+          state.tunnels.delete(open);
+          // At the shutdown deadline the listener closes the client's side: the line says so.
+          finish(status, undefined, bytes, reason ?? state.closeReason, detail);
         });
         // tunnelIdleTimeout: no byte either way for that long closes both sides (src/proxy/tunnel-idle.ts). Every
         // byte of an HTTP/2 client's WebSocket passes the upstream socket too, which then watches alone.

@@ -20,6 +20,7 @@ import { HttpsListener } from '../listen/https-listener.js';
 import { HttpListener } from '../listen/http-listener.js';
 import { isIpv6Unavailable, listenFailed } from '../listen/listen-options.js';
 import type { ProxyState } from '../proxy/handle-request.js';
+import { closeUnservedTunnels } from '../proxy/open-tunnels.js';
 import type { AcmeManager } from '../acme/manager.js';
 import { Http01Responder } from '../acme/http01.js';
 import { AlpnResponder } from '../acme/tls-alpn01.js';
@@ -263,7 +264,7 @@ export class Portico {
     const { plan, config } = built;
     this.config = config;
     const access = new AccessLog(this.log);
-    this.state = { plan, log: this.log, access };
+    this.state = { plan, log: this.log, access, tunnels: new Set() };
     if (this.#logFiles !== undefined) {
       this.#logFiles.onAccessChange = (destination) => access.setStream(destination);
       access.setStream(this.#logFiles.access);
@@ -367,6 +368,12 @@ export class Portico {
       this.https?.applyLimits(plan);
       this.http?.applyLimits(plan);
       for (const st of this.streams) st.applyLimits(plan);
+      // What the new config no longer serves at all is closed (open-tunnels.ts): tunnels whose host or route is
+      // gone, connections of a stream port it removed. Tunnels and connections whose target alone changed stay.
+      const tunnelsClosed = this.state === undefined ? 0 : closeUnservedTunnels(this.state.tunnels, plan);
+      let streamsClosed = 0;
+      for (const st of this.streams) streamsClosed += st.closeIfRemoved(plan);
+      if (tunnelsClosed + streamsClosed > 0) this.log.info({ tunnels: tunnelsClosed, streamConnections: streamsClosed }, 'config reload closed connections it no longer serves');
       this.https?.setDefaultContext(plan);
       this.https?.setClientAuth(plan);
       // Certificates of hosts that left the config are no longer "in use" (admin API, metrics).

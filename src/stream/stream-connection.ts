@@ -55,6 +55,8 @@ export class StreamConnection {
   #timer: NodeJS.Timeout | undefined;
   #attempts = 0;
   #error: string | undefined;
+  /** Why Portico closed a connection that did not fail (closeFor()). */
+  #reason: string | undefined;
   /** With a send timeout: which side stopped reading. */
   #detail: string | undefined;
   #closed = 0;
@@ -92,6 +94,15 @@ export class StreamConnection {
 
   /** A client that ends its sending before its ClientHello is whole will never finish it: closed now, not at helloTimeout. */
   readonly #onHelloEnd = (): void => this.#fail('client ended before its TLS ClientHello was whole');
+
+  /**
+   * Ends both sides now because Portico chose to (the shutdown deadline, a reload that removed the stream's port):
+   * `reason` goes on the connection's `stream` line, which is not a `stream failed` one.
+   */
+  closeFor(reason: string): void {
+    this.#reason ??= reason;
+    this.destroy();
+  }
 
   /** Ends both sides now. */
   destroy(): void {
@@ -198,7 +209,7 @@ export class StreamConnection {
       durationMs: Math.round(performance.now() - this.#start),
       error: this.#error,
       // As on a WebSocket's access line: why Portico closed a connection that did not fail.
-      reason: this.#error === IDLE_TIMEOUT || this.#error === SEND_TIMEOUT ? this.#error : undefined,
+      reason: this.#error === IDLE_TIMEOUT || this.#error === SEND_TIMEOUT ? this.#error : this.#reason,
       detail: this.#detail,
     };
     const stats = this.#ctx.stats;

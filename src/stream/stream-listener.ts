@@ -7,8 +7,9 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
-import { capConnections, listenOptions } from '../listen/listen-options.js';
+import { capConnections, listenOptions, SHUTDOWN } from '../listen/listen-options.js';
 import { StreamConnection, StreamStats } from './stream-connection.js';
+import { CONFIG_RELOAD } from '../proxy/open-tunnels.js';
 import { kClientAddress, kClientPort, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
 
 
@@ -94,6 +95,17 @@ export class StreamListener {
     for (const s of this.#servers) s.maxConnections = plan.limits.maxConnections;
   }
 
+  /**
+   * A reload whose config no longer has this port closes its open connections, with `reason` "config reload" on
+   * their lines (the listener stays bound until a restart, refusing new ones); returns how many it closed.
+   */
+  closeIfRemoved(plan: Plan): number {
+    if (plan.streams.has(this.port)) return 0;
+    const n = this.#live.size;
+    for (const c of [...this.#live]) c.closeFor(CONFIG_RELOAD);
+    return n;
+  }
+
   /** Stops accepting; connections still open after `deadlineMs` are closed. */
   async close(deadlineMs: number): Promise<void> {
     for (const s of this.#servers) s.close();
@@ -105,6 +117,6 @@ export class StreamListener {
       });
       clearTimeout(timer);
     }
-    for (const c of this.#live) c.destroy();
+    for (const c of this.#live) c.closeFor(SHUTDOWN);
   }
 }
