@@ -573,7 +573,6 @@ function forward2(ex: Exchange, target: Target): void {
   // callback given to setTimeout would be the stream's listener, run with the stream as `this`).
   up.setTimeout(upstream.responseTimeoutMs);
   up.on('timeout', upOnTimeout);
-  if (upstream.connectTimeoutMs > 0) up.once('socket', upOnSocket);
   if (wantsHints(ex)) watchH2Hints(ex, up);
   if (ex.bodyBuffer !== undefined) {
     up.end(ex.bodyBuffer);
@@ -635,9 +634,6 @@ function upOnError(this: UpstreamRequest | IncomingMessage, err: NodeJS.ErrnoExc
 }
 function upOnTimeout(this: UpstreamRequest): void {
   onUpstreamTimeout.call(exchangeOf(this));
-}
-function upOnSocket(this: UpstreamRequest, socket: Socket): void {
-  onUpstreamSocket.call(exchangeOf(this), socket);
 }
 function upOnClose(this: UpstreamRequest): void {
   onUpstreamRequestClose.call(exchangeOf(this), this);
@@ -702,17 +698,6 @@ export function countBody(this: Exchange, chunk: Buffer): void {
   }
 }
 
-function onUpstreamSocket(this: Exchange, socket: Socket): void {
-  if (!socket.connecting) return;
-  const ex = this;
-  const timer = setTimeout(() => {
-    ex.timedOut = true;
-    ex.upstreamReq?.destroy(Object.assign(new Error('connect timeout'), { code: 'PORTICO_CONNECT_TIMEOUT' }));
-  }, ex.upstream!.connectTimeoutMs);
-  socket.once('connect', () => clearTimeout(timer));
-  socket.once('close', () => clearTimeout(timer));
-}
-
 function onUpstreamTimeout(this: Exchange): void {
   this.timedOut = true;
   // The request body may still be on its way: the upstream must see it aborted, not ended.
@@ -726,7 +711,9 @@ function onUpstreamError(this: Exchange, err: NodeJS.ErrnoException): void {
   // upload failed, as when an upstream that answered stops it, RFC 9113 §8.1): nothing to answer or cut. Resetting
   // the client's stream then would cut an answer already given (on Node 26 its END_STREAM was not yet out).
   if (ex.res.writableEnded) return;
-  const code = err.code ?? 'ERROR';
+  // A stream still waiting for its session's connection is cancelled with the session's own error as the
+  // cause (ECONNREFUSED, PORTICO_CONNECT_TIMEOUT…), which says what happened and whether to try elsewhere.
+  const code = (err.code === 'ERR_HTTP2_STREAM_CANCEL' ? (err.cause as NodeJS.ErrnoException | undefined)?.code : err.code) ?? err.code ?? 'ERROR';
   const target = ex.target!;
   if (ex.upstreamRes === undefined && isTargetFailure(code)) target.reportFailure(code);
   // A kept-alive connection the upstream closed while the request was on its way (RFC 9112 §9.3.1):

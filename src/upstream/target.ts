@@ -5,11 +5,12 @@
  * config reloads; the registry also keeps the URLs drained over the admin API.
  */
 import { createHash } from 'node:crypto';
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import { connect as tlsConnect, type SecureContextOptions } from 'node:tls';
 import { H1Pool } from './h1-pool.js';
 import type { Logger } from 'pino';
 import { loadHttp2Client, type Http2Client } from './http2-client.js';
+import { closeH2Agent, createH2Agent, H2_IDLE_TIMEOUT_MS, openH2cSession } from './h2-sessions.js';
 import { healthKey, TargetHealth, type HealthSettings } from './health.js';
 import type { UpstreamPlan } from '../config/plan.js';
 
@@ -96,8 +97,10 @@ export class Target {
   /** Active checks and passive failure counting, when the upstream configures them. */
   readonly health: TargetHealth | undefined;
 
-  /** How long a connection (and the ALPN probe of an "auto" target) may take. */
+  /** How long a connection (and the ALPN probe of an "auto" target) may take; for HTTP/2, up to the upstream's SETTINGS. */
   readonly connectTimeoutMs: number;
+  /** How long an HTTP/2 session may stay idle before it is closed (src/upstream/h2-sessions.ts). */
+  readonly h2IdleTimeoutMs: number;
 
   constructor(
     key: string,
@@ -106,8 +109,10 @@ export class Target {
     tls: TargetTls | undefined,
     connectTimeoutMs = 5000,
     health: HealthSettings | undefined = undefined,
+    h2IdleTimeoutMs = H2_IDLE_TIMEOUT_MS,
   ) {
     this.key = key;
+    this.h2IdleTimeoutMs = h2IdleTimeoutMs;
     this.health = health === undefined || (health.active === undefined && health.passive === undefined) ? undefined : new TargetHealth(this, health);
     this.connectTimeoutMs = connectTimeoutMs;
     const unix = url.protocol === 'unix:';
@@ -181,7 +186,7 @@ export class Target {
     } else {
       const client = await loadHttp2Client();
       if (this.kind !== 'h2c') {
-        this.h2Agent ??= new client.Agent({ maxEmptySessions: 4 });
+        this.h2Agent ??= createH2Agent(client, this.connectTimeoutMs, this.h2IdleTimeoutMs);
         // Closed while loading: fail like any closed target's agent instead of keeping sessions open.
         if (this.#closed) this.h2Agent.destroy();
       }
@@ -208,16 +213,11 @@ export class Target {
     });
   }
 
-  /** The cleartext HTTP/2 session, opened on first use and after it closes. */
+  /** The cleartext HTTP/2 session, opened on first use and after it closes (or received a GOAWAY, which closes it). */
   h2cSession(): http2.ClientHttp2Session {
     const s = this.#h2cSession;
     if (s !== undefined && !s.closed && !s.destroyed) return s;
-    const session = http2.connect(`http://${this.authority}`);
-    session.on('error', noop);
-    session.setTimeout(60_000, () => session.close());
-    session.unref();
-    this.#h2cSession = session;
-    return session;
+    return (this.#h2cSession = openH2cSession(this.authority, this.connectTimeoutMs, this.h2IdleTimeoutMs));
   }
 
   /** Whether its health checks and passive health let it take requests (true without either); a drained target keeps its own. */
@@ -259,17 +259,19 @@ export class Target {
     this.health?.reportFailure(code);
   }
 
-  /** Closes idle connections and stops health checks; used when a target leaves every Plan. */
+  /**
+   * Closes idle connections and stops health checks; used when a target leaves every Plan. HTTP/2 sessions
+   * take no new streams and close once their streams in flight (requests of the old Plan) have ended.
+   */
   close(): void {
     this.#closed = true;
     this.health?.stop();
     this.h1Pool?.close();
-    this.h2Agent?.destroy();
+    if (this.h2Agent !== undefined) closeH2Agent(this.h2Agent);
     this.#h2cSession?.close();
   }
 }
 
-function noop(): void {}
 
 /**
  * Targets by identity, shared by successive Plans. It also holds the URLs drained over the admin API:
