@@ -20,6 +20,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { LimitsPlan } from '../config/plan.js';
+import { endDetached } from './end-detached.js';
 import { H1ServerConnection } from './server-connection.js';
 import type { H1ServerRequest } from './server-request.js';
 import type { H1ServerResponse } from './server-response.js';
@@ -162,7 +163,7 @@ export class H1Server {
 
   onUpgrade(req: H1ServerRequest, socket: Socket, head: Buffer): void {
     if (this.#onUpgrade === undefined) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      endDetached(socket, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
     this.#onUpgrade(req, socket, head);

@@ -90,3 +90,23 @@ function onSessionQuiet(this: ServerHttp2Session & SessionFacts & StuckWatch): v
   // A new timer: node:http2 does not fire a session timeout again until it is set again.
   this.setTimeout(stuckMs);
 }
+
+/** node:http2's own symbol for a session's timeout timer (Symbol('timeout')), found on the first session that closes. */
+let kNodeTimeout: symbol | undefined;
+
+/**
+ * A session's 'close' listener: clears the timeout timer node:http2 leaves behind. Its closeSession()
+ * marks the session destroyed and then calls setTimeout(0), which returns at once for a destroyed
+ * session (Node 20), so the timer of a session with a timeout (keepAliveTimeout, closeStuckSession)
+ * stays armed after the session has closed and holds the session, its TLS socket and their buffers
+ * (about 30 KB) until it fires: keepAliveTimeout (60 s by default) after the last activity. Under
+ * connection churn that is every HTTP/2 connection of the last minute kept in memory.
+ */
+export function clearSessionTimer(this: ServerHttp2Session): void {
+  if (kNodeTimeout === undefined) {
+    for (const s of Object.getOwnPropertySymbols(this)) if (s.description === 'timeout') kNodeTimeout = s;
+    if (kNodeTimeout === undefined) return;
+  }
+  const timer = (this as unknown as Record<symbol, NodeJS.Timeout | undefined>)[kNodeTimeout];
+  if (timer !== undefined) clearTimeout(timer);
+}

@@ -22,7 +22,7 @@ import { H1Server } from '../http1/h1-server.js';
 import { createStreamHandler } from '../http2/stream-handler.js';
 import { StreamWatch } from '../http2/stream-watch.js';
 import { sniName } from '../tls/sni-name.js';
-import { closeIdleSession, closeStuckSession } from '../http2/idle-close.js';
+import { clearSessionTimer, closeIdleSession, closeStuckSession } from '../http2/idle-close.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
 import { capConnections, closeServers, listenOptions, SHUTDOWN } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
@@ -417,6 +417,8 @@ export class HttpsListener {
     if (cert !== undefined) (session as http2.ServerHttp2Session & WithClientCert)[kClientCert] = cert;
     this.#sessions.add(session);
     session.once('close', () => this.#sessions.delete(session));
+    // node:http2 leaves a closed session's timeout armed, holding the session until it fires (idle-close.ts).
+    session.once('close', clearSessionTimer);
     session.on('error', () => {});
     // keepAliveTimeout covers HTTP/2 too: an idle session gets GOAWAY; open streams may finish. A connection
     // whose client reads nothing cannot end gracefully: it goes sendTimeout later (keepAliveTimeout if that is off).

@@ -6,6 +6,7 @@
 import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERRORS, type ErrorCode } from '../errors.js';
+import { closeAfterAnswer, endDetached } from '../http1/end-detached.js';
 import { connectionTokens, DROP_RESPONSE } from './forward-headers.js';
 import { queuedBytes, type TunnelBytes, type UpgradeClient } from './upgrade-client.js';
 
@@ -70,7 +71,8 @@ export class H1UpgradeClient implements UpgradeClient {
   reject(code: ErrorCode, extra?: readonly [string, string]): void {
     const spec = ERRORS[code];
     const body = `${spec.message}\n`;
-    this.#socket.end(
+    endDetached(
+      this.#socket,
       `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Portico-Error: ${code}\r\n${extra === undefined ? '' : `${extra[0]}: ${extra[1]}\r\n`}Connection: close\r\n\r\n${body}`,
     );
   }
@@ -83,6 +85,7 @@ export class H1UpgradeClient implements UpgradeClient {
       for (const one of Array.isArray(value) ? value : [String(value)]) text += `${name}: ${one}\r\n`;
     }
     text += 'connection: close\r\n\r\n';
+    closeAfterAnswer(this.#socket);
     this.#socket.write(text, 'latin1');
     this.#socket.end(body);
   }
@@ -103,6 +106,8 @@ export class H1UpgradeClient implements UpgradeClient {
     }
     kept.push('Connection', 'close');
     const status = res.statusCode ?? 502;
+    // The pipe ends the socket after the body; the client's FIN then closes it (src/http1/end-detached.ts).
+    closeAfterAnswer(this.#socket);
     this.#socket.write(rawHead(status, res.statusMessage ?? '', kept));
     res.pipe(this.#socket);
     return status;
