@@ -15,7 +15,7 @@ import { normalizeHost } from '../proxy/normalize-host.js';
 import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { httpsLocation } from '../proxy/https-location.js';
-import { capConnections, closeServers, listenOptions, SHUTDOWN } from './listen-options.js';
+import { allClosed, capConnections, closeServers, LAST_LINES_MS, listenOptions, SHUTDOWN } from './listen-options.js';
 import { kClientAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers HTTP-01 challenges (RFC 8555 §8.3): the key authorization for a pending token. */
@@ -113,13 +113,15 @@ export class HttpListener {
    * Stops accepting; idle connections close now, busy ones after their response, and tunnels when either
    * side closes them. Whatever is still open after `deadlineMs` is closed. Resolves when every connection is.
    */
-  close(deadlineMs: number): Promise<void> {
+  async close(deadlineMs: number): Promise<void> {
     const done = closeServers(this.netServers, deadlineMs, () => {
       this.#deps.state.closeReason = SHUTDOWN;
       this.h1.destroyAll();
       for (const s of this.#sockets) s.destroy();
     });
     this.h1.closeIdle();
-    return done;
+    await done;
+    // What the deadline destroyed writes its access lines as it closes, which may come after the listening sockets'.
+    await allClosed(this.#sockets, LAST_LINES_MS);
   }
 }

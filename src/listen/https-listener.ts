@@ -24,7 +24,7 @@ import { StreamWatch } from '../http2/stream-watch.js';
 import { sniName } from '../tls/sni-name.js';
 import { clearSessionTimer, closeIdleSession, closeStuckSession } from '../http2/idle-close.js';
 import { kRawSocket, kRemoteAddress, type SessionFacts } from '../http2/server-request.js';
-import { capConnections, closeServers, listenOptions, SHUTDOWN } from './listen-options.js';
+import { allClosed, capConnections, closeServers, LAST_LINES_MS, listenOptions, SHUTDOWN } from './listen-options.js';
 import { connectionKey, kClientAddress, peerAddress, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from './proxy-protocol.js';
 
 /** Answers TLS-ALPN-01 challenges (RFC 8737): the challenge certificate for a name, if one is pending. */
@@ -494,6 +494,8 @@ export class HttpsListener {
     for (const s of this.#sessions) s.close();
     this.h1.closeIdle();
     await done;
+    // What the deadline destroyed writes its access lines as it closes, which may come after the listening sockets'.
+    await allClosed([...this.#sockets, ...this.#sessions], LAST_LINES_MS);
     this.#streams.stop();
   }
 }

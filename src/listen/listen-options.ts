@@ -67,6 +67,31 @@ export function capConnections(server: Server, max: number, log: Logger, port: n
 export const SHUTDOWN = 'shutdown';
 
 /**
+ * How long a stop waits, after the deadline destroyed what was still open, for those connections' 'close' events: the
+ * access and stream lines of the requests and tunnels cut there are written in them, and the process exits right after
+ * the stop (they came after the listening socket's own close, and some were lost: a WebSocket cut by a worker's stop).
+ */
+export const LAST_LINES_MS = 1000;
+
+/** Resolves when `p` does, or after `ms`, whichever is first. */
+export async function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/**
+ * Resolves once every one of `emitters` has emitted 'close', or after `ms`: for the members of a set that each
+ * leaves on its own 'close'. (Not judged by `closed`: a destroyed socket says closed before its 'close' listeners,
+ * which write the lines, have run.)
+ */
+export function allClosed(emitters: Iterable<NodeJS.EventEmitter>, ms: number): Promise<void> {
+  const waits: Promise<unknown>[] = [];
+  for (const e of emitters) waits.push(new Promise((resolve) => e.once('close', resolve)));
+  return waits.length === 0 ? Promise.resolve() : waitAtMost(Promise.all(waits), ms);
+}
+
+/**
  * Stops `servers` accepting and resolves once every connection they accepted has closed; `atDeadline`
  * runs if some are still open after `deadlineMs` (it closes them, so the wait ends).
  */

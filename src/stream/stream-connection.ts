@@ -37,6 +37,8 @@ export interface StreamContext {
   /** Whether to log a line per connection (log.access). */
   readonly logConnections: boolean;
   readonly stats: StreamStats;
+  /** Called once the connection is over: both sides closed and its line written. */
+  readonly onDone: (c: StreamConnection) => void;
 }
 
 export class StreamConnection {
@@ -220,5 +222,6 @@ export class StreamConnection {
       stats.failed++;
       this.#ctx.log.warn(line, 'stream failed');
     } else if (this.#ctx.logConnections) this.#ctx.log.info(line, 'stream');
+    this.#ctx.onDone(this);
   }
 }

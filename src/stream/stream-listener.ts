@@ -7,7 +7,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Plan } from '../config/plan.js';
-import { capConnections, listenOptions, SHUTDOWN } from '../listen/listen-options.js';
+import { capConnections, LAST_LINES_MS, listenOptions, SHUTDOWN, waitAtMost } from '../listen/listen-options.js';
 import { StreamConnection, StreamStats } from './stream-connection.js';
 import { CONFIG_RELOAD } from '../proxy/open-tunnels.js';
 import { kClientAddress, kClientPort, PROXY_HEADER_TIMEOUT_MS, proxyRefusalLog, readProxyHeader, type ProxiedSocket } from '../listen/proxy-protocol.js';
@@ -68,6 +68,12 @@ export class StreamListener {
     socket.resume();
   }
 
+  /** A connection is over (both sides closed, its line written): shutdown waits for exactly that. */
+  readonly #onDone = (c: StreamConnection): void => {
+    this.#live.delete(c);
+    if (this.#live.size === 0) this.#drained?.();
+  };
+
   #forward(socket: net.Socket): void {
     const plan = this.#state.plan;
     const sp = plan.streams.get(this.port);
@@ -75,12 +81,8 @@ export class StreamListener {
       socket.destroy();
       return;
     }
-    const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog, stats: this.stats });
+    const c = new StreamConnection(socket, sp, { log: this.#log, logConnections: plan.accessLog, stats: this.stats, onDone: this.#onDone });
     this.#live.add(c);
-    socket.once('close', () => {
-      this.#live.delete(c);
-      if (this.#live.size === 0) this.#drained?.();
-    });
     c.start();
     if (sp.sniExact !== undefined) socket.resume();
   }
@@ -117,6 +119,12 @@ export class StreamListener {
       });
       clearTimeout(timer);
     }
-    for (const c of this.#live) c.closeFor(SHUTDOWN);
+    if (this.#live.size === 0) return;
+    // Cut at the deadline: their lines (reason "shutdown") are written as both sides close, before the process exits.
+    const drained = new Promise<void>((resolve) => {
+      this.#drained = resolve;
+    });
+    for (const c of [...this.#live]) c.closeFor(SHUTDOWN);
+    await waitAtMost(drained, LAST_LINES_MS);
   }
 }
