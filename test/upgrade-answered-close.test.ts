@@ -41,7 +41,7 @@ async function setup(t: TestContext): Promise<{ proxy: TestProxy; ca: string }> 
   });
   const cert = await pki.issue('a', ['a.test']);
   const proxy = await startProxyFor(t, pki, {
-    hosts: { 'a.test': { tls: cert, routes: [{ path: '/', upstream: up.url }, { path: '/closed', upstream: up.url, allowFrom: ['10.0.0.0/8'] }] } },
+    hosts: { 'a.test': { tls: cert, routes: [{ path: '/', upstream: up.url }, { path: '/closed', upstream: up.url, allowFrom: ['127.0.0.2/32'] }] } },
   }, [() => up.close()]);
   return { proxy, ca: pki.caPem };
 }
