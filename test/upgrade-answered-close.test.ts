@@ -13,7 +13,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxyFor, type TestProxy } from './helpers/proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
-import { DETACHED_LINGER_MS } from '../src/http1/end-detached.js';
+import { LINGER_MS as DETACHED_LINGER_MS } from '../src/http1/end-detached.js';
 
 function openConnections(proxy: TestProxy): Promise<number> {
   const servers = proxy.portico.https!.netServers;

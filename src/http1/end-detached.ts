@@ -13,8 +13,12 @@
  */
 import type { Socket } from 'node:net';
 
-/** How long after its answer an ended socket waits for the client to close before it is destroyed. */
-export const DETACHED_LINGER_MS = 5000;
+/**
+ * How long a lingering close waits for the client (nginx's lingering_timeout): here, after an ended socket's
+ * answer, for the client to close; in the HTTP/1.1 server (server-connection.ts), while the rest of a request
+ * body is read and dropped.
+ */
+export const LINGER_MS = 5000;
 
 const kLinger = Symbol('portico.detachedLinger');
 
@@ -26,10 +30,10 @@ function destroySocket(socket: Socket): void {
   socket.destroy();
 }
 
-/** 'finish': the answer has been handed to the kernel; the client has DETACHED_LINGER_MS to close. */
+/** 'finish': the answer has been handed to the kernel; the client has LINGER_MS to close. */
 function startLinger(this: LingeringSocket): void {
   if (this.destroyed) return;
-  const timer = setTimeout(destroySocket, DETACHED_LINGER_MS, this);
+  const timer = setTimeout(destroySocket, LINGER_MS, this);
   timer.unref();
   this[kLinger] = timer;
 }

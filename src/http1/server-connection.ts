@@ -24,14 +24,13 @@ import {
 import { H1ServerRequest, type BodySource } from './server-request.js';
 import { H1ServerResponse, type ResponseOwner } from './server-response.js';
 import type { H1Server } from './h1-server.js';
+import { LINGER_MS } from './end-detached.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 
 interface OwnedParser extends NodeHttpParser {
   conn: H1ServerConnection;
 }
 
-/** How long a lingering close reads and drops a request body's rest before the socket is destroyed (nginx's lingering_timeout). */
-const LINGER_MS = 5000;
 
 /** Pipelined requests parsed ahead of their turn before the connection stops reading. */
 const MAX_QUEUED = 4;

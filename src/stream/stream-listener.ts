@@ -111,20 +111,18 @@ export class StreamListener {
   /** Stops accepting; connections still open after `deadlineMs` are closed. */
   async close(deadlineMs: number): Promise<void> {
     for (const s of this.#servers) s.close();
-    if (this.#live.size > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await new Promise<void>((resolve) => {
-        this.#drained = resolve;
-        timer = setTimeout(resolve, deadlineMs);
-      });
-      clearTimeout(timer);
-    }
+    if (this.#live.size > 0) await waitAtMost(this.#whenDrained(), deadlineMs);
     if (this.#live.size === 0) return;
     // Cut at the deadline: their lines (reason "shutdown") are written as both sides close, before the process exits.
-    const drained = new Promise<void>((resolve) => {
-      this.#drained = resolve;
-    });
+    const drained = this.#whenDrained();
     for (const c of [...this.#live]) c.closeFor(SHUTDOWN);
     await waitAtMost(drained, LAST_LINES_MS);
+  }
+
+  /** Resolves when the last open connection is over (#onDone). */
+  #whenDrained(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#drained = resolve;
+    });
   }
 }
