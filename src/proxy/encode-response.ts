@@ -35,16 +35,23 @@ export function startEncoder(ex: Exchange, enc: Encoding, contentLength: string 
   e.pipe(ex.h2 ? (ex.res as H2ServerResponse).stream : (ex.res as unknown as NodeJS.WritableStream), { end: false });
   // The access line counts the encoded bytes the client is sent, not the upstream's (one listener per response, on
   // the encoder's output, which the pipe above already reads as 'data'). After the pipe, so the pipe's flow control stands.
-  if (ex.plan.accessLog) e.on('data', countEncoded.bind(ex));
-  e.once('end', endEncoded.bind(ex));
+  (e as Encoder)[kExchange] = ex;
+  if (ex.plan.accessLog) e.on('data', countEncoded);
+  e.once('end', endEncoded);
 }
 
-function countEncoded(this: Exchange, chunk: Buffer): void {
-  this.bytes += chunk.length;
+const kExchange = Symbol('portico.encoderExchange');
+
+/** An encoder and the exchange it encodes for, read by its module-level listeners (no bound function per response). */
+type Encoder = NodeJS.ReadWriteStream & { [kExchange]?: Exchange };
+
+function countEncoded(this: Encoder, chunk: Buffer): void {
+  this[kExchange]!.bytes += chunk.length;
 }
 
-function endEncoded(this: Exchange): void {
-  if (!this.res.destroyed) this.res.end();
+function endEncoded(this: Encoder): void {
+  const res = this[kExchange]!.res;
+  if (!res.destroyed) res.end();
 }
 
 /** The client went away: the encoder is freed, and read buffers it still held are left to the garbage collector. */
