@@ -154,7 +154,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
     if (!req.complete) {
       // Answered before the body was read (an error, or an upstream that didn't wait): the rest is dropped.
       req.dumped = true;
-      req.resume();
+      req.body.resume();
     }
     res.emit('close');
     if (this.closing) {
@@ -221,7 +221,7 @@ export class H1ServerConnection implements ResponseOwner, BodySource {
   bodyStalled(now: number, limitMs: number): boolean {
     const req = this.incoming;
     const bytes = this.bodyBytes;
-    if (this.bodySince === 0 || req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && (req.readableFlowing !== true || req.readableLength > 0))) {
+    if (this.bodySince === 0 || req === null || req.complete || this.readingPaused || this.lingerUntil !== 0 || bytes !== this.bodySeen || (!req.dumped && !req.bodyAwaited)) {
       this.bodySeen = bytes;
       this.bodySince = now;
       return false;
@@ -504,7 +504,7 @@ function parserOnBody(this: OwnedParser, chunk: Buffer): void {
   c.bodyBytes += chunk.length;
   const req = c.incoming;
   if (req === null || req.dumped) return;
-  if (!req.push(chunk)) c.pauseReading();
+  if (!req.pushBody(chunk)) c.pauseReading();
 }
 
 function parserOnMessageComplete(this: OwnedParser): void {
@@ -515,7 +515,7 @@ function parserOnMessageComplete(this: OwnedParser): void {
   c.requestStart = 0;
   req.complete = true;
   if (c.upgrade === req) return;
-  if (!req.dumped) req.push(null);
+  if (!req.dumped) req.endBody();
   // Answered already (before its body was read whole): the next request may go.
   if (c.active === null && !req.destroyed) c.next();
 }
