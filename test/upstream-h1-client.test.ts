@@ -204,6 +204,35 @@ test('a malformed upstream response gets 502 with a log line naming the parser e
   assert.equal(good.text, 'ok');
 });
 
+test('an upstream header with a control character in its value or a non-token name gets 502, never reaches the client', async (t) => {
+  // Portico writes the pairs llhttp parsed into the client's head without checking them again
+  // (src/http1/server-response.ts): this holds only while llhttp refuses what writeHead would.
+  const bad: Record<string, string> = {
+    '/nul': 'x-a: a\x00b',
+    '/ctl': 'x-a: a\x01b',
+    '/del': 'x-a: a\x7fb',
+    '/cr': 'x-a: a\rb',
+    '/name-space': 'x a: b',
+    '/name-paren': 'x(a): b',
+    '/name-colon-less': 'x-a',
+  };
+  const up = await startRawUpstream((path, s) => {
+    const line = bad[path];
+    s.write(line === undefined ? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok' : `HTTP/1.1 200 OK\r\n${line}\r\ncontent-length: 2\r\n\r\nok`);
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  for (const path of Object.keys(bad)) {
+    const r = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path });
+    assert.equal(r.status, 502, path);
+    assert.equal(r.headers['x-a'], undefined, path);
+  }
+  const h2 = await h2Connect(proxy.httpsPort, HOST, pki.caPem);
+  t.after(() => h2.close());
+  for (const path of Object.keys(bad)) assert.equal((await h2Request(h2, { path })).status, 502, path);
+  assert.equal((await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/good' })).text, 'ok');
+});
+
 test('an idle upstream connection is closed by Portico after the 4 s keep-alive timeout', { timeout: 15_000 }, async (t) => {
   const up = await startRawUpstream((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
   t.after(() => up.close());

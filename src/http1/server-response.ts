@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { H1ServerRequest } from './server-request.js';
+import { isName } from './header-name.js';
 
 /** What a response tells its connection. */
 export interface ResponseOwner {
@@ -82,29 +83,31 @@ function objectPairs(headers: OutgoingHttpHeaders): string[] {
   return pairs;
 }
 
-/** One checked header line; notes framing headers in `flags`, and drops Connection and Keep-Alive, which the server writes itself. */
-function headerLine(name: string, value: string): string {
+/**
+ * One header line; notes framing headers in `flags`, and drops Connection and Keep-Alive, which the
+ * server writes itself. Checked as node:http checks it unless `checked` (a pair llhttp parsed: its name
+ * is a token and its value has no control characters, as fieldLine requires).
+ */
+function headerLine(name: string, value: string, checked: boolean): string {
   switch (name.length) {
     case 4:
-      if (name.toLowerCase() === 'date') flags |= F_DATE;
+      if (isName(name, 'date', 'Date')) flags |= F_DATE;
       break;
-    case 10: {
-      const lower = name.toLowerCase();
-      if (lower === 'connection') {
+    case 10:
+      if (isName(name, 'connection', 'Connection')) {
         if (/\bclose\b/i.test(value)) flags |= F_CLOSE;
         return '';
       }
-      if (lower === 'keep-alive') return '';
+      if (isName(name, 'keep-alive', 'Keep-Alive')) return '';
       break;
-    }
     case 14:
-      if (name.toLowerCase() === 'content-length') flags |= F_LENGTH;
+      if (isName(name, 'content-length', 'Content-Length')) flags |= F_LENGTH;
       break;
     case 17:
-      if (name.toLowerCase() === 'transfer-encoding' && /\bchunked\b/i.test(value)) flags |= F_CHUNKED;
+      if (isName(name, 'transfer-encoding', 'Transfer-Encoding') && /\bchunked\b/i.test(value)) flags |= F_CHUNKED;
       break;
   }
-  return fieldLine(name, value, 'header');
+  return checked ? `${name}: ${value}${CRLF}` : fieldLine(name, value, 'header');
 }
 const LAST_CHUNK = '0\r\n\r\n';
 
@@ -135,14 +138,17 @@ export class H1ServerResponse extends EventEmitter {
     this.keepAlive = req.shouldKeepAlive;
   }
 
-  /** Header pairs (name, value, …) or an object; throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR as node:http does. */
-  writeHead(status: number, headers?: OutgoingHttpHeaders | readonly string[]): this {
+  /**
+   * Header pairs (name, value, …) or an object; throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR as node:http
+   * does. The first `checked` entries of a pair list are known valid (pairs llhttp parsed) and not checked again.
+   */
+  writeHead(status: number, headers?: OutgoingHttpHeaders | readonly string[], checked = 0): this {
     if (this.destroyed) return this;
     if (this.headersSent) throw invalid('ERR_HTTP_HEADERS_SENT', 'response headers already sent');
     let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}${CRLF}`;
     flags = 0;
     const pairs = headers === undefined ? [] : Array.isArray(headers) ? (headers as readonly string[]) : objectPairs(headers as OutgoingHttpHeaders);
-    for (let i = 0; i + 1 < pairs.length; i += 2) head += headerLine(pairs[i] as string, pairs[i + 1] as string);
+    for (let i = 0; i + 1 < pairs.length; i += 2) head += headerLine(pairs[i] as string, pairs[i + 1] as string, i + 1 < checked);
     const hasLength = (flags & F_LENGTH) !== 0;
     const hasChunked = (flags & F_CHUNKED) !== 0;
     const hasDate = (flags & F_DATE) !== 0;

@@ -124,7 +124,12 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       h2res.writeHead(statusCode, headers);
     } else {
       let out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
-      if (rules !== undefined) out = applyToPairs(out, rules);
+      // What llhttp parsed needs no second check in writeHead; what rules, cookies and marks add does.
+      let checked = out.length;
+      if (rules !== undefined) {
+        out = applyToPairs(out, rules);
+        checked = 0;
+      }
       if (sticky !== undefined) out.push('set-cookie', sticky);
       if (cacheStatus !== undefined) out.push('cache-status', cacheStatus);
       if (cp !== undefined) {
@@ -138,9 +143,10 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
             length = get('content-length');
           }
           out = markEncodedPairs(out, mark, mark !== undefined || d === 'weak');
+          checked = 0;
         }
       }
-      (res as H1ServerResponse).writeHead(statusCode, out);
+      (res as H1ServerResponse).writeHead(statusCode, out, checked);
     }
   } catch (err) {
     ex.responseStarted = false;

@@ -6,6 +6,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { isChunkedAlone } from '../http1/transfer-coding.js';
+import { isName } from '../http1/header-name.js';
 
 /**
  * Every spelling of a header name with some of its "-" written "_" (the name itself left out). CGI, WSGI
@@ -202,39 +203,79 @@ export function buildResponseHeaders(h: IncomingHttpHeaders, via: string | undef
 }
 
 /**
+ * What a response header name is to buildResponsePairs: 0 an ordinary header, passed on; DROPPED a
+ * hop-by-hop one (DROP_RESPONSE), CONNECTION, TRANSFER_ENCODING and VIA those it reads. Decided by
+ * the name's length first, so most names are never lower-cased (header-name.ts).
+ */
+const DROPPED = 1;
+const CONNECTION = 2;
+const TRANSFER_ENCODING = 3;
+const VIA = 4;
+
+function responseNameKind(name: string): number {
+  switch (name.length) {
+    case 2:
+      return isName(name, 'te', 'TE') ? DROPPED : 0;
+    case 3:
+      return isName(name, 'via', 'Via') ? VIA : 0;
+    case 7:
+      return isName(name, 'upgrade', 'Upgrade') ? DROPPED : 0;
+    case 10:
+      if (isName(name, 'connection', 'Connection')) return CONNECTION;
+      return isName(name, 'keep-alive', 'Keep-Alive') ? DROPPED : 0;
+    case 14:
+      return isName(name, 'http2-settings', 'HTTP2-Settings') ? DROPPED : 0;
+    case 16:
+      return isName(name, 'proxy-connection', 'Proxy-Connection') ? DROPPED : 0;
+    case 17:
+      return isName(name, 'transfer-encoding', 'Transfer-Encoding') ? TRANSFER_ENCODING : 0;
+    default:
+      return 0;
+  }
+}
+
+/**
  * The response headers for an HTTP/1.1 client, straight from the upstream's header pairs to the
- * flat [name, value, …] list `writeHead` takes: one pass, no header object, names as the upstream
- * wrote them, repeated headers kept as separate lines. Throws on a transfer coding other than chunked
- * ({@link checkTransferCoding}). Hot path.
+ * flat [name, value, …] list `writeHead` takes: no header object, names as the upstream wrote them,
+ * repeated headers kept as separate lines. Throws on a transfer coding other than chunked
+ * ({@link checkTransferCoding}). Every pair it returns is one llhttp parsed (or Portico's Via, made of
+ * them), so the names are tokens and the values free of control characters: what writeHead checks,
+ * which it may skip for them. Hot path.
  */
 export function buildResponsePairs(pairs: string[], via: string | undefined): string[] {
   const n = pairs.length;
   let listed: Set<string> | undefined;
   let prevVia: string | undefined;
-  const lower: string[] = new Array<string>(n >> 1);
+  let special = false;
   for (let i = 0; i < n; i += 2) {
-    const name = (pairs[i] as string).toLowerCase();
-    lower[i >> 1] = name;
-    if (name === 'connection') {
+    const kind = responseNameKind(pairs[i] as string);
+    if (kind === 0) continue;
+    special = true;
+    if (kind === CONNECTION) {
       const tokens = connectionTokens(pairs[i + 1]);
       if (tokens !== undefined) {
         listed ??= new Set();
         for (const t of tokens) listed.add(t);
       }
-    } else if (name === 'via' && via !== undefined) {
+    } else if (kind === VIA && via !== undefined) {
       prevVia = prevVia === undefined ? pairs[i + 1] : `${prevVia}, ${pairs[i + 1]}`;
     }
   }
+  // A copy all the same: callers add to what they get, and the upstream's pairs may be kept (the cache).
+  if (!special && via === undefined) return pairs.slice();
   const out: string[] = [];
   for (let i = 0; i < n; i += 2) {
-    const name = lower[i >> 1] as string;
-    if (DROP_RESPONSE.has(name)) {
-      if (name === 'transfer-encoding') checkTransferCoding(pairs[i + 1]);
+    const name = pairs[i] as string;
+    const kind = responseNameKind(name);
+    if (kind === DROPPED || kind === CONNECTION) continue;
+    if (kind === TRANSFER_ENCODING) {
+      checkTransferCoding(pairs[i + 1]);
       continue;
     }
-    if (listed !== undefined && listed.has(name)) continue;
-    if (via !== undefined && name === 'via') continue;
-    out.push(pairs[i] as string, pairs[i + 1] as string);
+    if (kind === VIA && via !== undefined) continue;
+    // Names the Connection header listed (rare): only then is every name lower-cased.
+    if (listed !== undefined && listed.has(name.toLowerCase())) continue;
+    out.push(name, pairs[i + 1] as string);
   }
   if (via !== undefined) out.push('via', appendVia(prevVia, via));
   return out;
