@@ -265,7 +265,7 @@ function admitted(ex: Exchange): void {
       // The normalised path, as routing saw it: the service must judge the same path the upstream gets,
       // never "/public/../admin" for a request that is served as "/admin".
       uri: ex.url,
-      host: ex.host,
+      host: (ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host) ?? ex.host,
       proto: ex.plain ? 'http' : 'https',
       client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
       trusted: isTrustedPeer(plan, req.remoteAddress),
