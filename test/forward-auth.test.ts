@@ -219,7 +219,11 @@ test('forwardAuth settings are checked with their paths', () => {
       'a.test': {
         tls,
         forwardAuth: { url: 'ftp://auth', responseHeaders: ['Remote User'] },
-        routes: [{ upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: 'soon' } }],
+        routes: [
+          { upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: 'soon' } },
+          // The service's own framing would go upstream: its Content-Length for a body the request does not have.
+          { path: '/b', upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', responseHeaders: ['Remote-User', 'Content-Length', 'connection', 'Host'] } },
+        ],
       },
     },
   });
@@ -227,6 +231,10 @@ test('forwardAuth settings are checked with their paths', () => {
   assert.ok(lines.some((l) => /^hosts\["a\.test"\]\.forwardAuth\.url: expected the authentication service's URL with http:\/\/ or https:\/\//.test(l)), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].forwardAuth.responseHeaders[0]: expected a header name')), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[0].forwardAuth.timeout: ')), lines.join('\n'));
+  for (const i of [1, 2, 3]) {
+    assert.ok(lines.some((l) => l.startsWith(`hosts["a.test"].routes[1].forwardAuth.responseHeaders[${i}]: Portico writes the framing, connection and Host headers`)), lines.join('\n'));
+  }
+  assert.ok(!lines.some((l) => l.includes('responseHeaders[0]') && l.includes('routes[1]')), lines.join('\n'));
 });
 
 test('forwardAuth: X-Forwarded-Proto and -Host are those the upstream gets: the Host with its port, or a trusted load balancer\'s; curl over HTTP/1.1, HTTP/2 and plain HTTP', async (t) => {

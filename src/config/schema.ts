@@ -532,7 +532,11 @@ const ForwardAuthObject = z
       .optional()
       .describe('The request headers sent to the service. Default: all of them (but hop-by-hop and framing headers).'),
     responseHeaders: z
-      .array(PlainHeaderName)
+      .array(
+        PlainHeaderName.refine((s) => !RESERVED_HEADERS.has(s.toLowerCase()), {
+          message: 'Portico writes the framing, connection and Host headers of the upstream request itself; copying the service\'s would break its framing (its Content-Length is its own answer\'s); remove this name',
+        }),
+      )
       .default([])
       .describe('Headers of the service\'s 2xx answer copied into the request that goes upstream, such as ["Remote-User", "Remote-Groups"]. Copies the client sent of these are always removed, so a client cannot claim them.'),
     timeout: TimerDuration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
