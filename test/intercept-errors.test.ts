@@ -33,6 +33,8 @@ let proxy: TestProxy;
 let h1: Upstream;
 let h1Connections = 0;
 let h2c: { url: string; sessions: () => number; close(): Promise<void> };
+/** The h2c upstream's /upload requests: body bytes it got, whether the body ended (as whole), the stream's RST_STREAM code. */
+const uploads: { bytes: number; ended: boolean; rstCode: number }[] = [];
 
 /** An app's error answers by path: bodies and headers a page must hide, and the few it must keep. */
 function answerH1(req: IncomingMessage, res: ServerResponse): void {
@@ -89,6 +91,17 @@ async function startH2c(): Promise<typeof h2c> {
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     const path = headers[':path'];
+    if (path === '/upload') {
+      // Refuses the upload at once, as an app out of room does, and notes how the request body ended.
+      const seen = { bytes: 0, ended: false, rstCode: -1 };
+      uploads.push(seen);
+      stream.on('data', (c: Buffer) => (seen.bytes += c.length));
+      stream.on('end', () => (seen.ended = true));
+      stream.on('close', () => (seen.rstCode = stream.rstCode));
+      stream.respond({ ':status': 503, 'content-type': 'text/plain' });
+      stream.write('no room');
+      return;
+    }
     const answer = (status: number, body: string | Buffer, extra: http2.OutgoingHttpHeaders = {}): void => {
       stream.respond({ ':status': status, 'content-type': 'text/plain', etag: '"h2-etag"', 'x-app': 'h2', ...extra });
       stream.end(body);
@@ -383,5 +396,27 @@ test('interceptErrors without errorPages, or on a route that sends nothing upstr
     assert.deepEqual(problems, []);
   } finally {
     await p.cleanup();
+  }
+});
+
+test('h2c upstream: an upload refused with an error that has a page is cancelled with INTERNAL_ERROR, never ended, so the upstream cannot take the part it got for the whole body; HTTP/1.1 and HTTP/2 clients', async (t) => {
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'ie.test', ca: pki.caPem } });
+  await c.write(`POST /h2c/upload HTTP/1.1\r\nHost: ie.test\r\nContent-Length: 100000\r\n\r\n${'u'.repeat(1000)}`);
+  const w = await c.response();
+  assert.equal(w.status, 503);
+  assert.equal(w.text, PAGE_5XX);
+  const s = await h2Connect(proxy.httpsPort, 'ie.test', pki.caPem);
+  t.after(() => s.close());
+  const stream = s.request({ ':method': 'POST', ':path': '/h2c/upload', 'content-length': '100000' });
+  stream.on('error', () => {});
+  stream.write(Buffer.alloc(1000));
+  const [head] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(head[':status'], 503);
+  for (let i = 0; i < 100 && (uploads.length < 2 || uploads.some((u) => u.rstCode === -1)); i++) await delay(20);
+  assert.equal(uploads.length, 2);
+  for (const [i, u] of uploads.entries()) {
+    assert.ok(u.bytes < 100000, `upload ${i}: cut off`);
+    assert.equal(u.ended, false, `upload ${i}: its body must not end as if whole`);
+    assert.equal(u.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, `upload ${i}`);
   }
 });

@@ -10,7 +10,7 @@ import type { H1Connection, H1Handler } from '../upstream/h1-connection.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
 import type { ErrorPage } from './error-pages.js';
 import type { Exchange } from './exchange.js';
-import { dropRequestBody } from './handle-request.js';
+import { abortUpstreamRequest, dropRequestBody, hasRequestBody } from './handle-request.js';
 import { applyToObject } from './header-rules.js';
 import { appendVia } from './forward-headers.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
@@ -120,14 +120,19 @@ export function interceptH2(ex: Exchange, upRes: IncomingMessage, page: ErrorPag
 /**
  * Lets go of an HTTP/2 upstream's response whose body is not wanted: its stream is cancelled
  * (RST_STREAM), which leaves its connection to the other streams; a request body still arriving is dropped.
+ * A request with a body is reset with INTERNAL_ERROR (abortUpstreamRequest): a plain destroy() sends NO_ERROR,
+ * and a node:http2 upstream then ends a request body still on its way as if it were whole ('end' after the
+ * bytes it got), so an upload cut off here could be taken for a complete one.
  */
 export function releaseH2(ex: Exchange, upRes: IncomingMessage): void {
   // With the client answered otherwise and no upstream response kept, an 'error' from the cancelled stream is ignored.
   ex.upstreamRes = undefined;
   const up = ex.upstreamReq;
   ex.upstreamReq = undefined;
+  // First: destroying the response destroys its stream too, with NO_ERROR.
+  if (hasRequestBody(ex.req)) abortUpstreamRequest(up);
+  else up?.destroy();
   upRes.destroy();
-  up?.destroy();
   dropRequestBody(ex);
 }
 
