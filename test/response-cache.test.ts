@@ -980,3 +980,37 @@ test('cache: a response that varies on a header forwardAuth sets (Vary: Remote-U
   }
   assert.equal(up.seen.length, 4);
 });
+
+test('cache: Portico\'s Cache-Status member comes after an upstream cache\'s (RFC 9211 §2), never in its place, from HTTP/1.1 and HTTP/2 upstreams; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const headers = { 'content-type': 'text/plain', 'cache-control': 'max-age=600', 'cache-status': 'OriginCache; hit; ttl=30' };
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, headers);
+    res.end('from h1');
+  });
+  const h2up = await listenH2(
+    http2.createServer((req, res) => {
+      res.writeHead(200, headers);
+      res.end('from h2');
+    }),
+    'h2c',
+  );
+  const cert = await pki.issue('c12', ['c12.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c12.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }, { path: '/h2', upstream: h2up.url }] } } }, [up.close, h2up.close]);
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const version of ['--http1.1', '--http2']) {
+    for (const prefix of ['', '/h2']) {
+      const path = `${prefix}/page${version}`;
+      const statuses = async (): Promise<string> => {
+        const out = await curl({ host: 'c12.test', port: proxy.httpsPort, caFile, path, args: [version] });
+        // An HTTP/1.1 client may get the members on lines of their own: one list all the same.
+        return [...out.stdout.matchAll(/^cache-status: (.*)\r$/gim)].map((m) => m[1]).join(', ');
+      };
+      assert.equal(await statuses(), 'OriginCache; hit; ttl=30, Portico; fwd=uri-miss; stored', `${version} ${prefix}: a miss`);
+      assert.match(await statuses(), /^OriginCache; hit; ttl=30, Portico; hit; ttl=\d+$/, `${version} ${prefix}: a hit`);
+    }
+  }
+});

@@ -364,6 +364,16 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
   return `${cacheStatus}; stored`;
 }
 
+/**
+ * Puts Portico's Cache-Status member into a header object after those of the caches nearer the origin that the
+ * upstream's response named (RFC 9211 §2: the list runs from the origin to the user agent), never in their place.
+ * An HTTP/1.1 client's header pairs get it as a line of its own after theirs, which is the same list.
+ */
+export function addCacheStatus(headers: OutgoingHttpHeaders, member: string): void {
+  const prev = headers['cache-status'];
+  headers['cache-status'] = prev === undefined || prev === '' ? member : `${Array.isArray(prev) ? prev.join(', ') : String(prev)}, ${member}`;
+}
+
 /** What the store keeps of a response and how long it is fresh. */
 interface Described {
   /** The header pairs kept (a Date added when it had none). */
