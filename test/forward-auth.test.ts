@@ -223,6 +223,8 @@ test('forwardAuth settings are checked with their paths', () => {
           { upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: 'soon' } },
           // The service's own framing would go upstream: its Content-Length for a body the request does not have.
           { path: '/b', upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', responseHeaders: ['Remote-User', 'Content-Length', 'connection', 'Host'] } },
+          // No timeout at all would leave a request waiting for a service that never answers.
+          { path: '/c', upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: '0s' } },
         ],
       },
     },
@@ -235,6 +237,7 @@ test('forwardAuth settings are checked with their paths', () => {
     assert.ok(lines.some((l) => l.startsWith(`hosts["a.test"].routes[1].forwardAuth.responseHeaders[${i}]: Portico writes the framing, connection and Host headers`)), lines.join('\n'));
   }
   assert.ok(!lines.some((l) => l.includes('responseHeaders[0]') && l.includes('routes[1]')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[2].forwardAuth.timeout: expected a duration of at least 1ms')), lines.join('\n'));
 });
 
 test('forwardAuth: X-Forwarded-Proto and -Host are those the upstream gets: the Host with its port, or a trusted load balancer\'s; curl over HTTP/1.1, HTTP/2 and plain HTTP', async (t) => {

@@ -539,7 +539,11 @@ const ForwardAuthObject = z
       )
       .default([])
       .describe('Headers of the service\'s 2xx answer copied into the request that goes upstream, such as ["Remote-User", "Remote-Groups"]. Copies the client sent of these are always removed, so a client cannot claim them.'),
-    timeout: TimerDuration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
+    timeout: TimerDuration.refine((s) => !(durationMs(s) < 1), {
+      message: 'expected a duration of at least 1ms: with "0s" a service that never answers would hold every request it is asked about, without end',
+    })
+      .default('5s')
+      .describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED). At least 1ms.'),
   })
   .describe(
     'Ask an authentication service about every request before serving it (Traefik\'s ForwardAuth, nginx\'s auth_request, Caddy\'s forward_auth): a GET to "url" with the request\'s headers and X-Forwarded-Method, -Proto, -Host, -Uri and -For. A 2xx answer lets the request through (with "responseHeaders" copied into it); any other answer (a redirect to a login page, 401, 403) is sent to the client as it is. An unreachable or slow service gets 502 (PORTICO_FORWARD_AUTH_FAILED): it fails closed. WebSocket upgrades are asked about too.',
