@@ -24,6 +24,7 @@ import { curl, requireTool } from './helpers/real-peers.js';
 const PAGE_5XX = '<h1>We are fixing it</h1>\n';
 const PAGE_401 = 'please log in\n';
 const PAGE_418 = 'short and stout\n';
+const PAGE_416 = 'nothing there\n';
 const BIG = 4 * 1024 * 1024;
 const MEDIUM = 48 * 1024;
 
@@ -60,6 +61,8 @@ function answerH1(req: IncomingMessage, res: ServerResponse): void {
       return secret(418, 'teapot secret');
     case '/conflict':
       return secret(409, 'conflict body');
+    case '/range':
+      return secret(416, 'range secret', { 'content-range': 'bytes */1234' });
     case '/medium':
       // The head first, the body a moment later: it is read apart from the head (raw, into recycled buffers).
       res.writeHead(500, { 'content-type': 'text/plain', 'content-length': MEDIUM });
@@ -131,11 +134,12 @@ before(async () => {
   await writeFile(join(pki.dir, 'pages', '5xx.html'), PAGE_5XX);
   await writeFile(join(pki.dir, 'pages', '401.txt'), PAGE_401);
   await writeFile(join(pki.dir, 'pages', '418.txt'), PAGE_418);
+  await writeFile(join(pki.dir, 'pages', '416.txt'), PAGE_416);
   h1 = await startUpstream(answerH1);
   h1.server.on('connection', () => h1Connections++);
   h2c = await startH2c();
   const cert = await pki.issue('ie', ['ie.test', 'rt.test']);
-  const errorPages = { '5xx': 'pages/5xx.html', '401': 'pages/401.txt', '418': 'pages/418.txt' };
+  const errorPages = { '5xx': 'pages/5xx.html', '401': 'pages/401.txt', '418': 'pages/418.txt', '416': 'pages/416.txt' };
   proxy = await startProxy(pki, {
     hosts: {
       'ie.test': {
@@ -418,5 +422,18 @@ test('h2c upstream: an upload refused with an error that has a page is cancelled
     assert.ok(u.bytes < 100000, `upload ${i}: cut off`);
     assert.equal(u.ended, false, `upload ${i}: its body must not end as if whole`);
     assert.equal(u.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, `upload ${i}`);
+  }
+});
+
+test('a 416 replaced by its page keeps its Content-Range (RFC 9110 §15.5.17), so a client resuming a download learns the length; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const version of ['--http1.1', '--http2']) {
+    const out = await curl({ host: 'ie.test', port: proxy.httpsPort, caFile, path: '/range', args: [version, '-H', 'Range: bytes=5000-'] });
+    assert.match(out.stdout, /^HTTP\/[\d.]+ 416/, version);
+    assert.match(out.stdout, /^content-range: bytes \*\/1234\r$/im, version);
+    assert.ok(out.stdout.endsWith(`\r\n\r\n${PAGE_416}`), `${version}: the page, not the upstream's body`);
+    assert.doesNotMatch(out.stdout, /etag|x-app/i, version);
   }
 });

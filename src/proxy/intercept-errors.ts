@@ -19,7 +19,7 @@ import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
  * Upstream headers an intercepted response keeps: they tell the client what to do about the status, not
  * about the body they came with. WWW-Authenticate for 401 (RFC 9110 §11.6.1), Proxy-Authenticate for 407
  * (§11.7.1), Retry-After for 503, 429 and 413 (§10.2.3), Allow for 405 (§10.2.1), Accept-Patch and
- * Accept-Post for 415 (RFC 5789 §3.1, W3C LDP §7.1). Everything else describes the body the page replaces
+ * Accept-Post for 415 (RFC 5789 §3.1, W3C LDP §7.1); and a 416's Content-Range (sendPage). Everything else describes the body the page replaces
  * (Content-Length, Content-Encoding, ETag, Last-Modified…), the upstream's connection, or state the
  * upstream sets (Set-Cookie), which nginx drops too.
  */
@@ -50,6 +50,9 @@ function sendPage(ex: Exchange, status: number, received: IncomingHttpHeaders, p
     const v = received[name];
     if (v !== undefined) headers[name] = v;
   }
+  // A 416's Content-Range ("bytes */1234") gives the length of the resource, not of the body the page replaces
+  // (RFC 9110 §15.5.17): a client resuming a download learns from it where the file ends.
+  if (status === 416 && received['content-range'] !== undefined) headers['content-range'] = received['content-range'];
   const via = ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined;
   if (via !== undefined) {
     const prev = received.via;
