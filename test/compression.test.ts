@@ -426,3 +426,23 @@ test('compress: a HEAD gets the headers its GET would (RFC 9110 §9.3.2): Conten
   assert.equal(rawGet.headers['content-encoding'], 'gzip');
   assert.equal(gunzipSync(rawGet.body).toString(), JSON_BODY, 'the GET after the HEAD decodes whole');
 });
+
+test('compress: an upstream\'s "Content-Encoding: identity" gives way to the encoding, one Content-Encoding line; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'identity', 'content-length': Buffer.byteLength(JSON_BODY) });
+    res.end(JSON_BODY);
+  });
+  const cert = await pki.issue('cz', ['identity.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'identity.test': { tls: cert, compress: { encodings: ['gzip'], minLength: '512b' }, routes: [{ path: '/', upstream: up.url }] } } }, [up.close]);
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const version of ['--http1.1', '--http2']) {
+    const out = await curl({ host: 'identity.test', port: proxy.httpsPort, caFile, path: '/data', args: [version, '--compressed'] });
+    const head = out.stdout.slice(0, out.stdout.indexOf('\r\n\r\n'));
+    assert.deepEqual(head.split('\r\n').filter((l) => /^content-encoding:/i.test(l)).map((l) => l.toLowerCase()), ['content-encoding: gzip'], `${version}: ${head}`);
+    assert.equal(out.stdout.slice(head.length + 4), JSON_BODY, version);
+  }
+});

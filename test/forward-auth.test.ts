@@ -15,7 +15,7 @@ import { validateConfig } from '../src/config/load.js';
 import { makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
-import { curl, requireTool } from './helpers/real-peers.js';
+import { curl, requireTool, runTool } from './helpers/real-peers.js';
 
 const HOST = 'fa.test';
 
@@ -206,7 +206,8 @@ test('curl: the login redirect without a session, the page with one', async (t) 
   const caFile = join(pki.dir, 'ca.pem');
   await writeFile(caFile, pki.caPem);
   const out = await curl({ host: HOST, port: proxy.httpsPort, caFile, path: '/page', args: ['-o', '/dev/null', '-w', '%{http_code} %{redirect_url}'] });
-  assert.match(out.stdout, /^302 https:\/\/auth\.test\/login\?rd=https%3A%2F%2Ffa\.test%2Fpage$/);
+  // The way back keeps the port the client asked for (curl's Host is fa.test:<port>), as the upstream's X-Forwarded-Host does.
+  assert.equal(out.stdout, `302 https://auth.test/login?rd=https%3A%2F%2Ffa.test%3A${proxy.httpsPort}%2Fpage`);
   const ok = await curl({ host: HOST, port: proxy.httpsPort, caFile, path: '/page', args: ['--http2', '-b', 'session=ok', '-o', '/dev/null', '-w', '%{http_code} %{http_version}'] });
   assert.equal(ok.stdout, '200 2');
 });
@@ -218,7 +219,13 @@ test('forwardAuth settings are checked with their paths', () => {
       'a.test': {
         tls,
         forwardAuth: { url: 'ftp://auth', responseHeaders: ['Remote User'] },
-        routes: [{ upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: 'soon' } }],
+        routes: [
+          { upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: 'soon' } },
+          // The service's own framing would go upstream: its Content-Length for a body the request does not have.
+          { path: '/b', upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', responseHeaders: ['Remote-User', 'Content-Length', 'connection', 'Host'] } },
+          // No timeout at all would leave a request waiting for a service that never answers.
+          { path: '/c', upstream: 'http://127.0.0.1:1', forwardAuth: { url: 'http://127.0.0.1:9091/verify', timeout: '0s' } },
+        ],
       },
     },
   });
@@ -226,4 +233,39 @@ test('forwardAuth settings are checked with their paths', () => {
   assert.ok(lines.some((l) => /^hosts\["a\.test"\]\.forwardAuth\.url: expected the authentication service's URL with http:\/\/ or https:\/\//.test(l)), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].forwardAuth.responseHeaders[0]: expected a header name')), lines.join('\n'));
   assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[0].forwardAuth.timeout: ')), lines.join('\n'));
+  for (const i of [1, 2, 3]) {
+    assert.ok(lines.some((l) => l.startsWith(`hosts["a.test"].routes[1].forwardAuth.responseHeaders[${i}]: Portico writes the framing, connection and Host headers`)), lines.join('\n'));
+  }
+  assert.ok(!lines.some((l) => l.includes('responseHeaders[0]') && l.includes('routes[1]')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.startsWith('hosts["a.test"].routes[2].forwardAuth.timeout: expected a duration of at least 1ms')), lines.join('\n'));
+});
+
+test('forwardAuth: X-Forwarded-Proto and -Host are those the upstream gets: the Host with its port, or a trusted load balancer\'s; curl over HTTP/1.1, HTTP/2 and plain HTTP', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const up = await startUpstream();
+  const auth = await startAuthService();
+  const cert = await pki.issue('fa', [HOST]);
+  // The test's client stands for a load balancer that terminated TLS and reaches Portico over plain HTTP.
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { forwarding: { trustedProxies: ['127.0.0.1'] }, hosts: { [HOST]: { tls: cert, plainHttp: 'serve', forwardAuth: { url: `${auth.url}/verify` }, routes: [{ path: '/', upstream: up.url }] } } },
+    [() => up.close(), () => auth.close()],
+  );
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  const redirect = '-w%{redirect_url}';
+  for (const version of ['--http1.1', '--http2']) {
+    const out = await curl({ host: HOST, port: proxy.httpsPort, caFile, path: '/page?a=1', args: [version, '-o', '/dev/null', redirect] });
+    assert.equal(out.stdout, `https://auth.test/login?rd=${encodeURIComponent(`https://${HOST}:${proxy.httpsPort}/page?a=1`)}`, version);
+    assert.equal(auth.seen.at(-1)!.headers['x-forwarded-host'], `${HOST}:${proxy.httpsPort}`, version);
+  }
+  // Through the load balancer: where the client was going is what it says, as for the upstream.
+  const lb = await runTool('curl', ['-sS', '-o', '/dev/null', redirect, '-H', `Host: ${HOST}`, '-H', 'X-Forwarded-Proto: https', '-H', `X-Forwarded-Host: ${HOST}`, `http://127.0.0.1:${proxy.httpPort}/page`]);
+  assert.equal(lb.stdout, `https://auth.test/login?rd=${encodeURIComponent(`https://${HOST}/page`)}`);
+  // Without them, Portico's own view: plain HTTP, and the Host with its port.
+  const plain = await runTool('curl', ['-sS', '-o', '/dev/null', redirect, '-H', `Host: ${HOST}:8080`, `http://127.0.0.1:${proxy.httpPort}/page`]);
+  assert.equal(plain.stdout, `https://auth.test/login?rd=${encodeURIComponent(`http://${HOST}:8080/page`)}`);
+  assert.equal(up.seen.length, 0);
 });

@@ -24,6 +24,7 @@ import { curl, requireTool } from './helpers/real-peers.js';
 const PAGE_5XX = '<h1>We are fixing it</h1>\n';
 const PAGE_401 = 'please log in\n';
 const PAGE_418 = 'short and stout\n';
+const PAGE_416 = 'nothing there\n';
 const BIG = 4 * 1024 * 1024;
 const MEDIUM = 48 * 1024;
 
@@ -33,6 +34,8 @@ let proxy: TestProxy;
 let h1: Upstream;
 let h1Connections = 0;
 let h2c: { url: string; sessions: () => number; close(): Promise<void> };
+/** The h2c upstream's /upload requests: body bytes it got, whether the body ended (as whole), the stream's RST_STREAM code. */
+const uploads: { bytes: number; ended: boolean; rstCode: number }[] = [];
 
 /** An app's error answers by path: bodies and headers a page must hide, and the few it must keep. */
 function answerH1(req: IncomingMessage, res: ServerResponse): void {
@@ -58,6 +61,8 @@ function answerH1(req: IncomingMessage, res: ServerResponse): void {
       return secret(418, 'teapot secret');
     case '/conflict':
       return secret(409, 'conflict body');
+    case '/range':
+      return secret(416, 'range secret', { 'content-range': 'bytes */1234' });
     case '/medium':
       // The head first, the body a moment later: it is read apart from the head (raw, into recycled buffers).
       res.writeHead(500, { 'content-type': 'text/plain', 'content-length': MEDIUM });
@@ -89,6 +94,17 @@ async function startH2c(): Promise<typeof h2c> {
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     const path = headers[':path'];
+    if (path === '/upload') {
+      // Refuses the upload at once, as an app out of room does, and notes how the request body ended.
+      const seen = { bytes: 0, ended: false, rstCode: -1 };
+      uploads.push(seen);
+      stream.on('data', (c: Buffer) => (seen.bytes += c.length));
+      stream.on('end', () => (seen.ended = true));
+      stream.on('close', () => (seen.rstCode = stream.rstCode));
+      stream.respond({ ':status': 503, 'content-type': 'text/plain' });
+      stream.write('no room');
+      return;
+    }
     const answer = (status: number, body: string | Buffer, extra: http2.OutgoingHttpHeaders = {}): void => {
       stream.respond({ ':status': status, 'content-type': 'text/plain', etag: '"h2-etag"', 'x-app': 'h2', ...extra });
       stream.end(body);
@@ -118,11 +134,12 @@ before(async () => {
   await writeFile(join(pki.dir, 'pages', '5xx.html'), PAGE_5XX);
   await writeFile(join(pki.dir, 'pages', '401.txt'), PAGE_401);
   await writeFile(join(pki.dir, 'pages', '418.txt'), PAGE_418);
+  await writeFile(join(pki.dir, 'pages', '416.txt'), PAGE_416);
   h1 = await startUpstream(answerH1);
   h1.server.on('connection', () => h1Connections++);
   h2c = await startH2c();
   const cert = await pki.issue('ie', ['ie.test', 'rt.test']);
-  const errorPages = { '5xx': 'pages/5xx.html', '401': 'pages/401.txt', '418': 'pages/418.txt' };
+  const errorPages = { '5xx': 'pages/5xx.html', '401': 'pages/401.txt', '418': 'pages/418.txt', '416': 'pages/416.txt' };
   proxy = await startProxy(pki, {
     hosts: {
       'ie.test': {
@@ -383,5 +400,40 @@ test('interceptErrors without errorPages, or on a route that sends nothing upstr
     assert.deepEqual(problems, []);
   } finally {
     await p.cleanup();
+  }
+});
+
+test('h2c upstream: an upload refused with an error that has a page is cancelled with INTERNAL_ERROR, never ended, so the upstream cannot take the part it got for the whole body; HTTP/1.1 and HTTP/2 clients', async (t) => {
+  const c = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'ie.test', ca: pki.caPem } });
+  await c.write(`POST /h2c/upload HTTP/1.1\r\nHost: ie.test\r\nContent-Length: 100000\r\n\r\n${'u'.repeat(1000)}`);
+  const w = await c.response();
+  assert.equal(w.status, 503);
+  assert.equal(w.text, PAGE_5XX);
+  const s = await h2Connect(proxy.httpsPort, 'ie.test', pki.caPem);
+  t.after(() => s.close());
+  const stream = s.request({ ':method': 'POST', ':path': '/h2c/upload', 'content-length': '100000' });
+  stream.on('error', () => {});
+  stream.write(Buffer.alloc(1000));
+  const [head] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+  assert.equal(head[':status'], 503);
+  for (let i = 0; i < 100 && (uploads.length < 2 || uploads.some((u) => u.rstCode === -1)); i++) await delay(20);
+  assert.equal(uploads.length, 2);
+  for (const [i, u] of uploads.entries()) {
+    assert.ok(u.bytes < 100000, `upload ${i}: cut off`);
+    assert.equal(u.ended, false, `upload ${i}: its body must not end as if whole`);
+    assert.equal(u.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, `upload ${i}`);
+  }
+});
+
+test('a 416 replaced by its page keeps its Content-Range (RFC 9110 §15.5.17), so a client resuming a download learns the length; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const version of ['--http1.1', '--http2']) {
+    const out = await curl({ host: 'ie.test', port: proxy.httpsPort, caFile, path: '/range', args: [version, '-H', 'Range: bytes=5000-'] });
+    assert.match(out.stdout, /^HTTP\/[\d.]+ 416/, version);
+    assert.match(out.stdout, /^content-range: bytes \*\/1234\r$/im, version);
+    assert.ok(out.stdout.endsWith(`\r\n\r\n${PAGE_416}`), `${version}: the page, not the upstream's body`);
+    assert.doesNotMatch(out.stdout, /etag|x-app/i, version);
   }
 });

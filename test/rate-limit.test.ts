@@ -12,6 +12,7 @@ import { makePki, startProxyFor } from './helpers/proxy.js';
 import { freePort, h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { adminRequest } from './helpers/admin.js';
 import { RawClient, rawUpgradeRequest } from './helpers/raw-http1.js';
+import { curl, requireTool } from './helpers/real-peers.js';
 
 test('rateLimit: a burst, then the rate; a host\'s budget shared by its routes; per client behind a trusted proxy; 429 with Retry-After everywhere', async (t) => {
   const pki = await makePki();
@@ -256,4 +257,44 @@ test('rateLimit holds for a client over ::1, and counts it as its /64 however a 
   assert.equal((await get('127.0.0.1', '0:0:0:0:0:0:0:1')).status, 429, 'the same client named by the trusted proxy 127.0.0.1 in another spelling: the same /64, the same bucket');
   assert.equal((await get('127.0.0.1')).status, 200, 'the proxy itself, an IPv4 client, has its own');
   assert.equal(up.seen.length, 3, 'limited requests reach no upstream');
+});
+
+test('rateLimit behind a trusted proxy that writes the client\'s port in X-Forwarded-For ("203.0.113.7:51234", "[2001:db8::7]:443") counts the client, not each of its connections; allowFrom and the access line see the address; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end(String(req.headers['x-forwarded-for']));
+  });
+  const cert = await pki.issue('rlp', ['rlp.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    {
+      forwarding: { trustedProxies: ['127.0.0.1'] },
+      hosts: {
+        'rlp.test': {
+          tls: cert,
+          rateLimit: { requests: 1, per: '1h', burst: 2 },
+          routes: [
+            { path: '/', upstream: up.url },
+            { path: '/office', upstream: up.url, rateLimit: false, allowFrom: ['203.0.113.0/24', '2001:db8::/32'] },
+          ],
+        },
+      },
+    },
+    [up.close],
+  );
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  const status = async (xff: string, version: string, path = '/'): Promise<string> =>
+    (await curl({ host: 'rlp.test', port: proxy.httpsPort, caFile, path, args: [version, '-o', '/dev/null', '-w', '%{http_code}', '-H', `X-Forwarded-For: ${xff}`] })).stdout;
+  for (const [client, version] of [['203.0.113.7', '--http1.1'], ['[2001:db8::7]', '--http2']] as const) {
+    assert.equal(await status(`${client}:50001`, version), '200', version);
+    assert.equal(await status(`${client}:50002`, version), '200', version);
+    assert.equal(await status(`${client}:50003`, version), '429', `${version}: a new source port is the same client, its burst spent`);
+    assert.equal(await status(`${client}:50004`, version, '/office'), '200', `${version}: allowFrom judges the address`);
+  }
+  const lines = proxy.logs.filter((l) => l['msg'] === 'access');
+  assert.deepEqual([...new Set(lines.map((l) => l['client']))], ['203.0.113.7', '2001:db8::7']);
 });

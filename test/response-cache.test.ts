@@ -933,3 +933,84 @@ test('cache: headers an upstream named in Connection are not stored, so a hit ne
     }
   }
 });
+
+test('cache: a response that varies on a header forwardAuth sets (Vary: Remote-User) is kept per user, as its upstream saw the request, never sent to another user; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  // An authentication service as Authelia: the session cookie names the user.
+  const auth = http.createServer((req, res) => {
+    const user = /(?:^|;\s*)session=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
+    res.writeHead(user === undefined ? 401 : 200, user === undefined ? {} : { 'remote-user': user });
+    res.end();
+  });
+  auth.listen(0, '127.0.0.1');
+  await once(auth, 'listening');
+  // An app that personalises its page and says so the HTTP way: Vary on the header that names the user.
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=600', vary: 'Remote-User' });
+    res.end(`inbox of ${String(req.headers['remote-user'])}`);
+  });
+  const cert = await pki.issue('c11', ['c11.test']);
+  const proxy = await startProxyFor(
+    t,
+    pki,
+    { hosts: { 'c11.test': { tls: cert, cache: true, forwardAuth: { url: `http://127.0.0.1:${(auth.address() as AddressInfo).port}/`, responseHeaders: ['Remote-User'] }, routes: [{ path: '/', upstream: up.url }] } } },
+    [up.close, () => new Promise<void>((r) => auth.close(() => r()))],
+  );
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  const get = async (user: string, http2: boolean, extra: string[] = []) => {
+    const out = await curl({ host: 'c11.test', port: proxy.httpsPort, caFile, path: '/inbox', args: [http2 ? '--http2' : '--http1.1', '-b', `session=${user}`, ...extra] });
+    const cacheStatus = /^cache-status: (.*)\r$/im.exec(out.stdout)?.[1];
+    return { body: out.stdout.slice(out.stdout.indexOf('\r\n\r\n') + 4), cacheStatus };
+  };
+  for (const h2 of [false, true]) {
+    const path = h2 ? 'HTTP/2' : 'HTTP/1.1';
+    const alice = await get(h2 ? 'alice2' : 'alice', h2);
+    assert.equal(alice.body, `inbox of ${h2 ? 'alice2' : 'alice'}`, path);
+    assert.equal(alice.cacheStatus, 'Portico; fwd=uri-miss; stored', path);
+    const bob = await get(h2 ? 'bob2' : 'bob', h2);
+    assert.equal(bob.body, `inbox of ${h2 ? 'bob2' : 'bob'}`, `${path}: another user never gets the page stored for the first`);
+    assert.equal(bob.cacheStatus, 'Portico; fwd=uri-miss; stored', path);
+    // A client's own Remote-User is not the one the upstream gets, so it picks no stored page either.
+    const forged = await get(h2 ? 'bob2' : 'bob', h2, ['-H', `Remote-User: ${h2 ? 'alice2' : 'alice'}`]);
+    assert.equal(forged.body, `inbox of ${h2 ? 'bob2' : 'bob'}`, path);
+    assert.match(String(forged.cacheStatus), /^Portico; hit/, `${path}: each user's page is still served from the cache`);
+  }
+  assert.equal(up.seen.length, 4);
+});
+
+test('cache: Portico\'s Cache-Status member comes after an upstream cache\'s (RFC 9211 §2), never in its place, from HTTP/1.1 and HTTP/2 upstreams; curl over HTTP/1.1 and HTTP/2', async (t) => {
+  if (!requireTool(t, 'curl')) return;
+  const pki = await makePki();
+  const headers = { 'content-type': 'text/plain', 'cache-control': 'max-age=600', 'cache-status': 'OriginCache; hit; ttl=30' };
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, headers);
+    res.end('from h1');
+  });
+  const h2up = await listenH2(
+    http2.createServer((req, res) => {
+      res.writeHead(200, headers);
+      res.end('from h2');
+    }),
+    'h2c',
+  );
+  const cert = await pki.issue('c12', ['c12.test']);
+  const proxy = await startProxyFor(t, pki, { hosts: { 'c12.test': { tls: cert, cache: true, routes: [{ path: '/', upstream: up.url }, { path: '/h2', upstream: h2up.url }] } } }, [up.close, h2up.close]);
+  const caFile = join(pki.dir, 'ca.pem');
+  await writeFile(caFile, pki.caPem);
+  for (const version of ['--http1.1', '--http2']) {
+    for (const prefix of ['', '/h2']) {
+      const path = `${prefix}/page${version}`;
+      const statuses = async (): Promise<string> => {
+        const out = await curl({ host: 'c12.test', port: proxy.httpsPort, caFile, path, args: [version] });
+        // An HTTP/1.1 client may get the members on lines of their own: one list all the same.
+        return [...out.stdout.matchAll(/^cache-status: (.*)\r$/gim)].map((m) => m[1]).join(', ');
+      };
+      assert.equal(await statuses(), 'OriginCache; hit; ttl=30, Portico; fwd=uri-miss; stored', `${version} ${prefix}: a miss`);
+      assert.match(await statuses(), /^OriginCache; hit; ttl=30, Portico; hit; ttl=\d+$/, `${version} ${prefix}: a hit`);
+    }
+  }
+});

@@ -173,7 +173,7 @@ function notCached(ex: Exchange): true {
  * a stale one that does not forbid it.
  */
 function lookUp(ex: Exchange, base: string, rq: CacheRequest): string {
-  const found = responseCache.lookup(base, ex.req.headers);
+  const found = responseCache.lookup(base, varyHeaders(ex));
   if (found === undefined) return 'uri-miss';
   const now = Date.now();
   if (now < found.expiresAt) {
@@ -209,6 +209,25 @@ function lookUp(ex: Exchange, base: string, rq: CacheRequest): string {
 function accepts(rq: CacheRequest, e: CachedResponse, now: number): boolean {
   if (rq.maxAgeMs >= 0 && e.initialAgeS * 1000 + (now - e.storedAt) > rq.maxAgeMs) return false;
   return rq.minFreshMs === 0 || e.expiresAt - now >= rq.minFreshMs;
+}
+
+/**
+ * The request headers a stored response's Vary is matched against: those the upstream got (RFC 9111 §4.1 matches
+ * the request the response was selected by). They are the client's, but on a route with forwardAuth the headers
+ * the service's answer names (say Remote-User) are the service's alone, the client's copies removed
+ * (applyAuthHeaders): a response with "Vary: Remote-User" is one user's, and keyed by the client's own (absent)
+ * Remote-User it went to every user. Other routes pass the client's headers as they are; a forwardAuth route
+ * pays one small object, its prototype the client's headers.
+ */
+function varyHeaders(ex: Exchange): Readonly<Record<string, string | string[] | undefined>> {
+  const fa = ex.route!.forwardAuth;
+  if (fa === undefined) return ex.req.headers;
+  const view = Object.create(ex.req.headers) as Record<string, string | string[] | undefined>;
+  const drop = fa.dropFromClient;
+  for (let i = 0; i < drop.length; i++) view[drop[i] as string] = undefined;
+  const copied = ex.authHeaders;
+  if (copied !== undefined) for (let i = 0; i < copied.length; i++) view[(copied[i] as readonly [string, string])[0]] = (copied[i] as readonly [string, string])[1];
+  return view;
 }
 
 /** A request the cache did not answer goes upstream: its Cache-Status, and for a GET what to store its response as. */
@@ -341,8 +360,18 @@ export function startFill(ex: Exchange, status: number, pairs: readonly string[]
     return cacheStatus;
   }
   const names = varyNames(d.byName.get('vary'));
-  ex.cacheFill = newFill(d, miss.base, variantKey(names, ex.req.headers), names, status, miss.plan);
+  ex.cacheFill = newFill(d, miss.base, variantKey(names, varyHeaders(ex)), names, status, miss.plan);
   return `${cacheStatus}; stored`;
+}
+
+/**
+ * Puts Portico's Cache-Status member into a header object after those of the caches nearer the origin that the
+ * upstream's response named (RFC 9211 §2: the list runs from the origin to the user agent), never in their place.
+ * An HTTP/1.1 client's header pairs get it as a line of its own after theirs, which is the same list.
+ */
+export function addCacheStatus(headers: OutgoingHttpHeaders, member: string): void {
+  const prev = headers['cache-status'];
+  headers['cache-status'] = prev === undefined || prev === '' ? member : `${Array.isArray(prev) ? prev.join(', ') : String(prev)}, ${member}`;
 }
 
 /** What the store keeps of a response and how long it is fresh. */

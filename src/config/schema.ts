@@ -532,10 +532,18 @@ const ForwardAuthObject = z
       .optional()
       .describe('The request headers sent to the service. Default: all of them (but hop-by-hop and framing headers).'),
     responseHeaders: z
-      .array(PlainHeaderName)
+      .array(
+        PlainHeaderName.refine((s) => !RESERVED_HEADERS.has(s.toLowerCase()), {
+          message: 'Portico writes the framing, connection and Host headers of the upstream request itself; copying the service\'s would break its framing (its Content-Length is its own answer\'s); remove this name',
+        }),
+      )
       .default([])
       .describe('Headers of the service\'s 2xx answer copied into the request that goes upstream, such as ["Remote-User", "Remote-Groups"]. Copies the client sent of these are always removed, so a client cannot claim them.'),
-    timeout: TimerDuration.default('5s').describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED).'),
+    timeout: TimerDuration.refine((s) => !(durationMs(s) < 1), {
+      message: 'expected a duration of at least 1ms: with "0s" a service that never answers would hold every request it is asked about, without end',
+    })
+      .default('5s')
+      .describe('Longest wait for the service\'s answer; past it the request gets 502 (PORTICO_FORWARD_AUTH_FAILED). At least 1ms.'),
   })
   .describe(
     'Ask an authentication service about every request before serving it (Traefik\'s ForwardAuth, nginx\'s auth_request, Caddy\'s forward_auth): a GET to "url" with the request\'s headers and X-Forwarded-Method, -Proto, -Host, -Uri and -For. A 2xx answer lets the request through (with "responseHeaders" copied into it); any other answer (a redirect to a login page, 401, 403) is sent to the client as it is. An unreachable or slow service gets 502 (PORTICO_FORWARD_AUTH_FAILED): it fails closed. WebSocket upgrades are asked about too.',
@@ -719,7 +727,7 @@ const HostEntry = z
       .boolean()
       .default(false)
       .describe(
-        'Send this host\'s "errorPages" in place of upstream error responses too (nginx\'s proxy_intercept_errors with error_page, Traefik\'s errors middleware): an upstream\'s 4xx or 5xx answer whose status has a page ("500", or "5xx") reaches the client with that status and the page (its Content-Type, Cache-Control: no-store; HEAD gets the head alone). The upstream\'s body is discarded; of its headers only those a client needs to act on the status are kept (WWW-Authenticate, Proxy-Authenticate, Retry-After, Allow, Accept-Patch, Accept-Post); response header rules still apply, compression does not. Statuses without a page pass on as they are, and so do declined WebSocket upgrades. The access line keeps the upstream\'s status, with "detail": "replaced by the error page". Needs "errorPages". A route\'s own "interceptErrors" replaces this. Hazard: clients that read an API\'s error bodies (JSON problem details, say) get the page instead; set "interceptErrors": false on such routes. Default: false.',
+        'Send this host\'s "errorPages" in place of upstream error responses too (nginx\'s proxy_intercept_errors with error_page, Traefik\'s errors middleware): an upstream\'s 4xx or 5xx answer whose status has a page ("500", or "5xx") reaches the client with that status and the page (its Content-Type, Cache-Control: no-store; HEAD gets the head alone). The upstream\'s body is discarded; of its headers only those a client needs to act on the status are kept (WWW-Authenticate, Proxy-Authenticate, Retry-After, Allow, Accept-Patch, Accept-Post, and a 416\'s Content-Range); response header rules still apply, compression does not. Statuses without a page pass on as they are, and so do declined WebSocket upgrades. The access line keeps the upstream\'s status, with "detail": "replaced by the error page". Needs "errorPages". A route\'s own "interceptErrors" replaces this. Hazard: clients that read an API\'s error bodies (JSON problem details, say) get the page instead; set "interceptErrors": false on such routes. Default: false.',
       ),
     earlyHints: z
       .boolean()

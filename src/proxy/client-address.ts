@@ -40,9 +40,26 @@ export function isInList(list: BlockList, addr: string): boolean {
 }
 
 /**
+ * An X-Forwarded-For entry without the port some proxies write after it ("203.0.113.7:51234", as Azure
+ * Application Gateway does; "[2001:db8::7]:51234", or an IPv6 address in brackets alone), as nginx's
+ * realip module reads them. Kept, the port made every connection of one client another address: a rateLimit
+ * bucket per source port (so no limit at all), and an allowFrom that refused the client. An IPv6 address
+ * without brackets has more than one colon and is left as it is. One indexOf for an IPv4 entry.
+ */
+function withoutPort(entry: string): string {
+  if (entry.charCodeAt(0) === 91 /* '[' */) {
+    const end = entry.indexOf(']');
+    return end > 1 ? entry.slice(1, end) : entry;
+  }
+  const colon = entry.indexOf(':');
+  return colon > 0 && entry.indexOf(':', colon + 1) === -1 ? entry.slice(0, colon) : entry;
+}
+
+/**
  * The address access rules judge: the peer's, unless the peer is trusted; then the rightmost
- * X-Forwarded-For entry that is not trusted (or the leftmost, when all are). An entry that is
- * not an IP address ends the walk and is returned as is, so it matches no allow list.
+ * X-Forwarded-For entry that is not trusted (or the leftmost, when all are), without a port a proxy
+ * wrote after it. An entry that is not an IP address ends the walk and is returned as is, so it
+ * matches no allow list.
  */
 export function clientAddress(remote: string, headers: IncomingHttpHeaders, trusted: BlockList | undefined): string {
   if (trusted === undefined || !isInList(trusted, remote)) return remote;
@@ -51,7 +68,7 @@ export function clientAddress(remote: string, headers: IncomingHttpHeaders, trus
   const entries = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
   let addr = remote;
   for (let i = entries.length - 1; i >= 0; i--) {
-    addr = (entries[i] as string).trim();
+    addr = withoutPort((entries[i] as string).trim());
     if (!isInList(trusted, addr)) return addr;
   }
   return addr;

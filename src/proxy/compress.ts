@@ -170,7 +170,8 @@ export function markEncodedPairs(pairs: readonly string[], enc: Encoding | undef
     const value = pairs[i + 1] as string;
     const lower = name.toLowerCase();
     if (lower === 'vary') vary = vary === undefined ? value : `${vary}, ${value}`;
-    else if (enc !== undefined && (lower === 'content-length' || lower === 'accept-ranges')) continue;
+    // An upstream's "Content-Encoding: identity" (no coding; nothing else reaches an encoder) gives way to the encoding.
+    else if (enc !== undefined && (lower === 'content-length' || lower === 'accept-ranges' || lower === 'content-encoding')) continue;
     else if (weak && lower === 'etag') out.push(name, weakEtag(value));
     else out.push(name, value);
   }

@@ -60,8 +60,6 @@ export class Exchange implements H1Handler {
    */
   bytes = 0;
   requestBytes = 0;
-  /** "requestBuffer": the body being read before sending (src/proxy/request-buffer.ts), until it is read or the limit passed. */
-  bodyReading: { stop(): Buffer } | undefined = undefined;
   /** "requestBuffer": the whole body, read before sending (sent in one piece, and again to another target on a retry). */
   bodyBuffer: Buffer | undefined = undefined;
   error: ErrorCode | undefined = undefined;

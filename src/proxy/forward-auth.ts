@@ -79,6 +79,11 @@ export interface AuthRequestFacts {
   readonly headers: IncomingHttpHeaders;
   /** The request's path and query after normalisation (what routing saw), so the service judges the path that is served. */
   readonly uri: string;
+  /**
+   * The request's Host (HTTP/2: `:authority`) as the client sent it, port included, as the upstream gets it in
+   * X-Forwarded-Host: a service that builds the URL to come back to after its login page (Authelia, oauth2-proxy)
+   * must not lose a port other than 443.
+   */
   readonly host: string;
   readonly proto: 'http' | 'https';
   /** The client's address (behind a trusted proxy, the one its X-Forwarded-For names). */
@@ -121,11 +126,19 @@ function authHeaders(fa: ForwardAuthPlan, f: AuthRequestFacts): OutgoingHttpHead
   }
   out.host = fa.url.host;
   out['x-forwarded-method'] = f.method;
-  out['x-forwarded-proto'] = f.proto;
-  out['x-forwarded-host'] = f.host;
+  // From a trusted proxy (a load balancer that terminated TLS), its X-Forwarded-Proto and -Host say where the
+  // client was going, as the upstream gets them (buildRequestHeaders); otherwise Portico's own view.
+  const proto = f.trusted ? listValue(f.headers['x-forwarded-proto']) : undefined;
+  out['x-forwarded-proto'] = proto === undefined || proto === '' ? f.proto : proto;
+  const host = f.trusted ? listValue(f.headers['x-forwarded-host']) : undefined;
+  out['x-forwarded-host'] = host === undefined || host === '' ? f.host : host;
   out['x-forwarded-uri'] = f.uri;
   out['x-forwarded-for'] = f.client;
   return out;
+}
+
+function listValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
 }
 
 /** Asks the service about one request; `done` gets the verdict (once). */

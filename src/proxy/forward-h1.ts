@@ -20,7 +20,7 @@ import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.j
 import { markEncodedObject, markEncodedPairs, markVaryObject, markWeakObject, objectGetter, pairsListGetter, type Encoding } from './compress.js';
 import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
-import { answerWithStale, startFill } from '../cache/cache-exchange.js';
+import { addCacheStatus, answerWithStale, startFill } from '../cache/cache-exchange.js';
 import { interceptH1, releaseH1 } from './intercept-errors.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
@@ -107,7 +107,7 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
       if (rules !== undefined) applyToObject(headers, rules);
       if (sticky !== undefined) addSetCookie(headers, sticky);
-      if (cacheStatus !== undefined) headers['cache-status'] = cacheStatus;
+      if (cacheStatus !== undefined) addCacheStatus(headers, cacheStatus);
       if (cp !== undefined) {
         const d = decideEncoding(ex, cp, statusCode, objectGetter(headers));
         if (d === 'vary') markVaryObject(headers);

@@ -38,7 +38,7 @@ import { decideEncoding, dropEncoder, flushOnData, startEncoder } from './encode
 import { serveFiles } from '../files/serve-files.js';
 import { applyAuthHeaders, askForwardAuth, verdictUser, type AuthVerdict } from './forward-auth.js';
 import { anyAvailable, leaveQueue, releaseSlot, takeSlot, waitForSlot } from './upstream-limit.js';
-import { addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, invalidateAnswered, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
+import { addCacheStatus, addValidators, answerFromCache, answerWithStale, finishFill, headerObjectPairs, invalidateAnswered, leaveCacheLock, onFillData, serveStaleOnError, startFill } from '../cache/cache-exchange.js';
 import { FAILED_BEFORE_RESPONSE, IDEMPOTENT, isTargetFailure, RETRYABLE, upstreamErrorCode } from './upstream-errors.js';
 import { AUTH_BUSY } from './basic-auth.js';
 import { interceptH2, releaseH2 } from './intercept-errors.js';
@@ -265,7 +265,7 @@ function admitted(ex: Exchange): void {
       // The normalised path, as routing saw it: the service must judge the same path the upstream gets,
       // never "/public/../admin" for a request that is served as "/admin".
       uri: ex.url,
-      host: ex.host,
+      host: (ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host) ?? ex.host,
       proto: ex.plain ? 'http' : 'https',
       client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
       trusted: isTrustedPeer(plan, req.remoteAddress),
@@ -769,7 +769,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     }
   }
   const headers = buildResponseHeaders(upRes.headers, ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined);
-  if (ex.cacheStatus !== undefined) headers['cache-status'] = startFill(ex, ex.status, headerObjectPairs(upRes.headers));
+  if (ex.cacheStatus !== undefined) addCacheStatus(headers, startFill(ex, ex.status, headerObjectPairs(upRes.headers)));
   const rules = ex.route!.headerRules?.response;
   if (rules !== undefined) applyToObject(headers, rules);
   if (ex.upstream!.sticky !== undefined) {

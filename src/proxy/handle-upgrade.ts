@@ -337,7 +337,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
     if (fa === undefined) return proceed();
     const authReq = askForwardAuth(
       fa,
-      { method: req.method, headers: req.headers, uri: url, host, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
+      { method: req.method, headers: req.headers, uri: url, host: rawHost, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
       (v) => {
         client.offClose(cancel);
         if (client.destroyed) return;

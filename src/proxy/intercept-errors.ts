@@ -10,7 +10,7 @@ import type { H1Connection, H1Handler } from '../upstream/h1-connection.js';
 import { giveBackReadBuffer } from '../upstream/read-buffers.js';
 import type { ErrorPage } from './error-pages.js';
 import type { Exchange } from './exchange.js';
-import { dropRequestBody } from './handle-request.js';
+import { abortUpstreamRequest, dropRequestBody, hasRequestBody } from './handle-request.js';
 import { applyToObject } from './header-rules.js';
 import { appendVia } from './forward-headers.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
@@ -19,7 +19,7 @@ import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
  * Upstream headers an intercepted response keeps: they tell the client what to do about the status, not
  * about the body they came with. WWW-Authenticate for 401 (RFC 9110 §11.6.1), Proxy-Authenticate for 407
  * (§11.7.1), Retry-After for 503, 429 and 413 (§10.2.3), Allow for 405 (§10.2.1), Accept-Patch and
- * Accept-Post for 415 (RFC 5789 §3.1, W3C LDP §7.1). Everything else describes the body the page replaces
+ * Accept-Post for 415 (RFC 5789 §3.1, W3C LDP §7.1); and a 416's Content-Range (sendPage). Everything else describes the body the page replaces
  * (Content-Length, Content-Encoding, ETag, Last-Modified…), the upstream's connection, or state the
  * upstream sets (Set-Cookie), which nginx drops too.
  */
@@ -50,6 +50,9 @@ function sendPage(ex: Exchange, status: number, received: IncomingHttpHeaders, p
     const v = received[name];
     if (v !== undefined) headers[name] = v;
   }
+  // A 416's Content-Range ("bytes */1234") gives the length of the resource, not of the body the page replaces
+  // (RFC 9110 §15.5.17): a client resuming a download learns from it where the file ends.
+  if (status === 416 && received['content-range'] !== undefined) headers['content-range'] = received['content-range'];
   const via = ex.plan.sendVia ? (ex.h2 ? '2' : '1.1') : undefined;
   if (via !== undefined) {
     const prev = received.via;
@@ -120,14 +123,19 @@ export function interceptH2(ex: Exchange, upRes: IncomingMessage, page: ErrorPag
 /**
  * Lets go of an HTTP/2 upstream's response whose body is not wanted: its stream is cancelled
  * (RST_STREAM), which leaves its connection to the other streams; a request body still arriving is dropped.
+ * A request with a body is reset with INTERNAL_ERROR (abortUpstreamRequest): a plain destroy() sends NO_ERROR,
+ * and a node:http2 upstream then ends a request body still on its way as if it were whole ('end' after the
+ * bytes it got), so an upload cut off here could be taken for a complete one.
  */
 export function releaseH2(ex: Exchange, upRes: IncomingMessage): void {
   // With the client answered otherwise and no upstream response kept, an 'error' from the cancelled stream is ignored.
   ex.upstreamRes = undefined;
   const up = ex.upstreamReq;
   ex.upstreamReq = undefined;
+  // First: destroying the response destroys its stream too, with NO_ERROR.
+  if (hasRequestBody(ex.req)) abortUpstreamRequest(up);
+  else up?.destroy();
   upRes.destroy();
-  up?.destroy();
   dropRequestBody(ex);
 }
 
