@@ -16,6 +16,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { makePki, startProxyFor, proxyOneHost, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startRawUpstream } from './helpers/net.js';
+import { H1Pool } from '../src/upstream/h1-pool.js';
+import type { H1Handler, UpstreamError } from '../src/upstream/h1-connection.js';
 
 const HOST = 'h1c.test';
 
@@ -231,6 +233,46 @@ test('an upstream header with a control character in its value or a non-token na
   t.after(() => h2.close());
   for (const path of Object.keys(bad)) assert.equal((await h2Request(h2, { path })).status, 502, path);
   assert.equal((await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: '/good' })).text, 'ok');
+});
+
+test('a request head with CR, LF or NUL in a header value is refused before a byte is written, naming the header; a clean one goes out', async (t) => {
+  // Every value reaching the upstream head was checked before (llhttp, nghttp2, the config schema): this is the
+  // last guard, one test over all values at once, and must still name the header it refuses.
+  const heads: string[] = [];
+  const up = await startRawUpstream((path, s) => {
+    heads.push(path);
+    s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  t.after(() => up.close());
+  const { port } = new URL(up.url);
+  const pool = new H1Pool({ host: '127.0.0.1', port: Number(port), connectTimeoutMs: 2000, tls: undefined });
+  t.after(() => pool.close());
+  const done = (): { handler: H1Handler; result: Promise<number> } => {
+    let settle!: (status: number) => void;
+    let status = 0;
+    const result = new Promise<number>((resolve) => (settle = resolve));
+    const handler: H1Handler = {
+      onUpstreamHeaders: (st) => ((status = st), true),
+      onUpstreamData: () => true,
+      onUpstreamEnd: () => settle(status),
+      onUpstreamError: () => settle(-1),
+      clientBehind: () => false,
+    } as H1Handler;
+    return { handler, result };
+  };
+  for (const [name, value] of [['x-cr', 'a\rb'], ['x-lf', 'a\nInjected: yes'], ['x-nul', 'a\0b']] as const) {
+    const conn = pool.acquire();
+    assert.throws(
+      () => conn.send(done().handler, 'GET', '/bad', { host: 'h', 'x-ok': 'fine', [name]: value, 'x-after': 'fine' }, null, -1, 5000),
+      (err: UpstreamError) => err.code === 'PORTICO_INVALID_REQUEST_HEAD' && err.message.includes(name),
+    );
+    conn.close();
+  }
+  const conn = pool.acquire();
+  const ok = done();
+  conn.send(ok.handler, 'GET', '/good', { host: 'h', 'x-list': ['a', 'b'], 'x-n': 5 }, null, -1, 5000);
+  assert.equal(await ok.result, 200);
+  assert.deepEqual(heads, ['/good']);
 });
 
 test('an idle upstream connection is closed by Portico after the 4 s keep-alive timeout', { timeout: 15_000 }, async (t) => {

@@ -12,5 +12,8 @@
  * (`Content-Length`), tried before lower-casing.
  */
 export function isName(name: string, lower: string, title: string): boolean {
-  return name === title || name === lower || (name.length === lower.length && name.toLowerCase() === lower);
+  if (name === title || name === lower) return true;
+  // Another name of the same length (Content-Length against http2-settings) mostly differs in its first
+  // letter: only a name that starts alike, in either case, is lower-cased and compared.
+  return name.length === lower.length && (name.charCodeAt(0) | 0x20) === lower.charCodeAt(0) && name.toLowerCase() === lower;
 }

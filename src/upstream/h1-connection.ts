@@ -195,6 +195,9 @@ export class H1Connection {
     if (UNSAFE_PATH.test(path)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', 'request path has a space or control character', false);
     let head = `${method} ${path} HTTP/1.1\r\n`;
     let lengthZero = false;
+    // Every value, joined, for one check of them all once the head is built (a regular-expression test per
+    // value was about 2 % of an S1 request's instructions).
+    let values = '';
     for (const name in headers) {
       const v = headers[name];
       if (v === undefined) continue;
@@ -206,17 +209,18 @@ export class H1Connection {
         continue;
       }
       if (typeof v === 'string') {
-        if (UNSAFE_VALUE.test(v)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${name} has CR, LF or NUL`, false);
+        values += v;
         head += `${name}: ${v}\r\n`;
       } else if (typeof v === 'number') {
         head += `${name}: ${v}\r\n`;
       } else {
         for (const one of v) {
-          if (UNSAFE_VALUE.test(one)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${name} has CR, LF or NUL`, false);
+          values += one;
           head += `${name}: ${one}\r\n`;
         }
       }
     }
+    if (UNSAFE_VALUE.test(values)) throw new UpstreamError('PORTICO_INVALID_REQUEST_HEAD', `header ${unsafeHeader(headers)} has CR, LF or NUL`, false);
     this.handler = handler;
     this.keepAlive = true;
     this.stray = false;
@@ -519,6 +523,15 @@ export class H1Connection {
     this.done = true;
     h.onUpstreamEnd(last, trailers);
   }
+}
+
+/** The name of a header whose value holds CR, LF or NUL (the head was refused for it). Cold path. */
+function unsafeHeader(headers: OutgoingHttpHeaders): string {
+  for (const name in headers) {
+    const v = headers[name];
+    if (v !== undefined && typeof v !== 'number' && (Array.isArray(v) ? v : [v]).some((one) => UNSAFE_VALUE.test(one))) return name;
+  }
+  return '(unknown)';
 }
 
 /** setImmediate's callback for a connection's batched body chunks (one function for every connection: no closure per batch). */
