@@ -277,3 +277,37 @@ test('a WebSocket upgrade whose Host differs from the SNI gets 421, reaches no u
   assert.equal(line.error, 'PORTICO_SNI_HOST_MISMATCH');
   assert.equal(line.upgrade, 'websocket');
 });
+
+test("one connection's requests are judged each on its own Host: a kept verdict never lets another host through, and a reload that drops the host applies to the next request on an open connection", async () => {
+  // Portico keeps the last Host's verdict on the connection (src/proxy/handle-request.ts, kHostVerdict).
+  const pkiR = await makePki();
+  const aR = await pkiR.issue('a', ['a.test', 'c.test']);
+  const upR = await startUpstream();
+  const routes = [{ upstream: upR.url }];
+  const p = await startProxy(pkiR, { hosts: { 'a.test': { tls: aR, routes }, 'c.test': { tls: aR, routes } } });
+  try {
+    const s = await h2Connect(p.httpsPort, 'a.test', pkiR.caPem);
+    const statuses: number[] = [];
+    for (const authority of ['a.test', 'a.test', 'c.test', 'A.TEST', 'c.test', 'a.test', 'a_b.test', 'a.test']) statuses.push((await h2Request(s, { authority, path: '/h2' })).status);
+    // c.test is on the same certificate but does not opt in to sharing: 421 each time, whatever came before.
+    assert.deepEqual(statuses, [200, 200, 421, 200, 421, 200, 400, 200]);
+    // One HTTP/1.1 connection: its own host twice, then another host (421 closes it).
+    const socket = tls.connect({ port: p.httpsPort, host: '127.0.0.1', servername: 'a.test', ca: pkiR.caPem, ALPNProtocols: ['http/1.1'] });
+    await once(socket, 'secureConnect');
+    let text = '';
+    socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+    socket.write('GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /3 HTTP/1.1\r\nHost: c.test\r\n\r\n');
+    await once(socket, 'end');
+    assert.deepEqual([...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [200, 200, 421], text);
+    // A reload that drops a.test: the open HTTP/2 connection's next request for it is no longer served.
+    await p.reconfigure({ hosts: { 'c.test': { tls: aR, routes } } });
+    const after = await h2Request(s, { authority: 'a.test', path: '/after' });
+    assert.notEqual(after.status, 200);
+    assert.equal(upR.seen.some((r) => r.url === '/after'), false);
+    s.close();
+  } finally {
+    await p.stop();
+    await upR.close();
+    await pkiR.cleanup();
+  }
+});

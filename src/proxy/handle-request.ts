@@ -174,17 +174,49 @@ function closeStreamNoError(stream: ServerHttp2Stream): void {
   if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
 }
 
+/**
+ * What a connection's last request's Host came to, kept on its socket (HTTP/1.1) or session (HTTP/2): the
+ * next request with the same Host, under the same Plan, skips normalizing it, the host lookup and the
+ * Host/SNI check (most connections ask for one host throughout).
+ */
+interface HostVerdict {
+  readonly raw: string;
+  readonly plan: Plan;
+  readonly host: string;
+  readonly hostPlan: HostPlan | undefined;
+  /** The Host/SNI rule lets this host use the connection. */
+  readonly allowed: boolean;
+}
+
+const kHostVerdict = Symbol('portico.hostVerdict');
+
+interface WithHostVerdict {
+  [kHostVerdict]?: HostVerdict;
+}
+
+/** The socket (HTTP/1.1) or session (HTTP/2) a request came on: where its connection's HostVerdict is kept. */
+function connectionOf(req: ClientRequest): WithHostVerdict {
+  return req.httpVersionMajor === 2 ? ((req as H2ServerRequest).stream.session as ServerHttp2Session & WithHostVerdict) : ((req as H1ServerRequest).socket as Socket & WithHostVerdict);
+}
+
 function route(ex: Exchange): void {
   const { req, plan } = ex;
   const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
-  const host = normalizeHost(rawHost);
-  if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
   // HTTP/2 reaches Portico only over TLS: an `http` (or other) :scheme names another origin (RFC 9110 §4.3.3, §7.4).
-  if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
-  ex.host = host;
+  if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, normalizeHost(rawHost) === undefined ? 'PORTICO_BAD_HOST' : 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
   ex.connName = connectionName(req);
-  const hostPlan = lookupHost(plan, host);
-  if (!ex.plain && !isAllowedOnConnection(plan, host, hostPlan, ex.connName)) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
+  const conn = connectionOf(req);
+  let v = conn[kHostVerdict];
+  if (v === undefined || v.raw !== rawHost || v.plan !== plan) {
+    const host = normalizeHost(rawHost);
+    if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
+    const hostPlan = lookupHost(plan, host);
+    v = { raw: rawHost as string, plan, host, hostPlan, allowed: ex.plain || isAllowedOnConnection(plan, host, hostPlan, ex.connName) };
+    conn[kHostVerdict] = v;
+  }
+  ex.host = v.host;
+  if (!v.allowed) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
+  const hostPlan = v.hostPlan;
   if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
   ex.hostPlan = hostPlan;
   const target = req.url ?? '';
