@@ -24,6 +24,7 @@
  * few field writes; a sweep once a second reads each one's unsent bytes. Hot path: add() and the
  * 'close' listener.
  */
+import { performance } from 'node:perf_hooks';
 import { constants, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { H2ServerResponse } from './server-response.js';

@@ -3,6 +3,7 @@
  * the response handler of HTTP/1.1 upstream connections: the handler methods
  * live on the prototype, so no closure is made per request.
  */
+import { performance } from 'node:perf_hooks';
 import type { ClientRequest as ClientRequestOut, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { H2ServerRequest } from '../http2/server-request.js';

@@ -246,38 +246,36 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
   const n = pairs.length;
   let listed: Set<string> | undefined;
   let prevVia: string | undefined;
-  let special = false;
+  // One pass: ordinary pairs are copied as they come; names the Connection header lists (rare) are
+  // taken out afterwards, since it may come after them.
+  const out: string[] = [];
   for (let i = 0; i < n; i += 2) {
-    const kind = responseNameKind(pairs[i] as string);
-    if (kind === 0) continue;
-    special = true;
-    if (kind === CONNECTION) {
+    const name = pairs[i] as string;
+    const kind = responseNameKind(name);
+    if (kind === 0) {
+      out.push(name, pairs[i + 1] as string);
+    } else if (kind === CONNECTION) {
       const tokens = connectionTokens(pairs[i + 1]);
       if (tokens !== undefined) {
         listed ??= new Set();
         for (const t of tokens) listed.add(t);
       }
-    } else if (kind === VIA && via !== undefined) {
-      prevVia = prevVia === undefined ? pairs[i + 1] : `${prevVia}, ${pairs[i + 1]}`;
-    }
-  }
-  // A copy all the same: callers add to what they get, and the upstream's pairs may be kept (the cache).
-  if (!special && via === undefined) return pairs.slice();
-  const out: string[] = [];
-  for (let i = 0; i < n; i += 2) {
-    const name = pairs[i] as string;
-    const kind = responseNameKind(name);
-    if (kind === DROPPED || kind === CONNECTION) continue;
-    if (kind === TRANSFER_ENCODING) {
+    } else if (kind === TRANSFER_ENCODING) {
       checkTransferCoding(pairs[i + 1]);
-      continue;
+    } else if (kind === VIA) {
+      if (via === undefined) out.push(name, pairs[i + 1] as string);
+      else prevVia = prevVia === undefined ? pairs[i + 1] : `${prevVia}, ${pairs[i + 1]}`;
     }
-    if (kind === VIA && via !== undefined) continue;
-    // Names the Connection header listed (rare): only then is every name lower-cased.
-    if (listed !== undefined && listed.has(name.toLowerCase())) continue;
-    out.push(name, pairs[i + 1] as string);
   }
-  if (via !== undefined) out.push('via', appendVia(prevVia, via));
+  const result = listed === undefined ? out : withoutListed(out, listed);
+  if (via !== undefined) result.push('via', appendVia(prevVia, via));
+  return result;
+}
+
+/** Pairs without the names a Connection header listed (lower-case in `listed`). Cold path. */
+function withoutListed(pairs: string[], listed: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < pairs.length; i += 2) if (!listed.has((pairs[i] as string).toLowerCase())) out.push(pairs[i] as string, pairs[i + 1] as string);
   return out;
 }
 

@@ -4,6 +4,7 @@
  * everything it needs was compiled into the Plan; it does no I/O besides the
  * proxied exchange.
  */
+import { performance } from 'node:perf_hooks';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { OpenTunnel } from './open-tunnels.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';

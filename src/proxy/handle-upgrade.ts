@@ -12,6 +12,7 @@
  * is closed on both sides, and so is one whose writes towards either side
  * have not moved for limits.sendTimeout while bytes wait (tunnel-send.ts).
  */
+import { performance } from 'node:perf_hooks';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';

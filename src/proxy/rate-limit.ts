@@ -14,6 +14,7 @@
  * reloads it) gives no client a fresh burst.
  */
 
+import { performance } from 'node:perf_hooks';
 import { isIPv6 } from 'node:net';
 import { parseDurationMs } from '../config/units.js';
 import { stripAddress } from './forward-headers.js';

@@ -21,6 +21,7 @@
  * upgraded tunnel's limit is read at each look, so a reload applies it to open tunnels at once, as to
  * requests; a stream connection's is fixed when it opens, as its other settings are.
  */
+import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 
 const CHECK_INTERVAL_MS = 1000;

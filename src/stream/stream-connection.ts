@@ -6,6 +6,7 @@
  * writing and keep reading); an error, the idle timeout, the send timeout (a
  * side that stopped reading) or a failed connect closes both.
  */
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { HelloBytes, MAX_HELLO_BYTES, readServerName } from '../tls/client-hello.js';

@@ -5,6 +5,7 @@
  * (the keep-alive timeout, or the upstream's shorter hint), before the
  * upstream closes them itself. A connection past its deadline is never reused.
  */
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import tls from 'node:tls';
 import { H1Connection } from './h1-connection.js';

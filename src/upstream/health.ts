@@ -6,6 +6,7 @@
  * target. The state lives on the Target, which the registry keeps across
  * reloads while its identity (URL, TLS, health settings) is unchanged.
  */
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { HealthStreak } from './health-streak.js';
 import { probeTarget } from './health-probe.js';
