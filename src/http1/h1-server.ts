@@ -24,6 +24,7 @@ import { endDetached } from './end-detached.js';
 import { H1ServerConnection } from './server-connection.js';
 import type { H1ServerRequest } from './server-request.js';
 import type { H1ServerResponse } from './server-response.js';
+import { isName } from './header-name.js';
 import { isChunkedAlone } from './transfer-coding.js';
 
 export type H1RequestHandler = (req: H1ServerRequest, res: H1ServerResponse) => void;
@@ -114,13 +115,13 @@ export class H1Server {
       const n = pairs[i] as string;
       const len = n.length;
       if (len === 4) {
-        if (n.toLowerCase() === 'host') {
+        if (isName(n, 'host', 'Host')) {
           hosts++;
           hostAt = i + 1;
         }
       } else if (len === 6) {
-        if (n.toLowerCase() === 'expect') req.expect = (pairs[i + 1] as string).trim().toLowerCase();
-      } else if (len === 17 && n.toLowerCase() === 'transfer-encoding') {
+        if (isName(n, 'expect', 'Expect')) req.expect = (pairs[i + 1] as string).trim().toLowerCase();
+      } else if (len === 17 && isName(n, 'transfer-encoding', 'Transfer-Encoding')) {
         te = true;
         if (!isChunkedAlone(pairs[i + 1] as string)) teOther = true;
       }

@@ -5,6 +5,7 @@
  * `set-cookie` is a list, `cookie` lines join with "; ", others with ", ".
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { lowerName } from './header-name.js';
 
 /** Headers whose repeats node:http drops (the first one counts). */
 const FIRST_WINS = new Set([
@@ -31,7 +32,7 @@ const FIRST_WINS = new Set([
 export function requestHeaders(pairs: readonly string[]): IncomingHttpHeaders {
   const h: IncomingHttpHeaders = {};
   for (let i = 0; i + 1 < pairs.length; i += 2) {
-    const name = (pairs[i] as string).toLowerCase();
+    const name = lowerName(pairs[i] as string);
     const value = pairs[i + 1] as string;
     const prev = h[name];
     if (prev === undefined) {

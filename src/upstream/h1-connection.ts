@@ -82,8 +82,7 @@ interface OwnedParser extends NodeHttpParser {
 
 /** Content-Length or Transfer-Encoding (the caller has checked the length is 14 or 17). */
 function isFramingHeader(name: string): boolean {
-  const lower = name.toLowerCase();
-  return lower === 'content-length' || lower === 'transfer-encoding';
+  return name.length === 14 ? isName(name, 'content-length', 'Content-Length') : isName(name, 'transfer-encoding', 'Transfer-Encoding');
 }
 
 export class H1Connection {
@@ -616,7 +615,7 @@ function withoutLength(pairs: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < pairs.length; i += 2) {
     const name = pairs[i] as string;
-    if (name.length !== 14 || name.toLowerCase() !== 'content-length') out.push(name, pairs[i + 1] as string);
+    if (name.length !== 14 || !isName(name, 'content-length', 'Content-Length')) out.push(name, pairs[i + 1] as string);
   }
   return out;
 }
