@@ -275,6 +275,24 @@ test('a request head with CR, LF or NUL in a header value is refused before a by
   assert.deepEqual(heads, ['/good']);
 });
 
+test('small and large binary bodies reach HTTP/1.1 clients byte for byte (every byte value; either side of the one-write size)', async (t) => {
+  // Small answers leave in one latin1 string write with their head (src/http1/server-response.ts, SMALL_BODY).
+  const bodyOf = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + 3) & 0xff));
+  const sizes = [1, 255, 256, 2047, 2048, 2049, 70_000];
+  const up = await startRawUpstream((path, s) => {
+    const body = bodyOf(Number(path.slice(1)));
+    s.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${body.length}\r\n\r\n`), body]));
+  });
+  t.after(() => up.close());
+  const { pki, proxy } = await proxyTo(t, up.url);
+  for (const n of sizes) {
+    const r = await h1Request({ port: proxy.httpsPort, sni: HOST, ca: pki.caPem, path: `/${n}` });
+    assert.equal(r.status, 200, String(n));
+    assert.equal(r.headers['content-length'], String(n));
+    assert.ok(r.body.equals(bodyOf(n)), `${n}-byte body differs`);
+  }
+});
+
 test('an idle upstream connection is closed by Portico after the 4 s keep-alive timeout', { timeout: 15_000 }, async (t) => {
   const up = await startRawUpstream((_path, s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
   t.after(() => up.close());

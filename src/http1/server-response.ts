@@ -57,6 +57,12 @@ const CRLF = '\r\n';
  */
 const RESPONSE_BUFFER = 256 * 1024;
 
+/**
+ * Bodies up to this size end a response in one string write with its head (latin1 keeps every byte as it
+ * is); larger ones go as a Buffer beside it, where a copy into a string would cost more than the writev.
+ */
+const SMALL_BODY = 2048;
+
 const F_LENGTH = 1;
 const F_CHUNKED = 2;
 const F_DATE = 4;
@@ -245,6 +251,14 @@ export class H1ServerResponse extends EventEmitter {
   /** Ends the response: the last chunk (through write()), the head if still unsent, and the end of a chunked body, corked into one write. */
   end(chunk?: Buffer | string): this {
     if (this.writableEnded || this.destroyed) return this;
+    const head = this.#head;
+    if (head !== null && chunk !== undefined && typeof chunk !== 'string' && chunk.length <= SMALL_BODY && !this.#chunked && !this.#bodyless) {
+      // A small whole answer (the usual API response): head and body as one string in one write, instead of
+      // two writes corked into a writev.
+      this.#head = null;
+      this.socket.write(head + chunk.toString('latin1'), 'latin1');
+      return this.#ended();
+    }
     if (!this.headersSent) {
       const status = this.statusCode;
       // A whole response known up front gets a Content-Length, not chunked encoding.
@@ -254,13 +268,17 @@ export class H1ServerResponse extends EventEmitter {
     const s = this.socket;
     s.cork();
     if (chunk !== undefined) this.write(chunk);
-    const head = this.#head;
-    if (head !== null) {
+    const rest = this.#head;
+    if (rest !== null) {
       this.#head = null;
-      s.write(head, 'latin1');
+      s.write(rest, 'latin1');
     }
     if (this.#chunked) s.write(this.#trailers === '' ? LAST_CHUNK : `0${CRLF}${this.#trailers}${CRLF}`, 'latin1');
     s.uncork();
+    return this.#ended();
+  }
+
+  #ended(): this {
     this.writableEnded = true;
     this.writableFinished = true;
     this.#owner.responseDone(this);
