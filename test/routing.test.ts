@@ -9,11 +9,11 @@ type Upstream = Awaited<ReturnType<typeof startUpstream>>;
 let pki: TestPki;
 let proxy: TestProxy;
 let deadPort: number;
-const up: Record<'root' | 'api' | 'apiV2' | 'strip' | 'add' | 'target' | 'literal' | 'rr1' | 'rr2' | 'only' | 'plain', Upstream> = {} as never;
+const up: Record<'root' | 'api' | 'apiV2' | 'strip' | 'add' | 'target' | 'literal' | 'rr1' | 'rr2' | 'only' | 'plain' | 'retried', Upstream> = {} as never;
 
 before(async () => {
   pki = await makePki();
-  for (const k of ['root', 'api', 'apiV2', 'strip', 'add', 'target', 'literal', 'rr1', 'rr2', 'only', 'plain'] as const) up[k] = await startUpstream();
+  for (const k of ['root', 'api', 'apiV2', 'strip', 'add', 'target', 'literal', 'rr1', 'rr2', 'only', 'plain', 'retried'] as const) up[k] = await startUpstream();
   deadPort = await freePort(); // nothing listens here: connections are refused
   const cert = await pki.issue('r', ['r.test', 'api-only.test', 'plain.test']);
   proxy = await startProxy(pki, {
@@ -29,6 +29,7 @@ before(async () => {
           { path: '/keep', addPrefix: '/base/', upstream: up.add.url },
           { path: '/host-target', upstream: { targets: [up.target.url], hostHeader: 'target' } },
           { path: '/host-literal', upstream: { targets: [up.literal.url], hostHeader: 'internal.svc' } },
+          { path: '/host-retry', upstream: { targets: [`http://127.0.0.1:${deadPort}`, up.retried.url], hostHeader: 'target' } },
           { path: '/rr', upstream: [up.rr1.url, up.rr2.url] },
           { path: '/skip', upstream: [`http://127.0.0.1:${deadPort}`, up.only.url] },
           { path: '/dead', upstream: `http://127.0.0.1:${deadPort}` },
@@ -108,6 +109,12 @@ test('hostHeader "target" sends the target host:port, a literal is sent as is, a
   assert.equal((await get('/api')).host, 'r.test');
   // X-Forwarded-Host still carries what the client asked for.
   assert.equal(up.literal.seen.at(-1)?.headers['x-forwarded-host'], 'r.test');
+});
+
+test('hostHeader "target" names the target a retry goes to, not the one that refused the request', async () => {
+  // Round-robin starts on the refusing target: the first request is retried on the live one.
+  for (let i = 0; i < 2; i++) assert.equal((await get(`/host-retry/${i}`)).host, `127.0.0.1:${up.retried.port}`);
+  assert.equal(up.retried.seen.length, 2);
 });
 
 test('requests are spread round-robin across the targets of a route', async () => {

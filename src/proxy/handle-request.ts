@@ -589,7 +589,8 @@ function forward2(ex: Exchange, target: Target): void {
   if (ex.res.writableEnded || ex.res.destroyed) return;
   const upstream = ex.upstream!;
   const h2up = target.kind === 'h2-tls' || target.kind === 'h2c';
-  if (ex.headers === undefined || h2up) ex.headers = upstreamRequestHeaders(ex, target, h2up);
+  // Made once, and again for each attempt on an HTTP/2 target or when the Host sent upstream is the target's own.
+  if (ex.headers === undefined || h2up || upstream.hostHeader === 'target') ex.headers = upstreamRequestHeaders(ex, target, h2up);
   if (!h2up) return dispatchH1(ex, target);
   let up: UpstreamRequest;
   try {
