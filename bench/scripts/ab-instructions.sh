@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Counts the instructions Portico's main thread runs per S1 request (HTTPS, HTTP/1.1 keep-alive, 100-byte
+# answer) under valgrind's callgrind, for two built checkouts in turn. Unlike CPU time, the count does not
+# move with the machine's load: a change to the request path is judged by a difference of about 1 %, on a
+# shared machine, with other work running (bench/optimisations.md §33).
+#
+#   bench/scripts/ab-instructions.sh <repo-before> <repo-after> [rounds=2] [requests=6000]
+#
+# Each repo must be built (npm run build). Uses the workspace of the last `npm run bench` or
+# `npm run bench:quick` (bench/.work: certificate, backend nginx config, Portico config), but runs the
+# backend and Portico on ports of their own (18191, 19913), so it can run beside ab-cpu.sh. Portico starts
+# under callgrind with instrumentation off; 10,000 requests warm it up (the JIT compiles the request path),
+# then `callgrind_control -i on`, `requests` more (h2load --h1, 16 connections, 127.0.0.1 only) and a dump.
+# The count is the main thread's: V8's compiler and garbage-collector threads are left out (they depend on
+# timing), the main thread's own collections are in. KEEP=<dir> keeps each run's callgrind file there for
+# `callgrind_annotate`; NODEFLAGS=--perf-basic-prof then also lets JIT code be named from /tmp/perf-<pid>.map.
+# Needs valgrind (apt-get install -y valgrind), h2load and curl. A run takes about 30 s.
+set -euo pipefail
+BEFORE=${1:?repo before}; AFTER=${2:?repo after}; ROUNDS=${3:-2}; N=${4:-6000}
+W=$(cd "$(dirname "$0")/../.work" && pwd)
+for tool in valgrind callgrind_control h2load curl nginx; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y valgrind nghttp2-client curl nginx)" >&2; exit 2; }
+done
+[[ -f $W/backend/nginx.conf && -f $W/portico/portico.json ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+[[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || { echo "rounds and requests must be positive whole numbers" >&2; exit 2; }
+BACKEND_PORT=18191; PORT=19913
+RUN=$(mktemp -d /tmp/portico-ab-instructions.XXXXXX)
+# The bench's backend and Portico configs, moved to ports of their own.
+sed -e "s|$W/backend/|$RUN/|g" -e 's|127.0.0.1:18081|127.0.0.1:'$BACKEND_PORT'|g' -e 's|listen 127.0.0.1:18443 ssl http2;||' "$W/backend/nginx.conf" >"$RUN/nginx.conf"
+node -e '
+const [file, out, port, backend, certs] = process.argv.slice(1);
+const c = JSON.parse(require("fs").readFileSync(file, "utf8"));
+c.listen.https.port = Number(port);
+delete c.listen.http;
+delete c.admin;
+c.certsDir = certs;
+for (const h of Object.values(c.hosts)) for (const r of h.routes) if (typeof r.upstream === "string") r.upstream = r.upstream.replace(/:18081$/, ":" + backend);
+require("fs").writeFileSync(out, JSON.stringify(c));
+' "$W/portico/portico.json" "$RUN/portico.json" "$PORT" "$BACKEND_PORT" "$RUN"
+nginx -c "$RUN/nginx.conf" -p "$RUN" >/dev/null 2>&1 &
+BACKEND=$!
+VPID=
+cleanup() {
+  [[ -n $VPID ]] && kill "$VPID" 2>/dev/null || true
+  kill "$BACKEND" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+sleep 0.5
+URL=https://bench.localhost:$PORT/
+one() {
+  local label=$1 repo=$2 out="$RUN/$1-$3" ir
+  mkdir -p "$out"
+  # shellcheck disable=SC2086
+  valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --callgrind-out-file="$out/cg.%p" \
+    node ${NODEFLAGS:-} "$repo/dist/src/main.js" --config "$RUN/portico.json" >"$out/log" 2>&1 &
+  VPID=$!
+  for _ in $(seq 1 120); do curl -sk --resolve "bench.localhost:$PORT:127.0.0.1" -o /dev/null "$URL" && break; sleep 1; done
+  h2load --h1 -n 10000 -c 16 --connect-to="127.0.0.1:$PORT" "$URL" >/dev/null 2>&1
+  callgrind_control -i on "$VPID" >/dev/null 2>&1
+  sleep 1
+  local done
+  done=$(h2load --h1 -n "$N" -c 16 --connect-to="127.0.0.1:$PORT" "$URL" 2>&1 | grep -oE '[0-9]+ succeeded' | cut -d' ' -f1)
+  callgrind_control -d "$VPID" >/dev/null 2>&1
+  sleep 2
+  kill "$VPID"; wait "$VPID" 2>/dev/null || true
+  ir=$(awk '/^summary:/{s+=$2} END{print s+0}' "$out"/cg.*.1-01 2>/dev/null || echo 0)
+  if [[ ${done:-0} != "$N" || $ir == 0 ]]; then echo "$label: run failed ($done of $N requests answered; see $out/log)" >&2; exit 1; fi
+  printf '%-7s %8.0f instructions per request (main thread, %d requests)\n' "$label" "$(awk -v i="$ir" -v n="$N" 'BEGIN{print i/n}')" "$N"
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP"; cp "$out"/cg.*.1-01 "$KEEP/$label-$3.$VPID.callgrind"; fi
+  VPID=
+}
+for r in $(seq 1 "$ROUNDS"); do one before "$BEFORE" "$r"; one after "$AFTER" "$r"; done
