@@ -11,6 +11,7 @@
  * it in its slot (bench/optimisations.md §17).
  *
  * Usage: node dist/bench/handshake-client.js '{"port":19443,"host":"bench.localhost","durationMs":4000,"concurrency":16}'
+ * (`"count": n` stops after n connections: a fixed amount of work, for instruction counts under callgrind.)
  * Prints one JSON line: HandshakeResult.
  */
 import { connect, createSecureContext, type TLSSocket } from 'node:tls';
@@ -24,6 +25,8 @@ interface Options {
   readonly concurrency: number;
   /** Offer each slot's last session ticket on its next connection (default false: every handshake full). */
   readonly resume?: boolean;
+  /** Stop opening connections after this many (durationMs still bounds the run): a fixed amount of work, for instruction counts. */
+  readonly count?: number;
 }
 
 /** What one S3 run measured. */
@@ -52,15 +55,19 @@ let non2xx = 0;
 let protocol: string | null = null;
 let cipher: string | null = null;
 let active = 0;
+/** Connections opened so far (bounded by `count`). */
+let opened = 0;
+const count = opts.count ?? Infinity;
 
 /** The last session ticket each slot received (used with `resume`). */
 const sessions: (Buffer | undefined)[] = [];
 
 function openOne(slot: number): void {
-  if (performance.now() >= deadline) {
+  if (performance.now() >= deadline || opened >= count) {
     if (--active === 0) finish();
     return;
   }
+  opened++;
   const reader = createResponseReader();
   let settled = false;
   const socket: TLSSocket = connect({
