@@ -14,7 +14,7 @@
  * (`"count": n` stops after n connections: a fixed amount of work, for instruction counts under callgrind.)
  * Prints one JSON line: HandshakeResult.
  */
-import { connect, createSecureContext, type TLSSocket } from 'node:tls';
+import { connect, createSecureContext, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { CLIENT_CIPHERS } from './client-tls.js';
 import { createResponseReader, formatRequest } from './http1-response.js';
 
@@ -27,6 +27,8 @@ interface Options {
   readonly resume?: boolean;
   /** Stop opening connections after this many (durationMs still bounds the run): a fixed amount of work, for instruction counts. */
   readonly count?: number;
+  /** Ask for a stapled OCSP response (status_request), as browsers do: the server's 'OCSPRequest' path runs. */
+  readonly requestOCSP?: boolean;
 }
 
 /** What one S3 run measured. */
@@ -78,7 +80,9 @@ function openOne(slot: number): void {
     rejectUnauthorized: false,
     ALPNProtocols: ['http/1.1'],
     session: opts.resume === true ? sessions[slot] : undefined,
-  });
+    // requestOCSP is a Node option @types/node leaves out.
+    ...(opts.requestOCSP === true ? { requestOCSP: true } : {}),
+  } as ConnectionOptions);
   if (opts.resume === true) socket.on('session', (ticket: Buffer) => (sessions[slot] = ticket));
   const settle = (ok: boolean): void => {
     if (settled) return;
