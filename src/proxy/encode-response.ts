@@ -3,6 +3,7 @@
  * request's Accept-Encoding, and the encoder between the upstream body and the
  * client (src/proxy/compress.ts holds the rules). Only routes with "compress".
  */
+import { exchangeOf, tagExchange } from './exchange-of.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Exchange } from './exchange.js';
 import { createEncoder, flushEncoder, isCompressibleResponse, isEncodedVariantValidated, negotiateEncoding, type CompressPlan, type Encoding } from './compress.js';
@@ -35,22 +36,18 @@ export function startEncoder(ex: Exchange, enc: Encoding, contentLength: string 
   e.pipe(ex.h2 ? (ex.res as H2ServerResponse).stream : (ex.res as unknown as NodeJS.WritableStream), { end: false });
   // The access line counts the encoded bytes the client is sent, not the upstream's (one listener per response, on
   // the encoder's output, which the pipe above already reads as 'data'). After the pipe, so the pipe's flow control stands.
-  (e as Encoder)[kExchange] = ex;
+  tagExchange(e, ex);
   if (ex.plan.accessLog) e.on('data', countEncoded);
   e.once('end', endEncoded);
 }
 
-const kExchange = Symbol('portico.encoderExchange');
-
-/** An encoder and the exchange it encodes for, read by its module-level listeners (no bound function per response). */
-type Encoder = NodeJS.ReadWriteStream & { [kExchange]?: Exchange };
-
-function countEncoded(this: Encoder, chunk: Buffer): void {
-  this[kExchange]!.bytes += chunk.length;
+// The encoder's listeners: module-level, reading the exchange it was tagged with (no bound function per response).
+function countEncoded(this: NodeJS.ReadWriteStream, chunk: Buffer): void {
+  exchangeOf(this).bytes += chunk.length;
 }
 
-function endEncoded(this: Encoder): void {
-  const res = this[kExchange]!.res;
+function endEncoded(this: NodeJS.ReadWriteStream): void {
+  const res = exchangeOf(this).res;
   if (!res.destroyed) res.end();
 }
 

@@ -13,7 +13,7 @@ import type { ErrorCode } from '../errors.js';
 import type { H1Connection, H1Handler, UpstreamError } from '../upstream/h1-connection.js';
 import type { UpstreamRequest } from '../upstream/open-request.js';
 import type { Target } from '../upstream/target.js';
-import { chunkWritten, onClientDrain, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
+import { chunkWritten, onClientDrain, onDrainResume, onH1Error, onH1Headers, pairsToHeaders } from './forward-h1.js';
 import { dropTrailerFields } from './forward-headers.js';
 import { forwardH1Hints } from './early-hints.js';
 import { onBodyTimeout, type ProxyState } from './handle-request.js';
@@ -165,6 +165,7 @@ export class Exchange implements H1Handler {
     }
     if (!ok && !this.drainBound) {
       this.drainBound = true;
+      // Bound: an HTTP/2 response registers it on its stream, which then calls it (once per exchange that fills its client).
       this.res.on('drain', onClientDrain.bind(this));
     }
     return ok;
@@ -184,7 +185,7 @@ export class Exchange implements H1Handler {
     if (this.flushEach) flushEncoder(e, this.encoding);
     if (!ok && !this.encoderDrainBound) {
       this.encoderDrainBound = true;
-      e.on('drain', onClientDrain.bind(this));
+      e.on('drain', onDrainResume);
     }
     return ok;
   }

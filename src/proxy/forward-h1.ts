@@ -13,7 +13,7 @@ import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import { buildResponseHeaders, buildResponsePairs, checkTransferCoding } from './forward-headers.js';
 import { applyToObject, applyToPairs } from './header-rules.js';
-import { countBody, fail, forward, hasRequestBody, onClientAbort, retryElsewhere } from './handle-request.js';
+import { fail, forward, hasRequestBody, retryElsewhere, watchRequestBody } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
 import { IDEMPOTENT, isTargetFailure, upstreamErrorCode } from './upstream-errors.js';
 import { forgetReadBuffer, giveBackReadBuffer } from '../upstream/read-buffers.js';
@@ -22,6 +22,7 @@ import { decideEncoding, startEncoder } from './encode-response.js';
 import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 import { addCacheStatus, answerWithStale, startFill } from '../cache/cache-exchange.js';
 import { interceptH1, releaseH1 } from './intercept-errors.js';
+import { exchangeOf } from './exchange-of.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -37,9 +38,7 @@ export function dispatchH1(ex: Exchange, target: Target): void {
       bodyLength = Number(cl);
       if (!Number.isSafeInteger(bodyLength) || bodyLength < 0) return fail(ex, 'PORTICO_BAD_REQUEST', 'invalid Content-Length');
     }
-    body = req.body;
-    if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
-    if (ex.h2) body.once('aborted', onClientAbort.bind(ex));
+    body = watchRequestBody(ex);
   }
   const pool = target.h1Pool!;
   const conn = pool.acquire();
@@ -171,8 +170,14 @@ export function chunkWritten(this: Exchange, err?: Error | null): void {
   else forgetReadBuffer(chunk);
 }
 
+/** The client took what its response held: the upstream's response is read again. */
 export function onClientDrain(this: Exchange): void {
   this.upstreamConn?.resume();
+}
+
+/** The encoder took what it held ('drain', `this`: the encoder, tagged with its exchange by startEncoder). */
+export function onDrainResume(this: object): void {
+  onClientDrain.call(exchangeOf(this));
 }
 
 export function onH1Error(ex: Exchange, err: UpstreamError): void {

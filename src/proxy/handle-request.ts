@@ -9,7 +9,7 @@ import type { H1ServerRequest } from '../http1/server-request.js';
 import type { OpenTunnel } from './open-tunnels.js';
 import type { IncomingMessage, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { H2ServerRequest } from '../http2/server-request.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
 import type { Socket } from 'node:net';
@@ -27,6 +27,7 @@ import { normalizePath } from './normalize-path.js';
 import { addSetCookie, readCookie, stickySetCookie } from './sticky-cookie.js';
 import { errorBody, resetResponse, respondError, type ClientResponse } from './respond-error.js';
 import { Exchange, type ClientRequest } from './exchange.js';
+import { exchangeOf, tagExchange } from './exchange-of.js';
 import { dispatchH1 } from './forward-h1.js';
 import { wantsHints, watchH2Hints } from './early-hints.js';
 import { answerHeaders, type AnswerPlan } from './route-answer.js';
@@ -600,7 +601,7 @@ function forward2(ex: Exchange, target: Target): void {
     return fail(ex, 'PORTICO_BAD_REQUEST', (err as NodeJS.ErrnoException).code ?? 'invalid header');
   }
   ex.upstreamReq = up;
-  (up as UpstreamRequest & WithExchange)[kExchange] = ex;
+  tagExchange(up, ex);
   up.on('response', upOnResponse);
   up.on('error', upOnError);
   // http2-wrapper arms the timeout on its native stream and passes the stream's 'timeout' on to the request (a
@@ -611,13 +612,8 @@ function forward2(ex: Exchange, target: Target): void {
   if (ex.bodyBuffer !== undefined) {
     up.end(ex.bodyBuffer);
   } else if (hasRequestBody(req)) {
-    const body = req.body;
-    if (ex.route!.maxBodyBytes > 0) body.on('data', countBody.bind(ex));
-    // A client that resets its stream cuts the body short: the upstream request is cancelled, not ended.
-    if (ex.h2) {
-      body.once('aborted', onClientAbort.bind(ex));
-      up.once('close', upOnClose);
-    }
+    const body = watchRequestBody(ex);
+    if (ex.h2) up.once('close', upOnClose);
     body.pipe(up);
   } else {
     up.end();
@@ -645,19 +641,6 @@ function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   else (this.req as H2ServerRequest).stream.once('finish', dropRequestBody.bind(undefined, this));
 }
 
-/**
- * The Exchange an HTTP/2 upstream's request and response belong to, kept on them so that their listeners are
- * module-level functions, not a bound function per request and event.
- */
-const kExchange = Symbol('portico.exchange');
-
-interface WithExchange {
-  [kExchange]?: Exchange;
-}
-
-function exchangeOf(emitter: object): Exchange {
-  return (emitter as WithExchange)[kExchange]!;
-}
 
 // The HTTP/2 upstream request's and response's listeners (`this`: the emitter), each passing on to its handler.
 function upOnResponse(this: UpstreamRequest, upRes: IncomingMessage): void {
@@ -686,6 +669,26 @@ function upResOnAborted(this: IncomingMessage): void {
 }
 function upResOnFlushData(this: IncomingMessage): void {
   flushOnData.call(exchangeOf(this));
+}
+
+/**
+ * The request body on its way upstream, watched: counted against the route's maxBodySize, and, from an HTTP/2
+ * client that resets its stream, cut short (the upstream request is cancelled, not ended).
+ */
+export function watchRequestBody(ex: Exchange): Readable {
+  const body = ex.req.body;
+  if (ex.route!.maxBodyBytes > 0 || ex.h2) tagExchange(body, ex);
+  if (ex.route!.maxBodyBytes > 0) body.on('data', bodyOnCountedData);
+  if (ex.h2) body.once('aborted', bodyOnAborted);
+  return body;
+}
+
+function bodyOnCountedData(this: Readable, chunk: Buffer): void {
+  countBody.call(exchangeOf(this), chunk);
+}
+
+function bodyOnAborted(this: Readable): void {
+  onClientAbort.call(exchangeOf(this));
 }
 
 /** A client response's 'close' (`this`: the response, whose `exchange` the request handler set). */
@@ -833,7 +836,7 @@ function onUpstreamResponse(this: Exchange, upRes: IncomingMessage): void {
     return fail(ex, 'PORTICO_UPSTREAM_FAILED', `invalid response header from ${ex.target!.url}: ${(err as NodeJS.ErrnoException).code ?? ''}`);
   }
   // An encoded body is counted as it leaves the encoder (startEncoder), not here: `bytes` is what the client is sent.
-  (upRes as IncomingMessage & WithExchange)[kExchange] = ex;
+  tagExchange(upRes, ex);
   if (ex.plan.accessLog && enc === undefined) upRes.on('data', upResOnCountedData);
   if (ex.cacheFill !== undefined) upRes.on('data', upResOnFillData);
   upRes.on('end', upResOnEnd);
