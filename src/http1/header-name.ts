@@ -15,7 +15,10 @@ export function isName(name: string, lower: string, title: string): boolean {
   if (name === title || name === lower) return true;
   // Another name of the same length (Content-Length against http2-settings) mostly differs in its first
   // letter: only a name that starts alike, in either case, is lower-cased and compared.
-  return name.length === lower.length && (name.charCodeAt(0) | 0x20) === lower.charCodeAt(0) && name.toLowerCase() === lower;
+  if (name.length !== lower.length) return false;
+  const c = name.charCodeAt(0);
+  const l = lower.charCodeAt(0);
+  return (c === l || (c | 0x20) === l) && name.toLowerCase() === lower;
 }
 
 /** Header names clients and servers send most, lower case. */
