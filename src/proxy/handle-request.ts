@@ -104,15 +104,10 @@ export interface ProxyState {
 
 /** The Client-Cert value (RFC 9440) of the request's connection: its verified client certificate, if it showed one. */
 export function connectionClientCert(req: ClientRequest): string | undefined {
-  if (req.httpVersionMajor === 2) return ((req as H2ServerRequest).stream.session as ServerHttp2Session & WithClientCert)[kClientCert];
-  return ((req as H1ServerRequest).socket as Socket & WithClientCert)[kClientCert];
+  return connectionOf(req)[kClientCert];
 }
 
 /** The host a connection was opened for. Hot path. */
-function connectionName(req: ClientRequest): string {
-  if (req.httpVersionMajor === 2) return ((req as H2ServerRequest).stream.session as ServerHttp2Session & Tagged)[kConnName] ?? '';
-  return ((req as H1ServerRequest).socket as Socket & Tagged)[kConnName] ?? '';
-}
 
 /**
  * Whether a request for `reqHost` may use a connection opened for `connName`.
@@ -196,9 +191,12 @@ interface WithHostVerdict {
   [kHostVerdict]?: HostVerdict;
 }
 
-/** The socket (HTTP/1.1) or session (HTTP/2) a request came on: where its connection's HostVerdict is kept. */
-function connectionOf(req: ClientRequest): WithHostVerdict {
-  return req.httpVersionMajor === 2 ? ((req as H2ServerRequest).stream.session as ServerHttp2Session & WithHostVerdict) : ((req as H1ServerRequest).socket as Socket & WithHostVerdict);
+/** What Portico keeps on a client connection: the name its TLS connection was made for, its client certificate, its last Host's verdict. */
+type ConnectionFacts = Tagged & WithClientCert & WithHostVerdict;
+
+/** The socket (HTTP/1.1) or session (HTTP/2) a request came on, where its connection's facts are kept. */
+function connectionOf(req: ClientRequest): ConnectionFacts {
+  return req.httpVersionMajor === 2 ? ((req as H2ServerRequest).stream.session as ServerHttp2Session & ConnectionFacts) : ((req as H1ServerRequest).socket as Socket & ConnectionFacts);
 }
 
 function route(ex: Exchange): void {
@@ -206,8 +204,8 @@ function route(ex: Exchange): void {
   const rawHost = ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host;
   // HTTP/2 reaches Portico only over TLS: an `http` (or other) :scheme names another origin (RFC 9110 §4.3.3, §7.4).
   if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, normalizeHost(rawHost) === undefined ? 'PORTICO_BAD_HOST' : 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
-  ex.connName = connectionName(req);
   const conn = connectionOf(req);
+  ex.connName = conn[kConnName] ?? '';
   let v = conn[kHostVerdict];
   if (v === undefined || v.raw !== rawHost || v.plan !== plan) {
     const host = normalizeHost(rawHost);
