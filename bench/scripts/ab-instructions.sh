@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Counts the instructions Portico's main thread runs per S1 request (HTTPS, HTTP/1.1 keep-alive, 100-byte
-# answer) under valgrind's callgrind, for two built checkouts in turn. Unlike CPU time, the count does not
+# answer; with H2=1, per S2 request: HTTP/2, 10 streams per connection) under valgrind's callgrind, for two built checkouts in turn. Unlike CPU time, the count does not
 # move with the machine's load: a change to the request path is judged by a difference of about 1 %, on a
 # shared machine, with other work running (bench/optimisations.md §33).
 #
@@ -49,6 +49,8 @@ cleanup() {
 trap cleanup EXIT
 sleep 0.5
 URL=https://bench.localhost:$PORT/
+# S1: HTTP/1.1, one request at a time per connection. S2 (H2=1): HTTP/2, 10 concurrent streams per connection.
+if [[ ${H2:-0} == 1 ]]; then LOAD=(-m 10); else LOAD=(--h1); fi
 one() {
   local label=$1 repo=$2 out="$RUN/$1-$3" ir
   mkdir -p "$out"
@@ -57,11 +59,11 @@ one() {
     node ${NODEFLAGS:-} "$repo/dist/src/main.js" --config "$RUN/portico.json" >"$out/log" 2>&1 &
   VPID=$!
   for _ in $(seq 1 120); do curl -sk --resolve "bench.localhost:$PORT:127.0.0.1" -o /dev/null "$URL" && break; sleep 1; done
-  h2load --h1 -n 10000 -c 16 --connect-to="127.0.0.1:$PORT" "$URL" >/dev/null 2>&1
+  h2load "${LOAD[@]}" -n 10000 -c 16 --connect-to="127.0.0.1:$PORT" "$URL" >/dev/null 2>&1
   callgrind_control -i on "$VPID" >/dev/null 2>&1
   sleep 1
   local done
-  done=$(h2load --h1 -n "$N" -c 16 --connect-to="127.0.0.1:$PORT" "$URL" 2>&1 | grep -oE '[0-9]+ succeeded' | cut -d' ' -f1)
+  done=$(h2load "${LOAD[@]}" -n "$N" -c 16 --connect-to="127.0.0.1:$PORT" "$URL" 2>&1 | grep -oE '[0-9]+ succeeded' | cut -d' ' -f1)
   callgrind_control -d "$VPID" >/dev/null 2>&1
   sleep 2
   kill "$VPID"; wait "$VPID" 2>/dev/null || true

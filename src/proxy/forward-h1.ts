@@ -11,7 +11,7 @@ import type { Target } from '../upstream/target.js';
 import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { H2ServerResponse } from '../http2/server-response.js';
-import { buildResponseHeaders, buildResponsePairs, checkTransferCoding } from './forward-headers.js';
+import { addFolded, buildH2ResponseHeaders, buildResponsePairs } from './forward-headers.js';
 import { applyToObject, applyToPairs } from './header-rules.js';
 import { fail, forward, hasRequestBody, retryElsewhere, watchRequestBody } from './handle-request.js';
 import { resetResponse } from './respond-error.js';
@@ -54,16 +54,13 @@ export function dispatchH1(ex: Exchange, target: Target): void {
   }
 }
 
-/** Header pairs (name, value, …) as the parser gives them, to a header object as node:http builds it. */
+/** Header pairs (name, value, …) as the parser gives them, to a header object as node:http builds it (repeats folded by {@link addFolded}). */
 export function pairsToHeaders(raw: string[]): IncomingHttpHeaders {
   const h: IncomingHttpHeaders = {};
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
     const value = raw[i + 1] as string;
-    const prev = h[name];
-    if (prev === undefined) h[name] = name === 'set-cookie' ? [value] : value;
-    else if (Array.isArray(prev)) prev.push(value);
-    else h[name] = `${prev}, ${value}`;
+    addFolded(h, name, value);
   }
   return h;
 }
@@ -97,13 +94,9 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
     if (ex.cacheStatus !== undefined && !ex.replaying) cacheStatus = startFill(ex, statusCode, pairs);
     const rules = ex.route!.headerRules?.response;
     if (ex.h2) {
-      const received = pairsToHeaders(pairs);
       const h2res = res as H2ServerResponse;
-      // Only a chunked body can end with trailers.
-      const te = received['transfer-encoding'];
-      if (te !== undefined) checkTransferCoding(te);
-      h2res.trailersExpected = te !== undefined;
-      const headers = buildResponseHeaders(received, ex.plan.sendVia ? '2' : undefined);
+      // Sets trailersExpected: only a chunked body can end with trailers.
+      const headers = buildH2ResponseHeaders(pairs, ex.plan.sendVia ? '2' : undefined, h2res);
       if (rules !== undefined) applyToObject(headers, rules);
       if (sticky !== undefined) addSetCookie(headers, sticky);
       if (cacheStatus !== undefined) addCacheStatus(headers, cacheStatus);
@@ -112,11 +105,12 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
         if (d === 'vary') markVaryObject(headers);
         else if (d === 'weak') markWeakObject(headers);
         else if (d !== undefined) {
+          const declared = headers['content-length'];
           markEncodedObject(headers, d);
           // A HEAD's head is marked as its GET's would be; there is no body to encode.
           if (ex.method !== 'HEAD') {
             enc = d;
-            length = received['content-length'];
+            length = typeof declared === 'string' ? declared : undefined;
           }
         }
       }

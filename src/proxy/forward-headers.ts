@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { isChunkedAlone } from '../http1/transfer-coding.js';
-import { isName } from '../http1/header-name.js';
+import { isName, lowerName } from '../http1/header-name.js';
 
 /**
  * Every spelling of a header name with some of its "-" written "_" (the name itself left out). CGI, WSGI
@@ -270,6 +270,60 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
   const result = listed === undefined ? out : withoutListed(out, listed);
   if (via !== undefined) result.push('via', appendVia(prevVia, via));
   return result;
+}
+
+/**
+ * Adds one received header line to a header object the way node:http folds repeats: `set-cookie` a list,
+ * any other name joined with ", ". `name` is lower-case. A name Object.prototype also has (`constructor`,
+ * `toString`) reads a function before it is set and is taken as a first line; `__proto__` cannot be a
+ * property name and is left out, as node:http leaves it out.
+ */
+export function addFolded(h: OutgoingHttpHeaders, name: string, value: string): void {
+  const prev = h[name];
+  if (prev === undefined || typeof prev === 'function') h[name] = name === 'set-cookie' ? [value] : value;
+  else if (Array.isArray(prev)) prev.push(value);
+  else if (typeof prev === 'string') h[name] = `${prev}, ${value}`;
+}
+
+/**
+ * The response headers for an HTTP/2 client, straight from the upstream's header pairs to the header
+ * object `respond()` takes: names lower-case (common ones as interned constants, header-name.ts),
+ * hop-by-hop headers and the names Connection lists left out, repeats folded ({@link addFolded}), Portico's
+ * Via appended when `via` is given. Sets `into.trailersExpected` when the body is chunked (only then can
+ * it end with trailers); throws on a transfer coding other than chunked ({@link checkTransferCoding}).
+ * One pass, no intermediate object of the received headers. Hot path.
+ */
+export function buildH2ResponseHeaders(pairs: string[], via: string | undefined, into: { trailersExpected: boolean }): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const n = pairs.length;
+  let listed: Set<string> | undefined;
+  let prevVia: string | undefined;
+  let chunked = false;
+  for (let i = 0; i < n; i += 2) {
+    const name = pairs[i] as string;
+    const value = pairs[i + 1] as string;
+    const kind = responseNameKind(name);
+    if (kind === 0) {
+      addFolded(out, lowerName(name), value);
+    } else if (kind === CONNECTION) {
+      const tokens = connectionTokens(value);
+      if (tokens !== undefined) {
+        listed ??= new Set();
+        for (const t of tokens) listed.add(t);
+      }
+    } else if (kind === TRANSFER_ENCODING) {
+      checkTransferCoding(value);
+      chunked = true;
+    } else if (kind === VIA) {
+      if (via === undefined) addFolded(out, 'via', value);
+      else prevVia = prevVia === undefined ? value : `${prevVia}, ${value}`;
+    }
+  }
+  // Names the Connection header lists (rare; it may come after them) are taken out afterwards.
+  if (listed !== undefined) for (const name of listed) delete out[name];
+  if (via !== undefined) out.via = appendVia(prevVia, via);
+  into.trailersExpected = chunked;
+  return out;
 }
 
 /** Pairs without the names a Connection header listed (lower-case in `listed`). Cold path. */
