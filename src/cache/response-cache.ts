@@ -56,9 +56,13 @@ interface Slot {
   readonly variants: Map<string, CachedResponse>;
 }
 
+/**
+ * The request's value for a Vary name, "" when it has none. Only a string or a list is a value: a name
+ * Object.prototype has (`Vary: constructor`, `__proto__`) reads its member on a request without that header.
+ */
 function headerValue(h: RequestHeaders, name: string): string {
   const v = h[name];
-  return v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim();
+  return typeof v === 'string' ? v.trim() : Array.isArray(v) ? v.join(', ') : '';
 }
 
 /** The variant key of a request, given the Vary names of its responses: "" without Vary. */

@@ -35,8 +35,9 @@ function expand(s: string, env: NodeJS.ProcessEnv): { value: string } | { proble
     const sep = inner.indexOf(':-');
     const name = sep === -1 ? inner : inner.slice(0, sep);
     if (!NAME_RE.test(name)) return { problem: `\${${inner}} does not name an environment variable (letters, digits and _, not starting with a digit); write $\${ for a literal "\${"` };
+    // A string or nothing: `${constructor}` must not read Object.prototype's member through process.env.
     const set = env[name];
-    if (set !== undefined && (set !== '' || sep === -1)) out += set;
+    if (typeof set === 'string' && (set !== '' || sep === -1)) out += set;
     else if (sep !== -1) out += inner.slice(sep + 2);
     else return { problem: `the environment variable ${name} is not set; set it, or give a default with \${${name}:-value}` };
     at = close + 1;

@@ -69,9 +69,11 @@ function headersField(names: readonly string[] | undefined, headers: IncomingHtt
   if (names === undefined || headers === undefined) return '';
   let out = '';
   for (const name of names) {
+    // A string or a list: a name Object.prototype has (`constructor`, `tostring`) reads its member on a request
+    // without that header (HTTP/1.1 header objects are plain objects), which is no value of the request's.
     const v = headers[name];
-    if (v === undefined) continue;
-    out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(Array.isArray(v) ? v.join(', ') : v)}`;
+    if (typeof v === 'string') out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(v)}`;
+    else if (Array.isArray(v)) out += `${out === '' ? '' : ','}${jsonString(name)}:${jsonString(v.join(', '))}`;
   }
   return out === '' ? '' : `,"headers":{${out}}`;
 }

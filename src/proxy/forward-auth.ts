@@ -121,8 +121,9 @@ function authHeaders(fa: ForwardAuthPlan, f: AuthRequestFacts): OutgoingHttpHead
   const notSent = f.trusted ? NOT_SENT : NOT_SENT_UNTRUSTED;
   for (const name of names) {
     if (name.charCodeAt(0) === 58 /* ':' */ || notSent.has(name)) continue;
+    // A configured name Object.prototype has (`constructor`) reads its member on a request without that header.
     const v = f.headers[name];
-    if (v !== undefined) out[name] = v;
+    if (typeof v === 'string' || Array.isArray(v)) out[name] = v;
   }
   out.host = fa.url.host;
   out['x-forwarded-method'] = f.method;
@@ -156,8 +157,10 @@ export function askForwardAuth(fa: ForwardAuthPlan, f: AuthRequestFacts, done: (
       res.resume();
       const copied: [string, string][] = [];
       for (const name of fa.responseHeaders) {
+        // As for the request: `constructor` on an answer without it reads Object.prototype's member.
         const v = res.headers[name];
-        if (v !== undefined) copied.push([name, Array.isArray(v) ? v.join(', ') : v]);
+        if (typeof v === 'string') copied.push([name, v]);
+        else if (Array.isArray(v)) copied.push([name, v.join(', ')]);
       }
       settle({ kind: 'allow', headers: copied });
       return;

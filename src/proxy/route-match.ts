@@ -115,8 +115,10 @@ export class RouteMatch {
     if (this.#methods !== undefined && !this.#methods.has(req.method)) return false;
     const headers = req.headers;
     for (const h of this.#headers) {
+      // Only a string or a list is the request's: a name Object.prototype has (`constructor`) reads its member
+      // on an HTTP/1.1 request without that header.
       const v = headers[h.name];
-      if (v === undefined || !h.test(Array.isArray(v) ? v.join(', ') : v)) return false;
+      if (typeof v === 'string' ? !h.test(v) : !Array.isArray(v) || !h.test(v.join(', '))) return false;
     }
     if (this.#query.length > 0) {
       const at = url.indexOf('?');
