@@ -342,3 +342,21 @@ test('portico check run as another user (uid 1000, as in the Docker image) names
     `hosts["app.example.com"].tls: ${dir}/good-key.pem: cannot read the key (EACCES); ${fix}`,
   ]);
 });
+
+test('portico check refuses a key named __proto__ wherever it stands, naming its path: zod would drop it and a route matching on that header would match every request', async () => {
+  const good = await pki.issue('proto', ['app.example.com']);
+  const file = join(pki.dir, 'proto.json');
+  // Written as text: JSON.stringify of an object literal cannot hold an own "__proto__" key.
+  const host = JSON.stringify({ tls: good, routes: [{ path: '/', upstream: 'http://127.0.0.1:3000' }] });
+  await writeFile(
+    file,
+    `{"certsDir": ".", "hosts": {"app.example.com": {"headers": {"request": {"set": {"__proto__": "x"}}}, "routes": [` +
+      `{"path": "/a", "match": {"headers": {"__proto__": "*"}}, "upstream": "http://127.0.0.1:3000"}, ${JSON.stringify(JSON.parse(host).routes[0])}], "tls": ${JSON.stringify(good)}}}}`,
+  );
+  const r = await cli('check', file);
+  assert.equal(r.code, 1, r.stderr);
+  assert.deepEqual(issueLines(r).sort(), [
+    'hosts["app.example.com"].headers.request.set.__proto__: "__proto__" cannot be a name here (no host, header, cookie or query name can be __proto__); remove or rename this key',
+    'hosts["app.example.com"].routes[0].match.headers.__proto__: "__proto__" cannot be a name here (no host, header, cookie or query name can be __proto__); remove or rename this key',
+  ]);
+});

@@ -115,8 +115,26 @@ function pickUnionBranch(branches: readonly z.core.$ZodIssue[][], path: readonly
   return best;
 }
 
+/**
+ * Keys named `__proto__`, wherever they are. JSON keeps such a key, but zod's records leave it out without a
+ * word, so `"match": {"headers": {"__proto__": "*"}}` would become a route matching every request, and a
+ * header rule or a host of that name would vanish. No host, header, cookie or query name can be `__proto__`.
+ */
+function protoKeyIssues(v: unknown, path: PropertyKey[], issues: ConfigIssue[]): ConfigIssue[] {
+  if (Array.isArray(v)) v.forEach((item, i) => protoKeyIssues(item, [...path, i], issues));
+  else if (v !== null && typeof v === 'object') {
+    for (const key of Object.keys(v)) {
+      if (key === '__proto__') issues.push({ path: formatPath([...path, key]), message: '"__proto__" cannot be a name here (no host, header, cookie or query name can be __proto__); remove or rename this key' });
+      else protoKeyIssues((v as Record<string, unknown>)[key], [...path, key], issues);
+    }
+  }
+  return issues;
+}
+
 /** Validates an already-parsed JSON value. */
 export function validateConfig(input: unknown): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
+  const reserved = protoKeyIssues(input, [], []);
+  if (reserved.length > 0) return { ok: false, issues: reserved };
   const result = ConfigSchema.safeParse(input);
   if (result.success) {
     const cross = checkCrossReferences(result.data);
