@@ -86,6 +86,21 @@ test('over HTTP/2 an :authority that differs from the SNI gets 421 with a body, 
   assert.equal(up.b.seen.length, before);
 });
 
+test('over HTTP/2 a Host header naming another host than the :authority is a malformed request (RFC 9113 §8.3.1): 400, and no upstream sees it; one naming the same host passes', async () => {
+  const before = seenCount();
+  const s = await h2Connect(proxy.httpsPort, 'a.test', pki.caPem);
+  // A route matching on the Host header, or anything else reading it, would otherwise see b.test on a's connection.
+  const bad = await h2Request(s, { authority: 'a.test', path: '/x', headers: { host: 'b.test' } });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.headers['x-portico-error'], 'PORTICO_BAD_HOST');
+  assert.equal(seenCount(), before);
+  // The same host in another spelling (case, port, trailing dot) is no conflict.
+  const same = await h2Request(s, { authority: 'a.test', path: '/y', headers: { host: `A.Test.:${proxy.httpsPort}` } });
+  assert.equal(same.status, 200);
+  assert.equal(JSON.parse(same.text).url, '/y');
+  s.close();
+});
+
 test('a Host in upper case, with a port or with a trailing dot matches its SNI', async () => {
   for (const host of ['A.TEST', `a.test:${proxy.httpsPort}`, 'a.test.', `A.Test.:${proxy.httpsPort}`]) {
     const res = await h1Request({ port: proxy.httpsPort, sni: 'a.test', host, ca: pki.caPem });

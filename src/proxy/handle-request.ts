@@ -216,6 +216,12 @@ function route(ex: Exchange): void {
   }
   ex.host = v.host;
   if (!v.allowed) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
+  // HTTP/2: a Host header beside the :authority must name the same host (RFC 9113 §8.3.1), or what reads
+  // the Host (a route's match.headers) would see another host than the one checked against the connection.
+  if (ex.h2) {
+    const h = req.headers.host;
+    if (h !== undefined && h !== rawHost && normalizeHost(h) !== v.host) return fail(ex, 'PORTICO_BAD_HOST', 'the Host header names another host than :authority');
+  }
   const hostPlan = v.hostPlan;
   if (hostPlan === undefined || (ex.plain && !hostPlan.servePlain)) return fail(ex, 'PORTICO_UNKNOWN_HOST');
   ex.hostPlan = hostPlan;
