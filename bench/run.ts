@@ -22,10 +22,12 @@ import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
 import { FOREIGN_CPU_WARN, fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
 import { porticoVersion, writeResults, type RunSettings } from './results-file.js';
+import { dockerNodeMajor, findLtsNode, type LtsNode } from './lts-node.js';
 
 const quick = process.argv.includes('--quick');
-// Whole seconds (wrk takes no fractions). 2 s per run keeps the full run (10 rows, 7 scenarios, 3 runs each, the
-// memory test) at about 8 minutes; 3 s took 10.5 once the floor row came.
+// Whole seconds (wrk takes no fractions). 2 s per run keeps the full run (11 rows, 7 scenarios, 3 runs each, the
+// memory test) at about 8.5 minutes (7.7 before the row on the Docker image's Node, which adds 40-45 s); 3 s took
+// 10.5 once the floor row came.
 const durationSec = Number(process.env['BENCH_DURATION'] ?? 2);
 if (!Number.isInteger(durationSec) || durationSec < 1 || durationSec > 10) {
   process.stderr.write(`bench: BENCH_DURATION must be a whole number of seconds from 1 to 10 (wrk takes no fractions), got ${process.env['BENCH_DURATION']}\n`);
@@ -143,6 +145,8 @@ interface Entry {
   readonly pinned: boolean;
   t?: RunningTarget;
   exitedDuring?: ScenarioId;
+  /** Wall time spent on this entry (start, memory, warm-ups, measured runs and the quiet waits before them), in ms. */
+  spentMs: number;
 }
 
 /** Starts an entry's server, checks it answers, and measures its memory; a failure is recorded on the row. */
@@ -231,17 +235,26 @@ async function measureInto(ctx: Context, e: Entry, id: ScenarioId, i: number): P
  */
 async function benchAll(ctx: Context, entries: readonly Entry[], scenarios: readonly ScenarioId[]): Promise<void> {
   try {
+    // What each row adds to the bench's time, logged at the end (a row adds one server to every round).
+    const timed = async (e: Entry, f: () => Promise<unknown>): Promise<void> => {
+      const t0 = performance.now();
+      try {
+        await f();
+      } finally {
+        e.spentMs += performance.now() - t0;
+      }
+    };
     for (const e of entries) {
       log(e.row.label);
-      await startEntry(ctx, e);
+      await timed(e, () => startEntry(ctx, e));
     }
     for (const id of scenarios) {
       const active = entries.filter((e) => prepareScenario(e, id));
       // Warm-up, not measured: 1 s of the scenario's own load, so that a JIT-compiled server has compiled
       // this scenario's code paths (HTTP/2, large bodies, plain HTTP) and opened its upstream connections.
-      for (const e of active) await runOnce(ctx, e.t!, id, 1).catch(() => undefined);
+      for (const e of active) await timed(e, () => runOnce(ctx, e.t!, id, 1).catch(() => undefined));
       for (let i = 0; i < repeats; i++) {
-        for (const e of active) if (e.exitedDuring === undefined) await measureInto(ctx, e, id, i);
+        for (const e of active) if (e.exitedDuring === undefined) await timed(e, () => measureInto(ctx, e, id, i));
       }
       for (const e of active) {
         const cell = e.row.cells.get(id)!;
@@ -250,6 +263,7 @@ async function benchAll(ctx: Context, entries: readonly Entry[], scenarios: read
     }
   } finally {
     for (const e of entries) await e.t?.stop();
+    log(`time per row: ${entries.map((e) => `${e.row.id} ${(e.spentMs / 1000).toFixed(1)} s`).join(', ')}`);
   }
 }
 
@@ -317,7 +331,7 @@ async function main(): Promise<void> {
     const nextPorts = (): ProxyPorts => ({ https: PORTS.proxyHttps + 10 * entries.length, http: PORTS.proxyHttp + 10 * entries.length });
     const add = (row: Row, start: () => Promise<RunningTarget>, opts: { memory: boolean; pinned: boolean }): void => {
       rows.push(row);
-      entries.push({ row, start, scenarios, ...opts });
+      entries.push({ row, start, scenarios, ...opts, spentMs: 0 });
     };
     if (!quick && (only === null || only.includes('direct'))) {
       const row = newRow({ id: 'direct', label: 'backend direct (limit)' });
@@ -333,6 +347,37 @@ async function main(): Promise<void> {
       // go the same native way through both, and its memory is Node's own (the Node alone row's).
       if (spec.id === 'floor') for (const id of ['S4', 'S7'] as const) row.cells.set(id, { runs: [], na: 'the floor row measures S1, S2, S3 and S5' });
       add(row, start, { memory: memory && spec.id !== 'floor', pinned: true });
+    }
+    if (!quick && (only === null || only.includes('portico-lts'))) {
+      // The Portico row again (same dist/ build, same config, one process on the proxy's CPU), run by the Node the
+      // Docker image is built on (its major from the Dockerfile) instead of this machine's: what the image's users get.
+      let major: number | undefined;
+      let lts: LtsNode | undefined;
+      let failure = '';
+      try {
+        major = dockerNodeMajor(ws.repoRoot);
+        lts = await findLtsNode(major, log);
+      } catch (err) {
+        failure = (err as Error).message;
+      }
+      const name = major === undefined ? "the Docker image's Node" : `Node ${major}`;
+      const label = major === undefined ? `Portico on ${name}` : `Portico on ${name} (${lts === undefined ? '' : `${lts.version}, `}the Docker image's Node)`;
+      const row = newRow({ id: 'portico-lts', label });
+      // Not measured for memory: it would add about 2 s to the run, and the Node 20 row is the memory figure of record.
+      const ltsMemory = false;
+      for (const id of ['S6', 'S7'] as const) row.cells.set(id, { runs: [], na: "the Docker image's Node row measures S1–S5" });
+      if (lts === undefined) {
+        row.failure = `no ${name} to run Portico with: ${failure}`;
+        versions['node-lts'] = `${name} not found (see its row)`;
+        log(`${row.label}: FAILED: ${row.failure}`);
+        rows.push(row);
+      } else {
+        const node = lts.path;
+        versions['node-lts'] = lts.version;
+        row.notes.push(`the Portico row's build (dist/) and generated config, run by Node ${lts.version} (${node}; ${lts.source}), the Node of the Docker image (Dockerfile: ARG NODE_MAJOR=${lts.major}), where every other Node row runs on this machine's ${process.version}${ltsMemory ? '' : '; not measured for memory'}`);
+        const ports = nextPorts();
+        add(row, () => startPortico(ws, ports, { cpus: PROXY_CPU, node, ...(workers ? { workers: 1 } : {}) }), { memory: memory && ltsMemory, pinned: true });
+      }
     }
     if (!quick && (only === null || only.includes('portico-log'))) {
       // The issue's targets hold "with the full feature set on": the same Portico, logging every request.

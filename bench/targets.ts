@@ -16,7 +16,7 @@ import {
 import { BENCH_HOST, PORTS, subdir, type Workspace } from './workspace.js';
 
 /** Identifiers of the rows in the results. */
-export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'floor' | 'portico' | 'portico-log' | 'portico-all';
+export type TargetId = 'direct' | 'nginx' | 'haproxy' | 'caddy' | 'http-proxy' | 'node-alone' | 'floor' | 'portico' | 'portico-log' | 'portico-all' | 'portico-lts';
 
 /** A started server under test. */
 export interface RunningTarget {
@@ -377,6 +377,11 @@ interface PorticoOptions {
    * header rules (a request header set, a response header set and one removed); off in the other rows, as for every server.
    */
   readonly accessLog?: boolean;
+  /**
+   * The node binary that runs dist/src/main.js (the same build), or undefined for the bench's own (process.execPath):
+   * the "Portico on Node <major>" row runs Portico under the Docker image's Node (bench/lts-node.ts).
+   */
+  readonly node?: string;
 }
 
 /** The header rules of the full-feature row: what a site typically adds (nginx's proxy_set_header, add_header). */
@@ -387,7 +392,8 @@ const FULL_FEATURE_HEADER_RULES = {
 
 /** Start Portico from dist/src/main.js with a generated config. */
 export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: PorticoOptions): Promise<RunningTarget> {
-  const dir = subdir(ws, opts.workers && opts.workers > 1 ? 'portico-all' : opts.accessLog === true ? 'portico-log' : 'portico');
+  // Each Portico row has its own folder (config, certsDir, log): Portico watches its certsDir.
+  const dir = subdir(ws, opts.node !== undefined ? 'portico-lts' : opts.workers && opts.workers > 1 ? 'portico-all' : opts.accessLog === true ? 'portico-log' : 'portico');
   const main = join(ws.repoRoot, 'dist', 'src', 'main.js');
   if (!existsSync(main)) throw new Error(`${main} does not exist (Portico not built?)`);
   const config: Record<string, unknown> = {
@@ -415,7 +421,7 @@ export async function startPortico(ws: Workspace, ports: ProxyPorts, opts: Porti
   const conf = JSON.stringify(config, null, 2);
   const confPath = join(dir, 'portico.json');
   writeFileSync(confPath, conf);
-  const t = await startServer('portico', process.execPath, [main, '--config', confPath], dir, conf, ports, {
+  const t = await startServer(opts.node !== undefined ? 'portico-lts' : 'portico', opts.node ?? process.execPath, [main, '--config', confPath], dir, conf, ports, {
     h2: true,
     http: true,
     cpus: opts.cpus,
