@@ -357,8 +357,9 @@ export class H1Connection {
   onExecuted(r: number | Error): void {
     // responseTimeout bounds the wait for the head as a whole (from the request's last byte written),
     // and only the silences of the body after it: a head trickled a byte at a time, or an endless
-    // run of 1xx responses, must not keep the idle timer fresh.
-    if (this.headersDone) this.#internals._unrefTimer();
+    // run of 1xx responses, must not keep the idle timer fresh. A response this read completed needs no
+    // fresh timer (the next request's write refreshes it): most responses arrive in one read.
+    if (this.headersDone && !this.done) this.#internals._unrefTimer();
     if (this.done) {
       // Released only now, so bytes after the response in this read can't reach the next exchange.
       this.done = false;
