@@ -99,8 +99,17 @@ export class H1Connection {
   idleDeadline = 0;
   /** How long it may stay idle: the pool's keep-alive, shortened by the upstream's `Keep-Alive: timeout` hint. */
   keepAliveMs: number;
-  /** The socket timeout in force: the connect timeout, then the response timeout of the exchange. */
+  /** The timeout in force: the connect timeout (the socket's), then the response timeout of the exchange (Portico's own timer). */
   timeoutMs: number;
+  /**
+   * When the exchange last made progress (performance.now()): the request sent, a body chunk written, a body
+   * read. responseTimeout counts from here. Kept as a time rather than refreshing a timer at each of them: a
+   * socket timeout is refreshed by node on every write and write completion (timers.active(), and the C++
+   * timer it reschedules), a few thousand instructions per request; this is a store.
+   */
+  lastIo = 0;
+  /** The response timer: fires at most `timeoutMs` after it was armed, then looks at {@link lastIo}. */
+  #timer: NodeJS.Timeout | undefined = undefined;
 
   // The exchange in flight.
   keepAlive = true;
@@ -232,11 +241,12 @@ export class H1Connection {
     this.paused = false;
     this.rawCandidate = -1;
     this.bodySeen = 0;
-    if (timeoutMs !== this.timeoutMs && this.connected) {
-      this.timeoutMs = timeoutMs;
-      this.socket.setTimeout(timeoutMs);
-    }
     this.#responseTimeoutMs = timeoutMs;
+    // lastIo: stamped by the pool's acquire() a moment ago (one clock read for both), or by onConnect.
+    if (this.connected) {
+      if (timeoutMs !== this.timeoutMs) this.#setResponseTimeout(timeoutMs);
+      else if (this.#timer === undefined && timeoutMs > 0) this.#arm(timeoutMs);
+    }
     if (body === null) {
       this.requestDone = true;
       // No body: a "Content-Length: 0" the request had is kept (some servers want one on a POST); nothing else.
@@ -280,6 +290,8 @@ export class H1Connection {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.detachBody();
     this.pool.forget(this);
     this.socket.destroy();
@@ -296,11 +308,34 @@ export class H1Connection {
     // buffer per read and no 'data' event (S4 measured 0.88× the CPU per MiB of 'data' + execute()).
     const handle = this.#internals._handle;
     if (handle !== null) this.parser.consume(handle);
-    const t = this.#responseTimeoutMs > 0 ? this.#responseTimeoutMs : 0;
-    if (t !== this.timeoutMs) {
-      this.timeoutMs = t;
-      this.socket.setTimeout(t);
-    }
+    // From here the response timeout is Portico's own timer; the socket's (the connect timeout) is off.
+    this.socket.setTimeout(0);
+    this.lastIo = performance.now();
+    this.#setResponseTimeout(this.#responseTimeoutMs > 0 ? this.#responseTimeoutMs : 0);
+  }
+
+  /** A new response timeout (0: none), armed from now. */
+  #setResponseTimeout(t: number): void {
+    this.timeoutMs = t;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (t > 0) this.#arm(t);
+  }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(onResponseTimer, ms, this);
+    this.#timer.unref();
+  }
+
+  /** The response timer fired: a timeout if nothing happened for `timeoutMs`, else armed again for the rest. */
+  responseTimerFired(): void {
+    this.#timer = undefined;
+    const t = this.timeoutMs;
+    if (this.closed || t <= 0) return;
+    const quiet = performance.now() - this.lastIo;
+    // Waiting for the client to read (paused), not for the upstream: looked at again later.
+    if (quiet < t || (this.paused && this.handler !== null)) return this.#arm(Math.max(1, Math.ceil(this.paused ? t : t - quiet)));
+    this.onSocketTimeout();
   }
 
   private onBodyData(chunk: Buffer): void {
@@ -309,6 +344,7 @@ export class H1Connection {
       this.bodyLeft -= chunk.length;
     }
     if (chunk.length === 0) return;
+    this.lastIo = performance.now();
     const s = this.socket;
     // Back-pressure is judged once the batch is written (flushBody): while corked, every write reports a full buffer.
     if (!this.bodyCorked) {
@@ -349,6 +385,8 @@ export class H1Connection {
   }
 
   private onSocketDrain(): void {
+    // The upstream took what the socket held: progress, as a body chunk written is.
+    this.lastIo = performance.now();
     const src = this.bodySrc;
     if (src !== null && src.isPaused()) src.resume();
   }
@@ -357,9 +395,9 @@ export class H1Connection {
   onExecuted(r: number | Error): void {
     // responseTimeout bounds the wait for the head as a whole (from the request's last byte written),
     // and only the silences of the body after it: a head trickled a byte at a time, or an endless
-    // run of 1xx responses, must not keep the idle timer fresh. A response this read completed needs no
-    // fresh timer (the next request's write refreshes it): most responses arrive in one read.
-    if (this.headersDone && !this.done) this.#internals._unrefTimer();
+    // run of 1xx responses, must not keep the timer fresh. A response this read completed makes no progress
+    // worth a clock read (the next request starts the wait afresh): most responses arrive in one read.
+    if (this.headersDone && !this.done) this.lastIo = performance.now();
     if (this.done) {
       // Released only now, so bytes after the response in this read can't reach the next exchange.
       this.done = false;
@@ -441,6 +479,7 @@ export class H1Connection {
       this.stray = true;
     }
     this.rawLeft -= chunk.length;
+    this.lastIo = performance.now();
     if (this.rawLeft > 0) {
       if (!h.onUpstreamData(chunk, true)) this.pauseResponse();
       return;
@@ -594,6 +633,11 @@ function keepAliveHint(pairs: string[]): number {
 }
 
 // Parser callbacks: `this` is the parser, which points back at its connection.
+
+/** The response timer's callback (module-level: no closure per connection). */
+function onResponseTimer(conn: H1Connection): void {
+  conn.responseTimerFired();
+}
 
 function parserOnExecute(this: OwnedParser, r: number | Error): void {
   this.conn.onExecuted(r);

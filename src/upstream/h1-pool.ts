@@ -38,14 +38,20 @@ export class H1Pool {
     this.secure = opts.tls !== undefined;
   }
 
-  /** An idle connection, or a new one (its socket connects in the background; the request is queued on it). */
+  /**
+   * An idle connection, or a new one (its socket connects in the background; the request is queued on it).
+   * An idle one comes stamped with the time (`lastIo`, from which its responseTimeout counts): send on it at once.
+   */
   acquire(): H1Connection {
     const idle = this.#idle;
     const now = performance.now();
     while (idle.length > 0) {
       const c = idle.pop()!;
       if (c.closed) continue;
-      if (now < c.idleDeadline) return c;
+      if (now < c.idleDeadline) {
+        c.lastIo = now;
+        return c;
+      }
       c.close(); // idle too long: the upstream may be closing it right now
     }
     return this.#connect();
