@@ -13,7 +13,7 @@ import { Portico, formatIssues } from './server/portico.js';
 import { hasCode } from './errors.js';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { loadConfigFileInThread } from './config/load-in-thread.js';
+import { loadConfigFileInChild } from './config/load-in-child.js';
 import { runPrimary } from './cluster/primary.js';
 import { requestTicketSecret } from './cluster/ticket-secret.js';
 import { probeListeners } from './cluster/probe-listeners.js';
@@ -133,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'schema') {
-    // The schema (and zod) are loaded only for this command; the server validates in a worker thread.
+    // The schema (and zod) are loaded only for this command; the server validates in a child process.
     if (values.markdown === true) process.stdout.write((await import('./cli/config-reference.js')).configReferenceMarkdown());
     else process.stdout.write((await import('./cli/json-schema.js')).configJsonSchema());
     return 0;
@@ -162,7 +162,7 @@ async function main(argv: string[]): Promise<number> {
     else demo = true;
   }
   // Log settings come from the config when it is readable; problems are reported by start() below.
-  const pre = configFile === undefined ? undefined : await loadConfigFileInThread(configFile);
+  const pre = configFile === undefined ? undefined : await loadConfigFileInChild(configFile);
   const logConfig = pre?.ok === true ? pre.config.log : undefined;
   const workersSetting = pre?.ok === true ? pre.config.workers : 1;
   const workers = workersSetting === 'auto' ? availableParallelism() : workersSetting;

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadConfigFileInThread } from '../src/config/load-in-thread.js';
+import { loadConfigFileInChild } from '../src/config/load-in-child.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, startUpstream } from './helpers/net.js';
 
@@ -79,7 +79,7 @@ test('problems with ${...} are reported at their paths: bad names, no closing br
       },
     }),
   );
-  const r = await loadConfigFileInThread(file);
+  const r = await loadConfigFileInChild(file);
   assert.equal(r.ok, false);
   const lines = r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
   assert.deepEqual(lines, [

@@ -4,13 +4,13 @@
  */
 import { compilePlan } from '../config/compile.js';
 import type { ConfigIssue, LoadResult } from '../config/load.js';
-import { loadConfigFileInThread } from '../config/load-in-thread.js';
+import { loadConfigFileInChild } from '../config/load-in-child.js';
 import { TargetRegistry } from '../upstream/target.js';
 import { CHAIN_WARNING, OCSP_CHAIN_WARNING } from '../tls/cert-pair.js';
 
 /** Checks a config file (or the result of loading it, when the caller has one); returns the issues (empty when valid). */
 export async function checkConfigFile(file: string, preloaded?: LoadResult): Promise<{ file: string; issues: readonly ConfigIssue[]; hosts: number; warnings: readonly string[] }> {
-  const loaded = preloaded ?? (await loadConfigFileInThread(file));
+  const loaded = preloaded ?? (await loadConfigFileInChild(file));
   if (!loaded.ok) return { file: loaded.file, issues: loaded.issues, hosts: 0, warnings: [] };
   const targets = new TargetRegistry();
   const compiled = await compilePlan(loaded.config, loaded.baseDir, { targets, generation: 0 });

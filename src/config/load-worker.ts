@@ -1,9 +1,10 @@
 /**
- * Entry of the config-loading worker thread (see load-in-thread.ts): loads and
- * validates one config file and posts the LoadResult back.
+ * Entry of the config-loading child process (see load-in-child.ts): loads and validates one config file,
+ * sends the LoadResult back over the IPC channel, and exits.
  */
-import { parentPort, workerData } from 'node:worker_threads';
 import { loadConfigFile } from './load.js';
 
-const { file } = workerData as { file: string };
-parentPort?.postMessage(await loadConfigFile(file));
+// The parent gone, no one is waiting for the answer.
+process.once('disconnect', () => process.exit(0));
+const result = await loadConfigFile(process.argv[2] as string);
+process.send?.(result, undefined, {}, () => process.disconnect());

@@ -1,8 +1,8 @@
 /**
  * Reading and validating a config file. Never throws: the result lists every
  * issue at once, each with its JSON path and a reason. This module loads zod and
- * the schema; the server runs it in a short-lived worker thread
- * (load-in-thread.ts), so that neither stays in its memory.
+ * the schema; the server runs it in a short-lived child process
+ * (load-in-child.ts), so that neither stays in its memory.
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';

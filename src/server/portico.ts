@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { compilePlan } from '../config/compile.js';
 import type { ConfigIssue, LoadResult } from '../config/load.js';
-import { loadConfigFileInThread } from '../config/load-in-thread.js';
+import { loadConfigFileInChild } from '../config/load-in-child.js';
 import type { Plan } from '../config/plan.js';
 import type { Config } from '../config/schema.js';
 import { StreamHealthRegistry } from '../stream/stream-health.js';
@@ -179,7 +179,7 @@ export class Portico {
   }
 
   async #build(preloaded?: LoadResult): Promise<{ ok: true; plan: Plan; config: Config; logFiles: OpenedLogFiles | undefined } | { ok: false; issues: readonly ConfigIssue[] }> {
-    const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInThread(this.configFile);
+    const loaded = preloaded?.file === this.configFile ? preloaded : await loadConfigFileInChild(this.configFile);
     if (!loaded.ok) return { ok: false, issues: loaded.issues };
     const compiled = await compilePlan(loaded.config, loaded.baseDir, {
       targets: this.targets,
