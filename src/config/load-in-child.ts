@@ -58,7 +58,8 @@ export function loadConfigFileInChild(file: string): Promise<LoadResult> {
     });
     child.once('message', (result: LoadResult) => finish(result));
     child.once('error', (err) => failed(`failed (${err.message})`));
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': it comes once the IPC channel is closed too, so after any answer the child sent.
+    child.once('close', (code, signal) => {
       const said = stderr.trim().split('\n')[0];
       failed(`exited (${signal ?? `code ${code}`}) before answering${said === undefined || said === '' ? '' : `: ${said}`}`);
     });
