@@ -429,11 +429,7 @@ function describe(status: number, pairs: readonly string[], plan: CachePlan, dro
 function connectionListed(pairs: readonly string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
   for (let i = 0; i + 1 < pairs.length; i += 2) {
-    if ((pairs[i] as string).length !== 10 || (pairs[i] as string).toLowerCase() !== 'connection') continue;
-    const tokens = connectionTokens(pairs[i + 1]);
-    if (tokens === undefined) continue;
-    listed ??= new Set();
-    for (const t of tokens) listed.add(t);
+    if ((pairs[i] as string).length === 10 && (pairs[i] as string).toLowerCase() === 'connection') listed = connectionTokens(pairs[i + 1], listed);
   }
   return listed;
 }

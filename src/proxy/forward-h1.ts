@@ -23,6 +23,7 @@ import { addSetCookie, stickySetCookie } from './sticky-cookie.js';
 import { addCacheStatus, answerWithStale, startFill } from '../cache/cache-exchange.js';
 import { interceptH1, releaseH1 } from './intercept-errors.js';
 import { exchangeOf } from './exchange-of.js';
+import { lowerName } from '../http1/header-name.js';
 
 /** Sends the request on a connection of the target's HTTP/1.1 pool, the Exchange as handler. Hot path. */
 export function dispatchH1(ex: Exchange, target: Target): void {
@@ -58,9 +59,7 @@ export function dispatchH1(ex: Exchange, target: Target): void {
 export function pairsToHeaders(raw: string[]): IncomingHttpHeaders {
   const h: IncomingHttpHeaders = {};
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    const value = raw[i + 1] as string;
-    addFolded(h, name, value);
+    addFolded(h, lowerName(raw[i] as string), raw[i + 1] as string);
   }
   return h;
 }

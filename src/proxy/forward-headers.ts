@@ -123,12 +123,15 @@ export interface ForwardFacts {
   readonly prefix: string;
 }
 
-/** The header names a Connection header lists (hop-by-hop by that listing), or undefined for none. */
-export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+/**
+ * The header names a Connection header lists (hop-by-hop by that listing), lower-case, or undefined for none.
+ * With `into` (the names earlier Connection lines listed), they are added to it, and it is what comes back.
+ */
+export function connectionTokens(value: string | string[] | undefined, into?: Set<string>): Set<string> | undefined {
+  if (value === undefined) return into;
   const text = Array.isArray(value) ? value.join(',') : value;
-  if (text === '' || text === 'keep-alive' || text === 'close') return undefined;
-  const set = new Set<string>();
+  if (text === '' || text === 'keep-alive' || text === 'close') return into;
+  const set = into ?? new Set<string>();
   for (const t of text.split(',')) {
     const name = t.trim().toLowerCase();
     if (name !== '') set.add(name);
@@ -255,11 +258,7 @@ export function buildResponsePairs(pairs: string[], via: string | undefined): st
     if (kind === 0) {
       out.push(name, pairs[i + 1] as string);
     } else if (kind === CONNECTION) {
-      const tokens = connectionTokens(pairs[i + 1]);
-      if (tokens !== undefined) {
-        listed ??= new Set();
-        for (const t of tokens) listed.add(t);
-      }
+      listed = connectionTokens(pairs[i + 1], listed);
     } else if (kind === TRANSFER_ENCODING) {
       checkTransferCoding(pairs[i + 1]);
     } else if (kind === VIA) {
@@ -306,11 +305,7 @@ export function buildH2ResponseHeaders(pairs: string[], via: string | undefined,
     if (kind === 0) {
       addFolded(out, lowerName(name), value);
     } else if (kind === CONNECTION) {
-      const tokens = connectionTokens(value);
-      if (tokens !== undefined) {
-        listed ??= new Set();
-        for (const t of tokens) listed.add(t);
-      }
+      listed = connectionTokens(value, listed);
     } else if (kind === TRANSFER_ENCODING) {
       checkTransferCoding(value);
       chunked = true;

@@ -107,8 +107,6 @@ export function connectionClientCert(req: ClientRequest): string | undefined {
   return connectionOf(req)[kClientCert];
 }
 
-/** The host a connection was opened for. Hot path. */
-
 /**
  * Whether a request for `reqHost` may use a connection opened for `connName`.
  * Strict by default (RFC 9110 §15.5.20: 421 for a misdirected request); the
@@ -644,7 +642,6 @@ function onUpstreamRequestClose(this: Exchange, up: UpstreamRequest): void {
   if (this.res.writableEnded) dropRequestBody(this);
   else (this.req as H2ServerRequest).stream.once('finish', dropRequestBody.bind(undefined, this));
 }
-
 
 // The HTTP/2 upstream request's and response's listeners (`this`: the emitter), each passing on to its handler.
 function upOnResponse(this: UpstreamRequest, upRes: IncomingMessage): void {

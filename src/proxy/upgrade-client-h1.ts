@@ -22,7 +22,7 @@ function switchingHeaders(raw: readonly string[], upgrade: string | undefined): 
   let listed: Set<string> | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if ((raw[i] as string).toLowerCase() !== 'connection') continue;
-    for (const t of connectionTokens(raw[i + 1]) ?? []) (listed ??= new Set()).add(t);
+    listed = connectionTokens(raw[i + 1], listed);
   }
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
