@@ -41,7 +41,7 @@ const RESERVED_DIR = join(tmpdir(), 'portico-test-ports');
 const reservedHere: string[] = [];
 
 /**
- * Claims `port` for this process among concurrently running test files (node --test runs four at a time):
+ * Claims `port` for this process among concurrently running test files (npm test runs four files at a time):
  * without it, two files could pick the same free port in the same moment and the second listen fails with
  * EADDRINUSE (seen once in CI). A reservation whose owner has exited is taken over; this process's own are
  * removed when it exits.
