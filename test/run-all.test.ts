@@ -19,7 +19,8 @@ async function run(files: Record<string, string>, env: Record<string, string> = 
     // A node flag (--no-warnings) also keeps this run's times out of the order of the next real one.
     const child = spawn(process.execPath, [runner, '--no-warnings', ...Object.keys(files).map((f) => join(dir, f))], {
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, ...env },
+      // The default concurrency unless a test sets it, whatever the outer npm test was given.
+      env: { ...process.env, PORTICO_TEST_CONCURRENCY: undefined, ...env },
     });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
