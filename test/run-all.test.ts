@@ -20,7 +20,7 @@ async function run(files: Record<string, string>, env: Record<string, string> = 
     const child = spawn(process.execPath, [runner, '--no-warnings', ...Object.keys(files).map((f) => join(dir, f))], {
       stdio: ['ignore', 'pipe', 'inherit'],
       // The default concurrency unless a test sets it, whatever the outer npm test was given.
-      env: { ...process.env, PORTICO_TEST_CONCURRENCY: undefined, ...env },
+      env: { ...process.env, PORTICO_TEST_CONCURRENCY: undefined, PORTICO_TEST_FILE_TIMEOUT: undefined, ...env },
     });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -80,4 +80,16 @@ test('meets the others', async () => {
   } finally {
     await rm(meet, { recursive: true, force: true });
   }
+});
+
+test('npm test\'s runner kills a file that is still running after PORTICO_TEST_FILE_TIMEOUT, and fails', async () => {
+  const t0 = performance.now();
+  const r = await run({
+    'quick.test.mjs': `${header}test('quick', () => {});\n`,
+    'hangs.test.mjs': `${header}test('never ends', () => new Promise(() => setInterval(() => {}, 1000)));\n`,
+  }, { PORTICO_TEST_FILE_TIMEOUT: '2' });
+  assert.equal(r.code, 1);
+  assert.ok(performance.now() - t0 < 15_000, 'killed, not waited for');
+  assert.match(r.out, /^# {3}.*hangs\.test\.mjs: still running after 2 s, killed/m);
+  assert.equal(r.totals['pass'], 1, r.out);
 });
