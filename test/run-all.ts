@@ -153,10 +153,12 @@ function relative(file: string): string {
   return file.startsWith(`${repo}/`) ? file.slice(repo.length + 1) : file;
 }
 
+/** The previous run's times by file name; a damaged or hand-edited file gives up only the entries that are not times. */
 function readDurations(): Record<string, number> {
   try {
     const parsed: unknown = JSON.parse(readFileSync(DURATIONS_FILE, 'utf8'));
-    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, number>) : {};
+    if (typeof parsed !== 'object' || parsed === null) return {};
+    return Object.fromEntries(Object.entries(parsed).filter((e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1])));
   } catch {
     return {};
   }
