@@ -58,8 +58,8 @@ test('two workers share the port and both serve; SIGTERM stops the primary and i
     assert.equal(r.status, 200);
   }
   assert.equal(up.seen.length, n);
-  // More than limits.shutdownTimeout (10 s by default) + the primary's 5 s: a stop that has to wait out the
-  // timeout (seen once on Node 26 with four test files at a time) still ends with exit 0, not our SIGKILL.
+  // 20 s, past the primary's kill timer (shutdownTimeout + 5 s): a stop held up until that timer fails on the
+  // primary's last line below, which says what happened, rather than on our SIGKILL.
   await proxy.kill(20_000);
   assert.equal(await proxy.exited, 0);
   // The primary's own last line says the stop completed (what `docker logs` shows last), with the exit code.
@@ -73,6 +73,38 @@ test('two workers share the port and both serve; SIGTERM stops the primary and i
   assert.ok(!servedBy.has(proxy.pid), 'the primary itself does not serve');
   const listening = proxy.logs.filter((l) => l['msg'] === 'listening');
   assert.deepEqual(listening.map((l) => l['reusePort'] === true), [reusePort, reusePort]);
+});
+
+test('a stop ends when the workers have exited, even where their IPC channels close later (a child holds them), with exit 0 and "stopped"', async (t) => {
+  const pki = await makePki();
+  const pidFile = join(pki.dir, 'holders.txt');
+  await writeFile(pidFile, '');
+  // Hooks run in the order added: the holders are ended before their PID file is removed with the rest.
+  t.after(() => {
+    for (const pid of readFileSync(pidFile, 'utf8').split('\n').filter((p) => p !== '')) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+  t.after(() => pki.cleanup());
+  const cert = await pki.issue('site', ['site.test']);
+  const holder = fileURLToPath(new URL('./helpers/hold-ipc-channel.js', import.meta.url));
+  const proxy = await spawnProxy(pki, { workers: 2, hosts: { 'site.test': { tls: cert, routes: [{ path: '/', upstream: 'http://127.0.0.1:1' }] } } }, { startTimeoutMs: 20_000, env: { NODE_OPTIONS: `--import=${holder}`, PORTICO_TEST_HOLDER_PIDS: pidFile } });
+  t.after(() => proxy.kill());
+  for (let i = 0; i < 200 && readFileSync(pidFile, 'utf8').split('\n').length < 3; i++) await sleep(50);
+  assert.equal(readFileSync(pidFile, 'utf8').split('\n').filter((p) => p !== '').length, 2, 'each worker started a holder of its channel');
+  for (let i = 0; i < 150 && proxy.logs.filter((l) => l['msg'] === 'listening').length < 2; i++) await sleep(100);
+  const started = Date.now();
+  await proxy.kill(20_000);
+  const tookMs = Date.now() - started;
+  assert.equal(await proxy.exited, 0);
+  // Waiting for the channels instead would take until the primary's kill timer (shutdownTimeout + 5 s = 15 s).
+  assert.ok(tookMs < 5000, `the stop took ${String(tookMs)} ms`);
+  const primaryLast = proxy.logs.filter((l) => l['pid'] === proxy.pid).at(-1);
+  assert.deepEqual([primaryLast?.['msg'], primaryLast?.['exitCode']], ['stopped', 0], JSON.stringify(primaryLast));
 });
 
 test('with workers, a port another process holds (here, a running Portico) ends the start at once with the reason', async (t) => {

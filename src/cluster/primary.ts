@@ -67,13 +67,15 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     const serving = new Set<number>();
     let failedStarts = 0;
     const restarts = new Set<NodeJS.Timeout>();
+    // Workers whose process has not exited. Not cluster.workers: a worker stays there until its IPC channel has
+    // closed too, which may come after its 'exit' (the stop would then wait for the kill timer).
+    const alive = new Map<number, Worker>();
     // A worker forked a moment ago has no handler for SIGHUP or SIGUSR1 yet (either would end it): what the
     // primary forwards waits until the worker says it takes signals (WORKER_SIGNALS_READY), repeats coalesced.
     const takesSignals = new Set<number>();
     const heldSignals = new Map<number, Set<HandledSignal>>();
     const forward = (signal: HandledSignal): void => {
-      for (const w of Object.values(cluster.workers ?? {})) {
-        if (w === undefined) continue;
+      for (const w of alive.values()) {
         if (takesSignals.has(w.id)) w.process.kill(signal);
         else heldSignals.set(w.id, (heldSignals.get(w.id) ?? new Set<HandledSignal>()).add(signal));
       }
@@ -94,7 +96,11 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
     };
     const env: Record<string, string> = { PORTICO_WORKER: '1' };
     if (options.reusePort) env['PORTICO_REUSE_PORT'] = '1';
-    const fork = (): Worker => cluster.fork(env);
+    const fork = (): Worker => {
+      const worker = cluster.fork(env);
+      alive.set(worker.id, worker);
+      return worker;
+    };
     for (let i = 0; i < count; i++) fork();
     log.info({ workers: count, balancing: options.reusePort ? 'reuseport' : 'round-robin' }, 'primary started workers');
     cluster.on('message', (worker, msg: unknown) => {
@@ -113,11 +119,12 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       failedStarts = 0;
     });
     cluster.on('exit', (worker, code, signal) => {
+      alive.delete(worker.id);
       const wasServing = serving.delete(worker.id);
       takesSignals.delete(worker.id);
       heldSignals.delete(worker.id);
       if (stopping) {
-        if (Object.keys(cluster.workers ?? {}).length === 0) {
+        if (alive.size === 0) {
           clearTimeout(killTimer);
           resolve(stopCode);
         }
@@ -131,7 +138,7 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       if (serving.size === 0 && failedStarts >= giveUpAfterFailedStarts(count)) {
         log.fatal({ worker: worker.process.pid, code, signal, failedStarts }, 'workers fail to start and none serves; giving up (see the workers\' errors above)');
         stopping = true;
-        for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+        for (const w of alive.values()) w.kill('SIGTERM');
         resolve(1);
         return;
       }
@@ -149,13 +156,12 @@ export function runPrimary(count: number, log: Logger, options: PrimaryOptions):
       log.info({ signal }, 'stopping workers');
       for (const timer of restarts) clearTimeout(timer);
       restarts.clear();
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
-      if (Object.keys(cluster.workers ?? {}).length === 0) return resolve(0);
+      for (const w of alive.values()) w.process.kill(signal);
+      if (alive.size === 0) return resolve(0);
       // A worker that hangs (a busy loop, a stuck close) must not keep the primary, and the port, forever.
       killTimer = setTimeout(() => {
         stopCode = 1;
-        for (const w of Object.values(cluster.workers ?? {})) {
-          if (w === undefined) continue;
+        for (const w of alive.values()) {
           log.error({ worker: w.process.pid, shutdownTimeoutMs, graceMs: STOP_GRACE_MS }, 'worker did not stop within limits.shutdownTimeout; killing it');
           w.process.kill('SIGKILL');
         }

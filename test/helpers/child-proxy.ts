@@ -43,14 +43,15 @@ export function readRssBytes(pid: number): number {
 /**
  * Writes a config (HTTPS on a free port of 127.0.0.1, no HTTP listener) and starts the CLI; resolves once its port accepts connections.
  * `prefix`: a command that execs the CLI in its own process (say `prlimit --nofile=512:512 --`), so that `pid` is still Portico's.
+ * `env`: added to the test's own environment for the CLI (and the workers it forks).
  */
-export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number; prefix?: readonly string[] } = {}): Promise<ChildProxy> {
+export async function spawnProxy(pki: TestPki, config: Omit<ConfigInput, 'listen'>, opts: { startTimeoutMs?: number; prefix?: readonly string[]; env?: Record<string, string> } = {}): Promise<ChildProxy> {
   const httpsPort = await freePort();
   const configFile = join(pki.dir, `portico-child-${httpsPort}.json`);
   const full = (c: Omit<ConfigInput, 'listen'>): ConfigInput => ({ listen: { https: { port: httpsPort, addresses: ['127.0.0.1'] }, http: null }, certsDir: pki.dir, ...c });
   await writeFile(configFile, JSON.stringify(full(config)));
   const argv = [...(opts.prefix ?? []), process.execPath, MAIN, '--config', configFile, '--no-watch'];
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env === undefined ? process.env : { ...process.env, ...opts.env } });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   let pending = '';
