@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { AccessLog, type AccessFields } from '../src/log/access-line.js';
+import { AccessLog, hundredthsText, type AccessFields } from '../src/log/access-line.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
@@ -85,6 +85,14 @@ test('an access line is the line pino writes for the same fields: escaping, fiel
       assert.ok(Math.abs((parsed['time'] as number) - Date.now()) < 5_000);
     }
   }
+});
+
+test('a duration is written as JSON writes it rounded to hundredths of a millisecond', () => {
+  const samples: number[] = [0, 0.004, 0.005, 0.994, 0.995, 1, 1.25, 12.05, 12.5, 99.99, 100, 61_000, 2 ** 31 / 100 + 0.37, 1e9 + 0.01, 123_456_789.99];
+  for (let c = 0; c < 200_000; c += 7) samples.push(c / 100, c / 100 + 0.003, c / 1000);
+  for (const ms of samples) assert.equal(hundredthsText(ms), JSON.stringify(Math.round(ms * 100) / 100), String(ms));
+  // Not a duration: written as JSON would, never as a bare NaN.
+  assert.equal(hundredthsText(Number.NaN), 'null');
 });
 
 test('access lines follow the logger\'s level, also when it changes', () => {

@@ -12,7 +12,8 @@
 # under callgrind with instrumentation off; 10,000 requests warm it up (the JIT compiles the request path),
 # then `callgrind_control -i on`, `requests` more (h2load --h1, 16 connections, 127.0.0.1 only) and a dump.
 # The count is the main thread's: V8's compiler and garbage-collector threads are left out (they depend on
-# timing), the main thread's own collections are in. KEEP=<dir> keeps each run's callgrind file there for
+# timing), the main thread's own collections are in. CONFIG_BEFORE=<file> and CONFIG_AFTER=<file> run each side
+# with a config of its own (the bench's by default; the same repo twice then measures what a feature costs). KEEP=<dir> keeps each run's callgrind file there for
 # `callgrind_annotate`; NODEFLAGS=--perf-basic-prof then also lets JIT code be named from /tmp/perf-<pid>.map.
 # Needs valgrind (apt-get install -y valgrind), h2load and curl. A run takes about 30 s.
 set -euo pipefail
@@ -22,11 +23,15 @@ for tool in valgrind callgrind_control h2load curl nginx; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y valgrind nghttp2-client curl nginx)" >&2; exit 2; }
 done
 [[ -f $W/backend/nginx.conf && -f $W/portico/portico.json ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+CONFIG_BEFORE=${CONFIG_BEFORE:-$W/portico/portico.json}; CONFIG_AFTER=${CONFIG_AFTER:-$W/portico/portico.json}
+for f in "$CONFIG_BEFORE" "$CONFIG_AFTER"; do [[ -f $f ]] || { echo "no Portico config at $f (CONFIG_BEFORE / CONFIG_AFTER)" >&2; exit 2; }; done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || { echo "rounds and requests must be positive whole numbers" >&2; exit 2; }
 BACKEND_PORT=18191; PORT=19913
 RUN=$(mktemp -d /tmp/portico-ab-instructions.XXXXXX)
 # The bench's backend and Portico configs, moved to ports of their own.
 sed -e "s|$W/backend/|$RUN/|g" -e 's|127.0.0.1:18081|127.0.0.1:'$BACKEND_PORT'|g' -e 's|listen 127.0.0.1:18443 ssl http2;||' "$W/backend/nginx.conf" >"$RUN/nginx.conf"
+# A Portico config moved to those ports (HTTPS only, no admin API).
+move_config() {
 node -e '
 const [file, out, port, backend, certs] = process.argv.slice(1);
 const c = JSON.parse(require("fs").readFileSync(file, "utf8"));
@@ -36,7 +41,10 @@ delete c.admin;
 c.certsDir = certs;
 for (const h of Object.values(c.hosts)) for (const r of h.routes) if (typeof r.upstream === "string") r.upstream = r.upstream.replace(/:18081$/, ":" + backend);
 require("fs").writeFileSync(out, JSON.stringify(c));
-' "$W/portico/portico.json" "$RUN/portico.json" "$PORT" "$BACKEND_PORT" "$RUN"
+' "$1" "$2" "$PORT" "$BACKEND_PORT" "$RUN"
+}
+move_config "$CONFIG_BEFORE" "$RUN/before.json"
+move_config "$CONFIG_AFTER" "$RUN/after.json"
 nginx -c "$RUN/nginx.conf" -p "$RUN" >/dev/null 2>&1 &
 BACKEND=$!
 VPID=
@@ -56,7 +64,7 @@ one() {
   mkdir -p "$out"
   # shellcheck disable=SC2086
   valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --callgrind-out-file="$out/cg.%p" \
-    node ${NODEFLAGS:-} "$repo/dist/src/main.js" --config "$RUN/portico.json" >"$out/log" 2>&1 &
+    node ${NODEFLAGS:-} "$repo/dist/src/main.js" --config "$RUN/$label.json" >"$out/log" 2>&1 &
   VPID=$!
   for _ in $(seq 1 120); do curl -sk --resolve "bench.localhost:$PORT:127.0.0.1" -o /dev/null "$URL" && break; sleep 1; done
   h2load "${LOAD[@]}" -n 10000 -c 16 --connect-to="127.0.0.1:$PORT" "$URL" >/dev/null 2>&1

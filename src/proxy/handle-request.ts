@@ -974,10 +974,12 @@ export function isTrustedPeer(plan: Plan, remote: string): boolean {
 
 function logAccess(ex: Exchange, status: number, durationMs: number): void {
   const { req, plan } = ex;
-  if (plan.requestId) ex.requestId ??= requestIdFor(req.headers, isTrustedPeer(plan, req.remoteAddress));
+  const peer = req.remoteAddress;
+  if (plan.requestId) ex.requestId ??= requestIdFor(req.headers, isTrustedPeer(plan, peer));
   ex.state.access.write({
-    client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
-    peer: req.remoteAddress,
+    // The request's headers are read only where a setting needs them (an HTTP/1.1 request builds them on first use).
+    client: ex.client ?? (plan.trustedProxies === undefined ? peer : clientAddress(peer, req.headers, plan.trustedProxies)),
+    peer,
     requestId: ex.requestId,
     user: ex.user,
     host: ex.host,
@@ -989,13 +991,13 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
     cache: ex.cacheResult,
     status,
     bytes: ex.bytes,
-    durationMs: Math.round(durationMs * 100) / 100,
+    durationMs,
     proto: ex.h2 ? 'h2' : 'http/1.1',
     aborted: isCutShort(ex),
     error: ex.error,
     detail: ex.errorDetail,
     reason: ex.state.closeReason,
     headerNames: plan.accessHeaders,
-    requestHeaders: req.headers,
+    requestHeaders: plan.accessHeaders.length === 0 ? undefined : req.headers,
   });
 }
