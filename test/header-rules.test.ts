@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { validateConfig } from '../src/config/load.js';
+import { applyToObject, applyToPairs, compileHeaderRules } from '../src/proxy/header-rules.js';
 import { makePki, startProxyFor } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 
@@ -75,4 +76,15 @@ test('header rules that would break framing, or split a header, are refused with
   assert.match(first({ request: { set: { 'Bad Name': 'x' } } }), /expected a header name/);
   assert.match(first({ responses: {} }), /headers\.responses: unknown key/);
   assert.match(first({ response: { set: { 'X-A': '1', 'x-a': '2' } } }), /response\.set\["x-a"\]: "x-a" names the same header as "X-A" \(header names ignore case\); keep one/);
+});
+
+test('compiled rules remove names in any case and of any length, leave others of a length that shares their bits, and put a set header last', () => {
+  const long = 'X-A-Header-Name-Of-Forty-Characters-Long'; // 40 characters: 40 % 32 = 8, as "X-Remove" and "X-Keep-1"
+  assert.equal(long.length, 40);
+  const rules = compileHeaderRules({ response: { set: { 'X-Set': 'new' }, remove: [long, 'X-Remove'] } }, undefined)!.response!;
+  const pairs = ['Server', 'a', long.toUpperCase(), 'b', 'x-remove', 'c', 'X-Keep-1', 'd', 'X-SET', 'old', 'Content-Type', 'e'];
+  assert.deepEqual(applyToPairs(pairs, rules), ['Server', 'a', 'X-Keep-1', 'd', 'Content-Type', 'e', 'X-Set', 'new']);
+  const headers: Record<string, string> = { 'x-set': 'old', 'x-remove': 'c', 'x-keep-1': 'd', [long.toLowerCase()]: 'b' };
+  applyToObject(headers, rules);
+  assert.deepEqual(Object.entries(headers), [['x-keep-1', 'd'], ['x-set', 'new']]);
 });

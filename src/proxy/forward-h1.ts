@@ -118,9 +118,10 @@ export function onH1Headers(ex: Exchange, statusCode: number, pairs: string[]): 
       let out = buildResponsePairs(pairs, ex.plan.sendVia ? '1.1' : undefined);
       // What llhttp parsed needs no second check in writeHead; what rules, cookies and marks add does.
       let checked = out.length;
+      // The rules' names and values were checked with the config: the pairs stay known valid.
       if (rules !== undefined) {
         out = applyToPairs(out, rules);
-        checked = 0;
+        checked = out.length;
       }
       if (sticky !== undefined) out.push('set-cookie', sticky);
       if (cacheStatus !== undefined) out.push('cache-status', cacheStatus);
