@@ -234,14 +234,17 @@ export function h2Request(
 }
 
 /**
- * Waits until `port` on 127.0.0.1 accepts a TCP connection. Fails at once if `proc` exits first,
- * and kills it if the port stays closed for `timeoutMs`; `stderr()` goes into either message.
+ * Waits until `port` on 127.0.0.1 accepts TCP connections: two, 50 ms apart. A Portico primary binds each
+ * port for a moment before it forks its workers (src/cluster/probe-listeners.ts), and one connection
+ * can land in that moment, before any worker listens; a second one 50 ms later finds the port closed
+ * again unless a worker is listening. Fails at once if `proc` exits first, and kills it if the port stays
+ * closed for `timeoutMs`; `stderr()` goes into either message.
  */
 export async function waitForPort(port: number, proc: ChildProcess, what: string, timeoutMs: number, stderr: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}) before listening on ${port}; stderr:\n${stderr()}`);
-    if (await canConnect(port)) return;
+    if ((await canConnect(port)) && (await delay(50).then(() => canConnect(port)))) return;
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
       throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms; stderr:\n${stderr()}`);
