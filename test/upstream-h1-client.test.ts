@@ -333,3 +333,40 @@ test("an upstream's Keep-Alive: timeout hint shortens how long its idle connecti
   assert.equal(plain.connections(), 1, 'without a hint the connection is kept for 4 s');
 });
 
+
+test('a response paused for a slow client has its whole responseTimeout from the moment it is resumed: a timer due at once then does not cut it', async (t) => {
+  // The upstream sends part of a body, then nothing: only responseTimeout ends the exchange.
+  const up = await startRawUpstream((_path, s) => s.write(`HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n${'x'.repeat(1000)}`));
+  t.after(() => up.close());
+  const { port } = new URL(up.url);
+  const pool = new H1Pool({ host: '127.0.0.1', port: Number(port), connectTimeoutMs: 2000, tls: undefined });
+  t.after(() => pool.close());
+  const seen: { failed?: { code: string; at: number } } = {};
+  let paused!: () => void;
+  const firstData = new Promise<void>((resolve) => (paused = resolve));
+  const handler = {
+    onUpstreamHeaders: () => true,
+    // The client is behind: the response is paused at its first chunk.
+    onUpstreamData: () => (paused(), false),
+    onUpstreamEnd: () => {},
+    onUpstreamError: (err: UpstreamError) => (seen.failed = { code: err.code, at: performance.now() }),
+    clientBehind: () => true,
+  } as H1Handler;
+  const conn = pool.acquire();
+  conn.send(handler, 'GET', '/', { host: 'h' }, null, -1, 300);
+  await firstData;
+  // Paused for three times the timeout (the client's time, not the upstream's): no timeout meanwhile.
+  await delay(900);
+  assert.equal(seen.failed, undefined, 'no timeout while paused');
+  const resumed = performance.now();
+  conn.resume();
+  // The timer comes due in the same turn as the resume (a busy loop runs timers before it reads sockets).
+  conn.responseTimerFired();
+  assert.equal(seen.failed, undefined, 'not cut at the resume');
+  // The upstream really is silent from here: cut once responseTimeout has passed since the resume.
+  for (let i = 0; i < 100 && seen.failed === undefined; i++) await delay(20);
+  const failed = seen.failed as { code: string; at: number } | undefined;
+  assert.ok(failed !== undefined, 'cut in the end');
+  assert.equal(failed.code, 'PORTICO_RESPONSE_TIMEOUT');
+  assert.ok(failed.at - resumed >= 290, `cut ${Math.round(failed.at - resumed)} ms after the resume`);
+});

@@ -273,10 +273,15 @@ export class H1Connection {
     if (body.readableFlowing === false) body.resume();
   }
 
-  /** Resumes a response paused for back-pressure. */
+  /**
+   * Resumes a response paused for back-pressure. The time paused was the client's, not the upstream's: the
+   * upstream's silence counts from now, or a timer due in the same turn would cut it before its bytes, which
+   * waited in the socket all along, are read.
+   */
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
+    this.lastIo = performance.now();
     if (!this.closed) this.#internals._handle?.readStart();
   }
 
