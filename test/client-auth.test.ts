@@ -18,6 +18,7 @@ import { LocalCa } from '../src/tls/local-ca.js';
 import { startUpstream } from './helpers/net.js';
 import { checkHosts, makePki, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { curl, requireTool, runTool } from './helpers/real-peers.js';
+import { clearOfTicketKeyChange } from './helpers/ticket-period.js';
 
 interface Setup {
   pki: TestPki;
@@ -142,6 +143,7 @@ test('other hosts on the listener are not asked for a certificate, and a client\
 });
 
 test('a TLS session from another host never resumes on a host with clientAuth; its own sessions resume', async (t) => {
+  await clearOfTicketKeyChange();
   const s = await setup(t);
   const port = s.proxy.httpsPort;
   const ca = s.pki.caPem;

@@ -9,6 +9,7 @@ import { ERRORS } from '../src/errors.js';
 import { makePki, startProxy, startProxyFor, type TestPki, type TestProxy } from './helpers/proxy.js';
 import { h1Request, h2Connect, h2Request, startUpstream } from './helpers/net.js';
 import { curl, rawTlsExchange, requireTool, runTool } from './helpers/real-peers.js';
+import { clearOfTicketKeyChange } from './helpers/ticket-period.js';
 
 const MISDIRECTED = `${ERRORS.PORTICO_SNI_HOST_MISMATCH.message}\n`;
 
@@ -208,6 +209,7 @@ async function resumeVisit(port: number, ca: string, sni: string, host: string, 
 // was taken for the default host's: a request for its own host got 421, and the default host was served on a
 // connection made (SNI, certificate) for another host.
 test('with a defaultHost, a resumed TLS 1.2 or 1.3 session keeps the server name its ClientHello sent: its own host is served, the default host gets 421 (Node client and openssl s_client)', async (t) => {
+  await clearOfTicketKeyChange();
   const pki2 = await makePki();
   const own = await pki2.issue('own', ['own.test']);
   const dflt = await pki2.issue('dflt', ['dflt.test']);
@@ -253,6 +255,7 @@ async function opensslResumesTls12(port: number, dir: string, caFile: string, ho
 // Regression: without a defaultHost (or clientAuth) the ClientHello was not read, so a resumed TLS 1.2 session had
 // no name at all and every request on it got 421: clients limited to TLS 1.2 failed on every resumed connection.
 test('without a defaultHost, a resumed TLS 1.2 session is named by its ClientHello\'s SNI on HTTP/1.1 and HTTP/2: its own host is served, another gets 421 (Node client and openssl s_client)', async (t) => {
+  await clearOfTicketKeyChange();
   const port = proxy.httpsPort;
   for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
     const ticket = await resumesOnlyForItsHost(port, pki.caPem, 'a.test', 'b.test', maxVersion);

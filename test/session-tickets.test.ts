@@ -16,6 +16,7 @@ import { spawnTwoWorkers } from './helpers/child-proxy.js';
 import { startUpstream } from './helpers/net.js';
 import { requireTool, runTool } from './helpers/real-peers.js';
 import { SessionTicketKeys, ticketKeyFor } from '../src/tls/session-tickets.js';
+import { clearOfTicketKeyChange } from './helpers/ticket-period.js';
 
 interface Visit {
   /** Whether the handshake resumed the session offered. */
@@ -68,6 +69,7 @@ test('ticket keys: start() applies the key at once and the next period\'s at the
 });
 
 test('a session resumes (TLS 1.3 and 1.2, with and without SNI), survives a reload, and stops resuming once the ticket key changes', async (t) => {
+  await clearOfTicketKeyChange();
   const pki = await makePki();
   const up = await startUpstream();
   const cert = await pki.issue('site', ['site.test']);
@@ -103,6 +105,7 @@ test('a session resumes (TLS 1.3 and 1.2, with and without SNI), survives a relo
 
 test('with two workers, a session resumes on the other worker (Node client and openssl s_client)', async (t) => {
   if (!requireTool(t, 'openssl')) return;
+  await clearOfTicketKeyChange();
   const { proxy, pki } = await spawnTwoWorkers(t);
 
   // Each connection offers the session of the one before. The workers take connections in turn (the primary's
