@@ -152,11 +152,16 @@ test('two instances sharing a certs directory: one orders, the other serves what
   const follower = await startPorticoOn(t, otherDir, otherPorts, { ...s.config(), certsDir: s.dir });
   const issued = await waitFor('issuance', () => logged(orderer.logs, 'acme certificate issued', 'a.portico.test'), 15_000);
   const root = await s.pebble.root();
+  // The follower sees the files through its certificate watcher, which waits for the host's folder to appear
+  // (then looks again 500 ms after watching it). 15 s: one CI run with four test files at a time took over 5 s;
+  // if it ever times out, its lines about certificates say how far it got.
   const served = await waitFor('the follower serving it', async () => {
-    // The follower sees the files through its certificate watcher, which waits for the host's folder to appear.
     const r = await handshake(otherPorts.httpsPort, 'a.portico.test', root).catch(() => undefined);
     return r?.fingerprint256 === issued.fingerprint256 ? r : undefined;
-  }, 5000);
+  }, 15_000).catch((err: Error) => {
+    const lines = follower.logs.filter((l) => /certificate|acme/.test(String(l.msg)));
+    throw new Error(`${err.message}; the follower's lines about certificates: ${JSON.stringify(lines)}`);
+  });
   assert.equal(served.authorized, true, served.error);
   assert.equal(logged(follower.logs, 'acme order started'), undefined);
   assert.equal(follower.portico.acme?.status('a.portico.test')?.orders, 0);
