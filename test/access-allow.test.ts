@@ -105,13 +105,13 @@ test('clientAddress walks X-Forwarded-For from the right, past trusted proxies o
   const trusted = compileAddressList(['127.0.0.1'])!;
   const trustedV6 = compileAddressList(['::1'])!;
   const trustedBoth = compileAddressList(['127.0.0.1', '::1'])!;
-  assert.equal(clientAddress('::1', { 'x-forwarded-for': '127.0.0.1' }, trusted), '::1', 'an untrusted peer is the client');
-  assert.equal(clientAddress('127.0.0.1', { 'x-forwarded-for': '::1, 127.0.0.1' }, trusted), '::1');
-  assert.equal(clientAddress('::1', { 'x-forwarded-for': '::ffff:127.0.0.1' }, trustedV6), '::ffff:127.0.0.1');
-  assert.equal(clientAddress('127.0.0.1', { 'x-forwarded-for': '::1, 127.0.0.1' }, trustedBoth), '::1', 'all trusted: the leftmost');
-  assert.equal(clientAddress('127.0.0.1', { 'x-forwarded-for': ['::1', '127.0.0.1'] }, trusted), '::1', 'repeated headers are one list');
-  assert.equal(clientAddress('127.0.0.1', {}, undefined), '127.0.0.1');
-  assert.equal(clientAddress('::ffff:127.0.0.1', { 'x-forwarded-for': '::1' }, trusted), '::1', 'an IPv4 CIDR also covers IPv4-mapped peers');
+  assert.equal(clientAddress('::1', { headers: { 'x-forwarded-for': '127.0.0.1' } }, trusted), '::1', 'an untrusted peer is the client');
+  assert.equal(clientAddress('127.0.0.1', { headers: { 'x-forwarded-for': '::1, 127.0.0.1' } }, trusted), '::1');
+  assert.equal(clientAddress('::1', { headers: { 'x-forwarded-for': '::ffff:127.0.0.1' } }, trustedV6), '::ffff:127.0.0.1');
+  assert.equal(clientAddress('127.0.0.1', { headers: { 'x-forwarded-for': '::1, 127.0.0.1' } }, trustedBoth), '::1', 'all trusted: the leftmost');
+  assert.equal(clientAddress('127.0.0.1', { headers: { 'x-forwarded-for': ['::1', '127.0.0.1'] } }, trusted), '::1', 'repeated headers are one list');
+  assert.equal(clientAddress('127.0.0.1', { headers: {} }, undefined), '127.0.0.1');
+  assert.equal(clientAddress('::ffff:127.0.0.1', { headers: { 'x-forwarded-for': '::1' } }, trusted), '::1', 'an IPv4 CIDR also covers IPv4-mapped peers');
 });
 
 test('allowFrom entries are checked with their paths', () => {

@@ -28,33 +28,40 @@ for f in "$CONFIG_BEFORE" "$CONFIG_AFTER"; do [[ -f $f ]] || { echo "no Portico 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || { echo "rounds and requests must be positive whole numbers" >&2; exit 2; }
 BACKEND_PORT=18191; PORT=19913
 RUN=$(mktemp -d /tmp/portico-ab-instructions.XXXXXX)
-# The bench's backend and Portico configs, moved to ports of their own.
-sed -e "s|$W/backend/|$RUN/|g" -e 's|127.0.0.1:18081|127.0.0.1:'$BACKEND_PORT'|g' -e 's|listen 127.0.0.1:18443 ssl http2;||' "$W/backend/nginx.conf" >"$RUN/nginx.conf"
-# A Portico config moved to those ports (HTTPS only, no admin API).
-move_config() {
-node -e '
-const [file, out, port, backend, certs] = process.argv.slice(1);
-const c = JSON.parse(require("fs").readFileSync(file, "utf8"));
-c.listen.https.port = Number(port);
-delete c.listen.http;
-delete c.admin;
-c.certsDir = certs;
-for (const h of Object.values(c.hosts)) for (const r of h.routes) if (typeof r.upstream === "string") r.upstream = r.upstream.replace(/:18081$/, ":" + backend);
-require("fs").writeFileSync(out, JSON.stringify(c));
-' "$1" "$2" "$PORT" "$BACKEND_PORT" "$RUN"
-}
-move_config "$CONFIG_BEFORE" "$RUN/before.json"
-move_config "$CONFIG_AFTER" "$RUN/after.json"
-nginx -c "$RUN/nginx.conf" -p "$RUN" >/dev/null 2>&1 &
-BACKEND=$!
-VPID=
+BACKEND=; VPID=
 cleanup() {
   [[ -n $VPID ]] && kill "$VPID" 2>/dev/null || true
-  kill "$BACKEND" 2>/dev/null || true
+  [[ -n $BACKEND ]] && kill "$BACKEND" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$RUN"
 }
 trap cleanup EXIT
+# The bench's backend and Portico configs, moved to ports of their own.
+sed -e "s|$W/backend/|$RUN/|g" -e 's|127.0.0.1:18081|127.0.0.1:'$BACKEND_PORT'|g' -e 's|listen 127.0.0.1:18443 ssl http2;||' "$W/backend/nginx.conf" >"$RUN/nginx.conf"
+# A Portico config moved to those ports (HTTPS only, no admin API).
+move_config() {
+  node -e '
+  const [file, out, port, backend, certs] = process.argv.slice(1);
+  let c;
+  try {
+    c = JSON.parse(require("fs").readFileSync(file, "utf8"));
+    if (typeof c?.listen?.https !== "object" || typeof c.hosts !== "object") throw new Error("no listen.https or hosts");
+  } catch (err) {
+    console.error(`${file}: not a Portico config with listen.https and hosts (${err.message})`);
+    process.exit(2);
+  }
+  c.listen.https.port = Number(port);
+  delete c.listen.http;
+  delete c.admin;
+  c.certsDir = certs;
+  for (const h of Object.values(c.hosts)) for (const r of h.routes) if (typeof r.upstream === "string") r.upstream = r.upstream.replace(/:18081$/, ":" + backend);
+  require("fs").writeFileSync(out, JSON.stringify(c));
+  ' "$1" "$2" "$PORT" "$BACKEND_PORT" "$RUN"
+}
+move_config "$CONFIG_BEFORE" "$RUN/before.json" || exit 2
+move_config "$CONFIG_AFTER" "$RUN/after.json" || exit 2
+nginx -c "$RUN/nginx.conf" -p "$RUN" >/dev/null 2>&1 &
+BACKEND=$!
 sleep 0.5
 URL=https://bench.localhost:$PORT/
 # S1: HTTP/1.1, one request at a time per connection. S2 (H2=1): HTTP/2, 10 concurrent streams per connection.

@@ -59,11 +59,12 @@ function withoutPort(entry: string): string {
  * The address access rules judge: the peer's, unless the peer is trusted; then the rightmost
  * X-Forwarded-For entry that is not trusted (or the leftmost, when all are), without a port a proxy
  * wrote after it. An entry that is not an IP address ends the walk and is returned as is, so it
- * matches no allow list.
+ * matches no allow list. `req` is the request, whose headers are read only for a trusted peer.
  */
-export function clientAddress(remote: string, headers: IncomingHttpHeaders, trusted: BlockList | undefined): string {
+export function clientAddress(remote: string, req: { readonly headers: IncomingHttpHeaders }, trusted: BlockList | undefined): string {
   if (trusted === undefined || !isInList(trusted, remote)) return remote;
-  const xff = headers['x-forwarded-for'];
+  // Read only here: an HTTP/1.1 request builds its header object on first use.
+  const xff = req.headers['x-forwarded-for'];
   if (xff === undefined) return remote;
   const entries = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
   let addr = remote;

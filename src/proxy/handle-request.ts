@@ -235,7 +235,7 @@ function route(ex: Exchange): void {
   if (r === undefined) return fail(ex, 'PORTICO_NO_ROUTE');
   ex.route = r;
   if (r.allow !== undefined || r.deny !== undefined || r.limit !== undefined) {
-    const client = (ex.client = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies));
+    const client = (ex.client = clientAddress(req.remoteAddress, req, plan.trustedProxies));
     if (r.deny !== undefined && isInList(r.deny, client)) return fail(ex, 'PORTICO_FORBIDDEN', 'denyFrom');
     if (r.allow !== undefined && !isInList(r.allow, client)) return fail(ex, 'PORTICO_FORBIDDEN');
     if (r.limit !== undefined) {
@@ -303,7 +303,7 @@ function admitted(ex: Exchange): void {
       uri: ex.url,
       host: (ex.h2 ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host) : req.headers.host) ?? ex.host,
       proto: ex.plain ? 'http' : 'https',
-      client: ex.client ?? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies),
+      client: ex.client ?? clientAddress(req.remoteAddress, req, plan.trustedProxies),
       trusted: isTrustedPeer(plan, req.remoteAddress),
     },
     onForwardAuth.bind(ex),
@@ -366,7 +366,7 @@ export function sendToUpstream(ex: Exchange): void {
     }
   }
   // "client-ip" hashes the client behind trusted proxies, as allowFrom and rateLimit judge it (kept on the Exchange for a queued request).
-  const client = u.policy === 'client-ip' ? (ex.client ??= clientAddress(req.remoteAddress, req.headers, ex.plan.trustedProxies)) : req.remoteAddress;
+  const client = u.policy === 'client-ip' ? (ex.client ??= clientAddress(req.remoteAddress, req, ex.plan.trustedProxies)) : req.remoteAddress;
   const target = pickTarget(u, client, affinity);
   if (target !== undefined) return forward(ex, target);
   // Every available target at its maxRequests: wait for one; none available at all: 503.
@@ -977,8 +977,7 @@ function logAccess(ex: Exchange, status: number, durationMs: number): void {
   const peer = req.remoteAddress;
   if (plan.requestId) ex.requestId ??= requestIdFor(req.headers, isTrustedPeer(plan, peer));
   ex.state.access.write({
-    // The request's headers are read only where a setting needs them (an HTTP/1.1 request builds them on first use).
-    client: ex.client ?? (plan.trustedProxies === undefined ? peer : clientAddress(peer, req.headers, plan.trustedProxies)),
+    client: ex.client ?? clientAddress(peer, req, plan.trustedProxies),
     peer,
     requestId: ex.requestId,
     user: ex.user,

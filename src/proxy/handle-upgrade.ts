@@ -86,7 +86,7 @@ export function createUpgradeHandler(state: ProxyState, scheme: 'https' | 'http'
 function refuseLogged(state: ProxyState, req: UpgradeRequest, client: UpgradeClient, code: ErrorCode, host: string | undefined, route?: string, extra?: readonly [string, string]): void {
   const plan = state.plan;
   if (plan.accessLog) {
-    state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, host, sni: req.connName, method: req.loggedMethod, path: req.url, route, upstream: undefined, status: ERRORS[code].status, bytes: undefined, durationMs: 0, proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error: code, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+    state.access.write({ client: clientAddress(req.remoteAddress, req, plan.trustedProxies), peer: req.remoteAddress, host, sni: req.connName, method: req.loggedMethod, path: req.url, route, upstream: undefined, status: ERRORS[code].status, bytes: undefined, durationMs: 0, proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error: code, detail: undefined, headerNames: plan.accessHeaders, requestHeaders: req.headers });
   }
   client.reject(code, extra);
 }
@@ -112,7 +112,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
   const route = lookupRoute(hostPlan, url, req);
   if (route === undefined) return refuseLogged(state, req, client, 'PORTICO_NO_ROUTE', host);
   if (route.allow !== undefined || route.deny !== undefined || route.limit !== undefined) {
-    const from = clientAddress(req.remoteAddress, req.headers, plan.trustedProxies);
+    const from = clientAddress(req.remoteAddress, req, plan.trustedProxies);
     if (route.deny !== undefined && isInList(route.deny, from)) return refuseLogged(state, req, client, 'PORTICO_FORBIDDEN', host, route.id);
     if (route.allow !== undefined && !isInList(route.allow, from)) return refuseLogged(state, req, client, 'PORTICO_FORBIDDEN', host, route.id);
     const wait = route.limit === undefined ? 0 : route.limit.take(from);
@@ -130,7 +130,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
       return client.answer(a.status, answerHeaders(a, host, rewritePath(route, url), route.headerRules?.response), req.method === 'HEAD' ? EMPTY : a.body);
     }
     const sent = u.sticky === undefined ? undefined : readCookie(req.headers.cookie, u.sticky.cookie);
-    const balanceBy = u.policy === 'client-ip' ? clientAddress(req.remoteAddress, req.headers, plan.trustedProxies) : req.remoteAddress;
+    const balanceBy = u.policy === 'client-ip' ? clientAddress(req.remoteAddress, req, plan.trustedProxies) : req.remoteAddress;
     const first = pickTarget(u, balanceBy, sent === undefined ? -1 : (u.sticky!.byValue.get(sent) ?? -1));
     // Every available target at its maxRequests: no queue for upgrades, 503 at once (with a request's Retry-After).
     if (first === undefined) return u.maxRequests !== 0 && anyAvailable(u) ? client.reject('PORTICO_UPSTREAM_BUSY', ['Retry-After', '1']) : client.reject('PORTICO_NO_HEALTHY_UPSTREAM');
@@ -219,7 +219,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
         const ms = performance.now() - started;
         if (tunnel === undefined) route.stats.record(status, ms);
         if (plan.accessLog) {
-          state.access.write({ client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
+          state.access.write({ client: clientAddress(req.remoteAddress, req, plan.trustedProxies), peer: req.remoteAddress, requestId, user, host, sni: connName, method: req.loggedMethod, path: req.url, route: route.id, upstream: target.url, status, bytes: tunnel?.out, bytesIn: tunnel?.in, durationMs: Math.round(ms), proto: client.proto, upgrade: req.headers.upgrade, aborted: false, error, detail, reason, headerNames: plan.accessHeaders, requestHeaders: req.headers });
         }
       };
       // connectTimeout until the connection (and its TLS) is up, then responseTimeout for the answer, as for a
@@ -338,7 +338,7 @@ export function proxyUpgrade(state: ProxyState, scheme: 'https' | 'http', req: U
     if (fa === undefined) return proceed();
     const authReq = askForwardAuth(
       fa,
-      { method: req.method, headers: req.headers, uri: url, host: rawHost, proto: scheme, client: clientAddress(req.remoteAddress, req.headers, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
+      { method: req.method, headers: req.headers, uri: url, host: rawHost, proto: scheme, client: clientAddress(req.remoteAddress, req, plan.trustedProxies), trusted: isTrustedPeer(plan, req.remoteAddress) },
       (v) => {
         client.offClose(cancel);
         if (client.destroyed) return;

@@ -130,7 +130,7 @@ export class RouteMatch {
       const v = readCookie(headers.cookie, c.name);
       if (v === undefined || !c.test(v)) return false;
     }
-    if (this.#clients !== undefined && !isInList(this.#clients, clientAddress(req.remoteAddress, headers, this.#trusted))) return false;
+    if (this.#clients !== undefined && !isInList(this.#clients, clientAddress(req.remoteAddress, req, this.#trusted))) return false;
     return true;
   }
 }
