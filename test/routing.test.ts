@@ -179,6 +179,32 @@ test('the plain HTTP listener redirects a served host with 308 to https on the s
   assert.equal(upper.location, `https://r.test:${proxy.httpsPort}/`);
 });
 
+test('on one plain HTTP keep-alive connection, each request is judged by its own Host: proxied, redirected, 404', async () => {
+  // The listener keeps its last Host's verdict on the connection; a request naming another host must not reuse it.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const one = (host: string): Promise<{ status: number; location?: string; reused: boolean }> =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: proxy.httpPort, path: '/k', headers: { host }, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, location: res.headers.location, reused: req.reusedSocket }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  try {
+    const before = up.plain.seen.length;
+    const answers = [];
+    for (const host of ['plain.test', 'r.test', 'unknown.test', `PLAIN.TEST:${proxy.httpPort}`, 'r.test', 'plain.test']) answers.push(await one(host));
+    assert.deepEqual(answers.map((a) => a.status), [200, 308, 404, 200, 308, 200]);
+    assert.equal(answers[1]!.location, `https://r.test:${proxy.httpsPort}/k`);
+    assert.deepEqual(answers.map((a) => a.reused), [false, true, true, true, true, true], 'all on one connection');
+    assert.equal(up.plain.seen.length, before + 3);
+    assert.deepEqual(up.plain.seen.slice(-3).map((r) => r.headers.host), ['plain.test', `PLAIN.TEST:${proxy.httpPort}`, 'plain.test']);
+  } finally {
+    agent.destroy();
+  }
+});
+
 test('the plain HTTP listener answers 404 for a host it does not serve', async () => {
   const res = await plainGet('/x', 'unknown.test');
   assert.equal(res.status, 404);

@@ -11,6 +11,9 @@
 # backend and Portico on ports of their own (18191, 19913), so it can run beside ab-cpu.sh. Portico starts
 # under callgrind with instrumentation off; 10,000 requests warm it up (the JIT compiles the request path),
 # then `callgrind_control -i on`, `requests` more (h2load --h1, 16 connections, 127.0.0.1 only) and a dump.
+# PLAIN=1 counts an S5 request instead (plain HTTP/1.1 on the http listener, which then serves on 19914).
+# FLOOR=1 runs the after checkout's Node floor proxy (bench/floor-proxy.ts) as the after side, on the same
+# ports and load: Portico's count over the floor's is what Portico's own work costs (optimisations.md §38).
 # The count is the main thread's: V8's compiler and garbage-collector threads are left out (they depend on
 # timing), the main thread's own collections are in. CONFIG_BEFORE=<file> and CONFIG_AFTER=<file> run each side
 # with a config of its own (the bench's by default; the same repo twice then measures what a feature costs). KEEP=<dir> keeps each run's callgrind file there for
@@ -26,7 +29,7 @@ done
 CONFIG_BEFORE=${CONFIG_BEFORE:-$W/portico/portico.json}; CONFIG_AFTER=${CONFIG_AFTER:-$W/portico/portico.json}
 for f in "$CONFIG_BEFORE" "$CONFIG_AFTER"; do [[ -f $f ]] || { echo "no Portico config at $f (CONFIG_BEFORE / CONFIG_AFTER)" >&2; exit 2; }; done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || { echo "rounds and requests must be positive whole numbers" >&2; exit 2; }
-BACKEND_PORT=18191; PORT=19913
+BACKEND_PORT=18191; PORT=19913; PLAIN_PORT=19914
 RUN=$(mktemp -d /tmp/portico-ab-instructions.XXXXXX)
 BACKEND=; VPID=
 cleanup() {
@@ -41,7 +44,7 @@ sed -e "s|$W/backend/|$RUN/|g" -e 's|127.0.0.1:18081|127.0.0.1:'$BACKEND_PORT'|g
 # A Portico config moved to those ports (HTTPS only, no admin API).
 move_config() {
   node -e '
-  const [file, out, port, backend, certs] = process.argv.slice(1);
+  const [file, out, port, backend, certs, plainPort] = process.argv.slice(1);
   let c;
   try {
     c = JSON.parse(require("fs").readFileSync(file, "utf8"));
@@ -51,34 +54,42 @@ move_config() {
     process.exit(2);
   }
   c.listen.https.port = Number(port);
-  delete c.listen.http;
+  if (plainPort === "") delete c.listen.http;
+  else c.listen.http = { port: Number(plainPort), addresses: ["127.0.0.1"] };
   delete c.admin;
   c.certsDir = certs;
   for (const h of Object.values(c.hosts)) for (const r of h.routes) if (typeof r.upstream === "string") r.upstream = r.upstream.replace(/:18081$/, ":" + backend);
   require("fs").writeFileSync(out, JSON.stringify(c));
-  ' "$1" "$2" "$PORT" "$BACKEND_PORT" "$RUN"
+  ' "$1" "$2" "$PORT" "$BACKEND_PORT" "$RUN" "$([[ ${PLAIN:-0} == 1 ]] && echo "$PLAIN_PORT")"
 }
 move_config "$CONFIG_BEFORE" "$RUN/before.json" || exit 2
 move_config "$CONFIG_AFTER" "$RUN/after.json" || exit 2
 nginx -c "$RUN/nginx.conf" -p "$RUN" >/dev/null 2>&1 &
 BACKEND=$!
 sleep 0.5
-URL=https://bench.localhost:$PORT/
+URL=https://bench.localhost:$PORT/; LOAD_URL=$URL; LOAD_PORT=$PORT
 # S1: HTTP/1.1, one request at a time per connection. S2 (H2=1): HTTP/2, 10 concurrent streams per connection.
+# S5 (PLAIN=1): S1's load over plain HTTP (the host's plainHttp must be "serve", as in the bench's config).
 if [[ ${H2:-0} == 1 ]]; then LOAD=(-m 10); else LOAD=(--h1); fi
+if [[ ${PLAIN:-0} == 1 ]]; then LOAD_URL=http://bench.localhost:$PLAIN_PORT/; LOAD_PORT=$PLAIN_PORT; fi
 one() {
   local label=$1 repo=$2 out="$RUN/$1-$3" ir
   mkdir -p "$out"
+  local server=("$repo/dist/src/main.js" --config "$RUN/$label.json")
+  if [[ $label == after && ${FLOOR:-0} == 1 ]]; then
+    label=floor
+    server=("$repo/dist/bench/floor-proxy.js" "{\"httpsPort\":$PORT,\"httpPort\":$PLAIN_PORT,\"certFile\":\"$W/bench.crt\",\"keyFile\":\"$W/bench.key\",\"keepAliveTimeoutMs\":60000,\"upstream\":\"127.0.0.1:$BACKEND_PORT\"}")
+  fi
   # shellcheck disable=SC2086
   valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --callgrind-out-file="$out/cg.%p" \
-    node ${NODEFLAGS:-} "$repo/dist/src/main.js" --config "$RUN/$label.json" >"$out/log" 2>&1 &
+    node ${NODEFLAGS:-} "${server[@]}" >"$out/log" 2>&1 &
   VPID=$!
   for _ in $(seq 1 120); do curl -sk --resolve "bench.localhost:$PORT:127.0.0.1" -o /dev/null "$URL" && break; sleep 1; done
-  h2load "${LOAD[@]}" -n 10000 -c 16 --connect-to="127.0.0.1:$PORT" "$URL" >/dev/null 2>&1
+  h2load "${LOAD[@]}" -n 10000 -c 16 --connect-to="127.0.0.1:$LOAD_PORT" "$LOAD_URL" >/dev/null 2>&1
   callgrind_control -i on "$VPID" >/dev/null 2>&1
   sleep 1
   local done
-  done=$(h2load "${LOAD[@]}" -n "$N" -c 16 --connect-to="127.0.0.1:$PORT" "$URL" 2>&1 | grep -oE '[0-9]+ succeeded' | cut -d' ' -f1)
+  done=$(h2load "${LOAD[@]}" -n "$N" -c 16 --connect-to="127.0.0.1:$LOAD_PORT" "$LOAD_URL" 2>&1 | grep -oE '[0-9]+ succeeded' | cut -d' ' -f1)
   callgrind_control -d "$VPID" >/dev/null 2>&1
   sleep 2
   kill "$VPID"; wait "$VPID" 2>/dev/null || true

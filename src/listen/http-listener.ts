@@ -7,12 +7,11 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { lookupHost, type Plan } from '../config/plan.js';
+import type { Plan } from '../config/plan.js';
 import { H1Server } from '../http1/h1-server.js';
 import type { H1ServerRequest } from '../http1/server-request.js';
 import type { H1ServerResponse } from '../http1/server-response.js';
-import { normalizeHost } from '../proxy/normalize-host.js';
-import { createRequestHandler, type ProxyState } from '../proxy/handle-request.js';
+import { createRequestHandler, hostVerdict, type ProxyState, type WithHostVerdict } from '../proxy/handle-request.js';
 import { createUpgradeHandler } from '../proxy/handle-upgrade.js';
 import { httpsLocation } from '../proxy/https-location.js';
 import { allClosed, capConnections, closeServers, LAST_LINES_MS, listenOptions, SHUTDOWN } from './listen-options.js';
@@ -63,11 +62,12 @@ export class HttpListener {
         return plain(res, 404, 'Not Found: no pending ACME challenge for this token\n');
       }
       const plan = deps.state.plan;
-      const host = normalizeHost(req.headers.host);
-      const hostPlan = host === undefined ? undefined : lookupHost(plan, host);
-      if (host === undefined || hostPlan === undefined) return plain(res, 404, 'Not Found: this host is not served here\n');
+      // Kept on the connection as the request handler keeps it, which then finds it made for a request it proxies.
+      const verdict = hostVerdict(req.socket as net.Socket & WithHostVerdict, req.headers.host, plan, true, '');
+      const hostPlan = verdict?.hostPlan;
+      if (verdict === undefined || hostPlan === undefined) return plain(res, 404, 'Not Found: this host is not served here\n');
       if (hostPlan.servePlain) return proxy(req, res);
-      const location = httpsLocation(plan, host, url);
+      const location = httpsLocation(plan, verdict.host, url);
       plain(res, 308, `Permanent Redirect: ${location}\n`, { location });
     };
     // Upgrades (WebSockets) of the hosts with plainHttp "serve" are proxied too; other hosts' get the same 308.

@@ -185,8 +185,23 @@ interface HostVerdict {
 
 const kHostVerdict = Symbol('portico.hostVerdict');
 
-interface WithHostVerdict {
+export interface WithHostVerdict {
   [kHostVerdict]?: HostVerdict;
+}
+
+/**
+ * The verdict on a request's Host (`rawHost`) on connection `conn` (its socket or session) under `plan`: the one kept
+ * from the connection's last request when the Host and the Plan are the same, else made and kept. Undefined, and
+ * nothing kept, for a Host that names no valid host. `plain`: the plain HTTP listener, where no Host/SNI rule applies;
+ * it uses this too, so a request it proxies finds the verdict made (src/listen/http-listener.ts).
+ */
+export function hostVerdict(conn: WithHostVerdict, rawHost: string | undefined, plan: Plan, plain: boolean, connName: string): HostVerdict | undefined {
+  const v = conn[kHostVerdict];
+  if (v !== undefined && v.raw === rawHost && v.plan === plan) return v;
+  const host = normalizeHost(rawHost);
+  if (host === undefined) return undefined;
+  const hostPlan = lookupHost(plan, host);
+  return (conn[kHostVerdict] = { raw: rawHost as string, plan, host, hostPlan, allowed: plain || isAllowedOnConnection(plan, host, hostPlan, connName) });
 }
 
 /** What Portico keeps on a client connection: the name its TLS connection was made for, its client certificate, its last Host's verdict. */
@@ -204,14 +219,8 @@ function route(ex: Exchange): void {
   if (ex.h2 && req.headers[':scheme'] !== 'https') return fail(ex, normalizeHost(rawHost) === undefined ? 'PORTICO_BAD_HOST' : 'PORTICO_BAD_REQUEST', 'the :scheme is not https');
   const conn = connectionOf(req);
   ex.connName = conn[kConnName] ?? '';
-  let v = conn[kHostVerdict];
-  if (v === undefined || v.raw !== rawHost || v.plan !== plan) {
-    const host = normalizeHost(rawHost);
-    if (host === undefined) return fail(ex, 'PORTICO_BAD_HOST');
-    const hostPlan = lookupHost(plan, host);
-    v = { raw: rawHost as string, plan, host, hostPlan, allowed: ex.plain || isAllowedOnConnection(plan, host, hostPlan, ex.connName) };
-    conn[kHostVerdict] = v;
-  }
+  const v = hostVerdict(conn, rawHost, plan, ex.plain, ex.connName);
+  if (v === undefined) return fail(ex, 'PORTICO_BAD_HOST');
   ex.host = v.host;
   if (!v.allowed) return fail(ex, 'PORTICO_SNI_HOST_MISMATCH');
   // HTTP/2: a Host header beside the :authority must name the same host (RFC 9113 §8.3.1), or what reads
