@@ -28,6 +28,14 @@ for tool in valgrind callgrind_control h2load curl nginx; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y valgrind nghttp2-client curl nginx)" >&2; exit 2; }
 done
 [[ -f $W/backend/nginx.conf && -f $W/portico/portico.json ]] || { echo "run npm run bench:quick once first (it writes bench/.work)" >&2; exit 2; }
+for v in H2 PLAIN FLOOR; do
+  [[ ${!v:-0} =~ ^[01]$ ]] || { echo "$v must be 0 or 1, got '${!v}'" >&2; exit 2; }
+done
+if [[ ${H2:-0} == 1 && ${PLAIN:-0} == 1 ]]; then echo "H2=1 and PLAIN=1 together: HTTP/2 is counted over TLS only (S2), plain HTTP over HTTP/1.1 (S5); choose one" >&2; exit 2; fi
+if [[ ${FLOOR:-0} == 1 ]]; then
+  [[ -z ${CONFIG_AFTER:-} ]] || { echo "FLOOR=1 runs the floor proxy as the after side, which takes no Portico config: leave CONFIG_AFTER unset" >&2; exit 2; }
+  [[ -f $AFTER/dist/bench/floor-proxy.js ]] || { echo "FLOOR=1: no $AFTER/dist/bench/floor-proxy.js (build that checkout: npm run build)" >&2; exit 2; }
+fi
 CONFIG_BEFORE=${CONFIG_BEFORE:-$W/portico/portico.json}; CONFIG_AFTER=${CONFIG_AFTER:-$W/portico/portico.json}
 for f in "$CONFIG_BEFORE" "$CONFIG_AFTER"; do [[ -f $f ]] || { echo "no Portico config at $f (CONFIG_BEFORE / CONFIG_AFTER)" >&2; exit 2; }; done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || { echo "rounds and requests must be positive whole numbers" >&2; exit 2; }
@@ -87,6 +95,15 @@ one() {
     node ${NODEFLAGS:-} "${server[@]}" >"$out/log" 2>&1 &
   VPID=$!
   for _ in $(seq 1 120); do curl -sk --resolve "bench.localhost:$PORT:127.0.0.1" -o /dev/null "$URL" && break; sleep 1; done
+  # h2load counts any answer as a success: a redirect or an error page would be counted as if it were the load.
+  local code
+  code=$(curl -sk --resolve "bench.localhost:$LOAD_PORT:127.0.0.1" -o /dev/null -w '%{http_code}' "$LOAD_URL" || true)
+  if [[ $code != 200 ]]; then
+    local hint=''
+    [[ ${PLAIN:-0} == 1 ]] && hint=' (PLAIN=1 needs the host'"'"'s "plainHttp": "serve", as the bench'"'"'s config has)'
+    echo "$label: $LOAD_URL answered ${code:-nothing}, not 200$hint" >&2
+    exit 1
+  fi
   h2load "${LOAD[@]}" -n 10000 -c 16 --connect-to="127.0.0.1:$LOAD_PORT" "$LOAD_URL" >/dev/null 2>&1
   callgrind_control -i on "$VPID" >/dev/null 2>&1
   sleep 1
@@ -96,7 +113,8 @@ one() {
   sleep 2
   kill "$VPID"; wait "$VPID" 2>/dev/null || true
   ir=$(awk '/^summary:/{s+=$2} END{print s+0}' "$out"/cg.*.1-01 2>/dev/null || echo 0)
-  if [[ ${done:-0} != "$N" || $ir == 0 ]]; then echo "$label: run failed ($done of $N requests answered; see $out/log)" >&2; exit 1; fi
+  # The run's folder goes with the script's exit: the server's last lines are shown instead.
+  if [[ ${done:-0} != "$N" || $ir == 0 ]]; then echo "$label: run failed (${done:-0} of $N requests answered); the server's last lines:" >&2; tail -n 5 "$out/log" >&2; exit 1; fi
   # node's process.nextTick sometimes runs its tick-object literal through the runtime under valgrind (§38):
   # tens of thousands of instructions per S2 request that the real load never shows. Such a run is flagged.
   local literal note=''
