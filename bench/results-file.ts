@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOAD_CPU, PROXY_CPU } from './procs.js';
-import { renderMemory, renderTargets, renderScenario, renderSummary, type Row, type ScenarioInfo } from './report.js';
+import { renderMemory, renderTargets, renderScenario, renderSummary, spread, type Row, type ScenarioInfo } from './report.js';
 import type { MachineInfo } from './tools.js';
 
 /** Everything about the run that is not a measurement. */
@@ -41,6 +41,31 @@ export function porticoVersion(repoRoot: string): string {
   return `${pkg.version} (${rev})`;
 }
 
+/** S1's connections per run (wrk -c64): the handshakes every S1 run's CPU includes. */
+const S1_CONNECTIONS = 64;
+
+/**
+ * What opening S1's connections adds to an S1 run's CPU, for nginx and Portico: their S3 CPU per new
+ * connection (a full handshake) times 64, over a median S1 run's CPU (CPU per request × requests per run).
+ * Short runs carry more of it; the sentence says how much, from this run's own figures.
+ */
+function connectShareNote(rows: readonly Row[], durationSec: number): string {
+  const share = (id: string): number | null => {
+    const row = rows.find((r) => r.id === id);
+    const perConn = spread(row?.cells.get('S3')?.runs.map((m) => m.cpuUsPerUnit) ?? [])?.median;
+    const s1 = row?.cells.get('S1')?.runs ?? [];
+    const perReq = spread(s1.map((m) => m.cpuUsPerUnit))?.median;
+    const rate = spread(s1.map((m) => m.rate))?.median;
+    if (perConn === undefined || perReq === undefined || rate === undefined) return null;
+    return (S1_CONNECTIONS * perConn) / (perReq * rate * durationSec);
+  };
+  const n = share('nginx');
+  const p = share('portico');
+  if (n === null || p === null) return '';
+  const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
+  return ` A run's CPU includes the load tool opening its connections: in S1, ${S1_CONNECTIONS} full TLS handshakes, which in this run's ${durationSec} s runs came to about ${pct(n)} of nginx's CPU and ${pct(p)} of Portico's (their S3 CPU per connection × ${S1_CONNECTIONS}, over an S1 run's), so Portico's S1 ratio to nginx is about ${pct((1 - n) / (1 - p) - 1)} higher than runs long enough to hide the handshakes would give.`;
+}
+
 /** Render the results and write them to `path`. */
 export function writeResults(path: string, repoRoot: string, s: RunSettings, scenarios: readonly ScenarioInfo[], rows: readonly Row[]): void {
   const v = s.versions;
@@ -53,7 +78,7 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
   out.push(`- **Load average** (1/5/15 min) at start: ${s.loadAvgStart}; at end: ${s.loadAvgEnd}. Runs during which other processes used over 10% of CPU ${PROXY_CPU} are flagged ⚠ in their Notes.`);
   out.push(`- **Versions:** Portico ${s.portico}; nginx ${v['nginx']}; HAProxy ${v['haproxy']}; Caddy ${v['caddy']}; node-http-proxy ${v['http-proxy']}; Node.js ${v['node']}${v['node-lts'] === undefined ? '' : `, and for the row on the Docker image's Node: ${v['node-lts']}`}; ${v['wrk']}; ${v['h2load']}; ${v['openssl']}`);
   out.push(`- **Pinning:** each proxy is one worker process (nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, Caddy \`GOMAXPROCS=1\`, Node single process) under \`taskset -c ${PROXY_CPU}\`; the load generator and the backend run under \`taskset -c ${LOAD_CPU}\`.`);
-  out.push(`- **Runs:** every load run lasts ${s.durationSec} s and stops by itself; each scenario is run ${s.repeats}× per server; tables quote the median with (min–max). All servers run side by side on their own ports, and a scenario's runs go round them (run 1 on every server, then run 2, then run 3), so that the machine's slow spells fall on all of them alike; each server's first run of a scenario is preceded by 1 s of the same load, not measured (a warm-up for JIT-compiled servers and upstream pools).`);
+  out.push(`- **Runs:** every load run lasts ${s.durationSec} s and stops by itself; each scenario is run ${s.repeats}× per server; tables quote the median with (min–max). All servers run side by side on their own ports, and a scenario's runs go round them (run 1 on every server, then run 2, then run 3), so that the machine's slow spells fall on all of them alike; each server's first run of a scenario is preceded by 1 s of the same load, not measured (a warm-up for JIT-compiled servers and upstream pools).${connectShareNote(rows, s.durationSec)}`);
   out.push('- **TLS:** one ECDSA P-256 self-signed certificate for `bench.localhost`, made per run with openssl; TLS 1.2–1.3 enabled everywhere; clients send SNI = Host = `bench.localhost` and connect to 127.0.0.1, and offer TLS 1.3 suites in browsers\' order (`TLS_AES_128_GCM_SHA256` first; wrk through `OPENSSL_CONF`, h2load with `--tls13-ciphers`); servers that would pick by their own order (HAProxy, Node\'s servers) follow the client\'s, so every server negotiates `TLS_AES_128_GCM_SHA256` as a browser would get it (per-server notes show the cipher, and a server that negotiated another is marked ⚠).');
   out.push('- **Backend:** nginx (1 worker, CPU 1, access log off) returning a fixed 100-byte body at `/` and a 1 MiB file at `/1m`, and at `/upload` the 100-byte body once it has read the whole request body (S7), plain HTTP on 127.0.0.1:18081; every proxy keeps upstream connections alive.');
   out.push('- **CPU µs per unit** = utime+stime (from `/proc/PID/stat`, summed over the proxy\'s process tree, 10 ms ticks) during the run, divided by completed requests (or connections, or MiB). For the "backend direct" row it is the backend\'s own CPU.');

@@ -3,7 +3,7 @@
  * HAProxy, Caddy, node-http-proxy and Portico; writes bench/RESULTS.md.
  * `npm run bench:quick`: S1 against nginx and Portico only, printed.
  *
- * Environment: BENCH_DURATION (whole seconds per run, default 2),
+ * Environment: BENCH_DURATION (whole seconds per run, default 1; quick 2),
  * BENCH_REPEATS (default 3; quick 1), BENCH_ONLY (comma-separated row ids,
  * e.g. "nginx,portico", to run a subset while working on the bench),
  * BENCH_SCENARIOS (comma-separated scenario ids and/or "memory", e.g. "S4",
@@ -25,10 +25,11 @@ import { porticoVersion, writeResults, type RunSettings } from './results-file.j
 import { dockerNodeMajor, findLtsNode, type LtsNode } from './lts-node.js';
 
 const quick = process.argv.includes('--quick');
-// Whole seconds (wrk takes no fractions). 2 s per run keeps the full run (11 rows, 7 scenarios, 3 runs each, the
-// memory test) at about 8.5 minutes (7.7 before the row on the Docker image's Node, which adds 40-45 s); 3 s took
-// 10.5 once the floor row came.
-const durationSec = Number(process.env['BENCH_DURATION'] ?? 2);
+// Whole seconds (wrk takes no fractions). A full run (11 rows, 7 scenarios, 3 runs each, the memory test) takes
+// about 5.5 minutes with 1 s per run, 8.5 with 2 s and 10.5 with 3: the measured runs are most of it. 1 s is the
+// default since the run-to-run spread on these shared machines is the machine's (tens of percent over minutes),
+// not the run length's (optimisations.md §39). The quick run is a single run, so it keeps 2 s.
+const durationSec = Number(process.env['BENCH_DURATION'] ?? (quick ? 2 : 1));
 if (!Number.isInteger(durationSec) || durationSec < 1 || durationSec > 10) {
   process.stderr.write(`bench: BENCH_DURATION must be a whole number of seconds from 1 to 10 (wrk takes no fractions), got ${process.env['BENCH_DURATION']}\n`);
   process.exit(2);
