@@ -146,7 +146,8 @@ test('an HTTP/2 request reaches an HTTP/1.1 upstream with its cookies folded int
   const session = await h2Connect(proxy.httpsPort, 'cookie.test', pki.caPem);
   t.after(() => session.close());
   // Separate cookie fields, as HTTP/2 clients send them for compression (RFC 9113 §8.2.3).
-  const r = await h2Request(session, { path: '/c?x=1', method: 'PUT', headers: { cookie: ['a=1', 'b=2', 'c=3'], 'x-custom': 'v' }, body: 'payload' });
+  // A repeated field other than Cookie is folded into one with commas (RFC 9110 §5.3); fields keep the client's order.
+  const r = await h2Request(session, { path: '/c?x=1', method: 'PUT', headers: { 'x-first': '1', cookie: ['a=1', 'b=2', 'c=3'], 'x-multi': ['m1', 'm2'], 'x-custom': 'v' }, body: 'payload' });
   assert.equal(r.status, 200);
   assert.equal(up.seen.length, 1);
   const seen = up.seen[0]!;
@@ -158,6 +159,10 @@ test('an HTTP/2 request reaches an HTTP/1.1 upstream with its cookies folded int
   assert.equal(seen.method, 'PUT');
   assert.equal(seen.url, '/c?x=1');
   assert.equal(seen.headers['x-custom'], 'v');
+  assert.deepEqual(names.filter((n) => n.startsWith('x-multi')), ['x-multi'], 'exactly one X-Multi header');
+  assert.equal(seen.headers['x-multi'], 'm1, m2');
+  const order = ['x-first', 'cookie', 'x-multi', 'x-custom'].map((n) => names.indexOf(n));
+  assert.deepEqual(order, [...order].sort((a, b) => a - b), `the client's order: ${names.join(' ')}`);
   assert.equal(seen.body.toString(), 'payload');
   assert.equal(JSON.parse(r.text).body, 'payload');
 });

@@ -44,8 +44,12 @@ function watchConnectReset(watch: StreamWatch, stream: ServerHttp2Stream): void 
  * The 'stream' listener; `watch` applies sendTimeout to each stream and counts the streams its client resets.
  * CONNECT streams go to `onConnect` (without it, 405).
  */
-export function createStreamHandler(onRequest: H2RequestListener, watch: StreamWatch, onConnect?: H2ConnectListener): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
-  return function onStream(stream, headers) {
+export function createStreamHandler(
+  onRequest: H2RequestListener,
+  watch: StreamWatch,
+  onConnect?: H2ConnectListener,
+): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void {
+  return function onStream(stream, headers, _flags, rawHeaders) {
     stream.on('error', ignoreStreamError);
     if (headers[':method'] === 'CONNECT') {
       if (onConnect !== undefined) {
@@ -67,6 +71,6 @@ export function createStreamHandler(onRequest: H2RequestListener, watch: StreamW
     }
     const res = new H2ServerResponse(stream);
     watch.add(res);
-    onRequest(new H2ServerRequest(stream, headers), res);
+    onRequest(new H2ServerRequest(stream, headers, rawHeaders), res);
   };
 }

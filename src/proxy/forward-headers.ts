@@ -152,16 +152,28 @@ function joinValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
-/** Builds the headers sent upstream. Hot path. */
-export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts): OutgoingHttpHeaders {
+/** Copies one request header from `h` to `out`, unless it is a pseudo-header, dropped, or listed by Connection. */
+function copyRequestHeader(out: OutgoingHttpHeaders, h: IncomingHttpHeaders, name: string, drop: ReadonlySet<string>, listed: ReadonlySet<string> | undefined): void {
+  if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) return;
+  if (drop.has(name)) return;
+  if (listed !== undefined && listed.has(name)) return;
+  out[name] = h[name];
+}
+
+/**
+ * Builds the headers sent upstream. Hot path. `rawNames`, when given, is the block's names and values in
+ * turn (an HTTP/2 request's rawHeaders), walked for `h`'s keys instead of `h` itself: the same names in the
+ * same order (a repeated name is copied again, its folded value unchanged), without a `for…in` over
+ * node:http2's header object, which is in dictionary mode.
+ */
+export function buildRequestHeaders(h: IncomingHttpHeaders, f: ForwardFacts, rawNames?: readonly string[]): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const listed = connectionTokens(h.connection);
   const drop = f.trusted ? DROP_REQUEST : DROP_UNTRUSTED_REQUEST;
-  for (const name in h) {
-    if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue;
-    if (drop.has(name)) continue;
-    if (listed !== undefined && listed.has(name)) continue;
-    out[name] = h[name];
+  if (rawNames !== undefined) {
+    for (let i = 0; i < rawNames.length; i += 2) copyRequestHeader(out, h, rawNames[i] as string, drop, listed);
+  } else {
+    for (const name in h) copyRequestHeader(out, h, name, drop, listed);
   }
   if (f.upstreamH2 && typeof h.te === 'string' && /(^|,)\s*trailers\s*(;|,|$)/i.test(h.te)) out.te = 'trailers';
   out.host = f.upstreamHost;

@@ -582,7 +582,7 @@ export function upstreamRequestHeaders(ex: Exchange, target: Target, h2up: boole
     proto: ex.plain ? 'http' : 'https',
     upstreamH2: h2up,
     prefix: ex.route!.stripLength > 0 ? ex.route!.path : '',
-  });
+  }, ex.h2 ? (req as H2ServerRequest).rawHeaders : undefined);
   if (plan.requestId) headers['x-request-id'] = (ex.requestId ??= requestIdFor(req.headers, trusted));
   if (ex.hostPlan?.clientAuth !== undefined) {
     const cert = connectionClientCert(req);
