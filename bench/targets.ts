@@ -440,5 +440,10 @@ const porticoTarget: TargetSpec = {
 /** The pinned single-worker rows, in table order (direct first, then the proxies, Node alone, Portico last). */
 export const PROXY_TARGETS: readonly TargetSpec[] = [nginxTarget, haproxyTarget, caddyTarget, httpProxyTarget, nodeAloneTarget, floorTarget, porticoTarget];
 
-/** The nginx and Portico rows, for --quick. */
-export const QUICK_TARGETS: readonly TargetSpec[] = [nginxTarget, porticoTarget];
+/**
+ * The rows of --quick: nginx, Node alone and Portico. Node alone is there because these shared machines
+ * have spells in which every Node process runs up to twice as slowly while nginx does not
+ * (optimisations.md §28, §38): Portico's ratio to nginx then moves with the machine, its ratio to Node
+ * alone much less.
+ */
+export const QUICK_TARGETS: readonly TargetSpec[] = [nginxTarget, nodeAloneTarget, porticoTarget];
