@@ -41,6 +41,32 @@ export function porticoVersion(repoRoot: string): string {
   return `${pkg.version} (${rev})`;
 }
 
+/** Node alone's CPU over nginx's per S1 request above which a run is taken to have caught the machine slowing Node. */
+const SLOW_NODE_RATIO = 1.5;
+
+/**
+ * Node alone's CPU per S1 request over nginx's in the same round (median): about 1.0-1.4 on these machines
+ * in their usual state. They have spells in which every Node process runs up to twice as slowly while nginx
+ * does not (optimisations.md §28, §38); a run that caught one says so, since its ratios to nginx then
+ * overstate every Node row's cost.
+ */
+function machineStateNote(rows: readonly Row[]): string {
+  const cell = (id: string) => rows.find((r) => r.id === id)?.cells.get('S1');
+  const alone = cell('node-alone')?.runs ?? [];
+  const nginx = cell('nginx')?.runs ?? [];
+  const ratios: number[] = [];
+  for (const a of alone) {
+    const n = nginx.find((m) => m.round === a.round);
+    if (n !== undefined && n.cpuUsPerUnit > 0) ratios.push(a.cpuUsPerUnit / n.cpuUsPerUnit);
+  }
+  const r = spread(ratios)?.median;
+  if (r === undefined) return '';
+  const head = `- **Machine state:** Node alone took ${r.toFixed(2)}× nginx's CPU per S1 request (same round, median). In the full runs kept in RESULTS.md's history up to 2026-12-07 it took 1.0–1.4× in the machine's usual state, and 1.7–2.1× in runs that caught a spell of slow Node processes.`;
+  return r > SLOW_NODE_RATIO
+    ? `${head} ⚠ This run caught the machine in a spell that slows every Node process while nginx runs as usual: each Node row's ratios to nginx are higher than usual, Portico's included. Ratios between Node rows move too, though less (Node alone's JavaScript-heavy server slows more than Portico: Portico took 0.98× Node alone per S1 request in one such run, 1.12× in the run of record before it). An instruction count (bench/scripts/ab-instructions.sh) does not move with the machine.`
+    : head;
+}
+
 /** S1's connections per run (wrk -c64): the handshakes every S1 run's CPU includes. */
 const S1_CONNECTIONS = 64;
 
@@ -77,6 +103,8 @@ export function writeResults(path: string, repoRoot: string, s: RunSettings, sce
   out.push(`- **Machine:** ${s.machine.nproc} CPUs (nproc), ${s.machine.cpuModel}, ${s.machine.memTotal} RAM, Linux ${s.machine.kernel}`);
   out.push(`- **Load average** (1/5/15 min) at start: ${s.loadAvgStart}; at end: ${s.loadAvgEnd}. Runs during which other processes used over 10% of CPU ${PROXY_CPU} are flagged ⚠ in their Notes.`);
   out.push(`- **Versions:** Portico ${s.portico}; nginx ${v['nginx']}; HAProxy ${v['haproxy']}; Caddy ${v['caddy']}; node-http-proxy ${v['http-proxy']}; Node.js ${v['node']}${v['node-lts'] === undefined ? '' : `, and for the row on the Docker image's Node: ${v['node-lts']}`}; ${v['wrk']}; ${v['h2load']}; ${v['openssl']}`);
+  const state = machineStateNote(rows);
+  if (state !== '') out.push(state);
   out.push(`- **Pinning:** each proxy is one worker process (nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, Caddy \`GOMAXPROCS=1\`, Node single process) under \`taskset -c ${PROXY_CPU}\`; the load generator and the backend run under \`taskset -c ${LOAD_CPU}\`.`);
   out.push(`- **Runs:** every load run lasts ${s.durationSec} s and stops by itself; each scenario is run ${s.repeats}× per server; tables quote the median with (min–max). All servers run side by side on their own ports, and a scenario's runs go round them (run 1 on every server, then run 2, then run 3), so that the machine's slow spells fall on all of them alike; each server's first run of a scenario is preceded by 1 s of the same load, not measured (a warm-up for JIT-compiled servers and upstream pools).${connectShareNote(rows, s.durationSec)}`);
   out.push('- **TLS:** one ECDSA P-256 self-signed certificate for `bench.localhost`, made per run with openssl; TLS 1.2–1.3 enabled everywhere; clients send SNI = Host = `bench.localhost` and connect to 127.0.0.1, and offer TLS 1.3 suites in browsers\' order (`TLS_AES_128_GCM_SHA256` first; wrk through `OPENSSL_CONF`, h2load with `--tls13-ciphers`); servers that would pick by their own order (HAProxy, Node\'s servers) follow the client\'s, so every server negotiates `TLS_AES_128_GCM_SHA256` as a browser would get it (per-server notes show the cipher, and a server that negotiated another is marked ⚠).');

@@ -455,11 +455,11 @@ function printQuick(rows: readonly Row[], id: ScenarioId): void {
     ...(ac ? [`${(pc.median / ac.median).toFixed(2)}× Node alone`] : []),
   ];
   if (ratios.length > 0) console.log(`Portico CPU/${info.cpuUnit}: ${fmt(pc.median)} µs = ${ratios.join(', ')}`);
-  // Node alone costs about 1.1-1.3x nginx per S1 request here in the machine's usual state; far above that, the
+  // Node alone costs about 1.0-1.4x nginx per S1 request here in the machine's usual state; far above that, the
   // machine is in a spell that slows Node processes (Node alone's JavaScript-heavy server more than Portico), and
   // both ratios say more about the machine than about a change.
   if (id === 'S1' && nc && ac && ac.median / nc.median > 1.5) {
-    console.log(`note: Node alone took ${(ac.median / nc.median).toFixed(2)}× nginx's CPU (about 1.1-1.3× usually): this machine is running Node slowly just now (bench/optimisations.md §28, §38), which moves both ratios; judge a change by bench/scripts/ab-instructions.sh (instruction counts) or ab-cpu.sh (alternated pairs) instead`);
+    console.log(`note: Node alone took ${(ac.median / nc.median).toFixed(2)}× nginx's CPU (about 1.0-1.4× usually): this machine is running Node slowly just now (bench/optimisations.md §28, §38), which moves both ratios; judge a change by bench/scripts/ab-instructions.sh (instruction counts) or ab-cpu.sh (alternated pairs) instead`);
   }
 }
 
