@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
 import { execFileSync } from 'node:child_process';
+import { setTimeout as delay } from 'node:timers/promises';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import WebSocket from 'ws';
@@ -143,7 +144,13 @@ test('an open tunnel has TCP keep-alive on both of its connections, so a peer th
   const sockets = (filter: string): string[] =>
     execFileSync('ss', ['-tnoH', 'state', 'established', filter], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '');
   for (const [side, filter] of [['client', `( sport = :${proxy.httpsPort} )`], ['upstream', `( dport = :${upPort} )`]] as const) {
-    const lines = sockets(filter);
+    // ss shows one timer per socket: while sent bytes wait for their ACK (a busy machine delays it) that is the
+    // retransmission timer, "timer:(on,…)", and the keep-alive timer shows again once they are acknowledged.
+    let lines = sockets(filter);
+    for (let i = 0; i < 20 && lines.length === 1 && /timer:\(on,/.test(lines[0]!); i++) {
+      await delay(100);
+      lines = sockets(filter);
+    }
     assert.equal(lines.length, 1, `one ${side} socket: ${lines.join(' | ')}`);
     assert.match(lines[0]!, /timer:\(keepalive,(59|60)sec,0\)/, `the ${side} side of the tunnel probes after 60 s idle`);
   }
