@@ -54,7 +54,8 @@ test('weighted targets share requests by weight, spread evenly; a backup serves 
               path: '/ha',
               upstream: {
                 targets: [primary.url, { url: standby.url, backup: true }],
-                healthCheck: { path: '/', interval: '100ms', timeout: '100ms', unhealthyAfter: 1, healthyAfter: 1 },
+                // Two failed checks in a row take a target out, so that one check slowed by a busy machine does not.
+                healthCheck: { path: '/', interval: '200ms', timeout: '200ms', unhealthyAfter: 2, healthyAfter: 1 },
               },
             },
           ],
@@ -73,13 +74,18 @@ test('weighted targets share requests by weight, spread evenly; a backup serves 
   for (let i = 0; i < 40; i += 4) assert.equal(got.slice(i, i + 4).filter((g) => g === 'light').length, 1, `smooth: one light in every four, got ${got.join(' ')}`);
 
   for (let i = 0; i < 5; i++) assert.equal(await get('/ha'), 'primary', 'the backup gets nothing while the primary is up');
+  // Only log lines from here on count: on a busy machine a 100 ms check can time out before this point, and
+  // that target's down and up lines would otherwise satisfy the waits below at once.
+  const logLine = (msg: string, from: number) => () => (proxy.logs.slice(from).some((l) => l.msg === msg && l.upstream === primary.url) ? true : undefined);
+  const stoppedAt = proxy.logs.length;
   await primary.stop();
   // A refused connection goes on to the backup at once; the health check then takes the primary out.
   assert.equal(await get('/ha'), 'standby');
-  await waitFor('the primary to be out', () => (proxy.logs.some((l) => l.msg === 'upstream target down' && l.upstream === primary.url) ? true : undefined), 5000);
+  await waitFor('the primary to be out', logLine('upstream target down', stoppedAt), 5000);
   for (let i = 0; i < 3; i++) assert.equal(await get('/ha'), 'standby');
+  const startedAt = proxy.logs.length;
   await primary.start();
-  await waitFor('the primary to be back', () => (proxy.logs.some((l) => l.msg === 'upstream target up' && l.upstream === primary.url) ? true : undefined), 5000);
+  await waitFor('the primary to be back', logLine('upstream target up', startedAt), 5000);
   for (let i = 0; i < 3; i++) assert.equal(await get('/ha'), 'primary', 'back on the primary once it passes its check');
   s.close();
   // HTTP/1.1 takes the same path.
