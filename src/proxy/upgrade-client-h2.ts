@@ -161,12 +161,21 @@ export class H2WebSocketClient implements UpgradeClient {
       if (upSocket.readableEnded) stream.close(NGHTTP2_NO_ERROR);
       else cancelStream(stream);
     });
+    // To the client: what the upstream socket read, less what it still holds (not yet piped) and what the stream
+    // holds queued (not yet handed to nghttp2), as a client that stopped reading leaves them when its stream is
+    // cancelled. Taken when the stream's destruction starts: the write nghttp2 was taking may complete before the
+    // 'close', and the queue behind it is then emptied (Node's errorBuffer()), which would count it as sent.
+    const toClient = (): number => upSocket.bytesRead - upSocket.readableLength - queuedBytes(stream) - outFrom;
+    let outAtDestroy: number | undefined;
+    const destroy = stream.destroy;
+    stream.destroy = function destroyCounted(this: ServerHttp2Stream, error?: Error): ServerHttp2Stream {
+      outAtDestroy ??= toClient();
+      return destroy.call(this, error);
+    };
     stream.once('close', () => {
-      // Read before the upstream socket is destroyed. To the client: what the upstream socket read, less what it
-      // still holds (not yet piped) and what the stream holds queued (not yet handed to nghttp2), as a client that
-      // stopped reading leaves them when its stream is cancelled. From the client: what the upstream socket was
-      // given, and what the stream read that waits for it (back-pressure from an upstream that stopped reading).
-      const out = upSocket.bytesRead - upSocket.readableLength - queuedBytes(stream) - outFrom;
+      // Read before the upstream socket is destroyed. From the client: what the upstream socket was given, and what
+      // the stream read that waits for it (back-pressure from an upstream that stopped reading).
+      const out = outAtDestroy ?? toClient();
       const fromClient = ((upSocket.bytesWritten as number | undefined) ?? inFrom) - inFrom + stream.readableLength;
       upSocket.destroy();
       closed({ out, in: fromClient });
