@@ -61,7 +61,7 @@ function machineStateNote(rows: readonly Row[]): string {
   }
   const r = spread(ratios)?.median;
   if (r === undefined) return '';
-  const head = `- **Machine state:** Node alone took ${r.toFixed(2)}× nginx's CPU per S1 request (same round, median). In the full runs kept in RESULTS.md's history up to 2026-12-07 it took 1.0–1.4× in the machine's usual state, and 1.7–2.1× in runs that caught a spell of slow Node processes.`;
+  const head = `- **Machine state:** Node alone took ${r.toFixed(2)}× nginx's CPU per S1 request (same round, median). In the full runs kept in RESULTS.md's history up to 2026-12-07 it took 1.0–1.4× in the machine's usual state, and 1.55–2.1× in runs that caught a spell of slow Node processes.`;
   return r > SLOW_NODE_RATIO
     ? `${head} ⚠ This run caught the machine in a spell that slows every Node process while nginx runs as usual: each Node row's ratios to nginx are higher than usual, Portico's included. Ratios between Node rows move too, though less (Node alone's JavaScript-heavy server slows more than Portico: Portico took 0.98× Node alone per S1 request in one such run, 1.12× in the run of record before it). An instruction count (bench/scripts/ab-instructions.sh) does not move with the machine.`
     : head;
