@@ -109,19 +109,28 @@ function ratio(a: Spread | null, b: Spread | null): string {
   return `${(a.median / b.median).toFixed(2)}×`;
 }
 
-function rateOf(cell: Cell | undefined): Spread | null {
+/** A cell's rate over its runs (null when it has none). */
+export function rateOf(cell: Cell | undefined): Spread | null {
   return cell && cell.runs.length > 0 ? spread(cell.runs.map((r) => r.rate)) : null;
 }
 
-function cpuOf(cell: Cell | undefined): Spread | null {
+/** A cell's CPU per unit over its runs (null when it has none). */
+export function cpuOf(cell: Cell | undefined): Spread | null {
   return cell && cell.runs.length > 0 ? spread(cell.runs.map((r) => r.cpuUsPerUnit)) : null;
 }
+
+/**
+ * Node alone's CPU per S1 request over nginx's above which a run is taken to have caught the machine in a spell
+ * that slows Node processes (optimisations.md §28, §38): 0.96-1.38 in the full runs kept in RESULTS.md's history,
+ * 1.55-2.1 in those that caught one. RESULTS.md's Machine state line and bench:quick's note both use it.
+ */
+export const SLOW_NODE_RATIO = 1.5;
 
 /**
  * Per round, this server's CPU per unit over the reference's (nginx's, or Node alone's) in the same round.
  * The runs of a round follow each other, so a pair shares the machine's speed of the moment.
  */
-function pairedCpuSpread(cell: Cell | undefined, ref: Cell | undefined): Spread | null {
+export function pairedCpuSpread(cell: Cell | undefined, ref: Cell | undefined): Spread | null {
   if (cell === undefined || ref === undefined) return null;
   const byRound = new Map(ref.runs.map((r) => [r.round, r.cpuUsPerUnit]));
   const ratios = cell.runs.flatMap((r) => {

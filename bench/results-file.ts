@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOAD_CPU, PROXY_CPU } from './procs.js';
-import { renderMemory, renderTargets, renderScenario, renderSummary, spread, type Row, type ScenarioInfo } from './report.js';
+import { cpuOf, pairedCpuSpread, rateOf, renderMemory, renderTargets, renderScenario, renderSummary, SLOW_NODE_RATIO, type Cell, type Row, type ScenarioInfo } from './report.js';
 import type { MachineInfo } from './tools.js';
 
 /** Everything about the run that is not a measurement. */
@@ -41,9 +41,6 @@ export function porticoVersion(repoRoot: string): string {
   return `${pkg.version} (${rev})`;
 }
 
-/** Node alone's CPU over nginx's per S1 request above which a run is taken to have caught the machine slowing Node. */
-const SLOW_NODE_RATIO = 1.5;
-
 /**
  * Node alone's CPU per S1 request over nginx's in the same round (median): about 1.0-1.4 on these machines
  * in their usual state. They have spells in which every Node process runs up to twice as slowly while nginx
@@ -51,15 +48,8 @@ const SLOW_NODE_RATIO = 1.5;
  * overstate every Node row's cost.
  */
 function machineStateNote(rows: readonly Row[]): string {
-  const cell = (id: string) => rows.find((r) => r.id === id)?.cells.get('S1');
-  const alone = cell('node-alone')?.runs ?? [];
-  const nginx = cell('nginx')?.runs ?? [];
-  const ratios: number[] = [];
-  for (const a of alone) {
-    const n = nginx.find((m) => m.round === a.round);
-    if (n !== undefined && n.cpuUsPerUnit > 0) ratios.push(a.cpuUsPerUnit / n.cpuUsPerUnit);
-  }
-  const r = spread(ratios)?.median;
+  const cell = (id: string): Cell | undefined => rows.find((r) => r.id === id)?.cells.get('S1');
+  const r = pairedCpuSpread(cell('node-alone'), cell('nginx'))?.median;
   if (r === undefined) return '';
   const head = `- **Machine state:** Node alone took ${r.toFixed(2)}× nginx's CPU per S1 request (same round, median). In the full runs kept in RESULTS.md's history up to 2026-12-07 it took 1.0–1.4× in the machine's usual state, and 1.55–2.1× in runs that caught a spell of slow Node processes.`;
   return r > SLOW_NODE_RATIO
@@ -77,11 +67,10 @@ const S1_CONNECTIONS = 64;
  */
 function connectShareNote(rows: readonly Row[], durationSec: number): string {
   const share = (id: string): number | null => {
-    const row = rows.find((r) => r.id === id);
-    const perConn = spread(row?.cells.get('S3')?.runs.map((m) => m.cpuUsPerUnit) ?? [])?.median;
-    const s1 = row?.cells.get('S1')?.runs ?? [];
-    const perReq = spread(s1.map((m) => m.cpuUsPerUnit))?.median;
-    const rate = spread(s1.map((m) => m.rate))?.median;
+    const cells = rows.find((r) => r.id === id)?.cells;
+    const perConn = cpuOf(cells?.get('S3'))?.median;
+    const perReq = cpuOf(cells?.get('S1'))?.median;
+    const rate = rateOf(cells?.get('S1'))?.median;
     if (perConn === undefined || perReq === undefined || rate === undefined) return null;
     return (S1_CONNECTIONS * perConn) / (perReq * rate * durationSec);
   };

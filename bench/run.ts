@@ -20,7 +20,7 @@ import { runH2load, runHandshakes, runWrk, writeWrkResolveScript, writeWrkUpload
 import { EXPECTED_CIPHER } from './client-tls.js';
 import { probe } from './probe.js';
 import { measureIdleMemory } from './memory.js';
-import { FOREIGN_CPU_WARN, fmt, spread, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
+import { cpuOf, FOREIGN_CPU_WARN, fmt, SLOW_NODE_RATIO, type Cell, type Measurement, type Row, type ScenarioId, type ScenarioInfo } from './report.js';
 import { porticoVersion, writeResults, type RunSettings } from './results-file.js';
 import { dockerNodeMajor, findLtsNode, type LtsNode } from './lts-node.js';
 
@@ -446,9 +446,9 @@ function printQuick(rows: readonly Row[], id: ScenarioId): void {
   console.log(line('  nginx     ', nr, n));
   console.log(line('  Node alone', ar, a));
   console.log(line('  Portico   ', pr, p));
-  const pc = spread(p?.runs.map((r) => r.cpuUsPerUnit) ?? []);
-  const nc = spread(n?.runs.map((r) => r.cpuUsPerUnit) ?? []);
-  const ac = spread(a?.runs.map((r) => r.cpuUsPerUnit) ?? []);
+  const pc = cpuOf(p);
+  const nc = cpuOf(n);
+  const ac = cpuOf(a);
   if (!pc) return;
   const ratios = [
     ...(nc ? [`${(pc.median / nc.median).toFixed(2)}× nginx`] : []),
@@ -458,7 +458,7 @@ function printQuick(rows: readonly Row[], id: ScenarioId): void {
   // Node alone costs about 1.0-1.4x nginx per S1 request here in the machine's usual state; far above that, the
   // machine is in a spell that slows Node processes (Node alone's JavaScript-heavy server more than Portico), and
   // both ratios say more about the machine than about a change.
-  if (id === 'S1' && nc && ac && ac.median / nc.median > 1.5) {
+  if (id === 'S1' && nc && ac && ac.median / nc.median > SLOW_NODE_RATIO) {
     console.log(`note: Node alone took ${(ac.median / nc.median).toFixed(2)}× nginx's CPU (about 1.0-1.4× usually): this machine is running Node slowly just now (bench/optimisations.md §28, §38), which moves both ratios; judge a change by bench/scripts/ab-instructions.sh (instruction counts) or ab-cpu.sh (alternated pairs) instead`);
   }
 }
