@@ -409,7 +409,7 @@ test('a 16 KiB ClientHello trickled a byte at a time is read in linear time and 
   const port = await freePort();
   const cert = await pki.issue('s', ['s.test']);
   const sinkUrl = `tcp://127.0.0.1:${(sink.address() as net.AddressInfo).port}`;
-  const proxy = await spawnProxy(pki, { streams: [{ port, addresses: ['127.0.0.1'], sni: { 'big.pass.test': sinkUrl }, upstream: target.url, helloTimeout: '30s' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } });
+  const proxy = await spawnProxy(pki, { streams: [{ port, addresses: ['127.0.0.1'], sni: { 'big.pass.test': sinkUrl }, upstream: target.url, helloTimeout: '5m' }], hosts: { 's.test': { tls: cert, routes: [{ path: '/', respond: { status: 204 } }] } } });
   t.after(async () => {
     await proxy.kill();
     await target.close();
@@ -428,6 +428,7 @@ test('a 16 KiB ClientHello trickled a byte at a time is read in linear time and 
     s.on('error', () => {});
     await once(s, 'connect');
     // One byte per write, 250 µs apart (about 4 s in all, as a slow attacker would send them): each reaches Portico as a read of its own.
+    // On a loaded machine the trickle took over 40 s, hence helloTimeout above: this test is about CPU and bytes, not the timeout.
     for (let i = 0; i < hello.length; i++) {
       s.write(hello.subarray(i, i + 1));
       const next = performance.now() + 0.25;
