@@ -28,6 +28,8 @@ const TOTAL = Number(process.env.PORTICO_TEST_LARGE_MIB ?? 512) * MiB;
 const CHUNK = 256 * 1024;
 /** RSS growth allowed while a body streams. */
 const MAX_RSS_GROWTH = 100 * MiB;
+/** Each test's limit, as run-all gives every test: 512 MiB through the proxy takes 5–12 s on a quiet machine, and took 55 s with 12 test files at once on 2 cores. */
+const TIMEOUT_MS = 120_000;
 
 /** 61 distinct random chunks (a prime count, so no power-of-two slip lines up); chunk i of a stream is POOL[i % 61]. Never mutated. */
 const POOL = Array.from({ length: 61 }, () => randomBytes(CHUNK));
@@ -57,12 +59,13 @@ async function writeStream(w: Writable, total: number): Promise<Tally> {
   return { bytes: sent, crc };
 }
 
-/** Samples a process's RSS every 50 ms; `stop()` returns the peak. */
-function sampleRss(child: ChildProxy): { stop(): number } {
+/** Samples a process's RSS every 50 ms; `stop()` returns the peak. Stopped with the test, also one that fails or times out. */
+function sampleRss(t: import('node:test').TestContext, child: ChildProxy): { stop(): number } {
   let peak = child.rssBytes();
   const timer = setInterval(() => {
     peak = Math.max(peak, child.rssBytes());
   }, 50);
+  t.after(() => clearInterval(timer));
   return {
     stop() {
       clearInterval(timer);
@@ -145,7 +148,7 @@ function report(t: import('node:test').TestContext, what: string, ms: number, gr
   t.diagnostic(`${what}: ${TOTAL / MiB} MiB in ${Math.round(ms)} ms (${Math.round(TOTAL / MiB / (ms / 1000))} MiB/s), proxy RSS growth ${(growth / MiB).toFixed(1)} MiB`);
 }
 
-test('a large HTTP/1.1 upload and download stream through the proxy intact while its memory stays flat', { timeout: 60_000 }, async (t) => {
+test('a large HTTP/1.1 upload and download stream through the proxy intact while its memory stays flat', { timeout: TIMEOUT_MS }, async (t) => {
   const { pki, child, downloads } = await setup(t);
   const agent = h1Agent(pki);
   t.after(() => agent.destroy());
@@ -155,7 +158,7 @@ test('a large HTTP/1.1 upload and download stream through the proxy intact while
   });
   const base = child.rssBytes();
 
-  let rss = sampleRss(child);
+  let rss = sampleRss(t, child);
   let start = performance.now();
   const req = https.request({ host: '127.0.0.1', port: child.httpsPort, method: 'PUT', path: '/upload', headers: { host: 'big.test', 'content-length': TOTAL }, agent });
   const response = once(req, 'response') as Promise<[http.IncomingMessage]>;
@@ -168,7 +171,7 @@ test('a large HTTP/1.1 upload and download stream through the proxy intact while
   assert.deepEqual(seen, sent, 'the upstream received every byte, in order');
   assert.ok(upGrowth < MAX_RSS_GROWTH, `proxy RSS grew by ${(upGrowth / MiB).toFixed(1)} MiB during the upload`);
 
-  rss = sampleRss(child);
+  rss = sampleRss(t, child);
   start = performance.now();
   const [down] = (await once(https.get({ host: '127.0.0.1', port: child.httpsPort, path: '/download', headers: { host: 'big.test' }, agent }), 'response')) as [http.IncomingMessage];
   assert.equal(down.statusCode, 200);
@@ -181,7 +184,7 @@ test('a large HTTP/1.1 upload and download stream through the proxy intact while
   assert.ok(downGrowth < MAX_RSS_GROWTH, `proxy RSS grew by ${(downGrowth / MiB).toFixed(1)} MiB during the download`);
 });
 
-test('a large HTTP/2 upload streams through the proxy to an HTTP/1.1 upstream intact while its memory stays flat', { timeout: 60_000 }, async (t) => {
+test('a large HTTP/2 upload streams through the proxy to an HTTP/1.1 upstream intact while its memory stays flat', { timeout: TIMEOUT_MS }, async (t) => {
   const { pki, child } = await setup(t);
   const session = http2.connect('https://big.test', {
     createConnection: () => tls.connect({ host: '127.0.0.1', port: child.httpsPort, servername: 'big.test', ca: pki.caPem, ALPNProtocols: ['h2'] }),
@@ -195,7 +198,7 @@ test('a large HTTP/2 upload streams through the proxy to an HTTP/1.1 upstream in
   await once(warm, 'end');
   const base = child.rssBytes();
 
-  const rss = sampleRss(child);
+  const rss = sampleRss(t, child);
   const start = performance.now();
   const stream = session.request({ ':method': 'PUT', ':path': '/upload', 'content-length': String(TOTAL) });
   const response = once(stream, 'response') as Promise<[http2.IncomingHttpHeaders]>;
@@ -239,7 +242,7 @@ async function startStallingUpstream(): Promise<{ url: string; resumed: Promise<
 }
 
 for (const framing of ['content-length', 'chunked'] as const) {
-  test(`an HTTP/1.1 upload (${framing}) to an upstream that stops reading is held back at the client, and arrives whole once it reads again`, { timeout: 60_000 }, async (t) => {
+  test(`an HTTP/1.1 upload (${framing}) to an upstream that stops reading is held back at the client, and arrives whole once it reads again`, { timeout: TIMEOUT_MS }, async (t) => {
     const pki = await makePki();
     const up = await startStallingUpstream();
     const cert = await pki.issue('stall', ['stall.test']);
@@ -255,7 +258,7 @@ for (const framing of ['content-length', 'chunked'] as const) {
       await pki.cleanup();
     });
     const base = child.rssBytes();
-    const rss = sampleRss(child);
+    const rss = sampleRss(t, child);
     const headers: http.OutgoingHttpHeaders = { host: 'stall.test' };
     if (framing === 'content-length') headers['content-length'] = STALL_TOTAL;
     const req = https.request({ host: '127.0.0.1', port: child.httpsPort, method: 'PUT', path: '/upload', headers, agent });

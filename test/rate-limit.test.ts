@@ -60,21 +60,29 @@ test('rateLimit: a burst, then the rate; a host\'s budget shared by its routes; 
   assert.equal(own.headers['retry-after'], '60');
 
   // The bucket refills a token a second, which a loaded machine can spend between two checks: each check below
-  // opens its connection first, then spends what refilled, then asks at once.
+  // opens its connection first, then spends what refilled, then asks at once. A machine slow enough for a token to
+  // come back even so gets a few tries; a protocol the limit missed would pass every one of them.
   const spend = async (): Promise<void> => {
     for (let i = 0; i < 10 && (await get('/', '::1')).status !== 429; i++);
   };
-  const s = await h2Connect(proxy.httpsPort, 'rl.test', pki.caPem);
-  await spend();
-  const h = await h2Request(s, { path: '/', headers: { 'x-forwarded-for': '::1' } });
-  assert.equal(h.status, 429);
+  let h: Awaited<ReturnType<typeof h2Request>> | undefined;
+  for (let attempt = 0; attempt < 5 && h?.status !== 429; attempt++) {
+    const s = await h2Connect(proxy.httpsPort, 'rl.test', pki.caPem);
+    await spend();
+    h = await h2Request(s, { path: '/', headers: { 'x-forwarded-for': '::1' } });
+    s.close();
+  }
+  assert.equal(h?.status, 429, 'HTTP/2 requests share the budget');
   assert.equal(h.headers['retry-after'], '1');
-  s.close();
-  const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'rl.test', ca: pki.caPem } });
-  await spend();
-  await ws.write(rawUpgradeRequest('rl.test', '/chat', 'X-Forwarded-For: ::1\r\n'));
-  const w = await ws.response();
-  assert.equal(w.status, 429);
+  let w: Awaited<ReturnType<RawClient['response']>> | undefined;
+  for (let attempt = 0; attempt < 5 && w?.status !== 429; attempt++) {
+    const ws = await RawClient.open(t, { port: proxy.httpsPort, tls: { servername: 'rl.test', ca: pki.caPem } });
+    await spend();
+    await ws.write(rawUpgradeRequest('rl.test', '/chat', 'X-Forwarded-For: ::1\r\n'));
+    w = await ws.response();
+    ws.destroy();
+  }
+  assert.equal(w?.status, 429, 'upgrades share the budget');
   assert.equal(w.headers['retry-after'], '1');
 
   // The rate refills the bucket: 2 per 2 s. Each request also lets a little more refill, so on a loaded machine
